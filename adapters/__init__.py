@@ -1,0 +1,1 @@
+"""Protocol adapters: how outside systems attach to the bus (see ``esb.adapters.spec``)."""

@@ -1,0 +1,173 @@
+"""GraphQL inbound (GraphQL-over-HTTP, POST ``application/json``).
+
+Status codes: ``application/json`` responses answer 200 for parse, validation and execution
+errors (the legacy watershed of the GraphQL-over-HTTP spec); ``application/graphql-response+json``
+(when the client's Accept names it) answers 400 when the request failed before execution.
+Unparsable requests are 400, wrong content types 415, oversize bodies 413, and a bus that
+could not confirm an envelope 503 with ``extensions.code = BUS_UNAVAILABLE``.
+"""
+
+from __future__ import annotations
+
+from inspect import isawaitable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from esb.adapters.graphql.schema import load_schema, wire_mutations
+from esb.adapters.graphql.settings import GraphqlInboundSettings
+from esb.adapters.spec import HttpRoute, InboundContext
+from esb.adapters.webhook.httpedge import BodyTooLarge, read_body
+from esb.bus.envelope import Envelope
+from esb.bus.errors import BusUnavailable
+from graphql import (
+    ExecutionResult,
+    GraphQLError,
+    GraphQLResolveInfo,
+    GraphQLScalarType,
+    OperationType,
+    execute,
+    get_named_type,
+    get_operation_ast,
+    parse,
+    validate,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+
+LEGACY = "application/json"
+MODERN = "application/graphql-response+json"
+
+
+def _error(message: str, code: str) -> dict[str, Any]:
+    return {"message": message, "extensions": {"code": code}}
+
+
+def _format(errors: list[GraphQLError], code: str | None,
+            request_error: bool = False) -> tuple[list[dict[str, Any]], bool]:
+    """Formatted errors with an ``extensions.code``, and whether the bus was unavailable.
+    Request errors (before execution) all take ``code``."""
+    out, bus_down = [], False
+    for error in errors:
+        formatted = dict(error.formatted)
+        given: Any = formatted.get("extensions") or {}
+        extensions: dict[str, Any] = dict(given)
+        if isinstance(error.original_error, BusUnavailable):
+            bus_down = True
+            extensions["code"] = "BUS_UNAVAILABLE"
+        elif request_error and code:
+            extensions["code"] = code
+        elif error.original_error is not None:
+            extensions.setdefault("code", "INTERNAL_SERVER_ERROR")
+        elif code:
+            extensions.setdefault("code", code)
+        formatted["extensions"] = extensions
+        out.append(formatted)
+    return out, bus_down
+
+
+class GraphqlInbound:
+    """Serves one GraphQL endpoint built from an SDL."""
+
+    def __init__(self, settings: GraphqlInboundSettings, ctx: InboundContext) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.schema = load_schema(ctx.config_dir / Path(settings.sdl))
+        wire_mutations(self.schema, self._publish)
+        self.routes = [HttpRoute(settings.path, ("POST",), self.handle)]
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def _publish(self, field: str, arguments: dict[str, Any],
+                       info: GraphQLResolveInfo) -> Any:
+        """One mutation field → one envelope; returns what the field's type asks for."""
+        request: Request = info.context
+        envelope = Envelope(type=field, source=self.settings.source or self.ctx.name,
+                            datacontenttype="application/json", data=arguments,
+                            traceparent=request.headers.get("traceparent"),
+                            esbendpoint=self.ctx.name)
+        accepted = await self.ctx.accept(envelope)
+        if isinstance(get_named_type(info.return_type), GraphQLScalarType):
+            return accepted.id
+        return {"id": accepted.id, "status": "ACCEPTED", "duplicate": accepted.duplicate,
+                "destinations": list(accepted.destinations)}
+
+    async def handle(self, request: Request) -> Response:
+        accept = request.headers.get("accept", "")
+        media = MODERN if MODERN in accept else LEGACY
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return self._reply(media, 415, errors=[_error(
+                "POST the request as application/json", "BAD_REQUEST")])
+        try:
+            body = await read_body(request, self.settings.max_body)
+        except BodyTooLarge as exc:
+            return self._reply(media, 413, errors=[_error(str(exc), "BAD_REQUEST")])
+        try:
+            params = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return self._reply(media, 400, errors=[_error(f"malformed JSON: {exc}",
+                                                          "BAD_REQUEST")])
+        problem = _check_params(params)
+        if problem:
+            return self._reply(media, 400, errors=[_error(problem, "BAD_REQUEST")])
+        return await self._run(request, media, params)
+
+    async def _run(self, request: Request, media: str, params: dict[str, Any]) -> Response:
+        request_error = 400 if media == MODERN else 200
+        try:
+            document = parse(params["query"])
+        except GraphQLError as exc:
+            errors, _ = _format([exc], "GRAPHQL_PARSE_FAILED")
+            return self._reply(media, request_error, errors=errors)
+        validation = validate(self.schema, document)
+        if validation:
+            errors, _ = _format(validation, "GRAPHQL_VALIDATION_FAILED")
+            return self._reply(media, request_error, errors=errors)
+        operation = get_operation_ast(document, params.get("operationName"))
+        if operation is None:
+            return self._reply(media, request_error, errors=[_error(
+                "operationName does not select one operation", "BAD_REQUEST")])
+        if operation.operation == OperationType.SUBSCRIPTION:
+            return self._reply(media, request_error, errors=[_error(
+                "subscriptions are not supported", "BAD_REQUEST")])
+        result = execute(self.schema, document, variable_values=params.get("variables"),
+                         operation_name=params.get("operationName"), context_value=request)
+        if isawaitable(result):
+            result = await result
+        assert isinstance(result, ExecutionResult)
+        if result.errors and result.data is None and all(e.path is None for e in result.errors):
+            errors, _ = _format(result.errors, "BAD_USER_INPUT", True)  # variables did not coerce
+            return self._reply(media, request_error, errors=errors)
+        errors, bus_down = _format(result.errors or [], None)
+        return self._reply(media, 503 if bus_down else 200, data=result.data, errors=errors,
+                           executed=True)
+
+    @staticmethod
+    def _reply(media: str, status: int, *, data: Any = None,
+               errors: list[dict[str, Any]] | None = None, executed: bool = False) -> Response:
+        """``data`` is present once execution started (even as null), absent before."""
+        body: dict[str, Any] = {}
+        if errors:
+            body["errors"] = errors
+        if executed:
+            body["data"] = data
+        headers = {"Retry-After": "5"} if status == 503 else None
+        return Response(orjson.dumps(body), status_code=status, headers=headers,
+                        media_type=f"{media}; charset=utf-8")
+
+
+def _check_params(params: Any) -> str | None:
+    if not isinstance(params, dict):
+        return "the request body must be a JSON object"
+    if not isinstance(params.get("query"), str):
+        return "'query' must be a string"
+    if params.get("variables") is not None and not isinstance(params["variables"], dict):
+        return "'variables' must be an object"
+    if params.get("operationName") is not None and not isinstance(params["operationName"], str):
+        return "'operationName' must be a string"
+    return None

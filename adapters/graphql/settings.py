@@ -1,0 +1,39 @@
+"""Settings of the graphql adapter (validated at load time)."""
+
+from __future__ import annotations
+
+from esb.adapters.spec import AdapterSettings
+from pydantic import Field
+
+DEFAULT_PERMANENT_CODES = ["GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT",
+                           "GRAPHQL_PARSE_FAILED"]
+
+
+class GraphqlInboundSettings(AdapterSettings):
+    """A GraphQL endpoint whose mutations become envelopes."""
+
+    path: str = Field(pattern=r"^/")
+    #: SDL file (relative to the configuration folder). Every ``Mutation`` field must return
+    #: ``ID``/``String`` (scalar, the envelope id) or an object type with an ``id`` field.
+    sdl: str
+    #: CloudEvents ``source``; the endpoint name when not given.
+    source: str | None = None
+    max_body: int = Field(1_048_576, ge=1)
+
+
+class GraphqlOutboundSettings(AdapterSettings):
+    """Posts one GraphQL document per envelope."""
+
+    url: str = Field(pattern=r"^https?://")
+    #: File with the query/mutation (relative to the configuration folder).
+    document: str
+    #: Needed when the document holds more than one operation.
+    operation_name: str | None = None
+    #: Variable name → envelope path: ``data.orderId``, ``data`` (all of it), ``id``,
+    #: ``subject`` ... (a leading ``$`` is allowed). Empty: the data object is the variables.
+    variables: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(30.0, gt=0)
+    #: ``errors[].extensions.code`` values that make a failure permanent; others are retried.
+    permanent_error_codes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PERMANENT_CODES))

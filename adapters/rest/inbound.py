@@ -1,0 +1,195 @@
+"""rest inbound: HTTP requests → envelopes; 202 with the id once the bus confirmed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from esb.adapters.problem import problem
+from esb.adapters.rest.settings import RestInboundSettings
+from esb.adapters.spec import Accepted, HttpRoute, InboundContext
+from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
+from esb.bus.errors import BusError
+from esb.bus.runtime.idempotency import IdempotencyCache
+from esb.transformers.xmlsafe import XmlError, parse_xml
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+_CE_HEADER_ATTRS = ("id", "source", "type", "subject", "time", "dataschema")
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+
+
+class RestInbound:
+    def __init__(self, settings: RestInboundSettings, ctx: InboundContext,
+                 default_max_body: int) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.max_body = settings.max_body or default_max_body
+        self.accepted_types = {t.lower() for t in settings.content_types}
+        self.idempotency = IdempotencyCache()
+        methods = tuple(settings.methods)
+        self.routes = [HttpRoute(settings.path, methods, self.handle),
+                       HttpRoute(settings.path + "/{type}", methods, self.handle)]
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            body = await _read_body(request, self.max_body)
+            envelope = self._envelope(request, body)
+        except BadRequest as exc:
+            return problem(exc.status, exc.title, exc.detail)
+        key = envelope.idempotencykey
+        try:
+            if key:
+                accepted, duplicate = await self.idempotency.run(
+                    key, lambda: self.ctx.accept(envelope))
+            else:
+                accepted, duplicate = await self.ctx.accept(envelope), False
+        except BusError as exc:
+            return problem(503, "Bus unavailable",
+                           f"the message was not accepted ({exc}); retry later",
+                           headers={"Retry-After": "1"})
+        return _accepted(accepted, duplicate)
+
+    def _envelope(self, request: Request, body: bytes) -> Envelope:
+        headers = request.headers
+        media, params = _media_type(headers.get("content-type", ""))
+        if media == CLOUDEVENTS_JSON and media in self.accepted_types:
+            return self._structured(request, body)
+        if media not in self.accepted_types:
+            raise BadRequest(415, "Unsupported media type",
+                             f"content type {media or '(none)'!r} is not accepted here; "
+                             f"send one of: {', '.join(sorted(self.accepted_types))}")
+        data = _decode(media, params, body)
+        attrs: dict[str, Any] = {"source": self.ctx.name,
+                                 "type": request.path_params.get("type")
+                                 or self.settings.type or f"{self.ctx.name}.received"}
+        if "ce-specversion" in headers:  # CloudEvents HTTP binary mode
+            missing = [a for a in ("id", "source", "type") if f"ce-{a}" not in headers]
+            if missing:
+                raise BadRequest(400, "Invalid CloudEvent",
+                                 f"binary-mode CloudEvent lacks ce-{', ce-'.join(missing)}")
+            extensions: dict[str, Any] = {}
+            for name, value in headers.items():
+                if name.startswith("ce-") and name != "ce-specversion":
+                    attr = name[3:]
+                    if attr in _CE_HEADER_ATTRS or attr in _ENVELOPE_EXTENSIONS:
+                        attrs[attr] = value
+                    else:
+                        extensions[attr] = value
+            attrs["specversion"] = headers["ce-specversion"]
+            attrs["extensions"] = extensions
+        attrs["datacontenttype"] = headers.get("content-type") if media else None
+        attrs["data"] = data
+        self._transport(request, attrs)
+        try:
+            return Envelope(**attrs)
+        except ValidationError as exc:
+            raise BadRequest(400, "Invalid CloudEvent", _validation_detail(exc)) from None
+
+    def _structured(self, request: Request, body: bytes) -> Envelope:
+        try:
+            event = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(400, "Malformed JSON", f"the body is not JSON: {exc}") from None
+        attrs: dict[str, Any] = {}
+        self._transport(request, attrs)
+        if not isinstance(event, dict):
+            raise BadRequest(400, "Invalid CloudEvent", "a structured CloudEvent is an object")
+        for k in ("correlationid", "idempotencykey", "traceparent"):
+            if k in event:
+                attrs.pop(k, None)
+        try:
+            return Envelope.from_cloudevent(event, **attrs)
+        except ValidationError as exc:
+            raise BadRequest(400, "Invalid CloudEvent", _validation_detail(exc)) from None
+        except ValueError as exc:
+            raise BadRequest(400, "Invalid CloudEvent", str(exc)) from None
+
+    def _transport(self, request: Request, attrs: dict[str, Any]) -> None:
+        h = request.headers
+        if key := h.get("idempotency-key"):
+            attrs["idempotencykey"] = key[:200]
+        if cid := h.get("x-correlation-id"):
+            attrs["correlationid"] = cid[:200]
+        if tp := h.get("traceparent"):
+            attrs["traceparent"] = tp
+        kept = {n.lower(): h[n] for n in self.settings.keep_headers if n in h}
+        if kept:
+            attrs["esbheaders"] = kept
+
+
+_ENVELOPE_EXTENSIONS = ("correlationid", "causationid", "idempotencykey", "traceparent")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest(400, "Bad Content-Length", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise BadRequest(413, "Body too large",
+                             f"the body is {declared} bytes; this endpoint takes at most {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(413, "Body too large",
+                             f"the body exceeds this endpoint's limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _media_type(value: str) -> tuple[str, dict[str, str]]:
+    media, _, rest = value.partition(";")
+    params = {}
+    for part in rest.split(";"):
+        k, _, v = part.strip().partition("=")
+        if k:
+            params[k.lower()] = v.strip('"')
+    return media.strip().lower(), params
+
+
+def _decode(media: str, params: dict[str, str], body: bytes) -> Any:
+    if media == "application/json" or media.endswith("+json"):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(400, "Malformed JSON", f"the body is not valid JSON: {exc}") from None
+    if media in ("application/xml", "text/xml") or media.endswith("+xml"):
+        try:
+            parse_xml(body, max_bytes=len(body) + 1)
+        except XmlError as exc:
+            raise BadRequest(400, "Malformed XML", str(exc)) from None
+    if media.startswith("text/") or media.endswith("+xml") or media == "application/xml":
+        charset = params.get("charset", "utf-8").lower()
+        if charset in ("utf-8", "utf8", "us-ascii", "ascii"):
+            try:
+                return body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadRequest(400, "Bad encoding", "the body is not valid UTF-8") from None
+        return body  # another charset: kept as bytes, never re-encoded
+    return body
+
+
+def _validation_detail(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}"
+                     for e in exc.errors())
+
+
+def _accepted(accepted: Accepted, duplicate: bool) -> Response:
+    headers = {"Idempotent-Replayed": "true"} if duplicate else None
+    return Response(orjson.dumps({"id": accepted.id, "status": "accepted"}), status_code=202,
+                    media_type="application/json", headers=headers)

@@ -1,0 +1,26 @@
+"""The rest adapter, registered like any plugin (entry point ``esb.adapters: rest``)."""
+
+from __future__ import annotations
+
+from esb.adapters.rest.inbound import RestInbound
+from esb.adapters.rest.outbound import RestOutbound
+from esb.adapters.rest.settings import RestInboundSettings, RestOutboundSettings
+from esb.adapters.spec import AdapterSpec, InboundContext, OutboundContext
+
+
+def _inbound(settings: RestInboundSettings, ctx: InboundContext) -> RestInbound:
+    return RestInbound(settings, ctx, ctx.max_body)
+
+
+def _outbound(settings: RestOutboundSettings, ctx: OutboundContext) -> RestOutbound:
+    return RestOutbound(settings, ctx)
+
+
+SPEC = AdapterSpec(
+    name="rest",
+    summary="HTTP endpoints in (JSON, XML, text, CloudEvents); HTTP calls out (httpx)",
+    inbound_settings=RestInboundSettings,
+    inbound=_inbound,
+    outbound_settings=RestOutboundSettings,
+    outbound=_outbound,
+)

@@ -1,0 +1,65 @@
+"""SOAP 1.1 / 1.2 envelopes and faults for the inbound side, and fault classification for
+the outbound side."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from esb.adapters.soap.xmlsafe import SOAP11_ENV, SOAP12_ENV
+from lxml import etree
+from starlette.responses import Response
+
+Version = Literal["1.1", "1.2"]
+FaultKind = Literal["client", "server", "version"]
+
+ENV_NS = {"1.1": SOAP11_ENV, "1.2": SOAP12_ENV}
+CONTENT_TYPE = {"1.1": "text/xml; charset=utf-8", "1.2": "application/soap+xml; charset=utf-8"}
+_CODES = {"1.1": {"client": "Client", "server": "Server", "version": "VersionMismatch"},
+          "1.2": {"client": "Sender", "server": "Receiver", "version": "VersionMismatch"}}
+#: Fault codes (local part, before any ``.`` refinement) that retrying cannot fix.
+PERMANENT_CODES = frozenset({"client", "sender", "versionmismatch", "mustunderstand",
+                             "dataencodingunknown"})
+
+
+def soap_envelope(version: Version, body: etree._Element | None) -> etree._Element:
+    """``Envelope/Body`` in the version's namespace, holding ``body``."""
+    ns = ENV_NS[version]
+    env = etree.Element(f"{{{ns}}}Envelope", nsmap={"soap": ns})
+    body_node = etree.SubElement(env, f"{{{ns}}}Body")
+    if body is not None:
+        body_node.append(body)
+    return env
+
+
+def envelope_response(version: Version, body: etree._Element | None,
+                      status: int = 200) -> Response:
+    content = etree.tostring(soap_envelope(version, body), xml_declaration=True,
+                             encoding="utf-8")
+    return Response(content, status_code=status, media_type=CONTENT_TYPE[version])
+
+
+def fault_response(version: Version, kind: FaultKind, reason: str,
+                   status: int | None = None) -> Response:
+    """A SOAP Fault. HTTP status: 500 for every SOAP 1.1 fault; for SOAP 1.2, 400 for
+    ``env:Sender`` and 500 otherwise (SOAP 1.2 part 2, table 20) unless ``status`` is given."""
+    ns = ENV_NS[version]
+    code = f"soap:{_CODES[version][kind]}"
+    fault = etree.Element(f"{{{ns}}}Fault", nsmap={"soap": ns})
+    if version == "1.1":
+        etree.SubElement(fault, "faultcode").text = code
+        etree.SubElement(fault, "faultstring").text = reason
+    else:
+        value = etree.SubElement(etree.SubElement(fault, f"{{{ns}}}Code"), f"{{{ns}}}Value")
+        value.text = code
+        text = etree.SubElement(etree.SubElement(fault, f"{{{ns}}}Reason"), f"{{{ns}}}Text")
+        text.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
+        text.text = reason
+    if status is None:
+        status = 400 if version == "1.2" and kind == "client" else 500
+    return envelope_response(version, fault, status)
+
+
+def is_permanent_code(code: str | None) -> bool:
+    """``soap:Client.Auth`` / ``env:Sender`` ... → True; Server/Receiver/unknown → False."""
+    local = (code or "").rpartition(":")[2].split(".", 1)[0].strip().lower()
+    return local in PERMANENT_CODES

@@ -1,0 +1,150 @@
+"""SOAP inbound: serve the WSDL, validate each call, hand it to the bus, acknowledge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from esb.adapters.soap.ack import build_ack
+from esb.adapters.soap.faults import ENV_NS, Version, envelope_response, fault_response
+from esb.adapters.soap.schema import Child, children
+from esb.adapters.soap.settings import SoapInboundSettings
+from esb.adapters.soap.wsdl import ServiceDescription, load_description
+from esb.adapters.soap.xmlsafe import UnsafeXml, detached, hardened_parser, parse
+from esb.adapters.spec import HttpRoute, InboundContext
+from esb.adapters.webhook.httpedge import BodyTooLarge, read_body
+from esb.bus.envelope import Envelope
+from esb.bus.errors import BusUnavailable
+from lxml import etree
+from starlette.requests import Request
+from starlette.responses import Response
+
+_MEDIA = {"text/xml": "1.1", "application/soap+xml": "1.2"}
+
+
+class SoapFault(Exception):
+    """Raised inside the handler; answered as a Client (or VersionMismatch) fault."""
+
+    def __init__(self, reason: str, kind: str = "client", status: int | None = None) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.status = status
+
+
+def _content_type(value: str) -> tuple[str, dict[str, str]]:
+    media, *params = value.split(";")
+    parsed = {}
+    for param in params:
+        key, _, val = param.strip().partition("=")
+        parsed[key.strip().lower()] = val.strip().strip('"')
+    return media.strip().lower(), parsed
+
+
+class SoapInbound:
+    """One SOAP endpoint: ``GET path?wsdl`` and ``POST path``."""
+
+    def __init__(self, settings: SoapInboundSettings, ctx: InboundContext) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        path = Path(settings.wsdl)
+        self.description: ServiceDescription = load_description(
+            path if path.is_absolute() else ctx.config_dir / path)
+        self._outputs: dict[str, list[Child]] = {
+            op.name: children(self.description.schemas, op.output)
+            for op in self.description.operations.values() if op.output}
+        self._parser = hardened_parser()
+        self._wsdl_cache: dict[str, bytes] = {}
+        self.routes = [HttpRoute(settings.path, ("GET", "POST"), self.handle)]
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def handle(self, request: Request) -> Response:
+        if request.method == "GET":
+            return self.serve_wsdl(request)
+        media, params = _content_type(request.headers.get("content-type", ""))
+        version: Version = _MEDIA.get(media, "1.1")  # type: ignore[assignment]
+        if media not in _MEDIA:
+            return fault_response(version, "client", f"unsupported content type {media!r}; "
+                                  "use text/xml (SOAP 1.1) or application/soap+xml (SOAP 1.2)",
+                                  status=415)
+        if version == "1.1":
+            action = request.headers.get("soapaction", "").strip().strip('"')
+        else:
+            action = params.get("action", "")
+        try:
+            return await self.call(request, version, action)
+        except SoapFault as fault:
+            return fault_response(version, fault.kind, str(fault), fault.status)  # type: ignore[arg-type]
+
+    def serve_wsdl(self, request: Request) -> Response:
+        """The WSDL, its addresses rewritten to the URL this request came in on."""
+        if "wsdl" not in {k.lower() for k in request.query_params}:
+            return Response("GET with ?wsdl for the service description\n", status_code=400,
+                            media_type="text/plain")
+        location = str(request.url.replace(query=""))
+        content = self._wsdl_cache.get(location)
+        if content is None:
+            content = self.description.with_address(location)
+            if len(self._wsdl_cache) < 16:
+                self._wsdl_cache[location] = content
+        return Response(content, media_type="text/xml; charset=utf-8")
+
+    async def call(self, request: Request, version: Version, action: str) -> Response:
+        """Validate one call, publish it, answer with the acknowledgement."""
+        try:
+            body = await read_body(request, self.settings.max_body)
+        except BodyTooLarge as exc:
+            raise SoapFault(str(exc), status=413) from exc
+        try:
+            root = parse(body, self._parser)
+        except (etree.XMLSyntaxError, UnsafeXml) as exc:
+            raise SoapFault(f"malformed XML: {exc}") from exc
+        operation_element = self._operation_element(root, version)
+        operation = self.description.find(operation_element.tag, action)
+        if operation is None:
+            raise SoapFault(f"unknown operation element {operation_element.tag}")
+        element = detached(operation_element)
+        if not self.description.schema.validate(element):
+            errors = "; ".join(f"line {e.line}: {e.message}"
+                               for e in list(self.description.schema.error_log)[:3])
+            raise SoapFault(f"schema violation in {operation.name}: {errors}")
+
+        envelope = Envelope(
+            type=operation.name,
+            source=self.settings.source or self.ctx.name,
+            datacontenttype="application/xml",
+            data=etree.tostring(element, encoding="unicode"),
+            esbheaders={"soapaction": action or operation.actions.get(version, "")},
+            traceparent=request.headers.get("traceparent"),
+            esbendpoint=self.ctx.name,
+        )
+        try:
+            accepted = await self.ctx.accept(envelope)
+        except BusUnavailable:
+            return fault_response(version, "server", "the bus is unavailable; retry later")
+        if operation.output is None:
+            return Response(status_code=202)
+        envelope = envelope.model_copy(update={"id": accepted.id})
+        ack = build_ack(operation.output, self._outputs.get(operation.name, []),
+                        self.settings.ack_for(operation.name), envelope, element)
+        return envelope_response(version, ack)
+
+    @staticmethod
+    def _operation_element(root: etree._Element, version: Version) -> etree._Element:
+        ns = ENV_NS[version]
+        if etree.QName(root).localname == "Envelope" and root.tag != f"{{{ns}}}Envelope":
+            other = "1.2" if version == "1.1" else "1.1"
+            if root.tag == f"{{{ENV_NS[other]}}}Envelope":
+                raise SoapFault(f"a SOAP {other} envelope sent as SOAP {version} "
+                                "(check the content type)", kind="version", status=500)
+        if root.tag != f"{{{ns}}}Envelope":
+            raise SoapFault(f"not a SOAP {version} envelope: root element is {root.tag}")
+        body = root.find(f"{{{ns}}}Body")
+        first = next((c for c in body if isinstance(c.tag, str)), None) \
+            if body is not None else None
+        if first is None:
+            raise SoapFault("the SOAP Body is empty")
+        return first

@@ -1,0 +1,165 @@
+"""SOAP outbound: one operation of a WSDL-described service, typed (zeep serializes the
+envelope's JSON) or raw (the envelope's XML body element is sent as is)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import zeep
+import zeep.exceptions
+from esb.adapters.soap.faults import is_permanent_code, soap_envelope
+from esb.adapters.soap.settings import SoapOutboundSettings
+from esb.adapters.soap.transport import HttpxTransport, NetworkWsdlForbidden
+from esb.adapters.soap.xmlsafe import SOAP11_ENV, SOAP12_ENV, UnsafeXml, parse
+from esb.adapters.spec import OutboundContext
+from esb.adapters.webhook.httpedge import check_host, status_error, transport_error
+from esb.bus.envelope import Envelope
+from esb.bus.errors import ConfigError, PermanentError, TransientError
+from lxml import etree
+from zeep.proxy import AsyncServiceProxy
+from zeep.wsdl.bindings.soap import Soap12Binding, SoapBinding
+from zeep.wsse.username import UsernameToken
+
+
+class SoapOutbound:
+    """Sends each envelope as one call of ``settings.operation``."""
+
+    def __init__(self, settings: SoapOutboundSettings, ctx: OutboundContext) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        wsdl = settings.wsdl
+        self._wsdl = wsdl if urlparse_scheme(wsdl) else str(ctx.config_dir / wsdl)
+        if settings.address:
+            check_host(settings.address, ctx.allowed_hosts, "address")
+        self._client: zeep.AsyncClient | None = None
+        self._proxy: AsyncServiceProxy | None = None
+        self._binding: SoapBinding | None = None
+        self._address = ""
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _build(self) -> zeep.AsyncClient:
+        s = self.settings
+        transport = HttpxTransport(self.ctx.http, s.timeout, s.allow_network_wsdl)
+        zeep_settings = zeep.Settings(strict=s.strict, raw_response=True, xml_huge_tree=False,
+                                      forbid_dtd=True, forbid_entities=True,
+                                      forbid_external=not s.allow_network_wsdl)
+        wsse = None
+        if s.wsse:
+            wsse = UsernameToken(s.wsse.username, s.wsse.password.get_secret_value(),
+                                 use_digest=s.wsse.digest)
+        return zeep.AsyncClient(self._wsdl, wsse=wsse, transport=transport,
+                                settings=zeep_settings)
+
+    async def start(self) -> None:
+        """Load the WSDL (in a thread: zeep loads synchronously) and bind the port."""
+        s = self.settings
+        try:
+            client = await asyncio.to_thread(self._build)
+        except NetworkWsdlForbidden as exc:
+            raise ConfigError([f"wsdl: {exc}"]) from exc
+        except Exception as exc:
+            raise ConfigError([f"wsdl: cannot load {self._wsdl}: {exc}"]) from exc
+        try:
+            service = client.wsdl.services[s.service] if s.service \
+                else next(iter(client.wsdl.services.values()))
+            port = service.ports[s.port] if s.port else next(iter(service.ports.values()))
+        except (KeyError, StopIteration) as exc:
+            raise ConfigError([f"wsdl: no service/port {s.service!r}/{s.port!r}"]) from exc
+        binding = port.binding
+        if not isinstance(binding, SoapBinding):
+            raise ConfigError([f"wsdl: port {port.name!r} is not a SOAP binding"])
+        if s.operation not in binding.all():
+            raise ConfigError([f"operation: {s.operation!r} is not in port {port.name!r} "
+                               f"(has {', '.join(sorted(binding.all()))})"])
+        self._address = s.address or port.binding_options.get("address") or ""
+        check_host(self._address, self.ctx.allowed_hosts, "address")
+        self._client, self._binding = client, binding
+        self._proxy = AsyncServiceProxy(client, binding, address=self._address)
+
+    async def stop(self) -> None:
+        self._client = self._proxy = self._binding = None  # the pool belongs to the runtime
+
+    # -- delivery --------------------------------------------------------------------------
+
+    async def send(self, envelope: Envelope) -> None:
+        if self._proxy is None:
+            await self.start()
+        what = f"SOAP {self.settings.operation} at {self._address}"
+        try:
+            if self.settings.mode == "typed":
+                response = await self._typed(envelope)
+            else:
+                response = await self._raw(envelope)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, what) from exc
+        self._check(response, what)
+
+    async def _typed(self, envelope: Envelope) -> httpx.Response:
+        if not isinstance(envelope.data, dict):
+            raise PermanentError("typed SOAP delivery needs a JSON object as data "
+                                 f"(got {type(envelope.data).__name__})")
+        assert self._proxy is not None
+        try:
+            return await self._proxy[self.settings.operation](**envelope.data)
+        except (TypeError, ValueError, zeep.exceptions.ValidationError) as exc:
+            raise PermanentError(f"cannot build {self.settings.operation} from the envelope "
+                                 f"data: {exc}") from exc
+
+    async def _raw(self, envelope: Envelope) -> httpx.Response:
+        data = envelope.data
+        raw = data.encode() if isinstance(data, str) else data
+        if not isinstance(raw, bytes) or not raw.strip():
+            raise PermanentError("raw SOAP delivery needs an XML body element as data")
+        try:
+            body = parse(raw)
+        except (etree.XMLSyntaxError, UnsafeXml) as exc:
+            raise PermanentError(f"envelope data is not a well-formed XML element: {exc}"
+                                 ) from exc
+        assert self._binding is not None and self._client is not None
+        soap12 = isinstance(self._binding, Soap12Binding)
+        action = self._binding.get(self.settings.operation).soapaction or ""
+        action = envelope.esbheaders.get("soapaction") or action
+        headers = {"Content-Type": f'application/soap+xml; charset=utf-8; action="{action}"'} \
+            if soap12 else {"Content-Type": "text/xml; charset=utf-8",
+                            "SOAPAction": f'"{action}"'}
+        doc = soap_envelope("1.2" if soap12 else "1.1", body)
+        if self._client.wsse is not None:
+            doc, headers = self._client.wsse.apply(doc, headers)
+        transport: HttpxTransport = self._client.transport
+        return await transport.post_xml(self._address, doc, headers)
+
+    def _check(self, response: httpx.Response, what: str) -> None:
+        """Faults first (Client/Sender permanent, others transient), then the HTTP status."""
+        fault = self._fault(response)
+        if fault is not None:
+            message = f"{what}: SOAP fault {fault.code}: {fault.message}"
+            kind = PermanentError if is_permanent_code(fault.code) else TransientError
+            raise kind(message, status=response.status_code) from fault
+        error = status_error(response, what)
+        if error is not None:
+            raise error
+
+    def _fault(self, response: httpx.Response) -> zeep.exceptions.Fault | None:
+        if not response.content or b"Fault" not in response.content:
+            return None
+        try:
+            doc = parse(response.content)
+        except (etree.XMLSyntaxError, UnsafeXml):
+            return None
+        if not any(doc.find(f"{{{ns}}}Body/{{{ns}}}Fault") is not None
+                   for ns in (SOAP11_ENV, SOAP12_ENV)):
+            return None
+        assert self._binding is not None
+        try:
+            self._binding.process_error(doc, self._binding.get(self.settings.operation))
+        except zeep.exceptions.Fault as fault:
+            return fault
+        return None
+
+
+def urlparse_scheme(value: str) -> str:
+    """The URL scheme of ``value`` (``""`` for a file path)."""
+    scheme, sep, _ = value.partition("://")
+    return scheme.lower() if sep and scheme.isalpha() else ""

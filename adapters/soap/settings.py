@@ -1,0 +1,62 @@
+"""Settings of the soap adapter (validated at load time)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from esb.adapters.spec import AdapterSettings
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class SoapInboundSettings(AdapterSettings):
+    """A SOAP 1.1/1.2 endpoint serving the WSDL it was given."""
+
+    path: str = Field(pattern=r"^/")
+    #: WSDL 1.1 file (document/literal, schemas embedded in ``wsdl:types``); relative paths
+    #: resolve against the configuration folder.
+    wsdl: str
+    #: How acknowledgements are filled: ``field: value`` for every operation, or
+    #: ``OperationName: {field: value}`` for one. ``$id``, ``$type``, ``$time`` ... are
+    #: envelope attributes; other values are literals. See ``ack.py`` for the defaults.
+    ack: dict[str, str | dict[str, str]] = Field(default_factory=dict)
+    #: CloudEvents ``source``; the endpoint name when not given.
+    source: str | None = None
+    max_body: int = Field(1_048_576, ge=1)
+
+    def ack_for(self, operation: str) -> dict[str, str]:
+        """The ``ack`` mapping that applies to ``operation``."""
+        common = {k: v for k, v in self.ack.items() if isinstance(v, str)}
+        specific = self.ack.get(operation)
+        return {**common, **specific} if isinstance(specific, dict) else common
+
+
+class WsseSettings(BaseModel):
+    """WS-Security UsernameToken."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: str
+    password: SecretStr
+    #: PasswordDigest (nonce + created + SHA-1) instead of PasswordText.
+    digest: bool = False
+
+
+class SoapOutboundSettings(AdapterSettings):
+    """Calls one operation of a SOAP service described by a WSDL (with zeep)."""
+
+    #: Local file (relative to the configuration folder) or URL.
+    wsdl: str
+    #: Loading the WSDL (and its imports) over HTTP needs this on.
+    allow_network_wsdl: bool = False
+    operation: str
+    service: str | None = None
+    port: str | None = None
+    #: Endpoint URL instead of the WSDL's soap:address.
+    address: str | None = None
+    #: ``typed``: the envelope's JSON object becomes the operation's parameters;
+    #: ``raw``: the envelope's data is the XML body element, sent as is.
+    mode: Literal["typed", "raw"] = "typed"
+    timeout: float = Field(30.0, gt=0)
+    #: zeep's strict parsing of the WSDL/XSD.
+    strict: bool = True
+    wsse: WsseSettings | None = None

@@ -1,0 +1,120 @@
+"""What the inbound side needs from a WSDL 1.1 (document/literal): operations, their input
+and output elements, SOAP actions, the embedded schema, and the addresses to rewrite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from esb.adapters.soap.schema import build_schema
+from esb.adapters.soap.xmlsafe import UnsafeXml, hardened_parser, parse
+from esb.bus.errors import ConfigError
+from lxml import etree
+
+WSDL = "http://schemas.xmlsoap.org/wsdl/"
+SOAP11_BIND = "http://schemas.xmlsoap.org/wsdl/soap/"
+SOAP12_BIND = "http://schemas.xmlsoap.org/wsdl/soap12/"
+XSD = "http://www.w3.org/2001/XMLSchema"
+
+
+@dataclass
+class Operation:
+    """One document/literal operation."""
+
+    name: str
+    input: str  # Clark notation {ns}local of the body element
+    output: str | None = None
+    actions: dict[str, str] = field(default_factory=dict)  # "1.1"/"1.2" -> soapAction
+
+
+@dataclass
+class ServiceDescription:
+    """A parsed WSDL: the served document, its operations and its compiled schema."""
+
+    document: etree._Element
+    operations: dict[str, Operation]
+    schema: etree.XMLSchema
+    schemas: list[etree._Element]
+
+    def find(self, tag: str, action: str | None) -> Operation | None:
+        """The operation whose input element is ``tag`` (the action settles ties)."""
+        matches = [op for op in self.operations.values() if op.input == tag]
+        if len(matches) > 1 and action:
+            by_action = [op for op in matches if action in op.actions.values()]
+            matches = by_action or matches
+        return matches[0] if matches else None
+
+    def with_address(self, location: str) -> bytes:
+        """The WSDL with every soap:address / soap12:address pointing at ``location``."""
+        doc = etree.fromstring(etree.tostring(self.document), hardened_parser())
+        for ns in (SOAP11_BIND, SOAP12_BIND):
+            for address in doc.iter(f"{{{ns}}}address"):
+                address.set("location", location)
+        return etree.tostring(doc, xml_declaration=True, encoding="utf-8")
+
+
+def _qname(element: etree._Element, value: str | None, default_ns: str | None) -> str | None:
+    if not value:
+        return None
+    prefix, _, local = value.rpartition(":")
+    ns = element.nsmap.get(prefix or None, default_ns if not prefix else None)
+    if prefix and ns is None:
+        raise ConfigError([f"wsdl: undeclared prefix {prefix!r} in {value!r}"])
+    return f"{{{ns}}}{local}" if ns else local
+
+
+def load_description(path: Path) -> ServiceDescription:
+    """Parse and check a WSDL file; every problem is a :class:`ConfigError`."""
+    try:
+        root = parse(path.read_bytes(), base_url=str(path))
+    except OSError as exc:
+        raise ConfigError([f"wsdl: cannot read {path}: {exc}"]) from exc
+    except (etree.XMLSyntaxError, UnsafeXml) as exc:
+        raise ConfigError([f"wsdl: {path}: {exc}"]) from exc
+    if root.tag != f"{{{WSDL}}}definitions":
+        raise ConfigError([f"wsdl: {path} is not a WSDL 1.1 document"])
+    tns = root.get("targetNamespace")
+
+    messages: dict[str, str | None] = {}
+    for message in root.iterfind(f"{{{WSDL}}}message"):
+        parts = message.findall(f"{{{WSDL}}}part")
+        element = _qname(parts[0], parts[0].get("element"), tns) if len(parts) == 1 else None
+        messages[f"{{{tns}}}{message.get('name')}" if tns else message.get("name", "")] = element
+
+    problems: list[str] = []
+    operations: dict[str, Operation] = {}
+    for port_type in root.iterfind(f"{{{WSDL}}}portType"):
+        for op in port_type.iterfind(f"{{{WSDL}}}operation"):
+            name = op.get("name", "")
+            io = {}
+            for kind in ("input", "output"):
+                node = op.find(f"{{{WSDL}}}{kind}")
+                ref = _qname(node, node.get("message"), tns) if node is not None else None
+                io[kind] = messages.get(ref) if ref else None
+                if ref and io[kind] is None:
+                    problems.append(f"wsdl: operation {name!r} {kind} message {ref!r} is not a "
+                                    "single-part document/literal message")
+            if io["input"] and name not in operations:
+                operations[name] = Operation(name, io["input"], io["output"])
+
+    for binding in root.iterfind(f"{{{WSDL}}}binding"):
+        for version, ns in (("1.1", SOAP11_BIND), ("1.2", SOAP12_BIND)):
+            soap_binding = binding.find(f"{{{ns}}}binding")
+            if soap_binding is None:
+                continue
+            default_style = soap_binding.get("style", "document")
+            for op in binding.iterfind(f"{{{WSDL}}}operation"):
+                soap_op = op.find(f"{{{ns}}}operation")
+                style = soap_op.get("style", default_style) if soap_op is not None else "document"
+                if style != "document":
+                    problems.append(f"wsdl: operation {op.get('name')!r} is {style}-style; "
+                                    "only document/literal is supported")
+                if op.get("name") in operations and soap_op is not None:
+                    operations[op.get("name", "")].actions[version] = soap_op.get("soapAction", "")
+    if not operations:
+        problems.append(f"wsdl: {path} declares no document/literal operation")
+    if problems:
+        raise ConfigError(problems)
+    schemas = list(root.iterfind(f"{{{WSDL}}}types/{{{XSD}}}schema"))
+    schema = build_schema(root, schemas, path)
+    return ServiceDescription(root, operations, schema, schemas)

@@ -1,0 +1,121 @@
+"""The adapter contract: what a built-in or plugin adapter provides, and what it is handed.
+
+An adapter package declares an entry point in group ``esb.adapters`` naming an
+:class:`AdapterSpec`. A spec carries typed settings models and factories for an inbound side
+(outside protocol → envelopes handed to :meth:`InboundContext.accept`), an outbound side
+(envelope → protocol call), or both. Shared resources (the HTTP client pool, the config folder)
+are handed in through the context objects, never opened at import or construction time.
+
+Outbound error contract: :meth:`Outbound.send` returns when the destination accepted the
+envelope, and otherwise raises :class:`~esb.bus.errors.TransientError` (retry) or
+:class:`~esb.bus.errors.PermanentError` (dead-letter), translated from the driver's own errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+from esb.bus.envelope import Envelope
+from pydantic import BaseModel, ConfigDict
+from starlette.requests import Request
+from starlette.responses import Response
+
+
+class AdapterSettings(BaseModel):
+    """Base for adapter settings models: unknown keys are errors, listed with their line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The bus confirmed an envelope: its id, and where it went."""
+
+    id: str
+    destinations: tuple[str, ...]
+    duplicate: bool = False
+
+
+class InboundContext(Protocol):
+    """What the runtime hands an inbound side."""
+
+    name: str
+    config_dir: Path
+    instance: str
+    #: Default request body limit in bytes (``http.max_body``).
+    max_body: int
+
+    async def accept(self, envelope: Envelope) -> Accepted:
+        """Route and publish; return once the broker confirmed every copy.
+
+        Raises :class:`~esb.bus.errors.BusUnavailable` when it could not: the caller answers its
+        peer with a retryable error, and nothing was half-accepted.
+        """
+        ...
+
+
+@dataclass
+class OutboundContext:
+    """What the runtime hands an outbound side."""
+
+    name: str
+    config_dir: Path
+    http: Callable[[], httpx.AsyncClient]
+    allowed_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    """A path an inbound side serves on the daemon's one HTTP server."""
+
+    path: str
+    methods: tuple[str, ...]
+    handler: Callable[[Request], Awaitable[Response]]
+
+
+@runtime_checkable
+class Inbound(Protocol):
+    """Inbound side: serves ``routes`` on the daemon's HTTP server and/or runs its own loop."""
+
+    routes: list[HttpRoute]
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class Outbound(Protocol):
+    """Outbound side: ``send`` returns on acceptance, raises Transient/PermanentError."""
+
+    async def start(self) -> None: ...
+
+    async def send(self, envelope: Envelope) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+InboundFactory = Callable[[Any, InboundContext], Inbound]
+OutboundFactory = Callable[[Any, OutboundContext], Outbound]
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """What an ``esb.adapters`` entry point names."""
+
+    name: str
+    summary: str
+    inbound_settings: type[AdapterSettings] | None = None
+    inbound: InboundFactory | None = None
+    outbound_settings: type[AdapterSettings] | None = None
+    outbound: OutboundFactory | None = None
+    docs: str = ""
+    examples: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return tuple(d for d, f in (("inbound", self.inbound), ("outbound", self.outbound)) if f)

@@ -1,0 +1,124 @@
+"""Webhook inbound: verify, de-duplicate, hand to the bus, answer."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from esb.adapters.problem import problem
+from esb.adapters.spec import HttpRoute, InboundContext
+from esb.adapters.webhook.events import (
+    PayloadError,
+    default_event_type,
+    event_type,
+    lookup,
+    parse_payload,
+)
+from esb.adapters.webhook.httpedge import BodyTooLarge, read_body
+from esb.adapters.webhook.replay import MemoryReplayStore, ReplayStore
+from esb.adapters.webhook.settings import WebhookInboundSettings
+from esb.adapters.webhook.signatures import (
+    GithubVerifier,
+    HmacVerifier,
+    SignatureError,
+    StandardVerifier,
+    StripeVerifier,
+    TimestampError,
+    Verifier,
+)
+from esb.bus.envelope import Envelope, new_id
+from esb.bus.errors import BusUnavailable
+from starlette.requests import Request
+from starlette.responses import Response
+
+
+def build_verifier(settings: WebhookInboundSettings) -> Verifier:
+    """The verifier for the configured scheme."""
+    secrets = [s.get_secret_value() for s in settings.secrets]
+    if settings.scheme == "standard":
+        return StandardVerifier(secrets, settings.tolerance)
+    if settings.scheme == "github":
+        return GithubVerifier(secrets)
+    if settings.scheme == "stripe":
+        return StripeVerifier(secrets, settings.tolerance)
+    return HmacVerifier(secrets, header=settings.header, algorithm=settings.algorithm,
+                        encoding=settings.encoding, prefix=settings.prefix,
+                        tolerance=settings.tolerance,
+                        timestamp_header=settings.timestamp_header,
+                        id_header=settings.id_header)
+
+
+class WebhookInbound:
+    """Serves one signed-webhook endpoint."""
+
+    def __init__(self, settings: WebhookInboundSettings, ctx: InboundContext,
+                 store: ReplayStore | None = None) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.store: ReplayStore = store or MemoryReplayStore()
+        self.verifier = build_verifier(settings)
+        self._type_from = settings.event_type or default_event_type(settings.scheme)
+        self.routes = [HttpRoute(settings.path, ("POST",), self.handle)]
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def handle(self, request: Request) -> Response:
+        """Verify the signature, reject replays, and answer once the bus confirmed."""
+        s = self.settings
+        try:
+            body = await read_body(request, s.max_body)
+        except BodyTooLarge as exc:
+            return problem(413, "Payload too large", str(exc))
+        try:
+            verified = self.verifier.verify(request.headers, body, time.time())
+        except TimestampError as exc:
+            return problem(401, "Stale or future webhook timestamp", str(exc))
+        except SignatureError as exc:
+            return problem(401, "Invalid webhook signature", str(exc))
+        try:
+            payload = parse_payload(body, request.headers.get("content-type", ""))
+        except PayloadError as exc:
+            return problem(400, "Malformed webhook payload", str(exc))
+
+        delivery = verified.delivery_id
+        if delivery is None and self.verifier.payload_id_field:
+            found = lookup(payload, self.verifier.payload_id_field)
+            delivery = str(found) if found not in (None, "") else None
+        key = f"{self.ctx.name}:{delivery}" if delivery else None
+        if key and s.replay_window and not await self.store.claim(key, s.replay_window):
+            if s.on_replay == "acknowledge":
+                return _accepted(delivery or "", duplicate=True)
+            return problem(409, "Replayed webhook delivery",
+                           f"delivery {delivery!r} was already received")
+
+        envelope = Envelope(
+            id=delivery or new_id(),
+            source=s.source or self.ctx.name,
+            type=event_type(self._type_from, request.headers, payload) or s.default_type,
+            datacontenttype="application/json",
+            data=payload,
+            idempotencykey=delivery,
+            traceparent=request.headers.get("traceparent"),
+            esbendpoint=self.ctx.name,
+        )
+        try:
+            accepted = await self.ctx.accept(envelope)
+        except BusUnavailable:
+            if key:
+                await self.store.release(key)
+            return problem(503, "Bus unavailable", "the delivery was not accepted; retry",
+                           headers={"Retry-After": "5"})
+        except BaseException:
+            if key:
+                await self.store.release(key)
+            raise
+        return _accepted(accepted.id, duplicate=accepted.duplicate)
+
+
+def _accepted(envelope_id: str, *, duplicate: bool) -> Response:
+    body = orjson.dumps({"id": envelope_id, "duplicate": duplicate})
+    return Response(body, status_code=202, media_type="application/json")

@@ -1,0 +1,65 @@
+"""Webhook outbound: Standard Webhooks-signed POST to one URL."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import httpx
+import orjson
+from esb.adapters.spec import OutboundContext
+from esb.adapters.webhook.httpedge import check_host, status_error, transport_error
+from esb.adapters.webhook.settings import WebhookOutboundSettings
+from esb.adapters.webhook.signatures import decode_standard_secret, sign_standard
+from esb.bus.envelope import Envelope
+from esb.bus.errors import PermanentError
+
+
+class WebhookOutbound:
+    """Signs each delivery with every configured secret and POSTs it."""
+
+    def __init__(self, settings: WebhookOutboundSettings, ctx: OutboundContext) -> None:
+        check_host(settings.url, ctx.allowed_hosts)
+        self.settings = settings
+        self.ctx = ctx
+        self._keys = [decode_standard_secret(s.get_secret_value()) for s in settings.secrets]
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        self._client = self.ctx.http()
+
+    async def stop(self) -> None:
+        self._client = None  # the pool belongs to the runtime
+
+    def body(self, envelope: Envelope) -> tuple[bytes, str]:
+        """The request body and its content type."""
+        if self.settings.payload == "data":
+            return envelope.data_bytes(), envelope.datacontenttype or "application/json"
+        data = envelope.data
+        if isinstance(data, bytes):
+            data = base64.b64encode(data).decode("ascii")
+        doc = {"type": envelope.type, "timestamp": envelope.time, "data": data}
+        try:
+            return orjson.dumps(doc), "application/json"
+        except TypeError as exc:
+            raise PermanentError(f"envelope data is not JSON-serializable: {exc}") from exc
+
+    def sign(self, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+        """The three Standard Webhooks headers."""
+        signatures = " ".join(sign_standard(k, msg_id, timestamp, body) for k in self._keys)
+        return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp),
+                "webhook-signature": signatures}
+
+    async def send(self, envelope: Envelope) -> None:
+        body, content_type = self.body(envelope)
+        headers = {**self.settings.headers, "content-type": content_type,
+                   **self.sign(envelope.id, int(time.time()), body)}
+        client = self._client or self.ctx.http()
+        try:
+            response = await client.post(self.settings.url, content=body, headers=headers,
+                                         timeout=self.settings.timeout)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, f"webhook {self.ctx.name}") from exc
+        error = status_error(response, f"webhook {self.ctx.name}")
+        if error is not None:
+            raise error

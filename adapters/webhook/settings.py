@@ -1,0 +1,79 @@
+"""Settings of the webhook adapter (validated at load time)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from esb.adapters.spec import AdapterSettings
+from esb.adapters.webhook.signatures import decode_standard_secret
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+Scheme = Literal["standard", "github", "stripe", "hmac"]
+
+
+class WebhookInboundSettings(AdapterSettings):
+    """A signed-webhook receiver."""
+
+    path: str = Field(pattern=r"^/")
+    scheme: Scheme = "standard"
+    #: Every secret currently valid (rotation: list the new one beside the old one).
+    secrets: list[SecretStr] = Field(min_length=1)
+    #: Largest accepted clock difference in seconds, in the past *and* the future.
+    tolerance: int = Field(300, ge=1)
+    #: How long a delivery id is remembered for replay rejection, in seconds.
+    replay_window: int = Field(86_400, ge=0)
+    #: ``reject`` answers a replayed delivery id with 409; ``acknowledge`` answers 200 without
+    #: accepting it again (for providers that retry after a lost response).
+    on_replay: Literal["reject", "acknowledge"] = "reject"
+    #: Where the event type comes from: ``header:<Name>`` or ``json:<dotted.path>``;
+    #: by default the scheme's own place (standard/stripe ``json:type``, github the
+    #: ``X-GitHub-Event`` header plus the payload's ``action``, hmac ``json:type``).
+    event_type: str | None = Field(None, pattern=r"^(header|json):.+")
+    #: Event type when the configured place is empty.
+    default_type: str = Field("webhook", min_length=1)
+    #: CloudEvents ``source``; the endpoint name when not given.
+    source: str | None = None
+    max_body: int = Field(1_048_576, ge=1)
+    # -- generic ``hmac`` scheme -----------------------------------------------------------
+    header: str = "X-Signature"
+    algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = ""
+    #: When set, the signed content is ``<timestamp>.<body>`` and the tolerance applies.
+    timestamp_header: str | None = None
+    #: Header carrying the delivery id (replay rejection and envelope id).
+    id_header: str | None = None
+
+    @field_validator("secrets")
+    @classmethod
+    def _non_empty(cls, v: list[SecretStr]) -> list[SecretStr]:
+        if any(not s.get_secret_value() for s in v):
+            raise ValueError("secrets must not be empty strings")
+        return v
+
+    @model_validator(mode="after")
+    def _standard_secrets(self) -> WebhookInboundSettings:
+        if self.scheme == "standard":
+            for secret in self.secrets:
+                decode_standard_secret(secret.get_secret_value())
+        return self
+
+
+class WebhookOutboundSettings(AdapterSettings):
+    """Standard Webhooks-signed delivery to one URL."""
+
+    url: str = Field(pattern=r"^https?://")
+    #: ``whsec_<base64>`` secrets; one signature is sent per secret (rotation).
+    secrets: list[SecretStr] = Field(min_length=1)
+    #: ``standard``: ``{"type", "timestamp", "data"}`` as the Standard Webhooks spec suggests;
+    #: ``data``: the envelope's data as is, in its own content type.
+    payload: Literal["standard", "data"] = "standard"
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(10.0, gt=0)
+
+    @field_validator("secrets")
+    @classmethod
+    def _decodable(cls, v: list[SecretStr]) -> list[SecretStr]:
+        for secret in v:
+            decode_standard_secret(secret.get_secret_value())
+        return v

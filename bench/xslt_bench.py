@@ -1,0 +1,76 @@
+"""µs per message: esb's compiled ``xslt`` transformer vs bare lxml, same stylesheet.
+
+esb's figure is the full ``__call__`` (hardened parse, sandboxed transform, serialize, envelope
+copy); bare lxml is parse + transform + serialize with a default parser and no access control.
+
+    python bench/xslt_bench.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+
+from lxml import etree
+
+from esb.bus.envelope import Envelope
+from esb.transformers.chain import build_chain
+
+STYLESHEET = """<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:output method="xml" encoding="UTF-8"/>
+  <xsl:param name="type" select="'unknown'"/>
+  <xsl:template match="/order">
+    <PurchaseOrder number="{@id}" kind="{$type}">
+      <xsl:for-each select="line">
+        <Item sku="{@sku}" qty="{qty}" price="{format-number(price, '0.00')}"/>
+      </xsl:for-each>
+      <Total><xsl:value-of select="sum(line/price)"/></Total>
+    </PurchaseOrder>
+  </xsl:template>
+</xsl:stylesheet>"""
+
+
+def message(size: int) -> str:
+    """An order document of roughly ``size`` bytes."""
+    line = '<line sku="SKU-{0:05d}"><qty>{1}</qty><price>{2}.50</price></line>'
+    lines, i = [], 0
+    while sum(map(len, lines)) + 40 < size:
+        lines.append(line.format(i, i % 7 + 1, i % 90 + 10))
+        i += 1
+    return f'<order id="PO-1">{"".join(lines)}</order>'
+
+
+def per_call_us(fn: Callable[[], object], quick: bool) -> float:
+    number = 200 if quick else 2000
+    repeat = 3 if quick else 7
+    return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "order.xsl").write_text(STYLESHEET, encoding="utf-8")
+        esb = build_chain([{"xslt": "order.xsl"}], base_dir=folder)
+        bare = etree.XSLT(etree.parse(str(folder / "order.xsl")))
+        print(f"{'size':>8} {'esb µs':>10} {'lxml µs':>10} {'ratio':>7}")
+        for size in (1024, 10 * 1024):
+            text = message(size)
+            env = Envelope(source="bench", type="order.placed",
+                           datacontenttype="application/xml", data=text)
+            assert esb(env).data == str(bare(etree.fromstring(text.encode()),
+                                             type=etree.XSLT.strparam("order.placed")))
+            ours = per_call_us(lambda env=env: esb(env), args.quick)
+            theirs = per_call_us(lambda text=text: str(bare(
+                etree.fromstring(text.encode()), type=etree.XSLT.strparam("order.placed"))),
+                args.quick)
+            print(f"{len(text):>8} {ours:>10.1f} {theirs:>10.1f} {ours / theirs:>6.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The bus seam (``esb.bus.broker.base.Bus``) and its two implementations."""

@@ -1,0 +1,86 @@
+"""The ``Bus`` seam: what the runtime needs from a message broker, and nothing more.
+
+Addresses are logical: ``dest.<name>`` (one queue per destination: the bulkhead),
+``unroutable`` and ``dlq``. Implementations map them onto their own topology.
+
+Guarantees every implementation keeps:
+
+* :meth:`Bus.publish` returns only once the broker has taken responsibility for the envelope
+  (RabbitMQ: publisher confirm of a ``mandatory`` publish that reached a queue); otherwise it
+  raises :class:`~esb.bus.errors.BusUnavailable` or :class:`~esb.bus.errors.PublishRejected`.
+* A consumed :class:`Message` stays owned by the bus until the handler calls
+  :meth:`Message.ack`; if the process dies first, the message is delivered again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from esb.bus.envelope import Envelope
+
+UNROUTABLE = "unroutable"
+DEAD_LETTER = "dlq"
+
+#: Retry delay tiers in seconds (RabbitMQ: one TTL queue each, shared by all destinations).
+RETRY_TIERS: tuple[float, ...] = (1, 2, 4, 8, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+
+
+def destination_address(name: str) -> str:
+    return f"dest.{name}"
+
+
+def retry_tier(delay: float) -> float:
+    """The smallest tier that waits at least ``delay`` (the largest one past the top)."""
+    for tier in RETRY_TIERS:
+        if tier >= delay - 1e-9:
+            return tier
+    return RETRY_TIERS[-1]
+
+
+class Message(Protocol):
+    """One consumed envelope, owned by the bus until acked."""
+
+    envelope: Envelope
+    redelivered: bool
+
+    def ack(self) -> None:
+        """The destination accepted it (or it was moved elsewhere with a confirm)."""
+
+    def requeue(self) -> None:
+        """Give it back untouched (used while draining)."""
+
+
+Handler = Callable[[Message], Awaitable[None]]
+
+
+class Bus(Protocol):
+    """A broker as the runtime sees it."""
+
+    #: Whether accepted envelopes survive a restart of this process.
+    durable: bool
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def start(self, destinations: Sequence[str]) -> None:
+        """Connect and declare the topology for these destinations (idempotent)."""
+
+    async def publish(self, address: str, envelope: Envelope) -> None:
+        """Publish and wait for the broker's confirm."""
+
+    async def publish_delayed(self, address: str, envelope: Envelope, delay: float) -> float:
+        """Publish so that it reaches ``address`` after about ``delay`` s; returns the delay
+        actually used. Durable like :meth:`publish`."""
+
+    async def consume(self, address: str, handler: Handler, prefetch: int) -> None:
+        """Deliver messages of ``address`` to ``handler`` until :meth:`stop_consuming`,
+        resuming by itself after a reconnect."""
+
+    async def stop_consuming(self) -> None:
+        """Stop taking new deliveries (messages already handed out stay owned)."""
+
+    async def depths(self) -> dict[str, int]:
+        """Ready messages per address."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,121 @@
+"""The embedded bus: in-process queues for trying esb out and for single-process development.
+
+Not durable: whatever is queued is gone when the process stops (the daemon says so loudly).
+It keeps the same contract as RabbitMQ otherwise (ack ownership, redelivery of un-acked
+messages when a consumer gives them back, delayed publishes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Handler, destination_address
+from esb.bus.envelope import Envelope
+from esb.bus.errors import BusUnavailable, PublishRejected
+
+
+@dataclass
+class EmbeddedMessage:
+    envelope: Envelope
+    _queue: asyncio.Queue[tuple[bytes, bool]]
+    _body: bytes
+    redelivered: bool = False
+    _done: bool = field(default=False, repr=False)
+
+    def ack(self) -> None:
+        self._done = True
+
+    def requeue(self) -> None:
+        if not self._done:
+            self._done = True
+            self._queue.put_nowait((self._body, True))
+
+
+class EmbeddedBus:
+    durable = False
+
+    def __init__(self) -> None:
+        self._queues: dict[str, asyncio.Queue[tuple[bytes, bool]]] = {}
+        self._consumers: list[asyncio.Task[None]] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._open = False
+
+    @property
+    def connected(self) -> bool:
+        return self._open
+
+    async def start(self, destinations: Sequence[str]) -> None:
+        for address in (UNROUTABLE, DEAD_LETTER,
+                        *(destination_address(d) for d in destinations)):
+            self._queues.setdefault(address, asyncio.Queue())
+        self._open = True
+
+    def _queue(self, address: str) -> asyncio.Queue[tuple[bytes, bool]]:
+        if not self._open:
+            raise BusUnavailable("the embedded bus is not running")
+        try:
+            return self._queues[address]
+        except KeyError:
+            raise PublishRejected(f"no queue for address {address!r}") from None
+
+    async def publish(self, address: str, envelope: Envelope) -> None:
+        # Serialize like a broker would, so both buses exercise the same code paths.
+        self._queue(address).put_nowait((envelope.to_json(), False))
+
+    async def publish_delayed(self, address: str, envelope: Envelope, delay: float) -> float:
+        queue = self._queue(address)
+        body = envelope.to_json()
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            queue.put_nowait((body, False))
+
+        handle = loop.call_later(delay, fire)
+        self._timers.add(handle)
+        return delay
+
+    async def consume(self, address: str, handler: Handler, prefetch: int) -> None:
+        queue = self._queue(address)
+        self._consumers.append(asyncio.create_task(self._pump(queue, handler, prefetch)))
+
+    async def _pump(self, queue: asyncio.Queue[tuple[bytes, bool]], handler: Handler,
+                    prefetch: int) -> None:
+        slots = asyncio.Semaphore(prefetch)
+        tasks: set[asyncio.Task[None]] = set()
+        while True:
+            await slots.acquire()
+            body, redelivered = await queue.get()
+            msg = EmbeddedMessage(Envelope.from_json(body), queue, body, redelivered)
+
+            async def run(m: EmbeddedMessage = msg) -> None:
+                try:
+                    await handler(m)
+                finally:
+                    m.requeue()  # no-op once acked; a crashed handler gives it back
+                    slots.release()
+
+            task = asyncio.create_task(run())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async def stop_consuming(self) -> None:
+        for task in self._consumers:
+            task.cancel()
+        for task in self._consumers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._consumers.clear()
+
+    async def depths(self) -> dict[str, int]:
+        return {address: q.qsize() for address, q in self._queues.items()}
+
+    async def close(self) -> None:
+        await self.stop_consuming()
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        self._open = False

@@ -1,0 +1,86 @@
+"""RabbitMQ topology: names, arguments, and declaring them with kombu.
+
+kombu does the low-rate, blocking work where its entity API and connection retry policy shine
+(declaring, passive inspection); pika does the hot path (see ``rabbitmq.py`` and
+docs/architecture.md for the measurements behind the split).
+
+::
+
+    <prefix>.deliver (direct) ──dest.<name>──▶ <prefix>.dest.<name>   one per destination
+                              ──unroutable──▶ <prefix>.unroutable
+                              ──dlq─────────▶ <prefix>.dlq
+    <prefix>.retry.<ms> (fanout) ─▶ <prefix>.retry.<ms>  (x-message-ttl=<ms>,
+                                     x-dead-letter-exchange=<prefix>.deliver: back to the
+                                     destination queue with the original routing key)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from esb.bus.broker.base import DEAD_LETTER, RETRY_TIERS, UNROUTABLE, destination_address
+from kombu import Connection, Exchange, Queue
+
+
+@dataclass(frozen=True)
+class Topology:
+    prefix: str
+    queue_type: str = "classic"
+
+    @property
+    def deliver_exchange(self) -> str:
+        return f"{self.prefix}.deliver"
+
+    def queue(self, address: str) -> str:
+        return f"{self.prefix}.{address}"
+
+    def retry_exchange(self, tier: float) -> str:
+        return f"{self.prefix}.retry.{int(tier * 1000)}"
+
+    def queue_arguments(self) -> dict[str, Any]:
+        # Declared explicitly so behaviour does not depend on the broker's defaults.
+        return {"x-queue-type": self.queue_type}
+
+    def entities(self, destinations: Sequence[str]) -> list[Queue]:
+        deliver = Exchange(self.deliver_exchange, type="direct", durable=True)
+        addresses = [UNROUTABLE, DEAD_LETTER, *(destination_address(d) for d in destinations)]
+        queues = [Queue(self.queue(a), deliver, routing_key=a, durable=True,
+                        queue_arguments=self.queue_arguments()) for a in addresses]
+        for tier in RETRY_TIERS:
+            name = self.retry_exchange(tier)
+            queues.append(Queue(
+                name, Exchange(name, type="fanout", durable=True), durable=True,
+                queue_arguments={**self.queue_arguments(),
+                                 "x-message-ttl": int(tier * 1000),
+                                 "x-dead-letter-exchange": self.deliver_exchange}))
+        return queues
+
+    def declare(self, url: str, destinations: Sequence[str], *, timeout: float = 10) -> None:
+        """Declare every exchange, queue and binding (idempotent; blocking)."""
+        with Connection(url, connect_timeout=timeout, ssl=url.startswith("amqps://")) as conn:
+            conn.ensure_connection(max_retries=3, timeout=timeout)
+            channel = conn.default_channel
+            for queue in self.entities(destinations):
+                queue.bind(channel).declare()
+
+    def depths(self, url: str, addresses: Sequence[str], *, timeout: float = 5) -> dict[str, int]:
+        """Ready messages per address, by passive declare (blocking)."""
+        out: dict[str, int] = {}
+        with Connection(url, connect_timeout=timeout, ssl=url.startswith("amqps://")) as conn:
+            channel = conn.default_channel
+            for address in addresses:
+                ok = channel.queue_declare(queue=self.queue(address), passive=True)
+                out[address] = ok.message_count
+        return out
+
+    def delete(self, url: str, destinations: Sequence[str]) -> None:
+        """Remove everything declared for this prefix (test clean-up)."""
+        with Connection(url, ssl=url.startswith("amqps://")) as conn:
+            channel = conn.default_channel
+            for queue in self.entities(destinations):
+                channel.queue_delete(queue.name)
+                if queue.exchange.name != self.deliver_exchange:
+                    channel.exchange_delete(queue.exchange.name)
+            channel.exchange_delete(self.deliver_exchange)

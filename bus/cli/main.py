@@ -1,0 +1,219 @@
+"""The ``esb`` command. Commands are thin: they call library functions or the admin API."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token
+from esb.bus.cli.output import emit_json, table
+from esb.bus.errors import ConfigError, EsbError
+
+DEFAULT_CONFIG = "config/esb.yaml"
+#: Interpolated values under keys like these are secrets: never logged.
+_SECRET_KEY = re.compile(r"token|passw|secret|key|credential|auth", re.IGNORECASE)
+
+
+class Context:
+    def __init__(self, url: str, token: str | None) -> None:
+        self.url = url
+        self.token = token
+
+    def client(self) -> AdminClient:
+        return AdminClient(self.url, find_token(self.token))
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"esb: {message}", err=True)
+    sys.exit(code)
+
+
+def config_errors(exc: ConfigError) -> None:
+    click.echo(f"esb: {len(exc.problems)} problem(s):", err=True)
+    for p in exc.problems:
+        click.echo(f"  {p}", err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", envvar="ESB_ADMIN_URL", default=DEFAULT_URL, show_default=True,
+              help="Admin API of the running daemon.")
+@click.option("--token", envvar="ESB_ADMIN_TOKEN", default=None,
+              help="Admin token (default: ESB_ADMIN_TOKEN or .esb/admin.token).")
+@click.pass_context
+def cli(ctx: click.Context, url: str, token: str | None) -> None:
+    """esb — an Enterprise Service Bus."""
+    ctx.obj = Context(url, token)
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              envvar="ESB_CONFIG", default=DEFAULT_CONFIG, show_default=True)
+def run(config_path: Path) -> None:
+    """Run the daemon."""
+    from esb.bus.config.loader import load_config
+    from esb.bus.runtime.daemon import run_daemon
+    from esb.bus.runtime.logs import configure_logging
+
+    try:
+        loaded = load_config(config_path)
+        doc = loaded.document
+        secrets = [str(_get(doc.value, p)) for p in doc.secret_paths
+                   if _SECRET_KEY.search(str(p[-1]))] if doc else []
+        configure_logging(loaded.config.logging.level, loaded.config.logging.format, secrets)
+        sys.exit(run_daemon(loaded))
+    except ConfigError as exc:
+        config_errors(exc)
+
+
+def _get(value: Any, path: tuple[Any, ...]) -> Any:
+    for p in path:
+        value = value[p]
+    return value
+
+
+@cli.command()
+@click.option("--type", "etype", required=True, help="Envelope type.")
+@click.option("--source", required=True, help="A configured source name, or any source URI.")
+@click.option("--content-type", default=None, help="Default: from the file suffix.")
+@click.argument("file", type=click.File("rb"))
+@click.pass_obj
+def send(obj: Context, etype: str, source: str, content_type: str | None, file: Any) -> None:
+    """Send FILE (or - for stdin) into the bus through the running daemon."""
+    body = file.read()
+    ctype = content_type or _guess_type(getattr(file, "name", "-"), body)
+    try:
+        result = obj.client().request("POST", "/admin/send", params={"type": etype,
+                                                                      "source": source},
+                                      content=body, headers={"Content-Type": ctype})
+    except AdminError as exc:
+        fail(str(exc))
+    click.echo(f"accepted {result['id']} → {', '.join(result['destinations'])}")
+
+
+def _guess_type(name: str, body: bytes) -> str:
+    suffix = Path(name).suffix.lower()
+    if suffix == ".json":
+        return "application/json"
+    if suffix in (".xml", ".soap"):
+        return "application/xml"
+    stripped = body.lstrip()[:1]
+    if stripped in (b"{", b"["):
+        return "application/json"
+    if stripped == b"<":
+        return "application/xml"
+    return "text/plain"
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def status(obj: Context, as_json: bool) -> None:
+    """Bus, route version, queue depths of the running daemon."""
+    try:
+        st = obj.client().request("GET", "/admin/status")
+    except AdminError as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json(st)
+        return
+    bus = st["bus"]
+    click.echo(f"instance   {st['instance']}")
+    click.echo(f"bus        {bus['kind']} ({'connected' if bus['connected'] else 'DISCONNECTED'}"
+               f"{'' if bus['durable'] else ', NOT durable'})")
+    click.echo(f"routes     version {st['routes']['version']} ({st['routes']['count']} routes, "
+               f"{st['routes']['digest'][:12]})")
+    click.echo("")
+    rows = [(name, d["adapter"], d["queue"]) for name, d in sorted(st["destinations"].items())]
+    click.echo(table(["DESTINATION", "ADAPTER", "QUEUED"], rows))
+    q = st["queues"]
+    click.echo("")
+    click.echo(f"dead letters {q.get('dlq', '?')}   unroutable {q.get('unroutable', '?')}")
+
+
+@cli.group()
+def routes() -> None:
+    """Route sets: validate (and, on a running daemon, inspect)."""
+
+
+@routes.command("validate")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              envvar="ESB_CONFIG", default=DEFAULT_CONFIG, show_default=True,
+              help="Configuration naming the sources, destinations and transformers.")
+def routes_validate(path: Path, config_path: Path) -> None:
+    """Check route files: schema, references, patterns, transformers (file:line each)."""
+    from esb.bus.config.loader import load_config
+    from esb.bus.runtime.daemon import load_router
+
+    try:
+        loaded = load_config(config_path)
+        router = load_router(loaded, path)
+    except ConfigError as exc:
+        config_errors(exc)
+    click.echo(f"ok: {len(router.routes)} routes, digest {router.digest[:12]}")
+
+
+@cli.group()
+def adapters() -> None:
+    """Installed adapters (entry points in group esb.adapters)."""
+
+
+@adapters.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def adapters_list(as_json: bool) -> None:
+    from esb.bus.plugins import adapters as registry
+
+    reg = registry()
+    rows = []
+    for info in reg.info():
+        try:
+            directions = ",".join(reg.get(info.name).directions)
+        except Exception as exc:  # a broken plugin is listed, not fatal
+            directions = f"(fails to load: {exc})"
+        rows.append({"name": info.name, "package": info.package, "version": info.version,
+                     "directions": directions})
+    if as_json:
+        emit_json(rows)
+    else:
+        click.echo(table(["NAME", "PACKAGE", "VERSION", "DIRECTIONS"],
+                         [tuple(r.values()) for r in rows]))
+
+
+@cli.command()
+@click.argument("spec")
+@click.argument("file", type=click.Path(exists=True, path_type=Path))
+@click.option("--type", "etype", default="sample")
+@click.option("--source", default="cli")
+@click.option("--content-type", default=None)
+def transform(spec: str, file: Path, etype: str, source: str, content_type: str | None) -> None:
+    """Run a transformer (or a chain file) on FILE and print the result."""
+    from esb.transformers.cli_support import run_transform
+
+    try:
+        env = run_transform(spec, file, base_dir=Path.cwd(), type=etype, source=source,
+                            content_type=content_type)
+    except ConfigError as exc:
+        config_errors(exc)
+    except EsbError as exc:
+        fail(str(exc))
+    data = env.data
+    if isinstance(data, (dict, list)):
+        emit_json(data)
+    elif isinstance(data, bytes):
+        sys.stdout.buffer.write(data)
+    else:
+        click.echo(data)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    cli(prog_name="esb")
+
+
+if __name__ == "__main__":
+    main()

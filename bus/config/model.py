@@ -1,0 +1,140 @@
+"""The daemon configuration (``config/esb.yaml``) as typed pydantic models.
+
+Adapter-specific keys of sources and destinations are validated by each adapter's own settings
+model (see ``esb.bus.config.loader``); this module holds what every deployment shares.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from esb.bus.config.units import Duration, Rate, Size
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BusConfig(_Strict):
+    url: str = "embedded"
+    #: Prefix of every exchange and queue name, so several deployments (or test runs) can share
+    #: one broker or vhost.
+    prefix: str = Field("esb", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    #: Unacknowledged deliveries per destination consumer (RabbitMQ basic.qos).
+    prefetch: int = Field(200, ge=1, le=65535)
+    #: Queue type for destination queues: quorum queues for clusters.
+    queue_type: Literal["classic", "quorum"] = "classic"
+    #: Where the embedded bus and the daemon keep state between restarts.
+    state_dir: Path = Path(".esb")
+    heartbeat: int = Field(30, ge=0)
+
+    @property
+    def embedded(self) -> bool:
+        return self.url.strip().lower() in ("embedded", "embedded://", "")
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        low = v.strip().lower()
+        if low in ("embedded", "embedded://", ""):
+            return "embedded"
+        if not low.startswith(("amqp://", "amqps://")):
+            raise ValueError("bus.url must be 'embedded' or an amqp:// / amqps:// URL")
+        return v.strip()
+
+
+class HttpConfig(_Strict):
+    listen: str = "127.0.0.1:8080"
+    max_body: Size = 1024 * 1024
+    #: Hosts outbound URLs may reach (SSRF guard); empty allows any.
+    allowed_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("http.listen must be HOST:PORT, e.g. 127.0.0.1:8080")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class AdminConfig(_Strict):
+    #: Bearer token for /admin. Empty: the daemon makes one and writes it to
+    #: ``<state_dir>/admin.token`` (mode 0600), where the CLI finds it.
+    token: str = ""
+    #: Serve /admin to non-loopback clients too (off: 127.0.0.1/::1 only).
+    remote: bool = False
+
+
+class Backoff(_Strict):
+    initial: Duration = 1.0
+    max: Duration = 600.0
+    multiplier: float = Field(2.0, ge=1.0)
+
+
+class DeliveryConfig(_Strict):
+    concurrency: int = Field(16, ge=1, le=10000)
+    timeout: Duration = 10.0
+    max_attempts: int = Field(8, ge=1)
+    max_age: Duration = 86400.0
+    backoff: Backoff = Field(default_factory=Backoff)
+    rate_limit: Rate | None = None
+
+
+class EndpointConfig(BaseModel):
+    """A source or destination: an adapter name plus that adapter's own settings."""
+
+    model_config = ConfigDict(extra="allow")
+
+    adapter: str = Field(min_length=1)
+    description: str | None = None
+
+    def adapter_settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DestinationConfig(EndpointConfig):
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+
+
+class LoggingConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(_Strict):
+    bus: BusConfig = Field(default_factory=BusConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    sources: dict[str, EndpointConfig] = Field(default_factory=dict)
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+    #: Named transformer steps (or chains) routes can refer to by name.
+    transformers: dict[str, Any] = Field(default_factory=dict)
+    routes: Path = Path("routes")
+
+    #: Folder relative paths in this file resolve against (set by the loader).
+    base_dir: Path = Field(default=Path("."), exclude=True)
+    path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _names(self) -> Config:
+        for kind, names in (("sources", self.sources), ("destinations", self.destinations)):
+            for name in names:
+                if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+                    raise ValueError(f"{kind} name {name!r}: use letters, digits, - _ .")
+        return self
+
+    def resolve(self, p: Path | str) -> Path:
+        p = Path(p)
+        return p if p.is_absolute() else self.base_dir / p

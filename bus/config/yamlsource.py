@@ -1,0 +1,132 @@
+"""YAML documents that remember where each value came from, with ``${VAR}`` interpolation.
+
+Loading yields plain Python values plus a map from key path (``("sources", "shop", "path")``)
+to line number, so validation errors can name file, line and key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from esb.bus.errors import ConfigError
+
+Loc = tuple[str | int, ...]
+
+# Only used to construct scalars (it keeps no per-document state for them).
+_SCALARS = yaml.SafeLoader("")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass
+class Document:
+    """A parsed YAML file: its value and the line (1-based) of every key and item."""
+
+    path: Path
+    value: Any
+    lines: dict[Loc, int] = field(default_factory=dict)
+    #: Paths whose value came from ``${VAR}`` (so they are never echoed in errors or logs).
+    secret_paths: set[Loc] = field(default_factory=set)
+
+    def line_of(self, loc: Loc) -> int | None:
+        """The line of ``loc``, or of its nearest ancestor that has one."""
+        while loc:
+            if loc in self.lines:
+                return self.lines[loc]
+            loc = loc[:-1]
+        return self.lines.get((), None)
+
+    def where(self, loc: Loc) -> str:
+        line = self.line_of(loc)
+        return f"{self.path}:{line}" if line else str(self.path)
+
+
+def _interpolate(text: str, env: Mapping[str, str], missing: list[str]) -> str:
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        value = env.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                missing.append(name)
+                return ""
+            return default
+        return value
+
+    return _VAR.sub(repl, text)
+
+
+def load_yaml(path: Path, env: Mapping[str, str] | None = None, *,
+              interpolate: bool = True) -> Document:
+    """Parse ``path``; syntax errors and unset ``${VAR}`` (without default) raise ConfigError."""
+    env = os.environ if env is None else env
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text: {exc}"]) from exc
+    return parse_yaml(text, path, env if interpolate else None)
+
+
+def parse_yaml(text: str, path: Path, env: Mapping[str, str] | None = None) -> Document:
+    """Parse YAML ``text`` (named ``path`` in errors); ``env`` enables ``${VAR}``."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}: YAML syntax error: {problem}"]) from exc
+    doc = Document(path=path, value=None)
+    problems: list[str] = []
+    doc.value = _build(node, (), doc, env, problems) if node else None
+    if problems:
+        raise ConfigError(problems)
+    return doc
+
+
+def _build(node: yaml.Node, loc: Loc, doc: Document, env: Mapping[str, str] | None,
+           problems: list[str]) -> Any:
+    doc.lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                problems.append(f"{doc.path}:{key_node.start_mark.line + 1}: keys must be "
+                                "plain strings")
+                continue
+            key = key_node.value
+            if key == "<<":
+                problems.append(f"{doc.path}:{key_node.start_mark.line + 1}: YAML merge keys "
+                                "are not supported")
+                continue
+            if key in out:
+                problems.append(f"{doc.path}:{key_node.start_mark.line + 1}: duplicate key "
+                                f"{key!r}")
+            child = (*loc, key)
+            doc.lines[child] = key_node.start_mark.line + 1
+            out[key] = _build(value_node, child, doc, env, problems)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, (*loc, i), doc, env, problems) for i, item in enumerate(node.value)]
+    value = _SCALARS.construct_object(node)
+    if env is not None and isinstance(value, str) and "${" in value:
+        missing: list[str] = []
+        new = _interpolate(value, env, missing)
+        for name in missing:
+            problems.append(f"{doc.where(loc)}: {'.'.join(map(str, loc))}: environment "
+                            f"variable {name} is not set (use ${{{name}:-default}})")
+        if new != value:
+            doc.secret_paths.add(loc)
+            # An interpolated scalar is re-resolved so "${PORT:-8080}" yields an int.
+            if _VAR.fullmatch(value.strip()) and new != "":
+                resolved = yaml.safe_load(new)
+                if isinstance(resolved, (int, float, bool)):
+                    return resolved
+        return new
+    return value

@@ -1,0 +1,243 @@
+"""The canonical envelope: the only thing that travels on the bus.
+
+Its JSON form is a CloudEvents 1.0 *structured-mode* event (``application/cloudevents+json``):
+core attributes at the top level, extension attributes beside them, and the payload in ``data``
+(JSON values, or text for XML and other text) or ``data_base64`` (binary). esb's own bookkeeping
+rides in extensions prefixed ``esb`` so any CloudEvents tool can read (and ignore) it.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+CLOUDEVENTS_JSON = "application/cloudevents+json"
+SPECVERSION = "1.0"
+
+CORE_ATTRIBUTES = ("id", "source", "type", "specversion", "time", "subject",
+                   "datacontenttype", "dataschema")
+#: Extensions with a meaning to esb (CloudEvents names: lowercase letters and digits only).
+KNOWN_EXTENSIONS = ("correlationid", "causationid", "idempotencykey", "traceparent",
+                    "esbendpoint", "esbrouteversion", "esbroute", "esbdestination",
+                    "esbheaders", "esbhops", "esbattempts", "esberror")
+_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Hop(BaseModel):
+    """One step in an envelope's life (accepted, routed, transformed, dead-lettered ...)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: datetime
+    step: str
+    instance: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Attempt(BaseModel):
+    """One delivery attempt and its outcome."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: datetime
+    destination: str
+    outcome: str  # "delivered" | "transient" | "permanent"
+    status: int | None = None
+    latency_ms: float = 0.0
+    error: str | None = None
+
+
+class Envelope(BaseModel):
+    """A CloudEvent plus esb's bookkeeping. Build one with keyword arguments or ``from_json``."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+    id: str = Field(default_factory=new_id, min_length=1)
+    source: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    specversion: str = SPECVERSION
+    time: datetime = Field(default_factory=utcnow)
+    subject: str | None = None
+    datacontenttype: str | None = None
+    dataschema: str | None = None
+    #: JSON value, ``str`` for XML/text, ``bytes`` for binary (serialized as ``data_base64``).
+    data: Any = None
+
+    correlationid: str | None = None
+    causationid: str | None = None
+    idempotencykey: str | None = None
+    traceparent: str | None = None
+
+    #: The endpoint (configured source) the envelope entered through; what a route's ``from``
+    #: matches. ``source`` keeps its CloudEvents meaning (the producer).
+    esbendpoint: str | None = None
+    esbrouteversion: int | None = None
+    esbroute: str | None = None
+    esbdestination: str | None = None
+    #: Transport headers that must survive (SOAPAction ...), lower-cased names.
+    esbheaders: dict[str, str] = Field(default_factory=dict)
+    esbhops: list[Hop] = Field(default_factory=list)
+    esbattempts: list[Attempt] = Field(default_factory=list)
+    esberror: str | None = None
+
+    #: Any other CloudEvents extension attributes, kept as received.
+    extensions: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("specversion")
+    @classmethod
+    def _specversion(cls, v: str) -> str:
+        if v != SPECVERSION:
+            raise ValueError(f"unsupported specversion {v!r} (expected {SPECVERSION!r})")
+        return v
+
+    @field_validator("time")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        return v if v.tzinfo else v.replace(tzinfo=UTC)
+
+    @field_validator("extensions")
+    @classmethod
+    def _extension_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            if not _EXTENSION_NAME.match(name):
+                raise ValueError(f"extension attribute name {name!r} must be 1-20 of [a-z0-9]")
+            if name in CORE_ATTRIBUTES or name in KNOWN_EXTENSIONS:
+                raise ValueError(f"extension {name!r} shadows a known attribute")
+        return v
+
+    # -- derived ------------------------------------------------------------------------------
+
+    @property
+    def key(self) -> str:
+        """The idempotency key destinations de-duplicate on (the id when none was given)."""
+        return self.idempotencykey or self.id
+
+    @property
+    def is_json(self) -> bool:
+        ct = (self.datacontenttype or "application/json").split(";", 1)[0].strip().lower()
+        return ct == "application/json" or ct.endswith("+json")
+
+    @property
+    def is_xml(self) -> bool:
+        ct = (self.datacontenttype or "").split(";", 1)[0].strip().lower()
+        return ct in ("application/xml", "text/xml") or ct.endswith("+xml")
+
+    def data_bytes(self) -> bytes:
+        """The payload as bytes on the wire, in its own content type."""
+        d = self.data
+        if d is None:
+            return b""
+        if isinstance(d, bytes):
+            return d
+        if isinstance(d, str) and not self.is_json:
+            return d.encode("utf-8")
+        return orjson.dumps(d)
+
+    def with_hop(self, step: str, instance: str | None = None, **detail: Any) -> Envelope:
+        hop = Hop(at=utcnow(), step=step, instance=instance, detail=detail)
+        return self.model_copy(update={"esbhops": [*self.esbhops, hop]})
+
+    # -- CloudEvents structured JSON ----------------------------------------------------------
+
+    def to_cloudevent(self) -> dict[str, Any]:
+        """The structured-mode CloudEvent as a JSON-ready dict (``None`` attributes omitted)."""
+        out: dict[str, Any] = {
+            "specversion": self.specversion,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "time": _rfc3339(self.time),
+        }
+        for name in ("subject", "datacontenttype", "dataschema", "correlationid",
+                     "causationid", "idempotencykey", "traceparent", "esbendpoint",
+                     "esbrouteversion", "esbroute", "esbdestination", "esberror"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.esbheaders:
+            out["esbheaders"] = self.esbheaders
+        if self.esbhops:
+            out["esbhops"] = [h.model_dump(mode="json", exclude_defaults=True)
+                              for h in self.esbhops]
+        if self.esbattempts:
+            out["esbattempts"] = [a.model_dump(mode="json", exclude_none=True)
+                                  for a in self.esbattempts]
+        out.update(self.extensions)
+        if isinstance(self.data, bytes):
+            out["data_base64"] = base64.b64encode(self.data).decode("ascii")
+        elif self.data is not None:
+            out["data"] = self.data
+        return out
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_cloudevent())
+
+    @classmethod
+    def from_cloudevent(cls, event: dict[str, Any], **overrides: Any) -> Envelope:
+        """Build from a structured-mode CloudEvent dict; unknown attributes become extensions."""
+        if not isinstance(event, dict):
+            raise ValueError("a structured CloudEvent must be a JSON object")
+        fields: dict[str, Any] = {}
+        extensions: dict[str, Any] = {}
+        for name, value in event.items():
+            if name in _MODEL_FIELDS:
+                fields[name] = value
+            elif name == "data_base64":
+                if "data" in event:
+                    raise ValueError("a CloudEvent carries either data or data_base64, not both")
+                try:
+                    fields["data"] = base64.b64decode(value, validate=True)
+                except (ValueError, TypeError) as exc:
+                    raise ValueError("data_base64 is not valid base64") from exc
+            else:
+                extensions[name] = value
+        if "specversion" not in fields:
+            raise ValueError("missing required attribute 'specversion'")
+        fields["extensions"] = extensions
+        fields.update(overrides)
+        return cls.model_validate(fields)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Envelope:
+        return cls.from_cloudevent(orjson.loads(raw))
+
+    # -- AMQP properties -----------------------------------------------------------------------
+
+    def amqp_properties(self) -> dict[str, Any]:
+        """The envelope's attributes mapped onto AMQP basic properties (client-neutral names),
+        so that RabbitMQ's own tools show them."""
+        headers: dict[str, Any] = {"ce-source": self.source, "ce-specversion": self.specversion}
+        if self.idempotencykey:
+            headers["esb-idempotency-key"] = self.idempotencykey
+        if self.esbattempts:
+            headers["esb-attempts"] = len(self.esbattempts)
+        return {
+            "message_id": self.id,
+            "correlation_id": self.correlationid,
+            "content_type": CLOUDEVENTS_JSON,
+            "type": self.type,
+            "timestamp": int(self.time.timestamp()),
+            "delivery_mode": 2,
+            "headers": headers,
+        }
+
+
+_MODEL_FIELDS = frozenset(Envelope.model_fields) - {"extensions"}
+
+
+def _rfc3339(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")

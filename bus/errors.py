@@ -1,0 +1,73 @@
+"""The error tree every driver error is translated into, at the adapter or broker edge.
+
+::
+
+    EsbError
+    ├── ConfigError              configuration or route files are invalid (listed with file:line)
+    ├── DeliveryError            a destination did not accept an envelope
+    │   ├── TransientError       retry later: timeouts, 5xx, 408/425/429, connection resets
+    │   └── PermanentError       never retry: other 4xx, Client faults, schema violations
+    │       └── TransformError   a transformer step failed (names the step)
+    └── BusError                 the bus itself failed
+        ├── BusUnavailable       not connected, or the connection dropped before the confirm
+        └── PublishRejected      the broker nacked, or returned the message as unroutable
+
+Only these cross a seam. Drivers (httpx, zeep, pika, lxml) raise their own exceptions inside an
+adapter; the adapter re-raises one of these ``from`` the original so the cause stays visible.
+"""
+
+from __future__ import annotations
+
+
+class EsbError(Exception):
+    """Base of every error esb raises on purpose."""
+
+
+class ConfigError(EsbError):
+    """Configuration or route documents are invalid; ``problems`` lists every one found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class DeliveryError(EsbError):
+    """A destination did not accept an envelope."""
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class TransientError(DeliveryError):
+    """Worth retrying: the destination may accept the same envelope later."""
+
+
+class PermanentError(DeliveryError):
+    """Retrying cannot help; the envelope goes to the dead-letter queue."""
+
+
+class TransformError(PermanentError):
+    """A transformer step failed; ``step`` names it."""
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"transformer {step!r}: {message}")
+        self.step = step
+
+
+class DropEnvelope(EsbError):
+    """Raised by a transformer to filter an envelope out on purpose (not dead-lettered)."""
+
+
+class BusError(EsbError):
+    """The bus failed to carry an envelope."""
+
+
+class BusUnavailable(BusError):
+    """The bus is not connected, or lost the connection before confirming."""
+
+
+class PublishRejected(BusError):
+    """The broker refused a publish (nack) or returned it as unroutable (``mandatory``)."""

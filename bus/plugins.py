@@ -1,0 +1,84 @@
+"""Name → spec tables for adapters and transformers, loaded lazily from entry points.
+
+Built-ins register under the same entry-point groups as third-party plugins
+(``esb.adapters``, ``esb.transformers``), so the plugin path is the one exercised every day.
+Nothing is imported until a name is first looked up.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Generic, TypeVar
+
+from esb.bus.errors import ConfigError
+
+ADAPTERS_GROUP = "esb.adapters"
+TRANSFORMERS_GROUP = "esb.transformers"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    package: str
+    version: str
+    value: str
+
+
+@dataclass
+class Registry(Generic[T]):
+    """A lazy table of one entry-point group. ``extra`` lets tests add specs without installing."""
+
+    group: str
+    kind: str
+    extra: dict[str, T] = field(default_factory=dict)
+    _loaded: dict[str, T] = field(default_factory=dict)
+    _points: dict[str, EntryPoint] | None = None
+
+    def _entry_points(self) -> dict[str, EntryPoint]:
+        if self._points is None:
+            self._points = {ep.name: ep for ep in entry_points(group=self.group)}
+        return self._points
+
+    def names(self) -> list[str]:
+        return sorted(set(self._entry_points()) | set(self.extra))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.extra or name in self._entry_points()
+
+    def get(self, name: str) -> T:
+        if name in self.extra:
+            return self.extra[name]
+        if name in self._loaded:
+            return self._loaded[name]
+        ep = self._entry_points().get(name)
+        if ep is None:
+            raise ConfigError([self.unknown_message(name)])
+        spec = ep.load()
+        self._loaded[name] = spec
+        return spec
+
+    def unknown_message(self, name: str) -> str:
+        close = difflib.get_close_matches(name, self.names(), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        known = ", ".join(self.names()) or "none installed"
+        return f"unknown {self.kind} {name!r}.{hint} (installed: {known})"
+
+    def info(self) -> list[PluginInfo]:
+        out = []
+        for name, ep in sorted(self._entry_points().items()):
+            dist = ep.dist
+            out.append(PluginInfo(name, dist.name if dist else "?",
+                                  dist.version if dist else "?", ep.value))
+        return out
+
+
+def adapters() -> Registry:
+    return Registry(ADAPTERS_GROUP, "adapter")
+
+
+def transformers() -> Registry:
+    return Registry(TRANSFORMERS_GROUP, "transformer")

@@ -1,0 +1,78 @@
+"""The route-file format (``routes/*.yaml``) as pydantic models."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Target(_Strict):
+    destination: str = Field(min_length=1)
+    #: Steps run for this destination only, after the route's own chain.
+    transform: list[Any] = Field(default_factory=list)
+
+
+class Route(_Strict):
+    name: str
+    description: str | None = None
+    #: Only envelopes that entered through these sources (endpoint names).
+    from_: list[str] | None = Field(default=None, alias="from")
+    #: EventBridge event pattern over the envelope's CloudEvents JSON form ({} matches all).
+    match: dict[str, Any] = Field(default_factory=dict)
+    #: Steps run once before fan-out.
+    transform: list[Any] = Field(default_factory=list)
+    to: list[Target] = Field(min_length=1)
+    priority: int = 0
+    #: First-match-wins: once an exclusive route fires, no lower-priority route does.
+    exclusive: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("route names are 1-128 of letters, digits and _ . : - "
+                             "(starting with a letter or digit)")
+        return v
+
+    @field_validator("from_", mode="before")
+    @classmethod
+    def _from_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _to_list(cls, v: Any) -> Any:
+        # ``to: erp`` and ``to: [erp, audit]`` are shorthands for ``destination:`` entries.
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list):
+            return [{"destination": t} if isinstance(t, str) else t for t in v]
+        return v
+
+
+class RouteCase(_Strict):
+    """A test case carried in a route file, run by ``esb routes test PATH``."""
+
+    name: str
+    message: Any = None
+    message_file: str | None = None
+    type: str = "test"
+    source: str = "test"
+    endpoint: str | None = None
+    datacontenttype: str | None = None
+    expect: dict[str, Any] = Field(default_factory=dict)
+
+
+class RouteFile(_Strict):
+    routes: list[Route] = Field(default_factory=list)
+    #: XML namespace prefixes for ``$xpath`` patterns in this file.
+    namespaces: dict[str, str] = Field(default_factory=dict)
+    tests: list[RouteCase] = Field(default_factory=list)

@@ -1,0 +1,330 @@
+"""Validation of event patterns: every problem at once, each naming its JSON path."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from lxml import etree
+
+__all__ = [
+    "MAX_ALTERNATIVES",
+    "OPERATORS",
+    "XPATH_PATHS",
+    "PatternError",
+    "compile_xpath",
+    "count_alternatives",
+    "validate_pattern",
+]
+
+# `$or` is expanded into alternatives (disjunctive normal form) up-front; this bounds the blow-up.
+MAX_ALTERNATIVES = 256
+
+OPERATORS = frozenset(
+    {
+        "prefix",
+        "suffix",
+        "equals-ignore-case",
+        "wildcard",
+        "anything-but",
+        "numeric",
+        "exists",
+        "cidr",
+    }
+)
+LOWER_OPS = frozenset({">", ">="})
+UPPER_OPS = frozenset({"<", "<="})
+NUMERIC_OPS = LOWER_OPS | UPPER_OPS | {"="}
+
+# Object paths (from the pattern root) where a `$xpath` key is accepted.
+XPATH_PATHS = frozenset({(), ("data",)})
+
+_DUMMY_DOC = etree.fromstring("<esb-xpath-check/>")
+
+
+class PatternError(ValueError):
+    """A pattern (or several) is invalid; ``problems`` lists every problem with its JSON path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems) if problems else "invalid pattern")
+        self.problems: list[str] = list(problems)
+
+
+def is_number(value: Any) -> bool:
+    """True for JSON numbers (bool is not a number here); NaN/inf are not JSON numbers."""
+    return type(value) in (int, float) and not (type(value) is float and not math.isfinite(value))
+
+
+def is_scalar(value: Any) -> bool:
+    return value is None or type(value) in (str, bool) or is_number(value)
+
+
+def compile_xpath(expr: str, namespaces: Mapping[str, str] | None) -> etree.XPath:
+    """Compile an XPath 1.0 expression; raises ``etree.XPathError`` when it is not usable.
+
+    lxml only notices undefined prefixes and unknown functions on evaluation, so the
+    expression is also run once against a tiny document.
+    """
+    xp = etree.XPath(expr, namespaces=dict(namespaces) if namespaces else None)
+    xp(_DUMMY_DOC)
+    return xp
+
+
+def _check_wildcard(text: str, where: str, problems: list[str]) -> None:
+    i = 0
+    prev_star = False
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            nxt = text[i + 1] if i + 1 < len(text) else ""
+            if nxt not in ("*", "\\"):
+                problems.append(
+                    f"{where}: wildcard backslash may only escape '*' or '\\' (at offset {i})"
+                )
+                return
+            i += 2
+            prev_star = False
+            continue
+        if ch == "*":
+            if prev_star:
+                problems.append(f"{where}: wildcard may not contain consecutive '**'")
+                return
+            prev_star = True
+        else:
+            prev_star = False
+        i += 1
+
+
+def _check_string_or_ignore_case(arg: Any, op: str, where: str, problems: list[str]) -> None:
+    """prefix/suffix take a string or {"equals-ignore-case": string}."""
+    if type(arg) is str:
+        return
+    if isinstance(arg, Mapping) and list(arg) == ["equals-ignore-case"]:
+        if type(arg["equals-ignore-case"]) is not str:
+            problems.append(f"{where}: {op} equals-ignore-case needs a string")
+        return
+    problems.append(f'{where}: {op} needs a string or {{"equals-ignore-case": string}}')
+
+
+def _check_numeric(spec: Any, where: str, problems: list[str]) -> None:
+    if not isinstance(spec, list) or len(spec) not in (2, 4):
+        problems.append(
+            f"{where}: numeric needs [op, number] or [lower-op, number, upper-op, number], "
+            f'e.g. [">", 0, "<=", 5]'
+        )
+        return
+    ok = True
+    for i in range(0, len(spec), 2):
+        op, bound = spec[i], spec[i + 1]
+        if op not in NUMERIC_OPS:
+            problems.append(f"{where}: numeric comparator {op!r} is not one of < <= = >= >")
+            ok = False
+        if not is_number(bound):
+            problems.append(f"{where}: numeric bound {bound!r} is not a number")
+            ok = False
+    if not ok or len(spec) == 2:
+        return
+    lo_op, lo, hi_op, hi = spec
+    if lo_op not in LOWER_OPS or hi_op not in UPPER_OPS:
+        problems.append(
+            f"{where}: numeric with two comparisons needs a lower bound (> or >=) first and an "
+            f"upper bound (< or <=) second"
+        )
+    elif not lo < hi:
+        problems.append(f"{where}: numeric lower bound {lo!r} is not below upper bound {hi!r}")
+
+
+def _check_anything_but(arg: Any, where: str, problems: list[str]) -> None:
+    if type(arg) is str or is_number(arg):
+        return
+    if isinstance(arg, list):
+        if not arg:
+            problems.append(f"{where}: anything-but list is empty")
+        for i, item in enumerate(arg):
+            if not (type(item) is str or is_number(item)):
+                problems.append(f"{where}: anything-but[{i}] must be a string or a number")
+        return
+    if isinstance(arg, Mapping):
+        if len(arg) != 1:
+            problems.append(
+                f"{where}: anything-but object needs exactly one of prefix, suffix, "
+                f"equals-ignore-case, wildcard"
+            )
+            return
+        ((op, val),) = arg.items()
+        if op in ("prefix", "suffix"):
+            if type(val) is not str:
+                problems.append(f"{where}: anything-but {op} needs a string")
+        elif op in ("equals-ignore-case", "wildcard"):
+            items = val if isinstance(val, list) else [val]
+            if not items:
+                problems.append(f"{where}: anything-but {op} list is empty")
+            for item in items:
+                if type(item) is not str:
+                    problems.append(f"{where}: anything-but {op} needs a string or strings")
+                    break
+                if op == "wildcard":
+                    _check_wildcard(item, where, problems)
+        else:
+            problems.append(
+                f"{where}: anything-but does not support {op!r} (use prefix, suffix, "
+                f"equals-ignore-case or wildcard)"
+            )
+        return
+    problems.append(f"{where}: anything-but needs a string, a number, a list of them, or an object")
+
+
+def _check_operator(elem: Mapping[str, Any], where: str, problems: list[str]) -> None:
+    if len(elem) != 1:
+        problems.append(
+            f"{where}: an operator object has exactly one key, got {sorted(map(str, elem))}"
+        )
+        return
+    ((op, arg),) = elem.items()
+    if op not in OPERATORS:
+        problems.append(f"{where}: unknown operator {op!r}")
+    elif op in ("prefix", "suffix"):
+        _check_string_or_ignore_case(arg, op, where, problems)
+    elif op == "equals-ignore-case":
+        if type(arg) is not str:
+            problems.append(f"{where}: equals-ignore-case needs a string")
+    elif op == "wildcard":
+        if type(arg) is not str:
+            problems.append(f"{where}: wildcard needs a string")
+        else:
+            _check_wildcard(arg, where, problems)
+    elif op == "anything-but":
+        _check_anything_but(arg, where, problems)
+    elif op == "numeric":
+        _check_numeric(arg, where, problems)
+    elif op == "exists":
+        if type(arg) is not bool:
+            problems.append(f"{where}: exists needs true or false")
+    elif op == "cidr":
+        if type(arg) is not str:
+            problems.append(f"{where}: cidr needs a string such as '10.0.0.0/24'")
+        else:
+            try:
+                ipaddress.ip_network(arg, strict=False)
+            except ValueError as exc:
+                problems.append(f"{where}: bad cidr {arg!r}: {exc}")
+
+
+def _check_leaf(leaf: Any, where: str, problems: list[str]) -> None:
+    if not isinstance(leaf, list):
+        problems.append(
+            f"{where}: a pattern value must be an array of values or operators "
+            f"(e.g. [{leaf!r}]) or an object, got {type(leaf).__name__}"
+        )
+        return
+    if not leaf:
+        problems.append(f"{where}: empty array matches nothing")
+    for i, elem in enumerate(leaf):
+        at = f"{where}[{i}]"
+        if isinstance(elem, Mapping):
+            _check_operator(elem, at, problems)
+        elif isinstance(elem, list):
+            problems.append(f"{at}: nested arrays are not allowed in a pattern value")
+        elif not is_scalar(elem):
+            problems.append(f"{at}: {elem!r} is not a JSON value or operator")
+
+
+def _check_xpath(
+    spec: Any,
+    where: str,
+    namespaces: Mapping[str, str] | None,
+    problems: list[str],
+) -> None:
+    if not isinstance(spec, Mapping) or not spec:
+        problems.append(f"{where}: $xpath needs a non-empty object of expression -> array")
+        return
+    for expr, leaf in spec.items():
+        at = f"{where}[{expr!r}]"
+        if not isinstance(expr, str) or not expr.strip():
+            problems.append(f"{at}: xpath expression must be a non-empty string")
+            continue
+        try:
+            compile_xpath(expr, namespaces or {})
+        except etree.XPathError as exc:
+            msg = str(exc)
+            # Without a namespace map (plain validate_pattern) prefixes cannot be judged.
+            if not (namespaces is None and "namespace prefix" in msg.lower()):
+                problems.append(f"{at}: bad xpath: {msg}")
+        _check_leaf(leaf, at, problems)
+
+
+def _check_object(
+    obj: Any,
+    where: str,
+    path: tuple[str, ...],
+    namespaces: Mapping[str, str] | None,
+    problems: list[str],
+) -> None:
+    if not isinstance(obj, Mapping):
+        problems.append(f"{where}: a pattern must be a JSON object, got {type(obj).__name__}")
+        return
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            problems.append(f"{where}: field name {key!r} is not a string")
+            continue
+        at = f"{where}.{key}"
+        if key == "$or":
+            if not isinstance(value, list) or not value:
+                problems.append(f"{at}: $or needs a non-empty array of objects")
+                continue
+            for i, alt in enumerate(value):
+                if isinstance(alt, Mapping) and alt:
+                    _check_object(alt, f"{at}[{i}]", path, namespaces, problems)
+                else:
+                    problems.append(f"{at}[{i}]: each $or alternative must be a non-empty object")
+        elif key == "$xpath":
+            if path not in XPATH_PATHS:
+                problems.append(
+                    f"{at}: $xpath is only allowed at the top level of the pattern or of data"
+                )
+            else:
+                _check_xpath(value, at, namespaces, problems)
+        elif isinstance(value, Mapping):
+            _check_object(value, at, (*path, key), namespaces, problems)
+        else:
+            _check_leaf(value, at, problems)
+
+
+def count_alternatives(obj: Mapping[str, Any]) -> int:
+    """How many `$or`-free alternatives a (structurally valid) pattern expands into."""
+    total = 1
+    for key, value in obj.items():
+        if key == "$or" and isinstance(value, list):
+            total *= sum(count_alternatives(a) for a in value if isinstance(a, Mapping))
+        elif isinstance(value, Mapping) and key != "$xpath":
+            total *= count_alternatives(value)
+        if total > MAX_ALTERNATIVES:
+            return total
+    return total
+
+
+def validate_pattern(
+    pattern: Any,
+    where: str = "match",
+    *,
+    namespaces: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Every problem in one pattern (empty list = valid).
+
+    Each problem starts with the JSON path of the offending part, rooted at ``where``, e.g.
+    ``"match.data.total[0]: numeric bound 'x' is not a number"``. Pass ``namespaces`` (the
+    prefix map used for ``$xpath``) to also report undefined namespace prefixes; without it
+    prefixed XPath expressions are only checked for syntax.
+    """
+    problems: list[str] = []
+    _check_object(pattern, where, (), namespaces, problems)
+    if not problems:
+        n = count_alternatives(pattern)
+        if n > MAX_ALTERNATIVES:
+            problems.append(
+                f"{where}: $or expands into more than {MAX_ALTERNATIVES} alternatives "
+                f"({n}); simplify the pattern"
+            )
+    return problems

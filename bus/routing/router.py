@@ -1,0 +1,144 @@
+"""A compiled route set: one pattern index for the whole set, transformer chains built once.
+
+Matching every route is one walk over the envelope (the index), not a loop over routes, so its
+cost does not grow with the number of routes. Priorities and ``exclusive`` then order and prune
+the (few) matches.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from esb.bus.envelope import Envelope
+from esb.bus.errors import ConfigError
+from esb.bus.routing.patterns import PatternIndex, validate_pattern
+from esb.bus.routing.routeset import RouteSet
+from esb.transformers.chain import Chain, build_chain
+from esb.transformers.xmlsafe import parse_xml
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One destination of one route, with the steps run for it alone."""
+
+    destination: str
+    chain: Chain
+
+
+@dataclass(frozen=True)
+class CompiledRoute:
+    name: str
+    order: int
+    priority: int
+    exclusive: bool
+    chain: Chain
+    legs: tuple[Leg, ...]
+
+
+class Router:
+    """Decides, for one envelope, which routes fire. Immutable: a deploy swaps whole routers."""
+
+    def __init__(self, routes: list[CompiledRoute], index: PatternIndex, *, version: int = 0,
+                 digest: str = "", max_xml_bytes: int = 10 * 1024 * 1024) -> None:
+        self.routes = routes
+        self.index = index
+        self.version = version
+        self.digest = digest
+        self._max_xml = max_xml_bytes
+
+    def match(self, envelope: Envelope, event: Mapping[str, Any] | None = None
+              ) -> list[CompiledRoute]:
+        """The routes that fire, highest priority first (file order among equals)."""
+        if not self.routes:
+            return []
+        event = event if event is not None else envelope.to_cloudevent()
+        xml: Callable[[], Any] | None = None
+        if self.index.needs_xml and envelope.is_xml:
+            def xml() -> Any:
+                try:
+                    return parse_xml(envelope.data, max_bytes=self._max_xml, max_depth=1000)
+                except Exception:
+                    return None
+        ids = self.index.matches(event, xml)
+        if not ids:
+            return []
+        hits = [self.routes[i] for i in ids]
+        if len(hits) > 1:
+            hits.sort(key=lambda r: (-r.priority, r.order))
+        fired: list[CompiledRoute] = []
+        for route in hits:
+            if route.exclusive:
+                if any(r.exclusive for r in fired):
+                    continue
+                fired.append(route)
+                break
+            fired.append(route)
+        return fired
+
+
+def compile_routes(rs: RouteSet, *, sources: Collection[str], destinations: Collection[str],
+                   named: Mapping[str, Any] | None = None, base_dir: Path,
+                   version: int = 0, registry: Any = None) -> Router:
+    """Check references and build the router; ConfigError lists every problem with file:line."""
+    problems: list[str] = []
+    compiled: list[CompiledRoute] = []
+    patterns: list[dict[str, Any]] = []
+    for order, placed in enumerate(rs.routes):
+        route = placed.route
+        for i, src in enumerate(route.from_ or []):
+            if src not in sources:
+                problems.append(f"{placed.where('from', i)}: {route.name}: from: "
+                                f"{_unknown('source', src, sources)}")
+        for problem in validate_pattern(route.match, where="match",
+                                        namespaces=rs.namespaces):
+            problems.append(f"{placed.where('match')}: {route.name}: {problem}")
+        chain = _chain(route.transform, placed.where("transform"), f"{route.name}: transform",
+                       base_dir, named, registry, problems)
+        legs = []
+        for i, target in enumerate(route.to):
+            if target.destination not in destinations:
+                unknown = _unknown("destination", target.destination, destinations)
+                problems.append(f"{placed.where('to', i, 'destination')}: {route.name}: "
+                                f"to[{i}]: {unknown}")
+            leg_chain = _chain(target.transform, placed.where("to", i, "transform"),
+                               f"{route.name}: to[{i}].transform", base_dir, named, registry,
+                               problems)
+            legs.append(Leg(target.destination, leg_chain))
+        pattern = dict(route.match)
+        if route.from_:
+            if "esbendpoint" in pattern:
+                problems.append(f"{placed.where('match')}: {route.name}: use 'from' instead of "
+                                "matching esbendpoint directly")
+            pattern["esbendpoint"] = list(route.from_)
+        patterns.append(pattern)
+        compiled.append(CompiledRoute(route.name, order, route.priority, route.exclusive,
+                                      chain, tuple(legs)))
+    index = None
+    if not problems:
+        try:
+            index = PatternIndex(patterns, rs.namespaces)
+        except ValueError as exc:
+            problems.extend(getattr(exc, "problems", [str(exc)]))
+    if problems or index is None:
+        raise ConfigError(problems)
+    return Router(compiled, index, version=version, digest=rs.digest)
+
+
+def _chain(steps: list[Any], where: str, label: str, base_dir: Path,
+           named: Mapping[str, Any] | None, registry: Any, problems: list[str]) -> Chain:
+    try:
+        return build_chain(steps, base_dir=base_dir, named=named, registry=registry,
+                           where=label)
+    except ConfigError as exc:
+        problems.extend(f"{where}: {p}" for p in exc.problems)
+        return build_chain([], base_dir=base_dir)
+
+
+def _unknown(kind: str, name: str, known: Collection[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"unknown {kind} {name!r}.{hint} (configured: {', '.join(sorted(known)) or 'none'})"

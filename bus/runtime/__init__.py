@@ -1,0 +1,1 @@
+"""The daemon: ingress (accept → route → publish), delivery workers, HTTP server, admin API."""

@@ -1,0 +1,204 @@
+"""``esb run``: wires configuration, bus, routes, adapters and the HTTP server, and drains on
+SIGTERM (stop accepting, finish in-flight deliveries, close the bus, exit 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+from esb.adapters.spec import Inbound, Outbound, OutboundContext
+from esb.bus.broker.base import Bus
+from esb.bus.broker.embedded import EmbeddedBus
+from esb.bus.broker.rabbitmq import RabbitBus
+from esb.bus.broker.topology import Topology
+from esb.bus.config.loader import Loaded
+from esb.bus.errors import BusError
+from esb.bus.plugins import Registry, adapters
+from esb.bus.routing.router import Router, compile_routes
+from esb.bus.routing.routeset import parse_route_files, read_route_files
+from esb.bus.runtime.admin import AdminApi
+from esb.bus.runtime.delivery import DeliveryWorker
+from esb.bus.runtime.http import build_app, make_http_client, make_server
+from esb.bus.runtime.ingress import Ingress, RouterHolder, SourceContext
+from esb.bus.runtime.metrics import Metrics
+
+log = structlog.get_logger("esb.daemon")
+
+DRAIN_TIMEOUT = 30.0
+
+
+def load_router(loaded: Loaded, path: Path | None = None, version: int = 0,
+                registry: Any = None) -> Router:
+    cfg = loaded.config
+    rs = parse_route_files(read_route_files(path or cfg.resolve(cfg.routes)),
+                           base=path or cfg.resolve(cfg.routes))
+    return compile_routes(rs, sources=cfg.sources, destinations=cfg.destinations,
+                          named=cfg.transformers, base_dir=cfg.base_dir, version=version,
+                          registry=registry)
+
+
+def admin_token(loaded: Loaded) -> str:
+    """The configured token, or one made for this state folder (written 0600 for the CLI)."""
+    cfg = loaded.config
+    if cfg.admin.token:
+        return cfg.admin.token
+    path = cfg.resolve(cfg.bus.state_dir) / "admin.token"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+class Daemon:
+    def __init__(self, loaded: Loaded, *, instance: str | None = None,
+                 registry: Registry | None = None) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
+        self.registry = registry or adapters()
+        self.metrics = Metrics()
+        self.bus: Bus = self._make_bus()
+        self.router = RouterHolder(load_router(loaded))
+        self.metrics.route_version.set(self.router.current.version)
+        self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance)
+        self._http: httpx.AsyncClient | None = None
+        self.inbound: dict[str, Inbound] = {}
+        self.outbound: dict[str, Outbound] = {}
+        self.workers: list[DeliveryWorker] = []
+        self._stop = asyncio.Event()
+
+    def _make_bus(self) -> Bus:
+        cfg = self.config.bus
+        if cfg.embedded:
+            return EmbeddedBus()
+        return RabbitBus(cfg.url, Topology(cfg.prefix, cfg.queue_type), heartbeat=cfg.heartbeat,
+                         name=f"esb {self.instance}")
+
+    def http_client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = make_http_client()
+        return self._http
+
+    def _build_adapters(self) -> None:
+        cfg = self.config
+        for name, settings in self.loaded.source_settings.items():
+            spec = self.registry.get(cfg.sources[name].adapter)
+            ctx = SourceContext(name=name, config_dir=cfg.base_dir, instance=self.instance,
+                                max_body=cfg.http.max_body, ingress=self.ingress)
+            self.inbound[name] = spec.inbound(settings, ctx)
+        for name, settings in self.loaded.destination_settings.items():
+            spec = self.registry.get(cfg.destinations[name].adapter)
+            octx = OutboundContext(name=name, config_dir=cfg.base_dir, http=self.http_client,
+                                   allowed_hosts=tuple(cfg.http.allowed_hosts))
+            self.outbound[name] = spec.outbound(settings, octx)
+
+    async def run(self) -> int:
+        cfg = self.config
+        if not self.bus.durable:
+            log.warning("EMBEDDED BUS: messages live in this process only and are LOST when it "
+                        "stops. Set bus.url (or ESB_BUS_URL) to an amqp:// URL for production.")
+        self._build_adapters()
+        admin = AdminApi(self, admin_token(self.loaded), cfg.admin.remote)
+        routes = [r for inbound in self.inbound.values() for r in inbound.routes]
+        app = build_app(routes, admin.routes(), ready=lambda: self.bus.connected,
+                        metrics=self.metrics.render)
+        server = make_server(app, cfg.http.host, cfg.http.port)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        for ob in self.outbound.values():
+            await ob.start()
+        serving = asyncio.create_task(server.serve())
+        await self._connect_bus()
+        for name, ob in self.outbound.items():
+            worker = DeliveryWorker(name, ob, self.bus, cfg.destinations[name].delivery,
+                                    self.metrics, self.instance, cfg.bus.prefetch)
+            await worker.start()
+            self.workers.append(worker)
+        for ib in self.inbound.values():
+            await ib.start()
+        log.info("esb running", listen=cfg.http.listen, instance=self.instance,
+                 sources=sorted(cfg.sources), destinations=sorted(cfg.destinations),
+                 route_version=self.router.current.version,
+                 routes=len(self.router.current.routes))
+        stop = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)
+        return await self._drain(server, serving)
+
+    async def _connect_bus(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                await self.bus.start(list(self.config.destinations))
+                self.metrics.bus_connected.set(1)
+                return
+            except (BusError, OSError, TimeoutError, Exception) as exc:
+                log.warning("bus not reachable yet", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _drain(self, server: Any, serving: asyncio.Task[None]) -> int:
+        log.info("stopping: draining in-flight work")
+        for ib in self.inbound.values():
+            await ib.stop()
+        server.should_exit = True  # stop accepting; in-flight requests finish
+        with contextlib.suppress(Exception):
+            await serving
+        await self.bus.stop_consuming()
+        drained = all(await asyncio.gather(*(w.drain(DRAIN_TIMEOUT) for w in self.workers)))
+        for ob in self.outbound.values():
+            with contextlib.suppress(Exception):
+                await ob.stop()
+        await self.bus.close()
+        if self._http is not None:
+            await self._http.aclose()
+        log.info("stopped", drained=drained)
+        return 0
+
+    def _reload(self) -> None:
+        log.info("SIGHUP: re-reading routes")
+        try:
+            self.router.current = load_router(self.loaded,
+                                              version=self.router.current.version)
+        except Exception as exc:
+            log.error("reload refused; the running route set stays", error=str(exc))
+
+    async def status(self) -> dict[str, Any]:
+        depths: dict[str, int] = {}
+        with contextlib.suppress(Exception):
+            depths = await self.bus.depths()
+        router = self.router.current
+        return {
+            "instance": self.instance,
+            "bus": {"kind": "rabbitmq" if self.bus.durable else "embedded",
+                    "durable": self.bus.durable, "connected": self.bus.connected},
+            "routes": {"version": router.version, "digest": router.digest,
+                       "count": len(router.routes)},
+            "queues": depths,
+            "destinations": {name: {"queue": depths.get(f"dest.{name}"),
+                                    "adapter": self.config.destinations[name].adapter}
+                             for name in self.config.destinations},
+            "sources": {name: {"adapter": src.adapter}
+                        for name, src in self.config.sources.items()},
+        }
+
+
+def run_daemon(loaded: Loaded) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[standard]
+        return asyncio.run(Daemon(loaded).run())
+    return uvloop.run(Daemon(loaded).run())

@@ -1,0 +1,118 @@
+"""Ingress: an accepted envelope is routed by one route-set version, transformed, and
+published to every destination it goes to — and only then is the sender told it was accepted.
+
+Routing and transforming happen here, once, so an envelope is handled wholly by the route set
+that was current when it arrived (recorded in ``esbrouteversion``), and each destination queue
+holds envelopes already in that destination's format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from esb.adapters.spec import Accepted
+from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, destination_address
+from esb.bus.envelope import Envelope, Hop, utcnow
+from esb.bus.errors import DropEnvelope, TransformError
+from esb.bus.routing.router import Router
+from esb.bus.runtime.metrics import Metrics
+
+log = structlog.get_logger("esb.ingress")
+
+
+@dataclass
+class RouterHolder:
+    """The route set in force. Swapped whole (one attribute assignment), never edited."""
+
+    current: Router
+
+
+class Ingress:
+    def __init__(self, bus: Bus, routes: RouterHolder, metrics: Metrics, instance: str) -> None:
+        self.bus = bus
+        self.routes = routes
+        self.metrics = metrics
+        self.instance = instance
+
+    async def accept(self, envelope: Envelope, endpoint: str) -> Accepted:
+        """Route, transform and publish ``envelope``; return once every copy is confirmed."""
+        router = self.routes.current  # one snapshot for the whole envelope
+        now = utcnow()
+        env = envelope.model_copy(update={
+            "esbendpoint": endpoint, "esbrouteversion": router.version,
+            "esbhops": [*envelope.esbhops, Hop(at=now, step="accepted", instance=self.instance,
+                                               detail={"endpoint": endpoint})]})
+        fired = router.match(env)
+        publishes: list[tuple[str, Envelope]] = []
+        if not fired:
+            publishes.append((UNROUTABLE, _hop(env.model_copy(update={
+                "esberror": f"no route of version {router.version} matched"}),
+                "unroutable", self.instance)))
+            self.metrics.unroutable.labels(endpoint).inc()
+        for route in fired:
+            try:
+                routed = route.chain(env)
+            except DropEnvelope:
+                continue
+            except TransformError as exc:
+                publishes.append((DEAD_LETTER, _dead(env, route.name, None, exc, self.instance)))
+                continue
+            for leg in route.legs:
+                try:
+                    out = leg.chain(routed)
+                except DropEnvelope:
+                    continue
+                except TransformError as exc:
+                    publishes.append((DEAD_LETTER,
+                                      _dead(routed, route.name, leg.destination, exc,
+                                            self.instance)))
+                    continue
+                out = out.model_copy(update={
+                    "esbroute": route.name, "esbdestination": leg.destination,
+                    "esbhops": [*out.esbhops, Hop(at=utcnow(), step="routed",
+                                                  instance=self.instance,
+                                                  detail={"route": route.name,
+                                                          "destination": leg.destination,
+                                                          "version": router.version})]})
+                publishes.append((destination_address(leg.destination), out))
+                self.metrics.routed.labels(route.name, leg.destination).inc()
+        if len(publishes) == 1:
+            await self.bus.publish(*publishes[0])
+        else:
+            await asyncio.gather(*(self.bus.publish(a, e) for a, e in publishes))
+        self.metrics.received.labels(endpoint).inc()
+        return Accepted(env.id, tuple(a for a, _ in publishes))
+
+
+def _hop(env: Envelope, step: str, instance: str, **detail: object) -> Envelope:
+    return env.model_copy(update={"esbhops": [
+        *env.esbhops, Hop(at=utcnow(), step=step, instance=instance, detail=dict(detail))]})
+
+
+def _dead(env: Envelope, route: str, destination: str | None, exc: Exception,
+          instance: str) -> Envelope:
+    log.warning("transform failed; dead-lettered", envelope_id=env.id, route=route,
+                destination=destination, error=str(exc))
+    return _hop(env.model_copy(update={"esbroute": route, "esbdestination": destination,
+                                       "esberror": str(exc)}),
+                "dead-lettered", instance, reason=str(exc))
+
+
+@dataclass
+class SourceContext:
+    """The :class:`~esb.adapters.spec.InboundContext` handed to one source's adapter."""
+
+    name: str
+    config_dir: Path
+    instance: str
+    max_body: int
+    ingress: Ingress = field(repr=False)
+
+    async def accept(self, envelope: Envelope) -> Accepted:
+        with structlog.contextvars.bound_contextvars(envelope_id=envelope.id,
+                                                     correlation_id=envelope.correlationid,
+                                                     source=self.name):
+            return await self.ingress.accept(envelope, self.name)

@@ -1,0 +1,138 @@
+"""SOAP outbound against a spyne service (the legacy ERP) over real sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from esb.adapters.soap.outbound import SoapOutbound
+from esb.adapters.soap.settings import SoapOutboundSettings
+from esb.adapters.spec import OutboundContext
+from esb.bus.envelope import Envelope
+from esb.bus.errors import ConfigError, PermanentError, TransientError
+from soap_erp_peer import PASSWORD, RECEIVED, USER, ErpPeer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+RAW = ('<e:ReceiveOrder xmlns:e="urn:example:erp"><e:orderId>{id}</e:orderId>'
+       "{amount}</e:ReceiveOrder>")
+
+
+def local_wsdl(peer: ErpPeer, folder: Path) -> str:
+    (folder / "erp.wsdl").write_bytes(httpx.get(peer.url + "?wsdl").content)
+    return "erp.wsdl"
+
+
+async def deliver(folder: Path, envelopes: list[Envelope], **settings: Any) -> None:
+    cfg = SoapOutboundSettings.model_validate({"operation": "ReceiveOrder", **settings})
+    async with httpx.AsyncClient() as client:
+        out = SoapOutbound(cfg, OutboundContext("erp", folder, lambda: client))
+        await out.start()
+        try:
+            for env in envelopes:
+                await out.send(env)
+        finally:
+            await out.stop()
+
+
+def order(data: Any) -> Envelope:
+    return Envelope(source="s", type="order", data=data)
+
+
+def raw(order_id: str, amount: str | None = "3.5") -> Envelope:
+    extra = f"<e:amount>{amount}</e:amount>" if amount is not None else ""
+    return Envelope(source="s", type="order", datacontenttype="application/xml",
+                    data=RAW.format(id=order_id, amount=extra))
+
+
+async def test_typed(erp: ErpPeer, tmp_path: Path) -> None:
+    await deliver(tmp_path, [order({"orderId": "T-1", "amount": "12.50"})],
+                  wsdl=local_wsdl(erp, tmp_path))
+    assert [("T-1", Decimal("12.50"))] == RECEIVED
+
+
+async def test_raw(erp: ErpPeer, tmp_path: Path) -> None:
+    await deliver(tmp_path, [raw("R-1")], wsdl=local_wsdl(erp, tmp_path), mode="raw")
+    assert [("R-1", Decimal("3.5"))] == RECEIVED
+
+
+async def test_network_wsdl_needs_opt_in(erp: ErpPeer, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="allow_network_wsdl"):
+        await deliver(tmp_path, [], wsdl=erp.url + "?wsdl")
+    await deliver(tmp_path, [order({"orderId": "N-1", "amount": 1})], wsdl=erp.url + "?wsdl",
+                  allow_network_wsdl=True)
+    assert RECEIVED[0][0] == "N-1"
+
+
+@pytest.mark.parametrize("mode", ["typed", "raw"])
+@pytest.mark.parametrize("digest", [False, True])
+async def test_username_token(secured_erp: ErpPeer, tmp_path: Path, mode: str,
+                              digest: bool) -> None:
+    wsdl = local_wsdl(secured_erp, tmp_path)
+    env = raw("W-1") if mode == "raw" else order({"orderId": "W-1", "amount": 2})
+    wsse = {"username": USER, "password": PASSWORD, "digest": digest}
+    await deliver(tmp_path, [env], wsdl=wsdl, mode=mode, wsse=wsse)
+    assert RECEIVED[0][0] == "W-1"
+    with pytest.raises(PermanentError, match="Authentication"):
+        await deliver(tmp_path, [env], wsdl=wsdl, mode=mode, wsse={**wsse, "password": "x"})
+    with pytest.raises(PermanentError):
+        await deliver(tmp_path, [env], wsdl=wsdl, mode=mode)
+
+
+@pytest.mark.parametrize("mode", ["typed", "raw"])
+async def test_faults(erp: ErpPeer, tmp_path: Path, mode: str) -> None:
+    wsdl = local_wsdl(erp, tmp_path)
+
+    def env(order_id: str) -> Envelope:
+        return raw(order_id) if mode == "raw" else order({"orderId": order_id, "amount": 1})
+
+    with pytest.raises(PermanentError, match=r"Client\.UnknownCustomer") as info:
+        await deliver(tmp_path, [env("bad-1")], wsdl=wsdl, mode=mode)
+    assert info.value.status == 500
+    assert type(info.value.__cause__).__name__ == "Fault"
+    with pytest.raises(TransientError, match=r"Server\.Database"):
+        await deliver(tmp_path, [env("boom-1")], wsdl=wsdl, mode=mode)
+    with pytest.raises(TransientError, match="timed out"):
+        await deliver(tmp_path, [env("slow-1")], wsdl=wsdl, mode=mode, timeout=0.2)
+
+
+async def test_bad_envelopes_are_permanent(erp: ErpPeer, tmp_path: Path) -> None:
+    wsdl = local_wsdl(erp, tmp_path)
+    with pytest.raises(PermanentError, match="SchemaValidation"):  # spyne validates the body
+        await deliver(tmp_path, [raw("V-1", amount=None)], wsdl=wsdl, mode="raw")
+    with pytest.raises(PermanentError, match="well-formed"):
+        await deliver(tmp_path, [order("<broken")], wsdl=wsdl, mode="raw")
+    with pytest.raises(PermanentError, match="JSON object"):
+        await deliver(tmp_path, [order(["x"])], wsdl=wsdl)
+    with pytest.raises(PermanentError, match="cannot build"):
+        await deliver(tmp_path, [order({"nope": 1})], wsdl=wsdl)
+    assert RECEIVED == []
+
+
+async def test_http_status_without_fault(erp: ErpPeer, tmp_path: Path,
+                                         serve_app: Callable[[object], str]) -> None:
+    async def answer(request: Request) -> Response:
+        status = int(request.path_params["status"])
+        return Response("nope", status_code=status, headers={"Retry-After": "3"})
+
+    base = serve_app(Starlette(routes=[Route("/{status:int}", answer, methods=["POST"])]))
+    wsdl = local_wsdl(erp, tmp_path)
+    with pytest.raises(TransientError) as info:
+        await deliver(tmp_path, [raw("H-1")], wsdl=wsdl, mode="raw", address=f"{base}/503")
+    assert (info.value.status, info.value.retry_after) == (503, 3)
+    with pytest.raises(PermanentError):
+        await deliver(tmp_path, [raw("H-1")], wsdl=wsdl, mode="raw", address=f"{base}/404")
+    with pytest.raises(TransientError):
+        await deliver(tmp_path, [raw("H-1")], wsdl=wsdl, mode="raw",
+                      address="http://127.0.0.1:9/erp")
+
+
+async def test_unknown_operation_is_config_error(erp: ErpPeer, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="ReceiveOrder"):
+        await deliver(tmp_path, [], wsdl=local_wsdl(erp, tmp_path), operation="Nope")

@@ -1,0 +1,149 @@
+"""Webhook inbound over a real socket: signatures, timestamps, replays, bus down."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from esb.adapters.spec import HttpRoute
+from esb.adapters.webhook.inbound import WebhookInbound
+from esb.adapters.webhook.settings import WebhookInboundSettings
+from esb.adapters.webhook.signatures import decode_standard_secret, sign_standard, sign_stripe
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+Serve = Callable[[list[HttpRoute]], str]
+
+
+def make(serve_routes: Serve, ctx: Any, **settings: Any) -> str:
+    cfg = WebhookInboundSettings.model_validate({"path": "/hook", **settings})
+    return serve_routes(WebhookInbound(cfg, ctx).routes) + "/hook"
+
+
+def standard_post(url: str, body: bytes, msg_id: str = "msg_1", ts: int | None = None,
+                  secret: str = SECRET) -> httpx.Response:
+    ts = int(time.time()) if ts is None else ts
+    sig = sign_standard(decode_standard_secret(secret), msg_id, ts, body)
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": sig,
+               "content-type": "application/json"}
+    return httpx.post(url, content=body, headers=headers)
+
+
+def test_standard_accepted(serve_routes: Serve, inbound_ctx: Any) -> None:
+    url = make(serve_routes, inbound_ctx, secrets=[SECRET])
+    response = standard_post(url, b'{"type": "invoice.paid", "data": {"n": 1}}')
+    assert response.status_code == 202, response.text
+    assert response.json() == {"id": "msg_1", "duplicate": False}
+    env = inbound_ctx.accepted[0]
+    assert (env.id, env.idempotencykey, env.type) == ("msg_1", "msg_1", "invoice.paid")
+    assert env.source == "test-source"
+    assert env.data == {"type": "invoice.paid", "data": {"n": 1}}
+
+
+@pytest.mark.parametrize("offset", [-301, 301])
+def test_standard_stale_and_future_rejected(serve_routes: Serve, inbound_ctx: Any,
+                                            offset: int) -> None:
+    url = make(serve_routes, inbound_ctx, secrets=[SECRET])
+    response = standard_post(url, b"{}", ts=int(time.time()) + offset)
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert inbound_ctx.accepted == []
+
+
+def test_tampered_and_wrong_secret_rejected(serve_routes: Serve, inbound_ctx: Any) -> None:
+    url = make(serve_routes, inbound_ctx, secrets=[SECRET])
+    ts = int(time.time())
+    sig = sign_standard(decode_standard_secret(SECRET), "m", ts, b'{"a":1}')
+    headers = {"webhook-id": "m", "webhook-timestamp": str(ts), "webhook-signature": sig}
+    assert httpx.post(url, content=b'{"a":2}', headers=headers).status_code == 401
+    other = "whsec_" + "QUJDREVGR0hJSktMTU5PUA=="
+    assert standard_post(url, b"{}", secret=other).status_code == 401
+    assert httpx.post(url, content=b"{}").json()["title"] == "Invalid webhook signature"
+    assert inbound_ctx.accepted == []
+
+
+def test_rotated_secret_accepted(serve_routes: Serve, inbound_ctx: Any) -> None:
+    new = "whsec_" + "QUJDREVGR0hJSktMTU5PUA=="
+    url = make(serve_routes, inbound_ctx, secrets=[SECRET, new])
+    assert standard_post(url, b"{}", msg_id="a", secret=new).status_code == 202
+    assert standard_post(url, b"{}", msg_id="b", secret=SECRET).status_code == 202
+
+
+def test_replayed_id_rejected(serve_routes: Serve, inbound_ctx: Any) -> None:
+    url = make(serve_routes, inbound_ctx, secrets=[SECRET])
+    assert standard_post(url, b"{}", msg_id="dup").status_code == 202
+    again = standard_post(url, b"{}", msg_id="dup")
+    assert again.status_code == 409
+    assert len(inbound_ctx.accepted) == 1
+
+
+def test_replay_acknowledged_when_configured(serve_routes: Serve, inbound_ctx: Any) -> None:
+    url = make(serve_routes, inbound_ctx, secrets=[SECRET], on_replay="acknowledge")
+    assert standard_post(url, b"{}", msg_id="dup").status_code == 202
+    again = standard_post(url, b"{}", msg_id="dup")
+    assert again.status_code == 202 and again.json()["duplicate"] is True
+    assert len(inbound_ctx.accepted) == 1
+
+
+def test_bus_down_is_503_and_retry_gets_through(serve_routes: Serve, inbound_ctx: Any) -> None:
+    url = make(serve_routes, inbound_ctx, secrets=[SECRET])
+    inbound_ctx.down = True
+    response = standard_post(url, b"{}", msg_id="retry-me")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    inbound_ctx.down = False
+    assert standard_post(url, b"{}", msg_id="retry-me").status_code == 202
+
+
+def test_oversize_and_malformed(serve_routes: Serve, inbound_ctx: Any) -> None:
+    url = make(serve_routes, inbound_ctx, secrets=[SECRET], max_body=64)
+    assert standard_post(url, b"{" + b" " * 100 + b"}").status_code == 413
+    assert standard_post(url, b"{not json", msg_id="x").status_code == 400
+
+
+def test_github(serve_routes: Serve, inbound_ctx: Any) -> None:
+    secret = "It's a Secret to Everybody"
+    url = make(serve_routes, inbound_ctx, scheme="github", secrets=[secret])
+    body = orjson.dumps({"action": "opened", "issue": {"number": 7}})
+    sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"X-Hub-Signature-256": sig, "X-GitHub-Event": "issues",
+               "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+               "content-type": "application/json"}
+    assert httpx.post(url, content=body, headers=headers).status_code == 202
+    env = inbound_ctx.accepted[0]
+    assert env.type == "issues.opened"
+    assert env.id == env.idempotencykey == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    assert httpx.post(url, content=body, headers=headers).status_code == 409
+    tampered = body.replace(b"7", b"8")
+    assert httpx.post(url, content=tampered, headers=headers).status_code == 401
+
+
+def test_stripe(serve_routes: Serve, inbound_ctx: Any) -> None:
+    secret = "whsec_stripe_test"
+    url = make(serve_routes, inbound_ctx, scheme="stripe", secrets=[secret])
+    body = orjson.dumps({"id": "evt_123", "type": "payment_intent.succeeded",
+                         "data": {"object": {"amount": 2000}}})
+    ts = int(time.time())
+    header = {"Stripe-Signature": f"t={ts},v1={sign_stripe(secret, ts, body)}"}
+    assert httpx.post(url, content=body, headers=header).status_code == 202
+    env = inbound_ctx.accepted[0]
+    assert (env.id, env.type) == ("evt_123", "payment_intent.succeeded")
+    assert httpx.post(url, content=body, headers=header).status_code == 409
+    stale = {"Stripe-Signature": f"t={ts - 600},v1={sign_stripe(secret, ts - 600, body)}"}
+    assert httpx.post(url, content=body, headers=stale).status_code == 401
+
+
+def test_generic_hmac_with_header_event_type(serve_routes: Serve, inbound_ctx: Any) -> None:
+    url = make(serve_routes, inbound_ctx, scheme="hmac", secrets=["k"], header="X-Sig",
+               prefix="sha256=", id_header="X-Delivery", event_type="header:X-Event")
+    body = b'{"order": 1}'
+    sig = "sha256=" + hmac.new(b"k", body, hashlib.sha256).hexdigest()
+    headers = {"X-Sig": sig, "X-Event": "order.created", "X-Delivery": "d1"}
+    assert httpx.post(url, content=body, headers=headers).status_code == 202
+    env = inbound_ctx.accepted[0]
+    assert (env.type, env.id) == ("order.created", "d1")

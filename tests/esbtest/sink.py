@@ -1,0 +1,94 @@
+"""A real HTTP destination on 127.0.0.1 that records what it receives.
+
+It de-duplicates by ``Idempotency-Key`` the way a well-behaved destination would, so tests can
+count deliveries (unique keys) and duplicates separately, and can be told to fail.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Received:
+    path: str
+    key: str | None
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+@dataclass
+class Sink:
+    """``status_for(request) -> (status, headers)`` decides each answer (default 200)."""
+
+    status_for: Callable[[Received], tuple[int, dict[str, str]]] | None = None
+    received: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    down: bool = False
+
+    def __post_init__(self) -> None:
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                rec = Received(self.path, self.headers.get("idempotency-key"),
+                               {k.lower(): v for k, v in self.headers.items()}, body,
+                               time.monotonic())
+                if sink.down:
+                    status, headers = 503, {"Retry-After": "1"}
+                elif sink.status_for is not None:
+                    status, headers = sink.status_for(rec)
+                else:
+                    status, headers = 200, {}
+                if 200 <= status < 300:
+                    with sink.lock:
+                        sink.received.append(rec)
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def keys(self) -> Counter[str | None]:
+        with self.lock:
+            return Counter(r.key for r in self.received)
+
+    def unique(self) -> set[str | None]:
+        return set(self.keys())
+
+    def wait_for(self, n_unique: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.unique()) >= n_unique:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,158 @@
+"""The XML ↔ JSON convention: examples, options and a round-trip property."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lxml import etree
+
+from esb.bus.envelope import Envelope
+from esb.bus.errors import TransformError
+from esb.transformers.chain import build_chain
+from esb.transformers.convention import XmlToJson, json_to_element
+from esb.transformers.xmlsafe import parse_xml
+
+DATA = Path(__file__).parent / "data"
+
+
+def c14n(el: etree._Element) -> bytes:
+    return etree.tostring(el, method="c14n")
+
+
+def step(spec: Any, data: Any, content_type: str) -> Envelope:
+    env = Envelope(source="t", type="t", datacontenttype=content_type, data=data)
+    return build_chain([spec], base_dir=DATA)(env)
+
+
+def test_documented_example() -> None:
+    xml = ('<o:order xmlns:o="urn:o" id="7"><o:line sku="A">2</o:line><o:line sku="B"/>'
+           '<o:note>rush</o:note><o:empty/></o:order>')
+    out = step("xml-to-json", xml, "application/xml")
+    assert out.datacontenttype == "application/json"
+    assert out.data == {"o:order": {
+        "@xmlns:o": "urn:o", "@id": "7",
+        "o:line": [{"@sku": "A", "#text": "2"}, {"@sku": "B"}],
+        "o:note": "rush", "o:empty": None}}
+    back = step("json-to-xml", out.data, "application/json")
+    assert back.datacontenttype == "application/xml"
+    assert c14n(parse_xml(back.data)) == c14n(parse_xml(xml))
+
+
+def test_soap_sample_round_trips() -> None:
+    original = parse_xml((DATA / "soap_order.xml").read_bytes())
+    as_json = XmlToJson().document(original)
+    assert as_json["soap:Envelope"]["@xmlns:soap"].startswith("http://schemas.xmlsoap.org")
+    assert as_json["soap:Envelope"]["soap:Header"]["ord:Auth"]["@soap:mustUnderstand"] == "1"
+    rebuilt = json_to_element(orjson.loads(orjson.dumps(as_json)))
+    strip = etree.XMLParser(remove_blank_text=True)
+    expected = etree.fromstring(etree.tostring(original), strip)
+    assert c14n(rebuilt) == c14n(expected)
+
+
+def test_force_list_types_and_strip_namespaces() -> None:
+    xml = ('<p:order xmlns:p="urn:p" p:rush="true"><p:line><p:qty>2</p:qty>'
+           '<p:price>1.50</p:price><p:gift>0</p:gift></p:line></p:order>')
+    spec = {"xml-to-json": {"force_list": ["line"], "strip_namespaces": True,
+                            "types": {"qty": "integer", "price": "number", "gift": "boolean",
+                                      "@rush": "boolean"}}}
+    assert step(spec, xml, "application/xml").data == {
+        "order": {"@rush": True, "line": [{"qty": 2, "price": 1.5, "gift": False}]}}
+
+
+def test_types_from_an_xsd() -> None:
+    xml = '<order id="1" priority="3"><line sku="a"><qty>4</qty><price>2.5</price></line></order>'
+    spec = {"xml-to-json": {"types": "schemas/order.xsd"}}
+    assert step(spec, xml, "application/xml").data == {"order": {
+        "@id": "1", "@priority": 3, "line": [{"@sku": "a", "qty": 4, "price": "2.5"}]}}
+    # price's type lives in an included file, which the shallow reading does not follow.
+
+
+def test_bad_typed_value_names_the_element() -> None:
+    with pytest.raises(TransformError, match=r"qty: 'many' is not a valid integer"):
+        step({"xml-to-json": {"types": {"qty": "integer"}}}, "<r><qty>many</qty></r>",
+             "application/xml")
+
+
+def test_json_to_xml_root_namespaces_and_values() -> None:
+    data = {"id": 5, "ok": True, "ratio": 0.5, "none": None, "tags": ["a", "b"],
+            "x:ref": {"@x:kind": "k", "#text": "r"}}
+    out = step({"json-to-xml": {"root": "doc", "namespaces": {"": "urn:d", "x": "urn:x"},
+                                "xml_declaration": False}}, data, "application/json")
+    assert out.data == ('<doc xmlns="urn:d" xmlns:x="urn:x"><id>5</id><ok>true</ok>'
+                        '<ratio>0.5</ratio><none/><tags>a</tags><tags>b</tags>'
+                        '<x:ref x:kind="k">r</x:ref></doc>')
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"a": 1, "b": 2}, "exactly one key"),
+    ({"p:a": 1}, "prefix 'p' is not declared"),
+    ({"a": {"b": [[1]]}}, "arrays of arrays"),
+    ({"a": {"@x": {"y": 1}}}, "cannot be text or an attribute"),
+    ({"1bad": "x"}, "1bad"),
+])
+def test_json_to_xml_errors(data: Any, message: str) -> None:
+    with pytest.raises(TransformError, match=message):
+        step("json-to-xml", data, "application/json")
+
+
+def test_wrong_payload_kind_names_the_fix() -> None:
+    with pytest.raises(TransformError, match="add json-to-xml before it"):
+        step("xml-to-json", {"a": 1}, "application/json")
+    with pytest.raises(TransformError, match="add xml-to-json before it"):
+        step("json-to-xml", "<a/>", "application/xml")
+
+
+# -- round-trip property ----------------------------------------------------------------------
+
+NAMES = st.sampled_from(["a", "b", "item", "x-y", "n.1", "_z"])
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=8)
+SOLID = TEXT.filter(lambda t: t.strip() != "")
+NAMESPACES = st.fixed_dictionaries({}, optional={None: st.just("urn:default"),
+                                                 "p": st.just("urn:p")})
+
+
+@st.composite
+def elements(draw: st.DrawFn, depth: int = 0, prefixes: tuple[str, ...] = ()) -> dict:
+    nsmap = draw(NAMESPACES) if depth == 0 else {}
+    prefixes = prefixes + tuple(p for p in nsmap if p)
+    prefix = draw(st.sampled_from(("", *prefixes)))
+    attrs = draw(st.dictionaries(st.tuples(st.sampled_from(("", *prefixes)), NAMES), TEXT,
+                                 max_size=3))
+    groups = [] if depth >= 3 else draw(st.lists(
+        st.tuples(NAMES, st.integers(1, 3)), max_size=3, unique_by=lambda g: g[0]))
+    children = [draw(elements(depth + 1, prefixes)) | {"local": name}
+                for name, count in groups for _ in range(count)]
+    # Same-named siblings are adjacent by construction; a group also needs one prefix.
+    for child in children:
+        child["prefix"] = prefix
+    text = draw(st.none() | (SOLID if children else TEXT))
+    return {"nsmap": nsmap, "prefix": prefix, "local": draw(NAMES), "attrs": attrs,
+            "text": text, "children": children}
+
+
+def build(spec: dict, parent: etree._Element | None = None,
+          scope: dict | None = None) -> etree._Element:
+    scope = {**(scope or {}), **spec["nsmap"]}
+    uri = scope.get(spec["prefix"] or None)
+    tag = f"{{{uri}}}{spec['local']}" if uri else spec["local"]
+    el = (etree.Element(tag, nsmap=spec["nsmap"]) if parent is None
+          else etree.SubElement(parent, tag))
+    for (prefix, name), value in spec["attrs"].items():
+        el.set(f"{{{scope[prefix]}}}{name}" if prefix else name, value)
+    el.text = spec["text"]
+    for child in spec["children"]:
+        build(child, el, scope)
+    return el
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(elements())
+def test_xml_json_xml_round_trips(spec: dict) -> None:
+    original = parse_xml(etree.tostring(build(spec)))
+    as_json = orjson.loads(orjson.dumps(XmlToJson().document(original)))
+    assert c14n(json_to_element(as_json)) == c14n(original)

@@ -1,0 +1,138 @@
+"""The ``xslt`` transformer's options: parameters, output types, payload kinds, XSLT 2.0/3.0."""
+
+from __future__ import annotations
+
+import builtins
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from esb.bus.envelope import Envelope
+from esb.bus.errors import ConfigError, TransformError
+from esb.transformers.chain import build_chain
+
+XSL = 'xmlns:xsl="http://www.w3.org/1999/XSL/Transform"'
+HAS_SAXON = importlib.util.find_spec("saxonche") is not None
+
+
+def write(folder: Path, body: str, version: str = "1.0", name: str = "s.xsl") -> str:
+    (folder / name).write_text(f'<xsl:stylesheet version="{version}" {XSL}>{body}'
+                               "</xsl:stylesheet>")
+    return name
+
+
+def run(folder: Path, spec: Any, env: Envelope | None = None) -> Envelope:
+    env = env or Envelope(source="urn:src", type="order.placed", datacontenttype="text/xml",
+                          data="<r>x</r>", correlationid="c-1")
+    return build_chain([{"xslt": spec}], base_dir=folder)(env)
+
+
+ECHO_PARAMS = """<xsl:output method="text"/>
+  <xsl:param name="type"/><xsl:param name="source"/><xsl:param name="correlationid"/>
+  <xsl:param name="subject" select="'none'"/><xsl:param name="n"/><xsl:param name="flag"/>
+  <xsl:template match="/"><xsl:value-of
+    select="concat($type,'|',$source,'|',$correlationid,'|',$subject,'|',$n + 1,'|',$flag)"/>
+  </xsl:template>"""
+
+
+def test_params_from_envelope_and_static(tmp_path: Path) -> None:
+    name = write(tmp_path, ECHO_PARAMS)
+    out = run(tmp_path, {"stylesheet": name, "params": {"n": 41, "flag": True,
+                                                        "source": "static"}})
+    assert out.data == "order.placed|static|c-1|none|42|true"
+    assert out.datacontenttype == "text/plain"
+
+
+def test_envelope_params_are_quoted_safely(tmp_path: Path) -> None:
+    name = write(tmp_path, ECHO_PARAMS)
+    env = Envelope(source="s", type="it's \"quoted\"') or ('", subject="<b>&amp;",
+                   datacontenttype="application/xml", data="<r/>")
+    assert run(tmp_path, name, env).data.startswith("it's \"quoted\"') or ('|s||<b>&amp;|")
+
+
+def test_undeclared_static_param_is_a_config_error(tmp_path: Path) -> None:
+    name = write(tmp_path, ECHO_PARAMS)
+    with pytest.raises(ConfigError, match=r"params \['nn'\] are not declared"):
+        run(tmp_path, {"stylesheet": name, "params": {"nn": 1}})
+
+
+@pytest.mark.parametrize(("output", "override", "expected"), [
+    ("", None, "application/xml"),
+    ('<xsl:output method="xml"/>', None, "application/xml"),
+    ('<xsl:output method="html"/>', None, "text/html"),
+    ('<xsl:output method="text"/>', None, "text/plain"),
+    ('<xsl:output method="xml" media-type="application/soap+xml"/>', None,
+     "application/soap+xml"),
+    ('<xsl:output method="text"/>', "text/csv", "text/csv"),
+])
+def test_output_content_type(tmp_path: Path, output: str, override: str | None,
+                             expected: str) -> None:
+    name = write(tmp_path, output + '<xsl:template match="/"><o>1</o></xsl:template>')
+    out = run(tmp_path, {"stylesheet": name, "content_type": override})
+    assert out.datacontenttype == expected
+    assert isinstance(out.data, str)
+
+
+def test_json_output_is_parsed(tmp_path: Path) -> None:
+    name = write(tmp_path, '<xsl:output method="text"/><xsl:template match="/">'
+                           '{"v": "<xsl:value-of select="r"/>"}</xsl:template>')
+    out = run(tmp_path, {"stylesheet": name, "content_type": "application/json"})
+    assert out.data == {"v": "x"}
+
+
+def test_json_payload_is_refused_with_a_hint(tmp_path: Path) -> None:
+    name = write(tmp_path, '<xsl:template match="/"><o/></xsl:template>')
+    env = Envelope(source="s", type="t", data={"a": 1})
+    with pytest.raises(TransformError, match="xslt needs an XML payload; add json-to-xml"):
+        run(tmp_path, name, env)
+
+
+def test_bytes_payload_and_terminating_message(tmp_path: Path) -> None:
+    name = write(tmp_path, '<xsl:template match="/"><xsl:if test="r = \'stop\'">'
+                           '<xsl:message terminate="yes">stopped</xsl:message></xsl:if>'
+                           "<o><xsl:value-of select='r'/></o></xsl:template>")
+    env = Envelope(source="s", type="t", datacontenttype="application/xml",
+                   data=b"<r>ok</r>")
+    assert run(tmp_path, name, env).data.endswith("<o>ok</o>\n")
+    with pytest.raises(TransformError, match="stylesheet failed"):
+        run(tmp_path, name, env.model_copy(update={"data": "<r>stop</r>"}))
+
+
+def test_xslt2_without_saxon_names_the_extra(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def no_saxon(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "saxonche":
+            raise ImportError("No module named 'saxonche'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_saxon)
+    name = write(tmp_path, '<xsl:template match="/"><o/></xsl:template>', version="2.0")
+    with pytest.raises(ConfigError, match=r"version 2: XSLT 2.0/3.0 needs the optional extra"):
+        run(tmp_path, name)
+
+
+@pytest.mark.skipif(not HAS_SAXON, reason="saxonche (esb[saxon]) not installed")
+def test_xslt3_runs_on_saxon_in_the_sandbox(tmp_path: Path) -> None:
+    (tmp_path / "secret.txt").write_text("SECRET")
+    name = write(tmp_path, """<xsl:param name="type"/><xsl:param name="n" select="0"/>
+      <xsl:template match="/"><o t="{$type}" n="{$n * 2}">
+        <xsl:value-of select="string-join(for $i in 1 to 3 return string($i), ',')"/></o>
+      </xsl:template>""", version="3.0")
+    out = run(tmp_path, {"stylesheet": name, "params": {"n": 21}})
+    assert out.data.endswith('<o t="order.placed" n="42">1,2,3</o>')
+    reader = write(tmp_path, """<xsl:template match="/"><o>
+      <xsl:value-of select="unparsed-text('secret.txt')"/></o></xsl:template>""",
+                   version="3.0", name="reader.xsl")
+    with pytest.raises(TransformError) as info:
+        run(tmp_path, reader)
+    assert "SECRET" not in str(info.value)
+    writer = write(tmp_path, f"""<xsl:template match="/"><xsl:result-document
+      href="{(tmp_path / 'w.xml').as_uri()}"><w/></xsl:result-document></xsl:template>""",
+                   version="3.0", name="writer.xsl")
+    with pytest.raises(ConfigError, match="xsl:result-document is not allowed"):
+        run(tmp_path, writer)
+    assert not (tmp_path / "w.xml").exists()

@@ -1,0 +1,1 @@
+"""Transformers: envelope → envelope steps, chained per route and per destination."""

@@ -1,0 +1,172 @@
+"""Building transformer chains from route/config step lists.
+
+A step is written as::
+
+    - to-canonical-order                      # a named definition, or a transformer without options
+    - xslt: config/xslt/a.xsl                 # shorthand (the spec's ``shorthand`` option)
+    - xslt: {stylesheet: a.xsl, params: {x: 1}}
+    - python: mypkg.mod:func
+
+A named definition is itself a step, or a list of steps (inlined; its steps are named
+``definition/transformer``). Every problem is collected before :class:`ConfigError` is raised,
+each prefixed with where it is (``transform[1].xslt: ...``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from esb.bus.envelope import Envelope
+from esb.bus.errors import ConfigError, DeliveryError, DropEnvelope, TransformError
+from esb.bus.plugins import Registry
+from esb.bus.plugins import transformers as default_registry
+from esb.transformers.python import wrap_function
+from esb.transformers.spec import Transformer, TransformerContext, TransformerSpec
+
+StepSpec = str | Mapping[str, Any]
+
+
+class Chain:
+    """Envelope → envelope through each step in order; the empty chain is the identity.
+
+    Errors a step raises on purpose (``DropEnvelope``, ``TransformError`` and the other
+    ``DeliveryError``s) pass through; anything else becomes a ``TransformError`` naming the step.
+    """
+
+    def __init__(self, steps: Sequence[tuple[str, Transformer]] = ()) -> None:
+        self._steps = tuple(steps)
+
+    @property
+    def steps(self) -> list[str]:
+        """The step names, in order."""
+        return [name for name, _ in self._steps]
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __call__(self, env: Envelope) -> Envelope:
+        for name, step in self._steps:
+            try:
+                env = step(env)
+            except (DropEnvelope, DeliveryError):
+                raise
+            except Exception as exc:
+                raise TransformError(name, f"{type(exc).__name__}: {exc}") from exc
+            if not isinstance(env, Envelope):
+                raise TransformError(name, f"returned {type(env).__name__}, not an Envelope")
+        return env
+
+    def __repr__(self) -> str:
+        return f"Chain({self.steps})"
+
+
+@dataclass
+class _Builder:
+    base_dir: Path
+    named: Mapping[str, StepSpec | Sequence[StepSpec]]
+    registry: Registry
+    problems: list[str]
+    steps: list[tuple[str, Transformer]]
+
+    def add(self, step: Any, where: str, prefix: str = "", exact: str | None = None,
+            active: tuple[str, ...] = ()) -> None:
+        """Add ``step``; its name is ``exact`` or ``prefix`` + the transformer name."""
+        if isinstance(step, str):
+            if step in self.named:
+                self._named(step, where, prefix, active)
+            else:
+                self._build(step, None, where, exact or prefix + step)
+        elif isinstance(step, Mapping) and len(step) == 1:
+            ((kind, options),) = step.items()
+            self._build(str(kind), options, where, exact or prefix + str(kind))
+        else:
+            self.problems.append(f"{where}: a step is a transformer name or a one-key mapping "
+                                 f"{{name: options}}, got {_show(step)}")
+
+    def _named(self, name: str, where: str, prefix: str, active: tuple[str, ...]) -> None:
+        if name in active:
+            self.problems.append(f"{where}: definition {name!r} refers to itself "
+                                 f"({' -> '.join([*active, name])})")
+            return
+        body = self.named[name]
+        if isinstance(body, Sequence) and not isinstance(body, str):
+            for i, sub in enumerate(body):
+                self.add(sub, f"{where}.{name}[{i}]", f"{prefix}{name}/", None, (*active, name))
+        else:
+            self.add(body, f"{where}.{name}", prefix, prefix + name, (*active, name))
+
+    def _build(self, kind: str, options: Any, where: str, name: str) -> None:
+        here = f"{where}.{kind}"
+        try:
+            spec = self.registry.get(kind)
+        except ConfigError as exc:
+            self.problems.extend(f"{here}: {p}" for p in exc.problems)
+            return
+        except Exception as exc:  # a plugin whose entry point fails to import
+            self.problems.append(f"{here}: cannot load transformer: {type(exc).__name__}: {exc}")
+            return
+        if not isinstance(spec, TransformerSpec):
+            # A plugin may register a plain function: it is a python step with no options.
+            if options is not None:
+                self.problems.append(f"{here}: {kind!r} is a plain function and takes no options")
+            elif callable(spec):
+                self.steps.append((name, wrap_function(name, spec)))
+            else:
+                self.problems.append(f"{here}: entry point is neither a spec nor a function")
+            return
+        settings = self._settings(spec, options, here)
+        if settings is None:
+            return
+        try:
+            transformer = spec.factory(settings, TransformerContext(name, self.base_dir))
+        except ConfigError as exc:
+            self.problems.extend(f"{here}: {p}" for p in exc.problems)
+            return
+        except Exception as exc:
+            self.problems.append(f"{here}: {type(exc).__name__}: {exc}")
+            return
+        self.steps.append((name, transformer))
+
+    def _settings(self, spec: TransformerSpec, options: Any, here: str) -> Any:
+        if options is None:
+            options = {}
+        elif not isinstance(options, Mapping):
+            if spec.shorthand is None:
+                self.problems.append(f"{here}: takes no shorthand value; write "
+                                     f"{{{spec.name}: {{option: value}}}}")
+                return None
+            options = {spec.shorthand: options}
+        try:
+            return spec.settings.model_validate(dict(options))
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"]) or "options"
+                self.problems.append(f"{here}: option {loc!r}: {err['msg']}")
+            return None
+
+
+def build_chain(steps: Sequence[StepSpec], *, base_dir: Path,
+                named: Mapping[str, StepSpec | Sequence[StepSpec]] | None = None,
+                registry: Registry | None = None, where: str = "transform") -> Chain:
+    """Build every step (compiling stylesheets, loading schemas) or raise ``ConfigError``
+    listing every problem found."""
+    builder = _Builder(base_dir=base_dir, named=named or {},
+                       registry=registry or default_registry(), problems=[], steps=[])
+    if isinstance(steps, str | bytes) or not isinstance(steps, Sequence):
+        raise ConfigError([f"{where}: expected a list of steps, got {_show(steps)}"])
+    for i, step in enumerate(steps):
+        builder.add(step, f"{where}[{i}]")
+    if builder.problems:
+        raise ConfigError(builder.problems)
+    return Chain(builder.steps)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+

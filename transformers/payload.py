@@ -1,0 +1,59 @@
+"""Payload helpers shared by the built-in transformers: which form the data is in, and how a
+step hands its result back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from esb.bus.envelope import Envelope
+from esb.bus.errors import TransformError
+
+JSON = "application/json"
+XML = "application/xml"
+
+
+def is_json_type(content_type: str | None) -> bool:
+    """Same rule as :attr:`Envelope.is_json` for a bare content type (``None`` counts as JSON)."""
+    ct = (content_type or JSON).split(";", 1)[0].strip().lower()
+    return ct == JSON or ct.endswith("+json")
+
+
+def xml_input(step: str, env: Envelope) -> str | bytes:
+    """The envelope's payload if it can be XML, else a TransformError naming the fix."""
+    data = env.data
+    explicit_json = env.datacontenttype is not None and env.is_json
+    if isinstance(data, bytes) or (isinstance(data, str) and not explicit_json):
+        return data
+    raise TransformError(step, f"{step} needs an XML payload; add json-to-xml before it")
+
+
+def json_input(step: str, env: Envelope) -> Any:
+    """The envelope's payload as a JSON value, else a TransformError naming the fix."""
+    if env.is_json:
+        if isinstance(env.data, bytes):
+            try:
+                return orjson.loads(env.data)
+            except orjson.JSONDecodeError as exc:
+                raise TransformError(step, f"payload is not valid JSON: {exc}") from None
+        return env.data
+    hint = "; add xml-to-json before it" if env.is_xml else ""
+    raise TransformError(
+        step, f"{step} needs a JSON payload, got {env.datacontenttype or 'none'}{hint}")
+
+
+def with_text(env: Envelope, step: str, text: str, content_type: str) -> Envelope:
+    """The envelope carrying serialized ``text`` in ``content_type`` (parsed if JSON)."""
+    data: Any = text
+    if is_json_type(content_type):
+        try:
+            data = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise TransformError(step, f"output is not valid JSON: {exc}") from None
+    return env.model_copy(update={"data": data, "datacontenttype": content_type})
+
+
+def with_json(env: Envelope, value: Any) -> Envelope:
+    """The envelope carrying the JSON ``value``."""
+    return env.model_copy(update={"data": value, "datacontenttype": JSON})

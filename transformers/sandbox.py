@@ -1,0 +1,88 @@
+"""The XSLT/XSD sandbox: what a stylesheet or schema may read, and nothing else.
+
+libxslt checks its security preferences *before* calling the document loader, so
+``read_file=False`` would forbid ``document()`` of a stylesheet's own sibling files too. esb
+therefore allows file reads in the :data:`ACCESS_CONTROL` and makes a :class:`FolderResolver`
+the only loader: it answers every request itself (own folder, subfolders) or refuses it, so
+libxml2's default loader never opens a file. Writes, directory creation and all network access
+stay denied by the access control as a second line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from lxml import etree
+
+from esb.transformers.xmlsafe import DEFAULT_MAX_BYTES, hardened_parser
+
+ACCESS_CONTROL = etree.XSLTAccessControl(
+    read_file=True,  # gated by FolderResolver, see the module docstring
+    write_file=False,
+    create_dir=False,
+    read_network=False,
+    write_network=False,
+)
+
+
+class SandboxViolation(Exception):
+    """A stylesheet or schema asked for something outside its folder."""
+
+
+class FolderResolver(etree.Resolver):
+    """Serves files inside ``root`` (after resolving symlinks) and refuses everything else.
+
+    Refusals are kept in :attr:`refused` so compile errors can name them: lxml does not always
+    surface a resolver's exception text.
+    """
+
+    def __init__(self, root: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 owner: str = "stylesheet") -> None:
+        super().__init__()
+        self.root = Path(os.path.realpath(root))
+        self.owner = owner
+        self.max_bytes = max_bytes
+        self.refused: list[str] = []
+
+    def resolve(self, system_url: str | None, public_id: str | None, context: object) -> object:
+        path = self.allowed_path(system_url or "")
+        if path.stat().st_size > self.max_bytes:
+            self._refuse(f"{path.name} is larger than {self.max_bytes} bytes")
+        return self.resolve_string(path.read_bytes(), context, base_url=str(path))
+
+    def allowed_path(self, url: str) -> Path:
+        """The local file ``url`` names, if it lies inside :attr:`root`; else refuse."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme == "file":
+            raw = unquote(parts.path)
+        elif scheme == "" or (len(scheme) == 1 and os.name == "nt"):
+            raw = unquote(url)
+        else:
+            self._refuse(f"{_short(url)}: {scheme}: URLs are not allowed (no network access)")
+        path = Path(os.path.realpath(raw if os.path.isabs(raw) else self.root / raw))
+        if not path.is_relative_to(self.root):
+            self._refuse(f"{_short(url)}: outside the {self.owner}'s folder {self.root}")
+        if not path.is_file():
+            self._refuse(f"{_short(url)}: no such file")
+        return path
+
+    def _refuse(self, message: str) -> None:
+        self.refused.append(message)
+        raise SandboxViolation(message)
+
+
+def sandboxed_parser(
+    root: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, owner: str = "stylesheet"
+) -> tuple[etree.XMLParser, FolderResolver]:
+    """A hardened parser whose only loader is a :class:`FolderResolver` on ``root``."""
+    parser = hardened_parser()
+    resolver = FolderResolver(root, max_bytes=max_bytes, owner=owner)
+    parser.resolvers.add(resolver)
+    return parser, resolver
+
+
+def _short(url: str) -> str:
+    return url if len(url) <= 120 else url[:117] + "..."
