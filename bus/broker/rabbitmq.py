@@ -20,12 +20,13 @@ from typing import Any
 
 import pika
 import structlog
+from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.channel import Channel
+
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Handler, retry_tier
 from esb.bus.broker.topology import Topology
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, PublishRejected
-from pika.adapters.asyncio_connection import AsyncioConnection
-from pika.channel import Channel
 
 log = structlog.get_logger("esb.bus.rabbitmq")
 
@@ -94,6 +95,8 @@ class RabbitBus:
         self._supervisor: asyncio.Task[None] | None = None
         self._lost: asyncio.Event = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: How many times a connection was (re-)established.
+        self.connects = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -145,8 +148,9 @@ class RabbitBus:
         self._tag = 0
         for consumer in self._consumers:
             await self._start_consumer(consumer)
+        self.connects += 1
         self._ready.set()
-        log.info("bus connected", url=_redact(self._url))
+        log.info("bus connected", url=_redact(self._url), connects=self.connects)
 
     async def _open_channel(self) -> Channel:
         assert self._conn is not None

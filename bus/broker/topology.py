@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from esb.bus.broker.base import DEAD_LETTER, RETRY_TIERS, UNROUTABLE, destination_address
 from kombu import Connection, Exchange, Queue
+
+from esb.bus.broker.base import DEAD_LETTER, RETRY_TIERS, UNROUTABLE, destination_address
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token
 from esb.bus.cli.output import emit_json, table
 from esb.bus.errors import ConfigError, EsbError

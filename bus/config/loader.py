@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from esb.bus.config.model import Config
 from esb.bus.config.yamlsource import Document, Loc, load_yaml
 from esb.bus.errors import ConfigError
 from esb.bus.plugins import Registry, adapters
-from pydantic import BaseModel, ValidationError
 
 
 @dataclass
@@ -58,45 +59,62 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None, *,
 
 def validate_config(raw: dict[str, Any], doc: Document | None, *,
                     registry: Registry | None = None, base_dir: Path) -> Loaded:
+    """Validate the core keys and every endpoint's adapter settings, then fail once."""
     problems: list[str] = []
+    config: Config | None = None
     try:
         config = Config.model_validate({**raw, "base_dir": base_dir,
                                         "path": doc.path if doc else None})
     except ValidationError as exc:
-        raise ConfigError(format_errors(doc, exc)) from None
+        problems.extend(format_errors(doc, exc))
     registry = registry or adapters()
-    loaded = Loaded(config=config, document=doc)
-    for kind, endpoints, direction in (("sources", config.sources, "inbound"),
-                                       ("destinations", config.destinations, "outbound")):
+    settings: dict[str, dict[str, BaseModel]] = {"sources": {}, "destinations": {}}
+    for kind, direction in (("sources", "inbound"), ("destinations", "outbound")):
+        endpoints = raw.get(kind)
+        if not isinstance(endpoints, dict):
+            continue
         for name, ep in endpoints.items():
-            loc: Loc = (kind, name)
-            if ep.adapter not in registry:
-                problems.append(f"{_where(doc, (*loc, 'adapter'))}: {kind}.{name}.adapter: "
-                                f"{registry.unknown_message(ep.adapter)}")
-                continue
-            try:
-                spec = registry.get(ep.adapter)
-            except Exception as exc:  # a broken plugin must not hide the other problems
-                problems.append(f"{_where(doc, loc)}: {kind}.{name}: adapter {ep.adapter!r} "
-                                f"failed to load: {exc}")
-                continue
-            model = getattr(spec, f"{direction}_settings", None)
-            if model is None or getattr(spec, direction, None) is None:
-                problems.append(f"{_where(doc, (*loc, 'adapter'))}: {kind}.{name}.adapter: "
-                                f"adapter {ep.adapter!r} has no {direction} side "
-                                f"(it offers: {', '.join(spec.directions) or 'nothing'})")
-                continue
-            try:
-                settings = model.model_validate(ep.adapter_settings())
-            except ValidationError as exc:
-                problems.extend(format_errors(doc, exc, loc))
-                continue
-            target = loaded.source_settings if kind == "sources" \
-                else loaded.destination_settings
-            target[name] = settings
-    if problems:
+            if not isinstance(ep, dict) or not isinstance(ep.get("adapter"), str):
+                continue  # the core model reported it
+            result = _adapter_settings(kind, name, ep, direction, doc, registry, problems)
+            if result is not None:
+                settings[kind][name] = result
+    if problems or config is None:
         raise ConfigError(problems)
-    return loaded
+    return Loaded(config=config, document=doc, source_settings=settings["sources"],
+                  destination_settings=settings["destinations"])
+
+
+_COMMON_KEYS = ("adapter", "description", "delivery")
+
+
+def _adapter_settings(kind: str, name: str, ep: dict[str, Any], direction: str,
+                      doc: Document | None, registry: Registry,
+                      problems: list[str]) -> BaseModel | None:
+    loc: Loc = (kind, name)
+    adapter = ep["adapter"]
+    if adapter not in registry:
+        problems.append(f"{_where(doc, (*loc, 'adapter'))}: {kind}.{name}.adapter: "
+                        f"{registry.unknown_message(adapter)}")
+        return None
+    try:
+        spec = registry.get(adapter)
+    except Exception as exc:  # a broken plugin must not hide the other problems
+        problems.append(f"{_where(doc, loc)}: {kind}.{name}: adapter {adapter!r} "
+                        f"failed to load: {exc}")
+        return None
+    model = getattr(spec, f"{direction}_settings", None)
+    if model is None or getattr(spec, direction, None) is None:
+        problems.append(f"{_where(doc, (*loc, 'adapter'))}: {kind}.{name}.adapter: "
+                        f"adapter {adapter!r} has no {direction} side "
+                        f"(it offers: {', '.join(spec.directions) or 'nothing'})")
+        return None
+    own = {k: v for k, v in ep.items() if k not in _COMMON_KEYS}
+    try:
+        return model.model_validate(own)
+    except ValidationError as exc:
+        problems.extend(format_errors(doc, exc, loc))
+        return None
 
 
 def _where(doc: Document | None, loc: Loc) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from esb.bus.config.units import Duration, Rate, Size
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from esb.bus.config.units import Duration, Rate, Size
 
 
 class _Strict(BaseModel):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from esb.bus.errors import ConfigError
 
 Loc = tuple[str | int, ...]

@@ -8,8 +8,9 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from esb.bus.broker.topology import Topology
 from kombu import Connection
+
+from esb.bus.broker.topology import Topology
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 

@@ -1,0 +1,14 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY bus bus
+COPY adapters adapters
+COPY transformers transformers
+RUN pip install --no-cache-dir .
+COPY config config
+COPY routes routes
+ENV ESB_LISTEN=0.0.0.0:8080
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
+  CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/readyz').status != 200)"
+CMD ["esb", "run", "--config", "config/esb.yaml"]

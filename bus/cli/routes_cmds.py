@@ -1,0 +1,320 @@
+"""``esb routes test | deploy | list | history | diff | rollback``.
+
+``test`` runs offline (configuration + route files, no daemon, nothing delivered); the others
+are thin clients of the daemon's ``/admin/routes/...`` endpoints. :func:`register` attaches
+them to the ``routes`` group defined in :mod:`esb.bus.cli.main` (which keeps ``validate``).
+
+Exit codes: 0 ok; 1 a test case failed, or the daemon refused/was unreachable; 2 invalid
+configuration or route files (every problem listed with file:line).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import httpx
+
+from esb.bus.cli.output import emit_json, table
+from esb.bus.errors import ConfigError
+
+DEFAULT_CONFIG = "config/esb.yaml"
+
+
+def register(routes_group: click.Group) -> None:
+    """Add the route-lifecycle commands to the ``esb routes`` group."""
+    for command in (routes_test, routes_deploy, routes_list, routes_history, routes_diff,
+                    routes_rollback):
+        routes_group.add_command(command)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"esb: {message}", err=True)
+    sys.exit(code)
+
+
+def _problems(problems: list[str], code: int = 2) -> NoReturn:
+    click.echo(f"esb: {len(problems)} problem(s):", err=True)
+    for p in problems:
+        click.echo(f"  {p}", err=True)
+    sys.exit(code)
+
+
+def _call(obj: Any, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+    """One admin API request: (status, decoded body). Unreachable daemon: exit 1."""
+    client = obj.client()
+    headers = {"Authorization": f"Bearer {client.token}"} if client.token else {}
+    try:
+        with httpx.Client(base_url=client.url, timeout=client.timeout, trust_env=False) as c:
+            response = c.request(method, path, headers=headers, **kwargs)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the esb daemon at {client.url}: {exc} "
+              "(is `esb run` running? set --url or ESB_ADMIN_URL)")
+    try:
+        body = response.json() if response.content else None
+    except ValueError:
+        body = response.text
+    return response.status_code, body
+
+
+def _ok(obj: Any, method: str, path: str, **kwargs: Any) -> Any:
+    status, body = _call(obj, method, path, **kwargs)
+    if status >= 400:
+        _refused(method, path, status, body)
+    return body
+
+
+def _refused(method: str, path: str, status: int, body: Any,
+             folder: Path | None = None) -> NoReturn:
+    if status == 422 and isinstance(body, dict) and body.get("errors"):
+        problems = [_located(p, folder) for p in body["errors"]]
+        click.echo(f"esb: refused: {body.get('detail', '')}", err=True)
+        _problems(problems)
+    detail = body.get("detail") or body.get("title") if isinstance(body, dict) else body
+    hint = " (set ESB_ADMIN_TOKEN or --token)" if status == 401 else ""
+    _fail(f"{method} {path}: HTTP {status}: {detail}{hint}")
+
+
+def _located(problem: str, folder: Path | None) -> str:
+    """``orders.yaml:12: ...`` from the daemon → ``routes/orders.yaml:12: ...`` (local path)."""
+    if folder is None or folder == Path("."):
+        return problem
+    name = problem.split(":", 1)[0]
+    if name and "/" not in name and (folder / name).exists():
+        return f"{folder / name}{problem[len(name):]}"
+    return problem
+
+
+def _route_files(path: Path) -> tuple[dict[str, str], Path]:
+    from esb.bus.routing.routeset import read_route_files
+
+    try:
+        files = read_route_files(path)
+    except ConfigError as exc:
+        _problems(exc.problems)
+    if not files:
+        _fail(f"{path}: no route files (*.yaml) there", 2)
+    return files, path if path.is_dir() else path.parent
+
+
+def _when(iso: str | None) -> str:
+    if not iso:
+        return ""
+    return iso.replace("T", " ").split(".")[0].replace("+00:00", "") + "Z"
+
+
+def _default_by() -> str:
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+# -- test (offline) --------------------------------------------------------------------------
+
+@click.command("test")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--message", "message", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Route this file instead of running the files' tests: cases.")
+@click.option("--type", "etype", default="test", show_default=True, help="Envelope type.")
+@click.option("--source", default="test", show_default=True,
+              help="Envelope source; it enters through that endpoint when configured.")
+@click.option("--endpoint", default=None, help="Endpoint it enters through (default: source).")
+@click.option("--content-type", default=None, help="Default: from the file suffix or bytes.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              envvar="ESB_CONFIG", default=DEFAULT_CONFIG, show_default=True,
+              help="Configuration naming the sources, destinations and transformers.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def routes_test(path: Path, message: Path | None, etype: str, source: str,
+                endpoint: str | None, content_type: str | None, config_path: Path,
+                as_json: bool) -> None:
+    """Which routes match and what each destination would receive — nothing is delivered.
+
+    With --message FILE: route that one message. Without: run the `tests:` cases written in
+    the route files (exit 1 when one fails)."""
+    from esb.bus.config.loader import load_config
+    from esb.bus.routing.casetest import run_cases, try_message
+    from esb.bus.routing.router import compile_routes
+    from esb.bus.routing.routeset import parse_route_files
+
+    files, folder = _route_files(path)
+    try:
+        loaded = load_config(config_path)
+        cfg = loaded.config
+        rs = parse_route_files(files, base=folder)
+        router = compile_routes(rs, sources=cfg.sources, destinations=cfg.destinations,
+                                named=cfg.transformers, base_dir=cfg.base_dir)
+    except ConfigError as exc:
+        _problems(exc.problems)
+    if message is not None:
+        try:
+            body = sys.stdin.buffer.read() if str(message) == "-" else message.read_bytes()
+        except OSError as exc:
+            _fail(f"{message}: cannot read: {exc.strerror or exc}", 2)
+        try:
+            trial = try_message(router, body, type=etype, source=source,
+                                content_type=content_type, sources=cfg.sources,
+                                endpoint=endpoint, name=message.name)
+        except ValueError as exc:
+            _fail(f"{message}: {exc}", 2)
+        if as_json:
+            emit_json(trial.to_dict())
+        else:
+            _print_trial(trial, message.name, set(cfg.sources))
+        sys.exit(1 if trial.dead_letters else 0)
+    results = run_cases(router, rs, base=folder, sources=cfg.sources)
+    failed = [r for r in results if not r.passed]
+    if as_json:
+        emit_json({"cases": [r.to_dict() for r in results], "passed": len(results) - len(failed),
+                   "failed": len(failed)})
+        sys.exit(1 if failed else 0)
+    if not results:
+        click.echo(f"no test cases in {path} (add `tests:` to a route file, or use --message)")
+        return
+    for r in results:
+        click.echo(f"{'PASS' if r.passed else 'FAIL'}  {r.name}  ({r.where})")
+        for f in r.failures:
+            click.echo(f"  {f}")
+    click.echo(f"{len(results)} case(s): {len(results) - len(failed)} passed, "
+               f"{len(failed)} failed")
+    sys.exit(1 if failed else 0)
+
+
+def _print_trial(trial: Any, name: str, sources: set[str]) -> None:
+    env = trial.envelope
+    entered = f"through {trial.endpoint}" if trial.endpoint else "through no configured source"
+    click.echo(f"message  {name} (type {env.type}, source {env.source}, "
+               f"{env.datacontenttype}, {entered})")
+    if trial.unroutable:
+        click.echo("routes   none match: it would go to the unroutable queue")
+        if trial.endpoint is None:
+            click.echo(f"         (routes with `from:` only match configured sources: "
+                       f"{', '.join(sorted(sources)) or 'none'}; use --source)")
+        return
+    click.echo(f"routes   {', '.join(trial.routes)}")
+    for d in trial.deliveries:
+        dest = d.destination or "(before fan-out)"
+        if d.error:
+            click.echo(f"\n✗ {dest}  route {d.route}: would be dead-lettered: {d.error}")
+        elif d.dropped:
+            click.echo(f"\n- {dest}  route {d.route}: dropped by a transformer (filtered)")
+        else:
+            out = d.envelope
+            click.echo(f"\n→ {dest}  route {d.route}  {out.datacontenttype or ''}")
+            data = out.data
+            if isinstance(data, bytes):
+                text = data.decode("utf-8", "replace")
+            elif isinstance(data, str):
+                text = data
+            else:
+                import orjson
+
+                text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
+            for line in text.rstrip("\n").splitlines():
+                click.echo(f"  {line}")
+
+
+# -- daemon commands ---------------------------------------------------------------------------
+
+@click.command("deploy")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--note", default=None, help="Why (shown in history).")
+@click.option("--by", default=None, help="Who deploys (default: $USER).")
+@click.pass_obj
+def routes_deploy(obj: Any, path: Path, note: str | None, by: str | None) -> None:
+    """Deploy route files: validated by the daemon, stored as a new version, and switched to by
+    every running instance (exit 2 with every problem when refused)."""
+    files, folder = _route_files(path)
+    by = by or _default_by()
+    status, body = _call(obj, "POST", "/admin/routes/deploy",
+                         json={"files": files, "by": by, "note": note})
+    if status >= 400:
+        _refused("POST", "/admin/routes/deploy", status, body, folder)
+    running = "" if body.get("running") else " (stored; not yet running on this instance)"
+    click.echo(f"deployed version {body['version']} ({body['digest'][:12]}), "
+               f"{len(files)} file(s), by {by}{running}")
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def routes_list(obj: Any, as_json: bool) -> None:
+    """The route version the daemon runs, and its routes."""
+    info = _ok(obj, "GET", "/admin/routes")
+    status, versions = _call(obj, "GET", "/admin/routes/versions")
+    meta = None
+    if status < 400 and isinstance(versions, dict):
+        meta = next((v for v in versions.get("versions", [])
+                     if v["version"] == info["version"]), None)
+    if as_json:
+        emit_json({**info, "deployed": meta})
+        return
+    line = f"version {info['version']} ({info['digest'][:12]})"
+    if meta:
+        line += f", deployed {_when(meta['deployed_at'])} by {meta['deployed_by']}"
+    click.echo(line)
+    click.echo("")
+    rows = [(r["name"], r["priority"], "yes" if r["exclusive"] else "", ", ".join(r["to"]))
+            for r in info["routes"]]
+    click.echo(table(["ROUTE", "PRIORITY", "EXCLUSIVE", "TO"], rows))
+
+
+@click.command("history")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def routes_history(obj: Any, as_json: bool) -> None:
+    """Every deployed route version, oldest first (* marks the one running)."""
+    body = _ok(obj, "GET", "/admin/routes/versions")
+    if as_json:
+        emit_json(body)
+        return
+    running = body.get("running")
+    rows = []
+    for v in body["versions"]:
+        note = v.get("note") or ""
+        if v.get("rollback_of") and not note:
+            note = f"rollback to {v['rollback_of']}"
+        rows.append(("*" if v["version"] == running else "", v["version"],
+                     _when(v["deployed_at"]), v["deployed_by"], v["digest"][:12],
+                     len(v["files"]), note))
+    click.echo(table(["", "VERSION", "DEPLOYED", "BY", "DIGEST", "FILES", "NOTE"], rows))
+
+
+@click.command("diff")
+@click.argument("a", type=int)
+@click.argument("b", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def routes_diff(obj: Any, a: int, b: int, as_json: bool) -> None:
+    """Unified diff of the route files of versions A and B."""
+    body = _ok(obj, "GET", "/admin/routes/diff", params={"a": a, "b": b})
+    if as_json:
+        emit_json(body)
+        return
+    if not body["files"]:
+        click.echo(f"versions {a} and {b} have the same route files")
+        return
+    for f in body["files"]:
+        click.echo(f["diff"].rstrip("\n"))
+
+
+@click.command("rollback")
+@click.argument("version", type=int, required=False)
+@click.option("--by", default=None, help="Who rolls back (default: $USER).")
+@click.pass_obj
+def routes_rollback(obj: Any, version: int | None, by: str | None) -> None:
+    """Deploy again the files of VERSION (default: the version before the latest)."""
+    by = by or _default_by()
+    status, body = _call(obj, "POST", "/admin/routes/rollback",
+                         json={"version": version, "by": by})
+    if status >= 400:
+        _refused("POST", "/admin/routes/rollback", status, body)
+    running = "" if body.get("running") else " (stored; not yet running on this instance)"
+    click.echo(f"deployed version {body['version']} ({body['digest'][:12]}): the route files "
+               f"of version {body['rollback_of']}{running}")

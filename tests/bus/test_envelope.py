@@ -1,0 +1,105 @@
+"""The canonical envelope: CloudEvents structured JSON, AMQP mapping, payload fidelity."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from esb.bus.envelope import Attempt, Envelope, Hop
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=json_values, subject=st.none() | st.text(min_size=1, max_size=20))
+def test_json_data_round_trips(data: object, subject: str | None) -> None:
+    env = Envelope(source="shop", type="order.created", subject=subject, data=data,
+                   datacontenttype="application/json", idempotencykey="k1")
+    back = Envelope.from_json(env.to_json())
+    assert back == env
+    assert back.data == data
+
+
+@settings(max_examples=100, deadline=None)
+@given(payload=st.binary(max_size=200))
+def test_binary_data_travels_as_base64(payload: bytes) -> None:
+    env = Envelope(source="s", type="t", data=payload, datacontenttype="application/pdf")
+    event = orjson.loads(env.to_json())
+    assert "data" not in event
+    assert base64.b64decode(event["data_base64"]) == payload
+    assert Envelope.from_json(env.to_json()).data == payload
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=100))
+def test_xml_and_text_stay_text_byte_for_byte(text: str) -> None:
+    xml = f'<?xml version="1.0"?>\n<order  a="1" >\r\n  <x>{text!r}</x><!-- c --></order>'
+    env = Envelope(source="s", type="t", data=xml, datacontenttype="application/xml")
+    back = Envelope.from_json(env.to_json())
+    assert back.data == xml
+    assert back.data_bytes() == xml.encode("utf-8")
+
+
+def test_structured_form_is_a_cloudevent_with_extensions() -> None:
+    t = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    env = Envelope(id="e1", source="urn:shop", type="order.created", time=t, data={"a": 1},
+                   datacontenttype="application/json", correlationid="c1",
+                   traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                   esbendpoint="shop", esbheaders={"soapaction": "urn:Submit"},
+                   extensions={"tenant": "acme"},
+                   esbhops=[Hop(at=t, step="accepted", instance="i1")],
+                   esbattempts=[Attempt(at=t, destination="erp", outcome="transient",
+                                        status=503, latency_ms=1.5)])
+    event = orjson.loads(env.to_json())
+    assert event["specversion"] == "1.0"
+    assert event["time"] == "2026-01-02T03:04:05Z"
+    assert event["tenant"] == "acme"
+    assert event["correlationid"] == "c1"
+    assert event["esbheaders"] == {"soapaction": "urn:Submit"}
+    assert event["esbattempts"][0]["status"] == 503
+    assert Envelope.from_cloudevent(event) == env
+
+
+def test_amqp_properties_show_the_envelope() -> None:
+    env = Envelope(id="e1", source="shop", type="order.created", correlationid="c1",
+                   idempotencykey="k1")
+    props = env.amqp_properties()
+    assert props["message_id"] == "e1"
+    assert props["correlation_id"] == "c1"
+    assert props["type"] == "order.created"
+    assert props["content_type"] == "application/cloudevents+json"
+    assert props["delivery_mode"] == 2
+    assert props["headers"]["esb-idempotency-key"] == "k1"
+    assert isinstance(props["timestamp"], int)
+
+
+def test_key_defaults_to_id() -> None:
+    env = Envelope(source="s", type="t")
+    assert env.key == env.id
+    assert Envelope(source="s", type="t", idempotencykey="k").key == "k"
+
+
+@pytest.mark.parametrize("event", [
+    {"id": "1", "source": "s", "type": "t"},                       # no specversion
+    {"specversion": "0.3", "id": "1", "source": "s", "type": "t"},
+    {"specversion": "1.0", "id": "", "source": "s", "type": "t"},
+    {"specversion": "1.0", "id": "1", "source": "s"},
+    {"specversion": "1.0", "id": "1", "source": "s", "type": "t", "Bad-Name": 1},
+    {"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data": 1,
+     "data_base64": "AA=="},
+    {"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data_base64": "!!"},
+])
+def test_invalid_cloudevents_are_refused(event: dict[str, object]) -> None:
+    with pytest.raises((ValidationError, ValueError)):
+        Envelope.from_cloudevent(event)

@@ -1,0 +1,190 @@
+"""Every kind of bad input gets its own clear error, and the daemon keeps serving."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from esbtest.daemon import DaemonProcess
+from esbtest.proxy import TcpProxy
+
+ROUTES = {"r.yaml": {"routes": [{"name": "all", "match": {}, "to": ["out"]}]}}
+
+
+def config(bus: dict[str, Any], sink_url: str) -> dict[str, Any]:
+    return {
+        "bus": bus,
+        "sources": {"shop": {"adapter": "rest", "path": "/in/shop", "max_body": "4KiB"}},
+        "destinations": {"out": {"adapter": "rest", "url": sink_url + "/in"}},
+    }
+
+
+@pytest.fixture
+def daemon(sink: Any, daemon_factory: Any) -> DaemonProcess:
+    return daemon_factory(config({"url": "embedded"}, sink.url), ROUTES).start()
+
+
+def post(d: DaemonProcess, body: bytes, ctype: str | None, path: str = "/in/shop",
+         **headers: str) -> httpx.Response:
+    h = dict(headers)
+    if ctype:
+        h["Content-Type"] = ctype
+    return httpx.post(d.url + path, content=body, headers=h, timeout=10)
+
+
+def assert_problem(r: httpx.Response, status: int, *words: str) -> None:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["status"] == status and body["title"]
+    text = (body.get("detail") or "") + body["title"]
+    for w in words:
+        assert w.lower() in text.lower(), text
+
+
+BAD = [
+    ("malformed JSON", b'{"a": ', "application/json", 400, ["json"]),
+    ("JSON with trailing garbage", b'{"a": 1} x', "application/json", 400, ["json"]),
+    ("malformed XML", b"<order><id>1</order>", "application/xml", 400, ["xml"]),
+    ("XML external entity", b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM '
+     b'"file:///etc/passwd">]><r>&x;</r>', "application/xml", 400, ["doctype"]),
+    ("billion laughs", b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b '
+     b'"&a;&a;&a;&a;">]><l>&b;</l>', "text/xml", 400, ["doctype"]),
+    ("wrong content type", b"\x00\x01", "application/octet-stream", 415, ["content type"]),
+    ("no content type", b"hello", None, 415, ["content type"]),
+    ("not UTF-8 text", b"\xff\xfe\xfa", "text/plain", 400, ["utf-8"]),
+    ("structured CloudEvent missing type", orjson.dumps(
+        {"specversion": "1.0", "id": "1", "source": "x"}), "application/cloudevents+json",
+     400, ["type"]),
+    ("structured CloudEvent wrong specversion", orjson.dumps(
+        {"specversion": "0.3", "id": "1", "source": "x", "type": "t"}),
+     "application/cloudevents+json", 400, ["specversion"]),
+]
+
+
+@pytest.mark.parametrize(("what", "body", "ctype", "status", "words"), BAD,
+                         ids=[b[0] for b in BAD])
+def test_bad_body_is_refused_clearly(daemon: DaemonProcess, what: str, body: bytes,
+                                     ctype: str | None, status: int, words: list[str]) -> None:
+    assert_problem(post(daemon, body, ctype), status, *words)
+
+
+def test_binary_mode_cloudevent_needs_its_attributes(daemon: DaemonProcess) -> None:
+    r = post(daemon, b"{}", "application/json", **{"ce-specversion": "1.0", "ce-id": "1"})
+    assert_problem(r, 400, "ce-source", "ce-type")
+
+
+def test_oversize_body_is_413_declared_or_streamed(daemon: DaemonProcess) -> None:
+    big = b'{"x": "' + b"a" * 10_000 + b'"}'
+    assert_problem(post(daemon, big, "application/json"), 413, "4096")
+
+    def chunks() -> Any:  # no Content-Length: the limit is enforced while reading
+        for _ in range(10):
+            yield b"a" * 1000
+
+    r = httpx.post(daemon.url + "/in/shop", content=chunks(),
+                   headers={"Content-Type": "text/plain"}, timeout=10)
+    assert_problem(r, 413)
+
+
+def test_unknown_path_and_method(daemon: DaemonProcess) -> None:
+    assert_problem(post(daemon, b"{}", "application/json", path="/in/nope"), 404, "/in/nope")
+    r = httpx.get(daemon.url + "/in/shop", timeout=10)
+    assert_problem(r, 405, "GET")
+
+
+def test_admin_needs_its_token(daemon: DaemonProcess) -> None:
+    r = httpx.get(daemon.url + "/admin/status", timeout=10)
+    assert_problem(r, 401, "bearer")
+    r = httpx.get(daemon.url + "/admin/status", timeout=10,
+                  headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401
+    assert daemon.admin("GET", "/admin/status").status_code == 200
+
+
+def test_daemon_keeps_serving_after_bad_input(daemon: DaemonProcess, sink: Any) -> None:
+    for _, body, ctype, _, _ in BAD:
+        post(daemon, body, ctype)
+    r = post(daemon, b'{"ok": true}', "application/json", **{"Idempotency-Key": "good-1"})
+    assert r.status_code == 202
+    assert sink.wait_for(1, timeout=20)
+    assert sink.received[0].key == "good-1"
+    assert len(sink.received) == 1  # nothing from the bad requests got through
+
+
+def test_idempotency_key_dedups_and_replays_the_answer(daemon: DaemonProcess,
+                                                       sink: Any) -> None:
+    first = post(daemon, b'{"n": 1}', "application/json", **{"Idempotency-Key": "dup"})
+    again = post(daemon, b'{"n": 1}', "application/json", **{"Idempotency-Key": "dup"})
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert sink.wait_for(1, timeout=20)
+    time.sleep(1)
+    assert len(sink.received) == 1
+
+
+def test_bus_down_answers_503_and_recovers(rabbit: Any, sink: Any, daemon_factory: Any) -> None:
+    from urllib.parse import urlsplit
+
+    u = urlsplit(rabbit.url)
+    proxy = TcpProxy(u.hostname or "127.0.0.1", u.port or 5672)
+    url = f"amqp://{u.username}:{u.password}@127.0.0.1:{proxy.port}{u.path or '/'}"
+    d = daemon_factory(config({"url": url, "prefix": rabbit.prefix}, sink.url), ROUTES)
+    rabbit.destinations.add("out")
+    d.start()
+    proxy.closed_for_new = True
+    proxy.listener.close()  # refuse reconnects...
+    proxy.cut()  # ...and drop the live connection
+    deadline = time.monotonic() + 10
+    r = None
+    while time.monotonic() < deadline:
+        r = post(d, b'{"n": 1}', "application/json")
+        if r.status_code == 503:
+            break
+        time.sleep(0.1)
+    assert r is not None
+    assert_problem(r, 503, "bus")
+    assert r.headers.get("retry-after")
+    ready = httpx.get(d.url + "/readyz", timeout=5)
+    assert ready.status_code == 503
+    assert httpx.get(d.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_bad_config_lists_every_problem_with_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "esb.yaml").write_text(
+        "bus: {url: 'kafka://nope'}\n"
+        "http:\n"
+        "  listen: 'not-a-port'\n"
+        "sources:\n"
+        "  shop: {adapter: rest}\n"
+        "  legacy: {adapter: ftp, path: /x}\n"
+        "destinations:\n"
+        "  out: {adapter: rest, url: 'http://x', methd: POST}\n"
+        "unknown_key: 1\n")
+    r = subprocess.run([sys.executable, "-m", "esb.bus.cli.main", "run"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    err = r.stderr
+    assert "config/esb.yaml:1: bus.url" in err
+    assert "config/esb.yaml:3: http.listen" in err
+    assert "config/esb.yaml:9: unknown_key: unknown key" in err
+    # adapter-level problems are listed in the same run
+    assert "config/esb.yaml:5: sources.shop.path: Field required" in err
+    assert "config/esb.yaml:6: sources.legacy.adapter: unknown adapter 'ftp'" in err
+    assert "config/esb.yaml:8: destinations.out.methd: unknown key" in err
+    (tmp_path / "config" / "esb.yaml").write_text(
+        "sources:\n"
+        "  legacy: {adapter: rset, path: /x}\n")
+    r = subprocess.run([sys.executable, "-m", "esb.bus.cli.main", "run"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "config/esb.yaml:2: sources.legacy.adapter: unknown adapter 'rset'. " \
+           "Did you mean 'rest'?" in r.stderr
