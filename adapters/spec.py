@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import httpx
-from esb.bus.envelope import Envelope
 from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
+
+from esb.bus.envelope import Envelope
 
 
 class AdapterSettings(BaseModel):

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 from lxml import etree
 
-from esb.transformers.xmlsafe import DEFAULT_MAX_BYTES, hardened_parser
+from esb.bus.xmlsafe import DEFAULT_MAX_BYTES, hardened_parser
 
 ACCESS_CONTROL = etree.XSLTAccessControl(
     read_file=True,  # gated by FolderResolver, see the module docstring

@@ -18,9 +18,9 @@ from lxml import etree
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
+from esb.bus.xmlsafe import XmlError, parse_xml
 from esb.transformers.payload import with_text, xml_input
 from esb.transformers.stylesheet import XSL, Stylesheet
-from esb.transformers.xmlsafe import XmlError, parse_xml
 
 if TYPE_CHECKING:
     from esb.transformers.xslt import XsltSettings

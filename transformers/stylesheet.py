@@ -15,8 +15,8 @@ from urllib.parse import urljoin
 
 from lxml import etree
 
+from esb.bus.xmlsafe import XmlError, parse_xml
 from esb.transformers.sandbox import FolderResolver, SandboxViolation, sandboxed_parser
-from esb.transformers.xmlsafe import XmlError, parse_xml
 
 XSL = "http://www.w3.org/1999/XSL/Transform"
 _TOP = {f"{{{XSL}}}stylesheet", f"{{{XSL}}}transform"}

@@ -18,16 +18,16 @@ from pydantic import Field
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
-from esb.transformers.payload import json_input, xml_input
-from esb.transformers.sandbox import SandboxViolation, sandboxed_parser
-from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
-from esb.transformers.xmlsafe import (
+from esb.bus.xmlsafe import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DEPTH,
     LIBXML_MAX_DEPTH,
     XmlError,
     parse_xml,
 )
+from esb.transformers.payload import json_input, xml_input
+from esb.transformers.sandbox import SandboxViolation, sandboxed_parser
+from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
 
 MAX_REPORTED = 10
 

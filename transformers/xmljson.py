@@ -10,16 +10,16 @@ from pydantic import Field
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
-from esb.transformers.convention import ConventionError, TypeName, XmlToJson, json_to_element
-from esb.transformers.payload import XML, json_input, with_json, xml_input
-from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
-from esb.transformers.xmlsafe import (
+from esb.bus.xmlsafe import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DEPTH,
     LIBXML_MAX_DEPTH,
     XmlError,
     parse_xml,
 )
+from esb.transformers.convention import ConventionError, TypeName, XmlToJson, json_to_element
+from esb.transformers.payload import XML, json_input, with_json, xml_input
+from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
 from esb.transformers.xsdhints import hints_from_xsd
 
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'

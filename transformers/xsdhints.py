@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from esb.bus.xmlsafe import XmlError, parse_xml
 from esb.transformers.convention import TypeName
 from esb.transformers.sandbox import sandboxed_parser
-from esb.transformers.xmlsafe import XmlError, parse_xml
 
 XS = "http://www.w3.org/2001/XMLSchema"
 _INTEGER = {"integer", "int", "long", "short", "byte", "nonNegativeInteger", "positiveInteger",

@@ -15,17 +15,17 @@ from pydantic import Field
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
-from esb.transformers.payload import with_text, xml_input
-from esb.transformers.sandbox import ACCESS_CONTROL, SandboxViolation
-from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
-from esb.transformers.stylesheet import Stylesheet, StylesheetError, load_stylesheet
-from esb.transformers.xmlsafe import (
+from esb.bus.xmlsafe import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DEPTH,
     LIBXML_MAX_DEPTH,
     XmlError,
     parse_xml,
 )
+from esb.transformers.payload import with_text, xml_input
+from esb.transformers.sandbox import ACCESS_CONTROL, SandboxViolation
+from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
+from esb.transformers.stylesheet import Stylesheet, StylesheetError, load_stylesheet
 
 #: Envelope attributes offered to stylesheets declaring an ``xsl:param`` of the same name.
 ENVELOPE_PARAMS = ("id", "source", "type", "subject", "time", "datacontenttype", "dataschema",

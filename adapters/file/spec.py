@@ -12,10 +12,11 @@ import os
 import re
 from pathlib import Path
 
+from pydantic import field_validator
+
 from esb.adapters.spec import AdapterSettings, AdapterSpec, OutboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import PermanentError, TransientError
-from pydantic import field_validator
 
 _FIELD = re.compile(r"\{(id|type|source|key|ext)\}")
 _SUFFIX = {"application/json": "json", "application/xml": "xml", "text/xml": "xml",

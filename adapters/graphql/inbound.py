@@ -14,12 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from esb.adapters.graphql.schema import load_schema, wire_mutations
-from esb.adapters.graphql.settings import GraphqlInboundSettings
-from esb.adapters.spec import HttpRoute, InboundContext
-from esb.adapters.webhook.httpedge import BodyTooLarge, read_body
-from esb.bus.envelope import Envelope
-from esb.bus.errors import BusUnavailable
 from graphql import (
     ExecutionResult,
     GraphQLError,
@@ -34,6 +28,13 @@ from graphql import (
 )
 from starlette.requests import Request
 from starlette.responses import Response
+
+from esb.adapters.graphql.schema import load_schema, wire_mutations
+from esb.adapters.graphql.settings import GraphqlInboundSettings
+from esb.adapters.http import BodyTooLarge, read_body
+from esb.adapters.spec import HttpRoute, InboundContext
+from esb.bus.envelope import Envelope
+from esb.bus.errors import BusUnavailable
 
 LEGACY = "application/json"
 MODERN = "application/graphql-response+json"

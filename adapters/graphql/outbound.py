@@ -6,19 +6,20 @@ from typing import Any
 
 import httpx
 import orjson
+from graphql import GraphQLError, OperationDefinitionNode, parse
+
 from esb.adapters.graphql.settings import GraphqlOutboundSettings
 from esb.adapters.graphql.variables import build_variables
-from esb.adapters.spec import OutboundContext
-from esb.adapters.webhook.httpedge import (
+from esb.adapters.http import (
     TRANSIENT_STATUSES,
     check_host,
-    parse_retry_after,
-    status_error,
+    raise_for_status,
+    retry_after,
     transport_error,
 )
+from esb.adapters.spec import OutboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, PermanentError, TransientError
-from graphql import GraphQLError, OperationDefinitionNode, parse
 
 ACCEPT = "application/graphql-response+json, application/json;q=0.9"
 
@@ -100,11 +101,8 @@ class GraphqlOutbound:
             if any(code in self._permanent for code in codes) or (
                     400 <= status < 500 and status not in TRANSIENT_STATUSES):
                 raise PermanentError(message, status=status)
-            raise TransientError(message, status=status,
-                                 retry_after=parse_retry_after(response.headers.get("retry-after")))
-        error = status_error(response, what)
-        if error is not None:
-            raise error
+            raise TransientError(message, status=status, retry_after=retry_after(response))
+        raise_for_status(response, what)
         if not isinstance(payload, dict) or "data" not in payload:
             raise TransientError(f"{what}: HTTP {status} without a GraphQL response body",
                                  status=status)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from esb.bus.errors import ConfigError
 from graphql import (
     GraphQLBoolean,
     GraphQLError,
@@ -18,6 +17,8 @@ from graphql import (
     get_named_type,
     validate_schema,
 )
+
+from esb.bus.errors import ConfigError
 
 
 def load_schema(path: Path) -> GraphQLSchema:

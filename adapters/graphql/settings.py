@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from esb.adapters.spec import AdapterSettings
 from pydantic import Field
+
+from esb.adapters.spec import AdapterSettings
 
 DEFAULT_PERMANENT_CODES = ["GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT",
                            "GRAPHQL_PARSE_FAILED"]

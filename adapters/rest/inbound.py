@@ -5,16 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from esb.adapters.http import BadContentLength, BodyTooLarge, media_type, read_body
 from esb.adapters.problem import problem
 from esb.adapters.rest.settings import RestInboundSettings
 from esb.adapters.spec import Accepted, HttpRoute, InboundContext
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusError
 from esb.bus.runtime.idempotency import IdempotencyCache
-from esb.transformers.xmlsafe import XmlError, parse_xml
-from pydantic import ValidationError
-from starlette.requests import Request
-from starlette.responses import Response
+from esb.bus.xmlsafe import XmlError, parse_xml
 
 _CE_HEADER_ATTRS = ("id", "source", "type", "subject", "time", "dataschema")
 
@@ -64,7 +66,7 @@ class RestInbound:
 
     def _envelope(self, request: Request, body: bytes) -> Envelope:
         headers = request.headers
-        media, params = _media_type(headers.get("content-type", ""))
+        media, params = media_type(headers.get("content-type", ""))
         if media == CLOUDEVENTS_JSON and media in self.accepted_types:
             return self._structured(request, body)
         if media not in self.accepted_types:
@@ -134,32 +136,17 @@ _ENVELOPE_EXTENSIONS = ("correlationid", "causationid", "idempotencykey", "trace
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise BadRequest(400, "Bad Content-Length", "Content-Length is not a number")
-        if int(declared) > limit:
-            raise BadRequest(413, "Body too large",
-                             f"the body is {declared} bytes; this endpoint takes at most {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest(413, "Body too large",
-                             f"the body exceeds this endpoint's limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _media_type(value: str) -> tuple[str, dict[str, str]]:
-    media, _, rest = value.partition(";")
-    params = {}
-    for part in rest.split(";"):
-        k, _, v = part.strip().partition("=")
-        if k:
-            params[k.lower()] = v.strip('"')
-    return media.strip().lower(), params
+    """:func:`esb.adapters.http.read_body`, its refusals worded as this adapter's problems."""
+    try:
+        return await read_body(request, limit, strict_length=True)
+    except BadContentLength as exc:
+        raise BadRequest(400, "Bad Content-Length", str(exc)) from None
+    except BodyTooLarge as exc:
+        if exc.declared is not None:
+            raise BadRequest(413, "Body too large", f"the body is {exc.declared} bytes; "
+                             f"this endpoint takes at most {exc.limit}") from None
+        raise BadRequest(413, "Body too large",
+                         f"the body exceeds this endpoint's limit of {exc.limit} bytes") from None
 
 
 def _decode(media: str, params: dict[str, str], body: bytes) -> Any:

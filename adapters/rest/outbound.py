@@ -1,27 +1,26 @@
 """rest outbound: envelope → HTTP request through the shared httpx client.
 
-Error translation (the one place httpx errors become esb errors): 2xx accepted; 408, 425, 429
-and 5xx transient (``Retry-After`` kept); other 4xx and 3xx permanent; timeouts and transport
-errors transient.
+Error translation is :mod:`esb.adapters.http`'s, shared with the other HTTP adapters (messages
+in its ``"colon"`` form): 2xx accepted; 408, 425, 429 and 5xx transient (``Retry-After`` kept);
+other 4xx and 3xx permanent; timeouts and transport errors transient.
 """
 
 from __future__ import annotations
 
-import email.utils
 import re
-import time
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 import orjson
+
+from esb.adapters.http import check_host, raise_for_status, transport_error
 from esb.adapters.rest.settings import RestOutboundSettings
 from esb.adapters.spec import OutboundContext
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
-from esb.bus.errors import ConfigError, PermanentError, TransientError
+from esb.bus.errors import PermanentError
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
-TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
 
 class RestOutbound:
@@ -30,7 +29,7 @@ class RestOutbound:
         self.ctx = ctx
         self._templated = bool(_FIELD.search(settings.url))
         if not self._templated:
-            check_host(settings.url, ctx.allowed_hosts, config=True)
+            check_host(settings.url, ctx.allowed_hosts)
         self._client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
@@ -43,7 +42,7 @@ class RestOutbound:
         s = self.settings
         url = render_url(s.url, envelope) if self._templated else s.url
         if self._templated:
-            check_host(url, self.ctx.allowed_hosts)
+            check_host(url, self.ctx.allowed_hosts, sending=True)
         headers = dict(s.headers)
         headers["Idempotency-Key"] = envelope.key
         if envelope.correlationid:
@@ -60,42 +59,12 @@ class RestOutbound:
             if s.cloudevents == "binary":
                 headers.update(binary_headers(envelope))
         client = self._client or self.ctx.http()
+        what = f"{s.method} {url}"
         try:
             response = await client.request(s.method, url, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"{s.method} {url}: timed out") from exc
         except httpx.HTTPError as exc:
-            raise TransientError(f"{s.method} {url}: {type(exc).__name__}: {exc}") from exc
-        classify(response, f"{s.method} {url}")
-
-
-def classify(response: httpx.Response, what: str) -> None:
-    """Raise the esb error a non-2xx response means."""
-    status = response.status_code
-    if 200 <= status < 300:
-        return
-    detail = f"{what}: HTTP {status} {response.reason_phrase}"
-    snippet = response.text[:200].strip() if response.content else ""
-    if snippet:
-        detail += f": {snippet}"
-    if status >= 500 or status in TRANSIENT_STATUSES:
-        raise TransientError(detail, status=status,
-                             retry_after=parse_retry_after(response.headers.get("retry-after")))
-    raise PermanentError(detail, status=status)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+            raise transport_error(exc, what, "colon") from exc
+        raise_for_status(response, what, "colon")
 
 
 def render_url(template: str, envelope: Envelope) -> str:
@@ -110,15 +79,6 @@ def render_url(template: str, envelope: Envelope) -> str:
         return quote(str(current), safe="")
 
     return _FIELD.sub(value, template)
-
-
-def check_host(url: str, allowed: tuple[str, ...], *, config: bool = False) -> None:
-    if not allowed:
-        return
-    host = urlsplit(url).hostname or ""
-    if host not in allowed:
-        msg = f"host {host!r} is not in http.allowed_hosts"
-        raise ConfigError([msg]) if config else PermanentError(msg)
 
 
 def binary_headers(envelope: Envelope) -> dict[str, str]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from pydantic import Field, field_validator
+
 from esb.adapters.spec import AdapterSettings
 from esb.bus.config.units import Size
-from pydantic import Field, field_validator
 
 DEFAULT_CONTENT_TYPES = ["application/json", "application/xml", "text/xml", "text/plain",
                          "application/cloudevents+json"]

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from lxml import etree
+
 from esb.adapters.soap.schema import Child
 from esb.bus.envelope import Envelope
-from lxml import etree
 
 _ID_NAMES = {"id", "messageid", "trackingid", "envelopeid", "ackid", "receiptid",
              "referenceid"}

@@ -3,12 +3,14 @@ the outbound side."""
 
 from __future__ import annotations
 
+from copy import deepcopy
 from typing import Literal
 
-from esb.adapters.soap.xmlsafe import SOAP11_ENV, SOAP12_ENV
 from lxml import etree
 from starlette.responses import Response
 
+SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
 Version = Literal["1.1", "1.2"]
 FaultKind = Literal["client", "server", "version"]
 
@@ -29,6 +31,18 @@ def soap_envelope(version: Version, body: etree._Element | None) -> etree._Eleme
     if body is not None:
         body_node.append(body)
     return env
+
+
+def detached(element: etree._Element, drop_ns: tuple[str, ...] = (SOAP11_ENV, SOAP12_ENV)
+             ) -> etree._Element:
+    """A standalone copy of ``element`` keeping the namespaces in scope (minus ``drop_ns``),
+    so prefixes used in attribute values (``xsi:type="tns:T"``) still resolve."""
+    nsmap = {p: u for p, u in element.nsmap.items() if u not in drop_ns}
+    copy = etree.Element(element.tag, attrib=dict(element.attrib), nsmap=nsmap)
+    copy.text = element.text
+    for child in element:
+        copy.append(deepcopy(child))
+    return copy
 
 
 def envelope_response(version: Version, body: etree._Element | None,

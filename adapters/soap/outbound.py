@@ -8,18 +8,18 @@ import asyncio
 import httpx
 import zeep
 import zeep.exceptions
-from esb.adapters.soap.faults import is_permanent_code, soap_envelope
-from esb.adapters.soap.settings import SoapOutboundSettings
-from esb.adapters.soap.transport import HttpxTransport, NetworkWsdlForbidden
-from esb.adapters.soap.xmlsafe import SOAP11_ENV, SOAP12_ENV, UnsafeXml, parse
-from esb.adapters.spec import OutboundContext
-from esb.adapters.webhook.httpedge import check_host, status_error, transport_error
-from esb.bus.envelope import Envelope
-from esb.bus.errors import ConfigError, PermanentError, TransientError
-from lxml import etree
 from zeep.proxy import AsyncServiceProxy
 from zeep.wsdl.bindings.soap import Soap12Binding, SoapBinding
 from zeep.wsse.username import UsernameToken
+
+from esb.adapters.http import check_host, raise_for_status, transport_error
+from esb.adapters.soap.faults import SOAP11_ENV, SOAP12_ENV, is_permanent_code, soap_envelope
+from esb.adapters.soap.settings import SoapOutboundSettings
+from esb.adapters.soap.transport import HttpxTransport, NetworkWsdlForbidden
+from esb.adapters.spec import OutboundContext
+from esb.bus.envelope import Envelope
+from esb.bus.errors import ConfigError, PermanentError, TransientError
+from esb.bus.xmlsafe import XmlError, parse_xml
 
 
 class SoapOutbound:
@@ -113,8 +113,8 @@ class SoapOutbound:
         if not isinstance(raw, bytes) or not raw.strip():
             raise PermanentError("raw SOAP delivery needs an XML body element as data")
         try:
-            body = parse(raw)
-        except (etree.XMLSyntaxError, UnsafeXml) as exc:
+            body = parse_xml(raw, max_bytes=None)
+        except XmlError as exc:
             raise PermanentError(f"envelope data is not a well-formed XML element: {exc}"
                                  ) from exc
         assert self._binding is not None and self._client is not None
@@ -137,16 +137,14 @@ class SoapOutbound:
             message = f"{what}: SOAP fault {fault.code}: {fault.message}"
             kind = PermanentError if is_permanent_code(fault.code) else TransientError
             raise kind(message, status=response.status_code) from fault
-        error = status_error(response, what)
-        if error is not None:
-            raise error
+        raise_for_status(response, what)
 
     def _fault(self, response: httpx.Response) -> zeep.exceptions.Fault | None:
         if not response.content or b"Fault" not in response.content:
             return None
         try:
-            doc = parse(response.content)
-        except (etree.XMLSyntaxError, UnsafeXml):
+            doc = parse_xml(response.content, max_bytes=None)
+        except XmlError:
             return None
         if not any(doc.find(f"{{{ns}}}Body/{{{ns}}}Fault") is not None
                    for ns in (SOAP11_ENV, SOAP12_ENV)):

@@ -7,9 +7,10 @@ from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from esb.adapters.soap.xmlsafe import hardened_parser
-from esb.bus.errors import ConfigError
 from lxml import etree
+
+from esb.bus.errors import ConfigError
+from esb.bus.xmlsafe import hardened_parser
 
 XSD = "http://www.w3.org/2001/XMLSchema"
 _EMBEDDED = "esb-embedded-{}.xsd"
@@ -53,7 +54,7 @@ def build_schema(definitions: etree._Element, schemas: list[etree._Element],
     for i, doc in enumerate(standalone):
         etree.SubElement(wrapper, f"{{{XSD}}}import", namespace=doc.get("targetNamespace", ""),
                          schemaLocation=_EMBEDDED.format(i))
-    parser = hardened_parser(_Embedded(documents))
+    parser = hardened_parser(resolver=_Embedded(documents))
     try:
         root = etree.fromstring(etree.tostring(wrapper), parser, base_url=str(path))
         return etree.XMLSchema(root)

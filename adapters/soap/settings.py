@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from esb.adapters.spec import AdapterSettings
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from esb.adapters.spec import AdapterSettings
 
 
 class SoapInboundSettings(AdapterSettings):

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from esb.adapters.soap.schema import build_schema
-from esb.adapters.soap.xmlsafe import UnsafeXml, hardened_parser, parse
-from esb.bus.errors import ConfigError
 from lxml import etree
+
+from esb.adapters.soap.schema import build_schema
+from esb.bus.errors import ConfigError
+from esb.bus.xmlsafe import XmlError, hardened_parser, parse_xml
 
 WSDL = "http://schemas.xmlsoap.org/wsdl/"
 SOAP11_BIND = "http://schemas.xmlsoap.org/wsdl/soap/"
@@ -66,10 +67,10 @@ def _qname(element: etree._Element, value: str | None, default_ns: str | None) -
 def load_description(path: Path) -> ServiceDescription:
     """Parse and check a WSDL file; every problem is a :class:`ConfigError`."""
     try:
-        root = parse(path.read_bytes(), base_url=str(path))
+        root = parse_xml(path.read_bytes(), max_bytes=None, base_url=str(path))
     except OSError as exc:
         raise ConfigError([f"wsdl: cannot read {path}: {exc}"]) from exc
-    except (etree.XMLSyntaxError, UnsafeXml) as exc:
+    except XmlError as exc:
         raise ConfigError([f"wsdl: {path}: {exc}"]) from exc
     if root.tag != f"{{{WSDL}}}definitions":
         raise ConfigError([f"wsdl: {path} is not a WSDL 1.1 document"])

@@ -5,6 +5,10 @@ from __future__ import annotations
 import time
 
 import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from esb.adapters.http import BodyTooLarge, read_body
 from esb.adapters.problem import problem
 from esb.adapters.spec import HttpRoute, InboundContext
 from esb.adapters.webhook.events import (
@@ -14,7 +18,6 @@ from esb.adapters.webhook.events import (
     lookup,
     parse_payload,
 )
-from esb.adapters.webhook.httpedge import BodyTooLarge, read_body
 from esb.adapters.webhook.replay import MemoryReplayStore, ReplayStore
 from esb.adapters.webhook.settings import WebhookInboundSettings
 from esb.adapters.webhook.signatures import (
@@ -28,8 +31,6 @@ from esb.adapters.webhook.signatures import (
 )
 from esb.bus.envelope import Envelope, new_id
 from esb.bus.errors import BusUnavailable
-from starlette.requests import Request
-from starlette.responses import Response
 
 
 def build_verifier(settings: WebhookInboundSettings) -> Verifier:

@@ -7,8 +7,9 @@ import time
 
 import httpx
 import orjson
+
+from esb.adapters.http import check_host, raise_for_status, transport_error
 from esb.adapters.spec import OutboundContext
-from esb.adapters.webhook.httpedge import check_host, status_error, transport_error
 from esb.adapters.webhook.settings import WebhookOutboundSettings
 from esb.adapters.webhook.signatures import decode_standard_secret, sign_standard
 from esb.bus.envelope import Envelope
@@ -60,6 +61,4 @@ class WebhookOutbound:
                                          timeout=self.settings.timeout)
         except httpx.HTTPError as exc:
             raise transport_error(exc, f"webhook {self.ctx.name}") from exc
-        error = status_error(response, f"webhook {self.ctx.name}")
-        if error is not None:
-            raise error
+        raise_for_status(response, f"webhook {self.ctx.name}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field, SecretStr, field_validator, model_validator
+
 from esb.adapters.spec import AdapterSettings
 from esb.adapters.webhook.signatures import decode_standard_secret
-from pydantic import Field, SecretStr, field_validator, model_validator
 
 Scheme = Literal["standard", "github", "stripe", "hmac"]
 

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Route
+
 from esb.adapters.spec import Accepted, HttpRoute
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
-from starlette.applications import Starlette
-from starlette.routing import Route
 
 
 @dataclass

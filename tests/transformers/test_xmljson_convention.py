@@ -13,9 +13,9 @@ from lxml import etree
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import TransformError
+from esb.bus.xmlsafe import parse_xml
 from esb.transformers.chain import build_chain
 from esb.transformers.convention import XmlToJson, json_to_element
-from esb.transformers.xmlsafe import parse_xml
 
 DATA = Path(__file__).parent / "data"
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from esb.adapters.graphql.inbound import GraphqlInbound
 from esb.adapters.graphql.settings import GraphqlInboundSettings
 from esb.adapters.spec import HttpRoute

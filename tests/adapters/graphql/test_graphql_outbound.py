@@ -9,16 +9,17 @@ from typing import Any
 
 import httpx
 import pytest
-from esb.adapters.graphql.outbound import GraphqlOutbound
-from esb.adapters.graphql.settings import GraphqlOutboundSettings
-from esb.adapters.spec import OutboundContext
-from esb.bus.envelope import Envelope
-from esb.bus.errors import ConfigError, PermanentError, TransientError
 from graphql import GraphQLError, build_schema, execute, parse, validate
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from esb.adapters.graphql.outbound import GraphqlOutbound
+from esb.adapters.graphql.settings import GraphqlOutboundSettings
+from esb.adapters.spec import OutboundContext
+from esb.bus.envelope import Envelope
+from esb.bus.errors import ConfigError, PermanentError, TransientError
 
 SDL = """
 type Query { ok: Boolean }

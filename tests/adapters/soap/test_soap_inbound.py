@@ -12,11 +12,12 @@ import httpx
 import pytest
 import zeep
 import zeep.exceptions
+from lxml import etree
+
 from esb.adapters.soap.inbound import SoapInbound
 from esb.adapters.soap.settings import SoapInboundSettings
 from esb.adapters.spec import HttpRoute
 from esb.bus.errors import ConfigError
-from lxml import etree
 
 HERE = Path(__file__).parent
 NS = "urn:example:orders"

@@ -9,16 +9,17 @@ from typing import Any
 
 import httpx
 import pytest
-from esb.adapters.soap.outbound import SoapOutbound
-from esb.adapters.soap.settings import SoapOutboundSettings
-from esb.adapters.spec import OutboundContext
-from esb.bus.envelope import Envelope
-from esb.bus.errors import ConfigError, PermanentError, TransientError
 from soap_erp_peer import PASSWORD, RECEIVED, USER, ErpPeer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from esb.adapters.soap.outbound import SoapOutbound
+from esb.adapters.soap.settings import SoapOutboundSettings
+from esb.adapters.spec import OutboundContext
+from esb.bus.envelope import Envelope
+from esb.bus.errors import ConfigError, PermanentError, TransientError
 
 RAW = ('<e:ReceiveOrder xmlns:e="urn:example:erp"><e:orderId>{id}</e:orderId>'
        "{amount}</e:ReceiveOrder>")
@@ -112,7 +113,8 @@ async def test_bad_envelopes_are_permanent(erp: ErpPeer, tmp_path: Path) -> None
         await deliver(tmp_path, [order(["x"])], wsdl=wsdl)
     with pytest.raises(PermanentError, match="cannot build"):
         await deliver(tmp_path, [order({"nope": 1})], wsdl=wsdl)
-    assert RECEIVED == []
+    # (a slow call timed out by an earlier test may still land: only this test's ids count)
+    assert [r for r in RECEIVED if not r[0].startswith("slow")] == []
 
 
 async def test_http_status_without_fault(erp: ErpPeer, tmp_path: Path,

@@ -8,16 +8,17 @@ from typing import Any
 
 import httpx
 import pytest
-from esb.adapters.spec import OutboundContext
-from esb.adapters.webhook.outbound import WebhookOutbound
-from esb.adapters.webhook.settings import WebhookOutboundSettings
-from esb.bus.envelope import Envelope
-from esb.bus.errors import ConfigError, PermanentError, TransientError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from esb.adapters.spec import OutboundContext
+from esb.adapters.webhook.outbound import WebhookOutbound
+from esb.adapters.webhook.settings import WebhookOutboundSettings
+from esb.bus.envelope import Envelope
+from esb.bus.errors import ConfigError, PermanentError, TransientError
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER = "whsec_" + "QUJDREVGR0hJSktMTU5PUA=="

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 
 import pytest
+
 from esb.adapters.webhook.signatures import (
     GithubVerifier,
     HmacVerifier,

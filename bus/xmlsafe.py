@@ -1,8 +1,10 @@
-"""The one hardened XML parser every esb component uses for untrusted XML.
+"""The one hardened XML parser every esb component (routing, adapters, transformers) uses for
+untrusted XML.
 
 Policy, in order of the checks:
 
-* a body larger than ``max_bytes`` is refused before any parsing;
+* a body larger than ``max_bytes`` is refused before any parsing (``max_bytes=None`` turns the
+  cap off, for callers that bounded the input already or read trusted configuration);
 * entities are never expanded, no DTD is loaded, nothing is fetched from the network
   (``resolve_entities=False, load_dtd=False, no_network=True``);
 * libxml2's own limits stay on (``huge_tree=False``): nesting is capped at
@@ -46,11 +48,13 @@ class BadXml(XmlError):
     """The document is not well-formed XML."""
 
 
-def hardened_parser(*, encoding: str | None = None) -> etree.XMLParser:
+def hardened_parser(*, encoding: str | None = None,
+                    resolver: etree.Resolver | None = None) -> etree.XMLParser:
     """A new parser with esb's hardened options (for callers that need their own, e.g. to attach
-    a resolver). Parsers are not shared between threads; :func:`parse_xml` keeps one per thread.
+    a ``resolver``). Parsers are not shared between threads; :func:`parse_xml` keeps one per
+    thread.
     """
-    return etree.XMLParser(
+    parser = etree.XMLParser(
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
@@ -59,6 +63,9 @@ def hardened_parser(*, encoding: str | None = None) -> etree.XMLParser:
         remove_blank_text=False,
         encoding=encoding,
     )
+    if resolver is not None:
+        parser.resolvers.add(resolver)
+    return parser
 
 
 class _Parsers(threading.local):
@@ -74,7 +81,7 @@ _parsers = _Parsers()
 def parse_xml(
     data: str | bytes,
     *,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
     max_depth: int = DEFAULT_MAX_DEPTH,
     parser: etree.XMLParser | None = None,
     base_url: str | None = None,
@@ -82,10 +89,10 @@ def parse_xml(
     """Parse untrusted XML text or bytes into an lxml root element under esb's policy.
 
     ``parser`` may be a parser made by :func:`hardened_parser` (with resolvers attached); by
-    default a per-thread hardened parser is used.
+    default a per-thread hardened parser is used. ``max_bytes=None`` means no size cap.
     """
     if isinstance(data, str):
-        if len(data) > max_bytes:
+        if max_bytes is not None and len(data) > max_bytes:
             raise _too_big(max_bytes)
         raw = data.encode("utf-8")
         default = _parsers.text
@@ -94,7 +101,7 @@ def parse_xml(
         default = _parsers.raw
     else:
         raise BadXml(f"expected XML text or bytes, got {type(data).__name__}")
-    if len(raw) > max_bytes:
+    if max_bytes is not None and len(raw) > max_bytes:
         raise _too_big(max_bytes)
     if not raw.strip():
         raise BadXml("empty document")

@@ -1,10 +1,10 @@
-"""The shared hardened parser."""
+"""The shared hardened parser (esb.bus.xmlsafe)."""
 
 from __future__ import annotations
 
 import pytest
 
-from esb.transformers.xmlsafe import LIBXML_MAX_DEPTH, BadXml, UnsafeXml, XmlError, parse_xml
+from esb.bus.xmlsafe import LIBXML_MAX_DEPTH, BadXml, UnsafeXml, XmlError, parse_xml
 
 
 def nested(depth: int) -> str:

@@ -1,0 +1,172 @@
+"""HTTP edge concerns shared by the HTTP-based adapters (rest, webhook, graphql, soap).
+
+* reading a request body under a size limit (:func:`read_body`, :class:`BodyTooLarge`), and
+  its Content-Type (:func:`media_type`);
+* the status → delivery error mapping: 2xx accepted; 408, 425, 429 and 5xx transient (with
+  ``Retry-After``, delta-seconds or HTTP-date, as ``retry_after``); every other status
+  permanent; timeouts and connection failures transient (:func:`status_error`,
+  :func:`raise_for_status`, :func:`transport_error`);
+* the outbound host allow-list (``http.allowed_hosts``) check (:func:`check_host`): entries
+  match exactly, or as a suffix when written ``*.example.com``.
+
+Error messages come in two forms (``form``), kept so each adapter's messages read as before:
+``"prose"`` (webhook, graphql, soap) — ``"<what> answered HTTP 503"``, ``"<what> timed out:
+ReadTimeout: …"``, ``"<what> failed: ConnectError: …"``; ``"colon"`` (rest) — ``"<what>: HTTP
+503 Service Unavailable: <start of the body>"``, ``"<what>: timed out"``, ``"<what>:
+ConnectError: …"``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Literal
+from urllib.parse import urlsplit
+
+import httpx
+from starlette.requests import Request
+
+from esb.bus.errors import ConfigError, DeliveryError, PermanentError, TransientError
+
+TRANSIENT_STATUSES = frozenset({408, 425, 429})
+
+MessageForm = Literal["prose", "colon"]
+
+
+class BodyTooLarge(Exception):
+    """The request body exceeds the configured limit.
+
+    ``declared`` is the Content-Length that gave it away (``None`` when the streamed body did).
+    """
+
+    def __init__(self, limit: int, declared: str | None = None) -> None:
+        self.limit, self.declared = limit, declared
+        if declared is not None:
+            super().__init__(f"body of {declared} bytes exceeds the limit of {limit}")
+        else:
+            super().__init__(f"body exceeds the limit of {limit} bytes")
+
+
+class BadContentLength(ValueError):
+    """The Content-Length header is not a number (only with ``strict_length``)."""
+
+
+async def read_body(request: Request, limit: int, *, strict_length: bool = False) -> bytes:
+    """The request body, refusing (:class:`BodyTooLarge`) anything over ``limit`` bytes.
+
+    A non-numeric Content-Length is ignored (the stream is still counted), or refused with
+    :class:`BadContentLength` when ``strict_length`` is set.
+    """
+    declared = request.headers.get("content-length")
+    if strict_length and declared is not None and not declared.isdigit():
+        raise BadContentLength("Content-Length is not a number")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit, declared)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def media_type(value: str) -> tuple[str, dict[str, str]]:
+    """A Content-Type split into its lower-cased media type and its parameters (names
+    lower-cased, values unquoted): ``'text/xml; Charset="UTF-8"'`` →
+    ``("text/xml", {"charset": "UTF-8"})``."""
+    media, _, rest = value.partition(";")
+    params: dict[str, str] = {}
+    for part in rest.split(";"):
+        key, _, val = part.partition("=")
+        key = key.strip().lower()
+        if key:
+            params[key] = val.strip().strip('"')
+    return media.strip().lower(), params
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The response's ``Retry-After``, in seconds."""
+    return parse_retry_after(response.headers.get("retry-after"))
+
+
+def is_transient_status(status: int) -> bool:
+    """408, 425, 429 and 5xx: worth retrying."""
+    return status in TRANSIENT_STATUSES or status >= 500
+
+
+def status_error(response: httpx.Response, what: str,
+                 form: MessageForm = "prose") -> DeliveryError | None:
+    """``None`` for 2xx, else the Transient/PermanentError the status calls for."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    if form == "colon":
+        message = f"{what}: HTTP {status} {response.reason_phrase}"
+        snippet = response.text[:200].strip() if response.content else ""
+        if snippet:
+            message += f": {snippet}"
+    else:
+        message = f"{what} answered HTTP {status}"
+    if is_transient_status(status):
+        return TransientError(message, status=status, retry_after=retry_after(response))
+    return PermanentError(message, status=status)
+
+
+def raise_for_status(response: httpx.Response, what: str, form: MessageForm = "prose") -> None:
+    """Raise the esb error a non-2xx response means."""
+    error = status_error(response, what, form)
+    if error is not None:
+        raise error
+
+
+def transport_error(exc: httpx.HTTPError, what: str,
+                    form: MessageForm = "prose") -> TransientError:
+    """A timeout or connection failure: always worth retrying."""
+    timed_out = isinstance(exc, httpx.TimeoutException)
+    if form == "colon":
+        if timed_out:
+            return TransientError(f"{what}: timed out")
+        return TransientError(f"{what}: {type(exc).__name__}: {exc}")
+    kind = "timed out" if timed_out else "failed"
+    return TransientError(f"{what} {kind}: {type(exc).__name__}: {exc}")
+
+
+def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
+    """Whether ``url``'s host is on the allow-list (an empty list allows any host)."""
+    if not allowed:
+        return True
+    host = (urlsplit(url).hostname or "").lower()
+    for entry in allowed:
+        entry = entry.lower()
+        if host == entry or (entry.startswith("*.") and host.endswith(entry[1:])):
+            return True
+    return False
+
+
+def check_host(url: str, allowed: tuple[str, ...], setting: str = "url", *,
+               sending: bool = False) -> None:
+    """Refuse a URL whose host is not on a non-empty allow-list: ``ConfigError`` while the
+    adapter is configured, ``PermanentError`` when ``sending`` (a URL built per envelope)."""
+    if host_allowed(url, allowed):
+        return
+    host = (urlsplit(url).hostname or "").lower()
+    message = f"{setting}: host {host!r} is not in the outbound allow-list"
+    if sending:
+        raise PermanentError(message)
+    raise ConfigError([message])
