@@ -17,8 +17,8 @@ from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError
 from esb.bus.routing.patterns import PatternIndex, validate_pattern
 from esb.bus.routing.routeset import RouteSet
+from esb.bus.xmlsafe import parse_xml
 from esb.transformers.chain import Chain, build_chain
-from esb.transformers.xmlsafe import parse_xml
 
 
 @dataclass(frozen=True)

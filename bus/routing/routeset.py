@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from esb.bus.config.loader import format_errors
 from esb.bus.config.yamlsource import Document, parse_yaml
 from esb.bus.errors import ConfigError
 from esb.bus.routing.model import Route, RouteFile
-from pydantic import ValidationError
 
 ROUTE_SUFFIXES = (".yaml", ".yml")
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 import structlog
+
 from esb.bus.routing.routeset import digest_files
 from esb.bus.routing.store import Dispatcher, RouteVersion, UnknownVersion, Watcher, now
 

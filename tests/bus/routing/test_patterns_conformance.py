@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from esb.bus.routing.patterns import PatternIndex, reference_match
 from lxml import etree
+
+from esb.bus.routing.patterns import PatternIndex, reference_match
 
 EVENT: dict[str, Any] = {
     "specversion": "1.0",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from esb.bus.routing.patterns import PatternIndex, reference_match, validate_pattern
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
+
+from esb.bus.routing.patterns import PatternIndex, reference_match, validate_pattern
 
 KEYS = ["a", "b", "c"]
 STRINGS = ["", "x", "xy", "xyz", "Xy", "yz", "a*b", "10.0.0.1", "10.1.2.3", "::1", "12"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from esb.bus.routing.patterns import PatternError, PatternIndex, reference_match, validate_pattern
 
 # (pattern, expected problem prefix, a fragment of the message)

@@ -1,0 +1,438 @@
+"""Offline route testing (``esb routes test``): which routes fire for a message, and what each
+destination would receive after its transforms — exactly as the ingress does it (route chain,
+then each leg's chain; ``DropEnvelope`` filters, a ``TransformError`` would dead-letter), with
+nothing published and no bus.
+
+Two ways in:
+
+* one message: :func:`try_message` (file bytes + type + source + content type);
+* the ``tests:`` cases carried in route files (:class:`~esb.bus.routing.model.RouteCase`):
+  :func:`run_cases` gives pass/fail per case, each failure with ``file:line`` and a diff.
+
+Both return plain dataclasses; the CLI prints them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from lxml import etree
+
+from esb.bus.envelope import Envelope
+from esb.bus.errors import DropEnvelope, TransformError
+from esb.bus.routing.model import RouteCase
+from esb.bus.routing.router import Router
+from esb.bus.routing.routeset import RouteSet
+from esb.bus.xmlsafe import parse_xml
+
+JSON = "application/json"
+XML = "application/xml"
+TEXT = "text/plain"
+EXPECT_KEYS = ("destinations", "unroutable", "outputs", "routes")
+
+
+@dataclass
+class Delivery:
+    """One route's copy for one destination (``destination`` is None when the route's own
+    chain failed before fan-out)."""
+
+    route: str
+    destination: str | None
+    #: What the destination would receive; None when dropped or dead-lettered.
+    envelope: Envelope | None = None
+    dropped: bool = False
+    #: The transformer error that would send this copy to the dead-letter queue.
+    error: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.envelope is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"route": self.route, "destination": self.destination}
+        if self.envelope is not None:
+            out["datacontenttype"] = self.envelope.datacontenttype
+            out["data"] = _jsonable(self.envelope.data)
+        if self.dropped:
+            out["dropped"] = True
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class Trial:
+    """What routing one envelope would do."""
+
+    envelope: Envelope
+    endpoint: str | None
+    version: int
+    routes: list[str]
+    deliveries: list[Delivery]
+
+    @property
+    def unroutable(self) -> bool:
+        return not self.routes
+
+    @property
+    def destinations(self) -> list[str]:
+        """Destinations that would receive a copy (sorted, repeated if several routes)."""
+        return sorted(d.destination for d in self.deliveries
+                      if d.delivered and d.destination is not None)
+
+    @property
+    def dead_letters(self) -> list[Delivery]:
+        return [d for d in self.deliveries if d.error is not None]
+
+    def outputs(self, destination: str) -> list[Envelope]:
+        return [d.envelope for d in self.deliveries
+                if d.destination == destination and d.envelope is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "type": self.envelope.type,
+                "source": self.envelope.source, "version": self.version,
+                "routes": self.routes, "unroutable": self.unroutable,
+                "destinations": self.destinations,
+                "deliveries": [d.to_dict() for d in self.deliveries]}
+
+
+@dataclass
+class CaseResult:
+    """One ``tests:`` case: passed, or every failure (each starting with ``file:line``)."""
+
+    name: str
+    where: str
+    failures: list[str] = field(default_factory=list)
+    trial: Trial | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "where": self.where, "passed": self.passed,
+                "failures": self.failures,
+                "trial": self.trial.to_dict() if self.trial else None}
+
+
+# -- one envelope ------------------------------------------------------------------------------
+
+def route_envelope(router: Router, envelope: Envelope, endpoint: str | None) -> Trial:
+    """Route ``envelope`` as if it entered through ``endpoint``; deliver nothing."""
+    env = envelope.model_copy(update={"esbendpoint": endpoint,
+                                      "esbrouteversion": router.version})
+    fired = router.match(env)
+    deliveries: list[Delivery] = []
+    for route in fired:
+        try:
+            routed = route.chain(env)
+        except DropEnvelope:
+            deliveries.append(Delivery(route.name, None, dropped=True))
+            continue
+        except TransformError as exc:
+            deliveries.append(Delivery(route.name, None, error=str(exc)))
+            continue
+        for leg in route.legs:
+            try:
+                out = leg.chain(routed)
+            except DropEnvelope:
+                deliveries.append(Delivery(route.name, leg.destination, dropped=True))
+                continue
+            except TransformError as exc:
+                deliveries.append(Delivery(route.name, leg.destination, error=str(exc)))
+                continue
+            out = out.model_copy(update={"esbroute": route.name,
+                                         "esbdestination": leg.destination})
+            deliveries.append(Delivery(route.name, leg.destination, out))
+    return Trial(env, endpoint, router.version, [r.name for r in fired], deliveries)
+
+
+def message_envelope(body: bytes, *, type: str, source: str, content_type: str | None = None,
+                     name: str | None = None) -> Envelope:
+    """An envelope carrying file bytes the way an inbound adapter would: JSON parsed, XML and
+    text as text, anything else as bytes. ValueError when JSON does not parse."""
+    ctype = content_type or guess_content_type(name or "", body)
+    return Envelope(source=source, type=type, datacontenttype=ctype,
+                    data=payload(body, ctype), subject=name)
+
+
+def try_message(router: Router, body: bytes, *, type: str, source: str,
+                content_type: str | None = None, sources: Collection[str] | None = None,
+                endpoint: str | None = None, name: str | None = None) -> Trial:
+    """Route one message (file bytes) offline. It enters through ``endpoint``, else through
+    ``source`` when that is a configured source (or ``sources`` is not given)."""
+    env = message_envelope(body, type=type, source=source, content_type=content_type,
+                           name=name)
+    return route_envelope(router, env, _endpoint(endpoint, source, sources))
+
+
+def test_routes(router: Router, *, message: bytes | None = None,
+                route_set: RouteSet | None = None, base: Path | None = None,
+                type: str = "test", source: str = "test", content_type: str | None = None,
+                sources: Collection[str] | None = None) -> Trial | list[CaseResult]:
+    """``esb routes test`` as a function: one ``message`` (a :class:`Trial`), else the cases
+    carried in ``route_set`` (a :class:`CaseResult` each)."""
+    if message is not None:
+        return try_message(router, message, type=type, source=source,
+                           content_type=content_type, sources=sources)
+    if route_set is None:
+        raise ValueError("test_routes needs a message or a route set with tests")
+    return run_cases(router, route_set, base=base or Path("."), sources=sources)
+
+
+test_routes.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+# -- cases carried in route files --------------------------------------------------------------
+
+def run_cases(router: Router, route_set: RouteSet, *, base: Path,
+              sources: Collection[str] | None = None) -> list[CaseResult]:
+    """Run every ``tests:`` case of every file (file order). ``base`` is the folder the route
+    files were read from: ``message_file`` and output ``file:`` paths resolve against it."""
+    results = []
+    for name in sorted(route_set.parsed):
+        doc = route_set.documents[name]
+        for i, case in enumerate(route_set.parsed[name].tests):
+            results.append(run_case(router, case, _locator(doc, i), base=base,
+                                    sources=sources))
+    return results
+
+
+def _locator(doc: Any, index: int) -> Callable[..., str]:
+    def where(*loc: str | int) -> str:
+        return str(doc.where(("tests", index, *loc)))
+
+    return where
+
+
+def run_case(router: Router, case: RouteCase, where: Callable[..., str], *, base: Path,
+             sources: Collection[str] | None = None) -> CaseResult:
+    """One case; ``where(*key_path)`` gives ``file:line`` of a key inside it."""
+    result = CaseResult(case.name, where())
+    fail = result.failures.append
+    unknown = sorted(set(case.expect) - set(EXPECT_KEYS))
+    for key in unknown:
+        fail(f"{where('expect', key)}: {case.name}: unknown expect key {key!r} "
+             f"(known: {', '.join(EXPECT_KEYS)})")
+    if case.endpoint is not None and sources is not None and case.endpoint not in sources:
+        fail(f"{where('endpoint')}: {case.name}: unknown endpoint {case.endpoint!r} "
+             f"(configured sources: {', '.join(sorted(sources)) or 'none'})")
+    try:
+        env = _case_envelope(case, base)
+    except (OSError, ValueError) as exc:
+        key = "message_file" if case.message_file else "message"
+        fail(f"{where(key)}: {case.name}: {exc}")
+        return result
+    if result.failures:
+        return result
+    trial = route_envelope(router, env, _endpoint(case.endpoint, case.source, sources))
+    result.trial = trial
+    expect = case.expect
+    label = f"{case.name}:"
+    for d in trial.dead_letters:
+        fail(f"{where()}: {label} route {d.route}"
+             f"{f' → {d.destination}' if d.destination else ''} would dead-letter: {d.error}")
+    if "unroutable" in expect and bool(expect["unroutable"]) != trial.unroutable:
+        fail(f"{where('expect', 'unroutable')}: {label} expected "
+             f"{'unroutable' if expect['unroutable'] else 'at least one route to match'}, "
+             f"got {'no route' if trial.unroutable else 'routes ' + ', '.join(trial.routes)}")
+    if "routes" in expect:
+        want = _names(expect["routes"])
+        if sorted(want) != sorted(trial.routes):
+            fail(f"{where('expect', 'routes')}: {label} expected routes {want}, "
+                 f"got {trial.routes}")
+    if "destinations" in expect:
+        want = sorted(_names(expect["destinations"]))
+        if want != trial.destinations:
+            fail(f"{where('expect', 'destinations')}: {label} expected destinations {want}, "
+                 f"got {trial.destinations}")
+    outputs = expect.get("outputs") or {}
+    if not isinstance(outputs, Mapping):
+        fail(f"{where('expect', 'outputs')}: {label} outputs maps destination → expected data")
+        outputs = {}
+    for dest, expected in outputs.items():
+        loc = where("expect", "outputs", dest)
+        got = trial.outputs(str(dest))
+        if not got:
+            fail(f"{loc}: {label} {dest} would receive nothing")
+            continue
+        try:
+            want = _expected_data(expected, base)
+        except (OSError, ValueError) as exc:
+            fail(f"{loc}: {label} {exc}")
+            continue
+        for out in got:
+            if not same_data(out.data, want):
+                fail(f"{loc}: {label} {dest} would receive different data "
+                     f"(route {out.esbroute}):\n{data_diff(want, out.data, dest)}")
+    return result
+
+
+# -- payloads ----------------------------------------------------------------------------------
+
+def guess_content_type(name: str, body: bytes) -> str:
+    """From the file suffix, else from the first byte (``{``/``[`` JSON, ``<`` XML)."""
+    suffix = Path(name).suffix.lower()
+    if suffix == ".json":
+        return JSON
+    if suffix in (".xml", ".soap", ".wsdl", ".xsd"):
+        return XML
+    first = body.lstrip()[:1]
+    if first in (b"{", b"["):
+        return JSON
+    if first == b"<":
+        return XML
+    return TEXT
+
+
+def payload(body: bytes, content_type: str) -> Any:
+    """Bytes as envelope data in ``content_type``."""
+    probe = Envelope(source="test", type="probe", datacontenttype=content_type)
+    if probe.is_json:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON: {exc}") from None
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body
+
+
+def _case_envelope(case: RouteCase, base: Path) -> Envelope:
+    if case.message is not None and case.message_file:
+        raise ValueError("give message or message_file, not both")
+    if case.message_file:
+        path = _resolve(case.message_file, base)
+        return message_envelope(path.read_bytes(), type=case.type, source=case.source,
+                                content_type=case.datacontenttype, name=path.name)
+    data = case.message
+    ctype = case.datacontenttype
+    if ctype is None and isinstance(data, str):
+        ctype = XML if data.lstrip().startswith("<") else TEXT
+    ctype = ctype or JSON
+    if isinstance(data, str) and Envelope(source="t", type="t", datacontenttype=ctype).is_json:
+        data = payload(data.encode(), ctype)
+    return Envelope(source=case.source, type=case.type, datacontenttype=ctype, data=data,
+                    subject=case.name)
+
+
+def _expected_data(expected: Any, base: Path) -> Any:
+    if isinstance(expected, Mapping) and set(expected) == {"file"}:
+        path = _resolve(str(expected["file"]), base)
+        body = path.read_bytes()
+        return payload(body, guess_content_type(path.name, body))
+    return expected
+
+
+def _resolve(name: str, base: Path) -> Path:
+    path = Path(name)
+    path = path if path.is_absolute() else base / path
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
+def _endpoint(endpoint: str | None, source: str,
+              sources: Collection[str] | None) -> str | None:
+    if endpoint is not None:
+        return endpoint
+    if sources is None or source in sources:
+        return source
+    return None
+
+
+def _names(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+# -- comparing ---------------------------------------------------------------------------------
+
+def same_data(actual: Any, expected: Any) -> bool:
+    """Equal payloads: JSON values structurally; text ignoring surrounding whitespace; XML by
+    canonical form (whitespace between elements and the declaration ignored)."""
+    if actual == expected:
+        return True
+    if isinstance(actual, bytes):
+        try:
+            actual = actual.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    if isinstance(actual, str) and isinstance(expected, str):
+        if actual.strip() == expected.strip():
+            return True
+        a, e = _canonical_xml(actual), _canonical_xml(expected)
+        return a is not None and a == e
+    if isinstance(actual, str) and not isinstance(expected, str):
+        try:  # JSON text compared with a YAML value
+            return bool(orjson.loads(actual) == expected)
+        except orjson.JSONDecodeError:
+            return False
+    return False
+
+
+def data_diff(expected: Any, actual: Any, label: str = "output") -> str:
+    """A unified diff, expected → actual, of the two payloads rendered readably."""
+    diff = difflib.unified_diff(_render(expected).splitlines(), _render(actual).splitlines(),
+                                fromfile=f"expected {label}", tofile=f"actual {label}",
+                                lineterm="")
+    return "\n".join(f"    {line}" for line in diff)
+
+
+def _render(data: Any) -> str:
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return repr(data)
+    if isinstance(data, str):
+        pretty = _pretty_xml(data)
+        return pretty if pretty is not None else data
+    return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+
+
+def _xml_tree(text: str) -> Any:
+    if not text.lstrip().startswith("<"):
+        return None
+    try:
+        root = parse_xml(text, max_bytes=10 * 1024 * 1024, max_depth=1000)
+    except Exception:
+        return None
+    for el in root.iter():
+        if el.text is not None and not el.text.strip() and len(el):
+            el.text = None
+        if el.tail is not None and not el.tail.strip():
+            el.tail = None
+    return root
+
+
+def _canonical_xml(text: str) -> bytes | None:
+    root = _xml_tree(text)
+    if root is None:
+        return None
+    return etree.tostring(root, method="c14n")
+
+
+def _pretty_xml(text: str) -> str | None:
+    root = _xml_tree(text)
+    if root is None:
+        return None
+    return etree.tostring(root, pretty_print=True, encoding="unicode")
+
+
+def _jsonable(data: Any) -> Any:
+    if isinstance(data, bytes):
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return repr(data)
+    return data

@@ -1,0 +1,358 @@
+"""The route version store on RabbitMQ: the store is the bus (PRODUCT.md §8).
+
+Layout: one durable **stream** queue ``<prefix>.routes`` (``x-queue-type: stream``). Each
+deployed version is one JSON message (``kind: version``: files, digest, who, when, note,
+rollback_of, a unique id). Nothing else is needed: every instance reads the whole stream at
+start and keeps consuming it, so it knows every version and hears of new ones at once.
+
+Version numbers — race-free by construction: a version's number is its **ordinal among the
+version records of the stream** (1 for the first, 2 for the second ...). The stream gives all
+records one total order that every reader sees identically, so two deployers publishing at
+the same instant get distinct, consecutive numbers without any lock: each learns its number by
+reading its own record back (matched by id) after the publisher confirm. Numbers stay dense
+even though the stream also carries other records (below); offsets would not be.
+
+Catching up at start: a stream's ``queue.declare-ok`` reports no message count, so "have I read
+everything that existed when I started?" is answered with a **sync marker**: ``start()``
+publishes a small ``kind: sync`` record and reads from offset ``first`` until it reads that
+marker back. Everything before it is history; every version after it is new and goes to the
+watchers. (One marker per instance start; they are ignored by numbering.)
+
+Reconnecting: when the connection drops, a supervisor reconnects with back-off and resumes the
+consumer at the last offset seen + 1 (``x-stream-offset`` as a number), so nothing is missed
+or counted twice. The stream must keep its head (no ``x-max-age``/``x-max-length-bytes`` on
+it): numbers are counted from the first record, and a truncated head is reported, not guessed.
+
+Why pika's ``AsyncioConnection`` (not kombu in a thread): the store lives on the daemon's event
+loop next to :class:`~esb.bus.broker.rabbitmq.RabbitBus`, which already wraps pika callbacks
+into futures the same way; deliveries land on the loop where the router is swapped, so a new
+version is installed without crossing threads, and there is no polling ``drain_events`` loop
+adding latency to the 2 s switch-over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Any
+
+import orjson
+import pika
+import structlog
+from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.channel import Channel
+
+from esb.bus.errors import BusError, BusUnavailable, PublishRejected
+from esb.bus.routing.routeset import digest_files
+from esb.bus.routing.store import Dispatcher, RouteVersion, UnknownVersion, Watcher, now
+
+log = structlog.get_logger("esb.routes.store")
+
+PREFETCH = 100
+RECORD_FORMAT = 1
+
+
+class RabbitRouteStore:
+    """Route versions in the RabbitMQ stream ``<prefix>.routes``."""
+
+    def __init__(self, url: str, prefix: str, *, heartbeat: int = 30,
+                 name: str = "esb routes", timeout: float = 10.0) -> None:
+        self.url = url
+        self.queue = f"{prefix}.routes"
+        self.name = name
+        self._timeout = timeout
+        self._params = pika.URLParameters(url)
+        self._params.heartbeat = heartbeat
+        self._params.client_properties = {"connection_name": name}
+        self._versions: list[RouteVersion] = []
+        self._last_offset = -1
+        self._awaiting: dict[str, asyncio.Future[RouteVersion]] = {}
+        self._marker: tuple[str, asyncio.Future[None]] | None = None
+        self._live = False  # the sync marker was read: later versions go to watchers
+        self._dispatch = Dispatcher(self.queue)
+        self._conn: AsyncioConnection | None = None
+        self._pub: Channel | None = None
+        self._sub: Channel | None = None
+        self._confirm: asyncio.Future[None] | None = None
+        self._returned: str | None = None
+        self._pub_lock = asyncio.Lock()
+        self._lost = asyncio.Event()
+        self._closing = False
+        self._started = False
+        self._broken: str | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+
+    # -- RouteStore ---------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.is_open and not self._lost.is_set()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._closing = False
+        await self._connect()
+        self._dispatch.start()
+        try:
+            await self._sync()
+        except BaseException:
+            await self.close()
+            raise
+        self._started = True
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+        log.info("route store ready", queue=self.queue, versions=len(self._versions))
+
+    async def latest(self) -> RouteVersion | None:
+        return self._versions[-1] if self._versions else None
+
+    async def history(self) -> list[RouteVersion]:
+        return list(self._versions)
+
+    async def get(self, version: int) -> RouteVersion:
+        if 1 <= version <= len(self._versions):
+            return self._versions[version - 1]
+        raise UnknownVersion(version, len(self._versions) or None)
+
+    async def append(self, files: dict[str, str], deployed_by: str, note: str | None = None,
+                     rollback_of: int | None = None) -> RouteVersion:
+        if not self._started:
+            raise BusUnavailable("the route store is not started")
+        uid = uuid.uuid4().hex
+        record = {"kind": "version", "format": RECORD_FORMAT, "id": uid,
+                  "digest": digest_files(files), "deployed_at": now().isoformat(),
+                  "deployed_by": deployed_by, "note": note, "rollback_of": rollback_of,
+                  "files": dict(sorted(files.items()))}
+        fut: asyncio.Future[RouteVersion] = asyncio.get_running_loop().create_future()
+        self._awaiting[uid] = fut
+        try:
+            await self._publish(record)
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), self._timeout)
+            except TimeoutError:
+                raise BusUnavailable(
+                    f"route version stored in {self.queue} but not read back within "
+                    f"{self._timeout:g}s; `esb routes history` will show it") from None
+        finally:
+            self._awaiting.pop(uid, None)
+
+    def watch(self, callback: Watcher) -> None:
+        self._dispatch.add(callback)
+
+    async def close(self) -> None:
+        self._closing = True
+        self._started = False
+        self._lost.set()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.is_open:
+            conn.close()
+            for _ in range(100):
+                if conn.is_closed:
+                    break
+                await asyncio.sleep(0.02)
+        self._fail(BusUnavailable("the route store was closed"))
+        await self._dispatch.close()
+
+    # -- connection ---------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[AsyncioConnection] = loop.create_future()
+
+        def on_open(conn: AsyncioConnection) -> None:
+            if not opened.done():
+                opened.set_result(conn)
+
+        def on_open_error(conn: AsyncioConnection, exc: BaseException | str) -> None:
+            if not opened.done():
+                opened.set_exception(BusUnavailable(f"cannot connect to the bus: {exc}"))
+
+        AsyncioConnection(self._params, on_open_callback=on_open,
+                          on_open_error_callback=on_open_error,
+                          on_close_callback=self._on_connection_closed, custom_ioloop=loop)
+        conn = await asyncio.wait_for(opened, self._timeout)
+        self._conn = conn
+        self._lost.clear()
+        try:
+            pub = await self._open_channel(conn)
+            await self._call(pub.queue_declare, self.queue, durable=True,
+                             arguments={"x-queue-type": "stream"})
+            await self._call(pub.confirm_delivery, ack_nack_callback=self._on_confirm)
+            pub.add_on_return_callback(self._on_return)
+            self._pub = pub
+            sub = await self._open_channel(conn)
+            await self._call(sub.basic_qos, prefetch_count=PREFETCH)
+            self._sub = sub
+            offset: str | int = "first" if self._last_offset < 0 else self._last_offset + 1
+            await self._call(sub.basic_consume, self.queue, self._on_message, auto_ack=False,
+                             arguments={"x-stream-offset": offset})
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+
+    async def _supervise(self) -> None:
+        while not self._closing:
+            await self._lost.wait()
+            delay = 0.5
+            while not self._closing:
+                try:
+                    await self._connect()
+                    log.info("route store reconnected", queue=self.queue,
+                             resume_at=self._last_offset + 1)
+                    break
+                except Exception as exc:  # the broker may be restarting: keep trying
+                    log.warning("route store reconnect failed", error=str(exc), retry_in=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+
+    async def _open_channel(self, conn: AsyncioConnection) -> Channel:
+        fut: asyncio.Future[Channel] = asyncio.get_running_loop().create_future()
+        conn.channel(on_open_callback=fut.set_result)
+        channel = await asyncio.wait_for(fut, self._timeout)
+        channel.add_on_close_callback(self._on_channel_closed)
+        return channel
+
+    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """Await a pika method that reports completion through a ``callback`` argument."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def done(frame: Any = None) -> None:
+            if not fut.done():
+                fut.set_result(frame)
+
+        method(*args, callback=done, **kwargs)
+        return await asyncio.wait_for(fut, self._timeout)
+
+    def _on_connection_closed(self, conn: AsyncioConnection, reason: BaseException) -> None:
+        if conn is not self._conn:
+            return
+        self._fail(BusUnavailable(f"route store connection lost: {reason}"), awaiting=False)
+        if not self._closing:
+            log.warning("route store connection lost", reason=str(reason))
+            self._lost.set()
+
+    def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
+        conn = self._conn
+        if self._closing or channel not in (self._pub, self._sub) or conn is None \
+                or not conn.is_open:
+            return  # closing with its connection: reported there
+        log.warning("route store channel closed", reason=str(reason))
+        with contextlib.suppress(Exception):  # recover by reconnecting whole
+            conn.close()
+
+    def _fail(self, exc: Exception, awaiting: bool = True) -> None:
+        """Fail the pending confirm and marker; also pending appends when closing."""
+        if self._confirm is not None and not self._confirm.done():
+            self._confirm.set_exception(exc)
+        if self._marker is not None and not self._marker[1].done():
+            self._marker[1].set_exception(exc)
+        if awaiting:
+            for fut in self._awaiting.values():
+                if not fut.done():
+                    fut.set_exception(exc)
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    async def _publish(self, record: dict[str, Any]) -> None:
+        """Publish one record and wait for the broker's confirm (one publish at a time)."""
+        async with self._pub_lock:
+            channel = self._pub
+            if channel is None or not channel.is_open or not self.connected:
+                raise BusUnavailable("the route store is not connected to the bus")
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._confirm, self._returned = fut, None
+            props = pika.BasicProperties(content_type="application/json", delivery_mode=2,
+                                         message_id=record["id"],
+                                         type=f"esb.routes.{record['kind']}")
+            try:
+                channel.basic_publish("", self.queue, orjson.dumps(record), props,
+                                      mandatory=True)
+                await asyncio.wait_for(fut, self._timeout)
+            except TimeoutError:
+                raise BusUnavailable("the broker did not confirm the route version") from None
+            finally:
+                self._confirm = None
+
+    def _on_return(self, channel: Channel, method: Any, props: Any, body: bytes) -> None:
+        self._returned = f"{method.reply_code} {method.reply_text}"
+
+    def _on_confirm(self, frame: Any) -> None:
+        fut = self._confirm
+        if fut is None or fut.done():
+            return
+        if not isinstance(frame.method, pika.spec.Basic.Ack):
+            fut.set_exception(PublishRejected("the broker refused the route version (nack)"))
+        elif self._returned:
+            fut.set_exception(PublishRejected(f"{self.queue} did not take the route version "
+                                              f"({self._returned})"))
+        else:
+            fut.set_result(None)
+
+    async def _sync(self) -> None:
+        """Read the stream up to a marker published now: afterwards, history is complete."""
+        uid = uuid.uuid4().hex
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._marker = (uid, fut)
+        try:
+            await self._publish({"kind": "sync", "id": uid, "by": self.name,
+                                 "at": now().isoformat()})
+            await asyncio.wait_for(fut, self._timeout)
+        except TimeoutError:
+            raise BusUnavailable(f"could not read {self.queue} to its end within "
+                                 f"{self._timeout:g}s") from None
+        finally:
+            self._marker = None
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _on_message(self, channel: Channel, method: Any, props: Any, body: bytes) -> None:
+        if channel.is_open:
+            channel.basic_ack(method.delivery_tag)  # streams need acks to keep credit flowing
+        offset = (props.headers or {}).get("x-stream-offset")
+        if not isinstance(offset, int) or offset <= self._last_offset:
+            return  # already read before a reconnect
+        if self._last_offset < 0 and offset > 0:
+            self._broken = (f"{self.queue} has lost its head (first offset {offset}): version "
+                            "numbers cannot be derived; remove retention limits from it")
+            log.error("route store unusable", reason=self._broken)
+            self._fail(BusError(self._broken))
+            return
+        self._last_offset = offset
+        if self._broken:
+            return
+        try:
+            raw = orjson.loads(body)
+            kind = raw.get("kind") if isinstance(raw, dict) else None
+        except orjson.JSONDecodeError:
+            kind = None
+        if kind == "sync":
+            if self._marker is not None and raw.get("id") == self._marker[0]:
+                self._live = True
+                if not self._marker[1].done():
+                    self._marker[1].set_result(None)
+            return
+        if kind != "version":
+            log.warning("route store: ignoring a foreign record", queue=self.queue,
+                        offset=offset)
+            return
+        try:
+            version = RouteVersion.from_dict(raw, version=len(self._versions) + 1)
+            if version.digest != digest_files(version.files):
+                raise ValueError("digest does not match the files")
+        except ValueError as exc:
+            log.error("route store: ignoring a bad version record", queue=self.queue,
+                      offset=offset, error=str(exc))
+            return
+        self._versions.append(version)
+        fut = self._awaiting.get(str(raw.get("id")))
+        if fut is not None and not fut.done():
+            fut.set_result(version)
+        if self._live:
+            self._dispatch.put(version)

@@ -1,0 +1,169 @@
+"""Admin API endpoints of the route lifecycle (``/admin/routes/...``), for ``esb routes``.
+
+* ``GET  /admin/routes/versions``        every version, oldest first, without file texts
+* ``GET  /admin/routes/versions/{n}``    one version with its files
+* ``POST /admin/routes/deploy``          ``{"files": {name: text}, "by": str, "note": str?}``
+  → 201 with the stored version; 422 problem+json with every problem in ``errors`` on refusal
+* ``POST /admin/routes/rollback``        ``{"version": n | null, "by": str}`` → 201
+* ``GET  /admin/routes/diff?a=N&b=M``    unified diff of each changed file
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from esb.adapters.problem import problem
+from esb.bus.errors import BusError, ConfigError
+from esb.bus.routing.store import RouteVersion, UnknownVersion
+from esb.bus.runtime.deploy import RollbackError, RouteDeployer
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+Guard = Callable[[Endpoint], Endpoint]
+
+MAX_FILES = 1000
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def route_admin_routes(deployer: RouteDeployer, guard: Guard) -> list[Route]:
+    """The route-lifecycle endpoints, each wrapped in ``guard`` (the admin token check)."""
+
+    async def versions(request: Request) -> Response:
+        history = await deployer.store.history()
+        running = deployer.running
+        return _json({"running": running.version if running else None,
+                      "instance": deployer.instance,
+                      "versions": [v.summary() for v in history]})
+
+    async def version(request: Request) -> Response:
+        n = request.path_params["n"]
+        try:
+            v = await deployer.store.get(n)
+        except UnknownVersion as exc:
+            return problem(404, "Unknown route version", str(exc))
+        return _json(v.to_dict())
+
+    async def deploy(request: Request) -> Response:
+        body = await _body(request)
+        if isinstance(body, Response):
+            return body
+        files = body.get("files")
+        if (not isinstance(files, dict) or not files or len(files) > MAX_FILES
+                or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
+            return problem(400, "Bad deploy request",
+                           '"files" must map route file names to their texts (at least one)')
+        bad = [name for name in files if not _plain_name(name)]
+        if bad:
+            return problem(400, "Bad deploy request",
+                           f"route file names must be plain names, not paths: {bad}")
+        by, note = body.get("by") or "unknown", body.get("note")
+        if not isinstance(by, str) or (note is not None and not isinstance(note, str)):
+            return problem(400, "Bad deploy request", '"by" and "note" are strings')
+        try:
+            v = await deployer.deploy(files, by=by, note=note)
+        except ConfigError as exc:
+            return _refused(exc)
+        except BusError as exc:
+            return problem(503, "Route store unavailable", str(exc))
+        return _stored(v)
+
+    async def rollback(request: Request) -> Response:
+        body = await _body(request)
+        if isinstance(body, Response):
+            return body
+        target, by = body.get("version"), body.get("by") or "unknown"
+        if (target is not None and (not isinstance(target, int) or isinstance(target, bool))) \
+                or not isinstance(by, str):
+            return problem(400, "Bad rollback request",
+                           '"version" is a version number or null, "by" a string')
+        try:
+            v = await deployer.rollback(target, by=by)
+        except UnknownVersion as exc:
+            return problem(404, "Unknown route version", str(exc))
+        except RollbackError as exc:
+            return problem(409, "Nothing to roll back", str(exc))
+        except ConfigError as exc:
+            return _refused(exc)
+        except BusError as exc:
+            return problem(503, "Route store unavailable", str(exc))
+        return _stored(v)
+
+    async def diff(request: Request) -> Response:
+        q = request.query_params
+        try:
+            a, b = int(q.get("a", "")), int(q.get("b", ""))
+        except ValueError:
+            return problem(400, "Bad diff request", "diff needs ?a=N&b=M (version numbers)")
+        try:
+            va, vb = await deployer.store.get(a), await deployer.store.get(b)
+        except UnknownVersion as exc:
+            return problem(404, "Unknown route version", str(exc))
+        return _json({"a": va.summary(), "b": vb.summary(), "files": diff_versions(va, vb)})
+
+    def _stored(v: RouteVersion) -> Response:
+        running = deployer.running
+        return _json({**v.summary(),
+                      "running": running is not None and running.version >= v.version}, 201)
+
+    return [
+        Route("/admin/routes/versions", guard(versions), methods=["GET"]),
+        Route("/admin/routes/versions/{n:int}", guard(version), methods=["GET"]),
+        Route("/admin/routes/deploy", guard(deploy), methods=["POST"]),
+        Route("/admin/routes/rollback", guard(rollback), methods=["POST"]),
+        Route("/admin/routes/diff", guard(diff), methods=["GET"]),
+    ]
+
+
+def diff_versions(a: RouteVersion, b: RouteVersion) -> list[dict[str, str]]:
+    """Per changed file: name, status (added/removed/modified) and a unified diff a → b."""
+    out = []
+    for name in sorted(set(a.files) | set(b.files)):
+        old, new = a.files.get(name), b.files.get(name)
+        if old == new:
+            continue
+        status = "added" if old is None else "removed" if new is None else "modified"
+        text = "".join(difflib.unified_diff(
+            _lines(old), _lines(new),
+            fromfile=f"v{a.version}/{name}" if old is not None else "/dev/null",
+            tofile=f"v{b.version}/{name}" if new is not None else "/dev/null"))
+        out.append({"name": name, "status": status, "diff": text})
+    return out
+
+
+def _lines(text: str | None) -> list[str]:
+    if text is None:
+        return []
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n\\ No newline at end of file\n"
+    return lines
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..") \
+        and "\0" not in name
+
+
+async def _body(request: Request) -> dict[str, Any] | Response:
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        return problem(400, "Malformed JSON", str(exc))
+    if not isinstance(body, dict):
+        return problem(400, "Malformed request", "the body is a JSON object")
+    return body
+
+
+def _refused(exc: ConfigError) -> Response:
+    return problem(422, "Route set refused",
+                   f"{len(exc.problems)} problem(s); nothing was deployed and the running "
+                   "route set stays", errors=exc.problems)

@@ -1,0 +1,209 @@
+"""Route deployment at run time: validate, store a version, switch every instance to it.
+
+The :class:`RouteDeployer` keeps :class:`~esb.bus.runtime.ingress.RouterHolder` in step with
+the route store. A switch is one attribute assignment of a fully compiled, immutable
+:class:`~esb.bus.routing.router.Router`, and the ingress reads the holder once per envelope,
+so each envelope is routed wholly by one version (recorded in ``esbrouteversion``) — never by a
+half-applied set.
+
+* Deploy: compile first (a route set that does not compile is refused whole and nothing is
+  stored), append to the store, then wait until this instance runs it.
+* Every instance watches the store and installs each new version as it appears; a version
+  that does not compile *here* (say, this instance's configuration lacks a destination) is
+  logged and skipped, and the running set stays.
+* A restarted instance runs the store's latest version, not the files it was started with;
+  the files only seed an empty store (version 1, deployed by ``initial``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from esb.bus.errors import ConfigError, EsbError
+from esb.bus.routing.router import Router, compile_routes
+from esb.bus.routing.routeset import parse_route_files
+from esb.bus.routing.store import RouteStore, RouteVersion
+
+if TYPE_CHECKING:
+    from esb.bus.config.loader import Loaded
+    from esb.bus.runtime.ingress import RouterHolder
+
+log = structlog.get_logger("esb.routes.deploy")
+
+#: (route files, version number) → a compiled router; raises ConfigError listing every problem.
+Compile = Callable[[dict[str, str], int], Router]
+
+SWITCH_TIMEOUT = 2.0
+
+
+class RollbackError(EsbError):
+    """A rollback that cannot be done (nothing to roll back to, or already running it)."""
+
+
+def config_compiler(loaded: Loaded, registry: Any = None,
+                    base: Path | None = None) -> Compile:
+    """The :data:`Compile` function for a loaded configuration: its sources, destinations,
+    named transformers and base folder. ``base`` prefixes file names in error messages."""
+    cfg = loaded.config
+
+    def compile_files(files: dict[str, str], version: int) -> Router:
+        rs = parse_route_files(files, base=base)
+        return compile_routes(rs, sources=cfg.sources, destinations=cfg.destinations,
+                              named=cfg.transformers, base_dir=cfg.base_dir, version=version,
+                              registry=registry)
+
+    return compile_files
+
+
+class RouteDeployer:
+    """Keeps ``holder.current`` on the store's latest version; deploys and rolls back."""
+
+    def __init__(self, store: RouteStore, holder: RouterHolder, compile: Compile,
+                 instance: str, *, switch_timeout: float = SWITCH_TIMEOUT,
+                 on_install: Callable[[Router], None] | None = None) -> None:
+        self.store = store
+        self.holder = holder
+        self.compile = compile
+        self.instance = instance
+        self.switch_timeout = switch_timeout
+        self.on_install = on_install
+        self._running: RouteVersion | None = None
+        self._changed = asyncio.Event()
+        #: Routers compiled while validating a deploy, reused when the version arrives.
+        self._prepared: dict[str, Router] = {}
+
+    @property
+    def running(self) -> RouteVersion | None:
+        """The stored version this instance routes by (None before :meth:`start`)."""
+        return self._running
+
+    async def start(self, initial_files: dict[str, str]) -> None:
+        """Open the store, install its latest version (seeding it with ``initial_files`` when
+        empty), and follow every version appended from now on."""
+        self.store.watch(self._on_version)
+        await self.store.start()
+        latest = await self.store.latest()
+        if latest is None:
+            self._prepare(initial_files)  # never seed the store with a set that won't compile
+            latest = await self.store.append(initial_files, deployed_by="initial",
+                                             note=f"route files {self.instance} started with")
+            log.info("route store seeded", version=latest.version, digest=latest.digest[:12])
+        if self._running is None or latest.version > self._running.version:
+            await self._install_newest(latest)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def deploy(self, files: dict[str, str], by: str,
+                     note: str | None = None) -> RouteVersion:
+        """Validate ``files`` (ConfigError with every problem: nothing is stored), store them as
+        a new version and wait (up to ``switch_timeout``) until this instance runs it."""
+        self._prepare(files)
+        version = await self.store.append(files, deployed_by=by, note=note)
+        log.info("route set deployed", version=version.version, digest=version.digest[:12],
+                 by=by, note=note)
+        await self.wait_running(version.version)
+        return version
+
+    async def rollback(self, version: int | None, by: str) -> RouteVersion:
+        """Deploy again the files of ``version`` (default: the version before the latest) as a
+        new version with ``rollback_of`` set. UnknownVersion / RollbackError / ConfigError."""
+        history = await self.store.history()
+        if not history:
+            raise RollbackError("no route version is stored yet")
+        latest = history[-1]
+        if version is None:
+            if len(history) < 2:
+                raise RollbackError(f"version {latest.version} is the only version: "
+                                    "nothing to roll back to")
+            target = history[-2]
+        else:
+            target = await self.store.get(version)
+        if target.version == latest.version:
+            raise RollbackError(f"version {target.version} is already the latest version")
+        self._prepare(target.files)  # the configuration may have changed since
+        new = await self.store.append(target.files, deployed_by=by,
+                                      note=f"rollback to version {target.version}",
+                                      rollback_of=target.version)
+        log.info("route set rolled back", version=new.version, to=target.version, by=by)
+        await self.wait_running(new.version)
+        return new
+
+    async def wait_running(self, version: int, timeout: float | None = None) -> bool:
+        """True once this instance runs ``version`` or a later one, False on timeout."""
+        deadline = asyncio.get_running_loop().time() + (timeout or self.switch_timeout)
+        while self._running is None or self._running.version < version:
+            self._changed.clear()
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                log.warning("route version stored but not running here yet", version=version,
+                            running=self._running.version if self._running else None)
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """The version this instance runs: number, digest, who deployed it and when."""
+        v = self._running
+        router = self.holder.current
+        if v is None:
+            return {"version": router.version, "digest": router.digest, "deployed_at": None,
+                    "deployed_by": None, "note": None, "rollback_of": None,
+                    "instance": self.instance, "routes": len(router.routes)}
+        return {**v.summary(), "instance": self.instance, "routes": len(router.routes)}
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _prepare(self, files: dict[str, str]) -> Router:
+        router = self.compile(files, 0)
+        if len(self._prepared) > 8:
+            self._prepared.clear()
+        self._prepared[router.digest] = router
+        return router
+
+    async def _on_version(self, version: RouteVersion) -> None:
+        if self._running is not None and version.version <= self._running.version:
+            return
+        try:
+            self._install(version)
+        except ConfigError as exc:
+            log.error("route version does not compile on this instance; the running set stays",
+                      version=version.version, problems=exc.problems,
+                      running=self._running.version if self._running else None)
+
+    async def _install_newest(self, latest: RouteVersion) -> None:
+        """Install ``latest``, or the newest earlier version that compiles here."""
+        candidate: RouteVersion | None = latest
+        while candidate is not None:
+            try:
+                self._install(candidate)
+                return
+            except ConfigError as exc:
+                log.error("stored route version does not compile on this instance",
+                          version=candidate.version, problems=exc.problems)
+            earlier = candidate.version - 1
+            candidate = await self.store.get(earlier) if earlier >= 1 else None
+        log.error("no stored route version compiles here; running the local route files",
+                  version=self.holder.current.version)
+
+    def _install(self, version: RouteVersion) -> None:
+        router = self._prepared.pop(version.digest, None)
+        if router is None:
+            router = self.compile(version.files, version.version)
+        else:
+            router.version = version.version  # compiled for validation; not shared yet
+        self.holder.current = router  # the switch: one assignment
+        self._running = version
+        self._changed.set()
+        if self.on_install is not None:
+            self.on_install(router)
+        log.info("route version installed", version=version.version,
+                 digest=version.digest[:12], routes=len(router.routes),
+                 deployed_by=version.deployed_by)

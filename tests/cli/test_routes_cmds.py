@@ -1,0 +1,269 @@
+"""`esb routes test | deploy | list | history | diff | rollback` through click's CliRunner:
+`test` offline; the others against a real HTTP server carrying the admin endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import click
+import pytest
+import uvicorn
+import yaml
+from click.testing import CliRunner
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from esb.bus.cli.main import Context
+from esb.bus.cli.routes_cmds import register
+from esb.bus.config.loader import load_config
+from esb.bus.routing.store_embedded import FileRouteStore
+from esb.bus.runtime.admin_routes import route_admin_routes
+from esb.bus.runtime.deploy import RouteDeployer, config_compiler
+from esb.bus.runtime.ingress import RouterHolder
+
+CONFIG = {
+    "sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
+    "destinations": {"erp": {"adapter": "file", "directory": "out/erp"},
+                     "audit": {"adapter": "file", "directory": "out/audit"}},
+    "routes": "routes/",
+}
+
+ORDERS = """\
+routes:
+  - name: big-orders-to-erp
+    from: [shop]
+    match:
+      type: [order.created]
+      data: {total: [{numeric: [">=", 1000]}]}
+    to:
+      - destination: erp
+        transform: [{json-to-xml: {root: order}}]
+  - name: audit-all
+    from: [shop]
+    match: {type: [{prefix: order.}]}
+    to: [audit]
+tests:
+  - name: big-order
+    source: shop
+    type: order.created
+    message: {total: 1500}
+    expect:
+      destinations: [audit, erp]
+      outputs:
+        erp: "<order><total>1500</total></order>"
+"""
+
+FAILING_CASE = """\
+  - name: small-order-to-erp
+    source: shop
+    type: order.created
+    message: {total: 5}
+    expect:
+      destinations: [erp]
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "routes").mkdir()
+    (tmp_path / "config" / "esb.yaml").write_text(yaml.safe_dump(CONFIG))
+    (tmp_path / "routes" / "orders.yaml").write_text(ORDERS)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def group() -> click.Group:
+    @click.group()
+    def routes() -> None:
+        """The routes group of main.py."""
+
+    register(routes)
+    return routes
+
+
+class Output:
+    """What a command printed, without the log lines the in-process server adds."""
+
+    def __init__(self, result: click.testing.Result) -> None:
+        self.exit_code = result.exit_code
+        self.output = "".join(line for line in result.output.splitlines(keepends=True)
+                              if not LOG_LINE.match(line))
+
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
+
+
+def invoke(*args: str, obj: Context | None = None) -> Output:
+    return Output(CliRunner().invoke(group(), list(args), obj=obj, catch_exceptions=False))
+
+
+# -- routes test (offline) ---------------------------------------------------------------------
+
+def test_cases_pass(project: Path) -> None:
+    result = invoke("test", "routes")
+    assert result.exit_code == 0, result.output
+    assert "PASS  big-order  (routes/orders.yaml:15)" in result.output
+    assert "1 case(s): 1 passed, 0 failed" in result.output
+
+
+def test_a_failing_case_exits_1_with_file_line(project: Path) -> None:
+    (project / "routes" / "orders.yaml").write_text(ORDERS + FAILING_CASE)
+    result = invoke("test", "routes/")
+    assert result.exit_code == 1, result.output
+    assert "FAIL  small-order-to-erp  (routes/orders.yaml:23)" in result.output
+    assert ("routes/orders.yaml:28: small-order-to-erp: expected destinations ['erp'], "
+            "got ['audit']") in result.output
+    assert "2 case(s): 1 passed, 1 failed" in result.output
+    as_json = invoke("test", "routes", "--json")
+    assert as_json.exit_code == 1
+    assert json.loads(as_json.output)["failed"] == 1
+
+
+def test_invalid_route_files_exit_2_with_every_problem(project: Path) -> None:
+    (project / "routes" / "bad.yaml").write_text(
+        "routes:\n  - name: x\n    from: [shoop]\n    to: [nowhere]\n")
+    result = invoke("test", "routes")
+    assert result.exit_code == 2
+    assert "esb: 2 problem(s):" in result.output
+    assert "routes/bad.yaml:3: x: from: unknown source 'shoop'" in result.output
+    assert "routes/bad.yaml:4: x: to[0]: unknown destination 'nowhere'" in result.output
+
+
+def test_one_message_shows_what_each_destination_receives(project: Path) -> None:
+    (project / "order.json").write_text('{"total": 2000}')
+    result = invoke("test", "routes/orders.yaml", "--message", "order.json",
+                    "--type", "order.created", "--source", "shop")
+    assert result.exit_code == 0, result.output
+    assert "routes   big-orders-to-erp, audit-all" in result.output
+    assert "→ erp  route big-orders-to-erp  application/xml" in result.output
+    assert "<total>2000</total>" in result.output
+    assert '"total": 2000' in result.output
+    unmatched = invoke("test", "routes", "--message", "order.json", "--type", "order.created")
+    assert unmatched.exit_code == 0
+    assert "none match" in unmatched.output and "use --source" in unmatched.output
+    as_json = invoke("test", "routes", "--message", "order.json", "--type", "order.created",
+                     "--source", "shop", "--json")
+    assert json.loads(as_json.output)["destinations"] == ["audit", "erp"]
+
+
+# -- daemon commands -----------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def daemon(project: Path) -> Iterator[Context]:
+    """The admin endpoints on a real HTTP server, as the daemon mounts them."""
+    loaded = load_config(project / "config" / "esb.yaml")
+    compile_files = config_compiler(loaded)
+    files = {"orders.yaml": ORDERS}
+    holder = RouterHolder(compile_files(files, 0))
+    deployer = RouteDeployer(FileRouteStore(project / ".esb"), holder, compile_files, "test")
+
+    def guard(endpoint):  # type: ignore[no-untyped-def]
+        async def guarded(request: Request) -> Response:
+            if request.headers.get("authorization") != "Bearer secret":
+                return JSONResponse({"title": "Unauthorized"}, 401)
+            return await endpoint(request)
+        return guarded
+
+    async def routes_info(request: Request) -> Response:  # AdminApi's GET /admin/routes
+        r = holder.current
+        return JSONResponse({"version": r.version, "digest": r.digest,
+                             "routes": [{"name": x.name, "priority": x.priority,
+                                         "exclusive": x.exclusive,
+                                         "to": [leg.destination for leg in x.legs]}
+                                        for x in r.routes]})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await deployer.start(files)
+        yield
+        await deployer.close()
+
+    app = Starlette(routes=[Route("/admin/routes", guard(routes_info)),
+                            *route_admin_routes(deployer, guard)], lifespan=lifespan)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on",
+                                           log_level="warning"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.01)
+    yield Context(f"http://127.0.0.1:{port}", "secret")
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_deploy_history_list_diff_rollback(project: Path, daemon: Context) -> None:
+    new = ORDERS.replace("numeric: [\">=\", 1000]", "numeric: [\">=\", 500]")
+    (project / "routes" / "orders.yaml").write_text(new)
+    result = invoke("deploy", "routes", "--note", "lower threshold", "--by", "alice",
+                    obj=daemon)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("deployed version 2 (")
+    assert "1 file(s), by alice" in result.output
+
+    history = invoke("history", obj=daemon)
+    assert history.exit_code == 0, history.output
+    lines = history.output.splitlines()
+    assert lines[0].split() == ["VERSION", "DEPLOYED", "BY", "DIGEST", "FILES", "NOTE"]
+    assert lines[2].split()[:1] == ["1"] and "initial" in lines[2]
+    assert lines[3].startswith("*") and "alice" in lines[3] and "lower threshold" in lines[3]
+    assert json.loads(invoke("history", "--json", obj=daemon).output)["running"] == 2
+
+    listing = invoke("list", obj=daemon)
+    assert listing.exit_code == 0, listing.output
+    assert listing.output.startswith("version 2 (") and "by alice" in listing.output
+    assert "big-orders-to-erp" in listing.output and "audit-all" in listing.output
+
+    diff = invoke("diff", "1", "2", obj=daemon)
+    assert diff.exit_code == 0
+    assert "--- v1/orders.yaml" in diff.output and "+++ v2/orders.yaml" in diff.output
+    assert '+      data: {total: [{numeric: [">=", 500]}]}' in diff.output
+    same = invoke("diff", "2", "2", obj=daemon)
+    assert "have the same route files" in same.output
+
+    back = invoke("rollback", "--by", "bob", obj=daemon)
+    assert back.exit_code == 0, back.output
+    assert back.output.startswith("deployed version 3 (") and "of version 1" in back.output
+    again = invoke("rollback", "3", obj=daemon)
+    assert again.exit_code == 1 and "already the latest" in again.output
+    unknown = invoke("diff", "1", "9", obj=daemon)
+    assert unknown.exit_code == 1 and "HTTP 404" in unknown.output
+
+
+def test_a_refused_deploy_exits_2_with_every_problem(project: Path, daemon: Context) -> None:
+    (project / "routes" / "orders.yaml").write_text(
+        ORDERS.replace("[audit]", "[audti]").replace("from: [shop]", "from: [shoop]", 1))
+    result = invoke("deploy", "routes", obj=daemon)
+    assert result.exit_code == 2, result.output
+    assert "esb: 2 problem(s):" in result.output
+    assert "routes/orders.yaml:3: big-orders-to-erp: from: unknown source 'shoop'" \
+        in result.output
+    assert "unknown destination 'audti'. Did you mean 'audit'?" in result.output
+    history = json.loads(invoke("history", "--json", obj=daemon).output)
+    assert [v["version"] for v in history["versions"]] == [1]
+
+
+def test_a_wrong_token_or_no_daemon_exits_1(project: Path, daemon: Context) -> None:
+    result = invoke("history", obj=Context(daemon.url, "wrong"))
+    assert result.exit_code == 1 and "HTTP 401" in result.output
+    result = invoke("history", obj=Context(f"http://127.0.0.1:{free_port()}", "x"))
+    assert result.exit_code == 1 and "cannot reach the esb daemon" in result.output
