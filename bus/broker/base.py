@@ -14,7 +14,7 @@ Guarantees every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 from esb.bus.envelope import Envelope
@@ -26,8 +26,15 @@ DEAD_LETTER = "dlq"
 RETRY_TIERS: tuple[float, ...] = (1, 2, 4, 8, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 
 
-def destination_address(name: str) -> str:
-    return f"dest.{name}"
+def destination_address(name: str, partition: int | None = None) -> str:
+    """A destination's queue; ordered destinations have one queue per key partition."""
+    return f"dest.{name}" if partition is None else f"dest.{name}.p{partition}"
+
+
+def destination_addresses(name: str, partitions: int = 0) -> list[str]:
+    if not partitions:
+        return [destination_address(name)]
+    return [destination_address(name, p) for p in range(partitions)]
 
 
 def retry_tier(delay: float) -> float:
@@ -63,8 +70,12 @@ class Bus(Protocol):
     @property
     def connected(self) -> bool: ...
 
-    async def start(self, destinations: Sequence[str]) -> None:
-        """Connect and declare the topology for these destinations (idempotent)."""
+    async def start(self, destinations: Sequence[str],
+                    partitions: Mapping[str, int] | None = None) -> None:
+        """Connect and declare the topology for these destinations (idempotent).
+
+        ``partitions`` names the ordered destinations: one single-active-consumer queue per
+        key partition instead of one shared queue."""
 
     async def publish(self, address: str, envelope: Envelope) -> None:
         """Publish and wait for the broker's confirm."""

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Handler, destination_address
+from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Handler, destination_addresses
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, PublishRejected
 
@@ -47,9 +47,12 @@ class EmbeddedBus:
     def connected(self) -> bool:
         return self._open
 
-    async def start(self, destinations: Sequence[str]) -> None:
+    async def start(self, destinations: Sequence[str],
+                    partitions: Mapping[str, int] | None = None) -> None:
+        parts = partitions or {}
         for address in (UNROUTABLE, DEAD_LETTER,
-                        *(destination_address(d) for d in destinations)):
+                        *(a for d in destinations
+                          for a in destination_addresses(d, parts.get(d, 0)))):
             self._queues.setdefault(address, asyncio.Queue())
         self._open = True
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +89,7 @@ class RabbitBus:
         self._by_key: dict[tuple[str, str], int] = {}
         self._consumers: list[_Consumer] = []
         self._destinations: list[str] = []
+        self._partitions: dict[str, int] = {}
         self._ready = asyncio.Event()
         self._closing = False
         self._consuming = True
@@ -104,8 +105,10 @@ class RabbitBus:
     def connected(self) -> bool:
         return self._ready.is_set()
 
-    async def start(self, destinations: Sequence[str]) -> None:
+    async def start(self, destinations: Sequence[str],
+                    partitions: Mapping[str, int] | None = None) -> None:
         self._destinations = list(destinations)
+        self._partitions = dict(partitions or {})
         await self._connect()
         self._supervisor = asyncio.create_task(self._supervise())
 
@@ -127,7 +130,8 @@ class RabbitBus:
         self._lost.clear()
         loop = asyncio.get_running_loop()
         # Idempotent declarations with kombu (blocking, so off the event loop).
-        await loop.run_in_executor(None, self._topology.declare, self._url, self._destinations)
+        await loop.run_in_executor(None, self._topology.declare, self._url, self._destinations,
+                                   self._partitions)
         opened: asyncio.Future[AsyncioConnection] = loop.create_future()
 
         def on_open(conn: AsyncioConnection) -> None:

@@ -16,13 +16,13 @@ docs/architecture.md for the measurements behind the split).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kombu import Connection, Exchange, Queue
 
-from esb.bus.broker.base import DEAD_LETTER, RETRY_TIERS, UNROUTABLE, destination_address
+from esb.bus.broker.base import DEAD_LETTER, RETRY_TIERS, UNROUTABLE, destination_addresses
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,21 @@ class Topology:
         # Declared explicitly so behaviour does not depend on the broker's defaults.
         return {"x-queue-type": self.queue_type}
 
-    def entities(self, destinations: Sequence[str]) -> list[Queue]:
+    def entities(self, destinations: Sequence[str],
+                 partitions: Mapping[str, int] | None = None) -> list[Queue]:
         deliver = Exchange(self.deliver_exchange, type="direct", durable=True)
-        addresses = [UNROUTABLE, DEAD_LETTER, *(destination_address(d) for d in destinations)]
+        parts = partitions or {}
         queues = [Queue(self.queue(a), deliver, routing_key=a, durable=True,
-                        queue_arguments=self.queue_arguments()) for a in addresses]
+                        queue_arguments=self.queue_arguments())
+                  for a in (UNROUTABLE, DEAD_LETTER)]
+        for d in destinations:
+            args = self.queue_arguments()
+            if parts.get(d):
+                # One consumer at a time per partition, across every instance: key order.
+                args["x-single-active-consumer"] = True
+            queues += [Queue(self.queue(a), deliver, routing_key=a, durable=True,
+                             queue_arguments=args)
+                       for a in destination_addresses(d, parts.get(d, 0))]
         for tier in RETRY_TIERS:
             name = self.retry_exchange(tier)
             queues.append(Queue(
@@ -58,12 +68,13 @@ class Topology:
                                  "x-dead-letter-exchange": self.deliver_exchange}))
         return queues
 
-    def declare(self, url: str, destinations: Sequence[str], *, timeout: float = 10) -> None:
+    def declare(self, url: str, destinations: Sequence[str],
+                partitions: Mapping[str, int] | None = None, *, timeout: float = 10) -> None:
         """Declare every exchange, queue and binding (idempotent; blocking)."""
         with Connection(url, connect_timeout=timeout, ssl=url.startswith("amqps://")) as conn:
             conn.ensure_connection(max_retries=3, timeout=timeout)
             channel = conn.default_channel
-            for queue in self.entities(destinations):
+            for queue in self.entities(destinations, partitions):
                 queue.bind(channel).declare()
 
     def depths(self, url: str, addresses: Sequence[str], *, timeout: float = 5) -> dict[str, int]:
@@ -76,11 +87,12 @@ class Topology:
                 out[address] = ok.message_count
         return out
 
-    def delete(self, url: str, destinations: Sequence[str]) -> None:
+    def delete(self, url: str, destinations: Sequence[str],
+               partitions: Mapping[str, int] | None = None) -> None:
         """Remove everything declared for this prefix (test clean-up)."""
         with Connection(url, ssl=url.startswith("amqps://")) as conn:
             channel = conn.default_channel
-            for queue in self.entities(destinations):
+            for queue in self.entities(destinations, partitions):
                 channel.queue_delete(queue.name)
                 if queue.exchange.name != self.deliver_exchange:
                     channel.exchange_delete(queue.exchange.name)

@@ -12,6 +12,7 @@ import click
 
 from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token
 from esb.bus.cli.output import emit_json, table
+from esb.bus.cli.routes_cmds import register as register_routes_commands
 from esb.bus.errors import ConfigError, EsbError
 
 DEFAULT_CONFIG = "config/esb.yaml"
@@ -66,7 +67,7 @@ def run(config_path: Path) -> None:
         secrets = [str(_get(doc.value, p)) for p in doc.secret_paths
                    if _SECRET_KEY.search(str(p[-1]))] if doc else []
         configure_logging(loaded.config.logging.level, loaded.config.logging.format, secrets)
-        sys.exit(run_daemon(loaded))
+        sys.exit(run_daemon(loaded, secrets))
     except ConfigError as exc:
         config_errors(exc)
 
@@ -157,6 +158,9 @@ def routes_validate(path: Path, config_path: Path) -> None:
     except ConfigError as exc:
         config_errors(exc)
     click.echo(f"ok: {len(router.routes)} routes, digest {router.digest[:12]}")
+
+
+register_routes_commands(routes)
 
 
 @cli.group()

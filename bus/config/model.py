@@ -83,6 +83,26 @@ class Backoff(_Strict):
     multiplier: float = Field(2.0, ge=1.0)
 
 
+class BreakerConfig(_Strict):
+    #: Open after this many consecutive transient failures ...
+    failures: int = Field(5, ge=1)
+    #: ... or when this share of the last ``window`` calls failed (1.0: streaks only).
+    failure_rate: float = Field(1.0, gt=0, le=1)
+    window: int = Field(20, ge=2)
+    #: How long it stays open before one probe delivery is let through.
+    cooldown: Duration = 30.0
+
+
+class OrderedConfig(_Strict):
+    """Deliver envelopes with the same key one at a time, in order (per partition, one
+    consumer across all instances: RabbitMQ single-active-consumer)."""
+
+    #: Envelope field whose value orders: ``subject``, ``type``, ``data.customerId`` ...
+    key: str = Field("subject", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+    #: Independent ordered lanes; keys are hashed onto them.
+    partitions: int = Field(4, ge=1, le=256)
+
+
 class DeliveryConfig(_Strict):
     concurrency: int = Field(16, ge=1, le=10000)
     timeout: Duration = 10.0
@@ -90,6 +110,10 @@ class DeliveryConfig(_Strict):
     max_age: Duration = 86400.0
     backoff: Backoff = Field(default_factory=Backoff)
     rate_limit: Rate | None = None
+    #: Circuit breaker; ``false`` turns it off.
+    breaker: BreakerConfig | Literal[False] = Field(default_factory=BreakerConfig)
+    #: Ordered delivery by key; retries then happen in place so the order holds.
+    ordered: OrderedConfig | None = None
 
 
 class EndpointConfig(BaseModel):

@@ -11,12 +11,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from esb.adapters.problem import problem
-from esb.bus.envelope import Envelope
-from esb.bus.errors import BusError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from esb.adapters.problem import problem
+from esb.bus.envelope import Envelope
+from esb.bus.errors import BusError
+from esb.bus.runtime.admin_routes import route_admin_routes
 
 if TYPE_CHECKING:
     from esb.bus.runtime.daemon import Daemon
@@ -62,6 +64,7 @@ class AdminApi:
             Route("/admin/status", self.guard(self.status), methods=["GET"]),
             Route("/admin/send", self.guard(self.send), methods=["POST"]),
             Route("/admin/routes", self.guard(self.routes_info), methods=["GET"]),
+            *route_admin_routes(self.daemon.deployer, self.guard),
         ]
 
     async def status(self, request: Request) -> Response:

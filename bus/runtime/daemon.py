@@ -9,26 +9,32 @@ import os
 import secrets
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import structlog
+
 from esb.adapters.spec import Inbound, Outbound, OutboundContext
 from esb.bus.broker.base import Bus
 from esb.bus.broker.embedded import EmbeddedBus
 from esb.bus.broker.rabbitmq import RabbitBus
 from esb.bus.broker.topology import Topology
-from esb.bus.config.loader import Loaded
-from esb.bus.errors import BusError
+from esb.bus.config.loader import Loaded, load_config
+from esb.bus.errors import ConfigError
 from esb.bus.plugins import Registry, adapters
-from esb.bus.routing.router import Router, compile_routes
-from esb.bus.routing.routeset import parse_route_files, read_route_files
+from esb.bus.routing.router import Router
+from esb.bus.routing.routeset import read_route_files
+from esb.bus.routing.store import open_route_store
 from esb.bus.runtime.admin import AdminApi
 from esb.bus.runtime.delivery import DeliveryWorker
+from esb.bus.runtime.deploy import RouteDeployer, config_compiler
 from esb.bus.runtime.http import build_app, make_http_client, make_server
 from esb.bus.runtime.ingress import Ingress, RouterHolder, SourceContext
+from esb.bus.runtime.logs import configure_logging
 from esb.bus.runtime.metrics import Metrics
+from esb.bus.runtime.ordering import Partitioner
 
 log = structlog.get_logger("esb.daemon")
 
@@ -37,12 +43,12 @@ DRAIN_TIMEOUT = 30.0
 
 def load_router(loaded: Loaded, path: Path | None = None, version: int = 0,
                 registry: Any = None) -> Router:
+    """Compile the route files at ``path`` (default: the configured folder)."""
     cfg = loaded.config
-    rs = parse_route_files(read_route_files(path or cfg.resolve(cfg.routes)),
-                           base=path or cfg.resolve(cfg.routes))
-    return compile_routes(rs, sources=cfg.sources, destinations=cfg.destinations,
-                          named=cfg.transformers, base_dir=cfg.base_dir, version=version,
-                          registry=registry)
+    path = path or cfg.resolve(cfg.routes)
+    compile_files = config_compiler(loaded, registry, base=path if path.is_dir() else
+                                    path.parent)
+    return compile_files(read_route_files(path), version)
 
 
 def admin_token(loaded: Loaded) -> str:
@@ -63,16 +69,30 @@ def admin_token(loaded: Loaded) -> str:
 
 class Daemon:
     def __init__(self, loaded: Loaded, *, instance: str | None = None,
-                 registry: Registry | None = None) -> None:
+                 registry: Registry | None = None, secrets: list[str] | None = None) -> None:
         self.loaded = loaded
+        self.secrets = secrets or []
         self.config = loaded.config
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
         self.registry = registry or adapters()
         self.metrics = Metrics()
         self.bus: Bus = self._make_bus()
+        # The configured files compile before anything starts (a broken set fails fast); the
+        # route store then decides which version actually runs.
+        self.initial_files = read_route_files(self.config.resolve(self.config.routes))
         self.router = RouterHolder(load_router(loaded))
-        self.metrics.route_version.set(self.router.current.version)
-        self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance)
+        self.deployer = RouteDeployer(
+            open_route_store(self.config.bus, self.config.base_dir, instance=self.instance),
+            self.router, config_compiler(loaded), self.instance,
+            on_install=lambda r: self.metrics.route_version.set(r.version))
+        self.partitions = {name: d.delivery.ordered.partitions
+                           for name, d in self.config.destinations.items()
+                           if d.delivery.ordered}
+        partitioners = {name: Partitioner(name, d.delivery.ordered)
+                        for name, d in self.config.destinations.items()
+                        if d.delivery.ordered}
+        self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance,
+                               partitioners)
         self._http: httpx.AsyncClient | None = None
         self.inbound: dict[str, Inbound] = {}
         self.outbound: dict[str, Outbound] = {}
@@ -123,6 +143,7 @@ class Daemon:
             await ob.start()
         serving = asyncio.create_task(server.serve())
         await self._connect_bus()
+        await self._start_routes()
         for name, ob in self.outbound.items():
             worker = DeliveryWorker(name, ob, self.bus, cfg.destinations[name].delivery,
                                     self.metrics, self.instance, cfg.bus.prefetch)
@@ -139,14 +160,23 @@ class Daemon:
         return await self._drain(server, serving)
 
     async def _connect_bus(self) -> None:
+        await self._retrying("bus", lambda: self.bus.start(list(self.config.destinations),
+                                                            self.partitions))
+        self.metrics.bus_connected.set(1)
+
+    async def _start_routes(self) -> None:
+        await self._retrying("route store", lambda: self.deployer.start(self.initial_files))
+
+    async def _retrying(self, what: str, start: Callable[[], Awaitable[None]]) -> None:
         delay = 0.5
         while not self._stop.is_set():
             try:
-                await self.bus.start(list(self.config.destinations))
-                self.metrics.bus_connected.set(1)
+                await start()
                 return
-            except (BusError, OSError, TimeoutError, Exception) as exc:
-                log.warning("bus not reachable yet", error=str(exc), retry_in=delay)
+            except ConfigError:
+                raise
+            except Exception as exc:  # the broker may still be starting: keep trying
+                log.warning(f"{what} not reachable yet", error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
@@ -162,6 +192,8 @@ class Daemon:
         for ob in self.outbound.values():
             with contextlib.suppress(Exception):
                 await ob.stop()
+        with contextlib.suppress(Exception):
+            await self.deployer.close()
         await self.bus.close()
         if self._http is not None:
             await self._http.aclose()
@@ -169,36 +201,55 @@ class Daemon:
         return 0
 
     def _reload(self) -> None:
-        log.info("SIGHUP: re-reading routes")
+        """SIGHUP: re-read the configuration; apply what can change live (logging), and say
+        what needs a restart. Routes change through ``esb routes deploy``, never here: a
+        local file edit must not fork one instance from the versioned set."""
+        path = self.config.path
+        if path is None:
+            return
         try:
-            self.router.current = load_router(self.loaded,
-                                              version=self.router.current.version)
-        except Exception as exc:
-            log.error("reload refused; the running route set stays", error=str(exc))
+            fresh = load_config(path, base_dir=self.config.base_dir)
+        except ConfigError as exc:
+            log.error("SIGHUP: configuration refused; the running one stays",
+                      problems=exc.problems)
+            return
+        new = fresh.config
+        configure_logging(new.logging.level, new.logging.format, self.secrets)
+        changed = [key for key in ("bus", "http", "admin", "sources", "destinations",
+                                   "transformers")
+                   if getattr(new, key) != getattr(self.config, key)]
+        log.info("SIGHUP: configuration re-read", logging=new.logging.model_dump(),
+                 restart_needed_for=changed or None)
 
     async def status(self) -> dict[str, Any]:
         depths: dict[str, int] = {}
         with contextlib.suppress(Exception):
             depths = await self.bus.depths()
         router = self.router.current
+        workers = {w.destination: w for w in self.workers}
         return {
             "instance": self.instance,
             "bus": {"kind": "rabbitmq" if self.bus.durable else "embedded",
                     "durable": self.bus.durable, "connected": self.bus.connected},
-            "routes": {"version": router.version, "digest": router.digest,
-                       "count": len(router.routes)},
+            "routes": {**self.deployer.status(), "version": router.version,
+                       "digest": router.digest, "count": len(router.routes)},
             "queues": depths,
-            "destinations": {name: {"queue": depths.get(f"dest.{name}"),
-                                    "adapter": self.config.destinations[name].adapter}
-                             for name in self.config.destinations},
+            "destinations": {
+                name: {"queue": sum(v for k, v in depths.items()
+                                    if k == f"dest.{name}" or k.startswith(f"dest.{name}.p"))
+                       if depths else None,
+                       "adapter": self.config.destinations[name].adapter,
+                       **(workers[name].status() if name in workers else {})}
+                for name in self.config.destinations},
             "sources": {name: {"adapter": src.adapter}
                         for name, src in self.config.sources.items()},
         }
 
 
-def run_daemon(loaded: Loaded) -> int:
+def run_daemon(loaded: Loaded, secrets: list[str] | None = None) -> int:
+    daemon = Daemon(loaded, secrets=secrets)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[standard]
-        return asyncio.run(Daemon(loaded).run())
-    return uvloop.run(Daemon(loaded).run())
+        return asyncio.run(daemon.run())
+    return uvloop.run(daemon.run())

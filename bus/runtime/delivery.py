@@ -1,23 +1,29 @@
-"""Delivery workers: one per destination, each on its own queue (the bulkhead).
+"""Delivery workers: one per destination, each on its own queue(s) (the bulkhead).
 
-For every envelope: take a concurrency slot and a rate token, call the outbound adapter with a
-timeout, then — delivered: ack; transient failure: publish a delayed retry (durably, through the
-broker) and ack; permanent failure or spent retry budget: publish to the dead-letter queue and
-ack. The original is acked only after its successor is confirmed, so a crash in between
-delivers twice, never zero times.
+For every envelope: take a concurrency slot, wait for the circuit breaker and a rate token,
+call the outbound adapter with a timeout, then — delivered: ack; transient failure: publish a
+delayed retry (durably, through the broker) and ack; permanent failure or spent retry budget:
+publish to the dead-letter queue and ack. The original is acked only after its successor is
+confirmed, so a crash in between delivers twice, never zero times.
+
+Ordered destinations consume one partition queue each with prefetch 1 and retry in place (the
+envelope stays un-acked while it waits), so no later envelope of the same key overtakes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import structlog
+
 from esb.adapters.spec import Outbound
-from esb.bus.broker.base import DEAD_LETTER, Bus, Message, destination_address
+from esb.bus.broker.base import DEAD_LETTER, Bus, Message, destination_addresses
 from esb.bus.config.model import DeliveryConfig
-from esb.bus.envelope import Attempt, Hop, utcnow
+from esb.bus.envelope import Attempt, Envelope, Hop, utcnow
 from esb.bus.errors import BusError, PermanentError, TransientError
+from esb.bus.runtime.breaker import BreakerSettings, CircuitBreaker
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ratelimit import TokenBucket
 from esb.bus.runtime.retry import RetryPolicy, first_seen
@@ -25,27 +31,49 @@ from esb.bus.runtime.retry import RetryPolicy, first_seen
 log = structlog.get_logger("esb.delivery")
 
 
+@dataclass(frozen=True)
+class Outcome:
+    attempt: Attempt
+    retry_after: float | None
+
+    @property
+    def kind(self) -> str:
+        return self.attempt.outcome
+
+
 class DeliveryWorker:
     def __init__(self, destination: str, outbound: Outbound, bus: Bus, cfg: DeliveryConfig,
                  metrics: Metrics, instance: str, prefetch: int) -> None:
         self.destination = destination
-        self.address = destination_address(destination)
         self.outbound = outbound
         self.bus = bus
         self.cfg = cfg
         self.policy = RetryPolicy.from_config(cfg)
         self.metrics = metrics
         self.instance = instance
-        self.prefetch = max(prefetch, cfg.concurrency)
+        self.ordered = cfg.ordered is not None
+        self.prefetch = 1 if self.ordered else max(prefetch, cfg.concurrency)
+        self.addresses = destination_addresses(
+            destination, cfg.ordered.partitions if cfg.ordered else 0)
+        self.address = self.addresses[0] if not self.ordered else f"dest.{destination}"
         self._slots = asyncio.Semaphore(cfg.concurrency)
         self._bucket = TokenBucket(cfg.rate_limit) if cfg.rate_limit else None
+        self.breaker = CircuitBreaker(BreakerSettings(
+            cfg.breaker.failures, cfg.breaker.failure_rate, cfg.breaker.window,
+            cfg.breaker.cooldown)) if cfg.breaker else None
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._draining = False
 
     async def start(self) -> None:
-        await self.bus.consume(self.address, self.handle, self.prefetch)
+        for address in self.addresses:
+            await self.bus.consume(address, self.handle, self.prefetch)
+
+    def status(self) -> dict[str, object]:
+        return {"in_flight": self._in_flight,
+                "breaker": self.breaker.state if self.breaker else "off",
+                "ordered": self.ordered}
 
     async def drain(self, timeout: float) -> bool:
         """Stop starting deliveries; wait for the ones in progress. True if all finished."""
@@ -66,18 +94,24 @@ class DeliveryWorker:
                 return
             self._in_flight += 1
             self._idle.clear()
+            self.metrics.in_flight.labels(self.destination).inc()
             try:
-                if self._bucket is not None:
-                    await self._bucket.take()
-                await self._deliver(msg)
+                if self.ordered:
+                    await self._deliver_in_place(msg)
+                else:
+                    await self._settle(msg, msg.envelope, await self._attempt(msg.envelope))
             finally:
                 self._in_flight -= 1
+                self.metrics.in_flight.labels(self.destination).dec()
                 if self._in_flight == 0:
                     self._idle.set()
 
-    async def _deliver(self, msg: Message) -> None:
-        env = msg.envelope
-        labels = (self.destination,)
+    async def _attempt(self, env: Envelope) -> Outcome:
+        """One call to the destination, gated by breaker and rate limit; never raises."""
+        if self.breaker is not None:
+            await self.breaker.wait()
+        if self._bucket is not None:
+            await self._bucket.take()
         started = time.perf_counter()
         at = utcnow()
         status: int | None = None
@@ -85,51 +119,54 @@ class DeliveryWorker:
         try:
             await asyncio.wait_for(self.outbound.send(env), self.cfg.timeout)
         except (TransientError, PermanentError) as exc:
-            outcome = "permanent" if isinstance(exc, PermanentError) else "transient"
+            kind = "permanent" if isinstance(exc, PermanentError) else "transient"
             error, status, retry_after = str(exc), exc.status, exc.retry_after
         except TimeoutError:
-            outcome, error = "transient", f"no answer within {self.cfg.timeout:g}s"
+            kind, error = "transient", f"no answer within {self.cfg.timeout:g}s"
         except Exception as exc:  # an adapter bug: retried, bounded by the retry budget
-            outcome, error = "transient", f"{type(exc).__name__}: {exc}"
+            kind, error = "transient", f"{type(exc).__name__}: {exc}"
             log.exception("outbound adapter raised an untranslated error",
                           destination=self.destination, envelope_id=env.id)
         else:
-            outcome, error = "delivered", None
+            kind, error = "delivered", None
         latency = time.perf_counter() - started
-        self.metrics.delivery_latency.labels(*labels).observe(latency)
-        attempt = Attempt(at=at, destination=self.destination, outcome=outcome, status=status,
-                          latency_ms=round(latency * 1000, 3), error=error)
-        if outcome == "delivered":
-            msg.ack()
-            self.metrics.delivered.labels(*labels).inc()
-            self.metrics.end_to_end.labels(*labels).observe(
+        if self.breaker is not None:
+            # A permanent failure is the envelope's fault, not the destination's health.
+            self.breaker.record(kind != "transient")
+        self.metrics.delivery_latency.labels(self.destination).observe(latency)
+        if kind == "delivered":
+            self.metrics.delivered.labels(self.destination).inc()
+            self.metrics.end_to_end.labels(self.destination).observe(
                 max(0.0, (utcnow() - first_seen(env)).total_seconds()))
-            return
-        self.metrics.failed.labels(self.destination, outcome).inc()
-        attempts = [*env.esbattempts, attempt]
+        else:
+            self.metrics.failed.labels(self.destination, kind).inc()
+        return Outcome(Attempt(at=at, destination=self.destination, outcome=kind,
+                               status=status, latency_ms=round(latency * 1000, 3),
+                               error=error), retry_after)
+
+    def _next_delay(self, env: Envelope, outcome: Outcome, attempts: list[Attempt]
+                    ) -> float | None:
+        if outcome.kind != "transient":
+            return None
         tried = sum(1 for a in attempts if a.destination == self.destination)
-        delay = None
-        if outcome == "transient":
-            delay = self.policy.next_delay(tried, first_seen(env), retry_after)
+        return self.policy.next_delay(tried, first_seen(env), outcome.retry_after)
+
+    async def _settle(self, msg: Message, env: Envelope, outcome: Outcome) -> None:
+        if outcome.kind == "delivered":
+            msg.ack()
+            return
+        attempts = [*env.esbattempts, outcome.attempt]
+        delay = self._next_delay(env, outcome, attempts)
         try:
             if delay is not None:
                 nxt = env.model_copy(update={"esbattempts": attempts})
                 used = await self.bus.publish_delayed(self.address, nxt, delay)
-                self.metrics.retried.labels(*labels).inc()
+                self.metrics.retried.labels(self.destination).inc()
                 log.info("delivery failed; retry scheduled", destination=self.destination,
-                         envelope_id=env.id, attempt=tried, error=error, retry_in=used)
+                         envelope_id=env.id, attempt=len(attempts),
+                         error=outcome.attempt.error, retry_in=used)
             else:
-                reason = error if outcome == "permanent" else \
-                    f"retry budget spent after {tried} attempts: {error}"
-                dead = env.model_copy(update={
-                    "esbattempts": attempts, "esberror": reason,
-                    "esbhops": [*env.esbhops, Hop(at=utcnow(), step="dead-lettered",
-                                                  instance=self.instance,
-                                                  detail={"destination": self.destination})]})
-                await self.bus.publish(DEAD_LETTER, dead)
-                self.metrics.dead_lettered.labels(*labels).inc()
-                log.warning("delivery failed; dead-lettered", destination=self.destination,
-                            envelope_id=env.id, attempts=tried, error=reason)
+                await self._dead_letter(env, outcome, attempts)
         except BusError as exc:
             # Could not hand it on: leave it un-acked; the broker redelivers it (after a
             # reconnect), so nothing is lost. Pause briefly so a live channel does not spin.
@@ -139,3 +176,44 @@ class DeliveryWorker:
             msg.requeue()
             return
         msg.ack()
+
+    async def _deliver_in_place(self, msg: Message) -> None:
+        env = msg.envelope
+        while True:
+            outcome = await self._attempt(env)
+            if outcome.kind == "delivered":
+                msg.ack()
+                return
+            attempts = [*env.esbattempts, outcome.attempt]
+            env = env.model_copy(update={"esbattempts": attempts})
+            delay = self._next_delay(env, outcome, attempts)
+            if delay is None or self._draining:
+                if delay is not None:  # draining: give it back, order intact
+                    msg.requeue()
+                    return
+                break
+            log.info("ordered delivery failed; retrying in place",
+                     destination=self.destination, envelope_id=env.id, retry_in=delay)
+            await asyncio.sleep(delay)
+        try:
+            await self._dead_letter(env, outcome, env.esbattempts)
+        except BusError:
+            await asyncio.sleep(1.0)
+            msg.requeue()
+            return
+        msg.ack()
+
+    async def _dead_letter(self, env: Envelope, outcome: Outcome,
+                           attempts: list[Attempt]) -> None:
+        tried = sum(1 for a in attempts if a.destination == self.destination)
+        reason = outcome.attempt.error if outcome.kind == "permanent" else \
+            f"retry budget spent after {tried} attempts: {outcome.attempt.error}"
+        dead = env.model_copy(update={
+            "esbattempts": attempts, "esberror": reason, "esbdestination": self.destination,
+            "esbhops": [*env.esbhops, Hop(at=utcnow(), step="dead-lettered",
+                                          instance=self.instance,
+                                          detail={"destination": self.destination})]})
+        await self.bus.publish(DEAD_LETTER, dead)
+        self.metrics.dead_lettered.labels(self.destination).inc()
+        log.warning("delivery failed; dead-lettered", destination=self.destination,
+                    envelope_id=env.id, attempts=tried, error=reason)

@@ -8,13 +8,14 @@ from typing import Any
 
 import httpx
 import uvicorn
-from esb.adapters.problem import problem
-from esb.adapters.spec import HttpRoute
 from httpx_aiohttp import AiohttpTransport
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from esb.adapters.problem import problem
+from esb.adapters.spec import HttpRoute
 
 
 def build_app(inbound: list[HttpRoute], admin: list[Route], *, ready: Callable[[], bool],

@@ -9,16 +9,19 @@ holds envelopes already in that destination's format.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
+
 from esb.adapters.spec import Accepted
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, destination_address
 from esb.bus.envelope import Envelope, Hop, utcnow
 from esb.bus.errors import DropEnvelope, TransformError
 from esb.bus.routing.router import Router
 from esb.bus.runtime.metrics import Metrics
+from esb.bus.runtime.ordering import Partitioner
 
 log = structlog.get_logger("esb.ingress")
 
@@ -31,11 +34,13 @@ class RouterHolder:
 
 
 class Ingress:
-    def __init__(self, bus: Bus, routes: RouterHolder, metrics: Metrics, instance: str) -> None:
+    def __init__(self, bus: Bus, routes: RouterHolder, metrics: Metrics, instance: str,
+                 partitioners: Mapping[str, Partitioner] | None = None) -> None:
         self.bus = bus
         self.routes = routes
         self.metrics = metrics
         self.instance = instance
+        self.partitioners = dict(partitioners or {})
 
     async def accept(self, envelope: Envelope, endpoint: str) -> Accepted:
         """Route, transform and publish ``envelope``; return once every copy is confirmed."""
@@ -77,7 +82,9 @@ class Ingress:
                                                   detail={"route": route.name,
                                                           "destination": leg.destination,
                                                           "version": router.version})]})
-                publishes.append((destination_address(leg.destination), out))
+                part = self.partitioners.get(leg.destination)
+                address = part.address(out) if part else destination_address(leg.destination)
+                publishes.append((address, out))
                 self.metrics.routed.labels(route.name, leg.destination).inc()
         if len(publishes) == 1:
             await self.bus.publish(*publishes[0])

@@ -77,7 +77,7 @@ def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
 
 def test_duplicate_keys_are_refused(tmp_path: Path) -> None:
     p = write(tmp_path, "http: {listen: '127.0.0.1:1'}\nhttp: {listen: '127.0.0.1:2'}\n")
-    with pytest.raises(ConfigError, match="esb.yaml:2: duplicate key 'http'"):
+    with pytest.raises(ConfigError, match=r"esb.yaml:2: duplicate key 'http'"):
         load_config(p, env={})
 
 

@@ -1,0 +1,92 @@
+"""A per-destination circuit breaker.
+
+closed ──(N consecutive failures, or failure rate ≥ R over the last W calls)──▶ open
+open ──(cooldown elapsed)──▶ half-open: one probe delivery at a time
+half-open ──probe succeeds──▶ closed;  probe fails ──▶ open again (cooldown restarts)
+
+While the breaker is open, deliveries wait (:meth:`CircuitBreaker.wait`) instead of calling the
+destination and spending their retry budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    failures: int = 5
+    failure_rate: float = 1.0
+    window: int = 20
+    cooldown: float = 30.0
+
+
+class CircuitBreaker:
+    def __init__(self, settings: BreakerSettings) -> None:
+        self.settings = settings
+        self.state = "closed"
+        self._consecutive = 0
+        self._recent: deque[bool] = deque(maxlen=settings.window)
+        self._opened_at = 0.0
+        self._probing = False
+        self._changed = asyncio.Event()
+        self.opened_count = 0
+
+    async def wait(self) -> None:
+        """Return when a call may go ahead (at once unless open, or half-open with a probe
+        already out)."""
+        while True:
+            if self.state == "closed":
+                return
+            if self.state == "open":
+                remaining = self._opened_at + self.settings.cooldown - time.monotonic()
+                if remaining <= 0:
+                    self.state = "half-open"
+                    continue
+                await self._sleep_or_change(remaining)
+                continue
+            if not self._probing:  # half-open: let exactly one probe through
+                self._probing = True
+                return
+            await self._sleep_or_change(self.settings.cooldown)
+
+    async def _sleep_or_change(self, timeout: float) -> None:
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def record(self, ok: bool) -> None:
+        """Report the outcome of a call that :meth:`wait` let through."""
+        self._recent.append(ok)
+        if self.state == "half-open":
+            self._probing = False
+            if ok:
+                self._close()
+            else:
+                self._open()
+            return
+        if ok:
+            self._consecutive = 0
+            return
+        self._consecutive += 1
+        s = self.settings
+        rate_tripped = (len(self._recent) == s.window and s.failure_rate < 1.0
+                        and self._recent.count(False) / s.window >= s.failure_rate)
+        if self._consecutive >= s.failures or rate_tripped:
+            self._open()
+
+    def _open(self) -> None:
+        self.state = "open"
+        self._opened_at = time.monotonic()
+        self.opened_count += 1
+        self._changed.set()
+
+    def _close(self) -> None:
+        self.state = "closed"
+        self._consecutive = 0
+        self._recent.clear()
+        self._changed.set()
