@@ -59,6 +59,8 @@ class Message(Protocol):
 
 
 Handler = Callable[[Message], Awaitable[None]]
+Select = Callable[[Envelope], bool]
+Progress = Callable[[int, int], None]
 
 
 class Bus(Protocol):
@@ -93,5 +95,17 @@ class Bus(Protocol):
 
     async def depths(self) -> dict[str, int]:
         """Ready messages per address."""
+
+    async def browse(self, address: str, limit: int) -> list[Envelope]:
+        """Up to ``limit`` envelopes waiting at ``address``, left where they are."""
+
+    async def take(self, address: str, select: Select,
+                   handle: Callable[[Envelope], Awaitable[None]], limit: int | None = None,
+                   progress: Progress | None = None) -> tuple[int, int]:
+        """One pass over ``address``: ``handle`` each selected envelope, then remove it (only
+        after ``handle`` returned). Returns (handled, left in the queue)."""
+
+    async def purge(self, address: str) -> int:
+        """Drop everything waiting at ``address``; returns how many."""
 
     async def close(self) -> None: ...

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Handler, destination_addresses
+from esb.bus.broker.base import (
+    DEAD_LETTER,
+    UNROUTABLE,
+    Handler,
+    Progress,
+    Select,
+    destination_addresses,
+)
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, PublishRejected
 
@@ -115,6 +122,48 @@ class EmbeddedBus:
 
     async def depths(self) -> dict[str, int]:
         return {address: q.qsize() for address, q in self._queues.items()}
+
+    def _drain(self, address: str) -> tuple[asyncio.Queue[tuple[bytes, bool]],
+                                            list[tuple[bytes, bool]]]:
+        queue = self._queue(address)
+        items = []
+        while not queue.empty():
+            items.append(queue.get_nowait())
+        return queue, items
+
+    async def browse(self, address: str, limit: int) -> list[Envelope]:
+        queue, items = self._drain(address)
+        for item in items:  # put back, same order (no await in between: atomic on the loop)
+            queue.put_nowait(item)
+        return [Envelope.from_json(body) for body, _ in items[:limit]]
+
+    async def take(self, address: str, select: Select,
+                   handle: Callable[[Envelope], Awaitable[None]], limit: int | None = None,
+                   progress: Progress | None = None) -> tuple[int, int]:
+        queue, items = self._drain(address)
+        kept: list[tuple[bytes, bool]] = []
+        handled = 0
+        try:
+            for i, item in enumerate(items):
+                env = Envelope.from_json(item[0])
+                if (limit is None or handled < limit) and select(env):
+                    try:
+                        await handle(env)
+                    except BaseException:
+                        kept.extend(items[i:])
+                        raise
+                    handled += 1
+                    if progress:
+                        progress(handled, len(items))
+                else:
+                    kept.append(item)
+        finally:
+            for item in kept:
+                queue.put_nowait(item)
+        return handled, len(kept)
+
+    async def purge(self, address: str) -> int:
+        return len(self._drain(address)[1])
 
     async def close(self) -> None:
         await self.stop_consuming()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,8 @@ import structlog
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
-from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Handler, retry_tier
+from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Handler, Progress, Select, retry_tier
+from esb.bus.broker.inspect import QueueInspector
 from esb.bus.broker.topology import Topology
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, PublishRejected
@@ -78,6 +79,7 @@ class RabbitBus:
                  heartbeat: int = 30, name: str = "esb") -> None:
         self._url = url
         self._topology = topology
+        self._inspector = QueueInspector(url)
         self._params = pika.URLParameters(url)
         self._params.heartbeat = heartbeat
         self._params.client_properties = {"connection_name": name}
@@ -311,6 +313,32 @@ class RabbitBus:
         addresses = [c.address for c in self._consumers] + [UNROUTABLE, DEAD_LETTER]
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self._topology.depths, self._url, addresses)
+
+    async def browse(self, address: str, limit: int) -> list[Envelope]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._inspector.browse,
+                                          self._topology.queue(address), limit)
+
+    async def take(self, address: str, select: Select,
+                   handle: Callable[[Envelope], Awaitable[None]], limit: int | None = None,
+                   progress: Progress | None = None) -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+
+        def handle_in_loop(env: Envelope) -> None:  # called from the inspector's thread
+            asyncio.run_coroutine_threadsafe(handle(env), loop).result(timeout=60)
+
+        def progress_in_loop(done: int, total: int) -> None:
+            if progress is not None:
+                loop.call_soon_threadsafe(progress, done, total)
+
+        return await loop.run_in_executor(None, self._inspector.take,
+                                          self._topology.queue(address), select,
+                                          handle_in_loop, limit, progress_in_loop)
+
+    async def purge(self, address: str) -> int:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._inspector.purge,
+                                          self._topology.queue(address))
 
     async def close(self) -> None:
         self._closing = True

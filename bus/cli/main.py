@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token
+from esb.bus.cli.deadletter_cmds import register as register_deadletter_commands
 from esb.bus.cli.output import emit_json, table
 from esb.bus.cli.routes_cmds import register as register_routes_commands
 from esb.bus.errors import ConfigError, EsbError
@@ -161,6 +162,7 @@ def routes_validate(path: Path, config_path: Path) -> None:
 
 
 register_routes_commands(routes)
+register_deadletter_commands(cli)
 
 
 @cli.group()

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from esb.adapters.problem import problem
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusError
+from esb.bus.runtime.admin_deadletters import deadletter_admin_routes
 from esb.bus.runtime.admin_routes import route_admin_routes
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class AdminApi:
             Route("/admin/send", self.guard(self.send), methods=["POST"]),
             Route("/admin/routes", self.guard(self.routes_info), methods=["GET"]),
             *route_admin_routes(self.daemon.deployer, self.guard),
+            *deadletter_admin_routes(self.daemon.deadletters, self.guard),
         ]
 
     async def status(self, request: Request) -> Response:

@@ -28,6 +28,7 @@ from esb.bus.routing.router import Router
 from esb.bus.routing.routeset import read_route_files
 from esb.bus.routing.store import open_route_store
 from esb.bus.runtime.admin import AdminApi
+from esb.bus.runtime.deadletters import DeadLetters
 from esb.bus.runtime.delivery import DeliveryWorker
 from esb.bus.runtime.deploy import RouteDeployer, config_compiler
 from esb.bus.runtime.http import build_app, make_http_client, make_server
@@ -93,6 +94,8 @@ class Daemon:
                         if d.delivery.ordered}
         self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance,
                                partitioners)
+        self.deadletters = DeadLetters(self.bus, self.ingress, self.config.destinations,
+                                       partitioners, self.instance)
         self._http: httpx.AsyncClient | None = None
         self.inbound: dict[str, Inbound] = {}
         self.outbound: dict[str, Outbound] = {}

@@ -131,8 +131,9 @@ class DeliveryWorker:
             kind, error = "delivered", None
         latency = time.perf_counter() - started
         if self.breaker is not None:
-            # A permanent failure is the envelope's fault, not the destination's health.
-            self.breaker.record(kind != "transient")
+            # A permanent failure is the envelope's fault, and a 429 is the destination
+            # pacing us (its Retry-After is honoured): neither says it is unhealthy.
+            self.breaker.record(kind != "transient" or status == 429)
         self.metrics.delivery_latency.labels(self.destination).observe(latency)
         if kind == "delivered":
             self.metrics.delivered.labels(self.destination).inc()

@@ -62,7 +62,10 @@ class QuietServer(uvicorn.Server):
 def make_server(app: Any, host: str, port: int) -> QuietServer:
     config = uvicorn.Config(app, host=host, port=port, lifespan="off", access_log=False,
                             log_level="warning", loop="none", http="httptools",
-                            timeout_graceful_shutdown=30, server_header=False)
+                            timeout_graceful_shutdown=30, server_header=False,
+                            # Longer than typical client pools keep idle connections, so a
+                            # client rarely reuses one the server is closing at that instant.
+                            timeout_keep_alive=75)
     return QuietServer(config)
 
 

@@ -39,14 +39,17 @@ async def post_many(url: str, n: int, *, concurrency: int = 64, start: int = 0
         async def one(i: int) -> None:
             async with sem:
                 body = orjson.dumps({"n": i, "customer": f"c{i}", "total": i * 10})
-                try:
-                    results[i] = await client.post(
-                        f"{url}/in/shop/order.created", content=body,
-                        headers={"Content-Type": "application/json",
-                                 "Idempotency-Key": f"order-{i}",
-                                 "X-Correlation-Id": f"corr-{i}"})
-                except httpx.HTTPError as exc:
-                    results[i] = exc
+                for attempt in range(3):  # a sender retries a lost answer (safe: same key)
+                    try:
+                        results[i] = await client.post(
+                            f"{url}/in/shop/order.created", content=body,
+                            headers={"Content-Type": "application/json",
+                                     "Idempotency-Key": f"order-{i}",
+                                     "X-Correlation-Id": f"corr-{i}"})
+                        break
+                    except httpx.HTTPError as exc:
+                        results[i] = exc
+                        await asyncio.sleep(0.05 * (attempt + 1))
 
         await asyncio.gather(*(one(i) for i in range(start, start + n)))
     return results

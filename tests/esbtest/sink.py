@@ -29,6 +29,8 @@ class Sink:
 
     status_for: Callable[[Received], tuple[int, dict[str, str]]] | None = None
     received: list[Received] = field(default_factory=list)
+    #: Every request, whatever it was answered (for timing retries).
+    requests: list[tuple[Received, int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     down: bool = False
 
@@ -53,8 +55,9 @@ class Sink:
                     status, headers = sink.status_for(rec)
                 else:
                     status, headers = 200, {}
-                if 200 <= status < 300:
-                    with sink.lock:
+                with sink.lock:
+                    sink.requests.append((rec, status))
+                    if 200 <= status < 300:
                         sink.received.append(rec)
                 self.send_response(status)
                 for k, v in headers.items():

@@ -1,0 +1,128 @@
+"""``esb dlq ...`` and ``esb unroutable ...``: browse, show, replay (with progress), purge."""
+
+from __future__ import annotations
+
+import click
+import httpx
+import orjson
+
+from esb.bus.cli.client import AdminError
+from esb.bus.cli.output import emit_json, table
+
+
+def _group(name: str, help_text: str) -> click.Group:
+    @click.group(name=name, help=help_text)
+    def group() -> None:
+        pass
+
+    @group.command("list")
+    @click.option("--limit", default=100, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def list_(obj: object, limit: int, as_json: bool) -> None:
+        """Envelopes waiting in the queue (oldest first)."""
+        body = _request(obj, "GET", f"/admin/{name}", params={"limit": limit})
+        items = body["items"]
+        if as_json:
+            emit_json(items)
+            return
+        rows = [(i["id"], i["type"], i["destination"] or "-", i["attempts"],
+                 (i["error"] or "")[:70]) for i in items]
+        click.echo(table(["ID", "TYPE", "DESTINATION", "ATTEMPTS", "ERROR"], rows))
+        click.echo(f"\n{len(items)} shown" + (f" (limit {limit})" if len(items) == limit
+                                                else ""))
+
+    @group.command("show")
+    @click.argument("envelope_id")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def show(obj: object, envelope_id: str, as_json: bool) -> None:
+        """One envelope whole: attributes, error, every attempt, the payload."""
+        event = _request(obj, "GET", f"/admin/{name}/{envelope_id}")
+        if as_json:
+            emit_json(event)
+            return
+        for key in ("id", "type", "source", "esbendpoint", "esbroute", "esbdestination",
+                    "esbrouteversion", "esberror"):
+            if event.get(key) is not None:
+                click.echo(f"{key:16} {event[key]}")
+        attempts = event.get("esbattempts", [])
+        if attempts:
+            click.echo("")
+            click.echo(table(["AT", "OUTCOME", "STATUS", "LATENCY MS", "ERROR"],
+                             [(a["at"], a["outcome"], a.get("status", ""),
+                               a.get("latency_ms", ""), (a.get("error") or "")[:60])
+                              for a in attempts]))
+        click.echo("")
+        data = event.get("data", event.get("data_base64"))
+        click.echo(data if isinstance(data, str) else orjson.dumps(
+            data, option=orjson.OPT_INDENT_2).decode())
+
+    @group.command("replay")
+    @click.argument("ids", nargs=-1)
+    @click.option("--all", "all_", is_flag=True, help="Replay everything in the queue.")
+    @click.option("--destination", default=None, help="Only those that failed here.")
+    @click.pass_obj
+    def replay(obj: object, ids: tuple[str, ...], all_: bool, destination: str | None) -> None:
+        """Deliver again (dlq: to the same destination; unroutable: through the routes)."""
+        if not ids and not all_:
+            raise click.UsageError("name envelope IDs, or use --all")
+        payload = {"ids": list(ids) or None, "all": all_, "destination": destination}
+        client = obj.client()  # type: ignore[attr-defined]
+        headers = {"Authorization": f"Bearer {client.token}"} if client.token else {}
+        result: dict[str, object] = {}
+        try:
+            with httpx.stream("POST", f"{client.url}/admin/{name}/replay", json=payload,
+                              headers=headers, timeout=None, trust_env=False) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise AdminError(f"replay: HTTP {r.status_code}: "
+                                     f"{r.json().get('detail', r.text)}")
+                bar = None
+                for line in r.iter_lines():
+                    if not line:
+                        continue
+                    msg = orjson.loads(line)
+                    if "done" in msg:
+                        if bar is None:
+                            bar = click.progressbar(length=msg["total"], label="replaying",
+                                                    file=click.get_text_stream("stderr"))
+                            bar.__enter__()
+                        bar.update(msg["done"] - bar.pos)
+                    else:
+                        result = msg
+                if bar is not None:
+                    bar.__exit__(None, None, None)
+        except httpx.HTTPError as exc:
+            raise click.ClickException(f"cannot reach the esb daemon: {exc}") from exc
+        except AdminError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if "error" in result:
+            raise click.ClickException(f"replay stopped: {result['error']}")
+        click.echo(f"replayed {result.get('replayed', 0)}; {result.get('left', 0)} left in "
+                   f"{name}")
+
+    @group.command("purge")
+    @click.option("--yes", is_flag=True, help="Do not ask.")
+    @click.pass_obj
+    def purge(obj: object, yes: bool) -> None:
+        """Drop everything in the queue."""
+        if not yes:
+            click.confirm(f"Drop every envelope in {name}?", abort=True)
+        body = _request(obj, "POST", f"/admin/{name}/purge")
+        click.echo(f"purged {body['purged']}")
+
+    return group
+
+
+def _request(obj: object, method: str, path: str, **kw: object) -> dict:
+    try:
+        return obj.client().request(method, path, **kw)  # type: ignore[attr-defined]
+    except AdminError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(_group("dlq", "The dead-letter queue: list, show, replay, purge."))
+    cli.add_command(_group("unroutable", "Envelopes no route matched: list, show, replay, "
+                                         "purge."))

@@ -1,0 +1,156 @@
+"""``esb trace ID`` and ``esb instances``: thin clients of ``/admin/trace/{id}`` and
+``/admin/instances``. :func:`register` attaches them to the top-level ``esb`` group.
+
+Exit codes: 0 ok; 1 nothing traced for that id, or the daemon refused/was unreachable.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from typing import Any, NoReturn
+from urllib.parse import quote
+
+import click
+
+from esb.bus.cli.client import AdminError
+from esb.bus.cli.output import emit_json, table
+
+#: Detail keys shown first, in this order; any others follow alphabetically.
+_DETAIL_ORDER = ("route", "version", "destination", "endpoint", "outcome", "status",
+                 "latency_ms", "attempt", "attempts", "retry_in", "error", "reason")
+_ERROR_WIDTH = 100
+
+
+def register(cli: click.Group) -> None:
+    """Add ``trace`` and ``instances`` to the ``esb`` group."""
+    cli.add_command(trace)
+    cli.add_command(instances)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"esb: {message}", err=True)
+    sys.exit(code)
+
+
+def _get(obj: Any, path: str, **params: Any) -> Any:
+    try:
+        return obj.client().request("GET", path, params=params or None)
+    except AdminError as exc:
+        _fail(str(exc))
+
+
+# -- esb trace ---------------------------------------------------------------------------------
+
+@click.command("trace")
+@click.argument("envelope_id")
+@click.option("--since", default="1h", show_default=True,
+              help="How far back to look (30m, 6h, 1d ...; trace is kept 24h by default).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def trace(obj: Any, envelope_id: str, since: str, as_json: bool) -> None:
+    """Every step of one message, on every instance: accepted, routed, each delivery attempt
+    with status and latency, retries, dead-lettering, replays."""
+    body = _get(obj, f"/admin/trace/{quote(envelope_id, safe='')}", since=since)
+    if as_json:
+        emit_json(body)
+        return
+    events = body.get("events", [])
+    first = _parse(events[0]["at"]) if events else None
+    rows = []
+    for e in events:
+        at = _parse(e["at"])
+        offset = f"+{_ms((at - first).total_seconds() * 1000)}" if at and first else ""
+        rows.append((_clock(e["at"]), offset, e.get("instance", ""), e.get("step", ""),
+                     details(e.get("detail") or {})))
+    click.echo(f"envelope {body.get('id', envelope_id)}: {len(events)} event(s) in the last "
+               f"{body.get('since', since)}")
+    click.echo("")
+    click.echo(table(["TIME (UTC)", "+", "INSTANCE", "STEP", "DETAILS"], rows))
+
+
+def details(detail: dict[str, Any]) -> str:
+    """``route=r1 version=3 destination=erp status=503 latency=12.3ms error="..."``."""
+    keys = [k for k in _DETAIL_ORDER if k in detail]
+    keys += sorted(k for k in detail if k not in _DETAIL_ORDER)
+    parts = []
+    for key in keys:
+        value = detail[key]
+        if value is None or value == "":
+            continue
+        if key == "latency_ms" and isinstance(value, int | float):
+            parts.append(f"latency={_ms(value)}")
+        elif key == "retry_in" and isinstance(value, int | float):
+            parts.append(f"retry_in={value:g}s")
+        elif isinstance(value, str):
+            text = " ".join(value.split())
+            if len(text) > _ERROR_WIDTH:
+                text = text[:_ERROR_WIDTH - 1] + "…"
+            parts.append(f'{key}="{text}"' if (" " in text or not text) else f"{key}={text}")
+        else:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def _parse(iso: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        return None
+
+
+def _clock(iso: str) -> str:
+    """``2024-05-01 12:03:04.123`` (milliseconds, UTC)."""
+    at = _parse(iso)
+    if at is None:
+        return str(iso)
+    return at.strftime("%Y-%m-%d %H:%M:%S.") + f"{at.microsecond // 1000:03d}"
+
+
+def _ms(ms: float) -> str:
+    if ms >= 10_000:
+        return f"{ms / 1000:.1f}s"
+    if ms >= 100:
+        return f"{ms:.0f}ms"
+    return f"{ms:.1f}ms"
+
+
+# -- esb instances -----------------------------------------------------------------------------
+
+@click.command("instances")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def instances(obj: Any, as_json: bool) -> None:
+    """Every live daemon instance on the bus, and per instance its destinations."""
+    items = _get(obj, "/admin/instances")
+    if as_json:
+        emit_json(items)
+        return
+    rows = []
+    for i in items:
+        connected = i.get("bus_connected")
+        rows.append(("*" if i.get("self") else "", i.get("instance", ""), i.get("host", ""),
+                     i.get("pid", ""), _clock(i["started_at"]) if i.get("started_at") else "",
+                     i.get("route_version", ""),
+                     "" if connected is None else "yes" if connected else "NO",
+                     f"{i.get('last_seen_s', 0):.1f}s"))
+    click.echo(table(["", "INSTANCE", "HOST", "PID", "STARTED (UTC)", "ROUTES", "BUS",
+                      "SEEN"], rows))
+    dest_rows = []
+    for i in items:
+        for name, d in sorted((i.get("destinations") or {}).items()):
+            if not isinstance(d, dict):
+                continue
+            dest_rows.append((i.get("instance", ""), name, _rate(d.get("delivered_per_s")),
+                              _rate(d.get("failed_per_s")), d.get("delivered", ""),
+                              d.get("failed", ""), d.get("dead_lettered", ""),
+                              d.get("in_flight", ""), d.get("breaker", "")))
+    if dest_rows:
+        click.echo("")
+        click.echo(table(["INSTANCE", "DESTINATION", "DELIVERED/S", "FAILED/S", "DELIVERED",
+                          "FAILED", "DEAD", "IN FLIGHT", "BREAKER"], dest_rows))
+    click.echo(f"\n{len(items)} instance(s)")
+
+
+def _rate(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}"

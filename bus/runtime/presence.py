@@ -1,0 +1,350 @@
+"""Instance presence: every daemon knows every live daemon on the same bus, for ``esb status``.
+
+Each instance publishes a heartbeat every ``interval`` (5 s) on the fanout exchange
+``<prefix>.presence`` and reads everyone's through its own exclusive, auto-delete, server-named
+queue. An instance silent for more than ``expiry`` (15 s: three missed heartbeats) is dropped;
+one that stops cleanly says goodbye and is dropped at once. A newcomer is answered with an
+immediate heartbeat, so instances find each other in well under a second instead of waiting a
+whole interval. Heartbeats are best-effort (no confirms, a per-message TTL): presence is an
+operator's view, not a coordination mechanism.
+
+A heartbeat carries what :class:`Presence` knows (instance, host, pid, started_at, sent_at)
+plus whatever the ``snapshot`` callback returns — by convention::
+
+    {"route_version": 7, "bus_connected": true,
+     "destinations": {"erp": {"delivered": 1520, "failed": 3, "dead_lettered": 1,
+                              "in_flight": 4, "breaker": "closed"}, ...}}
+
+Per-destination rates (``delivered_per_s``, ``failed_per_s``, ``dead_lettered_per_s``) are
+computed by the receiver from the counter deltas between two heartbeats of the same instance
+run (the sender's clock on both ends; at least ``interval * 0.8`` apart so the early answer to
+a newcomer does not make them noisy). ``None`` until two heartbeats were seen.
+
+With the embedded bus (``url=None``) there is nothing to share: :meth:`Presence.instances`
+lists this instance only, with rates computed the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pika
+import structlog
+from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.channel import Channel
+
+from esb.bus.errors import BusUnavailable
+
+log = structlog.get_logger("esb.presence")
+
+FORMAT = 1
+COUNTERS = ("delivered", "failed", "dead_lettered")
+
+
+@dataclass
+class _Seen:
+    """What is known of one instance: its last heartbeat and the rate baseline."""
+
+    last: dict[str, Any]
+    seen: float  # local monotonic time of the last heartbeat
+    base: dict[str, Any] | None = None
+    rates: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+class Presence:
+    """Heartbeats on ``<prefix>.presence``; :meth:`instances` lists every live instance.
+
+    ``snapshot`` is called once per heartbeat on the event loop; it must be quick and should
+    not raise (if it does, the heartbeat goes out without it, with ``snapshot_error``)."""
+
+    def __init__(self, url: str | None, prefix: str, instance: str,
+                 snapshot: Callable[[], dict[str, Any]], *, interval: float = 5.0,
+                 expiry: float = 15.0, started_at: datetime | None = None,
+                 heartbeat: int = 30, timeout: float = 10.0) -> None:
+        self.url = url
+        self.exchange = f"{prefix}.presence"
+        self.instance = instance
+        self.snapshot = snapshot
+        self.interval = interval
+        self.expiry = expiry
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.started_at = (started_at or datetime.now(UTC)).isoformat()
+        self._timeout = timeout
+        self._params: pika.URLParameters | None = None
+        if url is not None:
+            self._params = pika.URLParameters(url)
+            self._params.heartbeat = heartbeat
+            self._params.client_properties = {"connection_name": f"esb presence {instance}"}
+        self._seen: dict[str, _Seen] = {}
+        self._conn: AsyncioConnection | None = None
+        self._channel: Channel | None = None
+        self._lost = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.is_open and not self._lost.is_set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Send the first heartbeat and keep sending. Raises :class:`BusUnavailable` when the
+        first connection fails; a background supervisor keeps trying regardless."""
+        if self._tasks:
+            return
+        self._closing = False
+        loop = asyncio.get_running_loop()
+        try:
+            if self._params is not None:
+                try:
+                    await self._connect()
+                except Exception:
+                    self._lost.set()
+                    raise
+                finally:
+                    self._tasks.append(loop.create_task(self._supervise(),
+                                                        name="esb presence supervisor"))
+        finally:
+            self._tasks.append(loop.create_task(self._beat(), name="esb presence heartbeat"))
+
+    async def close(self) -> None:
+        """Say goodbye (so the others drop this instance at once) and disconnect."""
+        if self._closing:
+            return
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self.connected:
+            self._publish({"v": FORMAT, "kind": "goodbye", "instance": self.instance})
+        self._lost.set()
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.is_open:
+            conn.close()
+            for _ in range(100):
+                if conn.is_closed:
+                    break
+                await asyncio.sleep(0.02)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def instances(self) -> list[dict[str, Any]]:
+        """Every live instance (this one included, first), with per-destination rates and
+        ``last_seen_s`` (seconds since its last heartbeat arrived)."""
+        now = time.monotonic()
+        for name in [n for n, s in self._seen.items()
+                     if n != self.instance and now - s.seen > self.expiry]:
+            del self._seen[name]
+        if self.instance not in self._seen:
+            self._observe(self._heartbeat())
+        out = []
+        for name, seen in self._seen.items():
+            entry = {**seen.last, "self": name == self.instance,
+                     "last_seen_s": round(now - seen.seen, 3)}
+            entry.pop("kind", None)
+            entry.pop("v", None)
+            dests = entry.get("destinations")
+            if isinstance(dests, dict):
+                entry["destinations"] = {
+                    d: {**c, **_rate_fields(seen.rates.get(d))} if isinstance(c, dict) else c
+                    for d, c in dests.items()}
+            out.append(entry)
+        out.sort(key=lambda e: (not e["self"], str(e.get("instance"))))
+        return out
+
+    # -- heartbeats --------------------------------------------------------------------------
+
+    def _heartbeat(self) -> dict[str, Any]:
+        hb: dict[str, Any] = {"v": FORMAT, "kind": "heartbeat", "instance": self.instance,
+                              "host": self.host, "pid": self.pid,
+                              "started_at": self.started_at, "sent_at": time.time()}
+        try:
+            snap = self.snapshot()
+            if isinstance(snap, dict):
+                hb.update({k: v for k, v in snap.items() if k not in hb})
+        except Exception as exc:  # presence must not die with the callback
+            hb["snapshot_error"] = f"{type(exc).__name__}: {exc}"
+        return hb
+
+    async def _beat(self) -> None:
+        while True:
+            hb = self._heartbeat()
+            self._observe(hb)
+            if self.connected:
+                self._publish(hb)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+
+    def _observe(self, hb: dict[str, Any]) -> None:
+        """Take in one heartbeat (our own or a peer's)."""
+        name = str(hb.get("instance"))
+        now = time.monotonic()
+        seen = self._seen.get(name)
+        if seen is None or seen.last.get("started_at") != hb.get("started_at"):
+            self._seen[name] = _Seen(last=hb, seen=now, base=hb)
+            return
+        seen.last, seen.seen = hb, now
+        base = seen.base or hb
+        try:
+            dt = float(hb["sent_at"]) - float(base["sent_at"])
+        except (KeyError, TypeError, ValueError):
+            return
+        if dt < self.interval * 0.8:
+            return
+        seen.rates = _rates(base.get("destinations"), hb.get("destinations"), dt)
+        seen.base = hb
+
+    def _publish(self, body: dict[str, Any]) -> None:
+        channel = self._channel
+        if channel is None or not channel.is_open:
+            return
+        try:
+            channel.basic_publish(
+                self.exchange, "", orjson.dumps(body, default=str),
+                pika.BasicProperties(content_type="application/json", delivery_mode=1,
+                                     expiration=str(int(self.expiry * 1000)),
+                                     type=f"esb.presence.{body.get('kind')}"))
+        except Exception as exc:  # best-effort
+            log.debug("presence: heartbeat not sent", error=str(exc))
+
+    def _on_message(self, channel: Channel, method: Any, props: Any, body: bytes) -> None:
+        try:
+            msg = orjson.loads(body)
+            name = msg["instance"]
+            kind = msg.get("kind")
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        if not isinstance(name, str) or name == self.instance:
+            return
+        if kind == "goodbye":
+            self._seen.pop(name, None)
+        elif kind == "heartbeat":
+            new = name not in self._seen
+            self._observe(msg)
+            if new:
+                self._wake.set()  # answer a newcomer now rather than in `interval`
+
+    # -- connection --------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        assert self._params is not None
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[AsyncioConnection] = loop.create_future()
+
+        def on_open(conn: AsyncioConnection) -> None:
+            if not opened.done():
+                opened.set_result(conn)
+
+        def on_open_error(conn: AsyncioConnection, exc: BaseException | str) -> None:
+            if not opened.done():
+                opened.set_exception(BusUnavailable(f"cannot connect to the bus: {exc}"))
+
+        AsyncioConnection(self._params, on_open_callback=on_open,
+                          on_open_error_callback=on_open_error,
+                          on_close_callback=self._on_connection_closed, custom_ioloop=loop)
+        try:
+            conn = await asyncio.wait_for(opened, self._timeout)
+        except TimeoutError:
+            raise BusUnavailable("cannot connect to the bus: timed out") from None
+        self._conn = conn
+        try:
+            ch_fut: asyncio.Future[Channel] = loop.create_future()
+            conn.channel(on_open_callback=ch_fut.set_result)
+            channel = await asyncio.wait_for(ch_fut, self._timeout)
+            channel.add_on_close_callback(self._on_channel_closed)
+            await self._call(channel.exchange_declare, exchange=self.exchange,
+                             exchange_type="fanout", durable=True)
+            frame = await self._call(channel.queue_declare, "", exclusive=True,
+                                     auto_delete=True,
+                                     arguments={"x-message-ttl": int(self.expiry * 1000)})
+            queue = frame.method.queue
+            await self._call(channel.queue_bind, queue, self.exchange)
+            channel.basic_consume(queue, self._on_message, auto_ack=True)
+            self._channel = channel
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+        self._lost.clear()
+        self._wake.set()  # announce ourselves now
+
+    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def done(frame: Any = None) -> None:
+            if not fut.done():
+                fut.set_result(frame)
+
+        method(*args, callback=done, **kwargs)
+        try:
+            return await asyncio.wait_for(fut, self._timeout)
+        except TimeoutError:
+            raise BusUnavailable("the broker did not answer (presence)") from None
+
+    async def _supervise(self) -> None:
+        while not self._closing:
+            await self._lost.wait()
+            delay = 0.5
+            while not self._closing:
+                try:
+                    await self._connect()
+                    log.info("presence reconnected", exchange=self.exchange)
+                    break
+                except Exception as exc:  # the broker may be restarting: keep trying
+                    log.warning("presence reconnect failed", error=str(exc), retry_in=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+
+    def _on_connection_closed(self, conn: AsyncioConnection, reason: BaseException) -> None:
+        if conn is not self._conn:
+            return
+        if not self._closing:
+            log.warning("presence connection lost", reason=str(reason))
+        self._lost.set()
+
+    def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
+        conn = self._conn
+        if self._closing or channel is not self._channel or conn is None or not conn.is_open:
+            return
+        log.warning("presence channel closed", reason=str(reason))
+        self._lost.set()
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def _rates(before: Any, after: Any, dt: float) -> dict[str, dict[str, float]]:
+    if not isinstance(before, dict) or not isinstance(after, dict) or dt <= 0:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for dest, now in after.items():
+        then = before.get(dest)
+        if not isinstance(now, dict) or not isinstance(then, dict):
+            continue
+        rates = {}
+        for key in COUNTERS:
+            a, b = then.get(key), now.get(key)
+            if isinstance(a, int | float) and isinstance(b, int | float):
+                rates[key] = round(max(0.0, (b - a) / dt), 3)
+        out[dest] = rates
+    return out
+
+
+def _rate_fields(rates: dict[str, float] | None) -> dict[str, float | None]:
+    rates = rates or {}
+    return {f"{key}_per_s": rates.get(key) for key in COUNTERS}

@@ -1,0 +1,149 @@
+"""Message trace: every step of one envelope's life, from every instance, for ``esb trace ID``.
+
+The seam is :class:`TraceRecorder`. The hot path (ingress, delivery) calls
+:meth:`TraceRecorder.record` several times per message, so an implementation must make that
+call cheap (a few µs: append to a buffer, no I/O, no locks, no ``datetime`` objects) and it must
+never raise or block: tracing is best-effort and must not cost a message. Reading
+(:meth:`TraceRecorder.query`) is rare and may be slow.
+
+Two implementations:
+
+* :class:`MemoryTrace` (here) — the embedded bus: a bounded in-process index (the most recent
+  100,000 envelope ids, least recently written evicted first).
+* :class:`~esb.bus.runtime.trace_rabbitmq.StreamTrace` — the RabbitMQ bus: events of every
+  instance in one stream, so any instance answers for all of them.
+
+Steps, in the order they usually happen (``detail`` keys in brackets)::
+
+    accepted          [endpoint, version]
+    routed            [route, version, destination]
+    unroutable        [version]
+    transform-failed  [route, destination, error]
+    attempt           [destination, outcome, status, latency_ms, error, attempt]
+    delivered         [destination, status, latency_ms, attempt]
+    retry-scheduled   [destination, attempt, retry_in, error]
+    dead-lettered     [destination, route, error, attempts]
+    replayed          [destination, by]
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+#: The steps the runtime records (free text is accepted; these are what the CLI knows).
+STEPS = ("accepted", "routed", "unroutable", "transform-failed", "attempt", "delivered",
+         "retry-scheduled", "dead-lettered", "replayed")
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    """One step of one envelope on one instance."""
+
+    id: str
+    at: datetime
+    step: str
+    instance: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``at`` as RFC 3339 UTC with microseconds)."""
+        return {"id": self.id, "at": self.at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                "step": self.step, "instance": self.instance, "detail": self.detail}
+
+
+@runtime_checkable
+class TraceRecorder(Protocol):
+    """Where the runtime writes the steps of every envelope, and ``esb trace`` reads them."""
+
+    def record(self, envelope_id: str, step: str, **detail: Any) -> None:
+        """Note that ``envelope_id`` went through ``step`` now, on this instance.
+
+        MUST be cheap and must never block or raise (called several times per message on the
+        event loop's hot path). ``detail`` values should be JSON-friendly (str, int, float,
+        bool, None, lists/dicts of those); anything else is written as its ``str()``."""
+        ...
+
+    async def query(self, envelope_id: str, since: timedelta) -> list[TraceEvent]:
+        """Every event of ``envelope_id`` recorded in the last ``since`` by ANY instance,
+        oldest first. Events still buffered on other instances (≤ one flush interval) may be
+        missing. Raises :class:`~esb.bus.errors.BusError` when the store cannot be read."""
+        ...
+
+    async def start(self) -> None:
+        """Connect (idempotent). ``record`` works before ``start``: events are buffered."""
+        ...
+
+    async def close(self) -> None:
+        """Flush what is buffered (bounded wait) and release resources."""
+        ...
+
+
+def _ts(at: float) -> datetime:
+    return datetime.fromtimestamp(at, UTC)
+
+
+def sort_events(events: list[TraceEvent]) -> list[TraceEvent]:
+    """Time order; ties keep their recorded order (``sorted`` is stable)."""
+    return sorted(events, key=lambda e: e.at)
+
+
+class MemoryTrace:
+    """In-process trace for the embedded bus: the last ``max_ids`` envelope ids (LRU by last
+    write), at most ``max_events`` events each (a message retried forever cannot grow without
+    bound: the oldest of its events go first)."""
+
+    def __init__(self, instance: str, *, max_ids: int = 100_000, max_events: int = 500) -> None:
+        self.instance = instance
+        self.max_ids = max_ids
+        self.max_events = max_events
+        #: id → [(unix time, step, instance, detail), ...]
+        self._events: OrderedDict[str, list[tuple[float, str, str, dict[str, Any]]]] = \
+            OrderedDict()
+        #: Events not kept (evicted ids are not counted; only per-id overflow).
+        self.dropped = 0
+
+    def record(self, envelope_id: str, step: str, **detail: Any) -> None:
+        try:
+            events = self._events.get(envelope_id)
+            if events is None:
+                events = self._events[envelope_id] = []
+                if len(self._events) > self.max_ids:
+                    self._events.popitem(last=False)
+            else:
+                self._events.move_to_end(envelope_id)
+                if len(events) >= self.max_events:
+                    del events[0]
+                    self.dropped += 1
+            events.append((time.time(), step, self.instance, detail))
+        except Exception:  # best-effort: never fail the message being traced
+            self.dropped += 1
+
+    async def query(self, envelope_id: str, since: timedelta) -> list[TraceEvent]:
+        cutoff = time.time() - since.total_seconds()
+        return sort_events([TraceEvent(envelope_id, _ts(at), step, inst, dict(detail))
+                            for at, step, inst, detail in self._events.get(envelope_id, ())
+                            if at >= cutoff])
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
+def open_trace(url: str | None, prefix: str, instance: str, *,
+               retention: str = "24h") -> TraceRecorder:
+    """The recorder for a bus: :class:`MemoryTrace` when ``url`` is None (embedded), else a
+    :class:`~esb.bus.runtime.trace_rabbitmq.StreamTrace` on ``<prefix>.trace``."""
+    if url is None:
+        return MemoryTrace(instance)
+    from esb.bus.runtime.trace_rabbitmq import StreamTrace
+
+    return StreamTrace(url, prefix, instance, retention=retention)

@@ -1,0 +1,489 @@
+"""Message trace on RabbitMQ: the events of every instance in one stream, ``<prefix>.trace``.
+
+Writing. :meth:`StreamTrace.record` only appends a tuple to an in-process buffer (measured
+≈0.3 µs/call on CPython 3.11; no ``datetime``, no I/O, no lock). A flusher task on the event loop
+publishes the buffer as ONE message per batch — every 200 ms, or at once when 500 events are
+waiting — with publisher confirms, one batch in flight at a time. When the bus is down the
+buffer keeps at most ``buffer_limit`` events and drops the OLDEST beyond that; drops are counted
+(:attr:`StreamTrace.dropped`). Trace is best-effort by design: it never slows, blocks or fails a
+message, and it is not part of the at-least-once guarantee.
+
+Batch format (``type: esb.trace.batch``, JSON)::
+
+    {"v": 1, "instance": "host-123", "events": [[id, unix_time, step, {detail}], ...]}
+
+Reading. :meth:`StreamTrace.query` opens a fresh consumer on the stream starting at the
+timestamp ``now - since`` (``x-stream-offset`` as an AMQP timestamp, minus a small slack for
+clock skew and chunk granularity), publishes a small sync marker (``type: esb.trace.sync``) and
+reads until it gets its own marker back: everything published before the query is then read.
+Batches that do not contain the id's bytes are skipped without parsing (a substring test), so a
+query costs roughly one pass over the window's bytes. RabbitMQ 3.10 has no server-side stream
+filtering; queries are rare, writes are constant, so the cost sits on the read side.
+
+Retention: the stream is declared with ``x-max-age`` = ``retention`` (default **24h**) and
+``x-stream-max-segment-size-bytes`` = 8 MB (retention only ever removes whole segments, so a
+bounded segment size is what lets the age limit bite), plus ``x-max-length-bytes`` (default
+4 GiB) as a disk guard. Why 24 h: trace answers "what happened to message X?", a question asked
+within hours of the message — the same working day, or the morning after a night incident;
+older history lives in the DLQ (failures keep their attempts) and in logs. A day is enough for
+that and keeps the stream small: at ~120 bytes an event and ~6 events a message, 24 h at 70 msg/s
+is ~4 GiB. The byte cap wins above that rate (shorter history, never a full disk — a RabbitMQ
+disk alarm would block the bus itself). Changing retention on an existing stream needs the
+stream deleted (RabbitMQ refuses to redeclare with other arguments); until then the existing
+stream is used as it is, with a warning.
+
+Events buffered on OTHER instances (≤ one flush interval) are not yet visible to a query; the
+querying instance flushes its own buffer first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+import uuid
+from collections import deque
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pika
+import structlog
+from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.channel import Channel
+
+from esb.bus.errors import BusError, BusUnavailable, PublishRejected
+from esb.bus.runtime.trace import TraceEvent, sort_events
+
+log = structlog.get_logger("esb.trace")
+
+BATCH_TYPE = "esb.trace.batch"
+SYNC_TYPE = "esb.trace.sync"
+FORMAT = 1
+#: Read this much before ``now - since``: stream timestamps are per chunk and whole seconds,
+#: and instance clocks differ from the broker's. Events are filtered by their own time anyway.
+CLOCK_SLACK = 30.0
+QUERY_PREFETCH = 200
+_RETENTION = re.compile(r"^[1-9]\d*(Y|M|D|h|m|s)$")
+_JSON_OPTS = orjson.OPT_NON_STR_KEYS
+
+
+class TraceQueryTimeout(BusError):
+    """The stream could not be read to its end in time (a very large window)."""
+
+
+class StreamTrace:
+    """:class:`~esb.bus.runtime.trace.TraceRecorder` on the RabbitMQ stream ``<prefix>.trace``.
+
+    ``retention`` is a RabbitMQ ``x-max-age`` value: a positive integer and one unit of
+    ``Y M D h m s`` (``24h``, ``7D``)."""
+
+    def __init__(self, url: str, prefix: str, instance: str, retention: str = "24h", *,
+                 max_bytes: int = 4 * 2**30, segment_bytes: int = 8_000_000,
+                 flush_interval: float = 0.2, batch_size: int = 500,
+                 buffer_limit: int = 100_000, timeout: float = 10.0,
+                 query_timeout: float = 30.0, heartbeat: int = 30) -> None:
+        if not _RETENTION.match(retention):
+            raise ValueError(f"trace retention {retention!r} is not a RabbitMQ x-max-age "
+                             "(a number and one of Y M D h m s, e.g. 24h or 7D)")
+        self.url = url
+        self.queue = f"{prefix}.trace"
+        self.instance = instance
+        self.retention = retention
+        self.arguments: dict[str, Any] = {
+            "x-queue-type": "stream", "x-max-age": retention,
+            "x-stream-max-segment-size-bytes": segment_bytes}
+        if max_bytes:
+            self.arguments["x-max-length-bytes"] = max_bytes
+        self._interval = flush_interval
+        self._batch = batch_size
+        self._limit = buffer_limit
+        self._timeout = timeout
+        self._query_timeout = query_timeout
+        self._params = pika.URLParameters(url)
+        self._params.heartbeat = heartbeat
+        self._params.client_properties = {"connection_name": f"esb trace {instance}"}
+        #: (envelope id, unix time, step, detail), oldest first.
+        self._buf: deque[tuple[str, float, str, dict[str, Any]]] = deque()
+        self._wake = asyncio.Event()
+        #: Events thrown away: buffer overflow while the bus was unreachable, or unencodable.
+        self.dropped = 0
+        #: Events the broker confirmed.
+        self.published = 0
+        self._conn: AsyncioConnection | None = None
+        self._pub: Channel | None = None
+        self._confirm: asyncio.Future[None] | None = None
+        self._returned: str | None = None
+        self._pub_lock = asyncio.Lock()
+        self._lost = asyncio.Event()
+        self._closing = False
+        self._started = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    def record(self, envelope_id: str, step: str, **detail: Any) -> None:
+        try:
+            buf = self._buf
+            if len(buf) >= self._limit:
+                buf.popleft()
+                self.dropped += 1
+            buf.append((envelope_id, time.time(), step, detail))
+            if len(buf) >= self._batch and not self._wake.is_set():
+                self._wake.set()
+        except Exception:  # best-effort: never fail the message being traced
+            self.dropped += 1
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.is_open and not self._lost.is_set()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def stats(self) -> dict[str, Any]:
+        return {"connected": self.connected, "buffered": len(self._buf),
+                "published": self.published, "dropped": self.dropped,
+                "stream": self.queue, "retention": self.retention}
+
+    async def start(self) -> None:
+        """Connect and declare the stream; keeps reconnecting in the background afterwards.
+
+        Raises :class:`BusUnavailable` when the first connection fails (the caller may retry,
+        or go on: ``record`` keeps buffering and the supervisor keeps trying)."""
+        if self._started:
+            return
+        self._closing = False
+        self._started = True
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._flush_loop(), name="esb trace flusher")]
+        try:
+            await self._connect()
+        except Exception:
+            self._lost.set()
+            raise
+        finally:
+            self._tasks.append(loop.create_task(self._supervise(), name="esb trace supervisor"))
+
+    async def close(self) -> None:
+        """Flush what is buffered (waits at most ``timeout``), then disconnect."""
+        if self._closing:
+            return
+        self._closing = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self.connected and self._buf:
+            try:
+                await asyncio.wait_for(self.flush(), self._timeout)
+            except (TimeoutError, BusError) as exc:
+                log.warning("trace: events not flushed at close", buffered=len(self._buf),
+                            error=str(exc) or "timeout")
+        self._lost.set()
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.is_open:
+            conn.close()
+            for _ in range(100):
+                if conn.is_closed:
+                    break
+                await asyncio.sleep(0.02)
+        self._fail(BusUnavailable("the trace recorder was closed"))
+        self._started = False
+
+    async def flush(self) -> None:
+        """Publish everything buffered now (and confirmed). Raises BusError on failure (the
+        events stay buffered, bounded)."""
+        while self._buf:
+            await self._publish_batch()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            if not self.connected:
+                continue
+            try:
+                await self._publish_batch()
+                while len(self._buf) >= self._batch:  # a backlog: keep going
+                    await self._publish_batch()
+            except BusError as exc:
+                log.debug("trace flush failed; kept buffered", error=str(exc),
+                          buffered=len(self._buf))
+
+    async def _publish_batch(self) -> None:
+        """Take up to one batch off the buffer and publish it, confirmed. On failure the
+        batch goes back in front (the oldest beyond the bound are dropped)."""
+        async with self._pub_lock:  # popping under the lock keeps batches in order
+            buf = self._buf
+            if not buf:
+                return
+            batch = [buf.popleft() for _ in range(min(self._batch, len(buf)))]
+            try:
+                body = self._encode(batch)
+                if body is not None:
+                    await self._publish(body, BATCH_TYPE)
+                    self.published += len(batch)
+            except BaseException:
+                buf.extendleft(reversed(batch))
+                while len(buf) > self._limit:
+                    buf.popleft()
+                    self.dropped += 1
+                raise
+
+    def _encode(self, batch: list[tuple[str, float, str, dict[str, Any]]]) -> bytes | None:
+        doc = {"v": FORMAT, "instance": self.instance, "events": batch}
+        try:
+            return orjson.dumps(doc, default=str, option=_JSON_OPTS)
+        except (TypeError, orjson.JSONEncodeError):
+            pass
+        good = []  # one bad detail (a cycle ...) must not sink its neighbours
+        for event in batch:
+            try:
+                orjson.dumps(event, default=str, option=_JSON_OPTS)
+                good.append(event)
+            except (TypeError, orjson.JSONEncodeError):
+                self.dropped += 1
+        if not good:
+            return None
+        return orjson.dumps({**doc, "events": good}, default=str, option=_JSON_OPTS)
+
+    async def _publish(self, body: bytes, kind: str) -> None:
+        """Publish one message and wait for its confirm. Caller holds ``_pub_lock``."""
+        channel = self._pub
+        if channel is None or not channel.is_open or not self.connected:
+            raise BusUnavailable("the trace recorder is not connected to the bus")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._confirm, self._returned = fut, None
+        props = pika.BasicProperties(content_type="application/json", delivery_mode=2,
+                                     type=kind, app_id=self.instance)
+        try:
+            channel.basic_publish("", self.queue, body, props, mandatory=True)
+            await asyncio.wait_for(fut, self._timeout)
+        except TimeoutError:
+            raise BusUnavailable("the broker did not confirm a trace batch") from None
+        finally:
+            self._confirm = None
+
+    def _on_return(self, channel: Channel, method: Any, props: Any, body: bytes) -> None:
+        self._returned = f"{method.reply_code} {method.reply_text}"
+
+    def _on_confirm(self, frame: Any) -> None:
+        fut = self._confirm
+        if fut is None or fut.done():
+            return
+        if not isinstance(frame.method, pika.spec.Basic.Ack):
+            fut.set_exception(PublishRejected("the broker refused a trace batch (nack)"))
+        elif self._returned:
+            fut.set_exception(PublishRejected(f"{self.queue} did not take a trace batch "
+                                              f"({self._returned})"))
+            self._drop_connection()  # the stream is gone: reconnecting declares it again
+        else:
+            fut.set_result(None)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def query(self, envelope_id: str, since: timedelta) -> list[TraceEvent]:
+        with contextlib.suppress(BusError):
+            await self.flush()  # our own recent events
+        conn = self._conn
+        if conn is None or not self.connected:
+            raise BusUnavailable("the trace recorder is not connected to the bus")
+        loop = asyncio.get_running_loop()
+        cutoff = time.time() - since.total_seconds()
+        start = datetime.fromtimestamp(max(0.0, cutoff - CLOCK_SLACK), UTC)
+        needle = envelope_id.encode()
+        marker = uuid.uuid4().hex
+        found: list[TraceEvent] = []
+        done: asyncio.Future[None] = loop.create_future()
+
+        def on_message(channel: Channel, method: Any, props: Any, body: bytes) -> None:
+            if channel.is_open:
+                channel.basic_ack(method.delivery_tag)  # streams need acks for credit
+            if props.type == SYNC_TYPE:
+                if marker.encode() in body and not done.done():
+                    done.set_result(None)
+                return
+            if needle not in body:
+                return
+            try:
+                doc = orjson.loads(body)
+                instance = str(doc.get("instance", "?"))
+                for eid, at, step, detail in doc["events"]:
+                    if eid == envelope_id and at >= cutoff:
+                        found.append(TraceEvent(eid, datetime.fromtimestamp(at, UTC), step,
+                                                instance, detail or {}))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError,
+                    AttributeError):
+                log.warning("trace: ignoring a malformed batch", queue=self.queue,
+                            offset=(props.headers or {}).get("x-stream-offset"))
+
+        channel, closed = await self._open_channel(conn)
+        try:
+            await self._call(channel, closed, channel.basic_qos, prefetch_count=QUERY_PREFETCH)
+            await self._call(channel, closed, channel.basic_consume, self.queue, on_message,
+                             auto_ack=False, arguments={"x-stream-offset": start})
+            async with self._pub_lock:
+                await self._publish(orjson.dumps({"kind": "sync", "id": marker,
+                                                  "by": self.instance}), SYNC_TYPE)
+            finished, _ = await asyncio.wait({done, closed}, timeout=self._query_timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            if done not in finished:
+                if closed in finished:
+                    raise BusUnavailable(f"reading {self.queue} failed: {closed.result()}")
+                raise TraceQueryTimeout(
+                    f"could not read {self.queue} to its end within "
+                    f"{self._query_timeout:g}s; ask for a shorter window (--since)")
+        finally:
+            if not done.done():
+                done.cancel()
+            if channel.is_open:
+                with contextlib.suppress(Exception):
+                    channel.close()
+        return sort_events(found)
+
+    # -- connection --------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[AsyncioConnection] = loop.create_future()
+
+        def on_open(conn: AsyncioConnection) -> None:
+            if not opened.done():
+                opened.set_result(conn)
+
+        def on_open_error(conn: AsyncioConnection, exc: BaseException | str) -> None:
+            if not opened.done():
+                opened.set_exception(BusUnavailable(f"cannot connect to the bus: {exc}"))
+
+        AsyncioConnection(self._params, on_open_callback=on_open,
+                          on_open_error_callback=on_open_error,
+                          on_close_callback=self._on_connection_closed, custom_ioloop=loop)
+        try:
+            conn = await asyncio.wait_for(opened, self._timeout)
+        except TimeoutError:
+            raise BusUnavailable("cannot connect to the bus: timed out") from None
+        self._conn = conn
+        self._lost.clear()
+        try:
+            pub, closed = await self._open_channel(conn)
+            try:
+                await self._call(pub, closed, pub.queue_declare, self.queue, durable=True,
+                                 arguments=self.arguments)
+            except _ChannelClosed as exc:
+                if exc.code != 406:
+                    raise BusUnavailable(f"cannot declare {self.queue}: {exc}") from None
+                log.warning("trace stream exists with other arguments; using it as it is "
+                            "(delete it to apply new retention)", queue=self.queue,
+                            wanted=self.arguments, error=str(exc))
+                pub, closed = await self._open_channel(conn)
+                await self._call(pub, closed, pub.queue_declare, self.queue, passive=True)
+            await self._call(pub, closed, pub.confirm_delivery,
+                             ack_nack_callback=self._on_confirm)
+            pub.add_on_return_callback(self._on_return)
+            pub.add_on_close_callback(self._on_pub_closed)
+            self._pub = pub
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+
+    async def _supervise(self) -> None:
+        while not self._closing:
+            await self._lost.wait()
+            delay = 0.5
+            while not self._closing:
+                try:
+                    await self._connect()
+                    log.info("trace recorder reconnected", queue=self.queue,
+                             buffered=len(self._buf), dropped=self.dropped)
+                    self._wake.set()
+                    break
+                except Exception as exc:  # the broker may be restarting: keep trying
+                    log.warning("trace recorder reconnect failed", error=str(exc),
+                                retry_in=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+
+    async def _open_channel(self, conn: AsyncioConnection
+                            ) -> tuple[Channel, asyncio.Future[BaseException]]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Channel] = loop.create_future()
+        conn.channel(on_open_callback=fut.set_result)
+        try:
+            channel = await asyncio.wait_for(fut, self._timeout)
+        except TimeoutError:
+            raise BusUnavailable("the broker did not open a channel") from None
+        closed: asyncio.Future[BaseException] = loop.create_future()
+
+        def on_closed(ch: Channel, reason: BaseException) -> None:
+            if not closed.done():
+                closed.set_result(reason)
+
+        channel.add_on_close_callback(on_closed)
+        return channel, closed
+
+    async def _call(self, channel: Channel, closed: asyncio.Future[BaseException], method: Any,
+                    *args: Any, **kwargs: Any) -> Any:
+        """Await a pika method that reports completion through ``callback``; a channel closed
+        by the broker meanwhile (e.g. 406 on a declare) raises :class:`_ChannelClosed`."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def done(frame: Any = None) -> None:
+            if not fut.done():
+                fut.set_result(frame)
+
+        if closed.done():
+            raise _ChannelClosed(closed)
+        method(*args, callback=done, **kwargs)
+        finished, _ = await asyncio.wait({fut, closed}, timeout=self._timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        if fut in finished:
+            return fut.result()
+        if closed in finished:
+            raise _ChannelClosed(closed)
+        fut.cancel()
+        raise BusUnavailable(f"the broker did not answer {getattr(method, '__name__', '')}")
+
+    def _on_connection_closed(self, conn: AsyncioConnection, reason: BaseException) -> None:
+        if conn is not self._conn:
+            return
+        self._fail(BusUnavailable(f"trace connection lost: {reason}"))
+        if not self._closing:
+            log.warning("trace connection lost", reason=str(reason))
+        self._lost.set()
+
+    def _on_pub_closed(self, channel: Channel, reason: BaseException) -> None:
+        if channel is not self._pub:
+            return
+        self._fail(BusUnavailable(f"trace channel closed: {reason}"))
+        if not self._closing:
+            self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        conn = self._conn
+        self._lost.set()
+        if conn is not None and conn.is_open:
+            with contextlib.suppress(Exception):  # recover by reconnecting whole
+                conn.close()
+
+    def _fail(self, exc: Exception) -> None:
+        if self._confirm is not None and not self._confirm.done():
+            self._confirm.set_exception(exc)
+
+
+class _ChannelClosed(BusUnavailable):
+    def __init__(self, closed: asyncio.Future[BaseException]) -> None:
+        reason = closed.result()
+        self.code = getattr(reason, "reply_code", None)
+        super().__init__(str(reason))

@@ -1,0 +1,181 @@
+"""Delivery under faults on the real broker: poison messages, outages and bulkheads,
+Retry-After, rate limits — and the dead-letter tools an operator uses to recover."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+import orjson
+from test_rest_flow import accepted, post_many
+
+
+def config(bus: dict[str, Any], sinks: dict[str, str], **delivery: Any) -> dict[str, Any]:
+    return {
+        "bus": bus,
+        "sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
+        "destinations": {
+            name: {"adapter": "rest", "url": url + f"/{name}",
+                   "delivery": {"concurrency": 32, "timeout": "5s",
+                                "backoff": {"initial": "1s", "max": "4s"},
+                                **delivery.get(name, {})}}
+            for name, url in sinks.items()},
+    }
+
+
+def routes(*destinations: str) -> dict[str, Any]:
+    return {"r.yaml": {"routes": [{"name": "all", "match": {}, "to": list(destinations)}]}}
+
+
+def cli(d: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {**os.environ, "ESB_ADMIN_URL": d.url, "ESB_ADMIN_TOKEN": d.token}
+    return subprocess.run([sys.executable, "-m", "esb.bus.cli.main", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_poison_messages_land_in_the_dlq_and_replay_after_the_fix(
+        rabbit: Any, sink: Any, daemon_factory: Any) -> None:
+    fixed = False
+
+    def judge(rec: Any) -> tuple[int, dict[str, str]]:
+        if not fixed and rec.key and int(rec.key.split("-")[1]) % 50 == 7:
+            return 422, {}  # a permanent refusal: these 100 are "poison"
+        return 200, {}
+
+    sink.status_for = judge
+    d = daemon_factory(config(rabbit.bus("out"), {"out": sink.url}), routes("out")).start()
+    n = 5000
+    poison = {f"order-{i}" for i in range(n) if i % 50 == 7}
+    results = asyncio.run(post_many(d.url, n))
+    assert len(accepted(results)) == n
+    assert sink.wait_for(n - len(poison), timeout=180), len(sink.unique())
+    deadline = time.monotonic() + 30
+    listed: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        r = cli(d, "dlq", "list", "--limit", "1000", "--json")
+        listed = json.loads(r.stdout)
+        if len(listed) >= len(poison):
+            break
+        time.sleep(0.5)
+    assert len(listed) == len(poison)
+    by_id = {item["id"]: item for item in listed}
+    assert all(item["destination"] == "out" and "422" in item["error"] for item in listed)
+    assert all(item["attempts"] == 1 for item in listed), "a permanent failure is not retried"
+    # original bodies, untouched
+    some = next(iter(by_id))
+    shown = json.loads(cli(d, "dlq", "show", some, "--json").stdout)
+    i = shown["data"]["n"]
+    assert shown["data"] == {"n": i, "customer": f"c{i}", "total": i * 10}
+    assert f"order-{i}" in poison
+    assert sink.unique() & poison == set()
+
+    fixed = True
+    r = cli(d, "dlq", "replay", "--all")
+    assert r.returncode == 0, r.stderr
+    assert f"replayed {len(poison)}; 0 left" in r.stdout
+    assert sink.wait_for(n, timeout=60)
+    assert poison <= sink.unique()
+    assert json.loads(cli(d, "dlq", "list", "--json").stdout) == []
+    dupes = sum(c - 1 for c in sink.keys().values())
+    print(f"\npoison: {len(poison)} dead-lettered of {n}, all replayed; duplicates {dupes}")
+
+
+def test_outage_keeps_messages_within_max_age_and_other_destination_flows(
+        rabbit: Any, daemon_factory: Any) -> None:
+    from esbtest.sink import Sink
+
+    slow, fast = Sink(), Sink()
+    try:
+        slow.down = True
+        d = daemon_factory(config(rabbit.bus("slow", "fast"),
+                                  {"slow": slow.url, "fast": fast.url},
+                                  slow={"max_attempts": 100, "max_age": "10m"}),
+                           routes("slow", "fast")).start()
+        t0 = time.monotonic()
+        results = asyncio.run(post_many(d.url, 300))
+        assert len(accepted(results)) == 300
+        assert fast.wait_for(300, timeout=60)
+        fast_done = time.monotonic() - t0
+        time.sleep(20)  # past the first retry tiers (1, 2, 4, 8 s ...)
+        st = d.admin("GET", "/admin/status").json()
+        assert st["queues"]["dlq"] == 0, "still within max age: nothing may be dead-lettered"
+        slow.down = False
+        assert slow.wait_for(300, timeout=120), len(slow.unique())
+        print(f"\nbulkhead: fast destination got 300 in {fast_done:.1f}s while slow was down")
+        assert fast_done < 30
+    finally:
+        slow.close()
+        fast.close()
+
+
+def test_retry_after_is_honoured(rabbit: Any, sink: Any, daemon_factory: Any) -> None:
+    seen: set[str] = set()
+
+    def throttle(rec: Any) -> tuple[int, dict[str, str]]:
+        if rec.key not in seen:
+            seen.add(rec.key)
+            return 429, {"Retry-After": "2"}
+        return 200, {}
+
+    sink.status_for = throttle
+    d = daemon_factory(config(rabbit.bus("out"), {"out": sink.url}), routes("out")).start()
+    results = asyncio.run(post_many(d.url, 20))
+    assert len(accepted(results)) == 20
+    assert sink.wait_for(20, timeout=30)
+    times: dict[str, list[float]] = defaultdict(list)
+    for rec, _status in sink.requests:
+        times[rec.key].append(rec.at)
+    gaps = [t[1] - t[0] for t in times.values()]
+    print(f"\nRetry-After 2: gaps min {min(gaps):.3f}s max {max(gaps):.3f}s")
+    assert all(len(t) == 2 for t in times.values())
+    assert min(gaps) >= 2.0
+    assert max(gaps) <= 2.25
+
+
+def test_rate_limit_holds(rabbit: Any, sink: Any, daemon_factory: Any) -> None:
+    d = daemon_factory(config(rabbit.bus("out"), {"out": sink.url},
+                              out={"rate_limit": "50/s"}), routes("out")).start()
+    results = asyncio.run(post_many(d.url, 400))
+    assert len(accepted(results)) == 400
+    assert sink.wait_for(400, timeout=60)
+    at = sorted(r.at for r in sink.received)
+    steady = at[-300:]  # the backlog phase, well after the one-second burst the bucket allows
+    rate = (len(steady) - 1) / (steady[-1] - steady[0])
+    print(f"\nrate limit 50/s: measured {rate:.1f}/s")
+    assert 45 <= rate <= 55
+
+
+def test_unroutable_is_kept_and_replayed_after_a_deploy(rabbit: Any, sink: Any,
+                                                        daemon_factory: Any,
+                                                        tmp_path: Any) -> None:
+    only_orders = {"r.yaml": {"routes": [{"name": "orders", "match": {"type": ["order"]},
+                                          "to": ["out"]}]}}
+    d = daemon_factory(config(rabbit.bus("out"), {"out": sink.url}), only_orders).start()
+    body = orjson.dumps({"x": 1})
+    import httpx
+
+    for i in range(5):
+        r = httpx.post(f"{d.url}/in/shop/invoice", content=body,
+                       headers={"Content-Type": "application/json",
+                                "Idempotency-Key": f"inv-{i}"})
+        assert r.status_code == 202
+    listed = json.loads(cli(d, "unroutable", "list", "--json").stdout)
+    assert len(listed) == 5
+    assert sink.unique() == set()
+    new_routes = tmp_path / "new"
+    new_routes.mkdir()
+    (new_routes / "r.yaml").write_text(
+        "routes:\n  - name: all\n    to: [out]\n")
+    r = cli(d, "routes", "deploy", str(new_routes))
+    assert r.returncode == 0, r.stderr
+    r = cli(d, "unroutable", "replay", "--all")
+    assert r.returncode == 0, r.stderr
+    assert "replayed 5" in r.stdout
+    assert sink.wait_for(5, timeout=30)
