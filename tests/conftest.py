@@ -53,3 +53,8 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     yield make
     for d in made:
         d.stop(timeout=30)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="run the crash soak at full size (20,000 messages, 30 s outage)")

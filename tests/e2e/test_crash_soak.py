@@ -1,0 +1,143 @@
+"""The crash soak: three daemons on one RabbitMQ, killed with -9 and restarted at random, every
+broker connection cut twice, a destination that fails 10 % of calls and goes down once — and
+every accepted message is delivered. ``--long`` runs it at full size."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+import pytest
+from esbtest.proxy import TcpProxy
+
+ROUTES = {"r.yaml": {"routes": [{"name": "all", "match": {}, "to": ["out"]}]}}
+
+
+@pytest.fixture
+def size(request: pytest.FixtureRequest) -> dict[str, float]:
+    if request.config.getoption("--long"):
+        return {"messages": 20_000, "rate": 200, "outage": 30, "kill_every": 4}
+    return {"messages": 3_000, "rate": 120, "outage": 8, "kill_every": 4}
+
+
+def test_crash_soak(rabbit: Any, sink: Any, daemon_factory: Any, size: dict[str, float]) -> None:
+    rng = random.Random(20261124)
+    flaky = {"on": True}
+
+    def judge(rec: Any) -> tuple[int, dict[str, str]]:
+        if flaky["on"] and rng.random() < 0.10:
+            return 503, {}
+        return 200, {}
+
+    sink.status_for = judge
+    u = urlsplit(rabbit.url)
+    proxies = [TcpProxy(u.hostname or "127.0.0.1", u.port or 5672) for _ in range(3)]
+    daemons = []
+    for i, proxy in enumerate(proxies):
+        url = f"amqp://{u.username}:{u.password}@127.0.0.1:{proxy.port}{u.path or '/'}"
+        config = {
+            "bus": rabbit.bus("out", url=url, heartbeat=5),
+            "sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
+            "destinations": {"out": {"adapter": "rest", "url": sink.url + "/out",
+                                     "delivery": {"concurrency": 16, "timeout": "5s",
+                                                  "max_attempts": 100, "max_age": "30m",
+                                                  "backoff": {"initial": "1s", "max": "4s"},
+                                                  "breaker": {"failures": 20,
+                                                              "cooldown": "2s"}}}},
+        }
+        daemons.append(daemon_factory(config, ROUTES, name=f"d{i}"))
+    for d in daemons:
+        d.start()
+
+    n = int(size["messages"])
+    accepted: set[str] = set()
+    kills = cuts = 0
+    started = time.monotonic()
+
+    async def send_all() -> None:
+        sem = asyncio.Semaphore(48)
+        async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=64)) as c:
+            async def one(i: int) -> None:
+                key = f"soak-{i}"
+                body = orjson.dumps({"n": i})
+                async with sem:
+                    for attempt in range(200):  # a sender retries until accepted
+                        d = daemons[(i + attempt) % len(daemons)]
+                        try:
+                            r = await c.post(f"{d.url}/in/shop/order", content=body,
+                                             headers={"Content-Type": "application/json",
+                                                      "Idempotency-Key": key})
+                            if r.status_code == 202:
+                                accepted.add(key)
+                                return
+                        except httpx.HTTPError:
+                            pass
+                        await asyncio.sleep(0.05)
+
+            tasks = []
+            for i in range(n):
+                tasks.append(asyncio.create_task(one(i)))
+                await asyncio.sleep(1 / size["rate"])
+            await asyncio.gather(*tasks)
+
+    async def chaos() -> None:
+        nonlocal kills, cuts
+        load_time = n / size["rate"]
+        cut_at = {load_time * 0.3, load_time * 0.6}
+        outage_at = load_time * 0.45
+        t0 = time.monotonic()
+        outage_done = False
+        while time.monotonic() - t0 < load_time:
+            await asyncio.sleep(size["kill_every"])
+            victim = rng.choice(daemons)
+            await asyncio.to_thread(victim.kill)
+            kills += 1
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(victim.start, False)
+            elapsed = time.monotonic() - t0
+            for at in sorted(cut_at):
+                if elapsed >= at:
+                    cut_at.discard(at)
+                    for p in proxies:
+                        p.cut()
+                    cuts += 1
+            if not outage_done and elapsed >= outage_at:
+                outage_done = True
+                sink.down = True
+                await asyncio.sleep(size["outage"])
+                sink.down = False
+
+    async def run() -> None:
+        await asyncio.gather(send_all(), chaos())
+
+    try:
+        asyncio.run(run())
+        for d in daemons:
+            if d.proc is None or d.proc.poll() is not None:
+                d.start(wait=False)
+        for d in daemons:
+            d.wait_ready(60)
+        flaky["on"] = False
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not accepted <= sink.unique():
+            time.sleep(0.5)
+        delivered = sink.unique() & accepted
+        lost = accepted - sink.unique()
+        dupes = sum(c - 1 for c in sink.keys().values())
+        dlq = daemons[0].admin("GET", "/admin/status").json()["queues"]["dlq"]
+        duration = time.monotonic() - started
+        print(f"\ncrash soak: accepted {len(accepted)}/{n}, delivered {len(delivered)}, "
+              f"lost {len(lost)}, duplicates seen {dupes} (suppressed by key), dlq {dlq}, "
+              f"kills {kills}, connection cuts {cuts}, duration {duration:.0f}s")
+        assert len(accepted) == n
+        assert not lost, f"lost {len(lost)}: {sorted(lost)[:10]}"
+        assert dlq == 0
+        assert kills >= 3 and cuts == 2
+    finally:
+        for p in proxies:
+            p.close()
