@@ -44,6 +44,7 @@ class RabbitScope:
     url: str
     prefix: str = field(default_factory=new_prefix)
     destinations: set[str] = field(default_factory=set)
+    partitions: dict[str, int] = field(default_factory=dict)
 
     def bus(self, *destinations: str, **extra: object) -> dict[str, object]:
         self.destinations.update(destinations)
@@ -53,4 +54,7 @@ class RabbitScope:
         return Topology(self.prefix)
 
     def cleanup(self) -> None:
-        Topology(self.prefix).delete(self.url, sorted(self.destinations))
+        topo = Topology(self.prefix)
+        topo.delete(self.url, sorted(self.destinations))
+        # ordered destinations have partition queues (up to 8 in the suite)
+        topo.delete(self.url, sorted(self.destinations), {d: 8 for d in self.destinations})
