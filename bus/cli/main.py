@@ -14,6 +14,7 @@ from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token
 from esb.bus.cli.deadletter_cmds import register as register_deadletter_commands
 from esb.bus.cli.output import emit_json, table
 from esb.bus.cli.routes_cmds import register as register_routes_commands
+from esb.bus.cli.scaffold import register as register_scaffold
 from esb.bus.errors import ConfigError, EsbError
 
 DEFAULT_CONFIG = "config/esb.yaml"
@@ -161,9 +162,6 @@ def routes_validate(path: Path, config_path: Path) -> None:
     click.echo(f"ok: {len(router.routes)} routes, digest {router.digest[:12]}")
 
 
-register_routes_commands(routes)
-register_deadletter_commands(cli)
-
 
 @cli.group()
 def adapters() -> None:
@@ -215,6 +213,11 @@ def transform(spec: str, file: Path, etype: str, source: str, content_type: str 
         sys.stdout.buffer.write(data)
     else:
         click.echo(data)
+
+
+register_routes_commands(routes)
+register_deadletter_commands(cli)
+register_scaffold(adapters)
 
 
 def main() -> None:

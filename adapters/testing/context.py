@@ -1,0 +1,88 @@
+"""Context doubles for adapter tests: what the runtime would hand an inbound or outbound side.
+
+:class:`RecordingInboundContext` behaves like the daemon's source context — ``accept`` returns
+only once the (embedded) bus took the envelope — and lets a test make the bus fail
+(``down = True``: :class:`~esb.bus.errors.BusUnavailable`) or hold ``accept`` open
+(:meth:`RecordingInboundContext.hold`) to see what the adapter tells its peer meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from esb.adapters.spec import Accepted, OutboundContext
+from esb.bus.broker.base import Bus, destination_address
+from esb.bus.envelope import Envelope
+from esb.bus.errors import BusUnavailable
+
+#: The destination the kit's inbound context publishes accepted envelopes to.
+KIT_DESTINATION = "kit"
+
+
+@dataclass
+class RecordingInboundContext:
+    """An :class:`~esb.adapters.spec.InboundContext` that records what it accepted.
+
+    ``accepted`` holds every envelope ``accept`` returned for; ``attempts`` counts every call,
+    failed or held ones included. With a ``bus``, accepted envelopes are also published to
+    ``dest.<destination>`` on it, so a test can consume them like a delivery worker would.
+    """
+
+    name: str = "kit-source"
+    config_dir: Path = Path(".")
+    instance: str = "kit-1"
+    max_body: int = 1024 * 1024
+    bus: Bus | None = None
+    destination: str = KIT_DESTINATION
+    #: While true, ``accept`` raises BusUnavailable (the runtime's "bus is down").
+    down: bool = False
+    accepted: list[Envelope] = field(default_factory=list)
+    attempts: int = 0
+    _gate: asyncio.Event | None = field(default=None, repr=False)
+
+    def hold(self) -> None:
+        """Make ``accept`` wait (not return) until :meth:`release`."""
+        self._gate = asyncio.Event()
+
+    def release(self) -> None:
+        """Let held and later ``accept`` calls through."""
+        if self._gate is not None:
+            self._gate.set()
+        self._gate = None
+
+    async def accept(self, envelope: Envelope) -> Accepted:
+        self.attempts += 1
+        if self._gate is not None:
+            await self._gate.wait()
+        if self.down:
+            raise BusUnavailable("the bus is down (esb test kit)")
+        if not isinstance(envelope, Envelope):
+            raise TypeError(f"accept() takes an Envelope, not {type(envelope).__name__}")
+        address = destination_address(self.destination)
+        if self.bus is not None:
+            await self.bus.publish(address, envelope)
+        duplicate = any(e.key == envelope.key for e in self.accepted)
+        self.accepted.append(envelope)
+        return Accepted(id=envelope.id, destinations=(address,), duplicate=duplicate)
+
+
+def outbound_context(client: httpx.AsyncClient, config_dir: Path, name: str = "kit-destination",
+                     allowed_hosts: tuple[str, ...] = ()) -> OutboundContext:
+    """An :class:`~esb.adapters.spec.OutboundContext` sharing ``client`` like the daemon's pool.
+
+    The client belongs to the caller (as the pool belongs to the daemon): an outbound side must
+    not close it.
+    """
+    get: Callable[[], httpx.AsyncClient] = lambda: client  # noqa: E731
+    return OutboundContext(name=name, config_dir=config_dir, http=get,
+                           allowed_hosts=allowed_hosts)
+
+
+def http_client(timeout: float = 10.0) -> httpx.AsyncClient:
+    """A plain httpx client like the daemon's: no redirects, no proxies from the environment."""
+    return httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
