@@ -12,6 +12,7 @@ import click
 
 from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token
 from esb.bus.cli.deadletter_cmds import register as register_deadletter_commands
+from esb.bus.cli.ops_cmds import register as register_ops_commands
 from esb.bus.cli.output import emit_json, table
 from esb.bus.cli.routes_cmds import register as register_routes_commands
 from esb.bus.cli.scaffold import register as register_scaffold
@@ -129,11 +130,26 @@ def status(obj: Context, as_json: bool) -> None:
     click.echo(f"instance   {st['instance']}")
     click.echo(f"bus        {bus['kind']} ({'connected' if bus['connected'] else 'DISCONNECTED'}"
                f"{'' if bus['durable'] else ', NOT durable'})")
-    click.echo(f"routes     version {st['routes']['version']} ({st['routes']['count']} routes, "
-               f"{st['routes']['digest'][:12]})")
+    routes_ = st["routes"]
+    click.echo(f"routes     version {routes_['version']} ({routes_['count']} routes, "
+               f"{routes_['digest'][:12]})")
+    instances = st.get("instances") or []
+    if instances:
+        click.echo("")
+        click.echo(table(["INSTANCE", "HOST", "PID", "ROUTES", "BUS", "LAST SEEN"],
+                         [(i.get("instance"), i.get("host"), i.get("pid"),
+                           i.get("route_version"),
+                           "up" if i.get("bus_connected") else "DOWN",
+                           f"{i.get('last_seen_s', 0):.1f}s") for i in instances]))
+    rates: dict[str, float] = {}
+    for inst in instances:
+        for name, d in (inst.get("destinations") or {}).items():
+            rates[name] = rates.get(name, 0.0) + float(d.get("delivered_per_s") or 0)
     click.echo("")
-    rows = [(name, d["adapter"], d["queue"]) for name, d in sorted(st["destinations"].items())]
-    click.echo(table(["DESTINATION", "ADAPTER", "QUEUED"], rows))
+    rows = [(name, d["adapter"], d["queue"], d.get("in_flight", ""), d.get("breaker", ""),
+             f"{rates.get(name, 0.0):.1f}") for name, d in sorted(st["destinations"].items())]
+    click.echo(table(["DESTINATION", "ADAPTER", "QUEUED", "IN FLIGHT", "BREAKER",
+                      "DELIVERED/S"], rows))
     q = st["queues"]
     click.echo("")
     click.echo(f"dead letters {q.get('dlq', '?')}   unroutable {q.get('unroutable', '?')}")
@@ -218,6 +234,7 @@ def transform(spec: str, file: Path, etype: str, source: str, content_type: str 
 register_routes_commands(routes)
 register_deadletter_commands(cli)
 register_scaffold(adapters)
+register_ops_commands(cli)
 
 
 def main() -> None:

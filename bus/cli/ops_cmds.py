@@ -17,7 +17,7 @@ from esb.bus.cli.client import AdminError
 from esb.bus.cli.output import emit_json, table
 
 #: Detail keys shown first, in this order; any others follow alphabetically.
-_DETAIL_ORDER = ("route", "version", "destination", "endpoint", "outcome", "status",
+_DETAIL_ORDER = ("endpoint", "route", "version", "destination", "outcome", "status",
                  "latency_ms", "attempt", "attempts", "retry_in", "error", "reason")
 _ERROR_WIDTH = 100
 
@@ -66,7 +66,7 @@ def trace(obj: Any, envelope_id: str, since: str, as_json: bool) -> None:
     click.echo(f"envelope {body.get('id', envelope_id)}: {len(events)} event(s) in the last "
                f"{body.get('since', since)}")
     click.echo("")
-    click.echo(table(["TIME (UTC)", "+", "INSTANCE", "STEP", "DETAILS"], rows))
+    click.echo(table(["TIME (UTC)", "ELAPSED", "INSTANCE", "STEP", "DETAILS"], rows))
 
 
 def details(detail: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from esb.adapters.problem import problem
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusError
 from esb.bus.runtime.admin_deadletters import deadletter_admin_routes
+from esb.bus.runtime.admin_ops import ops_admin_routes
 from esb.bus.runtime.admin_routes import route_admin_routes
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class AdminApi:
             Route("/admin/routes", self.guard(self.routes_info), methods=["GET"]),
             *route_admin_routes(self.daemon.deployer, self.guard),
             *deadletter_admin_routes(self.daemon.deadletters, self.guard),
+            *ops_admin_routes(self.daemon.trace, self.daemon.presence, self.guard),
         ]
 
     async def status(self, request: Request) -> Response:

@@ -22,7 +22,7 @@ from esb.bus.broker.embedded import EmbeddedBus
 from esb.bus.broker.rabbitmq import RabbitBus
 from esb.bus.broker.topology import Topology
 from esb.bus.config.loader import Loaded, load_config
-from esb.bus.errors import ConfigError
+from esb.bus.errors import BusError, ConfigError
 from esb.bus.plugins import Registry, adapters
 from esb.bus.routing.router import Router
 from esb.bus.routing.routeset import read_route_files
@@ -36,6 +36,8 @@ from esb.bus.runtime.ingress import Ingress, RouterHolder, SourceContext
 from esb.bus.runtime.logs import configure_logging
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
+from esb.bus.runtime.presence import Presence
+from esb.bus.runtime.trace import open_trace
 
 log = structlog.get_logger("esb.daemon")
 
@@ -92,10 +94,14 @@ class Daemon:
         partitioners = {name: Partitioner(name, d.delivery.ordered)
                         for name, d in self.config.destinations.items()
                         if d.delivery.ordered}
+        bus_url = None if self.config.bus.embedded else self.config.bus.url
+        self.trace = open_trace(bus_url, self.config.bus.prefix, self.instance)
+        self.presence = Presence(bus_url, self.config.bus.prefix, self.instance,
+                                 self._presence_snapshot)
         self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance,
-                               partitioners)
+                               partitioners, self.trace)
         self.deadletters = DeadLetters(self.bus, self.ingress, self.config.destinations,
-                                       partitioners, self.instance)
+                                       partitioners, self.instance, self.trace)
         self._http: httpx.AsyncClient | None = None
         self.inbound: dict[str, Inbound] = {}
         self.outbound: dict[str, Outbound] = {}
@@ -147,9 +153,14 @@ class Daemon:
         serving = asyncio.create_task(server.serve())
         await self._connect_bus()
         await self._start_routes()
+        for part in (self.trace, self.presence):  # best effort: they reconnect by themselves
+            try:
+                await part.start()
+            except BusError as exc:
+                log.warning("trace/presence not connected yet", error=str(exc))
         for name, ob in self.outbound.items():
             worker = DeliveryWorker(name, ob, self.bus, cfg.destinations[name].delivery,
-                                    self.metrics, self.instance, cfg.bus.prefetch)
+                                    self.metrics, self.instance, cfg.bus.prefetch, self.trace)
             await worker.start()
             self.workers.append(worker)
         for ib in self.inbound.values():
@@ -195,8 +206,9 @@ class Daemon:
         for ob in self.outbound.values():
             with contextlib.suppress(Exception):
                 await ob.stop()
-        with contextlib.suppress(Exception):
-            await self.deployer.close()
+        for part in (self.presence, self.trace, self.deployer):
+            with contextlib.suppress(Exception):
+                await part.close()
         await self.bus.close()
         if self._http is not None:
             await self._http.aclose()
@@ -224,6 +236,27 @@ class Daemon:
         log.info("SIGHUP: configuration re-read", logging=new.logging.model_dump(),
                  restart_needed_for=changed or None)
 
+    def _presence_snapshot(self) -> dict[str, Any]:
+        """What this instance tells the others every few seconds (must be cheap)."""
+        g = self.metrics.registry.get_sample_value
+        workers = {w.destination: w.status() for w in self.workers}
+
+        def count(name: str, **labels: str) -> float:
+            return g(name, labels) or 0.0
+
+        return {
+            "route_version": self.router.current.version,
+            "bus_connected": self.bus.connected,
+            "destinations": {
+                d: {"delivered": count("esb_delivered_total", destination=d),
+                    "failed": sum(count("esb_failed_total", destination=d, kind=k)
+                                  for k in ("transient", "permanent")),
+                    "dead_lettered": count("esb_dead_lettered_total", destination=d),
+                    "in_flight": workers.get(d, {}).get("in_flight", 0),
+                    "breaker": workers.get(d, {}).get("breaker", "off")}
+                for d in self.config.destinations},
+        }
+
     async def status(self) -> dict[str, Any]:
         depths: dict[str, int] = {}
         with contextlib.suppress(Exception):
@@ -246,6 +279,7 @@ class Daemon:
                 for name in self.config.destinations},
             "sources": {name: {"adapter": src.adapter}
                         for name, src in self.config.sources.items()},
+            "instances": self.presence.instances(),
         }
 
 

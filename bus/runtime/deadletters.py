@@ -17,6 +17,7 @@ from esb.bus.envelope import Envelope, Hop, utcnow
 from esb.bus.errors import EsbError
 from esb.bus.runtime.ingress import Ingress
 from esb.bus.runtime.ordering import Partitioner
+from esb.bus.runtime.trace import TraceRecorder
 
 QUEUES = {"dlq": DEAD_LETTER, "unroutable": UNROUTABLE}
 
@@ -42,8 +43,10 @@ def summary(env: Envelope) -> dict[str, Any]:
 
 class DeadLetters:
     def __init__(self, bus: Bus, ingress: Ingress, destinations: Collection[str],
-                 partitioners: dict[str, Partitioner], instance: str) -> None:
+                 partitioners: dict[str, Partitioner], instance: str,
+                 trace: TraceRecorder) -> None:
         self.bus = bus
+        self.trace = trace
         self.ingress = ingress
         self.destinations = set(destinations)
         self.partitioners = partitioners
@@ -101,10 +104,12 @@ class DeadLetters:
                                           detail={"destination": dest})]})
         part = self.partitioners.get(dest)
         await self.bus.publish(part.address(fresh) if part else destination_address(dest), fresh)
+        self.trace.record(env.id, "replayed", destination=dest)
 
     async def _reroute(self, env: Envelope) -> None:
         fresh = env.model_copy(update={"esberror": None, "esbattempts": [],
                                        "esbroute": None, "esbdestination": None})
+        self.trace.record(env.id, "replayed", destination=None)
         await self.ingress.accept(fresh, env.esbendpoint or "replay")
 
 

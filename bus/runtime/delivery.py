@@ -27,6 +27,7 @@ from esb.bus.runtime.breaker import BreakerSettings, CircuitBreaker
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ratelimit import TokenBucket
 from esb.bus.runtime.retry import RetryPolicy, first_seen
+from esb.bus.runtime.trace import MemoryTrace, TraceRecorder
 
 log = structlog.get_logger("esb.delivery")
 
@@ -43,8 +44,10 @@ class Outcome:
 
 class DeliveryWorker:
     def __init__(self, destination: str, outbound: Outbound, bus: Bus, cfg: DeliveryConfig,
-                 metrics: Metrics, instance: str, prefetch: int) -> None:
+                 metrics: Metrics, instance: str, prefetch: int,
+                 trace: TraceRecorder | None = None) -> None:
         self.destination = destination
+        self.trace: TraceRecorder = trace or MemoryTrace(instance)
         self.outbound = outbound
         self.bus = bus
         self.cfg = cfg
@@ -135,6 +138,14 @@ class DeliveryWorker:
             # pacing us (its Retry-After is honoured): neither says it is unhealthy.
             self.breaker.record(kind != "transient" or status == 429)
         self.metrics.delivery_latency.labels(self.destination).observe(latency)
+        n = sum(1 for a in env.esbattempts if a.destination == self.destination) + 1
+        ms = round(latency * 1000, 3)
+        if kind == "delivered":
+            self.trace.record(env.id, "delivered", destination=self.destination, status=status,
+                              latency_ms=ms, attempt=n)
+        else:
+            self.trace.record(env.id, "attempt", destination=self.destination, outcome=kind,
+                              status=status, latency_ms=ms, error=error, attempt=n)
         if kind == "delivered":
             self.metrics.delivered.labels(self.destination).inc()
             self.metrics.end_to_end.labels(self.destination).observe(
@@ -163,6 +174,8 @@ class DeliveryWorker:
                 nxt = env.model_copy(update={"esbattempts": attempts})
                 used = await self.bus.publish_delayed(self.address, nxt, delay)
                 self.metrics.retried.labels(self.destination).inc()
+                self.trace.record(env.id, "retry-scheduled", destination=self.destination,
+                                  attempt=len(attempts), retry_in=used)
                 log.info("delivery failed; retry scheduled", destination=self.destination,
                          envelope_id=env.id, attempt=len(attempts),
                          error=outcome.attempt.error, retry_in=used)
@@ -195,6 +208,8 @@ class DeliveryWorker:
                 break
             log.info("ordered delivery failed; retrying in place",
                      destination=self.destination, envelope_id=env.id, retry_in=delay)
+            self.trace.record(env.id, "retry-scheduled", destination=self.destination,
+                              attempt=len(attempts), retry_in=delay)
             await asyncio.sleep(delay)
         try:
             await self._dead_letter(env, outcome, env.esbattempts)
@@ -216,5 +231,7 @@ class DeliveryWorker:
                                           detail={"destination": self.destination})]})
         await self.bus.publish(DEAD_LETTER, dead)
         self.metrics.dead_lettered.labels(self.destination).inc()
+        self.trace.record(env.id, "dead-lettered", destination=self.destination, error=reason,
+                          attempts=tried)
         log.warning("delivery failed; dead-lettered", destination=self.destination,
                     envelope_id=env.id, attempts=tried, error=reason)

@@ -22,6 +22,7 @@ from esb.bus.errors import DropEnvelope, TransformError
 from esb.bus.routing.router import Router
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
+from esb.bus.runtime.trace import MemoryTrace, TraceRecorder
 
 log = structlog.get_logger("esb.ingress")
 
@@ -35,8 +36,10 @@ class RouterHolder:
 
 class Ingress:
     def __init__(self, bus: Bus, routes: RouterHolder, metrics: Metrics, instance: str,
-                 partitioners: Mapping[str, Partitioner] | None = None) -> None:
+                 partitioners: Mapping[str, Partitioner] | None = None,
+                 trace: TraceRecorder | None = None) -> None:
         self.bus = bus
+        self.trace: TraceRecorder = trace or MemoryTrace(instance)
         self.routes = routes
         self.metrics = metrics
         self.instance = instance
@@ -52,7 +55,10 @@ class Ingress:
                                                detail={"endpoint": endpoint})]})
         fired = router.match(env)
         publishes: list[tuple[str, Envelope]] = []
+        #: Trace events, recorded once the publishes are confirmed (never for a refused one).
+        events: list[tuple[str, dict[str, object]]] = []
         if not fired:
+            events.append(("unroutable", {"version": router.version}))
             publishes.append((UNROUTABLE, _hop(env.model_copy(update={
                 "esberror": f"no route of version {router.version} matched"}),
                 "unroutable", self.instance)))
@@ -64,6 +70,7 @@ class Ingress:
                 continue
             except TransformError as exc:
                 publishes.append((DEAD_LETTER, _dead(env, route.name, None, exc, self.instance)))
+                events.append(("transform-failed", {"route": route.name, "error": str(exc)}))
                 continue
             for leg in route.legs:
                 try:
@@ -74,6 +81,9 @@ class Ingress:
                     publishes.append((DEAD_LETTER,
                                       _dead(routed, route.name, leg.destination, exc,
                                             self.instance)))
+                    events.append(("transform-failed", {"route": route.name,
+                                                        "destination": leg.destination,
+                                                        "error": str(exc)}))
                     continue
                 out = out.model_copy(update={
                     "esbroute": route.name, "esbdestination": leg.destination,
@@ -85,12 +95,18 @@ class Ingress:
                 part = self.partitioners.get(leg.destination)
                 address = part.address(out) if part else destination_address(leg.destination)
                 publishes.append((address, out))
+                events.append(("routed", {"route": route.name, "version": router.version,
+                                          "destination": leg.destination}))
                 self.metrics.routed.labels(route.name, leg.destination).inc()
         if len(publishes) == 1:
             await self.bus.publish(*publishes[0])
         else:
             await asyncio.gather(*(self.bus.publish(a, e) for a, e in publishes))
         self.metrics.received.labels(endpoint).inc()
+        record = self.trace.record
+        record(env.id, "accepted", endpoint=endpoint, version=router.version)
+        for step, detail in events:
+            record(env.id, step, **detail)
         return Accepted(env.id, tuple(a for a, _ in publishes))
 
 

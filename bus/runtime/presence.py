@@ -182,13 +182,15 @@ class Presence:
         return hb
 
     async def _beat(self) -> None:
-        while True:
+        while not self._closing:
             hb = self._heartbeat()
             self._observe(hb)
             if self.connected:
                 self._publish(hb)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                # Not wait_for: on 3.11 it can swallow a cancel that races with the event.
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
             self._wake.clear()
 
     def _observe(self, hb: dict[str, Any]) -> None:

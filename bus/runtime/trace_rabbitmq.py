@@ -1,12 +1,13 @@
 """Message trace on RabbitMQ: the events of every instance in one stream, ``<prefix>.trace``.
 
-Writing. :meth:`StreamTrace.record` only appends a tuple to an in-process buffer (measured
-≈0.3 µs/call on CPython 3.11; no ``datetime``, no I/O, no lock). A flusher task on the event loop
-publishes the buffer as ONE message per batch — every 200 ms, or at once when 500 events are
-waiting — with publisher confirms, one batch in flight at a time. When the bus is down the
-buffer keeps at most ``buffer_limit`` events and drops the OLDEST beyond that; drops are counted
-(:attr:`StreamTrace.dropped`). Trace is best-effort by design: it never slows, blocks or fails a
-message, and it is not part of the at-least-once guarantee.
+Writing. :meth:`StreamTrace.record` only appends a tuple to an in-process buffer (no
+``datetime``, no I/O, no lock): measured on CPython 3.11 at 0.15 µs/call with one detail key
+and 0.33 µs with six (timeit), ~1 µs in a loop with GC on and the flusher running. A flusher
+task on the event loop publishes the buffer as ONE message per batch — every 200 ms, or at once
+when 500 events are waiting — with publisher confirms, one batch in flight at a time. When the
+bus is down the buffer keeps at most ``buffer_limit`` events and drops the OLDEST beyond that;
+drops are counted (:attr:`StreamTrace.dropped`). Trace is best-effort by design: it never
+slows, blocks or fails a message, and it is not part of the at-least-once guarantee.
 
 Batch format (``type: esb.trace.batch``, JSON)::
 
@@ -77,7 +78,8 @@ class StreamTrace:
     """:class:`~esb.bus.runtime.trace.TraceRecorder` on the RabbitMQ stream ``<prefix>.trace``.
 
     ``retention`` is a RabbitMQ ``x-max-age`` value: a positive integer and one unit of
-    ``Y M D h m s`` (``24h``, ``7D``)."""
+    ``Y M D h m s`` (``24h``, ``7D``). Call :meth:`record` on the event loop's thread (it may
+    wake the flusher, an ``asyncio.Event``); everything else is a coroutine on that loop."""
 
     def __init__(self, url: str, prefix: str, instance: str, retention: str = "24h", *,
                  max_bytes: int = 4 * 2**30, segment_bytes: int = 8_000_000,
@@ -174,7 +176,6 @@ class StreamTrace:
         if self._closing:
             return
         self._closing = True
-        self._wake.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -207,9 +208,11 @@ class StreamTrace:
     # -- writing -----------------------------------------------------------------------------
 
     async def _flush_loop(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+                # Not wait_for: on 3.11 it can swallow a cancel that races with the event.
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
             self._wake.clear()
             if not self.connected:
                 continue
