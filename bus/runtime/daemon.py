@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import secrets
 import signal
@@ -32,6 +33,8 @@ from esb.bus.runtime.deadletters import DeadLetters
 from esb.bus.runtime.delivery import DeliveryWorker
 from esb.bus.runtime.deploy import RouteDeployer, config_compiler
 from esb.bus.runtime.http import build_app, make_http_client, make_server
+from esb.bus.runtime.idempotency import SharedIdempotency
+from esb.bus.runtime.idempotency_log import IdempotencyLog
 from esb.bus.runtime.ingress import Ingress, RouterHolder, SourceContext
 from esb.bus.runtime.logs import configure_logging
 from esb.bus.runtime.metrics import Metrics
@@ -86,8 +89,7 @@ class Daemon:
         self.router = RouterHolder(load_router(loaded))
         self.deployer = RouteDeployer(
             open_route_store(self.config.bus, self.config.base_dir, instance=self.instance),
-            self.router, config_compiler(loaded), self.instance,
-            on_install=lambda r: self.metrics.route_version.set(r.version))
+            self.router, config_compiler(loaded), self.instance, on_install=self._installed)
         self.partitions = {name: d.delivery.ordered.partitions
                            for name, d in self.config.destinations.items()
                            if d.delivery.ordered}
@@ -100,6 +102,11 @@ class Daemon:
                                  self._presence_snapshot)
         self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance,
                                partitioners, self.trace)
+        self.dedup = SharedIdempotency(self.config.bus.idempotency_window)
+        if bus_url is not None:
+            self.dedup.log = IdempotencyLog(bus_url, self.config.bus.prefix, self.instance,
+                                            self.config.bus.idempotency_window,
+                                            self.dedup.learn)
         self.deadletters = DeadLetters(self.bus, self.ingress, self.config.destinations,
                                        partitioners, self.instance, self.trace)
         self._http: httpx.AsyncClient | None = None
@@ -125,7 +132,8 @@ class Daemon:
         for name, settings in self.loaded.source_settings.items():
             spec = self.registry.get(cfg.sources[name].adapter)
             ctx = SourceContext(name=name, config_dir=cfg.base_dir, instance=self.instance,
-                                max_body=cfg.http.max_body, ingress=self.ingress)
+                                max_body=cfg.http.max_body, ingress=self.ingress,
+                                dedup=self.dedup)
             self.inbound[name] = spec.inbound(settings, ctx)
         for name, settings in self.loaded.destination_settings.items():
             spec = self.registry.get(cfg.destinations[name].adapter)
@@ -153,7 +161,8 @@ class Daemon:
         serving = asyncio.create_task(server.serve())
         await self._connect_bus()
         await self._start_routes()
-        for part in (self.trace, self.presence):  # best effort: they reconnect by themselves
+        parts = [self.trace, self.presence, *([self.dedup.log] if self.dedup.log else [])]
+        for part in parts:  # best effort: they reconnect by themselves
             try:
                 await part.start()
             except BusError as exc:
@@ -206,7 +215,9 @@ class Daemon:
         for ob in self.outbound.values():
             with contextlib.suppress(Exception):
                 await ob.stop()
-        for part in (self.presence, self.trace, self.deployer):
+        for part in (self.presence, self.trace, self.deployer, self.dedup.log):
+            if part is None:
+                continue
             with contextlib.suppress(Exception):
                 await part.close()
         await self.bus.close()
@@ -235,6 +246,15 @@ class Daemon:
                    if getattr(new, key) != getattr(self.config, key)]
         log.info("SIGHUP: configuration re-read", logging=new.logging.model_dump(),
                  restart_needed_for=changed or None)
+
+    def _installed(self, router: Router) -> None:
+        self.metrics.route_version.set(router.version)
+        # A large route set is hundreds of thousands of long-lived objects; left to the
+        # cyclic GC they make every full collection scan them (seconds each at 10,000
+        # routes). Collect what the previous set left, then freeze what remains.
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
     def _presence_snapshot(self) -> dict[str, Any]:
         """What this instance tells the others every few seconds (must be cheap)."""

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import structlog
 import uvicorn
 from httpx_aiohttp import AiohttpTransport
 from starlette.applications import Starlette
@@ -18,8 +19,53 @@ from esb.adapters.problem import problem
 from esb.adapters.spec import HttpRoute
 
 
+class InboundDispatcher:
+    """Sends inbound-adapter requests straight to their handler by a dict lookup; everything
+    else (admin, health, metrics, 404/405) goes through Starlette.
+
+    Starlette's middleware stack and route scan cost about 7 % of the daemon's CPU per message
+    in the profile; inbound paths are static (``/in/shop``) or one trailing parameter
+    (``/in/shop/{type}``), so a lookup is all they need.
+    """
+
+    def __init__(self, routes: list[HttpRoute], fallback: Any) -> None:
+        self.fallback = fallback
+        self.exact: dict[str, HttpRoute] = {}
+        self.one_param: dict[str, tuple[str, HttpRoute]] = {}
+        self.log = structlog.get_logger("esb.http")
+        for r in routes:
+            head, sep, last = r.path.rpartition("/")
+            if "{" not in r.path:
+                self.exact[r.path] = r
+            elif sep and "{" not in head and last.startswith("{") and last.endswith("}") \
+                    and ":" not in last:
+                self.one_param[head] = (last[1:-1], r)
+            # anything else is left to Starlette (see build_app)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            route = self.exact.get(path)
+            if route is None:
+                head, _, last = path.rpartition("/")
+                hit = self.one_param.get(head) if last else None
+                if hit is not None:
+                    scope["path_params"] = {hit[0]: last}
+                    route = hit[1]
+            if route is not None and scope["method"] in route.methods:
+                try:
+                    response = await route.handler(Request(scope, receive))
+                except Exception:
+                    self.log.exception("inbound handler failed", path=path)
+                    response = problem(500, "Internal error",
+                                       "the request failed inside esb; see its log")
+                await response(scope, receive, send)
+                return
+        await self.fallback(scope, receive, send)
+
+
 def build_app(inbound: list[HttpRoute], admin: list[Route], *, ready: Callable[[], bool],
-              metrics: Callable[[], bytes]) -> Starlette:
+              metrics: Callable[[], bytes]) -> InboundDispatcher:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -47,8 +93,9 @@ def build_app(inbound: list[HttpRoute], admin: list[Route], *, ready: Callable[[
     async def crashed(request: Request, exc: Exception) -> Response:
         return problem(500, "Internal error", "the request failed inside esb; see its log")
 
-    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed,
-                                                        500: crashed})
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed,
+                                                       500: crashed})
+    return InboundDispatcher(inbound, app)
 
 
 class QuietServer(uvicorn.Server):
