@@ -5,6 +5,10 @@ errors (the legacy watershed of the GraphQL-over-HTTP spec); ``application/graph
 (when the client's Accept names it) answers 400 when the request failed before execution.
 Unparsable requests are 400, wrong content types 415, oversize bodies 413, and a bus that
 could not confirm an envelope 503 with ``extensions.code = BUS_UNAVAILABLE``.
+
+With ``auth:``, a request that fails authentication is answered 401 with ``WWW-Authenticate``
+and one error whose ``extensions.code`` is ``UNAUTHENTICATED`` (before the body is read); the
+principal of an authenticated call rides in each envelope's ``esbheaders.principal``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from graphql import (
 from starlette.requests import Request
 from starlette.responses import Response
 
+from esb.adapters.auth.inbound import Unauthorized, authenticate, build_authenticator
 from esb.adapters.graphql.schema import load_schema, wire_mutations
 from esb.adapters.graphql.settings import GraphqlInboundSettings
 from esb.adapters.http import BodyTooLarge, read_body
@@ -75,6 +80,7 @@ class GraphqlInbound:
         self.ctx = ctx
         self.schema = load_schema(ctx.config_dir / Path(settings.sdl))
         wire_mutations(self.schema, self._publish)
+        self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
         self.routes = [HttpRoute(settings.path, ("POST",), self.handle)]
 
     async def start(self) -> None:
@@ -87,10 +93,12 @@ class GraphqlInbound:
                        info: GraphQLResolveInfo) -> Any:
         """One mutation field → one envelope; returns what the field's type asks for."""
         request: Request = info.context
+        principal = getattr(request.state, "principal", None)
         envelope = Envelope(type=field, source=self.settings.source or self.ctx.name,
                             datacontenttype="application/json", data=arguments,
                             traceparent=request.headers.get("traceparent"),
-                            esbendpoint=self.ctx.name)
+                            esbendpoint=self.ctx.name,
+                            esbheaders={"principal": principal} if principal else {})
         accepted = await self.ctx.accept(envelope)
         if isinstance(get_named_type(info.return_type), GraphQLScalarType):
             return accepted.id
@@ -100,6 +108,11 @@ class GraphqlInbound:
     async def handle(self, request: Request) -> Response:
         accept = request.headers.get("accept", "")
         media = MODERN if MODERN in accept else LEGACY
+        try:
+            request.state.principal = await authenticate(self.authenticator, request)
+        except Unauthorized as exc:
+            return self._reply(media, 401, errors=[_error(exc.detail, "UNAUTHENTICATED")],
+                               headers={"WWW-Authenticate": exc.challenge})
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             return self._reply(media, 415, errors=[_error(
@@ -150,14 +163,16 @@ class GraphqlInbound:
 
     @staticmethod
     def _reply(media: str, status: int, *, data: Any = None,
-               errors: list[dict[str, Any]] | None = None, executed: bool = False) -> Response:
+               errors: list[dict[str, Any]] | None = None, executed: bool = False,
+               headers: dict[str, str] | None = None) -> Response:
         """``data`` is present once execution started (even as null), absent before."""
         body: dict[str, Any] = {}
         if errors:
             body["errors"] = errors
         if executed:
             body["data"] = data
-        headers = {"Retry-After": "5"} if status == 503 else None
+        if status == 503:
+            headers = {**(headers or {}), "Retry-After": "5"}
         return Response(orjson.dumps(body), status_code=status, headers=headers,
                         media_type=f"{media}; charset=utf-8")
 

@@ -8,6 +8,7 @@ import httpx
 import orjson
 from graphql import GraphQLError, OperationDefinitionNode, parse
 
+from esb.adapters.auth.outbound import build_outbound_auth, redact_url, scrubbed
 from esb.adapters.graphql.settings import GraphqlOutboundSettings
 from esb.adapters.graphql.variables import build_variables
 from esb.adapters.http import (
@@ -56,6 +57,7 @@ class GraphqlOutbound:
         self.ctx = ctx
         self._permanent = frozenset(settings.permanent_error_codes)
         self._client: httpx.AsyncClient | None = None
+        self.auth = build_outbound_auth(settings.auth, ctx.http, ctx.allowed_hosts)
 
     async def start(self) -> None:
         self._client = self.ctx.http()
@@ -71,18 +73,19 @@ class GraphqlOutbound:
             request["operationName"] = s.operation_name
         headers = {**s.headers, "content-type": "application/json", "accept": ACCEPT,
                    "idempotency-key": envelope.key}
-        what = f"GraphQL {s.url}"
+        what = f"GraphQL {redact_url(s.url)}"
         client = self._client or self.ctx.http()
         try:
             body = orjson.dumps(request)
         except TypeError as exc:
             raise PermanentError(f"variables are not JSON-serializable: {exc}") from exc
-        try:
-            response = await client.post(s.url, content=body, headers=headers,
-                                         timeout=s.timeout)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, what) from exc
-        self._check(response, what)
+        with scrubbed(self.auth, url=s.url):
+            try:
+                response = await client.post(s.url, content=body, headers=headers,
+                                             timeout=s.timeout, auth=self.auth)
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, what) from exc
+            self._check(response, what)
 
     def _check(self, response: httpx.Response, what: str) -> None:
         """Errors in the body first (by code), then the HTTP status."""

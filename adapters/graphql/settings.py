@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from esb.adapters.auth.settings import InboundAuth, OutboundAuth
 from esb.adapters.spec import AdapterSettings
 
 DEFAULT_PERMANENT_CODES = ["GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT",
@@ -20,6 +21,8 @@ class GraphqlInboundSettings(AdapterSettings):
     #: CloudEvents ``source``; the endpoint name when not given.
     source: str | None = None
     max_body: int = Field(1_048_576, ge=1)
+    #: Who may call: ``api_key``, ``basic`` or ``jwt`` (see docs/adapters.md, Authentication).
+    auth: InboundAuth | None = None
 
 
 class GraphqlOutboundSettings(AdapterSettings):
@@ -38,3 +41,5 @@ class GraphqlOutboundSettings(AdapterSettings):
     #: ``errors[].extensions.code`` values that make a failure permanent; others are retried.
     permanent_error_codes: list[str] = Field(
         default_factory=lambda: list(DEFAULT_PERMANENT_CODES))
+    #: Credentials: ``api_key``, ``basic``, ``bearer`` or ``oauth2`` (client credentials).
+    auth: OutboundAuth | None = None

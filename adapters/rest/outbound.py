@@ -3,6 +3,9 @@
 Error translation is :mod:`esb.adapters.http`'s, shared with the other HTTP adapters (messages
 in its ``"colon"`` form): 2xx accepted; 408, 425, 429 and 5xx transient (``Retry-After`` kept);
 other 4xx and 3xx permanent; timeouts and transport errors transient.
+
+``auth:`` is applied per request (:mod:`esb.adapters.auth.outbound`); error messages name the
+URL without credentials, and secrets a destination echoes back are replaced by ``***``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from esb.adapters.auth.outbound import build_outbound_auth, redact_url, scrubbed
 from esb.adapters.http import check_host, raise_for_status, transport_error
 from esb.adapters.rest.settings import RestOutboundSettings
 from esb.adapters.spec import OutboundContext
@@ -31,6 +35,7 @@ class RestOutbound:
         if not self._templated:
             check_host(settings.url, ctx.allowed_hosts)
         self._client: httpx.AsyncClient | None = None
+        self.auth = build_outbound_auth(settings.auth, ctx.http, ctx.allowed_hosts)
 
     async def start(self) -> None:
         self._client = self.ctx.http()
@@ -59,12 +64,14 @@ class RestOutbound:
             if s.cloudevents == "binary":
                 headers.update(binary_headers(envelope))
         client = self._client or self.ctx.http()
-        what = f"{s.method} {url}"
-        try:
-            response = await client.request(s.method, url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, what, "colon") from exc
-        raise_for_status(response, what, "colon")
+        what = f"{s.method} {redact_url(url)}"
+        with scrubbed(self.auth, url=url):
+            try:
+                response = await client.request(s.method, url, content=body, headers=headers,
+                                                auth=self.auth)
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, what, "colon") from exc
+            raise_for_status(response, what, "colon")
 
 
 def render_url(template: str, envelope: Envelope) -> str:

@@ -5,18 +5,74 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
+from esb.adapters.auth.settings import InboundAuth, OutboundAuth
 from esb.adapters.spec import AdapterSettings
-from esb.bus.config.units import Size
+from esb.bus.config.units import Duration, Size
 
 DEFAULT_CONTENT_TYPES = ["application/json", "application/xml", "text/xml", "text/plain",
                          "application/cloudevents+json"]
 
 
+class PollCursor(BaseModel):
+    """Where the next poll starts: a query parameter filled from the last item (``field``) or
+    a page number (``page``)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    #: Query parameter carrying the cursor (``since``, ``updated_after``, ``page`` ...).
+    param: str = Field(min_length=1)
+    #: ``field``: the value of ``from`` in the last item of a page (a watermark; the API returns
+    #: items in ascending order of it); ``page``: a page number, advanced after a full page.
+    kind: Literal["field", "page"] = "field"
+    #: Field (dotted path or JMESPath) of the last item giving the next cursor value (``field``).
+    from_: str | None = Field(None, alias="from", validate_default=True)
+    #: Cursor value for the very first poll (none: the parameter is left out; page: 1).
+    initial: str | int | None = None
+    #: Items on a full page (``page``): a shorter page is polled again until it fills up.
+    page_size: int | None = Field(None, ge=1)
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("kind", "field") == "field" and not v:
+            raise ValueError("a field cursor needs `from` (the item field to continue from)")
+        return v
+
+
+class PollSettings(BaseModel):
+    """GET ``url`` every ``interval``; each item of the answer becomes one envelope."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://")
+    interval: Duration = 30.0
+    #: Where the list is in the answer: a dotted path or JMESPath (``data.items``); by default
+    #: the answer itself is the list.
+    items: str | None = None
+    cursor: PollCursor | None = None
+    #: Item field (dotted path or JMESPath) identifying an item: envelope id, idempotency key
+    #: and subject, and what de-duplicates items at the watermark boundary.
+    id: str | None = None
+    #: Envelope type (default: the source's ``type``, else ``<source>.polled``).
+    type: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    #: Credentials for the polled API (same forms as an outbound ``auth:``).
+    auth: OutboundAuth | None = None
+    timeout: Duration = 30.0
+    #: Pages fetched per tick while catching up (each full page is followed at once).
+    max_pages: int = Field(10, ge=1)
+
+
 class RestInboundSettings(AdapterSettings):
+    #: Pull items from an API on a schedule (a source with ``poll`` and no ``path`` only polls).
+    poll: PollSettings | None = None
     #: The path this source serves; ``PATH/<type>`` sets the envelope type from the URL.
-    path: str
+    #: Required unless ``poll`` is set.
+    path: str | None = Field(None, validate_default=True)
     methods: list[Literal["POST", "PUT", "PATCH"]] = Field(default_factory=lambda: ["POST"])
     #: Envelope type when the request names none (``ce-type`` header or ``PATH/<type>``).
     type: str | None = None
@@ -26,10 +82,17 @@ class RestInboundSettings(AdapterSettings):
     max_body: Size | None = None
     #: Request headers kept on the envelope (``esbheaders``), e.g. ``[x-request-id]``.
     keep_headers: list[str] = Field(default_factory=list)
+    #: Who may call: ``api_key``, ``basic`` or ``jwt`` (see docs/adapters.md, Authentication).
+    auth: InboundAuth | None = None
 
     @field_validator("path")
     @classmethod
-    def _path(cls, v: str) -> str:
+    def _path(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            # "poll" absent from info.data: it was given but invalid (reported already).
+            if "poll" in info.data and info.data["poll"] is None:
+                raise PydanticCustomError("missing", "Field required")
+            return None
         if not re.match(r"^/[A-Za-z0-9/_.~-]*$", v) or v.startswith(("/admin", "/metrics",
                                                                       "/healthz", "/readyz")):
             raise ValueError("path must start with / and not shadow /admin, /metrics, "
@@ -46,6 +109,8 @@ class RestOutboundSettings(AdapterSettings):
     #: Send CloudEvents attributes as ``ce-*`` headers (binary) or the whole event as the body
     #: (structured); ``none`` sends the payload alone.
     cloudevents: Literal["none", "binary", "structured"] = "none"
+    #: Credentials: ``api_key``, ``basic``, ``bearer`` or ``oauth2`` (client credentials).
+    auth: OutboundAuth | None = None
 
     @field_validator("url")
     @classmethod

@@ -1,4 +1,11 @@
-"""SOAP inbound: serve the WSDL, validate each call, hand it to the bus, acknowledge."""
+"""SOAP inbound: serve the WSDL, validate each call, hand it to the bus, acknowledge.
+
+With ``auth:`` every request (``?wsdl`` included) is authenticated before its body is read. A
+refused one gets a Client (1.1) / Sender (1.2) fault with HTTP status 401 and
+``WWW-Authenticate``: SOAP 1.1 over HTTP answers faults with 500, but authentication happens at
+the HTTP layer, below SOAP, and 401 is what HTTP clients (and WS-I Basic Profile R1113's
+"appropriate status" rule) expect, so SOAP toolkits prompt for or resend credentials.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from lxml import etree
 from starlette.requests import Request
 from starlette.responses import Response
 
+from esb.adapters.auth.inbound import Unauthorized, authenticate, build_authenticator
 from esb.adapters.http import BodyTooLarge, media_type, read_body
 from esb.adapters.soap.ack import build_ack
 from esb.adapters.soap.faults import (
@@ -52,6 +60,7 @@ class SoapInbound:
             op.name: children(self.description.schemas, op.output)
             for op in self.description.operations.values() if op.output}
         self._wsdl_cache: dict[str, bytes] = {}
+        self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
         self.routes = [HttpRoute(settings.path, ("GET", "POST"), self.handle)]
 
     async def start(self) -> None:
@@ -61,10 +70,18 @@ class SoapInbound:
         return None
 
     async def handle(self, request: Request) -> Response:
-        if request.method == "GET":
-            return self.serve_wsdl(request)
         media, params = media_type(request.headers.get("content-type", ""))
         version: Version = _MEDIA.get(media, "1.1")  # type: ignore[assignment]
+        try:
+            principal = await authenticate(self.authenticator, request)
+        except Unauthorized as exc:
+            response = fault_response(version, "client", f"authentication failed: {exc.detail}",
+                                      status=401)
+            response.headers["WWW-Authenticate"] = exc.challenge
+            return response
+        request.state.principal = principal
+        if request.method == "GET":
+            return self.serve_wsdl(request)
         if media not in _MEDIA:
             return fault_response(version, "client", f"unsupported content type {media!r}; "
                                   "use text/xml (SOAP 1.1) or application/soap+xml (SOAP 1.2)",
@@ -116,7 +133,8 @@ class SoapInbound:
             source=self.settings.source or self.ctx.name,
             datacontenttype="application/xml",
             data=etree.tostring(element, encoding="unicode"),
-            esbheaders={"soapaction": action or operation.actions.get(version, "")},
+            esbheaders=_headers(action or operation.actions.get(version, ""),
+                                getattr(request.state, "principal", None)),
             traceparent=request.headers.get("traceparent"),
             esbendpoint=self.ctx.name,
         )
@@ -147,3 +165,10 @@ class SoapInbound:
         if first is None:
             raise SoapFault("the SOAP Body is empty")
         return first
+
+
+def _headers(action: str, principal: str | None) -> dict[str, str]:
+    headers = {"soapaction": action}
+    if principal is not None:
+        headers["principal"] = principal
+    return headers

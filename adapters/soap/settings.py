@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from esb.adapters.auth.settings import InboundAuth
 from esb.adapters.spec import AdapterSettings
 
 
@@ -23,6 +24,9 @@ class SoapInboundSettings(AdapterSettings):
     #: CloudEvents ``source``; the endpoint name when not given.
     source: str | None = None
     max_body: int = Field(1_048_576, ge=1)
+    #: Who may call (``api_key``, ``basic`` or ``jwt``); applies to ``?wsdl`` too. A refused
+    #: call is answered with a Client/Sender fault and HTTP 401 plus ``WWW-Authenticate``.
+    auth: InboundAuth | None = None
 
     def ack_for(self, operation: str) -> dict[str, str]:
         """The ``ack`` mapping that applies to ``operation``."""

@@ -8,6 +8,7 @@ import time
 import httpx
 import orjson
 
+from esb.adapters.auth.outbound import build_outbound_auth, scrubbed
 from esb.adapters.http import check_host, raise_for_status, transport_error
 from esb.adapters.spec import OutboundContext
 from esb.adapters.webhook.settings import WebhookOutboundSettings
@@ -25,6 +26,7 @@ class WebhookOutbound:
         self.ctx = ctx
         self._keys = [decode_standard_secret(s.get_secret_value()) for s in settings.secrets]
         self._client: httpx.AsyncClient | None = None
+        self.auth = build_outbound_auth(settings.auth, ctx.http, ctx.allowed_hosts)
 
     async def start(self) -> None:
         self._client = self.ctx.http()
@@ -56,9 +58,10 @@ class WebhookOutbound:
         headers = {**self.settings.headers, "content-type": content_type,
                    **self.sign(envelope.id, int(time.time()), body)}
         client = self._client or self.ctx.http()
-        try:
-            response = await client.post(self.settings.url, content=body, headers=headers,
-                                         timeout=self.settings.timeout)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, f"webhook {self.ctx.name}") from exc
-        raise_for_status(response, f"webhook {self.ctx.name}")
+        with scrubbed(self.auth, url=self.settings.url):
+            try:
+                response = await client.post(self.settings.url, content=body, headers=headers,
+                                             timeout=self.settings.timeout, auth=self.auth)
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, f"webhook {self.ctx.name}") from exc
+            raise_for_status(response, f"webhook {self.ctx.name}")

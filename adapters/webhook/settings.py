@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from esb.adapters.auth.settings import OutboundAuth
 from esb.adapters.spec import AdapterSettings
 from esb.adapters.webhook.signatures import decode_standard_secret
 
@@ -71,6 +72,9 @@ class WebhookOutboundSettings(AdapterSettings):
     payload: Literal["standard", "data"] = "standard"
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: float = Field(10.0, gt=0)
+    #: HTTP-level credentials on top of the signature: ``api_key``, ``basic``, ``bearer`` or
+    #: ``oauth2`` (client credentials).
+    auth: OutboundAuth | None = None
 
     @field_validator("secrets")
     @classmethod

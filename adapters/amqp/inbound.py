@@ -1,0 +1,250 @@
+"""amqp inbound: consume a legacy system's queue; each message → one envelope.
+
+Mapping of the AMQP basic properties:
+
+=================  ==========================================================================
+``message_id``     ``id`` (generated when absent) and ``idempotencykey`` when present
+``type``           ``type`` (else the ``type`` setting, else the routing key, else
+                   ``<source>.received``)
+``correlation_id`` ``correlationid``
+``content_type``   ``datacontenttype`` (else the ``content_type`` setting); the body becomes
+                   ``data``: parsed JSON for JSON types, text for ``text/*`` and XML, bytes
+                   otherwise. ``application/cloudevents+json`` is read as a whole CloudEvent.
+``app_id``         ``source`` (else the ``source`` setting, else the source name)
+``timestamp``      ``time``
+``headers``        ``esbheaders`` for the names listed in ``headers`` (``traceparent`` always)
+=================  ==========================================================================
+
+Acknowledgement: a message is acked only after ``accept()`` returned (the bus confirmed it),
+on the channel it came from. When the bus cannot take it (``BusError``) the message is handed
+back with ``basic.nack(requeue=True)`` after ``retry_delay``, so a bus outage neither loses nor
+spins messages. A message that cannot become an envelope (JSON that does not parse, text that is
+not UTF-8, an invalid CloudEvent) is rejected with ``basic.reject(requeue=False)``: RabbitMQ
+moves it to the queue's dead-letter exchange when the legacy queue has one (``x-dead-letter-
+exchange`` argument or policy) and drops it otherwise — a warning with its message id and the
+reason is logged either way (never the body). Requeueing it would loop forever.
+
+Connection loss: unacked messages go back to the legacy queue (the broker does that); the side
+reconnects with backoff (0.5 s doubling to ``reconnect_max``) and consumes again. A missing queue
+(``declare: false``) is logged and retried the same way: the legacy system may create it later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.channel import Channel
+from pika.spec import Basic, BasicProperties
+from pydantic import ValidationError
+
+from esb.adapters.amqp import connection as amqp
+from esb.adapters.amqp.settings import AmqpInboundSettings
+from esb.adapters.http import media_type
+from esb.adapters.spec import InboundContext
+from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
+from esb.bus.errors import BusError
+
+log = structlog.get_logger("esb.amqp.inbound")
+
+
+class NotAnEnvelope(Exception):
+    """The message cannot become an envelope (the reason is safe to log)."""
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class AmqpInbound:
+    routes: list[Any]
+
+    def __init__(self, settings: AmqpInboundSettings, ctx: InboundContext) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.routes = []
+        url = settings.url.get_secret_value()
+        self._params = amqp.parameters(url, heartbeat=settings.heartbeat,
+                                       name=f"esb inbound {ctx.name}")
+        self._where = amqp.describe(url)
+        self._headers = {h.lower() for h in settings.headers}
+        self._task: asyncio.Task[None] | None = None
+        self._conn: AsyncioConnection | None = None
+        self._lost = asyncio.Event()
+        self._handlers: set[asyncio.Task[None]] = set()
+        #: Connections made so far (tests watch reconnects).
+        self.connects = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._supervise(), name=f"esb-amqp-{self.ctx.name}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # Messages still being accepted: give them a moment, then leave them unacked (the
+        # broker requeues them when the connection closes).
+        if self._handlers:
+            _, pending = await asyncio.wait(set(self._handlers), timeout=2.0)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        conn, self._conn = self._conn, None
+        await amqp.close_and_wait(conn)
+
+    async def _supervise(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._consume()
+                delay = 0.5
+                await self._lost.wait()
+                log.warning("legacy broker connection lost; reconnecting",
+                            source=self.ctx.name, broker=self._where)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cannot consume from the legacy broker", source=self.ctx.name,
+                            broker=self._where, queue=self.settings.queue, error=str(exc),
+                            retry_in=delay)
+            conn, self._conn = self._conn, None
+            await amqp.close_and_wait(conn, 1.0)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.reconnect_max)
+
+    async def _consume(self) -> None:
+        s = self.settings
+        self._lost.clear()
+        self._conn = await amqp.connect(self._params, on_closed=self._on_closed,
+                                        what=f"the legacy broker at {self._where}")
+        channel = await amqp.open_channel(self._conn, on_closed=self._on_channel_closed)
+        if s.declare:
+            await amqp.call(channel, channel.queue_declare, s.queue, durable=s.durable,
+                            arguments=s.arguments or None)
+        else:
+            try:
+                await amqp.call(channel, channel.queue_declare, s.queue, passive=True)
+            except amqp.AmqpUnavailable as exc:
+                raise amqp.AmqpUnavailable(f"queue {s.queue!r} is not there (declare: false "
+                                           f"leaves the legacy topology alone): {exc}") from None
+        await amqp.call(channel, channel.basic_qos, prefetch_count=s.prefetch)
+        loop = asyncio.get_running_loop()
+
+        def on_message(ch: Channel, method: Basic.Deliver, props: BasicProperties,
+                       body: bytes) -> None:
+            task = loop.create_task(self._handle(ch, method, props, body))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+
+        channel.basic_consume(s.queue, on_message, auto_ack=False)
+        self.connects += 1
+        log.info("consuming from the legacy broker", source=self.ctx.name,
+                 broker=self._where, queue=s.queue)
+
+    def _on_closed(self, conn: AsyncioConnection, reason: BaseException) -> None:
+        self._lost.set()
+
+    def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
+        # A channel error (a deleted queue ...) is recovered by reconnecting whole.
+        self._lost.set()
+
+    # -- one message --------------------------------------------------------------------------
+
+    async def _handle(self, channel: Channel, method: Basic.Deliver, props: BasicProperties,
+                      body: bytes) -> None:
+        tag = method.delivery_tag
+        try:
+            envelope = self.envelope(method, props, body)
+        except NotAnEnvelope as exc:
+            log.warning("legacy message is not an envelope; rejected (to the queue's "
+                        "dead-letter exchange if it has one)", source=self.ctx.name,
+                        queue=self.settings.queue, message_id=props.message_id,
+                        error=str(exc))
+            if channel.is_open:
+                channel.basic_reject(tag, requeue=False)
+            return
+        try:
+            await self.ctx.accept(envelope)
+        except BusError as exc:
+            await self._hand_back(channel, tag, exc)
+            return
+        except Exception as exc:  # a bug must not lose the message either
+            log.error("accept failed unexpectedly", source=self.ctx.name,
+                      error=f"{type(exc).__name__}: {exc}")
+            await self._hand_back(channel, tag, exc)
+            return
+        # Acked only now, and only on the channel it came from: after a reconnect the broker
+        # has requeued it already (delivery tags are per channel).
+        if channel.is_open:
+            channel.basic_ack(tag)
+
+    async def _hand_back(self, channel: Channel, tag: int, exc: Exception) -> None:
+        log.warning("the bus did not take a legacy message; handing it back",
+                    source=self.ctx.name, error=str(exc), retry_in=self.settings.retry_delay)
+        try:
+            await asyncio.sleep(self.settings.retry_delay)  # so nothing spins
+        finally:
+            if channel.is_open:
+                channel.basic_nack(tag, requeue=True)
+
+    def envelope(self, method: Basic.Deliver, props: BasicProperties, body: bytes) -> Envelope:
+        """The envelope a legacy message maps to (see the module docs)."""
+        s = self.settings
+        content_type = props.content_type or s.content_type
+        media, params = media_type(content_type or "")
+        headers = props.headers or {}
+        kept = {str(k).lower(): _text(v) for k, v in headers.items()
+                if "*" in self._headers or str(k).lower() in self._headers}
+        attrs: dict[str, Any] = {}
+        if props.correlation_id:
+            attrs["correlationid"] = props.correlation_id
+        if tp := headers.get("traceparent"):
+            attrs["traceparent"] = _text(tp)
+        if media == CLOUDEVENTS_JSON:
+            try:
+                env = Envelope.from_cloudevent(orjson.loads(body))
+            except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
+                raise NotAnEnvelope(f"not a valid structured CloudEvent: {exc}") from None
+            if kept:
+                env = env.model_copy(update={"esbheaders": {**env.esbheaders, **kept}})
+            return env
+        if props.message_id:
+            attrs["id"] = props.message_id
+            attrs["idempotencykey"] = props.message_id[:200]
+        if props.timestamp:
+            with contextlib.suppress(ValueError, OverflowError, OSError):
+                attrs["time"] = datetime.fromtimestamp(props.timestamp, UTC)
+        try:
+            return Envelope(
+                source=props.app_id or s.source or self.ctx.name,
+                type=props.type or s.type or method.routing_key or f"{self.ctx.name}.received",
+                datacontenttype=content_type, data=_decode(media, params, body),
+                esbheaders=kept, **attrs)
+        except ValidationError as exc:
+            raise NotAnEnvelope(f"invalid attributes: {exc.errors()[0]['msg']}") from None
+
+
+def _decode(media: str, params: dict[str, str], body: bytes) -> Any:
+    if media == "application/json" or media.endswith("+json"):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise NotAnEnvelope(f"the body is not valid JSON: {exc}") from None
+    if media.startswith("text/") or media in ("application/xml",) or media.endswith("+xml"):
+        charset = params.get("charset", "utf-8").lower()
+        try:
+            return body.decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            raise NotAnEnvelope(f"the body is not valid {charset} text") from None
+    return body

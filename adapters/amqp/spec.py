@@ -1,0 +1,34 @@
+"""The amqp adapter, registered like any plugin (entry point ``esb.adapters: amqp``): a
+legacy system's queues and exchanges on another RabbitMQ broker or vhost."""
+
+from __future__ import annotations
+
+from esb.adapters.amqp.inbound import AmqpInbound
+from esb.adapters.amqp.outbound import AmqpOutbound
+from esb.adapters.amqp.settings import AmqpInboundSettings, AmqpOutboundSettings
+from esb.adapters.spec import AdapterSpec, InboundContext, OutboundContext
+
+
+def _inbound(settings: AmqpInboundSettings, ctx: InboundContext) -> AmqpInbound:
+    return AmqpInbound(settings, ctx)
+
+
+def _outbound(settings: AmqpOutboundSettings, ctx: OutboundContext) -> AmqpOutbound:
+    return AmqpOutbound(settings, ctx)
+
+
+SPEC = AdapterSpec(
+    name="amqp",
+    summary="A legacy system's RabbitMQ queues in, its exchanges out (publisher confirms)",
+    inbound_settings=AmqpInboundSettings,
+    inbound=_inbound,
+    outbound_settings=AmqpOutboundSettings,
+    outbound=_outbound,
+    docs="docs/adapters.md#amqp",
+    examples={
+        "inbound": "url: ${LEGACY_AMQP_URL}\nqueue: erp.orders\n"
+                   "type: order.created\nheaders: [x-erp-site]\n",
+        "outbound": "url: ${LEGACY_AMQP_URL}\nexchange: erp\n"
+                    "routing_key: orders.{type}\n",
+    },
+)

@@ -1,0 +1,287 @@
+"""rest polling inbound against a real HTTP API serving pages (uvicorn in a thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+import pytest
+import uvicorn
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from esb.adapters.rest.inbound import RestInbound
+from esb.adapters.rest.polling import Poller
+from esb.adapters.rest.settings import PollSettings, RestInboundSettings
+from esb.adapters.rest.spec import SPEC
+from esb.adapters.spec import Accepted
+from esb.adapters.testing import InboundContract
+from esb.adapters.testing.context import RecordingInboundContext
+from esb.bus.envelope import Envelope
+from esb.bus.errors import BusUnavailable, ConfigError
+
+
+class Api:
+    """``GET /items?since=T`` answers items with ``updatedAt >= T`` (inclusive, as many APIs
+    do), oldest first, ``limit`` per page, wrapped as ``{"data": {"items": [...]}}``;
+    ``GET /pages?page=N`` answers page N (``size`` items) of the list."""
+
+    def __init__(self, limit: int = 3, size: int = 2) -> None:
+        self.items: list[dict[str, Any]] = []
+        self.limit, self.size = limit, size
+        self.requests: list[dict[str, str]] = []
+        self.fail: int | None = None
+        self.lock = threading.Lock()
+
+    def add(self, id: str, at: int, **extra: Any) -> None:
+        with self.lock:
+            self.items = [i for i in self.items if i["id"] != id]
+            self.items.append({"id": id, "updatedAt": at, **extra})
+            self.items.sort(key=lambda i: (i["updatedAt"], i["id"]))
+
+    def app(self) -> Starlette:
+        async def items(request: Request) -> Response:
+            self.requests.append(dict(request.query_params))
+            if self.fail:
+                return Response("down", status_code=self.fail)
+            since = int(request.query_params.get("since", 0))
+            with self.lock:
+                page = [i for i in self.items if i["updatedAt"] >= since][:self.limit]
+            return JSONResponse({"data": {"items": page}})
+
+        async def pages(request: Request) -> Response:
+            self.requests.append(dict(request.query_params))
+            n = int(request.query_params["page"])
+            with self.lock:
+                return JSONResponse(self.items[(n - 1) * self.size:n * self.size])
+
+        return Starlette(routes=[Route("/items", items), Route("/pages", pages)])
+
+
+@pytest.fixture
+def api(serve_app: Callable[[object], str]) -> Iterator[tuple[Api, str]]:
+    server = Api()
+    yield server, serve_app(server.app())
+
+
+class ThreadedServer:
+    """uvicorn in a daemon thread (the contract tests run their own event loops)."""
+
+    def __init__(self, app: object) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "no server"
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(5)
+
+
+def poll_settings(base: str, **extra: Any) -> dict[str, Any]:
+    return {"url": base + "/items", "interval": "50ms", "items": "data.items", "id": "id",
+            "cursor": {"param": "since", "from": "updatedAt"}, "type": "item.changed", **extra}
+
+
+def poller(base: str, ctx: Any, **extra: Any) -> Poller:
+    return Poller(PollSettings.model_validate(poll_settings(base, **extra)), ctx)
+
+
+def state(ctx: Any) -> dict[str, Any]:
+    return orjson.loads((ctx.config_dir / ".esb" / "poll" / f"{ctx.name}.json").read_bytes())
+
+
+async def test_pages_are_followed_and_the_cursor_is_persisted(api: tuple[Api, str],
+                                                              inbound_ctx: Any) -> None:
+    server, base = api
+    for n in range(5):
+        server.add(f"i{n}", 100 + n)
+    p = poller(base, inbound_ctx)
+    assert await p.poll_once() == 5
+    assert [e.subject for e in inbound_ctx.accepted] == ["i0", "i1", "i2", "i3", "i4"]
+    env = inbound_ctx.accepted[0]
+    assert (env.id, env.idempotencykey, env.type, env.source) == (
+        "i0@100", "i0@100", "item.changed", "test-source")
+    assert env.data == {"id": "i0", "updatedAt": 100}
+    assert state(inbound_ctx) == {"cursor": 104, "seen": ["i4@104"]}
+    assert [r.get("since") for r in server.requests] == [None, "102", "104"]
+    # The API answers the boundary item again: nothing new.
+    assert await p.poll_once() == 0
+    assert len(inbound_ctx.accepted) == 5
+
+
+async def test_restart_continues_without_duplicates(api: tuple[Api, str],
+                                                    inbound_ctx: Any) -> None:
+    server, base = api
+    server.add("a", 1)
+    server.add("b", 2)
+    assert await poller(base, inbound_ctx).poll_once() == 2
+    # A new instance (the daemon restarted) on the same state folder.
+    again = poller(base, inbound_ctx)
+    assert again.state["cursor"] == 2
+    assert await again.poll_once() == 0
+    server.add("c", 2)  # same timestamp as the watermark: still new
+    server.add("a", 3)  # an update of an old item: a new event
+    assert await again.poll_once() == 2
+    assert [e.id for e in inbound_ctx.accepted] == ["a@1", "b@2", "c@2", "a@3"]
+    assert await poller(base, inbound_ctx).poll_once() == 0
+
+
+class FailingAfter(RecordingInboundContext):
+    """Accepts ``budget`` envelopes, then the bus is down."""
+
+    budget: int = 0
+
+    async def accept(self, envelope: Envelope) -> Accepted:
+        if self.budget <= 0:
+            self.attempts += 1
+            raise BusUnavailable("bus down (test)")
+        self.budget -= 1
+        return await super().accept(envelope)
+
+
+async def test_failed_accept_keeps_the_cursor(api: tuple[Api, str], tmp_path: Path) -> None:
+    server, base = api
+    for n in range(3):
+        server.add(f"i{n}", 10 + n)
+    ctx = FailingAfter(name="poll", config_dir=tmp_path)
+    ctx.budget = 1
+    p = poller(base, ctx)
+    with pytest.raises(BusUnavailable):
+        await p.poll_once()
+    assert [e.subject for e in ctx.accepted] == ["i0"]
+    assert not (tmp_path / ".esb" / "poll" / "poll.json").exists()  # cursor not advanced
+    ctx.budget = 100
+    assert await p.poll_once() == 2  # i0 is not sent twice by this instance
+    assert [e.subject for e in ctx.accepted] == ["i0", "i1", "i2"]
+    assert state(ctx)["cursor"] == 12
+
+
+async def test_page_cursor(api: tuple[Api, str], inbound_ctx: Any) -> None:
+    server, base = api
+    for n in range(3):
+        server.add(f"p{n}", n)
+    settings = {"url": base + "/pages", "id": "id",
+                "cursor": {"param": "page", "kind": "page", "page_size": 2}}
+    p = Poller(PollSettings.model_validate(settings), inbound_ctx)
+    assert await p.poll_once() == 3
+    assert state(inbound_ctx) == {"cursor": 2, "seen": ["p2"]}  # page 2 is not full yet
+    assert await p.poll_once() == 0
+    server.add("p3", 3)
+    server.add("p4", 4)
+    assert await p.poll_once() == 2
+    assert [e.id for e in inbound_ctx.accepted] == ["p0", "p1", "p2", "p3", "p4"]
+    assert state(inbound_ctx)["cursor"] == 3
+    with pytest.raises(ConfigError, match="page_size"):
+        Poller(PollSettings.model_validate(
+            {**settings, "cursor": {"param": "page", "kind": "page"}}), inbound_ctx)
+
+
+async def test_polling_only_source_runs_until_stopped(api: tuple[Api, str],
+                                                      inbound_ctx: Any) -> None:
+    server, base = api
+    server.add("x", 1)
+    cfg = RestInboundSettings.model_validate({"poll": poll_settings(base)})
+    assert cfg.path is None
+    side = RestInbound(cfg, inbound_ctx, 1024)
+    assert side.routes == []
+    server.fail = 500  # a failing API is logged and polled again
+    await side.start()
+    await asyncio.sleep(0.2)
+    assert not inbound_ctx.accepted
+    server.fail = None
+    for _ in range(100):
+        if inbound_ctx.accepted:
+            break
+        await asyncio.sleep(0.02)
+    server.add("y", 2)
+    for _ in range(100):
+        if len(inbound_ctx.accepted) == 2:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.wait_for(side.stop(), 2)
+    assert [e.subject for e in inbound_ctx.accepted] == ["x", "y"]
+    count = len(server.requests)
+    await asyncio.sleep(0.2)
+    assert len(server.requests) == count  # stopped: no more polls
+
+
+def test_settings_need_a_path_or_poll() -> None:
+    with pytest.raises(ValidationError) as info:
+        RestInboundSettings.model_validate({})
+    assert info.value.errors()[0]["loc"] == ("path",)
+    assert info.value.errors()[0]["type"] == "missing"
+    both = RestInboundSettings.model_validate({"path": "/in", "poll": {"url": "http://x/"}})
+    assert both.path == "/in"
+    with pytest.raises(ValidationError, match="from"):
+        RestInboundSettings.model_validate(
+            {"poll": {"url": "http://x/", "cursor": {"param": "since"}}})
+
+
+async def test_without_id_or_cursor_items_are_keyed_by_content(api: tuple[Api, str],
+                                                               inbound_ctx: Any) -> None:
+    server, base = api
+    server.add("a", 1)
+    p = Poller(PollSettings.model_validate({"url": base + "/items", "items": "data.items"}),
+               inbound_ctx)
+    assert await p.poll_once() == 1
+    assert await p.poll_once() == 0
+    server.add("b", 2)
+    assert await p.poll_once() == 1
+    assert inbound_ctx.accepted[0].type == "test-source.polled"
+    assert len(inbound_ctx.accepted[0].id) == 32
+
+
+# -- the adapter test kit's inbound contract --------------------------------------------------
+
+
+class TestPollingInboundContract(InboundContract):
+    """The peer is the polled API: an input is "acknowledged" once the persisted cursor has
+    moved past it (nothing else tells the API anything)."""
+
+    spec = SPEC
+    settings: ClassVar[dict[str, Any]] = {"poll": {"url": "http://127.0.0.1:9/items"}}
+    expected_type = "item.changed"
+    wait = 5.0
+
+    def inbound_settings(self) -> dict[str, object]:
+        return {"poll": poll_settings(self.base)}
+
+    @pytest.fixture(autouse=True)
+    def _api(self) -> Iterator[None]:
+        self.api = Api()
+        with ThreadedServer(self.api.app()) as url:
+            self.base = url
+            yield
+
+    async def offer(self) -> None:
+        self.api.add("kit-1", 7)
+
+    async def acknowledged(self) -> bool:
+        path = self.tmp_path / ".esb" / "poll" / f"{self.context.name}.json"
+        with contextlib.suppress(FileNotFoundError):
+            return orjson.loads(path.read_bytes())["cursor"] == 7
+        return False
+
+    async def retry(self) -> None:
+        pass  # the next tick polls again
