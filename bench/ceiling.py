@@ -1,0 +1,209 @@
+"""The raw ceiling: the same relay esb does, with the same libraries and guarantees, and no
+ESB logic at all.
+
+    python bench/ceiling.py --port PORT --sink URL --queue NAME [--url AMQP_URL]
+                            [--prefetch 200] [--concurrency 64]
+
+* HTTP in: uvicorn with httptools on uvloop and a bare ASGI app (esb's server stack, minus
+  Starlette); ``POST /in`` reads the body and publishes it, persistent and ``mandatory``, on a
+  pika asyncio channel in confirm mode with up to 1,000 confirms in flight; it answers ``202``
+  only after the broker confirmed (and did not return) the message.
+* Out: one consumer with ``basic.qos`` prefetch, at most ``--concurrency`` POSTs in flight to
+  the sink through httpx over the ``httpx-aiohttp`` transport (as
+  ``esb.bus.runtime.http.make_http_client`` builds it), ack after a 2xx.
+
+``GET /readyz`` answers 200 once the consumer runs. On SIGTERM it stops serving, waits for the
+deliveries in flight, deletes its queue and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+from typing import Any
+
+import httpx
+import pika
+import uvicorn
+from httpx_aiohttp import AiohttpTransport
+from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.channel import Channel
+
+URL = os.environ.get("ESB_TEST_BUS_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+class Relay:
+    def __init__(self, url: str, queue: str, sink: str, prefetch: int, concurrency: int,
+                 window: int = 1000) -> None:
+        self.params = pika.URLParameters(url)
+        self.queue = queue
+        self.sink = sink
+        self.prefetch = prefetch
+        self.slots = asyncio.Semaphore(concurrency)
+        self.window = asyncio.Semaphore(window)
+        self.conn: AsyncioConnection | None = None
+        self.pub: Channel | None = None
+        self.sub: Channel | None = None
+        self.tag = 0
+        self.pending: dict[int, asyncio.Future[None]] = {}
+        self.returned: set[int] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.ready = False
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
+        self.http = httpx.AsyncClient(transport=AiohttpTransport(limits=limits, trust_env=False),
+                                      timeout=30, follow_redirects=False, trust_env=False)
+
+    # -- AMQP plumbing --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[AsyncioConnection] = loop.create_future()
+        AsyncioConnection(self.params, on_open_callback=opened.set_result,
+                          on_open_error_callback=lambda c, e: opened.set_exception(
+                              RuntimeError(f"cannot connect: {e}")),
+                          custom_ioloop=loop)
+        self.conn = await asyncio.wait_for(opened, 30)
+        self.pub = await self._channel()
+        await self._call(self.pub.queue_declare, self.queue, durable=True)
+        await self._call(self.pub.confirm_delivery, ack_nack_callback=self._on_confirm)
+        self.pub.add_on_return_callback(self._on_return)
+        self.sub = await self._channel()
+        await self._call(self.sub.basic_qos, prefetch_count=self.prefetch)
+        self.sub.basic_consume(self.queue, self._on_message, auto_ack=False)
+        self.ready = True
+
+    async def _channel(self) -> Channel:
+        assert self.conn is not None
+        fut: asyncio.Future[Channel] = asyncio.get_running_loop().create_future()
+        self.conn.channel(on_open_callback=fut.set_result)
+        return await asyncio.wait_for(fut, 10)
+
+    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        method(*args, callback=lambda frame=None: fut.done() or fut.set_result(frame), **kwargs)
+        return await asyncio.wait_for(fut, 10)
+
+    def _on_return(self, channel: Channel, method: Any, props: Any, body: bytes) -> None:
+        # A return precedes the confirm of the same publish; the message id is its tag.
+        self.returned.add(int(props.message_id))
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        acked = isinstance(method, pika.spec.Basic.Ack)
+        tags = [t for t in self.pending if t <= method.delivery_tag] if method.multiple \
+            else [method.delivery_tag]
+        for tag in tags:
+            fut = self.pending.pop(tag, None)
+            if fut is None or fut.done():
+                continue
+            if not acked or tag in self.returned:
+                self.returned.discard(tag)
+                fut.set_exception(RuntimeError("not confirmed"))
+            else:
+                fut.set_result(None)
+
+    async def publish(self, body: bytes) -> None:
+        async with self.window:
+            assert self.pub is not None
+            self.tag += 1
+            tag = self.tag
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.pending[tag] = fut
+            props = pika.BasicProperties(delivery_mode=2, message_id=str(tag),
+                                         content_type="application/json")
+            self.pub.basic_publish("", self.queue, body, props, mandatory=True)
+            await fut
+
+    def _on_message(self, ch: Channel, method: Any, props: Any, body: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(ch, method.delivery_tag,
+                                                                    body, props.content_type))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _deliver(self, ch: Channel, tag: int, body: bytes, ctype: str | None) -> None:
+        async with self.slots:
+            try:
+                resp = await self.http.post(self.sink, content=body,
+                                            headers={"Content-Type": ctype or "text/plain"})
+                ok = 200 <= resp.status_code < 300
+            except httpx.HTTPError:
+                ok = False
+        if ch.is_open:
+            if ok:
+                ch.basic_ack(tag)
+            else:
+                ch.basic_nack(tag, requeue=True)
+
+    async def close(self) -> None:
+        for _ in range(200):
+            if not self.tasks:
+                break
+            await asyncio.sleep(0.05)
+        if self.pub is not None and self.pub.is_open:
+            with contextlib.suppress(Exception):
+                await self._call(self.pub.queue_delete, self.queue)
+        if self.conn is not None and self.conn.is_open:
+            self.conn.close()
+        await self.http.aclose()
+
+    # -- ASGI ----------------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["method"] == "GET":
+            status = 200 if self.ready else 503
+            await _respond(send, status, b'{"status": "ready"}' if self.ready else b"{}")
+            return
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        try:
+            await self.publish(b"".join(chunks))
+        except Exception:
+            await _respond(send, 503, b'{"status": "bus unavailable"}')
+            return
+        await _respond(send, 202, b'{"status": "accepted"}')
+
+
+async def _respond(send: Any, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    relay = Relay(args.url, args.queue, args.sink, args.prefetch, args.concurrency)
+    await relay.start()
+    config = uvicorn.Config(relay, host="127.0.0.1", port=args.port, lifespan="off",
+                            access_log=False, log_level="warning", loop="none",
+                            http="httptools", server_header=False)
+    server = uvicorn.Server(config)
+    try:
+        await server.serve()  # returns on SIGTERM / SIGINT
+    finally:
+        await relay.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--sink", required=True)
+    parser.add_argument("--queue", required=True)
+    parser.add_argument("--url", default=URL)
+    parser.add_argument("--prefetch", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    import uvloop
+
+    uvloop.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""The processes a run starts: the sink, the esb daemon, the ceiling relay, the load generator.
+
+Each is a child process we own; ``stop`` sends SIGTERM (SIGKILL only if it does not exit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from harness.util import free_port, rss_kib
+
+BENCH = Path(__file__).resolve().parents[1]
+
+
+class HarnessError(RuntimeError):
+    """The harness itself failed (a process did not start, messages were lost ...)."""
+
+
+def _env() -> dict[str, str]:
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": f"{BENCH}{os.pathsep}{path}" if path else str(BENCH),
+            "PYTHONUNBUFFERED": "1"}
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def http_post(url: str, timeout: float = 5.0) -> int:
+    req = urllib.request.Request(url, data=b"", method="POST")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.status
+
+
+class Child:
+    """A child process with its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], cwd: Path, log_dir: Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.cwd = cwd
+        self.log_path = log_dir / f"{name}.log"
+        self.env = env or _env()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT)
+        log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-chars:]
+        return ""
+
+    def wait_http(self, url: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise HarnessError(f"{self.name} exited with "
+                                   f"{self.proc.returncode if self.proc else '?'}:\n"
+                                   f"{self.log_tail()}")
+            with contextlib.suppress(OSError):
+                if http_get(url, 1.0)[0] == 200:
+                    return
+            time.sleep(0.1)
+        raise HarnessError(f"{self.name} not ready within {timeout:g}s:\n{self.log_tail()}")
+
+    def rss(self) -> int | None:
+        return rss_kib(self.pid) if self.alive() else None
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+class Sink(Child):
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        super().__init__("sink", [sys.executable, "-m", "harness.sink", "--port",
+                                  str(self.port)], BENCH, log_dir)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        super().start()
+        self.wait_http(f"{self.url}/_stats", 20)
+
+    def reset(self) -> None:
+        http_post(f"{self.url}/_reset")
+
+    def stats(self, latencies: bool = False) -> dict[str, Any]:
+        status, body = http_get(f"{self.url}/_stats" + ("?latencies=1" if latencies else ""),
+                                30)
+        if status != 200:
+            raise HarnessError(f"sink stats: HTTP {status}")
+        return dict(orjson.loads(body))
+
+    def wait_count(self, count: int, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        stats = self.stats()
+        while stats["count"] < count and time.monotonic() < deadline:
+            if not self.alive():
+                raise HarnessError(f"sink died:\n{self.log_tail()}")
+            time.sleep(0.05)
+            stats = self.stats()
+        return stats
+
+
+class Daemon(Child):
+    """``esb run`` in a project folder of its own (config/esb.yaml + routes/)."""
+
+    def __init__(self, root: Path, bus_url: str, prefix: str, sink_url: str,
+                 source: dict[str, Any], routes: dict[str, Any],
+                 files: dict[str, bytes | str], log_dir: Path, name: str) -> None:
+        self.port = free_port()
+        self.prefix = prefix
+        self.bus_url = bus_url
+        root.mkdir(parents=True, exist_ok=True)
+        config = {
+            "bus": {"url": bus_url, "prefix": prefix, "prefetch": 200,
+                    "state_dir": ".esb"},
+            "http": {"listen": f"127.0.0.1:{self.port}", "max_body": 16 * 1024 * 1024},
+            "admin": {"token": "bench-admin-token"},
+            "logging": {"level": "info", "format": "json"},
+            "sources": {"in": source},
+            "destinations": {"sink": {
+                "adapter": "rest", "url": f"{sink_url}/sink",
+                "delivery": {"concurrency": 64, "timeout": "10s"}}},
+            "routes": "routes/",
+        }
+        (root / "config").mkdir(exist_ok=True)
+        (root / "routes").mkdir(exist_ok=True)
+        (root / "config" / "esb.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        for fname, doc in routes.items():
+            # JSON is YAML too, and writes 10,000 routes in milliseconds rather than seconds.
+            (root / "routes" / fname).write_text(json.dumps(doc, indent=1))
+        for fname, content in files.items():
+            path = root / fname
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+        super().__init__(name, [sys.executable, "-m", "esb.bus.cli.main", "run", "--config",
+                                "config/esb.yaml"], root, log_dir, env=dict(os.environ))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120) -> None:
+        super().start()
+        self.wait_http(f"{self.url}/readyz", timeout)
+
+    def cleanup(self) -> None:
+        from esb.bus.broker.topology import Topology
+
+        with contextlib.suppress(Exception):
+            Topology(self.prefix).delete(self.bus_url, ["sink"])
+
+
+class Ceiling(Child):
+    def __init__(self, bus_url: str, queue: str, sink_url: str, log_dir: Path) -> None:
+        self.port = free_port()
+        self.queue = queue
+        self.bus_url = bus_url
+        super().__init__("ceiling", [sys.executable, str(BENCH / "ceiling.py"), "--port",
+                                     str(self.port), "--sink", f"{sink_url}/sink", "--queue",
+                                     queue, "--url", bus_url], BENCH, log_dir)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> None:
+        super().start()
+        self.wait_http(f"{self.url}/readyz", timeout)
+
+    def cleanup(self) -> None:
+        import pika
+
+        with contextlib.suppress(Exception):
+            conn = pika.BlockingConnection(pika.URLParameters(self.bus_url))
+            try:
+                conn.channel().queue_delete(self.queue)
+            finally:
+                conn.close()
+
+
+class Loadgen:
+    """One run of the load generator (``harness.loadgen``) in its own process."""
+
+    def __init__(self, url: str, template: Path, headers: dict[str, str], *, n: int = 0,
+                 duration: float = 0.0, concurrency: int = 64, seq_start: int = 0,
+                 log_dir: Path) -> None:
+        self.argv = [sys.executable, "-m", "harness.loadgen", "--url", url, "--template",
+                     str(template), "--n", str(n), "--concurrency", str(concurrency),
+                     "--seq-start", str(seq_start)]
+        if duration:
+            self.argv += ["--duration", str(duration)]
+        for k, v in headers.items():
+            self.argv += ["--header", f"{k}: {v}"]
+        self.log_path = log_dir / "loadgen.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Loadgen:
+        with open(self.log_path, "ab") as err:
+            self.proc = subprocess.Popen(self.argv, cwd=BENCH, env=_env(),
+                                         stdout=subprocess.PIPE, stderr=err)
+        return self
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def result(self, timeout: float = 900) -> dict[str, Any]:
+        assert self.proc is not None
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise HarnessError(f"load generator still running after {timeout:g}s") from None
+        if self.proc.returncode != 0 or not out.strip():
+            raise HarnessError(f"load generator exited with {self.proc.returncode}; see "
+                               f"{self.log_path}")
+        return dict(orjson.loads(out.splitlines()[-1]))
+
+    def kill(self) -> None:
+        if self.running():
+            assert self.proc is not None
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def run_loadgen(url: str, template: Path, headers: dict[str, str], *, log_dir: Path,
+                timeout: float = 900, **kw: Any) -> dict[str, Any]:
+    gen = Loadgen(url, template, headers, log_dir=log_dir, **kw).start()
+    try:
+        return gen.result(timeout)
+    finally:
+        gen.kill()

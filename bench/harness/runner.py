@@ -1,0 +1,165 @@
+"""Running one scenario: start its process, warm up, measure, collect, clean up."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.procs import Ceiling, Child, Daemon, HarnessError, Loadgen, Sink, run_loadgen
+from harness.scenarios import Scenario
+
+
+@dataclass
+class Options:
+    bus_url: str
+    run_id: str
+    workdir: Path
+    warmup: int
+    count: int
+    concurrency: int = 64
+    profile_dir: Path | None = None
+
+
+@dataclass
+class Result:
+    name: str
+    size: int
+    sent: int
+    received: int
+    dupes: int
+    rate: float  # end to end: messages received by the sink per second
+    ingress_rate: float  # accepted (202) per second
+    p50_ms: float
+    p99_ms: float
+    rss_ready_kib: int | None = None
+    rss_start_kib: int | None = None
+    rss_end_kib: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def _target(scn: Scenario, opts: Options, sink: Sink) -> Daemon | Ceiling:
+    root = opts.workdir / scn.name
+    root.mkdir(parents=True, exist_ok=True)
+    if scn.kind == "ceiling":
+        return Ceiling(opts.bus_url, f"bench-{opts.run_id}.{scn.name}", sink.url, root)
+    return Daemon(root / "project", opts.bus_url, f"bench-{opts.run_id}-{scn.name}", sink.url,
+                  scn.source, scn.routes, scn.files, root, "daemon")
+
+
+def _send(scn: Scenario, target: Daemon | Ceiling, opts: Options, template: Path, *,
+          n: int = 0, duration: float = 0.0, seq_start: int = 0) -> Loadgen:
+    url = target.url + (scn.path if scn.kind == "esb" else "/in")
+    return Loadgen(url, template, scn.headers, n=n, duration=duration,
+                   concurrency=opts.concurrency, seq_start=seq_start,
+                   log_dir=template.parent).start()
+
+
+def _check(result: dict[str, Any], what: str) -> None:
+    if result["errors"]:
+        raise HarnessError(f"{what}: {result['errors']} requests failed; first: "
+                           f"{result['first_error']}")
+
+
+def _drain(sink: Sink, expected: int, what: str, timeout: float) -> dict[str, Any]:
+    stats = sink.wait_count(expected, timeout)
+    if stats["count"] < expected:
+        raise HarnessError(f"{what}: the sink received {stats['count']} of {expected} "
+                           f"messages within {timeout:g}s (lost or stuck)")
+    return stats
+
+
+def run_scenario(scn: Scenario, opts: Options, sink: Sink, *, soak: float = 0.0,
+                 on_sample: Callable[[float, int | None], None] | None = None) -> Result:
+    template = opts.workdir / scn.name / "body.tmpl"
+    template.parent.mkdir(parents=True, exist_ok=True)
+    template.write_bytes(scn.body)
+    target = _target(scn, opts, sink)
+    profiler: Child | None = None
+    try:
+        target.start()
+        rss_ready = target.rss()
+        sink.reset()
+        warm = run_loadgen(target.url + (scn.path if scn.kind == "esb" else "/in"), template,
+                           scn.headers, n=opts.warmup, concurrency=opts.concurrency,
+                           log_dir=template.parent, timeout=300)
+        _check(warm, f"{scn.name} warm-up")
+        _drain(sink, warm["sent"], f"{scn.name} warm-up", 120)
+        time.sleep(0.3)  # let acks and stragglers settle
+        sink.reset()
+        rss_start = target.rss()
+        if opts.profile_dir is not None:
+            profiler = _start_profiler(target.pid, opts.profile_dir / f"{scn.name}.raw.txt",
+                                       template.parent)
+        gen = _send(scn, target, opts, template, n=opts.count, duration=soak,
+                    seq_start=opts.warmup)
+        samples: list[tuple[float, int | None]] = []
+        if soak:
+            t0 = time.monotonic()
+            while gen.running():
+                time.sleep(min(60.0, soak / 10))
+                sample = (time.monotonic() - t0, target.rss())
+                samples.append(sample)
+                if on_sample is not None:
+                    on_sample(*sample)
+        res = gen.result(timeout=soak + 900)
+        _check(res, scn.name)
+        stats = _drain(sink, res["sent"], scn.name, 300)
+        if profiler is not None:
+            _stop_profiler(profiler)
+            profiler = None
+        rss_end = target.rss()
+        lat = sink.stats(latencies=True)["latencies_ms"]
+        elapsed = (stats["last_recv_ns"] - res["start_ns"]) / 1e9
+        return Result(
+            name=scn.name, size=scn.size, sent=res["sent"], received=stats["count"],
+            dupes=stats["dupes"], rate=stats["count"] / elapsed if elapsed > 0 else 0.0,
+            ingress_rate=res["sent"] / ((res["end_ns"] - res["start_ns"]) / 1e9),
+            p50_ms=percentile(lat, 0.50), p99_ms=percentile(lat, 0.99),
+            rss_ready_kib=rss_ready, rss_start_kib=rss_start, rss_end_kib=rss_end,
+            extra={"rss_samples_kib": samples} if soak else {})
+    finally:
+        if profiler is not None:
+            _stop_profiler(profiler)
+        failed = sys.exc_info()[0] is not None
+        code = target.stop()
+        target.cleanup()
+        if not failed and code not in (0, None, -signal.SIGTERM):
+            raise HarnessError(f"{scn.name}: {target.name} exited with {code} on SIGTERM:\n"
+                               f"{target.log_tail()}")
+
+
+def _start_profiler(pid: int, out: Path, log_dir: Path) -> Child:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    prof = Child("py-spy", ["py-spy", "record", "--pid", str(pid), "--rate", "200",
+                            "--format", "raw", "--nonblocking", "-o", str(out)],
+                 log_dir, log_dir)
+    prof.start()
+    time.sleep(1.0)  # py-spy attaches
+    if not prof.alive():
+        raise HarnessError(f"py-spy failed to attach:\n{prof.log_tail()}")
+    return prof
+
+
+def _stop_profiler(prof: Child) -> None:
+    if prof.proc is None or prof.proc.poll() is not None:
+        return
+    prof.proc.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        prof.proc.wait(30)
+    if prof.proc.poll() is None:
+        prof.proc.kill()

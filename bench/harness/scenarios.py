@@ -1,0 +1,177 @@
+"""The scenarios: what the daemon is configured with, what the load generator sends, and the
+target each one's throughput is held to.
+
+Every esb scenario runs one daemon with one source (``in``) and one REST destination (``sink``,
+the harness's sink); only the routes, transforms and payloads differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import payloads
+
+KIB = 1024
+WSDL = Path(__file__).resolve().parents[2] / "tests" / "adapters" / "soap" / "orders.wsdl"
+COUNTRIES = ["DE", "FR", "IT", "ES", "NL", "PL", "SE", "AT"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """``rate >= factor * rate(reference)``."""
+
+    reference: str
+    factor: float | None  # None: the ratio is reported, no target applies
+
+    def label(self) -> str:
+        if self.factor is None:
+            return f"vs {self.reference}"
+        return f">= {self.factor:g} x {self.reference}"
+
+
+@dataclass
+class Scenario:
+    name: str
+    size: int
+    body: bytes
+    path: str = "/in/order.created"
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
+    #: "esb" (a daemon) or "ceiling" (bench/ceiling.py)
+    kind: str = "esb"
+    source: dict[str, Any] = field(default_factory=lambda: {"adapter": "rest", "path": "/in"})
+    routes: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, bytes | str] = field(default_factory=dict)
+    target: Target | None = None
+    description: str = ""
+
+
+def _route(name: str, match: dict[str, Any], to: Any = None) -> dict[str, Any]:
+    return {"name": name, "from": ["in"], "match": match, "to": to or ["sink"]}
+
+
+def _size_tag(size: int) -> str:
+    return f"{size // KIB}k"
+
+
+def ceiling(size: int) -> Scenario:
+    return Scenario(f"ceiling-{_size_tag(size)}", size, payloads.json_order(size), path="/in",
+                    kind="ceiling",
+                    description="raw relay: uvicorn → pika confirmed publish → consume → httpx")
+
+
+def passthrough(size: int) -> Scenario:
+    tag = _size_tag(size)
+    return Scenario(f"passthrough-{tag}", size, payloads.json_order(size),
+                    routes={"routes.yaml": {"routes": [_route("all", {})]}},
+                    target=Target(f"ceiling-{tag}", 0.8),
+                    description="match {} → one REST destination")
+
+
+def cbr_attribute(size: int) -> Scenario:
+    tag = _size_tag(size)
+    routes = [_route("created", {"type": ["order.created"]}),
+              _route("cancelled", {"type": ["order.cancelled"]}),
+              _route("other", {"type": [{"prefix": "invoice."}]})]
+    return Scenario(f"cbr-attr-{tag}", size, payloads.json_order(size),
+                    routes={"routes.yaml": {"routes": routes}},
+                    target=Target(f"passthrough-{tag}", 0.95),
+                    description="type attribute; 3 routes, 1 fires")
+
+
+def cbr_json(size: int) -> Scenario:
+    tag = _size_tag(size)
+    routes = [
+        _route("eu-big", {"type": ["order.created"],
+                          "data": {"country": ["DE", "FR", "NL"],
+                                   "total": [{"numeric": [">=", 1000]}]}}),
+        _route("eu-small", {"type": ["order.created"],
+                            "data": {"country": ["DE", "FR", "NL"],
+                                     "total": [{"numeric": ["<", 1000]}]}}),
+        _route("non-eu", {"type": ["order.created"],
+                          "data": {"country": [{"anything-but": ["DE", "FR", "NL"]}]}}),
+    ]
+    return Scenario(f"cbr-json-{tag}", size, payloads.json_order(size),
+                    routes={"routes.yaml": {"routes": routes}},
+                    target=Target(f"passthrough-{tag}", 0.8 if size == KIB else None),
+                    description="data.country + numeric data.total; 3 routes, 1 fires")
+
+
+def cbr_xml(size: int) -> Scenario:
+    tag = _size_tag(size)
+    routes = [
+        _route("eu-big", {"type": ["order.created"],
+                          "data": {"$xpath": {"/o:order/o:country": ["DE", "FR", "NL"],
+                                              "/o:order/o:total": [{"numeric": [">=", 1000]}]}}}),
+        _route("eu-small", {"type": ["order.created"],
+                            "data": {"$xpath": {"/o:order/o:country": ["DE", "FR", "NL"],
+                                                "/o:order/o:total": [{"numeric": ["<", 1000]}]}}}),
+    ]
+    return Scenario(f"cbr-xml-{tag}", size, payloads.xml_order(size),
+                    headers={"Content-Type": "application/xml"},
+                    routes={"routes.yaml": {"namespaces": {"o": payloads.XML_NS},
+                                            "routes": routes}},
+                    target=Target(f"passthrough-{tag}", 0.8 if size == KIB else None),
+                    description="$xpath on country + numeric total; 2 routes, 1 fires")
+
+
+def xslt(size: int) -> Scenario:
+    tag = _size_tag(size)
+    to = [{"destination": "sink", "transform": [{"xslt": "xslt/order-to-sales.xsl"}]}]
+    return Scenario(f"xslt-{tag}", size, payloads.xml_order(size),
+                    headers={"Content-Type": "application/xml"},
+                    routes={"routes.yaml": {"routes": [
+                        _route("to-sales", {"type": ["order.created"]}, to)]}},
+                    files={"xslt/order-to-sales.xsl": payloads.XSLT_ORDER_TO_SALES},
+                    target=Target(f"passthrough-{tag}", 0.6 if size == KIB else None),
+                    description="XSLT 1.0 order → sales order on the XML payload")
+
+
+def soap(size: int) -> Scenario:
+    tag = _size_tag(size)
+    return Scenario(f"soap-{tag}", size, payloads.soap_submit_order(size), path="/soap/orders",
+                    headers={"Content-Type": "text/xml; charset=utf-8",
+                             "SOAPAction": '"urn:example:orders:SubmitOrder"'},
+                    source={"adapter": "soap", "path": "/soap/orders",
+                            "wsdl": "wsdl/orders.wsdl"},
+                    routes={"routes.yaml": {"routes": [
+                        _route("orders", {"type": ["SubmitOrder"]})]}},
+                    files={"wsdl/orders.wsdl": WSDL.read_bytes()},
+                    target=Target(f"passthrough-{tag}", None),
+                    description="SOAP 1.1 in (WSDL-validated) → REST out")
+
+
+def rule_count(n: int) -> Scenario:
+    """N routes differing in type and data values; each message matches exactly one.
+
+    Route i: ``type: [order.t<i mod 10>]``, ``data.customer: [C<i>]``, ``data.total >= i mod
+    1000``; the message is route n/2's, so the type alone leaves n/10 candidates.
+    """
+    routes = [_route(f"r{i}", {"type": [f"order.t{i % 10}"],
+                               "data": {"customer": [f"C{i}"],
+                                        "total": [{"numeric": [">=", i % 1000]}]}})
+              for i in range(n)]
+    k = n // 2
+    return Scenario(f"routes-{n}", KIB, payloads.json_order(KIB, customer=f"C{k}"),
+                    path=f"/in/order.t{k % 10}",
+                    routes={"routes.yaml": {"routes": routes}},
+                    target=None if n == 10 else Target("routes-10", 0.9 if n == 10000 else None),
+                    description=f"{n} routes, 1 fires")
+
+
+def full() -> list[Scenario]:
+    out: list[Scenario] = []
+    for size in (KIB, 10 * KIB):
+        out += [ceiling(size), passthrough(size), cbr_attribute(size), cbr_json(size),
+                cbr_xml(size), xslt(size), soap(size)]
+    out += [rule_count(10), rule_count(1000), rule_count(10000)]
+    return out
+
+
+def quick() -> list[Scenario]:
+    return [ceiling(KIB), passthrough(KIB), cbr_attribute(KIB)]
+
+
+def by_name() -> dict[str, Scenario]:
+    return {s.name: s for s in full()}
