@@ -1,4 +1,10 @@
-"""rest inbound: HTTP requests → envelopes; 202 with the id once the bus confirmed."""
+"""rest inbound: HTTP requests → envelopes; 202 with the id once the bus confirmed.
+
+With ``auth:`` the caller is authenticated before the body is read (401 problem+json with
+``WWW-Authenticate`` otherwise) and the principal rides in ``esbheaders.principal``. With
+``poll:`` the source also (or only, without ``path``) pulls items from an API
+(:mod:`esb.adapters.rest.polling`).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,19 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from esb.adapters.auth.inbound import (
+    Unauthorized,
+    authenticate,
+    build_authenticator,
+    unauthorized_problem,
+)
 from esb.adapters.http import BadContentLength, BodyTooLarge, media_type, read_body
 from esb.adapters.problem import problem
+from esb.adapters.rest.polling import Poller
 from esb.adapters.rest.settings import RestInboundSettings
 from esb.adapters.spec import Accepted, HttpRoute, InboundContext
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusError
-from esb.bus.runtime.idempotency import IdempotencyCache
 from esb.bus.xmlsafe import XmlError, parse_xml
 
 _CE_HEADER_ATTRS = ("id", "source", "type", "subject", "time", "dataschema")
@@ -34,35 +46,42 @@ class RestInbound:
         self.ctx = ctx
         self.max_body = settings.max_body or default_max_body
         self.accepted_types = {t.lower() for t in settings.content_types}
-        self.idempotency = IdempotencyCache()
+        self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
+        self.poller = Poller(settings.poll, ctx, settings.type) if settings.poll else None
         methods = tuple(settings.methods)
-        self.routes = [HttpRoute(settings.path, methods, self.handle),
-                       HttpRoute(settings.path + "/{type}", methods, self.handle)]
+        self.routes = [] if settings.path is None else [
+            HttpRoute(settings.path, methods, self.handle),
+            HttpRoute(settings.path + "/{type}", methods, self.handle)]
 
     async def start(self) -> None:
-        return None
+        if self.poller is not None:
+            await self.poller.start()
 
     async def stop(self) -> None:
-        return None
+        if self.poller is not None:
+            await self.poller.stop()
 
     async def handle(self, request: Request) -> Response:
+        try:
+            principal = await authenticate(self.authenticator, request)
+        except Unauthorized as exc:
+            return unauthorized_problem(exc)
         try:
             body = await _read_body(request, self.max_body)
             envelope = self._envelope(request, body)
         except BadRequest as exc:
             return problem(exc.status, exc.title, exc.detail)
-        key = envelope.idempotencykey
+        if principal is not None:
+            envelope = envelope.model_copy(
+                update={"esbheaders": {**envelope.esbheaders, "principal": principal}})
         try:
-            if key:
-                accepted, duplicate = await self.idempotency.run(
-                    key, lambda: self.ctx.accept(envelope))
-            else:
-                accepted, duplicate = await self.ctx.accept(envelope), False
+            # A repeated Idempotency-Key is answered by the runtime with the original result.
+            accepted = await self.ctx.accept(envelope)
         except BusError as exc:
             return problem(503, "Bus unavailable",
                            f"the message was not accepted ({exc}); retry later",
                            headers={"Retry-After": "1"})
-        return _accepted(accepted, duplicate)
+        return _accepted(accepted)
 
     def _envelope(self, request: Request, body: bytes) -> Envelope:
         headers = request.headers
@@ -176,7 +195,7 @@ def _validation_detail(exc: ValidationError) -> str:
                      for e in exc.errors())
 
 
-def _accepted(accepted: Accepted, duplicate: bool) -> Response:
-    headers = {"Idempotent-Replayed": "true"} if duplicate else None
+def _accepted(accepted: Accepted) -> Response:
+    headers = {"Idempotent-Replayed": "true"} if accepted.duplicate else None
     return Response(orjson.dumps({"id": accepted.id, "status": "accepted"}), status_code=202,
                     media_type="application/json", headers=headers)

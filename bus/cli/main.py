@@ -20,7 +20,8 @@ from esb.bus.errors import ConfigError, EsbError
 
 DEFAULT_CONFIG = "config/esb.yaml"
 #: Interpolated values under keys like these are secrets: never logged.
-_SECRET_KEY = re.compile(r"token|passw|secret|key|credential|auth", re.IGNORECASE)
+_SECRET_KEY = re.compile(r"token|passw|secret|key|credential|auth|users", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"://[^:/@\s]+:([^@/\s]+)@")
 
 
 class Context:
@@ -67,18 +68,27 @@ def run(config_path: Path) -> None:
     try:
         loaded = load_config(config_path)
         doc = loaded.document
-        secrets = [str(_get(doc.value, p)) for p in doc.secret_paths
-                   if _SECRET_KEY.search(str(p[-1]))] if doc else []
+        secrets = config_secrets(doc) if doc else []
         configure_logging(loaded.config.logging.level, loaded.config.logging.format, secrets)
         sys.exit(run_daemon(loaded, secrets))
     except ConfigError as exc:
         config_errors(exc)
 
 
-def _get(value: Any, path: tuple[Any, ...]) -> Any:
-    for p in path:
-        value = value[p]
-    return value
+def config_secrets(doc: Any) -> list[str]:
+    """Interpolated values that must never be logged: anything under a secret-looking key
+    (at any depth: ``auth.users.alice``), and the password of any URL."""
+    out = []
+    for path in doc.secret_paths:
+        value = doc.value
+        for p in path:
+            value = value[p]
+        text = str(value)
+        if any(_SECRET_KEY.search(str(p)) for p in path):
+            out.append(text)
+        elif (m := _URL_PASSWORD.search(text)) is not None:
+            out.append(m.group(1))
+    return out
 
 
 @cli.command()

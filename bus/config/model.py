@@ -30,6 +30,8 @@ class BusConfig(_Strict):
     #: Where the embedded bus and the daemon keep state between restarts.
     state_dir: Path = Path(".esb")
     heartbeat: int = Field(30, ge=0)
+    #: How long a repeated ``Idempotency-Key`` is answered with the original result.
+    idempotency_window: Duration = 86400.0
 
     @property
     def embedded(self) -> bool:

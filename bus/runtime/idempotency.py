@@ -1,7 +1,10 @@
 """Inbound de-duplication by ``Idempotency-Key``: a repeated request within the window gets
-the original answer and is not published again.
+the original answer and is not published again — for every inbound adapter, since the runtime
+does it in :meth:`~esb.bus.runtime.ingress.SourceContext.accept`.
 
-Kept per process (an LRU with a time window); concurrent duplicates wait for the first.
+Each process keeps an LRU with a time window (concurrent duplicates wait for the first); on
+RabbitMQ, :class:`~esb.bus.runtime.idempotency_log.IdempotencyLog` shares the keys between
+instances.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from esb.adapters.spec import Accepted
 
 T = TypeVar("T")
 
@@ -42,6 +47,14 @@ class IdempotencyCache:
         fut.set_result(result)
         return result, False
 
+    def remember(self, key: str, result: object) -> None:
+        """Learn a key another instance accepted (its original result)."""
+        if key in self._entries:
+            return
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        fut.set_result(result)
+        self._entries[key] = (time.monotonic(), fut)
+
     def _expire(self, now: float) -> None:
         entries = self._entries
         while entries:
@@ -51,3 +64,21 @@ class IdempotencyCache:
             if not fut.done():
                 break
             entries.popitem(last=False)
+
+
+class SharedIdempotency:
+    """The cache of this instance, fed by and feeding the other instances' (when shared)."""
+
+    def __init__(self, window: float) -> None:
+        self.cache = IdempotencyCache(window)
+        self.log: Any = None  # an IdempotencyLog, on RabbitMQ
+
+    async def run(self, key: str, work: Callable[[], Awaitable[Accepted]]
+                  ) -> tuple[Accepted, bool]:
+        result, duplicate = await self.cache.run(key, work)
+        if not duplicate and self.log is not None:
+            self.log.publish(key, {"id": result.id, "destinations": list(result.destinations)})
+        return result, duplicate
+
+    def learn(self, key: str, record: dict[str, Any]) -> None:
+        self.cache.remember(key, Accepted(record["id"], tuple(record.get("destinations", ()))))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
@@ -20,6 +20,7 @@ from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, destination_addres
 from esb.bus.envelope import Envelope, Hop, utcnow
 from esb.bus.errors import DropEnvelope, TransformError
 from esb.bus.routing.router import Router
+from esb.bus.runtime.idempotency import SharedIdempotency
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.trace import MemoryTrace, TraceRecorder
@@ -133,9 +134,16 @@ class SourceContext:
     instance: str
     max_body: int
     ingress: Ingress = field(repr=False)
+    dedup: SharedIdempotency | None = field(default=None, repr=False)
 
     async def accept(self, envelope: Envelope) -> Accepted:
         with structlog.contextvars.bound_contextvars(envelope_id=envelope.id,
                                                      correlation_id=envelope.correlationid,
                                                      source=self.name):
-            return await self.ingress.accept(envelope, self.name)
+            key = envelope.idempotencykey
+            if not key or self.dedup is None:
+                return await self.ingress.accept(envelope, self.name)
+            # Keys are scoped by source: two systems may well use the same key space.
+            accepted, duplicate = await self.dedup.run(
+                f"{self.name}\x00{key}", lambda: self.ingress.accept(envelope, self.name))
+            return replace(accepted, duplicate=True) if duplicate else accepted

@@ -32,10 +32,11 @@ def routes(*destinations: str) -> dict[str, Any]:
     return {"r.yaml": {"routes": [{"name": "all", "match": {}, "to": list(destinations)}]}}
 
 
-def cli(d: Any, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(d: Any, *args: str, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
     import os
 
-    env = {**os.environ, "ESB_ADMIN_URL": d.url, "ESB_ADMIN_TOKEN": d.token}
+    env = {**os.environ, "ESB_ADMIN_URL": d.url, "ESB_ADMIN_TOKEN": d.token, **(env or {})}
     return subprocess.run([sys.executable, "-m", "esb.bus.cli.main", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 

@@ -53,3 +53,25 @@ def test_trace_shows_every_hop_from_any_instance(rabbit: Any, sink: Any,
     assert "INSTANCE" in text and "BREAKER" in text
     missing = cli(a, "trace", "no-such-id")
     assert missing.returncode != 0 and "no-such-id" in missing.stderr
+
+
+def test_idempotency_key_is_shared_between_instances(rabbit: Any, sink: Any,
+                                                     daemon_factory: Any) -> None:
+    cfg = config(rabbit.bus("out"), {"out": sink.url})
+    a = daemon_factory(cfg, routes("out"), name="a").start()
+    b = daemon_factory(cfg, routes("out"), name="b").start()
+    headers = {"Idempotency-Key": "shared-1"}
+    first = httpx.post(f"{a.url}/in/shop/order", json={"n": 1}, headers=headers)
+    assert first.status_code == 202
+    time.sleep(0.5)  # the key travels through the bus
+    again = httpx.post(f"{b.url}/in/shop/order", json={"n": 1}, headers=headers)
+    assert again.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers.get("idempotent-replayed") == "true"
+    # an instance started later learns the keys of the window from the stream
+    c = daemon_factory(cfg, routes("out"), name="c").start()
+    late = httpx.post(f"{c.url}/in/shop/order", json={"n": 1}, headers=headers)
+    assert late.json()["id"] == first.json()["id"]
+    assert sink.wait_for(1, timeout=20)
+    time.sleep(1)
+    assert len(sink.received) == 1

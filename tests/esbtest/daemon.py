@@ -25,12 +25,14 @@ class DaemonProcess:
     """A daemon in ``root`` (its cwd), with ``config/esb.yaml`` and ``routes/`` written there."""
 
     def __init__(self, root: Path, config: dict[str, Any], routes: dict[str, Any] | None = None,
-                 port: int | None = None, env: dict[str, str] | None = None) -> None:
+                 port: int | None = None, env: dict[str, str] | None = None,
+                 admin_token: str = "test-admin-token") -> None:
         self.root = root
         self.port = port or free_port()
         config = dict(config)
         config.setdefault("http", {})["listen"] = f"127.0.0.1:{self.port}"
-        config.setdefault("admin", {})["token"] = "test-admin-token"
+        config.setdefault("admin", {}).setdefault("token", admin_token)
+        self.token = admin_token
         config.setdefault("logging", {"level": "info", "format": "json"})
         config.setdefault("routes", "routes/")
         (root / "config").mkdir(parents=True, exist_ok=True)
@@ -47,10 +49,6 @@ class DaemonProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def token(self) -> str:
-        return "test-admin-token"
 
     def start(self, wait: bool = True, timeout: float = 30) -> DaemonProcess:
         self.starts += 1
