@@ -20,14 +20,15 @@ from typing import Any
 
 import pika
 import structlog
-from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Handler, Progress, Select, retry_tier
+from esb.bus.broker.connection import AmqpLink, redact
 from esb.bus.broker.inspect import QueueInspector
+from esb.bus.broker.publisher import ConfirmedPublisher
 from esb.bus.broker.topology import Topology
 from esb.bus.envelope import Envelope
-from esb.bus.errors import BusUnavailable, PublishRejected
+from esb.bus.errors import BusUnavailable
 
 log = structlog.get_logger("esb.bus.rabbitmq")
 
@@ -65,13 +66,6 @@ class _Consumer:
     tag: str | None = None
 
 
-@dataclass
-class _Pending:
-    future: asyncio.Future[None]
-    key: tuple[str, str]
-    returned: str | None = None
-
-
 class RabbitBus:
     durable = True
 
@@ -80,172 +74,57 @@ class RabbitBus:
         self._url = url
         self._topology = topology
         self._inspector = QueueInspector(url)
-        self._params = pika.URLParameters(url)
-        self._params.heartbeat = heartbeat
-        self._params.client_properties = {"connection_name": name}
-        self._window = asyncio.Semaphore(confirm_window)
-        self._conn: AsyncioConnection | None = None
-        self._pub: Channel | None = None
-        self._tag = 0
-        self._pending: dict[int, _Pending] = {}
-        self._by_key: dict[tuple[str, str], int] = {}
+        self._link = AmqpLink(url, name=name, heartbeat=heartbeat,
+                              on_connected=self._on_connected, on_lost=self._on_lost)
+        self._publisher = ConfirmedPublisher(confirm_window)
         self._consumers: list[_Consumer] = []
         self._destinations: list[str] = []
         self._partitions: dict[str, int] = {}
-        self._ready = asyncio.Event()
-        self._closing = False
         self._consuming = True
-        self._supervisor: asyncio.Task[None] | None = None
-        self._lost: asyncio.Event = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        #: How many times a connection was (re-)established.
-        self.connects = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
-        return self._ready.is_set()
+        return self._link.connected and self._publisher.ready
+
+    @property
+    def connects(self) -> int:
+        """How many times a connection was (re-)established."""
+        return self._link.connects
 
     async def start(self, destinations: Sequence[str],
                     partitions: Mapping[str, int] | None = None) -> None:
         self._destinations = list(destinations)
         self._partitions = dict(partitions or {})
-        await self._connect()
-        self._supervisor = asyncio.create_task(self._supervise())
+        await self._link.start()
 
-    async def _supervise(self) -> None:
-        delay = 0.5
-        while not self._closing:
-            await self._lost.wait()
-            if self._closing:
-                return
-            try:
-                await self._connect()
-                delay = 0.5
-            except Exception as exc:  # keep trying: the broker may be restarting
-                log.warning("bus reconnect failed", error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-
-    async def _connect(self) -> None:
-        self._lost.clear()
-        loop = asyncio.get_running_loop()
-        # Idempotent declarations with kombu (blocking, so off the event loop).
-        await loop.run_in_executor(None, self._topology.declare, self._url, self._destinations,
-                                   self._partitions)
-        opened: asyncio.Future[AsyncioConnection] = loop.create_future()
-
-        def on_open(conn: AsyncioConnection) -> None:
-            if not opened.done():
-                opened.set_result(conn)
-
-        def on_open_error(conn: AsyncioConnection, exc: BaseException | str) -> None:
-            if not opened.done():
-                opened.set_exception(BusUnavailable(f"cannot connect to the bus: {exc}"))
-
-        AsyncioConnection(self._params, on_open_callback=on_open,
-                          on_open_error_callback=on_open_error,
-                          on_close_callback=self._on_connection_closed, custom_ioloop=loop)
-        self._conn = await asyncio.wait_for(opened, 30)
-        self._pub = await self._open_channel()
-        await self._call(self._pub.confirm_delivery, ack_nack_callback=self._on_confirm)
-        self._pub.add_on_return_callback(self._on_return)
-        self._tag = 0
+    async def _on_connected(self, link: AmqpLink) -> None:
+        # Idempotent declarations with kombu (blocking, so off the event loop), on every
+        # (re)connect: a broker that lost its state gets its topology back.
+        await asyncio.get_running_loop().run_in_executor(
+            None, self._topology.declare, self._url, self._destinations, self._partitions)
+        await self._publisher.open(link)
         for consumer in self._consumers:
             await self._start_consumer(consumer)
-        self.connects += 1
-        self._ready.set()
-        log.info("bus connected", url=_redact(self._url), connects=self.connects)
+        log.info("bus connected", url=redact(self._url), connects=link.connects + 1)
 
-    async def _open_channel(self) -> Channel:
-        assert self._conn is not None
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Channel] = loop.create_future()
-        self._conn.channel(on_open_callback=fut.set_result)
-        channel = await asyncio.wait_for(fut, 10)
-        channel.add_on_close_callback(self._on_channel_closed)
-        return channel
+    def _on_lost(self, reason: BaseException) -> None:
+        self._publisher.fail_all(BusUnavailable(f"bus connection lost: {reason}"))
 
-    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        """Await a pika method that reports completion through a ``callback`` argument."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def done(frame: Any = None) -> None:
-            if not fut.done():
-                fut.set_result(frame)
-
-        method(*args, callback=done, **kwargs)
-        return await asyncio.wait_for(fut, 10)
-
-    def _on_connection_closed(self, conn: AsyncioConnection, reason: BaseException) -> None:
-        self._ready.clear()
-        self._fail_pending(BusUnavailable(f"bus connection lost: {reason}"))
-        if not self._closing:
-            log.warning("bus connection lost", reason=str(reason))
-            self._lost.set()
-
-    def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
-        if channel is self._pub:
-            self._fail_pending(BusUnavailable(f"bus channel closed: {reason}"))
-            self._ready.clear()
-        if not self._closing and self._conn is not None and self._conn.is_open:
-            # A channel error (e.g. a deleted queue) is recovered by reconnecting whole.
-            log.warning("bus channel closed", reason=str(reason))
-            with contextlib.suppress(Exception):
-                self._conn.close()
-
-    def _fail_pending(self, exc: Exception) -> None:
-        pending, self._pending, self._by_key = self._pending, {}, {}
-        for p in pending.values():
-            if not p.future.done():
-                p.future.set_exception(exc)
+    def _on_consumer_channel_closed(self, channel: Channel, reason: BaseException) -> None:
+        # A channel error (e.g. a deleted queue) is recovered by reconnecting whole.
+        log.warning("bus channel closed", reason=str(reason))
+        self._link.drop()
 
     # -- publishing ---------------------------------------------------------------------------
 
-    def _on_return(self, channel: Channel, method: Any, props: Any, body: bytes) -> None:
-        tag = self._by_key.get((props.message_id, method.routing_key))
-        if tag is not None and tag in self._pending:
-            self._pending[tag].returned = f"{method.reply_code} {method.reply_text}"
-
-    def _on_confirm(self, frame: Any) -> None:
-        method = frame.method
-        acked = isinstance(method, pika.spec.Basic.Ack)
-        tags = [t for t in self._pending if t <= method.delivery_tag] if method.multiple \
-            else [method.delivery_tag]
-        for tag in tags:
-            p = self._pending.pop(tag, None)
-            if p is None:
-                continue
-            self._by_key.pop(p.key, None)
-            if p.future.done():
-                continue
-            if not acked:
-                p.future.set_exception(PublishRejected("the broker refused the message (nack)"))
-            elif p.returned:
-                p.future.set_exception(PublishRejected(
-                    f"no queue took the message ({p.returned}): is the topology declared?"))
-            else:
-                p.future.set_result(None)
-
     async def _publish(self, exchange: str, routing_key: str, envelope: Envelope) -> None:
-        async with self._window:
-            channel = self._pub
-            if channel is None or not channel.is_open or not self._ready.is_set():
-                raise BusUnavailable("the bus is not connected")
-            props = pika.BasicProperties(**envelope.amqp_properties())
-            self._tag += 1
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            key = (envelope.id, routing_key)
-            self._pending[self._tag] = _Pending(fut, key)
-            self._by_key[key] = self._tag
-            try:
-                channel.basic_publish(exchange, routing_key, envelope.to_json(), props,
-                                      mandatory=True)
-            except Exception as exc:
-                self._pending.pop(self._tag, None)
-                raise BusUnavailable(f"publish failed: {exc}") from exc
-            await fut
+        if not self._link.connected:
+            raise BusUnavailable("the bus is not connected")
+        props = pika.BasicProperties(**envelope.amqp_properties())
+        await self._publisher.publish(exchange, routing_key, envelope.to_json(), props)
 
     async def publish(self, address: str, envelope: Envelope) -> None:
         await self._publish(self._topology.deliver_exchange, address, envelope)
@@ -260,14 +139,14 @@ class RabbitBus:
     async def consume(self, address: str, handler: Handler, prefetch: int) -> None:
         consumer = _Consumer(address, handler, prefetch)
         self._consumers.append(consumer)
-        if self._ready.is_set():
+        if self._link.connected:
             await self._start_consumer(consumer)
 
     async def _start_consumer(self, consumer: _Consumer) -> None:
         if not self._consuming:
             return
-        channel = await self._open_channel()
-        await self._call(channel.basic_qos, prefetch_count=consumer.prefetch)
+        channel = await self._link.channel(on_close=self._on_consumer_channel_closed)
+        await self._link.call(channel.basic_qos, prefetch_count=consumer.prefetch)
         consumer.channel = channel
         loop = asyncio.get_running_loop()
 
@@ -307,7 +186,7 @@ class RabbitBus:
         for consumer in self._consumers:
             if consumer.channel is not None and consumer.channel.is_open and consumer.tag:
                 with contextlib.suppress(Exception):
-                    await self._call(consumer.channel.basic_cancel, consumer.tag)
+                    await self._link.call(consumer.channel.basic_cancel, consumer.tag)
 
     async def depths(self) -> dict[str, int]:
         addresses = [c.address for c in self._consumers] + [UNROUTABLE, DEAD_LETTER]
@@ -341,23 +220,6 @@ class RabbitBus:
                                           self._topology.queue(address))
 
     async def close(self) -> None:
-        self._closing = True
-        self._lost.set()
-        if self._supervisor:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-        conn = self._conn
-        if conn is not None and conn.is_open:
-            conn.close()
-            for _ in range(100):
-                if conn.is_closed:
-                    break
-                await asyncio.sleep(0.02)
-        self._ready.clear()
+        await self._link.close()
 
 
-def _redact(url: str) -> str:
-    """The URL without credentials, for logs."""
-    params = pika.URLParameters(url)
-    return f"{params.host}:{params.port} vhost {params.virtual_host}"

@@ -18,22 +18,23 @@ publishes a small ``kind: sync`` record and reads from offset ``first`` until it
 marker back. Everything before it is history; every version after it is new and goes to the
 watchers. (One marker per instance start; they are ignored by numbering.)
 
-Reconnecting: when the connection drops, a supervisor reconnects with back-off and resumes the
+Reconnecting: when the connection drops, the shared
+:class:`~esb.bus.broker.connection.AmqpLink` reconnects with back-off and the store resumes the
 consumer at the last offset seen + 1 (``x-stream-offset`` as a number), so nothing is missed
 or counted twice. The stream must keep its head (no ``x-max-age``/``x-max-length-bytes`` on
 it): numbers are counted from the first record, and a truncated head is reported, not guessed.
 
 Why pika's ``AsyncioConnection`` (not kombu in a thread): the store lives on the daemon's event
-loop next to :class:`~esb.bus.broker.rabbitmq.RabbitBus`, which already wraps pika callbacks
-into futures the same way; deliveries land on the loop where the router is swapped, so a new
-version is installed without crossing threads, and there is no polling ``drain_events`` loop
-adding latency to the 2 s switch-over.
+loop next to :class:`~esb.bus.broker.rabbitmq.RabbitBus`, on the same plumbing
+(:class:`~esb.bus.broker.connection.AmqpLink`,
+:class:`~esb.bus.broker.publisher.ConfirmedPublisher`); deliveries land on the loop where the
+router is swapped, so a new version is installed without crossing threads, and there is no
+polling ``drain_events`` loop adding latency to the 2 s switch-over.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from typing import Any
 
@@ -43,6 +44,8 @@ import structlog
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
+from esb.bus.broker.connection import AmqpLink, NoAnswer
+from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
 from esb.bus.errors import BusError, BusUnavailable, PublishRejected
 from esb.bus.routing.routeset import digest_files
 from esb.bus.routing.store import Dispatcher, RouteVersion, UnknownVersion, Watcher, now
@@ -62,38 +65,36 @@ class RabbitRouteStore:
         self.queue = f"{prefix}.routes"
         self.name = name
         self._timeout = timeout
-        self._params = pika.URLParameters(url)
-        self._params.heartbeat = heartbeat
-        self._params.client_properties = {"connection_name": name}
+        self._link = AmqpLink(url, name=name, heartbeat=heartbeat, timeout=timeout,
+                              on_connected=self._on_connected, on_lost=self._on_lost)
+        self._publisher = ConfirmedPublisher(window=1)
         self._versions: list[RouteVersion] = []
         self._last_offset = -1
         self._awaiting: dict[str, asyncio.Future[RouteVersion]] = {}
         self._marker: tuple[str, asyncio.Future[None]] | None = None
         self._live = False  # the sync marker was read: later versions go to watchers
         self._dispatch = Dispatcher(self.queue)
-        self._conn: AsyncioConnection | None = None
-        self._pub: Channel | None = None
-        self._sub: Channel | None = None
-        self._confirm: asyncio.Future[None] | None = None
-        self._returned: str | None = None
-        self._pub_lock = asyncio.Lock()
-        self._lost = asyncio.Event()
-        self._closing = False
         self._started = False
         self._broken: str | None = None
-        self._supervisor: asyncio.Task[None] | None = None
 
     # -- RouteStore ---------------------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and self._conn.is_open and not self._lost.is_set()
+        return self._link.connected
+
+    @property
+    def _conn(self) -> AsyncioConnection | None:
+        return self._link.connection
 
     async def start(self) -> None:
         if self._started:
             return
-        self._closing = False
-        await self._connect()
+        try:
+            await self._link.start()
+        except BaseException:
+            await self._link.close()
+            raise
         self._dispatch.start()
         try:
             await self._sync()
@@ -101,7 +102,6 @@ class RabbitRouteStore:
             await self.close()
             raise
         self._started = True
-        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
         log.info("route store ready", queue=self.queue, versions=len(self._versions))
 
     async def latest(self) -> RouteVersion | None:
@@ -141,116 +141,40 @@ class RabbitRouteStore:
         self._dispatch.add(callback)
 
     async def close(self) -> None:
-        self._closing = True
         self._started = False
-        self._lost.set()
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
-        conn, self._conn = self._conn, None
-        if conn is not None and conn.is_open:
-            conn.close()
-            for _ in range(100):
-                if conn.is_closed:
-                    break
-                await asyncio.sleep(0.02)
+        await self._link.close()
         self._fail(BusUnavailable("the route store was closed"))
         await self._dispatch.close()
 
     # -- connection ---------------------------------------------------------------------------
 
-    async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        opened: asyncio.Future[AsyncioConnection] = loop.create_future()
+    async def _on_connected(self, link: AmqpLink) -> None:
+        """Declare the stream, open the confirm channel and (re)start reading after the last
+        offset seen: on the first connect and after every reconnect."""
+        sub = await link.channel(on_close=self._on_channel_closed)
+        await link.call(sub.queue_declare, self.queue, durable=True,
+                        arguments={"x-queue-type": "stream"})
+        await self._publisher.open(link, on_close=self._on_channel_closed)
+        await link.call(sub.basic_qos, prefetch_count=PREFETCH)
+        offset: str | int = "first" if self._last_offset < 0 else self._last_offset + 1
+        await link.call(sub.basic_consume, self.queue, self._on_message, auto_ack=False,
+                        arguments={"x-stream-offset": offset})
+        if link.connects:
+            log.info("route store reconnected", queue=self.queue, resume_at=offset)
 
-        def on_open(conn: AsyncioConnection) -> None:
-            if not opened.done():
-                opened.set_result(conn)
-
-        def on_open_error(conn: AsyncioConnection, exc: BaseException | str) -> None:
-            if not opened.done():
-                opened.set_exception(BusUnavailable(f"cannot connect to the bus: {exc}"))
-
-        AsyncioConnection(self._params, on_open_callback=on_open,
-                          on_open_error_callback=on_open_error,
-                          on_close_callback=self._on_connection_closed, custom_ioloop=loop)
-        conn = await asyncio.wait_for(opened, self._timeout)
-        self._conn = conn
-        self._lost.clear()
-        try:
-            pub = await self._open_channel(conn)
-            await self._call(pub.queue_declare, self.queue, durable=True,
-                             arguments={"x-queue-type": "stream"})
-            await self._call(pub.confirm_delivery, ack_nack_callback=self._on_confirm)
-            pub.add_on_return_callback(self._on_return)
-            self._pub = pub
-            sub = await self._open_channel(conn)
-            await self._call(sub.basic_qos, prefetch_count=PREFETCH)
-            self._sub = sub
-            offset: str | int = "first" if self._last_offset < 0 else self._last_offset + 1
-            await self._call(sub.basic_consume, self.queue, self._on_message, auto_ack=False,
-                             arguments={"x-stream-offset": offset})
-        except BaseException:
-            with contextlib.suppress(Exception):
-                conn.close()
-            raise
-
-    async def _supervise(self) -> None:
-        while not self._closing:
-            await self._lost.wait()
-            delay = 0.5
-            while not self._closing:
-                try:
-                    await self._connect()
-                    log.info("route store reconnected", queue=self.queue,
-                             resume_at=self._last_offset + 1)
-                    break
-                except Exception as exc:  # the broker may be restarting: keep trying
-                    log.warning("route store reconnect failed", error=str(exc), retry_in=delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
-
-    async def _open_channel(self, conn: AsyncioConnection) -> Channel:
-        fut: asyncio.Future[Channel] = asyncio.get_running_loop().create_future()
-        conn.channel(on_open_callback=fut.set_result)
-        channel = await asyncio.wait_for(fut, self._timeout)
-        channel.add_on_close_callback(self._on_channel_closed)
-        return channel
-
-    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        """Await a pika method that reports completion through a ``callback`` argument."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def done(frame: Any = None) -> None:
-            if not fut.done():
-                fut.set_result(frame)
-
-        method(*args, callback=done, **kwargs)
-        return await asyncio.wait_for(fut, self._timeout)
-
-    def _on_connection_closed(self, conn: AsyncioConnection, reason: BaseException) -> None:
-        if conn is not self._conn:
-            return
+    def _on_lost(self, reason: BaseException) -> None:
         self._fail(BusUnavailable(f"route store connection lost: {reason}"), awaiting=False)
-        if not self._closing:
-            log.warning("route store connection lost", reason=str(reason))
-            self._lost.set()
 
     def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
-        conn = self._conn
-        if self._closing or channel not in (self._pub, self._sub) or conn is None \
-                or not conn.is_open:
+        conn = self._link.connection
+        if conn is None or not conn.is_open:
             return  # closing with its connection: reported there
         log.warning("route store channel closed", reason=str(reason))
-        with contextlib.suppress(Exception):  # recover by reconnecting whole
-            conn.close()
+        self._link.drop()  # recover by reconnecting whole
 
     def _fail(self, exc: Exception, awaiting: bool = True) -> None:
         """Fail the pending confirm and marker; also pending appends when closing."""
-        if self._confirm is not None and not self._confirm.done():
-            self._confirm.set_exception(exc)
+        self._publisher.fail_all(exc)
         if self._marker is not None and not self._marker[1].done():
             self._marker[1].set_exception(exc)
         if awaiting:
@@ -262,38 +186,19 @@ class RabbitRouteStore:
 
     async def _publish(self, record: dict[str, Any]) -> None:
         """Publish one record and wait for the broker's confirm (one publish at a time)."""
-        async with self._pub_lock:
-            channel = self._pub
-            if channel is None or not channel.is_open or not self.connected:
-                raise BusUnavailable("the route store is not connected to the bus")
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._confirm, self._returned = fut, None
-            props = pika.BasicProperties(content_type="application/json", delivery_mode=2,
-                                         message_id=record["id"],
-                                         type=f"esb.routes.{record['kind']}")
-            try:
-                channel.basic_publish("", self.queue, orjson.dumps(record), props,
-                                      mandatory=True)
-                await asyncio.wait_for(fut, self._timeout)
-            except TimeoutError:
-                raise BusUnavailable("the broker did not confirm the route version") from None
-            finally:
-                self._confirm = None
-
-    def _on_return(self, channel: Channel, method: Any, props: Any, body: bytes) -> None:
-        self._returned = f"{method.reply_code} {method.reply_text}"
-
-    def _on_confirm(self, frame: Any) -> None:
-        fut = self._confirm
-        if fut is None or fut.done():
-            return
-        if not isinstance(frame.method, pika.spec.Basic.Ack):
-            fut.set_exception(PublishRejected("the broker refused the route version (nack)"))
-        elif self._returned:
-            fut.set_exception(PublishRejected(f"{self.queue} did not take the route version "
-                                              f"({self._returned})"))
-        else:
-            fut.set_result(None)
+        if not self.connected:
+            raise BusUnavailable("the route store is not connected to the bus")
+        props = pika.BasicProperties(content_type="application/json", delivery_mode=2,
+                                     message_id=record["id"],
+                                     type=f"esb.routes.{record['kind']}")
+        try:
+            await self._publisher.publish("", self.queue, orjson.dumps(record), props,
+                                          timeout=self._timeout)
+        except NoAnswer:
+            raise BusUnavailable("the broker did not confirm the route version") from None
+        except PublishReturned as exc:
+            raise PublishRejected(f"{self.queue} did not take the route version "
+                                  f"({exc.reply})") from None
 
     async def _sync(self) -> None:
         """Read the stream up to a marker published now: afterwards, history is complete."""

@@ -39,10 +39,9 @@ from typing import Any
 import orjson
 import pika
 import structlog
-from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
-from esb.bus.errors import BusUnavailable
+from esb.bus.broker.connection import AmqpLink
 
 log = structlog.get_logger("esb.presence")
 
@@ -79,23 +78,19 @@ class Presence:
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.started_at = (started_at or datetime.now(UTC)).isoformat()
-        self._timeout = timeout
-        self._params: pika.URLParameters | None = None
+        self._link: AmqpLink | None = None
         if url is not None:
-            self._params = pika.URLParameters(url)
-            self._params.heartbeat = heartbeat
-            self._params.client_properties = {"connection_name": f"esb presence {instance}"}
+            self._link = AmqpLink(url, name=f"esb presence {instance}", heartbeat=heartbeat,
+                                  timeout=timeout, on_connected=self._on_connected)
         self._seen: dict[str, _Seen] = {}
-        self._conn: AsyncioConnection | None = None
         self._channel: Channel | None = None
-        self._lost = asyncio.Event()
         self._wake = asyncio.Event()
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and self._conn.is_open and not self._lost.is_set()
+        return self._link is not None and self._link.connected
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -107,15 +102,8 @@ class Presence:
         self._closing = False
         loop = asyncio.get_running_loop()
         try:
-            if self._params is not None:
-                try:
-                    await self._connect()
-                except Exception:
-                    self._lost.set()
-                    raise
-                finally:
-                    self._tasks.append(loop.create_task(self._supervise(),
-                                                        name="esb presence supervisor"))
+            if self._link is not None:
+                await self._link.start()
         finally:
             self._tasks.append(loop.create_task(self._beat(), name="esb presence heartbeat"))
 
@@ -132,14 +120,8 @@ class Presence:
         self._tasks = []
         if self.connected:
             self._publish({"v": FORMAT, "kind": "goodbye", "instance": self.instance})
-        self._lost.set()
-        conn, self._conn = self._conn, None
-        if conn is not None and conn.is_open:
-            conn.close()
-            for _ in range(100):
-                if conn.is_closed:
-                    break
-                await asyncio.sleep(0.02)
+        if self._link is not None:
+            await self._link.close()
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -244,90 +226,29 @@ class Presence:
 
     # -- connection --------------------------------------------------------------------------
 
-    async def _connect(self) -> None:
-        assert self._params is not None
-        loop = asyncio.get_running_loop()
-        opened: asyncio.Future[AsyncioConnection] = loop.create_future()
-
-        def on_open(conn: AsyncioConnection) -> None:
-            if not opened.done():
-                opened.set_result(conn)
-
-        def on_open_error(conn: AsyncioConnection, exc: BaseException | str) -> None:
-            if not opened.done():
-                opened.set_exception(BusUnavailable(f"cannot connect to the bus: {exc}"))
-
-        AsyncioConnection(self._params, on_open_callback=on_open,
-                          on_open_error_callback=on_open_error,
-                          on_close_callback=self._on_connection_closed, custom_ioloop=loop)
-        try:
-            conn = await asyncio.wait_for(opened, self._timeout)
-        except TimeoutError:
-            raise BusUnavailable("cannot connect to the bus: timed out") from None
-        self._conn = conn
-        try:
-            ch_fut: asyncio.Future[Channel] = loop.create_future()
-            conn.channel(on_open_callback=ch_fut.set_result)
-            channel = await asyncio.wait_for(ch_fut, self._timeout)
-            channel.add_on_close_callback(self._on_channel_closed)
-            await self._call(channel.exchange_declare, exchange=self.exchange,
-                             exchange_type="fanout", durable=True)
-            frame = await self._call(channel.queue_declare, "", exclusive=True,
-                                     auto_delete=True,
-                                     arguments={"x-message-ttl": int(self.expiry * 1000)})
-            queue = frame.method.queue
-            await self._call(channel.queue_bind, queue, self.exchange)
-            channel.basic_consume(queue, self._on_message, auto_ack=True)
-            self._channel = channel
-        except BaseException:
-            with contextlib.suppress(Exception):
-                conn.close()
-            raise
-        self._lost.clear()
+    async def _on_connected(self, link: AmqpLink) -> None:
+        """Bind a fresh exclusive queue to the exchange (on every (re)connect) and announce
+        this instance at once."""
+        channel = await link.channel(on_close=self._on_channel_closed)
+        await link.call(channel.exchange_declare, exchange=self.exchange,
+                        exchange_type="fanout", durable=True)
+        frame = await link.call(channel.queue_declare, "", exclusive=True, auto_delete=True,
+                                arguments={"x-message-ttl": int(self.expiry * 1000)})
+        queue = frame.method.queue
+        await link.call(channel.queue_bind, queue, self.exchange)
+        channel.basic_consume(queue, self._on_message, auto_ack=True)
+        self._channel = channel
+        if link.connects:
+            log.info("presence reconnected", exchange=self.exchange)
         self._wake.set()  # announce ourselves now
 
-    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def done(frame: Any = None) -> None:
-            if not fut.done():
-                fut.set_result(frame)
-
-        method(*args, callback=done, **kwargs)
-        try:
-            return await asyncio.wait_for(fut, self._timeout)
-        except TimeoutError:
-            raise BusUnavailable("the broker did not answer (presence)") from None
-
-    async def _supervise(self) -> None:
-        while not self._closing:
-            await self._lost.wait()
-            delay = 0.5
-            while not self._closing:
-                try:
-                    await self._connect()
-                    log.info("presence reconnected", exchange=self.exchange)
-                    break
-                except Exception as exc:  # the broker may be restarting: keep trying
-                    log.warning("presence reconnect failed", error=str(exc), retry_in=delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
-
-    def _on_connection_closed(self, conn: AsyncioConnection, reason: BaseException) -> None:
-        if conn is not self._conn:
-            return
-        if not self._closing:
-            log.warning("presence connection lost", reason=str(reason))
-        self._lost.set()
-
     def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
-        conn = self._conn
-        if self._closing or channel is not self._channel or conn is None or not conn.is_open:
-            return
+        assert self._link is not None
+        conn = self._link.connection
+        if channel is not self._channel or conn is None or not conn.is_open:
+            return  # closing with its connection: reported there
         log.warning("presence channel closed", reason=str(reason))
-        self._lost.set()
-        with contextlib.suppress(Exception):
-            conn.close()
+        self._link.drop()  # recover by reconnecting whole
 
 
 def _rates(before: Any, after: Any, dt: float) -> dict[str, dict[str, float]]:

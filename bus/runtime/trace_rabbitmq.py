@@ -51,9 +51,10 @@ from typing import Any
 import orjson
 import pika
 import structlog
-from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
+from esb.bus.broker.connection import AmqpLink, ChannelClosed, NoAnswer
+from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
 from esb.bus.errors import BusError, BusUnavailable, PublishRejected
 from esb.bus.runtime.trace import TraceEvent, sort_events
 
@@ -103,9 +104,10 @@ class StreamTrace:
         self._limit = buffer_limit
         self._timeout = timeout
         self._query_timeout = query_timeout
-        self._params = pika.URLParameters(url)
-        self._params.heartbeat = heartbeat
-        self._params.client_properties = {"connection_name": f"esb trace {instance}"}
+        self._link = AmqpLink(url, name=f"esb trace {instance}", heartbeat=heartbeat,
+                              timeout=timeout, on_connected=self._on_connected,
+                              on_lost=self._on_lost)
+        self._publisher = ConfirmedPublisher(window=1)
         #: (envelope id, unix time, step, detail), oldest first.
         self._buf: deque[tuple[str, float, str, dict[str, Any]]] = deque()
         self._wake = asyncio.Event()
@@ -113,12 +115,7 @@ class StreamTrace:
         self.dropped = 0
         #: Events the broker confirmed.
         self.published = 0
-        self._conn: AsyncioConnection | None = None
-        self._pub: Channel | None = None
-        self._confirm: asyncio.Future[None] | None = None
-        self._returned: str | None = None
         self._pub_lock = asyncio.Lock()
-        self._lost = asyncio.Event()
         self._closing = False
         self._started = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -141,7 +138,7 @@ class StreamTrace:
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and self._conn.is_open and not self._lost.is_set()
+        return self._link.connected
 
     @property
     def buffered(self) -> int:
@@ -163,13 +160,7 @@ class StreamTrace:
         self._started = True
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._flush_loop(), name="esb trace flusher")]
-        try:
-            await self._connect()
-        except Exception:
-            self._lost.set()
-            raise
-        finally:
-            self._tasks.append(loop.create_task(self._supervise(), name="esb trace supervisor"))
+        await self._link.start()
 
     async def close(self) -> None:
         """Flush what is buffered (waits at most ``timeout``), then disconnect."""
@@ -188,15 +179,8 @@ class StreamTrace:
             except (TimeoutError, BusError) as exc:
                 log.warning("trace: events not flushed at close", buffered=len(self._buf),
                             error=str(exc) or "timeout")
-        self._lost.set()
-        conn, self._conn = self._conn, None
-        if conn is not None and conn.is_open:
-            conn.close()
-            for _ in range(100):
-                if conn.is_closed:
-                    break
-                await asyncio.sleep(0.02)
-        self._fail(BusUnavailable("the trace recorder was closed"))
+        await self._link.close()
+        self._publisher.fail_all(BusUnavailable("the trace recorder was closed"))
         self._started = False
 
     async def flush(self) -> None:
@@ -263,44 +247,25 @@ class StreamTrace:
 
     async def _publish(self, body: bytes, kind: str) -> None:
         """Publish one message and wait for its confirm. Caller holds ``_pub_lock``."""
-        channel = self._pub
-        if channel is None or not channel.is_open or not self.connected:
+        if not self.connected:
             raise BusUnavailable("the trace recorder is not connected to the bus")
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._confirm, self._returned = fut, None
         props = pika.BasicProperties(content_type="application/json", delivery_mode=2,
                                      type=kind, app_id=self.instance)
         try:
-            channel.basic_publish("", self.queue, body, props, mandatory=True)
-            await asyncio.wait_for(fut, self._timeout)
-        except TimeoutError:
+            await self._publisher.publish("", self.queue, body, props, timeout=self._timeout)
+        except NoAnswer:
             raise BusUnavailable("the broker did not confirm a trace batch") from None
-        finally:
-            self._confirm = None
-
-    def _on_return(self, channel: Channel, method: Any, props: Any, body: bytes) -> None:
-        self._returned = f"{method.reply_code} {method.reply_text}"
-
-    def _on_confirm(self, frame: Any) -> None:
-        fut = self._confirm
-        if fut is None or fut.done():
-            return
-        if not isinstance(frame.method, pika.spec.Basic.Ack):
-            fut.set_exception(PublishRejected("the broker refused a trace batch (nack)"))
-        elif self._returned:
-            fut.set_exception(PublishRejected(f"{self.queue} did not take a trace batch "
-                                              f"({self._returned})"))
-            self._drop_connection()  # the stream is gone: reconnecting declares it again
-        else:
-            fut.set_result(None)
+        except PublishReturned as exc:
+            self._link.drop()  # the stream is gone: reconnecting declares it again
+            raise PublishRejected(f"{self.queue} did not take a trace batch "
+                                  f"({exc.reply})") from None
 
     # -- reading -----------------------------------------------------------------------------
 
     async def query(self, envelope_id: str, since: timedelta) -> list[TraceEvent]:
         with contextlib.suppress(BusError):
             await self.flush()  # our own recent events
-        conn = self._conn
-        if conn is None or not self.connected:
+        if not self.connected:
             raise BusUnavailable("the trace recorder is not connected to the bus")
         loop = asyncio.get_running_loop()
         cutoff = time.time() - since.total_seconds()
@@ -331,11 +296,13 @@ class StreamTrace:
                 log.warning("trace: ignoring a malformed batch", queue=self.queue,
                             offset=(props.headers or {}).get("x-stream-offset"))
 
-        channel, closed = await self._open_channel(conn)
+        link = self._link
+        channel = await link.channel()
+        closed = link.closed(channel)
         try:
-            await self._call(channel, closed, channel.basic_qos, prefetch_count=QUERY_PREFETCH)
-            await self._call(channel, closed, channel.basic_consume, self.queue, on_message,
-                             auto_ack=False, arguments={"x-stream-offset": start})
+            await link.call(channel.basic_qos, prefetch_count=QUERY_PREFETCH)
+            await link.call(channel.basic_consume, self.queue, on_message, auto_ack=False,
+                            arguments={"x-stream-offset": start})
             async with self._pub_lock:
                 await self._publish(orjson.dumps({"kind": "sync", "id": marker,
                                                   "by": self.instance}), SYNC_TYPE)
@@ -357,136 +324,29 @@ class StreamTrace:
 
     # -- connection --------------------------------------------------------------------------
 
-    async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        opened: asyncio.Future[AsyncioConnection] = loop.create_future()
-
-        def on_open(conn: AsyncioConnection) -> None:
-            if not opened.done():
-                opened.set_result(conn)
-
-        def on_open_error(conn: AsyncioConnection, exc: BaseException | str) -> None:
-            if not opened.done():
-                opened.set_exception(BusUnavailable(f"cannot connect to the bus: {exc}"))
-
-        AsyncioConnection(self._params, on_open_callback=on_open,
-                          on_open_error_callback=on_open_error,
-                          on_close_callback=self._on_connection_closed, custom_ioloop=loop)
+    async def _on_connected(self, link: AmqpLink) -> None:
+        """Declare the stream and open the confirm channel (on every (re)connect)."""
+        channel = await link.channel()
         try:
-            conn = await asyncio.wait_for(opened, self._timeout)
-        except TimeoutError:
-            raise BusUnavailable("cannot connect to the bus: timed out") from None
-        self._conn = conn
-        self._lost.clear()
-        try:
-            pub, closed = await self._open_channel(conn)
-            try:
-                await self._call(pub, closed, pub.queue_declare, self.queue, durable=True,
-                                 arguments=self.arguments)
-            except _ChannelClosed as exc:
-                if exc.code != 406:
-                    raise BusUnavailable(f"cannot declare {self.queue}: {exc}") from None
-                log.warning("trace stream exists with other arguments; using it as it is "
-                            "(delete it to apply new retention)", queue=self.queue,
-                            wanted=self.arguments, error=str(exc))
-                pub, closed = await self._open_channel(conn)
-                await self._call(pub, closed, pub.queue_declare, self.queue, passive=True)
-            await self._call(pub, closed, pub.confirm_delivery,
-                             ack_nack_callback=self._on_confirm)
-            pub.add_on_return_callback(self._on_return)
-            pub.add_on_close_callback(self._on_pub_closed)
-            self._pub = pub
-        except BaseException:
-            with contextlib.suppress(Exception):
-                conn.close()
-            raise
+            await link.call(channel.queue_declare, self.queue, durable=True,
+                            arguments=self.arguments)
+        except ChannelClosed as exc:
+            if exc.code != 406:
+                raise BusUnavailable(f"cannot declare {self.queue}: {exc}") from None
+            log.warning("trace stream exists with other arguments; using it as it is "
+                        "(delete it to apply new retention)", queue=self.queue,
+                        wanted=self.arguments, error=str(exc))
+            channel = await link.channel()
+            await link.call(channel.queue_declare, self.queue, passive=True)
+        channel.close()
+        await self._publisher.open(link, on_close=self._on_pub_closed)
+        if link.connects:
+            log.info("trace recorder reconnected", queue=self.queue,
+                     buffered=len(self._buf), dropped=self.dropped)
+            self._wake.set()
 
-    async def _supervise(self) -> None:
-        while not self._closing:
-            await self._lost.wait()
-            delay = 0.5
-            while not self._closing:
-                try:
-                    await self._connect()
-                    log.info("trace recorder reconnected", queue=self.queue,
-                             buffered=len(self._buf), dropped=self.dropped)
-                    self._wake.set()
-                    break
-                except Exception as exc:  # the broker may be restarting: keep trying
-                    log.warning("trace recorder reconnect failed", error=str(exc),
-                                retry_in=delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
-
-    async def _open_channel(self, conn: AsyncioConnection
-                            ) -> tuple[Channel, asyncio.Future[BaseException]]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Channel] = loop.create_future()
-        conn.channel(on_open_callback=fut.set_result)
-        try:
-            channel = await asyncio.wait_for(fut, self._timeout)
-        except TimeoutError:
-            raise BusUnavailable("the broker did not open a channel") from None
-        closed: asyncio.Future[BaseException] = loop.create_future()
-
-        def on_closed(ch: Channel, reason: BaseException) -> None:
-            if not closed.done():
-                closed.set_result(reason)
-
-        channel.add_on_close_callback(on_closed)
-        return channel, closed
-
-    async def _call(self, channel: Channel, closed: asyncio.Future[BaseException], method: Any,
-                    *args: Any, **kwargs: Any) -> Any:
-        """Await a pika method that reports completion through ``callback``; a channel closed
-        by the broker meanwhile (e.g. 406 on a declare) raises :class:`_ChannelClosed`."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def done(frame: Any = None) -> None:
-            if not fut.done():
-                fut.set_result(frame)
-
-        if closed.done():
-            raise _ChannelClosed(closed)
-        method(*args, callback=done, **kwargs)
-        finished, _ = await asyncio.wait({fut, closed}, timeout=self._timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        if fut in finished:
-            return fut.result()
-        if closed in finished:
-            raise _ChannelClosed(closed)
-        fut.cancel()
-        raise BusUnavailable(f"the broker did not answer {getattr(method, '__name__', '')}")
-
-    def _on_connection_closed(self, conn: AsyncioConnection, reason: BaseException) -> None:
-        if conn is not self._conn:
-            return
-        self._fail(BusUnavailable(f"trace connection lost: {reason}"))
-        if not self._closing:
-            log.warning("trace connection lost", reason=str(reason))
-        self._lost.set()
+    def _on_lost(self, reason: BaseException) -> None:
+        self._publisher.fail_all(BusUnavailable(f"trace connection lost: {reason}"))
 
     def _on_pub_closed(self, channel: Channel, reason: BaseException) -> None:
-        if channel is not self._pub:
-            return
-        self._fail(BusUnavailable(f"trace channel closed: {reason}"))
-        if not self._closing:
-            self._drop_connection()
-
-    def _drop_connection(self) -> None:
-        conn = self._conn
-        self._lost.set()
-        if conn is not None and conn.is_open:
-            with contextlib.suppress(Exception):  # recover by reconnecting whole
-                conn.close()
-
-    def _fail(self, exc: Exception) -> None:
-        if self._confirm is not None and not self._confirm.done():
-            self._confirm.set_exception(exc)
-
-
-class _ChannelClosed(BusUnavailable):
-    def __init__(self, closed: asyncio.Future[BaseException]) -> None:
-        reason = closed.result()
-        self.code = getattr(reason, "reply_code", None)
-        super().__init__(str(reason))
+        self._link.drop()  # recover by reconnecting whole (a no-op when closing)

@@ -1,0 +1,123 @@
+"""Publisher confirms, pipelined: many publishes in flight on one channel, each awaited alone.
+
+Every publish is ``mandatory``; a ``basic.return`` for it (matched by message id and routing
+key, since returns carry no delivery tag) turns its confirm into a failure. A lost channel
+fails everything still pending with :class:`~esb.bus.errors.BusUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+from pika.channel import Channel
+
+from esb.bus.broker.connection import AmqpLink, NoAnswer
+from esb.bus.errors import BusUnavailable, PublishRejected
+
+
+class PublishReturned(PublishRejected):
+    """The broker returned a ``mandatory`` publish: no queue took it (``reply`` says why)."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        super().__init__(f"no queue took the message ({reply}): is the topology declared?")
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future[None]
+    key: tuple[str | None, str]
+    returned: str | None = None
+
+
+class ConfirmedPublisher:
+    def __init__(self, window: int = 1000) -> None:
+        self._window = asyncio.Semaphore(window)
+        self._channel: Channel | None = None
+        self._tag = 0
+        self._pending: dict[int, _Pending] = {}
+        self._by_key: dict[tuple[str | None, str], int] = {}
+
+    @property
+    def ready(self) -> bool:
+        return self._channel is not None and self._channel.is_open
+
+    async def open(self, link: AmqpLink,
+                   on_close: Callable[[Channel, BaseException], None] | None = None) -> None:
+        """Open a confirm-mode channel on ``link`` (call from its ``on_connected``); ``on_close``
+        is told too when that channel closes, after everything pending on it has failed."""
+        channel = await link.channel(on_close=self._on_channel_closed)
+        if on_close is not None:
+            channel.add_on_close_callback(on_close)
+        await link.call(channel.confirm_delivery, ack_nack_callback=self._on_confirm)
+        channel.add_on_return_callback(self._on_return)
+        self._tag = 0
+        self._channel = channel
+
+    def fail_all(self, exc: Exception) -> None:
+        pending, self._pending, self._by_key = self._pending, {}, {}
+        for p in pending.values():
+            if not p.future.done():
+                p.future.set_exception(exc)
+
+    def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
+        if channel is self._channel:
+            self._channel = None
+            self.fail_all(BusUnavailable(f"bus channel closed: {reason}"))
+
+    def _on_return(self, channel: Channel, method: Any, props: Any, body: bytes) -> None:
+        tag = self._by_key.get((props.message_id, method.routing_key))
+        if tag is not None and tag in self._pending:
+            self._pending[tag].returned = f"{method.reply_code} {method.reply_text}"
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        acked = isinstance(method, pika.spec.Basic.Ack)
+        tags = [t for t in self._pending if t <= method.delivery_tag] if method.multiple \
+            else [method.delivery_tag]
+        for tag in tags:
+            p = self._pending.pop(tag, None)
+            if p is None:
+                continue
+            self._by_key.pop(p.key, None)
+            if p.future.done():
+                continue
+            if not acked:
+                p.future.set_exception(PublishRejected("the broker refused the message (nack)"))
+            elif p.returned:
+                p.future.set_exception(PublishReturned(p.returned))
+            else:
+                p.future.set_result(None)
+
+    async def publish(self, exchange: str, routing_key: str, body: bytes,
+                      properties: pika.BasicProperties, *, mandatory: bool = True,
+                      timeout: float | None = None) -> None:
+        """Publish and wait for the broker's confirm (raises BusUnavailable/PublishRejected);
+        with ``timeout``, a confirm that does not come within it raises :class:`NoAnswer`."""
+        async with self._window:
+            channel = self._channel
+            if channel is None or not channel.is_open:
+                raise BusUnavailable("the bus is not connected")
+            self._tag += 1
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            key = (properties.message_id, routing_key)
+            self._pending[self._tag] = _Pending(fut, key)
+            if mandatory:
+                self._by_key[key] = self._tag
+            try:
+                channel.basic_publish(exchange, routing_key, body, properties,
+                                      mandatory=mandatory)
+            except Exception as exc:
+                self._pending.pop(self._tag, None)
+                raise BusUnavailable(f"publish failed: {exc}") from exc
+            if timeout is None:
+                await fut
+                return
+            try:
+                await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                raise NoAnswer("the broker did not confirm the publish") from None
