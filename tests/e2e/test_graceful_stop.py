@@ -34,3 +34,29 @@ def test_sigterm_finishes_in_flight_work_and_exits_zero(rabbit: Any, sink: Any,
     print(f"\nstopped in {stopped_in:.2f}s with {len(delivered)} delivered; "
           f"after restart 40 delivered, duplicates {len(dupes)}")
     assert not dupes, "a delivery finished during the drain was delivered again"
+
+
+def test_sighup_rereads_the_configuration(sink: Any, daemon_factory: Any) -> None:
+    import signal
+
+    import yaml
+
+    d = daemon_factory(flow_config({"url": "embedded"}, sink.url), ROUTES).start()
+    path = d.root / "config" / "esb.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["destinations"]["out"]["delivery"]["concurrency"] = 7
+    path.write_text(yaml.safe_dump(cfg))
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "configuration re-read" not in d.log():
+        time.sleep(0.1)
+    assert '"restart_needed_for": ["destinations"]' in d.log()
+    path.write_text("bus: [broken\n")
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "configuration refused" not in d.log():
+        time.sleep(0.1)
+    assert "configuration refused" in d.log()
+    assert d.admin("GET", "/admin/status").status_code == 200  # still serving
+    assert d.stop() == 0
