@@ -38,17 +38,16 @@ from typing import Any
 
 import orjson
 import structlog
-from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
 from pydantic import ValidationError
 
-from esb.adapters.amqp import connection as amqp
 from esb.adapters.amqp.settings import AmqpInboundSettings
 from esb.adapters.http import media_type
 from esb.adapters.spec import InboundContext
+from esb.bus.broker.connection import AmqpLink, ChannelClosed, redact
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
-from esb.bus.errors import BusError
+from esb.bus.errors import BusError, BusUnavailable
 
 log = structlog.get_logger("esb.amqp.inbound")
 
@@ -69,29 +68,45 @@ class AmqpInbound:
         self.ctx = ctx
         self.routes = []
         url = settings.url.get_secret_value()
-        self._params = amqp.parameters(url, heartbeat=settings.heartbeat,
-                                       name=f"esb inbound {ctx.name}")
-        self._where = amqp.describe(url)
+        self._where = redact(url)
+        self._link = AmqpLink(url, name=f"esb inbound {ctx.name}", heartbeat=settings.heartbeat,
+                              on_connected=self._on_connected,
+                              reconnect_max=settings.reconnect_max)
         self._headers = {h.lower() for h in settings.headers}
-        self._task: asyncio.Task[None] | None = None
-        self._conn: AsyncioConnection | None = None
-        self._lost = asyncio.Event()
+        self._starting: asyncio.Task[None] | None = None
+        self._channel: Channel | None = None
         self._handlers: set[asyncio.Task[None]] = set()
-        #: Connections made so far (tests watch reconnects).
-        self.connects = 0
+
+    @property
+    def connects(self) -> int:
+        """Connections that got as far as consuming (tests watch reconnects)."""
+        return self._link.connects
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._supervise(), name=f"esb-amqp-{self.ctx.name}")
+        # In the background: the daemon starts even while the legacy broker is away.
+        if self._starting is None:
+            self._starting = asyncio.create_task(self._start(),
+                                                 name=f"esb-amqp-{self.ctx.name}")
+
+    async def _start(self) -> None:
+        try:
+            await self._link.start()  # keeps reconnecting (with back-off) from here on
+        except BusUnavailable as exc:
+            log.warning("cannot consume from the legacy broker yet; retrying",
+                        source=self.ctx.name, broker=self._where, queue=self.settings.queue,
+                        error=str(exc))
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        starting, self._starting = self._starting, None
+        if starting is None:
+            return
+        # A first connect still under way ends by itself (bounded): cancelling it could leave
+        # a connection that opens later and is never closed.
+        _, pending = await asyncio.wait({starting}, timeout=15.0)
+        for t in pending:
+            t.cancel()
         # Messages still being accepted: give them a moment, then leave them unacked (the
         # broker requeues them when the connection closes).
         if self._handlers:
@@ -100,64 +115,43 @@ class AmqpInbound:
                 t.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
-        conn, self._conn = self._conn, None
-        await amqp.close_and_wait(conn)
+        await self._link.close()
+        self._channel = None
 
-    async def _supervise(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                await self._consume()
-                delay = 0.5
-                await self._lost.wait()
-                log.warning("legacy broker connection lost; reconnecting",
-                            source=self.ctx.name, broker=self._where)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("cannot consume from the legacy broker", source=self.ctx.name,
-                            broker=self._where, queue=self.settings.queue, error=str(exc),
-                            retry_in=delay)
-            conn, self._conn = self._conn, None
-            await amqp.close_and_wait(conn, 1.0)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.settings.reconnect_max)
-
-    async def _consume(self) -> None:
+    async def _on_connected(self, link: AmqpLink) -> None:
+        """Check (or declare) the queue and consume it; again after every reconnect."""
         s = self.settings
-        self._lost.clear()
-        self._conn = await amqp.connect(self._params, on_closed=self._on_closed,
-                                        what=f"the legacy broker at {self._where}")
-        channel = await amqp.open_channel(self._conn, on_closed=self._on_channel_closed)
+        channel = await link.channel(on_close=self._on_channel_closed)
         if s.declare:
-            await amqp.call(channel, channel.queue_declare, s.queue, durable=s.durable,
+            await link.call(channel.queue_declare, s.queue, durable=s.durable,
                             arguments=s.arguments or None)
         else:
             try:
-                await amqp.call(channel, channel.queue_declare, s.queue, passive=True)
-            except amqp.AmqpUnavailable as exc:
-                raise amqp.AmqpUnavailable(f"queue {s.queue!r} is not there (declare: false "
-                                           f"leaves the legacy topology alone): {exc}") from None
-        await amqp.call(channel, channel.basic_qos, prefetch_count=s.prefetch)
-        loop = asyncio.get_running_loop()
-
-        def on_message(ch: Channel, method: Basic.Deliver, props: BasicProperties,
-                       body: bytes) -> None:
-            task = loop.create_task(self._handle(ch, method, props, body))
-            self._handlers.add(task)
-            task.add_done_callback(self._handlers.discard)
-
-        channel.basic_consume(s.queue, on_message, auto_ack=False)
-        self.connects += 1
+                await link.call(channel.queue_declare, s.queue, passive=True)
+            except ChannelClosed as exc:
+                raise BusUnavailable(f"queue {s.queue!r} is not there (declare: false leaves "
+                                     f"the legacy topology alone): {exc}") from None
+        await link.call(channel.basic_qos, prefetch_count=s.prefetch)
+        channel.basic_consume(s.queue, self._on_message, auto_ack=False)
+        self._channel = channel
         log.info("consuming from the legacy broker", source=self.ctx.name,
                  broker=self._where, queue=s.queue)
 
-    def _on_closed(self, conn: AsyncioConnection, reason: BaseException) -> None:
-        self._lost.set()
-
     def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
+        conn = self._link.connection
+        if channel is not self._channel or self._link.closing or conn is None \
+                or not conn.is_open:
+            return  # closing with its connection: the link reconnects by itself
         # A channel error (a deleted queue ...) is recovered by reconnecting whole.
-        self._lost.set()
+        log.warning("legacy broker closed the channel; reconnecting", source=self.ctx.name,
+                    reason=str(reason))
+        self._link.drop()
+
+    def _on_message(self, channel: Channel, method: Basic.Deliver, props: BasicProperties,
+                    body: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(self._handle(channel, method, props, body))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
 
     # -- one message --------------------------------------------------------------------------
 

@@ -22,19 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import pika
 import structlog
 from pika.adapters.asyncio_connection import AsyncioConnection
-from pika.channel import Channel
 
-from esb.adapters.amqp import connection as amqp
 from esb.adapters.amqp.settings import AmqpOutboundSettings
 from esb.adapters.spec import OutboundContext
+from esb.bus.broker.connection import AmqpLink, NoAnswer, redact
+from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
-from esb.bus.errors import PermanentError, TransientError
+from esb.bus.errors import BusUnavailable, PermanentError, PublishRejected, TransientError
 
 log = structlog.get_logger("esb.amqp.outbound")
 
@@ -57,75 +56,27 @@ def render_key(template: str, envelope: Envelope) -> str:
     return _FIELD.sub(value, template)
 
 
-@dataclass
-class _Pending:
-    future: asyncio.Future[None]
-    key: tuple[str | None, str]
-    returned: str | None = None
-
-
-class _ConfirmChannel:
-    """One channel in confirm mode and the publishes waiting for its confirms."""
-
-    def __init__(self, channel: Channel) -> None:
-        self.channel = channel
-        self.tag = 0
-        self.pending: dict[int, _Pending] = {}
-
-    def on_confirm(self, frame: Any) -> None:
-        method = frame.method
-        acked = isinstance(method, pika.spec.Basic.Ack)
-        tags = [t for t in self.pending if t <= method.delivery_tag] if method.multiple \
-            else [method.delivery_tag]
-        for tag in tags:
-            p = self.pending.pop(tag, None)
-            if p is None or p.future.done():
-                continue
-            if not acked:
-                p.future.set_exception(TransientError("the legacy broker refused the message "
-                                                      "(basic.nack)"))
-            elif p.returned:
-                p.future.set_exception(_Returned(p.returned))
-            else:
-                p.future.set_result(None)
-
-    def on_return(self, channel: Channel, method: Any, props: Any, body: bytes) -> None:
-        # basic.return precedes the message's ack: mark the oldest matching publish.
-        key = (props.message_id, method.routing_key)
-        for tag in sorted(self.pending):
-            p = self.pending[tag]
-            if p.key == key and p.returned is None:
-                p.returned = f"{method.reply_code} {method.reply_text}"
-                return
-
-    def fail(self, exc: Exception) -> None:
-        pending, self.pending = self.pending, {}
-        for p in pending.values():
-            if not p.future.done():
-                p.future.set_exception(exc)
-
-
-class _Returned(Exception):
-    """The broker returned a mandatory message (no queue bound)."""
-
-
 class AmqpOutbound:
     def __init__(self, settings: AmqpOutboundSettings, ctx: OutboundContext) -> None:
         self.settings = settings
         self.ctx = ctx
         url = settings.url.get_secret_value()
-        self._params = amqp.parameters(url, heartbeat=settings.heartbeat,
-                                       name=f"esb outbound {ctx.name}")
-        self._where = amqp.describe(url)
-        self._conn: AsyncioConnection | None = None
-        self._confirm: _ConfirmChannel | None = None
+        self._where = redact(url)
+        # Connected on demand (start, then the first send after a loss), not in the background.
+        self._link = AmqpLink(url, name=f"esb outbound {ctx.name}", heartbeat=settings.heartbeat,
+                              on_connected=self._on_connected, on_lost=self._on_lost,
+                              reconnect=False)
+        self._publisher = ConfirmedPublisher()
         self._lock: asyncio.Lock | None = None
-        self._closing = False
+
+    @property
+    def _conn(self) -> AsyncioConnection | None:
+        """The open connection, or ``None`` (never connected, or lost since)."""
+        return self._link.connection if self._link.connected else None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._closing = False
         try:
             await self._ensure()
         except TransientError as exc:  # the daemon starts anyway; sends retry the connection
@@ -133,51 +84,33 @@ class AmqpOutbound:
                         error=str(exc))
 
     async def stop(self) -> None:
-        self._closing = True
-        if self._confirm is not None:
-            self._confirm.fail(TransientError("the destination is stopping"))
-        conn, self._conn, self._confirm = self._conn, None, None
-        await amqp.close_and_wait(conn)
+        self._publisher.fail_all(TransientError("the destination is stopping"))
+        await self._link.close()
 
-    async def _ensure(self) -> _ConfirmChannel:
-        confirm = self._confirm
-        if confirm is not None and confirm.channel.is_open:
-            return confirm
+    async def _ensure(self) -> None:
+        if self._publisher.ready:
+            return
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            confirm = self._confirm
-            if confirm is not None and confirm.channel.is_open:
-                return confirm
+            if self._publisher.ready:
+                return
             try:
-                if self._conn is None or not self._conn.is_open:
-                    self._conn = await amqp.connect(
-                        self._params, on_closed=self._on_closed,
-                        what=f"the legacy broker at {self._where}")
-                channel = await amqp.open_channel(self._conn, on_closed=self._on_channel_closed)
-                confirm = _ConfirmChannel(channel)
-                await amqp.call(channel, channel.confirm_delivery,
-                                ack_nack_callback=confirm.on_confirm)
-                channel.add_on_return_callback(confirm.on_return)
-            except amqp.AmqpUnavailable as exc:
-                raise TransientError(str(exc)) from None
-            self._confirm = confirm
-            return confirm
+                if self._link.connected:  # the channel went (a missing exchange): a new one
+                    await self._publisher.open(self._link)
+                else:
+                    await self._link.start()  # opens the channel in _on_connected
+            except (BusUnavailable, pika.exceptions.AMQPError) as exc:
+                raise TransientError(f"the legacy broker at {self._where} is not available: "
+                                     f"{exc}") from None
 
-    def _on_closed(self, conn: AsyncioConnection, reason: BaseException) -> None:
-        if self._confirm is not None:
-            self._confirm.fail(TransientError(
-                f"the connection to the legacy broker at {self._where} was lost before the "
-                f"confirm: {reason}"))
-        if conn is self._conn:
-            self._conn = None
-            self._confirm = None
+    async def _on_connected(self, link: AmqpLink) -> None:
+        await self._publisher.open(link)
 
-    def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
-        confirm = self._confirm
-        if confirm is not None and confirm.channel is channel:
-            confirm.fail(TransientError(f"the legacy broker closed the channel: {reason}"))
-            self._confirm = None
+    def _on_lost(self, reason: BaseException) -> None:
+        self._publisher.fail_all(TransientError(
+            f"the connection to the legacy broker at {self._where} was lost before the "
+            f"confirm: {reason}"))
 
     # -- delivery -----------------------------------------------------------------------------
 
@@ -209,28 +142,21 @@ class AmqpOutbound:
         routing_key = render_key(s.routing_key, envelope)
         props = self.properties(envelope)
         body = envelope.to_json() if s.cloudevents == "structured" else envelope.data_bytes()
-        confirm = await self._ensure()
-        confirm.tag += 1
-        tag = confirm.tag
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        confirm.pending[tag] = _Pending(future, (props.message_id, routing_key))
+        await self._ensure()
         try:
-            confirm.channel.basic_publish(s.exchange, routing_key, body, props,
-                                          mandatory=s.mandatory)
-        except Exception as exc:  # the channel or connection went away under us
-            confirm.pending.pop(tag, None)
-            raise TransientError(f"publishing to the legacy broker at {self._where} failed: "
-                                 f"{type(exc).__name__}") from None
-        try:
-            await asyncio.wait_for(asyncio.shield(future), s.timeout)
-        except TimeoutError:
-            confirm.pending.pop(tag, None)
-            future.cancel()
+            await self._publisher.publish(s.exchange, routing_key, body, props,
+                                          mandatory=s.mandatory, timeout=s.timeout)
+        except NoAnswer:
             raise TransientError(f"the legacy broker at {self._where} did not confirm within "
                                  f"{s.timeout:g}s") from None
-        except _Returned as exc:
+        except PublishReturned as exc:
             where = f"exchange {s.exchange!r}" if s.exchange else "the default exchange"
-            message = (f"the legacy broker returned the message as unroutable ({exc}): no "
-                       f"queue is bound for routing key {routing_key!r} on {where}")
+            message = (f"the legacy broker returned the message as unroutable ({exc.reply}): "
+                       f"no queue is bound for routing key {routing_key!r} on {where}")
             kind = PermanentError if s.unroutable == "permanent" else TransientError
             raise kind(message) from None
+        except PublishRejected:
+            raise TransientError("the legacy broker refused the message (basic.nack)") from None
+        except BusUnavailable as exc:  # the channel or connection went away under us
+            raise TransientError(f"publishing to the legacy broker at {self._where} failed: "
+                                 f"{exc}") from None

@@ -80,16 +80,22 @@ class AmqpLink:
     def __init__(self, url: str, *, name: str, heartbeat: int = 30,
                  on_connected: Callable[[AmqpLink], Awaitable[None]],
                  on_lost: Callable[[BaseException], None] | None = None,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, reconnect: bool = True,
+                 reconnect_max: float = 10.0) -> None:
+        """``reconnect=False``: no background reconnection; the owner calls :meth:`start` again
+        when it needs the link (connect on demand). ``reconnect_max`` caps the back-off."""
         self.url = url
         self.params = pika.URLParameters(url)
         self.params.heartbeat = heartbeat
         self.params.client_properties = {"connection_name": name}
         self.name = name
         self.timeout = timeout
+        self.reconnect = reconnect
+        self.reconnect_max = reconnect_max
         self._on_connected = on_connected
         self._on_lost = on_lost
         self.connection: AsyncioConnection | None = None
+        self._current: AsyncioConnection | None = None  # the latest attempt
         self._ready = asyncio.Event()
         self._lost = asyncio.Event()
         self._closing = False
@@ -103,13 +109,20 @@ class AmqpLink:
     def connected(self) -> bool:
         return self._ready.is_set()
 
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` was called: channel closures are then expected."""
+        return self._closing
+
     async def start(self) -> None:
-        """Connect once (raising BusUnavailable if that fails), then keep reconnecting."""
+        """Connect once (raising BusUnavailable if that fails), then keep reconnecting (unless
+        ``reconnect=False``)."""
         self._closing = False  # a link may be started again after close()
         try:
             await self._connect()
         finally:
-            self._supervisor = asyncio.create_task(self._supervise())
+            if self.reconnect and (self._supervisor is None or self._supervisor.done()):
+                self._supervisor = asyncio.create_task(self._supervise())
 
     async def _supervise(self) -> None:
         delay = 0.5
@@ -124,7 +137,7 @@ class AmqpLink:
             except Exception as exc:  # the broker may be restarting: keep trying
                 log.warning("reconnect failed", link=self.name, error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, self.reconnect_max)
 
     async def _connect(self) -> None:
         self._lost.clear()
@@ -139,9 +152,10 @@ class AmqpLink:
             if not opened.done():
                 opened.set_exception(BusUnavailable(f"cannot connect to the bus: {exc}"))
 
-        CoalescingConnection(self.params, on_open_callback=on_open,
-                          on_open_error_callback=on_open_error,
-                          on_close_callback=self._on_closed, custom_ioloop=loop)
+        self._current = CoalescingConnection(self.params, on_open_callback=on_open,
+                                             on_open_error_callback=on_open_error,
+                                             on_close_callback=self._on_closed,
+                                             custom_ioloop=loop)
         try:
             self.connection = await asyncio.wait_for(opened, 30)
         except TimeoutError:
@@ -156,6 +170,10 @@ class AmqpLink:
         self._ready.set()
 
     def _on_closed(self, conn: AsyncioConnection, reason: BaseException) -> None:
+        if conn is not self._current:
+            # An earlier attempt (its on_connected failed) whose close arrives after a newer
+            # connect began: not the live connection's loss.
+            return
         self._ready.clear()
         if self._on_lost is not None:
             self._on_lost(reason)

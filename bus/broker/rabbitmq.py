@@ -115,6 +115,8 @@ class RabbitBus:
 
     def _on_consumer_channel_closed(self, channel: Channel, reason: BaseException) -> None:
         # A channel error (e.g. a deleted queue) is recovered by reconnecting whole.
+        if self._link.closing:
+            return
         log.warning("bus channel closed", reason=str(reason))
         self._link.drop()
 
