@@ -183,6 +183,25 @@ class Envelope(BaseModel):
             out["data"] = self.data
         return out
 
+    def match_view(self) -> dict[str, Any]:
+        """What route patterns see: the CloudEvent without esb's delivery bookkeeping (hops,
+        attempts), which is the costly part to build and nothing a route should match on."""
+        out: dict[str, Any] = {"specversion": self.specversion, "id": self.id,
+                               "source": self.source, "type": self.type,
+                               "time": _rfc3339(self.time)}
+        for name in _VIEW_OPTIONAL:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.esbheaders:
+            out["esbheaders"] = self.esbheaders
+        out.update(self.extensions)
+        if isinstance(self.data, bytes):
+            out["data_base64"] = base64.b64encode(self.data).decode("ascii")
+        elif self.data is not None:
+            out["data"] = self.data
+        return out
+
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_cloudevent())
 
@@ -237,6 +256,8 @@ class Envelope(BaseModel):
 
 
 _MODEL_FIELDS = frozenset(Envelope.model_fields) - {"extensions"}
+_VIEW_OPTIONAL = ("subject", "datacontenttype", "dataschema", "correlationid", "causationid",
+                  "idempotencykey", "traceparent", "esbendpoint", "esbrouteversion")
 
 
 def _rfc3339(t: datetime) -> str:

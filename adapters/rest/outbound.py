@@ -64,14 +64,14 @@ class RestOutbound:
             if s.cloudevents == "binary":
                 headers.update(binary_headers(envelope))
         client = self._client or self.ctx.http()
-        what = f"{s.method} {redact_url(url)}"
         with scrubbed(self.auth, url=url):
             try:
                 response = await client.request(s.method, url, content=body, headers=headers,
                                                 auth=self.auth)
             except httpx.HTTPError as exc:
-                raise transport_error(exc, what, "colon") from exc
-            raise_for_status(response, what, "colon")
+                raise transport_error(exc, f"{s.method} {redact_url(url)}", "colon") from exc
+            if not 200 <= response.status_code < 300:  # (the message is built only then)
+                raise_for_status(response, f"{s.method} {redact_url(url)}", "colon")
 
 
 def render_url(template: str, envelope: Envelope) -> str:

@@ -43,19 +43,24 @@ class Router:
     """Decides, for one envelope, which routes fire. Immutable: a deploy swaps whole routers."""
 
     def __init__(self, routes: list[CompiledRoute], index: PatternIndex, *, version: int = 0,
-                 digest: str = "", max_xml_bytes: int = 10 * 1024 * 1024) -> None:
+                 digest: str = "", max_xml_bytes: int = 10 * 1024 * 1024,
+                 patterns: list[dict[str, Any]] | None = None) -> None:
         self.routes = routes
         self.index = index
         self.version = version
         self.digest = digest
         self._max_xml = max_xml_bytes
+        unconditional = all(not p for p in patterns) if patterns is not None else False
+        self._match_all = self._order([*routes]) if routes and unconditional else None
 
     def match(self, envelope: Envelope, event: Mapping[str, Any] | None = None
               ) -> list[CompiledRoute]:
         """The routes that fire, highest priority first (file order among equals)."""
         if not self.routes:
             return []
-        event = event if event is not None else envelope.to_cloudevent()
+        if self._match_all is not None:  # no route has a condition: nothing to evaluate
+            return self._match_all
+        event = event if event is not None else envelope.match_view()
         xml: Callable[[], Any] | None = None
         if self.index.needs_xml and envelope.is_xml:
             def xml() -> Any:
@@ -66,7 +71,11 @@ class Router:
         ids = self.index.matches(event, xml)
         if not ids:
             return []
-        hits = [self.routes[i] for i in ids]
+        return self._order([self.routes[i] for i in ids])
+
+    @staticmethod
+    def _order(hits: list[CompiledRoute]) -> list[CompiledRoute]:
+        """Priority order, then first-match-wins for exclusive routes."""
         if len(hits) > 1:
             hits.sort(key=lambda r: (-r.priority, r.order))
         fired: list[CompiledRoute] = []
@@ -125,7 +134,7 @@ def compile_routes(rs: RouteSet, *, sources: Collection[str], destinations: Coll
             problems.extend(getattr(exc, "problems", [str(exc)]))
     if problems or index is None:
         raise ConfigError(problems)
-    return Router(compiled, index, version=version, digest=rs.digest)
+    return Router(compiled, index, version=version, digest=rs.digest, patterns=patterns)
 
 
 def _chain(steps: list[Any], where: str, label: str, base_dir: Path,

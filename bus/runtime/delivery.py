@@ -64,6 +64,12 @@ class DeliveryWorker:
         self.breaker = CircuitBreaker(BreakerSettings(
             cfg.breaker.failures, cfg.breaker.failure_rate, cfg.breaker.window,
             cfg.breaker.cooldown)) if cfg.breaker else None
+        # Bound once: labels() is a locked dict lookup, paid per message otherwise.
+        m = metrics
+        self._m_in_flight = m.in_flight.labels(destination)
+        self._m_latency = m.delivery_latency.labels(destination)
+        self._m_delivered = m.delivered.labels(destination)
+        self._m_end_to_end = m.end_to_end.labels(destination)
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -97,7 +103,7 @@ class DeliveryWorker:
                 return
             self._in_flight += 1
             self._idle.clear()
-            self.metrics.in_flight.labels(self.destination).inc()
+            self._m_in_flight.inc()
             try:
                 if self.ordered:
                     await self._deliver_in_place(msg)
@@ -105,7 +111,7 @@ class DeliveryWorker:
                     await self._settle(msg, msg.envelope, await self._attempt(msg.envelope))
             finally:
                 self._in_flight -= 1
-                self.metrics.in_flight.labels(self.destination).dec()
+                self._m_in_flight.dec()
                 if self._in_flight == 0:
                     self._idle.set()
 
@@ -137,7 +143,7 @@ class DeliveryWorker:
             # A permanent failure is the envelope's fault, and a 429 is the destination
             # pacing us (its Retry-After is honoured): neither says it is unhealthy.
             self.breaker.record(kind != "transient" or status == 429)
-        self.metrics.delivery_latency.labels(self.destination).observe(latency)
+        self._m_latency.observe(latency)
         n = sum(1 for a in env.esbattempts if a.destination == self.destination) + 1
         ms = round(latency * 1000, 3)
         if kind == "delivered":
@@ -147,8 +153,8 @@ class DeliveryWorker:
             self.trace.record(env.id, "attempt", destination=self.destination, outcome=kind,
                               status=status, latency_ms=ms, error=error, attempt=n)
         if kind == "delivered":
-            self.metrics.delivered.labels(self.destination).inc()
-            self.metrics.end_to_end.labels(self.destination).observe(
+            self._m_delivered.inc()
+            self._m_end_to_end.observe(
                 max(0.0, (utcnow() - first_seen(env)).total_seconds()))
         else:
             self.metrics.failed.labels(self.destination, kind).inc()

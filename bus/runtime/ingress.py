@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -45,6 +46,15 @@ class Ingress:
         self.metrics = metrics
         self.instance = instance
         self.partitioners = dict(partitioners or {})
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _counter(self, metric: Any, *labels: str) -> Any:
+        """A labelled child metric, looked up once (labels() locks and hashes every time)."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     async def accept(self, envelope: Envelope, endpoint: str) -> Accepted:
         """Route, transform and publish ``envelope``; return once every copy is confirmed."""
@@ -98,12 +108,12 @@ class Ingress:
                 publishes.append((address, out))
                 events.append(("routed", {"route": route.name, "version": router.version,
                                           "destination": leg.destination}))
-                self.metrics.routed.labels(route.name, leg.destination).inc()
+                self._counter(self.metrics.routed, route.name, leg.destination).inc()
         if len(publishes) == 1:
             await self.bus.publish(*publishes[0])
         else:
             await asyncio.gather(*(self.bus.publish(a, e) for a, e in publishes))
-        self.metrics.received.labels(endpoint).inc()
+        self._counter(self.metrics.received, endpoint).inc()
         record = self.trace.record
         record(env.id, "accepted", endpoint=endpoint, version=router.version)
         for step, detail in events:
