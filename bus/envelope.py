@@ -155,46 +155,29 @@ class Envelope(BaseModel):
 
     def to_cloudevent(self) -> dict[str, Any]:
         """The structured-mode CloudEvent as a JSON-ready dict (``None`` attributes omitted)."""
-        out: dict[str, Any] = {
-            "specversion": self.specversion,
-            "id": self.id,
-            "source": self.source,
-            "type": self.type,
-            "time": _rfc3339(self.time),
-        }
-        for name in ("subject", "datacontenttype", "dataschema", "correlationid",
-                     "causationid", "idempotencykey", "traceparent", "esbendpoint",
-                     "esbrouteversion", "esbroute", "esbdestination", "esberror"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
-        if self.esbheaders:
-            out["esbheaders"] = self.esbheaders
-        if self.esbhops:
-            out["esbhops"] = [h.model_dump(mode="json", exclude_defaults=True)
-                              for h in self.esbhops]
-        if self.esbattempts:
-            out["esbattempts"] = [a.model_dump(mode="json", exclude_none=True)
-                                  for a in self.esbattempts]
-        out.update(self.extensions)
-        if isinstance(self.data, bytes):
-            out["data_base64"] = base64.b64encode(self.data).decode("ascii")
-        elif self.data is not None:
-            out["data"] = self.data
-        return out
+        return self._event(bookkeeping=True)
 
     def match_view(self) -> dict[str, Any]:
-        """What route patterns see: the CloudEvent without esb's delivery bookkeeping (hops,
-        attempts), which is the costly part to build and nothing a route should match on."""
+        """What route patterns see: the CloudEvent without esb's delivery bookkeeping (route,
+        hops, attempts, error), the costly part to build and nothing a route should match on."""
+        return self._event(bookkeeping=False)
+
+    def _event(self, *, bookkeeping: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"specversion": self.specversion, "id": self.id,
                                "source": self.source, "type": self.type,
                                "time": _rfc3339(self.time)}
-        for name in _VIEW_OPTIONAL:
+        for name in _OPTIONAL if bookkeeping else _VIEW_OPTIONAL:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
         if self.esbheaders:
             out["esbheaders"] = self.esbheaders
+        if bookkeeping and self.esbhops:
+            out["esbhops"] = [h.model_dump(mode="json", exclude_defaults=True)
+                              for h in self.esbhops]
+        if bookkeeping and self.esbattempts:
+            out["esbattempts"] = [a.model_dump(mode="json", exclude_none=True)
+                                  for a in self.esbattempts]
         out.update(self.extensions)
         if isinstance(self.data, bytes):
             out["data_base64"] = base64.b64encode(self.data).decode("ascii")
@@ -258,6 +241,7 @@ class Envelope(BaseModel):
 _MODEL_FIELDS = frozenset(Envelope.model_fields) - {"extensions"}
 _VIEW_OPTIONAL = ("subject", "datacontenttype", "dataschema", "correlationid", "causationid",
                   "idempotencykey", "traceparent", "esbendpoint", "esbrouteversion")
+_OPTIONAL = (*_VIEW_OPTIONAL, "esbroute", "esbdestination", "esberror")
 
 
 def _rfc3339(t: datetime) -> str:
