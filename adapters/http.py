@@ -7,7 +7,9 @@
   permanent; timeouts and connection failures transient (:func:`status_error`,
   :func:`raise_for_status`, :func:`transport_error`);
 * the outbound host allow-list (``http.allowed_hosts``) check (:func:`check_host`): entries
-  match exactly, or as a suffix when written ``*.example.com``.
+  match exactly, or as a suffix when written ``*.example.com``;
+* ``start``/``stop`` of an outbound side sending through the runtime's shared client
+  (:class:`PooledClient`).
 
 Error messages come in two forms (``form``), kept so each adapter's messages read as before:
 ``"prose"`` (webhook, graphql, soap) — ``"<what> answered HTTP 503"``, ``"<what> timed out:
@@ -20,13 +22,16 @@ from __future__ import annotations
 
 import email.utils
 import time
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 import httpx
 from starlette.requests import Request
 
 from esb.bus.errors import ConfigError, DeliveryError, PermanentError, TransientError
+
+if TYPE_CHECKING:
+    from esb.adapters.spec import OutboundContext
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
@@ -170,3 +175,21 @@ def check_host(url: str, allowed: tuple[str, ...], setting: str = "url", *,
     if sending:
         raise PermanentError(message)
     raise ConfigError([message])
+
+
+class PooledClient:
+    """``start``/``stop`` of an outbound side that sends through the runtime's shared httpx
+    client (``ctx.http()``): taken on start, let go of on stop, never closed."""
+
+    ctx: OutboundContext
+    _client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        self._client = self.ctx.http()
+
+    async def stop(self) -> None:
+        self._client = None  # the pool belongs to the runtime
+
+    def client(self) -> httpx.AsyncClient:
+        """The client taken on start (the pool's own when sending without a start)."""
+        return self._client or self.ctx.http()

@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from esbtest.broker import RabbitScope, broker_problem, bus_url
 from esbtest.daemon import DaemonProcess
 from esbtest.sink import Sink
+
+from esb.adapters.testing.daemon import daemon_factory as kit_daemon_factory
 
 
 @pytest.fixture(scope="session")
@@ -42,17 +43,8 @@ def sink() -> Iterator[Sink]:
 
 @pytest.fixture
 def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
-    made: list[DaemonProcess] = []
-
-    def make(config: dict[str, Any], routes: dict[str, Any] | None = None,
-             name: str = "d", **kw: Any) -> DaemonProcess:
-        d = DaemonProcess(tmp_path / name, config, routes, **kw)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.stop(timeout=30)
+    with kit_daemon_factory(tmp_path, DaemonProcess, stop_timeout=30) as make:
+        yield make
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

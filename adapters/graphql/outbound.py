@@ -13,6 +13,7 @@ from esb.adapters.graphql.settings import GraphqlOutboundSettings
 from esb.adapters.graphql.variables import build_variables
 from esb.adapters.http import (
     TRANSIENT_STATUSES,
+    PooledClient,
     check_host,
     raise_for_status,
     retry_after,
@@ -42,7 +43,7 @@ def load_document(text: str, operation_name: str | None, where: str) -> None:
         raise ConfigError([f"operation_name: {operation_name!r} is not in {where}"])
 
 
-class GraphqlOutbound:
+class GraphqlOutbound(PooledClient):
     """Posts the configured document with variables taken from each envelope."""
 
     def __init__(self, settings: GraphqlOutboundSettings, ctx: OutboundContext) -> None:
@@ -56,14 +57,7 @@ class GraphqlOutbound:
         self.settings = settings
         self.ctx = ctx
         self._permanent = frozenset(settings.permanent_error_codes)
-        self._client: httpx.AsyncClient | None = None
         self.auth = build_outbound_auth(settings.auth, ctx.http, ctx.allowed_hosts)
-
-    async def start(self) -> None:
-        self._client = self.ctx.http()
-
-    async def stop(self) -> None:
-        self._client = None  # the pool belongs to the runtime
 
     async def send(self, envelope: Envelope) -> None:
         s = self.settings
@@ -74,7 +68,7 @@ class GraphqlOutbound:
         headers = {**s.headers, "content-type": "application/json", "accept": ACCEPT,
                    "idempotency-key": envelope.key}
         what = f"GraphQL {redact_url(s.url)}"
-        client = self._client or self.ctx.http()
+        client = self.client()
         try:
             body = orjson.dumps(request)
         except TypeError as exc:

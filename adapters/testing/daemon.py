@@ -1,6 +1,9 @@
 """Run a real ``esb run`` daemon as a subprocess in a folder of its own, for end-to-end tests
 of an adapter: write ``config/esb.yaml`` and ``routes/``, start, wait for ``/readyz``, stop
-with SIGTERM (the daemon drains and exits 0)."""
+with SIGTERM (the daemon drains and exits 0).
+
+esb's own suite (``tests/esbtest/daemon.py``) and benchmark harness (``bench/harness``) drive
+their daemons with this module too."""
 
 from __future__ import annotations
 
@@ -10,8 +13,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self, TypeVar
 
 import httpx
 import yaml
@@ -25,20 +30,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    """SIGTERM ``proc`` (unless it has exited), wait ``timeout`` for it, then SIGKILL.
+    Returns its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
 class EsbDaemon:
     """A daemon whose working directory is ``root``; relative paths in ``config`` (folders,
     layout files, WSDLs) resolve against ``root``. The embedded bus is used unless ``config``
-    names another."""
+    names another.
+
+    ``routes`` maps file names under ``routes/`` to a document (written as YAML) or to text
+    (written as is); ``files`` maps paths under ``root`` to text or bytes. ``admin_token`` is
+    written to the config unless it names its own token, and is what :meth:`admin` sends.
+    The daemon's stdout and stderr go to ``log_path`` (``root/daemon-<port>.log``)."""
 
     def __init__(self, root: Path, config: dict[str, Any],
                  routes: dict[str, Any] | None = None, *, port: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, admin_token: str = ADMIN_TOKEN,
+                 files: dict[str, str | bytes] | None = None,
+                 log_path: Path | None = None) -> None:
         self.root = root
         self.port = port or free_port()
+        self.token = admin_token
         config = dict(config)
         config.setdefault("bus", {"url": "embedded"})
         config.setdefault("http", {})["listen"] = f"127.0.0.1:{self.port}"
-        config.setdefault("admin", {})["token"] = ADMIN_TOKEN
+        config.setdefault("admin", {}).setdefault("token", admin_token)
         config.setdefault("logging", {"level": "info", "format": "json"})
         config.setdefault("routes", "routes/")
         (root / "config").mkdir(parents=True, exist_ok=True)
@@ -47,15 +73,25 @@ class EsbDaemon:
         for name, doc in (routes or {}).items():
             text = doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False)
             (root / "routes" / name).write_text(text)
+        for name, content in (files or {}).items():
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = root / f"daemon-{self.port}.log"
+        self.log_path = log_path or root / f"daemon-{self.port}.log"
+        #: how many times :meth:`start` was called
+        self.starts = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, wait: bool = True, timeout: float = 30) -> EsbDaemon:
+    def start(self, wait: bool = True, timeout: float = 30) -> Self:
+        self.starts += 1
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen([sys.executable, "-m", "esb.bus.cli.main", "run"],
                                      cwd=self.root, env=self.env, stdout=log, stderr=log)
@@ -78,26 +114,47 @@ class EsbDaemon:
             time.sleep(0.1)
         raise RuntimeError(f"daemon not ready within {timeout}s:\n{self.log()}")
 
-    def log(self) -> str:
+    def log(self, chars: int = 6000) -> str:
         """The end of the daemon's log (stdout and stderr)."""
         if not self.log_path.exists():
             return ""
-        return self.log_path.read_text(errors="replace")[-6000:]
+        return self.log_path.read_text(errors="replace")[-chars:]
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM, wait for the drain; SIGKILL after ``timeout``. Returns the exit code."""
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return 0 if self.proc is None else terminate(self.proc, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL (no drain), as a crash would."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
 
     def admin(self, method: str, path: str, **kw: Any) -> httpx.Response:
         """Call the daemon's admin API with its token."""
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", **kw.pop("headers", {})}
+        headers = {"Authorization": f"Bearer {self.token}", **kw.pop("headers", {})}
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kw)
+
+
+D = TypeVar("D", bound=EsbDaemon)
+
+
+@contextmanager
+def daemon_factory(tmp_path: Path, cls: type[D], stop_timeout: float = 30,
+                   ) -> Iterator[Callable[..., D]]:
+    """``make(config, routes=None, name="d", **kw)`` → an unstarted ``cls`` in
+    ``tmp_path / name``; all are stopped (SIGTERM, ``stop_timeout``) on exit. The body of the
+    ``esb_daemon_factory`` fixture."""
+    made: list[D] = []
+
+    def make(config: dict[str, Any], routes: dict[str, Any] | None = None,
+             name: str = "d", **kw: Any) -> D:
+        daemon = cls(tmp_path / name, config, routes, **kw)
+        made.append(daemon)
+        return daemon
+
+    try:
+        yield make
+    finally:
+        for daemon in made:
+            daemon.stop(timeout=stop_timeout)

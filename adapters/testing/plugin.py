@@ -32,7 +32,7 @@ from esb.adapters.testing.context import (
     http_client,
     outbound_context,
 )
-from esb.adapters.testing.daemon import EsbDaemon
+from esb.adapters.testing.daemon import EsbDaemon, daemon_factory
 from esb.bus.broker.embedded import EmbeddedBus
 
 try:
@@ -82,14 +82,5 @@ def esb_inbound_context(esb_bus: EmbeddedBus, tmp_path: Path) -> RecordingInboun
 def esb_daemon_factory(tmp_path: Path) -> Iterator[Callable[..., EsbDaemon]]:
     """``make(config, routes=None, name="d", **kw)`` → an unstarted :class:`EsbDaemon` in
     ``tmp_path / name``; all are stopped (SIGTERM) at teardown."""
-    made: list[EsbDaemon] = []
-
-    def make(config: dict[str, Any], routes: dict[str, Any] | None = None,
-             name: str = "d", **kw: Any) -> EsbDaemon:
-        daemon = EsbDaemon(tmp_path / name, config, routes, **kw)
-        made.append(daemon)
-        return daemon
-
-    yield make
-    for daemon in made:
-        daemon.stop()
+    with daemon_factory(tmp_path, EsbDaemon) as make:
+        yield make

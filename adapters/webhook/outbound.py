@@ -9,7 +9,7 @@ import httpx
 import orjson
 
 from esb.adapters.auth.outbound import build_outbound_auth, scrubbed
-from esb.adapters.http import check_host, raise_for_status, transport_error
+from esb.adapters.http import PooledClient, check_host, raise_for_status, transport_error
 from esb.adapters.spec import OutboundContext
 from esb.adapters.webhook.settings import WebhookOutboundSettings
 from esb.adapters.webhook.signatures import decode_standard_secret, sign_standard
@@ -17,7 +17,7 @@ from esb.bus.envelope import Envelope
 from esb.bus.errors import PermanentError
 
 
-class WebhookOutbound:
+class WebhookOutbound(PooledClient):
     """Signs each delivery with every configured secret and POSTs it."""
 
     def __init__(self, settings: WebhookOutboundSettings, ctx: OutboundContext) -> None:
@@ -25,14 +25,7 @@ class WebhookOutbound:
         self.settings = settings
         self.ctx = ctx
         self._keys = [decode_standard_secret(s.get_secret_value()) for s in settings.secrets]
-        self._client: httpx.AsyncClient | None = None
         self.auth = build_outbound_auth(settings.auth, ctx.http, ctx.allowed_hosts)
-
-    async def start(self) -> None:
-        self._client = self.ctx.http()
-
-    async def stop(self) -> None:
-        self._client = None  # the pool belongs to the runtime
 
     def body(self, envelope: Envelope) -> tuple[bytes, str]:
         """The request body and its content type."""
@@ -57,7 +50,7 @@ class WebhookOutbound:
         body, content_type = self.body(envelope)
         headers = {**self.settings.headers, "content-type": content_type,
                    **self.sign(envelope.id, int(time.time()), body)}
-        client = self._client or self.ctx.http()
+        client = self.client()
         with scrubbed(self.auth, url=self.settings.url):
             try:
                 response = await client.post(self.settings.url, content=body, headers=headers,

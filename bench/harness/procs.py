@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
+from esb.adapters.testing.daemon import EsbDaemon, terminate
 from harness.util import free_port, rss_kib
 
 BENCH = Path(__file__).resolve().parents[1]
@@ -97,16 +96,7 @@ class Child:
         return rss_kib(self.pid) if self.alive() else None
 
     def stop(self, timeout: float = 30) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return None if self.proc is None else terminate(self.proc, timeout)
 
 
 class Sink(Child):
@@ -141,21 +131,20 @@ class Sink(Child):
         return stats
 
 
-class Daemon(Child):
-    """``esb run`` in a project folder of its own (config/esb.yaml + routes/)."""
+class Daemon(EsbDaemon):
+    """``esb run`` in a project folder of its own (config/esb.yaml + routes/): the test kit's
+    daemon driver, logging to ``log_dir/<name>.log``."""
 
     def __init__(self, root: Path, bus_url: str, prefix: str, sink_url: str,
                  source: dict[str, Any], routes: dict[str, Any],
                  files: dict[str, bytes | str], log_dir: Path, name: str) -> None:
-        self.port = free_port()
+        self.name = name
         self.prefix = prefix
         self.bus_url = bus_url
-        root.mkdir(parents=True, exist_ok=True)
         config = {
             "bus": {"url": bus_url, "prefix": prefix, "prefetch": 200,
                     "state_dir": ".esb"},
-            "http": {"listen": f"127.0.0.1:{self.port}", "max_body": 16 * 1024 * 1024},
-            "admin": {"token": "bench-admin-token"},
+            "http": {"max_body": 16 * 1024 * 1024},
             "logging": {"level": "info", "format": "json"},
             "sources": {"in": source},
             "destinations": {"sink": {
@@ -163,26 +152,27 @@ class Daemon(Child):
                 "delivery": {"concurrency": 64, "timeout": "10s"}}},
             "routes": "routes/",
         }
-        (root / "config").mkdir(exist_ok=True)
-        (root / "routes").mkdir(exist_ok=True)
-        (root / "config" / "esb.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        for fname, doc in routes.items():
-            # JSON is YAML too, and writes 10,000 routes in milliseconds rather than seconds.
-            (root / "routes" / fname).write_text(json.dumps(doc, indent=1))
-        for fname, content in files.items():
-            path = root / fname
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                path.write_bytes(content)
-            else:
-                path.write_text(content)
-        super().__init__(name, [sys.executable, "-m", "esb.bus.cli.main", "run", "--config",
-                                "config/esb.yaml"], root, log_dir, env=dict(os.environ))
-        self.url = f"http://127.0.0.1:{self.port}"
+        # JSON is YAML too, and writes 10,000 routes in milliseconds rather than seconds.
+        texts = {fname: json.dumps(doc, indent=1) for fname, doc in routes.items()}
+        super().__init__(root, config, texts, files=files, admin_token="bench-admin-token",
+                         log_path=log_dir / f"{name}.log")
 
-    def start(self, timeout: float = 120) -> None:
-        super().start()
-        self.wait_http(f"{self.url}/readyz", timeout)
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, wait: bool = True, timeout: float = 120) -> Daemon:
+        try:
+            return super().start(wait, timeout)
+        except RuntimeError as exc:
+            raise HarnessError(f"{self.name}: {exc}") from None
+
+    def rss(self) -> int | None:
+        return rss_kib(self.pid) if self.proc is not None and self.proc.poll() is None else None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log(chars)
 
     def cleanup(self) -> None:
         from esb.bus.broker.topology import Topology

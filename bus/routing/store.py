@@ -118,6 +118,29 @@ class RouteStore(Protocol):
         """Release connections and files; watchers are no longer called."""
 
 
+class LoadedVersions:
+    """``latest``, ``history`` and ``get`` of a :class:`RouteStore` answered from the versions
+    it has loaded (``_versions``, oldest first), as both stores do."""
+
+    _versions: list[RouteVersion]
+
+    async def latest(self) -> RouteVersion | None:
+        return self._versions[-1] if self._versions else None
+
+    async def history(self) -> list[RouteVersion]:
+        return list(self._versions)
+
+    async def get(self, version: int) -> RouteVersion:
+        if 1 <= version <= len(self._versions):
+            found = self._versions[version - 1]
+            if found.version == version:
+                return found
+        for v in self._versions:
+            if v.version == version:
+                return v
+        raise UnknownVersion(version, self._versions[-1].version if self._versions else None)
+
+
 def open_route_store(bus: BusConfig, base_dir: Path, *, instance: str = "esb") -> RouteStore:
     """The store that goes with the configured bus: a stream on RabbitMQ, else a file in the
     state folder (resolved against ``base_dir`` when relative)."""

@@ -23,7 +23,7 @@ import orjson
 import structlog
 
 from esb.bus.routing.routeset import digest_files
-from esb.bus.routing.store import Dispatcher, RouteVersion, UnknownVersion, Watcher, now
+from esb.bus.routing.store import Dispatcher, LoadedVersions, RouteVersion, Watcher, now
 
 log = structlog.get_logger("esb.routes.store")
 
@@ -31,7 +31,7 @@ log = structlog.get_logger("esb.routes.store")
 _OPEN: dict[Path, weakref.WeakSet[FileRouteStore]] = {}
 
 
-class FileRouteStore:
+class FileRouteStore(LoadedVersions):
     """Route versions in a JSON-lines file under the state folder."""
 
     def __init__(self, state_dir: Path) -> None:
@@ -48,22 +48,6 @@ class FileRouteStore:
         self._started = True
         _OPEN.setdefault(self.path.resolve(), weakref.WeakSet()).add(self)
         self._dispatch.start()
-
-    async def latest(self) -> RouteVersion | None:
-        return self._versions[-1] if self._versions else None
-
-    async def history(self) -> list[RouteVersion]:
-        return list(self._versions)
-
-    async def get(self, version: int) -> RouteVersion:
-        if 1 <= version <= len(self._versions):
-            found = self._versions[version - 1]
-            if found.version == version:
-                return found
-        for v in self._versions:
-            if v.version == version:
-                return v
-        raise UnknownVersion(version, self._versions[-1].version if self._versions else None)
 
     async def append(self, files: dict[str, str], deployed_by: str, note: str | None = None,
                      rollback_of: int | None = None) -> RouteVersion:

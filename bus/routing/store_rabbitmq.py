@@ -48,7 +48,7 @@ from esb.bus.broker.connection import AmqpLink, NoAnswer
 from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
 from esb.bus.errors import BusError, BusUnavailable, PublishRejected
 from esb.bus.routing.routeset import digest_files
-from esb.bus.routing.store import Dispatcher, RouteVersion, UnknownVersion, Watcher, now
+from esb.bus.routing.store import Dispatcher, LoadedVersions, RouteVersion, Watcher, now
 
 log = structlog.get_logger("esb.routes.store")
 
@@ -56,7 +56,7 @@ PREFETCH = 100
 RECORD_FORMAT = 1
 
 
-class RabbitRouteStore:
+class RabbitRouteStore(LoadedVersions):
     """Route versions in the RabbitMQ stream ``<prefix>.routes``."""
 
     def __init__(self, url: str, prefix: str, *, heartbeat: int = 30,
@@ -103,17 +103,6 @@ class RabbitRouteStore:
             raise
         self._started = True
         log.info("route store ready", queue=self.queue, versions=len(self._versions))
-
-    async def latest(self) -> RouteVersion | None:
-        return self._versions[-1] if self._versions else None
-
-    async def history(self) -> list[RouteVersion]:
-        return list(self._versions)
-
-    async def get(self, version: int) -> RouteVersion:
-        if 1 <= version <= len(self._versions):
-            return self._versions[version - 1]
-        raise UnknownVersion(version, len(self._versions) or None)
 
     async def append(self, files: dict[str, str], deployed_by: str, note: str | None = None,
                      rollback_of: int | None = None) -> RouteVersion:

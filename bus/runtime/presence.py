@@ -42,6 +42,7 @@ import structlog
 from pika.channel import Channel
 
 from esb.bus.broker.connection import AmqpLink
+from esb.bus.runtime.tasks import cancel_all
 
 log = structlog.get_logger("esb.presence")
 
@@ -112,12 +113,7 @@ class Presence:
         if self._closing:
             return
         self._closing = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
+        await cancel_all(self._tasks)
         if self.connected:
             self._publish({"v": FORMAT, "kind": "goodbye", "instance": self.instance})
         if self._link is not None:

@@ -56,6 +56,7 @@ from pika.channel import Channel
 from esb.bus.broker.connection import AmqpLink, ChannelClosed, NoAnswer
 from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
 from esb.bus.errors import BusError, BusUnavailable, PublishRejected
+from esb.bus.runtime.tasks import cancel_all
 from esb.bus.runtime.trace import TraceEvent, sort_events
 
 log = structlog.get_logger("esb.trace")
@@ -167,12 +168,7 @@ class StreamTrace:
         if self._closing:
             return
         self._closing = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
+        await cancel_all(self._tasks)
         if self.connected and self._buf:
             try:
                 await asyncio.wait_for(self.flush(), self._timeout)
