@@ -24,6 +24,9 @@ from kombu import Connection, Exchange, Queue
 
 from esb.bus.broker.base import DEAD_LETTER, RETRY_TIERS, UNROUTABLE, destination_addresses
 
+#: Redeliveries of one message (crashed consumers) before a quorum queue dead-letters it.
+QUORUM_DELIVERY_LIMIT = 1000
+
 
 @dataclass(frozen=True)
 class Topology:
@@ -44,6 +47,20 @@ class Topology:
         # Declared explicitly so behaviour does not depend on the broker's defaults.
         return {"x-queue-type": self.queue_type}
 
+    def destination_arguments(self) -> dict[str, Any]:
+        """Destination queues. On quorum queues RabbitMQ 4 defaults to a delivery limit of 20
+        and then drops the message; esb sets the limit itself and, should a message ever reach
+        it (a poison message crashing every consumer), dead-letters it at least once to the
+        DLQ instead of dropping it."""
+        args = self.queue_arguments()
+        if self.queue_type == "quorum":
+            args.update({"x-delivery-limit": QUORUM_DELIVERY_LIMIT,
+                         "x-dead-letter-exchange": self.deliver_exchange,
+                         "x-dead-letter-routing-key": DEAD_LETTER,
+                         "x-dead-letter-strategy": "at-least-once",
+                         "x-overflow": "reject-publish"})
+        return args
+
     def entities(self, destinations: Sequence[str],
                  partitions: Mapping[str, int] | None = None) -> list[Queue]:
         deliver = Exchange(self.deliver_exchange, type="direct", durable=True)
@@ -52,7 +69,7 @@ class Topology:
                         queue_arguments=self.queue_arguments())
                   for a in (UNROUTABLE, DEAD_LETTER)]
         for d in destinations:
-            args = self.queue_arguments()
+            args = self.destination_arguments()
             if parts.get(d):
                 # One consumer at a time per partition, across every instance: key order.
                 args["x-single-active-consumer"] = True

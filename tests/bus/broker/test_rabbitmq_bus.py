@@ -186,3 +186,23 @@ async def test_garbage_on_a_queue_is_quarantined_in_the_dlq(rabbit: RabbitScope)
         assert handled == []
     finally:
         await bus.close()
+
+
+async def test_quorum_topology_declares_its_limits_and_carries_messages(
+        rabbit: RabbitScope) -> None:
+    from esb.bus.broker.topology import Topology
+
+    rabbit.destinations.add("a")
+    topo = Topology(rabbit.prefix, "quorum")
+    args = topo.destination_arguments()
+    assert args["x-delivery-limit"] == 1000
+    assert args["x-dead-letter-routing-key"] == "dlq"
+    assert args["x-dead-letter-strategy"] == "at-least-once"
+    bus = RabbitBus(rabbit.url, topo)
+    await bus.start(["a"])
+    try:
+        await bus.publish(destination_address("a"), env(1))
+        got = await collect(bus, destination_address("a"), 1)
+        assert got[0].data == {"i": 1}
+    finally:
+        await bus.close()
