@@ -40,6 +40,23 @@ class Topology:
     def queue(self, address: str) -> str:
         return f"{self.prefix}.{address}"
 
+    # Shared state on the bus (each owned by its module; named here so one place knows all).
+    @property
+    def routes_stream(self) -> str:
+        return f"{self.prefix}.routes"
+
+    @property
+    def idempotency_stream(self) -> str:
+        return f"{self.prefix}.idempotency"
+
+    @property
+    def trace_stream(self) -> str:
+        return f"{self.prefix}.trace"
+
+    @property
+    def presence_exchange(self) -> str:
+        return f"{self.prefix}.presence"
+
     def retry_exchange(self, tier: float) -> str:
         return f"{self.prefix}.retry.{int(tier * 1000)}"
 
@@ -114,3 +131,6 @@ class Topology:
                 if queue.exchange.name != self.deliver_exchange:
                     channel.exchange_delete(queue.exchange.name)
             channel.exchange_delete(self.deliver_exchange)
+            for stream in (self.routes_stream, self.idempotency_stream, self.trace_stream):
+                channel.queue_delete(stream)
+            channel.exchange_delete(self.presence_exchange)

@@ -46,6 +46,7 @@ from pika.channel import Channel
 
 from esb.bus.broker.connection import AmqpLink, NoAnswer
 from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
+from esb.bus.broker.topology import Topology
 from esb.bus.errors import BusError, BusUnavailable, PublishRejected
 from esb.bus.routing.routeset import digest_files
 from esb.bus.routing.store import Dispatcher, LoadedVersions, RouteVersion, Watcher, now
@@ -62,7 +63,7 @@ class RabbitRouteStore(LoadedVersions):
     def __init__(self, url: str, prefix: str, *, heartbeat: int = 30,
                  name: str = "esb routes", timeout: float = 10.0) -> None:
         self.url = url
-        self.queue = f"{prefix}.routes"
+        self.queue = Topology(prefix).routes_stream
         self.name = name
         self._timeout = timeout
         self._link = AmqpLink(url, name=name, heartbeat=heartbeat, timeout=timeout,

@@ -114,6 +114,7 @@ class Daemon:
         self.outbound: dict[str, Outbound] = {}
         self.workers: list[DeliveryWorker] = []
         self._stop = asyncio.Event()
+        self._started = False
 
     def _make_bus(self) -> Bus:
         cfg = self.config.bus
@@ -149,7 +150,10 @@ class Daemon:
         self._build_adapters()
         admin = AdminApi(self, admin_token(self.loaded), cfg.admin.remote)
         routes = [r for inbound in self.inbound.values() for r in inbound.routes]
-        app = build_app(routes, admin.routes(), ready=lambda: self.bus.connected,
+        # Ready once everything has started (not merely once the bus connected), so a
+        # load balancer sends nothing to a half-started instance.
+        app = build_app(routes, admin.routes(),
+                        ready=lambda: self._started and self.bus.connected,
                         metrics=self.metrics.render)
         server = make_server(app, cfg.http.host, cfg.http.port)
         loop = asyncio.get_running_loop()
@@ -174,6 +178,7 @@ class Daemon:
             self.workers.append(worker)
         for ib in self.inbound.values():
             await ib.start()
+        self._started = True
         log.info("esb running", listen=cfg.http.listen, instance=self.instance,
                  sources=sorted(cfg.sources), destinations=sorted(cfg.destinations),
                  route_version=self.router.current.version,

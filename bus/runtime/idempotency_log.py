@@ -10,6 +10,7 @@ publish, and the destination's own de-duplication by the same key covers that.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ import structlog
 from pika.channel import Channel
 
 from esb.bus.broker.connection import AmqpLink
+from esb.bus.broker.topology import Topology
 
 log = structlog.get_logger("esb.idempotency")
 
@@ -29,7 +31,7 @@ Record = Callable[[str, dict[str, Any]], None]
 class IdempotencyLog:
     def __init__(self, url: str, prefix: str, instance: str, window: float,
                  on_record: Record) -> None:
-        self.queue = f"{prefix}.idempotency"
+        self.queue = Topology(prefix).idempotency_stream
         self.instance = instance
         self.window = window
         self.on_record = on_record
@@ -37,6 +39,8 @@ class IdempotencyLog:
                               on_connected=self._on_connected)
         self._pub: Channel | None = None
         self._last_offset: int | None = None
+        #: Records taken while not connected, sent on (re)connect (bounded: best effort).
+        self._backlog: deque[bytes] = deque(maxlen=100_000)
 
     @property
     def connected(self) -> bool:
@@ -60,6 +64,8 @@ class IdempotencyLog:
         ch.basic_consume(self.queue, self._on_message, auto_ack=False,
                          arguments={"x-stream-offset": offset})
         self._pub = ch
+        while self._backlog:
+            self._send(ch, self._backlog.popleft())
 
     def _on_message(self, ch: Channel, method: Any, props: Any, body: bytes) -> None:
         headers = props.headers or {}
@@ -74,8 +80,12 @@ class IdempotencyLog:
 
     def publish(self, key: str, record: dict[str, Any]) -> None:
         """Announce an accepted key (fire and forget: never slows the accept path down)."""
+        body = orjson.dumps({**record, "key": key, "by": self.instance})
         ch = self._pub
         if ch is None or not ch.is_open:
+            self._backlog.append(body)
             return
-        body = orjson.dumps({**record, "key": key, "by": self.instance})
+        self._send(ch, body)
+
+    def _send(self, ch: Channel, body: bytes) -> None:
         ch.basic_publish("", self.queue, body, pika.BasicProperties(delivery_mode=2))

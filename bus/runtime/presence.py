@@ -42,6 +42,7 @@ import structlog
 from pika.channel import Channel
 
 from esb.bus.broker.connection import AmqpLink
+from esb.bus.broker.topology import Topology
 from esb.bus.runtime.tasks import cancel_all
 
 log = structlog.get_logger("esb.presence")
@@ -71,7 +72,7 @@ class Presence:
                  expiry: float = 15.0, started_at: datetime | None = None,
                  heartbeat: int = 30, timeout: float = 10.0) -> None:
         self.url = url
-        self.exchange = f"{prefix}.presence"
+        self.exchange = Topology(prefix).presence_exchange
         self.instance = instance
         self.snapshot = snapshot
         self.interval = interval

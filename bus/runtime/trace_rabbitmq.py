@@ -55,6 +55,7 @@ from pika.channel import Channel
 
 from esb.bus.broker.connection import AmqpLink, ChannelClosed, NoAnswer
 from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
+from esb.bus.broker.topology import Topology
 from esb.bus.errors import BusError, BusUnavailable, PublishRejected
 from esb.bus.runtime.tasks import cancel_all
 from esb.bus.runtime.trace import TraceEvent, sort_events
@@ -92,7 +93,7 @@ class StreamTrace:
             raise ValueError(f"trace retention {retention!r} is not a RabbitMQ x-max-age "
                              "(a number and one of Y M D h m s, e.g. 24h or 7D)")
         self.url = url
-        self.queue = f"{prefix}.trace"
+        self.queue = Topology(prefix).trace_stream
         self.instance = instance
         self.retention = retention
         self.arguments: dict[str, Any] = {
