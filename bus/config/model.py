@@ -126,9 +126,6 @@ class EndpointConfig(BaseModel):
     adapter: str = Field(min_length=1)
     description: str | None = None
 
-    def adapter_settings(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
 
 class DestinationConfig(EndpointConfig):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)

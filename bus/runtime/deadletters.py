@@ -8,7 +8,7 @@ set in force again, so a fix deployed since then applies.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,9 +112,3 @@ class DeadLetters:
         self.trace.record(env.id, "replayed", destination=None)
         await self.ingress.accept(fresh, env.esbendpoint or "replay")
 
-
-def progress_printer(emit: Callable[[dict[str, int]], None]) -> Progress:
-    def report(done: int, total: int) -> None:
-        emit({"done": done, "total": total})
-
-    return report

@@ -70,8 +70,8 @@ class Ingress:
         events: list[tuple[str, dict[str, object]]] = []
         if not fired:
             events.append(("unroutable", {"version": router.version}))
-            publishes.append((UNROUTABLE, _hop(env.model_copy(update={
-                "esberror": f"no route of version {router.version} matched"}),
+            publishes.append((UNROUTABLE, env.model_copy(update={
+                "esberror": f"no route of version {router.version} matched"}).with_hop(
                 "unroutable", self.instance)))
             self.metrics.unroutable.labels(endpoint).inc()
         for route in fired:
@@ -121,18 +121,13 @@ class Ingress:
         return Accepted(env.id, tuple(a for a, _ in publishes))
 
 
-def _hop(env: Envelope, step: str, instance: str, **detail: object) -> Envelope:
-    return env.model_copy(update={"esbhops": [
-        *env.esbhops, Hop(at=utcnow(), step=step, instance=instance, detail=dict(detail))]})
-
-
 def _dead(env: Envelope, route: str, destination: str | None, exc: Exception,
           instance: str) -> Envelope:
     log.warning("transform failed; dead-lettered", envelope_id=env.id, route=route,
                 destination=destination, error=str(exc))
-    return _hop(env.model_copy(update={"esbroute": route, "esbdestination": destination,
-                                       "esberror": str(exc)}),
-                "dead-lettered", instance, reason=str(exc))
+    return env.model_copy(update={"esbroute": route, "esbdestination": destination,
+                                  "esberror": str(exc)}).with_hop(
+        "dead-lettered", instance, reason=str(exc))
 
 
 @dataclass
