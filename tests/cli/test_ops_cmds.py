@@ -3,19 +3,15 @@ mounting the admin endpoints of admin_ops (MemoryTrace, embedded Presence)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import click
 import pytest
-import uvicorn
 from click.testing import CliRunner
+from esbtest.asgi import serve_in_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -47,12 +43,6 @@ def invoke(obj: Context, *args: str) -> tuple[int, str]:
     out = "".join(line for line in result.output.splitlines(keepends=True)
                   if not LOG_LINE.match(line))
     return result.exit_code, out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def snapshot() -> dict[str, object]:
@@ -89,18 +79,8 @@ def daemon() -> Iterator[Context]:
         await trace.close()
 
     app = Starlette(routes=ops_admin_routes(trace, presence, guard), lifespan=lifespan)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on",
-                                           log_level="warning"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
-    yield Context(f"http://127.0.0.1:{port}", "secret")
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app) as url:
+        yield Context(url, "secret")
 
 
 def test_trace_prints_an_aligned_table_of_every_step(daemon: Context) -> None:

@@ -3,21 +3,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import click
 import pytest
-import uvicorn
 import yaml
 from click.testing import CliRunner
+from esbtest.asgi import serve_in_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -197,18 +194,8 @@ def daemon(project: Path) -> Iterator[Context]:
 
     app = Starlette(routes=[Route("/admin/routes", guard(routes_info)),
                             *route_admin_routes(deployer, guard)], lifespan=lifespan)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on",
-                                           log_level="warning"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
-    yield Context(f"http://127.0.0.1:{port}", "secret")
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app) as url:
+        yield Context(url, "secret")
 
 
 def test_deploy_history_list_diff_rollback(project: Path, daemon: Context) -> None:
