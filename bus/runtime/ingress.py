@@ -60,6 +60,7 @@ class Ingress:
         """Route, transform and publish ``envelope``; return once every copy is confirmed."""
         router = self.routes.current  # one snapshot for the whole envelope
         now = utcnow()
+        at = now.timestamp()  # trace time of every step here, recorded after the confirm
         env = envelope.model_copy(update={
             "esbendpoint": endpoint, "esbrouteversion": router.version,
             "esbhops": [*envelope.esbhops, Hop(at=now, step="accepted", instance=self.instance,
@@ -115,9 +116,9 @@ class Ingress:
             await asyncio.gather(*(self.bus.publish(a, e) for a, e in publishes))
         self._counter(self.metrics.received, endpoint).inc()
         record = self.trace.record
-        record(env.id, "accepted", endpoint=endpoint, version=router.version)
+        record(env.id, "accepted", at=at, endpoint=endpoint, version=router.version)
         for step, detail in events:
-            record(env.id, step, **detail)
+            record(env.id, step, at=at, **detail)
         return Accepted(env.id, tuple(a for a, _ in publishes))
 
 

@@ -59,8 +59,13 @@ class TraceEvent:
 class TraceRecorder(Protocol):
     """Where the runtime writes the steps of every envelope, and ``esb trace`` reads them."""
 
-    def record(self, envelope_id: str, step: str, **detail: Any) -> None:
-        """Note that ``envelope_id`` went through ``step`` now, on this instance.
+    def record(self, envelope_id: str, step: str, /, *, at: float | None = None,
+               **detail: Any) -> None:
+        """Note that ``envelope_id`` went through ``step`` on this instance, at unix time
+        ``at`` (default: now). Callers that record after an await pass the moment the step
+        happened, so events of different instances stay in causal order (the ingress records
+        ``accepted`` only once the publish is confirmed, and by then another instance may
+        already have attempted the delivery).
 
         MUST be cheap and must never block or raise (called several times per message on the
         event loop's hot path). ``detail`` values should be JSON-friendly (str, int, float,
@@ -106,7 +111,8 @@ class MemoryTrace:
         #: Events not kept (evicted ids are not counted; only per-id overflow).
         self.dropped = 0
 
-    def record(self, envelope_id: str, step: str, **detail: Any) -> None:
+    def record(self, envelope_id: str, step: str, /, *, at: float | None = None,
+               **detail: Any) -> None:
         try:
             events = self._events.get(envelope_id)
             if events is None:
@@ -118,7 +124,7 @@ class MemoryTrace:
                 if len(events) >= self.max_events:
                     del events[0]
                     self.dropped += 1
-            events.append((time.time(), step, self.instance, detail))
+            events.append((at or time.time(), step, self.instance, detail))
         except Exception:  # best-effort: never fail the message being traced
             self.dropped += 1
 

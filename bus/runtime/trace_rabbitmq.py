@@ -124,13 +124,14 @@ class StreamTrace:
 
     # -- the hot path ------------------------------------------------------------------------
 
-    def record(self, envelope_id: str, step: str, **detail: Any) -> None:
+    def record(self, envelope_id: str, step: str, /, *, at: float | None = None,
+               **detail: Any) -> None:
         try:
             buf = self._buf
             if len(buf) >= self._limit:
                 buf.popleft()
                 self.dropped += 1
-            buf.append((envelope_id, time.time(), step, detail))
+            buf.append((envelope_id, at or time.time(), step, detail))
             if len(buf) >= self._batch and not self._wake.is_set():
                 self._wake.set()
         except Exception:  # best-effort: never fail the message being traced

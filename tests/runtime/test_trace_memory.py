@@ -32,6 +32,20 @@ async def test_events_of_one_id_come_back_in_time_order() -> None:
     assert await trace.query("nope", HOUR) == []
 
 
+async def test_a_step_recorded_late_keeps_the_time_it_happened() -> None:
+    # the ingress records "accepted" only after the confirm; another instance may have
+    # attempted the delivery by then, and the trace must still read cause before effect
+    trace = MemoryTrace("i1")
+    happened = time.time()
+    time.sleep(0.002)
+    trace.record("a", "attempt", destination="erp", outcome="transient")
+    trace.record("a", "accepted", at=happened, endpoint="shop")
+    events = await trace.query("a", HOUR)
+    assert [e.step for e in events] == ["accepted", "attempt"]
+    assert abs(events[0].at.timestamp() - happened) < 1e-5
+    assert events[0].detail == {"endpoint": "shop"}
+
+
 async def test_the_since_window_excludes_older_events(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     trace = MemoryTrace("i1")
     now = time.time()

@@ -84,6 +84,23 @@ async def test_either_instance_sees_every_event_in_time_order(traces: Factory) -
     assert a.dropped == b.dropped == 0 and a.published == 5 and b.published == 2
 
 
+async def test_a_step_recorded_late_keeps_the_time_it_happened(traces: Factory) -> None:
+    a, b = traces("inst-a"), traces("inst-b")
+    await a.start()
+    await b.start()
+    eid = str(uuid.uuid4())
+    happened = time.time()
+    time.sleep(0.002)
+    b.record(eid, "attempt", destination="erp", outcome="delivered")
+    await b.flush()  # b's event reaches the stream first ...
+    a.record(eid, "accepted", at=happened, endpoint="shop")  # ... a's, stamped earlier, later
+    await a.flush()
+    events = await b.query(eid, HOUR)
+    assert [(e.step, e.instance) for e in events] == [("accepted", "inst-a"),
+                                                      ("attempt", "inst-b")]
+    assert abs(events[0].at.timestamp() - happened) < 1e-3
+
+
 async def test_the_flusher_publishes_without_being_asked(traces: Factory) -> None:
     a, b = traces("inst-a"), traces("inst-b", flush_interval=0.05)
     await a.start()
