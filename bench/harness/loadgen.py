@@ -81,7 +81,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                  until=until)
         end = time.time_ns()
     return {"sent": phase.sent, "errors": phase.errors, "start_ns": start, "end_ns": end,
-            "first_error": phase.first_error}
+            "first_error": phase.first_error, "cpu_s": time.process_time()}
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ def ratio_row(scn: Scenario, results: dict[str, Result]) -> dict[str, Any]:
 
 
 HEADER = (f"{'scenario':<16} {'msg/s':>7} {'in msg/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'RSS MiB start→end':>18}  {'ratio':>6}  target")
+          f"{'RSS MiB start→end':>18} {'CPU µs/msg t/b/h':>17}  {'ratio':>6}  target")
 
 
 def row(scn: Scenario, res: Result, results: dict[str, Result]) -> str:
@@ -54,8 +54,10 @@ def row(scn: Scenario, res: Result, results: dict[str, Result]) -> str:
     if r["verdict"]:
         target = f"{target}  {r['verdict']}"
     rss = f"{_mib(res.rss_start_kib)}→{_mib(res.rss_end_kib)}"
+    cpu = "/".join(f"{res.cpu_us[k]:.0f}" if k in res.cpu_us else "-"
+                   for k in ("target", "broker", "harness"))
     return (f"{res.name:<16} {res.rate:>7.0f} {res.ingress_rate:>8.0f} {_ms(res.p50_ms):>7} "
-            f"{_ms(res.p99_ms):>7} {rss:>18}  {ratio:>6}  {target}")
+            f"{_ms(res.p99_ms):>7} {rss:>18} {cpu:>17}  {ratio:>6}  {target}")
 
 
 def soak_summary(res: Result) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from harness.procs import Ceiling, Child, Daemon, HarnessError, Loadgen, Sink, run_loadgen
 from harness.scenarios import Scenario
+from harness.util import broker_pid, cpu_seconds
 
 
 @dataclass
@@ -41,6 +42,10 @@ class Result:
     rss_ready_kib: int | None = None
     rss_start_kib: int | None = None
     rss_end_kib: int | None = None
+    #: CPU time per delivered message (µs) of the target (daemon or ceiling), the broker and
+    #: the harness (load generator + sink), over the measured phase: on a shared machine the
+    #: rates are bounded by CPU, so these say where a difference in rate comes from.
+    cpu_us: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -102,6 +107,9 @@ def run_scenario(scn: Scenario, opts: Options, sink: Sink, *, soak: float = 0.0,
         time.sleep(0.3)  # let acks and stragglers settle
         sink.reset()
         rss_start = target.rss()
+        broker = broker_pid()
+        cpu0 = {"target": cpu_seconds(target.pid), "broker": cpu_seconds(broker),
+                "sink": cpu_seconds(sink.pid)}
         if opts.profile_dir is not None:
             profiler = _start_profiler(target.pid, opts.profile_dir / f"{scn.name}.raw.txt",
                                        template.parent)
@@ -119,6 +127,8 @@ def run_scenario(scn: Scenario, opts: Options, sink: Sink, *, soak: float = 0.0,
         res = gen.result(timeout=soak + 900)
         _check(res, scn.name)
         stats = _drain(sink, res["sent"], scn.name, 300)
+        cpu1 = {"target": cpu_seconds(target.pid), "broker": cpu_seconds(broker),
+                "sink": cpu_seconds(sink.pid)}
         if profiler is not None:
             _stop_profiler(profiler)
             profiler = None
@@ -131,6 +141,7 @@ def run_scenario(scn: Scenario, opts: Options, sink: Sink, *, soak: float = 0.0,
             ingress_rate=res["sent"] / ((res["end_ns"] - res["start_ns"]) / 1e9),
             p50_ms=percentile(lat, 0.50), p99_ms=percentile(lat, 0.99),
             rss_ready_kib=rss_ready, rss_start_kib=rss_start, rss_end_kib=rss_end,
+            cpu_us=_cpu_per_message(cpu0, cpu1, res.get("cpu_s"), stats["count"]),
             extra={"rss_samples_kib": samples} if soak else {})
     finally:
         if profiler is not None:
@@ -141,6 +152,19 @@ def run_scenario(scn: Scenario, opts: Options, sink: Sink, *, soak: float = 0.0,
         if not failed and code not in (0, None, -signal.SIGTERM):
             raise HarnessError(f"{scn.name}: {target.name} exited with {code} on SIGTERM:\n"
                                f"{target.log_tail()}")
+
+
+def _cpu_per_message(before: dict[str, float | None], after: dict[str, float | None],
+                     loadgen_s: float | None, count: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name in ("target", "broker"):
+        a, b = before[name], after[name]
+        if a is not None and b is not None and count:
+            out[name] = round((b - a) / count * 1e6, 1)
+    a, b = before["sink"], after["sink"]
+    if a is not None and b is not None and loadgen_s is not None and count:
+        out["harness"] = round((b - a + loadgen_s) / count * 1e6, 1)
+    return out
 
 
 def _start_profiler(pid: int, out: Path, log_dir: Path) -> Child:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from pathlib import Path
 
@@ -30,4 +31,33 @@ def rss_kib(pid: int) -> int | None:
                 return int(line.split()[1])
     except (OSError, ValueError):
         return None
+    return None
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process and its reaped children (None when it is gone)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # fields[0] is the state (field 3 of proc(5)); utime, stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def broker_pid() -> int | None:
+    """The pid of a RabbitMQ node on this host (its Erlang VM), if there is one we can see."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"beam" in cmd.split(b"\0", 1)[0] and b"rabbit" in cmd:
+            return int(proc.name)
     return None
