@@ -39,7 +39,7 @@ class Relay:
                  window: int = 1000) -> None:
         self.params = pika.URLParameters(url)
         self.queue = queue
-        self.sink = sink
+        self.sink = httpx.URL(sink)  # parsed once, as esb's rest outbound does
         self.prefetch = prefetch
         self.slots = asyncio.Semaphore(concurrency)
         self.window = asyncio.Semaphore(window)
