@@ -52,6 +52,7 @@ class Router:
         self._max_xml = max_xml_bytes
         unconditional = all(not p for p in patterns) if patterns is not None else False
         self._match_all = self._order([*routes]) if routes and unconditional else None
+        self._by_endpoint = _by_endpoint(routes, patterns) if not unconditional else None
 
     def match(self, envelope: Envelope, event: Mapping[str, Any] | None = None
               ) -> list[CompiledRoute]:
@@ -60,6 +61,9 @@ class Router:
             return []
         if self._match_all is not None:  # no route has a condition: nothing to evaluate
             return self._match_all
+        if self._by_endpoint is not None:  # conditions on ``from`` alone: a dict lookup
+            fired = self._by_endpoint.get(envelope.esbendpoint)
+            return fired if fired is not None else self._by_endpoint[None]
         event = event if event is not None else envelope.match_view()
         xml: Callable[[], Any] | None = None
         if self.index.needs_xml and envelope.is_xml:
@@ -87,6 +91,32 @@ class Router:
                 break
             fired.append(route)
         return fired
+
+
+def _by_endpoint(routes: list[CompiledRoute], patterns: list[dict[str, Any]] | None
+                 ) -> dict[str | None, list[CompiledRoute]] | None:
+    """When no route has a condition beyond ``from`` (the common pass-through and fan-out
+    set-ups), the routes that fire for each endpoint, in firing order — computed once, so
+    matching is a dict lookup. ``None`` when any route matches on anything else."""
+    if not routes or patterns is None:
+        return None
+    endpoints: set[str] = set()
+    for pattern in patterns:
+        if set(pattern) - {"esbendpoint"}:
+            return None
+        names = pattern.get("esbendpoint", [])
+        if not all(isinstance(n, str) for n in names):
+            return None
+        endpoints.update(names)
+
+    def firing(endpoint: str | None) -> list[CompiledRoute]:
+        hits = [r for r, p in zip(routes, patterns, strict=True)
+                if "esbendpoint" not in p or endpoint in p["esbendpoint"]]
+        return Router._order(hits)
+
+    table: dict[str | None, list[CompiledRoute]] = {e: firing(e) for e in endpoints}
+    table[None] = firing(None)  # any other endpoint: only the routes without ``from``
+    return table
 
 
 def compile_routes(rs: RouteSet, *, sources: Collection[str], destinations: Collection[str],
