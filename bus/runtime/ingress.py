@@ -22,6 +22,7 @@ from esb.bus.envelope import Envelope, Hop, utcnow
 from esb.bus.errors import DropEnvelope, TransformError
 from esb.bus.routing.router import Router
 from esb.bus.runtime.idempotency import SharedIdempotency
+from esb.bus.runtime.logs import bind_message, unbind_message
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.trace import MemoryTrace, TraceRecorder
@@ -143,9 +144,9 @@ class SourceContext:
     dedup: SharedIdempotency | None = field(default=None, repr=False)
 
     async def accept(self, envelope: Envelope) -> Accepted:
-        with structlog.contextvars.bound_contextvars(envelope_id=envelope.id,
-                                                     correlation_id=envelope.correlationid,
-                                                     source=self.name):
+        token = bind_message({"envelope_id": envelope.id,
+                              "correlation_id": envelope.correlationid, "source": self.name})
+        try:
             key = envelope.idempotencykey
             if not key or self.dedup is None:
                 return await self.ingress.accept(envelope, self.name)
@@ -153,3 +154,5 @@ class SourceContext:
             accepted, duplicate = await self.dedup.run(
                 f"{self.name}\x00{key}", lambda: self.ingress.accept(envelope, self.name))
             return replace(accepted, duplicate=True) if duplicate else accepted
+        finally:
+            unbind_message(token)

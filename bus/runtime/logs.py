@@ -1,8 +1,11 @@
 """Logging set-up: the one place in esb that configures process-global state.
 
 JSON lines when stderr is not a terminal (production), readable lines on a terminal.
-Envelope id, correlation id, route and destination are bound with structlog's contextvars, so
-every line written while handling an envelope carries them.
+Every line written while an envelope is being accepted carries its id, correlation id and
+source: :func:`bind_message` sets them in one context variable (a single ``set``/``reset``
+per message, where structlog's ``bound_contextvars`` costs a context manager and a variable per
+key) and :func:`merge_message_context` adds them to the line. Anything else bound with
+structlog's contextvars is merged too.
 """
 
 from __future__ import annotations
@@ -10,12 +13,36 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
+
+
+#: The envelope being handled in this task, as log fields (None outside a message).
+_MESSAGE: ContextVar[dict[str, Any] | None] = ContextVar("esb_message", default=None)
+
+
+def bind_message(fields: dict[str, Any]) -> Any:
+    """Bind ``fields`` to every log line of the current task until :func:`unbind_message`
+    is called with the returned token."""
+    return _MESSAGE.set(fields)
+
+
+def unbind_message(token: Any) -> None:
+    _MESSAGE.reset(token)
+
+
+def merge_message_context(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: the current message's fields, unless the line sets them itself."""
+    fields = _MESSAGE.get()
+    if fields:
+        for key, value in fields.items():
+            event.setdefault(key, value)
+    return event
 
 
 class SecretRedactor:
@@ -45,6 +72,7 @@ def configure_logging(level: str = "info", fmt: str = "auto",
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            merge_message_context,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             SecretRedactor(secrets),
