@@ -66,7 +66,8 @@ class DeliveryWorker:
             cfg.breaker.cooldown)) if cfg.breaker else None
         # Bound once: labels() is a locked dict lookup, paid per message otherwise.
         m = metrics
-        self._m_in_flight = m.in_flight.labels(destination)
+        # read at scrape time rather than updated twice per message
+        m.in_flight.labels(destination).set_function(lambda: self._in_flight)
         self._m_latency = m.delivery_latency.labels(destination)
         self._m_delivered = m.delivered.labels(destination)
         self._m_end_to_end = m.end_to_end.labels(destination)
@@ -103,7 +104,6 @@ class DeliveryWorker:
                 return
             self._in_flight += 1
             self._idle.clear()
-            self._m_in_flight.inc()
             try:
                 if self.ordered:
                     await self._deliver_in_place(msg)
@@ -111,7 +111,6 @@ class DeliveryWorker:
                     await self._settle(msg, msg.envelope, await self._attempt(msg.envelope))
             finally:
                 self._in_flight -= 1
-                self._m_in_flight.dec()
                 if self._in_flight == 0:
                     self._idle.set()
 
@@ -126,7 +125,9 @@ class DeliveryWorker:
         status: int | None = None
         retry_after: float | None = None
         try:
-            await asyncio.wait_for(self.outbound.send(env), self.cfg.timeout)
+            # (asyncio.timeout, not wait_for: no extra task per delivery)
+            async with asyncio.timeout(self.cfg.timeout):
+                await self.outbound.send(env)
         except (TransientError, PermanentError) as exc:
             kind = "permanent" if isinstance(exc, PermanentError) else "transient"
             error, status, retry_after = str(exc), exc.status, exc.retry_after
