@@ -1,7 +1,7 @@
 """HTTP edge concerns shared by the HTTP-based adapters (rest, webhook, graphql, soap).
 
-* reading a request body under a size limit (:func:`read_body`, :class:`BodyTooLarge`), and
-  its Content-Type (:func:`media_type`);
+* reading a request body under a size limit (:func:`read_body`, :class:`BodyTooLarge`), its
+  headers as a plain dict (:func:`header_dict`) and its Content-Type (:func:`media_type`);
 * the status → delivery error mapping: 2xx accepted; 408, 425, 429 and 5xx transient (with
   ``Retry-After``, delta-seconds or HTTP-date, as ``retry_after``); every other status
   permanent; timeouts and connection failures transient (:func:`status_error`,
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 import httpx
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from esb.bus.errors import ConfigError, DeliveryError, PermanentError, TransientError
 
@@ -67,14 +67,41 @@ async def read_body(request: Request, limit: int, *, strict_length: bool = False
         raise BadContentLength("Content-Length is not a number")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit, declared)
-    chunks: list[bytes] = []
+    # The ASGI messages read directly (what Starlette's ``request.stream()`` does, minus an
+    # async generator per request: a body nearly always arrives as one message). The stream
+    # is consumed: read the body with this function or with Starlette's, not both.
+    receive = request.receive
+    first = b""
+    chunks: list[bytes] | None = None
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.disconnect":
+            raise ClientDisconnect()
+        if kind != "http.request":
+            continue
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(limit)
+            if not first:
+                first = chunk
+            else:
+                if chunks is None:
+                    chunks = [first]
+                chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks) if chunks is not None else first
+
+
+def header_dict(request: Request) -> dict[str, str]:
+    """The request's headers as a dict of lower-cased names, the first of a repeated header
+    winning (as ``request.headers.get`` does): one pass, then O(1) lookups instead of a scan
+    of the header list per lookup."""
+    return {k.decode("latin-1"): v.decode("latin-1")
+            for k, v in reversed(request.scope["headers"])}
 
 
 def media_type(value: str) -> tuple[str, dict[str, str]]:

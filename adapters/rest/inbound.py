@@ -21,7 +21,13 @@ from esb.adapters.auth.inbound import (
     build_authenticator,
     unauthorized_problem,
 )
-from esb.adapters.http import BadContentLength, BodyTooLarge, media_type, read_body
+from esb.adapters.http import (
+    BadContentLength,
+    BodyTooLarge,
+    header_dict,
+    media_type,
+    read_body,
+)
 from esb.adapters.problem import problem
 from esb.adapters.rest.polling import Poller
 from esb.adapters.rest.settings import RestInboundSettings
@@ -46,6 +52,7 @@ class RestInbound:
         self.ctx = ctx
         self.max_body = settings.max_body or default_max_body
         self.accepted_types = {t.lower() for t in settings.content_types}
+        self._keep = tuple(n.lower() for n in settings.keep_headers)
         self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
         self.poller = Poller(settings.poll, ctx, settings.type) if settings.poll else None
         methods = tuple(settings.methods)
@@ -68,7 +75,7 @@ class RestInbound:
             return unauthorized_problem(exc)
         try:
             body = await _read_body(request, self.max_body)
-            envelope = self._envelope(request, body)
+            envelope = self._envelope(request, body, header_dict(request))
         except BadRequest as exc:
             return problem(exc.status, exc.title, exc.detail)
         if principal is not None:
@@ -83,11 +90,10 @@ class RestInbound:
                            headers={"Retry-After": "1"})
         return _accepted(accepted)
 
-    def _envelope(self, request: Request, body: bytes) -> Envelope:
-        headers = request.headers
+    def _envelope(self, request: Request, body: bytes, headers: dict[str, str]) -> Envelope:
         media, params = media_type(headers.get("content-type", ""))
         if media == CLOUDEVENTS_JSON and media in self.accepted_types:
-            return self._structured(request, body)
+            return self._structured(headers, body)
         if media not in self.accepted_types:
             raise BadRequest(415, "Unsupported media type",
                              f"content type {media or '(none)'!r} is not accepted here; "
@@ -113,19 +119,19 @@ class RestInbound:
             attrs["extensions"] = extensions
         attrs["datacontenttype"] = headers.get("content-type") if media else None
         attrs["data"] = data
-        self._transport(request, attrs)
+        self._transport(headers, attrs)
         try:
             return Envelope(**attrs)
         except ValidationError as exc:
             raise BadRequest(400, "Invalid CloudEvent", _validation_detail(exc)) from None
 
-    def _structured(self, request: Request, body: bytes) -> Envelope:
+    def _structured(self, headers: dict[str, str], body: bytes) -> Envelope:
         try:
             event = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise BadRequest(400, "Malformed JSON", f"the body is not JSON: {exc}") from None
         attrs: dict[str, Any] = {}
-        self._transport(request, attrs)
+        self._transport(headers, attrs)
         if not isinstance(event, dict):
             raise BadRequest(400, "Invalid CloudEvent", "a structured CloudEvent is an object")
         for k in ("correlationid", "idempotencykey", "traceparent"):
@@ -138,15 +144,14 @@ class RestInbound:
         except ValueError as exc:
             raise BadRequest(400, "Invalid CloudEvent", str(exc)) from None
 
-    def _transport(self, request: Request, attrs: dict[str, Any]) -> None:
-        h = request.headers
+    def _transport(self, h: dict[str, str], attrs: dict[str, Any]) -> None:
         if key := h.get("idempotency-key"):
             attrs["idempotencykey"] = key[:200]
         if cid := h.get("x-correlation-id"):
             attrs["correlationid"] = cid[:200]
         if tp := h.get("traceparent"):
             attrs["traceparent"] = tp
-        kept = {n.lower(): h[n] for n in self.settings.keep_headers if n in h}
+        kept = {n: h[n] for n in self._keep if n in h}
         if kept:
             attrs["esbheaders"] = kept
 
