@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import structlog
 
@@ -34,12 +35,17 @@ log = structlog.get_logger("esb.delivery")
 
 @dataclass(frozen=True)
 class Outcome:
-    attempt: Attempt
-    retry_after: float | None
+    kind: str  # "delivered" | "transient" | "permanent"
+    #: The attempt as the envelope records it; only failures are recorded (and built).
+    attempt: Attempt | None = None
+    retry_after: float | None = None
 
     @property
-    def kind(self) -> str:
-        return self.attempt.outcome
+    def error(self) -> str | None:
+        return self.attempt.error if self.attempt is not None else None
+
+
+DELIVERED = Outcome("delivered")
 
 
 class DeliveryWorker:
@@ -66,8 +72,7 @@ class DeliveryWorker:
             cfg.breaker.cooldown)) if cfg.breaker else None
         # Bound once: labels() is a locked dict lookup, paid per message otherwise.
         m = metrics
-        # read at scrape time rather than updated twice per message
-        m.in_flight.labels(destination).set_function(lambda: self._in_flight)
+        m.watch_in_flight(destination, lambda: self._in_flight)
         self._m_latency = m.delivery_latency.labels(destination)
         self._m_delivered = m.delivered.labels(destination)
         self._m_end_to_end = m.end_to_end.labels(destination)
@@ -120,8 +125,8 @@ class DeliveryWorker:
             await self.breaker.wait()
         if self._bucket is not None:
             await self._bucket.take()
+        wall = time.time()
         started = time.perf_counter()
-        at = utcnow()
         status: int | None = None
         retry_after: float | None = None
         try:
@@ -145,23 +150,22 @@ class DeliveryWorker:
             # pacing us (its Retry-After is honoured): neither says it is unhealthy.
             self.breaker.record(kind != "transient" or status == 429)
         self._m_latency.observe(latency)
-        n = sum(1 for a in env.esbattempts if a.destination == self.destination) + 1
         ms = round(latency * 1000, 3)
+        n = 1 + (sum(1 for a in env.esbattempts if a.destination == self.destination)
+                 if env.esbattempts else 0)
+        done = wall + latency
         if kind == "delivered":
-            self.trace.record(env.id, "delivered", destination=self.destination, status=status,
-                              latency_ms=ms, attempt=n)
-        else:
-            self.trace.record(env.id, "attempt", destination=self.destination, outcome=kind,
-                              status=status, latency_ms=ms, error=error, attempt=n)
-        if kind == "delivered":
+            self.trace.record(env.id, "delivered", at=done, destination=self.destination,
+                              status=status, latency_ms=ms, attempt=n)
             self._m_delivered.inc()
-            self._m_end_to_end.observe(
-                max(0.0, (utcnow() - first_seen(env)).total_seconds()))
-        else:
-            self.metrics.failed.labels(self.destination, kind).inc()
-        return Outcome(Attempt(at=at, destination=self.destination, outcome=kind,
-                               status=status, latency_ms=round(latency * 1000, 3),
-                               error=error), retry_after)
+            self._m_end_to_end.observe(max(0.0, done - first_seen(env).timestamp()))
+            return DELIVERED
+        self.trace.record(env.id, "attempt", at=done, destination=self.destination,
+                          outcome=kind, status=status, latency_ms=ms, error=error, attempt=n)
+        self.metrics.failed.labels(self.destination, kind).inc()
+        return Outcome(kind, Attempt(at=datetime.fromtimestamp(wall, UTC),
+                                     destination=self.destination, outcome=kind, status=status,
+                                     latency_ms=ms, error=error), retry_after)
 
     def _next_delay(self, env: Envelope, outcome: Outcome, attempts: list[Attempt]
                     ) -> float | None:
@@ -174,6 +178,7 @@ class DeliveryWorker:
         if outcome.kind == "delivered":
             msg.ack()
             return
+        assert outcome.attempt is not None  # failures carry their attempt
         attempts = [*env.esbattempts, outcome.attempt]
         delay = self._next_delay(env, outcome, attempts)
         try:
@@ -185,7 +190,7 @@ class DeliveryWorker:
                                   attempt=len(attempts), retry_in=used)
                 log.info("delivery failed; retry scheduled", destination=self.destination,
                          envelope_id=env.id, attempt=len(attempts),
-                         error=outcome.attempt.error, retry_in=used)
+                         error=outcome.error, retry_in=used)
             else:
                 await self._dead_letter(env, outcome, attempts)
         except BusError as exc:
@@ -205,6 +210,7 @@ class DeliveryWorker:
             if outcome.kind == "delivered":
                 msg.ack()
                 return
+            assert outcome.attempt is not None
             attempts = [*env.esbattempts, outcome.attempt]
             env = env.model_copy(update={"esbattempts": attempts})
             delay = self._next_delay(env, outcome, attempts)
@@ -229,8 +235,8 @@ class DeliveryWorker:
     async def _dead_letter(self, env: Envelope, outcome: Outcome,
                            attempts: list[Attempt]) -> None:
         tried = sum(1 for a in attempts if a.destination == self.destination)
-        reason = outcome.attempt.error if outcome.kind == "permanent" else \
-            f"retry budget spent after {tried} attempts: {outcome.attempt.error}"
+        reason = outcome.error if outcome.kind == "permanent" else \
+            f"retry budget spent after {tried} attempts: {outcome.error}"
         dead = env.model_copy(update={
             "esbattempts": attempts, "esberror": reason, "esbdestination": self.destination,
             "esbhops": [*env.esbhops, Hop(at=utcnow(), step="dead-lettered",

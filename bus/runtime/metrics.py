@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -38,6 +40,11 @@ class Metrics:
                                    registry=r)
         self.route_version = Gauge("esb_route_version", "Route set version in use",
                                    registry=r)
+
+    def watch_in_flight(self, destination: str, read: Callable[[], float]) -> None:
+        """Report ``read()`` as the destination's in-flight gauge (read when scraped, so the
+        hot path does not update it twice per message)."""
+        self.in_flight.labels(destination).set_function(read)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
