@@ -9,8 +9,8 @@ rides in extensions prefixed ``esb`` so any CloudEvents tool can read (and ignor
 from __future__ import annotations
 
 import base64
+import os
 import re
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +30,13 @@ _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID as text: ``str(uuid.uuid4())`` without the UUID object,
+    at half the cost (one per accepted envelope)."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40  # version 4
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def utcnow() -> datetime:
@@ -173,11 +179,9 @@ class Envelope(BaseModel):
         if self.esbheaders:
             out["esbheaders"] = self.esbheaders
         if bookkeeping and self.esbhops:
-            out["esbhops"] = [h.model_dump(mode="json", exclude_defaults=True)
-                              for h in self.esbhops]
+            out["esbhops"] = [_hop_json(h) for h in self.esbhops]
         if bookkeeping and self.esbattempts:
-            out["esbattempts"] = [a.model_dump(mode="json", exclude_none=True)
-                                  for a in self.esbattempts]
+            out["esbattempts"] = [_attempt_json(a) for a in self.esbattempts]
         out.update(self.extensions)
         if isinstance(self.data, bytes):
             out["data_base64"] = base64.b64encode(self.data).decode("ascii")
@@ -221,12 +225,12 @@ class Envelope(BaseModel):
 
     def amqp_properties(self) -> dict[str, Any]:
         """The envelope's attributes mapped onto AMQP basic properties (client-neutral names),
-        so that RabbitMQ's own tools show them."""
-        headers: dict[str, Any] = {"ce-source": self.source, "ce-specversion": self.specversion}
-        if self.idempotencykey:
-            headers["esb-idempotency-key"] = self.idempotencykey
-        if self.esbattempts:
-            headers["esb-attempts"] = len(self.esbattempts)
+        so that RabbitMQ's own tools show them.
+
+        No application headers: the body is a structured-mode CloudEvent and says everything
+        (source, specversion, idempotency key, attempts). A headers table cost ~9 µs of CPU per
+        message (pika encodes it on publish and decodes it on every delivery) for nothing any
+        consumer read."""
         return {
             "message_id": self.id,
             "correlation_id": self.correlationid,
@@ -234,7 +238,6 @@ class Envelope(BaseModel):
             "type": self.type,
             "timestamp": int(self.time.timestamp()),
             "delivery_mode": 2,
-            "headers": headers,
         }
 
 
@@ -242,6 +245,29 @@ _MODEL_FIELDS = frozenset(Envelope.model_fields) - {"extensions"}
 _VIEW_OPTIONAL = ("subject", "datacontenttype", "dataschema", "correlationid", "causationid",
                   "idempotencykey", "traceparent", "esbendpoint", "esbrouteversion")
 _OPTIONAL = (*_VIEW_OPTIONAL, "esbroute", "esbdestination", "esberror")
+
+
+def _hop_json(h: Hop) -> dict[str, Any]:
+    # What ``model_dump(mode="json", exclude_defaults=True)`` gives, at a third of the cost
+    # (every envelope carries two or more hops through every publish).
+    out: dict[str, Any] = {"at": _rfc3339(h.at), "step": h.step}
+    if h.instance is not None:
+        out["instance"] = h.instance
+    if h.detail:
+        out["detail"] = h.detail
+    return out
+
+
+def _attempt_json(a: Attempt) -> dict[str, Any]:
+    # ``model_dump(mode="json", exclude_none=True)``, by hand (see _hop_json)
+    out: dict[str, Any] = {"at": _rfc3339(a.at), "destination": a.destination,
+                           "outcome": a.outcome}
+    if a.status is not None:
+        out["status"] = a.status
+    out["latency_ms"] = a.latency_ms
+    if a.error is not None:
+        out["error"] = a.error
+    return out
 
 
 def _rfc3339(t: datetime) -> str:
