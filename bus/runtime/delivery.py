@@ -25,6 +25,7 @@ from esb.bus.config.model import DeliveryConfig
 from esb.bus.envelope import Attempt, Envelope, Hop, utcnow
 from esb.bus.errors import BusError, PermanentError, TransientError
 from esb.bus.runtime.breaker import BreakerSettings, CircuitBreaker
+from esb.bus.runtime.deadline import Deadlines
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ratelimit import TokenBucket
 from esb.bus.runtime.retry import RetryPolicy, first_seen
@@ -66,6 +67,9 @@ class DeliveryWorker:
             destination, cfg.ordered.partitions if cfg.ordered else 0)
         self.address = self.addresses[0] if not self.ordered else f"dest.{destination}"
         self._slots = asyncio.Semaphore(cfg.concurrency)
+        # One sweeper for every call's time limit (a timer per call costs ~6 µs a message);
+        # a limit fires up to a quarter of itself (at most 1 s) late.
+        self._deadlines = Deadlines(min(1.0, cfg.timeout / 4))
         self._bucket = TokenBucket(cfg.rate_limit) if cfg.rate_limit else None
         self.breaker = CircuitBreaker(BreakerSettings(
             cfg.breaker.failures, cfg.breaker.failure_rate, cfg.breaker.window,
@@ -130,9 +134,7 @@ class DeliveryWorker:
         status: int | None = None
         retry_after: float | None = None
         try:
-            # (asyncio.timeout, not wait_for: no extra task per delivery)
-            async with asyncio.timeout(self.cfg.timeout):
-                await self.outbound.send(env)
+            await self._deadlines.run(self.outbound.send(env), self.cfg.timeout)
         except (TransientError, PermanentError) as exc:
             kind = "permanent" if isinstance(exc, PermanentError) else "transient"
             error, status, retry_after = str(exc), exc.status, exc.retry_after
