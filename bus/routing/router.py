@@ -77,6 +77,17 @@ class Router:
             return []
         return self._order([self.routes[i] for i in ids])
 
+    def fired_for(self, endpoint: str) -> list[CompiledRoute] | None:
+        """The routes that fire for anything entering through ``endpoint``, when that alone
+        decides (no route has a condition beyond ``from``); ``None`` when the envelope must
+        be matched (:meth:`match`)."""
+        if self._match_all is not None:
+            return self._match_all
+        if self._by_endpoint is not None:
+            fired = self._by_endpoint.get(endpoint)
+            return fired if fired is not None else self._by_endpoint[None]
+        return None
+
     @staticmethod
     def _order(hits: list[CompiledRoute]) -> list[CompiledRoute]:
         """Priority order, then first-match-wins for exclusive routes."""

@@ -62,65 +62,90 @@ class Ingress:
         router = self.routes.current  # one snapshot for the whole envelope
         now = utcnow()
         at = now.timestamp()  # trace time of every step here, recorded after the confirm
-        env = envelope.model_copy(update={
-            "esbendpoint": endpoint, "esbrouteversion": router.version,
-            "esbhops": [*envelope.esbhops, Hop(at=now, step="accepted", instance=self.instance,
-                                               detail={"endpoint": endpoint})]})
-        fired = router.match(env)
+        version = router.version
+        accepted = Hop(at=now, step="accepted", instance=self.instance,
+                       detail={"endpoint": endpoint})
+        # The stamped envelope is what routes match and transforms see; when the route set
+        # only looks at the endpoint and the firing routes transform nothing (pass-through,
+        # fan-out), each copy is stamped once, straight from the envelope received.
+        env: Envelope | None = None
+        fired = router.fired_for(endpoint)
+        if fired is None:
+            env = self._stamp(envelope, endpoint, version, accepted)
+            fired = router.match(env)
         publishes: list[tuple[str, Envelope]] = []
         #: Trace events, recorded once the publishes are confirmed (never for a refused one).
         events: list[tuple[str, dict[str, object]]] = []
         if not fired:
-            events.append(("unroutable", {"version": router.version}))
+            env = env or self._stamp(envelope, endpoint, version, accepted)
+            events.append(("unroutable", {"version": version}))
             publishes.append((UNROUTABLE, env.model_copy(update={
-                "esberror": f"no route of version {router.version} matched"}).with_hop(
+                "esberror": f"no route of version {version} matched"}).with_hop(
                 "unroutable", self.instance)))
             self.metrics.unroutable.labels(endpoint).inc()
         for route in fired:
-            try:
-                routed = route.chain(env)
-            except DropEnvelope:
-                continue
-            except TransformError as exc:
-                publishes.append((DEAD_LETTER, _dead(env, route.name, None, exc, self.instance)))
-                events.append(("transform-failed", {"route": route.name, "error": str(exc)}))
-                continue
-            for leg in route.legs:
+            name = route.name
+            routed: Envelope | None = None  # the route's own steps applied, once per route
+            if route.chain:
+                env = env or self._stamp(envelope, endpoint, version, accepted)
                 try:
-                    out = leg.chain(routed)
+                    routed = route.chain(env)
                 except DropEnvelope:
                     continue
                 except TransformError as exc:
-                    publishes.append((DEAD_LETTER,
-                                      _dead(routed, route.name, leg.destination, exc,
-                                            self.instance)))
-                    events.append(("transform-failed", {"route": route.name,
-                                                        "destination": leg.destination,
-                                                        "error": str(exc)}))
+                    publishes.append((DEAD_LETTER, _dead(env, name, None, exc, self.instance)))
+                    events.append(("transform-failed", {"route": name, "error": str(exc)}))
                     continue
-                out = out.model_copy(update={
-                    "esbroute": route.name, "esbdestination": leg.destination,
-                    "esbhops": [*out.esbhops, Hop(at=utcnow(), step="routed",
-                                                  instance=self.instance,
-                                                  detail={"route": route.name,
-                                                          "destination": leg.destination,
-                                                          "version": router.version})]})
-                part = self.partitioners.get(leg.destination)
-                address = part.address(out) if part else destination_address(leg.destination)
+            for leg in route.legs:
+                dest = leg.destination
+                routed_hop = Hop(at=now, step="routed", instance=self.instance,
+                                 detail={"route": name, "destination": dest,
+                                         "version": version})
+                if routed is None and not leg.chain:  # nothing transforms it: one copy
+                    out = envelope.model_copy(update={
+                        "esbendpoint": endpoint, "esbrouteversion": version,
+                        "esbroute": name, "esbdestination": dest,
+                        "esbhops": [*envelope.esbhops, accepted, routed_hop]})
+                else:
+                    if routed is None:
+                        env = env or self._stamp(envelope, endpoint, version, accepted)
+                        routed = env
+                    try:
+                        out = leg.chain(routed)
+                    except DropEnvelope:
+                        continue
+                    except TransformError as exc:
+                        publishes.append((DEAD_LETTER, _dead(routed, name, dest, exc,
+                                                             self.instance)))
+                        events.append(("transform-failed", {"route": name, "destination": dest,
+                                                            "error": str(exc)}))
+                        continue
+                    out = out.model_copy(update={
+                        "esbroute": name, "esbdestination": dest,
+                        "esbhops": [*out.esbhops, routed_hop]})
+                part = self.partitioners.get(dest)
+                address = part.address(out) if part else destination_address(dest)
                 publishes.append((address, out))
-                events.append(("routed", {"route": route.name, "version": router.version,
-                                          "destination": leg.destination}))
-                self._counter(self.metrics.routed, route.name, leg.destination).inc()
+                events.append(("routed", {"route": name, "version": version,
+                                          "destination": dest}))
+                self._counter(self.metrics.routed, name, dest).inc()
         if len(publishes) == 1:
             await self.bus.publish(*publishes[0])
         else:
             await asyncio.gather(*(self.bus.publish(a, e) for a, e in publishes))
         self._counter(self.metrics.received, endpoint).inc()
         record = self.trace.record
-        record(env.id, "accepted", at=at, endpoint=endpoint, version=router.version)
+        eid = envelope.id
+        record(eid, "accepted", at=at, endpoint=endpoint, version=version)
         for step, detail in events:
-            record(env.id, step, at=at, **detail)
-        return Accepted(env.id, tuple(a for a, _ in publishes))
+            record(eid, step, at=at, **detail)
+        return Accepted(eid, tuple(a for a, _ in publishes))
+
+    def _stamp(self, envelope: Envelope, endpoint: str, version: int, accepted: Hop
+               ) -> Envelope:
+        return envelope.model_copy(update={
+            "esbendpoint": endpoint, "esbrouteversion": version,
+            "esbhops": [*envelope.esbhops, accepted]})
 
 
 def _dead(env: Envelope, route: str, destination: str | None, exc: Exception,

@@ -82,3 +82,16 @@ def test_no_routes_for_an_endpoint_fire_nothing(tmp_path: Path) -> None:
     r = router("routes:\n  - name: only\n    from: [shop]\n    to: [{destination: erp}]\n",
                tmp_path)
     assert fired(r, "crm") == [] and fired(r, "shop") == ["only"]
+
+
+def test_fired_for_answers_only_when_the_endpoint_decides(tmp_path: Path) -> None:
+    r = router(ROUTES, tmp_path)
+    shop = r.fired_for("shop")
+    assert shop is not None and [x.name for x in shop] == fired(r, "shop")
+    assert r.fired_for("nowhere") is not None
+    assert [x.name for x in r.fired_for("nowhere") or []] == ["everything-audited"]
+    typed = router(ROUTES + "  - name: typed\n    match: {type: [x]}\n"
+                   "    to: [{destination: erp}]\n", tmp_path)
+    assert typed.fired_for("shop") is None  # the envelope must be matched
+    unconditional = router("routes:\n  - name: all\n    to: [{destination: erp}]\n", tmp_path)
+    assert [x.name for x in unconditional.fired_for("anything") or []] == ["all"]
