@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 
 from esb.bus.errors import ConfigError, DeliveryError, PermanentError, TransientError
 
@@ -102,6 +103,20 @@ def header_dict(request: Request) -> dict[str, str]:
     of the header list per lookup."""
     return {k.decode("latin-1"): v.decode("latin-1")
             for k, v in reversed(request.scope["headers"])}
+
+
+class JSONBytesResponse(Response):
+    """A response whose JSON body is already bytes, its headers built directly: what
+    ``Response(body, status, media_type="application/json")`` sends, without the generic
+    header assembly on every accepted message."""
+
+    def __init__(self, body: bytes, status_code: int,
+                 extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        self.raw_headers = [(b"content-length", str(len(body)).encode("latin-1")),
+                            (b"content-type", b"application/json"), *extra]
 
 
 def media_type(value: str) -> tuple[str, dict[str, str]]:

@@ -24,6 +24,7 @@ from esb.adapters.auth.inbound import (
 from esb.adapters.http import (
     BadContentLength,
     BodyTooLarge,
+    JSONBytesResponse,
     header_dict,
     media_type,
     read_body,
@@ -200,7 +201,9 @@ def _validation_detail(exc: ValidationError) -> str:
                      for e in exc.errors())
 
 
+_REPLAYED = ((b"idempotent-replayed", b"true"),)
+
+
 def _accepted(accepted: Accepted) -> Response:
-    headers = {"Idempotent-Replayed": "true"} if accepted.duplicate else None
-    return Response(orjson.dumps({"id": accepted.id, "status": "accepted"}), status_code=202,
-                    media_type="application/json", headers=headers)
+    return JSONBytesResponse(orjson.dumps({"id": accepted.id, "status": "accepted"}), 202,
+                             _REPLAYED if accepted.duplicate else ())
