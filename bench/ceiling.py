@@ -2,7 +2,7 @@
 ESB logic at all.
 
     python bench/ceiling.py --port PORT --sink URL --queue NAME [--url AMQP_URL]
-                            [--prefetch 200] [--concurrency 64]
+                            [--prefetch 200] [--concurrency 64] [--workers 1]
 
 * HTTP in: uvicorn with httptools on uvloop and a bare ASGI app (esb's server stack, minus
   Starlette); ``POST /in`` reads the body and publishes it, persistent and ``mandatory``, on a
@@ -14,6 +14,10 @@ ESB logic at all.
 
 ``GET /readyz`` answers 200 once the consumer runs. On SIGTERM it stops serving, waits for the
 deliveries in flight, deletes its queue and exits.
+
+``--workers N`` runs N such relays in forked processes on one listening socket, each with its
+own connection consuming the same queue — what ``esb run --workers N`` does, so the two are
+compared at the same parallelism.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import os
+import signal
+import socket
 from typing import Any
 
 import httpx
@@ -36,7 +43,8 @@ URL = os.environ.get("ESB_TEST_BUS_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 class Relay:
     def __init__(self, url: str, queue: str, sink: str, prefetch: int, concurrency: int,
-                 window: int = 1000) -> None:
+                 window: int = 1000, delete_queue: bool = True) -> None:
+        self.delete_queue = delete_queue
         self.params = pika.URLParameters(url)
         self.queue = queue
         self.sink = httpx.URL(sink)  # parsed once, as esb's rest outbound does
@@ -141,7 +149,7 @@ class Relay:
             if not self.tasks:
                 break
             await asyncio.sleep(0.05)
-        if self.pub is not None and self.pub.is_open:
+        if self.delete_queue and self.pub is not None and self.pub.is_open:
             with contextlib.suppress(Exception):
                 await self._call(self.pub.queue_delete, self.queue)
         if self.conn is not None and self.conn.is_open:
@@ -178,17 +186,49 @@ async def _respond(send: Any, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    relay = Relay(args.url, args.queue, args.sink, args.prefetch, args.concurrency)
+async def main_async(args: argparse.Namespace, sock: socket.socket | None = None) -> None:
+    # With a shared socket (a worker) the harness deletes the queue once all have stopped.
+    relay = Relay(args.url, args.queue, args.sink, args.prefetch, args.concurrency,
+                  delete_queue=sock is None)
     await relay.start()
     config = uvicorn.Config(relay, host="127.0.0.1", port=args.port, lifespan="off",
                             access_log=False, log_level="warning", loop="none",
                             http="httptools", server_header=False)
     server = uvicorn.Server(config)
     try:
-        await server.serve()  # returns on SIGTERM / SIGINT
+        # returns on SIGTERM / SIGINT
+        await server.serve(sockets=[sock] if sock is not None else None)
     finally:
         await relay.close()
+
+
+def _worker(args: argparse.Namespace, sock: socket.socket) -> None:
+    import uvloop
+
+    uvloop.run(main_async(args, sock))
+
+
+def run_workers(args: argparse.Namespace) -> None:
+    """N relays in forked processes sharing one listening socket; SIGTERM stops them all."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", args.port))
+    sock.listen(2048)
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_worker, args=(args, sock), daemon=False)
+             for _ in range(args.workers)]
+    for p in procs:
+        p.start()
+
+    def stop(signum: int, frame: object) -> None:
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for p in procs:
+        p.join()
 
 
 def main() -> None:
@@ -199,7 +239,11 @@ def main() -> None:
     parser.add_argument("--url", default=URL)
     parser.add_argument("--prefetch", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
+    if args.workers > 1:
+        run_workers(args)
+        return
     import uvloop
 
     uvloop.run(main_async(args))

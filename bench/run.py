@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--count", type=int, help="measured messages per scenario")
     p.add_argument("--warmup", type=int, help="warm-up messages per scenario")
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes of the daemon (esb run --workers) AND of the ceiling, so "
+                        "both are measured at the same parallelism (default: 1)")
     p.add_argument("--repeat", type=int,
                    help="rounds over all scenarios; each row is the run with the median rate "
                         "(default: 3, 1 with --quick)")
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     run_id = uuid.uuid4().hex[:8]
     workdir = Path(tempfile.mkdtemp(prefix=f"esb-bench-{run_id}-"))
     opts = Options(bus_url=args.url, run_id=run_id, workdir=workdir, warmup=warmup,
-                   count=count, concurrency=args.concurrency, profile_dir=args.profile)
+                   count=count, concurrency=args.concurrency, profile_dir=args.profile,
+                   workers=args.workers)
     out = sys.stderr if args.json else sys.stdout
 
     def say(line: str) -> None:
@@ -104,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     say(f"esb bench {dt.date.today()}  run {run_id}  {count} msgs after {warmup} warm-up, "
-        f"{args.concurrency} in flight, {repeat} round(s)  (work folder {workdir})")
+        f"{args.concurrency} in flight, {args.workers} worker(s), {repeat} round(s)  "
+        f"(work folder {workdir})")
     results: dict[str, Result] = {}
     failures: dict[str, str] = {}
     soak: Result | None = None

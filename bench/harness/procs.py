@@ -137,8 +137,10 @@ class Daemon(EsbDaemon):
 
     def __init__(self, root: Path, bus_url: str, prefix: str, sink_url: str,
                  source: dict[str, Any], routes: dict[str, Any],
-                 files: dict[str, bytes | str], log_dir: Path, name: str) -> None:
+                 files: dict[str, bytes | str], log_dir: Path, name: str,
+                 workers: int = 1) -> None:
         self.name = name
+        self.workers = workers
         self.prefix = prefix
         self.bus_url = bus_url
         config = {
@@ -155,7 +157,8 @@ class Daemon(EsbDaemon):
         # JSON is YAML too, and writes 10,000 routes in milliseconds rather than seconds.
         texts = {fname: json.dumps(doc, indent=1) for fname, doc in routes.items()}
         super().__init__(root, config, texts, files=files, admin_token="bench-admin-token",
-                         log_path=log_dir / f"{name}.log")
+                         log_path=log_dir / f"{name}.log",
+                         env={"ESB_WORKERS": str(workers)} if workers > 1 else None)
 
     @property
     def pid(self) -> int:
@@ -182,13 +185,16 @@ class Daemon(EsbDaemon):
 
 
 class Ceiling(Child):
-    def __init__(self, bus_url: str, queue: str, sink_url: str, log_dir: Path) -> None:
+    def __init__(self, bus_url: str, queue: str, sink_url: str, log_dir: Path,
+                 workers: int = 1) -> None:
         self.port = free_port()
         self.queue = queue
         self.bus_url = bus_url
+        self.workers = workers
         super().__init__("ceiling", [sys.executable, str(BENCH / "ceiling.py"), "--port",
                                      str(self.port), "--sink", f"{sink_url}/sink", "--queue",
-                                     queue, "--url", bus_url], BENCH, log_dir)
+                                     queue, "--url", bus_url, "--workers", str(workers)],
+                         BENCH, log_dir)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> None:

@@ -26,6 +26,8 @@ class Options:
     count: int
     concurrency: int = 64
     profile_dir: Path | None = None
+    #: processes of the target (``esb run --workers N``; N ceiling relays on one socket)
+    workers: int = 1
 
 
 @dataclass
@@ -61,9 +63,10 @@ def _target(scn: Scenario, opts: Options, sink: Sink) -> Daemon | Ceiling:
     root = opts.workdir / scn.name
     root.mkdir(parents=True, exist_ok=True)
     if scn.kind == "ceiling":
-        return Ceiling(opts.bus_url, f"bench-{opts.run_id}.{scn.name}", sink.url, root)
+        return Ceiling(opts.bus_url, f"bench-{opts.run_id}.{scn.name}", sink.url, root,
+                       workers=opts.workers)
     return Daemon(root / "project", opts.bus_url, f"bench-{opts.run_id}-{scn.name}", sink.url,
-                  scn.source, scn.routes, scn.files, root, "daemon")
+                  scn.source, scn.routes, scn.files, root, "daemon", workers=opts.workers)
 
 
 def _send(scn: Scenario, target: Daemon | Ceiling, opts: Options, template: Path, *,

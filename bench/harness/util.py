@@ -23,8 +23,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def rss_kib(pid: int) -> int | None:
-    """VmRSS of a process in KiB (None when it is gone)."""
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a supervisor and its workers)."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(proc.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, ()))
+    return tree
+
+
+def _rss_one(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -34,19 +52,34 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
+def rss_kib(pid: int) -> int | None:
+    """VmRSS of a process and its descendants in KiB (None when it is gone)."""
+    own = _rss_one(pid)
+    if own is None:
+        return None
+    return own + sum(_rss_one(p) or 0 for p in process_tree(pid)[1:])
+
+
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU time of a process and its reaped children (None when it is gone)."""
-    if pid is None:
-        return None
+def _cpu_one(pid: int) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
     # fields[0] is the state (field 3 of proc(5)); utime, stime are fields 14 and 15
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process and its live descendants (None when it is gone)."""
+    if pid is None:
+        return None
+    own = _cpu_one(pid)
+    if own is None:
+        return None
+    return own + sum(_cpu_one(p) or 0.0 for p in process_tree(pid)[1:])
 
 
 def broker_pid() -> int | None:
