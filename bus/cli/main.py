@@ -56,13 +56,41 @@ def cli(ctx: click.Context, url: str, token: str | None) -> None:
     ctx.obj = Context(url, token)
 
 
+class WorkerCount(click.ParamType):
+    """A positive number of worker processes, or ``auto`` (one per CPU)."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            n = value
+        elif str(value).strip().lower() == "auto":
+            n = os.cpu_count() or 1
+        else:
+            try:
+                n = int(str(value).strip())
+            except ValueError:
+                n = 0
+        if n < 1:
+            self.fail(f"{value!r} is not a positive number of workers or 'auto'", param, ctx)
+        return n
+
+
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               envvar="ESB_CONFIG", default=DEFAULT_CONFIG, show_default=True)
-def run(config_path: Path) -> None:
+@click.option("--workers", type=WorkerCount(), envvar="ESB_WORKERS", default=1,
+              show_default=True,
+              help="Worker processes sharing the HTTP port (auto: one per CPU); more than one "
+                   "needs the RabbitMQ bus.")
+@click.option("--listen-fd", type=int, default=None, hidden=True)
+@click.option("--worker-index", type=int, default=1, hidden=True)
+@click.option("--ready-fd", type=int, default=None, hidden=True)
+def run(config_path: Path, workers: int, listen_fd: int | None, worker_index: int,
+        ready_fd: int | None) -> None:
     """Run the daemon."""
     from esb.bus.config.loader import load_config
-    from esb.bus.runtime.daemon import run_daemon
     from esb.bus.runtime.logs import configure_logging
 
     try:
@@ -70,7 +98,39 @@ def run(config_path: Path) -> None:
         doc = loaded.document
         secrets = config_secrets(doc) if doc else []
         configure_logging(loaded.config.logging.level, loaded.config.logging.format, secrets)
-        sys.exit(run_daemon(loaded, secrets))
+    except ConfigError as exc:
+        config_errors(exc)
+    if listen_fd is not None:  # one worker process started by a supervisor
+        _run_worker(loaded, secrets, listen_fd, worker_index, workers, ready_fd)
+    if workers == 1:
+        from esb.bus.runtime.daemon import run_daemon
+
+        try:
+            sys.exit(run_daemon(loaded, secrets))
+        except ConfigError as exc:
+            config_errors(exc)
+    if loaded.config.bus.embedded:
+        fail("--workers needs the RabbitMQ bus: the embedded bus lives inside one process "
+             "(set bus.url, or ESB_BUS_URL, to an amqp:// URL, or run one worker)", 2)
+    from esb.bus.runtime.supervisor import ListenError, supervise
+
+    try:
+        sys.exit(supervise(loaded, config_path, workers))
+    except ListenError as exc:
+        fail(str(exc))
+
+
+def _run_worker(loaded: Any, secrets: list[str], listen_fd: int, index: int,
+                count: int, ready_fd: int | None) -> None:
+    from esb.bus.runtime.daemon import run_daemon
+    from esb.bus.runtime.worker_role import WorkerRole
+
+    try:
+        role = WorkerRole.from_cli(listen_fd, index, count, ready_fd)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    try:
+        sys.exit(run_daemon(loaded, secrets, role))
     except ConfigError as exc:
         config_errors(exc)
 

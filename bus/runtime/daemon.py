@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import secrets
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -29,6 +28,7 @@ from esb.bus.routing.router import Router
 from esb.bus.routing.routeset import read_route_files
 from esb.bus.routing.store import open_route_store
 from esb.bus.runtime.admin import AdminApi
+from esb.bus.runtime.admin_token import admin_token
 from esb.bus.runtime.deadletters import DeadLetters
 from esb.bus.runtime.delivery import DeliveryWorker
 from esb.bus.runtime.deploy import RouteDeployer, config_compiler
@@ -40,7 +40,9 @@ from esb.bus.runtime.logs import configure_logging
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.presence import Presence
+from esb.bus.runtime.tasks import cancel_all
 from esb.bus.runtime.trace import open_trace
+from esb.bus.runtime.worker_role import WorkerRole, watch_parent
 
 log = structlog.get_logger("esb.daemon")
 
@@ -57,31 +59,20 @@ def load_router(loaded: Loaded, path: Path | None = None, version: int = 0,
     return compile_files(read_route_files(path), version)
 
 
-def admin_token(loaded: Loaded) -> str:
-    """The configured token, or one made for this state folder (written 0600 for the CLI)."""
-    cfg = loaded.config
-    if cfg.admin.token:
-        return cfg.admin.token
-    path = cfg.resolve(cfg.bus.state_dir) / "admin.token"
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    return token
-
-
 class Daemon:
+    """One daemon process. ``role`` is set when it is one worker process of
+    ``esb run --workers N`` (see :mod:`esb.bus.runtime.worker_role`)."""
+
     def __init__(self, loaded: Loaded, *, instance: str | None = None,
-                 registry: Registry | None = None, secrets: list[str] | None = None) -> None:
+                 registry: Registry | None = None, secrets: list[str] | None = None,
+                 role: WorkerRole | None = None) -> None:
         self.loaded = loaded
         self.secrets = secrets or []
         self.config = loaded.config
+        self.role = role
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
         self.registry = registry or adapters()
-        self.metrics = Metrics()
+        self.metrics = Metrics(role.metrics_dir if role else None)
         self.bus: Bus = self._make_bus()
         # The configured files compile before anything starts (a broken set fails fast); the
         # route store then decides which version actually runs.
@@ -115,6 +106,7 @@ class Daemon:
         self.workers: list[DeliveryWorker] = []
         self._stop = asyncio.Event()
         self._started = False
+        self._side_tasks: list[asyncio.Task[None]] = []
 
     def _make_bus(self) -> Bus:
         cfg = self.config.bus
@@ -162,7 +154,13 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._reload)
         for ob in self.outbound.values():
             await ob.start()
-        serving = asyncio.create_task(server.serve())
+        # A worker process takes connections from the shared socket only once it has started
+        # (the others serve meanwhile); a lone daemon serves at once, /readyz saying 503.
+        serving = None if self.role else asyncio.create_task(server.serve())
+        if self.role is not None:
+            self._side_tasks.append(asyncio.create_task(watch_parent(self._orphaned)))
+        if self.metrics.multiprocess:
+            self._side_tasks.append(asyncio.create_task(self.metrics.keep_sampling()))
         await self._connect_bus()
         await self._start_routes()
         parts = [self.trace, self.presence, *([self.dedup.log] if self.dedup.log else [])]
@@ -172,13 +170,20 @@ class Daemon:
             except BusError as exc:
                 log.warning("trace/presence not connected yet", error=str(exc))
         for name, ob in self.outbound.items():
-            worker = DeliveryWorker(name, ob, self.bus, cfg.destinations[name].delivery,
+            delivery = cfg.destinations[name].delivery
+            if self.role is not None:
+                delivery = self.role.share(delivery)
+            worker = DeliveryWorker(name, ob, self.bus, delivery,
                                     self.metrics, self.instance, cfg.bus.prefetch, self.trace)
             await worker.start()
             self.workers.append(worker)
         for ib in self.inbound.values():
             await ib.start()
         self._started = True
+        if serving is None:
+            assert self.role is not None
+            serving = asyncio.create_task(server.serve(sockets=[self.role.listener()]))
+            self.role.announce_ready()
         log.info("esb running", listen=cfg.http.listen, instance=self.instance,
                  sources=sorted(cfg.sources), destinations=sorted(cfg.destinations),
                  route_version=self.router.current.version,
@@ -228,8 +233,13 @@ class Daemon:
         await self.bus.close()
         if self._http is not None:
             await self._http.aclose()
+        await cancel_all(self._side_tasks)
         log.info("stopped", drained=drained)
         return 0
+
+    def _orphaned(self) -> None:
+        log.warning("supervisor gone: stopping this worker")
+        self._stop.set()
 
     def _reload(self) -> None:
         """SIGHUP: re-read the configuration; apply what can change live (logging), and say
@@ -308,8 +318,11 @@ class Daemon:
         }
 
 
-def run_daemon(loaded: Loaded, secrets: list[str] | None = None) -> int:
-    daemon = Daemon(loaded, secrets=secrets)
+def run_daemon(loaded: Loaded, secrets: list[str] | None = None,
+               role: WorkerRole | None = None) -> int:
+    if role is not None:  # every log line of a worker says which one
+        structlog.contextvars.bind_contextvars(worker=role.index)
+    daemon = Daemon(loaded, secrets=secrets, role=role)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[standard]

@@ -1,16 +1,42 @@
-"""Prometheus metrics of one daemon, in a registry of its own (no process-global state)."""
+"""Prometheus metrics of one daemon, in a registry of its own (no process-global state).
+
+With ``esb run --workers N`` each worker process records into prometheus_client's
+multiprocess files (one directory per supervisor run, named by ``PROMETHEUS_MULTIPROC_DIR``,
+which must be set before prometheus_client is first imported: the supervisor puts it in the
+worker's environment) and every worker's ``/metrics`` renders the whole daemon through
+``MultiProcessCollector``: counters and histograms are summed over every worker that ever ran
+in this supervisor's lifetime, gauges are combined by their ``multiprocess_mode`` (ignored in a
+single process):
+
+* ``esb_in_flight`` — ``livesum``: deliveries in progress in the live workers;
+* ``esb_bus_connected`` — ``livemin``: 1 only when every live worker has the bus (a worker
+  without it refuses its share of requests, so the daemon is degraded), the same unlabelled
+  series as one process, so alerts stay as they are;
+* ``esb_route_version`` — ``livemax``: the newest route set any live worker runs. Versions only
+  grow (a rollback is a new version) and every worker installs each one from the route stream
+  within moments, so this is the version in force.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
+#: How often a worker copies its in-flight counts into the shared files (multiprocess only).
+SAMPLE_INTERVAL = 1.0
+
 
 class Metrics:
-    def __init__(self) -> None:
+    """``multiprocess_dir``: prometheus_client's multiprocess directory when this daemon is one
+    of several worker processes; None (one process) keeps everything in this registry."""
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
+        self._in_flight_readers: dict[str, Callable[[], float]] = {}
         r = self.registry = CollectorRegistry()
         self.received = Counter("esb_received", "Envelopes accepted from sources",
                                 ["source"], registry=r)
@@ -35,16 +61,46 @@ class Metrics:
             "esb_end_to_end_seconds", "Acceptance to destination acceptance", ["destination"],
             buckets=_LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge("esb_in_flight", "Deliveries in progress", ["destination"],
-                               registry=r)
+                               registry=r, multiprocess_mode="livesum")
         self.bus_connected = Gauge("esb_bus_connected", "1 when the bus is connected",
-                                   registry=r)
+                                   registry=r, multiprocess_mode="livemin")
         self.route_version = Gauge("esb_route_version", "Route set version in use",
-                                   registry=r)
+                                   registry=r, multiprocess_mode="livemax")
+
+    @property
+    def multiprocess(self) -> bool:
+        return self.multiprocess_dir is not None
 
     def watch_in_flight(self, destination: str, read: Callable[[], float]) -> None:
         """Report ``read()`` as the destination's in-flight gauge (read when scraped, so the
-        hot path does not update it twice per message)."""
-        self.in_flight.labels(destination).set_function(read)
+        hot path does not update it twice per message).
+
+        Multiprocess mode ignores ``set_function`` (the value must be in the shared file), so
+        there ``read()`` is copied into the gauge by :meth:`sample_in_flight`: every
+        :data:`SAMPLE_INTERVAL` by :meth:`keep_sampling` and at the start of every render."""
+        if self.multiprocess:
+            self._in_flight_readers[destination] = read  # not read yet: may not be ready
+        else:
+            self.in_flight.labels(destination).set_function(read)
+
+    def sample_in_flight(self) -> None:
+        """Copy every watched in-flight count into its gauge (multiprocess mode)."""
+        for destination, read in self._in_flight_readers.items():
+            self.in_flight.labels(destination).set(read())
+
+    async def keep_sampling(self, interval: float = SAMPLE_INTERVAL) -> None:
+        """Run :meth:`sample_in_flight` every ``interval`` until cancelled, so a scrape answered
+        by another worker sees this one's in-flight count at most ``interval`` old."""
+        while True:
+            self.sample_in_flight()
+            await asyncio.sleep(interval)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self.sample_in_flight()
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, self.multiprocess_dir)
+        return generate_latest(registry)

@@ -4,7 +4,10 @@ default drain."""
 
 from __future__ import annotations
 
-from typing import Any
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any, Self
 
 from esb.adapters.testing.daemon import EsbDaemon
 
@@ -12,10 +15,25 @@ ADMIN_TOKEN = "test-admin-token"
 
 
 class DaemonProcess(EsbDaemon):
-    """A daemon in ``root`` (its cwd), with ``config/esb.yaml`` and ``routes/`` written there."""
+    """A daemon in ``root`` (its cwd), with ``config/esb.yaml`` and ``routes/`` written there.
+    ``run_args`` are added to ``esb run`` (e.g. ``["--workers", "2"]``)."""
 
-    def __init__(self, *args: Any, admin_token: str = ADMIN_TOKEN, **kw: Any) -> None:
+    def __init__(self, *args: Any, admin_token: str = ADMIN_TOKEN,
+                 run_args: Sequence[str] = (), **kw: Any) -> None:
         super().__init__(*args, admin_token=admin_token, **kw)
+        self.run_args = list(run_args)
+
+    def start(self, wait: bool = True, timeout: float = 30) -> Self:
+        if not self.run_args:
+            return super().start(wait, timeout)
+        self.starts += 1
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "esb.bus.cli.main", "run", *self.run_args],
+                cwd=self.root, env=self.env, stdout=log, stderr=log)
+        if wait:
+            self.wait_ready(timeout)
+        return self
 
     def stop(self, timeout: float = 60) -> int:
         return super().stop(timeout)

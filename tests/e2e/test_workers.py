@@ -1,0 +1,307 @@
+"""``esb run --workers N``: one daemon as N worker processes on one port, on the real
+RabbitMQ — the work is shared, ``/metrics`` shows the whole daemon from any worker, SIGTERM
+drains every worker, a killed worker is replaced, and what cannot run is refused up front."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from esbtest.daemon import DaemonProcess
+from prometheus_client.parser import text_string_to_metric_families
+from test_rest_flow import ROUTES, accepted, check_exactly_once, flow_config, post_many
+
+ESB = [sys.executable, "-m", "esb.bus.cli.main"]
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, d: DaemonProcess) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not within {timeout}s\n{d.log(12000)}")
+
+
+def events(d: DaemonProcess, name: str) -> list[dict[str, Any]]:
+    """Every JSON log line of the daemon (supervisor and workers) whose event is ``name``."""
+    out = []
+    for line in d.log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if event.get("event") == name:
+                out.append(event)
+    return out
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process, None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    state, ppid = text.rsplit(")", 1)[1].split()[:2]
+    return state, int(ppid)
+
+
+def alive(pid: int) -> bool:
+    st = _stat(pid)
+    return st is not None and st[0] != "Z"
+
+
+def children(pid: int) -> set[int]:
+    """Live child processes of ``pid``."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            st = _stat(int(entry.name))
+            if st is not None and st[1] == pid and st[0] != "Z":
+                out.add(int(entry.name))
+    return out
+
+
+def start_workers(daemon_factory: Any, rabbit: Any, sink: Any, n: int = 2,
+                  **delivery: Any) -> tuple[DaemonProcess, set[int]]:
+    """A daemon with ``--workers n`` on the test's prefix, once every worker is running;
+    returns it and its worker pids."""
+    d: DaemonProcess = daemon_factory(flow_config(rabbit.bus("out"), sink.url, **delivery),
+                                      ROUTES, run_args=["--workers", str(n)]).start()
+    assert d.proc is not None
+    running = wait_until(lambda: len(events(d, "esb running")) >= n and events(d, "esb running"),
+                         30, f"{n} workers running", d)
+    pids = children(d.proc.pid)
+    assert len(pids) == n, pids
+    assert {e["instance"].rsplit("-", 1)[1] for e in running} == {str(p) for p in pids}
+    assert sorted(e["worker"] for e in running) == list(range(1, n + 1))
+    return d, pids
+
+
+def status_json(d: DaemonProcess) -> dict[str, Any]:
+    """``esb status --json`` against the daemon's shared port."""
+    out = subprocess.run([*ESB, "--url", d.url, "--token", d.token, "status", "--json"],
+                         capture_output=True, timeout=60, check=True)
+    return orjson.loads(out.stdout)
+
+
+def scrape(d: DaemonProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``/metrics`` on a fresh connection (so any worker may answer): sample → value."""
+    text = httpx.get(f"{d.url}/metrics", timeout=10, headers={"Connection": "close"}).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def gone(pids: set[int], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.1)
+    return not any(alive(p) for p in pids)
+
+
+# -- the work is shared, the metrics are whole -------------------------------------------------
+
+def test_two_workers_share_the_port_and_the_work(rabbit: Any, sink: Any,
+                                                 daemon_factory: Any) -> None:
+    d, pids = start_workers(daemon_factory, rabbit, sink)
+    n = 300
+    results = asyncio.run(post_many(d.url, n, concurrency=32))
+    assert accepted(results) == {f"order-{i}" for i in range(n)}
+    assert sink.wait_for(n, timeout=60), f"{len(sink.unique())}/{n} arrived\n{d.log()}"
+    time.sleep(0.5)  # let any duplicate show up
+    check_exactly_once(sink, n)
+
+    # Both workers are instances of the bus and both delivered (presence heartbeats: ~5 s).
+    def shared() -> dict[str, Any] | None:
+        st = status_json(d)
+        inst = st["instances"]
+        counts = [i["destinations"]["out"]["delivered"] for i in inst]
+        return st if len(inst) == 2 and sum(counts) == n and all(counts) else None
+
+    st = wait_until(shared, 30, "both workers in esb status with every delivery", d)
+    assert {i["pid"] for i in st["instances"]} == pids
+    print("\ndelivered per worker:",
+          {i["pid"]: i["destinations"]["out"]["delivered"] for i in st["instances"]})
+
+    # Whichever worker answers, /metrics is the whole daemon.
+    answered = set()
+    for _ in range(12):
+        m = scrape(d)
+        assert m[("esb_received_total", (("source", "shop"),))] == n
+        assert m[("esb_delivered_total", (("destination", "out"),))] == n
+        assert m[("esb_end_to_end_seconds_count", (("destination", "out"),))] == n
+        assert m[("esb_in_flight", (("destination", "out"),))] == 0
+        assert m[("esb_bus_connected", ())] == 1
+        assert m[("esb_route_version", ())] == 1
+        answered.add(httpx.get(f"{d.url}/admin/status", timeout=10,
+                               headers={"Authorization": f"Bearer {d.token}",
+                                        "Connection": "close"}).json()["instance"])
+    print("admin answered by:", sorted(answered))
+
+    assert d.proc is not None
+    assert d.stop() == 0
+    assert gone(pids), "a worker outlived its supervisor"
+    assert len(events(d, "stopped")) == 2
+
+
+def test_sigterm_drains_every_worker_and_exits_zero(rabbit: Any, sink: Any,
+                                                    daemon_factory: Any) -> None:
+    def slow(rec: Any) -> tuple[int, dict[str, str]]:
+        time.sleep(0.3)
+        return 200, {}
+
+    sink.status_for = slow
+    d, pids = start_workers(daemon_factory, rabbit, sink, concurrency=2)
+    results = asyncio.run(post_many(d.url, 40))
+    assert len(accepted(results)) == 40
+    assert sink.wait_for(4, timeout=20)
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGHUP)  # forwarded: every worker re-reads its configuration
+    wait_until(lambda: len(events(d, "SIGHUP: configuration re-read")) == 2, 10,
+               "SIGHUP forwarded to both workers", d)
+    assert d.stop(timeout=60) == 0
+    assert gone(pids), "a worker outlived its supervisor"
+    metrics_dir = events(d, "esb supervisor running")[0]["metrics_dir"]
+    assert not Path(metrics_dir).exists(), "the metrics directory outlived the supervisor"
+    stopped = events(d, "stopped")
+    assert len(stopped) == 2 and all(e["drained"] for e in stopped), d.log()
+    assert {e["exit_code"] for e in events(d, "worker exited")} == {0}
+    delivered = len(sink.unique())
+    assert delivered < 40, "some work should have been left on the queue"
+    d.start()  # the rest is still queued: a new run delivers it, nothing twice
+    assert sink.wait_for(40, timeout=60), d.log()
+    time.sleep(1)
+    assert all(c == 1 for c in sink.keys().values()), "a drained delivery came again"
+    assert d.stop() == 0
+
+
+def test_a_killed_worker_is_replaced_and_messages_keep_flowing(rabbit: Any, sink: Any,
+                                                               daemon_factory: Any) -> None:
+    def slow(rec: Any) -> tuple[int, dict[str, str]]:
+        time.sleep(0.005)
+        return 200, {}
+
+    sink.status_for = slow
+    d, pids = start_workers(daemon_factory, rabbit, sink)
+    assert d.proc is not None
+    victim = min(pids)
+
+    async def load_and_kill() -> dict[int, httpx.Response | Exception]:
+        task = asyncio.create_task(post_many(d.url, 300, concurrency=16))
+        while len(sink.unique()) < 60:
+            await asyncio.sleep(0.01)
+        os.kill(victim, signal.SIGKILL)
+        return await task
+
+    first = accepted(asyncio.run(load_and_kill()))
+    assert len(first) >= 60
+    assert gone({victim})
+    replaced = wait_until(lambda: len(events(d, "esb running")) >= 3, 30,
+                          "a replacement worker running", d)
+    assert replaced
+    exited = events(d, "worker exited unexpectedly: restarting")
+    assert [e["pid"] for e in exited] == [victim] and exited[0]["exit_code"] == -9
+    now = children(d.proc.pid)
+    assert len(now) == 2 and victim not in now and now & pids == pids - {victim}
+
+    second = accepted(asyncio.run(post_many(d.url, 100, start=1000)))
+    assert second == {f"order-{i}" for i in range(1000, 1100)}, "refused after the restart"
+    want = first | second
+    wait_until(lambda: want <= sink.unique(), 60, "every accepted message delivered", d)
+    print(f"\naccepted {len(first)}/300 around the kill, then 100/100; all delivered, "
+          f"duplicates {sum(c - 1 for c in sink.keys().values())}")
+    # The dead worker's counts stay in the totals (its counter file is kept).
+    m = scrape(d)
+    assert m[("esb_received_total", (("source", "shop"),))] >= len(want)
+    assert d.stop() == 0
+    assert gone(now)
+
+
+def test_workers_stop_when_their_supervisor_is_killed(rabbit: Any, sink: Any,
+                                                      daemon_factory: Any) -> None:
+    d, pids = start_workers(daemon_factory, rabbit, sink)
+    metrics_dir = events(d, "esb supervisor running")[0]["metrics_dir"]
+    try:
+        d.kill()  # SIGKILL: no forwarding, no clean-up
+        assert gone(pids, timeout=30), f"orphaned workers kept running\n{d.log()}"
+        assert len(events(d, "supervisor gone: stopping this worker")) == 2
+        assert all(e["drained"] for e in events(d, "stopped"))
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)  # left behind by the SIGKILL
+
+
+# -- refused up front ---------------------------------------------------------------------------
+
+def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ESB, "run", *args], cwd=root, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_embedded_bus_with_workers_is_refused(sink: Any, daemon_factory: Any) -> None:
+    d = daemon_factory(flow_config({"url": "embedded"}, sink.url), ROUTES)
+    out = run_cli(d.root, "--workers", "2")
+    assert out.returncode == 2, out.stderr
+    assert "--workers needs the RabbitMQ bus" in out.stderr
+    assert "embedded bus lives inside one process" in out.stderr
+
+
+def test_bad_worker_count_is_a_usage_error(sink: Any, daemon_factory: Any) -> None:
+    d = daemon_factory(flow_config({"url": "embedded"}, sink.url), ROUTES)
+    out = run_cli(d.root, "--workers", "0")
+    assert out.returncode == 2 and "not a positive number of workers" in out.stderr
+    out = subprocess.run([*ESB, "run"], cwd=d.root, capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "ESB_WORKERS": "many"})
+    assert out.returncode == 2 and "not a positive number of workers" in out.stderr
+
+
+def test_config_error_is_reported_as_without_workers(rabbit: Any, sink: Any,
+                                                     daemon_factory: Any) -> None:
+    cfg = flow_config(rabbit.bus("out", prefetch=0), sink.url, concurrency=0)
+    d = daemon_factory(cfg, ROUTES)
+    single = run_cli(d.root)
+    several = run_cli(d.root, "--workers", "2")
+    assert single.returncode == several.returncode == 2
+    assert "esb.yaml:" in single.stderr and "prefetch" in single.stderr
+    assert several.stderr == single.stderr
+
+
+def test_a_worker_that_cannot_start_stops_the_supervisor(rabbit: Any, sink: Any,
+                                                         daemon_factory: Any) -> None:
+    routes = {"bad.yaml": {"routes": [{"name": "x", "from": ["nowhere"], "to": ["out"]}]}}
+    d: DaemonProcess = daemon_factory(flow_config(rabbit.bus("out"), sink.url), routes,
+                                      run_args=["--workers", "2"])
+    d.start(wait=False)
+    assert d.proc is not None
+    code = d.proc.wait(60)
+    assert code == 2, d.log()
+    assert "bad.yaml:" in d.log() and "nowhere" in d.log()
+    assert events(d, "worker exited while starting: stopping the others")
+    started = events(d, "worker started")
+    assert len(started) == 1, "no restart loop, and the others never started"
+    assert gone({e["pid"] for e in started})
+
+
+def test_a_taken_port_is_reported_before_any_worker_starts(rabbit: Any, sink: Any,
+                                                           daemon_factory: Any) -> None:
+    d = daemon_factory(flow_config(rabbit.bus("out"), sink.url), ROUTES)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", d.port))
+        taken.listen(1)
+        out = run_cli(d.root, "--workers", "2")
+    assert out.returncode == 1, out.stderr
+    assert f"cannot listen on 127.0.0.1:{d.port}" in out.stderr
+    assert "worker started" not in out.stderr
