@@ -52,9 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--count", type=int, help="measured messages per scenario")
     p.add_argument("--warmup", type=int, help="warm-up messages per scenario")
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes of the daemon (esb run --workers) AND of the ceiling, so "
-                        "both are measured at the same parallelism (default: 1)")
+                        "both use the machine's cores alike (default: one per core, "
+                        "%(default)s here); --workers 1 compares one process with one")
     p.add_argument("--repeat", type=int,
                    help="rounds over all scenarios; each row is the run with the median rate "
                         "(default: 3, 1 with --quick)")
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"date": str(dt.date.today()), "run_id": run_id, "count": count,
                 "warmup": warmup, "repeat": repeat, "concurrency": args.concurrency,
                 "broker": args.url.split("@")[-1], "seconds": round(elapsed, 1),
-                "cpus": os.cpu_count()}
+                "cpus": os.cpu_count(), "workers": args.workers}
         sys.stdout.buffer.write(orjson.dumps(
             report.to_json(chosen, results, soak, meta, failures),
             option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n")

@@ -172,8 +172,8 @@ def _cpu_per_message(before: dict[str, float | None], after: dict[str, float | N
 
 def _start_profiler(pid: int, out: Path, log_dir: Path) -> Child:
     out.parent.mkdir(parents=True, exist_ok=True)
-    prof = Child("py-spy", ["py-spy", "record", "--pid", str(pid), "--rate", "200",
-                            "--format", "raw", "--nonblocking", "-o", str(out)],
+    prof = Child("py-spy", ["py-spy", "record", "--pid", str(pid), "--subprocesses",
+                            "--rate", "200", "--format", "raw", "--nonblocking", "-o", str(out)],
                  log_dir, log_dir)
     prof.start()
     time.sleep(1.0)  # py-spy attaches
