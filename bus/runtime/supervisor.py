@@ -15,7 +15,9 @@ first worker to start seeds the route store with the configured route files; sta
 every worker would find the store empty and seed it, leaving N identical versions.
 
 Signals: SIGTERM/SIGINT are forwarded to every worker, which drain and exit; the supervisor
-exits 0 when all of them exited 0, else 1. SIGHUP is forwarded.
+exits 0 when all of them exited 0, else 1 (a worker the forwarded signal stopped while it was
+still loading, before its daemon handles signals, had taken no work: that counts as 0). SIGHUP
+is forwarded.
 
 Crashes: a worker that exits on its own is started again after :data:`RESTART_DELAY` (doubling
 while it keeps dying within :data:`EARLY_EXIT` of its start, up to :data:`MAX_RESTART_DELAY`) —
@@ -53,7 +55,7 @@ EARLY_EXIT = 10.0
 RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 30.0
 #: The other workers start when worker 1 runs, or after this long anyway.
-FIRST_READY_TIMEOUT = 30.0
+FIRST_READY_TIMEOUT = 120.0  # a large route set takes a while to compile
 #: How often the supervisor looks at its workers and at signals received.
 TICK = 0.1
 BACKLOG = 2048  # uvicorn's default
@@ -237,7 +239,12 @@ class Supervisor:
         code = seat.proc.poll()
         if code is None:
             return
-        pid, seat.proc, seat.last_code = seat.proc.pid, None, code
+        pid, seat.proc = seat.proc.pid, None
+        if self._stopping and code in (-signal.SIGTERM, -signal.SIGINT):
+            # Stopped by the signal forwarded to it before its daemon had installed handlers
+            # (still loading its routes): it had taken no work, so that is a clean stop.
+            code = 0
+        seat.last_code = code
         self._mark_dead(pid)
         uptime = round(time.monotonic() - seat.started, 1)
         if self._stopping:

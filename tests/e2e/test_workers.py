@@ -189,6 +189,19 @@ def test_sigterm_drains_every_worker_and_exits_zero(rabbit: Any, sink: Any,
     assert d.stop() == 0
 
 
+def test_sigterm_while_a_worker_is_still_starting_exits_zero(rabbit: Any, sink: Any,
+                                                             daemon_factory: Any) -> None:
+    # Worker 2 starts once worker 1 runs; stopped at that moment it is still loading (no
+    # signal handlers yet, nothing taken): that is a clean stop, not a failure.
+    d: DaemonProcess = daemon_factory(flow_config(rabbit.bus("out"), sink.url), ROUTES,
+                                      run_args=["--workers", "2"]).start()
+    assert d.proc is not None
+    wait_until(lambda: events(d, "worker started")[1:], 30, "worker 2 started", d)
+    assert not [e for e in events(d, "esb running") if e["worker"] == 2]
+    assert d.stop(timeout=60) == 0, d.log()
+    assert len(events(d, "worker exited")) == 2
+
+
 def test_a_killed_worker_is_replaced_and_messages_keep_flowing(rabbit: Any, sink: Any,
                                                                daemon_factory: Any) -> None:
     def slow(rec: Any) -> tuple[int, dict[str, str]]:
