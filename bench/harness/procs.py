@@ -167,9 +167,27 @@ class Daemon(EsbDaemon):
 
     def start(self, wait: bool = True, timeout: float = 120) -> Daemon:
         try:
-            return super().start(wait, timeout)
+            super().start(wait, timeout)
         except RuntimeError as exc:
             raise HarnessError(f"{self.name}: {exc}") from None
+        if wait and self.workers > 1:
+            self._wait_all_workers(timeout)
+        return self
+
+    def _wait_all_workers(self, timeout: float) -> None:
+        """/readyz answers once one worker runs; measure only once all of them do (their
+        "esb running" log lines), or the first phase would see a partial daemon."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = sum(1 for line in self.log_path.read_text(errors="replace").splitlines()
+                          if '"event": "esb running"' in line)
+            if running >= self.workers:
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise HarnessError(f"{self.name}: {self.workers} workers not running within "
+                           f"{timeout:g}s:\n{self.log_tail()}")
 
     def rss(self) -> int | None:
         return rss_kib(self.pid) if self.proc is not None and self.proc.poll() is None else None
