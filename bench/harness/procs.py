@@ -166,6 +166,8 @@ class Daemon(EsbDaemon):
         return self.proc.pid
 
     def start(self, wait: bool = True, timeout: float = 120) -> Daemon:
+        # the log is appended to across rounds: look only at what this start writes
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         try:
             super().start(wait, timeout)
         except RuntimeError as exc:
@@ -179,8 +181,9 @@ class Daemon(EsbDaemon):
         "esb running" log lines), or the first phase would see a partial daemon."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            running = sum(1 for line in self.log_path.read_text(errors="replace").splitlines()
-                          if '"event": "esb running"' in line)
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                running = f.read().count(b'"event": "esb running"')
             if running >= self.workers:
                 return
             if self.proc is not None and self.proc.poll() is not None:
