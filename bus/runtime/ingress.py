@@ -69,17 +69,24 @@ class Ingress:
         # only looks at the endpoint and the firing routes transform nothing (pass-through,
         # fan-out), each copy is stamped once, straight from the envelope received.
         env: Envelope | None = None
+
+        def stamped() -> Envelope:
+            nonlocal env
+            if env is None:
+                env = envelope.model_copy(update={
+                    "esbendpoint": endpoint, "esbrouteversion": version,
+                    "esbhops": [*envelope.esbhops, accepted]})
+            return env
+
         fired = router.fired_for(endpoint)
         if fired is None:
-            env = self._stamp(envelope, endpoint, version, accepted)
-            fired = router.match(env)
+            fired = router.match(stamped())
         publishes: list[tuple[str, Envelope]] = []
         #: Trace events, recorded once the publishes are confirmed (never for a refused one).
         events: list[tuple[str, dict[str, object]]] = []
         if not fired:
-            env = env or self._stamp(envelope, endpoint, version, accepted)
             events.append(("unroutable", {"version": version}))
-            publishes.append((UNROUTABLE, env.model_copy(update={
+            publishes.append((UNROUTABLE, stamped().model_copy(update={
                 "esberror": f"no route of version {version} matched"}).with_hop(
                 "unroutable", self.instance)))
             self.metrics.unroutable.labels(endpoint).inc()
@@ -87,13 +94,13 @@ class Ingress:
             name = route.name
             routed: Envelope | None = None  # the route's own steps applied, once per route
             if route.chain:
-                env = env or self._stamp(envelope, endpoint, version, accepted)
                 try:
-                    routed = route.chain(env)
+                    routed = route.chain(stamped())
                 except DropEnvelope:
                     continue
                 except TransformError as exc:
-                    publishes.append((DEAD_LETTER, _dead(env, name, None, exc, self.instance)))
+                    publishes.append((DEAD_LETTER, _dead(stamped(), name, None, exc,
+                                                         self.instance)))
                     events.append(("transform-failed", {"route": name, "error": str(exc)}))
                     continue
             for leg in route.legs:
@@ -108,8 +115,7 @@ class Ingress:
                         "esbhops": [*envelope.esbhops, accepted, routed_hop]})
                 else:
                     if routed is None:
-                        env = env or self._stamp(envelope, endpoint, version, accepted)
-                        routed = env
+                        routed = stamped()
                     try:
                         out = leg.chain(routed)
                     except DropEnvelope:
@@ -140,12 +146,6 @@ class Ingress:
         for step, detail in events:
             record(eid, step, at=at, **detail)
         return Accepted(eid, tuple(a for a, _ in publishes))
-
-    def _stamp(self, envelope: Envelope, endpoint: str, version: int, accepted: Hop
-               ) -> Envelope:
-        return envelope.model_copy(update={
-            "esbendpoint": endpoint, "esbrouteversion": version,
-            "esbhops": [*envelope.esbhops, accepted]})
 
 
 def _dead(env: Envelope, route: str, destination: str | None, exc: Exception,
