@@ -16,14 +16,19 @@ V1 = "routes:\n  - name: orders\n    match: {type: [order]}\n    to: [old]\n"
 V2 = "routes:\n  - name: orders\n    match: {type: [order]}\n    to: [new]\n"
 
 
-def test_deploy_switches_every_instance_atomically(rabbit: Any, sink: Any,
-                                                   daemon_factory: Any, tmp_path: Path) -> None:
-    config = {
+def old_and_new(rabbit: Any, sink: Any) -> dict[str, Any]:
+    """One rest source, two rest destinations (``old``, ``new``) on the sink."""
+    return {
         "bus": rabbit.bus("old", "new"),
         "sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
         "destinations": {d: {"adapter": "rest", "url": f"{sink.url}/{d}"}
                          for d in ("old", "new")},
     }
+
+
+def test_deploy_switches_every_instance_atomically(rabbit: Any, sink: Any,
+                                                   daemon_factory: Any, tmp_path: Path) -> None:
+    config = old_and_new(rabbit, sink)
     a = daemon_factory(config, {"r.yaml": V1}, name="a").start()
     b = daemon_factory(config, {"r.yaml": V1}, name="b").start()
     sent: list[tuple[int, str, float, float]] = []  # seq, instance, sent at, answered at
@@ -101,12 +106,7 @@ def test_deploy_switches_every_instance_atomically(rabbit: Any, sink: Any,
 
 def test_refused_deploy_leaves_the_running_version(rabbit: Any, sink: Any,
                                                    daemon_factory: Any, tmp_path: Path) -> None:
-    config = {
-        "bus": rabbit.bus("old", "new"),
-        "sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
-        "destinations": {d: {"adapter": "rest", "url": f"{sink.url}/{d}"}
-                         for d in ("old", "new")},
-    }
+    config = old_and_new(rabbit, sink)
     a = daemon_factory(config, {"r.yaml": V1}).start()
     before = a.admin("GET", "/admin/routes").json()["version"]
     bad = tmp_path / "bad"
