@@ -153,8 +153,7 @@ class DeliveryWorker:
             self.breaker.record(kind != "transient" or status == 429)
         self._m_latency.observe(latency)
         ms = round(latency * 1000, 3)
-        n = 1 + (sum(1 for a in env.esbattempts if a.destination == self.destination)
-                 if env.esbattempts else 0)
+        n = 1 + sum(1 for a in env.esbattempts if a.destination == self.destination)
         done = wall + latency
         if kind == "delivered":
             self.trace.record(env.id, "delivered", at=done, destination=self.destination,
