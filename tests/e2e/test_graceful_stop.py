@@ -7,16 +7,13 @@ import asyncio
 import time
 from typing import Any
 
+from esbtest.sink import answer_after
 from test_rest_flow import ROUTES, accepted, flow_config, post_many
 
 
 def test_sigterm_finishes_in_flight_work_and_exits_zero(rabbit: Any, sink: Any,
                                                         daemon_factory: Any) -> None:
-    def slow(rec: Any) -> tuple[int, dict[str, str]]:
-        time.sleep(0.3)
-        return 200, {}
-
-    sink.status_for = slow
+    sink.status_for = answer_after(0.3)
     d = daemon_factory(flow_config(rabbit.bus("out"), sink.url, concurrency=4), ROUTES).start()
     results = asyncio.run(post_many(d.url, 40))
     assert len(accepted(results)) == 40

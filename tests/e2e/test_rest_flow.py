@@ -11,6 +11,7 @@ import httpx
 import orjson
 import pytest
 from esbtest.daemon import DaemonProcess
+from esbtest.sink import answer_after
 
 ROUTES = {"orders.yaml": {"routes": [
     {"name": "orders-out", "from": ["shop"], "match": {"type": ["order.created"]},
@@ -99,11 +100,7 @@ def test_thousand_concurrent_messages_arrive_exactly_once(bus: dict[str, Any], s
 
 def test_kill_minus_nine_loses_no_accepted_message(rabbit: Any, sink: Any,
                                                    daemon_factory: Any) -> None:
-    def slow(rec: Any) -> tuple[int, dict[str, str]]:
-        time.sleep(0.005)  # keep deliveries in flight when the daemon dies
-        return 200, {}
-
-    sink.status_for = slow
+    sink.status_for = answer_after(0.005)  # keep deliveries in flight when the daemon dies
     d = daemon_factory(flow_config(rabbit.bus("out"), sink.url), ROUTES).start()
 
     async def load_and_kill() -> dict[int, httpx.Response | Exception]:

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import orjson
 from esbtest.daemon import DaemonProcess
+from esbtest.sink import answer_after
 from prometheus_client.parser import text_string_to_metric_families
 from test_rest_flow import ROUTES, accepted, check_exactly_once, flow_config, post_many
 
@@ -160,11 +161,7 @@ def test_two_workers_share_the_port_and_the_work(rabbit: Any, sink: Any,
 
 def test_sigterm_drains_every_worker_and_exits_zero(rabbit: Any, sink: Any,
                                                     daemon_factory: Any) -> None:
-    def slow(rec: Any) -> tuple[int, dict[str, str]]:
-        time.sleep(0.3)
-        return 200, {}
-
-    sink.status_for = slow
+    sink.status_for = answer_after(0.3)
     d, pids = start_workers(daemon_factory, rabbit, sink, concurrency=2)
     results = asyncio.run(post_many(d.url, 40))
     assert len(accepted(results)) == 40
@@ -204,11 +201,7 @@ def test_sigterm_while_a_worker_is_still_starting_exits_zero(rabbit: Any, sink: 
 
 def test_a_killed_worker_is_replaced_and_messages_keep_flowing(rabbit: Any, sink: Any,
                                                                daemon_factory: Any) -> None:
-    def slow(rec: Any) -> tuple[int, dict[str, str]]:
-        time.sleep(0.005)
-        return 200, {}
-
-    sink.status_for = slow
+    sink.status_for = answer_after(0.005)
     d, pids = start_workers(daemon_factory, rabbit, sink)
     assert d.proc is not None
     victim = min(pids)

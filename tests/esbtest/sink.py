@@ -23,6 +23,16 @@ class Received:
     at: float
 
 
+def answer_after(seconds: float) -> Callable[[Received], tuple[int, dict[str, str]]]:
+    """A ``status_for`` that answers 200 after ``seconds`` (keeps deliveries in flight)."""
+
+    def slow(rec: Received) -> tuple[int, dict[str, str]]:
+        time.sleep(seconds)
+        return 200, {}
+
+    return slow
+
+
 @dataclass
 class Sink:
     """``status_for(request) -> (status, headers)`` decides each answer (default 200)."""
