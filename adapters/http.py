@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
@@ -57,13 +58,15 @@ class BadContentLength(ValueError):
     """The Content-Length header is not a number (only with ``strict_length``)."""
 
 
-async def read_body(request: Request, limit: int, *, strict_length: bool = False) -> bytes:
+async def read_body(request: Request, limit: int, *, strict_length: bool = False,
+                    headers: Mapping[str, str] | None = None) -> bytes:
     """The request body, refusing (:class:`BodyTooLarge`) anything over ``limit`` bytes.
 
     A non-numeric Content-Length is ignored (the stream is still counted), or refused with
-    :class:`BadContentLength` when ``strict_length`` is set.
+    :class:`BadContentLength` when ``strict_length`` is set. ``headers``: the request's
+    :func:`header_dict` when the caller already has it.
     """
-    declared = request.headers.get("content-length")
+    declared = (headers if headers is not None else request.headers).get("content-length")
     if strict_length and declared is not None and not declared.isdigit():
         raise BadContentLength("Content-Length is not a number")
     if declared and declared.isdigit() and int(declared) > limit:

@@ -75,8 +75,9 @@ class RestInbound:
         except Unauthorized as exc:
             return unauthorized_problem(exc)
         try:
-            body = await _read_body(request, self.max_body)
-            envelope = self._envelope(request, body, header_dict(request))
+            headers = header_dict(request)
+            body = await _read_body(request, self.max_body, headers)
+            envelope = self._envelope(request, body, headers)
         except BadRequest as exc:
             return problem(exc.status, exc.title, exc.detail)
         if principal is not None:
@@ -160,10 +161,10 @@ class RestInbound:
 _ENVELOPE_EXTENSIONS = ("correlationid", "causationid", "idempotencykey", "traceparent")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, headers: dict[str, str]) -> bytes:
     """:func:`esb.adapters.http.read_body`, its refusals worded as this adapter's problems."""
     try:
-        return await read_body(request, limit, strict_length=True)
+        return await read_body(request, limit, strict_length=True, headers=headers)
     except BadContentLength as exc:
         raise BadRequest(400, "Bad Content-Length", str(exc)) from None
     except BodyTooLarge as exc:
