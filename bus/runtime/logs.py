@@ -80,7 +80,10 @@ def configure_logging(level: str = "info", fmt: str = "auto",
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line (message and newline together): the worker processes of
+        # ``esb run --workers N`` share stderr, and print()'s two writes let their lines
+        # interleave mid-line.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     # Libraries log through the standard library: keep their noise down and on stderr.

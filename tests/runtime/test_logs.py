@@ -66,3 +66,22 @@ def test_secrets_are_redacted_in_bound_fields(out: io.StringIO) -> None:
         unbind_message(token)
     text = out.getvalue()
     assert "e-1" in text and "s3cr3t-value" not in text
+
+
+def test_each_line_is_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    # processes sharing stderr (esb run --workers N) must not interleave inside a line
+    writes: list[str] = []
+
+    class Recording(io.StringIO):
+        def write(self, s: str) -> int:
+            writes.append(s)
+            return len(s)
+
+    monkeypatch.setattr("sys.stderr", Recording())
+    configure_logging("info", "json")
+    try:
+        structlog.get_logger("t").info("one line", n=1)
+    finally:
+        structlog.reset_defaults()
+    assert len(writes) == 1 and writes[0].endswith("}\n")
+    assert orjson.loads(writes[0])["event"] == "one line"
