@@ -1,8 +1,16 @@
 """Pattern-matching benchmark: µs per event for 10, 1,000 and 10,000 routes.
 
-Routes differ by exact `type` and by data values, e.g.
-``{"type": ["order.created.N"], "data": {"country": [...], "total": [{"numeric": [">=", N]}]}}``;
-a few use prefix / anything-but / $or so the index is not only hash lookups.
+Three route shapes, each printed with the 10,000-route / 10-route ratio:
+
+- ``mixed``: routes differ by exact `type` and by data values, e.g.
+  ``{"type": ["order.created.N"], "data": {"country": [...], "total": [{"numeric": [">=", N]}]}}``;
+  a few use prefix / anything-but / $or so the index is not only hash lookups.
+- ``numeric-ranges``: routes told apart only by a numeric range,
+  ``{"data": {"total": [{"numeric": [">=", N, "<", N + 1]}]}}``.
+- ``leading-star``: routes told apart only by a glob starting with `*`,
+  ``{"data": {"host": [{"wildcard": "*-N.example"}]}}``.
+
+``checked/event`` is how many route alternatives the index handed over for a full check.
 
     python bench/match_bench.py [--quick]
 """
@@ -68,6 +76,42 @@ def make_events(n_routes: int, count: int, rng: random.Random) -> list[dict[str,
     return events
 
 
+def make_band_routes(n: int, rng: random.Random) -> list[dict[str, Any]]:
+    return [{"data": {"total": [{"numeric": [">=", i, "<", i + 1]}]}} for i in range(n)]
+
+
+def make_band_events(n_routes: int, count: int, rng: random.Random) -> list[dict[str, Any]]:
+    return [
+        {"type": "order.created", "id": f"ev-{k}", "data": {"total": rng.uniform(-1, n_routes)}}
+        for k in range(count)
+    ]
+
+
+def make_glob_routes(n: int, rng: random.Random) -> list[dict[str, Any]]:
+    return [{"data": {"host": [{"wildcard": f"*-{i}.example"}]}} for i in range(n)]
+
+
+def make_glob_events(n_routes: int, count: int, rng: random.Random) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "request.received",
+            "id": f"ev-{k}",
+            "data": {"host": f"{rng.choice(['api', 'www', 'eu.app'])}-"
+                     f"{rng.randrange(n_routes + n_routes // 10)}.example"},
+        }
+        for k in range(count)
+    ]
+
+
+Maker = Callable[[int, random.Random], list[dict[str, Any]]]
+EventMaker = Callable[[int, int, random.Random], list[dict[str, Any]]]
+SHAPES: dict[str, tuple[Maker, EventMaker]] = {
+    "mixed": (make_routes, make_events),
+    "numeric-ranges": (make_band_routes, make_band_events),
+    "leading-star": (make_glob_routes, make_glob_events),
+}
+
+
 def per_call_us(
     fn: Callable[[dict[str, Any]], Any], events: list[dict[str, Any]], min_seconds: float
 ) -> float:
@@ -82,24 +126,26 @@ def per_call_us(
             return elapsed / calls * 1e6
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="shorter runs")
-    args = parser.parse_args()
-    min_seconds = 0.3 if args.quick else 1.5
-    ref_seconds = 0.3 if args.quick else 1.0
-
+def run_shape(name: str, min_seconds: float, ref_seconds: float) -> float:
+    """Print one shape's table; returns its 10,000-route / 10-route index µs ratio."""
+    make, make_ev = SHAPES[name]
     rng = random.Random(7)
-    print(f"{'routes':>8} {'index µs/match':>15} {'reference µs/match':>19} {'matches/event':>14}")
+    print(f"\n{name}")
+    print(
+        f"{'routes':>8} {'index µs/match':>15} {'reference µs/match':>19} "
+        f"{'matches/event':>14} {'checked/event':>14}"
+    )
     index_us: dict[int, float] = {}
     for n in (10, 1_000, 10_000):
-        routes = make_routes(n, rng)
-        events = make_events(n, 200, rng)
+        routes = make(n, rng)
+        events = make_ev(n, 200, rng)
         index = PatternIndex(routes)
         # Sanity: the index and the reference agree on these events.
-        for ev in events[:20]:
+        for ev in events[: 20 if n < 10_000 else 5]:
             assert index.matches(ev) == [i for i, r in enumerate(routes) if reference_match(r, ev)]
-        hits = sum(len(index.matches(ev)) for ev in events) / len(events)
+        works = [index.work(ev) for ev in events]
+        hits = sum(len(w.matched) for w in works) / len(works)
+        checked = sum(w.checked for w in works) / len(works)
         index_us[n] = per_call_us(index.matches, events, min_seconds)
 
         def loop(ev: dict[str, Any], routes: list[dict[str, Any]] = routes) -> list[int]:
@@ -107,8 +153,22 @@ def main() -> None:
 
         ref_events = events[:3] if n >= 1_000 else events
         ref_us = per_call_us(loop, ref_events, ref_seconds)
-        print(f"{n:>8,} {index_us[n]:>15.2f} {ref_us:>19.1f} {hits:>14.2f}")
-    print(f"ratio 10,000-route / 10-route index µs: {index_us[10_000] / index_us[10]:.2f}")
+        print(f"{n:>8,} {index_us[n]:>15.2f} {ref_us:>19.1f} {hits:>14.2f} {checked:>14.2f}")
+    ratio = index_us[10_000] / index_us[10]
+    print(f"ratio 10,000-route / 10-route index µs: {ratio:.2f}")
+    return ratio
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--shape", choices=sorted(SHAPES), action="append",
+                        help="only these shapes (default: all)")
+    args = parser.parse_args()
+    min_seconds = 0.3 if args.quick else 1.5
+    ref_seconds = 0.3 if args.quick else 1.0
+    ratios = {name: run_shape(name, min_seconds, ref_seconds) for name in args.shape or SHAPES}
+    print("\n" + "  ".join(f"{name}: {ratio:.2f}" for name, ratio in ratios.items()))
 
 
 if __name__ == "__main__":

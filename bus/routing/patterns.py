@@ -4,16 +4,19 @@ How :class:`PatternIndex` keeps the cost of a match independent of the number of
 
 1. Every pattern is expanded into `$or`-free alternatives, and each alternative into leaf
    conditions ``(path, predicate)``.
-2. Each alternative is *anchored* on one leaf that can be indexed (exact values,
-   equals-ignore-case, prefix, suffix, a wildcard's literal head, numeric ranges) and that a
-   missing field cannot satisfy: the one whose index buckets the fewest other alternatives
-   share, so a unique `type` wins over a `country` a thousand routes use. Anchors live in
+2. Each alternative is *anchored* on one leaf whose index entries cover every way it can
+   match (exact values, equals-ignore-case, prefix, suffix, a wildcard's literal head or
+   tail, numeric ranges, CIDR networks, "has a value", "has no value"): the one whose
+   entries the fewest other alternatives share, so a unique `type` wins over a `country` a
+   thousand routes use; anchors most events satisfy are a last resort. Anchors live in
    per-path hash maps (value -> alternatives; prefixes and suffixes are looked up by the few
-   distinct lengths used on that path) and per-path sorted interval lists. Alternatives with
-   no usable anchor are kept in a (normally tiny) "always check" list.
+   distinct lengths used on that path, CIDR networks by prefix length) and a per-path
+   :class:`RangeIndex` (one bisect finds every range holding a number). Alternatives with
+   no field condition (`{}`, `$xpath` only) are kept in an "always check" list.
 3. For an event, only the paths some pattern mentions are flattened (path -> leaf values,
    arrays expanded) once; anchor lookups yield the candidate alternatives, and only those are
    checked condition by condition. An anchor is a necessary condition, so this is exact.
+   :meth:`PatternIndex.work` counts that work (index probes, full checks) for tests.
 
 The semantics (documented in docs/routing.md) live in the reference evaluator
 :func:`reference_match`; the index is tested against it.
@@ -21,7 +24,6 @@ The semantics (documented in docs/routing.md) live in the reference evaluator
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,11 +31,21 @@ from typing import Any
 
 from lxml import etree
 
-from .pattern_compile import RANK, LeafFn, compile_leaf
+from .pattern_compile import (
+    RANK,
+    LeafFn,
+    NumKey,
+    RangeIndex,
+    cidr_key,
+    compile_leaf,
+    is_weak,
+    mean_cover,
+    parse_ip,
+)
 from .pattern_reference import Conj, expand, reference_match, scalars, xpath_values
 from .pattern_validate import PatternError, compile_xpath, validate_pattern
 
-__all__ = ["PatternError", "PatternIndex", "reference_match", "validate_pattern"]
+__all__ = ["MatchWork", "PatternError", "PatternIndex", "reference_match", "validate_pattern"]
 
 Path = tuple[str, ...]
 _EMPTY: list[Any] = []
@@ -59,46 +71,75 @@ class _Alt:
     tree_prefixes: frozenset[Path]
 
 
+@dataclass(frozen=True)
+class MatchWork:
+    """What matching one event took, counted in operations rather than time."""
+
+    #: Index lists and keys consulted (hash probes, range-index lists, absence checks).
+    probes: int
+    #: Alternatives checked condition by condition (the candidates).
+    checked: int
+    #: The ids of the patterns that matched, as :meth:`PatternIndex.matches` returns them.
+    matched: list[int]
+
+
 @dataclass
 class _PathIndex:
+    """The anchors on one event path. Each lookup returns how many index lists or keys it
+    consulted (for :meth:`PatternIndex.work`), a count that must not grow with the number of
+    patterns."""
+
     eq: dict[Any, list[int]] = field(default_factory=dict)
     eqi: dict[str, list[int]] = field(default_factory=dict)
     pre: dict[str, list[int]] = field(default_factory=dict)
     prei: dict[str, list[int]] = field(default_factory=dict)
     suf: dict[str, list[int]] = field(default_factory=dict)
     sufi: dict[str, list[int]] = field(default_factory=dict)
+    cidr: dict[tuple[int, int, int], list[int]] = field(default_factory=dict)
+    present: list[int] = field(default_factory=list)  # the path has some leaf value
+    absent: list[int] = field(default_factory=list)  # the path may have none
     lens: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    num: list[tuple[float, bool, float, bool, int]] = field(default_factory=list)
-    num_los: list[float] = field(default_factory=list)
+    cidr_lens: tuple[tuple[int, int], ...] = ()  # (ip version, prefix length) in use
+    ranges: list[tuple[NumKey, int]] = field(default_factory=list)
+    num: RangeIndex | None = None
 
     def add(self, kind: str, key: Any, alt: int) -> None:
         if kind == "num":
-            self.num.append((*key, alt))
+            self.ranges.append((key, alt))
             return
-        table: dict[Any, list[int]] = getattr(self, kind)
-        bucket = table.setdefault(key, [])
+        bucket: list[int]
+        if kind in ("present", "absent"):
+            bucket = getattr(self, kind)
+        else:
+            table: dict[Any, list[int]] = getattr(self, kind)
+            bucket = table.setdefault(key, [])
         if not bucket or bucket[-1] != alt:
             bucket.append(alt)
 
     def freeze(self) -> None:
         for kind in ("pre", "prei", "suf", "sufi"):
             self.lens[kind] = tuple(sorted({len(k) for k in getattr(self, kind)}))
-        self.num.sort(key=lambda e: e[0])
-        self.num_los = [e[0] for e in self.num]
+        self.cidr_lens = tuple(sorted({(version, plen) for version, plen, _ in self.cidr}))
+        if self.ranges:
+            self.num = RangeIndex(self.ranges)
+        self.ranges = []
 
-    def lookup(self, v: Any, out: set[int]) -> None:
+    def lookup(self, v: Any, out: set[int]) -> int:
+        """Add the alternatives anchored on a value that `v` satisfies; returns probes."""
         if type(v) is str:
             hit = self.eq.get(v)
             if hit:
                 out.update(hit)
+            probes = 1
             if self.eqi or self.prei or self.sufi:
                 low = v.lower()
                 hit = self.eqi.get(low)
                 if hit:
                     out.update(hit)
-                self._affixes(low, "prei", "sufi", out)
-            self._affixes(v, "pre", "suf", out)
-            return
+                probes += 1 + self._affixes(low, "prei", "sufi", out)
+            if self.cidr:
+                probes += self._cidr(v, out)
+            return probes + self._affixes(v, "pre", "suf", out)
         t = type(v)
         if t is bool:
             hit = self.eq.get(("b", v))
@@ -106,15 +147,17 @@ class _PathIndex:
             hit = self.eq.get(("z",))
         else:
             hit = self.eq.get(("n", v))
-            if self.num:
-                # Entries with lower bound <= v; the upper bound is checked one by one.
-                for lo, lo_incl, hi, hi_incl, alt in self.num[: bisect_right(self.num_los, v)]:
-                    if (v > lo or (lo_incl and v == lo)) and (v < hi or (hi_incl and v == hi)):
-                        out.add(alt)
+            if self.num is not None:
+                if hit:
+                    out.update(hit)
+                return 1 + self.num.lookup(v, out)
         if hit:
             out.update(hit)
+        return 1
 
-    def _affixes(self, v: str, pre: str, suf: str, out: set[int]) -> None:
+    def _affixes(self, v: str, pre: str, suf: str, out: set[int]) -> int:
+        """Prefix and suffix anchors: one hash probe per distinct affix length in use."""
+        probes = 0
         table = getattr(self, pre)
         if table:
             n = len(v)
@@ -122,6 +165,7 @@ class _PathIndex:
                 if length > n:
                     break
                 hit = table.get(v[:length])
+                probes += 1
                 if hit:
                     out.update(hit)
         table = getattr(self, suf)
@@ -131,8 +175,25 @@ class _PathIndex:
                 if length > n:
                     break
                 hit = table.get(v[n - length :])
+                probes += 1
                 if hit:
                     out.update(hit)
+        return probes
+
+    def _cidr(self, v: str, out: set[int]) -> int:
+        """CIDR anchors: one hash probe per (version, prefix length) in use."""
+        addr = parse_ip(v)
+        if addr is None:
+            return 1
+        number, version = int(addr), addr.version
+        probes = 1
+        for net_version, plen in self.cidr_lens:
+            if net_version == version:
+                hit = self.cidr.get(cidr_key(version, plen, number))
+                probes += 1
+                if hit:
+                    out.update(hit)
+        return probes
 
 
 class _Trie:
@@ -199,6 +260,7 @@ class PatternIndex:
 
         self._alts: list[_Alt] = []
         self._always: list[int] = []
+        self._absent: list[tuple[Path, frozenset[Path], list[int]]] = []
         self._paths: dict[Path, _PathIndex] = {}
         self._trie = _Trie(())
         xpath_cache: dict[str, etree.XPath] = {}
@@ -209,6 +271,14 @@ class PatternIndex:
         self._choose_anchors(options)
         for pidx in self._paths.values():
             pidx.freeze()
+        # Absence anchors: (path, the proper prefixes of path, alternatives). Flattening
+        # merges array elements, so under an array a path can be absent from one element
+        # while the merged values have it: then absence is decided per element, later.
+        self._absent = [
+            (path, frozenset(path[:i] for i in range(1, len(path))), pidx.absent)
+            for path, pidx in self._paths.items()
+            if pidx.absent
+        ]
         self.needs_xml = any(alt.xpaths for alt in self._alts)
         self.size = len(patterns)
 
@@ -216,25 +286,29 @@ class PatternIndex:
         """Anchor each alternative on the leaf whose index buckets are least shared.
 
         A route's exact `country` is a poor anchor when a thousand routes use the same
-        country; a unique `type` or source prefix is a good one. Ties go to cheaper kinds.
+        country; a unique `type` or source prefix is a good one, and so is a numeric range
+        few other ranges overlap. Anchors that most events satisfy (some value, no value,
+        any string) are used only when nothing better exists. Ties go to cheaper kinds.
         """
         usage: Counter[Any] = Counter()
-        num_usage: Counter[Path] = Counter()
+        ranges: dict[Path, list[NumKey]] = {}
         for alt_options in options:
             for path, entries in alt_options:
                 for kind, key in entries:
                     if kind == "num":
-                        num_usage[path] += 1
+                        ranges.setdefault(path, []).append(key)
                     else:
                         usage[path, kind, key] += 1
+        overlap = {path: mean_cover(keys) for path, keys in ranges.items()}
 
-        def cost(option: tuple[Path, list[Any]]) -> tuple[int, int]:
+        def cost(option: tuple[Path, list[Any]]) -> tuple[bool, float, int]:
             path, entries = option
             total = sum(
-                num_usage[path] if kind == "num" else usage[path, kind, key]
+                overlap[path](key) if kind == "num" else usage[path, kind, key]
                 for kind, key in entries
             )
-            return total, max(RANK[kind] for kind, _ in entries)
+            weak = any(is_weak(kind, key) for kind, key in entries)
+            return weak, total, max(RANK[kind] for kind, _ in entries)
 
         for alt_id, alt_options in enumerate(options):
             if not alt_options:
@@ -266,7 +340,7 @@ class PatternIndex:
                     out.leaves.append((key, fn))
                     for i in range(1, len(path)):
                         under[path[:i]] = under.get(path[:i], 0) + (2 if nullable else 1)
-                    if entries and not nullable:
+                    if entries:
                         anchors.append((path, entries))
             for key, kid in node.kids.items():
                 out.kids.append((key, build(kid, (*prefix, key))))
@@ -340,15 +414,54 @@ class PatternIndex:
         flat: dict[Path, list[Any]] = {}
         arrays: set[Path] = set()
         self._flatten(event, self._trie, flat, arrays)
+        candidates, _ = self._candidates(flat, arrays)
+        return self._check(candidates, event, flat, arrays, xml)
 
+    def work(
+        self,
+        event: Mapping[str, Any],
+        xml: Callable[[], etree._Element | None] | None = None,
+    ) -> MatchWork:
+        """Match `event` as :meth:`matches` does and count the work: the index probes and the
+        alternatives checked in full. Tests use it to show that the work stays flat as
+        patterns are added, without timing anything."""
+        flat: dict[Path, list[Any]] = {}
+        arrays: set[Path] = set()
+        self._flatten(event, self._trie, flat, arrays)
+        candidates, probes = self._candidates(flat, arrays)
+        matched = self._check(candidates, event, flat, arrays, xml)
+        return MatchWork(probes=probes, checked=len(candidates), matched=matched)
+
+    def _candidates(
+        self, flat: dict[Path, list[Any]], arrays: set[Path]
+    ) -> tuple[set[int], int]:
+        """The alternatives whose anchor the event satisfies, and the probes it took."""
         candidates: set[int] = set(self._always)
+        probes = 0
         paths = self._paths
         for path, values in flat.items():
             pidx = paths.get(path)
             if pidx is not None:
+                if pidx.present:
+                    candidates.update(pidx.present)
+                    probes += 1
                 for v in values:
-                    pidx.lookup(v, candidates)
+                    probes += pidx.lookup(v, candidates)
+        for path, above, alts in self._absent:
+            probes += 1
+            if path not in flat or (arrays and not arrays.isdisjoint(above)):
+                candidates.update(alts)
+        return candidates, probes
 
+    def _check(
+        self,
+        candidates: set[int],
+        event: Mapping[str, Any],
+        flat: dict[Path, list[Any]],
+        arrays: set[Path],
+        xml: Callable[[], etree._Element | None] | None,
+    ) -> list[int]:
+        """Check each candidate alternative condition by condition; sorted pattern ids."""
         matched: set[int] = set()
         xml_state: list[Any] = []  # [root] once xml() has been called
         alts = self._alts

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from esb.bus.routing.pattern_compile import NumKey, RangeIndex, compile_leaf
 from esb.bus.routing.patterns import PatternIndex, reference_match, validate_pattern
 
 KEYS = ["a", "b", "c"]
@@ -22,13 +24,17 @@ scalar = st.one_of(
 )
 
 
+# Events may carry numbers no pattern can name (JSON parsers accept NaN and Infinity).
+event_scalar = st.one_of(scalar, st.sampled_from([math.nan, math.inf, -math.inf]))
+
+
 def _event_value(depth: int) -> st.SearchStrategy[Any]:
     if depth == 0:
-        return scalar
+        return event_scalar
     inner = _event_value(depth - 1)
     return st.one_of(
-        scalar,
-        st.lists(scalar, max_size=3),
+        event_scalar,
+        st.lists(event_scalar, max_size=3),
         st.dictionaries(st.sampled_from(KEYS), inner, max_size=3),
         st.lists(st.dictionaries(st.sampled_from(KEYS), inner, max_size=3), max_size=3),
     )
@@ -137,3 +143,110 @@ def test_xpath_index_agrees(pats: list[dict[str, Any]], doc: str | None) -> None
     event = {"type": "t", "data": doc or "not xml"}
     expected = [i for i, p in enumerate(pats) if reference_match(p, event, root)]
     assert index.matches(event, lambda: root) == expected
+
+
+# ---------------------------------------------------------------- many routes on few fields
+# Route sets of many patterns that differ only by numeric ranges, globs (leading `*` ones
+# included), CIDR networks, anything-but and exists, so the range index, the suffix index of
+# glob tails, the CIDR buckets and the presence/absence anchors each hold many entries.
+
+BOUNDS: list[Any] = [-5, -1, 0, 0.5, 1, 2, 2.5, 3, 10, 99.5, 100, 1000]
+PROBES: list[Any] = [*BOUNDS, -7, 0.25, 1.5, 2.75, 50, 5000, 1.0, 2.0]
+PROBES += [math.inf, -math.inf, math.nan]
+GLOBS = [
+    "*-1.example", "*-2.example", "*1.example", "*.example", "*x", "*", "*a*", "*-1.ex*ple",
+    "api*", "api-*.example", "a\\*b*", "*\\*b", "*\\\\", "x*y*z",
+]
+HOSTS = [
+    "api-1.example", "api-2.example", "api-11.example", "x.example", "a*b", "xyz", "x", "",
+    "api-1.exaaample", "*b", "a\\", "API-1.EXAMPLE",
+]
+NETS = [
+    "10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.0/23", "10.1.2.3/32", "0.0.0.0/0",
+    "::/0", "2001:db8::/32", "2001:db8::1/128",
+]
+IPS = ["10.1.2.3", "10.1.3.9", "10.200.0.1", "192.168.0.1", "2001:db8::1", "2001:db9::", "::"]
+MANY_KEYS = ["n", "h", "ip"]
+
+
+@st.composite
+def range_spec(draw: st.DrawFn) -> list[Any]:
+    if draw(st.booleans()):
+        return [draw(st.sampled_from([">", ">=", "<", "<=", "="])), draw(st.sampled_from(BOUNDS))]
+    lo, hi = sorted(draw(st.lists(st.sampled_from(BOUNDS), min_size=2, max_size=2, unique=True)))
+    return [draw(st.sampled_from([">", ">="])), lo, draw(st.sampled_from(["<", "<="])), hi]
+
+
+many_element = st.one_of(
+    st.builds(lambda a: {"numeric": a}, range_spec()),
+    st.builds(lambda a: {"numeric": a}, range_spec()),
+    st.builds(lambda g: {"wildcard": g}, st.sampled_from(GLOBS)),
+    st.builds(lambda g: {"wildcard": g}, st.sampled_from(GLOBS)),
+    st.builds(lambda n: {"cidr": n}, st.sampled_from(NETS)),
+    st.builds(lambda a: {"anything-but": a}, st.sampled_from([1, "x", [0, 2.5]])),
+    st.builds(lambda g: {"anything-but": {"wildcard": g}}, st.sampled_from(GLOBS)),
+    st.builds(lambda b: {"exists": b}, st.booleans()),
+    st.sampled_from([*BOUNDS[:4], *HOSTS[:3], IPS[0]]),
+)
+many_leaf = st.lists(many_element, min_size=1, max_size=2)
+many_route = st.fixed_dictionaries(
+    {"data": st.dictionaries(st.sampled_from(MANY_KEYS), many_leaf, min_size=1, max_size=2)},
+    optional={"type": st.just(["t"])},
+)
+many_value = st.one_of(
+    st.sampled_from(PROBES), st.sampled_from(HOSTS), st.sampled_from(IPS), st.none()
+)
+many_object = st.dictionaries(
+    st.sampled_from(MANY_KEYS), st.one_of(many_value, st.lists(many_value, max_size=2)), max_size=3
+)
+many_event = st.fixed_dictionaries(
+    {"type": st.sampled_from(["t", "u"]), "data": st.one_of(many_object, st.lists(many_object))}
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(many_route, min_size=20, max_size=120), st.lists(many_event, min_size=1, max_size=5)
+)
+def test_many_routes_on_few_fields_agree(
+    pats: list[dict[str, Any]], evs: list[dict[str, Any]]
+) -> None:
+    pats = [p for p in pats if not validate_pattern(p)]  # e.g. a glob with '**' once joined
+    index = PatternIndex(pats)
+    for ev in evs:
+        expected = [i for i, p in enumerate(pats) if reference_match(p, ev)]
+        assert index.matches(ev) == expected, (pats, ev)
+
+
+def _ranges(specs: list[list[Any]]) -> list[tuple[NumKey, int]]:
+    out: list[tuple[NumKey, int]] = []
+    for rid, spec in enumerate(specs):
+        entries = compile_leaf([{"numeric": spec}])[2]
+        assert entries is not None
+        ((kind, key),) = entries
+        if kind == "num":
+            out.append((key, rid))
+    return out
+
+
+def _holds(key: NumKey, v: float) -> bool:
+    lo, lo_incl, hi, hi_incl = key
+    return (v > lo or (lo_incl and v == lo)) and (v < hi or (hi_incl and v == hi))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(range_spec(), max_size=40), st.lists(st.sampled_from(PROBES), min_size=1))
+def test_range_index_layouts_agree(specs: list[list[Any]], values: list[float]) -> None:
+    """Per-region lists and the segment tree both yield exactly the ranges holding a value."""
+    ranges = _ranges(specs)
+    flat = RangeIndex(ranges, flat_limit=10**9)
+    tree = RangeIndex(ranges, flat_limit=0)
+    assert flat.flat
+    for v in values:
+        want = {rid for key, rid in ranges if _holds(key, v)}
+        got_flat: set[int] = set()
+        got_tree: set[int] = set()
+        flat.lookup(v, got_flat)
+        tree.lookup(v, got_tree)
+        assert got_flat == want, (ranges, v)
+        assert got_tree == want, (ranges, v)
