@@ -31,7 +31,8 @@ class Route(_Strict):
     transform: list[Any] = Field(default_factory=list)
     to: list[Target] = Field(min_length=1)
     priority: int = 0
-    #: First-match-wins: once an exclusive route fires, no lower-priority route does.
+    #: First-match-wins: once an exclusive route fires, no route after it in firing order
+    #: (lower priority, or equal priority and later in the files) does.
     exclusive: bool = False
 
     @field_validator("name")

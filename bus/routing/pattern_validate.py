@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
@@ -14,8 +15,11 @@ __all__ = [
     "OPERATORS",
     "XPATH_PATHS",
     "PatternError",
+    "PatternProblem",
     "compile_xpath",
     "count_alternatives",
+    "pattern_problems",
+    "render_loc",
     "validate_pattern",
 ]
 
@@ -72,7 +76,41 @@ def compile_xpath(expr: str, namespaces: Mapping[str, str] | None) -> etree.XPat
     return xp
 
 
-def _check_wildcard(text: str, where: str, problems: list[str]) -> None:
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class PatternProblem:
+    """One problem in a pattern: where it is (a key path from the pattern root) and what."""
+
+    loc: Loc
+    message: str
+
+    def render(self, root: str = "match") -> str:
+        """``"match.data.total[0]: <message>"`` — the JSON path rooted at ``root``."""
+        return f"{render_loc(root, self.loc)}: {self.message}"
+
+
+def render_loc(root: str, loc: Loc) -> str:
+    """The JSON path of ``loc``: keys as ``.key``, items as ``[i]``, XPath expressions (the
+    keys under ``$xpath``) as ``['expr']``."""
+    out = root
+    parent: str | int | None = None
+    for part in loc:
+        if isinstance(part, int) or parent == "$xpath":
+            out += f"[{part!r}]"
+        else:
+            out += f".{part}"
+        parent = part
+    return out
+
+
+class _Problems(list[PatternProblem]):
+    def add(self, loc: Loc, message: str) -> None:
+        self.append(PatternProblem(loc, message))
+
+
+def _check_wildcard(text: str, loc: Loc, problems: _Problems) -> None:
     i = 0
     prev_star = False
     while i < len(text):
@@ -80,16 +118,14 @@ def _check_wildcard(text: str, where: str, problems: list[str]) -> None:
         if ch == "\\":
             nxt = text[i + 1] if i + 1 < len(text) else ""
             if nxt not in ("*", "\\"):
-                problems.append(
-                    f"{where}: wildcard backslash may only escape '*' or '\\' (at offset {i})"
-                )
+                problems.add(loc, f"wildcard backslash may only escape '*' or '\\' (at offset {i})")
                 return
             i += 2
             prev_star = False
             continue
         if ch == "*":
             if prev_star:
-                problems.append(f"{where}: wildcard may not contain consecutive '**'")
+                problems.add(loc, "wildcard may not contain consecutive '**'")
                 return
             prev_star = True
         else:
@@ -97,153 +133,145 @@ def _check_wildcard(text: str, where: str, problems: list[str]) -> None:
         i += 1
 
 
-def _check_string_or_ignore_case(arg: Any, op: str, where: str, problems: list[str]) -> None:
+def _check_string_or_ignore_case(arg: Any, op: str, loc: Loc, problems: _Problems) -> None:
     """prefix/suffix take a string or {"equals-ignore-case": string}."""
     if type(arg) is str:
         return
     if isinstance(arg, Mapping) and list(arg) == ["equals-ignore-case"]:
         if type(arg["equals-ignore-case"]) is not str:
-            problems.append(f"{where}: {op} equals-ignore-case needs a string")
+            problems.add(loc, f"{op} equals-ignore-case needs a string")
         return
-    problems.append(f'{where}: {op} needs a string or {{"equals-ignore-case": string}}')
+    problems.add(loc, f'{op} needs a string or {{"equals-ignore-case": string}}')
 
 
-def _check_numeric(spec: Any, where: str, problems: list[str]) -> None:
+def _check_numeric(spec: Any, loc: Loc, problems: _Problems) -> None:
     if not isinstance(spec, list) or len(spec) not in (2, 4):
-        problems.append(
-            f"{where}: numeric needs [op, number] or [lower-op, number, upper-op, number], "
-            f'e.g. [">", 0, "<=", 5]'
-        )
+        problems.add(loc, "numeric needs [op, number] or [lower-op, number, upper-op, number], "
+                          'e.g. [">", 0, "<=", 5]')
         return
     ok = True
     for i in range(0, len(spec), 2):
         op, bound = spec[i], spec[i + 1]
         if op not in NUMERIC_OPS:
-            problems.append(f"{where}: numeric comparator {op!r} is not one of < <= = >= >")
+            problems.add(loc, f"numeric comparator {op!r} is not one of < <= = >= >")
             ok = False
         if not is_number(bound):
-            problems.append(f"{where}: numeric bound {bound!r} is not a number")
+            problems.add(loc, f"numeric bound {bound!r} is not a number")
             ok = False
     if not ok or len(spec) == 2:
         return
     lo_op, lo, hi_op, hi = spec
     if lo_op not in LOWER_OPS or hi_op not in UPPER_OPS:
-        problems.append(
-            f"{where}: numeric with two comparisons needs a lower bound (> or >=) first and an "
-            f"upper bound (< or <=) second"
-        )
+        problems.add(loc, "numeric with two comparisons needs a lower bound (> or >=) first and "
+                          "an upper bound (< or <=) second")
     elif not lo < hi:
-        problems.append(f"{where}: numeric lower bound {lo!r} is not below upper bound {hi!r}")
+        problems.add(loc, f"numeric lower bound {lo!r} is not below upper bound {hi!r}")
 
 
-def _check_anything_but(arg: Any, where: str, problems: list[str]) -> None:
+def _check_anything_but_object(arg: Mapping[Any, Any], loc: Loc, problems: _Problems) -> None:
+    if len(arg) != 1:
+        problems.add(loc, "anything-but object needs exactly one of prefix, suffix, "
+                          "equals-ignore-case, wildcard")
+        return
+    ((op, val),) = arg.items()
+    if op in ("prefix", "suffix"):
+        if type(val) is not str:
+            problems.add(loc, f"anything-but {op} needs a string")
+    elif op in ("equals-ignore-case", "wildcard"):
+        items = val if isinstance(val, list) else [val]
+        if not items:
+            problems.add(loc, f"anything-but {op} list is empty")
+        for item in items:
+            if type(item) is not str:
+                problems.add(loc, f"anything-but {op} needs a string or strings")
+                break
+            if op == "wildcard":
+                _check_wildcard(item, loc, problems)
+    else:
+        problems.add(loc, f"anything-but does not support {op!r} (use prefix, suffix, "
+                          "equals-ignore-case or wildcard)")
+
+
+def _check_anything_but(arg: Any, loc: Loc, problems: _Problems) -> None:
     if type(arg) is str or is_number(arg):
         return
     if isinstance(arg, list):
         if not arg:
-            problems.append(f"{where}: anything-but list is empty")
+            problems.add(loc, "anything-but list is empty")
         for i, item in enumerate(arg):
             if not (type(item) is str or is_number(item)):
-                problems.append(f"{where}: anything-but[{i}] must be a string or a number")
+                problems.add(loc, f"anything-but[{i}] must be a string or a number")
         return
     if isinstance(arg, Mapping):
-        if len(arg) != 1:
-            problems.append(
-                f"{where}: anything-but object needs exactly one of prefix, suffix, "
-                f"equals-ignore-case, wildcard"
-            )
-            return
-        ((op, val),) = arg.items()
-        if op in ("prefix", "suffix"):
-            if type(val) is not str:
-                problems.append(f"{where}: anything-but {op} needs a string")
-        elif op in ("equals-ignore-case", "wildcard"):
-            items = val if isinstance(val, list) else [val]
-            if not items:
-                problems.append(f"{where}: anything-but {op} list is empty")
-            for item in items:
-                if type(item) is not str:
-                    problems.append(f"{where}: anything-but {op} needs a string or strings")
-                    break
-                if op == "wildcard":
-                    _check_wildcard(item, where, problems)
-        else:
-            problems.append(
-                f"{where}: anything-but does not support {op!r} (use prefix, suffix, "
-                f"equals-ignore-case or wildcard)"
-            )
+        _check_anything_but_object(arg, loc, problems)
         return
-    problems.append(f"{where}: anything-but needs a string, a number, a list of them, or an object")
+    problems.add(loc, "anything-but needs a string, a number, a list of them, or an object")
 
 
-def _check_operator(elem: Mapping[str, Any], where: str, problems: list[str]) -> None:
+def _check_operator(elem: Mapping[str, Any], loc: Loc, problems: _Problems) -> None:
     if len(elem) != 1:
-        problems.append(
-            f"{where}: an operator object has exactly one key, got {sorted(map(str, elem))}"
-        )
+        problems.add(loc, f"an operator object has exactly one key, got {sorted(map(str, elem))}")
         return
     ((op, arg),) = elem.items()
     if op not in OPERATORS:
-        problems.append(f"{where}: unknown operator {op!r}")
+        problems.add(loc, f"unknown operator {op!r}")
     elif op in ("prefix", "suffix"):
-        _check_string_or_ignore_case(arg, op, where, problems)
+        _check_string_or_ignore_case(arg, op, loc, problems)
     elif op == "equals-ignore-case":
         if type(arg) is not str:
-            problems.append(f"{where}: equals-ignore-case needs a string")
+            problems.add(loc, "equals-ignore-case needs a string")
     elif op == "wildcard":
         if type(arg) is not str:
-            problems.append(f"{where}: wildcard needs a string")
+            problems.add(loc, "wildcard needs a string")
         else:
-            _check_wildcard(arg, where, problems)
+            _check_wildcard(arg, loc, problems)
     elif op == "anything-but":
-        _check_anything_but(arg, where, problems)
+        _check_anything_but(arg, loc, problems)
     elif op == "numeric":
-        _check_numeric(arg, where, problems)
+        _check_numeric(arg, loc, problems)
     elif op == "exists":
         if type(arg) is not bool:
-            problems.append(f"{where}: exists needs true or false")
+            problems.add(loc, "exists needs true or false")
     elif op == "cidr":
-        if type(arg) is not str:
-            problems.append(f"{where}: cidr needs a string such as '10.0.0.0/24'")
-        else:
-            try:
-                ipaddress.ip_network(arg, strict=False)
-            except ValueError as exc:
-                problems.append(f"{where}: bad cidr {arg!r}: {exc}")
+        _check_cidr(arg, loc, problems)
 
 
-def _check_leaf(leaf: Any, where: str, problems: list[str]) -> None:
+def _check_cidr(arg: Any, loc: Loc, problems: _Problems) -> None:
+    if type(arg) is not str:
+        problems.add(loc, "cidr needs a string such as '10.0.0.0/24'")
+        return
+    try:
+        ipaddress.ip_network(arg, strict=False)
+    except ValueError as exc:
+        problems.add(loc, f"bad cidr {arg!r}: {exc}")
+
+
+def _check_leaf(leaf: Any, loc: Loc, problems: _Problems) -> None:
     if not isinstance(leaf, list):
-        problems.append(
-            f"{where}: a pattern value must be an array of values or operators "
-            f"(e.g. [{leaf!r}]) or an object, got {type(leaf).__name__}"
-        )
+        problems.add(loc, "a pattern value must be an array of values or operators "
+                          f"(e.g. [{leaf!r}]) or an object, got {type(leaf).__name__}")
         return
     if not leaf:
-        problems.append(f"{where}: empty array matches nothing")
+        problems.add(loc, "empty array matches nothing")
     for i, elem in enumerate(leaf):
-        at = f"{where}[{i}]"
+        at = (*loc, i)
         if isinstance(elem, Mapping):
             _check_operator(elem, at, problems)
         elif isinstance(elem, list):
-            problems.append(f"{at}: nested arrays are not allowed in a pattern value")
+            problems.add(at, "nested arrays are not allowed in a pattern value")
         elif not is_scalar(elem):
-            problems.append(f"{at}: {elem!r} is not a JSON value or operator")
+            problems.add(at, f"{elem!r} is not a JSON value or operator")
 
 
-def _check_xpath(
-    spec: Any,
-    where: str,
-    namespaces: Mapping[str, str] | None,
-    problems: list[str],
-) -> None:
+def _check_xpath(spec: Any, loc: Loc, namespaces: Mapping[str, str] | None,
+                 problems: _Problems) -> None:
     if not isinstance(spec, Mapping) or not spec:
-        problems.append(f"{where}: $xpath needs a non-empty object of expression -> array")
+        problems.add(loc, "$xpath needs a non-empty object of expression -> array")
         return
     for expr, leaf in spec.items():
-        at = f"{where}[{expr!r}]"
+        at = (*loc, expr)
         if not isinstance(expr, str) or not expr.strip():
-            problems.append(f"{at}: xpath expression must be a non-empty string")
+            problems.add(at, "xpath expression must be a non-empty string")
             continue
         try:
             compile_xpath(expr, namespaces or {})
@@ -251,39 +279,40 @@ def _check_xpath(
             msg = str(exc)
             # Without a namespace map (plain validate_pattern) prefixes cannot be judged.
             if not (namespaces is None and "namespace prefix" in msg.lower()):
-                problems.append(f"{at}: bad xpath: {msg}")
+                problems.add(at, f"bad xpath: {msg}")
         _check_leaf(leaf, at, problems)
 
 
-def _check_object(
-    obj: Any,
-    where: str,
-    path: tuple[str, ...],
-    namespaces: Mapping[str, str] | None,
-    problems: list[str],
-) -> None:
+def _check_or(value: Any, loc: Loc, path: tuple[str, ...],
+              namespaces: Mapping[str, str] | None, problems: _Problems) -> None:
+    if not isinstance(value, list) or not value:
+        problems.add(loc, "$or needs a non-empty array of objects")
+        return
+    for i, alt in enumerate(value):
+        if isinstance(alt, Mapping) and alt:
+            _check_object(alt, (*loc, i), path, namespaces, problems)
+        else:
+            problems.add((*loc, i), "each $or alternative must be a non-empty object")
+
+
+def _check_object(obj: Any, loc: Loc, path: tuple[str, ...],
+                  namespaces: Mapping[str, str] | None, problems: _Problems) -> None:
+    """``loc`` is where ``obj`` is written; ``path`` its field path for matching (``$or``
+    alternatives add to ``loc`` but not to ``path``)."""
     if not isinstance(obj, Mapping):
-        problems.append(f"{where}: a pattern must be a JSON object, got {type(obj).__name__}")
+        problems.add(loc, f"a pattern must be a JSON object, got {type(obj).__name__}")
         return
     for key, value in obj.items():
         if not isinstance(key, str):
-            problems.append(f"{where}: field name {key!r} is not a string")
+            problems.add(loc, f"field name {key!r} is not a string")
             continue
-        at = f"{where}.{key}"
+        at = (*loc, key)
         if key == "$or":
-            if not isinstance(value, list) or not value:
-                problems.append(f"{at}: $or needs a non-empty array of objects")
-                continue
-            for i, alt in enumerate(value):
-                if isinstance(alt, Mapping) and alt:
-                    _check_object(alt, f"{at}[{i}]", path, namespaces, problems)
-                else:
-                    problems.append(f"{at}[{i}]: each $or alternative must be a non-empty object")
+            _check_or(value, at, path, namespaces, problems)
         elif key == "$xpath":
             if path not in XPATH_PATHS:
-                problems.append(
-                    f"{at}: $xpath is only allowed at the top level of the pattern or of data"
-                )
+                problems.add(at, "$xpath is only allowed at the top level of the pattern or of "
+                                 "data")
             else:
                 _check_xpath(value, at, namespaces, problems)
         elif isinstance(value, Mapping):
@@ -305,6 +334,20 @@ def count_alternatives(obj: Mapping[str, Any]) -> int:
     return total
 
 
+def pattern_problems(pattern: Any, *,
+                     namespaces: Mapping[str, str] | None = None) -> list[PatternProblem]:
+    """Every problem in one pattern, each with the key path (from the pattern root) of the
+    offending part — so a caller holding the pattern's source can point at its line."""
+    problems = _Problems()
+    _check_object(pattern, (), (), namespaces, problems)
+    if not problems:
+        n = count_alternatives(pattern)
+        if n > MAX_ALTERNATIVES:
+            problems.add((), f"$or expands into more than {MAX_ALTERNATIVES} alternatives "
+                             f"({n}); simplify the pattern")
+    return list(problems)
+
+
 def validate_pattern(
     pattern: Any,
     where: str = "match",
@@ -318,13 +361,4 @@ def validate_pattern(
     prefix map used for ``$xpath``) to also report undefined namespace prefixes; without it
     prefixed XPath expressions are only checked for syntax.
     """
-    problems: list[str] = []
-    _check_object(pattern, where, (), namespaces, problems)
-    if not problems:
-        n = count_alternatives(pattern)
-        if n > MAX_ALTERNATIVES:
-            problems.append(
-                f"{where}: $or expands into more than {MAX_ALTERNATIVES} alternatives "
-                f"({n}); simplify the pattern"
-            )
-    return problems
+    return [p.render(where) for p in pattern_problems(pattern, namespaces=namespaces)]

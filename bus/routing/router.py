@@ -8,6 +8,7 @@ the (few) matches.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import Any
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError
-from esb.bus.routing.patterns import PatternIndex, validate_pattern
-from esb.bus.routing.routeset import RouteSet
+from esb.bus.routing.pattern_validate import pattern_problems
+from esb.bus.routing.patterns import PatternIndex
+from esb.bus.routing.routeset import PlacedRoute, RouteSet, sort_problems
 from esb.bus.xmlsafe import parse_xml
 from esb.transformers.chain import Chain, build_chain
 
@@ -90,18 +92,15 @@ class Router:
 
     @staticmethod
     def _order(hits: list[CompiledRoute]) -> list[CompiledRoute]:
-        """Priority order, then first-match-wins for exclusive routes."""
+        """Firing order: priority (highest first), then file order. First-match-wins: the
+        first exclusive route in that order fires after the routes ahead of it, and no route
+        after it (lower priority, or equal priority later in file order) fires."""
         if len(hits) > 1:
             hits.sort(key=lambda r: (-r.priority, r.order))
-        fired: list[CompiledRoute] = []
-        for route in hits:
+        for i, route in enumerate(hits):
             if route.exclusive:
-                if any(r.exclusive for r in fired):
-                    continue
-                fired.append(route)
-                break
-            fired.append(route)
-        return fired
+                return hits[:i + 1]
+        return hits
 
 
 def _by_endpoint(routes: list[CompiledRoute], patterns: list[dict[str, Any]] | None
@@ -133,40 +132,17 @@ def _by_endpoint(routes: list[CompiledRoute], patterns: list[dict[str, Any]] | N
 def compile_routes(rs: RouteSet, *, sources: Collection[str], destinations: Collection[str],
                    named: Mapping[str, Any] | None = None, base_dir: Path,
                    version: int = 0, registry: Any = None) -> Router:
-    """Check references and build the router; ConfigError lists every problem with file:line."""
-    problems: list[str] = []
+    """Check references, patterns and transformer chains of every route that parsed, and build
+    the router. ConfigError lists every problem — the route set's own (schema, duplicate
+    names) and these — with file:line, ordered by file and line."""
+    problems: list[str] = list(rs.problems)
     compiled: list[CompiledRoute] = []
     patterns: list[dict[str, Any]] = []
+    chains = _ChainBuilder(base_dir, named, registry)
     for order, placed in enumerate(rs.routes):
-        route = placed.route
-        for i, src in enumerate(route.from_ or []):
-            if src not in sources:
-                problems.append(f"{placed.where('from', i)}: {route.name}: from: "
-                                f"{_unknown('source', src, sources)}")
-        for problem in validate_pattern(route.match, where="match",
-                                        namespaces=rs.namespaces):
-            problems.append(f"{placed.where('match')}: {route.name}: {problem}")
-        chain = _chain(route.transform, placed.where("transform"), f"{route.name}: transform",
-                       base_dir, named, registry, problems)
-        legs = []
-        for i, target in enumerate(route.to):
-            if target.destination not in destinations:
-                unknown = _unknown("destination", target.destination, destinations)
-                problems.append(f"{placed.where('to', i, 'destination')}: {route.name}: "
-                                f"to[{i}]: {unknown}")
-            leg_chain = _chain(target.transform, placed.where("to", i, "transform"),
-                               f"{route.name}: to[{i}].transform", base_dir, named, registry,
-                               problems)
-            legs.append(Leg(target.destination, leg_chain))
-        pattern = dict(route.match)
-        if route.from_:
-            if "esbendpoint" in pattern:
-                problems.append(f"{placed.where('match')}: {route.name}: use 'from' instead of "
-                                "matching esbendpoint directly")
-            pattern["esbendpoint"] = list(route.from_)
-        patterns.append(pattern)
-        compiled.append(CompiledRoute(route.name, order, route.priority, route.exclusive,
-                                      chain, tuple(legs)))
+        compiled.append(_compile_route(placed, order, rs.namespaces, sources, destinations,
+                                       chains, problems))
+        patterns.append(_pattern(placed, problems))
     index = None
     if not problems:
         try:
@@ -174,18 +150,69 @@ def compile_routes(rs: RouteSet, *, sources: Collection[str], destinations: Coll
         except ValueError as exc:
             problems.extend(getattr(exc, "problems", [str(exc)]))
     if problems or index is None:
-        raise ConfigError(problems)
+        raise ConfigError(sort_problems(problems))
     return Router(compiled, index, version=version, digest=rs.digest, patterns=patterns)
 
 
-def _chain(steps: list[Any], where: str, label: str, base_dir: Path,
-           named: Mapping[str, Any] | None, registry: Any, problems: list[str]) -> Chain:
-    try:
-        return build_chain(steps, base_dir=base_dir, named=named, registry=registry,
-                           where=label)
-    except ConfigError as exc:
-        problems.extend(f"{where}: {p}" for p in exc.problems)
-        return build_chain([], base_dir=base_dir)
+def _compile_route(placed: PlacedRoute, order: int, namespaces: Mapping[str, str],
+                   sources: Collection[str], destinations: Collection[str],
+                   chains: _ChainBuilder, problems: list[str]) -> CompiledRoute:
+    """One route's references, pattern and chains; its problems are added to ``problems``."""
+    route = placed.route
+    for i, src in enumerate(route.from_ or []):
+        if src not in sources:
+            problems.append(f"{placed.where('from', i)}: {route.name}: from: "
+                            f"{_unknown('source', src, sources)}")
+    for problem in pattern_problems(route.match, namespaces=namespaces):
+        problems.append(f"{placed.where('match', *problem.loc)}: {route.name}: "
+                        f"{problem.render('match')}")
+    chain = chains.build(route.transform, placed, ("transform",), f"{route.name}: transform",
+                         problems)
+    legs = []
+    for i, target in enumerate(route.to):
+        if target.destination not in destinations:
+            unknown = _unknown("destination", target.destination, destinations)
+            problems.append(f"{placed.where('to', i, 'destination')}: {route.name}: "
+                            f"to[{i}]: {unknown}")
+        leg_chain = chains.build(target.transform, placed, ("to", i, "transform"),
+                                 f"{route.name}: to[{i}].transform", problems)
+        legs.append(Leg(target.destination, leg_chain))
+    return CompiledRoute(route.name, order, route.priority, route.exclusive, chain,
+                         tuple(legs))
+
+
+def _pattern(placed: PlacedRoute, problems: list[str]) -> dict[str, Any]:
+    """The route's pattern for the index, with ``from`` as a condition on the endpoint."""
+    route = placed.route
+    pattern = dict(route.match)
+    if route.from_:
+        if "esbendpoint" in pattern:
+            problems.append(f"{placed.where('match', 'esbendpoint')}: {route.name}: use "
+                            "'from' instead of matching esbendpoint directly")
+        pattern["esbendpoint"] = list(route.from_)
+    return pattern
+
+
+@dataclass(frozen=True)
+class _ChainBuilder:
+    base_dir: Path
+    named: Mapping[str, Any] | None
+    registry: Any
+
+    def build(self, steps: list[Any], placed: PlacedRoute, loc: tuple[str | int, ...],
+              label: str, problems: list[str]) -> Chain:
+        """Build a chain; on failure add each problem at the line of the step it concerns
+        (``label[i]...`` from :func:`build_chain`) and return the empty chain."""
+        try:
+            return build_chain(steps, base_dir=self.base_dir, named=self.named,
+                               registry=self.registry, where=label)
+        except ConfigError as exc:
+            step = re.compile(re.escape(label) + r"\[(\d+)\]")
+            for p in exc.problems:
+                m = step.match(p)
+                at = (*loc, int(m[1])) if m else loc
+                problems.append(f"{placed.where(*at)}: {p}")
+            return build_chain([], base_dir=self.base_dir)
 
 
 def _unknown(kind: str, name: str, known: Collection[str]) -> str:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from esb.bus.errors import ConfigError
+from esb.bus.routing.pattern_validate import pattern_problems
 from esb.bus.routing.patterns import PatternError, PatternIndex, reference_match, validate_pattern
+from esb.bus.routing.router import compile_routes
+from esb.bus.routing.routeset import parse_route_files
 
 # (pattern, expected problem prefix, a fragment of the message)
 BAD: list[tuple[Any, str, str]] = [
@@ -163,3 +168,79 @@ def test_too_many_alternatives() -> None:
     pattern = {f"k{i}": o for i, o in enumerate(ors)}  # 4**5 = 1024 alternatives
     problems = validate_pattern(pattern)
     assert len(problems) == 1 and "alternatives" in problems[0]
+
+
+# -- problems located in route files -------------------------------------------------------------
+
+def test_problems_carry_the_key_path_of_the_offending_part() -> None:
+    pattern = {"data": {"$xpath": {"/a[": ["x"]}, "n": [1, {"numeric": [">", "x"]}]},
+               "$or": [{"type": ["a"]}, {"type": "b"}]}
+    problems = pattern_problems(pattern)
+    assert [p.loc for p in problems] == [("data", "$xpath", "/a["), ("data", "n", 1),
+                                         ("$or", 1, "type")]
+    assert [p.render("match") for p in problems] == validate_pattern(pattern)
+
+
+DEEP = """\
+routes:
+  - name: deep
+    match:
+      type: [order.created]
+      $or:
+        - source: [shop]
+        - data:
+            customer:
+              tier: [{numeric: ["~", 1]}]
+      data:
+        $xpath:
+          "/order[": [x]
+        total:
+          - 5
+          - exists: "yes"
+    to: [erp]
+"""
+
+
+def route_problems(files: dict[str, str], tmp_path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        compile_routes(parse_route_files(files), sources={"shop"}, destinations={"erp"},
+                       base_dir=tmp_path)
+    return info.value.problems
+
+
+def test_a_pattern_problem_names_the_line_of_its_key(tmp_path: Path) -> None:
+    problems = route_problems({"r.yaml": DEEP}, tmp_path)
+    assert [p.split(": ")[0] for p in problems] == ["r.yaml:9", "r.yaml:12", "r.yaml:15"]
+    assert problems[0].startswith(
+        "r.yaml:9: deep: match.$or[1].data.customer.tier[0]: numeric comparator '~'")
+    assert problems[1].startswith("r.yaml:12: deep: match.data.$xpath['/order[']: bad xpath")
+    assert problems[2] == "r.yaml:15: deep: match.data.total[1]: exists needs true or false"
+
+
+def test_schema_problems_do_not_hide_the_other_routes_problems(tmp_path: Path) -> None:
+    text = DEEP.replace("    to: [erp]\n", "    to: [erp]\n    colour: red\n", 1) + """\
+  - name: other
+    from: [shoop]
+    match: {type: [{prefix: 1}]}
+    to: [erp]
+tested: yes
+"""
+    problems = route_problems({"r.yaml": text}, tmp_path)
+    assert [p.split(": ")[0] for p in problems] == ["r.yaml:17", "r.yaml:19", "r.yaml:20",
+                                                    "r.yaml:22"]
+    assert problems[0] == "r.yaml:17: routes.0.colour: unknown key"  # nothing else of 'deep'
+    assert "other: from: unknown source 'shoop'" in problems[1]
+    assert "other: match.type[0]: prefix needs a string" in problems[2]
+    assert problems[3] == "r.yaml:22: tested: unknown key"
+
+
+def test_routes_of_a_file_with_bad_namespaces_are_not_checked_further(tmp_path: Path) -> None:
+    text = """\
+namespaces: {o: 5}
+routes:
+  - name: by-xpath
+    match: {$xpath: {"/o:order": [x]}}
+    to: [nowhere]
+"""
+    problems = route_problems({"r.yaml": text}, tmp_path)
+    assert len(problems) == 1 and problems[0].startswith("r.yaml:1: namespaces.o:"), problems

@@ -95,3 +95,44 @@ def test_fired_for_answers_only_when_the_endpoint_decides(tmp_path: Path) -> Non
     assert typed.fired_for("shop") is None  # the envelope must be matched
     unconditional = router("routes:\n  - name: all\n    to: [{destination: erp}]\n", tmp_path)
     assert [x.name for x in unconditional.fired_for("anything") or []] == ["all"]
+
+
+def test_an_exclusive_route_ends_the_firing_order(tmp_path: Path) -> None:
+    """First-match-wins: in firing order (priority, then file order) the routes ahead of the
+    first exclusive route fire with it, and nothing after it does — not a lower-priority
+    route, not an equal-priority one later in the file, not another exclusive route."""
+    text = """\
+routes:
+  - name: same-priority-after
+    from: [shop]
+    priority: 5
+    to: [{destination: wms}]
+  - name: ahead
+    from: [shop]
+    priority: 9
+    to: [{destination: audit}]
+  - name: first-exclusive
+    from: [shop]
+    priority: 7
+    exclusive: true
+    to: [{destination: erp}]
+  - name: lower-exclusive
+    from: [shop]
+    priority: 1
+    exclusive: true
+    to: [{destination: mail}]
+  - name: same-priority-later
+    from: [shop]
+    priority: 7
+    to: [{destination: wms}]
+"""
+    r = router(text.replace("priority: 5", "priority: 7"), tmp_path)
+    # ``same-priority-after`` is earlier in the file at priority 7: it is ahead, so it fires.
+    assert fired(r, "shop") == ["ahead", "same-priority-after", "first-exclusive"]
+    assert fired(r, "shop") == by_index(r, "shop")
+    r = router(text, tmp_path)
+    assert fired(r, "shop") == ["ahead", "first-exclusive"]
+    assert fired(r, "shop") == by_index(r, "shop")
+    indexed = router(text.replace("from: [shop]", "match: {type: [t]}"), tmp_path)
+    assert indexed._by_endpoint is None  # the pattern index and _order, not the table
+    assert fired(indexed, "shop") == ["ahead", "first-exclusive"]
