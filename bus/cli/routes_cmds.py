@@ -239,6 +239,7 @@ def routes_deploy(obj: Any, path: Path, note: str | None, by: str | None) -> Non
     running = "" if body.get("running") else " (stored; not yet running on this instance)"
     click.echo(f"deployed version {body['version']} ({body['digest'][:12]}), "
                f"{len(files)} file(s), by {by}{running}")
+    _every_instance(obj, body["version"])
 
 
 @click.command("list")
@@ -318,3 +319,50 @@ def routes_rollback(obj: Any, version: int | None, by: str | None) -> None:
     running = "" if body.get("running") else " (stored; not yet running on this instance)"
     click.echo(f"deployed version {body['version']} ({body['digest'][:12]}): the route files "
                f"of version {body['rollback_of']}{running}")
+    _every_instance(obj, body["version"])
+
+
+#: How long a deploy waits to hear from every live instance (they switch within 2 s).
+CONFIRM_TIMEOUT = 5.0
+
+
+def _every_instance(obj: Any, version: int) -> None:
+    """Wait until every live instance runs ``version`` or reports it cannot (its own
+    configuration lacks something the set needs); print one line each. Exit 1 when one
+    cannot, so a deploy never silently leaves instances on different versions."""
+    import time
+
+    deadline = time.monotonic() + CONFIRM_TIMEOUT
+    while True:
+        status, instances = _call(obj, "GET", "/admin/instances")
+        if status >= 400 or not isinstance(instances, list):
+            return  # an older daemon: nothing more to say
+        pending = [i for i in instances if _state(i, version) == "pending"]
+        if not pending or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    refused = False
+    for inst in instances:
+        state = _state(inst, version)
+        name = inst.get("instance", "?")
+        if state == "running":
+            click.echo(f"  {name}: running version {inst.get('route_version')}")
+        elif state == "refused":
+            refused = True
+            problems = (inst.get("route_refused") or {}).get("problems") or []
+            click.echo(f"  {name}: CANNOT run version {version}; it keeps version "
+                       f"{inst.get('route_version')}: {'; '.join(problems)}", err=True)
+        else:
+            click.echo(f"  {name}: has not switched yet (still version "
+                       f"{inst.get('route_version')})", err=True)
+    if refused:
+        _fail(f"version {version} is stored, but not every instance can run it: fix their "
+              "configuration or roll back (esb routes rollback)")
+
+
+def _state(instance: dict[str, Any], version: int) -> str:
+    if (instance.get("route_version") or 0) >= version:
+        return "running"
+    if ((instance.get("route_refused") or {}).get("version") or 0) >= version:
+        return "refused"
+    return "pending"

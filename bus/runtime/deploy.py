@@ -66,13 +66,18 @@ class RouteDeployer:
 
     def __init__(self, store: RouteStore, holder: RouterHolder, compile: Compile,
                  instance: str, *, switch_timeout: float = SWITCH_TIMEOUT,
-                 on_install: Callable[[Router], None] | None = None) -> None:
+                 on_install: Callable[[Router], None] | None = None,
+                 on_change: Callable[[], None] | None = None) -> None:
         self.store = store
         self.holder = holder
         self.compile = compile
         self.instance = instance
         self.switch_timeout = switch_timeout
         self.on_install = on_install
+        #: Told when this instance installs a version or refuses one (presence tells all).
+        self.on_change = on_change
+        #: The newest stored version this instance could not compile, and why.
+        self.refused: dict[str, Any] | None = None
         self._running: RouteVersion | None = None
         self._changed = asyncio.Event()
         #: Routers compiled while validating a deploy, reused when the version arrives.
@@ -177,6 +182,9 @@ class RouteDeployer:
             log.error("route version does not compile on this instance; the running set stays",
                       version=version.version, problems=exc.problems,
                       running=self._running.version if self._running else None)
+            self.refused = {"version": version.version, "problems": exc.problems[:5]}
+            if self.on_change is not None:
+                self.on_change()
 
     async def _install_newest(self, latest: RouteVersion) -> None:
         """Install ``latest``, or the newest earlier version that compiles here."""
@@ -201,9 +209,13 @@ class RouteDeployer:
             router.version = version.version  # compiled for validation; not shared yet
         self.holder.current = router  # the switch: one assignment
         self._running = version
+        if self.refused is not None and self.refused["version"] <= version.version:
+            self.refused = None
         self._changed.set()
         if self.on_install is not None:
             self.on_install(router)
+        if self.on_change is not None:
+            self.on_change()
         log.info("route version installed", version=version.version,
                  digest=version.digest[:12], routes=len(router.routes),
                  deployed_by=version.deployed_by)

@@ -94,6 +94,11 @@ class Presence:
     def connected(self) -> bool:
         return self._link is not None and self._link.connected
 
+    def beat_now(self) -> None:
+        """Send a heartbeat now (something the others want to know soon changed, e.g. the
+        route version this instance runs)."""
+        self._wake.set()
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
