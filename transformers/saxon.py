@@ -1,18 +1,31 @@
 """XSLT 2.0/3.0 on Saxon-HE (``saxonche``, the optional extra ``esb[saxon]``).
 
-Sandbox: includes/imports were vetted by :func:`load_stylesheet` (own folder only); each
-stylesheet gets its own Saxon processor whose ``allowedProtocols`` is emptied right after
-compiling, so ``doc()``, ``document()``, ``unparsed-text()``, ``collection()`` ... fail at run time
-(even for the stylesheet's own folder: a limitation of this path). ``xsl:result-document`` and
-Saxon extensions are refused at compile time because Saxon writes files regardless of
-``allowedProtocols``. Input is vetted by the hardened parser first, so Saxon never sees a DTD.
+The sandbox, in layers:
+
+* Saxon never reads a file or URL. Each stylesheet gets its own Saxon processor whose
+  ``allowedProtocols`` is ``data`` *before* compiling and empty afterwards. The stylesheet reaches
+  Saxon as text, and each ``xsl:include``/``xsl:import`` — vetted by :func:`load_stylesheet`
+  (own folder only) — is inlined as a ``data:`` URI, so compiling needs no file access. Anything
+  run while compiling (static variables, ``use-when``, shadow attributes) and everything at run
+  time (``doc()``, ``document()``, ``unparsed-text()``, ``collection()``, ``json-doc()``,
+  external entities in ``parse-xml()``...) is refused, even for the stylesheet's own folder (a
+  limitation of this path).
+* What ``allowedProtocols`` cannot stop is refused when the route loads: writing files
+  (``xsl:result-document``), reading the process environment (``environment-variable()``),
+  code the checks never see (``xsl:evaluate``, ``function-lookup()``, ``transform()``,
+  ``load-xquery-module()``) and Saxon extensions. Code run at compile time is refused too, so a
+  gap in the first layer would not be reachable while compiling either.
+
+Input is vetted by the hardened parser first, so Saxon never sees a DTD.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from lxml import etree
 
@@ -20,27 +33,40 @@ from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
 from esb.bus.xmlsafe import XmlError, parse_xml
 from esb.transformers.payload import with_text, xml_input
-from esb.transformers.stylesheet import XSL, Stylesheet
+from esb.transformers.stylesheet import (
+    XSL,
+    Stylesheet,
+    StylesheetError,
+    function_calls,
+)
 
 if TYPE_CHECKING:
     from esb.transformers.xslt import XsltSettings
 
 ALLOWED_PROTOCOLS = "http://saxon.sf.net/feature/allowedProtocols"
+DISABLE_XSL_EVALUATE = "http://saxon.sf.net/feature/disableXslEvaluate"
+#: While compiling, Saxon may only dereference ``data:`` URIs: the inlined, vetted modules.
+COMPILE_PROTOCOLS = "data"
 SAXON_NS = "http://saxon.sf.net/"
+FN = "http://www.w3.org/2005/xpath-functions"
 EXTRA_HINT = ("XSLT 2.0/3.0 needs the optional extra esb[saxon] "
               "(pip install 'esb[saxon]', i.e. saxonche)")
 
-
-def _refusals(sheet: Stylesheet) -> list[str]:
-    problems = []
-    for root in sheet.roots:
-        name = root.base.rsplit("/", 1)[-1] if root.base else sheet.path.name
-        for el in root.iter(f"{{{XSL}}}result-document"):
-            problems.append(f"{name} line {el.sourceline}: xsl:result-document is not allowed "
-                            "(the sandbox forbids writing files)")
-        if any(uri == SAXON_NS for el in root.iter() for uri in el.nsmap.values()):
-            problems.append(f"{name}: Saxon extensions ({SAXON_NS}) are not allowed")
-    return problems
+#: Instructions refused when the route loads, and why.
+REFUSED_INSTRUCTIONS = {
+    "result-document": "the sandbox forbids writing files",
+    "evaluate": "it runs XPath built at run time, which the sandbox cannot check",
+}
+#: Functions (``fn`` namespace) refused when the route loads, and why.
+REFUSED_FUNCTIONS = {
+    "environment-variable": "it reads the process environment",
+    "available-environment-variables": "it reads the process environment",
+    "function-lookup": "it calls functions chosen at run time, which the sandbox cannot check",
+    "transform": "it runs a stylesheet the sandbox cannot check",
+    "load-xquery-module": "it runs XQuery the sandbox cannot check",
+}
+_COMPILE_TIME = "is evaluated while the stylesheet compiles, which the sandbox does not allow"
+_NOT_STATIC = {"no", "false", "0"}
 
 
 def compile_saxon(name: str, sheet: Stylesheet, settings: XsltSettings
@@ -51,17 +77,158 @@ def compile_saxon(name: str, sheet: Stylesheet, settings: XsltSettings
     except ImportError:
         raise ConfigError([f"{sheet.path.name} declares version {sheet.version:g}: {EXTRA_HINT}"]
                           ) from None
-    problems = _refusals(sheet)
+    problems = refusals(sheet)
     if problems:
         raise ConfigError(problems)
     proc = saxonche.PySaxonProcessor(license=False)
+    proc.set_configuration_property(DISABLE_XSL_EVALUATE, "true")
+    proc.set_configuration_property(ALLOWED_PROTOCOLS, COMPILE_PROTOCOLS)
     try:
-        executable = proc.new_xslt30_processor().compile_stylesheet(
-            stylesheet_file=str(sheet.path))
-    except saxonche.PySaxonApiError as exc:
-        raise ConfigError([f"{sheet.path.name} does not compile: {exc}"]) from None
-    proc.set_configuration_property(ALLOWED_PROTOCOLS, "")
+        executable = _compile(saxonche, proc, sheet)
+    finally:
+        proc.set_configuration_property(ALLOWED_PROTOCOLS, "")
     return SaxonTransformer(name, sheet, settings, proc, executable)
+
+
+def _compile(saxonche: Any, proc: Any, sheet: Stylesheet) -> Any:
+    """Compile from text, with includes/imports inlined: Saxon opens no file."""
+    inliner = _Inliner(sheet)
+    try:
+        text = inliner.text(str(sheet.path), ())
+    except StylesheetError as exc:
+        raise ConfigError(exc.problems) from None
+    builder = proc.new_document_builder()
+    builder.set_line_numbering(True)
+    builder.set_base_uri(sheet.path.as_uri())  # names the file in Saxon's messages
+    try:
+        node = builder.parse_xml(xml_text=text, encoding="UTF-8")
+        return proc.new_xslt30_processor().compile_stylesheet(stylesheet_node=node)
+    except saxonche.PySaxonApiError as exc:
+        message = inliner.rename(str(exc).strip())
+        raise ConfigError([f"{sheet.path.name} does not compile: {message}"]) from None
+
+
+class _Inliner:
+    """Serializes modules with each include/import ``href`` replaced by a ``data:`` URI."""
+
+    def __init__(self, sheet: Stylesheet) -> None:
+        self.sheet = sheet
+        #: data: URI -> module name, to make Saxon's messages readable again.
+        self.names: dict[str, str] = {}
+        self.done: dict[str, str] = {}  # module -> its text (a module may be linked twice)
+
+    def text(self, key: str, within: tuple[str, ...]) -> str:
+        if key not in self.done:
+            self.done[key] = self._serialize(key, within)
+        return self.done[key]
+
+    def _serialize(self, key: str, within: tuple[str, ...]) -> str:
+        root = copy.deepcopy(self.sheet.modules[key])
+        for link in root.iterchildren(f"{{{XSL}}}include", f"{{{XSL}}}import"):
+            target = self.sheet.link_target(key, link)
+            if target in within or target == key:
+                raise StylesheetError([f"{self.sheet.module_name(key)} line {link.sourceline}: "
+                                       f"{self.sheet.module_name(target)} includes itself"])
+            if target not in self.sheet.modules:  # changed on disk since it was vetted
+                raise StylesheetError([f"{self.sheet.module_name(target)} was not inspected"])
+            # No "/" in the URI: Saxon names a module by what follows the last one.
+            uri = "data:," + quote(self.text(target, (*within, key)), safe="")
+            self.names[uri] = self.sheet.module_name(target)
+            link.set("href", uri)
+        return etree.tostring(root, encoding="unicode")
+
+    def rename(self, message: str) -> str:
+        for uri in sorted(self.names, key=len, reverse=True):
+            message = message.replace(uri, self.names[uri])
+        return message
+
+
+def refusals(sheet: Stylesheet) -> list[str]:
+    """What the sandbox refuses in the stylesheet or its includes/imports (file and line)."""
+    problems = []
+    for key, root in sheet.modules.items():
+        where = sheet.module_name(key)
+        for el in root.iter(etree.Element):
+            at = f"{where} line {el.sourceline}"
+            problems += [f"{at}: {why}" for why in _element_refusals(el)]
+    return problems
+
+
+def _element_refusals(el: etree._Element) -> list[str]:
+    qname = etree.QName(el)
+    problems = []
+    if qname.namespace == XSL and qname.localname in REFUSED_INSTRUCTIONS:
+        problems.append(f"xsl:{qname.localname} is not allowed "
+                        f"({REFUSED_INSTRUCTIONS[qname.localname]})")
+    parent = el.getparent()
+    if SAXON_NS in el.nsmap.values() and (parent is None or SAXON_NS not in parent.nsmap.values()):
+        problems.append(f"Saxon extensions ({SAXON_NS}) are not allowed")
+    problems += _compile_time_refusals(el, qname.namespace == XSL)
+    for text in _expressions(el):
+        problems += _call_refusals(el, text)
+    return problems
+
+
+def _compile_time_refusals(el: etree._Element, is_xsl: bool) -> list[str]:
+    """``use-when``, static variables/params and shadow attributes run while compiling."""
+    problems = []
+    for attr, value in el.attrib.items():
+        qname = etree.QName(attr)
+        # XSLT attributes: unqualified on XSLT elements, xsl:-qualified on any other element.
+        if qname.namespace != (None if is_xsl else XSL):
+            continue
+        shown = qname.localname if is_xsl else f"xsl:{qname.localname}"
+        if qname.localname.startswith("_"):
+            problems.append(f"shadow attribute {shown} {_COMPILE_TIME}")
+        elif qname.localname == "use-when":
+            problems.append(f"{shown} {_COMPILE_TIME}")
+        elif (is_xsl and qname.localname == "static"
+              and value.strip() not in _NOT_STATIC):
+            problems.append(f"static=\"{value}\" {_COMPILE_TIME}")
+    return problems
+
+
+def _expressions(el: etree._Element) -> list[str]:
+    """Text that may hold XPath, taken generously so that nothing is missed.
+
+    Attributes of XSLT elements and ``xsl:`` attributes whole; other attributes (attribute value
+    templates) and text under ``expand-text`` from their first ``{`` to their last ``}``.
+    """
+    is_xsl = etree.QName(el).namespace == XSL
+    texts = []
+    for attr, value in el.attrib.items():
+        whole = is_xsl or etree.QName(attr).namespace == XSL
+        texts.append(value if whole else _braced(value))
+    if _expands_text(el):
+        texts += [_braced(el.text or "")] + [_braced(child.tail or "") for child in el]
+    return texts
+
+
+def _braced(text: str) -> str:
+    start = text.find("{")
+    return text[start:text.rfind("}") + 1] if start >= 0 else ""
+
+
+def _expands_text(el: etree._Element | None) -> bool:
+    while el is not None:
+        own = "expand-text" if etree.QName(el).namespace == XSL else f"{{{XSL}}}expand-text"
+        value = el.get(own)
+        if value is not None:
+            return value.strip() in {"yes", "true", "1"}
+        el = el.getparent()
+    return False
+
+
+def _call_refusals(el: etree._Element, text: str) -> list[str]:
+    problems = []
+    for prefix, uri, local in function_calls(text):
+        namespace = uri if uri is not None else el.nsmap.get(prefix) if prefix else FN
+        name = f"{prefix}:{local}" if prefix else local
+        if namespace == SAXON_NS:
+            problems.append(f"Saxon extension function {name}() is not allowed")
+        elif namespace == FN and local in REFUSED_FUNCTIONS:
+            problems.append(f"{name}() is not allowed ({REFUSED_FUNCTIONS[local]})")
+    return problems
 
 
 class SaxonTransformer:

@@ -5,10 +5,18 @@ Saxon), the top-level ``xsl:param`` names (to fill from envelope attributes), an
 ``xsl:output`` method/media-type (to set the resulting ``datacontenttype``). Included and imported
 stylesheets are inspected too; they are loaded through the same :class:`FolderResolver`, so a
 stylesheet reaching outside its folder is refused here already.
+
+A 1.0 stylesheet (run by libxslt) may only use EXSLT extensions: libxslt also registers
+non-EXSLT ones (``saxon:evaluate``, ``libxslt:debug``, ``xt:document`` ...), and code in the
+process may register more, so every prefixed function call and every extension element prefix
+must resolve to an :data:`EXSLT` namespace (or to a function the stylesheet defines itself with
+``func:function``), and the namespaces in :data:`LIBXSLT_EXTRAS` may not even be declared.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin
@@ -21,6 +29,37 @@ from esb.transformers.sandbox import FolderResolver, SandboxViolation, sandboxed
 XSL = "http://www.w3.org/1999/XSL/Transform"
 _TOP = {f"{{{XSL}}}stylesheet", f"{{{XSL}}}transform"}
 _LINKS = (f"{{{XSL}}}include", f"{{{XSL}}}import")
+
+#: The EXSLT modules: the only extension namespaces a 1.0 stylesheet may use.
+EXSLT = frozenset({
+    "http://exslt.org/common",
+    "http://exslt.org/dates-and-times",
+    "http://exslt.org/dynamic",
+    "http://exslt.org/functions",
+    "http://exslt.org/math",
+    "http://exslt.org/random",
+    "http://exslt.org/regular-expressions",
+    "http://exslt.org/sets",
+    "http://exslt.org/strings",
+})
+#: Namespaces of libxslt's own non-EXSLT extensions. Declaring one is refused outright: a
+#: dyn:evaluate() of a computed string could otherwise reach them through its prefix.
+LIBXSLT_EXTRAS = frozenset({
+    "http://icl.com/saxon",
+    "http://xmlsoft.org/XSLT/namespace",
+    "http://www.jclark.com/xt",
+    "org.apache.xalan.xslt.extensions.Redirect",
+})
+_FUNC_FUNCTION = "{http://exslt.org/functions}function"
+
+# A character of an XPath name: anything but white space and ASCII punctuation other than
+# "-", "." and "_". A superset of NCName characters, so a name is never cut short.
+_NAME = r"[^\s!-,/:-@\[-\^`{-~]"
+#: A function call or named function reference: ``name(``, ``p:name(``, ``Q{uri}name#1``.
+#: Matched in raw attribute values (string literals and all), so nothing is missed; a string
+#: that merely looks like a call is a false alarm at worst.
+_CALL = re.compile(rf"(?<!{_NAME})(?<!\$)(?:Q\{{(?P<uri>[^{{}}]*)\}}|(?P<prefix>{_NAME}+):)?"
+                   rf"(?P<local>{_NAME}+)\s*[(#]")
 
 
 class StylesheetError(Exception):
@@ -43,8 +82,24 @@ class Stylesheet:
     output_method: str | None = None
     media_type: str | None = None
     files: list[Path] = field(default_factory=list)
-    #: Root elements of the stylesheet and of everything it includes/imports.
-    roots: list[etree._Element] = field(default_factory=list)
+    #: Root elements of the stylesheet and of everything it includes/imports, by the path of
+    #: their file (the key :meth:`link_target` returns).
+    modules: dict[str, etree._Element] = field(default_factory=dict)
+
+    def module_name(self, key: str) -> str:
+        """A module's file for messages, relative to the stylesheet's folder when inside it."""
+        path = Path(key)
+        return str(path.relative_to(self.path.parent)) if path.is_relative_to(
+            self.path.parent) else path.name
+
+    def link_target(self, base: str, link: etree._Element) -> str:
+        """The vetted file an ``xsl:include``/``xsl:import`` in module ``base`` names."""
+        href = link.get("href") or ""
+        try:
+            return str(self.resolver.allowed_path(urljoin(base, href)))
+        except SandboxViolation as exc:
+            raise StylesheetError([f"xsl:{etree.QName(link).localname} {href!r}: {exc}"]
+                                  ) from None
 
 
 def load_stylesheet(path: Path) -> Stylesheet:
@@ -56,6 +111,10 @@ def load_stylesheet(path: Path) -> Stylesheet:
     version = _version(root)
     sheet = Stylesheet(path=path, doc=root.getroottree(), resolver=resolver, version=version)
     _inspect(sheet, root, str(path), parser, seen={str(path)})
+    if version < 2.0:
+        problems = extension_problems(sheet)
+        if problems:
+            raise StylesheetError(problems)
     return sheet
 
 
@@ -80,7 +139,7 @@ def _version(root: etree._Element) -> float:
 
 def _inspect(sheet: Stylesheet, root: etree._Element, base: str, parser: etree.XMLParser,
              seen: set[str]) -> None:
-    sheet.roots.append(root)
+    sheet.modules[base] = root
     if root.tag not in _TOP:
         return  # a simplified stylesheet (literal result element) has no top-level declarations
     for child in root:
@@ -91,15 +150,82 @@ def _inspect(sheet: Stylesheet, root: etree._Element, base: str, parser: etree.X
             sheet.output_method = sheet.output_method or child.get("method")
             sheet.media_type = sheet.media_type or child.get("media-type")
         elif child.tag in _LINKS:
-            href = child.get("href") or ""
-            url = urljoin(base, href)
-            try:
-                target = sheet.resolver.allowed_path(url)
-            except SandboxViolation as exc:
-                raise StylesheetError([f"xsl:{etree.QName(child).localname} {href!r}: {exc}"]
-                                      ) from None
-            if str(target) in seen:
+            target = sheet.link_target(base, child)
+            if target in seen:
                 continue
-            seen.add(str(target))
-            sheet.files.append(target)
-            _inspect(sheet, _parse(target, parser), str(target), parser, seen)
+            seen.add(target)
+            sheet.files.append(Path(target))
+            _inspect(sheet, _parse(Path(target), parser), target, parser, seen)
+
+
+def function_calls(text: str) -> Iterator[tuple[str | None, str | None, str]]:
+    """``(prefix, uri, local name)`` of every function call or reference in ``text``.
+
+    ``uri`` is set for ``Q{uri}name``, ``prefix`` for ``p:name``; both are None for a bare name.
+    """
+    for match in _CALL.finditer(text):
+        yield match["prefix"], match["uri"], match["local"]
+
+
+def extension_problems(sheet: Stylesheet) -> list[str]:
+    """Every use of a non-EXSLT extension function or element in a 1.0 stylesheet."""
+    defined = _user_functions(sheet)
+    problems = []
+    for key, root in sheet.modules.items():
+        where = sheet.module_name(key)
+        for el in root.iter(etree.Element):
+            problems += _extension_declarations(el, where)
+            problems += _extension_elements(el, where)
+            for value in el.attrib.values():
+                problems += _extension_calls(el, value, where, defined)
+    return problems
+
+
+def _user_functions(sheet: Stylesheet) -> set[tuple[str | None, str]]:
+    """The ``(namespace, name)`` of each ``func:function`` the stylesheet defines."""
+    found = set()
+    for root in sheet.modules.values():
+        for el in root.iter(_FUNC_FUNCTION):
+            prefix, _, local = (el.get("name") or "").rpartition(":")
+            found.add((el.nsmap.get(prefix) if prefix else None, local))
+    return found
+
+
+def _extension_calls(el: etree._Element, value: str, where: str,
+                     defined: set[tuple[str | None, str]]) -> list[str]:
+    problems = []
+    for prefix, uri, local in function_calls(value):
+        namespace = uri if uri is not None else el.nsmap.get(prefix) if prefix else None
+        # An undeclared prefix cannot name an extension: libxslt refuses to compile it.
+        if namespace is None or namespace in EXSLT or (namespace, local) in defined:
+            continue
+        name = f"{prefix}:{local}" if prefix else f"Q{{{uri}}}{local}"
+        problems.append(f"{where} line {el.sourceline}: extension function {name}() in "
+                        f"namespace {namespace} is not allowed (only EXSLT extensions are)")
+    return problems
+
+
+def _extension_declarations(el: etree._Element, where: str) -> list[str]:
+    parent = el.getparent()
+    inherited = set(parent.nsmap.items()) if parent is not None else set()
+    return [f"{where} line {el.sourceline}: namespace {namespace} (prefix {prefix!r}) holds "
+            "libxslt extensions beyond EXSLT and may not be declared"
+            for prefix, namespace in el.nsmap.items()
+            if namespace in LIBXSLT_EXTRAS and (prefix, namespace) not in inherited]
+
+
+def _extension_elements(el: etree._Element, where: str) -> list[str]:
+    if el.tag in _TOP:
+        prefixes = el.get("extension-element-prefixes")
+    elif etree.QName(el).namespace == XSL:
+        return []
+    else:
+        prefixes = el.get(f"{{{XSL}}}extension-element-prefixes")
+    problems = []
+    for prefix in (prefixes or "").split():
+        namespace = el.nsmap.get(None if prefix == "#default" else prefix)
+        if namespace not in EXSLT:
+            problems.append(f"{where} line {el.sourceline}: extension element prefix {prefix!r} "
+                            f"(namespace {namespace or 'undeclared'}) is not allowed "
+                            "(only EXSLT extensions are)")
+    return problems

@@ -1,11 +1,14 @@
 """Hostile payloads and stylesheets: each refused with a clear error, and no effect.
 
 A canary file's content must never show up in any output or error, and a local TCP listener
-must never see a connection.
+must never see a connection. XSLT 1.0 runs on libxslt; 2.0/3.0 on Saxon, whose sandbox is
+tested at compile time and at run time (saxonche is part of the test extra: never skipped).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from lxml import etree
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
@@ -211,3 +215,363 @@ def test_exslt_document_cannot_write_files(sheets: Path, tmp_path: Path) -> None
     with pytest.raises(TransformError, match="sandbox refused"):
         run(path, sheets)
     assert not target.exists()
+
+
+# -- XSLT 1.0 (libxslt): extensions beyond EXSLT ----------------------------------------------
+
+NON_EXSLT = {  # label: (namespace declarations, template body)
+    "saxon:evaluate (file)": (
+        'xmlns:saxon="http://icl.com/saxon"',
+        """<o><xsl:copy-of select="saxon:evaluate(&quot;document('{canary}')&quot;)"/></o>"""),
+    "saxon:eval (http)": (
+        'xmlns:saxon="http://icl.com/saxon"',
+        """<o><xsl:copy-of
+             select="saxon:eval(saxon:expression(&quot;document('{url}/x')&quot;))"/></o>"""),
+    "saxon:line-number": ('xmlns:saxon="http://icl.com/saxon"',
+                          '<o><xsl:value-of select="saxon:line-number()"/></o>'),
+    "libxslt:node-set": ('xmlns:libxslt="http://xmlsoft.org/XSLT/namespace"',
+                         '<o><xsl:value-of select="count(libxslt:node-set(/))"/></o>'),
+    "xt:node-set": ('xmlns:xt="http://www.jclark.com/xt"',
+                    '<o><xsl:value-of select="count(xt:node-set (/))"/></o>'),
+    "libxslt:debug": ('xmlns:libxslt="http://xmlsoft.org/XSLT/namespace" '
+                      'extension-element-prefixes="libxslt"', "<o><libxslt:debug/></o>"),
+    "saxon:output": ('xmlns:saxon="http://icl.com/saxon" extension-element-prefixes="saxon"',
+                     '<saxon:output href="{written}"><w/></saxon:output>'),
+    "redirect:write": ('xmlns:redirect="org.apache.xalan.xslt.extensions.Redirect" '
+                       'extension-element-prefixes="redirect"',
+                       '<redirect:write file="{written}"><w/></redirect:write>'),
+    "saxon: reached by dyn:evaluate of a computed string": (
+        'xmlns:dyn="http://exslt.org/dynamic" xmlns:saxon="http://icl.com/saxon"',
+        """<o><xsl:value-of select="dyn:evaluate(concat('saxon', ':line-number()'))"/></o>"""),
+    "xt:document (on a literal result element)": (
+        'xmlns:xt="http://www.jclark.com/xt"',
+        '<o xsl:extension-element-prefixes="xt"><xt:document href="{written}"><w/>'
+        "</xt:document></o>"),
+}
+
+
+def v1_sheet(folder: Path, name: str, namespaces: str, body: str) -> Path:
+    path = folder / name
+    path.write_text('<xsl:stylesheet version="1.0" '
+                    f'xmlns:xsl="http://www.w3.org/1999/XSL/Transform" {namespaces}>\n'
+                    f'<xsl:template match="/">{body}</xsl:template>\n</xsl:stylesheet>',
+                    encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("label", sorted(NON_EXSLT))
+def test_extensions_beyond_exslt_are_refused_at_build_time(
+        label: str, sheets: Path, tmp_path: Path, canary: Path, listener: Listener) -> None:
+    written = tmp_path / "written.xml"
+    namespaces, body = NON_EXSLT[label]
+    body = body.format(canary=canary.as_uri(), url=listener.url, written=written.as_uri())
+    path = v1_sheet(sheets, "ext.xsl", namespaces, body)
+    with pytest.raises(ConfigError) as info:
+        run(str(path), sheets)
+    message = str(info.value)
+    namespace = re.findall(r'xmlns:\w+="([^"]+)"', namespaces)[-1]
+    assert f"ext.xsl line 1: namespace {namespace} (prefix " in message, message
+    assert "holds libxslt extensions beyond EXSLT and may not be declared" in message
+    assert_clean(message)
+    assert not written.exists()
+
+
+@pytest.mark.parametrize("how", ["function", "element"])
+def test_any_namespace_beyond_exslt_is_refused(how: str, sheets: Path, tmp_path: Path) -> None:
+    """Not only libxslt's own extras: any extension code in the process is out of reach."""
+    uri = "urn:esb-test:extensions"
+    written = tmp_path / "written.xml"
+    functions = etree.FunctionNamespace(uri)
+    functions["leak"] = lambda context: CANARY
+    body = ('<o><xsl:value-of select="t:leak()"/></o>' if how == "function" else
+            f'<o xsl:extension-element-prefixes="t"><t:write href="{written}"/></o>')
+    try:
+        path = v1_sheet(sheets, "ext.xsl", f'xmlns:t="{uri}"', body)
+        with pytest.raises(ConfigError) as info:
+            run(str(path), sheets)
+    finally:
+        del functions["leak"]
+    message = str(info.value)
+    kind = "function t:leak()" if how == "function" else "element prefix 't'"
+    assert f"ext.xsl line 2: extension {kind} " in message
+    assert f"namespace {uri}" in message and "(only EXSLT extensions are)" in message
+    assert_clean(message)
+
+
+def test_extension_in_an_included_module_is_named_by_file_and_line(sheets: Path) -> None:
+    (sheets / "lib").mkdir()
+    v1_sheet(sheets / "lib", "x.xsl", 'xmlns:saxon="http://icl.com/saxon"',
+             '<o><xsl:value-of select="saxon:systemId()"/></o>')
+    path = sheet(sheets, "main.xsl", '<xsl:include href="lib/x.xsl"/>')
+    with pytest.raises(ConfigError, match=r"lib/x\.xsl line 1: namespace http://icl\.com/saxon "
+                                          r"\(prefix 'saxon'\) holds libxslt extensions"):
+        run(path, sheets)
+
+
+def test_exslt_and_own_functions_still_work(sheets: Path) -> None:
+    path = v1_sheet(sheets, "exslt.xsl", """
+        xmlns:exsl="http://exslt.org/common" xmlns:str="http://exslt.org/strings"
+        xmlns:math="http://exslt.org/math" xmlns:set="http://exslt.org/sets"
+        xmlns:dyn="http://exslt.org/dynamic" xmlns:re="http://exslt.org/regular-expressions"
+        xmlns:date="http://exslt.org/dates-and-times" xmlns:func="http://exslt.org/functions"
+        xmlns:my="urn:my" extension-element-prefixes="func exsl" """,
+        """<xsl:variable name="t"><n>3</n><n>1</n><n>3</n></xsl:variable>
+        <o><xsl:value-of select="concat(math:max(exsl:node-set($t)/n), ',',
+            count(set:distinct(exsl:node-set($t)/n)), ',', count(str:tokenize('a b c')), ',',
+            dyn:evaluate('1+1'), ',', re:test('abc', '^a'), ',', my:twice(4), ',',
+            date:year('2024-05-01'))"/></o>""")
+    path.write_text(path.read_text().replace(
+        "</xsl:stylesheet>", '<func:function name="my:twice"><xsl:param name="n"/>'
+        '<func:result select="$n * 2"/></func:function></xsl:stylesheet>'))
+    assert run(str(path), sheets).data.endswith(">3,2,3,2,true,8,2024</o>\n")
+
+
+# -- XSLT 2.0/3.0 (Saxon) ---------------------------------------------------------------------
+
+def test_saxon_is_installed() -> None:
+    """The Saxon sandbox is tested, never skipped: saxonche is part of the test extra."""
+    assert importlib.util.find_spec("saxonche") is not None, \
+        "saxonche is missing: install the test extra (pip install -e '.[test]')"
+
+
+def v3_sheet(folder: Path, name: str, body: str, namespaces: str = "") -> str:
+    (folder / name).write_text(
+        '<xsl:stylesheet version="3.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform" '
+        f'{namespaces}>\n{body}\n</xsl:stylesheet>', encoding="utf-8")
+    return name
+
+
+def outcome(name: str, folder: Path) -> str:
+    """The output, or the error, of building and running a stylesheet on ``<r/>``."""
+    try:
+        return run(name, folder).data
+    except (ConfigError, TransformError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+@pytest.fixture
+def canary_json(tmp_path: Path) -> Path:
+    path = tmp_path / "canary.json"
+    path.write_text(f'{{"secret": "{CANARY}"}}', encoding="utf-8")
+    return path
+
+
+COMPILE_TIME = {  # label: stylesheet body; {canary} and {url} are filled in
+    "static variable, unparsed-text() of a file": """
+        <xsl:variable name="s" static="yes" select="unparsed-text('{canary}')"/>
+        <xsl:template match="/"><o><xsl:value-of select="$s"/></o></xsl:template>""",
+    "static param, doc() of a file": """
+        <xsl:param name="s" static="yes" select="string(doc('{canary}'))"/>
+        <xsl:template match="/"><o><xsl:value-of select="$s"/></o></xsl:template>""",
+    "static variable, unparsed-text() over http": """
+        <xsl:variable name="s" static="yes" select="unparsed-text('{url}/s')"/>
+        <xsl:template match="/"><o><xsl:value-of select="$s"/></o></xsl:template>""",
+    "use-when, unparsed-text() of a file": """
+        <xsl:template match="/" use-when="contains(unparsed-text('{canary}'), 'CANARY')">
+          <o>{CANARY}</o></xsl:template>""",
+    "xsl:use-when on a literal result element, doc() over http": """
+        <xsl:template match="/"><o><p xsl:use-when="exists(doc('{url}/d.xml'))">x</p></o>
+        </xsl:template>""",
+    "shadow attribute, unparsed-text() of a file": """
+        <xsl:template match="/"><o><xsl:value-of _select="{{unparsed-text('{canary}')}}"/></o>
+        </xsl:template>""",
+    "static variable, json-doc() over http": """
+        <xsl:variable name="s" static="yes" select="json-doc('{url}/j.json')"/>
+        <xsl:template match="/"><o/></xsl:template>""",
+}
+
+
+def compile_time_sheet(label: str, folder: Path, canary: Path, listener: Listener) -> str:
+    body = COMPILE_TIME[label].format(canary=canary.as_uri(), url=listener.url, CANARY=CANARY)
+    return v3_sheet(folder, "static.xsl", body)
+
+
+@pytest.mark.parametrize("label", sorted(COMPILE_TIME))
+def test_saxon_code_run_while_compiling_is_refused(
+        label: str, sheets: Path, canary: Path, listener: Listener) -> None:
+    name = compile_time_sheet(label, sheets, canary, listener)
+    with pytest.raises(ConfigError) as info:
+        run(name, sheets)
+    message = str(info.value)
+    assert "static.xsl line " in message
+    assert "is evaluated while the stylesheet compiles, which the sandbox does not allow" \
+        in message
+    assert_clean(message)
+
+
+@pytest.mark.parametrize("label", sorted(COMPILE_TIME))
+def test_saxon_compiles_without_file_or_network_access(
+        label: str, sheets: Path, canary: Path, listener: Listener,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Second layer: with the load-time checks switched off, Saxon still reads nothing."""
+    import esb.transformers.saxon as saxon
+
+    monkeypatch.setattr(saxon, "refusals", lambda sheet: [])
+    name = compile_time_sheet(label, sheets, canary, listener)
+    result = " ".join(outcome(name, sheets).split())  # Saxon wraps its messages
+    assert result.startswith("ConfigError: transform[0].xslt: static.xsl does not compile"), \
+        result
+    assert "has been prohibited" in result
+    assert_clean(result)
+
+
+RUN_TIME = {  # label: XPath; {canary}, {json}, {folder} and {url} are filled in
+    "unparsed-text() of a file": "unparsed-text('{canary}')",
+    "unparsed-text-lines() over http": "unparsed-text-lines('{url}/t')",
+    "doc() of a file": "doc('{canary}')",
+    "doc() over http": "doc('{url}/d.xml')",
+    "document() of a file": "document('{canary}')",
+    "json-doc() of a file": "json-doc('{json}')",
+    "collection() of a folder": "collection('{folder}?select=*.xml')",
+    "uri-collection() of a folder": "uri-collection('{folder}')",
+    "parse-xml() with an external entity": (
+        "parse-xml('&lt;!DOCTYPE r [&lt;!ENTITY x SYSTEM &quot;{canary}&quot;>]>"
+        "&lt;r>&amp;x;&lt;/r>')"),
+    "parse-xml() with an external DTD over http": (
+        "parse-xml('&lt;!DOCTYPE r SYSTEM &quot;{url}/r.dtd&quot;>&lt;r/>')"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(RUN_TIME))
+def test_saxon_reads_nothing_at_run_time(
+        label: str, sheets: Path, tmp_path: Path, canary: Path, canary_json: Path,
+        listener: Listener) -> None:
+    expr = RUN_TIME[label].format(canary=canary.as_uri(), json=canary_json.as_uri(),
+                                  folder=tmp_path.as_uri(), url=listener.url)
+    name = v3_sheet(sheets, "reader.xsl",
+                    f'<xsl:template match="/"><o><xsl:copy-of select="{expr}"/></o>'
+                    "</xsl:template>")
+    with pytest.raises(TransformError) as info:
+        run(name, sheets)
+    message = " ".join(str(info.value).split())
+    assert "stylesheet failed" in message
+    assert "has been prohibited" in message or "has been disallowed" in message
+    assert_clean(message)
+
+
+def test_saxon_source_document_and_availability_checks_read_nothing(
+        sheets: Path, canary: Path, listener: Listener) -> None:
+    available = v3_sheet(sheets, "avail.xsl", f"""<xsl:template match="/"><o>
+        <xsl:value-of select="doc-available('{canary.as_uri()}'),
+          unparsed-text-available('{listener.url}/t')"/></o></xsl:template>""")
+    assert run(available, sheets).data.endswith("<o>false false</o>")
+    source = v3_sheet(sheets, "source.xsl", f"""<xsl:template match="/"><o>
+        <xsl:source-document href="{canary.as_uri()}" streamable="no">
+          <xsl:copy-of select="."/></xsl:source-document></o></xsl:template>""")
+    with pytest.raises(TransformError, match="has been prohibited") as info:
+        run(source, sheets)
+    assert_clean(str(info.value))
+
+
+REFUSED = {  # label: (body, namespaces, expected in the error)
+    "environment-variable()": (
+        "<o><xsl:value-of select=\"environment-variable('ESB_SANDBOX_CANARY')\"/></o>", "",
+        "environment-variable() is not allowed (it reads the process environment)"),
+    "Q{fn}environment-variable#1": (
+        '<o><xsl:value-of select="Q{http://www.w3.org/2005/xpath-functions}'
+        "environment-variable#1('ESB_SANDBOX_CANARY')\"/></o>", "",
+        "environment-variable() is not allowed"),
+    "fn:environment-variable in a text value template": (
+        "<o xsl:expand-text=\"yes\">{fn:environment-variable ('ESB_SANDBOX_CANARY')}</o>",
+        'xmlns:fn="http://www.w3.org/2005/xpath-functions"',
+        "fn:environment-variable() is not allowed"),
+    "available-environment-variables()": (
+        '<o><xsl:value-of select="available-environment-variables()"/></o>', "",
+        "available-environment-variables() is not allowed"),
+    "function-lookup()": (
+        "<o><xsl:value-of select=\"function-lookup(QName('http://www.w3.org/2005/xpath-"
+        "functions', 'environment-variable'), 1)('ESB_SANDBOX_CANARY')\"/></o>", "",
+        "function-lookup() is not allowed (it calls functions chosen at run time"),
+    "transform()": (
+        "<o><xsl:copy-of select=\"transform(map{'stylesheet-location': 'x.xsl'})?output\"/>"
+        "</o>", "", "transform() is not allowed (it runs a stylesheet the sandbox cannot"),
+    "load-xquery-module()": (
+        "<o><xsl:value-of select=\"exists(load-xquery-module('urn:x', "
+        "map{'location-hints': '{url}/m.xq'}))\"/></o>", "",
+        "load-xquery-module() is not allowed"),
+    "xsl:evaluate": (
+        "<o><xsl:evaluate xpath=\"'environment-' || 'variable(&quot;ESB_SANDBOX_CANARY&quot;)'\"/>"
+        "</o>", "", "xsl:evaluate is not allowed (it runs XPath built at run time"),
+    "xsl:result-document": (
+        '<xsl:result-document href="{written}"><w/></xsl:result-document>', "",
+        "xsl:result-document is not allowed (the sandbox forbids writing files)"),
+    "Saxon extension namespace": (
+        "<o><xsl:value-of select=\"saxon:system-id()\"/></o>",
+        'xmlns:saxon="http://saxon.sf.net/"', "Saxon extensions (http://saxon.sf.net/)"),
+    "Saxon extension by Q{}": (
+        '<o><xsl:value-of select="Q{http://saxon.sf.net/}system-id()"/></o>', "",
+        "Saxon extension function system-id() is not allowed"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(REFUSED))
+def test_saxon_refuses_what_it_cannot_sandbox(
+        label: str, sheets: Path, tmp_path: Path, listener: Listener,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ESB_SANDBOX_CANARY", CANARY)
+    written = tmp_path / "written.xml"
+    body, namespaces, expected = REFUSED[label]
+    body = body.replace("{url}", listener.url).replace("{written}", written.as_uri())
+    name = v3_sheet(sheets, "refused.xsl",
+                    f'<xsl:template match="/">\n{body}</xsl:template>', namespaces)
+    with pytest.raises(ConfigError) as info:
+        run(name, sheets)
+    message = str(info.value)
+    assert re.search(rf"refused\.xsl line \d: {re.escape(expected)}", message), message
+    assert_clean(message)
+    assert not written.exists()
+
+
+def test_saxon_allows_look_alikes_of_refused_names(sheets: Path) -> None:
+    name = v3_sheet(sheets, "alike.xsl", """
+        <xsl:function name="my:transform"><xsl:param name="s"/>
+          <xsl:sequence select="upper-case($s)"/></xsl:function>
+        <xsl:variable name="v" static="no" select="'x'"/>
+        <xsl:template match="/">
+          <o note="we transform (and validate)"><xsl:value-of select="my:transform($v)"/>
+          <p>environment-variable('HOME') is literal text</p></o></xsl:template>""",
+                    'xmlns:my="urn:my" exclude-result-prefixes="my"')
+    assert run(name, sheets).data.endswith(
+        "<o note=\"we transform (and validate)\">X<p>environment-variable('HOME') is literal "
+        "text</p></o>")
+
+
+def test_saxon_includes_and_imports_in_the_folder_work(sheets: Path) -> None:
+    (sheets / "lib").mkdir()
+    v3_sheet(sheets, "lib/inner.xsl", """<xsl:template name="inner"><in>é€</in></xsl:template>
+        <xsl:template match="/" priority="-1"><imported/></xsl:template>""")
+    v3_sheet(sheets, "lib/mid.xsl", '<xsl:import href="inner.xsl"/>'
+             '<xsl:template name="mid"><m/></xsl:template>')
+    name = v3_sheet(sheets, "main.xsl", """<xsl:import href="lib/mid.xsl"/>
+        <xsl:template match="/"><o>ü<xsl:call-template name="inner"/>
+        <xsl:call-template name="mid"/><xsl:apply-imports/></o></xsl:template>""")
+    assert run(name, sheets).data.endswith("<o>ü<in>é€</in><m/><imported/></o>")
+
+
+def test_saxon_compile_error_names_the_included_file(sheets: Path) -> None:
+    (sheets / "lib").mkdir()
+    v3_sheet(sheets, "lib/broken.xsl",
+             '\n<xsl:template name="b"><xsl:value-of select="1 +"/></xsl:template>')
+    name = v3_sheet(sheets, "main.xsl", '<xsl:include href="lib/broken.xsl"/>')
+    with pytest.raises(ConfigError, match=r"main\.xsl does not compile: .* on line 3 column \d+ "
+                                          r"of lib/broken\.xsl:") as info:
+        run(name, sheets)
+    assert "data:" not in str(info.value)
+
+
+@pytest.mark.parametrize("href", ["http", "parent", "file-url"])
+def test_saxon_include_outside_the_folder_is_refused(
+        href: str, sheets: Path, tmp_path: Path, listener: Listener) -> None:
+    outside = tmp_path / "x.xsl"
+    outside.write_text('<xsl:stylesheet version="3.0" '
+                       'xmlns:xsl="http://www.w3.org/1999/XSL/Transform">'
+                       f'<xsl:template name="t">{CANARY}</xsl:template></xsl:stylesheet>')
+    url = {"http": f"{listener.url}/x.xsl", "parent": "../x.xsl",
+           "file-url": outside.as_uri()}[href]
+    name = v3_sheet(sheets, "main.xsl", f'<xsl:include href="{url}"/>')
+    with pytest.raises(ConfigError) as info:
+        run(name, sheets)
+    message = str(info.value)
+    assert "xsl:include" in message
+    assert ("outside the stylesheet's folder" in message) or ("not allowed" in message)
+    assert_clean(message)
