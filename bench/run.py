@@ -40,7 +40,8 @@ DEFAULT_URL = os.environ.get("ESB_TEST_BUS_URL", "amqp://guest:guest@127.0.0.1:5
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: ceiling, pass-through, attribute CBR; 1 KiB; small counts")
+                   help="smoke run: ceiling, pass-through, attribute CBR, XSLT; 1 KiB; "
+                        "small counts")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--soak", action="store_true",
                    help="pass-through for --soak-minutes, reporting RSS growth (only the soak "

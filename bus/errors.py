@@ -6,10 +6,12 @@
     ├── ConfigError              configuration or route files are invalid (listed with file:line)
     ├── DeliveryError            a destination did not accept an envelope
     │   ├── TransientError       retry later: timeouts, 5xx, 408/425/429, connection resets
+    │   │   └── TransientTransformError  a transformer step asked for a retry (names the step)
     │   └── PermanentError       never retry: other 4xx, Client faults, schema violations
     │       └── TransformError   a transformer step failed (names the step)
     └── BusError                 the bus itself failed
         ├── BusUnavailable       not connected, or the connection dropped before the confirm
+        │   └── TransformDeferred  not taken: a step run at ingress asked for a retry
         └── PublishRejected      the broker nacked, or returned the message as unroutable
 
 Only these cross a seam. Drivers (httpx, zeep, pika, lxml) raise their own exceptions inside an
@@ -57,6 +59,15 @@ class TransformError(PermanentError):
         self.step = step
 
 
+class TransientTransformError(TransientError):
+    """A transformer step cannot do its work now but may later (it raised
+    ``TransientError``); ``step`` names it."""
+
+    def __init__(self, step: str, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(f"transformer {step!r}: {message}", retry_after=retry_after)
+        self.step = step
+
+
 class DropEnvelope(EsbError):
     """Raised by a transformer to filter an envelope out on purpose (not dead-lettered)."""
 
@@ -71,3 +82,14 @@ class BusUnavailable(BusError):
 
 class PublishRejected(BusError):
     """The broker refused a publish (nack) or returned it as unroutable (``mandatory``)."""
+
+
+class TransformDeferred(BusUnavailable):
+    """The envelope was not taken because a transformer step run at ingress asked for a retry;
+    nothing was published. It is a ``BusUnavailable`` on purpose: every inbound side already
+    answers that with "retry later" (503, a Server fault, a requeue), which is what the sender
+    must hear. ``step`` names the step."""
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(message)
+        self.step = step

@@ -22,7 +22,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from esb.bus.envelope import Envelope
-from esb.bus.errors import ConfigError, DeliveryError, DropEnvelope, TransformError
+from esb.bus.errors import (
+    ConfigError,
+    DropEnvelope,
+    TransformError,
+    TransientError,
+    TransientTransformError,
+)
 from esb.bus.plugins import Registry
 from esb.bus.plugins import transformers as default_registry
 from esb.transformers.python import wrap_function
@@ -34,8 +40,9 @@ StepSpec = str | Mapping[str, Any]
 class Chain:
     """Envelope → envelope through each step in order; the empty chain is the identity.
 
-    Errors a step raises on purpose (``DropEnvelope``, ``TransformError`` and the other
-    ``DeliveryError``s) pass through; anything else becomes a ``TransformError`` naming the step.
+    ``DropEnvelope`` and ``TransformError`` pass through. A ``TransientError`` becomes a
+    ``TransientTransformError`` naming the step (the caller retries); anything else, a
+    ``PermanentError`` included, becomes a ``TransformError`` naming the step (dead-lettered).
     """
 
     def __init__(self, steps: Sequence[tuple[str, Transformer]] = ()) -> None:
@@ -53,8 +60,11 @@ class Chain:
         for name, step in self._steps:
             try:
                 env = step(env)
-            except (DropEnvelope, DeliveryError):
+            except (DropEnvelope, TransformError, TransientTransformError):
                 raise
+            except TransientError as exc:
+                raise TransientTransformError(name, str(exc),
+                                              retry_after=exc.retry_after) from exc
             except Exception as exc:
                 raise TransformError(name, f"{type(exc).__name__}: {exc}") from exc
             if not isinstance(env, Envelope):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,15 +63,19 @@ def load_payload(file: Path, content_type: str) -> Any:
 
 
 def run_transform(spec: str, file: Path, *, base_dir: Path, type: str = "sample",
-                  source: str = "cli", content_type: str | None = None) -> Envelope:
-    """Run a transformer (entry-point name), a stylesheet (``.xsl``/``.xslt``) or a chain
-    (``.yaml`` list of steps) over ``file``; relative paths in steps resolve against
-    ``base_dir``. Raises ``ConfigError`` for a bad spec, ``TransformError``/``DropEnvelope``
-    from the run."""
+                  source: str = "cli", content_type: str | None = None,
+                  named: Mapping[str, StepSpec | Sequence[StepSpec]] | None = None
+                  ) -> Envelope:
+    """Run a transformer (entry-point name), a named definition from ``named`` (the
+    configuration's ``transformers:``), a stylesheet (``.xsl``/``.xslt``) or a chain (``.yaml``
+    list of steps, which may name definitions too) over ``file``; relative paths in steps
+    resolve against ``base_dir``. Raises ``ConfigError`` for a bad spec, and from the run
+    ``DropEnvelope``, ``TransformError`` or ``TransientTransformError`` (each naming the
+    step)."""
     ct = content_type or guess_content_type(file)
     if Path(spec).suffix.lower() in _STYLESHEETS:
         spec = str(_locate(spec, base_dir).resolve())
-    chain = build_chain(steps_for(spec, base_dir=base_dir), base_dir=base_dir,
+    chain = build_chain(steps_for(spec, base_dir=base_dir), base_dir=base_dir, named=named,
                         where=Path(spec).name if Path(spec).suffix else "transform")
     env = Envelope(source=source, type=type, datacontenttype=ct,
                    data=load_payload(file, ct), subject=file.name)

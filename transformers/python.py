@@ -2,8 +2,10 @@
 
 The function receives the :class:`~esb.bus.envelope.Envelope` and returns either an envelope or
 the new data (``dict``/``list``/number/bool → JSON, ``str`` → text in the envelope's text
-content type, ``bytes`` → binary). It may raise ``DropEnvelope``, ``TransformError``,
-``PermanentError`` or ``TransientError``; anything else is wrapped by the chain.
+content type, ``bytes`` → binary). It may raise ``DropEnvelope`` (filtered out),
+``TransformError`` or ``PermanentError`` (dead-lettered, with the step's name) or
+``TransientError`` (tried again later); the chain names the step in each error, and wraps
+anything else as a ``TransformError``.
 """
 
 from __future__ import annotations

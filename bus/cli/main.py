@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,10 +18,10 @@ from esb.bus.cli.routes_cmds import register as register_routes_commands
 from esb.bus.cli.scaffold import register as register_scaffold
 from esb.bus.errors import ConfigError, EsbError
 
+if TYPE_CHECKING:
+    from esb.bus.config.loader import Loaded
+
 DEFAULT_CONFIG = "config/esb.yaml"
-#: Interpolated values under keys like these are secrets: never logged.
-_SECRET_KEY = re.compile(r"token|passw|secret|key|credential|auth|users", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"://[^:/@\s]+:([^@/\s]+)@")
 
 
 class Context:
@@ -95,8 +95,7 @@ def run(config_path: Path, workers: int, listen_fd: int | None, worker_index: in
 
     try:
         loaded = load_config(config_path)
-        doc = loaded.document
-        secrets = config_secrets(doc) if doc else []
+        secrets = config_secrets(loaded)
         configure_logging(loaded.config.logging.level, loaded.config.logging.format, secrets)
     except ConfigError as exc:
         config_errors(exc)
@@ -135,20 +134,11 @@ def _run_worker(loaded: Any, secrets: list[str], listen_fd: int, index: int,
         config_errors(exc)
 
 
-def config_secrets(doc: Any) -> list[str]:
-    """Interpolated values that must never be logged: anything under a secret-looking key
-    (at any depth: ``auth.users.alice``), and the password of any URL."""
-    out = []
-    for path in doc.secret_paths:
-        value = doc.value
-        for p in path:
-            value = value[p]
-        text = str(value)
-        if any(_SECRET_KEY.search(str(p)) for p in path):
-            out.append(text)
-        elif (m := _URL_PASSWORD.search(text)) is not None:
-            out.append(m.group(1))
-    return out
+def config_secrets(loaded: Loaded) -> list[str]:
+    """The values no log line may show: every secret setting of the validated configuration
+    (typed as a secret, wherever it sits), the password of any URL among them, and — for
+    settings not typed as secrets — interpolated values under secret-looking keys."""
+    return loaded.log_secrets()
 
 
 @cli.command()
@@ -212,17 +202,31 @@ def status(obj: Context, as_json: bool) -> None:
                            "up" if i.get("bus_connected") else "DOWN",
                            f"{i.get('last_seen_s', 0):.1f}s") for i in instances]))
     rates: dict[str, float] = {}
+    breakers: dict[str, Counter[str]] = {}
     for inst in instances:
         for name, d in (inst.get("destinations") or {}).items():
             rates[name] = rates.get(name, 0.0) + float(d.get("delivered_per_s") or 0)
+            if d.get("breaker"):
+                breakers.setdefault(name, Counter())[d["breaker"]] += 1
     click.echo("")
-    rows = [(name, d["adapter"], d["queue"], d.get("in_flight", ""), d.get("breaker", ""),
+    rows = [(name, d["adapter"], d["queue"], d.get("in_flight", ""),
+             breaker_states(breakers.get(name)) or d.get("breaker", ""),
              f"{rates.get(name, 0.0):.1f}") for name, d in sorted(st["destinations"].items())]
     click.echo(table(["DESTINATION", "ADAPTER", "QUEUED", "IN FLIGHT", "BREAKER",
                       "DELIVERED/S"], rows))
     q = st["queues"]
     click.echo("")
-    click.echo(f"dead letters {q.get('dlq', '?')}   unroutable {q.get('unroutable', '?')}")
+    click.echo(f"dead letters {q.get('dlq', '?')}   unroutable {q.get('unroutable', '?')}   "
+               f"waiting to retry {q.get('retrying', '?')}")
+
+
+def breaker_states(states: Counter[str] | None) -> str:
+    """One destination's breaker over every instance: ``closed``, or ``open 1, closed 2``."""
+    if not states:
+        return ""
+    if len(states) == 1:
+        return next(iter(states))
+    return ", ".join(f"{state} {n}" for state, n in sorted(states.items()))
 
 
 @cli.group()
@@ -275,19 +279,43 @@ def adapters_list(as_json: bool) -> None:
                          [tuple(r.values()) for r in rows]))
 
 
+def _named_transformers(config_path: Path | None) -> dict[str, Any]:
+    """The ``transformers:`` definitions of ``config_path``, else of the default configuration
+    when there is one (none otherwise). Raises ``ConfigError`` when the file does not load."""
+    if config_path is None:
+        config_path = Path(DEFAULT_CONFIG)
+        if not config_path.is_file():
+            return {}
+    from esb.bus.config.loader import load_config
+
+    return dict(load_config(config_path).config.transformers)
+
+
 @cli.command()
 @click.argument("spec")
 @click.argument("file", type=click.Path(exists=True, path_type=Path))
-@click.option("--type", "etype", default="sample")
-@click.option("--source", default="cli")
-@click.option("--content-type", default=None)
-def transform(spec: str, file: Path, etype: str, source: str, content_type: str | None) -> None:
-    """Run a transformer (or a chain file) on FILE and print the result."""
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              envvar="ESB_CONFIG", default=None,
+              help=f"Configuration whose 'transformers:' definitions SPEC (or a chain file) "
+                   f"may name [default: {DEFAULT_CONFIG}, when it exists].")
+@click.option("--type", "etype", default="sample", show_default=True,
+              help="The envelope's 'type' attribute.")
+@click.option("--source", default="cli", show_default=True,
+              help="The envelope's 'source' attribute.")
+@click.option("--content-type", default=None,
+              help="The envelope's datacontenttype [default: from FILE's suffix: .xml, .json, "
+                   "else text/plain].")
+def transform(spec: str, file: Path, config_path: Path | None, etype: str, source: str,
+              content_type: str | None) -> None:
+    """Run SPEC on FILE and print the result, or the error naming the failing step.
+
+    SPEC is a transformer name, a definition from the configuration's 'transformers:', a
+    stylesheet (.xsl, .xslt) or a chain file (.yaml: a list of steps)."""
     from esb.transformers.cli_support import run_transform
 
     try:
         env = run_transform(spec, file, base_dir=Path.cwd(), type=etype, source=source,
-                            content_type=content_type)
+                            content_type=content_type, named=_named_transformers(config_path))
     except ConfigError as exc:
         config_errors(exc)
     except EsbError as exc:

@@ -24,7 +24,7 @@ import orjson
 from lxml import etree
 
 from esb.bus.envelope import Envelope
-from esb.bus.errors import DropEnvelope, TransformError
+from esb.bus.errors import DropEnvelope, TransformError, TransientTransformError
 from esb.bus.routing.model import RouteCase
 from esb.bus.routing.router import Router
 from esb.bus.routing.routeset import RouteSet
@@ -134,7 +134,8 @@ def route_envelope(router: Router, envelope: Envelope, endpoint: str | None) -> 
         except DropEnvelope:
             deliveries.append(Delivery(route.name, None, dropped=True))
             continue
-        except TransformError as exc:
+        except (TransformError, TransientTransformError) as exc:
+            # (a transient one would make the sender retry; here it is shown like any error)
             deliveries.append(Delivery(route.name, None, error=str(exc)))
             continue
         for leg in route.legs:
@@ -143,7 +144,7 @@ def route_envelope(router: Router, envelope: Envelope, endpoint: str | None) -> 
             except DropEnvelope:
                 deliveries.append(Delivery(route.name, leg.destination, dropped=True))
                 continue
-            except TransformError as exc:
+            except (TransformError, TransientTransformError) as exc:
                 deliveries.append(Delivery(route.name, leg.destination, error=str(exc)))
                 continue
             out = out.model_copy(update={"esbroute": route.name,

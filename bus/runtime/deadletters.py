@@ -3,7 +3,8 @@
 Replay re-delivers a dead letter to the destination it failed at, with a fresh attempt
 history (a ``replayed`` hop records that it happened); an envelope that failed before it had a
 destination (a route-level transform), and every unroutable envelope, goes through the route
-set in force again, so a fix deployed since then applies.
+set in force again, so a fix deployed since then applies. One whose destination's own steps
+failed runs those steps again (the running set's) on its way to that destination only.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, Progress, destination_address
 from esb.bus.envelope import Envelope, Hop, utcnow
-from esb.bus.errors import EsbError
-from esb.bus.runtime.ingress import Ingress
+from esb.bus.errors import DropEnvelope, EsbError, TransformError
+from esb.bus.runtime.ingress import LEG_TRANSFORM, Ingress, failed_in_leg, leg_chain
 from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.trace import TraceRecorder
 
@@ -37,7 +38,7 @@ def summary(env: Envelope) -> dict[str, Any]:
     last = env.esbhops[-1].at if env.esbhops else env.time
     return {"id": env.id, "type": env.type, "source": env.source,
             "endpoint": env.esbendpoint, "destination": env.esbdestination,
-            "route": env.esbroute, "attempts": len(env.esbattempts),
+            "route": env.esbroute, "key": env.key, "attempts": len(env.esbattempts),
             "error": env.esberror, "at": last.isoformat()}
 
 
@@ -86,8 +87,9 @@ class DeadLetters:
                     and (destination is None or env.esbdestination == destination))
 
         handle = self._redeliver if which == "dlq" else self._reroute
+        # No limit by the number of ids: an envelope that failed at two destinations of a
+        # fan-out has a dead letter per destination, under one id, and both are replayed.
         handled, left = await self.bus.take(self.address(which), select, handle,
-                                            limit=len(wanted) if wanted else None,
                                             progress=progress)
         return ReplayResult(handled, left)
 
@@ -102,6 +104,28 @@ class DeadLetters:
             "esbhops": [*env.esbhops, Hop(at=utcnow(), step="replayed",
                                           instance=self.instance,
                                           detail={"destination": dest})]})
+        if failed_in_leg(env):
+            # The destination's own steps failed: run them again (the running route set's,
+            # which may carry the fix), then deliver; failing again, it is dead-lettered again.
+            router = self.ingress.routes.current
+            try:
+                chain = leg_chain(router, env.esbroute or "", dest)
+            except KeyError as exc:
+                raise ReplayError(f"{env.id}: {exc.args[0]}") from None
+            if chain:
+                try:
+                    fresh = chain(fresh)
+                except DropEnvelope:
+                    self.trace.record(env.id, "replayed", destination=dest, dropped=True)
+                    return
+                except TransformError as exc:
+                    await self.bus.publish(DEAD_LETTER, fresh.model_copy(update={
+                        "esberror": str(exc)}).with_hop("dead-lettered", self.instance,
+                                                        reason=str(exc), stage=LEG_TRANSFORM))
+                    self.trace.record(env.id, "transform-failed", destination=dest,
+                                      error=str(exc))
+                    return
+                fresh = fresh.model_copy(update={"esbrouteversion": router.version})
         part = self.partitioners.get(dest)
         await self.bus.publish(part.address(fresh) if part else destination_address(dest), fresh)
         self.trace.record(env.id, "replayed", destination=dest)

@@ -3,29 +3,38 @@ published to every destination it goes to — and only then is the sender told i
 
 Routing and transforming happen here, once, so an envelope is handled wholly by the route set
 that was current when it arrived (recorded in ``esbrouteversion``), and each destination queue
-holds envelopes already in that destination's format.
+holds envelopes already in that destination's format. Both the route's own transform steps and
+each destination's steps run here; each step that succeeds is a ``transformed`` trace event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import structlog
 
 from esb.adapters.spec import Accepted
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, destination_address
 from esb.bus.envelope import Envelope, Hop, utcnow
-from esb.bus.errors import DropEnvelope, TransformError
+from esb.bus.errors import (
+    DropEnvelope,
+    TransformDeferred,
+    TransformError,
+    TransientTransformError,
+)
 from esb.bus.routing.router import Router
 from esb.bus.runtime.idempotency import SharedIdempotency
 from esb.bus.runtime.logs import bind_message, unbind_message
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.trace import MemoryTrace, TraceRecorder
+from esb.transformers.chain import Chain
 
 log = structlog.get_logger("esb.ingress")
 
@@ -42,7 +51,7 @@ class Ingress:
                  partitioners: Mapping[str, Partitioner] | None = None,
                  trace: TraceRecorder | None = None) -> None:
         self.bus = bus
-        self.trace: TraceRecorder = trace or MemoryTrace(instance)
+        self.trace: TraceRecorder = trace if trace is not None else MemoryTrace(instance)
         self.routes = routes
         self.metrics = metrics
         self.instance = instance
@@ -83,7 +92,7 @@ class Ingress:
             fired = router.match(stamped())
         publishes: list[tuple[str, Envelope]] = []
         #: Trace events, recorded once the publishes are confirmed (never for a refused one).
-        events: list[tuple[str, dict[str, object]]] = []
+        events: list[TraceNote] = []
         if not fired:
             events.append(("unroutable", {"version": version}))
             publishes.append((UNROUTABLE, stamped().model_copy(update={
@@ -95,7 +104,7 @@ class Ingress:
             routed: Envelope | None = None  # the route's own steps applied, once per route
             if route.chain:
                 try:
-                    routed = route.chain(stamped())
+                    routed = _transform(route.chain, stamped(), events, {"route": name})
                 except DropEnvelope:
                     continue
                 except TransformError as exc:
@@ -103,6 +112,8 @@ class Ingress:
                                                          self.instance)))
                     events.append(("transform-failed", {"route": name, "error": str(exc)}))
                     continue
+                except TransientTransformError as exc:
+                    raise _deferred(exc, name, None) from exc
             for leg in route.legs:
                 dest = leg.destination
                 routed_hop = Hop(at=now, step="routed", instance=self.instance,
@@ -117,15 +128,19 @@ class Ingress:
                     if routed is None:
                         routed = stamped()
                     try:
-                        out = leg.chain(routed)
+                        out = _transform(leg.chain, routed, events,
+                                         {"route": name, "destination": dest}) \
+                            if leg.chain else routed
                     except DropEnvelope:
                         continue
                     except TransformError as exc:
                         publishes.append((DEAD_LETTER, _dead(routed, name, dest, exc,
-                                                             self.instance)))
+                                                             self.instance, leg=True)))
                         events.append(("transform-failed", {"route": name, "destination": dest,
                                                             "error": str(exc)}))
                         continue
+                    except TransientTransformError as exc:
+                        raise _deferred(exc, name, dest) from exc
                     out = out.model_copy(update={
                         "esbroute": name, "esbdestination": dest,
                         "esbhops": [*out.esbhops, routed_hop]})
@@ -148,13 +163,81 @@ class Ingress:
         return Accepted(eid, tuple(a for a, _ in publishes))
 
 
+def leg_chain(router: Any, route: str, destination: str) -> Chain | None:
+    """The steps ``route`` applies for ``destination`` in ``router``'s route set; raises
+    KeyError when that route no longer sends to that destination."""
+    for r in router.routes:
+        if r.name == route:
+            for leg in r.legs:
+                if leg.destination == destination:
+                    return leg.chain
+    raise KeyError(f"route {route!r} of version {router.version} does not send to "
+                   f"{destination!r}")
+
+
+#: A trace step noted while the envelope is handled: (step, detail).
+TraceNote = tuple[str, dict[str, object]]
+
+#: Each chain run here, as one-step chains (built on first use, gone with their route set).
+_STEPWISE: WeakKeyDictionary[Chain, tuple[tuple[str, Chain], ...]] = WeakKeyDictionary()
+
+
+def _stepwise(chain: Chain) -> tuple[tuple[str, Chain], ...]:
+    parts = _STEPWISE.get(chain)
+    if parts is None:
+        # Chain exposes its step names, not its steps. A one-step Chain per step keeps its
+        # error handling (a failure names the step) identical to running the whole chain.
+        parts = _STEPWISE[chain] = tuple((step[0], Chain((step,))) for step in chain._steps)
+    return parts
+
+
+def _transform(chain: Chain, env: Envelope, events: list[TraceNote],
+               where: dict[str, object]) -> Envelope:
+    """``chain(env)``, one step at a time: each step that succeeds adds a ``transformed``
+    note (``where`` + the step's name and duration). Raises what the chain raises; the steps
+    that ran before a failure or a drop keep their notes."""
+    clock = time.perf_counter
+    for name, step in _stepwise(chain):
+        started = clock()
+        env = step(env)
+        events.append(("transformed", {**where, "transform": name,
+                                       "duration_ms": round((clock() - started) * 1000, 3)}))
+    return env
+
+
 def _dead(env: Envelope, route: str, destination: str | None, exc: Exception,
-          instance: str) -> Envelope:
+          instance: str, *, leg: bool = False) -> Envelope:
+    """The dead letter of a failed step. ``leg``: a destination's own step failed, and the
+    envelope kept is the one before that destination's steps (a replay runs them again)."""
     log.warning("transform failed; dead-lettered", envelope_id=env.id, route=route,
                 destination=destination, error=str(exc))
+    detail: dict[str, Any] = {"reason": str(exc)}
+    if leg:
+        detail["stage"] = LEG_TRANSFORM
     return env.model_copy(update={"esbroute": route, "esbdestination": destination,
                                   "esberror": str(exc)}).with_hop(
-        "dead-lettered", instance, reason=str(exc))
+        "dead-lettered", instance, **detail)
+
+
+#: ``stage`` of a dead letter whose destination's own transform steps failed.
+LEG_TRANSFORM = "destination-transform"
+
+
+def failed_in_leg(env: Envelope) -> bool:
+    """Whether ``env`` was dead-lettered by its destination's own steps (not by a delivery)."""
+    for hop in reversed(env.esbhops):
+        if hop.step == "dead-lettered":
+            return hop.detail.get("stage") == LEG_TRANSFORM
+    return False
+
+
+def _deferred(exc: TransientTransformError, route: str,
+              destination: str | None) -> TransformDeferred:
+    """A step asked for a retry while the sender waits: nothing of the envelope is published
+    (not even the copies already transformed) and the sender is told to send it again."""
+    log.info("transform step asked for a retry; the sender is told to retry later",
+             route=route, destination=destination, step=exc.step, error=str(exc))
+    return TransformDeferred(exc.step, str(exc))
 
 
 @dataclass

@@ -16,6 +16,7 @@ Two implementations:
 Steps, in the order they usually happen (``detail`` keys in brackets)::
 
     accepted          [endpoint, version]
+    transformed       [route, destination, transform, duration_ms]
     routed            [route, version, destination]
     unroutable        [version]
     transform-failed  [route, destination, error]
@@ -23,7 +24,12 @@ Steps, in the order they usually happen (``detail`` keys in brackets)::
     delivered         [destination, status, latency_ms, attempt]
     retry-scheduled   [destination, attempt, retry_in, error]
     dead-lettered     [destination, route, error, attempts]
-    replayed          [destination, by]
+    replayed          [destination]
+
+``transformed`` is one event per transform step that succeeded (``destination`` only for a
+destination's own steps; the route's steps run once for all its destinations). ``delivered``'s
+``status`` is what the outbound side's ``send`` returned (an HTTP status, a short text), or
+``"accepted"`` when it returned nothing. docs/reliability.md ("Tracing") is the user's view.
 """
 
 from __future__ import annotations
@@ -35,8 +41,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 #: The steps the runtime records (free text is accepted; these are what the CLI knows).
-STEPS = ("accepted", "routed", "unroutable", "transform-failed", "attempt", "delivered",
-         "retry-scheduled", "dead-lettered", "replayed")
+STEPS = ("accepted", "transformed", "routed", "unroutable", "transform-failed", "attempt",
+         "delivered", "retry-scheduled", "dead-lettered", "replayed")
 
 
 @dataclass(frozen=True)

@@ -21,17 +21,12 @@ Batches that do not contain the id's bytes are skipped without parsing (a substr
 query costs roughly one pass over the window's bytes. RabbitMQ 3.10 has no server-side stream
 filtering; queries are rare, writes are constant, so the cost sits on the read side.
 
-Retention: the stream is declared with ``x-max-age`` = ``retention`` (default **24h**) and
-``x-stream-max-segment-size-bytes`` = 8 MB (retention only ever removes whole segments, so a
-bounded segment size is what lets the age limit bite), plus ``x-max-length-bytes`` (default
-4 GiB) as a disk guard. Why 24 h: trace answers "what happened to message X?", a question asked
-within hours of the message — the same working day, or the morning after a night incident;
-older history lives in the DLQ (failures keep their attempts) and in logs. A day is enough for
-that and keeps the stream small: at ~120 bytes an event and ~6 events a message, 24 h at 70 msg/s
-is ~4 GiB. The byte cap wins above that rate (shorter history, never a full disk — a RabbitMQ
-disk alarm would block the bus itself). Changing retention on an existing stream needs the
-stream deleted (RabbitMQ refuses to redeclare with other arguments); until then the existing
-stream is used as it is, with a warning.
+Retention (why these numbers: docs/reliability.md, "Tracing"): the stream is declared with
+``x-max-age`` = ``retention`` (default 24h), ``x-max-length-bytes`` (default 4 GiB) as a disk
+guard, and ``x-stream-max-segment-size-bytes`` = 8 MB — retention only ever removes whole
+segments, so a bounded segment size is what lets the age limit bite. Changing retention on an
+existing stream needs the stream deleted (RabbitMQ refuses to redeclare with other arguments);
+until then the existing stream is used as it is, with a warning.
 
 Events buffered on OTHER instances (≤ one flush interval) are not yet visible to a query; the
 querying instance flushes its own buffer first.

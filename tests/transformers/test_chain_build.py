@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from esb.bus.envelope import Envelope
-from esb.bus.errors import ConfigError, DropEnvelope, PermanentError, TransformError
+from esb.bus.errors import (
+    ConfigError,
+    DropEnvelope,
+    PermanentError,
+    TransformError,
+    TransientError,
+    TransientTransformError,
+)
 from esb.bus.plugins import TRANSFORMERS_GROUP, Registry
 from esb.transformers.chain import Chain, build_chain
 from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
@@ -27,6 +34,10 @@ def boom_factory(settings: BoomSettings, ctx: TransformerContext):
             raise TransformError("inner", "said no")
         if settings.kind == "permanent":
             raise PermanentError("rejected")
+        if settings.kind == "transient":
+            raise TransientError("lookup down", retry_after=7.0)
+        if settings.kind == "transient-named":
+            raise TransientTransformError("inner", "not yet")
         if settings.kind == "not-an-envelope":
             return "oops"  # type: ignore[return-value]
         raise ValueError("kaboom")
@@ -60,13 +71,37 @@ def test_unexpected_exception_is_wrapped_with_the_step_name() -> None:
 
 
 @pytest.mark.parametrize(("kind", "error"), [
-    ("drop", DropEnvelope), ("transform", TransformError), ("permanent", PermanentError)])
+    ("drop", DropEnvelope), ("transform", TransformError),
+    ("transient-named", TransientTransformError)])
 def test_deliberate_errors_pass_through_unchanged(kind: str, error: type) -> None:
     chain = build_chain([{"boom": kind}], base_dir=DATA, registry=registry())
     with pytest.raises(error) as info:
         chain(env())
-    if kind == "transform":
+    assert info.type is error
+    if kind != "drop":
         assert info.value.step == "inner"
+
+
+def test_permanent_error_becomes_a_transform_error_naming_the_step() -> None:
+    chain = build_chain([{"jmespath": "@"}, {"boom": "permanent"}], base_dir=DATA,
+                        registry=registry())
+    with pytest.raises(TransformError) as info:
+        chain(env())
+    assert isinstance(info.value, PermanentError)  # dead-lettered, never retried
+    assert info.value.step == "boom"
+    assert str(info.value) == "transformer 'boom': PermanentError: rejected"
+    assert isinstance(info.value.__cause__, PermanentError)
+
+
+def test_transient_error_names_the_step_and_keeps_its_hint() -> None:
+    chain = build_chain([{"boom": "transient"}], base_dir=DATA, registry=registry())
+    with pytest.raises(TransientTransformError) as info:
+        chain(env())
+    assert isinstance(info.value, TransientError)  # retried, never dead-lettered at once
+    assert not isinstance(info.value, PermanentError)
+    assert info.value.step == "boom"
+    assert str(info.value) == "transformer 'boom': lookup down"
+    assert info.value.retry_after == 7.0
 
 
 def test_step_must_return_an_envelope() -> None:
