@@ -9,6 +9,8 @@ are handed in through the context objects, never opened at import or constructio
 Outbound error contract: :meth:`Outbound.send` returns when the destination accepted the
 envelope, and otherwise raises :class:`~esb.bus.errors.TransientError` (retry) or
 :class:`~esb.bus.errors.PermanentError` (dead-letter), translated from the driver's own errors.
+What it returns on success (:data:`SendResult`, optional) is what ``esb trace`` shows as the
+delivery's status.
 """
 
 from __future__ import annotations
@@ -89,13 +91,28 @@ class Inbound(Protocol):
     async def stop(self) -> None: ...
 
 
+#: What :meth:`Outbound.send` may return once the destination accepted an envelope: the
+#: protocol's status code (an HTTP status) or a short description (``"ok"``, ``"queued"``) —
+#: the ``status`` of the ``delivered`` trace step. ``None`` (the default, and what adapters
+#: written before this existed return) is shown as ``"accepted"``.
+SendResult = int | str | None
+
+
 @runtime_checkable
 class Outbound(Protocol):
-    """Outbound side: ``send`` returns on acceptance, raises Transient/PermanentError."""
+    """Outbound side: the runtime calls ``start`` once, ``send`` per envelope, ``stop`` once.
+
+    ``send`` returns once the destination accepted the envelope, optionally with a
+    :data:`SendResult` (its status code, or a short description of at most a few words) that
+    the delivery worker records in the trace; returning ``None`` is fine. It raises
+    :class:`~esb.bus.errors.TransientError` (retried) or
+    :class:`~esb.bus.errors.PermanentError` (dead-lettered) when the destination did not
+    accept it, each carrying the protocol status when there is one.
+    """
 
     async def start(self) -> None: ...
 
-    async def send(self, envelope: Envelope) -> None: ...
+    async def send(self, envelope: Envelope) -> SendResult: ...
 
     async def stop(self) -> None: ...
 

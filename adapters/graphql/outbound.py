@@ -59,7 +59,7 @@ class GraphqlOutbound(PooledClient):
         self._permanent = frozenset(settings.permanent_error_codes)
         self.auth = build_outbound_auth(settings.auth, ctx.http, ctx.allowed_hosts)
 
-    async def send(self, envelope: Envelope) -> None:
+    async def send(self, envelope: Envelope) -> int:
         s = self.settings
         request: dict[str, Any] = {"query": self.document,
                                    "variables": build_variables(envelope, s.variables)}
@@ -80,6 +80,7 @@ class GraphqlOutbound(PooledClient):
             except httpx.HTTPError as exc:
                 raise transport_error(exc, what) from exc
             self._check(response, what)
+        return response.status_code
 
     def _check(self, response: httpx.Response, what: str) -> None:
         """Errors in the body first (by code), then the HTTP status."""

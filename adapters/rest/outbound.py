@@ -45,7 +45,7 @@ class RestOutbound:
     async def stop(self) -> None:
         return None  # the client pool belongs to the daemon
 
-    async def send(self, envelope: Envelope) -> None:
+    async def send(self, envelope: Envelope) -> int:
         s = self.settings
         url = render_url(s.url, envelope) if self._templated else s.url
         if self._templated:
@@ -74,6 +74,7 @@ class RestOutbound:
                                             headers=headers, auth=self.auth)
             if not 200 <= response.status_code < 300:  # (the message is built only then)
                 raise_for_status(response, f"{s.method} {redact_url(url)}", "colon")
+            return response.status_code
         except httpx.HTTPError as exc:
             with scrubbed(self.auth, url=url):
                 raise transport_error(exc, f"{s.method} {redact_url(url)}", "colon") from exc

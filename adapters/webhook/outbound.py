@@ -46,7 +46,7 @@ class WebhookOutbound(PooledClient):
         return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp),
                 "webhook-signature": signatures}
 
-    async def send(self, envelope: Envelope) -> None:
+    async def send(self, envelope: Envelope) -> int:
         body, content_type = self.body(envelope)
         headers = {**self.settings.headers, "content-type": content_type,
                    **self.sign(envelope.id, int(time.time()), body)}
@@ -58,3 +58,4 @@ class WebhookOutbound(PooledClient):
             except httpx.HTTPError as exc:
                 raise transport_error(exc, f"webhook {self.ctx.name}") from exc
             raise_for_status(response, f"webhook {self.ctx.name}")
+        return response.status_code

@@ -9,6 +9,26 @@ from typing import Any
 import httpx
 from test_delivery_faults import cli, config, routes
 
+#: One route with a step of its own and a step for its one destination.
+TRANSFORMING = {"r.yaml": {"routes": [{
+    "name": "orders", "match": {}, "transform": [{"jmespath": "{order: n}"}],
+    "to": [{"destination": "out", "transform": [{"json-to-xml": {"root": "o"}}]}]}]}}
+
+
+def wait_for_trace(d: Any, eid: str, last: str) -> list[dict[str, Any]]:
+    """The trace of ``eid`` as ``d`` answers it, once it holds a ``last`` step (10 s at most:
+    other instances flush their events every 200 ms)."""
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        out = cli(d, "trace", eid, "--json")
+        if out.returncode == 0:
+            events = json.loads(out.stdout)["events"]
+            if any(e["step"] == last for e in events):
+                break
+        time.sleep(0.5)
+    return events
+
 
 def test_trace_shows_every_hop_from_any_instance(rabbit: Any, sink: Any,
                                                  daemon_factory: Any) -> None:
@@ -20,26 +40,41 @@ def test_trace_shows_every_hop_from_any_instance(rabbit: Any, sink: Any,
 
     sink.status_for = once_503
     cfg = config(rabbit.bus("out"), {"out": sink.url})
-    a = daemon_factory(cfg, routes("out"), name="a").start()
-    b = daemon_factory(cfg, routes("out"), name="b").start()
+    a = daemon_factory(cfg, TRANSFORMING, name="a").start()
+    b = daemon_factory(cfg, TRANSFORMING, name="b").start()
     r = httpx.post(f"{a.url}/in/shop/order", json={"n": 1},
                    headers={"Idempotency-Key": "t-1"})
     assert r.status_code == 202
     eid = r.json()["id"]
     assert sink.wait_for(1, timeout=30)
-    steps: list[str] = []
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        out = cli(b, "trace", eid, "--json")  # asked of the other instance
-        if out.returncode == 0:
-            steps = [e["step"] for e in json.loads(out.stdout)["events"]]
-            if "delivered" in steps:
-                break
-        time.sleep(0.5)
-    assert steps[:2] == ["accepted", "routed"], steps
+    events = wait_for_trace(b, eid, "delivered")  # asked of the other instance
+    steps = [e["step"] for e in events]
+    assert steps[:4] == ["accepted", "transformed", "transformed", "routed"], steps
     assert "attempt" in steps and "retry-scheduled" in steps and steps[-1] == "delivered"
-    table = cli(b, "trace", eid)
-    assert "STEP" in table.stdout and "delivered" in table.stdout
+    route_step, dest_step = events[1]["detail"], events[2]["detail"]
+    assert route_step["route"] == "orders" and route_step["transform"] == "jmespath"
+    assert "destination" not in route_step  # the route's own step runs once for all
+    assert dest_step["route"] == "orders" and dest_step["destination"] == "out"
+    assert dest_step["transform"] == "json-to-xml"
+    assert all(isinstance(d["duration_ms"], float) and d["duration_ms"] >= 0
+               for d in (route_step, dest_step))
+    failed = events[steps.index("attempt")]["detail"]
+    assert failed["status"] == 503 and failed["outcome"] == "transient"
+    delivered = events[-1]["detail"]
+    assert delivered["destination"] == "out" and delivered["status"] == 200
+    assert delivered["attempt"] == 2 and delivered["latency_ms"] > 0
+    assert b"<o><order>1</order></o>" in sink.received[-1].body  # both steps ran
+
+    table = cli(b, "trace", eid).stdout
+    lines = table.splitlines()
+    header = next(line for line in lines if line.startswith("TIME (UTC)"))
+    column = header.index("STEP")
+    rows = [line for line in lines if line[column:].startswith("transformed ")]
+    assert len(rows) == 2, table
+    assert "transform=jmespath" in rows[0] and "took=" in rows[0]
+    assert "destination=out transform=json-to-xml" in rows[1]
+    done = next(line for line in lines if line[column:].startswith("delivered "))
+    assert "status=200 latency=" in done and "attempt=2" in done
 
     deadline = time.monotonic() + 15
     instances: list[Any] = []
