@@ -12,10 +12,12 @@ from zeep.proxy import AsyncServiceProxy
 from zeep.wsdl.bindings.soap import Soap12Binding, SoapBinding
 from zeep.wsse.username import UsernameToken
 
+from esb.adapters.auth.oauth2 import redact_url
 from esb.adapters.http import check_host, raise_for_status, transport_error
 from esb.adapters.soap.faults import SOAP11_ENV, SOAP12_ENV, is_permanent_code, soap_envelope
 from esb.adapters.soap.settings import SoapOutboundSettings
-from esb.adapters.soap.transport import HttpxTransport, NetworkWsdlForbidden
+from esb.adapters.soap.transport import HttpxTransport, NetworkWsdlForbidden, WsdlUnavailable
+from esb.adapters.soap.wsdlcache import CACHE_FOLDER, WsdlCache
 from esb.adapters.spec import OutboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, PermanentError, TransientError
@@ -41,7 +43,8 @@ class SoapOutbound:
 
     def _build(self) -> zeep.AsyncClient:
         s = self.settings
-        transport = HttpxTransport(self.ctx.http, s.timeout, s.allow_network_wsdl)
+        transport = HttpxTransport(self.ctx.http, s.timeout, s.allow_network_wsdl,
+                                   cache=WsdlCache(self.ctx.config_dir / CACHE_FOLDER))
         zeep_settings = zeep.Settings(strict=s.strict, raw_response=True, xml_huge_tree=False,
                                       forbid_dtd=True, forbid_entities=True,
                                       forbid_external=not s.allow_network_wsdl)
@@ -57,10 +60,11 @@ class SoapOutbound:
         s = self.settings
         try:
             client = await asyncio.to_thread(self._build)
-        except NetworkWsdlForbidden as exc:
+        except (NetworkWsdlForbidden, WsdlUnavailable) as exc:
             raise ConfigError([f"wsdl: {exc}"]) from exc
         except Exception as exc:
-            raise ConfigError([f"wsdl: cannot load {self._wsdl}: {exc}"]) from exc
+            shown = redact_url(self._wsdl) if urlparse_scheme(self._wsdl) else self._wsdl
+            raise ConfigError([f"wsdl: cannot load {shown}: {exc}"]) from exc
         try:
             service = client.wsdl.services[s.service] if s.service \
                 else next(iter(client.wsdl.services.values()))
@@ -83,7 +87,7 @@ class SoapOutbound:
 
     # -- delivery --------------------------------------------------------------------------
 
-    async def send(self, envelope: Envelope) -> None:
+    async def send(self, envelope: Envelope) -> int:
         if self._proxy is None:
             await self.start()
         what = f"SOAP {self.settings.operation} at {self._address}"
@@ -95,6 +99,7 @@ class SoapOutbound:
         except httpx.HTTPError as exc:
             raise transport_error(exc, what) from exc
         self._check(response, what)
+        return response.status_code
 
     async def _typed(self, envelope: Envelope) -> httpx.Response:
         if not isinstance(envelope.data, dict):

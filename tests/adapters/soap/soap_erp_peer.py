@@ -1,5 +1,11 @@
 """The legacy ERP for the soap tests: a spyne SOAP 1.1 service under wsgiref (threaded),
-behind a WSGI middleware that checks the WS-Security UsernameToken (text or digest)."""
+behind a WSGI middleware that checks the WS-Security UsernameToken (text or digest).
+
+Order ids pick the answer: ``bad...`` a Client fault, ``boom...`` a Server fault every time,
+``flaky...`` a Server fault for the first ``flaky_failures`` calls of that id and then success,
+``slow...`` success after 0.8 s; anything else success. Every peer records the orders it took
+(``received``) and how often each id was called (``calls``); ``RECEIVED`` collects the orders
+of all peers."""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import hashlib
 import io
 import threading
 import time
+from collections import Counter
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -25,19 +32,25 @@ DIGEST = ("http://docs.oasis-open.org/wss/2004/01/"
 USER, PASSWORD = "esb", "s3cret"
 
 RECEIVED: list[tuple[str, Any]] = []
+#: WSGI environ key under which the serving :class:`ErpPeer` reaches the service.
+PEER_KEY = "erp.peer"
 
 
 class ErpService(ServiceBase):
     @rpc(Unicode(min_occurs=1, nillable=False), Decimal(min_occurs=1, nillable=False),
          _returns=Unicode)
     def ReceiveOrder(ctx: Any, orderId: str, amount: Any) -> str:
+        peer: ErpPeer = ctx.transport.req_env[PEER_KEY]
+        calls = peer.count_call(orderId)
         if orderId.startswith("bad"):
             raise Fault(faultcode="Client.UnknownCustomer", faultstring="no such customer")
-        if orderId.startswith("boom"):
+        if orderId.startswith("boom") or (orderId.startswith("flaky")
+                                          and calls <= peer.flaky_failures):
             raise Fault(faultcode="Server.Database", faultstring="database is down")
         if orderId.startswith("slow"):
             time.sleep(0.8)
         RECEIVED.append((orderId, amount))
+        peer.received.append((orderId, amount))
         return f"OK-{orderId}"
 
 
@@ -91,15 +104,34 @@ class _Quiet(WSGIRequestHandler):
 class ErpPeer:
     """Serves the ERP on 127.0.0.1; ``url`` is the endpoint (``?wsdl`` for its WSDL)."""
 
-    def __init__(self, require_wsse: bool = False) -> None:
+    def __init__(self, require_wsse: bool = False, flaky_failures: int = 2) -> None:
         application = Application([ErpService], tns=NS, name="Erp",
                                   in_protocol=Soap11(validator="lxml"), out_protocol=Soap11())
-        self.httpd = make_server("127.0.0.1", 0, wsse_guard(WsgiApplication(application),
-                                                            require_wsse),
+        self.flaky_failures = flaky_failures
+        self.received: list[tuple[str, Any]] = []
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        app = wsse_guard(WsgiApplication(application), require_wsse)
+        self.httpd = make_server("127.0.0.1", 0, self._tagged(app),
                                  server_class=_Server, handler_class=_Quiet)
         self.url = f"http://127.0.0.1:{self.httpd.server_port}/erp"
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
                                        daemon=True)
+
+    def _tagged(self, app: Any) -> Any:
+        """``app`` with this peer in the WSGI environ, where the service finds it."""
+
+        def tagged(environ: dict[str, Any], start_response: Any) -> Any:
+            environ[PEER_KEY] = self
+            return app(environ, start_response)
+
+        return tagged
+
+    def count_call(self, order_id: str) -> int:
+        """Note one call for ``order_id``; how many there were so far, this one included."""
+        with self._lock:
+            self.calls[order_id] += 1
+            return self.calls[order_id]
 
     def __enter__(self) -> ErpPeer:
         self.thread.start()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from soap_erp_peer import PASSWORD, RECEIVED, USER, ErpPeer
+import structlog
+from lxml import etree
+from soap_erp_peer import NS, PASSWORD, RECEIVED, USER, ErpPeer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,6 +21,7 @@ from starlette.routing import Route
 
 from esb.adapters.soap.outbound import SoapOutbound
 from esb.adapters.soap.settings import SoapOutboundSettings
+from esb.adapters.soap.wsdlcache import CACHE_FOLDER
 from esb.adapters.spec import OutboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, PermanentError, TransientError
@@ -138,3 +143,112 @@ async def test_http_status_without_fault(erp: ErpPeer, tmp_path: Path,
 async def test_unknown_operation_is_config_error(erp: ErpPeer, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="ReceiveOrder"):
         await deliver(tmp_path, [], wsdl=local_wsdl(erp, tmp_path), operation="Nope")
+
+
+# -- the WSDL cache ---------------------------------------------------------------------------
+
+WSDL_NS = "http://schemas.xmlsoap.org/wsdl/"
+XS_NS = "http://www.w3.org/2001/XMLSchema"
+
+
+def split_wsdl(wsdl: bytes) -> dict[str, bytes]:
+    """The peer's WSDL as two documents: the WSDL importing its schema from ``erp.xsd``."""
+    doc = etree.fromstring(wsdl)
+    types = doc.find(f"{{{WSDL_NS}}}types")
+    assert types is not None
+    schema = types[0]
+    xsd = etree.tostring(schema)  # keeps the namespace declarations in scope (tns, xs)
+    types.remove(schema)
+    wrapper = etree.SubElement(types, f"{{{XS_NS}}}schema")
+    etree.SubElement(wrapper, f"{{{XS_NS}}}import", namespace=NS, schemaLocation="erp.xsd")
+    return {"/erp.wsdl": etree.tostring(doc), "/erp.xsd": xsd}
+
+
+class DocumentServer:
+    """Serves fixed documents over HTTP on 127.0.0.1 and counts the GETs of each path."""
+
+    def __init__(self, documents: dict[str, bytes]) -> None:
+        self.hits: dict[str, int] = {}
+        served, hits = documents, self.hits
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = served.get(self.path)
+                hits[self.path] = hits.get(self.path, 0) + 1
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
+                                       daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+async def test_url_wsdl_is_cached_and_used_while_its_server_is_down(
+        erp: ErpPeer, tmp_path: Path) -> None:
+    server = DocumentServer(split_wsdl(httpx.get(erp.url + "?wsdl").content))
+    url = server.url + "/erp.wsdl"
+    try:
+        await deliver(tmp_path, [order({"orderId": "C-1", "amount": 1})], wsdl=url,
+                      allow_network_wsdl=True)
+    finally:
+        server.stop()
+    assert server.hits == {"/erp.wsdl": 1, "/erp.xsd": 1}
+    cached = sorted((tmp_path / CACHE_FOLDER).iterdir())
+    assert len(cached) == 2, "the WSDL and the schema it imports"
+    assert all(not p.name.startswith(".tmp-") for p in cached)
+
+    # the server is gone: a fresh outbound starts from the cache and delivers
+    with structlog.testing.capture_logs() as logs:
+        await deliver(tmp_path, [order({"orderId": "C-2", "amount": 2})], wsdl=url,
+                      allow_network_wsdl=True)
+    assert [r[0] for r in erp.received] == ["C-1", "C-2"]
+    warnings = [e for e in logs if e["event"] == "wsdl unreachable, using the cached copy"]
+    assert sorted(e["url"] for e in warnings) == [server.url + "/erp.wsdl",
+                                                  server.url + "/erp.xsd"]
+    assert all(e["log_level"] == "warning" and "ConnectError" in e["error"]
+               for e in warnings)
+
+    # the cache does not open the network: it still needs the opt-in
+    with pytest.raises(ConfigError, match="allow_network_wsdl"):
+        await deliver(tmp_path, [], wsdl=url)
+
+    # no cached copy: a clear configuration error naming the URL and the cache folder
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with pytest.raises(ConfigError) as info:
+        await deliver(fresh, [], wsdl=url, allow_network_wsdl=True)
+    message = str(info.value)
+    assert f"wsdl: {url} cannot be fetched (ConnectError" in message
+    assert f"no cached copy exists in {fresh / CACHE_FOLDER}" in message
+
+
+async def test_a_failing_wsdl_server_falls_back_to_the_cache(erp: ErpPeer,
+                                                             tmp_path: Path) -> None:
+    documents = {"/erp.wsdl": httpx.get(erp.url + "?wsdl").content}
+    server = DocumentServer(documents)
+    url = server.url + "/erp.wsdl"
+    try:
+        await deliver(tmp_path, [], wsdl=url, allow_network_wsdl=True)
+        documents.clear()  # the server now answers 404
+        with structlog.testing.capture_logs() as logs:
+            await deliver(tmp_path, [order({"orderId": "C-3", "amount": 3})], wsdl=url,
+                          allow_network_wsdl=True)
+        assert [e["error"] for e in logs if e["event"].startswith("wsdl unreachable")] == [
+            "HTTP 404"]
+        assert [r[0] for r in erp.received] == ["C-3"]
+        with pytest.raises(ConfigError, match=r"cannot be fetched \(HTTP 404\)"):
+            await deliver(tmp_path / "fresh", [], wsdl=url, allow_network_wsdl=True)
+    finally:
+        server.stop()
