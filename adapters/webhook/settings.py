@@ -16,16 +16,19 @@ Scheme = Literal["standard", "github", "stripe", "hmac"]
 class WebhookInboundSettings(AdapterSettings):
     """A signed-webhook receiver."""
 
+    #: URL path the provider POSTs to.
     path: str = Field(pattern=r"^/")
+    #: Signature scheme (see the scheme table in docs/adapters.md).
     scheme: Scheme = "standard"
     #: Every secret currently valid (rotation: list the new one beside the old one).
     secrets: list[SecretStr] = Field(min_length=1)
     #: Largest accepted clock difference in seconds, in the past *and* the future.
     tolerance: int = Field(300, ge=1)
-    #: How long a delivery id is remembered for replay rejection, in seconds.
+    #: How long a delivery id is remembered for replay rejection, in seconds (0: off).
     replay_window: int = Field(86_400, ge=0)
-    #: ``reject`` answers a replayed delivery id with 409; ``acknowledge`` answers 200 without
-    #: accepting it again (for providers that retry after a lost response).
+    #: ``reject`` answers a replayed delivery id with 409; ``acknowledge`` answers 202
+    #: ``{"id", "duplicate": true}`` without accepting it again (for providers that retry after
+    #: a lost response: any 2xx stops their retries, and 202 is what a first delivery gets).
     on_replay: Literal["reject", "acknowledge"] = "reject"
     #: Where the event type comes from: ``header:<Name>`` or ``json:<dotted.path>``;
     #: by default the scheme's own place (standard/stripe ``json:type``, github the
@@ -35,11 +38,16 @@ class WebhookInboundSettings(AdapterSettings):
     default_type: str = Field("webhook", min_length=1)
     #: CloudEvents ``source``; the endpoint name when not given.
     source: str | None = None
+    #: Largest accepted body in bytes; larger ones are answered with 413.
     max_body: int = Field(1_048_576, ge=1)
     # -- generic ``hmac`` scheme -----------------------------------------------------------
+    #: ``hmac``: the header carrying the signature.
     header: str = "X-Signature"
+    #: ``hmac``: the digest algorithm.
     algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
+    #: ``hmac``: how the signature is encoded.
     encoding: Literal["hex", "base64"] = "hex"
+    #: ``hmac``: text before the encoded signature, e.g. ``sha256=``.
     prefix: str = ""
     #: When set, the signed content is ``<timestamp>.<body>`` and the tolerance applies.
     timestamp_header: str | None = None
@@ -64,13 +72,16 @@ class WebhookInboundSettings(AdapterSettings):
 class WebhookOutboundSettings(AdapterSettings):
     """Standard Webhooks-signed delivery to one URL."""
 
+    #: The receiver's URL.
     url: str = Field(pattern=r"^https?://")
     #: ``whsec_<base64>`` secrets; one signature is sent per secret (rotation).
     secrets: list[SecretStr] = Field(min_length=1)
     #: ``standard``: ``{"type", "timestamp", "data"}`` as the Standard Webhooks spec suggests;
     #: ``data``: the envelope's data as is, in its own content type.
     payload: Literal["standard", "data"] = "standard"
+    #: Extra request headers.
     headers: dict[str, str] = Field(default_factory=dict)
+    #: Seconds per request.
     timeout: float = Field(10.0, gt=0)
     #: HTTP-level credentials on top of the signature: ``api_key``, ``basic``, ``bearer`` or
     #: ``oauth2`` (client credentials).

@@ -1,12 +1,16 @@
 """Settings reference tables for docs/adapters.md, generated from the adapters' settings models
 so the docs cannot drift from the code.
 
-A table lives between ``<!-- generated:settings NAME DIRECTION -->`` and ``<!-- /generated -->``.
-Each row: setting, type, default, and the meaning — ``Field(description=...)`` when given, else
-the ``#:`` comment above the field in its source (the Sphinx convention, read with
-:mod:`inspect`), else nothing. ``python -m esb.bus.cli.adapterdocs [--check] [FILE]`` rewrites
-the regions in place (``--check``: exit 1 when FILE is out of date), adding a region under
-"Settings reference" for any built-in direction that has none yet.
+A direction's table lives between ``<!-- generated:settings NAME DIRECTION -->`` and
+``<!-- /generated -->``; the table of a nested settings model (a field whose type is a model,
+such as ``auth``'s variants, ``poll``, ``poll.cursor`` or ``wsse``) between
+``<!-- generated:model CLASSNAME -->`` and ``<!-- /generated -->``, under a caption naming the
+class as the parent table's type column does. Each row: setting, type, default, and the meaning
+— ``Field(description=...)`` when given, else the ``#:`` comment above the field in its source
+(the Sphinx convention, read with :mod:`inspect`), else nothing.
+``python -m esb.bus.cli.adapterdocs [--check] [FILE]`` rewrites the regions in place
+(``--check``: exit 1 when FILE is out of date), adding a region under "Settings reference" for
+any built-in direction or nested model that has none yet.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 import re
 import sys
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from enum import Enum
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -31,20 +35,27 @@ from esb.adapters.spec import AdapterSpec
 REGION = re.compile(r"<!-- generated:settings (?P<name>[a-z][a-z0-9_-]*) "
                     r"(?P<direction>inbound|outbound) -->\n.*?<!-- /generated -->",
                     re.DOTALL)
+MODEL_REGION = re.compile(r"<!-- generated:model (?P<model>[A-Za-z_]\w*) -->\n.*?"
+                          r"<!-- /generated -->", re.DOTALL)
 REFERENCE_HEADING = "## Settings reference"
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean", Path: "path",
             SecretStr: "secret string", Any: "any"}
+
+
+def _parsed_name(metadata: Iterable[Any]) -> str | None:
+    """``duration`` for ``Annotated[float, BeforeValidator(parse_duration)]`` and the like."""
+    for meta in metadata:
+        func = getattr(meta, "func", None)
+        if getattr(func, "__name__", "").startswith("parse_"):
+            return str(func.__name__).removeprefix("parse_")
+    return None
 
 
 def type_text(annotation: Any) -> str:
     """A reader's name for a settings type (``list of string``, ``one of "a", "b"`` ...)."""
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is Annotated:  # e.g. Size, Duration: name them by their parse_* validator
-        for meta in args[1:]:
-            func = getattr(meta, "func", None)
-            if getattr(func, "__name__", "").startswith("parse_"):
-                return func.__name__.removeprefix("parse_")
-        return type_text(args[0])
+        return _parsed_name(args[1:]) or type_text(args[0])
     if annotation in _SCALARS:
         return _SCALARS[annotation]
     if origin is Literal:
@@ -53,9 +64,9 @@ def type_text(annotation: Any) -> str:
         kinds = [type_text(a) for a in args if a is not type(None)]
         return " or ".join(kinds) + (" or null" if type(None) in args else "")
     if origin in (list, tuple, set, frozenset):
-        return f"list of {type_text(args[0])}" if args else "list"
+        return f"list of {_grouped(type_text(args[0]))}" if args else "list"
     if origin is dict:
-        return f"mapping of {type_text(args[1])}" if len(args) == 2 else "mapping"
+        return f"mapping of {_grouped(type_text(args[1]))}" if len(args) == 2 else "mapping"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return f"mapping ({annotation.__name__})"
     if isinstance(annotation, type) and issubclass(annotation, Enum):
@@ -63,6 +74,17 @@ def type_text(annotation: Any) -> str:
     if isinstance(annotation, type):
         return annotation.__name__
     return str(annotation).replace("typing.", "")
+
+
+def _grouped(text: str) -> str:
+    """``(a or b)`` inside ``list of``/``mapping of``, so the ``or`` binds to the items."""
+    return f"({text})" if " or " in text else text
+
+
+def field_type_text(info: FieldInfo) -> str:
+    """:func:`type_text` of a field; pydantic moves a bare ``Annotated`` type's validators to
+    ``info.metadata``, so ``Duration`` is recognised there."""
+    return _parsed_name(info.metadata) or type_text(info.annotation)
 
 
 def default_text(info: FieldInfo) -> str:
@@ -115,9 +137,40 @@ def settings_table(model: type[BaseModel]) -> str:
     for name, info in model.model_fields.items():
         key = info.alias or name
         meaning = info.description or comments.get(name, "")
-        rows.append(f"| `{key}` | {_cell(type_text(info.annotation))} | "
+        rows.append(f"| `{key}` | {_cell(field_type_text(info))} | "
                     f"{_cell(default_text(info))} | {_cell(meaning)} |")
     return "\n".join(rows)
+
+
+def models_in(annotation: Any) -> Iterator[type[BaseModel]]:
+    """The settings models an annotation refers to, through ``Optional``, unions (discriminated
+    ones too), ``Annotated``, lists and mappings."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+        return
+    for arg in get_args(annotation):
+        yield from models_in(arg)
+
+
+def nested_models(specs: dict[str, AdapterSpec]) -> dict[str, type[BaseModel]]:
+    """Every model nested (at any depth) in the specs' settings models, by class name, parents
+    before children. Two different classes with one name would share a table: refused."""
+    found: dict[str, type[BaseModel]] = {}
+    pending = [getattr(spec, f"{d}_settings") for _, spec in sorted(specs.items())
+               for d in spec.directions]
+    while pending:
+        model = pending.pop(0)
+        for info in model.model_fields.values():
+            for nested in models_in(info.annotation):
+                known = found.get(nested.__name__)
+                if known is nested:
+                    continue
+                if known is not None:
+                    raise ValueError(f"two settings models are named {nested.__name__!r} "
+                                     f"({known.__module__}, {nested.__module__}); rename one")
+                found[nested.__name__] = nested
+                pending.append(nested)
+    return found
 
 
 def region(name: str, direction: str, spec: AdapterSpec) -> str:
@@ -125,6 +178,15 @@ def region(name: str, direction: str, spec: AdapterSpec) -> str:
     if model is None:
         raise ValueError(f"adapter {name!r} has no {direction} side")
     return (f"<!-- generated:settings {name} {direction} -->\n{settings_table(model)}\n"
+            "<!-- /generated -->")
+
+
+def model_region(name: str, model: type[BaseModel]) -> str:
+    """A nested model's table, captioned with its class name (what the parent's type column
+    shows) and the first paragraph of its docstring."""
+    doc = inspect.cleandoc(model.__doc__ or "").split("\n\n")[0]
+    caption = f"`{name}`" + (f" — {_cell(doc)}" if doc else "")
+    return (f"<!-- generated:model {name} -->\n{caption}\n\n{settings_table(model)}\n"
             "<!-- /generated -->")
 
 
@@ -142,9 +204,12 @@ def builtin_specs() -> dict[str, AdapterSpec]:
 
 
 def update(text: str, specs: dict[str, AdapterSpec],
-           required: Iterable[tuple[str, str]] = ()) -> str:
+           required: Iterable[tuple[str, str]] = (),
+           required_models: Iterable[str] = ()) -> str:
     """``text`` with every region regenerated; missing ``required`` (name, direction) regions
-    are appended under the "Settings reference" heading (created at the end if absent)."""
+    and ``required_models`` (nested model names) regions are appended under the "Settings
+    reference" heading (created at the end if absent)."""
+    models = nested_models(specs)
 
     def replace(m: re.Match[str]) -> str:
         spec = specs.get(m.group("name"))
@@ -152,17 +217,25 @@ def update(text: str, specs: dict[str, AdapterSpec],
             return m.group(0)  # not installed here: leave it as it is
         return region(m.group("name"), m.group("direction"), spec)
 
-    text = REGION.sub(replace, text)
+    def replace_model(m: re.Match[str]) -> str:
+        model = models.get(m.group("model"))
+        return m.group(0) if model is None else model_region(m.group("model"), model)
+
+    text = MODEL_REGION.sub(replace_model, REGION.sub(replace, text))
     present = {(m.group("name"), m.group("direction")) for m in REGION.finditer(text)}
-    missing = [pair for pair in required if pair not in present]
-    if not missing:
-        return text
+    present_models = {m.group("model") for m in MODEL_REGION.finditer(text)}
+    added = [f"\n### {name} {direction}\n\n{region(name, direction, specs[name])}\n"
+             for name, direction in required if (name, direction) not in present]
+    added += [f"\n### {name}\n\n{model_region(name, models[name])}\n"
+              for name in required_models if name not in present_models]
+    return _append_to_reference(text, "".join(added)) if added else text
+
+
+def _append_to_reference(text: str, added: str) -> str:
     if REFERENCE_HEADING not in text:
         text = text.rstrip("\n") + f"\n\n{REFERENCE_HEADING}\n"
     head, _, tail = text.partition(REFERENCE_HEADING)
     section, sep, rest = tail.partition("\n## ")
-    added = "".join(f"\n### {name} {direction}\n\n{region(name, direction, specs[name])}\n"
-                    for name, direction in missing)
     return head + REFERENCE_HEADING + section.rstrip("\n") + "\n" + added + \
         (("\n" + sep.lstrip("\n") + rest) if sep else "")
 
@@ -178,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args[0] if args else "docs/adapters.md")
     specs = builtin_specs()
     old = path.read_text()
-    new = update(old, specs, builtin_pairs(specs))
+    new = update(old, specs, builtin_pairs(specs), nested_models(specs))
     if new == old:
         print(f"{path}: settings tables are up to date")
         return 0

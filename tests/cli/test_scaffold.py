@@ -1,9 +1,13 @@
-"""`esb adapters new`: the scaffolded package installs, registers its entry point and its test
-passes out of the box; bad names and options are refused with clear errors."""
+"""`esb adapters new`: the scaffolded package installs, registers its entry point, its stubs say
+what to write, its test passes out of the box and its conformance suites run once turned on; bad
+names and options are refused with clear errors."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -26,6 +30,11 @@ def cli() -> click.Group:
     return adapters
 
 
+def pytest_run(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-rfEs", *args], cwd=root, capture_output=True, text=True, timeout=180)
+
+
 def test_a_scaffolded_package_installs_and_its_test_passes(cli: click.Group,
                                                            tmp_path: Path) -> None:
     name = f"scaffold{uuid.uuid4().hex[:8]}"
@@ -36,10 +45,15 @@ def test_a_scaffolded_package_installs_and_its_test_passes(cli: click.Group,
     src = root / "src" / f"esb_adapter_{name}"
     assert {p.name for p in src.iterdir()} >= {"__init__.py", "settings.py", "inbound.py",
                                                "outbound.py", "spec.py"}
-    assert (root / "tests" / f"test_{name}.py").exists() and (root / "README.md").exists()
+    assert {p.name for p in (root / "tests").iterdir()} >= {
+        f"test_{name}.py", f"test_{name}_conformance.py", "conftest.py"}
+    assert (root / "README.md").exists()
     pyproject = (root / "pyproject.toml").read_text()
     assert f'{name} = "esb_adapter_{name}.spec:SPEC"' in pyproject
     assert 'dependencies = ["esb"]' in pyproject
+    lint = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=root,
+                          capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 0, lint.stdout
     dist = f"esb-adapter-{name}"
     subprocess.run([sys.executable, "-m", "pip", "install", "-e", str(root), "--no-deps", "-q"],
                    check=True, timeout=300, capture_output=True)
@@ -50,25 +64,88 @@ def test_a_scaffolded_package_installs_and_its_test_passes(cli: click.Group,
         rows = {r["name"]: r for r in json.loads(listed.stdout)}
         assert rows[name]["package"] == dist
         assert rows[name]["directions"] == "inbound,outbound"
-        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                              "-rs"], cwd=root, capture_output=True, text=True, timeout=120)
+        run = pytest_run(root)
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
         assert "failed" not in run.stdout and "error" not in run.stdout.lower()
-        assert "skipped" not in run.stdout  # installed: the entry point check runs too
+        assert "skipped" not in run.stdout and "deselected" not in run.stdout
+        collected = pytest_run(root, "--collect-only").stdout
+        assert f"test_{name}.py::test_outbound_send_is_not_implemented_yet" in collected
+        assert f"test_{name}.py::test_inbound_start_is_not_implemented_yet" in collected
+        assert f"test_{name}.py::Test{name.capitalize()}OutboundSpec" in collected
+        assert "conformance" not in collected  # off until the author turns it on
+        assert_conformance_runs_once_turned_on(root, name)
     finally:
         subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", dist],
                        timeout=120, capture_output=True)
+
+
+def assert_conformance_runs_once_turned_on(root: Path, name: str) -> None:
+    """Do what the README says (delete the ``collect_ignore`` line): the kit's suites are then
+    collected and fail on the unwritten stubs and hooks, with messages saying what to write."""
+    conftest = root / "tests" / "conftest.py"
+    lines = conftest.read_text().splitlines(keepends=True)
+    assert sum(line.startswith("collect_ignore") for line in lines) == 1
+    conftest.write_text("".join(line for line in lines if not line.startswith("collect_ignore")))
+    run = pytest_run(root)
+    assert run.returncode == 1, run.stdout[-4000:]
+    assert f"test_{name}_conformance.py::Test{name.capitalize()}OutboundConformance" in run.stdout
+    assert f"test_{name}_conformance.py::Test{name.capitalize()}InboundConformance" in run.stdout
+    assert "accepting_peer(): start a peer that accepts everything" in run.stdout
+    assert f"{name} inbound: implement start()" in run.stdout
+    summary = run.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"\d+ failed, \d+ passed in .*", summary), summary  # none skipped
 
 
 def test_one_direction_scaffolds_one_side(cli: click.Group, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["new", "legacy_out", "--dir", str(tmp_path),
                                       "--directions", "outbound"])
     assert result.exit_code == 0, result.output
-    src = tmp_path / "esb-adapter-legacy-out" / "src" / "esb_adapter_legacy_out"
+    root = tmp_path / "esb-adapter-legacy-out"
+    src = root / "src" / "esb_adapter_legacy_out"
     assert (src / "outbound.py").exists() and not (src / "inbound.py").exists()
     assert "inbound" not in (src / "spec.py").read_text()
-    test = (tmp_path / "esb-adapter-legacy-out" / "tests" / "test_legacy_out.py").read_text()
-    assert "HttpOutboundContract" in test and "HttpInboundContract" not in test
+    test = (root / "tests" / "test_legacy_out.py").read_text()
+    assert "test_outbound_send_is_not_implemented_yet" in test and "Inbound" not in test
+    conformance = (root / "tests" / "test_legacy_out_conformance.py").read_text()
+    assert "(OutboundContract):" in conformance and "(InboundContract):" not in conformance
+    assert "inbound.py" not in (root / "README.md").read_text()
+
+
+def test_the_stubs_say_what_to_write_and_where_the_guide_is(
+        cli: click.Group, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"stubs{uuid.uuid4().hex[:8]}"
+    result = CliRunner().invoke(cli, ["new", name, "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    monkeypatch.syspath_prepend(str(tmp_path / f"esb-adapter-{name}" / "src"))
+    spec = importlib.import_module(f"esb_adapter_{name}.spec").SPEC
+    assert spec.name == name and spec.directions == ("inbound", "outbound")
+    assert list(spec.outbound_settings.model_fields) == ["address"]
+    assert list(spec.inbound_settings.model_fields) == ["address"]
+    settings = spec.outbound_settings(address="host:1")
+    outbound = spec.outbound(settings, None)
+    with pytest.raises(NotImplementedError) as raised:
+        asyncio.run(outbound.send(None))
+    assert str(raised.value) == (f"{name} outbound: implement send() in esb_adapter_{name}/"
+                                 "outbound.py — see 'Writing an adapter' in esb's "
+                                 "docs/adapters.md")
+    inbound = spec.inbound(spec.inbound_settings(address="host:1"), None)
+    assert inbound.routes == []
+    with pytest.raises(NotImplementedError) as raised:
+        asyncio.run(inbound.start())
+    assert str(raised.value) == (f"{name} inbound: implement start() (or serve HttpRoutes "
+                                 f"from `routes`) in esb_adapter_{name}/inbound.py — see "
+                                 "'Writing an adapter' in esb's docs/adapters.md")
+
+
+def test_the_longest_name_still_scaffolds_lint_clean_code(cli: click.Group,
+                                                         tmp_path: Path) -> None:
+    name = "a" * 20 + "_" + "b" * 19  # 40 characters, the most check_name allows
+    result = CliRunner().invoke(cli, ["new", name, "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lint = subprocess.run([sys.executable, "-m", "ruff", "check", "."],
+                          cwd=tmp_path / f"esb-adapter-{name.replace('_', '-')}",
+                          capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 0, lint.stdout
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -1,11 +1,12 @@
-"""Signature schemes against the providers' published test vectors."""
+"""Signature schemes against the providers' published test vectors and, for Stripe, the
+official stripe library's own signing and verification."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 import pytest
+import stripe
 
 from esb.adapters.webhook.signatures import (
     GithubVerifier,
@@ -30,6 +31,12 @@ STD_SIG = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
 GH_SECRET = "It's a Secret to Everybody"
 GH_BODY = b"Hello, World!"
 GH_SIG = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+
+# Stripe: headers are made and checked by the official stripe library (stripe.WebhookSignature),
+# not by our own formula; the body is not ASCII so the bytes/text handling is exercised too.
+STRIPE_SECRET = "whsec_test_secret"
+STRIPE_TS = 1_700_000_000
+STRIPE_BODY = '{"id":"evt_1","type":"invoice.paid","city":"Zürich"}'.encode()
 
 
 def std_headers(sig: str = STD_SIG, ts: int = STD_TS) -> dict[str, str]:
@@ -79,17 +86,54 @@ def test_github_vector() -> None:
         verifier.verify(headers, b"Hello, World?", 0)
 
 
-def test_stripe_constructed_vector_and_tampered() -> None:
-    secret, ts, body = "whsec_test_secret", 1_700_000_000, b'{"id":"evt_1","type":"x"}'
-    digest = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
-    assert sign_stripe(secret, ts, body) == digest
-    header = {"stripe-signature": f"t={ts},v1={digest},v0=ignored"}
-    verifier = StripeVerifier(["whsec_old", secret], 300)
-    assert verifier.verify(header, body, ts + 10).timestamp == ts
+def stripe_header(body: bytes = STRIPE_BODY, ts: int = STRIPE_TS) -> dict[str, str]:
+    """A ``Stripe-Signature`` header computed by the official stripe library."""
+    value = stripe.WebhookSignature.generate_signature_header(body.decode(), STRIPE_SECRET,
+                                                               timestamp=ts)
+    return {"stripe-signature": value}
+
+
+def test_stripe_library_header_verifies_among_rotated_secrets() -> None:
+    verifier = StripeVerifier(["whsec_old", STRIPE_SECRET], 300)
+    assert verifier.verify(stripe_header(), STRIPE_BODY, STRIPE_TS + 10).timestamp == STRIPE_TS
+
+
+def test_stripe_library_header_with_extra_schemes_verifies() -> None:
+    # Stripe adds a v0 signature in test mode and several v1 ones while a secret rolls.
+    value = stripe_header()["stripe-signature"] + ",v1=" + "0" * 64 + ",v0=" + "1" * 64
+    verifier = StripeVerifier([STRIPE_SECRET], 300)
+    verified = verifier.verify({"stripe-signature": value}, STRIPE_BODY, STRIPE_TS)
+    assert verified.timestamp == STRIPE_TS
+
+
+@pytest.mark.parametrize("body", [STRIPE_BODY.replace(b"evt_1", b"evt_2"), STRIPE_BODY + b" "])
+def test_stripe_library_header_rejects_a_tampered_body(body: bytes) -> None:
     with pytest.raises(SignatureError):
-        verifier.verify(header, body.replace(b"evt_1", b"evt_2"), ts)
+        StripeVerifier([STRIPE_SECRET], 300).verify(stripe_header(), body, STRIPE_TS)
+
+
+def test_stripe_library_header_rejects_a_moved_timestamp_and_a_wrong_secret() -> None:
+    value = stripe_header()["stripe-signature"].replace(f"t={STRIPE_TS}", f"t={STRIPE_TS + 1}")
+    with pytest.raises(SignatureError):
+        StripeVerifier([STRIPE_SECRET], 300).verify({"stripe-signature": value}, STRIPE_BODY,
+                                                    STRIPE_TS)
+    with pytest.raises(SignatureError):
+        StripeVerifier(["whsec_other"], 300).verify(stripe_header(), STRIPE_BODY, STRIPE_TS)
+
+
+@pytest.mark.parametrize("now", [STRIPE_TS + 301, STRIPE_TS - 301])
+def test_stripe_library_header_outside_the_tolerance(now: int) -> None:
     with pytest.raises(TimestampError):
-        verifier.verify(header, body, ts + 301)
+        StripeVerifier([STRIPE_SECRET], 300).verify(stripe_header(), STRIPE_BODY, now)
+
+
+def test_our_stripe_signature_verifies_with_the_stripe_library() -> None:
+    header = f"t={STRIPE_TS},v1={sign_stripe(STRIPE_SECRET, STRIPE_TS, STRIPE_BODY)}"
+    assert stripe.WebhookSignature.verify_header(STRIPE_BODY, header, STRIPE_SECRET,
+                                                 tolerance=None)
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.WebhookSignature.verify_header(STRIPE_BODY + b" ", header, STRIPE_SECRET,
+                                              tolerance=None)
 
 
 @pytest.mark.parametrize(("algorithm", "encoding", "prefix"), [
