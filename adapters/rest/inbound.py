@@ -187,8 +187,17 @@ def _decode(media: str, params: dict[str, str], body: bytes) -> Any:
         except XmlError as exc:
             raise BadRequest(400, "Malformed XML", str(exc)) from None
     if media.startswith("text/") or media.endswith("+xml") or media == "application/xml":
-        charset = params.get("charset", "utf-8").lower()
-        if charset in ("utf-8", "utf8", "us-ascii", "ascii"):
+        xml = media.endswith("+xml") or media in ("application/xml", "text/xml")
+        charset = params.get("charset")
+        if charset is None and xml:
+            # No charset parameter: the XML declaration names the encoding (RFC 7303), and
+            # the parser above has already read it that way. A legacy ISO-8859-1 or UTF-16
+            # document is kept as the bytes it came in, never re-encoded.
+            try:
+                return body.decode("utf-8")
+            except UnicodeDecodeError:
+                return body
+        if (charset or "utf-8").lower() in ("utf-8", "utf8", "us-ascii", "ascii"):
             try:
                 return body.decode("utf-8")
             except UnicodeDecodeError:

@@ -16,6 +16,12 @@
   and not a duplicate. Without ``id``, the key is a hash of the item's JSON. The key is the
   envelope's id and idempotency key; the item id is its ``subject``.
 
+* **One poller per state file.** Every process of a source that shares the state folder (the
+  workers of ``esb run --workers N``, or daemons started side by side in one folder) runs the
+  loop, but only the one holding an exclusive lock on ``<source>.json.lock`` polls; the others
+  try again each tick and take over (re-reading the cursor) when the holder dies — the lock is
+  the operating system's, so it goes with the process.
+
 Failures never stop the loop: an unreachable API, a non-2xx answer or an unexpected shape is
 logged and polled again next tick; a bus that cannot take an item ends the tick with the cursor
 where it was.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
@@ -91,6 +98,8 @@ class Poller:
         #: Keys accepted from a page whose cursor is not yet persisted.
         self._taken: set[str] = set()
         self.state = self._load()
+        #: The open lock file while this process is the one that polls.
+        self._lock: int | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -113,11 +122,32 @@ class Poller:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+        if self._lock is not None:
+            os.close(self._lock)  # releases the lock: another process takes over
+            self._lock = None
+
+    def holds_lock(self) -> bool:
+        """Whether this process is (now) the one that polls; taking the lock re-reads the
+        cursor, which the previous holder may have moved."""
+        if self._lock is not None:
+            return True
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{self.state_path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._lock = fd
+        self.state = self._load()
+        self._taken.clear()
+        return True
 
     async def _run(self) -> None:
         while True:
             try:
-                await self.poll_once()
+                if self.holds_lock():
+                    await self.poll_once()
             except asyncio.CancelledError:
                 raise
             except PollFailed as exc:

@@ -285,3 +285,36 @@ class TestPollingInboundContract(InboundContract):
 
     async def retry(self) -> None:
         pass  # the next tick polls again
+
+
+async def test_processes_sharing_the_state_poll_one_at_a_time(api: tuple[Api, str],
+                                                              inbound_ctx: Any) -> None:
+    """Two pollers of one source on one state folder (the workers of ``--workers 2``): only the
+    lock holder polls; when it stops, the other takes over from the cursor it left."""
+    server, base = api
+    cfg = RestInboundSettings.model_validate({"poll": poll_settings(base)})
+    first, second = RestInbound(cfg, inbound_ctx, 1024), RestInbound(cfg, inbound_ctx, 1024)
+
+    async def until(n: int) -> None:
+        for _ in range(200):
+            if len(inbound_ctx.accepted) >= n:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{len(inbound_ctx.accepted)} of {n} accepted")
+
+    await first.start()
+    await asyncio.sleep(0.1)
+    await second.start()
+    for n in range(5):
+        server.add(f"i{n}", 100 + n)
+    await until(5)
+    await asyncio.sleep(0.3)  # several ticks of both loops
+    assert first.poller is not None and second.poller is not None
+    assert first.poller.holds_lock() and second.poller._lock is None
+    await first.stop()  # the holder goes away (a dead process releases it the same way)
+    server.add("i5", 105)
+    await until(6)
+    await asyncio.sleep(0.3)
+    await second.stop()
+    assert [e.subject for e in inbound_ctx.accepted] == [f"i{n}" for n in range(6)]
+    assert state(inbound_ctx)["cursor"] == 105
