@@ -168,7 +168,9 @@ def status_error(response: httpx.Response, what: str,
         return None
     if form == "colon":
         message = f"{what}: HTTP {status} {response.reason_phrase}"
-        snippet = response.text[:200].strip() if response.content else ""
+        # Generous: the delivery worker cuts it to length only after removing secrets a
+        # destination may echo (a cut first could leave the start of one).
+        snippet = response.text[:2000].strip() if response.content else ""
         if snippet:
             message += f": {snippet}"
     else:

@@ -50,7 +50,10 @@ class EsbDaemon:
 
     ``routes`` maps file names under ``routes/`` to a document (written as YAML) or to text
     (written as is); ``files`` maps paths under ``root`` to text or bytes. ``admin_token`` is
-    written to the config unless it names its own token, and is what :meth:`admin` sends.
+    what :meth:`admin` sends; unless ``config`` names its own token, the config refers to it
+    as ``${ESB_ADMIN_TOKEN}`` and the daemon's environment sets that variable (secrets are
+    never literal values in a configuration). Secrets of ``config`` itself are written as
+    ``${VAR}`` references too, with their values in ``env``.
     The daemon's stdout and stderr go to ``log_path`` (``root/daemon-<port>.log``)."""
 
     def __init__(self, root: Path, config: dict[str, Any],
@@ -64,7 +67,9 @@ class EsbDaemon:
         config = dict(config)
         config.setdefault("bus", {"url": "embedded"})
         config.setdefault("http", {})["listen"] = f"127.0.0.1:{self.port}"
-        config.setdefault("admin", {}).setdefault("token", admin_token)
+        admin = config["admin"] = dict(config.get("admin") or {})
+        kit_token = "token" not in admin
+        admin.setdefault("token", "${ESB_ADMIN_TOKEN}")
         config.setdefault("logging", {"level": "info", "format": "json"})
         config.setdefault("routes", "routes/")
         (root / "config").mkdir(parents=True, exist_ok=True)
@@ -81,6 +86,8 @@ class EsbDaemon:
             else:
                 path.write_text(content)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        if kit_token:
+            self.env["ESB_ADMIN_TOKEN"] = admin_token
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = log_path or root / f"daemon-{self.port}.log"
         #: how many times :meth:`start` was called

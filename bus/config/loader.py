@@ -3,6 +3,7 @@ collecting every problem (file, line, key) before failing once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from esb.bus.config.model import Config
+from esb.bus.config.secrets import find_secrets, literal_secret_problems, log_secrets
 from esb.bus.config.yamlsource import Document, Loc, load_yaml
 from esb.bus.errors import ConfigError
 from esb.bus.plugins import Registry, adapters
@@ -25,6 +27,15 @@ class Loaded:
     document: Document | None
     source_settings: dict[str, BaseModel] = field(default_factory=dict)
     destination_settings: dict[str, BaseModel] = field(default_factory=dict)
+
+    def models(self) -> list[tuple[Loc, BaseModel]]:
+        """Every validated model with the key path it sits at in the file."""
+        return _models(self.config, self.source_settings, self.destination_settings)
+
+    def log_secrets(self) -> list[str]:
+        """The values no log line may show: every secret setting, and the fallback guesses of
+        :func:`esb.bus.config.secrets.log_secrets`."""
+        return log_secrets(self.models(), self.document)
 
 
 def format_errors(doc: Document | None, exc: ValidationError, prefix: Loc = (),
@@ -79,10 +90,35 @@ def validate_config(raw: dict[str, Any], doc: Document | None, *,
             result = _adapter_settings(kind, name, ep, direction, doc, registry, problems)
             if result is not None:
                 settings[kind][name] = result
+    models = _models(config, settings["sources"], settings["destinations"])
+    if config is None:  # the sections that did validate are still checked for literal secrets
+        models += _core_sections(raw)
+    for prefix, model in models:
+        problems.extend(literal_secret_problems(doc, find_secrets(model, prefix)))
     if problems or config is None:
         raise ConfigError(problems)
     return Loaded(config=config, document=doc, source_settings=settings["sources"],
                   destination_settings=settings["destinations"])
+
+
+def _models(config: Config | None, sources: dict[str, BaseModel],
+            destinations: dict[str, BaseModel]) -> list[tuple[Loc, BaseModel]]:
+    out: list[tuple[Loc, BaseModel]] = [((), config)] if config is not None else []
+    out += [(("sources", name), model) for name, model in sources.items()]
+    out += [(("destinations", name), model) for name, model in destinations.items()]
+    return out
+
+
+def _core_sections(raw: dict[str, Any]) -> list[tuple[Loc, BaseModel]]:
+    """Each top-level section of the core model (``admin``, ``bus`` ...) validated on its
+    own, for when the whole did not validate (the errors were reported already)."""
+    out: list[tuple[Loc, BaseModel]] = []
+    for name, info in Config.model_fields.items():
+        kind, value = info.annotation, raw.get(name)
+        if isinstance(kind, type) and issubclass(kind, BaseModel) and isinstance(value, dict):
+            with contextlib.suppress(ValidationError):
+                out.append(((name,), kind.model_validate(value)))
+    return out
 
 
 _COMMON_KEYS = ("adapter", "description", "delivery")

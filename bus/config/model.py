@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from esb.bus.config.units import Duration, Rate, Size
 
@@ -23,8 +30,10 @@ class BusConfig(_Strict):
     #: Prefix of every exchange and queue name, so several deployments (or test runs) can share
     #: one broker or vhost.
     prefix: str = Field("esb", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    #: Unacknowledged deliveries per destination consumer (RabbitMQ basic.qos).
-    prefetch: int = Field(200, ge=1, le=65535)
+    #: Unacknowledged deliveries per destination consumer (RabbitMQ basic.qos). At least 100:
+    #: below that a consumer idles between acks and rates collapse (``delivery.concurrency``
+    #: is what limits calls to a destination). Ordered destinations use 1 whatever this says.
+    prefetch: int = Field(200, ge=100, le=65535)
     #: Queue type for destination queues: quorum queues for clusters.
     queue_type: Literal["classic", "quorum"] = "classic"
     #: Where the embedded bus and the daemon keep state between restarts.
@@ -72,11 +81,17 @@ class HttpConfig(_Strict):
 
 
 class AdminConfig(_Strict):
-    #: Bearer token for /admin. Empty: the daemon makes one and writes it to
-    #: ``<state_dir>/admin.token`` (mode 0600), where the CLI finds it.
-    token: str = ""
+    #: Bearer token for /admin (key ``token``; a secret: written as a ``${VAR}`` reference).
+    #: Empty: the daemon makes one and writes it to ``<state_dir>/admin.token`` (mode 0600),
+    #: where the CLI finds it.
+    secret_token: SecretStr = Field(SecretStr(""), alias="token")
     #: Serve /admin to non-loopback clients too (off: 127.0.0.1/::1 only).
     remote: bool = False
+
+    @property
+    def token(self) -> str:
+        """The configured token as text (empty: none configured)."""
+        return self.secret_token.get_secret_value()
 
 
 class Backoff(_Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Annotated, Any
 
@@ -35,6 +36,9 @@ def parse_rate(value: Any) -> float:
         m = _RATE.match(value)
         if m and float(m.group(1)) > 0:
             return float(m.group(1)) / _SCALE[m.group(2)]
+        with contextlib.suppress(ValueError):  # a bare number, e.g. from ${RATE}
+            if (number := float(value)) > 0:
+                return number
     raise ValueError(f"{value!r} is not a rate (examples: 100/s, 6000/m)")
 
 

@@ -33,6 +33,11 @@ class Document:
     lines: dict[Loc, int] = field(default_factory=dict)
     #: Paths whose value came from ``${VAR}`` (so they are never echoed in errors or logs).
     secret_paths: set[Loc] = field(default_factory=set)
+    #: Paths whose text holds a ``${VAR}`` / ``${VAR:-default}`` reference, whatever it
+    #: resolved to (secret settings must be written this way).
+    references: set[Loc] = field(default_factory=set)
+    #: The text each reference at a path resolved to (environment values and defaults).
+    substituted: dict[Loc, list[str]] = field(default_factory=dict)
 
     def line_of(self, loc: Loc) -> int | None:
         """The line of ``loc``, or of its nearest ancestor that has one."""
@@ -47,7 +52,8 @@ class Document:
         return f"{self.path}:{line}" if line else str(self.path)
 
 
-def _interpolate(text: str, env: Mapping[str, str], missing: list[str]) -> str:
+def _interpolate(text: str, env: Mapping[str, str], missing: list[str],
+                 used: list[str]) -> str:
     def repl(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
         value = env.get(name)
@@ -55,7 +61,8 @@ def _interpolate(text: str, env: Mapping[str, str], missing: list[str]) -> str:
             if default is None:
                 missing.append(name)
                 return ""
-            return default
+            value = default
+        used.append(value)
         return value
 
     return _VAR.sub(repl, text)
@@ -116,18 +123,19 @@ def _build(node: yaml.Node, loc: Loc, doc: Document, env: Mapping[str, str] | No
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, (*loc, i), doc, env, problems) for i, item in enumerate(node.value)]
     value = _SCALARS.construct_object(node)
+    if isinstance(value, str) and _VAR.search(value):
+        doc.references.add(loc)
     if env is not None and isinstance(value, str) and "${" in value:
         missing: list[str] = []
-        new = _interpolate(value, env, missing)
+        used: list[str] = []
+        new = _interpolate(value, env, missing, used)
         for name in missing:
             problems.append(f"{doc.where(loc)}: {'.'.join(map(str, loc))}: environment "
                             f"variable {name} is not set (use ${{{name}:-default}})")
         if new != value:
             doc.secret_paths.add(loc)
-            # An interpolated scalar is re-resolved so "${PORT:-8080}" yields an int.
-            if _VAR.fullmatch(value.strip()) and new != "":
-                resolved = yaml.safe_load(new)
-                if isinstance(resolved, (int, float, bool)):
-                    return resolved
+            doc.substituted[loc] = used
+        # Always a string: the setting's own type converts it ("200" for a number, "true" for
+        # a flag), and a token or password that happens to look like a number stays text.
         return new
     return value

@@ -124,7 +124,7 @@ def test_two_workers_share_the_port_and_the_work(rabbit: Any, sink: Any,
     assert accepted(results) == {f"order-{i}" for i in range(n)}
     assert sink.wait_for(n, timeout=60), f"{len(sink.unique())}/{n} arrived\n{d.log()}"
     time.sleep(0.5)  # let any duplicate show up
-    check_exactly_once(sink, n)
+    check_exactly_once(sink, n, results)
 
     # Both workers are instances of the bus and both delivered (presence heartbeats: ~5 s).
     def shared() -> dict[str, Any] | None:
@@ -252,14 +252,15 @@ def test_workers_stop_when_their_supervisor_is_killed(rabbit: Any, sink: Any,
 
 # -- refused up front ---------------------------------------------------------------------------
 
-def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*ESB, "run", *args], cwd=root, capture_output=True, text=True,
-                          timeout=60)
+def run_cli(d: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    """``esb run ARGS`` in ``d``'s folder with its environment (the admin token it names)."""
+    return subprocess.run([*ESB, "run", *args], cwd=d.root, env=d.env, capture_output=True,
+                          text=True, timeout=60)
 
 
 def test_embedded_bus_with_workers_is_refused(sink: Any, daemon_factory: Any) -> None:
     d = daemon_factory(flow_config({"url": "embedded"}, sink.url), ROUTES)
-    out = run_cli(d.root, "--workers", "2")
+    out = run_cli(d, "--workers", "2")
     assert out.returncode == 2, out.stderr
     assert "--workers needs the RabbitMQ bus" in out.stderr
     assert "embedded bus lives inside one process" in out.stderr
@@ -267,7 +268,7 @@ def test_embedded_bus_with_workers_is_refused(sink: Any, daemon_factory: Any) ->
 
 def test_bad_worker_count_is_a_usage_error(sink: Any, daemon_factory: Any) -> None:
     d = daemon_factory(flow_config({"url": "embedded"}, sink.url), ROUTES)
-    out = run_cli(d.root, "--workers", "0")
+    out = run_cli(d, "--workers", "0")
     assert out.returncode == 2 and "not a positive number of workers" in out.stderr
     out = subprocess.run([*ESB, "run"], cwd=d.root, capture_output=True, text=True,
                          timeout=60, env={**os.environ, "ESB_WORKERS": "many"})
@@ -278,8 +279,8 @@ def test_config_error_is_reported_as_without_workers(rabbit: Any, sink: Any,
                                                      daemon_factory: Any) -> None:
     cfg = flow_config(rabbit.bus("out", prefetch=0), sink.url, concurrency=0)
     d = daemon_factory(cfg, ROUTES)
-    single = run_cli(d.root)
-    several = run_cli(d.root, "--workers", "2")
+    single = run_cli(d)
+    several = run_cli(d, "--workers", "2")
     assert single.returncode == several.returncode == 2
     assert "esb.yaml:" in single.stderr and "prefetch" in single.stderr
     assert several.stderr == single.stderr
@@ -307,7 +308,7 @@ def test_a_taken_port_is_reported_before_any_worker_starts(rabbit: Any, sink: An
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", d.port))
         taken.listen(1)
-        out = run_cli(d.root, "--workers", "2")
+        out = run_cli(d, "--workers", "2")
     assert out.returncode == 1, out.stderr
     assert f"cannot listen on 127.0.0.1:{d.port}" in out.stderr
     assert "worker started" not in out.stderr

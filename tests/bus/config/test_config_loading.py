@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, Field, SecretStr
 
 from esb.bus.config.loader import load_config
+from esb.bus.config.secrets import find_secrets
 from esb.bus.config.units import parse_duration, parse_rate, parse_size
 from esb.bus.errors import ConfigError
 
@@ -34,8 +36,25 @@ def test_interpolation_with_defaults_and_types(tmp_path: Path) -> None:
     c = loaded.config
     assert c.bus.url == "embedded" and c.bus.prefetch == 300
     assert c.http.port == 9000
-    assert c.admin.token == "s3cret-token"
+    assert c.admin.token == "s3cret-token" and "s3cret-token" not in repr(c)
     assert ("admin", "token") in loaded.document.secret_paths
+
+
+def test_values_that_look_like_numbers_take_the_type_of_their_setting(tmp_path: Path) -> None:
+    """A digits-only token stays text; the same kind of value is a number where the setting is
+    one (prefetch, a duration, a rate) and a flag where it is a flag."""
+    p = write(tmp_path, 'bus: {prefetch: "${PF}", heartbeat: "${HB}"}\n'
+                        'admin: {token: "${TOKEN}"}\n'
+                        'destinations:\n'
+                        '  d: {adapter: rest, url: "http://127.0.0.1:9/x",\n'
+                        '      delivery: {rate_limit: "${RATE}", timeout: "${TO}"}}\n')
+    loaded = load_config(p, env={"PF": "300", "HB": "0", "TOKEN": "123456", "RATE": "25",
+                                 "TO": "2.5"})
+    c = loaded.config
+    assert c.admin.token == "123456"
+    assert (c.bus.prefetch, c.bus.heartbeat) == (300, 0)
+    delivery = c.destinations["d"].delivery
+    assert (delivery.rate_limit, delivery.timeout) == (25.0, 2.5)
 
 
 def test_unset_variable_without_default_is_an_error_naming_it(tmp_path: Path) -> None:
@@ -91,3 +110,104 @@ def test_units() -> None:
     for bad in ("soon", -1, True):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+LITERAL_SECRETS = """\
+admin: {token: "literal-admin-token-1"}
+bus: {url: redis://x}
+sources:
+  hook:
+    adapter: webhook
+    path: /in/hook
+    scheme: github
+    secrets: ["literal-gh-secret-123", "${HOOK_SECRET_NEW}"]
+  shop:
+    adapter: rest
+    path: /in/shop
+    auth: {type: basic, users: {erp: "literal-pw-456", crm: "${CRM_PW:-default-pw-789}"}}
+destinations:
+  out:
+    adapter: rest
+    url: http://127.0.0.1:9/out
+    auth: {type: bearer, token: literal-token-789}
+"""
+
+
+def test_literal_secrets_are_refused_with_the_other_problems(tmp_path: Path) -> None:
+    p = write(tmp_path, LITERAL_SECRETS)
+    with pytest.raises(ConfigError) as e:
+        load_config(p, env={"HOOK_SECRET_NEW": "env-hook-secret-1"})
+    rule = "secrets come from ${VAR} references, not literal values"
+    problems = e.value.problems
+    assert sorted(x for x in problems if x.endswith(rule)) == sorted([
+        f"{p}:1: admin.token: {rule}",
+        f"{p}:8: sources.hook.secrets.0: {rule}",
+        f"{p}:12: sources.shop.auth.users.erp: {rule}",
+        f"{p}:17: destinations.out.auth.token: {rule}",
+    ])
+    assert next(x for x in problems if not x.endswith(rule)).startswith(f"{p}:2: bus.url: ")
+    assert len(problems) == 5
+    for literal in ("literal-admin-token-1", "literal-gh-secret-123", "literal-pw-456",
+                    "literal-token-789"):
+        assert literal not in str(e.value)
+
+
+def test_references_with_defaults_and_empty_or_absent_secrets_load(tmp_path: Path) -> None:
+    p = write(tmp_path, 'admin: {token: ""}\n'
+                        "sources:\n"
+                        "  shop:\n"
+                        "    adapter: rest\n"
+                        "    path: /in/shop\n"
+                        "    auth: {type: api_key,\n"
+                        '           keys: {a: "${KEY_A}", b: "${KEY_B:-dflt-b-1}"}}\n'
+                        "destinations:\n"
+                        "  out:\n"
+                        "    adapter: rest\n"
+                        "    url: http://127.0.0.1:9/out\n"
+                        '    auth: {type: basic, username: esb, password: "pw-${PW_TAIL}"}\n')
+    loaded = load_config(p, env={"KEY_A": "env-key-a-1", "PW_TAIL": "tail-22"})
+    assert loaded.config.admin.token == ""  # the daemon generates one, as before
+    keys = loaded.source_settings["shop"].auth.named_keys()  # type: ignore[attr-defined]
+    assert keys == [("a", "env-key-a-1"), ("b", "dflt-b-1")]
+    password = loaded.destination_settings["out"].auth.password  # type: ignore[attr-defined]
+    assert password.get_secret_value() == "pw-tail-22"
+
+
+def test_log_secrets_come_from_the_validated_secret_fields(tmp_path: Path) -> None:
+    p = write(tmp_path, 'admin: {token: "${ADMIN}"}\n'
+                        "sources:\n"
+                        "  hook: {adapter: webhook, path: /in/hook, scheme: github,\n"
+                        '         secrets: ["${HOOK:-hook-default-secret}"]}\n'
+                        "  legacy: {adapter: amqp, url: '${LEGACY_URL}', queue: q}\n"
+                        "destinations:\n"
+                        "  out:\n"
+                        "    adapter: rest\n"
+                        "    url: http://127.0.0.1:9/out\n"
+                        '    headers: {X-Partner-Token: "Bearer ${HDR}", X-Trace: "${TRACE}"}\n'
+                        '    auth: {type: oauth2, token_url: "http://127.0.0.1:9/token",\n'
+                        '           client_id: esb, client_secret: "${CLIENT_SECRET}"}\n')
+    loaded = load_config(p, env={"ADMIN": "admin-token-1", "CLIENT_SECRET": "client-secret-2",
+                                 "LEGACY_URL": "amqp://erp:amqp-pw-3@mq:5672/erp",
+                                 "HDR": "header-token-4", "TRACE": "not-a-secret-5"})
+    secrets = loaded.log_secrets()
+    for value in ("admin-token-1", "client-secret-2", "hook-default-secret",
+                  "amqp://erp:amqp-pw-3@mq:5672/erp", "amqp-pw-3",
+                  "Bearer header-token-4", "header-token-4"):
+        assert value in secrets
+    assert "not-a-secret-5" not in secrets
+    assert secrets == sorted(secrets, key=len, reverse=True)
+
+
+def test_a_plugin_model_secret_is_found_at_its_config_key() -> None:
+    class Inner(BaseModel):
+        pin: SecretStr
+
+    class PluginSettings(BaseModel):
+        plain: str = "x"
+        key: SecretStr = Field(alias="api-key")
+        nested: dict[str, list[Inner]] = Field(default_factory=dict)
+
+    model = PluginSettings.model_validate({"api-key": "k-1", "nested": {"a": [{"pin": "p-2"}]}})
+    found = {loc: s.get_secret_value() for loc, s in find_secrets(model, ("sources", "x"))}
+    assert found == {("sources", "x", "api-key"): "k-1",
+                     ("sources", "x", "nested", "a", 0, "pin"): "p-2"}
