@@ -23,7 +23,9 @@ UNROUTABLE = "unroutable"
 DEAD_LETTER = "dlq"
 
 #: Retry delay tiers in seconds (RabbitMQ: one TTL queue each, shared by all destinations).
-RETRY_TIERS: tuple[float, ...] = (1, 2, 4, 8, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+#: A delay is made of several tiers when no single one fits (see esb.bus.broker.rabbitmq).
+RETRY_TIERS: tuple[float, ...] = (0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600, 1200,
+                                  1800, 3600)
 
 
 def destination_address(name: str, partition: int | None = None) -> str:
@@ -38,11 +40,10 @@ def destination_addresses(name: str, partitions: int = 0) -> list[str]:
 
 
 def retry_tier(delay: float) -> float:
-    """The smallest tier that waits at least ``delay`` (the largest one past the top)."""
-    for tier in RETRY_TIERS:
-        if tier >= delay - 1e-9:
-            return tier
-    return RETRY_TIERS[-1]
+    """The largest tier that does not overshoot ``delay`` (the smallest one below it): the
+    rest of the delay is waited in further tiers."""
+    fitting = [tier for tier in RETRY_TIERS if tier <= delay + 1e-9]
+    return fitting[-1] if fitting else RETRY_TIERS[0]
 
 
 class Message(Protocol):

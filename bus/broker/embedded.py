@@ -121,7 +121,8 @@ class EmbeddedBus:
         self._consumers.clear()
 
     async def depths(self) -> dict[str, int]:
-        return {address: q.qsize() for address, q in self._queues.items()}
+        return {**{address: q.qsize() for address, q in self._queues.items()},
+                "retrying": len(self._timers)}
 
     def _drain(self, address: str) -> tuple[asyncio.Queue[tuple[bytes, bool]],
                                             list[tuple[bytes, bool]]]:

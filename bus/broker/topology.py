@@ -27,6 +27,10 @@ from esb.bus.broker.base import DEAD_LETTER, RETRY_TIERS, UNROUTABLE, destinatio
 #: Redeliveries of one message (crashed consumers) before a quorum queue dead-letters it.
 QUORUM_DELIVERY_LIMIT = 1000
 
+#: Deliveries (browses included) before a quorum DLQ or unroutable queue would drop a message:
+#: far beyond any real use, and explicit so it is no broker default.
+HOLDING_DELIVERY_LIMIT = 1_000_000_000
+
 
 @dataclass(frozen=True)
 class Topology:
@@ -78,12 +82,32 @@ class Topology:
                          "x-overflow": "reject-publish"})
         return args
 
+    def holding_arguments(self) -> dict[str, Any]:
+        """The DLQ and the unroutable queue. Browsing them (``esb dlq list``) takes messages
+        and gives them back, which a quorum queue counts as a delivery: without a limit of its
+        own, RabbitMQ 4's default of 20 would drop a dead letter after 20 browses."""
+        args = self.queue_arguments()
+        if self.queue_type == "quorum":
+            args["x-delivery-limit"] = HOLDING_DELIVERY_LIMIT
+        return args
+
+    def retry_arguments(self, tier: float) -> dict[str, Any]:
+        """A retry tier: a TTL queue that dead-letters back into the delivery exchange. On
+        quorum queues that hand-over is at-least-once (it needs ``reject-publish`` overflow);
+        classic queues only have the broker's at-most-once dead-lettering."""
+        args = {**self.queue_arguments(), "x-message-ttl": int(tier * 1000),
+                "x-dead-letter-exchange": self.deliver_exchange}
+        if self.queue_type == "quorum":
+            args.update({"x-dead-letter-strategy": "at-least-once",
+                         "x-overflow": "reject-publish"})
+        return args
+
     def entities(self, destinations: Sequence[str],
                  partitions: Mapping[str, int] | None = None) -> list[Queue]:
         deliver = Exchange(self.deliver_exchange, type="direct", durable=True)
         parts = partitions or {}
         queues = [Queue(self.queue(a), deliver, routing_key=a, durable=True,
-                        queue_arguments=self.queue_arguments())
+                        queue_arguments=self.holding_arguments())
                   for a in (UNROUTABLE, DEAD_LETTER)]
         for d in destinations:
             args = self.destination_arguments()
@@ -97,9 +121,7 @@ class Topology:
             name = self.retry_exchange(tier)
             queues.append(Queue(
                 name, Exchange(name, type="fanout", durable=True), durable=True,
-                queue_arguments={**self.queue_arguments(),
-                                 "x-message-ttl": int(tier * 1000),
-                                 "x-dead-letter-exchange": self.deliver_exchange}))
+                queue_arguments=self.retry_arguments(tier)))
         return queues
 
     def declare(self, url: str, destinations: Sequence[str],
@@ -112,13 +134,17 @@ class Topology:
                 queue.bind(channel).declare()
 
     def depths(self, url: str, addresses: Sequence[str], *, timeout: float = 5) -> dict[str, int]:
-        """Ready messages per address, by passive declare (blocking)."""
+        """Ready messages per address, by passive declare (blocking); ``retrying`` sums the
+        retry tiers (messages waiting out a backoff, for every destination)."""
         out: dict[str, int] = {}
         with Connection(url, connect_timeout=timeout, ssl=url.startswith("amqps://")) as conn:
             channel = conn.default_channel
             for address in addresses:
                 ok = channel.queue_declare(queue=self.queue(address), passive=True)
                 out[address] = ok.message_count
+            out["retrying"] = sum(
+                channel.queue_declare(queue=self.retry_exchange(tier), passive=True).message_count
+                for tier in RETRY_TIERS)
         return out
 
     def delete(self, url: str, destinations: Sequence[str],

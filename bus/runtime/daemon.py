@@ -36,7 +36,7 @@ from esb.bus.runtime.http import build_app, make_http_client, make_server
 from esb.bus.runtime.idempotency import SharedIdempotency
 from esb.bus.runtime.idempotency_log import IdempotencyLog
 from esb.bus.runtime.ingress import Ingress, RouterHolder, SourceContext
-from esb.bus.runtime.logs import configure_logging
+from esb.bus.runtime.logs import SecretRedactor, configure_logging
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.presence import Presence
@@ -68,6 +68,9 @@ class Daemon:
                  role: WorkerRole | None = None) -> None:
         self.loaded = loaded
         self.secrets = secrets or []
+        #: Shared with the delivery workers: an error a destination echoes a secret into is
+        #: cleaned before it reaches a trace or a dead letter (and follows a SIGHUP).
+        self.redactor = SecretRedactor(self.secrets)
         self.config = loaded.config
         self.role = role
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
@@ -80,7 +83,8 @@ class Daemon:
         self.router = RouterHolder(load_router(loaded))
         self.deployer = RouteDeployer(
             open_route_store(self.config.bus, self.config.base_dir, instance=self.instance),
-            self.router, config_compiler(loaded), self.instance, on_install=self._installed)
+            self.router, config_compiler(loaded), self.instance, on_install=self._installed,
+            on_change=lambda: self.presence.beat_now())
         self.partitions = {name: d.delivery.ordered.partitions
                            for name, d in self.config.destinations.items()
                            if d.delivery.ordered}
@@ -174,7 +178,8 @@ class Daemon:
             if self.role is not None:
                 delivery = self.role.share(delivery)
             worker = DeliveryWorker(name, ob, self.bus, delivery,
-                                    self.metrics, self.instance, cfg.bus.prefetch, self.trace)
+                                    self.metrics, self.instance, cfg.bus.prefetch, self.trace,
+                                    redactor=self.redactor)
             await worker.start()
             self.workers.append(worker)
         for ib in self.inbound.values():
@@ -255,6 +260,8 @@ class Daemon:
                       problems=exc.problems)
             return
         new = fresh.config
+        self.secrets = fresh.log_secrets()
+        self.redactor.update(self.secrets)
         configure_logging(new.logging.level, new.logging.format, self.secrets)
         changed = [key for key in ("bus", "http", "admin", "sources", "destinations",
                                    "transformers")
@@ -281,6 +288,7 @@ class Daemon:
 
         return {
             "route_version": self.router.current.version,
+            "route_refused": self.deployer.refused,
             "bus_connected": self.bus.connected,
             "destinations": {
                 d: {"delivered": count("esb_delivered_total", destination=d),

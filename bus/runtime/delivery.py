@@ -19,13 +19,14 @@ from datetime import UTC, datetime
 
 import structlog
 
-from esb.adapters.spec import Outbound
+from esb.adapters.spec import Outbound, SendResult
 from esb.bus.broker.base import DEAD_LETTER, Bus, Message, destination_addresses
 from esb.bus.config.model import DeliveryConfig
 from esb.bus.envelope import Attempt, Envelope, Hop, utcnow
 from esb.bus.errors import BusError, PermanentError, TransientError
 from esb.bus.runtime.breaker import BreakerSettings, CircuitBreaker
 from esb.bus.runtime.deadline import Deadlines
+from esb.bus.runtime.logs import SecretRedactor, bind_message, unbind_message
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ratelimit import TokenBucket
 from esb.bus.runtime.retry import RetryPolicy, first_seen
@@ -47,14 +48,35 @@ class Outcome:
 
 
 DELIVERED = Outcome("delivered")
+#: Characters of a failure's text kept in its attempt record, trace and dead letter.
+MAX_ERROR = 500
+#: Not attempted: the worker began draining while the envelope waited for the breaker.
+HELD = Outcome("held")
+
+#: Longest description from an outbound side kept in the trace (a plugin could return anything).
+_STATUS_TEXT_MAX = 80
+
+
+def delivered_status(sent: SendResult) -> int | str:
+    """The ``status`` of a ``delivered`` trace step from what ``Outbound.send`` returned: its
+    status code, its short description (cut to :data:`_STATUS_TEXT_MAX`), or ``"accepted"``
+    when it returned nothing."""
+    if sent is None:
+        return "accepted"
+    if isinstance(sent, int):
+        return sent
+    text = str(sent)
+    return text if len(text) <= _STATUS_TEXT_MAX else text[:_STATUS_TEXT_MAX - 1] + "…"
 
 
 class DeliveryWorker:
     def __init__(self, destination: str, outbound: Outbound, bus: Bus, cfg: DeliveryConfig,
                  metrics: Metrics, instance: str, prefetch: int,
-                 trace: TraceRecorder | None = None) -> None:
+                 trace: TraceRecorder | None = None,
+                 redactor: SecretRedactor | None = None) -> None:
         self.destination = destination
-        self.trace: TraceRecorder = trace or MemoryTrace(instance)
+        self.redactor = redactor or SecretRedactor()
+        self.trace: TraceRecorder = trace if trace is not None else MemoryTrace(instance)
         self.outbound = outbound
         self.bus = bus
         self.cfg = cfg
@@ -84,6 +106,7 @@ class DeliveryWorker:
         self._idle = asyncio.Event()
         self._idle.set()
         self._draining = False
+        self._drain_started = asyncio.Event()
 
     async def start(self) -> None:
         for address in self.addresses:
@@ -97,6 +120,7 @@ class DeliveryWorker:
     async def drain(self, timeout: float) -> bool:
         """Stop starting deliveries; wait for the ones in progress. True if all finished."""
         self._draining = True
+        self._drain_started.set()  # envelopes waiting for an open breaker go back now
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
             return True
@@ -113,12 +137,17 @@ class DeliveryWorker:
                 return
             self._in_flight += 1
             self._idle.clear()
+            env = msg.envelope
+            # Every line logged for this delivery (the adapter's own included) names it.
+            token = bind_message({"envelope_id": env.id, "correlation_id": env.correlationid,
+                                  "route": env.esbroute, "destination": self.destination})
             try:
                 if self.ordered:
                     await self._deliver_in_place(msg)
                 else:
                     await self._settle(msg, msg.envelope, await self._attempt(msg.envelope))
             finally:
+                unbind_message(token)
                 self._in_flight -= 1
                 if self._in_flight == 0:
                     self._idle.set()
@@ -126,15 +155,19 @@ class DeliveryWorker:
     async def _attempt(self, env: Envelope) -> Outcome:
         """One call to the destination, gated by breaker and rate limit; never raises."""
         if self.breaker is not None:
-            await self.breaker.wait()
+            if self.breaker.state == "closed":
+                await self.breaker.wait()  # returns at once: no race to set up
+            elif not await self._breaker_or_drain():
+                return HELD
         if self._bucket is not None:
             await self._bucket.take()
         wall = time.time()
         started = time.perf_counter()
         status: int | None = None
         retry_after: float | None = None
+        sent: SendResult = None
         try:
-            await self._deadlines.run(self.outbound.send(env), self.cfg.timeout)
+            sent = await self._deadlines.run(self.outbound.send(env), self.cfg.timeout)
         except (TransientError, PermanentError) as exc:
             kind = "permanent" if isinstance(exc, PermanentError) else "transient"
             error, status, retry_after = str(exc), exc.status, exc.retry_after
@@ -157,16 +190,42 @@ class DeliveryWorker:
         done = wall + latency
         if kind == "delivered":
             self.trace.record(env.id, "delivered", at=done, destination=self.destination,
-                              status=status, latency_ms=ms, attempt=n)
+                              status=delivered_status(sent), latency_ms=ms, attempt=n)
             self._m_delivered.inc()
             self._m_end_to_end.observe(max(0.0, done - first_seen(env).timestamp()))
             return DELIVERED
+        error = self._clean(error)
         self.trace.record(env.id, "attempt", at=done, destination=self.destination,
                           outcome=kind, status=status, latency_ms=ms, error=error, attempt=n)
         self.metrics.failed.labels(self.destination, kind).inc()
         return Outcome(kind, Attempt(at=datetime.fromtimestamp(wall, UTC),
                                      destination=self.destination, outcome=kind, status=status,
                                      latency_ms=ms, error=error), retry_after)
+
+    def _clean(self, error: str | None) -> str | None:
+        """A failure's text as traces and dead letters keep it: any configured secret the
+        destination echoed replaced by ``***`` (adapters scrub their own credentials; this
+        catches the rest, e.g. a header value), then cut to a readable length — in that
+        order, so a cut never leaves the start of a secret."""
+        if error is None:
+            return None
+        error = self.redactor.scrub(error)
+        return error if len(error) <= MAX_ERROR else error[:MAX_ERROR - 1] + "…"
+
+    async def _breaker_or_drain(self) -> bool:
+        """Wait for the (open) breaker to let a call through; False if draining began first:
+        a delivery that never started must not hold a graceful stop for a whole cooldown."""
+        assert self.breaker is not None
+        if self._draining:
+            return False
+        waiter = asyncio.ensure_future(self.breaker.wait())
+        stopping = asyncio.ensure_future(self._drain_started.wait())
+        await asyncio.wait((waiter, stopping), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if waiter.done():
+            return True
+        waiter.cancel()
+        return False
 
     def _next_delay(self, env: Envelope, outcome: Outcome, attempts: list[Attempt]
                     ) -> float | None:
@@ -178,6 +237,9 @@ class DeliveryWorker:
     async def _settle(self, msg: Message, env: Envelope, outcome: Outcome) -> None:
         if outcome.kind == "delivered":
             msg.ack()
+            return
+        if outcome is HELD:
+            msg.requeue()
             return
         assert outcome.attempt is not None  # failures carry their attempt
         attempts = [*env.esbattempts, outcome.attempt]
@@ -210,6 +272,9 @@ class DeliveryWorker:
             outcome = await self._attempt(env)
             if outcome.kind == "delivered":
                 msg.ack()
+                return
+            if outcome is HELD:  # the attempts made here are lost with it: they were local
+                msg.requeue()
                 return
             assert outcome.attempt is not None
             attempts = [*env.esbattempts, outcome.attempt]

@@ -77,7 +77,8 @@ class SharedIdempotency:
                   ) -> tuple[Accepted, bool]:
         result, duplicate = await self.cache.run(key, work)
         if not duplicate and self.log is not None:
-            self.log.publish(key, {"id": result.id, "destinations": list(result.destinations)})
+            await self.log.publish(key, {"id": result.id,
+                                         "destinations": list(result.destinations)})
         return result, duplicate
 
     def learn(self, key: str, record: dict[str, Any]) -> None:

@@ -3,13 +3,18 @@
 Each instance appends ``{key, id, destinations}`` for every envelope it accepted with an
 ``Idempotency-Key`` to the stream ``<prefix>.idempotency`` (``x-max-age`` = the window), and
 tails it from ``now - window`` — so a repeated request within the window is answered with the
-original id by any instance, including one started after the original was accepted. It is
-best-effort by design: two instances taking the *same* key in the same instant may both
-publish, and the destination's own de-duplication by the same key covers that.
+original id by any instance, including one started after the original was accepted.
+
+A record is confirmed by the broker before the sender is answered, so once a sender holds a
+202 every instance will learn its key (an instance killed before that never answered, and
+the sender's retry is the first the others see). What this cannot do without a lock service:
+two instances taking the *same* key in the same instant (before either record went round)
+both publish; the destination's own de-duplication by the same key covers that.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -21,6 +26,7 @@ import structlog
 from pika.channel import Channel
 
 from esb.bus.broker.connection import AmqpLink
+from esb.bus.broker.publisher import ConfirmedPublisher
 from esb.bus.broker.topology import Topology
 
 log = structlog.get_logger("esb.idempotency")
@@ -37,9 +43,10 @@ class IdempotencyLog:
         self.on_record = on_record
         self._link = AmqpLink(url, name=f"esb idempotency {instance}",
                               on_connected=self._on_connected)
-        self._pub: Channel | None = None
+        self._publisher = ConfirmedPublisher()
+        self._ids = itertools.count()
         self._last_offset: int | None = None
-        #: Records taken while not connected, sent on (re)connect (bounded: best effort).
+        #: Records taken while not connected, sent on (re)connect (bounded).
         self._backlog: deque[bytes] = deque(maxlen=100_000)
 
     @property
@@ -63,9 +70,14 @@ class IdempotencyLog:
                        else datetime.now() - timedelta(seconds=self.window))
         ch.basic_consume(self.queue, self._on_message, auto_ack=False,
                          arguments={"x-stream-offset": offset})
-        self._pub = ch
+        await self._publisher.open(link)
         while self._backlog:
-            self._send(ch, self._backlog.popleft())
+            body = self._backlog.popleft()
+            try:
+                await self._send(body)
+            except Exception:
+                self._backlog.appendleft(body)
+                return
 
     def _on_message(self, ch: Channel, method: Any, props: Any, body: bytes) -> None:
         headers = props.headers or {}
@@ -78,14 +90,22 @@ class IdempotencyLog:
         except Exception as exc:  # a bad record must not stop the tail
             log.warning("bad idempotency record skipped", error=str(exc))
 
-    def publish(self, key: str, record: dict[str, Any]) -> None:
-        """Announce an accepted key (fire and forget: never slows the accept path down)."""
+    async def publish(self, key: str, record: dict[str, Any]) -> None:
+        """Announce an accepted key and wait for the broker's confirm. Never raises: the
+        envelope itself is safe already, so a record that cannot be sent now (no connection,
+        no confirm within 5 s) is kept and sent on reconnect rather than failing the sender."""
         body = orjson.dumps({**record, "key": key, "by": self.instance})
-        ch = self._pub
-        if ch is None or not ch.is_open:
+        if not self._publisher.ready:
             self._backlog.append(body)
             return
-        self._send(ch, body)
+        try:
+            await self._send(body)
+        except Exception as exc:
+            log.warning("idempotency record not confirmed; kept for the reconnect",
+                        error=str(exc))
+            self._backlog.append(body)
 
-    def _send(self, ch: Channel, body: bytes) -> None:
-        ch.basic_publish("", self.queue, body, pika.BasicProperties(delivery_mode=2))
+    async def _send(self, body: bytes) -> None:
+        props = pika.BasicProperties(delivery_mode=2,
+                                     message_id=f"{self.instance}:{next(self._ids)}")
+        await self._publisher.publish("", self.queue, body, props, timeout=5)

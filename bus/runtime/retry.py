@@ -46,8 +46,10 @@ class RetryPolicy:
 
 
 def first_seen(envelope: Envelope) -> datetime:
-    """When the bus accepted the envelope (the max-age clock starts there)."""
+    """When the max-age clock started: the latest replay of the envelope (an operator's replay
+    gives it a fresh budget, as it gives it a fresh attempt history), else its acceptance."""
+    accepted: datetime | None = None
     for hop in envelope.esbhops:
-        if hop.step == "accepted":
-            return hop.at
-    return envelope.time
+        if hop.step == "replayed" or (hop.step == "accepted" and accepted is None):
+            accepted = hop.at
+    return accepted or envelope.time

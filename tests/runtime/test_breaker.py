@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from esb.bus.runtime.breaker import BreakerSettings, CircuitBreaker
 
@@ -51,3 +52,56 @@ async def test_successes_keep_it_closed() -> None:
         b.record(False)
         b.record(True)
     assert b.state == "closed"
+
+
+async def test_a_graceful_stop_does_not_wait_out_an_open_breaker() -> None:
+    """Envelopes waiting for an open breaker never started a delivery: draining gives them
+    back to the queue at once instead of holding the stop for the whole cooldown."""
+    from esb.bus.config.model import DeliveryConfig
+    from esb.bus.envelope import Envelope
+    from esb.bus.errors import TransientError
+    from esb.bus.runtime.delivery import DeliveryWorker
+    from esb.bus.runtime.metrics import Metrics
+
+    class Down:
+        async def start(self) -> None:
+            return None
+
+        async def send(self, envelope: Envelope) -> None:
+            raise TransientError("503 Service Unavailable", status=503)
+
+        async def stop(self) -> None:
+            return None
+
+    class Wire:
+        async def publish_delayed(self, address: str, envelope: Envelope,
+                                  delay: float) -> float:
+            return delay
+
+    class Taken:
+        redelivered = False
+
+        def __init__(self) -> None:
+            self.envelope = Envelope(source="s", type="t", data={})
+            self.result = ""
+
+        def ack(self) -> None:
+            self.result = "acked"
+
+        def requeue(self) -> None:
+            self.result = "requeued"
+
+    cfg = DeliveryConfig.model_validate({"breaker": {"failures": 1, "cooldown": "60s"}})
+    worker = DeliveryWorker("erp", Down(), Wire(), cfg, Metrics(), "i1", 100)  # type: ignore[arg-type]
+    first, waiting = Taken(), Taken()
+    await worker.handle(first)  # type: ignore[arg-type]
+    assert first.result == "acked" and worker.breaker is not None
+    assert worker.breaker.state == "open"  # the retry went to a tier queue
+    held = asyncio.create_task(worker.handle(waiting))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    assert not held.done()  # waiting for the breaker, not burning an attempt
+    t0 = time.monotonic()
+    assert await worker.drain(5)
+    assert time.monotonic() - t0 < 1
+    await held
+    assert waiting.result == "requeued"

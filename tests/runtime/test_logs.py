@@ -85,3 +85,55 @@ def test_each_line_is_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
         structlog.reset_defaults()
     assert len(writes) == 1 and writes[0].endswith("}\n")
     assert orjson.loads(writes[0])["event"] == "one line"
+
+
+async def test_delivery_lines_carry_envelope_correlation_route_and_destination(
+        out: io.StringIO) -> None:
+    """A delivery that fails for good logs from the worker (and the adapter, were it to log):
+    every line names the envelope, its correlation id, route and destination."""
+    from esb.bus.config.model import DeliveryConfig
+    from esb.bus.envelope import Envelope
+    from esb.bus.errors import PermanentError
+    from esb.bus.runtime.delivery import DeliveryWorker
+    from esb.bus.runtime.metrics import Metrics
+
+    class Refusing:
+        async def start(self) -> None:
+            return None
+
+        async def send(self, envelope: Envelope) -> None:
+            structlog.get_logger("adapter").warning("peer said no")
+            raise PermanentError("422 Unprocessable")
+
+        async def stop(self) -> None:
+            return None
+
+    class Wire:
+        async def publish(self, address: str, envelope: Envelope) -> None:
+            return None
+
+    class Taken:
+        redelivered = False
+
+        def __init__(self, envelope: Envelope) -> None:
+            self.envelope, self.acked = envelope, False
+
+        def ack(self) -> None:
+            self.acked = True
+
+        def requeue(self) -> None:
+            raise AssertionError("dead-lettered, not requeued")
+
+    worker = DeliveryWorker("erp", Refusing(), Wire(), DeliveryConfig(),  # type: ignore[arg-type]
+                            Metrics(), "i1", 1)
+    env = Envelope(source="shop", type="order", data={}, correlationid="corr-9",
+                   esbroute="eu-orders")
+    taken = Taken(env)
+    await worker.handle(taken)  # type: ignore[arg-type]
+    assert taken.acked
+    logged = lines(out)
+    assert {line["event"] for line in logged} >= {"peer said no",
+                                                   "delivery failed; dead-lettered"}
+    for line in logged:
+        assert (line["envelope_id"], line["correlation_id"], line["route"],
+                line["destination"]) == (env.id, "corr-9", "eu-orders", "erp"), line

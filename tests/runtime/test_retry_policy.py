@@ -6,8 +6,8 @@ import random
 from datetime import timedelta
 
 from esb.bus.broker.base import RETRY_TIERS, retry_tier
-from esb.bus.envelope import utcnow
-from esb.bus.runtime.retry import RetryPolicy
+from esb.bus.envelope import Envelope, Hop, utcnow
+from esb.bus.runtime.retry import RetryPolicy, first_seen
 
 
 def policy(**kw: float) -> RetryPolicy:
@@ -36,8 +36,21 @@ def test_retry_after_wins_when_longer() -> None:
     assert policy().next_delay(1, utcnow(), retry_after=7) == 7
 
 
-def test_tiers_round_up() -> None:
-    assert retry_tier(0.2) == 1
+def test_a_delay_parks_in_the_largest_tier_that_does_not_overshoot() -> None:
+    assert retry_tier(0.1) == RETRY_TIERS[0]  # below the smallest: waited out in process
     assert retry_tier(2) == 2
-    assert retry_tier(2.5) == 4
+    assert retry_tier(2.5) == 2  # then 0.5 more
+    assert retry_tier(7199) == 3600  # twice, then the rest
     assert retry_tier(10**6) == RETRY_TIERS[-1]
+
+
+def test_max_age_restarts_at_a_replay() -> None:
+    """A replayed envelope gets a fresh budget: the age counts from the latest replay."""
+    old = utcnow() - timedelta(hours=30)
+    env = Envelope(source="s", type="t", esbhops=[
+        Hop(at=old, step="accepted"), Hop(at=old, step="dead-lettered"),
+        Hop(at=utcnow(), step="replayed")])
+    assert first_seen(env) > old
+    assert policy(max_age=86400).next_delay(1, first_seen(env)) is not None
+    accepted_only = env.model_copy(update={"esbhops": env.esbhops[:1]})
+    assert first_seen(accepted_only) == old
