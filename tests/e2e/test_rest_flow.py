@@ -4,6 +4,7 @@ the embedded bus and on the real RabbitMQ."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -11,7 +12,6 @@ import httpx
 import orjson
 import pytest
 from esbtest.daemon import DaemonProcess
-from esbtest.sink import answer_after
 
 ROUTES = {"orders.yaml": {"routes": [
     {"name": "orders-out", "from": ["shop"], "match": {"type": ["order.created"]},
@@ -24,6 +24,7 @@ def flow_config(bus: dict[str, Any], sink_url: str, **delivery: Any) -> dict[str
         "bus": bus,
         "sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
         "destinations": {"out": {"adapter": "rest", "url": sink_url + "/orders/{data.n}",
+                                 "cloudevents": "binary",  # the envelope's attributes too
                                  "delivery": {"concurrency": 32, "timeout": "5s",
                                               "backoff": {"initial": "1s", "max": "4s"},
                                               "max_attempts": 20, **delivery}}},
@@ -61,7 +62,10 @@ def accepted(results: dict[int, httpx.Response | Exception]) -> set[str]:
             if isinstance(r, httpx.Response) and r.status_code == 202}
 
 
-def check_exactly_once(sink: Any, n: int) -> None:
+def check_exactly_once(sink: Any, n: int,
+                       results: dict[int, httpx.Response | Exception]) -> None:
+    """Each order arrived once, with its body, path, headers and envelope attributes (the
+    CloudEvents binary headers) intact: the id is the one the 202 gave the sender."""
     counts = sink.keys()
     assert set(counts) == {f"order-{i}" for i in range(n)}
     assert all(c == 1 for c in counts.values()), {k: c for k, c in counts.items() if c > 1}
@@ -71,6 +75,11 @@ def check_exactly_once(sink: Any, n: int) -> None:
         assert orjson.loads(rec.body) == {"n": i, "customer": f"c{i}", "total": i * 10}
         assert rec.headers["content-type"] == "application/json"
         assert rec.headers["x-correlation-id"] == f"corr-{i}"
+        answer = results[i]
+        assert isinstance(answer, httpx.Response)
+        assert rec.headers["ce-id"] == answer.json()["id"]
+        assert (rec.headers["ce-type"], rec.headers["ce-source"]) == ("order.created", "shop")
+        assert rec.headers["ce-specversion"] == "1.0" and "ce-time" in rec.headers
 
 
 @pytest.fixture(params=["rabbitmq", "embedded"])
@@ -94,28 +103,34 @@ def test_thousand_concurrent_messages_arrive_exactly_once(bus: dict[str, Any], s
     elapsed = time.perf_counter() - t0
     print(f"\n{kind}: {n} messages accepted and delivered in {elapsed:.2f}s "
           f"({n / elapsed:.0f} msg/s end to end)")
-    check_exactly_once(sink, n)
+    check_exactly_once(sink, n, results)
     assert d.stop() == 0
 
 
 def test_kill_minus_nine_loses_no_accepted_message(rabbit: Any, sink: Any,
                                                    daemon_factory: Any) -> None:
-    sink.status_for = answer_after(0.005)  # keep deliveries in flight when the daemon dies
+    """All 1,000 messages accepted and in flight (the destination holds its answers), then
+    kill -9: after a restart every accepted message arrives."""
+    gate = threading.Event()
+
+    def held(rec: Any) -> tuple[int, dict[str, str]]:
+        gate.wait(60)
+        time.sleep(0.02)
+        return 200, {}
+
+    sink.status_for = held
     d = daemon_factory(flow_config(rabbit.bus("out"), sink.url), ROUTES).start()
-
-    async def load_and_kill() -> dict[int, httpx.Response | Exception]:
-        task = asyncio.create_task(post_many(d.url, 1000, concurrency=32))
-        while len(sink.unique()) < 150:
-            await asyncio.sleep(0.01)
-        d.kill()
-        return await task
-
-    results = asyncio.run(load_and_kill())
+    results = asyncio.run(post_many(d.url, 1000))
     ok = accepted(results)
-    assert 150 <= len(ok) < 1000, "the kill should land while messages are in flight"
+    assert ok == {f"order-{i}" for i in range(1000)}, "every message is accepted first"
+    gate.set()
+    while len(sink.unique()) < 100:
+        time.sleep(0.005)
+    d.kill()
     delivered_before = len(sink.unique())
+    assert delivered_before < 1000, "the kill should land while messages are in flight"
     d.start()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline and not ok <= sink.unique():
         time.sleep(0.1)
     lost = ok - sink.unique()
@@ -128,13 +143,14 @@ def test_kill_minus_nine_loses_no_accepted_message(rabbit: Any, sink: Any,
 
 def test_destination_down_for_ten_seconds_then_everything_arrives(
         bus: dict[str, Any], sink: Any, daemon_factory: Any) -> None:
+    """A real outage: the destination's listener is closed (connections refused) for 10 s."""
     d = daemon_factory(flow_config(bus, sink.url), ROUTES).start()
-    sink.down = True
+    sink.go_away()
     results = asyncio.run(post_many(d.url, 100))
     assert len(accepted(results)) == 100
     time.sleep(10)
     assert sink.unique() == set()
-    sink.down = False
+    sink.come_back()
     assert sink.wait_for(100, timeout=60), f"{len(sink.unique())}/100 arrived\n{d.log()}"
     st = d.admin("GET", "/admin/status").json()
     assert st["queues"]["dlq"] == 0

@@ -78,10 +78,23 @@ class Sink:
 
             do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._handler = Handler
+        self._listen(0)
+
+    def _listen(self, port: int) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def go_away(self) -> None:
+        """A real outage: close the listening socket, so connections are refused (unlike
+        ``down``, which answers 503). :meth:`come_back` listens again on the same port."""
+        self._port = self.server.server_address[1]
+        self.close()
+
+    def come_back(self) -> None:
+        self._listen(self._port)
 
     @property
     def url(self) -> str:
