@@ -138,8 +138,13 @@ class Poller:
         except OSError:
             os.close(fd)
             return False
+        try:
+            state = self._load()
+        except ConfigError:
+            os.close(fd)  # an unreadable cursor: give the lock back, and say so each tick
+            raise
         self._lock = fd
-        self.state = self._load()
+        self.state = state
         self._taken.clear()
         return True
 

@@ -12,7 +12,9 @@
   due time (carried in the ``x-esb-due`` header); when it comes back early the consumer parks
   it again for the rest (durably: re-publish confirmed, then ack), and a remainder shorter than
   the smallest tier is waited out in process with the message still un-acked. So a delay is
-  kept to within a few milliseconds whatever its length, and nothing is lost on a crash.
+  kept to within a few milliseconds whatever its length, and nothing is lost on a crash (one
+  between the confirmed re-park and the ack leaves two copies: at least once, as everywhere).
+  The due time is wall-clock, so instances on other hosts need synchronized clocks (NTP).
 """
 
 from __future__ import annotations
@@ -206,8 +208,9 @@ class RabbitBus:
         def on_message(ch: Channel, method: Any, props: Any, body: bytes) -> None:
             headers = props.headers
             remaining = 0.0
-            if headers and DUE_HEADER in headers:
-                remaining = headers[DUE_HEADER] / 1000 - time.time()
+            due = headers.get(DUE_HEADER) if headers else None
+            if isinstance(due, (int, float)) and not isinstance(due, bool):
+                remaining = due / 1000 - time.time()
                 if remaining >= RETRY_TIERS[0]:
                     self._spawn(loop, self._not_yet_due(ch, method.delivery_tag,
                                                         consumer.address, body, props,

@@ -20,9 +20,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+from amqp.exceptions import PreconditionFailed
 from kombu import Connection, Exchange, Queue
 
 from esb.bus.broker.base import DEAD_LETTER, RETRY_TIERS, UNROUTABLE, destination_addresses
+
+log = structlog.get_logger("esb.bus.topology")
 
 #: Redeliveries of one message (crashed consumers) before a quorum queue dead-letters it.
 QUORUM_DELIVERY_LIMIT = 1000
@@ -131,7 +135,17 @@ class Topology:
             conn.ensure_connection(max_retries=3, timeout=timeout)
             channel = conn.default_channel
             for queue in self.entities(destinations, partitions):
-                queue.bind(channel).declare()
+                try:
+                    queue.bind(channel).declare()
+                except PreconditionFailed as exc:
+                    # Declared earlier with other arguments (by an older esb): RabbitMQ will
+                    # not change them. Keep the queue and its binding, say how to migrate.
+                    log.warning("queue exists with other arguments; kept as it is",
+                                queue=queue.name, error=str(exc),
+                                fix="drain it and delete it; esb declares it again")
+                    channel = conn.channel()
+                    queue.exchange.bind(channel).declare()
+                    channel.queue_bind(queue.name, queue.exchange.name, queue.routing_key)
 
     def depths(self, url: str, addresses: Sequence[str], *, timeout: float = 5) -> dict[str, int]:
         """Ready messages per address, by passive declare (blocking); ``retrying`` sums the

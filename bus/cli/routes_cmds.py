@@ -341,7 +341,7 @@ def _every_instance(obj: Any, version: int) -> None:
         if not pending or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    refused = False
+    refused = pending = False
     for inst in instances:
         state = _state(inst, version)
         name = inst.get("instance", "?")
@@ -353,11 +353,15 @@ def _every_instance(obj: Any, version: int) -> None:
             click.echo(f"  {name}: CANNOT run version {version}; it keeps version "
                        f"{inst.get('route_version')}: {'; '.join(problems)}", err=True)
         else:
-            click.echo(f"  {name}: has not switched yet (still version "
-                       f"{inst.get('route_version')})", err=True)
+            pending = True
+            click.echo(f"  {name}: has not confirmed it (still version "
+                       f"{inst.get('route_version')}; it may have stopped)", err=True)
     if refused:
         _fail(f"version {version} is stored, but not every instance can run it: fix their "
               "configuration or roll back (esb routes rollback)")
+    if pending:
+        _fail(f"version {version} is stored, but not every live instance confirmed it within "
+              f"{CONFIRM_TIMEOUT:g} s: check them with esb instances")
 
 
 def _state(instance: dict[str, Any], version: int) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, Progress, destination_address
 from esb.bus.envelope import Envelope, Hop, utcnow
-from esb.bus.errors import DropEnvelope, EsbError, TransformError
+from esb.bus.errors import DropEnvelope, EsbError, TransformError, TransientTransformError
 from esb.bus.runtime.ingress import LEG_TRANSFORM, Ingress, failed_in_leg, leg_chain
 from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.trace import TraceRecorder
@@ -118,6 +118,8 @@ class DeadLetters:
                 except DropEnvelope:
                     self.trace.record(env.id, "replayed", destination=dest, dropped=True)
                     return
+                except TransientTransformError as exc:
+                    raise ReplayError(f"{env.id}: {exc}; replay it again later") from None
                 except TransformError as exc:
                     await self.bus.publish(DEAD_LETTER, fresh.model_copy(update={
                         "esberror": str(exc)}).with_hop("dead-lettered", self.instance,

@@ -220,12 +220,13 @@ class DeliveryWorker:
             return False
         waiter = asyncio.ensure_future(self.breaker.wait())
         stopping = asyncio.ensure_future(self._drain_started.wait())
-        await asyncio.wait((waiter, stopping), return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if waiter.done():
-            return True
-        waiter.cancel()
-        return False
+        try:
+            await asyncio.wait((waiter, stopping), return_when=asyncio.FIRST_COMPLETED)
+            return waiter.done() and not waiter.cancelled()
+        finally:  # whichever lost (or both, when this task itself is cancelled)
+            if not waiter.done():
+                waiter.cancel()
+            stopping.cancel()
 
     def _next_delay(self, env: Envelope, outcome: Outcome, attempts: list[Attempt]
                     ) -> float | None:

@@ -196,6 +196,9 @@ class RouteDeployer:
             except ConfigError as exc:
                 log.error("stored route version does not compile on this instance",
                           version=candidate.version, problems=exc.problems)
+                if self.refused is None or candidate.version > self.refused["version"]:
+                    self.refused = {"version": candidate.version,
+                                    "problems": exc.problems[:5]}
             earlier = candidate.version - 1
             candidate = await self.store.get(earlier) if earlier >= 1 else None
         log.error("no stored route version compiles here; running the local route files",

@@ -7,7 +7,10 @@ original id by any instance, including one started after the original was accept
 
 A record is confirmed by the broker before the sender is answered, so once a sender holds a
 202 every instance will learn its key (an instance killed before that never answered, and
-the sender's retry is the first the others see). What this cannot do without a lock service:
+the sender's retry is the first the others see). When the broker does not confirm within 5 s
+(or the connection is down) the sender is answered anyway — its envelope is safe already —
+and the record is kept and sent with the next one or on reconnect; until then another
+instance may take a repeat as new. What this cannot do without a lock service:
 two instances taking the *same* key in the same instant (before either record went round)
 both publish; the destination's own de-duplication by the same key covers that.
 """
@@ -71,13 +74,7 @@ class IdempotencyLog:
         ch.basic_consume(self.queue, self._on_message, auto_ack=False,
                          arguments={"x-stream-offset": offset})
         await self._publisher.open(link)
-        while self._backlog:
-            body = self._backlog.popleft()
-            try:
-                await self._send(body)
-            except Exception:
-                self._backlog.appendleft(body)
-                return
+        await self._flush()
 
     def _on_message(self, ch: Channel, method: Any, props: Any, body: bytes) -> None:
         headers = props.headers or {}
@@ -101,9 +98,21 @@ class IdempotencyLog:
         try:
             await self._send(body)
         except Exception as exc:
-            log.warning("idempotency record not confirmed; kept for the reconnect",
+            log.warning("idempotency record not confirmed; kept to be sent again",
                         error=str(exc))
             self._backlog.append(body)
+            return
+        if self._backlog:  # records kept after a missing confirm go out with the next one
+            await self._flush()
+
+    async def _flush(self) -> None:
+        while self._backlog and self._publisher.ready:
+            body = self._backlog.popleft()
+            try:
+                await self._send(body)
+            except Exception:
+                self._backlog.appendleft(body)
+                return
 
     async def _send(self, body: bytes) -> None:
         props = pika.BasicProperties(delivery_mode=2,

@@ -144,9 +144,12 @@ async def test_other_instances_follow_and_skip_what_they_cannot_compile(make: Ma
     assert routed(b.holder) == ["orders-to-audit>audit"]
     await asyncio.sleep(0.05)
     assert narrow.holder.current.version == 1  # logged and skipped: the running set stays
+    assert narrow.refused is not None and narrow.refused["version"] == 2  # and said
+    assert any("audit" in p for p in narrow.refused["problems"])
     await a.rollback(1, by="alice")
     assert await narrow.wait_running(3)
     assert routed(narrow.holder) == ["orders-to-erp>erp"]
+    assert narrow.refused is None  # running the latest again
 
 
 async def test_a_restart_falls_back_to_the_newest_version_that_compiles(make: Make) -> None:
@@ -154,6 +157,7 @@ async def test_a_restart_falls_back_to_the_newest_version_that_compiles(make: Ma
     await a.deploy(V2, by="alice")
     narrow = await make(instance="narrow", destinations={"erp"})
     assert narrow.holder.current.version == 1
+    assert narrow.refused is not None and narrow.refused["version"] == 2
 
 
 # -- admin endpoints -----------------------------------------------------------------------------

@@ -498,6 +498,17 @@ REFUSED = {  # label: (body, namespaces, expected in the error)
     "Saxon extension namespace": (
         "<o><xsl:value-of select=\"saxon:system-id()\"/></o>",
         'xmlns:saxon="http://saxon.sf.net/"', "Saxon extensions (http://saxon.sf.net/)"),
+    "Q{ fn } with spaces, which XPath normalizes away": (
+        '<o><xsl:value-of select="Q{ http://www.w3.org/2005/xpath-functions }'
+        "environment-variable('ESB_SANDBOX_CANARY')\"/></o>", "",
+        "environment-variable() is not allowed"),
+    "a refused name under another prefix": (
+        "<o><xsl:value-of select=\"f:environment-variable('ESB_SANDBOX_CANARY')\"/></o>",
+        'xmlns:f="http://www.w3.org/2005/xpath-functions"',
+        "f:environment-variable() is not allowed"),
+    "Saxon extension by Q{ } with spaces": (
+        '<o><xsl:value-of select="Q{  http://saxon.sf.net/ }system-id()"/></o>', "",
+        "Saxon extension function system-id() is not allowed"),
     "Saxon extension by Q{}": (
         '<o><xsl:value-of select="Q{http://saxon.sf.net/}system-id()"/></o>', "",
         "Saxon extension function system-id() is not allowed"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -223,8 +224,37 @@ async def test_quorum_topology_declares_its_limits_and_carries_messages(
         got = await collect(bus, destination_address("a"), 2)
         assert [e.data for e in got] == [{"i": 1}, {"i": 2}]
         # browsing the DLQ gives messages back: 25 browses must not drop a dead letter
+        # (RabbitMQ 4's default limit is 20), because the queue carries its own limit
         await bus.publish(DEAD_LETTER, env(3))
         for _ in range(25):
             assert [e.data for e in await bus.browse(DEAD_LETTER, 10)] == [{"i": 3}]
+        declared = subprocess.run(["rabbitmqctl", "list_queues", "-q", "--no-table-headers",
+                                   "name", "arguments"], capture_output=True, text=True,
+                                  timeout=60).stdout
+        line = next(row for row in declared.splitlines()
+                    if row.split("\t")[0] == topo.queue(DEAD_LETTER))
+        assert '"x-delivery-limit",1000000000' in line, line
+    finally:
+        await bus.close()
+
+
+async def test_a_queue_declared_earlier_with_other_arguments_is_kept(
+        rabbit: RabbitScope) -> None:
+    """An older esb declared the quorum DLQ without a delivery limit: RabbitMQ will not change
+    a queue's arguments, so the bus keeps that queue (and its binding) and starts anyway."""
+    from esb.bus.broker.topology import Topology
+
+    rabbit.destinations.add("a")
+    topo = Topology(rabbit.prefix, "quorum")
+    params = pika.URLParameters(rabbit.url)
+    conn = pika.BlockingConnection(params)
+    conn.channel().queue_declare(topo.queue(DEAD_LETTER), durable=True,
+                                 arguments={"x-queue-type": "quorum"})
+    conn.close()
+    bus = RabbitBus(rabbit.url, topo)
+    await bus.start(["a"])
+    try:
+        await bus.publish(DEAD_LETTER, env(1))
+        assert [e.data for e in await bus.browse(DEAD_LETTER, 10)] == [{"i": 1}]
     finally:
         await bus.close()
