@@ -65,6 +65,10 @@ class Attempt(BaseModel):
     status: int | None = None
     latency_ms: float = 0.0
     error: str | None = None
+    #: The one call a half-open circuit breaker let through to test the destination: its
+    #: failure says the destination is still down, not that this envelope used up a try, so
+    #: it does not count against ``max_attempts`` (``max_age`` still bounds it).
+    probe: bool = False
 
 
 class Envelope(BaseModel):
@@ -267,6 +271,8 @@ def _attempt_json(a: Attempt) -> dict[str, Any]:
     out["latency_ms"] = a.latency_ms
     if a.error is not None:
         out["error"] = a.error
+    if a.probe:
+        out["probe"] = True
     return out
 
 

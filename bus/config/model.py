@@ -41,6 +41,9 @@ class BusConfig(_Strict):
     heartbeat: int = Field(30, ge=0)
     #: How long a repeated ``Idempotency-Key`` is answered with the original result.
     idempotency_window: Duration = 86400.0
+    #: Keys each instance remembers at most (~0.5 KiB each); past that the oldest are
+    #: forgotten before the window ends. Size it to the keyed messages one window brings.
+    idempotency_max_keys: int = Field(100_000, ge=1000)
 
     @property
     def embedded(self) -> bool:

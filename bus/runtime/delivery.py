@@ -154,11 +154,14 @@ class DeliveryWorker:
 
     async def _attempt(self, env: Envelope) -> Outcome:
         """One call to the destination, gated by breaker and rate limit; never raises."""
+        probe = False
         if self.breaker is not None:
             if self.breaker.state == "closed":
                 await self.breaker.wait()  # returns at once: no race to set up
             elif not await self._breaker_or_drain():
                 return HELD
+            else:
+                probe = self.breaker.state == "half-open"
         if self._bucket is not None:
             await self._bucket.take()
         wall = time.time()
@@ -200,7 +203,12 @@ class DeliveryWorker:
         self.metrics.failed.labels(self.destination, kind).inc()
         return Outcome(kind, Attempt(at=datetime.fromtimestamp(wall, UTC),
                                      destination=self.destination, outcome=kind, status=status,
-                                     latency_ms=ms, error=error), retry_after)
+                                     latency_ms=ms, error=error, probe=probe), retry_after)
+
+    def _counted(self, attempts: list[Attempt]) -> int:
+        """Attempts at this destination that count against ``max_attempts`` (not the probes
+        of a half-open breaker: while the destination is down, envelopes wait for it)."""
+        return sum(1 for a in attempts if a.destination == self.destination and not a.probe)
 
     def _clean(self, error: str | None) -> str | None:
         """A failure's text as traces and dead letters keep it: any configured secret the
@@ -232,7 +240,7 @@ class DeliveryWorker:
                     ) -> float | None:
         if outcome.kind != "transient":
             return None
-        tried = sum(1 for a in attempts if a.destination == self.destination)
+        tried = self._counted(attempts)
         return self.policy.next_delay(tried, first_seen(env), outcome.retry_after)
 
     async def _settle(self, msg: Message, env: Envelope, outcome: Outcome) -> None:
@@ -301,7 +309,7 @@ class DeliveryWorker:
 
     async def _dead_letter(self, env: Envelope, outcome: Outcome,
                            attempts: list[Attempt]) -> None:
-        tried = sum(1 for a in attempts if a.destination == self.destination)
+        tried = self._counted(attempts)
         reason = outcome.error if outcome.kind == "permanent" else \
             f"retry budget spent after {tried} attempts: {outcome.error}"
         dead = env.model_copy(update={

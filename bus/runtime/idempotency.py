@@ -69,8 +69,8 @@ class IdempotencyCache:
 class SharedIdempotency:
     """The cache of this instance, fed by and feeding the other instances' (when shared)."""
 
-    def __init__(self, window: float) -> None:
-        self.cache = IdempotencyCache(window)
+    def __init__(self, window: float, max_keys: int = 100_000) -> None:
+        self.cache = IdempotencyCache(window, max_keys)
         self.log: Any = None  # an IdempotencyLog, on RabbitMQ
 
     async def run(self, key: str, work: Callable[[], Awaitable[Accepted]]

@@ -105,3 +105,66 @@ async def test_a_graceful_stop_does_not_wait_out_an_open_breaker() -> None:
     assert time.monotonic() - t0 < 1
     await held
     assert waiting.result == "requeued"
+
+
+async def test_probes_of_a_half_open_breaker_do_not_use_up_attempts() -> None:
+    """A destination that stays down: after the breaker opens, each retry is the one probe
+    the breaker lets through. Those failures are marked as probes and do not count against
+    max_attempts, so the envelope keeps waiting (within max_age) instead of being
+    dead-lettered after a few minutes of outage."""
+    from esb.bus.broker.base import DEAD_LETTER
+    from esb.bus.config.model import DeliveryConfig
+    from esb.bus.envelope import Envelope
+    from esb.bus.errors import TransientError
+    from esb.bus.runtime.delivery import DeliveryWorker
+    from esb.bus.runtime.metrics import Metrics
+
+    class Down:
+        async def start(self) -> None:
+            return None
+
+        async def send(self, envelope: Envelope) -> None:
+            raise TransientError("503 Service Unavailable", status=503)
+
+        async def stop(self) -> None:
+            return None
+
+    class Wire:
+        def __init__(self) -> None:
+            self.retried: list[Envelope] = []
+            self.dead: list[Envelope] = []
+
+        async def publish(self, address: str, envelope: Envelope) -> None:
+            assert address == DEAD_LETTER
+            self.dead.append(envelope)
+
+        async def publish_delayed(self, address: str, envelope: Envelope,
+                                  delay: float) -> float:
+            self.retried.append(envelope)
+            return delay
+
+    class Taken:
+        redelivered = False
+
+        def __init__(self, envelope: Envelope) -> None:
+            self.envelope = envelope
+
+        def ack(self) -> None:
+            return None
+
+        def requeue(self) -> None:
+            raise AssertionError("not draining")
+
+    cfg = DeliveryConfig.model_validate({"max_attempts": 2, "max_age": "1h",
+                                         "breaker": {"failures": 1, "cooldown": "10ms"}})
+    wire = Wire()
+    worker = DeliveryWorker("erp", Down(), wire, cfg, Metrics(), "i1", 100)  # type: ignore[arg-type]
+    env = Envelope(source="s", type="t", data={})
+    for _ in range(6):  # the broker handing each retry back
+        await worker.handle(Taken(env))  # type: ignore[arg-type]
+        assert not wire.dead, wire.dead[0].esberror
+        env = wire.retried[-1]
+    attempts = env.esbattempts
+    assert len(attempts) == 6
+    assert [a.probe for a in attempts] == [False] + [True] * 5
+    assert Envelope.from_json(env.to_json()).esbattempts == attempts  # survives the bus
