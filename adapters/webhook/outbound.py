@@ -48,8 +48,12 @@ class WebhookOutbound(PooledClient):
 
     async def send(self, envelope: Envelope) -> int:
         body, content_type = self.body(envelope)
+        # webhook-id is what receivers de-duplicate on (Standard Webhooks): the envelope's key
+        # (its idempotency key, else its id), plus an explicit Idempotency-Key for those that
+        # look for that header.
         headers = {**self.settings.headers, "content-type": content_type,
-                   **self.sign(envelope.id, int(time.time()), body)}
+                   "idempotency-key": envelope.key,
+                   **self.sign(envelope.key, int(time.time()), body)}
         client = self.client()
         with scrubbed(self.auth, url=self.settings.url):
             try:

@@ -72,8 +72,19 @@ async def test_signed_delivery_verifies(base: tuple[str, list[Any]]) -> None:
     await deliver(url + "/hook", env)
     payload, headers = received[0]
     assert payload["type"] == "order.created" and payload["data"] == {"orderId": 42}
-    assert headers["webhook-id"] == env.id
+    assert headers["webhook-id"] == headers["idempotency-key"] == env.id  # no key: the id
     assert len(headers["webhook-signature"].split(" ")) == 2
+
+
+async def test_webhook_id_is_the_idempotency_key(base: tuple[str, list[Any]]) -> None:
+    """Two envelopes carrying the same key (a sender's retry that became two envelopes) reach
+    the receiver with the same webhook-id, which is what it de-duplicates on."""
+    url, received = base
+    for _ in range(2):
+        await deliver(url + "/hook", Envelope(source="s", type="t", data={},
+                                              idempotencykey="order-42"))
+    assert [h["webhook-id"] for _, h in received] == ["order-42", "order-42"]
+    assert [h["idempotency-key"] for _, h in received] == ["order-42", "order-42"]
 
 
 async def test_raw_data_payload(base: tuple[str, list[Any]]) -> None:
