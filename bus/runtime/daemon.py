@@ -97,7 +97,8 @@ class Daemon:
                                  self._presence_snapshot)
         self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance,
                                partitioners, self.trace)
-        self.dedup = SharedIdempotency(self.config.bus.idempotency_window)
+        self.dedup = SharedIdempotency(self.config.bus.idempotency_window,
+                                       self.config.bus.idempotency_max_keys)
         if bus_url is not None:
             self.dedup.log = IdempotencyLog(bus_url, self.config.bus.prefix, self.instance,
                                             self.config.bus.idempotency_window,
@@ -130,7 +131,8 @@ class Daemon:
             spec = self.registry.get(cfg.sources[name].adapter)
             ctx = SourceContext(name=name, config_dir=cfg.base_dir, instance=self.instance,
                                 max_body=cfg.http.max_body, ingress=self.ingress,
-                                dedup=self.dedup)
+                                dedup=self.dedup,
+                                allowed_hosts=tuple(cfg.http.allowed_hosts))
             self.inbound[name] = spec.inbound(settings, ctx)
         for name, settings in self.loaded.destination_settings.items():
             spec = self.registry.get(cfg.destinations[name].adapter)
@@ -165,8 +167,12 @@ class Daemon:
             self._side_tasks.append(asyncio.create_task(watch_parent(self._orphaned)))
         if self.metrics.multiprocess:
             self._side_tasks.append(asyncio.create_task(self.metrics.keep_sampling()))
+        # Until the store's current route version is installed, senders are told to retry
+        # (503): nothing is routed by the files this instance happened to start with.
+        self.ingress.open = False
         await self._connect_bus()
         await self._start_routes()
+        self.ingress.open = True
         parts = [self.trace, self.presence, *([self.dedup.log] if self.dedup.log else [])]
         for part in parts:  # best effort: they reconnect by themselves
             try:

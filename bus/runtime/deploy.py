@@ -94,8 +94,8 @@ class RouteDeployer:
         self.store.watch(self._on_version)
         await self.store.start()
         latest = await self.store.latest()
-        if latest is None:
-            self._prepare(initial_files)  # never seed the store with a set that won't compile
+        if latest is None:  # never seed the store with a set that won't compile
+            await asyncio.to_thread(self._prepare, initial_files)
             latest = await self.store.append(initial_files, deployed_by="initial",
                                              note=f"route files {self.instance} started with")
             log.info("route store seeded", version=latest.version, digest=latest.digest[:12])
@@ -109,7 +109,7 @@ class RouteDeployer:
                      note: str | None = None) -> RouteVersion:
         """Validate ``files`` (ConfigError with every problem: nothing is stored), store them as
         a new version and wait (up to ``switch_timeout``) until this instance runs it."""
-        self._prepare(files)
+        await asyncio.to_thread(self._prepare, files)
         version = await self.store.append(files, deployed_by=by, note=note)
         log.info("route set deployed", version=version.version, digest=version.digest[:12],
                  by=by, note=note)
@@ -132,7 +132,7 @@ class RouteDeployer:
             target = await self.store.get(version)
         if target.version == latest.version:
             raise RollbackError(f"version {target.version} is already the latest version")
-        self._prepare(target.files)  # the configuration may have changed since
+        await asyncio.to_thread(self._prepare, target.files)  # the config may have changed
         new = await self.store.append(target.files, deployed_by=by,
                                       note=f"rollback to version {target.version}",
                                       rollback_of=target.version)
@@ -177,7 +177,7 @@ class RouteDeployer:
         if self._running is not None and version.version <= self._running.version:
             return
         try:
-            self._install(version)
+            await self._install(version)
         except ConfigError as exc:
             log.error("route version does not compile on this instance; the running set stays",
                       version=version.version, problems=exc.problems,
@@ -191,7 +191,7 @@ class RouteDeployer:
         candidate: RouteVersion | None = latest
         while candidate is not None:
             try:
-                self._install(candidate)
+                await self._install(candidate)
                 return
             except ConfigError as exc:
                 log.error("stored route version does not compile on this instance",
@@ -204,12 +204,16 @@ class RouteDeployer:
         log.error("no stored route version compiles here; running the local route files",
                   version=self.holder.current.version)
 
-    def _install(self, version: RouteVersion) -> None:
+    async def _install(self, version: RouteVersion) -> None:
         router = self._prepared.pop(version.digest, None)
         if router is None:
-            router = self.compile(version.files, version.version)
+            # Compiling a large set takes seconds (10,000 routes): in a thread, so the event
+            # loop keeps taking and delivering messages by the running set meanwhile.
+            router = await asyncio.to_thread(self.compile, version.files, version.version)
         else:
             router.version = version.version  # compiled for validation; not shared yet
+        if self._running is not None and version.version <= self._running.version:
+            return  # a newer version got in while this one compiled
         self.holder.current = router  # the switch: one assignment
         self._running = version
         if self.refused is not None and self.refused["version"] <= version.version:

@@ -23,6 +23,7 @@ from esb.adapters.spec import Accepted
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, destination_address
 from esb.bus.envelope import Envelope, Hop, utcnow
 from esb.bus.errors import (
+    BusUnavailable,
     DropEnvelope,
     TransformDeferred,
     TransformError,
@@ -57,6 +58,9 @@ class Ingress:
         self.instance = instance
         self.partitioners = dict(partitioners or {})
         self._children: dict[tuple[object, ...], Any] = {}
+        #: Set by the daemon once the route store's current version is installed: until
+        #: then an envelope would be routed by the local files, not the deployed set.
+        self.open = True
 
     def _counter(self, metric: Any, *labels: str) -> Any:
         """A labelled child metric, looked up once (labels() locks and hashes every time)."""
@@ -68,6 +72,8 @@ class Ingress:
 
     async def accept(self, envelope: Envelope, endpoint: str) -> Accepted:
         """Route, transform and publish ``envelope``; return once every copy is confirmed."""
+        if not self.open:
+            raise BusUnavailable("starting: the deployed route set is not loaded yet")
         router = self.routes.current  # one snapshot for the whole envelope
         now = utcnow()
         at = now.timestamp()  # trace time of every step here, recorded after the confirm
@@ -250,6 +256,8 @@ class SourceContext:
     max_body: int
     ingress: Ingress = field(repr=False)
     dedup: SharedIdempotency | None = field(default=None, repr=False)
+    #: ``http.allowed_hosts``, for URLs the adapter calls itself (polling, token endpoints).
+    allowed_hosts: tuple[str, ...] = ()
 
     async def accept(self, envelope: Envelope) -> Accepted:
         token = bind_message({"envelope_id": envelope.id,

@@ -346,3 +346,42 @@ def test_deploy_says_when_an_instance_cannot_run_the_new_version(
     assert back.returncode == 0, back.stderr
     assert a.admin("GET", "/admin/routes").json()["version"] == before + 2
     assert b.admin("GET", "/admin/routes").json()["version"] == before + 2
+
+
+def test_a_starting_instance_never_routes_by_its_own_files(
+        rabbit: Any, sink: Any, daemon_factory: Any, tmp_path: Path) -> None:
+    """V2 is deployed; an instance then starts with V1's files. From the moment its port
+    opens, every message it accepts goes by V2: until the store's version is installed, it
+    answers 503 (retry), never routing by the files it happened to start with."""
+    a = daemon_factory(three_destinations(rabbit, sink), {"r.yaml": V1}, name="a").start()
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "r.yaml").write_text(V2)
+    assert cli(a, "routes", "deploy", str(v2)).returncode == 0
+    deployed = a.admin("GET", "/admin/routes").json()["version"]
+    late = daemon_factory(three_destinations(rabbit, sink), {"r.yaml": V1}, name="late")
+    late.start(wait=False)
+    accepted: list[int] = []
+    refused = 0
+    deadline = time.monotonic() + 30
+    with httpx.Client(timeout=5) as c:
+        seq = 0
+        while len(accepted) < 20:
+            assert time.monotonic() < deadline, f"accepted {len(accepted)}, refused {refused}"
+            seq += 1
+            try:
+                r = post_order(c, late, seq, "late")
+            except httpx.TransportError:
+                time.sleep(0.01)  # not listening yet
+                continue
+            if r.status_code == 503:
+                refused += 1
+                assert r.headers.get("retry-after"), r.text
+                continue
+            assert r.status_code == 202, r.text
+            accepted.append(seq)
+    got = wait_delivered(sink, accepted)
+    for s in accepted:
+        assert_routed_by(got[s], deployed, V2_LEGS, f"message {s} of the starting instance")
+    print(f"\nstarting instance: {refused} request(s) answered 503 before the deployed "
+          f"version {deployed} was installed; {len(accepted)} accepted, all routed by it")
