@@ -148,7 +148,13 @@ class RestInbound:
 
     def _transport(self, h: dict[str, str], attrs: dict[str, Any]) -> None:
         if key := h.get("idempotency-key"):
-            attrs["idempotencykey"] = key[:200]
+            if len(key) > MAX_KEY:
+                # Never cut it: two keys sharing their first characters would be taken for
+                # one, and the second message answered as a duplicate and never delivered.
+                raise BadRequest(400, "Idempotency-Key too long",
+                                 f"the Idempotency-Key has {len(key)} characters; at most "
+                                 f"{MAX_KEY} are accepted")
+            attrs["idempotencykey"] = key
         if cid := h.get("x-correlation-id"):
             attrs["correlationid"] = cid[:200]
         if tp := h.get("traceparent"):
@@ -157,6 +163,9 @@ class RestInbound:
         if kept:
             attrs["esbheaders"] = kept
 
+
+#: Longest Idempotency-Key accepted (longer ones are refused, never cut).
+MAX_KEY = 200
 
 _ENVELOPE_EXTENSIONS = ("correlationid", "causationid", "idempotencykey", "traceparent")
 

@@ -154,3 +154,36 @@ def test_destination_down_for_ten_seconds_then_everything_arrives(
     assert sink.wait_for(100, timeout=60), f"{len(sink.unique())}/100 arrived\n{d.log()}"
     st = d.admin("GET", "/admin/status").json()
     assert st["queues"]["dlq"] == 0
+
+
+def test_a_message_arrives_transformed_at_a_rest_destination(
+        bus: dict[str, Any], sink: Any, daemon_factory: Any) -> None:
+    """The foundation's promise end to end: JSON in over HTTP, JSON → XML → the ERP's own
+    document by the shipped stylesheet, out over HTTP to a real server — on both buses."""
+    from pathlib import Path
+
+    from lxml import etree
+
+    stylesheet = Path(__file__).resolve().parents[2] / "config/xslt/canonical-to-erp.xsl"
+    routes = {"orders.yaml": {"routes": [{
+        "name": "orders-to-erp", "from": ["shop"], "match": {"type": ["order.created"]},
+        "to": [{"destination": "out", "transform": [{"json-to-xml": {"root": "order"}},
+                                                    {"xslt": str(stylesheet)}]}]}]}}
+    cfg = flow_config(bus, sink.url)
+    cfg["destinations"]["out"]["url"] = sink.url + "/erp/{type}"  # the data is XML by then
+    d = daemon_factory(cfg, routes).start()
+    body = {"n": 7, "customer": "ACME", "country": "DE", "total": 1200,
+            "lines": [{"sku": "A-1", "qty": 2}, {"sku": "B-2", "qty": 1}]}
+    r = httpx.post(f"{d.url}/in/shop/order.created", json=body,
+                   headers={"Idempotency-Key": "order-7"})
+    assert r.status_code == 202, r.text
+    assert sink.wait_for(1, timeout=20), d.log()
+    rec = sink.received[0]
+    assert rec.path == "/erp/order.created"
+    assert rec.headers["content-type"].startswith("application/xml")
+    assert rec.headers["ce-id"] == r.json()["id"] and rec.key == "order-7"
+    order = etree.fromstring(rec.body)
+    assert order.tag == "SalesOrder" and order.get("reference") == r.json()["id"]
+    assert order.findtext("Customer") == "ACME" and order.findtext("Amount") == "1200"
+    assert [(x.get("sku"), x.get("qty")) for x in order.iter("Line")] == [("A-1", "2"),
+                                                                       ("B-2", "1")]

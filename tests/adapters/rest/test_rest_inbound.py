@@ -107,3 +107,15 @@ def test_cloudevents_structured_mode(url: str, inbound_ctx: Any) -> None:
     assert (env.id, env.source, env.type) == ("evt-43", "urn:legacy:pos", "stock.changed")
     assert env.data == "<stock sku='A-1'/>" and env.datacontenttype == "application/xml"
     assert env.key == "stock-A-1-43"
+
+
+def test_an_overlong_idempotency_key_is_refused_not_cut(url: str, inbound_ctx: Any) -> None:
+    """Cutting keys would make two different keys one (the second message answered as a
+    duplicate and never delivered): a key over 200 characters is refused whole."""
+    ok = httpx.post(url, json={"n": 1}, headers={"idempotency-key": "k" * 200})
+    assert ok.status_code == 202
+    r = httpx.post(url, json={"n": 2}, headers={"idempotency-key": "k" * 200 + "x"})
+    assert r.status_code == 400
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "201 characters" in r.json()["detail"]
+    assert [e.data for e in inbound_ctx.accepted] == [{"n": 1}]
