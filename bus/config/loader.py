@@ -40,10 +40,13 @@ class Loaded:
 
 def format_errors(doc: Document | None, exc: ValidationError, prefix: Loc = (),
                   secret: bool = False) -> list[str]:
-    """One line per pydantic error: ``file:line: key.path: message``."""
+    """One line per pydantic error: ``file:line: key.path: message``. Errors about a value
+    made from an unset variable are left out (that problem is reported already)."""
     out = []
     for err in exc.errors():
         loc: Loc = (*prefix, *(p for p in err["loc"] if not str(p).startswith("function-")))
+        if doc is not None and doc.is_placeholder(loc):
+            continue
         key = ".".join(str(p) for p in loc) or "(top)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
@@ -59,19 +62,22 @@ def format_errors(doc: Document | None, exc: ValidationError, prefix: Loc = (),
 
 def load_config(path: Path | str, env: Mapping[str, str] | None = None, *,
                 registry: Registry | None = None, base_dir: Path | None = None) -> Loaded:
-    """Read and validate a configuration file. Raises ConfigError listing every problem."""
+    """Read and validate a configuration file. Raises ConfigError listing every problem
+    (unset variables included: validation goes on with placeholders for them)."""
     path = Path(path)
-    doc = load_yaml(path, env if env is not None else os.environ)
+    doc = load_yaml(path, env if env is not None else os.environ, placeholders=True)
     raw = doc.value if doc.value is not None else {}
     if not isinstance(raw, dict):
-        raise ConfigError([f"{doc.where(())}: the configuration must be a mapping of keys"])
+        raise ConfigError([*doc.unset_problems(),
+                           f"{doc.where(())}: the configuration must be a mapping of keys"])
     return validate_config(raw, doc, registry=registry, base_dir=base_dir or Path.cwd())
 
 
 def validate_config(raw: dict[str, Any], doc: Document | None, *,
                     registry: Registry | None = None, base_dir: Path) -> Loaded:
-    """Validate the core keys and every endpoint's adapter settings, then fail once."""
-    problems: list[str] = []
+    """Validate the core keys and every endpoint's adapter settings, then fail once (with
+    the unset variables of ``doc`` among the problems)."""
+    problems: list[str] = doc.unset_problems() if doc else []
     config: Config | None = None
     try:
         config = Config.model_validate({**raw, "base_dir": base_dir,
@@ -129,6 +135,8 @@ def _adapter_settings(kind: str, name: str, ep: dict[str, Any], direction: str,
                       problems: list[str]) -> BaseModel | None:
     loc: Loc = (kind, name)
     adapter = ep["adapter"]
+    if doc is not None and doc.is_placeholder((*loc, "adapter")):
+        return None  # which adapter is unknown: its unset variable is reported
     if adapter not in registry:
         problems.append(f"{_where(doc, (*loc, 'adapter'))}: {kind}.{name}.adapter: "
                         f"{registry.unknown_message(adapter)}")

@@ -206,7 +206,7 @@ class Daemon:
     async def _connect_bus(self) -> None:
         await self._retrying("bus", lambda: self.bus.start(list(self.config.destinations),
                                                             self.partitions))
-        self.metrics.bus_connected.set(1)
+        self.metrics.watch_bus(lambda: self.bus.connected)  # 0 again while the bus is lost
 
     async def _start_routes(self) -> None:
         await self._retrying("route store", lambda: self.deployer.start(self.initial_files))

@@ -107,8 +107,11 @@ class QuietServer(uvicorn.Server):
 
 
 def make_server(app: Any, host: str, port: int) -> QuietServer:
+    # log_config=None: uvicorn's records reach the root handler of
+    # esb.bus.runtime.logs (same format and redaction as every other line) instead of
+    # handlers and formats of its own.
     config = uvicorn.Config(app, host=host, port=port, lifespan="off", access_log=False,
-                            log_level="warning", loop="none", http="httptools",
+                            log_config=None, log_level="warning", loop="none", http="httptools",
                             timeout_graceful_shutdown=30, server_header=False,
                             # Longer than typical client pools keep idle connections, so a
                             # client rarely reuses one the server is closing at that instant.

@@ -6,14 +6,17 @@ source: :func:`bind_message` sets them in one context variable (a single ``set``
 per message, where structlog's ``bound_contextvars`` costs a context manager and a variable per
 key) and :func:`merge_message_context` adds them to the line. Anything else bound with
 structlog's contextvars is merged too.
+
+Libraries' records (uvicorn, kombu, httpx, Python warnings) go through the same processors
+and renderer, with their logger's name, so stderr holds one format: with JSON, every line is
+one JSON object, and secret redaction applies to every line alike.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any
 
@@ -77,38 +80,35 @@ class SecretRedactor:
             return self.scrub(repr(value))  # what the JSON renderer would show
         return value
 
-    def record_factory(self, make: Callable[..., logging.LogRecord]
-                       ) -> Callable[..., logging.LogRecord]:
-        """Wrap a standard-library record factory so that libraries' log records (uvicorn,
-        httpx ...) are scrubbed too: the message is rendered and the exception formatted when
-        the record is made, then redacted, whatever handler later writes them."""
 
-        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-            record = make(*args, **kwargs)
-            if not self.secrets:
-                return record
-            # A malformed call (arguments not matching the message) is left for logging to
-            # report when the record is written.
-            with contextlib.suppress(Exception):
-                record.msg, record.args = self.scrub(record.getMessage()), ()
-            if record.exc_info and not record.exc_text:
-                record.exc_text = self.scrub(_FORMATTER.formatException(record.exc_info))
-            if record.stack_info:
-                record.stack_info = self.scrub(record.stack_info)
-            return record
-
-        factory.base = make  # type: ignore[attr-defined]
-        return factory
+#: The name of the root handler :func:`configure_logging` installs (replaced on a re-read).
+_HANDLER_NAME = "esb"
 
 
-_FORMATTER = logging.Formatter()
+def _stdlib_handler(chain: list[Any], renderer: Any) -> logging.Handler:
+    """A stderr handler writing standard-library records (uvicorn, kombu, httpx ...) through
+    ``chain`` and ``renderer``, so they look like esb's own lines (and are redacted by the
+    same :class:`SecretRedactor`). One ``write`` per line, as for structlog's lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *chain],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    return handler
 
 
-def _redact_stdlib(redactor: SecretRedactor) -> None:
-    """Install ``redactor`` for standard-library log records (replacing an earlier one)."""
-    make = logging.getLogRecordFactory()
-    make = getattr(make, "base", make)
-    logging.setLogRecordFactory(redactor.record_factory(make))
+def _route_stdlib(handler: logging.Handler, level: int) -> None:
+    """Make ``handler`` the root logger's only esb handler (a SIGHUP re-read replaces it)."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    # Libraries' debug and info lines are noise here, whatever esb's own level.
+    root.setLevel(max(level, logging.WARNING))
+    # Python warnings (deprecations, unawaited coroutines) become log lines too, so that
+    # stderr stays one format.
+    logging.captureWarnings(True)
 
 
 def configure_logging(level: str = "info", fmt: str = "auto",
@@ -117,16 +117,18 @@ def configure_logging(level: str = "info", fmt: str = "auto",
     renderer: Any = (structlog.processors.JSONRenderer() if json_output
                      else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
     redactor = SecretRedactor(secrets)
+    # Shared by esb's own lines and the standard library's; the redactor runs after the
+    # exception is formatted, so a secret in a traceback is caught too.
+    chain: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        merge_message_context,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redactor,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            merge_message_context,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redactor,
-            renderer,
-        ],
+        processors=[*chain, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         # One write per line (message and newline together): the worker processes of
         # ``esb run --workers N`` share stderr, and print()'s two writes let their lines
@@ -134,7 +136,5 @@ def configure_logging(level: str = "info", fmt: str = "auto",
         logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # Libraries log through the standard library: keep their noise down and on stderr.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
-    _redact_stdlib(redactor)
+    _route_stdlib(_stdlib_handler(chain, renderer), _LEVELS[level])
     logging.getLogger("pika").setLevel(logging.CRITICAL)

@@ -11,7 +11,8 @@ single process):
 * ``esb_in_flight`` — ``livesum``: deliveries in progress in the live workers;
 * ``esb_bus_connected`` — ``livemin``: 1 only when every live worker has the bus (a worker
   without it refuses its share of requests, so the daemon is degraded), the same unlabelled
-  series as one process, so alerts stay as they are;
+  series as one process, so alerts stay as they are. It follows the connection both ways (0
+  while the bus is lost, 1 again once reconnected): read when scraped, see :meth:`Metrics.watch`;
 * ``esb_route_version`` — ``livemax``: the newest route set any live worker runs. Versions only
   grow (a rollback is a new version) and every worker installs each one from the route stream
   within moments, so this is the version in force.
@@ -26,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
-#: How often a worker copies its in-flight counts into the shared files (multiprocess only).
+#: How often a worker copies its watched gauges into the shared files (multiprocess only).
 SAMPLE_INTERVAL = 1.0
 
 
@@ -36,7 +37,7 @@ class Metrics:
 
     def __init__(self, multiprocess_dir: str | None = None) -> None:
         self.multiprocess_dir = multiprocess_dir
-        self._in_flight_readers: dict[str, Callable[[], float]] = {}
+        self._readers: list[tuple[Gauge, Callable[[], float]]] = []
         r = self.registry = CollectorRegistry()
         self.received = Counter("esb_received", "Envelopes accepted from sources",
                                 ["source"], registry=r)
@@ -71,28 +72,36 @@ class Metrics:
     def multiprocess(self) -> bool:
         return self.multiprocess_dir is not None
 
-    def watch_in_flight(self, destination: str, read: Callable[[], float]) -> None:
-        """Report ``read()`` as the destination's in-flight gauge (read when scraped, so the
-        hot path does not update it twice per message).
+    def watch(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        """Report ``read()`` as ``gauge`` (an unlabelled gauge or one gauge child), read when
+        scraped: the hot path does not update it, and it cannot go stale.
 
         Multiprocess mode ignores ``set_function`` (the value must be in the shared file), so
-        there ``read()`` is copied into the gauge by :meth:`sample_in_flight`: every
+        there ``read()`` is copied into the gauge by :meth:`sample`: every
         :data:`SAMPLE_INTERVAL` by :meth:`keep_sampling` and at the start of every render."""
         if self.multiprocess:
-            self._in_flight_readers[destination] = read  # not read yet: may not be ready
+            self._readers.append((gauge, read))  # not read yet: may not be ready
         else:
-            self.in_flight.labels(destination).set_function(read)
+            gauge.set_function(read)
 
-    def sample_in_flight(self) -> None:
-        """Copy every watched in-flight count into its gauge (multiprocess mode)."""
-        for destination, read in self._in_flight_readers.items():
-            self.in_flight.labels(destination).set(read())
+    def watch_in_flight(self, destination: str, read: Callable[[], float]) -> None:
+        """Report ``read()`` as the destination's in-flight gauge."""
+        self.watch(self.in_flight.labels(destination), read)
+
+    def watch_bus(self, connected: Callable[[], bool]) -> None:
+        """Report ``connected()`` (1 or 0) as ``esb_bus_connected``."""
+        self.watch(self.bus_connected, lambda: 1.0 if connected() else 0.0)
+
+    def sample(self) -> None:
+        """Copy every watched value into its gauge (multiprocess mode)."""
+        for gauge, read in self._readers:
+            gauge.set(read())
 
     async def keep_sampling(self, interval: float = SAMPLE_INTERVAL) -> None:
-        """Run :meth:`sample_in_flight` every ``interval`` until cancelled, so a scrape answered
-        by another worker sees this one's in-flight count at most ``interval`` old."""
+        """Run :meth:`sample` every ``interval`` until cancelled, so a scrape answered by
+        another worker sees this one's values at most ``interval`` old."""
         while True:
-            self.sample_in_flight()
+            self.sample()
             await asyncio.sleep(interval)
 
     def render(self) -> bytes:
@@ -100,7 +109,7 @@ class Metrics:
             return generate_latest(self.registry)
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        self.sample_in_flight()
+        self.sample()
         registry = CollectorRegistry()
         MultiProcessCollector(registry, self.multiprocess_dir)
         return generate_latest(registry)

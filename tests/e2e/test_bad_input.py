@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import orjson
 import pytest
 from esbtest.daemon import DaemonProcess
 from esbtest.proxy import TcpProxy
+from prometheus_client.parser import text_string_to_metric_families
 
 ROUTES = {"r.yaml": {"routes": [{"name": "all", "match": {}, "to": ["out"]}]}}
 
@@ -130,31 +133,101 @@ def test_idempotency_key_dedups_and_replays_the_answer(daemon: DaemonProcess,
     assert len(sink.received) == 1
 
 
+def log_lines(d: DaemonProcess) -> list[dict[str, Any]]:
+    """Every line of the daemon's log (stdout and stderr), each of which must be one JSON
+    object."""
+    out = []
+    for n, line in enumerate(d.log_path.read_text().splitlines(), 1):
+        try:
+            out.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            raise AssertionError(f"log line {n} is not JSON: {line!r}") from None
+    return out
+
+
+def test_malformed_http_is_refused_and_logged_as_json(daemon: DaemonProcess) -> None:
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as s:
+        s.sendall(b"\x16\x03\x01\x00\xa5 not HTTP at all\r\n\r\n")
+        answer = s.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert post(daemon, b'{"ok": true}', "application/json").status_code == 202
+    assert daemon.stop() == 0
+    lines = log_lines(daemon)
+    assert {"logger": "uvicorn.error", "level": "warning",
+            "event": "Invalid HTTP request received."}.items() <= next(
+        line for line in lines if line.get("logger") == "uvicorn.error").items()
+    assert any(line["event"] == "esb running" for line in lines)
+
+
+def scrape(d: DaemonProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"{d.url}/metrics", timeout=10).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def bus_connected(d: DaemonProcess) -> float:
+    return scrape(d)[("esb_bus_connected", ())]
+
+
+def eventually(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return check()
+
+
 def test_bus_down_answers_503_and_recovers(rabbit: Any, sink: Any, daemon_factory: Any) -> None:
     from urllib.parse import urlsplit
 
     u = urlsplit(rabbit.url)
     proxy = TcpProxy(u.hostname or "127.0.0.1", u.port or 5672)
-    url = f"amqp://{u.username}:{u.password}@127.0.0.1:{proxy.port}{u.path or '/'}"
-    d = daemon_factory(config({"url": url, "prefix": rabbit.prefix}, sink.url), ROUTES)
-    rabbit.destinations.add("out")
-    d.start()
-    proxy.closed_for_new = True
-    proxy.listener.close()  # refuse reconnects...
-    proxy.cut()  # ...and drop the live connection
-    deadline = time.monotonic() + 10
-    r = None
-    while time.monotonic() < deadline:
-        r = post(d, b'{"n": 1}', "application/json")
-        if r.status_code == 503:
-            break
-        time.sleep(0.1)
-    assert r is not None
-    assert_problem(r, 503, "bus")
-    assert r.headers.get("retry-after")
-    ready = httpx.get(d.url + "/readyz", timeout=5)
-    assert ready.status_code == 503
-    assert httpx.get(d.url + "/healthz", timeout=5).status_code == 200
+    try:
+        url = f"amqp://{u.username}:{u.password}@127.0.0.1:{proxy.port}{u.path or '/'}"
+        d = daemon_factory(config({"url": url, "prefix": rabbit.prefix}, sink.url), ROUTES)
+        rabbit.destinations.add("out")
+        d.start()
+        assert bus_connected(d) == 1
+        assert post(d, b'{"n": 0}', "application/json",
+                    **{"Idempotency-Key": "before"}).status_code == 202
+
+        proxy.stop_accepting()  # the broker is down: reconnects are refused...
+        proxy.cut()  # ...and the live connection drops
+        refused: list[str] = []
+        accepted = {"before"}
+        r = None
+        for i in range(100):  # until the daemon noticed (the first ones may still get in)
+            key = f"down-{i}"
+            r = post(d, b'{"n": 1}', "application/json", **{"Idempotency-Key": key})
+            if r.status_code == 503:
+                refused.append(key)
+                break
+            assert r.status_code == 202, r.text
+            accepted.add(key)
+            time.sleep(0.1)
+        assert r is not None
+        assert_problem(r, 503, "bus")
+        assert r.headers.get("retry-after")
+        assert httpx.get(d.url + "/readyz", timeout=5).status_code == 503
+        assert httpx.get(d.url + "/healthz", timeout=5).status_code == 200
+        assert eventually(lambda: bus_connected(d) == 0, 10), scrape(d)
+
+        proxy.start_accepting()  # the broker is back, on the same address
+        assert eventually(lambda: httpx.get(d.url + "/readyz", timeout=5).status_code == 200,
+                          60), d.log()
+        assert bus_connected(d) == 1
+        r = post(d, b'{"n": 2}', "application/json", **{"Idempotency-Key": "after"})
+        assert r.status_code == 202, r.text
+        accepted.add("after")
+        assert eventually(lambda: sink.unique() >= accepted, 30), (sink.unique(), d.log())
+        time.sleep(1)  # anything still on its way would arrive by now
+        assert sink.unique() == accepted, refused  # the refused request was never half-taken
+        assert d.stop() == 0
+    finally:
+        proxy.close()
+    # kombu's and pika's records about the lost connection are JSON lines too
+    assert log_lines(d)
 
 
 def test_bad_config_lists_every_problem_with_file_and_line(tmp_path: Path) -> None:

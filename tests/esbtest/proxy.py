@@ -1,5 +1,6 @@
-"""A TCP proxy whose connections a test can cut, to fake a lost broker connection without
-touching the shared broker."""
+"""A TCP proxy whose connections a test can cut, and which can refuse new connections for a
+while and then take them again on the same port, to fake a lost broker without touching the
+shared broker."""
 
 from __future__ import annotations
 
@@ -10,22 +11,58 @@ import threading
 
 
 class TcpProxy:
+    """Relays connections on ``127.0.0.1:port`` to ``target_host:target_port``.
+
+    :meth:`cut` resets the open connections (a dropped network); :meth:`stop_accepting`
+    closes the listening socket, so new connections are refused (a broker that is down), and
+    :meth:`start_accepting` listens on the same port again."""
+
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
+        self.port = 0
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._listener: socket.socket | None = None
+        self._acceptor: threading.Thread | None = None
+        self.start_accepting()
 
-    def _accept(self) -> None:
-        while not self._closed:
+    @property
+    def accepting(self) -> bool:
+        return self._listener is not None
+
+    def start_accepting(self) -> None:
+        """Listen (again) on :attr:`port`; the first call picks a free port."""
+        if self._listener is not None:
+            return
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        self._acceptor = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        self._acceptor.start()
+
+    def stop_accepting(self) -> None:
+        """Stop listening: new connections are refused until :meth:`start_accepting`. Open
+        connections stay (see :meth:`cut`)."""
+        listener, self._listener = self._listener, None
+        if listener is None:
+            return
+        # shutdown() wakes the thread blocked in accept(); close() alone would leave the
+        # socket listening until that accept() returned.
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        if self._acceptor is not None:
+            # It finishes a connection it was setting up, so a cut() after this sees it.
+            self._acceptor.join(timeout=10)
+            self._acceptor = None
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
             try:
-                client, _ = self.listener.accept()
+                client, _ = listener.accept()
             except OSError:
                 return
             try:
@@ -33,6 +70,7 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)
             with self._lock:
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
@@ -64,6 +102,5 @@ class TcpProxy:
         return len(conns)
 
     def close(self) -> None:
-        self._closed = True
-        self.listener.close()
+        self.stop_accepting()
         self.cut()

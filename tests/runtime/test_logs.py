@@ -1,27 +1,68 @@
-"""Log lines written while an envelope is handled carry its id, correlation id and source."""
+"""Log lines written while an envelope is handled carry its id, correlation id and source;
+libraries' records come out in the same format, redacted the same way."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 
 import orjson
 import pytest
 import structlog
 
+from esb.bus.runtime.http import make_server
 from esb.bus.runtime.logs import bind_message, configure_logging, unbind_message
+
+SECRET = "s3cr3t-value"
+
+
+@contextlib.contextmanager
+def restored_logging() -> Iterator[None]:
+    """Undo what configure_logging does to process-global logging state."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        structlog.reset_defaults()
+        for h in root.handlers:
+            if h not in handlers:
+                root.removeHandler(h)
+        root.setLevel(level)
+        logging.captureWarnings(False)
 
 
 @pytest.fixture
 def out() -> Iterator[io.StringIO]:
     """The daemon's logging set-up, writing to a buffer instead of stderr."""
     buf = io.StringIO()
-    configure_logging("info", "json", secrets=["s3cr3t-value"])
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=buf),
-                        cache_logger_on_first_use=False)
-    yield buf
-    structlog.reset_defaults()
+    with restored_logging():
+        configure_logging("info", "json", secrets=[SECRET])
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=buf),
+                            cache_logger_on_first_use=False)
+        yield buf
+
+
+Configure = Callable[..., io.StringIO]
+
+
+@pytest.fixture
+def configure(monkeypatch: pytest.MonkeyPatch) -> Iterator[Configure]:
+    """``configure(fmt, secrets)``: stderr replaced by a buffer (returned), then the daemon's
+    logging set-up. Called in the test itself: the output capture replaces stderr after the
+    fixtures ran."""
+
+    def run(fmt: str = "json", secrets: tuple[str, ...] = ()) -> io.StringIO:
+        buf = io.StringIO()
+        monkeypatch.setattr("sys.stderr", buf)
+        configure_logging("info", fmt, secrets)
+        return buf
+
+    with restored_logging():
+        yield run
 
 
 def lines(buf: io.StringIO) -> list[dict[str, object]]:
@@ -78,13 +119,88 @@ def test_each_line_is_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
             return len(s)
 
     monkeypatch.setattr("sys.stderr", Recording())
-    configure_logging("info", "json")
-    try:
+    with restored_logging():
+        configure_logging("info", "json")
         structlog.get_logger("t").info("one line", n=1)
+        logging.getLogger("lib").warning("library line")
+    assert len(writes) == 2 and all(w.endswith("}\n") for w in writes)
+    assert [orjson.loads(w)["event"] for w in writes] == ["one line", "library line"]
+
+
+async def _app(scope: object, receive: object, send: object) -> None:
+    raise AssertionError("never called")
+
+
+def test_library_records_are_json_lines_with_level_and_logger(configure: Configure) -> None:
+    stderr = configure()
+    make_server(_app, "127.0.0.1", 0)  # uvicorn applies its logging settings here
+    logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+    logging.getLogger("kombu.connection").error("connection to %s lost", "broker")
+    logging.getLogger("httpx").info("below the libraries' level: not written")
+    structlog.get_logger("esb.t").info("own line")
+    logged = [orjson.loads(line) for line in stderr.getvalue().splitlines()]
+    assert [(line.get("logger"), line["level"], line["event"]) for line in logged] == [
+        ("uvicorn.error", "warning", "Invalid HTTP request received."),
+        ("kombu.connection", "error", "connection to broker lost"),
+        (None, "info", "own line")]
+    assert all("timestamp" in line for line in logged)
+
+
+def test_library_records_carry_the_message_fields(configure: Configure) -> None:
+    stderr = configure()
+    token = bind_message({"envelope_id": "e-7", "correlation_id": "c-7"})
+    try:
+        logging.getLogger("httpx").warning("peer slow")
     finally:
-        structlog.reset_defaults()
-    assert len(writes) == 1 and writes[0].endswith("}\n")
-    assert orjson.loads(writes[0])["event"] == "one line"
+        unbind_message(token)
+    line = orjson.loads(stderr.getvalue())
+    assert (line["envelope_id"], line["correlation_id"]) == ("e-7", "c-7")
+
+
+def test_library_records_are_redacted_in_message_and_traceback(configure: Configure) -> None:
+    stderr = configure(secrets=(SECRET,))
+    try:
+        raise RuntimeError(f"login refused for {SECRET}")
+    except RuntimeError:
+        logging.getLogger("kombu.connection").exception("connect to amqp://u:%s@h failed",
+                                                        SECRET)
+    logging.getLogger("lib").warning("stack", stack_info=True, extra={"x": SECRET})
+    text = stderr.getvalue()
+    first, second = (orjson.loads(line) for line in text.splitlines())
+    assert first["event"] == "connect to amqp://u:***@h failed"
+    assert "RuntimeError: login refused for ***" in first["exception"]
+    assert second["event"] == "stack" and "test_logs" in second["stack_info"]
+    assert SECRET not in text
+
+
+def test_python_warnings_are_log_lines(configure: Configure) -> None:
+    import warnings
+
+    stderr = configure()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        logging.captureWarnings(True)  # catch_warnings restored the hook it found
+        warnings.warn("old API", DeprecationWarning, stacklevel=1)
+    line = orjson.loads(stderr.getvalue())
+    assert line["logger"] == "py.warnings" and "old API" in line["event"]
+
+
+def test_console_format_stays_readable(configure: Configure) -> None:
+    stderr = configure("console")
+    logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+    (line,) = stderr.getvalue().splitlines()
+    assert not line.startswith("{")
+    assert "Invalid HTTP request received." in line and "uvicorn.error" in line
+    assert "warning" in line.lower()
+
+
+def test_reconfiguring_replaces_the_library_handler(configure: Configure) -> None:
+    # SIGHUP re-reads the configuration and calls configure_logging again
+    stderr = configure(secrets=("first-secret",))
+    configure_logging("info", "json", ["second-secret"])  # same stderr
+    logging.getLogger("lib").warning("first-secret second-secret")
+    (line,) = stderr.getvalue().splitlines()
+    assert orjson.loads(line)["event"] == "first-secret ***"
 
 
 async def test_delivery_lines_carry_envelope_correlation_route_and_destination(

@@ -65,6 +65,27 @@ def test_unset_variable_without_default_is_an_error_naming_it(tmp_path: Path) ->
         e.value)
 
 
+def test_unset_variable_is_listed_with_the_validation_problems(tmp_path: Path) -> None:
+    """One run shows everything: the unset variable does not stop validation, and nothing is
+    said about the empty value standing in for it."""
+    p = write(tmp_path, "http: {listen: '${ESB_TEST_NOT_SET}'}\n"
+                        "bus: {url: 'kafka://nope'}\n"
+                        "destinations:\n"
+                        "  d: {adapter: '${ESB_TEST_ADAPTER_NOT_SET}', url: 'http://x'}\n"
+                        "colour: blue\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p, env={})
+    problems = e.value.problems
+    assert problems[:2] == [
+        f"{p}:1: http.listen: environment variable ESB_TEST_NOT_SET is not set "
+        "(use ${ESB_TEST_NOT_SET:-default})",
+        f"{p}:4: destinations.d.adapter: environment variable ESB_TEST_ADAPTER_NOT_SET is not "
+        "set (use ${ESB_TEST_ADAPTER_NOT_SET:-default})"]
+    assert any(x.startswith(f"{p}:2: bus.url: ") for x in problems)
+    assert f"{p}:5: colour: unknown key" in problems
+    assert len(problems) == 4, problems
+
+
 def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     p = write(tmp_path, "bus:\n  url: redis://x\n  prefetch: 0\nhttp: {listen: nope}\n"
                         "destinations:\n  d: {adapter: rest, url: 'ftp://x',\n"
