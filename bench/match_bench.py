@@ -9,8 +9,13 @@ Three route shapes, each printed with the 10,000-route / 10-route ratio:
   ``{"data": {"total": [{"numeric": [">=", N, "<", N + 1]}]}}``.
 - ``leading-star``: routes told apart only by a glob starting with `*`,
   ``{"data": {"host": [{"wildcard": "*-N.example"}]}}``.
+- ``xpath``: XML payloads; routes share a `type` and are told apart only by an `$xpath`
+  value (even N, ``{"/o:order/o:sku": ["sku-N"]}``) or an `$xpath` numeric range (odd N,
+  ``{"/o:order/o:total": [{"numeric": [">=", N, "<", N + 1]}]}``). Each match parses the
+  payload (as the router does), so the figures include one parse.
 
-``checked/event`` is how many route alternatives the index handed over for a full check.
+``checked/event`` is how many route alternatives the index handed over for a full check,
+``xpath/event`` how many XPath expressions it evaluated.
 
     python bench/match_bench.py [--quick]
 """
@@ -21,11 +26,14 @@ import argparse
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from esb.bus.routing.patterns import PatternIndex, reference_match
+from esb.bus.xmlsafe import parse_xml
 
 COUNTRIES = ["DE", "FR", "IT", "ES", "NL", "PL", "SE", "AT"]
+NS = {"o": "urn:shop"}
 
 
 def make_routes(n: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -103,13 +111,68 @@ def make_glob_events(n_routes: int, count: int, rng: random.Random) -> list[dict
     ]
 
 
+def make_xpath_routes(n: int, rng: random.Random) -> list[dict[str, Any]]:
+    routes: list[dict[str, Any]] = []
+    for i in range(n):
+        if i % 2:
+            cond: dict[str, Any] = {"/o:order/o:total": [{"numeric": [">=", i, "<", i + 1]}]}
+        else:
+            cond = {"/o:order/o:sku": [f"sku-{i}"]}
+        routes.append({"type": ["order.created"], "data": {"$xpath": cond}})
+    return routes
+
+
+def make_xpath_events(n_routes: int, count: int, rng: random.Random) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "order.created",
+            "id": f"ev-{k}",
+            "datacontenttype": "application/xml",
+            "data": f"<o:order xmlns:o='urn:shop'><o:sku>sku-{rng.randrange(n_routes)}</o:sku>"
+            f"<o:total>{rng.uniform(-1, n_routes):.2f}</o:total><o:note>gift</o:note></o:order>",
+        }
+        for k in range(count)
+    ]
+
+
 Maker = Callable[[int, random.Random], list[dict[str, Any]]]
 EventMaker = Callable[[int, int, random.Random], list[dict[str, Any]]]
-SHAPES: dict[str, tuple[Maker, EventMaker]] = {
-    "mixed": (make_routes, make_events),
-    "numeric-ranges": (make_band_routes, make_band_events),
-    "leading-star": (make_glob_routes, make_glob_events),
+
+
+@dataclass(frozen=True)
+class Shape:
+    routes: Maker
+    events: EventMaker
+    xml: bool = False  # events carry an XML payload in `data`
+
+
+SHAPES: dict[str, Shape] = {
+    "mixed": Shape(make_routes, make_events),
+    "numeric-ranges": Shape(make_band_routes, make_band_events),
+    "leading-star": Shape(make_glob_routes, make_glob_events),
+    "xpath": Shape(make_xpath_routes, make_xpath_events, xml=True),
 }
+
+
+def matcher(index: PatternIndex, xml: bool) -> Callable[[dict[str, Any]], list[int]]:
+    """``index.matches``; for XML events with the router's lazy payload parser."""
+    if not xml:
+        return index.matches
+
+    def match(ev: dict[str, Any]) -> list[int]:
+        return index.matches(ev, lambda: parse_xml(ev["data"]))
+
+    return match
+
+
+def reference(routes: list[dict[str, Any]], xml: bool) -> Callable[[dict[str, Any]], list[int]]:
+    """Every route through :func:`reference_match`, one after the other."""
+
+    def loop(ev: dict[str, Any]) -> list[int]:
+        root = parse_xml(ev["data"]) if xml else None
+        return [i for i, r in enumerate(routes) if reference_match(r, ev, root, NS)]
+
+    return loop
 
 
 def per_call_us(
@@ -128,32 +191,36 @@ def per_call_us(
 
 def run_shape(name: str, min_seconds: float, ref_seconds: float) -> float:
     """Print one shape's table; returns its 10,000-route / 10-route index µs ratio."""
-    make, make_ev = SHAPES[name]
+    shape = SHAPES[name]
     rng = random.Random(7)
     print(f"\n{name}")
     print(
         f"{'routes':>8} {'index µs/match':>15} {'reference µs/match':>19} "
-        f"{'matches/event':>14} {'checked/event':>14}"
+        f"{'matches/event':>14} {'checked/event':>14} {'xpath/event':>12}"
     )
     index_us: dict[int, float] = {}
     for n in (10, 1_000, 10_000):
-        routes = make(n, rng)
-        events = make_ev(n, 200, rng)
-        index = PatternIndex(routes)
+        routes = shape.routes(n, rng)
+        events = shape.events(n, 200, rng)
+        index = PatternIndex(routes, NS)
+        match, loop = matcher(index, shape.xml), reference(routes, shape.xml)
         # Sanity: the index and the reference agree on these events.
         for ev in events[: 20 if n < 10_000 else 5]:
-            assert index.matches(ev) == [i for i, r in enumerate(routes) if reference_match(r, ev)]
-        works = [index.work(ev) for ev in events]
+            assert match(ev) == loop(ev)
+        works = [
+            index.work(ev, (lambda ev=ev: parse_xml(ev["data"])) if shape.xml else None)
+            for ev in events
+        ]
         hits = sum(len(w.matched) for w in works) / len(works)
         checked = sum(w.checked for w in works) / len(works)
-        index_us[n] = per_call_us(index.matches, events, min_seconds)
-
-        def loop(ev: dict[str, Any], routes: list[dict[str, Any]] = routes) -> list[int]:
-            return [i for i, r in enumerate(routes) if reference_match(r, ev)]
-
+        evals = sum(w.xpath_evals for w in works) / len(works)
+        index_us[n] = per_call_us(match, events, min_seconds)
         ref_events = events[:3] if n >= 1_000 else events
         ref_us = per_call_us(loop, ref_events, ref_seconds)
-        print(f"{n:>8,} {index_us[n]:>15.2f} {ref_us:>19.1f} {hits:>14.2f} {checked:>14.2f}")
+        print(
+            f"{n:>8,} {index_us[n]:>15.2f} {ref_us:>19.1f} {hits:>14.2f} {checked:>14.2f} "
+            f"{evals:>12.2f}"
+        )
     ratio = index_us[10_000] / index_us[10]
     print(f"ratio 10,000-route / 10-route index µs: {ratio:.2f}")
     return ratio

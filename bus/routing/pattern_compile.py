@@ -198,17 +198,21 @@ def _cidr_fn(arg: str) -> tuple[Callable[[Any], bool], Any]:
     return pred, ("cidr", key)
 
 
-def compile_leaf(leaf: list[Any], xml: bool = False) -> tuple[LeafFn, bool, list[Any] | None]:
+def compile_leaf(leaf: list[Any], xml: bool = False) -> tuple[LeafFn, bool, list[Any]]:
     """Compile a validated leaf array.
 
     Returns ``(fn, nullable, entries)``: ``fn(values)`` tests the field's leaf values (``[]``
     when missing); ``nullable`` says a missing field can satisfy it; ``entries`` are the
     index entries that together cover every way it can match (``("absent", None)`` for a
-    missing field), or None when the leaf cannot be indexed (XML leaves).
+    missing field).
+
+    With ``xml`` the values are those of an XPath result (strings, numbers, booleans) and a
+    string also stands for the number it spells. The entries are the same: the XPath field's
+    lookup (see ``patterns._XField``) probes a string's number as well.
     """
     exact: set[Any] = set()
     preds: list[Callable[[Any], bool]] = []
-    entries: list[Any] | None = []
+    entries: list[Any] = []
     exists_true = exists_false = False
     for elem in leaf:
         entry: Any = None
@@ -244,10 +248,7 @@ def compile_leaf(leaf: list[Any], xml: bool = False) -> tuple[LeafFn, bool, list
                 preds.append(pred)
             else:  # pragma: no cover - validated earlier
                 raise AssertionError(op)
-        if entry is None or xml:
-            entries = None
-        elif entries is not None:
-            entries.append(entry)
+        entries.append(entry)
 
     exact_keys = frozenset(exact)
     pred_list = tuple(preds)

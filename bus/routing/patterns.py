@@ -12,11 +12,19 @@ How :class:`PatternIndex` keeps the cost of a match independent of the number of
    per-path hash maps (value -> alternatives; prefixes and suffixes are looked up by the few
    distinct lengths used on that path, CIDR networks by prefix length) and a per-path
    :class:`RangeIndex` (one bisect finds every range holding a number). Alternatives with
-   no field condition (`{}`, `$xpath` only) are kept in an "always check" list.
-3. For an event, only the paths some pattern mentions are flattened (path -> leaf values,
+   no condition at all (`{}`) are kept in an "always check" list.
+3. Each distinct `$xpath` expression (with its namespace map) is a field of its own, with
+   the same kind of per-field index, so an alternative can be anchored on an XPath leaf.
+   Evaluating that field needs the parsed payload, so the field is *gated*: it is evaluated
+   only when the best JSON leaf of some alternative anchored on it holds (the gates are
+   another anchor index, over field ids), or always when such an alternative has no JSON
+   leaf. Ties between a JSON and an XPath anchor go to the JSON one.
+4. For an event, only the paths some pattern mentions are flattened (path -> leaf values,
    arrays expanded) once; anchor lookups yield the candidate alternatives, and only those are
-   checked condition by condition. An anchor is a necessary condition, so this is exact.
-   :meth:`PatternIndex.work` counts that work (index probes, full checks) for tests.
+   checked condition by condition. An anchor is a necessary condition, so this is exact. The
+   payload is parsed at most once and each XPath field evaluated at most once per event,
+   both on first use (:class:`_XmlState`). :meth:`PatternIndex.work` counts that work (index
+   probes, full checks, XPath evaluations) for tests.
 
 The semantics (documented in docs/routing.md) live in the reference evaluator
 :func:`reference_match`; the index is tested against it.
@@ -42,12 +50,23 @@ from .pattern_compile import (
     mean_cover,
     parse_ip,
 )
-from .pattern_reference import Conj, expand, reference_match, scalars, xpath_values
+from .pattern_reference import (
+    Conj,
+    expand,
+    parse_xml_number,
+    reference_match,
+    scalars,
+    xpath_values,
+)
 from .pattern_validate import PatternError, compile_xpath, validate_pattern
 
 __all__ = ["MatchWork", "PatternError", "PatternIndex", "reference_match", "validate_pattern"]
 
 Path = tuple[str, ...]
+#: Where an anchor lives: an event path, or the id of an XPath field (an int).
+Where = Path | int
+#: A possible anchor of an alternative: where, and the index entries of one leaf there.
+Option = tuple[Where, list[Any]]
 _EMPTY: list[Any] = []
 
 
@@ -63,7 +82,7 @@ class _Node:
 class _Alt:
     pid: int
     flat: list[tuple[Path, LeafFn]]
-    xpaths: list[tuple[etree.XPath, LeafFn]]
+    xpaths: list[tuple[int, LeafFn]]  # (XPath field id, leaf test)
     tree: _Node
     # Object paths that hold 2+ leaf conditions, or an absence-tolerant one, below them. Only
     # when the event has an array of objects at one of these does per-element checking differ
@@ -81,6 +100,8 @@ class MatchWork:
     checked: int
     #: The ids of the patterns that matched, as :meth:`PatternIndex.matches` returns them.
     matched: list[int]
+    #: Distinct XPath expressions evaluated (each at most once per event).
+    xpath_evals: int = 0
 
 
 @dataclass
@@ -196,6 +217,137 @@ class _PathIndex:
         return probes
 
 
+@dataclass
+class _Anchors:
+    """Anchors on event paths for a set of ids: alternatives, or (for the gates) XPath fields.
+
+    ``always`` ids are candidates for every event; ``absent`` holds the absence anchors as
+    (path, the proper prefixes of path, ids), built by :meth:`freeze`.
+    """
+
+    paths: dict[Path, _PathIndex] = field(default_factory=dict)
+    always: list[int] = field(default_factory=list)
+    absent: list[tuple[Path, frozenset[Path], list[int]]] = field(default_factory=list)
+
+    def add(self, path: Path, entries: list[Any], ident: int) -> None:
+        pidx = self.paths.get(path)
+        if pidx is None:
+            pidx = self.paths[path] = _PathIndex()
+        for kind, key in entries:
+            pidx.add(kind, key, ident)
+
+    def freeze(self) -> None:
+        for pidx in self.paths.values():
+            pidx.freeze()
+        # Flattening merges array elements, so under an array a path can be absent from one
+        # element while the merged values have it: then absence is decided per element, later.
+        self.absent = [
+            (path, frozenset(path[:i] for i in range(1, len(path))), pidx.absent)
+            for path, pidx in self.paths.items()
+            if pidx.absent
+        ]
+
+    def candidates(self, flat: dict[Path, list[Any]], arrays: set[Path]) -> tuple[set[int], int]:
+        """The ids whose anchor the event satisfies, and the probes it took."""
+        candidates: set[int] = set(self.always)
+        probes = 0
+        paths = self.paths
+        for path, values in flat.items():
+            pidx = paths.get(path)
+            if pidx is not None:
+                if pidx.present:
+                    candidates.update(pidx.present)
+                    probes += 1
+                for v in values:
+                    probes += pidx.lookup(v, candidates)
+        for path, above, ids in self.absent:
+            probes += 1
+            if path not in flat or (arrays and not arrays.isdisjoint(above)):
+                candidates.update(ids)
+        return candidates, probes
+
+
+@dataclass
+class _XField:
+    """One distinct XPath expression (text and namespace map): a field of the index whose
+    values are those of its result (:func:`xpath_values`), with the alternatives anchored on
+    it. XML text also stands for the number it spells, so a string value is looked up as
+    well as that number when some anchor here is a number."""
+
+    xp: etree.XPath
+    index: _PathIndex = field(default_factory=_PathIndex)
+    numeric: bool = False
+
+    def freeze(self) -> None:
+        index = self.index
+        index.freeze()
+        self.numeric = index.num is not None or any(type(k) is not str for k in index.eq)
+
+    def lookup(self, values: list[Any], out: set[int]) -> int:
+        """Add the alternatives anchored on a value of `values` (or on "no value"); probes."""
+        index = self.index
+        if not values:
+            out.update(index.absent)
+            return 1
+        probes = 0
+        if index.present:
+            out.update(index.present)
+            probes += 1
+        for v in values:
+            probes += index.lookup(v, out)
+            if self.numeric and type(v) is str:
+                n = parse_xml_number(v)
+                if n is not None:
+                    probes += index.lookup(n, out)
+        return probes
+
+
+_UNSET: Any = object()
+
+
+class _XmlState:
+    """The XML side of matching one event: the payload is parsed (``load()``) at most once
+    and each XPath field evaluated at most once, both on first use. ``root`` None means no
+    XML payload: then no `$xpath` condition holds."""
+
+    __slots__ = ("_fields", "_load", "_root", "_values", "evals")
+
+    def __init__(self, load: Callable[[], etree._Element | None], fields: list[_XField]) -> None:
+        self._load = load
+        self._fields = fields
+        self._root: Any = _UNSET
+        self._values: dict[int, list[Any]] = {}
+        self.evals = 0
+
+    def root(self) -> etree._Element | None:
+        if self._root is _UNSET:
+            self._root = self._load()
+        root: etree._Element | None = self._root
+        return root
+
+    def values(self, fid: int) -> list[Any]:
+        """The values of XPath field `fid`; call only once :meth:`root` is not None."""
+        got = self._values.get(fid)
+        if got is None:
+            got = self._values[fid] = xpath_values(self._fields[fid].xp, self._root)
+            self.evals += 1
+        return got
+
+    def holds(self, conds: list[tuple[int, LeafFn]]) -> bool:
+        """Do all `$xpath` conditions of an alternative hold? Fields already evaluated are
+        tested first, so a failing one spares evaluating the others."""
+        if self.root() is None:
+            return False
+        pending: list[tuple[int, LeafFn]] = []
+        for fid, fn in conds:
+            got = self._values.get(fid)
+            if got is None:
+                pending.append((fid, fn))
+            elif not fn(got):
+                return False
+        return all(fn(self.values(fid)) for fid, fn in pending)
+
+
 class _Trie:
     """The event paths some pattern reads; flattening walks only these."""
 
@@ -259,74 +411,94 @@ class PatternIndex:
             raise PatternError(problems)
 
         self._alts: list[_Alt] = []
-        self._always: list[int] = []
-        self._absent: list[tuple[Path, frozenset[Path], list[int]]] = []
-        self._paths: dict[Path, _PathIndex] = {}
+        self._anchors = _Anchors()  # ids: alternatives
+        self._gates = _Anchors()  # ids: XPath fields, evaluated when their gate holds
+        self._xfields: list[_XField] = []
         self._trie = _Trie(())
-        xpath_cache: dict[str, etree.XPath] = {}
-        options: list[list[tuple[Path, list[Any]]]] = []
+        xfield_ids: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+        options: list[list[Option]] = []
         for pid, pattern in enumerate(patterns):
             for conj in expand(pattern):
-                options.append(self._add_alt(pid, conj, xpath_cache))
+                options.append(self._add_alt(pid, conj, xfield_ids))
         self._choose_anchors(options)
-        for pidx in self._paths.values():
-            pidx.freeze()
-        # Absence anchors: (path, the proper prefixes of path, alternatives). Flattening
-        # merges array elements, so under an array a path can be absent from one element
-        # while the merged values have it: then absence is decided per element, later.
-        self._absent = [
-            (path, frozenset(path[:i] for i in range(1, len(path))), pidx.absent)
-            for path, pidx in self._paths.items()
-            if pidx.absent
-        ]
+        self._anchors.freeze()
+        self._gates.freeze()
+        for xfield in self._xfields:
+            xfield.freeze()
+        self._gated = bool(self._gates.paths or self._gates.always)
         self.needs_xml = any(alt.xpaths for alt in self._alts)
         self.size = len(patterns)
 
-    def _choose_anchors(self, options: list[list[tuple[Path, list[Any]]]]) -> None:
+    def _choose_anchors(self, options: list[list[Option]]) -> None:
         """Anchor each alternative on the leaf whose index buckets are least shared.
 
         A route's exact `country` is a poor anchor when a thousand routes use the same
         country; a unique `type` or source prefix is a good one, and so is a numeric range
         few other ranges overlap. Anchors that most events satisfy (some value, no value,
-        any string) are used only when nothing better exists. Ties go to cheaper kinds.
+        any string) are used only when nothing better exists. Ties go to JSON fields (an
+        XPath field must be evaluated first), then to cheaper kinds.
         """
         usage: Counter[Any] = Counter()
-        ranges: dict[Path, list[NumKey]] = {}
+        ranges: dict[Where, list[NumKey]] = {}
         for alt_options in options:
-            for path, entries in alt_options:
+            for where, entries in alt_options:
                 for kind, key in entries:
                     if kind == "num":
-                        ranges.setdefault(path, []).append(key)
+                        ranges.setdefault(where, []).append(key)
                     else:
-                        usage[path, kind, key] += 1
-        overlap = {path: mean_cover(keys) for path, keys in ranges.items()}
+                        usage[where, kind, key] += 1
+        overlap = {where: mean_cover(keys) for where, keys in ranges.items()}
 
-        def cost(option: tuple[Path, list[Any]]) -> tuple[bool, float, int]:
-            path, entries = option
+        def cost(option: Option) -> tuple[bool, float, bool, int]:
+            where, entries = option
             total = sum(
-                overlap[path](key) if kind == "num" else usage[path, kind, key]
+                overlap[where](key) if kind == "num" else usage[where, kind, key]
                 for kind, key in entries
             )
             weak = any(is_weak(kind, key) for kind, key in entries)
-            return weak, total, max(RANK[kind] for kind, _ in entries)
+            return weak, total, type(where) is int, max(RANK[kind] for kind, _ in entries)
 
+        gated: set[Any] = set()
         for alt_id, alt_options in enumerate(options):
             if not alt_options:
-                self._always.append(alt_id)
+                self._anchors.always.append(alt_id)
                 continue
-            path, entries = min(alt_options, key=cost)
-            pidx = self._paths.get(path)
-            if pidx is None:
-                pidx = self._paths[path] = _PathIndex()
-            for kind, key in entries:
-                pidx.add(kind, key, alt_id)
+            where, entries = min(alt_options, key=cost)
+            if type(where) is int:
+                index = self._xfields[where].index
+                for kind, key in entries:
+                    index.add(kind, key, alt_id)
+                json_options = [o for o in alt_options if type(o[0]) is not int]
+                self._gate(where, min(json_options, key=cost) if json_options else None, gated)
+            else:
+                assert isinstance(where, tuple)
+                self._anchors.add(where, entries, alt_id)
+
+    def _gate(self, fid: int, option: Option | None, gated: set[Any]) -> None:
+        """Evaluate XPath field `fid` when `option` (a JSON leaf of an alternative anchored
+        on the field) holds, or for every XML event when there is none. `gated` holds the
+        gates already made: many alternatives typically share one (a common `type`)."""
+        if option is None:
+            if fid not in gated:
+                gated.add(fid)
+                self._gates.always.append(fid)
+            return
+        path, entries = option
+        assert isinstance(path, tuple)
+        fresh = [(kind, key) for kind, key in entries if (path, kind, key, fid) not in gated]
+        gated.update((path, kind, key, fid) for kind, key in fresh)
+        if fresh:
+            self._gates.add(path, fresh, fid)
 
     def _add_alt(
-        self, pid: int, conj: Conj, xpath_cache: dict[str, etree.XPath]
-    ) -> list[tuple[Path, list[Any]]]:
-        """Compile one alternative; returns its possible anchors (path, index entries)."""
+        self,
+        pid: int,
+        conj: Conj,
+        xfield_ids: dict[tuple[str, tuple[tuple[str, str], ...]], int],
+    ) -> list[Option]:
+        """Compile one alternative; returns its possible anchors (where, index entries)."""
         flat: list[tuple[Path, LeafFn]] = []
-        anchors: list[tuple[Path, list[Any]]] = []
+        anchors: list[Option] = []
         under: dict[Path, int] = {}  # proper prefix -> 2 leaves below, or a nullable one
 
         def build(node: Conj, prefix: Path) -> _Node:
@@ -340,19 +512,22 @@ class PatternIndex:
                     out.leaves.append((key, fn))
                     for i in range(1, len(path)):
                         under[path[:i]] = under.get(path[:i], 0) + (2 if nullable else 1)
-                    if entries:
-                        anchors.append((path, entries))
+                    anchors.append((path, entries))
             for key, kid in node.kids.items():
                 out.kids.append((key, build(kid, (*prefix, key))))
             return out
 
         tree = build(conj, ())
-        xpaths: list[tuple[etree.XPath, LeafFn]] = []
+        xpaths: list[tuple[int, LeafFn]] = []
+        ns_key = tuple(sorted(self._namespaces.items()))
         for expr, leaf in conj.xpath:
-            xp = xpath_cache.get(expr)
-            if xp is None:
-                xp = xpath_cache[expr] = compile_xpath(expr, self._namespaces)
-            xpaths.append((xp, compile_leaf(leaf, xml=True)[0]))
+            fid = xfield_ids.get((expr, ns_key))
+            if fid is None:
+                fid = xfield_ids[expr, ns_key] = len(self._xfields)
+                self._xfields.append(_XField(compile_xpath(expr, self._namespaces)))
+            fn, _, entries = compile_leaf(leaf, xml=True)
+            xpaths.append((fid, fn))
+            anchors.append((fid, entries))
         self._alts.append(
             _Alt(
                 pid=pid,
@@ -414,44 +589,57 @@ class PatternIndex:
         flat: dict[Path, list[Any]] = {}
         arrays: set[Path] = set()
         self._flatten(event, self._trie, flat, arrays)
-        candidates, _ = self._candidates(flat, arrays)
-        return self._check(candidates, event, flat, arrays, xml)
+        candidates, _ = self._anchors.candidates(flat, arrays)
+        xstate = None
+        if xml is not None and self.needs_xml:
+            xstate = _XmlState(xml, self._xfields)
+            if self._gated:
+                self._xpath_candidates(flat, arrays, xstate, candidates)
+        return self._check(candidates, event, flat, arrays, xstate)
 
     def work(
         self,
         event: Mapping[str, Any],
         xml: Callable[[], etree._Element | None] | None = None,
     ) -> MatchWork:
-        """Match `event` as :meth:`matches` does and count the work: the index probes and the
-        alternatives checked in full. Tests use it to show that the work stays flat as
-        patterns are added, without timing anything."""
+        """Match `event` as :meth:`matches` does and count the work: the index probes, the
+        alternatives checked in full and the XPath evaluations. Tests use it to show that the
+        work stays flat as patterns are added, without timing anything."""
         flat: dict[Path, list[Any]] = {}
         arrays: set[Path] = set()
         self._flatten(event, self._trie, flat, arrays)
-        candidates, probes = self._candidates(flat, arrays)
-        matched = self._check(candidates, event, flat, arrays, xml)
-        return MatchWork(probes=probes, checked=len(candidates), matched=matched)
+        candidates, probes = self._anchors.candidates(flat, arrays)
+        xstate = None
+        if xml is not None and self.needs_xml:
+            xstate = _XmlState(xml, self._xfields)
+            if self._gated:
+                probes += self._xpath_candidates(flat, arrays, xstate, candidates)
+        matched = self._check(candidates, event, flat, arrays, xstate)
+        return MatchWork(
+            probes=probes,
+            checked=len(candidates),
+            matched=matched,
+            xpath_evals=xstate.evals if xstate is not None else 0,
+        )
 
-    def _candidates(
-        self, flat: dict[Path, list[Any]], arrays: set[Path]
-    ) -> tuple[set[int], int]:
-        """The alternatives whose anchor the event satisfies, and the probes it took."""
-        candidates: set[int] = set(self._always)
-        probes = 0
-        paths = self._paths
-        for path, values in flat.items():
-            pidx = paths.get(path)
-            if pidx is not None:
-                if pidx.present:
-                    candidates.update(pidx.present)
-                    probes += 1
-                for v in values:
-                    probes += pidx.lookup(v, candidates)
-        for path, above, alts in self._absent:
-            probes += 1
-            if path not in flat or (arrays and not arrays.isdisjoint(above)):
-                candidates.update(alts)
-        return candidates, probes
+    def _xpath_candidates(
+        self,
+        flat: dict[Path, list[Any]],
+        arrays: set[Path],
+        xstate: _XmlState,
+        out: set[int],
+    ) -> int:
+        """Add the alternatives anchored on XPath fields whose anchor holds; returns probes.
+
+        Only the fields whose gate holds are evaluated, and nothing is parsed when none does.
+        """
+        fids, probes = self._gates.candidates(flat, arrays)
+        if not fids or xstate.root() is None:
+            return probes
+        xfields = self._xfields
+        for fid in fids:
+            probes += xfields[fid].lookup(xstate.values(fid), out)
+        return probes
 
     def _check(
         self,
@@ -459,11 +647,10 @@ class PatternIndex:
         event: Mapping[str, Any],
         flat: dict[Path, list[Any]],
         arrays: set[Path],
-        xml: Callable[[], etree._Element | None] | None,
+        xstate: _XmlState | None,
     ) -> list[int]:
         """Check each candidate alternative condition by condition; sorted pattern ids."""
         matched: set[int] = set()
-        xml_state: list[Any] = []  # [root] once xml() has been called
         alts = self._alts
         for alt_id in candidates:
             alt = alts[alt_id]
@@ -474,11 +661,7 @@ class PatternIndex:
                     continue
             elif not all(fn(flat.get(path, _EMPTY)) for path, fn in alt.flat):
                 continue
-            if alt.xpaths:
-                if not xml_state:
-                    xml_state.append(xml() if xml is not None else None)
-                root = xml_state[0]
-                if root is None or not all(fn(xpath_values(xp, root)) for xp, fn in alt.xpaths):
-                    continue
+            if alt.xpaths and (xstate is None or not xstate.holds(alt.xpaths)):
+                continue
             matched.add(alt.pid)
         return sorted(matched)

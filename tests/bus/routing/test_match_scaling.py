@@ -1,8 +1,9 @@
 """Matching work must not grow with the number of routes.
 
 Nothing here is timed: :meth:`PatternIndex.work` counts the index probes (hash lookups,
-range-index lists, absence checks) and the alternatives checked in full while matching one
-event, and each shape is compared at 10 and at 10,000 routes.
+range-index lists, absence checks), the alternatives checked in full and the XPath
+expressions evaluated while matching one event, and each shape is compared at 10 and at
+10,000 routes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from typing import Any
 
 import pytest
+from lxml import etree
 
 from esb.bus.routing.patterns import MatchWork, PatternIndex, reference_match
 
@@ -166,3 +168,127 @@ def test_absence_under_an_array_is_decided_per_element() -> None:
     want = [i for i, p in enumerate(patterns) if reference_match(p, event)]
     assert want == [2, SMALL]
     assert index.matches(event) == want
+
+
+# ------------------------------------------------------------------------- $xpath fields
+
+NS = {"o": "urn:shop"}
+
+
+def _order(sku: str | None = None, total: str | None = None, extra: str = "") -> str:
+    parts = [f"<o:sku>{sku}</o:sku>" if sku is not None else ""]
+    parts.append(f"<o:total>{total}</o:total>" if total is not None else "")
+    return f"<o:order xmlns:o='urn:shop'>{''.join(parts)}{extra}</o:order>"
+
+
+class _Payload:
+    """The `xml` callback of a match: parses `text` and counts the calls."""
+
+    def __init__(self, text: str | None) -> None:
+        self.text = text
+        self.calls = 0
+
+    def __call__(self) -> etree._Element | None:
+        self.calls += 1
+        return etree.fromstring(self.text) if self.text is not None else None
+
+
+def _xml_event(kind: str = "order.created") -> dict[str, Any]:
+    return {"type": kind, "source": "shop", "datacontenttype": "application/xml", "data": "…"}
+
+
+def _sku_route(i: int) -> dict[str, Any]:
+    return {"type": ["order.created"], "data": {"$xpath": {"/o:order/o:sku": [f"sku-{i}"]}}}
+
+
+def _total_route(i: int) -> dict[str, Any]:
+    band = [{"numeric": [">=", i, "<", i + 1]}]
+    return {"type": ["order.created"], "$xpath": {"/o:order/o:total": band}}
+
+
+def _xml_cases(shape: str, n: int) -> list[tuple[str, list[int]]]:
+    """Payloads for routes told apart by an XPath value (or range) only, with the hits."""
+    half = n // 2
+    if shape == "value":
+        return [
+            (_order(sku=f"sku-{half}"), [half]),
+            (_order(sku=f"sku-{n - 1}"), [n - 1]),
+            (_order(sku="sku-0", extra="<o:sku>sku-1</o:sku>"), [0, 1]),
+            (_order(sku=f"sku-{n}"), []),
+            (_order(sku=f" sku-{half}"), []),
+            (_order(total="3"), []),
+        ]
+    return [
+        (_order(total="0"), [0]),
+        (_order(total=f" {half}.5 "), [half]),
+        (_order(total=f"{half}e0"), [half]),
+        (_order(total=f"{n - 1}"), [n - 1]),
+        (_order(total=f"{n}"), []),
+        (_order(total="-1"), []),
+        (_order(total="abc"), []),
+        (_order(sku="sku-3"), []),
+    ]
+
+
+@pytest.mark.parametrize("shape", ["value", "range"])
+def test_xpath_fields_cost_the_same_for_10_and_10000_routes(shape: str) -> None:
+    """Routes sharing a `type` and told apart only by an `$xpath` value or numeric range:
+    the expression is evaluated once, its values looked up in the field's index, and only
+    the routes they hit are checked."""
+    make = _sku_route if shape == "value" else _total_route
+    probes: dict[int, list[int]] = {}
+    for n in (SMALL, LARGE):
+        patterns = [make(i) for i in range(n)]
+        index = PatternIndex(patterns, NS)
+        probes[n] = []
+        for text, hits in _xml_cases(shape, n):
+            payload = _Payload(text)
+            work = index.work(_xml_event(), payload)
+            assert work.matched == hits, text
+            assert work.checked == len(hits)
+            assert work.xpath_evals == 1  # one distinct expression among the candidates
+            assert payload.calls == 1
+            assert work.probes <= 5
+            probes[n].append(work.probes)
+            if n == SMALL:
+                root = etree.fromstring(text)
+                assert hits == [
+                    i for i, p in enumerate(patterns) if reference_match(p, _xml_event(), root, NS)
+                ]
+    assert probes[LARGE] == probes[SMALL]
+
+
+def test_xpath_fields_are_evaluated_only_when_a_route_needs_them() -> None:
+    """Nothing is parsed when no route anchored on an XPath field passes its gate (the
+    shared `type`), and each distinct expression is evaluated at most once."""
+    patterns = [_sku_route(i) for i in range(LARGE)] + [_total_route(i) for i in range(LARGE)]
+    index = PatternIndex(patterns, NS)
+    other = _Payload(_order(sku="sku-5", total="5"))
+    work = index.work(_xml_event("order.cancelled"), other)
+    assert (work.matched, work.checked, work.xpath_evals, other.calls) == ([], 0, 0, 0)
+    both = _Payload(_order(sku="sku-5", total="7.5"))
+    work = index.work(_xml_event(), both)
+    assert work.matched == [5, LARGE + 7]
+    assert (work.checked, work.xpath_evals, both.calls) == (2, 2, 1)
+    unparsable = _Payload(None)
+    work = index.work(_xml_event(), unparsable)
+    assert (work.matched, work.checked, work.xpath_evals, unparsable.calls) == ([], 0, 0, 1)
+
+
+def test_xpath_conditions_of_json_anchored_routes_are_evaluated_once() -> None:
+    """Routes anchored on a unique `type` evaluate their `$xpath` conditions only when they
+    are candidates, each distinct expression once however many candidates use it."""
+    exprs = [f"/o:order/o:f{k}" for k in range(5)]
+    for n in (SMALL, LARGE):
+        patterns = [
+            {"type": [f"order.created.{i % 97}"], "$xpath": {exprs[i % 5]: [{"exists": True}]}}
+            for i in range(n)
+        ]
+        index = PatternIndex(patterns, NS)
+        payload = _Payload("<o:order xmlns:o='urn:shop'><o:f0/><o:f2/></o:order>")
+        work = index.work(_xml_event("order.created.5"), payload)
+        candidates = [i for i in range(n) if i % 97 == 5]
+        assert work.checked == len(candidates)
+        assert work.matched == [i for i in candidates if i % 5 in (0, 2)]
+        assert work.xpath_evals == len({i % 5 for i in candidates})
+        assert payload.calls == (1 if candidates else 0)

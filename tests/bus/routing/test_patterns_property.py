@@ -145,6 +145,39 @@ def test_xpath_index_agrees(pats: list[dict[str, Any]], doc: str | None) -> None
     assert index.matches(event, lambda: root) == expected
 
 
+xpath_route = st.fixed_dictionaries(
+    {"$xpath": st.dictionaries(st.sampled_from(XPATHS), leaf, min_size=1, max_size=2)},
+    optional={"type": st.lists(st.sampled_from(["t", "u", "v"]), min_size=1, max_size=2)},
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(xpath_route, min_size=1, max_size=40),
+    st.sampled_from(["t", "u", "w"]),
+    st.sampled_from([*XML_DOCS, None]),
+)
+def test_xpath_routes_sharing_types_agree(
+    pats: list[dict[str, Any]], kind: str, doc: str | None
+) -> None:
+    """Many routes on a few `type`s and XPath fields: the XPath anchors and their gates give
+    the reference's answer, parse at most once, and evaluate only the expressions of routes
+    whose `type` holds, each once."""
+    root = etree.fromstring(doc) if doc is not None else None
+    event = {"type": kind, "data": doc or "not xml"}
+    calls: list[int] = []
+
+    def xml() -> etree._Element | None:
+        calls.append(1)
+        return root
+
+    work = PatternIndex(pats).work(event, xml)
+    assert work.matched == [i for i, p in enumerate(pats) if reference_match(p, event, root)]
+    needed = {e for p in pats if kind in p.get("type", [kind]) for e in p["$xpath"]}
+    assert work.xpath_evals <= (len(needed) if root is not None else 0)
+    assert len(calls) <= (1 if needed else 0)
+
+
 # ---------------------------------------------------------------- many routes on few fields
 # Route sets of many patterns that differ only by numeric ranges, globs (leading `*` ones
 # included), CIDR networks, anything-but and exists, so the range index, the suffix index of
