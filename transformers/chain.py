@@ -6,6 +6,7 @@ A step is written as::
     - xslt: config/xslt/a.xsl                 # shorthand (the spec's ``shorthand`` option)
     - xslt: {stylesheet: a.xsl, params: {x: 1}}
     - python: mypkg.mod:func
+    - mypkg.mod:func                          # the same: a bare module:function is a python step
 
 A named definition is itself a step, or a list of steps (inlined; its steps are named
 ``definition/transformer``). Every problem is collected before :class:`ConfigError` is raised,
@@ -35,6 +36,8 @@ from esb.transformers.python import wrap_function
 from esb.transformers.spec import Transformer, TransformerContext, TransformerSpec
 
 StepSpec = str | Mapping[str, Any]
+#: The transformer a bare ``module:function`` step stands for.
+PYTHON_STEP = "python"
 
 
 class Chain:
@@ -89,6 +92,9 @@ class _Builder:
         if isinstance(step, str):
             if step in self.named:
                 self._named(step, where, prefix, active)
+            elif ":" in step and step not in self.registry:
+                # Neither a definition nor an entry point: a function reference.
+                self._build(PYTHON_STEP, step, where, exact or prefix + step)
             else:
                 self._build(step, None, where, exact or prefix + step)
         elif isinstance(step, Mapping) and len(step) == 1:

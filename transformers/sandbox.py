@@ -11,6 +11,7 @@ stay denied by the access control as a second line.
 from __future__ import annotations
 
 import os
+from collections import deque
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -25,6 +26,8 @@ ACCESS_CONTROL = etree.XSLTAccessControl(
     read_network=False,
     write_network=False,
 )
+#: How many refusals a :class:`FolderResolver` remembers (more than one load ever needs).
+KEPT_REFUSALS = 32
 
 
 class SandboxViolation(Exception):
@@ -34,8 +37,10 @@ class SandboxViolation(Exception):
 class FolderResolver(etree.Resolver):
     """Serves files inside ``root`` (after resolving symlinks) and refuses everything else.
 
-    Refusals are kept in :attr:`refused` so compile errors can name them: lxml does not always
-    surface a resolver's exception text.
+    The latest refusals are kept in :attr:`refused` so compile errors can name them: lxml does
+    not always surface a resolver's exception text. A stylesheet's resolver also answers
+    ``document()`` for every message it transforms, so only the last :data:`KEPT_REFUSALS` are
+    kept: hostile messages cannot grow it.
     """
 
     def __init__(self, root: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -44,7 +49,7 @@ class FolderResolver(etree.Resolver):
         self.root = Path(os.path.realpath(root))
         self.owner = owner
         self.max_bytes = max_bytes
-        self.refused: list[str] = []
+        self.refused: deque[str] = deque(maxlen=KEPT_REFUSALS)
 
     def resolve(self, system_url: str | None, public_id: str | None, context: object) -> object:
         path = self.allowed_path(system_url or "")

@@ -11,20 +11,24 @@ The sandbox, in layers:
   external entities in ``parse-xml()``...) is refused, even for the stylesheet's own folder (a
   limitation of this path).
 * What ``allowedProtocols`` cannot stop is refused when the route loads: writing files
-  (``xsl:result-document``), reading the process environment (``environment-variable()``),
+  (``xsl:result-document``), reading the process environment (``environment-variable()``) or
+  Java system properties (``system-property()`` of anything but a literal ``xsl:`` name),
   code the checks never see (``xsl:evaluate``, ``function-lookup()``, ``transform()``,
   ``load-xquery-module()``) and Saxon extensions. Code run at compile time is refused too, so a
   gap in the first layer would not be reachable while compiling either.
 
-Input is vetted by the hardened parser first, so Saxon never sees a DTD.
+Input is vetted by the hardened parser first, so Saxon never sees a DTD. Saxon turns a runaway
+recursion into an error by itself (SXLM0001); it has no output limit, so ``max_output`` is
+checked on the serialized result.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from lxml import etree
@@ -32,16 +36,23 @@ from lxml import etree
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
 from esb.bus.xmlsafe import XmlError, parse_xml
-from esb.transformers.payload import with_text, xml_input
+from esb.transformers.payload import xml_input
 from esb.transformers.stylesheet import (
     XSL,
+    Call,
     Stylesheet,
     StylesheetError,
     function_calls,
+    string_literal,
 )
-
-if TYPE_CHECKING:
-    from esb.transformers.xslt import XsltSettings
+from esb.transformers.xslt import (
+    EnvelopeParams,
+    XsltSettings,
+    is_utf8,
+    output_type,
+    result_encoding,
+    with_result,
+)
 
 ALLOWED_PROTOCOLS = "http://saxon.sf.net/feature/allowedProtocols"
 DISABLE_XSL_EVALUATE = "http://saxon.sf.net/feature/disableXslEvaluate"
@@ -65,6 +76,13 @@ REFUSED_FUNCTIONS = {
     "transform": "it runs a stylesheet the sandbox cannot check",
     "load-xquery-module": "it runs XQuery the sandbox cannot check",
 }
+#: The encoding in the XML declaration at the very start of a serialized result.
+_DECLARED = re.compile(r"""\A(<\?xml[^>]*?\bencoding\s*=\s*["'])[^"']*""")
+#: The charset of the ``meta`` element Saxon's HTML output method writes into ``head``.
+_META_CHARSET = re.compile(r'(<meta http-equiv="Content-Type" content="[^"]*;\s*charset=)'
+                           r"UTF-8\b", re.IGNORECASE)
+_SYSTEM_PROPERTY = ("system-property() is only allowed with a literal xsl: property name "
+                    "such as 'xsl:version' (other names read Java system properties)")
 _COMPILE_TIME = "is evaluated while the stylesheet compiles, which the sandbox does not allow"
 _NOT_STATIC = {"no", "false", "0"}
 
@@ -145,16 +163,35 @@ class _Inliner:
 
 def refusals(sheet: Stylesheet) -> list[str]:
     """What the sandbox refuses in the stylesheet or its includes/imports (file and line)."""
+    own = _own_functions(sheet)
     problems = []
     for key, root in sheet.modules.items():
         where = sheet.module_name(key)
         for el in root.iter(etree.Element):
             at = f"{where} line {el.sourceline}"
-            problems += [f"{at}: {why}" for why in _element_refusals(el)]
+            problems += [f"{at}: {why}" for why in _element_refusals(el, own)]
     return problems
 
 
-def _element_refusals(el: etree._Element) -> list[str]:
+def _own_functions(sheet: Stylesheet) -> set[tuple[str, str]]:
+    """``(namespace, local name)`` of each ``xsl:function`` the stylesheet defines, outside
+    the functions namespace (where a stylesheet may not define any)."""
+    found = set()
+    for root in sheet.modules.values():
+        for el in root.iter(f"{{{XSL}}}function"):
+            name = (el.get("name") or "").strip()
+            if name.startswith("Q{"):
+                uri, _, local = name[2:].partition("}")
+            else:
+                prefix, _, local = name.rpartition(":")
+                uri = (el.nsmap.get(prefix) or "") if prefix else ""
+            namespace = " ".join(uri.split())
+            if namespace and namespace != FN:
+                found.add((namespace, local))
+    return found
+
+
+def _element_refusals(el: etree._Element, own: set[tuple[str, str]]) -> list[str]:
     qname = etree.QName(el)
     problems = []
     if qname.namespace == XSL and qname.localname in REFUSED_INSTRUCTIONS:
@@ -165,7 +202,7 @@ def _element_refusals(el: etree._Element) -> list[str]:
         problems.append(f"Saxon extensions ({SAXON_NS}) are not allowed")
     problems += _compile_time_refusals(el, qname.namespace == XSL)
     for text in _expressions(el):
-        problems += _call_refusals(el, text)
+        problems += _call_refusals(el, text, own)
     return problems
 
 
@@ -219,21 +256,42 @@ def _expands_text(el: etree._Element | None) -> bool:
     return False
 
 
-def _call_refusals(el: etree._Element, text: str) -> list[str]:
+def _call_refusals(el: etree._Element, text: str, own: set[tuple[str, str]]) -> list[str]:
     """Refused calls in ``text``. A refused function is refused by its local name in any
     namespace: XPath normalizes the whitespace of a ``Q{...}`` URI (and a namespace can be
     bound under any prefix), so comparing namespaces exactly could be fooled, and a false
-    alarm on a same-named function of one's own is the cheaper mistake."""
+    alarm on a same-named function of one's own is the cheaper mistake. The one exception is
+    a call to an ``xsl:function`` of the stylesheet's own (``own``): that namespace is never
+    the functions namespace, so the call cannot reach a refused function."""
     problems = []
-    for prefix, uri, local in function_calls(text):
-        namespace = uri if uri is not None else el.nsmap.get(prefix) if prefix else FN
+    for call in function_calls(text):
+        namespace = call.uri if call.uri is not None else (
+            el.nsmap.get(call.prefix) if call.prefix else FN)
         namespace = " ".join((namespace or "").split())
-        name = f"{prefix}:{local}" if prefix else local
+        name = f"{call.prefix}:{call.local}" if call.prefix else call.local
         if namespace == SAXON_NS or namespace.startswith("http://saxon.sf.net/"):
             problems.append(f"Saxon extension function {name}() is not allowed")
-        elif local in REFUSED_FUNCTIONS:
-            problems.append(f"{name}() is not allowed ({REFUSED_FUNCTIONS[local]})")
+        elif (namespace, call.local) in own:
+            continue
+        elif call.local in REFUSED_FUNCTIONS:
+            problems.append(f"{name}() is not allowed ({REFUSED_FUNCTIONS[call.local]})")
+        elif call.local == "system-property" and not _xsl_property(el, call):
+            problems.append(_SYSTEM_PROPERTY.replace("system-property", name, 1))
     return problems
+
+
+def _xsl_property(el: etree._Element, call: Call) -> bool:
+    """Whether ``call`` asks for a property in the XSLT namespace, named by a literal."""
+    args = call.arguments()
+    literal = string_literal(args[0]) if args is not None and len(args) == 1 else None
+    if literal is None:
+        return False
+    name = literal.strip()
+    if name.startswith("Q{"):
+        uri, _, local = name[2:].partition("}")
+        return " ".join(uri.split()) == XSL and bool(local)
+    prefix, colon, local = name.partition(":")
+    return bool(colon and local) and el.nsmap.get(prefix) == XSL
 
 
 class SaxonTransformer:
@@ -241,16 +299,20 @@ class SaxonTransformer:
 
     def __init__(self, name: str, sheet: Stylesheet, settings: XsltSettings, proc: Any,
                  executable: Any) -> None:
-        from esb.transformers.xslt import ENVELOPE_PARAMS, output_type
-
         self.name = name
         self.proc = proc
         self.executable = executable
         self.settings = settings
         self.content_type = output_type(sheet, settings.content_type)
-        self.from_envelope = tuple(p for p in ENVELOPE_PARAMS
-                                   if p in sheet.params and p not in settings.params)
+        self.encoding = result_encoding(sheet, self.content_type)
+        self.method = (sheet.output_method or "xml").split(":")[-1]
+        if not is_utf8(sheet.encoding):
+            # saxonche decodes every result as UTF-8; _encode applies the declared encoding.
+            executable.set_property("!encoding", "UTF-8")
+        self.from_envelope = EnvelopeParams.of(sheet.params, settings.params)
         self.lock = threading.Lock()
+        #: Envelope params currently set on the executable (removing an unset one fails).
+        self.set_params: set[str] = set()
         for key, value in settings.params.items():
             executable.set_parameter(key, self._value(value))
 
@@ -264,8 +326,6 @@ class SaxonTransformer:
         return self.proc.make_string_value(str(value))
 
     def __call__(self, env: Envelope) -> Envelope:
-        from esb.transformers.xslt import envelope_param
-
         data = xml_input(self.name, env)
         try:
             root = parse_xml(data, max_bytes=self.settings.max_bytes,
@@ -273,16 +333,49 @@ class SaxonTransformer:
         except XmlError as exc:
             raise TransformError(self.name, f"input refused: {exc}") from None
         text = etree.tostring(root, encoding="unicode")
+        values = self.from_envelope.values(env)
         with self.lock:
             try:
-                for attr in self.from_envelope:
-                    value = envelope_param(env, attr)
-                    if value is None:
-                        self.executable.remove_parameter(attr)
-                    else:
-                        self.executable.set_parameter(attr, self.proc.make_string_value(value))
+                self._set_envelope_params(values)
                 node = self.proc.parse_xml(xml_text=text)
-                out = self.executable.transform_to_string(xdm_node=node)
+                out = self._transform(node)
+            except TransformError:
+                raise
             except Exception as exc:  # saxonche raises PySaxonApiError and plain exceptions
                 raise TransformError(self.name, f"stylesheet failed: {exc}") from None
-        return with_text(env, self.name, out or "", self.content_type)
+        return with_result(env, self.name, out, self.content_type, self.encoding,
+                           self.settings.max_output)
+
+    def _set_envelope_params(self, values: dict[str, str]) -> None:
+        for param in self.from_envelope.names:
+            if param in values:
+                self.executable.set_parameter(param, self.proc.make_string_value(values[param]))
+                self.set_params.add(param)
+            elif param in self.set_params:  # the xsl:param's default applies again
+                self.executable.remove_parameter(param)
+                self.set_params.discard(param)
+
+    def _transform(self, node: Any) -> str | bytes:
+        """The serialized result: text for UTF-8, else the bytes in the declared encoding."""
+        text = self.executable.transform_to_string(xdm_node=node) or ""
+        return text if self.encoding is None else self._encode(text)
+
+    def _encode(self, text: str) -> bytes:
+        """Saxon's UTF-8 serialization (saxonche returns no other) in the declared encoding.
+
+        The XML declaration and the ``meta`` charset Saxon writes are made to name it; a
+        character it cannot hold becomes a character reference, except in text output, where
+        it is an error (as Saxon itself has it).
+        """
+        encoding = self.encoding or "UTF-8"
+        if self.method != "text":
+            text = _DECLARED.sub(lambda m: m[1] + encoding, text, count=1)
+            text = _META_CHARSET.sub(lambda m: m[1] + encoding, text, count=1)
+        try:
+            return text.encode(encoding, "strict" if self.method == "text"
+                               else "xmlcharrefreplace")
+        except UnicodeEncodeError as exc:
+            char = exc.object[exc.start]
+            raise TransformError(self.name, f"stylesheet failed: output character {char!r} "
+                                            f"(U+{ord(char):04X}) is not available in "
+                                            f"{encoding}") from None

@@ -1,16 +1,20 @@
 """Loading and inspecting an XSLT stylesheet inside the sandbox, before it is compiled.
 
 What the transformer needs to know up front: the XSLT version (1.0 runs on lxml, 2.0/3.0 on
-Saxon), the top-level ``xsl:param`` names (to fill from envelope attributes), and the
-``xsl:output`` method/media-type (to set the resulting ``datacontenttype``). Included and imported
-stylesheets are inspected too; they are loaded through the same :class:`FolderResolver`, so a
-stylesheet reaching outside its folder is refused here already.
+Saxon), the top-level ``xsl:param`` names (to fill from envelope attributes and extensions),
+and the ``xsl:output`` method/media-type/encoding (to set the resulting ``datacontenttype``).
+Included and imported stylesheets are inspected too; they are loaded through the same
+:class:`FolderResolver`, so a stylesheet reaching outside its folder is refused here already.
 
 A 1.0 stylesheet (run by libxslt) may only use EXSLT extensions: libxslt also registers
 non-EXSLT ones (``saxon:evaluate``, ``libxslt:debug``, ``xt:document`` ...), and code in the
 process may register more, so every prefixed function call and every extension element prefix
 must resolve to an :data:`EXSLT` namespace (or to a function the stylesheet defines itself with
 ``func:function``), and the namespaces in :data:`LIBXSLT_EXTRAS` may not even be declared.
+EXSLT's ``dyn:evaluate`` and ``dyn:map`` evaluate a string as XPath, with every namespace the
+stylesheet declares in scope; a computed string could name any function registered in the
+process (lxml's ``FunctionNamespace`` registry is global), so that argument must be a string
+literal, which is then checked as written like any other expression.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urljoin
 
 from lxml import etree
@@ -51,6 +56,9 @@ LIBXSLT_EXTRAS = frozenset({
     "org.apache.xalan.xslt.extensions.Redirect",
 })
 _FUNC_FUNCTION = "{http://exslt.org/functions}function"
+DYNAMIC = "http://exslt.org/dynamic"
+#: EXSLT dynamic functions, by the position of the argument they evaluate as XPath.
+EVALUATED_ARGUMENT = {"evaluate": 0, "map": 1, "sum": 1, "min": 1, "max": 1, "closure": 1}
 
 # A character of an XPath name: anything but white space and ASCII punctuation other than
 # "-", "." and "_". A superset of NCName characters, so a name is never cut short.
@@ -60,6 +68,8 @@ _NAME = r"[^\s!-,/:-@\[-\^`{-~]"
 #: that merely looks like a call is a false alarm at worst.
 _CALL = re.compile(rf"(?<!{_NAME})(?<!\$)(?:Q\{{(?P<uri>[^{{}}]*)\}}|(?P<prefix>{_NAME}+):)?"
                    rf"(?P<local>{_NAME}+)\s*[(#]")
+#: A whole argument that is one string literal (XPath 1.0: no escapes inside).
+_LITERAL = re.compile(r"\s*(?:\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)')\s*")
 
 
 class StylesheetError(Exception):
@@ -81,6 +91,7 @@ class Stylesheet:
     params: set[str] = field(default_factory=set)
     output_method: str | None = None
     media_type: str | None = None
+    encoding: str | None = None
     files: list[Path] = field(default_factory=list)
     #: Root elements of the stylesheet and of everything it includes/imports, by the path of
     #: their file (the key :meth:`link_target` returns).
@@ -149,6 +160,7 @@ def _inspect(sheet: Stylesheet, root: etree._Element, base: str, parser: etree.X
             # The including stylesheet's own xsl:output wins over its includes'.
             sheet.output_method = sheet.output_method or child.get("method")
             sheet.media_type = sheet.media_type or child.get("media-type")
+            sheet.encoding = sheet.encoding or child.get("encoding")
         elif child.tag in _LINKS:
             target = sheet.link_target(base, child)
             if target in seen:
@@ -158,13 +170,75 @@ def _inspect(sheet: Stylesheet, root: etree._Element, base: str, parser: etree.X
             _inspect(sheet, _parse(Path(target), parser), target, parser, seen)
 
 
-def function_calls(text: str) -> Iterator[tuple[str | None, str | None, str]]:
-    """``(prefix, uri, local name)`` of every function call or reference in ``text``.
+class Call(NamedTuple):
+    """A function call or named function reference found in ``text``."""
 
-    ``uri`` is set for ``Q{uri}name``, ``prefix`` for ``p:name``; both are None for a bare name.
-    """
+    #: Set for ``p:name``; None for ``Q{uri}name`` and bare names.
+    prefix: str | None
+    #: Set for ``Q{uri}name``.
+    uri: str | None
+    local: str
+    text: str
+    #: Index in :attr:`text` just after the call's ``(`` (or the reference's ``#``).
+    end: int
+
+    @property
+    def name(self) -> str:
+        """The name as written (``Q{uri}`` shown as such)."""
+        if self.uri is not None:
+            return f"Q{{{self.uri}}}{self.local}"
+        return f"{self.prefix}:{self.local}" if self.prefix else self.local
+
+    def arguments(self) -> list[str] | None:
+        """The raw argument texts; None for a named function reference (``f#1``) or a call
+        that is never closed (which cannot compile)."""
+        if self.text[self.end - 1] == "#":
+            return None
+        return call_arguments(self.text, self.end)
+
+
+def function_calls(text: str) -> Iterator[Call]:
+    """Every function call or reference in ``text``."""
     for match in _CALL.finditer(text):
-        yield match["prefix"], match["uri"], match["local"]
+        yield Call(match["prefix"], match["uri"], match["local"], text, match.end())
+
+
+def call_arguments(text: str, start: int) -> list[str] | None:
+    """Split the arguments of a call whose ``(`` ends just before ``start``.
+
+    Quotes delimit literals, brackets nest; None when the call is never closed. Conservative
+    for later XPath versions: what it cannot read as one literal is simply not a literal.
+    """
+    args: list[str] = []
+    depth, begin, i = 0, start, start
+    while i < len(text):
+        char = text[i]
+        if char in "\"'":
+            i = text.find(char, i + 1)
+            if i < 0:
+                return None
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}" and depth:
+            depth -= 1
+        elif char in ")]}":
+            if char != ")":
+                return None
+            args.append(text[begin:i])
+            return args if len(args) > 1 or args[0].strip() else []
+        elif char == "," and not depth:
+            args.append(text[begin:i])
+            begin = i + 1
+        i += 1
+    return None
+
+
+def string_literal(argument: str) -> str | None:
+    """The content of ``argument`` when it is exactly one string literal, else None."""
+    match = _LITERAL.fullmatch(argument)
+    if match is None:
+        return None
+    return match["dq"] if match["dq"] is not None else match["sq"]
 
 
 def extension_problems(sheet: Stylesheet) -> list[str]:
@@ -194,15 +268,34 @@ def _user_functions(sheet: Stylesheet) -> set[tuple[str | None, str]]:
 def _extension_calls(el: etree._Element, value: str, where: str,
                      defined: set[tuple[str | None, str]]) -> list[str]:
     problems = []
-    for prefix, uri, local in function_calls(value):
-        namespace = uri if uri is not None else el.nsmap.get(prefix) if prefix else None
+    for call in function_calls(value):
+        namespace = call.uri if call.uri is not None else (
+            el.nsmap.get(call.prefix) if call.prefix else None)
+        if namespace == DYNAMIC:
+            problems += _dynamic_call(el, call, where)
         # An undeclared prefix cannot name an extension: libxslt refuses to compile it.
-        if namespace is None or namespace in EXSLT or (namespace, local) in defined:
+        if namespace is None or namespace in EXSLT or (namespace, call.local) in defined:
             continue
-        name = f"{prefix}:{local}" if prefix else f"Q{{{uri}}}{local}"
-        problems.append(f"{where} line {el.sourceline}: extension function {name}() in "
+        problems.append(f"{where} line {el.sourceline}: extension function {call.name}() in "
                         f"namespace {namespace} is not allowed (only EXSLT extensions are)")
     return problems
+
+
+def _dynamic_call(el: etree._Element, call: Call, where: str) -> list[str]:
+    """A ``dyn:`` call must get the expression it evaluates as a string literal.
+
+    The literal's content is part of the attribute value, so the caller's scan checks the
+    functions it calls (and any ``dyn:`` call nested in it) like the rest of the expression.
+    """
+    position = EVALUATED_ARGUMENT.get(call.local)
+    if position is None:
+        return []  # not an evaluating function (libxslt rejects unknown ones when compiling)
+    args = call.arguments()
+    if args is not None and len(args) > position and string_literal(args[position]) is not None:
+        return []
+    return [f"{where} line {el.sourceline}: {call.name}() must be given the expression it "
+            "evaluates as a string literal: a computed expression could call functions the "
+            "sandbox never checks"]
 
 
 def _extension_declarations(el: etree._Element, where: str) -> list[str]:

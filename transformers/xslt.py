@@ -2,11 +2,19 @@
 
 Stylesheets declaring version 2.0/3.0 run on Saxon (:mod:`esb.transformers.saxon`) when the
 optional ``saxonche`` package is installed.
+
+Bounds on one transform: templates, functions and variables nest at most
+:data:`MAX_TEMPLATE_DEPTH` deep (libxslt's own recursion guard, set explicitly because the
+setting is process-wide), and a result larger than ``max_output`` bytes fails the message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import codecs
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +30,7 @@ from esb.bus.xmlsafe import (
     XmlError,
     parse_xml,
 )
-from esb.transformers.payload import with_text, xml_input
+from esb.transformers.payload import is_json_type, with_text, xml_input
 from esb.transformers.sandbox import ACCESS_CONTROL, SandboxViolation
 from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
 from esb.transformers.stylesheet import Stylesheet, StylesheetError, load_stylesheet
@@ -31,6 +39,13 @@ from esb.transformers.stylesheet import Stylesheet, StylesheetError, load_styles
 ENVELOPE_PARAMS = ("id", "source", "type", "subject", "time", "datacontenttype", "dataschema",
                    "correlationid", "causationid", "idempotencykey", "traceparent",
                    "esbendpoint", "esbroute", "esbdestination")
+#: Templates, functions and variables nested deeper than this fail the transform (libxslt's
+#: xsltMaxDepth; its default too, but the setting is global, so esb states it).
+MAX_TEMPLATE_DEPTH = 3000
+DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024
+#: Declared params that may name an extension attribute (CloudEvents names: [a-z0-9]).
+_EXTENSION_PARAM = re.compile(r"[a-z0-9]+")
+_RECURSION = "infinite template recursion"
 _METHOD_TYPES = {"xml": "application/xml", "text": "text/plain", "html": "text/html",
                  "xhtml": "application/xhtml+xml", "json": "application/json"}
 
@@ -40,14 +55,18 @@ ParamValue = str | int | float | bool
 class XsltSettings(TransformerSettings):
     """Options of the ``xslt`` step."""
 
-    #: Path to the stylesheet, relative to the configuration folder.
+    #: Path to the stylesheet; a relative path resolves against the folder esb runs in (the
+    #: working directory), like every path in the configuration.
     stylesheet: str
     #: Static ``xsl:param`` values (strings are passed as strings, numbers/booleans as such).
+    #: They win over envelope attributes and extension attributes of the same name.
     params: dict[str, ParamValue] = Field(default_factory=dict)
     #: Overrides the content type derived from ``xsl:output``.
     content_type: str | None = None
     max_bytes: int = Field(DEFAULT_MAX_BYTES, gt=0)
     max_depth: int = Field(DEFAULT_MAX_DEPTH, ge=1, le=LIBXML_MAX_DEPTH)
+    #: Largest result in bytes (as serialized); a larger one fails the message.
+    max_output: int = Field(DEFAULT_MAX_OUTPUT, gt=0)
 
 
 def output_type(sheet: Stylesheet, override: str | None) -> str:
@@ -80,6 +99,110 @@ def envelope_param(env: Envelope, name: str) -> str | None:
     return str(value)
 
 
+def extension_param(value: Any) -> str | None:
+    """An extension attribute's value as a string param; None for a non-scalar value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"  # the CloudEvents spelling
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str | int | float):
+        return str(value)
+    return None
+
+
+@dataclass(frozen=True)
+class EnvelopeParams:
+    """The declared ``xsl:param``s each envelope fills, as strings: those named like an
+    envelope attribute (:data:`ENVELOPE_PARAMS`), then those named like an extension attribute
+    the envelope carries. A static ``params`` entry of the same name wins over both."""
+
+    attributes: tuple[str, ...]
+    extensions: tuple[str, ...]
+
+    @classmethod
+    def of(cls, declared: Collection[str], static: Collection[str]) -> EnvelopeParams:
+        free = set(declared) - set(static)
+        return cls(
+            attributes=tuple(p for p in ENVELOPE_PARAMS if p in free),
+            extensions=tuple(sorted(p for p in free if p not in ENVELOPE_PARAMS
+                                    and _EXTENSION_PARAM.fullmatch(p))))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.attributes + self.extensions
+
+    def values(self, env: Envelope) -> dict[str, str]:
+        """The params ``env`` has a value for."""
+        out = {}
+        for name in self.attributes:
+            value = envelope_param(env, name)
+            if value is not None:
+                out[name] = value
+        for name in self.extensions:
+            value = extension_param(env.extensions.get(name))
+            if value is not None:
+                out[name] = value
+        return out
+
+
+def is_utf8(encoding: str | None) -> bool:
+    """True for no declared encoding or any spelling of UTF-8."""
+    return encoding is None or codecs.lookup(encoding).name == "utf-8"
+
+
+def result_encoding(sheet: Stylesheet, content_type: str) -> str | None:
+    """The ``xsl:output`` encoding a result is carried in as bytes; None: as text (UTF-8, or
+    JSON, which is always text)."""
+    if is_utf8(sheet.encoding) or is_json_type(content_type):
+        return None
+    return sheet.encoding
+
+
+def with_charset(content_type: str, charset: str) -> str:
+    """``content_type`` with its ``charset`` parameter (if any) replaced by ``charset``."""
+    media, *params = (part.strip() for part in content_type.split(";"))
+    kept = [p for p in params if p and p.split("=", 1)[0].strip().lower() != "charset"]
+    return "; ".join([media, *kept, f"charset={charset}"])
+
+
+def larger_than(out: str | bytes, limit: int) -> bool:
+    """Whether ``out`` takes more than ``limit`` bytes (text counted as UTF-8)."""
+    if isinstance(out, bytes) or len(out) > limit:
+        return len(out) > limit
+    if len(out) * 4 <= limit:  # no UTF-8 character takes more than 4 bytes
+        return False
+    return len(out.encode("utf-8", "surrogatepass")) > limit
+
+
+def too_large(step: str, limit: int) -> TransformError:
+    return TransformError(step, f"output refused: the result is larger than max_output "
+                                f"({limit} bytes)")
+
+
+def with_result(env: Envelope, step: str, out: str | bytes, content_type: str,
+                encoding: str | None, max_output: int) -> Envelope:
+    """The envelope carrying a stylesheet's serialized result: text, or the bytes in the
+    non-UTF-8 ``encoding`` (see :func:`result_encoding`) with that charset in the content
+    type."""
+    if larger_than(out, max_output):
+        raise too_large(step, max_output)
+    if isinstance(out, str):
+        return with_text(env, step, out, content_type)
+    return env.model_copy(update={"data": out, "datacontenttype": with_charset(
+        content_type, encoding or "UTF-8")})
+
+
+def apply_error(step: str, exc: etree.XSLTApplyError) -> TransformError:
+    """A libxslt run-time failure as a TransformError that says what happened."""
+    if any(_RECURSION in entry.message for entry in exc.error_log):
+        return TransformError(step, "stylesheet failed: templates, functions and variables "
+                                    f"nest deeper than {MAX_TEMPLATE_DEPTH} levels (a runaway "
+                                    "recursion?)")
+    # The access control's refusals (network reads, any write) read "... rights ...".
+    what = "sandbox refused" if " rights " in str(exc) else "stylesheet failed"
+    return TransformError(step, f"{what}: {exc}")
+
+
 class XsltTransformer:
     """A compiled stylesheet applied to each envelope's XML payload."""
 
@@ -90,10 +213,11 @@ class XsltTransformer:
         self.xslt = xslt
         self.max_bytes = settings.max_bytes
         self.max_depth = settings.max_depth
+        self.max_output = settings.max_output
         self.content_type = output_type(sheet, settings.content_type)
+        self.encoding = result_encoding(sheet, self.content_type)
         self.static = static_params(settings.params)
-        self.from_envelope = tuple(p for p in ENVELOPE_PARAMS
-                                   if p in sheet.params and p not in self.static)
+        self.from_envelope = EnvelopeParams.of(sheet.params, self.static)
 
     def __call__(self, env: Envelope) -> Envelope:
         data = xml_input(self.name, env)
@@ -102,19 +226,17 @@ class XsltTransformer:
         except XmlError as exc:
             raise TransformError(self.name, f"input refused: {exc}") from None
         params = dict(self.static)
-        for attr in self.from_envelope:
-            value = envelope_param(env, attr)
-            if value is not None:
-                params[attr] = etree.XSLT.strparam(value)
+        for name, value in self.from_envelope.values(env).items():
+            params[name] = etree.XSLT.strparam(value)
         try:
             result = self.xslt(doc, **params)
         except SandboxViolation as exc:
             raise TransformError(self.name, f"sandbox refused a read: {exc}") from None
         except etree.XSLTApplyError as exc:
-            # The access control's refusals (network reads, any write) read "... rights ...".
-            what = "sandbox refused" if " rights " in str(exc) else "stylesheet failed"
-            raise TransformError(self.name, f"{what}: {exc}") from None
-        return with_text(env, self.name, str(result), self.content_type)
+            raise apply_error(self.name, exc) from None
+        out = str(result) if self.encoding is None else bytes(result)
+        return with_result(env, self.name, out, self.content_type, self.encoding,
+                           self.max_output)
 
 
 def compile_xslt(settings: XsltSettings, ctx: TransformerContext) -> Callable[[Envelope],
@@ -125,6 +247,9 @@ def compile_xslt(settings: XsltSettings, ctx: TransformerContext) -> Callable[[E
         sheet = load_stylesheet(path)
     except StylesheetError as exc:
         raise ConfigError(exc.problems) from None
+    problems = _encoding_problems(sheet, _rel(path, ctx.base_dir))
+    if problems:
+        raise ConfigError(problems)
     unknown = sorted(set(settings.params) - sheet.params)
     if unknown and sheet.version < 2.0:
         raise ConfigError([f"params {unknown} are not declared as xsl:param in "
@@ -133,6 +258,7 @@ def compile_xslt(settings: XsltSettings, ctx: TransformerContext) -> Callable[[E
         from esb.transformers.saxon import compile_saxon
 
         return compile_saxon(ctx.name, sheet, settings)
+    etree.XSLT.set_global_max_depth(MAX_TEMPLATE_DEPTH)
     try:
         xslt = etree.XSLT(sheet.doc, access_control=ACCESS_CONTROL)
     except SandboxViolation as exc:
@@ -142,6 +268,16 @@ def compile_xslt(settings: XsltSettings, ctx: TransformerContext) -> Callable[[E
                         for e in exc.error_log) or str(exc)
         raise ConfigError([f"{_rel(path, ctx.base_dir)} does not compile: {log}"]) from None
     return XsltTransformer(ctx.name, sheet, xslt, settings)
+
+
+def _encoding_problems(sheet: Stylesheet, where: str) -> list[str]:
+    if sheet.encoding is None:
+        return []
+    try:
+        codecs.lookup(sheet.encoding)
+    except LookupError:
+        return [f"{where}: xsl:output encoding {sheet.encoding!r} is not a known encoding"]
+    return []
 
 
 def _rel(path: Path, base: Path) -> str:

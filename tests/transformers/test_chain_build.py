@@ -153,3 +153,42 @@ def test_named_definitions_single_list_and_cycles() -> None:
 def test_steps_must_be_a_list() -> None:
     with pytest.raises(ConfigError, match="expected a list of steps"):
         build_chain("xslt", base_dir=DATA)  # type: ignore[arg-type]
+
+
+UDF = '''
+def shout(env):
+    return {"said": env.data["a"] * 2}
+'''
+
+
+@pytest.fixture
+def udf_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "esb_chain_udf.py").write_text(UDF)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "esb_chain_udf"
+
+
+def test_bare_module_function_string_is_a_python_step(udf_module: str) -> None:
+    chain = build_chain([f"{udf_module}:shout", {"jmespath": "said"}], base_dir=DATA)
+    assert chain.steps == [f"{udf_module}:shout", "jmespath"]
+    assert chain(env()).data == 2
+
+
+def test_bare_module_function_problems_are_python_problems() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_chain(["esb_no_such_module:f"], base_dir=DATA)
+    (problem,) = info.value.problems
+    assert problem.startswith("transform[0].python: function 'esb_no_such_module:f': "
+                              "cannot import 'esb_no_such_module'"), problem
+    assert "unknown transformer" not in problem
+
+
+def test_definitions_and_entry_points_with_a_colon_win_over_functions(udf_module: str) -> None:
+    spec = TransformerSpec("mark:done", "marks", BoomSettings,
+                           lambda settings, ctx: lambda e: e.model_copy(update={"subject": "m"}))
+    reg = Registry(TRANSFORMERS_GROUP, "transformer", extra={"mark:done": spec})
+    named = {"ns:double": f"{udf_module}:shout"}
+    chain = build_chain(["ns:double", "mark:done"], base_dir=DATA, named=named, registry=reg)
+    assert chain.steps == ["ns:double", "mark:done"]
+    out = chain(env())
+    assert (out.data, out.subject) == ({"said": 2}, "m")

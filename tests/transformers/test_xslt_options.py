@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lxml import etree
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
@@ -133,3 +134,83 @@ def test_xslt3_runs_on_saxon_in_the_sandbox(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="xsl:result-document is not allowed"):
         run(tmp_path, writer)
     assert not (tmp_path / "w.xml").exists()
+
+
+EXTENSION_PARAMS = """<xsl:output method="text"/>
+  <xsl:param name="type"/><xsl:param name="partner"/><xsl:param name="tenant"/>
+  <xsl:param name="flag"/><xsl:param name="retries"/><xsl:param name="blob" select="'none'"/>
+  <xsl:param name="absent" select="'default'"/>
+  <xsl:template match="/"><xsl:value-of select="concat($type, '|', $partner, '|', $tenant, '|',
+    $flag, '|', $retries, '|', $blob, '|', $absent)"/></xsl:template>"""
+
+
+@pytest.mark.parametrize("version", ["1.0", "3.0"])
+def test_params_from_extension_attributes(tmp_path: Path, version: str) -> None:
+    """Declared params are filled from extensions too; route options win, then the envelope,
+    then the param's default; a non-scalar extension is not passed."""
+    name = write(tmp_path, EXTENSION_PARAMS, version=version)
+    chain = build_chain([{"xslt": {"stylesheet": name, "params": {"tenant": "from-route"}}}],
+                        base_dir=tmp_path)
+    env = Envelope(source="s", type="order.placed", datacontenttype="application/xml",
+                   data="<r/>", extensions={"partner": "ACME", "tenant": "from-envelope",
+                                            "flag": True, "retries": 3, "blob": {"a": 1}})
+    bare = env.model_copy(update={"extensions": {}})
+    # The same compiled step, in turn: a value from one envelope never sticks to the next.
+    for _ in range(2):
+        assert chain(env).data == "order.placed|ACME|from-route|true|3|none|default"
+        assert chain(bare).data == "order.placed||from-route|||none|default"
+
+
+LATIN1 = """<xsl:output method="{method}" encoding="ISO-8859-1"/>
+  <xsl:template match="/"><o>caf\u00e9 <xsl:value-of select="r"/></o></xsl:template>"""
+
+
+@pytest.mark.parametrize("version", ["1.0", "3.0"])
+@pytest.mark.parametrize("method", ["xml", "text"])
+def test_declared_encoding_is_kept(tmp_path: Path, version: str, method: str) -> None:
+    name = write(tmp_path, LATIN1.format(method=method), version=version)
+    env = Envelope(source="s", type="t", datacontenttype="application/xml",
+                   data="<r>na\u00efve</r>")
+    out = run(tmp_path, name, env)
+    media = "application/xml" if method == "xml" else "text/plain"
+    assert out.datacontenttype == f"{media}; charset=ISO-8859-1"
+    assert isinstance(out.data, bytes)
+    expected = "caf\u00e9 na\u00efve".encode("iso-8859-1")
+    if method == "xml":
+        assert out.data.startswith(b'<?xml version="1.0" encoding="ISO-8859-1"?>')
+        assert out.data.rstrip().endswith(b"<o>" + expected + b"</o>")
+    else:
+        assert out.data == expected
+
+
+@pytest.mark.parametrize("version", ["1.0", "3.0"])
+def test_character_outside_the_encoding_becomes_a_reference(tmp_path: Path,
+                                                            version: str) -> None:
+    name = write(tmp_path, LATIN1.format(method="xml"), version=version)
+    env = Envelope(source="s", type="t", datacontenttype="application/xml",
+                   data="<r>\u20ac5</r>")
+    out = run(tmp_path, {"stylesheet": name, "content_type": "application/xml; charset=utf-8"},
+              env)
+    assert out.datacontenttype == "application/xml; charset=ISO-8859-1"
+    assert b"caf\xe9 &#" in out.data and out.data.rstrip().endswith(b";5</o>")
+    assert etree.fromstring(out.data).text == "caf\u00e9 \u20ac5"
+
+
+def test_unknown_encoding_fails_the_load(tmp_path: Path) -> None:
+    name = write(tmp_path, '<xsl:output encoding="x-no-such"/>'
+                           '<xsl:template match="/"><o/></xsl:template>')
+    with pytest.raises(ConfigError, match="xsl:output encoding 'x-no-such' is not a known"):
+        run(tmp_path, name)
+
+
+@pytest.mark.parametrize("version", ["1.0", "3.0"])
+def test_utf8_and_json_results_stay_text(tmp_path: Path, version: str) -> None:
+    utf8 = write(tmp_path, '<xsl:output encoding="utf-8"/><xsl:template match="/">'
+                           "<o>\u20ac</o></xsl:template>", version=version)
+    assert run(tmp_path, utf8).data.endswith("<o>\u20ac</o>" + ("\n" if version == "1.0"
+                                                                     else ""))
+    as_json = write(tmp_path, '<xsl:output method="text" encoding="ISO-8859-1"/>'
+                              '<xsl:template match="/">{"v": "caf\u00e9"}</xsl:template>',
+                    version=version, name="j.xsl")
+    out = run(tmp_path, {"stylesheet": as_json, "content_type": "application/json"})
+    assert (out.data, out.datacontenttype) == ({"v": "caf\u00e9"}, "application/json")

@@ -21,6 +21,14 @@ from lxml import etree
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
 from esb.transformers.chain import build_chain
+from esb.transformers.sandbox import KEPT_REFUSALS
+from esb.transformers.spec import TransformerContext
+from esb.transformers.xslt import (
+    MAX_TEMPLATE_DEPTH,
+    XsltSettings,
+    XsltTransformer,
+    compile_xslt,
+)
 
 CANARY = "CANARY-7f3a9c1e-do-not-leak"
 XSL_OPEN = ('<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform" '
@@ -170,6 +178,23 @@ def test_document_in_own_folder_works(sheets: Path) -> None:
     assert out.data.endswith("<out><rates><eur>1.08</eur></rates></out>\n")
 
 
+def test_run_time_refusals_stay_bounded(sheets: Path, canary: Path) -> None:
+    """A daemon's stylesheet answers document() for every message: refusing hostile reads
+    must not grow anything."""
+    path = sheet(sheets, "doc.xsl", """<xsl:template match="/">
+      <out><xsl:copy-of select="document(r/@href)"/></out></xsl:template>""")
+    step = compile_xslt(XsltSettings(stylesheet=path), TransformerContext("xslt", sheets))
+    assert isinstance(step, XsltTransformer)
+    for i in range(1000):
+        with pytest.raises(TransformError) as info:
+            step(xml_env(f'<r href="{canary.as_uri()}?{i}"/>'))
+        assert "sandbox refused" in str(info.value)
+        assert "outside the stylesheet's folder" in str(info.value)
+    assert_clean(str(info.value))
+    assert len(step.sheet.resolver.refused) <= KEPT_REFUSALS
+    assert step.sheet.resolver.refused[-1].startswith(f"{canary.as_uri()}?999: outside")
+
+
 @pytest.mark.parametrize("kind", ["include", "import"])
 def test_include_of_a_sibling_works(kind: str, sheets: Path) -> None:
     sheet(sheets, "lib.xsl", '<xsl:template name="hello"><hi/></xsl:template>')
@@ -298,6 +323,45 @@ def test_any_namespace_beyond_exslt_is_refused(how: str, sheets: Path, tmp_path:
     assert_clean(message)
 
 
+DYNAMIC = {  # label: (select expression, what the error names)
+    "dyn:evaluate of a computed name": ("dyn:evaluate(concat('t', ':leak()'))",
+                                        "dyn:evaluate() must be given the expression"),
+    "dyn:evaluate of a variable": ("dyn:evaluate($expr)",
+                                   "dyn:evaluate() must be given the expression"),
+    "dyn:map of a computed name": ("dyn:map(/, concat('t', ':leak()'))",
+                                   "dyn:map() must be given the expression"),
+    "dyn:evaluate under another prefix": ("d:evaluate (concat('t', ':leak()'))",
+                                          "d:evaluate() must be given the expression"),
+    "a computed call inside a literal": (
+        "dyn:evaluate(&quot;dyn:evaluate(concat('t', ':leak()'))&quot;)",
+        "dyn:evaluate() must be given the expression"),
+    "a literal calling the registered function": (
+        "dyn:evaluate('t:leak()')", "extension function t:leak() in namespace "),
+}
+
+
+@pytest.mark.parametrize("label", sorted(DYNAMIC))
+def test_dynamic_evaluation_cannot_reach_registered_functions(label: str, sheets: Path) -> None:
+    """dyn:evaluate resolves the stylesheet's prefixes at run time: a computed expression
+    could call any function registered in the process, whatever the stylesheet declares."""
+    uri = "urn:esb-test:extensions"
+    functions = etree.FunctionNamespace(uri)
+    functions["leak"] = lambda context: CANARY
+    select, expected = DYNAMIC[label]
+    body = ('<xsl:variable name="expr" select="concat(\'t\', \':leak()\')"/>'
+            f'<o><xsl:value-of select="{select}"/></o>')
+    try:
+        path = v1_sheet(sheets, "dyn.xsl", f'xmlns:t="{uri}" xmlns:dyn="http://exslt.org/dynamic" '
+                        'xmlns:d="http://exslt.org/dynamic"', body)
+        with pytest.raises(ConfigError) as info:
+            run(str(path), sheets)
+    finally:
+        del functions["leak"]
+    message = str(info.value)
+    assert f"dyn.xsl line 2: {expected}" in message, message
+    assert_clean(message)
+
+
 def test_extension_in_an_included_module_is_named_by_file_and_line(sheets: Path) -> None:
     (sheets / "lib").mkdir()
     v1_sheet(sheets / "lib", "x.xsl", 'xmlns:saxon="http://icl.com/saxon"',
@@ -319,11 +383,11 @@ def test_exslt_and_own_functions_still_work(sheets: Path) -> None:
         <o><xsl:value-of select="concat(math:max(exsl:node-set($t)/n), ',',
             count(set:distinct(exsl:node-set($t)/n)), ',', count(str:tokenize('a b c')), ',',
             dyn:evaluate('1+1'), ',', re:test('abc', '^a'), ',', my:twice(4), ',',
-            date:year('2024-05-01'))"/></o>""")
+            date:year('2024-05-01'), ',', sum(dyn:map(exsl:node-set($t)/n, ' . * 2')))"/></o>""")
     path.write_text(path.read_text().replace(
         "</xsl:stylesheet>", '<func:function name="my:twice"><xsl:param name="n"/>'
         '<func:result select="$n * 2"/></func:function></xsl:stylesheet>'))
-    assert run(str(path), sheets).data.endswith(">3,2,3,2,true,8,2024</o>\n")
+    assert run(str(path), sheets).data.endswith(">3,2,3,2,true,8,2024,14</o>\n")
 
 
 # -- XSLT 2.0/3.0 (Saxon) ---------------------------------------------------------------------
@@ -509,6 +573,22 @@ REFUSED = {  # label: (body, namespaces, expected in the error)
     "Saxon extension by Q{ } with spaces": (
         '<o><xsl:value-of select="Q{  http://saxon.sf.net/ }system-id()"/></o>', "",
         "Saxon extension function system-id() is not allowed"),
+    "system-property() of a Java system property": (
+        "<o><xsl:value-of select=\"system-property('user.home')\"/></o>", "",
+        "system-property() is only allowed with a literal xsl: property name such as "
+        "'xsl:version' (other names read Java system properties)"),
+    "system-property() of a computed name": (
+        "<o><xsl:value-of select=\"system-property(concat('xsl:', 'version'))\"/></o>", "",
+        "system-property() is only allowed with a literal xsl: property name"),
+    "system-property() of a name in another namespace": (
+        "<o><xsl:value-of select=\"system-property('j:user.home')\"/></o>",
+        'xmlns:j="urn:java"', "system-property() is only allowed with a literal xsl:"),
+    "system-property#1 as a function item": (
+        "<o><xsl:value-of select=\"'user.home' ! system-property#1(.)\"/></o>", "",
+        "system-property() is only allowed with a literal xsl:"),
+    "system-property() by the arrow operator": (
+        "<o><xsl:value-of select=\"'user.home' => system-property()\"/></o>", "",
+        "system-property() is only allowed with a literal xsl:"),
     "Saxon extension by Q{}": (
         '<o><xsl:value-of select="Q{http://saxon.sf.net/}system-id()"/></o>', "",
         "Saxon extension function system-id() is not allowed"),
@@ -533,6 +613,15 @@ def test_saxon_refuses_what_it_cannot_sandbox(
     assert not written.exists()
 
 
+def test_saxon_system_property_of_xsl_names_works(sheets: Path) -> None:
+    name = v3_sheet(sheets, "props.xsl", """<xsl:template match="/"><o><xsl:value-of
+        select="system-property('xsl:version'), system-property( &quot;xsl:vendor&quot; ),
+                system-property('Q{http://www.w3.org/1999/XSL/Transform}is-schema-aware'),
+                system-property('x:version')"/></o></xsl:template>""",
+                    'xmlns:x="http://www.w3.org/1999/XSL/Transform"')
+    assert run(name, sheets).data.endswith("<o>3.0 Saxonica no 3.0</o>")
+
+
 def test_saxon_allows_look_alikes_of_refused_names(sheets: Path) -> None:
     name = v3_sheet(sheets, "alike.xsl", """
         <xsl:function name="my:transform"><xsl:param name="s"/>
@@ -545,6 +634,26 @@ def test_saxon_allows_look_alikes_of_refused_names(sheets: Path) -> None:
     assert run(name, sheets).data.endswith(
         "<o note=\"we transform (and validate)\">X<p>environment-variable('HOME') is literal "
         "text</p></o>")
+
+
+@pytest.mark.parametrize("call", [
+    "environment-variable('ESB_SANDBOX_CANARY')",
+    "fn:environment-variable('ESB_SANDBOX_CANARY')",
+    "Q{ http://www.w3.org/2005/xpath-functions }environment-variable('ESB_SANDBOX_CANARY')",
+])
+@pytest.mark.parametrize("defined_in", ["urn:my", " http://www.w3.org/2005/xpath-functions "])
+def test_saxon_own_function_of_a_refused_name_does_not_unlock_the_real_one(
+        call: str, defined_in: str, sheets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ESB_SANDBOX_CANARY", CANARY)
+    name = v3_sheet(sheets, "own.xsl", f"""
+        <xsl:function name="Q{{{defined_in}}}environment-variable"><xsl:param name="s"/>
+          <xsl:sequence select="$s"/></xsl:function>
+        <xsl:template match="/"><o><xsl:value-of select="{call}"/></o></xsl:template>""",
+                    'xmlns:fn="http://www.w3.org/2005/xpath-functions"')
+    result = outcome(name, sheets)
+    assert re.search(r"ConfigError: .*own\.xsl line 5: \S*environment-variable\(\) is not "
+                     r"allowed \(it reads the process environment\)", result), result
+    assert_clean(result)
 
 
 def test_saxon_includes_and_imports_in_the_folder_work(sheets: Path) -> None:
@@ -586,3 +695,58 @@ def test_saxon_include_outside_the_folder_is_refused(
     assert "xsl:include" in message
     assert ("outside the stylesheet's folder" in message) or ("not allowed" in message)
     assert_clean(message)
+
+
+# -- limits: recursion and result size ---------------------------------------------------------
+
+RUNAWAY = {  # label: (version, stylesheet body, expected in the error)
+    "recursive template (lxml)": ("1.0", """
+        <xsl:template match="/"><o><xsl:call-template name="r"/></o></xsl:template>
+        <xsl:template name="r"><x><xsl:call-template name="r"/></x></xsl:template>""",
+        f"stylesheet failed: templates, functions and variables nest deeper than "
+        f"{MAX_TEMPLATE_DEPTH} levels (a runaway recursion?)"),
+    "recursive function (lxml)": ("1.0", """
+        <func:function name="my:f"><xsl:param name="n"/><func:result select="my:f($n + 1)"/>
+        </func:function>
+        <xsl:template match="/"><o><xsl:value-of select="my:f(1)"/></o></xsl:template>""",
+        f"nest deeper than {MAX_TEMPLATE_DEPTH} levels"),
+    "recursive template (Saxon)": ("3.0", """
+        <xsl:template match="/"><o><xsl:call-template name="r"/></o></xsl:template>
+        <xsl:template name="r"><x><xsl:call-template name="r"/></x></xsl:template>""",
+        "stylesheet failed: Too many nested template or function calls"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(RUNAWAY))
+def test_runaway_recursion_fails_the_message(label: str, sheets: Path) -> None:
+    version, body, expected = RUNAWAY[label]
+    (sheets / "loop.xsl").write_text(
+        f'<xsl:stylesheet version="{version}" xmlns:xsl="http://www.w3.org/1999/XSL/Transform" '
+        'xmlns:func="http://exslt.org/functions" xmlns:my="urn:my" '
+        f'extension-element-prefixes="func">{body}</xsl:stylesheet>', encoding="utf-8")
+    chain = build_chain([{"xslt": "loop.xsl"}], base_dir=sheets)
+    for _ in range(2):  # the step stays usable
+        with pytest.raises(TransformError) as info:
+            chain(xml_env("<r/>"))
+        assert expected in " ".join(str(info.value).split())
+
+
+@pytest.mark.parametrize("version", ["1.0", "3.0"])
+def test_result_larger_than_max_output_is_refused(version: str, sheets: Path) -> None:
+    """A small input and a stylesheet multiplying it: the result is measured as UTF-8 bytes."""
+    (sheets / "big.xsl").write_text(
+        f'<xsl:stylesheet version="{version}" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">'
+        '<xsl:output method="text"/><xsl:template match="/"><xsl:for-each select="//n">'
+        '<xsl:for-each select="//n"><xsl:value-of select="/r/@c"/></xsl:for-each>'
+        "</xsl:for-each></xsl:template></xsl:stylesheet>", encoding="utf-8")
+    payload = '<r c="\u20ac">' + "<n/>" * 20 + "</r>"  # 400 euro signs: 1200 bytes
+    small = build_chain([{"xslt": {"stylesheet": "big.xsl", "max_output": 1199}}],
+                        base_dir=sheets)
+    with pytest.raises(TransformError) as info:
+        small(xml_env(payload))
+    assert str(info.value) == ("transformer 'xslt': output refused: the result is larger "
+                               "than max_output (1199 bytes)")
+    exact = build_chain([{"xslt": {"stylesheet": "big.xsl", "max_output": 1200}}],
+                        base_dir=sheets)
+    assert exact(xml_env(payload)).data == "\u20ac" * 400
+    assert XsltSettings(stylesheet="x.xsl").max_output == 16 * 1024 * 1024
