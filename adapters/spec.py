@@ -51,6 +51,10 @@ class InboundContext(Protocol):
     instance: str
     #: Default request body limit in bytes (``http.max_body``).
     max_body: int
+    #: The outbound host allow-list (``http.allowed_hosts``; empty allows any), for URLs an
+    #: inbound side calls itself (a polled API, a token endpoint). Contexts written before it
+    #: existed lack it: read it as ``getattr(ctx, "allowed_hosts", ())``.
+    allowed_hosts: tuple[str, ...] = ()
 
     async def accept(self, envelope: Envelope) -> Accepted:
         """Route and publish; return once the broker confirmed every copy.

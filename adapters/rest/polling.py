@@ -22,6 +22,10 @@
   try again each tick and take over (re-reading the cursor) when the holder dies — the lock is
   the operating system's, so it goes with the process.
 
+* **Allow-list.** ``url`` and an OAuth 2.0 ``token_url`` must be on the outbound allow-list
+  (``http.allowed_hosts``, handed in as ``ctx.allowed_hosts``) when one is configured; a host
+  that is not is a :class:`~esb.bus.errors.ConfigError` when the source is built.
+
 Failures never stop the loop: an unreachable API, a non-2xx answer or an unexpected shape is
 logged and polled again next tick; a bus that cannot take an item ends the tick with the cursor
 where it was.
@@ -45,6 +49,8 @@ import structlog
 from jmespath.exceptions import JMESPathError
 
 from esb.adapters.auth.outbound import build_outbound_auth, redact_url, scrub, secrets_of
+from esb.adapters.auth.settings import OAuth2Outbound
+from esb.adapters.http import check_host
 from esb.adapters.rest.settings import PollSettings
 from esb.adapters.spec import InboundContext
 from esb.bus.envelope import Envelope
@@ -93,7 +99,12 @@ class Poller:
         #: Whether the key carries the cursor value (``<id>@<updatedAt>``).
         self._versioned = bool(cursor and cursor.kind == "field" and cursor.from_ != settings.id)
         self._client: httpx.AsyncClient | None = None
-        self.auth = build_outbound_auth(settings.auth, self._http)
+        # Contexts written before the field existed have no allow-list: any host.
+        allowed: tuple[str, ...] = tuple(getattr(ctx, "allowed_hosts", ()))
+        check_host(settings.url, allowed, "poll.url")
+        if isinstance(settings.auth, OAuth2Outbound):
+            check_host(settings.auth.token_url, allowed, "poll.auth.token_url")
+        self.auth = build_outbound_auth(settings.auth, self._http, allowed)
         self._task: asyncio.Task[None] | None = None
         #: Keys accepted from a page whose cursor is not yet persisted.
         self._taken: set[str] = set()

@@ -12,21 +12,27 @@ from starlette.responses import Response
 SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
 Version = Literal["1.1", "1.2"]
-FaultKind = Literal["client", "server", "version"]
+FaultKind = Literal["client", "server", "version", "mustunderstand"]
 
 ENV_NS = {"1.1": SOAP11_ENV, "1.2": SOAP12_ENV}
 CONTENT_TYPE = {"1.1": "text/xml; charset=utf-8", "1.2": "application/soap+xml; charset=utf-8"}
-_CODES = {"1.1": {"client": "Client", "server": "Server", "version": "VersionMismatch"},
-          "1.2": {"client": "Sender", "server": "Receiver", "version": "VersionMismatch"}}
+_CODES = {"1.1": {"client": "Client", "server": "Server", "version": "VersionMismatch",
+                 "mustunderstand": "MustUnderstand"},
+          "1.2": {"client": "Sender", "server": "Receiver", "version": "VersionMismatch",
+                  "mustunderstand": "MustUnderstand"}}
 #: Fault codes (local part, before any ``.`` refinement) that retrying cannot fix.
 PERMANENT_CODES = frozenset({"client", "sender", "versionmismatch", "mustunderstand",
                              "dataencodingunknown"})
 
 
-def soap_envelope(version: Version, body: etree._Element | None) -> etree._Element:
-    """``Envelope/Body`` in the version's namespace, holding ``body``."""
+def soap_envelope(version: Version, body: etree._Element | None,
+                  header: list[etree._Element] | None = None) -> etree._Element:
+    """``Envelope/Body`` in the version's namespace, holding ``body`` (and ``Header`` holding
+    the ``header`` blocks when there are any)."""
     ns = ENV_NS[version]
     env = etree.Element(f"{{{ns}}}Envelope", nsmap={"soap": ns})
+    if header:
+        etree.SubElement(env, f"{{{ns}}}Header").extend(header)
     body_node = etree.SubElement(env, f"{{{ns}}}Body")
     if body is not None:
         body_node.append(body)
@@ -46,16 +52,20 @@ def detached(element: etree._Element, drop_ns: tuple[str, ...] = (SOAP11_ENV, SO
 
 
 def envelope_response(version: Version, body: etree._Element | None,
-                      status: int = 200) -> Response:
-    content = etree.tostring(soap_envelope(version, body), xml_declaration=True,
+                      status: int = 200, header: list[etree._Element] | None = None
+                      ) -> Response:
+    content = etree.tostring(soap_envelope(version, body, header), xml_declaration=True,
                              encoding="utf-8")
     return Response(content, status_code=status, media_type=CONTENT_TYPE[version])
 
 
 def fault_response(version: Version, kind: FaultKind, reason: str,
-                   status: int | None = None) -> Response:
+                   status: int | None = None, not_understood: tuple[str, ...] = ()
+                   ) -> Response:
     """A SOAP Fault. HTTP status: 500 for every SOAP 1.1 fault; for SOAP 1.2, 400 for
-    ``env:Sender`` and 500 otherwise (SOAP 1.2 part 2, table 20) unless ``status`` is given."""
+    ``env:Sender`` and 500 otherwise (SOAP 1.2 part 2, table 20) unless ``status`` is given.
+    ``not_understood``: the header blocks (Clark notation) of a MustUnderstand fault, named in
+    SOAP 1.2 ``env:NotUnderstood`` header blocks."""
     ns = ENV_NS[version]
     code = f"soap:{_CODES[version][kind]}"
     fault = etree.Element(f"{{{ns}}}Fault", nsmap={"soap": ns})
@@ -70,7 +80,17 @@ def fault_response(version: Version, kind: FaultKind, reason: str,
         text.text = reason
     if status is None:
         status = 400 if version == "1.2" and kind == "client" else 500
-    return envelope_response(version, fault, status)
+    header = [_not_understood(ns, tag) for tag in not_understood] if version == "1.2" else None
+    return envelope_response(version, fault, status, header)
+
+
+def _not_understood(ns: str, tag: str) -> etree._Element:
+    """``<env:NotUnderstood qname="h:Local" xmlns:h="..."/>`` (SOAP 1.2 part 1, 5.4.8)."""
+    qname = etree.QName(tag)
+    block = etree.Element(f"{{{ns}}}NotUnderstood",
+                          nsmap={"h": qname.namespace} if qname.namespace else None)
+    block.set("qname", f"h:{qname.localname}" if qname.namespace else qname.localname)
+    return block
 
 
 def is_permanent_code(code: str | None) -> bool:

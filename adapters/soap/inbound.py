@@ -1,5 +1,13 @@
 """SOAP inbound: serve the WSDL, validate each call, hand it to the bus, acknowledge.
 
+``GET path?wsdl`` serves the WSDL and ``GET path?xsd=NAME`` the schema files it refers to, their
+addresses and ``schemaLocation`` values rewritten to the URL the request came in on.
+
+SOAP header blocks are not processed: one marked ``mustUnderstand`` and addressed to this node
+(no actor/role, ``next`` or ``ultimateReceiver``) is answered with a MustUnderstand fault
+before the body is looked at (SOAP 1.1 §4.2.3, SOAP 1.2 part 1 §5.2.3) — WS-Security's
+``wsse:Security`` included: this endpoint authenticates at the HTTP level (``auth:``).
+
 With ``auth:`` every request (``?wsdl`` included) is authenticated before its body is read. A
 refused one gets a Client (1.1) / Sender (1.2) fault with HTTP status 401 and
 ``WWW-Authenticate``: SOAP 1.1 over HTTP answers faults with 500, but authentication happens at
@@ -20,6 +28,7 @@ from esb.adapters.http import BodyTooLarge, media_type, read_body
 from esb.adapters.soap.ack import build_ack
 from esb.adapters.soap.faults import (
     ENV_NS,
+    SOAP12_ENV,
     FaultKind,
     Version,
     detached,
@@ -35,16 +44,20 @@ from esb.bus.errors import BusUnavailable
 from esb.bus.xmlsafe import XmlError, parse_xml
 
 _MEDIA = {"text/xml": "1.1", "application/soap+xml": "1.2"}
+#: Who a header block is for when it is for this node (besides no actor/role at all).
+_OURS = {"1.1": ("actor", {"http://schemas.xmlsoap.org/soap/actor/next"}),
+         "1.2": ("role", {f"{SOAP12_ENV}/role/next", f"{SOAP12_ENV}/role/ultimateReceiver"})}
 
 
 class SoapFault(Exception):
     """Raised inside the handler; answered as a Client (or VersionMismatch) fault."""
 
     def __init__(self, reason: str, kind: FaultKind = "client",
-                 status: int | None = None) -> None:
+                 status: int | None = None, not_understood: tuple[str, ...] = ()) -> None:
         super().__init__(reason)
         self.kind = kind
         self.status = status
+        self.not_understood = not_understood
 
 
 class SoapInbound:
@@ -59,7 +72,7 @@ class SoapInbound:
         self._outputs: dict[str, list[Child]] = {
             op.name: children(self.description.schemas, op.output)
             for op in self.description.operations.values() if op.output}
-        self._wsdl_cache: dict[str, bytes] = {}
+        self._wsdl_cache: dict[tuple[str, str], bytes] = {}
         self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
         self.routes = [HttpRoute(settings.path, ("GET", "POST"), self.handle)]
 
@@ -93,19 +106,27 @@ class SoapInbound:
         try:
             return await self.call(request, version, action)
         except SoapFault as fault:
-            return fault_response(version, fault.kind, str(fault), fault.status)
+            return fault_response(version, fault.kind, str(fault), fault.status,
+                                  fault.not_understood)
 
     def serve_wsdl(self, request: Request) -> Response:
-        """The WSDL, its addresses rewritten to the URL this request came in on."""
-        if "wsdl" not in {k.lower() for k in request.query_params}:
+        """The WSDL (``?wsdl``) or one of its schema files (``?xsd=NAME``), addresses
+        rewritten to the URL this request came in on."""
+        query = {k.lower(): v for k, v in request.query_params.items()}
+        if "wsdl" not in query and "xsd" not in query:
             return Response("GET with ?wsdl for the service description\n", status_code=400,
                             media_type="text/plain")
         location = str(request.url.replace(query=""))
-        content = self._wsdl_cache.get(location)
+        name = "" if "wsdl" in query else query["xsd"]
+        content = self._wsdl_cache.get((location, name))
         if content is None:
-            content = self.description.with_address(location)
+            content = self.description.schema_file(name, location) if name \
+                else self.description.with_address(location)
+            if content is None:
+                return Response(f"no schema file {name!r} here\n", status_code=404,
+                                media_type="text/plain")
             if len(self._wsdl_cache) < 16:
-                self._wsdl_cache[location] = content
+                self._wsdl_cache[(location, name)] = content
         return Response(content, media_type="text/xml; charset=utf-8")
 
     async def call(self, request: Request, version: Version, action: str) -> Response:
@@ -159,12 +180,37 @@ class SoapInbound:
                                 "(check the content type)", kind="version", status=500)
         if root.tag != f"{{{ns}}}Envelope":
             raise SoapFault(f"not a SOAP {version} envelope: root element is {root.tag}")
+        refused = not_understood(root, version)
+        if refused:
+            raise SoapFault(f"header {', '.join(refused)} must be understood and is not "
+                            "processed by this endpoint", kind="mustunderstand",
+                            not_understood=refused)
         body = root.find(f"{{{ns}}}Body")
         first = next((c for c in body if isinstance(c.tag, str)), None) \
             if body is not None else None
         if first is None:
             raise SoapFault("the SOAP Body is empty")
         return first
+
+
+def not_understood(root: etree._Element, version: Version) -> tuple[str, ...]:
+    """The header blocks of envelope ``root`` marked ``mustUnderstand`` and addressed to this
+    node (none is processed here), in Clark notation."""
+    ns = ENV_NS[version]
+    header = root.find(f"{{{ns}}}Header")
+    if header is None:
+        return ()
+    attribute, ours = _OURS[version]
+    refused = []
+    for block in header:
+        if not isinstance(block.tag, str):
+            continue
+        if block.get(f"{{{ns}}}mustUnderstand", "0").strip() not in ("1", "true"):
+            continue
+        target = block.get(f"{{{ns}}}{attribute}")
+        if target is None or target.strip() in ours:
+            refused.append(block.tag)
+    return tuple(refused)
 
 
 def _headers(action: str, principal: str | None) -> dict[str, str]:

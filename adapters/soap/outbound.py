@@ -1,5 +1,12 @@
 """SOAP outbound: one operation of a WSDL-described service, typed (zeep serializes the
-envelope's JSON) or raw (the envelope's XML body element is sent as is)."""
+envelope's JSON) or raw (the envelope's XML body element is sent as is).
+
+HTTP ``auth`` and ``headers`` go with every call (and with WSDL/XSD fetches from the service's
+origin, see :mod:`esb.adapters.soap.transport`), WS-Security in the envelope alongside. Every
+URL (the WSDL's, the documents it imports, ``address``, the OAuth token endpoint) is checked
+against the outbound allow-list; delivery errors name the endpoint without credentials and
+with secrets a service echoes back replaced by ``***``.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +19,20 @@ from zeep.proxy import AsyncServiceProxy
 from zeep.wsdl.bindings.soap import Soap12Binding, SoapBinding
 from zeep.wsse.username import UsernameToken
 
-from esb.adapters.auth.oauth2 import redact_url
+from esb.adapters.auth.outbound import build_outbound_auth, redact_url, scrubbed
 from esb.adapters.http import check_host, raise_for_status, transport_error
 from esb.adapters.soap.faults import SOAP11_ENV, SOAP12_ENV, is_permanent_code, soap_envelope
 from esb.adapters.soap.settings import SoapOutboundSettings
-from esb.adapters.soap.transport import HttpxTransport, NetworkWsdlForbidden, WsdlUnavailable
+from esb.adapters.soap.transport import (
+    HttpxTransport,
+    NetworkWsdlForbidden,
+    WsdlUnavailable,
+    call_headers,
+)
 from esb.adapters.soap.wsdlcache import CACHE_FOLDER, WsdlCache
 from esb.adapters.spec import OutboundContext
 from esb.bus.envelope import Envelope
-from esb.bus.errors import ConfigError, PermanentError, TransientError
+from esb.bus.errors import ConfigError, DeliveryError, PermanentError, TransientError
 from esb.bus.xmlsafe import XmlError, parse_xml
 
 
@@ -32,8 +44,11 @@ class SoapOutbound:
         self.ctx = ctx
         wsdl = settings.wsdl
         self._wsdl = wsdl if urlparse_scheme(wsdl) else str(ctx.config_dir / wsdl)
+        if urlparse_scheme(wsdl) in ("http", "https"):
+            check_host(wsdl, ctx.allowed_hosts, "wsdl")
         if settings.address:
             check_host(settings.address, ctx.allowed_hosts, "address")
+        self.auth = build_outbound_auth(settings.auth, ctx.http, ctx.allowed_hosts)
         self._client: zeep.AsyncClient | None = None
         self._proxy: AsyncServiceProxy | None = None
         self._binding: SoapBinding | None = None
@@ -43,8 +58,13 @@ class SoapOutbound:
 
     def _build(self) -> zeep.AsyncClient:
         s = self.settings
+        # The service's origin: that of ``address``, else of the WSDL URL (a file has none).
+        service = s.address or (self._wsdl if urlparse_scheme(self._wsdl) else None)
         transport = HttpxTransport(self.ctx.http, s.timeout, s.allow_network_wsdl,
-                                   cache=WsdlCache(self.ctx.config_dir / CACHE_FOLDER))
+                                   cache=WsdlCache(self.ctx.config_dir / CACHE_FOLDER),
+                                   auth=self.auth, headers=s.headers,
+                                   credentials_origin=service,
+                                   allowed_hosts=self.ctx.allowed_hosts)
         zeep_settings = zeep.Settings(strict=s.strict, raw_response=True, xml_huge_tree=False,
                                       forbid_dtd=True, forbid_entities=True,
                                       forbid_external=not s.allow_network_wsdl)
@@ -60,6 +80,8 @@ class SoapOutbound:
         s = self.settings
         try:
             client = await asyncio.to_thread(self._build)
+        except ConfigError:
+            raise  # an imported document's host is not on the allow-list
         except (NetworkWsdlForbidden, WsdlUnavailable) as exc:
             raise ConfigError([f"wsdl: {exc}"]) from exc
         except Exception as exc:
@@ -90,15 +112,23 @@ class SoapOutbound:
     async def send(self, envelope: Envelope) -> int:
         if self._proxy is None:
             await self.start()
-        what = f"SOAP {self.settings.operation} at {self._address}"
+        what = f"SOAP {self.settings.operation} at {redact_url(self._address)}"
+        # Secrets (auth, credentials in the address) a message may carry are scrubbed on the
+        # error paths only, as the rest adapter does.
         try:
-            if self.settings.mode == "typed":
-                response = await self._typed(envelope)
-            else:
-                response = await self._raw(envelope)
+            # SOAP has no field for it: the key rides as an HTTP header, as with rest.
+            with call_headers({"Idempotency-Key": envelope.key}):
+                if self.settings.mode == "typed":
+                    response = await self._typed(envelope)
+                else:
+                    response = await self._raw(envelope)
+            self._check(response, what)
         except httpx.HTTPError as exc:
-            raise transport_error(exc, what) from exc
-        self._check(response, what)
+            with scrubbed(self.auth, url=self._address):
+                raise transport_error(exc, what) from exc
+        except DeliveryError:
+            with scrubbed(self.auth, url=self._address):
+                raise
         return response.status_code
 
     async def _typed(self, envelope: Envelope) -> httpx.Response:

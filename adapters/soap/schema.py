@@ -1,5 +1,6 @@
-"""The WSDL's embedded XSD(s) compiled into one lxml ``XMLSchema``, and a look into the
-declared structure of an element (for building acknowledgements)."""
+"""The WSDL's embedded XSD(s), and the schema files they refer to, compiled into one lxml
+``XMLSchema``, and a look into the declared structure of an element (for building
+acknowledgements)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ from pathlib import Path
 
 from lxml import etree
 
+from esb.adapters.soap.schemafiles import SchemaFiles, deepcopy_document
 from esb.bus.errors import ConfigError
 from esb.bus.xmlsafe import hardened_parser
 
 XSD = "http://www.w3.org/2001/XMLSchema"
 _EMBEDDED = "esb-embedded-{}.xsd"
+_FILE = "esb-file-{}"
 
 
 class _Embedded(etree.Resolver):
-    """Serves the embedded schemas to libxml2 under made-up local names."""
+    """Serves the embedded schemas and the schema files (as read and checked at load time) to
+    libxml2 under made-up local names."""
 
     def __init__(self, documents: dict[str, bytes]) -> None:
         super().__init__()
@@ -40,27 +44,37 @@ def _standalone(definitions: etree._Element, schema: etree._Element) -> etree._E
 
 
 def build_schema(definitions: etree._Element, schemas: list[etree._Element],
-                 path: Path) -> etree.XMLSchema:
-    """Compile every ``wsdl:types`` schema; imports between them resolve in memory."""
+                 path: Path, files: SchemaFiles | None = None) -> etree.XMLSchema:
+    """Compile every ``wsdl:types`` schema; imports between them, and of ``files``, resolve
+    in memory."""
+    files = files or SchemaFiles()
     standalone = [_standalone(definitions, s) for s in schemas]
     by_ns = {s.get("targetNamespace", ""): i for i, s in enumerate(standalone)}
     for doc in standalone:
+        files.relocate(doc, path.resolve().parent, _FILE.format)
         for imp in doc.iterfind(f"{{{XSD}}}import"):
             ns = imp.get("namespace", "")
             if imp.get("schemaLocation") is None and ns in by_ns:
                 imp.set("schemaLocation", _EMBEDDED.format(by_ns[ns]))
     documents = {_EMBEDDED.format(i): etree.tostring(d) for i, d in enumerate(standalone)}
+    for file in files.by_name.values():
+        copy = deepcopy_document(file.root)
+        files.relocate(copy, file.path.parent, _FILE.format)
+        documents[_FILE.format(file.name)] = etree.tostring(copy)
     wrapper = etree.Element(f"{{{XSD}}}schema", nsmap={"xs": XSD})
     for i, doc in enumerate(standalone):
-        etree.SubElement(wrapper, f"{{{XSD}}}import", namespace=doc.get("targetNamespace", ""),
-                         schemaLocation=_EMBEDDED.format(i))
+        namespace = doc.get("targetNamespace")
+        if namespace:
+            etree.SubElement(wrapper, f"{{{XSD}}}import", namespace=namespace,
+                             schemaLocation=_EMBEDDED.format(i))
+        else:  # no target namespace (often one that only imports): the wrapper's own
+            etree.SubElement(wrapper, f"{{{XSD}}}include", schemaLocation=_EMBEDDED.format(i))
     parser = hardened_parser(resolver=_Embedded(documents))
     try:
         root = etree.fromstring(etree.tostring(wrapper), parser, base_url=str(path))
         return etree.XMLSchema(root)
     except (etree.XMLSchemaParseError, etree.XMLSyntaxError) as exc:
-        raise ConfigError([f"wsdl: {path}: the embedded schema does not compile: {exc}"]
-                          ) from exc
+        raise ConfigError([f"wsdl: {path}: the schema does not compile: {exc}"]) from exc
 
 
 @dataclass

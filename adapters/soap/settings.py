@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from esb.adapters.auth.settings import InboundAuth
+from esb.adapters.auth.settings import InboundAuth, OutboundAuth
 from esb.adapters.spec import AdapterSettings
 
 
@@ -14,8 +14,9 @@ class SoapInboundSettings(AdapterSettings):
     """A SOAP 1.1/1.2 endpoint serving the WSDL it was given."""
 
     path: str = Field(pattern=r"^/")
-    #: WSDL 1.1 file (document/literal, schemas embedded in ``wsdl:types``); relative paths
-    #: resolve against the configuration folder.
+    #: WSDL 1.1 file (document/literal); relative paths resolve against the configuration
+    #: folder. Schemas are embedded in ``wsdl:types`` or imported from local files by relative
+    #: ``schemaLocation`` (served at ``?xsd=NAME``).
     wsdl: str
     #: How acknowledgements are filled: ``field: value`` for every operation, or
     #: ``OperationName: {field: value}`` for one. ``$id``, ``$type``, ``$time`` ... are
@@ -64,4 +65,11 @@ class SoapOutboundSettings(AdapterSettings):
     timeout: float = Field(30.0, gt=0)
     #: zeep's strict parsing of the WSDL/XSD.
     strict: bool = True
+    #: WS-Security UsernameToken in the SOAP header (works alongside ``auth``).
     wsse: WsseSettings | None = None
+    #: HTTP credentials: ``api_key``, ``basic``, ``bearer`` or ``oauth2`` (client credentials),
+    #: sent with every call, and with WSDL/XSD fetches from the service's own origin.
+    auth: OutboundAuth | None = None
+    #: Extra HTTP headers, sent like ``auth``; ``Content-Type`` and ``SOAPAction`` stay the
+    #: binding's.
+    headers: dict[str, str] = Field(default_factory=dict)

@@ -19,7 +19,7 @@ def outbound(settings: SoapOutboundSettings, ctx: OutboundContext) -> SoapOutbou
 SPEC = AdapterSpec(
     name="soap",
     summary="SOAP 1.1/1.2: a WSDL-described endpoint in (validated, acknowledged); zeep out "
-            "(typed or raw body, WS-Security UsernameToken).",
+            "(typed or raw body, HTTP auth and WS-Security UsernameToken).",
     inbound_settings=SoapInboundSettings,
     inbound=inbound,
     outbound_settings=SoapOutboundSettings,

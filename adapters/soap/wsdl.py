@@ -1,14 +1,18 @@
 """What the inbound side needs from a WSDL 1.1 (document/literal): operations, their input
-and output elements, SOAP actions, the embedded schema, and the addresses to rewrite."""
+and output elements, SOAP actions, the schema (embedded, and the files it refers to), and the
+addresses to rewrite."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from lxml import etree
 
 from esb.adapters.soap.schema import build_schema
+from esb.adapters.soap.schemafiles import SchemaFiles, load_schema_files
 from esb.bus.errors import ConfigError
 from esb.bus.xmlsafe import XmlError, hardened_parser, parse_xml
 
@@ -30,12 +34,16 @@ class Operation:
 
 @dataclass
 class ServiceDescription:
-    """A parsed WSDL: the served document, its operations and its compiled schema."""
+    """A parsed WSDL: the served document, its operations, its compiled schema, the schema
+    elements (embedded ones and files) and the schema files served beside it."""
 
     document: etree._Element
     operations: dict[str, Operation]
     schema: etree.XMLSchema
     schemas: list[etree._Element]
+    files: SchemaFiles = field(default_factory=SchemaFiles)
+    #: The folder the WSDL was read from (``schemaLocation`` values are relative to it).
+    base: Path = Path(".")
 
     def find(self, tag: str, action: str | None) -> Operation | None:
         """The operation whose input element is ``tag`` (the action settles ties)."""
@@ -46,12 +54,24 @@ class ServiceDescription:
         return matches[0] if matches else None
 
     def with_address(self, location: str) -> bytes:
-        """The WSDL with every soap:address / soap12:address pointing at ``location``."""
+        """The WSDL with every soap:address / soap12:address pointing at ``location``, and
+        every schema file it refers to at ``location?xsd=NAME``."""
         doc = etree.fromstring(etree.tostring(self.document), hardened_parser())
         for ns in (SOAP11_BIND, SOAP12_BIND):
             for address in doc.iter(f"{{{ns}}}address"):
                 address.set("location", location)
+        for schema in doc.iterfind(f"{{{WSDL}}}types/{{{XSD}}}schema"):
+            self.files.relocate(schema, self.base, schema_url(location))
         return etree.tostring(doc, xml_declaration=True, encoding="utf-8")
+
+    def schema_file(self, name: str, location: str) -> bytes | None:
+        """Schema file ``name`` as served from ``location``, or None when there is none."""
+        return self.files.document(name, schema_url(location))
+
+
+def schema_url(location: str) -> Callable[[str], str]:
+    """Where the endpoint at ``location`` serves a schema file, by name."""
+    return lambda name: f"{location}?xsd={quote(name)}"
 
 
 def _qname(element: etree._Element, value: str | None, default_ns: str | None) -> str | None:
@@ -117,5 +137,7 @@ def load_description(path: Path) -> ServiceDescription:
     if problems:
         raise ConfigError(problems)
     schemas = list(root.iterfind(f"{{{WSDL}}}types/{{{XSD}}}schema"))
-    schema = build_schema(root, schemas, path)
-    return ServiceDescription(root, operations, schema, schemas)
+    files = load_schema_files(schemas, path)
+    schema = build_schema(root, schemas, path, files)
+    return ServiceDescription(root, operations, schema, schemas + files.roots, files,
+                              path.resolve().parent)

@@ -43,6 +43,8 @@ class RecordingInboundContext:
     down: bool = False
     accepted: list[Envelope] = field(default_factory=list)
     attempts: int = 0
+    #: The outbound allow-list the daemon would hand in (``http.allowed_hosts``).
+    allowed_hosts: tuple[str, ...] = ()
     _gate: asyncio.Event | None = field(default=None, repr=False)
 
     def hold(self) -> None:

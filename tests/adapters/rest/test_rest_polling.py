@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import orjson
 import pytest
 import uvicorn
+import yaml
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,8 +28,10 @@ from esb.adapters.rest.spec import SPEC
 from esb.adapters.spec import Accepted
 from esb.adapters.testing import InboundContract
 from esb.adapters.testing.context import RecordingInboundContext
+from esb.bus.config.loader import load_config
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, ConfigError
+from esb.bus.runtime.daemon import Daemon
 
 
 class Api:
@@ -318,3 +321,59 @@ async def test_processes_sharing_the_state_poll_one_at_a_time(api: tuple[Api, st
     await second.stop()
     assert [e.subject for e in inbound_ctx.accepted] == [f"i{n}" for n in range(6)]
     assert state(inbound_ctx)["cursor"] == 105
+
+
+# -- the outbound allow-list ------------------------------------------------------------------
+
+OAUTH = {"type": "oauth2", "client_id": "esb", "client_secret": "cl1ent-s3cret"}
+
+
+@pytest.mark.parametrize(("poll", "refused"), [
+    ({"url": "https://crm.example.org/api/items"},
+     "poll.url: host 'crm.example.org' is not in the outbound allow-list"),
+    ({"url": "https://crm.example.com/api/items",
+      "auth": {**OAUTH, "token_url": "https://idp.example.net/token"}},
+     "poll.auth.token_url: host 'idp.example.net' is not in the outbound allow-list"),
+])
+def test_allow_list_refuses_the_polled_url_and_its_token_url(
+        tmp_path: Path, poll: dict[str, Any], refused: str) -> None:
+    settings = RestInboundSettings.model_validate({"poll": poll})
+    ctx = RecordingInboundContext(name="crm", config_dir=tmp_path,
+                                  allowed_hosts=("*.example.com",))
+    with pytest.raises(ConfigError) as info:
+        SPEC.inbound(settings, ctx)
+    assert info.value.problems == [refused]
+
+
+def test_allowed_hosts_pass_and_contexts_without_an_allow_list_allow_any(
+        tmp_path: Path, inbound_ctx: Any) -> None:
+    poll = {"url": "https://crm.example.com/api/items",
+            "auth": {**OAUTH, "token_url": "https://idp.example.com/token"}}
+    settings = RestInboundSettings.model_validate({"poll": poll})
+    ctx = RecordingInboundContext(name="crm", config_dir=tmp_path,
+                                  allowed_hosts=("*.example.com",))
+    assert SPEC.inbound(settings, ctx).poller is not None
+    assert not hasattr(inbound_ctx, "allowed_hosts")  # a context written before the field
+    anywhere = PollSettings.model_validate({**poll, "url": "https://crm.example.org/items"})
+    assert Poller(anywhere, inbound_ctx).settings.url == "https://crm.example.org/items"
+
+
+def test_the_daemon_hands_sources_its_allow_list(tmp_path: Path) -> None:
+    (tmp_path / "routes").mkdir()
+
+    def build(allowed: list[str]) -> Daemon:
+        (tmp_path / "esb.yaml").write_text(yaml.safe_dump({
+            "bus": {"url": "embedded"}, "routes": "routes/",
+            "http": {"allowed_hosts": allowed},
+            "sources": {"crm": {"adapter": "rest",
+                                "poll": {"url": "http://crm.example.org/items"}}}}))
+        daemon = Daemon(load_config(tmp_path / "esb.yaml", base_dir=tmp_path))
+        daemon._build_adapters()
+        return daemon
+
+    with pytest.raises(ConfigError, match=r"^poll\.url: host 'crm\.example\.org' is not in the "
+                                          r"outbound allow-list$"):
+        build(["127.0.0.1"])
+    inbound = build(["crm.example.org"]).inbound["crm"]
+    assert isinstance(inbound, RestInbound) and inbound.poller is not None
+    assert inbound.poller.ctx.allowed_hosts == ("crm.example.org",)

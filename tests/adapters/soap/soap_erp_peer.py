@@ -1,5 +1,8 @@
 """The legacy ERP for the soap tests: a spyne SOAP 1.1 service under wsgiref (threaded),
-behind a WSGI middleware that checks the WS-Security UsernameToken (text or digest).
+behind a WSGI middleware that checks the WS-Security UsernameToken (text or digest), and
+optionally one in front of everything (``?wsdl`` included) that checks the HTTP
+``Authorization`` header: 401 and a Client fault that echoes what was presented, as careless
+services do, otherwise.
 
 Order ids pick the answer: ``bad...`` a Client fault, ``boom...`` a Server fault every time,
 ``flaky...`` a Server fault for the first ``flaky_failures`` calls of that id and then success,
@@ -15,6 +18,7 @@ import io
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -51,6 +55,7 @@ class ErpService(ServiceBase):
             time.sleep(0.8)
         RECEIVED.append((orderId, amount))
         peer.received.append((orderId, amount))
+        peer.keys.append(ctx.transport.req_env.get("HTTP_IDEMPOTENCY_KEY"))
         return f"OK-{orderId}"
 
 
@@ -92,6 +97,25 @@ def wsse_guard(app: Any, required: bool) -> Any:
     return guarded
 
 
+def http_guard(app: Any, peer: ErpPeer, accepts: Callable[[str | None], bool]) -> Any:
+    """WSGI middleware: every request needs an ``Authorization`` value ``accepts`` takes."""
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        presented = environ.get("HTTP_AUTHORIZATION")
+        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items()
+                   if k.startswith("HTTP_")}
+        if environ.get("CONTENT_TYPE"):
+            headers["content-type"] = environ["CONTENT_TYPE"]
+        peer.seen.append((environ["REQUEST_METHOD"], headers))
+        if not accepts(presented):
+            start_response("401 Unauthorized", [("Content-Type", "text/xml; charset=utf-8"),
+                                                ("WWW-Authenticate", 'Basic realm="erp"')])
+            return [_fault("Client.Authentication", f"refused credentials {presented}")]
+        return app(environ, start_response)
+
+    return guarded
+
+
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
@@ -104,14 +128,21 @@ class _Quiet(WSGIRequestHandler):
 class ErpPeer:
     """Serves the ERP on 127.0.0.1; ``url`` is the endpoint (``?wsdl`` for its WSDL)."""
 
-    def __init__(self, require_wsse: bool = False, flaky_failures: int = 2) -> None:
+    def __init__(self, require_wsse: bool = False, flaky_failures: int = 2,
+                 http_auth: Callable[[str | None], bool] | None = None) -> None:
         application = Application([ErpService], tns=NS, name="Erp",
                                   in_protocol=Soap11(validator="lxml"), out_protocol=Soap11())
         self.flaky_failures = flaky_failures
         self.received: list[tuple[str, Any]] = []
+        #: The Idempotency-Key header of each accepted call, in the order of ``received``.
+        self.keys: list[str | None] = []
         self.calls: Counter[str] = Counter()
+        #: Method and headers (lower-cased names) of every request ``http_auth`` judged.
+        self.seen: list[tuple[str, dict[str, str]]] = []
         self._lock = threading.Lock()
         app = wsse_guard(WsgiApplication(application), require_wsse)
+        if http_auth is not None:
+            app = http_guard(app, self, http_auth)
         self.httpd = make_server("127.0.0.1", 0, self._tagged(app),
                                  server_class=_Server, handler_class=_Quiet)
         self.url = f"http://127.0.0.1:{self.httpd.server_port}/erp"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -16,7 +19,7 @@ from lxml import etree
 from soap_erp_peer import NS, PASSWORD, RECEIVED, USER, ErpPeer
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from esb.adapters.soap.outbound import SoapOutbound
@@ -35,16 +38,25 @@ def local_wsdl(peer: ErpPeer, folder: Path) -> str:
     return "erp.wsdl"
 
 
-async def deliver(folder: Path, envelopes: list[Envelope], **settings: Any) -> None:
+@contextlib.asynccontextmanager
+async def opened(folder: Path, allowed_hosts: tuple[str, ...] = (),
+                 **settings: Any) -> AsyncIterator[SoapOutbound]:
+    """A started outbound (``settings`` over ``operation: ReceiveOrder``)."""
     cfg = SoapOutboundSettings.model_validate({"operation": "ReceiveOrder", **settings})
     async with httpx.AsyncClient() as client:
-        out = SoapOutbound(cfg, OutboundContext("erp", folder, lambda: client))
+        out = SoapOutbound(cfg, OutboundContext("erp", folder, lambda: client,
+                                                allowed_hosts=allowed_hosts))
         await out.start()
         try:
-            for env in envelopes:
-                await out.send(env)
+            yield out
         finally:
             await out.stop()
+
+
+async def deliver(folder: Path, envelopes: list[Envelope], **settings: Any) -> None:
+    async with opened(folder, **settings) as out:
+        for env in envelopes:
+            await out.send(env)
 
 
 def order(data: Any) -> Envelope:
@@ -133,8 +145,11 @@ async def test_http_status_without_fault(erp: ErpPeer, tmp_path: Path,
     with pytest.raises(TransientError) as info:
         await deliver(tmp_path, [raw("H-1")], wsdl=wsdl, mode="raw", address=f"{base}/503")
     assert (info.value.status, info.value.retry_after) == (503, 3)
-    with pytest.raises(PermanentError):
-        await deliver(tmp_path, [raw("H-1")], wsdl=wsdl, mode="raw", address=f"{base}/404")
+    for status in (404, 401):
+        with pytest.raises(PermanentError) as refused:
+            await deliver(tmp_path, [raw("H-1")], wsdl=wsdl, mode="raw",
+                          address=f"{base}/{status}")
+        assert refused.value.status == status
     with pytest.raises(TransientError):
         await deliver(tmp_path, [raw("H-1")], wsdl=wsdl, mode="raw",
                       address="http://127.0.0.1:9/erp")
@@ -151,8 +166,9 @@ WSDL_NS = "http://schemas.xmlsoap.org/wsdl/"
 XS_NS = "http://www.w3.org/2001/XMLSchema"
 
 
-def split_wsdl(wsdl: bytes) -> dict[str, bytes]:
-    """The peer's WSDL as two documents: the WSDL importing its schema from ``erp.xsd``."""
+def split_wsdl(wsdl: bytes, location: str = "erp.xsd") -> dict[str, bytes]:
+    """The peer's WSDL as two documents: the WSDL importing its schema from ``location``
+    (served as ``/erp.xsd``)."""
     doc = etree.fromstring(wsdl)
     types = doc.find(f"{{{WSDL_NS}}}types")
     assert types is not None
@@ -160,21 +176,24 @@ def split_wsdl(wsdl: bytes) -> dict[str, bytes]:
     xsd = etree.tostring(schema)  # keeps the namespace declarations in scope (tns, xs)
     types.remove(schema)
     wrapper = etree.SubElement(types, f"{{{XS_NS}}}schema")
-    etree.SubElement(wrapper, f"{{{XS_NS}}}import", namespace=NS, schemaLocation="erp.xsd")
+    etree.SubElement(wrapper, f"{{{XS_NS}}}import", namespace=NS, schemaLocation=location)
     return {"/erp.wsdl": etree.tostring(doc), "/erp.xsd": xsd}
 
 
 class DocumentServer:
-    """Serves fixed documents over HTTP on 127.0.0.1 and counts the GETs of each path."""
+    """Serves fixed documents over HTTP on 127.0.0.1, counts the GETs of each path and keeps
+    the headers (lower-cased names) of each GET."""
 
     def __init__(self, documents: dict[str, bytes]) -> None:
         self.hits: dict[str, int] = {}
-        served, hits = documents, self.hits
+        self.headers: list[dict[str, str]] = []
+        served, hits, seen = documents, self.hits, self.headers
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 body = served.get(self.path)
                 hits[self.path] = hits.get(self.path, 0) + 1
+                seen.append({k.lower(): v for k, v in self.headers.items()})
                 self.send_response(200 if body is not None else 404)
                 self.send_header("Content-Type", "text/xml")
                 self.send_header("Content-Length", str(len(body or b"")))
@@ -252,3 +271,173 @@ async def test_a_failing_wsdl_server_falls_back_to_the_cache(erp: ErpPeer,
             await deliver(tmp_path / "fresh", [], wsdl=url, allow_network_wsdl=True)
     finally:
         server.stop()
+
+
+# -- HTTP authentication and headers ----------------------------------------------------------
+
+BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+#: kind -> (auth settings, the Authorization value the peer takes, the setting holding the secret)
+AUTHS: dict[str, tuple[dict[str, str], str, str]] = {
+    "basic": ({"type": "basic", "username": USER, "password": PASSWORD}, BASIC, "password"),
+    "bearer": ({"type": "bearer", "token": "t0ken-erp"}, "Bearer t0ken-erp", "token"),
+    "api_key": ({"type": "api_key", "header": "Authorization", "value": "Key k3y-erp"},
+                "Key k3y-erp", "value"),
+}
+
+
+def guarded_wsdl(peer: ErpPeer, folder: Path, authorization: str) -> str:
+    """The guarded peer's WSDL saved as ``erp.wsdl`` in ``folder``."""
+    response = httpx.get(peer.url + "?wsdl", headers={"Authorization": authorization})
+    response.raise_for_status()
+    (folder / "erp.wsdl").write_bytes(response.content)
+    return "erp.wsdl"
+
+
+@pytest.mark.parametrize("mode", ["typed", "raw"])
+@pytest.mark.parametrize("kind", sorted(AUTHS))
+async def test_http_auth_reaches_a_guarded_service(tmp_path: Path, kind: str, mode: str) -> None:
+    auth, presented, field = AUTHS[kind]
+    env = raw("A-1") if mode == "raw" else order({"orderId": "A-1", "amount": 1})
+    RECEIVED.clear()
+    with ErpPeer(http_auth=lambda value: value == presented) as peer:
+        wsdl = guarded_wsdl(peer, tmp_path, presented)
+        await deliver(tmp_path, [env], wsdl=wsdl, mode=mode, auth=auth)
+        assert [r[0] for r in peer.received] == ["A-1"]
+        assert peer.seen[-1][1]["authorization"] == presented
+
+        with pytest.raises(PermanentError, match=r"Client\.Authentication") as missing:
+            await deliver(tmp_path, [env], wsdl=wsdl, mode=mode)
+        assert missing.value.status == 401
+
+        # the service echoes the refused credentials in its fault: they never reach the error
+        stale = f"{auth[field]}-old"
+        with pytest.raises(PermanentError) as refused:
+            await deliver(tmp_path, [env], wsdl=wsdl, mode=mode, auth={**auth, field: stale})
+    message = str(refused.value)
+    assert refused.value.status == 401 and "refused credentials ***" in message
+    assert stale.rsplit(" ", 1)[-1] not in message
+    assert [r[0] for r in peer.received] == ["A-1"]
+
+
+async def test_headers_and_ws_security_go_alongside_http_auth(tmp_path: Path) -> None:
+    RECEIVED.clear()
+    with ErpPeer(require_wsse=True, http_auth=lambda value: value == BASIC) as peer:
+        wsdl = guarded_wsdl(peer, tmp_path, BASIC)
+        await deliver(tmp_path, [raw("H-2")], wsdl=wsdl, auth=AUTHS["basic"][0],
+                      wsse={"username": USER, "password": PASSWORD, "digest": True},
+                      headers={"X-Tenant": "acme", "content-type": "application/json"},
+                      mode="raw")
+    assert [r[0] for r in peer.received] == ["H-2"]
+    posted = [headers for method, headers in peer.seen if method == "POST"]
+    assert len(posted) == 1
+    assert posted[0]["x-tenant"] == "acme" and posted[0]["authorization"] == BASIC
+    assert posted[0]["content-type"].startswith("text/xml")  # the binding's, not the header's
+
+
+async def test_raw_and_typed_carry_the_headers(tmp_path: Path) -> None:
+    RECEIVED.clear()
+    with ErpPeer(http_auth=lambda value: value == BASIC) as peer:
+        wsdl = guarded_wsdl(peer, tmp_path, BASIC)
+        await deliver(tmp_path, [order({"orderId": "H-4", "amount": 1})], wsdl=wsdl,
+                      auth=AUTHS["basic"][0], headers={"X-Tenant": "acme"})
+    assert [r[0] for r in peer.received] == ["H-4"]
+    assert peer.seen[-1][0] == "POST" and peer.seen[-1][1]["x-tenant"] == "acme"
+
+
+async def test_oauth2_token_is_fetched_and_refreshed_once_on_401(
+        tmp_path: Path, serve_app: Callable[[object], str]) -> None:
+    tokens: list[str] = []
+    grants: list[str] = []
+
+    async def token(request: Request) -> Response:
+        grants.extend(parse_qs((await request.body()).decode())["grant_type"])
+        tokens.append(f"tok-{len(tokens) + 1}")
+        return JSONResponse({"access_token": tokens[-1], "token_type": "Bearer"})
+
+    idp = serve_app(Starlette(routes=[Route("/token", token, methods=["POST"])]))
+    auth = {"type": "oauth2", "token_url": idp + "/token", "client_id": "esb",
+            "client_secret": "cl1ent-s3cret"}
+    valid = {"Bearer tok-1"}
+    RECEIVED.clear()
+    with ErpPeer(http_auth=lambda value: value in valid) as peer:
+        async with opened(tmp_path, wsdl=peer.url + "?wsdl", allow_network_wsdl=True,
+                          auth=auth) as out:
+            await out.send(order({"orderId": "O-1", "amount": 1}))
+            valid.clear()
+            valid.add("Bearer tok-2")  # the service no longer takes tok-1
+            await out.send(order({"orderId": "O-2", "amount": 2}))
+            valid.clear()  # nor any other: after one refresh the 401 is the answer
+            with pytest.raises(PermanentError) as refused:
+                await out.send(order({"orderId": "O-3", "amount": 3}))
+    assert [r[0] for r in peer.received] == ["O-1", "O-2"]
+    assert tokens == ["tok-1", "tok-2", "tok-3"] and set(grants) == {"client_credentials"}
+    assert [(method, h["authorization"]) for method, h in peer.seen] == [
+        ("GET", "Bearer tok-1"),  # the WSDL, from the service's own origin
+        ("POST", "Bearer tok-1"),
+        ("POST", "Bearer tok-1"), ("POST", "Bearer tok-2"),
+        ("POST", "Bearer tok-2"), ("POST", "Bearer tok-3")]
+    assert refused.value.status == 401 and "tok-3" not in str(refused.value)
+
+
+async def test_credentials_are_not_sent_with_documents_from_another_origin(
+        tmp_path: Path) -> None:
+    RECEIVED.clear()
+    with ErpPeer(http_auth=lambda value: value == BASIC) as peer:
+        wsdl = httpx.get(peer.url + "?wsdl", headers={"Authorization": BASIC}).content
+        server = DocumentServer(split_wsdl(wsdl))
+        try:
+            await deliver(tmp_path, [order({"orderId": "D-1", "amount": 1})],
+                          wsdl=server.url + "/erp.wsdl", allow_network_wsdl=True,
+                          address=peer.url, auth=AUTHS["basic"][0],
+                          headers={"X-Tenant": "acme"})
+        finally:
+            server.stop()
+    assert server.hits == {"/erp.wsdl": 1, "/erp.xsd": 1}
+    assert all("authorization" not in h and "x-tenant" not in h for h in server.headers)
+    assert [r[0] for r in peer.received] == ["D-1"]
+    assert peer.seen[-1][1]["authorization"] == BASIC
+
+
+# -- the outbound allow-list ------------------------------------------------------------------
+
+async def test_allow_list_refuses_a_wsdl_url_when_the_destination_is_built(
+        erp: ErpPeer, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^wsdl: host '127\.0\.0\.1' is not in the outbound "
+                                          r"allow-list$"):
+        async with opened(tmp_path, ("erp.example.com",), wsdl=erp.url + "?wsdl",
+                          allow_network_wsdl=True):
+            pass
+    assert erp.calls == {} and not (tmp_path / CACHE_FOLDER).exists()
+
+
+async def test_allow_list_refuses_a_schema_imported_from_another_host(
+        erp: ErpPeer, tmp_path: Path) -> None:
+    documents: dict[str, bytes] = {}
+    server = DocumentServer(documents)
+    port = server.url.rsplit(":", 1)[1]
+    wsdl = httpx.get(erp.url + "?wsdl").content
+    try:
+        documents.update(split_wsdl(wsdl, f"http://localhost:{port}/erp.xsd"))
+        with pytest.raises(ConfigError) as info:
+            await deliver(tmp_path, [], wsdl=server.url + "/erp.wsdl", allow_network_wsdl=True,
+                          allowed_hosts=("127.0.0.1",))
+        assert str(info.value) == (f"wsdl: http://localhost:{port}/erp.xsd: host 'localhost' "
+                                   "is not in the outbound allow-list")
+        assert server.hits == {"/erp.wsdl": 1}
+        documents.update(split_wsdl(wsdl))  # the schema next to the WSDL: allowed
+        await deliver(tmp_path, [order({"orderId": "L-1", "amount": 1})],
+                      wsdl=server.url + "/erp.wsdl", allow_network_wsdl=True,
+                      allowed_hosts=("127.0.0.1",))
+    finally:
+        server.stop()
+    assert [r[0] for r in erp.received] == ["L-1"]
+
+
+async def test_allow_list_refuses_the_oauth_token_url(erp: ErpPeer, tmp_path: Path) -> None:
+    auth = {"type": "oauth2", "token_url": "https://idp.example.org/token", "client_id": "esb",
+            "client_secret": "cl1ent-s3cret"}
+    with pytest.raises(ConfigError, match=r"^auth\.token_url: host 'idp\.example\.org' is not "
+                                          r"in the outbound allow-list$"):
+        async with opened(tmp_path, ("127.0.0.1",), wsdl=local_wsdl(erp, tmp_path),
+                          auth=auth):
+            pass
