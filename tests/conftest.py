@@ -50,3 +50,20 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--long", action="store_true", default=False,
                      help="run the crash soak at full size (20,000 messages, 30 s outage)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "long_timeout(seconds): the test's timeout when --long is given (the "
+                   "suite's own timeout otherwise)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under --long, a test marked ``long_timeout(s)`` gets ``timeout(s)`` instead of the
+    suite's 300 s (pytest-timeout reads the marker when the test runs)."""
+    if not config.getoption("--long"):
+        return
+    for item in items:
+        marker = item.get_closest_marker("long_timeout")
+        if marker is not None:
+            item.add_marker(pytest.mark.timeout(marker.args[0]), append=False)

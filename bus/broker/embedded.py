@@ -154,10 +154,10 @@ class EmbeddedBus:
                         kept.extend(items[i:])
                         raise
                     handled += 1
-                    if progress:
-                        progress(handled, len(items))
                 else:
                     kept.append(item)
+                if progress:  # how far through the queue, as the RabbitMQ bus reports it
+                    progress(i + 1, len(items))
         finally:
             for item in kept:
                 queue.put_nowait(item)

@@ -54,7 +54,11 @@ class QueueInspector:
              handle: Callable[[Envelope], None], limit: int | None = None,
              progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
         """One pass over the queue: ``handle`` every selected envelope, then ack it. Returns
-        (handled, left). A raising ``handle`` stops the pass; that message stays."""
+        (handled, left). A raising ``handle`` stops the pass; that message stays.
+
+        ``progress(scanned, total)`` follows every message looked at, selected or not:
+        ``total`` is the queue's depth when the pass began, which is all that is known
+        without reading every message first (how many a filter selects is not)."""
         handled = seen = 0
         with self._connect() as conn:
             channel = conn.channel()
@@ -70,8 +74,8 @@ class QueueInspector:
                         handle(env)
                         channel.basic_ack(msg.delivery_tag)
                         handled += 1
-                        if progress:
-                            progress(handled, total)
+                    if progress:
+                        progress(seen, total)
             finally:
                 channel.close()
         return handled, total - handled

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+from typing import Any
+
 import click
 import httpx
 import orjson
 
-from esb.bus.cli.client import AdminError
+from esb.bus.cli.client import AdminClient, AdminError
 from esb.bus.cli.output import emit_json, table
 
 
@@ -64,41 +67,14 @@ def _group(name: str, help_text: str) -> click.Group:
     @click.option("--destination", default=None, help="Only those that failed here.")
     @click.pass_obj
     def replay(obj: object, ids: tuple[str, ...], all_: bool, destination: str | None) -> None:
-        """Deliver again (dlq: to the same destination; unroutable: through the routes)."""
+        """Deliver again (dlq: to the same destination; unroutable: through the routes).
+
+        Progress goes to stderr. Naming an ID that is not in the queue replays nothing and
+        fails. An interrupted replay loses nothing: run it again for the rest."""
         if not ids and not all_:
             raise click.UsageError("name envelope IDs, or use --all")
         payload = {"ids": list(ids) or None, "all": all_, "destination": destination}
-        client = obj.client()  # type: ignore[attr-defined]
-        headers = {"Authorization": f"Bearer {client.token}"} if client.token else {}
-        result: dict[str, object] = {}
-        try:
-            with httpx.stream("POST", f"{client.url}/admin/{name}/replay", json=payload,
-                              headers=headers, timeout=None, trust_env=False) as r:
-                if r.status_code >= 400:
-                    r.read()
-                    raise AdminError(f"replay: HTTP {r.status_code}: "
-                                     f"{r.json().get('detail', r.text)}")
-                bar = None
-                for line in r.iter_lines():
-                    if not line:
-                        continue
-                    msg = orjson.loads(line)
-                    if "done" in msg:
-                        if bar is None:
-                            bar = click.progressbar(length=msg["total"], label="replaying",
-                                                    file=click.get_text_stream("stderr"))
-                            bar.__enter__()
-                        bar.update(msg["done"] - bar.pos)
-                    else:
-                        result = msg
-                if bar is not None:
-                    bar.__exit__(None, None, None)
-        except httpx.HTTPError as exc:
-            raise click.ClickException(f"cannot reach the esb daemon: {exc}") from exc
-        except AdminError as exc:
-            raise click.ClickException(str(exc)) from exc
-        if "error" in result:
-            raise click.ClickException(f"replay stopped: {result['error']}")
+        result = _stream_replay(obj.client(), name, payload)  # type: ignore[attr-defined]
         click.echo(f"replayed {result.get('replayed', 0)}; {result.get('left', 0)} left in "
                    f"{name}")
 
@@ -113,6 +89,81 @@ def _group(name: str, help_text: str) -> click.Group:
         click.echo(f"purged {body['purged']}")
 
     return group
+
+
+class _ProgressView:
+    """A replay's progress on stderr: a bar on a terminal, else a line per tenth of the
+    queue (so logs and pipes see it too)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.err = click.get_text_stream("stderr")
+        self.stack = ExitStack()
+        self.bar: Any = None  # click's progress bar, once the total is known
+        self.shown = -1
+        self.next_line = 0
+
+    def update(self, scanned: int, total: int) -> None:
+        if self.err.isatty():
+            if self.bar is None:
+                self.bar = self.stack.enter_context(click.progressbar(
+                    length=total, label=f"scanning {self.name}", file=self.err))
+            self.bar.update(scanned - self.bar.pos)
+        elif scanned >= self.next_line or (scanned == total and self.shown != total):
+            click.echo(f"{self.name} replay: scanned {scanned} of {total}", err=True)
+            self.shown = scanned
+            self.next_line = scanned + max(1, total // 10)
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+def _stream_replay(client: AdminClient, name: str, payload: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """POST a replay and follow its stream (``{"scanned", "total"}`` lines, then the result
+    line); the result. A stream cut short is reported as an interrupted replay."""
+    headers = {"Authorization": f"Bearer {client.token}"} if client.token else {}
+    view = _ProgressView(name)
+    result: dict[str, Any] = {}
+    started = False
+    try:
+        with httpx.stream("POST", f"{client.url}/admin/{name}/replay", json=payload,
+                          headers=headers, timeout=None, trust_env=False) as r:
+            if r.status_code >= 400:
+                r.read()
+                raise click.ClickException(f"replay: HTTP {r.status_code}: {_detail(r)}")
+            started = True
+            for line in r.iter_lines():
+                if not line:
+                    continue
+                msg = orjson.loads(line)
+                if "scanned" in msg:
+                    view.update(msg["scanned"], msg["total"])
+                else:
+                    result = msg
+    except httpx.HTTPError as exc:
+        if not started:
+            raise click.ClickException(f"cannot reach the esb daemon: {exc}") from exc
+        raise click.ClickException(f"replay interrupted ({exc}); nothing is lost: run it "
+                                   "again to replay the rest") from exc
+    finally:
+        view.close()
+    if "error" in result:
+        raise click.ClickException(f"replay stopped: {result['error']}")
+    if "replayed" not in result:
+        raise click.ClickException("replay interrupted: the daemon ended the stream early; "
+                                   "nothing is lost: run it again to replay the rest")
+    return result
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text
+    if not isinstance(body, dict):
+        return response.text
+    return str(body.get("detail") or body.get("title") or response.text)
 
 
 def _request(obj: object, method: str, path: str, **kw: object) -> dict:

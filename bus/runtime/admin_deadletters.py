@@ -1,8 +1,10 @@
 """Admin endpoints for the dead-letter and unroutable queues.
 
-``POST .../replay`` streams its progress as JSON lines (``{"done": n, "total": m}``) and ends
-with the result line (``{"replayed": n, "left": m}`` or ``{"error": ...}``), so a CLI can show
-progress for replays of thousands of messages.
+``POST .../replay`` streams its progress as JSON lines (``{"scanned": n, "total": m}``: how
+far the pass is through the queue, whose depth was ``m`` when it began, at most one line per
+percent) and ends with the result line (``{"replayed": n, "left": m}`` or ``{"error": ...}``),
+so a CLI can show progress for replays of thousands of messages. A request naming ids that are
+not in the queue, or an unknown destination, is refused before anything is replayed.
 """
 
 from __future__ import annotations
@@ -23,9 +25,58 @@ from esb.bus.runtime.deadletters import QUEUES, DeadLetters, summary
 Endpoint = Callable[[Request], Awaitable[Response]]
 Guard = Callable[[Endpoint], Endpoint]
 
+#: How deep a replay by id looks for its ids before it starts (``show`` looks as deep).
+SCAN = 100_000
+
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+class _ProgressLines:
+    """The bus's progress callback, turned into stream lines: one per percent of the queue at
+    most (a replay of 100,000 messages sends about 100 lines, not 100,000)."""
+
+    def __init__(self, out: asyncio.Queue[dict[str, Any] | None]) -> None:
+        self.out = out
+        self.sent = 0
+
+    def __call__(self, scanned: int, total: int) -> None:
+        if scanned == total or scanned - self.sent >= max(1, total // 100):
+            self.sent = scanned
+            self.out.put_nowait({"scanned": scanned, "total": total})
+
+
+async def _refusal(dl: DeadLetters, which: str, ids: Any,
+                   destination: Any) -> Response | None:
+    """Why this replay request cannot start (as a problem response), or None."""
+    if ids is not None and not (isinstance(ids, list)
+                                and all(isinstance(i, str) for i in ids)):
+        return problem(400, "Bad request", "ids must be a list of envelope ids")
+    if destination is not None and destination not in dl.destinations:
+        known = ", ".join(sorted(dl.destinations)) or "none"
+        return problem(400, "Unknown destination",
+                       f"no destination {destination!r} (configured: {known})")
+    if not ids:
+        return None
+    missing = await _missing(dl, which, ids, destination)
+    if missing:
+        where = f" at {destination}" if destination else ""
+        return problem(404, "Not found", f"not in the {which}{where}: {', '.join(missing)}; "
+                                         "nothing was replayed")
+    return None
+
+
+async def _missing(dl: DeadLetters, which: str, ids: list[str],
+                   destination: str | None) -> list[str]:
+    """The ids (in the order asked) with no envelope in the queue (failed at ``destination``,
+    when given). A queue deeper than :data:`SCAN` is not checked: the answer would be a
+    guess."""
+    envs = await dl.list(which, SCAN)
+    if len(envs) >= SCAN:
+        return []
+    present = {e.id for e in envs if destination is None or e.esbdestination == destination}
+    return [i for i in dict.fromkeys(ids) if i not in present]
 
 
 def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
@@ -60,16 +111,23 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
             body = orjson.loads(await request.body() or b"{}")
         except orjson.JSONDecodeError as exc:
             return problem(400, "Malformed JSON", str(exc))
-        ids = body.get("ids")
+        if not isinstance(body, dict):
+            return problem(400, "Bad request", "expected a JSON object")
+        ids, destination = body.get("ids"), body.get("destination")
         if not ids and not body.get("all"):
             return problem(400, "Nothing to replay", "name envelope ids, or set all: true")
+        try:
+            refused = await _refusal(dl, which, ids, destination)
+        except EsbError as exc:
+            return problem(400, "Bad request", str(exc))
+        if refused is not None:
+            return refused
         lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
         async def run() -> None:
             try:
-                result = await dl.replay(which, ids or None, body.get("destination"),
-                                         progress=lambda d, t: lines.put_nowait(
-                                             {"done": d, "total": t}))
+                result = await dl.replay(which, ids or None, destination,
+                                         progress=_ProgressLines(lines))
                 lines.put_nowait({"replayed": result.replayed, "left": result.left})
             except Exception as exc:  # reported in the stream: the status line is sent
                 lines.put_nowait({"error": str(exc)})
