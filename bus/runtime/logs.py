@@ -104,6 +104,14 @@ def _route_stdlib(handler: logging.Handler, level: int) -> None:
         root.removeHandler(old)
         old.close()
     root.addHandler(handler)
+    # uvicorn, once configured by anyone with its default settings, writes through handlers
+    # of its own and stops propagating: undo that, so its lines take this format too.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        lib = logging.getLogger(name)
+        for own in list(lib.handlers):
+            lib.removeHandler(own)
+        lib.propagate = True
+        lib.setLevel(logging.NOTSET)
     # Libraries' debug and info lines are noise here, whatever esb's own level.
     root.setLevel(max(level, logging.WARNING))
     # Python warnings (deprecations, unawaited coroutines) become log lines too, so that

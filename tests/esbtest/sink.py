@@ -33,6 +33,12 @@ def answer_after(seconds: float) -> Callable[[Received], tuple[int, dict[str, st
     return slow
 
 
+class _Server(ThreadingHTTPServer):
+    #: A listen backlog as deep as a daemon's concurrency (the default of 5 stalls connects,
+    #: and stalled connects time out as transient failures that trip the breaker).
+    request_queue_size = 128
+
+
 @dataclass
 class Sink:
     """``status_for(request) -> (status, headers)`` decides each answer (default 200)."""
@@ -82,7 +88,7 @@ class Sink:
         self._listen(0)
 
     def _listen(self, port: int) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler)
+        self.server = _Server(("127.0.0.1", port), self._handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
