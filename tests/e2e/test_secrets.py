@@ -178,7 +178,7 @@ def wait_dead_lettered(d: Any, env: dict[str, str], ids: list[str]) -> list[dict
 
 
 def test_secrets_stay_secret(rabbit: Any, echo: Echo, daemon_factory: Any) -> None:
-    d = daemon_factory(config(rabbit.bus("out"), echo.url), ROUTES, env=ENV,
+    d = daemon_factory(config(rabbit.bus("bearer", "apikey", "basic"), echo.url), ROUTES, env=ENV,
                        admin_token=ADMIN)
     d.start()
     texts, ids = client_calls(d.url)
