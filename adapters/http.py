@@ -21,10 +21,11 @@ ConnectError: …"``.
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 from starlette.requests import ClientDisconnect, Request
@@ -240,3 +241,15 @@ class PooledClient:
     def client(self) -> httpx.AsyncClient:
         """The client taken on start (the pool's own when sending without a start)."""
         return self._client or self.ctx.http()
+
+
+_PRINTABLE_ASCII = re.compile(r"[ -~]*")
+
+
+def header_safe(value: str) -> str:
+    """``value`` as an HTTP header value: as it is when it is printable ASCII (nearly always),
+    else percent-encoded (UTF-8), so a key like ``commande-é`` cannot make a delivery fail
+    on every attempt. The same key always gives the same header, so de-duplication holds."""
+    if _PRINTABLE_ASCII.fullmatch(value):
+        return value
+    return quote(value, safe="".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%"))

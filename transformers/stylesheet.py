@@ -63,11 +63,15 @@ EVALUATED_ARGUMENT = {"evaluate": 0, "map": 1, "sum": 1, "min": 1, "max": 1, "cl
 # A character of an XPath name: anything but white space and ASCII punctuation other than
 # "-", "." and "_". A superset of NCName characters, so a name is never cut short.
 _NAME = r"[^\s!-,/:-@\[-\^`{-~]"
+# The first character of a name: not "-", "." or a digit either, so in "0 -dyn:evaluate(x)"
+# (minus, then a call) the name starts at "d" and the call is seen.
+_START = r"[^\s!-@\[-\^`{-~]"
 #: A function call or named function reference: ``name(``, ``p:name(``, ``Q{uri}name#1``.
 #: Matched in raw attribute values (string literals and all), so nothing is missed; a string
-#: that merely looks like a call is a false alarm at worst.
-_CALL = re.compile(rf"(?<!{_NAME})(?<!\$)(?:Q\{{(?P<uri>[^{{}}]*)\}}|(?P<prefix>{_NAME}+):)?"
-                   rf"(?P<local>{_NAME}+)\s*[(#]")
+#: that merely looks like a call is a false alarm at worst. A match may begin after any
+#: character that cannot start a name (even inside a longer name: a false alarm at worst).
+_CALL = re.compile(rf"(?<!{_START})(?<!\$)(?:Q\{{(?P<uri>[^{{}}]*)\}}|"
+                   rf"(?P<prefix>{_START}{_NAME}*):)?(?P<local>{_START}{_NAME}*)\s*[(#]")
 #: A whole argument that is one string literal (XPath 1.0: no escapes inside).
 _LITERAL = re.compile(r"\s*(?:\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)')\s*")
 

@@ -18,7 +18,7 @@ import httpx
 import orjson
 
 from esb.adapters.auth.outbound import build_outbound_auth, redact_url, scrubbed
-from esb.adapters.http import check_host, raise_for_status, transport_error
+from esb.adapters.http import check_host, header_safe, raise_for_status, transport_error
 from esb.adapters.rest.settings import RestOutboundSettings
 from esb.adapters.spec import OutboundContext
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
@@ -51,9 +51,9 @@ class RestOutbound:
         if self._templated:
             check_host(url, self.ctx.allowed_hosts, sending=True)
         headers = dict(s.headers)
-        headers["Idempotency-Key"] = envelope.key
+        headers["Idempotency-Key"] = header_safe(envelope.key)
         if envelope.correlationid:
-            headers["X-Correlation-Id"] = envelope.correlationid
+            headers["X-Correlation-Id"] = header_safe(envelope.correlationid)
         if envelope.traceparent:
             headers["traceparent"] = envelope.traceparent
         if s.cloudevents == "structured":

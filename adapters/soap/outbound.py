@@ -20,7 +20,7 @@ from zeep.wsdl.bindings.soap import Soap12Binding, SoapBinding
 from zeep.wsse.username import UsernameToken
 
 from esb.adapters.auth.outbound import build_outbound_auth, redact_url, scrubbed
-from esb.adapters.http import check_host, raise_for_status, transport_error
+from esb.adapters.http import check_host, header_safe, raise_for_status, transport_error
 from esb.adapters.soap.faults import SOAP11_ENV, SOAP12_ENV, is_permanent_code, soap_envelope
 from esb.adapters.soap.settings import SoapOutboundSettings
 from esb.adapters.soap.transport import (
@@ -117,7 +117,7 @@ class SoapOutbound:
         # error paths only, as the rest adapter does.
         try:
             # SOAP has no field for it: the key rides as an HTTP header, as with rest.
-            with call_headers({"Idempotency-Key": envelope.key}):
+            with call_headers({"Idempotency-Key": header_safe(envelope.key)}):
                 if self.settings.mode == "typed":
                     response = await self._typed(envelope)
                 else:

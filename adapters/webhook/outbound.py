@@ -9,7 +9,13 @@ import httpx
 import orjson
 
 from esb.adapters.auth.outbound import build_outbound_auth, scrubbed
-from esb.adapters.http import PooledClient, check_host, raise_for_status, transport_error
+from esb.adapters.http import (
+    PooledClient,
+    check_host,
+    header_safe,
+    raise_for_status,
+    transport_error,
+)
 from esb.adapters.spec import OutboundContext
 from esb.adapters.webhook.settings import WebhookOutboundSettings
 from esb.adapters.webhook.signatures import decode_standard_secret, sign_standard
@@ -51,9 +57,9 @@ class WebhookOutbound(PooledClient):
         # webhook-id is what receivers de-duplicate on (Standard Webhooks): the envelope's key
         # (its idempotency key, else its id), plus an explicit Idempotency-Key for those that
         # look for that header.
+        key = header_safe(envelope.key)
         headers = {**self.settings.headers, "content-type": content_type,
-                   "idempotency-key": envelope.key,
-                   **self.sign(envelope.key, int(time.time()), body)}
+                   "idempotency-key": key, **self.sign(key, int(time.time()), body)}
         client = self.client()
         with scrubbed(self.auth, url=self.settings.url):
             try:

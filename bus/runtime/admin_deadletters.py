@@ -25,8 +25,9 @@ from esb.bus.runtime.deadletters import QUEUES, DeadLetters, summary
 Endpoint = Callable[[Request], Awaitable[Response]]
 Guard = Callable[[Endpoint], Endpoint]
 
-#: How deep a replay by id looks for its ids before it starts (``show`` looks as deep).
-SCAN = 100_000
+#: A replay by id first checks that its ids are in the queue when the queue holds at most
+#: this many (reading them takes seconds); a deeper queue is replayed without the check.
+CHECK_UP_TO = 10_000
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -70,10 +71,13 @@ async def _refusal(dl: DeadLetters, which: str, ids: Any,
 async def _missing(dl: DeadLetters, which: str, ids: list[str],
                    destination: str | None) -> list[str]:
     """The ids (in the order asked) with no envelope in the queue (failed at ``destination``,
-    when given). A queue deeper than :data:`SCAN` is not checked: the answer would be a
-    guess."""
-    envs = await dl.list(which, SCAN)
-    if len(envs) >= SCAN:
+    when given). A queue deeper than :data:`CHECK_UP_TO` is not checked (reading it first
+    would hold the replay up); its replay reports how many it found."""
+    depth = (await dl.bus.depths()).get(QUEUES[which], 0)
+    if depth > CHECK_UP_TO:
+        return []  # reading that many first would delay the replay for minutes
+    envs = await dl.list(which, CHECK_UP_TO + 1)
+    if len(envs) > CHECK_UP_TO:
         return []
     present = {e.id for e in envs if destination is None or e.esbdestination == destination}
     return [i for i in dict.fromkeys(ids) if i not in present]

@@ -172,7 +172,8 @@ class Daemon:
         self.ingress.open = False
         await self._connect_bus()
         await self._start_routes()
-        self.ingress.open = True
+        # (a stop during start-up ends the retries above: then nothing may be routed at all)
+        self.ingress.open = not self._stop.is_set()
         parts = [self.trace, self.presence, *([self.dedup.log] if self.dedup.log else [])]
         for part in parts:  # best effort: they reconnect by themselves
             try:

@@ -69,6 +69,19 @@ def delivered_status(sent: SendResult) -> int | str:
     return text if len(text) <= _STATUS_TEXT_MAX else text[:_STATUS_TEXT_MAX - 1] + "…"
 
 
+#: Failed breaker probes an envelope keeps per destination (the oldest go first): a day-long
+#: outage must not grow it by thousands of records (its trace keeps every one).
+MAX_PROBES = 20
+
+
+def _bounded(attempts: list[Attempt], destination: str) -> list[Attempt]:
+    probes = [i for i, a in enumerate(attempts) if a.probe and a.destination == destination]
+    if len(probes) <= MAX_PROBES:
+        return attempts
+    drop = set(probes[:len(probes) - MAX_PROBES])
+    return [a for i, a in enumerate(attempts) if i not in drop]
+
+
 class DeliveryWorker:
     def __init__(self, destination: str, outbound: Outbound, bus: Bus, cfg: DeliveryConfig,
                  metrics: Metrics, instance: str, prefetch: int,
@@ -251,7 +264,7 @@ class DeliveryWorker:
             msg.requeue()
             return
         assert outcome.attempt is not None  # failures carry their attempt
-        attempts = [*env.esbattempts, outcome.attempt]
+        attempts = _bounded([*env.esbattempts, outcome.attempt], self.destination)
         delay = self._next_delay(env, outcome, attempts)
         try:
             if delay is not None:
@@ -286,7 +299,7 @@ class DeliveryWorker:
                 msg.requeue()
                 return
             assert outcome.attempt is not None
-            attempts = [*env.esbattempts, outcome.attempt]
+            attempts = _bounded([*env.esbattempts, outcome.attempt], self.destination)
             env = env.model_copy(update={"esbattempts": attempts})
             delay = self._next_delay(env, outcome, attempts)
             if delay is None or self._draining:

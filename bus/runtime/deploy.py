@@ -196,7 +196,10 @@ class RouteDeployer:
             except ConfigError as exc:
                 log.error("stored route version does not compile on this instance",
                           version=candidate.version, problems=exc.problems)
-                if self.refused is None or candidate.version > self.refused["version"]:
+                newer_runs = self._running is not None and \
+                    self._running.version >= candidate.version
+                if not newer_runs and (self.refused is None
+                                       or candidate.version > self.refused["version"]):
                     self.refused = {"version": candidate.version,
                                     "problems": exc.problems[:5]}
             earlier = candidate.version - 1

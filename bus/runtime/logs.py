@@ -85,11 +85,27 @@ class SecretRedactor:
 _HANDLER_NAME = "esb"
 
 
+class _OneFormatHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A record that cannot be formatted (a library's arguments not matching its message)
+    becomes one line in the same format, naming the logger and the unformatted message —
+    not the standard library's plain-text report with the raw (unredacted) arguments."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        fallback = logging.LogRecord(record.name, logging.ERROR, record.pathname, record.lineno,
+                                     "log record could not be formatted: %s",
+                                     (str(record.msg),), None)
+        try:
+            self.stream.write(self.format(fallback) + self.terminator)
+            self.flush()
+        except Exception:  # never raise from logging
+            pass
+
+
 def _stdlib_handler(chain: list[Any], renderer: Any) -> logging.Handler:
     """A stderr handler writing standard-library records (uvicorn, kombu, httpx ...) through
     ``chain`` and ``renderer``, so they look like esb's own lines (and are redacted by the
     same :class:`SecretRedactor`). One ``write`` per line, as for structlog's lines."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _OneFormatHandler(sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *chain],

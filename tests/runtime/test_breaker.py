@@ -168,3 +168,12 @@ async def test_probes_of_a_half_open_breaker_do_not_use_up_attempts() -> None:
     assert len(attempts) == 6
     assert [a.probe for a in attempts] == [False] + [True] * 5
     assert Envelope.from_json(env.to_json()).esbattempts == attempts  # survives the bus
+    # a long outage: the envelope keeps the latest MAX_PROBES probes, not thousands
+    from esb.bus.runtime.delivery import MAX_PROBES
+    for _ in range(MAX_PROBES + 5):
+        await worker.handle(Taken(env))  # type: ignore[arg-type]
+        env = wire.retried[-1]
+    assert not wire.dead
+    kept = env.esbattempts
+    assert [a.probe for a in kept] == [False] + [True] * MAX_PROBES
+    assert kept[-1].at >= attempts[-1].at

@@ -176,10 +176,9 @@ def test_library_records_are_redacted_in_message_and_traceback(configure: Config
 def test_python_warnings_are_log_lines(configure: Configure) -> None:
     import warnings
 
-    stderr = configure()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # entered first: configure_logging's hook is inside it
         warnings.simplefilter("always")
-        logging.captureWarnings(True)  # catch_warnings restored the hook it found
+        stderr = configure()
         warnings.warn("old API", DeprecationWarning, stacklevel=1)
     line = orjson.loads(stderr.getvalue())
     assert line["logger"] == "py.warnings" and "old API" in line["event"]
@@ -253,3 +252,18 @@ async def test_delivery_lines_carry_envelope_correlation_route_and_destination(
     for line in logged:
         assert (line["envelope_id"], line["correlation_id"], line["route"],
                 line["destination"]) == (env.id, "corr-9", "eu-orders", "erp"), line
+
+
+def test_a_library_record_that_cannot_be_formatted_stays_one_json_line(
+        configure: Configure) -> None:
+    """Arguments that do not match the message (a library bug) must not turn into the
+    standard library's plain-text report, which prints the raw arguments, secrets included."""
+    stderr = configure()
+    # straight to esb's handler (pytest's own capture handler re-raises such errors)
+    (handler,) = [h for h in logging.getLogger().handlers if h.get_name() == "esb"]
+    handler.handle(logging.LogRecord("somelib", logging.WARNING, __file__, 1,
+                                     "token %s and %s", ("only-one-argument",), None))
+    (line,) = stderr.getvalue().splitlines()
+    event = orjson.loads(line)
+    assert event["logger"] == "somelib" and event["level"] == "error"
+    assert "could not be formatted" in event["event"] and "only-one-argument" not in line

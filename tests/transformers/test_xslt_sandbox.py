@@ -337,6 +337,10 @@ DYNAMIC = {  # label: (select expression, what the error names)
         "dyn:evaluate() must be given the expression"),
     "a literal calling the registered function": (
         "dyn:evaluate('t:leak()')", "extension function t:leak() in namespace "),
+    "dyn:evaluate right after a minus": ("0 -dyn:evaluate($expr)",
+                                         "dyn:evaluate() must be given the expression"),
+    "a registered function right after a minus": (
+        "1-t:leak()", "extension function t:leak() in namespace "),
 }
 
 
@@ -589,6 +593,9 @@ REFUSED = {  # label: (body, namespaces, expected in the error)
     "system-property() by the arrow operator": (
         "<o><xsl:value-of select=\"'user.home' => system-property()\"/></o>", "",
         "system-property() is only allowed with a literal xsl:"),
+    "environment-variable right after a minus": (
+        "<o><xsl:value-of select=\"0 -environment-variable('ESB_SANDBOX_CANARY')\"/></o>", "",
+        "environment-variable() is not allowed"),
     "Saxon extension by Q{}": (
         '<o><xsl:value-of select="Q{http://saxon.sf.net/}system-id()"/></o>', "",
         "Saxon extension function system-id() is not allowed"),

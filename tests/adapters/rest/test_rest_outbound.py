@@ -129,3 +129,20 @@ def test_a_refused_connection_is_transient() -> None:
 def test_a_missing_url_field_is_permanent(peer: Peer) -> None:
     with pytest.raises(PermanentError, match=r"data\.missing"):
         send(peer.url + "/{data.missing}")
+
+
+def test_a_key_that_is_not_ascii_is_sent_percent_encoded(peer: Peer) -> None:
+    """A key from a structured CloudEvent may hold any character; HTTP headers take ASCII.
+    It is percent-encoded (the same key, the same header) instead of failing every attempt."""
+
+    async def go() -> None:
+        async with httpx.AsyncClient() as client:
+            out = RestOutbound(RestOutboundSettings(url=peer.url),
+                               OutboundContext("out", Path("."), lambda: client))
+            await out.start()
+            await out.send(Envelope(source="s", type="t", data={},
+                                    idempotencykey="commande-é 7", correlationid="réf"))
+
+    asyncio.run(go())
+    assert peer.last["headers"]["idempotency-key"] == "commande-%C3%A9%207"
+    assert peer.last["headers"]["x-correlation-id"] == "r%C3%A9f"
