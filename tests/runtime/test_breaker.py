@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+from esb.bus.broker.base import DEAD_LETTER
+from esb.bus.config.model import DeliveryConfig
+from esb.bus.envelope import Envelope
+from esb.bus.errors import TransientError
 from esb.bus.runtime.breaker import BreakerSettings, CircuitBreaker
+from esb.bus.runtime.delivery import DeliveryWorker
+from esb.bus.runtime.metrics import Metrics
 
 
 async def test_opens_after_consecutive_failures_and_probes_once() -> None:
@@ -54,24 +60,22 @@ async def test_successes_keep_it_closed() -> None:
     assert b.state == "closed"
 
 
+class Down:
+    """An outbound side whose destination is down."""
+
+    async def start(self) -> None:
+        return None
+
+    async def send(self, envelope: Envelope) -> None:
+        raise TransientError("503 Service Unavailable", status=503)
+
+    async def stop(self) -> None:
+        return None
+
+
 async def test_a_graceful_stop_does_not_wait_out_an_open_breaker() -> None:
     """Envelopes waiting for an open breaker never started a delivery: draining gives them
     back to the queue at once instead of holding the stop for the whole cooldown."""
-    from esb.bus.config.model import DeliveryConfig
-    from esb.bus.envelope import Envelope
-    from esb.bus.errors import TransientError
-    from esb.bus.runtime.delivery import DeliveryWorker
-    from esb.bus.runtime.metrics import Metrics
-
-    class Down:
-        async def start(self) -> None:
-            return None
-
-        async def send(self, envelope: Envelope) -> None:
-            raise TransientError("503 Service Unavailable", status=503)
-
-        async def stop(self) -> None:
-            return None
 
     class Wire:
         async def publish_delayed(self, address: str, envelope: Envelope,
@@ -112,22 +116,6 @@ async def test_probes_of_a_half_open_breaker_do_not_use_up_attempts() -> None:
     the breaker lets through. Those failures are marked as probes and do not count against
     max_attempts, so the envelope keeps waiting (within max_age) instead of being
     dead-lettered after a few minutes of outage."""
-    from esb.bus.broker.base import DEAD_LETTER
-    from esb.bus.config.model import DeliveryConfig
-    from esb.bus.envelope import Envelope
-    from esb.bus.errors import TransientError
-    from esb.bus.runtime.delivery import DeliveryWorker
-    from esb.bus.runtime.metrics import Metrics
-
-    class Down:
-        async def start(self) -> None:
-            return None
-
-        async def send(self, envelope: Envelope) -> None:
-            raise TransientError("503 Service Unavailable", status=503)
-
-        async def stop(self) -> None:
-            return None
 
     class Wire:
         def __init__(self) -> None:

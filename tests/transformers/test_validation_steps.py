@@ -7,14 +7,12 @@ content must never show up in any error, and a local TCP listener must never see
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from esbtest.listener import Listener, listening
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
@@ -98,43 +96,10 @@ def test_validation_steps_refuse_the_wrong_payload_kind() -> None:
 CANARY = "CANARY-5d1e07b2-do-not-leak"
 
 
-@dataclass
-class Listener:
-    """A local TCP port that records every connection made to it."""
-
-    port: int
-    connections: list[tuple[str, int]] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
 @pytest.fixture
 def listener() -> Iterator[Listener]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    sock.settimeout(0.05)
-    seen = Listener(sock.getsockname()[1])
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, addr = sock.accept()
-            except OSError:
-                continue
-            seen.connections.append(addr)
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield seen
-    stop.set()
-    thread.join(2)
-    sock.close()
-    assert seen.connections == [], "something reached the network"
+    with listening() as seen:
+        yield seen
 
 
 @pytest.fixture

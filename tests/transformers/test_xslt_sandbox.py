@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import socket
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from esbtest.listener import Listener, listening
 from lxml import etree
 
 from esb.bus.envelope import Envelope
@@ -39,41 +37,10 @@ IDENTITY = XSL_OPEN + """
 </xsl:stylesheet>"""
 
 
-@dataclass
-class Listener:
-    port: int
-    connections: list[tuple[str, int]] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
 @pytest.fixture
 def listener() -> Iterator[Listener]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    sock.settimeout(0.05)
-    seen = Listener(sock.getsockname()[1])
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, addr = sock.accept()
-            except OSError:
-                continue
-            seen.connections.append(addr)
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield seen
-    stop.set()
-    thread.join(2)
-    sock.close()
-    assert seen.connections == [], "something reached the network"
+    with listening() as seen:
+        yield seen
 
 
 @pytest.fixture
