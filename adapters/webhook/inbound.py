@@ -117,6 +117,11 @@ class WebhookInbound:
             if key:
                 await self.store.release(key)
             raise
+        if accepted.duplicate and key and s.replay_window and s.on_replay != "acknowledge":
+            # Seen by another instance (or before a restart): the shared idempotency log knew
+            # the delivery id, nothing was published again, and the answer is the same 409.
+            return problem(409, "Replayed webhook delivery",
+                           f"delivery {delivery!r} was already received")
         return _accepted(accepted.id, duplicate=accepted.duplicate)
 
 

@@ -83,6 +83,18 @@ def test_replayed_id_rejected(serve_routes: Serve, inbound_ctx: Any) -> None:
     assert len(inbound_ctx.accepted) == 1
 
 
+def test_replay_seen_by_another_process_is_rejected_too(serve_routes: Serve,
+                                                        inbound_ctx: Any) -> None:
+    """Another worker or instance (its own replay memory empty) got the first delivery: the
+    shared idempotency check reports the repeat, and the answer is the same 409."""
+    first = make(serve_routes, inbound_ctx, secrets=[SECRET])
+    other = make(serve_routes, inbound_ctx, secrets=[SECRET])  # a second process's adapter
+    assert standard_post(first, b"{}", msg_id="dup-x").status_code == 202
+    again = standard_post(other, b"{}", msg_id="dup-x")
+    assert again.status_code == 409
+    assert again.json()["title"] == "Replayed webhook delivery"
+
+
 def test_replay_acknowledged_when_configured(serve_routes: Serve, inbound_ctx: Any) -> None:
     url = make(serve_routes, inbound_ctx, secrets=[SECRET], on_replay="acknowledge")
     assert standard_post(url, b"{}", msg_id="dup").status_code == 202
