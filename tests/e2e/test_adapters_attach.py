@@ -20,7 +20,7 @@ import base64
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import requests
 import zeep
 from esbtest.asgi import serve_in_thread
 from esbtest.sink import Received, Sink
+from esbtest.waiting import wait_until
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from esb.bus.config.loader import load_config
@@ -152,17 +153,6 @@ def legacy_topology(legacy: Legacy) -> dict[str, str]:
     return names
 
 
-def wait_until(check: Callable[[], Any], what: str, d: Any, timeout: float = 20) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with the daemon's log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}\n{d.log()}")
-
-
 # -- the inbound calls ------------------------------------------------------------------------
 
 
@@ -257,14 +247,14 @@ def test_soap_graphql_webhook_and_amqp_attach_by_configuration(
 
     # Delivery is at least once: a hop may repeat, always under the same key.
     # SOAP in → GraphQL out: the customer, reshaped from the SOAP body, with the CRM's token
-    upsert = wait_until(lambda: crm_received, "the upsert at the CRM", d)[0]
+    upsert = wait_until(lambda: crm_received, "the upsert at the CRM", daemon=d)[0]
     assert upsert["body"]["variables"] == {"input": {"id": "C-7", "name": "Ada Lovelace"},
                                            "source": "legacy-crm"}
     assert upsert["headers"]["authorization"] == f"Bearer {CRM_TOKEN}"
     assert {r["headers"]["idempotency-key"] for r in crm_received} == {tracking}
 
     # GraphQL in → webhook out: verified by the receiver (only verified requests are recorded)
-    shipment = wait_until(lambda: partner_hooks.received, "the partner's webhook", d)[0]
+    shipment = wait_until(lambda: partner_hooks.received, "the partner's webhook", daemon=d)[0]
     assert shipment.path == "/shipments"
     assert {r.headers["webhook-id"] for r in partner_hooks.received} == {receipt}
     event = orjson.loads(shipment.body)
@@ -272,7 +262,7 @@ def test_soap_graphql_webhook_and_amqp_attach_by_configuration(
 
     # webhook in → AMQP out, on the legacy vhost (the audit queue's copy)
     published = wait_until(lambda: legacy.get_all(names["audit"]),
-                           "the message on the legacy broker", d)
+                           "the message on the legacy broker", daemon=d)
     method, props, body = published[0]
     assert method.routing_key == "billing.invoice.paid"
     assert (props.message_id, props.type, props.app_id) == (delivery, "invoice.paid",
@@ -282,7 +272,7 @@ def test_soap_graphql_webhook_and_amqp_attach_by_configuration(
     assert orjson.loads(body) == INVOICE
 
     # AMQP in (the legacy queue on that vhost) → REST out: identity and type kept end to end
-    archived = wait_until(lambda: sink.received, "the archived invoice", d)[0]
+    archived = wait_until(lambda: sink.received, "the archived invoice", daemon=d)[0]
     assert archived.path == "/archive" and sink.unique() == {delivery}
     assert (archived.headers["ce-type"], archived.headers["ce-source"]) == ("invoice.paid",
                                                                             "billing-hooks")

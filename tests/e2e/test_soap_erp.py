@@ -11,14 +11,14 @@ then delivered).
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from esbtest.waiting import wait_until
 
 SOAP_TESTS = Path(__file__).parents[1] / "adapters" / "soap"
 if str(SOAP_TESTS) not in sys.path:  # the ERP peer lives with the soap adapter tests
@@ -81,23 +81,12 @@ def post(d: Any, order_id: str, *, xml: str | None = None,
     return str(r.json()["id"])
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def dead_letters(d: Any, expected: int) -> list[dict[str, Any]]:
     def listed() -> list[dict[str, Any]] | None:
         items: list[dict[str, Any]] = d.admin("GET", "/admin/dlq").json()["items"]
         return items if len(items) >= expected else None
 
-    return list(wait_until(listed, 60, f"{expected} dead letters"))
+    return list(wait_until(listed, f"{expected} dead letters", timeout=60, interval=0.25))
 
 
 def trace_steps(d: Any, envelope_id: str) -> list[dict[str, Any]]:
@@ -108,7 +97,8 @@ def trace_steps(d: Any, envelope_id: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = r.json()["events"] if r.status_code == 200 else []
         return found if any(e["step"] == "delivered" for e in found) else None
 
-    return list(wait_until(events, 30, f"the delivery of {envelope_id} in its trace"))
+    return list(wait_until(events, f"the delivery of {envelope_id} in its trace", timeout=30,
+                           interval=0.25))
 
 
 def test_legacy_erp_over_soap(rabbit: Any, daemon_factory: Any,
@@ -126,7 +116,7 @@ def test_legacy_erp_over_soap(rabbit: Any, daemon_factory: Any,
     # made them (the amount is the sum of the order lines), the JSON ones with their token
     wait_until(lambda: {o for o, _ in plain.received} == {"X-1", "X-2", "flaky-x"}
                and {o for o, _ in secured.received} == {"J-1", "J-2", "flaky-j"},
-               60, "the good and flaky orders at the ERP")
+               "the good and flaky orders at the ERP", timeout=60, interval=0.25)
     assert sorted(plain.received) == [("X-1", Decimal("12.50")), ("X-2", Decimal("12.50")),
                                       ("flaky-x", Decimal("12.50"))]
     assert sorted(secured.received) == [("J-1", Decimal("7.25")), ("J-2", Decimal("7.25")),

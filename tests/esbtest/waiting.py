@@ -1,0 +1,21 @@
+"""Waiting for something a daemon does asynchronously, without sleeping a fixed time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def wait_until(check: Callable[[], Any], what: str, *, timeout: float = 20,
+               interval: float = 0.1, daemon: Any = None) -> Any:
+    """Poll ``check`` until it returns something truthy and return that; on timeout fail
+    naming ``what`` (with ``daemon``'s log when given)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    log = f"\n{daemon.log()}" if daemon is not None else ""
+    raise AssertionError(f"timed out waiting for {what}{log}")
