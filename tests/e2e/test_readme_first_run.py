@@ -66,10 +66,13 @@ def test_shipped_config_takes_a_message_in_and_leaves_it_transformed(tmp_path: P
 
         erp = tmp_path / ".esb/outbox/erp/order-1001.xml"
         audit = tmp_path / ".esb/outbox/audit/order-1001.json"
+        # the file adapter writes the payload, then the envelope beside it
+        audit_event = tmp_path / ".esb/outbox/audit/order-1001.json.event.json"
+        files = (erp, audit, audit_event)
         deadline = time.monotonic() + 20
-        while not (erp.exists() and audit.exists()) and time.monotonic() < deadline:
+        while not all(f.exists() for f in files) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert erp.exists() and audit.exists(), log_path.read_text()
+        assert all(f.exists() for f in files), log_path.read_text()
 
         # erp: transformed (JSON → XML → the ERP's own format by the shipped stylesheet)
         order = etree.fromstring(erp.read_bytes())
@@ -79,8 +82,7 @@ def test_shipped_config_takes_a_message_in_and_leaves_it_transformed(tmp_path: P
             ("A-1", "2")]
         # audit: the body as sent, and the envelope beside it
         assert orjson.loads(audit.read_bytes()) == orjson.loads(readme_curl_body())
-        event = orjson.loads((tmp_path / ".esb/outbox/audit/order-1001.json.event.json")
-                             .read_bytes())
+        event = orjson.loads(audit_event.read_bytes())
         assert event["id"] == eid and event["type"] == "order.created"
 
         # the not-durable warning is loud
