@@ -19,7 +19,7 @@ from esb.adapters.spec import Accepted, OutboundContext, SourceState
 from esb.bus.broker.base import Bus, destination_address
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
-from esb.bus.runtime.local_fleet import FileState
+from esb.bus.runtime.local_leases import FileState
 
 #: The destination the kit's inbound context publishes accepted envelopes to.
 KIT_DESTINATION = "kit"

@@ -48,7 +48,7 @@ from esb.adapters.testing.spec_contract import (
 )
 from esb.bus.broker.embedded import EmbeddedBus
 from esb.bus.envelope import Envelope
-from esb.bus.runtime.local_fleet import LocalFleet
+from esb.bus.runtime.local_leases import LocalLeases
 from esb.bus.runtime.singleton import OneInstance
 
 
@@ -248,7 +248,7 @@ class InboundContract(SpecContract):
             second = RecordingInboundContext(config_dir=self.tmp_path, bus=bus,
                                              instance="kit-2", state=first.state)
             self.context = first
-            sides = [OneInstance(self._build(ctx), LocalFleet(fleet_dir, 0.05).lease(ctx.name),
+            sides = [OneInstance(self._build(ctx), LocalLeases(fleet_dir, 0.05).lease(ctx.name),
                                  ctx.name, retry=0.05) for ctx in (first, second)]
             try:
                 for side in sides:

@@ -66,11 +66,11 @@ class Topology:
         return f"{self.prefix}.presence"
 
     def lease_queue(self, source: str) -> str:
-        """The exclusive queue whose declarer runs the ``one-instance`` source (``fleet.py``)."""
+        """The exclusive queue whose declarer runs the ``one-instance`` source (``leases.py``)."""
         return f"{self.prefix}.lease.{source}"
 
     def state_queue(self, source: str) -> str:
-        """The one-message queue holding a source's state document (``fleet.py``)."""
+        """The one-message queue holding a source's state document (``leases.py``)."""
         return f"{self.prefix}.state.{source}"
 
     def retry_exchange(self, tier: float) -> str:

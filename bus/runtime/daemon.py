@@ -19,7 +19,7 @@ import structlog
 from esb.adapters.spec import Inbound, Outbound, OutboundContext
 from esb.bus.broker.base import Bus
 from esb.bus.broker.embedded import EmbeddedBus
-from esb.bus.broker.fleet import BrokerFleet
+from esb.bus.broker.leases import BrokerLeases
 from esb.bus.broker.rabbitmq import RabbitBus
 from esb.bus.broker.topology import Topology
 from esb.bus.config.loader import Loaded, load_config
@@ -37,12 +37,12 @@ from esb.bus.runtime.http import bind_listener, build_app, make_http_client, mak
 from esb.bus.runtime.idempotency import SharedIdempotency
 from esb.bus.runtime.idempotency_log import IdempotencyLog
 from esb.bus.runtime.ingress import Ingress, RouterHolder, SourceContext
-from esb.bus.runtime.local_fleet import LocalFleet
+from esb.bus.runtime.local_leases import LocalLeases
 from esb.bus.runtime.logs import SecretRedactor, configure_logging
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.presence import Presence
-from esb.bus.runtime.singleton import Fleet, OneInstance
+from esb.bus.runtime.singleton import Leases, OneInstance
 from esb.bus.runtime.tasks import cancel_all
 from esb.bus.runtime.trace import open_trace
 from esb.bus.runtime.worker_role import WorkerRole, watch_parent
@@ -106,7 +106,7 @@ class Daemon:
             self.dedup.log = IdempotencyLog(bus_url, self.config.bus.prefix, self.instance,
                                             self.config.bus.idempotency_window,
                                             self.dedup.learn)
-        self.fleet: Fleet = self._make_fleet(bus_url)
+        self.leases: Leases = self._make_leases(bus_url)
         self.deadletters = DeadLetters(self.bus, self.ingress, self.config.destinations,
                                        partitioners, self.instance, self.trace)
         self._http: httpx.AsyncClient | None = None
@@ -124,11 +124,11 @@ class Daemon:
         return RabbitBus(cfg.url, Topology(cfg.prefix, cfg.queue_type), heartbeat=cfg.heartbeat,
                          name=f"esb {self.instance}")
 
-    def _make_fleet(self, bus_url: str | None) -> Fleet:
+    def _make_leases(self, bus_url: str | None) -> Leases:
         cfg = self.config.bus
         if bus_url is None:
-            return LocalFleet(self.config.resolve(cfg.state_dir), cfg.lease_retry)
-        return BrokerFleet(bus_url, cfg.prefix, self.instance, heartbeat=cfg.lease_heartbeat,
+            return LocalLeases(self.config.resolve(cfg.state_dir), cfg.lease_retry)
+        return BrokerLeases(bus_url, cfg.prefix, self.instance, heartbeat=cfg.lease_heartbeat,
                            retry=cfg.lease_retry, queue_type=cfg.queue_type)
 
     def http_client(self) -> httpx.AsyncClient:
@@ -144,10 +144,10 @@ class Daemon:
                                 max_body=cfg.http.max_body, ingress=self.ingress,
                                 dedup=self.dedup,
                                 allowed_hosts=tuple(cfg.http.allowed_hosts),
-                                state=self.fleet.state(name))
+                                state=self.leases.state(name))
             side = spec.inbound(settings, ctx)
             if self.source_mode(name) == "one-instance":
-                side = OneInstance(side, self.fleet.lease(name), name, cfg.bus.lease_retry)
+                side = OneInstance(side, self.leases.lease(name), name, cfg.bus.lease_retry)
             self.inbound[name] = side
         for name, settings in self.loaded.destination_settings.items():
             spec = self.registry.get(cfg.destinations[name].adapter)
@@ -199,7 +199,7 @@ class Daemon:
         await self._start_routes()
         # (a stop during start-up ends the retries above: then nothing may be routed at all)
         self.ingress.open = not self._stop.is_set()
-        parts = [self.trace, self.presence, self.fleet,
+        parts = [self.trace, self.presence, self.leases,
                  *([self.dedup.log] if self.dedup.log else [])]
         for part in parts:  # best effort: they reconnect by themselves
             try:
@@ -263,7 +263,7 @@ class Daemon:
         for ob in self.outbound.values():
             with contextlib.suppress(Exception):
                 await ob.stop()
-        for part in (self.fleet, self.presence, self.trace, self.deployer, self.dedup.log):
+        for part in (self.leases, self.presence, self.trace, self.deployer, self.dedup.log):
             if part is None:
                 continue
             with contextlib.suppress(Exception):

@@ -2,9 +2,9 @@
 
 The runtime wraps such a side in :class:`OneInstance`: its HTTP routes are served here as
 always, but ``start`` is called only once the lease is taken and ``stop`` as soon as it is lost
-(or the daemon stops). Where the lease lives is a :class:`Fleet`: the broker on RabbitMQ
-(:mod:`esb.bus.broker.fleet`), a lock file beside the embedded bus
-(:mod:`esb.bus.runtime.local_fleet`), memory in the adapter test kit.
+(or the daemon stops). Where the lease lives is a :class:`Leases`: the broker on RabbitMQ
+(:mod:`esb.bus.broker.leases`), a lock file beside the embedded bus
+(:mod:`esb.bus.runtime.local_leases`), memory in the adapter test kit.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Lease(Protocol):
         """Give it up now (idempotent)."""
 
 
-class Fleet(Protocol):
+class Leases(Protocol):
     """Leases and state documents shared by the instances of one deployment."""
 
     def lease(self, source: str) -> Lease: ...

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from esb.adapters.spec import Accepted, HttpRoute
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
-from esb.bus.runtime.local_fleet import FileState
+from esb.bus.runtime.local_leases import FileState
 
 
 @dataclass

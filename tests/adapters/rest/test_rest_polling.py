@@ -32,7 +32,7 @@ from esb.bus.config.loader import load_config
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, ConfigError
 from esb.bus.runtime.daemon import Daemon
-from esb.bus.runtime.local_fleet import LocalFleet
+from esb.bus.runtime.local_leases import LocalLeases
 from esb.bus.runtime.singleton import OneInstance
 
 
@@ -302,7 +302,7 @@ async def test_instances_sharing_the_state_poll_one_at_a_time(api: tuple[Api, st
     cfg = RestInboundSettings.model_validate({"poll": poll_settings(base)})
     fleet = inbound_ctx.config_dir / ".esb"
     first, second = (OneInstance(RestInbound(cfg, inbound_ctx, 1024),
-                                 LocalFleet(fleet, 0.05).lease("s"), "s", 0.05)
+                                 LocalLeases(fleet, 0.05).lease("s"), "s", 0.05)
                      for _ in range(2))
 
     async def until(n: int) -> None:

@@ -1,4 +1,4 @@
-"""The :class:`~esb.bus.runtime.singleton.Fleet` of the embedded bus: one host, so a lease is
+"""The :class:`~esb.bus.runtime.singleton.Leases` of the embedded bus: one host, so a lease is
 an exclusive ``flock`` on ``<state_dir>/leases/<source>.lock`` (the operating system's: it goes
 with the process, so the workers of ``esb run --workers N`` hand it over when one dies) and a
 state document is ``<state_dir>/sources/<source>.json`` (written atomically)."""
@@ -92,7 +92,7 @@ class FileState:
             raise
 
 
-class LocalFleet:
+class LocalLeases:
     def __init__(self, state_dir: Path, retry: float = 1.0) -> None:
         self.state_dir = state_dir
         self.retry = retry

@@ -39,13 +39,13 @@ from esb.bus.broker.publisher import ConfirmedPublisher
 from esb.bus.broker.topology import Topology
 from esb.bus.errors import BusError, BusUnavailable, ConfigError
 
-log = structlog.get_logger("esb.fleet")
+log = structlog.get_logger("esb.leases")
 
 #: The broker's answer to declaring an exclusive queue another connection holds.
 RESOURCE_LOCKED = 405
 
 
-class BrokerFleet:
+class BrokerLeases:
     """One connection for every lease and state document of this instance."""
 
     def __init__(self, url: str, prefix: str, instance: str, *, heartbeat: int = 5,
@@ -53,7 +53,7 @@ class BrokerFleet:
         self.topology = Topology(prefix, queue_type)
         self.instance = instance
         self.retry = retry
-        self.link = AmqpLink(url, name=f"esb fleet {instance}", heartbeat=heartbeat,
+        self.link = AmqpLink(url, name=f"esb leases {instance}", heartbeat=heartbeat,
                              on_connected=self._on_connected)
         self.publisher = ConfirmedPublisher()
         self._channel: Channel | None = None
@@ -87,7 +87,7 @@ class BrokerFleet:
     def channel(self) -> Channel:
         ch = self._channel
         if not self.link.connected or ch is None or not ch.is_open:
-            raise BusUnavailable("the bus is not connected (fleet link)")
+            raise BusUnavailable("the bus is not connected (lease link)")
         return ch
 
     async def declare_state(self, queue: str) -> Channel:
@@ -132,20 +132,20 @@ class BrokerFleet:
 class BrokerLease:
     """The lease of one ``one-instance`` source (see the module docstring)."""
 
-    def __init__(self, fleet: BrokerFleet, source: str) -> None:
-        self.fleet = fleet
+    def __init__(self, owner: BrokerLeases, source: str) -> None:
+        self.owner = owner
         self.source = source
-        self.queue = fleet.topology.lease_queue(source)
+        self.queue = owner.topology.lease_queue(source)
         self._channel: Channel | None = None
 
     @property
     def held(self) -> bool:
         ch = self._channel
-        return ch is not None and ch.is_open and self.fleet.link.connected
+        return ch is not None and ch.is_open and self.owner.link.connected
 
     async def acquire(self) -> None:
         """Return once this instance holds the lease (trying every ``retry`` seconds)."""
-        link = self.fleet.link
+        link = self.owner.link
         while not self.held:
             if link.connected:
                 try:
@@ -160,7 +160,7 @@ class BrokerLease:
                         log.warning("lease declare failed", source=self.source, error=str(exc))
                 except BusError as exc:
                     log.debug("lease not reachable", source=self.source, error=str(exc))
-            await asyncio.sleep(self.fleet.retry)
+            await asyncio.sleep(self.owner.retry)
 
     async def lost(self) -> None:
         """Return once this instance no longer holds the lease (its connection or channel
@@ -168,7 +168,7 @@ class BrokerLease:
         ch = self._channel
         if ch is None or not ch.is_open:
             return
-        await asyncio.shield(self.fleet.link.closed(ch))
+        await asyncio.shield(self.owner.link.closed(ch))
 
     async def release(self) -> None:
         """Give the lease up now (a clean stop): the next instance takes it on its next try."""
@@ -176,7 +176,7 @@ class BrokerLease:
         if ch is None or not ch.is_open:
             return
         with contextlib.suppress(Exception):
-            await self.fleet.link.call(ch.queue_delete, self.queue)
+            await self.owner.link.call(ch.queue_delete, self.queue)
         with contextlib.suppress(Exception):
             ch.close()
 
@@ -184,13 +184,13 @@ class BrokerLease:
 class BrokerState:
     """A source's state document on the broker (see the module docstring)."""
 
-    def __init__(self, fleet: BrokerFleet, source: str) -> None:
-        self.fleet = fleet
+    def __init__(self, owner: BrokerLeases, source: str) -> None:
+        self.owner = owner
         self.source = source
-        self.queue = fleet.topology.state_queue(source)
+        self.queue = owner.topology.state_queue(source)
 
     async def load(self) -> dict[str, Any] | None:
-        body = await self.fleet.get(self.queue)
+        body = await self.owner.get(self.queue)
         if body is None:
             return None
         try:
@@ -203,8 +203,8 @@ class BrokerState:
         return document
 
     async def save(self, document: dict[str, Any]) -> None:
-        await self.fleet.declare_state(self.queue)
+        await self.owner.declare_state(self.queue)
         props = pika.BasicProperties(delivery_mode=2, content_type="application/json",
-                                     message_id=f"{self.fleet.instance}:{self.source}")
-        await self.fleet.publisher.publish("", self.queue, orjson.dumps(document), props,
+                                     message_id=f"{self.owner.instance}:{self.source}")
+        await self.owner.publisher.publish("", self.queue, orjson.dumps(document), props,
                                            timeout=10)
