@@ -34,7 +34,7 @@ from esb.adapters.rest.polling import Poller
 from esb.adapters.rest.settings import RestInboundSettings
 from esb.adapters.spec import Accepted, HttpRoute, InboundContext
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
-from esb.bus.errors import BusError
+from esb.bus.errors import BusError, IdempotencyInFlight
 from esb.bus.xmlsafe import XmlError, parse_xml
 
 _CE_HEADER_ATTRS = ("id", "source", "type", "subject", "time", "dataschema")
@@ -86,10 +86,18 @@ class RestInbound:
         try:
             # A repeated Idempotency-Key is answered by the runtime with the original result.
             accepted = await self.ctx.accept(envelope)
+        except IdempotencyInFlight as exc:
+            return problem(409, "Request in flight",
+                           "a request with this Idempotency-Key is still being processed "
+                           f"({exc}); retry", headers={"Retry-After": "1"})
         except BusError as exc:
             return problem(503, "Bus unavailable",
                            f"the message was not accepted ({exc}); retry later",
                            headers={"Retry-After": "1"})
+        if accepted.mismatch:
+            return problem(422, "Idempotency-Key reused",
+                           "this Idempotency-Key was used for a request with another body; "
+                           "the original was not replaced (send new requests with new keys)")
         return _accepted(accepted)
 
     def _envelope(self, request: Request, body: bytes, headers: dict[str, str]) -> Envelope:

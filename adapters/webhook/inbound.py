@@ -30,7 +30,7 @@ from esb.adapters.webhook.signatures import (
     Verifier,
 )
 from esb.bus.envelope import Envelope, new_id
-from esb.bus.errors import BusUnavailable
+from esb.bus.errors import BusUnavailable, IdempotencyInFlight
 
 
 def build_verifier(settings: WebhookInboundSettings) -> Verifier:
@@ -108,6 +108,12 @@ class WebhookInbound:
         )
         try:
             accepted = await self.ctx.accept(envelope)
+        except IdempotencyInFlight:
+            if key:
+                await self.store.release(key)
+            return problem(409, "Webhook delivery in flight",
+                           f"delivery {delivery!r} is being received by another instance",
+                           headers={"Retry-After": "1"})
         except BusUnavailable:
             if key:
                 await self.store.release(key)
@@ -117,6 +123,9 @@ class WebhookInbound:
             if key:
                 await self.store.release(key)
             raise
+        if accepted.mismatch:
+            return problem(422, "Webhook delivery id reused",
+                           f"delivery {delivery!r} was already received with another payload")
         if accepted.duplicate and key and s.replay_window and s.on_replay != "acknowledge":
             # Seen by another instance (or before a restart): the shared idempotency log knew
             # the delivery id, nothing was published again, and the answer is the same 409.

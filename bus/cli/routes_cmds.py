@@ -199,6 +199,9 @@ def _print_trial(trial: Any, name: str, sources: set[str]) -> None:
                        f"{', '.join(sorted(sources)) or 'none'}; use --source)")
         return
     click.echo(f"routes   {', '.join(trial.routes)}")
+    if trial.parts:
+        click.echo(f"split    {trial.parts} part(s), each routed on its own (all published "
+                   "together or none)")
     if trial.deferred is not None:
         d = trial.deferred
         click.echo(f"\n↻ route {d.route}{f' → {d.destination}' if d.destination else ''}: "
@@ -212,7 +215,9 @@ def _print_trial(trial: Any, name: str, sources: set[str]) -> None:
             click.echo(f"\n- {dest}  route {d.route}: dropped by a transformer (filtered)")
         else:
             out = d.envelope
-            click.echo(f"\n→ {dest}  route {d.route}  {out.datacontenttype or ''}")
+            ext = out.extensions
+            part = f"  part {ext['splitindex']}/{ext['splitsize']}" if "splitindex" in ext else ""
+            click.echo(f"\n→ {dest}  route {d.route}{part}  {out.datacontenttype or ''}")
             data = out.data
             if isinstance(data, bytes):
                 text = data.decode("utf-8", "replace")

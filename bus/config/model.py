@@ -44,6 +44,9 @@ class BusConfig(_Strict):
     #: Keys each instance remembers at most (~0.5 KiB each); past that the oldest are
     #: forgotten before the window ends. Size it to the keyed messages one window brings.
     idempotency_max_keys: int = Field(100_000, ge=1000)
+    #: How long a claimed key stays taken while its claimant has not finished: a request with
+    #: the same key meanwhile gets 409. A claimant that died holds it this long at most.
+    idempotency_claim_ttl: Duration = Field(30.0, gt=0)
     #: Heartbeat (s) of the connection holding the leases of ``one-instance`` sources: a host
     #: that dies or is cut off loses its leases about two heartbeats later.
     lease_heartbeat: int = Field(5, ge=1, le=60)

@@ -19,6 +19,7 @@ from esb.bus.errors import ConfigError
 from esb.bus.routing.pattern_validate import pattern_problems
 from esb.bus.routing.patterns import PatternIndex
 from esb.bus.routing.routeset import PlacedRoute, RouteSet, sort_problems
+from esb.bus.routing.split import Splitter
 from esb.bus.xmlsafe import parse_xml
 from esb.transformers.chain import Chain, build_chain
 
@@ -39,6 +40,8 @@ class CompiledRoute:
     exclusive: bool
     chain: Chain
     legs: tuple[Leg, ...]
+    #: The route's ``split:``, when it has one.
+    split: Splitter | None = None
 
 
 class Router:
@@ -177,8 +180,14 @@ def _compile_route(placed: PlacedRoute, order: int, namespaces: Mapping[str, str
         leg_chain = chains.build(target.transform, placed, ("to", i, "transform"),
                                  f"{route.name}: to[{i}].transform", problems)
         legs.append(Leg(target.destination, leg_chain))
+    splitter = None
+    if route.split is not None:
+        try:
+            splitter = Splitter.compile(route.split, dict(namespaces))
+        except ValueError as exc:
+            problems.append(f"{placed.where('split')}: {route.name}: {exc}")
     return CompiledRoute(route.name, order, route.priority, route.exclusive, chain,
-                         tuple(legs))
+                         tuple(legs), splitter)
 
 
 def _pattern(placed: PlacedRoute, problems: list[str]) -> dict[str, Any]:

@@ -105,7 +105,9 @@ class Daemon:
         if bus_url is not None:
             self.dedup.log = IdempotencyLog(bus_url, self.config.bus.prefix, self.instance,
                                             self.config.bus.idempotency_window,
-                                            self.dedup.learn)
+                                            self.dedup.learn,
+                                            claim_ttl=self.config.bus.idempotency_claim_ttl,
+                                            max_keys=self.config.bus.idempotency_max_keys)
         self.leases: Leases = self._make_leases(bus_url)
         self.deadletters = DeadLetters(self.bus, self.ingress, self.config.destinations,
                                        partitioners, self.instance, self.trace)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, TransformDeferred
 from esb.bus.routing.dispatch import COPY, DEAD, Plan, plan
 from esb.bus.routing.router import Router
-from esb.bus.runtime.idempotency import SharedIdempotency
+from esb.bus.runtime.idempotency import Seal, SharedIdempotency, fingerprint
 from esb.bus.runtime.logs import bind_message, unbind_message
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
@@ -62,17 +62,20 @@ class Ingress:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    async def accept(self, envelope: Envelope, endpoint: str) -> Accepted:
-        """Plan, then publish ``envelope``; return once every copy is confirmed."""
+    async def accept(self, envelope: Envelope, endpoint: str, *,
+                     seal: Seal | None = None) -> Accepted:
+        """Plan, then publish ``envelope``; return once every copy is confirmed. With
+        ``seal``, the record it builds (that the envelope's idempotency key was taken) is
+        committed in one transaction with the copies."""
         if not self.open:
             raise BusUnavailable("starting: the deployed route set is not loaded yet")
         # One route-set snapshot for the whole envelope.
         planned = plan(self.routes.current, envelope, endpoint, instance=self.instance)
-        accepted = await self.publish(planned)
+        accepted = await self.publish(planned, seal)
         self._counter(self.metrics.received, endpoint).inc()
         return accepted
 
-    async def publish(self, planned: Plan) -> Accepted:
+    async def publish(self, planned: Plan, seal: Seal | None = None) -> Accepted:
         """Carry ``planned`` out: publish every copy and record, wait for every confirm, then
         record its trace notes. Raises ``TransformDeferred`` (nothing published) when a step
         asked for a retry."""
@@ -100,16 +103,21 @@ class Ingress:
             else:
                 publishes.append((UNROUTABLE, out))
                 self.metrics.unroutable.labels(planned.endpoint or "").inc()
-        if len(publishes) == 1:
+        eid = planned.envelope.id
+        accepted = Accepted(eid, tuple(a for a, _ in publishes))
+        if seal is not None or planned.parts:
+            # A split is published whole or not at all; so is an envelope with its key's record.
+            await self.bus.publish_atomically(publishes,
+                                              [seal(accepted)] if seal is not None else [])
+        elif len(publishes) == 1:
             await self.bus.publish(*publishes[0])
         elif publishes:
             await asyncio.gather(*(self.bus.publish(a, e) for a, e in publishes))
         record = self.trace.record
-        eid = planned.envelope.id
         at = planned.at.timestamp()
         for step, detail in planned.notes:
             record(eid, step, at=at, **detail)
-        return Accepted(eid, tuple(a for a, _ in publishes))
+        return accepted
 
 
 @dataclass
@@ -135,8 +143,8 @@ class SourceContext:
             if not key or self.dedup is None:
                 return await self.ingress.accept(envelope, self.name)
             # Keys are scoped by source: two systems may well use the same key space.
-            accepted, duplicate = await self.dedup.run(
-                f"{self.name}\x00{key}", lambda: self.ingress.accept(envelope, self.name))
-            return replace(accepted, duplicate=True) if duplicate else accepted
+            return await self.dedup.run(
+                f"{self.name}\x00{key}", fingerprint(envelope),
+                lambda seal: self.ingress.accept(envelope, self.name, seal=seal))
         finally:
             unbind_message(token)
