@@ -17,12 +17,13 @@ import httpx
 import structlog
 
 from esb.adapters.spec import Inbound, Outbound, OutboundContext
-from esb.bus.broker.base import Bus
+from esb.bus.broker.base import Bus, destination_addresses
 from esb.bus.broker.embedded import EmbeddedBus
 from esb.bus.broker.leases import BrokerLeases
 from esb.bus.broker.rabbitmq import RabbitBus
 from esb.bus.broker.topology import Topology
 from esb.bus.config.loader import Loaded, load_config
+from esb.bus.config.model import OrderedConfig
 from esb.bus.errors import BusError, ConfigError
 from esb.bus.plugins import Registry, adapters
 from esb.bus.routing.router import Router
@@ -30,6 +31,8 @@ from esb.bus.routing.routeset import read_route_files
 from esb.bus.routing.store import open_route_store
 from esb.bus.runtime.admin import AdminApi
 from esb.bus.runtime.admin_token import admin_token, write_admin_url
+from esb.bus.runtime.aggregate_spec import AggregateSettings
+from esb.bus.runtime.aggregator import Aggregator
 from esb.bus.runtime.deadletters import DeadLetters
 from esb.bus.runtime.delivery import DeliveryWorker
 from esb.bus.runtime.deploy import RouteDeployer, config_compiler
@@ -94,6 +97,14 @@ class Daemon:
         partitioners = {name: Partitioner(name, d.delivery.ordered)
                         for name, d in self.config.destinations.items()
                         if d.delivery.ordered}
+        # An aggregate's queues are partitions by its correlation key, each consumed by one
+        # instance at a time, so all members of a group meet in one place.
+        for name, settings in loaded.destination_settings.items():
+            if isinstance(settings, AggregateSettings):
+                ordered = OrderedConfig(key=settings.correlation,
+                                        partitions=settings.partitions)
+                self.partitions[name] = settings.partitions
+                partitioners[name] = Partitioner(name, ordered)
         bus_url = None if self.config.bus.embedded else self.config.bus.url
         self.trace = open_trace(bus_url, self.config.bus.prefix, self.instance)
         self.presence = Presence(bus_url, self.config.bus.prefix, self.instance,
@@ -211,6 +222,13 @@ class Daemon:
             except BusError as exc:
                 log.warning("trace/presence not connected yet", error=str(exc))
         for name, ob in self.outbound.items():
+            if isinstance(ob, Aggregator):
+                emitter = SourceContext(name=name, config_dir=cfg.base_dir,
+                                        instance=self.instance, max_body=cfg.http.max_body,
+                                        ingress=self.ingress, dedup=self.dedup)
+                await ob.attach(self.bus, destination_addresses(name, self.partitions[name]),
+                                emitter.accept, self.instance)
+                continue
             delivery = cfg.destinations[name].delivery
             if self.role is not None:
                 delivery = self.role.share(delivery)
@@ -371,7 +389,9 @@ class Daemon:
                                     if k == f"dest.{name}" or k.startswith(f"dest.{name}.p"))
                        if depths else None,
                        "adapter": self.config.destinations[name].adapter,
-                       **(workers[name].status() if name in workers else {})}
+                       **(workers[name].status() if name in workers else {}),
+                       **(ob.status() if isinstance(ob := self.outbound.get(name), Aggregator)
+                          else {})}
                 for name in self.config.destinations},
             "sources": {name: self._source_status(name)
                         for name in self.config.sources},
