@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import click
 import httpx
 
+from esb.bus.cli.client import TOKEN_HINT
 from esb.bus.cli.output import emit_json, table
 from esb.bus.errors import ConfigError
 
@@ -77,7 +78,7 @@ def _refused(method: str, path: str, status: int, body: Any,
         click.echo(f"esb: refused: {body.get('detail', '')}", err=True)
         _problems(problems)
     detail = body.get("detail") or body.get("title") if isinstance(body, dict) else body
-    hint = " (set ESB_ADMIN_TOKEN or --token)" if status == 401 else ""
+    hint = f" ({TOKEN_HINT})" if status == 401 else ""
     _fail(f"{method} {path}: HTTP {status}: {detail}{hint}")
 
 
