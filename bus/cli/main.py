@@ -12,6 +12,7 @@ import click
 
 from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token
 from esb.bus.cli.deadletter_cmds import register as register_deadletter_commands
+from esb.bus.cli.init_cmd import register as register_init
 from esb.bus.cli.ops_cmds import register as register_ops_commands
 from esb.bus.cli.output import emit_json, table
 from esb.bus.cli.routes_cmds import register as register_routes_commands
@@ -333,6 +334,7 @@ register_routes_commands(routes)
 register_deadletter_commands(cli)
 register_scaffold(adapters)
 register_ops_commands(cli)
+register_init(cli)
 
 
 def main() -> None:
