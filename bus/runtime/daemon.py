@@ -175,6 +175,8 @@ class Daemon:
         # (503): nothing is routed by the files this instance happened to start with.
         self.ingress.open = False
         await self._connect_bus()
+        if self._stop.is_set():  # stopped while the bus was unreachable: nothing to drain
+            return await self._drain(server, serving)
         await self._start_routes()
         # (a stop during start-up ends the retries above: then nothing may be routed at all)
         self.ingress.open = not self._stop.is_set()
@@ -209,9 +211,22 @@ class Daemon:
         return await self._drain(server, serving)
 
     async def _connect_bus(self) -> None:
-        await self._retrying("bus", lambda: self.bus.start(list(self.config.destinations),
-                                                            self.partitions))
+        """Connect; when the broker is not there yet, its link keeps trying by itself (one log
+        line per attempt, its own) and this waits for it — or for a stop."""
+        try:
+            await self.bus.start(list(self.config.destinations), self.partitions)
+        except ConfigError:
+            raise
+        except Exception as exc:  # the broker may still be starting
+            log.warning("bus not reachable yet; retrying until it is", error=str(exc))
+            while not self.bus.connected and not self._stop.is_set():
+                await self._pause(0.2)
         self.metrics.watch_bus(lambda: self.bus.connected)  # 0 again while the bus is lost
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when the daemon is told to stop meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _start_routes(self) -> None:
         await self._retrying("route store", lambda: self.deployer.start(self.initial_files))
@@ -226,16 +241,17 @@ class Daemon:
                 raise
             except Exception as exc:  # the broker may still be starting: keep trying
                 log.warning(f"{what} not reachable yet", error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
+                await self._pause(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _drain(self, server: Any, serving: asyncio.Task[None]) -> int:
+    async def _drain(self, server: Any, serving: asyncio.Task[None] | None) -> int:
         log.info("stopping: draining in-flight work")
         for ib in self.inbound.values():
             await ib.stop()
         server.should_exit = True  # stop accepting; in-flight requests finish
-        with contextlib.suppress(Exception):
-            await serving
+        if serving is not None:
+            with contextlib.suppress(Exception):
+                await serving
         await self.bus.stop_consuming()
         drained = all(await asyncio.gather(*(w.drain(DRAIN_TIMEOUT) for w in self.workers)))
         for ob in self.outbound.values():
