@@ -5,14 +5,29 @@ example's fake peers on free ports."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import shutil
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from esb.adapters.testing.peers import PeerServer
 from esbtest.broker import RabbitScope
 from esbtest.daemon import DaemonProcess
+
+
+def load_fakes(example: Path) -> ModuleType:
+    """The example's ``fakes.py``, imported as ``<example>_fakes`` (every example has one)."""
+    name = example.name.replace("-", "_") + "_fakes"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, example / "fakes.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while it loads
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 @contextlib.contextmanager

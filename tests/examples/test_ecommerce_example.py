@@ -17,12 +17,11 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
-from esbtest.examples import ExampleProject, example_peers
+from esbtest.examples import ExampleProject, example_peers, load_fakes
 from esbtest.waiting import wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ecommerce"
-sys.path.insert(0, str(EXAMPLE))
-import fakes  # noqa: E402
+fakes = load_fakes(EXAMPLE)
 
 DESTINATIONS = ("stripe", "shipstation", "klaviyo", "erp", "manual-fulfilment")
 

@@ -15,12 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from esbtest.examples import ExampleProject, example_peers
+from esbtest.examples import ExampleProject, example_peers, load_fakes
 from esbtest.waiting import wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "saas-sync"
-sys.path.insert(0, str(EXAMPLE))
-import fakes  # noqa: E402
+fakes = load_fakes(EXAMPLE)
 
 Systems = tuple[fakes.FakeSalesforce, fakes.FakeHubSpot, fakes.FakeSlack]
 

@@ -1,4 +1,4 @@
-"""Python steps of the e-commerce example (the configuration folder is on the import path)."""
+"""Python steps of the e-commerce example (the project folder is on the import path)."""
 
 from __future__ import annotations
 

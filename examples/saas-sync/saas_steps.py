@@ -1,4 +1,4 @@
-"""Python steps of the SaaS sync example (the configuration folder is on the import path).
+"""Python steps of the SaaS sync example (the project folder is on the import path).
 
 HubSpot sends its changes as batches of ``contact.propertyChange`` events. What this sync does
 with one batch is decided here, per event:
