@@ -14,6 +14,7 @@ from click.exceptions import NoArgsIsHelpError
 
 from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token, find_url
 from esb.bus.cli.deadletter_cmds import register as register_deadletter_commands
+from esb.bus.cli.init_cmd import register as register_init
 from esb.bus.cli.ops_cmds import register as register_ops_commands
 from esb.bus.cli.output import emit_json, table
 from esb.bus.cli.routes_cmds import register as register_routes_commands
@@ -400,6 +401,7 @@ register_routes_commands(routes)
 register_deadletter_commands(cli)
 register_scaffold(adapters)
 register_ops_commands(cli)
+register_init(cli)
 
 
 #: Options of the ``esb`` group that may be written after the subcommand too.
