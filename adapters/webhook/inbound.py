@@ -12,10 +12,8 @@ from esb.adapters.http import BodyTooLarge, read_body
 from esb.adapters.problem import problem
 from esb.adapters.spec import HttpRoute, InboundContext
 from esb.adapters.webhook.events import (
-    PayloadError,
     default_event_type,
     event_type,
-    lookup,
     parse_payload,
 )
 from esb.adapters.webhook.replay import MemoryReplayStore, ReplayStore
@@ -23,6 +21,7 @@ from esb.adapters.webhook.settings import WebhookInboundSettings
 from esb.adapters.webhook.signatures import (
     GithubVerifier,
     HmacVerifier,
+    HubspotVerifier,
     SignatureError,
     StandardVerifier,
     StripeVerifier,
@@ -31,6 +30,7 @@ from esb.adapters.webhook.signatures import (
 )
 from esb.bus.envelope import Envelope, new_id
 from esb.bus.errors import BusUnavailable, IdempotencyInFlight
+from esb.bus.payload import PayloadError, lookup, scalar
 
 
 def build_verifier(settings: WebhookInboundSettings) -> Verifier:
@@ -42,6 +42,8 @@ def build_verifier(settings: WebhookInboundSettings) -> Verifier:
         return GithubVerifier(secrets)
     if settings.scheme == "stripe":
         return StripeVerifier(secrets, settings.tolerance)
+    if settings.scheme == "hubspot":
+        return HubspotVerifier(secrets, settings.tolerance, settings.public_url)
     return HmacVerifier(secrets, header=settings.header, algorithm=settings.algorithm,
                         encoding=settings.encoding, prefix=settings.prefix,
                         tolerance=settings.tolerance,
@@ -75,7 +77,8 @@ class WebhookInbound:
         except BodyTooLarge as exc:
             return problem(413, "Payload too large", str(exc))
         try:
-            verified = self.verifier.verify(request.headers, body, time.time())
+            verified = self.verifier.verify(request.headers, body, time.time(),
+                                            method=request.method, url=str(request.url))
         except TimestampError as exc:
             return problem(401, "Stale or future webhook timestamp", str(exc))
         except SignatureError as exc:
@@ -87,8 +90,7 @@ class WebhookInbound:
 
         delivery = verified.delivery_id
         if delivery is None and self.verifier.payload_id_field:
-            found = lookup(payload, self.verifier.payload_id_field)
-            delivery = str(found) if found not in (None, "") else None
+            delivery = scalar(lookup(payload, self.verifier.payload_id_field)) or None
         key = f"{self.ctx.name}:{delivery}" if delivery else None
         if key and s.replay_window and not await self.store.claim(key, s.replay_window):
             if s.on_replay == "acknowledge":
