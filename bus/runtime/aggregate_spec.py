@@ -44,7 +44,7 @@ class Completion(BaseModel):
 class AggregateSettings(AdapterSettings):
     #: Field path whose value groups envelopes (``data.customerId``; for split parts, the
     #: default: the split's id).
-    correlation: str = Field("extensions.splitid", pattern=PATH)
+    correlation: str = Field("splitid", pattern=PATH)
     #: When a group is complete (see the Completion table).
     complete: Completion
     #: ``json-list``, ``xml`` (members as children of ``root``) or ``python:module:function``
