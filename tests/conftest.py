@@ -4,6 +4,7 @@ per-test name prefixes on it, recording HTTP destinations and daemon subprocesse
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -45,6 +46,16 @@ def sink() -> Iterator[Sink]:
 def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     with kit_daemon_factory(tmp_path, DaemonProcess, stop_timeout=30) as make:
         yield make
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: twice the CPUs, at most 8 (most tests wait on a daemon, a broker or a
+    socket, not on the CPU); ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides."""
+    wanted = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")
+    if wanted:
+        return int(wanted)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(2, min(8, 2 * (cpus or 1)))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -20,6 +20,8 @@ from esbtest.waiting import wait_until
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "fixed-width"
 DATA = EXAMPLE / "tests" / "data"
+# one worker for the module: the example's virtualenv (a module fixture) is made once
+pytestmark = pytest.mark.xdist_group("fixedwidth-example")
 
 
 @pytest.fixture(scope="module")
