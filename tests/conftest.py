@@ -48,12 +48,44 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
         yield make
 
 
+# Module-scoped twins, for a daemon (and its peers) that every test of a module shares: mark
+# the module ``pytestmark = pytest.mark.xdist_group(NAME)`` so one worker runs all of it and the
+# daemon starts once (tests/README.md, "Sharing an expensive resource").
+
+@pytest.fixture(scope="module")
+def module_rabbit(rabbit_url: str) -> Iterator[RabbitScope]:
+    scope = RabbitScope(rabbit_url)
+    yield scope
+    with contextlib.suppress(Exception):
+        scope.cleanup()
+
+
+@pytest.fixture(scope="module")
+def module_sink() -> Iterator[Sink]:
+    s = Sink()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def module_daemon_factory(tmp_path_factory: pytest.TempPathFactory,
+                          ) -> Iterator[Callable[..., DaemonProcess]]:
+    with kit_daemon_factory(tmp_path_factory.mktemp("daemons"), DaemonProcess,
+                            stop_timeout=30) as make:
+        yield make
+
+
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: twice the CPUs, at most 8 (most tests wait on a daemon, a broker or a
-    socket, not on the CPU); ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides."""
+    socket, not on the CPU). Test files (or test ids) named on the command line run in this
+    process: starting workers costs more than it saves there (``-n N`` still asks for N).
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides."""
     wanted = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")
     if wanted:
         return int(wanted)
+    named = [arg.split("::", 1)[0] for arg in config.args]
+    if named and all(arg.endswith(".py") for arg in named):
+        return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(2, min(8, 2 * (cpus or 1)))
 

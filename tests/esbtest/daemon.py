@@ -26,7 +26,9 @@ class DaemonProcess(EsbDaemon):
         self.run_args = list(run_args)
         self.python = python
 
-    def start(self, wait: bool = True, timeout: float = 30) -> Self:
+    # A minute to become ready: a starting daemon is mostly imports, which take many times
+    # longer on a machine the whole suite (and more) is loading.
+    def start(self, wait: bool = True, timeout: float = 60) -> Self:
         if not self.run_args and self.python == sys.executable:
             return super().start(wait, timeout)
         self.starts += 1
