@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from esb.bus.config.model import Config
+from esb.bus.config.model import Config, project_dir
 from esb.bus.config.secrets import find_secrets, literal_secret_problems, log_secrets
 from esb.bus.config.yamlsource import Document, Loc, load_yaml
 from esb.bus.errors import ConfigError
@@ -70,7 +70,7 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None, *,
     if not isinstance(raw, dict):
         raise ConfigError([*doc.unset_problems(),
                            f"{doc.where(())}: the configuration must be a mapping of keys"])
-    return validate_config(raw, doc, registry=registry, base_dir=base_dir or Path.cwd())
+    return validate_config(raw, doc, registry=registry, base_dir=base_dir or project_dir(path))
 
 
 def validate_config(raw: dict[str, Any], doc: Document | None, *,
@@ -93,7 +93,8 @@ def validate_config(raw: dict[str, Any], doc: Document | None, *,
         for name, ep in endpoints.items():
             if not isinstance(ep, dict) or not isinstance(ep.get("adapter"), str):
                 continue  # the core model reported it
-            result = _adapter_settings(kind, name, ep, direction, doc, registry, problems)
+            result = _adapter_settings(kind, name, ep, direction, doc, registry, problems,
+                                       base_dir)
             if result is not None:
                 settings[kind][name] = result
     models = _models(config, settings["sources"], settings["destinations"])
@@ -127,12 +128,12 @@ def _core_sections(raw: dict[str, Any]) -> list[tuple[Loc, BaseModel]]:
     return out
 
 
-_COMMON_KEYS = ("adapter", "description", "delivery")
+_COMMON_KEYS = ("adapter", "description", "delivery", "runs")
 
 
 def _adapter_settings(kind: str, name: str, ep: dict[str, Any], direction: str,
                       doc: Document | None, registry: Registry,
-                      problems: list[str]) -> BaseModel | None:
+                      problems: list[str], base_dir: Path) -> BaseModel | None:
     loc: Loc = (kind, name)
     adapter = ep["adapter"]
     if doc is not None and doc.is_placeholder((*loc, "adapter")):
@@ -155,7 +156,9 @@ def _adapter_settings(kind: str, name: str, ep: dict[str, Any], direction: str,
         return None
     own = {k: v for k, v in ep.items() if k not in _COMMON_KEYS}
     try:
-        return model.model_validate(own)
+        # validators may look at the files a setting names: {"config_dir": the folder
+        # relative paths resolve against}
+        return model.model_validate(own, context={"config_dir": base_dir})
     except ValidationError as exc:
         problems.extend(format_errors(doc, exc, loc))
         return None
@@ -163,3 +166,14 @@ def _adapter_settings(kind: str, name: str, ep: dict[str, Any], direction: str,
 
 def _where(doc: Document | None, loc: Loc) -> str:
     return doc.where(loc) if doc else "config"
+
+
+def override_listen(loaded: Loaded, listen: str) -> None:
+    """Replace ``http.listen`` (``esb run --listen HOST:PORT``). Raises ConfigError when
+    ``listen`` is not HOST:PORT."""
+    http = loaded.config.http
+    try:
+        loaded.config.http = type(http).model_validate({**http.model_dump(), "listen": listen})
+    except ValidationError as exc:
+        raise ConfigError([f"--listen: {e['msg']} (got {listen!r})"
+                           for e in exc.errors()]) from exc
