@@ -48,9 +48,9 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
         yield make
 
 
-# Module-scoped twins, for a daemon (and its peers) that every test of a module shares: mark
-# the module ``pytestmark = pytest.mark.xdist_group(NAME)`` so one worker runs all of it and the
-# daemon starts once (tests/README.md, "Sharing an expensive resource").
+# Module-scoped twins, for a daemon (and its peers) that the tests of a module share: the tests
+# using them run on one worker, so the daemon starts once (tests/README.md, "Sharing an
+# expensive resource").
 
 @pytest.fixture(scope="module")
 def module_rabbit(rabbit_url: str) -> Iterator[RabbitScope]:
@@ -101,12 +101,26 @@ def pytest_configure(config: pytest.Config) -> None:
                    "suite's own timeout otherwise)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under --long, a test marked ``long_timeout(s)`` gets ``timeout(s)`` instead of the
+    """A test using a module-scoped fixture joins its module's ``xdist_group`` (unless it has
+    one), so the module's tests run on one worker and the fixture is made once.
+
+    Under --long, a test marked ``long_timeout(s)`` gets ``timeout(s)`` instead of the
     suite's 300 s (pytest-timeout reads the marker when the test runs)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None and uses_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
     if not config.getoption("--long"):
         return
     for item in items:
         marker = item.get_closest_marker("long_timeout")
         if marker is not None:
             item.add_marker(pytest.mark.timeout(marker.args[0]), append=False)
+
+
+def uses_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values())

@@ -30,9 +30,6 @@ def config(bus: dict[str, Any], sink_url: str) -> dict[str, Any]:
 
 # The refused-request tests share one daemon (nothing they send gets through); the tests that
 # count deliveries or stop the daemon get their own.
-pytestmark = pytest.mark.xdist_group("bad-input-shared-daemon")
-
-
 @pytest.fixture(scope="module")
 def shared(module_sink: Any, module_daemon_factory: Any) -> DaemonProcess:
     return module_daemon_factory(config({"url": "embedded"}, module_sink.url), ROUTES).start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,6 @@ from esbtest.waiting import wait_until
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "fixed-width"
 DATA = EXAMPLE / "tests" / "data"
-# one worker for the module: the example's virtualenv (a module fixture) is made once
-pytestmark = pytest.mark.xdist_group("fixedwidth-example")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +85,8 @@ def test_a_dropped_extract_arrives_as_json_through_a_daemon(installed: Overlay,
         assert daemon.stop() == 0, daemon.log()
 
 
-def test_two_workers_pick_each_file_once(installed: None, tmp_path: Path, rabbit: Any) -> None:
+def test_two_workers_pick_each_file_once(installed: Overlay, tmp_path: Path,
+                                         rabbit: Any) -> None:
     """``--workers 2``: the folder picker declares ``one-instance``, so one worker at a time
     scans the inbox (no file is taken twice, none vanishes under the other)."""
     root = tmp_path / "w"
@@ -100,7 +100,8 @@ def test_two_workers_pick_each_file_once(installed: None, tmp_path: Path, rabbit
         "destinations": {"crm": {"adapter": "file", "directory": "out"}},
     }
     routes = {"all.yaml": {"routes": [{"name": "all", "match": {}, "to": ["crm"]}]}}
-    daemon = DaemonProcess(root, config, routes, run_args=["--workers", "2"])
+    daemon = DaemonProcess(root, config, routes, run_args=["--workers", "2"],
+                           python=installed.python)
     template = "CM{:08d}ACME TOOLING GMBH   DE0000125007519980301A\r\n"
     N = 150  # records a file
     try:

@@ -35,8 +35,7 @@ from esb.adapters.testing.outbound_contract import Delivered
 from esb.bus.envelope import Envelope
 from esb.bus.errors import PermanentError, TransientError
 
-# one worker for the module: the legacy vhost (a module fixture) is made once
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.xdist_group("amqp-legacy-vhost")]
+pytestmark = pytest.mark.rabbitmq
 
 
 def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
