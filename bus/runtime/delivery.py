@@ -6,6 +6,11 @@ delayed retry (durably, through the broker) and ack; permanent failure or spent 
 publish to the dead-letter queue and ack. The original is acked only after its successor is
 confirmed, so a crash in between delivers twice, never zero times.
 
+A message whose connection was lost before its delivery started is dropped here, not
+delivered: the broker queued it again when the channel went, and a delivery from here could
+never be acked (a sure duplicate). That check is made once it has a slot and again once the
+breaker and the rate limit let it through.
+
 Ordered destinations consume one partition queue each with prefetch 1 and retry in place (the
 envelope stays un-acked while it waits), so no later envelope of the same key overtakes it.
 """
@@ -105,7 +110,7 @@ class DeliveryWorker:
         # One sweeper for every call's time limit (a timer per call costs ~6 µs a message);
         # a limit fires up to a quarter of itself (at most 1 s) late.
         self._deadlines = Deadlines(min(1.0, cfg.timeout / 4))
-        self._bucket = TokenBucket(cfg.rate_limit) if cfg.rate_limit else None
+        self._bucket = TokenBucket(cfg.rate_limit, cfg.rate_burst) if cfg.rate_limit else None
         self.breaker = CircuitBreaker(BreakerSettings(
             cfg.breaker.failures, cfg.breaker.failure_rate, cfg.breaker.window,
             cfg.breaker.cooldown)) if cfg.breaker else None
@@ -148,6 +153,8 @@ class DeliveryWorker:
             if self._draining:
                 msg.requeue()
                 return
+            if not msg.alive:
+                return  # its channel is gone: the broker delivers it again
             self._in_flight += 1
             self._idle.clear()
             env = msg.envelope
@@ -158,15 +165,17 @@ class DeliveryWorker:
                 if self.ordered:
                     await self._deliver_in_place(msg)
                 else:
-                    await self._settle(msg, msg.envelope, await self._attempt(msg.envelope))
+                    await self._settle(msg, msg.envelope, await self._attempt(msg.envelope,
+                                                                              msg))
             finally:
                 unbind_message(token)
                 self._in_flight -= 1
                 if self._in_flight == 0:
                     self._idle.set()
 
-    async def _attempt(self, env: Envelope) -> Outcome:
-        """One call to the destination, gated by breaker and rate limit; never raises."""
+    async def _attempt(self, env: Envelope, msg: Message) -> Outcome:
+        """One call to the destination, gated by breaker and rate limit; never raises.
+        :data:`HELD` when the breaker held it until a drain, or ``msg`` died meanwhile."""
         probe = False
         if self.breaker is not None:
             if self.breaker.state == "closed":
@@ -177,6 +186,8 @@ class DeliveryWorker:
                 probe = self.breaker.state == "half-open"
         if self._bucket is not None:
             await self._bucket.take()
+        if not msg.alive:
+            return HELD
         wall = time.time()
         started = time.perf_counter()
         status: int | None = None
@@ -291,7 +302,7 @@ class DeliveryWorker:
     async def _deliver_in_place(self, msg: Message) -> None:
         env = msg.envelope
         while True:
-            outcome = await self._attempt(env)
+            outcome = await self._attempt(env, msg)
             if outcome.kind == "delivered":
                 msg.ack()
                 return

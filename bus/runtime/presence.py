@@ -134,8 +134,7 @@ class Presence:
         for name in [n for n, s in self._seen.items()
                      if n != self.instance and now - s.seen > self.expiry]:
             del self._seen[name]
-        if self.instance not in self._seen:
-            self._observe(self._heartbeat())
+        self._observe(self._heartbeat())  # this instance as it is now, not at its last beat
         out = []
         for name, seen in self._seen.items():
             entry = {**seen.last, "self": name == self.instance,

@@ -7,7 +7,11 @@ import time
 
 
 class TokenBucket:
-    """``rate`` tokens per second, bursting to ``burst`` (default: one second's worth)."""
+    """``rate`` tokens per second, bursting to ``burst`` (default: one second's worth).
+
+    It starts full: after a quiet spell ``burst`` calls go at once, so over any ``t`` seconds
+    at most ``burst + rate * t`` go out (at 20/s with the default burst: 40 in the first
+    second, 20 a second after that). ``delivery.rate_burst`` sets it."""
 
     def __init__(self, rate: float, burst: float | None = None) -> None:
         self.rate = rate

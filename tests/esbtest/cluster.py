@@ -1,0 +1,236 @@
+"""A private three-node RabbitMQ cluster on this machine, for the cluster tests.
+
+Every node has its own node name (``esbtest<id>-<n>@localhost``), AMQP and distribution ports,
+data and log folders, config file (no ``/etc/rabbitmq`` file is read) and no plugins at all (no
+management listener to clash on 15672), all under one temporary folder; the nodes and
+``rabbitmqctl`` share an Erlang cookie through ``HOME``. Nodes 2 and 3 join node 1 with
+``rabbitmqctl join_cluster``. ``cluster_partition_handling`` is ``pause_minority`` and
+``net_ticktime`` 10 s, so a silent node is found out in seconds.
+
+It never touches the shared broker (127.0.0.1:5672, ``rabbit@localhost``): every command names
+its node with ``-n``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SBIN = Path("/usr/lib/rabbitmq/bin")
+
+
+def available() -> str | None:
+    """None when private nodes can be started here; else why not."""
+    if not (SBIN / "rabbitmq-server").exists() or shutil.which("erl") is None:
+        return "no RabbitMQ server installation (/usr/lib/rabbitmq/bin)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Node:
+    index: int
+    name: str
+    port: int
+    dist_port: int
+    base: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.base / "pid"
+
+
+@dataclass
+class Cluster:
+    root: Path
+    size: int = 3
+    nodes: list[Node] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        tag = secrets.token_hex(3)
+        home = self.root / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        cookie = home / ".erlang.cookie"
+        cookie.write_text(secrets.token_hex(16).upper())
+        cookie.chmod(0o400)
+        plugins = self.root / "enabled_plugins"
+        plugins.write_text("[].\n")
+        env_file = self.root / "rabbitmq-env.conf"
+        env_file.write_text("")  # not /etc/rabbitmq/rabbitmq-env.conf
+        for i in range(1, self.size + 1):
+            base = self.root / f"n{i}"
+            base.mkdir()
+            port, dist = _free_port(), _free_port()
+            (base / "rabbitmq.conf").write_text(
+                f"listeners.tcp.1 = 127.0.0.1:{port}\n"
+                "loopback_users = none\n"
+                "cluster_partition_handling = pause_minority\n"
+                "vm_memory_high_watermark.absolute = 1GB\n"
+                "disk_free_limit.absolute = 50MB\n"
+                "log.console = false\n"
+                "log.file.level = warning\n")
+            (base / "advanced.config").write_text("[{kernel, [{net_ticktime, 10}]}].\n")
+            name = f"esbtest{tag}-{i}@localhost"
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_",
+                                                                           "ERL_"))}
+            env.update({
+                "HOME": str(home),
+                "RABBITMQ_NODENAME": name,
+                "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+                "RABBITMQ_NODE_PORT": str(port),
+                "RABBITMQ_DIST_PORT": str(dist),
+                "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+                "RABBITMQ_LOG_BASE": str(base / "log"),
+                "RABBITMQ_PID_FILE": str(base / "pid"),
+                "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
+                "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config"),
+                "RABBITMQ_CONF_ENV_FILE": str(env_file),
+                "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
+                "RABBITMQ_PLUGINS_EXPAND_DIR": str(base / "plugins-expand"),
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS":
+                    "-kernel inet_dist_use_interface {127,0,0,1}",
+                "ERL_EPMD_ADDRESS": "127.0.0.1",
+            })
+            self.nodes.append(Node(i, name, port, dist, base, env))
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def ctl(self, node: Node, *args: str, timeout: float = 60,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``rabbitmqctl -n <node> ...``, always naming the private node."""
+        out = subprocess.run([str(SBIN / "rabbitmqctl"), "-n", node.name, *args],
+                             env=node.env, capture_output=True, text=True, timeout=timeout)
+        if check and out.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl -n {node.name} {' '.join(args)}: "
+                               f"{out.stdout}{out.stderr}")
+        return out
+
+    def queues(self, node: Node, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(SBIN / "rabbitmq-queues"), "-n", node.name, *args],
+                              env=node.env, capture_output=True, text=True, timeout=60)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start_node(self, node: Node, timeout: float = 120) -> None:
+        log = open(node.base / "stdout.log", "ab")  # noqa: SIM115 - the child keeps it
+        node.proc = subprocess.Popen([str(SBIN / "rabbitmq-server")], env=node.env,
+                                     stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        self.await_node(node, timeout)
+
+    def await_node(self, node: Node, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if node.proc is not None and node.proc.poll() is not None:
+                raise RuntimeError(f"{node.name} exited: "
+                                   f"{(node.base / 'stdout.log').read_text()[-3000:]}")
+            out = self.ctl(node, "await_startup", "--timeout", "10", check=False, timeout=30)
+            if out.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{node.name} did not start: {out.stdout}{out.stderr}")
+            time.sleep(0.5)
+
+    def start(self) -> None:
+        """Start every node, then join nodes 2.. to node 1."""
+        with ThreadPoolExecutor(self.size) as pool:
+            list(pool.map(self.start_node, self.nodes))
+        first = self.nodes[0]
+
+        def join(node: Node) -> None:
+            self.ctl(node, "stop_app")
+            self.ctl(node, "join_cluster", first.name)
+            self.ctl(node, "start_app")
+
+        with ThreadPoolExecutor(self.size) as pool:
+            list(pool.map(join, self.nodes[1:]))
+        running = self.running_nodes()
+        if len(running) != self.size:
+            raise RuntimeError(f"cluster did not form: {running}")
+
+    def running_nodes(self, via: Node | None = None) -> list[str]:
+        node = via or next(n for n in self.nodes if self.is_up(n))
+        out = self.ctl(node, "eval", "rabbit_nodes:all_running().", check=False)
+        return [n.strip(" '[]\n") for n in out.stdout.split(",") if "@" in n]
+
+    def is_up(self, node: Node) -> bool:
+        return node.proc is not None and node.proc.poll() is None
+
+    def os_pid(self, node: Node) -> int:
+        return int(node.pid_file.read_text().strip())
+
+    def kill(self, node: Node) -> None:
+        """kill -9 the node's Erlang VM: no goodbye to anybody."""
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError, ValueError):
+            os.kill(self.os_pid(node), signal.SIGKILL)
+        if node.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.proc.wait(30)
+            node.proc = None
+
+    def stop_node(self, node: Node) -> None:
+        """A clean stop (``rabbitmqctl stop``), as a rolling restart does."""
+        if not self.is_up(node):
+            return
+        self.ctl(node, "stop", check=False, timeout=90)
+        if node.proc is not None:
+            try:
+                node.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill(node)
+            node.proc = None
+
+    def restart_node(self, node: Node) -> None:
+        self.stop_node(node)
+        self.start_node(node)
+
+    def leader_node(self, queue: str, vhost: str = "/") -> Node:
+        """The node holding ``queue``'s leader (quorum queue or stream)."""
+        via = next(n for n in self.nodes if self.is_up(n))
+        out = self.ctl(via, "list_queues", "-p", vhost, "--no-table-headers", "--quiet",
+                       "name", "leader", "--formatter", "tsv")
+        for line in out.stdout.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 2 and parts[0] == queue:
+                return next(n for n in self.nodes if n.name == parts[1].strip())
+        raise LookupError(f"no leader for {queue}: {out.stdout}")
+
+    def members(self, queue: str, vhost: str = "/") -> list[str]:
+        via = next(n for n in self.nodes if self.is_up(n))
+        out = self.ctl(via, "list_queues", "-p", vhost, "--no-table-headers", "--quiet",
+                       "name", "members", "--formatter", "tsv")
+        for line in out.stdout.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 2 and parts[0] == queue:
+                return [m.strip(" '[]\"") for m in parts[1].split(",") if "@" in m]
+        raise LookupError(f"{queue} not found: {out.stdout}")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                self.stop_node(node)
+            self.kill(node)
