@@ -33,6 +33,7 @@ from esb.bus.runtime.admin_token import admin_token, write_admin_url
 from esb.bus.runtime.deadletters import DeadLetters
 from esb.bus.runtime.delivery import DeliveryWorker
 from esb.bus.runtime.deploy import RouteDeployer, config_compiler
+from esb.bus.runtime.fleet import FleetLimits
 from esb.bus.runtime.http import bind_listener, build_app, make_http_client, make_server
 from esb.bus.runtime.idempotency import SharedIdempotency
 from esb.bus.runtime.idempotency_log import IdempotencyLog
@@ -99,6 +100,7 @@ class Daemon:
         self.trace = open_trace(bus_url, self.config.bus.prefix, self.instance)
         self.presence = Presence(bus_url, self.config.bus.prefix, self.instance,
                                  self._presence_snapshot)
+        self.fleet = FleetLimits(self.presence)
         self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance,
                                partitioners, self.trace)
         self.dedup = SharedIdempotency(self.config.bus.idempotency_window,
@@ -196,11 +198,13 @@ class Daemon:
             delivery = cfg.destinations[name].delivery
             if self.role is not None:
                 delivery = self.role.share(delivery)
-            worker = DeliveryWorker(name, ob, self.bus, delivery,
-                                    self.metrics, self.instance, cfg.bus.prefetch, self.trace,
-                                    redactor=self.redactor)
+            self.workers.append(DeliveryWorker(
+                name, ob, self.bus, delivery, self.metrics, self.instance, cfg.bus.prefetch,
+                self.trace, redactor=self.redactor, fleet=self.fleet))
+        await self.fleet.settle()  # fleet-wide limits: count the others before sending
+        self.fleet.start()
+        for worker in self.workers:
             await worker.start()
-            self.workers.append(worker)
         for ib in self.inbound.values():
             await ib.start()
         self._started = True
@@ -277,7 +281,7 @@ class Daemon:
             await asyncio.wait_for(self.bus.stop_consuming(), left(CLOSE_RESERVE))
         drained = all(await asyncio.gather(*(w.drain(left(CLOSE_RESERVE))
                                              for w in self.workers)))
-        closing = [ob.stop() for ob in self.outbound.values()]
+        closing = [ob.stop() for ob in self.outbound.values()] + [self.fleet.close()]
         closing += [part.close() for part in (self.presence, self.trace, self.deployer,
                                               self.dedup.log) if part is not None]
         closed = True

@@ -32,6 +32,7 @@ from esb.bus.envelope import Attempt, Envelope
 from esb.bus.errors import BusError, PermanentError, TransientError
 from esb.bus.runtime.breaker import BreakerSettings, CircuitBreaker
 from esb.bus.runtime.deadline import Deadlines
+from esb.bus.runtime.fleet import FleetLimits
 from esb.bus.runtime.logs import SecretRedactor, bind_message, unbind_message
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ratelimit import TokenBucket
@@ -92,7 +93,9 @@ class DeliveryWorker:
     def __init__(self, destination: str, outbound: Outbound, bus: Bus, cfg: DeliveryConfig,
                  metrics: Metrics, instance: str, prefetch: int,
                  trace: TraceRecorder | None = None,
-                 redactor: SecretRedactor | None = None) -> None:
+                 redactor: SecretRedactor | None = None,
+                 fleet: FleetLimits | None = None) -> None:
+        """``fleet``: where ``scope: fleet`` limits are shared (none: they hold here alone)."""
         self.destination = destination
         self.redactor = redactor or SecretRedactor()
         self.trace: TraceRecorder = trace if trace is not None else MemoryTrace(instance)
@@ -111,10 +114,16 @@ class DeliveryWorker:
         # One sweeper for every call's time limit (a timer per call costs ~6 µs a message);
         # a limit fires up to a quarter of itself (at most 1 s) late.
         self._deadlines = Deadlines(min(1.0, cfg.timeout / 4))
-        self._bucket = TokenBucket(cfg.rate_limit, cfg.rate_burst) if cfg.rate_limit else None
+        shared = fleet if cfg.scope == "fleet" else None
+        self._bucket: TokenBucket | None = None
+        if cfg.rate_limit:
+            self._bucket = shared.bucket(destination, cfg.rate_limit, cfg.rate_burst) \
+                if shared else TokenBucket(cfg.rate_limit, cfg.rate_burst)
         self.breaker = CircuitBreaker(BreakerSettings(
             cfg.breaker.failures, cfg.breaker.failure_rate, cfg.breaker.window,
             cfg.breaker.cooldown)) if cfg.breaker else None
+        if shared is not None and self.breaker is not None:
+            shared.breaker(destination, self.breaker)
         # Bound once: labels() is a locked dict lookup, paid per message otherwise.
         m = metrics
         m.watch_in_flight(destination, lambda: self._in_flight)
@@ -132,9 +141,12 @@ class DeliveryWorker:
             await self.bus.consume(address, self.handle, self.prefetch)
 
     def status(self) -> dict[str, object]:
-        return {"in_flight": self._in_flight,
-                "breaker": self.breaker.state if self.breaker else "off",
-                "ordered": self.ordered}
+        out: dict[str, object] = {"in_flight": self._in_flight,
+                                  "breaker": self.breaker.state if self.breaker else "off",
+                                  "ordered": self.ordered, "scope": self.cfg.scope}
+        if self._bucket is not None:
+            out["rate_limit"] = round(self._bucket.rate, 3)  # this instance's share
+        return out
 
     async def drain(self, timeout: float) -> bool:
         """Stop starting deliveries; wait for the ones in progress. True if all finished."""
