@@ -375,10 +375,20 @@ class AmqpLink:
                 closed.set_result(reason)
 
         ch.add_on_close_callback(on_closed)
+        ch.add_on_cancel_callback(self._on_cancelled)
         self._closed[ch] = closed
         if on_close is not None:
             ch.add_on_close_callback(on_close)
         return ch
+
+    def _on_cancelled(self, frame: Any) -> None:
+        """The broker cancelled a consumer of this link (its queue went, or the stream member
+        it read from): rebuild the link, which declares and subscribes again."""
+        if self._closing:
+            return
+        log.warning("broker cancelled a consumer; reconnecting", link=self.name,
+                    node=self.node)
+        self.drop()
 
     def closed(self, channel: Channel) -> asyncio.Future[BaseException]:
         """Resolves with the reason once ``channel`` (opened by :meth:`channel`) is closed."""

@@ -24,7 +24,7 @@ def test_three_instances_send_no_more_than_the_fleet_rate(rabbit: Any, sink: Any
                                                           daemon_factory: Any) -> None:
     config = flow_config(rabbit.bus("out", prefetch=100), sink.url, rate_limit=f"{RATE}/s",
                          rate_burst=1, scope="fleet", concurrency=8)
-    daemons = [daemon_factory(config, ROUTES).start() for _ in range(3)]
+    daemons = [daemon_factory(config, ROUTES, name=f"d{i}").start() for i in range(3)]
     wait_until(lambda: all(len(d.admin("GET", "/admin/status").json()["instances"]) == 3
                            for d in daemons), "three instances see each other", timeout=30)
     # A backlog longer than the window, so every instance has work all along.

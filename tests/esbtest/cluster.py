@@ -14,6 +14,7 @@ its node with ``-n``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -24,6 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SBIN = Path("/usr/lib/rabbitmq/bin")
 
@@ -208,26 +210,26 @@ class Cluster:
         self.stop_node(node)
         self.start_node(node)
 
+    def list_queues(self, *fields: str, vhost: str = "/") -> list[dict[str, Any]]:
+        """``rabbitmqctl list_queues <fields>`` as dicts, asked of a running node."""
+        via = next(n for n in self.nodes if self.is_up(n))
+        out = self.ctl(via, "list_queues", "-p", vhost, "--quiet", "--formatter", "json",
+                       *fields)
+        start = out.stdout.find("[")
+        return list(json.loads(out.stdout[start:])) if start >= 0 else []
+
     def leader_node(self, queue: str, vhost: str = "/") -> Node:
         """The node holding ``queue``'s leader (quorum queue or stream)."""
-        via = next(n for n in self.nodes if self.is_up(n))
-        out = self.ctl(via, "list_queues", "-p", vhost, "--no-table-headers", "--quiet",
-                       "name", "leader", "--formatter", "tsv")
-        for line in out.stdout.splitlines():
-            parts = line.split("\t")
-            if len(parts) == 2 and parts[0] == queue:
-                return next(n for n in self.nodes if n.name == parts[1].strip())
-        raise LookupError(f"no leader for {queue}: {out.stdout}")
+        for q in self.list_queues("name", "leader", vhost=vhost):
+            if q["name"] == queue:
+                return next(n for n in self.nodes if n.name == q["leader"])
+        raise LookupError(f"no queue {queue}")
 
     def members(self, queue: str, vhost: str = "/") -> list[str]:
-        via = next(n for n in self.nodes if self.is_up(n))
-        out = self.ctl(via, "list_queues", "-p", vhost, "--no-table-headers", "--quiet",
-                       "name", "members", "--formatter", "tsv")
-        for line in out.stdout.splitlines():
-            parts = line.split("\t")
-            if len(parts) == 2 and parts[0] == queue:
-                return [m.strip(" '[]\"") for m in parts[1].split(",") if "@" in m]
-        raise LookupError(f"{queue} not found: {out.stdout}")
+        for q in self.list_queues("name", "members", vhost=vhost):
+            if q["name"] == queue:
+                return list(q["members"])
+        raise LookupError(f"no queue {queue}")
 
     def close(self) -> None:
         for node in self.nodes:
