@@ -14,6 +14,7 @@ from click.exceptions import NoArgsIsHelpError
 
 from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token, find_url
 from esb.bus.cli.deadletter_cmds import register as register_deadletter_commands
+from esb.bus.cli.init_cmd import register as register_init
 from esb.bus.cli.ops_cmds import register as register_ops_commands
 from esb.bus.cli.output import emit_json, table
 from esb.bus.cli.routes_cmds import register as register_routes_commands
@@ -163,9 +164,12 @@ def config_secrets(loaded: Loaded) -> list[str]:
 @click.option("--type", "etype", required=True, help="Envelope type.")
 @click.option("--source", required=True, help="A configured source name, or any source URI.")
 @click.option("--content-type", default=None, help="Default: from the file suffix.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output: the envelope id and its destinations.")
 @click.argument("file", type=click.File("rb"))
 @click.pass_obj
-def send(obj: Context, etype: str, source: str, content_type: str | None, file: Any) -> None:
+def send(obj: Context, etype: str, source: str, content_type: str | None, as_json: bool,
+         file: Any) -> None:
     """Send FILE (or - for stdin) into the bus through the running daemon."""
     body = file.read()
     ctype = content_type or _guess_type(getattr(file, "name", "-"), body)
@@ -175,6 +179,9 @@ def send(obj: Context, etype: str, source: str, content_type: str | None, file: 
                                       content=body, headers={"Content-Type": ctype})
     except AdminError as exc:
         fail(str(exc))
+    if as_json:
+        emit_json(result)
+        return
     click.echo(f"accepted {result['id']} → {', '.join(result['destinations'])}")
 
 
@@ -224,6 +231,14 @@ def status(obj: Context, as_json: bool) -> None:
                            i.get("route_version"),
                            "up" if i.get("bus_connected") else "DOWN",
                            f"{i.get('last_seen_s', 0):.1f}s") for i in instances]))
+    sources = st.get("sources") or {}
+    if sources:
+        holder = {lease: i.get("instance") for i in instances for lease in i.get("leases") or ()}
+        click.echo("")
+        click.echo(table(["SOURCE", "ADAPTER", "RUNS", "HELD BY", "NEXT FIRE"],
+                         [(name, s["adapter"], s.get("runs", ""),
+                           holder.get(name, "") if s.get("runs") == "one-instance" else "all",
+                           s.get("next_fire") or "") for name, s in sorted(sources.items())]))
     rates: dict[str, float] = {}
     breakers: dict[str, Counter[str]] = {}
     for inst in instances:
@@ -265,7 +280,10 @@ def routes() -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               envvar="ESB_CONFIG", default=DEFAULT_CONFIG, show_default=True,
               help="Configuration naming the sources, destinations and transformers.")
-def routes_validate(path: Path, config_path: Path) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help='Machine-readable output: {"ok", "routes", "digest"} or {"ok": false, '
+                   '"problems"} (exit 2).')
+def routes_validate(path: Path, config_path: Path, as_json: bool) -> None:
     """Check route files: schema, references, patterns, transformers (file:line each)."""
     from esb.bus.config.loader import load_config
     from esb.bus.runtime.daemon import load_router
@@ -274,7 +292,14 @@ def routes_validate(path: Path, config_path: Path) -> None:
         loaded = load_config(config_path)
         router = load_router(loaded, path)
     except ConfigError as exc:
+        if as_json:
+            emit_json({"ok": False, "problems": exc.problems})
+            sys.exit(2)
         config_errors(exc)
+    if as_json:
+        emit_json({"ok": True, "routes": [r.name for r in router.routes],
+                   "digest": router.digest})
+        return
     click.echo(f"ok: {len(router.routes)} routes, digest {router.digest[:12]}")
 
 
@@ -361,6 +386,7 @@ register_routes_commands(routes)
 register_deadletter_commands(cli)
 register_scaffold(adapters)
 register_ops_commands(cli)
+register_init(cli)
 
 
 #: Options of the ``esb`` group that may be written after the subcommand too.

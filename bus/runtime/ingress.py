@@ -124,6 +124,8 @@ class SourceContext:
     dedup: SharedIdempotency | None = field(default=None, repr=False)
     #: ``http.allowed_hosts``, for URLs the adapter calls itself (polling, token endpoints).
     allowed_hosts: tuple[str, ...] = ()
+    #: The source's state document (on the broker with RabbitMQ; see ``Leases``).
+    state: Any = field(default=None, repr=False)
 
     async def accept(self, envelope: Envelope) -> Accepted:
         token = bind_message({"envelope_id": envelope.id,
