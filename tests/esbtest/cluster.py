@@ -52,24 +52,61 @@ class Node:
     base: Path
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
+    #: With network namespaces: the node's namespace, its address, and the host-side end of
+    #: its virtual cable (set down: the node is cut off).
+    netns: str | None = None
+    host: str = "127.0.0.1"
+    cable: str | None = None
 
     @property
     def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        return f"amqp://guest:guest@{self.host}:{self.port}/"
+
+    def command(self, *args: str) -> list[str]:
+        """``args`` run in the node's network namespace (when it has one)."""
+        return ["ip", "netns", "exec", self.netns, *args] if self.netns else list(args)
 
     @property
     def pid_file(self) -> Path:
         return self.base / "pid"
 
 
+def netns_problem() -> str | None:
+    """None when this machine lets us make network namespaces joined by a bridge; else why
+    not (not root, no ``ip``, a sandbox without them)."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return "network namespaces need root and iproute2"
+    name = f"esbprobe{secrets.token_hex(3)}"
+    try:
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True,
+                       timeout=10)
+        subprocess.run(["ip", "link", "add", f"{name}b", "type", "bridge"], check=True,
+                       capture_output=True, timeout=10)
+    except (subprocess.SubprocessError, OSError) as exc:
+        return f"cannot make a network namespace and a bridge here: {exc}"
+    finally:
+        subprocess.run(["ip", "link", "del", f"{name}b"], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+    return None
+
+
 @dataclass
 class Cluster:
+    """``netns=True``: every node in a network namespace of its own (address
+    ``10.<net>.0.<n>``, host name ``h<n>`` through ``/etc/netns/<ns>/hosts``), the
+    namespaces joined by a bridge that this process's namespace is on too — so one node's
+    cable can be pulled (:meth:`partition`): a partition, no FIN, no RST."""
+
     root: Path
     size: int = 3
+    netns: bool = False
     nodes: list[Node] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         tag = secrets.token_hex(3)
+        self.tag = tag
+        self._net = secrets.randbelow(200) + 20
+        self.bridge = f"esb{tag}br" if self.netns else None
         home = self.root / "home"
         home.mkdir(parents=True, exist_ok=True)
         cookie = home / ".erlang.cookie"
@@ -83,8 +120,9 @@ class Cluster:
             base = self.root / f"n{i}"
             base.mkdir()
             port, dist = _free_port(), _free_port()
+            host = f"10.{self._net}.0.{i}" if self.netns else "127.0.0.1"
             (base / "rabbitmq.conf").write_text(
-                f"listeners.tcp.1 = 127.0.0.1:{port}\n"
+                f"listeners.tcp.1 = {host}:{port}\n"
                 "loopback_users = none\n"
                 "cluster_partition_handling = pause_minority\n"
                 "vm_memory_high_watermark.absolute = 1GB\n"
@@ -92,7 +130,7 @@ class Cluster:
                 "log.console = false\n"
                 "log.file.level = warning\n")
             (base / "advanced.config").write_text("[{kernel, [{net_ticktime, 10}]}].\n")
-            name = f"esbtest{tag}-{i}@localhost"
+            name = f"esbtest{tag}-{i}@{f'h{i}' if self.netns else 'localhost'}"
             env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_",
                                                                            "ERL_"))}
             env.update({
@@ -113,7 +151,69 @@ class Cluster:
                     "-kernel inet_dist_use_interface {127,0,0,1}",
                 "ERL_EPMD_ADDRESS": "127.0.0.1",
             })
-            self.nodes.append(Node(i, name, port, dist, base, env))
+            if self.netns:  # in its own namespace: its own epmd, any interface
+                env.pop("ERL_EPMD_ADDRESS")
+                env.pop("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS")
+                env["RABBITMQ_NODE_IP_ADDRESS"] = host
+            self.nodes.append(Node(i, name, port, dist, base, env,
+                                   netns=f"esb{tag}n{i}" if self.netns else None,
+                                   host=host, cable=f"esb{tag}h{i}" if self.netns else None))
+        if self.netns:
+            self._make_network()
+
+    def _ip(self, *args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+    def _make_network(self) -> None:
+        assert self.bridge is not None
+        self._ip("link", "add", self.bridge, "type", "bridge")
+        self._ip("addr", "add", f"10.{self._net}.0.254/24", "dev", self.bridge)
+        self._ip("link", "set", self.bridge, "up")
+        hosts = "127.0.0.1 localhost\n" + "".join(f"{n.host} h{n.index}\n" for n in self.nodes)
+        for node in self.nodes:
+            assert node.netns and node.cable
+            inner = f"esb{self.tag}v{node.index}"
+            self._ip("netns", "add", node.netns)
+            self._ip("link", "add", node.cable, "type", "veth", "peer", "name", inner)
+            self._ip("link", "set", inner, "netns", node.netns)
+            self._ip("link", "set", node.cable, "master", self.bridge)
+            self._ip("link", "set", node.cable, "up")
+            self._ip("netns", "exec", node.netns, "ip", "addr", "add", f"{node.host}/24",
+                     "dev", inner)
+            self._ip("netns", "exec", node.netns, "ip", "link", "set", inner, "up")
+            self._ip("netns", "exec", node.netns, "ip", "link", "set", "lo", "up")
+            # `ip netns exec` shows this file as /etc/hosts inside the namespace: the node
+            # names' hosts, and this machine's own name (rabbitmqctl's node) as the node.
+            etc = Path("/etc/netns") / node.netns
+            etc.mkdir(parents=True, exist_ok=True)
+            (etc / "hosts").write_text(hosts + f"{node.host} {socket.gethostname()}\n")
+
+    def partition(self, node: Node) -> None:
+        """Pull the node's cable: from now on nothing reaches it or leaves it (no FIN, no
+        RST), for the other nodes and for clients alike."""
+        assert node.cable, "partitions need netns=True"
+        self._ip("link", "set", node.cable, "down")
+
+    def heal(self, node: Node) -> None:
+        assert node.cable
+        self._ip("link", "set", node.cable, "up")
+
+    def _remove_network(self) -> None:
+        for node in self.nodes:
+            if not node.netns:
+                continue
+            pids = subprocess.run(["ip", "netns", "pids", node.netns], capture_output=True,
+                                  text=True, timeout=10).stdout.split()
+            for pid in pids:  # epmd and anything else still in there
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            subprocess.run(["ip", "link", "del", node.cable or ""], capture_output=True,
+                           timeout=10)
+            subprocess.run(["ip", "netns", "del", node.netns], capture_output=True,
+                           timeout=10)
+            shutil.rmtree(Path("/etc/netns") / node.netns, ignore_errors=True)
+        if self.bridge:
+            subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, timeout=10)
 
     @property
     def urls(self) -> list[str]:
@@ -124,7 +224,7 @@ class Cluster:
     def ctl(self, node: Node, *args: str, timeout: float = 60,
             check: bool = True) -> subprocess.CompletedProcess[str]:
         """``rabbitmqctl -n <node> ...``, always naming the private node."""
-        out = subprocess.run([str(SBIN / "rabbitmqctl"), "-n", node.name, *args],
+        out = subprocess.run(node.command(str(SBIN / "rabbitmqctl"), "-n", node.name, *args),
                              env=node.env, capture_output=True, text=True, timeout=timeout)
         if check and out.returncode != 0:
             raise RuntimeError(f"rabbitmqctl -n {node.name} {' '.join(args)}: "
@@ -132,14 +232,15 @@ class Cluster:
         return out
 
     def queues(self, node: Node, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(SBIN / "rabbitmq-queues"), "-n", node.name, *args],
+        return subprocess.run(node.command(str(SBIN / "rabbitmq-queues"), "-n", node.name,
+                                           *args),
                               env=node.env, capture_output=True, text=True, timeout=60)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start_node(self, node: Node, timeout: float = 120) -> None:
         log = open(node.base / "stdout.log", "ab")  # noqa: SIM115 - the child keeps it
-        node.proc = subprocess.Popen([str(SBIN / "rabbitmq-server")], env=node.env,
+        node.proc = subprocess.Popen(node.command(str(SBIN / "rabbitmq-server")), env=node.env,
                                      stdout=log, stderr=log, start_new_session=True)
         log.close()
         self.await_node(node, timeout)
@@ -235,6 +336,10 @@ class Cluster:
 
     def close(self) -> None:
         for node in self.nodes:
+            if node.cable:
+                with contextlib.suppress(Exception):
+                    self.heal(node)
             with contextlib.suppress(Exception):
                 self.stop_node(node)
             self.kill(node)
+        self._remove_network()
