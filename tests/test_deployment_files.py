@@ -60,7 +60,9 @@ def test_compose_cluster_profile_is_three_nodes_and_two_instances() -> None:
         assert [re.search(r"@(\w+):5672", u).group(1) for u in urls] == sorted(nodes)
         assert "/readyz" in " ".join(inst["healthcheck"]["test"])
         assert inst["stop_signal"] == "SIGTERM"
-        ports.add(inst["ports"][0].split(":")[0])
+        host, port, _ = inst["ports"][0].rsplit(":", 2)
+        assert host == "127.0.0.1"  # like the default profile: this machine only
+        ports.add(port)
     assert len(ports) == 2
 
 
