@@ -86,8 +86,8 @@ def fleet(cluster: Cluster, sink: Sink,
     bus = {"url": cluster.urls, "prefix": prefix, "confirm_timeout": "5s", "heartbeat": 10}
     config = flow_config(bus, sink.url, concurrency=16)
     with kit_daemon_factory(tmp_path_factory.mktemp("daemons"), DaemonProcess,
-                            stop_timeout=60) as make:
-        daemons = [make(config, ROUTES, name=f"d{i}").start(timeout=90) for i in range(2)]
+                            stop_timeout=120) as make:
+        daemons = [make(config, ROUTES, name=f"d{i}").start(timeout=180) for i in range(2)]
         yield Fleet(cluster, prefix, daemons)
 
 
@@ -171,7 +171,7 @@ def test_kill_the_queue_leaders_node_under_load_loses_nothing(fleet: Fleet,
                                                                sink: Sink) -> None:
     c = fleet.cluster
     load = Load(fleet.daemons, "kill").start()
-    wait_until(lambda: len(load.accepted) >= 50, "load running", timeout=60)
+    wait_until(lambda: len(load.accepted) >= 50, "load running", timeout=120)
     leader = c.leader_node(Topology(fleet.prefix).queue("dest.out"))
     killed_at = time.monotonic()
     c.kill(leader)
@@ -188,18 +188,18 @@ def test_kill_the_queue_leaders_node_under_load_loses_nothing(fleet: Fleet,
           f"{load.refusals} refusals retried")
     assert after_kill > 20, "acceptance did not come back after the node loss"
     assert gap < 30, gap
-    wait_until(fleet.everyone_ready, "both daemons ready", timeout=60)
+    wait_until(fleet.everyone_ready, "both daemons ready", timeout=120)
 
 
 def test_rolling_restart_of_every_node_loses_nothing(fleet: Fleet, sink: Sink) -> None:
     c = fleet.cluster
     load = Load(fleet.daemons, "roll").start()
-    wait_until(lambda: len(load.accepted) >= 30, "load running", timeout=60)
+    wait_until(lambda: len(load.accepted) >= 30, "load running", timeout=120)
     started = time.monotonic()
     for node in c.nodes:
         c.restart_node(node)
         wait_until(lambda: len(c.running_nodes()) == 3, "the node back in the cluster",
-                   timeout=60)
+                   timeout=120)
     took = time.monotonic() - started
     time.sleep(2)
     load.finish()
@@ -207,7 +207,7 @@ def test_rolling_restart_of_every_node_loses_nothing(fleet: Fleet, sink: Sink) -
     print(f"\nrolling restart of 3 nodes under load ({took:.1f}s): {accepted} accepted, "
           f"0 lost, {dupes} duplicates dropped by key; longest pause in acceptance "
           f"{load.longest_gap(started):.2f}s; {load.refusals} refusals retried")
-    wait_until(fleet.everyone_ready, "both daemons ready", timeout=60)
+    wait_until(fleet.everyone_ready, "both daemons ready", timeout=120)
 
 
 def test_streams_keep_working_while_a_node_is_down(fleet: Fleet, sink: Sink) -> None:
@@ -226,10 +226,10 @@ def test_streams_keep_working_while_a_node_is_down(fleet: Fleet, sink: Sink) -> 
         version = stored["version"]
         wait_until(lambda: all(d.admin("GET", "/admin/status").json()["routes"]["version"]
                                >= version for d in fleet.daemons),
-                   f"version {version} running on both instances", timeout=60)
+                   f"version {version} running on both instances", timeout=120)
         # Idempotency: a key accepted by one instance is a duplicate at the other.
         key = f"stream-{uuid.uuid4().hex[:6]}"
-        first = wait_until(lambda: _post(a, key), "a keyed order accepted", timeout=60)
+        first = wait_until(lambda: _post(a, key), "a keyed order accepted", timeout=120)
         time.sleep(2)  # the record goes round through the stream (confirmed before the 202)
         try:
             again = wait_until(lambda: _post(b, key, wait_for_record=True),
@@ -242,16 +242,16 @@ def test_streams_keep_working_while_a_node_is_down(fleet: Fleet, sink: Sink) -> 
             raise
         assert again["id"] == first["id"]
         # Trace: read from the other instance, through the stream.
-        wait_until(lambda: key in sink.unique(), "the keyed order delivered", timeout=60)
+        wait_until(lambda: key in sink.unique(), "the keyed order delivered", timeout=120)
         steps = wait_until(lambda: _trace(b, first["id"]), "trace with delivery",
-                           timeout=60)
+                           timeout=120)
         assert {"accepted", "delivered"} <= steps
         print(f"\nwith {routes_leader.name} (the route stream's leader) down: deploy of "
               f"version {version} reached both instances; the repeated key was a duplicate "
               f"at the other instance; its trace read {sorted(steps)}")
     finally:
         c.start_node(routes_leader)
-    wait_until(fleet.everyone_ready, "both daemons ready", timeout=60)
+    wait_until(fleet.everyone_ready, "both daemons ready", timeout=120)
 
 
 def _deploy(d: DaemonProcess, files: dict[str, str]) -> dict[str, Any] | None:
@@ -299,14 +299,14 @@ def test_partition_of_the_leaders_node_loses_nothing(fleet: Fleet, sink: Sink) -
         pytest.fail(f"the partition test needs network namespaces: {netns_problem()}",
                     pytrace=False)
     load = Load(fleet.daemons, "part").start()
-    wait_until(lambda: len(load.accepted) >= 30, "load running", timeout=60)
+    wait_until(lambda: len(load.accepted) >= 30, "load running", timeout=120)
     node = c.leader_node(Topology(fleet.prefix).queue("dest.out"))
     cut_at = time.monotonic()
     c.partition(node)
     try:
         others = [n for n in c.nodes if n is not node]
         wait_until(lambda: node.name not in c.running_nodes(others[0]),
-                   "the majority to see the node gone", timeout=60)
+                   "the majority to see the node gone", timeout=120)
         noticed = time.monotonic() - cut_at
         time.sleep(5)  # the load goes on against the majority
         gap = load.longest_gap(cut_at)
@@ -325,4 +325,4 @@ def test_partition_of_the_leaders_node_loses_nothing(fleet: Fleet, sink: Sink) -
           f"accepted while cut off; back {rejoined:.1f}s after the heal; "
           f"{load.refusals} refusals retried")
     assert accepted_during > 10, "acceptance did not go on during the partition"
-    wait_until(fleet.everyone_ready, "both daemons ready", timeout=60)
+    wait_until(fleet.everyone_ready, "both daemons ready", timeout=120)

@@ -221,7 +221,7 @@ class Cluster:
 
     # -- commands -----------------------------------------------------------------------------
 
-    def ctl(self, node: Node, *args: str, timeout: float = 60,
+    def ctl(self, node: Node, *args: str, timeout: float = 120,
             check: bool = True) -> subprocess.CompletedProcess[str]:
         """``rabbitmqctl -n <node> ...``, always naming the private node."""
         out = subprocess.run(node.command(str(SBIN / "rabbitmqctl"), "-n", node.name, *args),
@@ -234,28 +234,36 @@ class Cluster:
     def queues(self, node: Node, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(node.command(str(SBIN / "rabbitmq-queues"), "-n", node.name,
                                            *args),
-                              env=node.env, capture_output=True, text=True, timeout=60)
+                              env=node.env, capture_output=True, text=True, timeout=120)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start_node(self, node: Node, timeout: float = 120) -> None:
+    def start_node(self, node: Node, timeout: float = 300) -> None:
         log = open(node.base / "stdout.log", "ab")  # noqa: SIM115 - the child keeps it
         node.proc = subprocess.Popen(node.command(str(SBIN / "rabbitmq-server")), env=node.env,
                                      stdout=log, stderr=log, start_new_session=True)
         log.close()
         self.await_node(node, timeout)
 
-    def await_node(self, node: Node, timeout: float = 120) -> None:
+    def await_node(self, node: Node, timeout: float = 300) -> None:
+        """Until the node runs. Generous: on a busy machine (the suite on parallel workers)
+        the node and each ``rabbitmqctl`` (an Erlang VM of its own) start slowly."""
         deadline = time.monotonic() + timeout
+        why = ""
         while True:
             if node.proc is not None and node.proc.poll() is not None:
                 raise RuntimeError(f"{node.name} exited: "
                                    f"{(node.base / 'stdout.log').read_text()[-3000:]}")
-            out = self.ctl(node, "await_startup", "--timeout", "10", check=False, timeout=30)
-            if out.returncode == 0:
-                return
+            try:
+                out = self.ctl(node, "await_startup", "--timeout", "30", check=False,
+                               timeout=90)
+                if out.returncode == 0:
+                    return
+                why = out.stdout + out.stderr
+            except subprocess.TimeoutExpired:
+                why = "rabbitmqctl await_startup did not return"
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{node.name} did not start: {out.stdout}{out.stderr}")
+                raise RuntimeError(f"{node.name} did not start: {why}")
             time.sleep(0.5)
 
     def start(self) -> None:
