@@ -105,8 +105,15 @@ class IdempotencyLog:
     async def close(self) -> None:
         await self._link.close()
 
+    def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
+        # A consumer the broker cancelled (a stream member lost in a cluster) is rebuilt by
+        # reconnecting whole; the tail resumes after the last record read.
+        if not self._link.closing:
+            log.warning("idempotency channel closed; reconnecting", reason=str(reason))
+            self._link.drop()
+
     async def _on_connected(self, link: AmqpLink) -> None:
-        ch = await link.channel()
+        ch = await link.channel(on_close=self._on_channel_closed)
         await link.call(ch.queue_declare, self.queue, durable=True, arguments={
             "x-queue-type": "stream", "x-max-age": f"{max(1, int(self.window))}s",
             "x-stream-max-segment-size-bytes": 8 * 1024 * 1024})
