@@ -194,8 +194,9 @@ def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
             continue
         try:
             parts = route.split(stamped())
-        except SplitError as exc:
-            _dead(p, stamped(), route.name, None, exc, ROUTE_TRANSFORM, instance)
+        except SplitError as exc:  # dead-lettered like a failed step named "split"
+            _dead(p, stamped(), route.name, None, TransformError("split", str(exc)),
+                  ROUTE_TRANSFORM, instance)
             continue
         notes.append(("split", {"route": route.name, "parts": len(parts)}))
         p.parts += len(parts)

@@ -149,7 +149,7 @@ class Daemon:
         if bus_url is None:
             return LocalLeases(self.config.resolve(cfg.state_dir), cfg.lease_retry)
         return BrokerLeases(bus_url, cfg.prefix, self.instance, heartbeat=cfg.lease_heartbeat,
-                           retry=cfg.lease_retry, queue_type=cfg.queue_type)
+                           retry=cfg.lease_retry, queue_type=cfg.queue_type or "classic")
 
     def http_client(self) -> httpx.AsyncClient:
         if self._http is None:
