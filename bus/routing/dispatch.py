@@ -166,7 +166,10 @@ def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
         fired = router.match(stamped())
     p = Plan(envelope, endpoint, version, now, fired)
     outcomes, notes = p.outcomes, p.notes
-    notes.append(("accepted", {"endpoint": endpoint, "version": version}))
+    accepted_note: dict[str, object] = {"endpoint": endpoint, "version": version}
+    if envelope.idempotencykey:  # so `esb trace KEY` finds the envelope
+        accepted_note["key"] = envelope.idempotencykey
+    notes.append(("accepted", accepted_note))
     if not fired:
         notes.append(("unroutable", {"version": version}))
         record = stamped().model_copy(update={
