@@ -12,6 +12,7 @@ import click
 
 from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token
 from esb.bus.cli.deadletter_cmds import register as register_deadletter_commands
+from esb.bus.cli.openapi_cmd import openapi as openapi_command
 from esb.bus.cli.ops_cmds import register as register_ops_commands
 from esb.bus.cli.output import emit_json, table
 from esb.bus.cli.routes_cmds import register as register_routes_commands
@@ -262,16 +263,10 @@ def adapters() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def adapters_list(as_json: bool) -> None:
     from esb.bus.plugins import adapters as registry
+    from esb.bus.plugins import describe_installed
 
-    reg = registry()
-    rows = []
-    for info in reg.info():
-        try:
-            directions = ",".join(reg.get(info.name).directions)
-        except Exception as exc:  # a broken plugin is listed, not fatal
-            directions = f"(fails to load: {exc})"
-        rows.append({"name": info.name, "package": info.package, "version": info.version,
-                     "directions": directions})
+    rows = [{k: r[k] for k in ("name", "package", "version", "directions")}
+            for r in describe_installed(registry())]
     if as_json:
         emit_json(rows)
     else:
@@ -333,6 +328,7 @@ register_routes_commands(routes)
 register_deadletter_commands(cli)
 register_scaffold(adapters)
 register_ops_commands(cli)
+cli.add_command(openapi_command)
 
 
 def main() -> None:

@@ -163,7 +163,11 @@ class Ingress:
         self._counter(self.metrics.received, endpoint).inc()
         record = self.trace.record
         eid = envelope.id
-        record(eid, "accepted", at=at, endpoint=endpoint, version=version)
+        if envelope.idempotencykey is None and envelope.correlationid is None:
+            record(eid, "accepted", at=at, endpoint=endpoint, version=version)
+        else:  # what `esb trace` / the console search by (trace.SEARCHABLE)
+            record(eid, "accepted", at=at, endpoint=endpoint, version=version,
+                   key=envelope.idempotencykey, correlationid=envelope.correlationid)
         for step, detail in events:
             record(eid, step, at=at, **detail)
         return Accepted(eid, tuple(a for a, _ in publishes))

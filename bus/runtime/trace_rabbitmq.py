@@ -40,6 +40,7 @@ import re
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,7 +54,7 @@ from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
 from esb.bus.broker.topology import Topology
 from esb.bus.errors import BusError, BusUnavailable, PublishRejected
 from esb.bus.runtime.tasks import cancel_all
-from esb.bus.runtime.trace import TraceEvent, sort_events
+from esb.bus.runtime.trace import FIND_LIMIT, TraceEvent, sort_events
 
 log = structlog.get_logger("esb.trace")
 
@@ -256,6 +257,19 @@ class StreamTrace:
     # -- reading -----------------------------------------------------------------------------
 
     async def query(self, envelope_id: str, since: timedelta) -> list[TraceEvent]:
+        return await self._scan(envelope_id, since,
+                                lambda eid, step, detail: eid == envelope_id)
+
+    async def find(self, field: str, value: str, since: timedelta,
+                   limit: int = FIND_LIMIT) -> list[str]:
+        events = await self._scan(value, since, lambda eid, step, detail: (
+            step == "accepted" and isinstance(detail, dict) and detail.get(field) == value))
+        return list(dict.fromkeys(e.id for e in events))[:limit]
+
+    async def _scan(self, needle_text: str, since: timedelta,
+                    pick: Callable[[str, str, Any], bool]) -> list[TraceEvent]:
+        """Every event of the last ``since`` that ``pick`` takes, reading only batches that
+        contain ``needle_text``."""
         with contextlib.suppress(BusError):
             await self.flush()  # our own recent events
         if not self.connected:
@@ -263,7 +277,7 @@ class StreamTrace:
         loop = asyncio.get_running_loop()
         cutoff = time.time() - since.total_seconds()
         start = datetime.fromtimestamp(max(0.0, cutoff - CLOCK_SLACK), UTC)
-        needle = envelope_id.encode()
+        needle = orjson.dumps(needle_text)[1:-1]  # as it is written inside a JSON string
         marker = uuid.uuid4().hex
         found: list[TraceEvent] = []
         done: asyncio.Future[None] = loop.create_future()
@@ -281,7 +295,7 @@ class StreamTrace:
                 doc = orjson.loads(body)
                 instance = str(doc.get("instance", "?"))
                 for eid, at, step, detail in doc["events"]:
-                    if eid == envelope_id and at >= cutoff:
+                    if at >= cutoff and pick(eid, step, detail):
                         found.append(TraceEvent(eid, datetime.fromtimestamp(at, UTC), step,
                                                 instance, detail or {}))
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError,
