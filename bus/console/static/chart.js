@@ -44,14 +44,16 @@ const esbChart = (() => {
     if (legend) while (legend.firstChild) legend.removeChild(legend.firstChild);
     series.forEach((s, i) => {
       const color = COLORS[i % COLORS.length];
-      let d = "", pen = false;
+      let d = "", pen = false, last = null;
       for (const [t, v] of s.points) {
         if (v === null || t < t0) { pen = false; continue; }
         d += `${pen ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)} `;
         pen = true;
+        last = [t, v];
       }
       if (d) svg.append(node("path", { d, fill: "none", stroke: color, "stroke-width": 2,
                                        "data-series": s.name }));
+      if (last) svg.append(node("circle", { cx: x(last[0]), cy: y(last[1]), r: 3, fill: color }));
       if (legend) {
         const item = document.createElement("span");
         item.style.setProperty("--c", color);
