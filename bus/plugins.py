@@ -94,7 +94,7 @@ def describe_installed(registry: Registry) -> list[dict[str, str]]:
         try:
             spec = registry.get(info.name)
         except Exception as exc:
-            row["directions"] = row["summary"] = f"(fails to load: {exc})"
+            row["summary"] = f"(fails to load: {exc})"
         else:
             row["summary"] = str(getattr(spec, "summary", "") or "")
             directions = getattr(spec, "directions", None)

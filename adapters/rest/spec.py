@@ -25,4 +25,6 @@ SPEC = AdapterSpec(
     outbound_settings=RestOutboundSettings,
     outbound=_outbound,
     openapi=describe,
+    # HTTP endpoints are served everywhere; start() only begins the poller: once per fleet.
+    inbound_mode="one-instance",
 )

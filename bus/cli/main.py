@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
-from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token
+from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token, find_url
 from esb.bus.cli.deadletter_cmds import register as register_deadletter_commands
 from esb.bus.cli.openapi_cmd import openapi as openapi_command
 from esb.bus.cli.ops_cmds import register as register_ops_commands
@@ -26,20 +28,24 @@ DEFAULT_CONFIG = "config/esb.yaml"
 
 
 class Context:
-    def __init__(self, url: str, token: str | None) -> None:
-        self.url = url
+    def __init__(self, url: str | None, token: str | None) -> None:
+        self.explicit_url = url
         self.token = token
+
+    @property
+    def url(self) -> str:
+        return find_url(self.explicit_url)
 
     def client(self) -> AdminClient:
         return AdminClient(self.url, find_token(self.token))
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"esb: {message}", err=True)
     sys.exit(code)
 
 
-def config_errors(exc: ConfigError) -> None:
+def config_errors(exc: ConfigError) -> NoReturn:
     click.echo(f"esb: {len(exc.problems)} problem(s):", err=True)
     for p in exc.problems:
         click.echo(f"  {p}", err=True)
@@ -47,12 +53,16 @@ def config_errors(exc: ConfigError) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--url", envvar="ESB_ADMIN_URL", default=DEFAULT_URL, show_default=True,
-              help="Admin API of the running daemon.")
+@click.version_option(package_name="esb", prog_name="esb", message="%(prog)s %(version)s")
+@click.option("--url", envvar="ESB_ADMIN_URL", default=None,
+              help=f"Admin API of the running daemon [default: ESB_LISTEN's address, else "
+                   f"the nearest .esb/admin.url, else {DEFAULT_URL}]. Accepted anywhere on "
+                   f"the command line.")
 @click.option("--token", envvar="ESB_ADMIN_TOKEN", default=None,
-              help="Admin token (default: ESB_ADMIN_TOKEN or .esb/admin.token).")
+              help="Admin token [default: ESB_ADMIN_TOKEN, else the nearest .esb/admin.token, "
+                   "in this folder or above]. Accepted anywhere on the command line.")
 @click.pass_context
-def cli(ctx: click.Context, url: str, token: str | None) -> None:
+def cli(ctx: click.Context, url: str | None, token: str | None) -> None:
     """esb — an Enterprise Service Bus."""
     ctx.obj = Context(url, token)
 
@@ -85,17 +95,23 @@ class WorkerCount(click.ParamType):
               show_default=True,
               help="Worker processes sharing the HTTP port (auto: one per CPU); more than one "
                    "needs the RabbitMQ bus.")
+@click.option("--listen", default=None, metavar="HOST:PORT",
+              help="Address of the HTTP server (inbound endpoints, /admin, /metrics); "
+                   "overrides http.listen.")
 @click.option("--listen-fd", type=int, default=None, hidden=True)
 @click.option("--worker-index", type=int, default=1, hidden=True)
 @click.option("--ready-fd", type=int, default=None, hidden=True)
-def run(config_path: Path, workers: int, listen_fd: int | None, worker_index: int,
-        ready_fd: int | None) -> None:
+def run(config_path: Path, workers: int, listen: str | None, listen_fd: int | None,
+        worker_index: int, ready_fd: int | None) -> None:
     """Run the daemon."""
-    from esb.bus.config.loader import load_config
+    from esb.bus.config.loader import load_config, override_listen
+    from esb.bus.runtime.http import ListenError
     from esb.bus.runtime.logs import configure_logging
 
     try:
         loaded = load_config(config_path)
+        if listen is not None:
+            override_listen(loaded, listen)
         secrets = config_secrets(loaded)
         configure_logging(loaded.config.logging.level, loaded.config.logging.format, secrets)
     except ConfigError as exc:
@@ -109,10 +125,12 @@ def run(config_path: Path, workers: int, listen_fd: int | None, worker_index: in
             sys.exit(run_daemon(loaded, secrets))
         except ConfigError as exc:
             config_errors(exc)
+        except ListenError as exc:
+            fail(str(exc))
     if loaded.config.bus.embedded:
         fail("--workers needs the RabbitMQ bus: the embedded bus lives inside one process "
              "(set bus.url, or ESB_BUS_URL, to an amqp:// URL, or run one worker)", 2)
-    from esb.bus.runtime.supervisor import ListenError, supervise
+    from esb.bus.runtime.supervisor import supervise
 
     try:
         sys.exit(supervise(loaded, config_path, workers))
@@ -146,9 +164,12 @@ def config_secrets(loaded: Loaded) -> list[str]:
 @click.option("--type", "etype", required=True, help="Envelope type.")
 @click.option("--source", required=True, help="A configured source name, or any source URI.")
 @click.option("--content-type", default=None, help="Default: from the file suffix.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output: the envelope id and its destinations.")
 @click.argument("file", type=click.File("rb"))
 @click.pass_obj
-def send(obj: Context, etype: str, source: str, content_type: str | None, file: Any) -> None:
+def send(obj: Context, etype: str, source: str, content_type: str | None, as_json: bool,
+         file: Any) -> None:
     """Send FILE (or - for stdin) into the bus through the running daemon."""
     body = file.read()
     ctype = content_type or _guess_type(getattr(file, "name", "-"), body)
@@ -158,6 +179,9 @@ def send(obj: Context, etype: str, source: str, content_type: str | None, file: 
                                       content=body, headers={"Content-Type": ctype})
     except AdminError as exc:
         fail(str(exc))
+    if as_json:
+        emit_json(result)
+        return
     click.echo(f"accepted {result['id']} → {', '.join(result['destinations'])}")
 
 
@@ -179,13 +203,18 @@ def _guess_type(name: str, body: bytes) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def status(obj: Context, as_json: bool) -> None:
-    """Bus, route version, queue depths of the running daemon."""
+    """Bus, route version, queue depths of the running daemon.
+
+    Exit 0 when the daemon is connected to its bus, 3 when it is not, 1 when it cannot be
+    reached."""
     try:
         st = obj.client().request("GET", "/admin/status")
     except AdminError as exc:
         fail(str(exc))
     if as_json:
         emit_json(st)
+        if not st["bus"]["connected"]:
+            sys.exit(3)
         return
     bus = st["bus"]
     click.echo(f"instance   {st['instance']}")
@@ -202,6 +231,14 @@ def status(obj: Context, as_json: bool) -> None:
                            i.get("route_version"),
                            "up" if i.get("bus_connected") else "DOWN",
                            f"{i.get('last_seen_s', 0):.1f}s") for i in instances]))
+    sources = st.get("sources") or {}
+    if sources:
+        holder = {lease: i.get("instance") for i in instances for lease in i.get("leases") or ()}
+        click.echo("")
+        click.echo(table(["SOURCE", "ADAPTER", "RUNS", "HELD BY", "NEXT FIRE"],
+                         [(name, s["adapter"], s.get("runs", ""),
+                           holder.get(name, "") if s.get("runs") == "one-instance" else "all",
+                           s.get("next_fire") or "") for name, s in sorted(sources.items())]))
     rates: dict[str, float] = {}
     breakers: dict[str, Counter[str]] = {}
     for inst in instances:
@@ -219,6 +256,9 @@ def status(obj: Context, as_json: bool) -> None:
     click.echo("")
     click.echo(f"dead letters {q.get('dlq', '?')}   unroutable {q.get('unroutable', '?')}   "
                f"waiting to retry {q.get('retrying', '?')}")
+    if not bus["connected"]:
+        fail(f"the daemon at {obj.url} is not connected to its bus ({bus['kind']}): it "
+             "accepts nothing and delivers nothing until the bus is back (see its log)", 3)
 
 
 def breaker_states(states: Counter[str] | None) -> str:
@@ -240,7 +280,10 @@ def routes() -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               envvar="ESB_CONFIG", default=DEFAULT_CONFIG, show_default=True,
               help="Configuration naming the sources, destinations and transformers.")
-def routes_validate(path: Path, config_path: Path) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help='Machine-readable output: {"ok", "routes", "digest"} or {"ok": false, '
+                   '"problems"} (exit 2).')
+def routes_validate(path: Path, config_path: Path, as_json: bool) -> None:
     """Check route files: schema, references, patterns, transformers (file:line each)."""
     from esb.bus.config.loader import load_config
     from esb.bus.runtime.daemon import load_router
@@ -249,7 +292,14 @@ def routes_validate(path: Path, config_path: Path) -> None:
         loaded = load_config(config_path)
         router = load_router(loaded, path)
     except ConfigError as exc:
+        if as_json:
+            emit_json({"ok": False, "problems": exc.problems})
+            sys.exit(2)
         config_errors(exc)
+    if as_json:
+        emit_json({"ok": True, "routes": [r.name for r in router.routes],
+                   "digest": router.digest})
+        return
     click.echo(f"ok: {len(router.routes)} routes, digest {router.digest[:12]}")
 
 
@@ -262,15 +312,16 @@ def adapters() -> None:
 @adapters.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def adapters_list(as_json: bool) -> None:
+    """Each installed adapter: package, version, directions and its one-line summary."""
     from esb.bus.plugins import adapters as registry
     from esb.bus.plugins import describe_installed
 
-    rows = [{k: r[k] for k in ("name", "package", "version", "directions")}
+    rows = [{k: r[k] for k in ("name", "package", "version", "directions", "summary")}
             for r in describe_installed(registry())]
     if as_json:
         emit_json(rows)
     else:
-        click.echo(table(["NAME", "PACKAGE", "VERSION", "DIRECTIONS"],
+        click.echo(table(["NAME", "PACKAGE", "VERSION", "DIRECTIONS", "SUMMARY"],
                          [tuple(r.values()) for r in rows]))
 
 
@@ -331,9 +382,58 @@ register_ops_commands(cli)
 cli.add_command(openapi_command)
 
 
-def main() -> None:
+#: Options of the ``esb`` group that may be written after the subcommand too.
+GLOBAL_OPTIONS = ("--url", "--token")
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Move ``--url``/``--token`` (``--url X`` or ``--url=X``) written anywhere before a
+    ``--`` to the front, where click expects the group's options."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            if "=" in arg:
+                front.append(arg)
+            else:
+                front += argv[i:i + 2]
+                i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``esb`` console script. Every error is one ``esb: ...`` line on stderr (usage
+    errors after the usage text), exit 1 (2 for usage and configuration errors)."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    cli(prog_name="esb")
+    args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    code = 0
+    try:
+        result = cli.main(args=args, prog_name="esb", standalone_mode=False)
+        code = result if isinstance(result, int) else 0  # click's Exit (e.g. --help)
+    except NoArgsIsHelpError as exc:  # a bare group (``esb routes``): its help
+        click.echo(exc.format_message(), err=True)
+        code = exc.exit_code
+    except click.UsageError as exc:
+        if exc.ctx is not None:
+            click.echo(exc.ctx.get_usage(), err=True)
+        fail(exc.format_message(), exc.exit_code)
+    except click.Abort:
+        fail("aborted")
+    except click.ClickException as exc:
+        fail(exc.format_message(), exc.exit_code)
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:  # a closed pipe (esb ... | head) is not an error
+            raise
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,11 @@ class BusConfig(_Strict):
     #: Keys each instance remembers at most (~0.5 KiB each); past that the oldest are
     #: forgotten before the window ends. Size it to the keyed messages one window brings.
     idempotency_max_keys: int = Field(100_000, ge=1000)
+    #: Heartbeat (s) of the connection holding the leases of ``one-instance`` sources: a host
+    #: that dies or is cut off loses its leases about two heartbeats later.
+    lease_heartbeat: int = Field(5, ge=1, le=60)
+    #: How often an instance that does not hold a lease tries to take it.
+    lease_retry: Duration = Field(1.0, gt=0)
 
     @property
     def embedded(self) -> bool:
@@ -154,6 +159,12 @@ class EndpointConfig(BaseModel):
     description: str | None = None
 
 
+class SourceConfig(EndpointConfig):
+    #: Where the source's loop runs: ``one-instance`` (exactly one instance of the fleet, chosen
+    #: through the broker) or ``every-instance``; unset: what its adapter declares.
+    runs: Literal["every-instance", "one-instance"] | None = None
+
+
 class DestinationConfig(EndpointConfig):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
 
@@ -168,13 +179,14 @@ class Config(_Strict):
     http: HttpConfig = Field(default_factory=HttpConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    sources: dict[str, EndpointConfig] = Field(default_factory=dict)
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
     #: Named transformer steps (or chains) routes can refer to by name.
     transformers: dict[str, Any] = Field(default_factory=dict)
     routes: Path = Path("routes")
 
-    #: Folder relative paths in this file resolve against (set by the loader).
+    #: The configuration folder, which relative paths in this file resolve against (set by
+    #: the loader: :func:`project_dir` of the file).
     base_dir: Path = Field(default=Path("."), exclude=True)
     path: Path | None = Field(default=None, exclude=True)
 
@@ -189,3 +201,12 @@ class Config(_Strict):
     def resolve(self, p: Path | str) -> Path:
         p = Path(p)
         return p if p.is_absolute() else self.base_dir / p
+
+
+def project_dir(config_file: Path) -> Path:
+    """The configuration folder: what relative paths in ``config_file`` resolve against,
+    whatever folder esb was started in. It is the folder holding the file — or the one above
+    it when that folder is named ``config`` (the shipped layout, ``config/esb.yaml`` beside
+    ``routes/``, where paths read ``routes/``, ``config/xslt/a.xsl``, ``.esb/outbox``)."""
+    folder = config_file.absolute().parent
+    return folder.parent if folder.name == "config" else folder

@@ -23,14 +23,15 @@ from esbtest.broker import RabbitScope, broker_problem, bus_url
 from esbtest.daemon import DaemonProcess
 from esbtest.sink import Received, Sink
 from esbtest.waiting import wait_until
-
-from esb.bus.console.session import COOKIE, Sessions
-
 from playwright import sync_api as playwright_api
 from playwright.sync_api import expect
 
+from esb.bus.console.session import COOKIE, Sessions
+
 CHROMIUM = "/usr/bin/chromium"
 SCHEMA = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
+#: What the console shows for "no value yet".
+NO_VALUE = "\u2013"
 XSS_PAYLOAD = "<img src=x onerror=window.__xss=1>"
 XSS_HEADER = "<script>window.__xss=2</script>"
 XSS_ERROR = "<img src=y onerror=window.__xss=3>"
@@ -175,7 +176,7 @@ def test_a_destinations_rate_moves_while_messages_flow(page: Any, env: dict[str,
     try:
         def moving() -> bool:
             text = cell.inner_text().strip()
-            return text not in ("", "–") and float(text) > 0
+            return text not in ("", NO_VALUE) and float(text) > 0
 
         wait_until(moving, "the overview to show good's delivery rate above 0", timeout=45,
                    interval=0.5, daemon=d)
@@ -185,7 +186,7 @@ def test_a_destinations_rate_moves_while_messages_flow(page: Any, env: dict[str,
     finally:
         stop.set()
         sender.join(10)
-    assert page.locator("#destinations tr[data-dest=good] td.p99").inner_text() != "–"
+    assert page.locator("#destinations tr[data-dest=good] td.p99").inner_text() != NO_VALUE
     page.screenshot(path=str(screenshots / "03-overview-rates.png"), full_page=True)
 
 
@@ -320,7 +321,7 @@ def test_trace_lookup_by_idempotency_key_and_correlation_id(page: Any, env: dict
     d, sink = env["daemon"], env["sink"]
     eid = send(d, "order.created", {"n": 42},
                **{"Idempotency-Key": "trace-me-42", "X-Correlation-ID": "corr-42"})
-    wait_until(lambda: "trace-me-42" in sink.keys(), "the order delivered", timeout=30,
+    wait_until(lambda: "trace-me-42" in sink.unique(), "the order delivered", timeout=30,
                daemon=d)
     page.goto("/console/trace")
     page.select_option("#by", "key")
