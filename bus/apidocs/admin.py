@@ -80,7 +80,8 @@ SCHEMAS: dict[str, Any] = {
                                       "note": _NULLABLE_STR,
                                       "rollback_of": {"type": ["integer", "null"]},
                                       "files": {"type": "array", "items": _STR},
-                                      "running": {"type": "boolean"}}},
+                                      "running": {"type": "boolean"},
+                                      "unchanged": {"type": "boolean"}}},
     "Version": {"type": "object", "required": ["version", "files"],
                 "properties": {"version": _INT, "digest": _STR,
                                "files": {"type": "object", "additionalProperties": _STR}}},
@@ -91,9 +92,13 @@ SCHEMAS: dict[str, Any] = {
     "RouteFiles": {"type": "object", "required": ["files"],
                    "properties": {"files": {"type": "object", "minProperties": 1,
                                             "additionalProperties": _STR},
-                                  "by": _STR, "note": _STR}},
+                                  "by": _STR, "note": _STR,
+                                  "force": {"type": "boolean",
+                                            "description": "Store a new version even when "
+                                                           "the latest has these files"}}},
     "Rollback": {"type": "object",
-                 "properties": {"version": {"type": ["integer", "null"]}, "by": _STR}},
+                 "properties": {"version": {"type": ["integer", "null"]}, "by": _STR,
+                                "force": {"type": "boolean"}}},
     "Diff": {"type": "object", "required": ["a", "b", "files"],
              "properties": {"a": _ref("VersionSummary"), "b": _ref("VersionSummary"),
                             "files": {"type": "array", "items": {
@@ -214,7 +219,9 @@ def admin_document(server: str | None = None) -> dict[str, Any]:
             op_id="route_version", tag="routes")},
         "/admin/routes/deploy": {"post": _op(
             "Validate and deploy a set of route files (refused whole on any problem)",
-            _ok(_ref("VersionSummary"), "Stored and running", "201"), 400, 422, 503,
+            {**_ok(_ref("VersionSummary"), "Stored and running", "201"),
+             **_ok(_ref("VersionSummary"), "The latest version has these files already "
+                   "(`unchanged: true`); nothing stored")}, 400, 422, 503,
             body=_ref("RouteFiles"), op_id="route_deploy", tag="routes")},
         "/admin/routes/rollback": {"post": _op(
             "Deploy an earlier version again (default: the one before the running one)",

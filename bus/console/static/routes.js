@@ -50,8 +50,9 @@
       const note = $("#deploy-note").value.trim();
       const v = await api("POST", "/admin/routes/deploy",
                           { files, by: "console", ...(note ? { note } : {}) });
-      out.append(el("p", { class: "ok", id: "deploy-ok" },
-        `Deployed version ${v.version}${v.running ? " — running" : ""}.`));
+      out.append(el("p", { class: "ok", id: "deploy-ok" }, v.unchanged
+        ? `Nothing to deploy: version ${v.version} has these files already.`
+        : `Deployed version ${v.version}${v.running ? " — running" : ""}.`));
       await load();
     } catch (err) { showError(out, err, "Deploy refused"); }
   }
