@@ -14,6 +14,7 @@ from click.exceptions import NoArgsIsHelpError
 
 from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token, find_url
 from esb.bus.cli.deadletter_cmds import register as register_deadletter_commands
+from esb.bus.cli.init_cmd import register as register_init
 from esb.bus.cli.openapi_cmd import openapi as openapi_command
 from esb.bus.cli.ops_cmds import register as register_ops_commands
 from esb.bus.cli.output import emit_json, table
@@ -325,21 +326,27 @@ def adapters_list(as_json: bool) -> None:
                          [tuple(r.values()) for r in rows]))
 
 
-def _named_transformers(config_path: Path | None) -> dict[str, Any]:
-    """The ``transformers:`` definitions of ``config_path``, else of the default configuration
-    when there is one (none otherwise). Raises ``ConfigError`` when the file does not load."""
+def _transform_config(config_path: Path | None) -> tuple[dict[str, Any], Path]:
+    """The ``transformers:`` definitions of ``config_path`` (else of the default
+    configuration, when there is one) and the folder relative paths in steps resolve
+    against (its configuration folder; the working folder without one). Raises
+    ``ConfigError`` when the file does not load."""
     if config_path is None:
         config_path = Path(DEFAULT_CONFIG)
         if not config_path.is_file():
-            return {}
+            return {}, Path.cwd()
     from esb.bus.config.loader import load_config
 
-    return dict(load_config(config_path).config.transformers)
+    config = load_config(config_path).config
+    return dict(config.transformers), config.base_dir
 
 
 @cli.command()
-@click.argument("spec")
-@click.argument("file", type=click.Path(exists=True, path_type=Path))
+@click.argument("args", nargs=-1, metavar="[SPEC] FILE")
+@click.option("--step", "steps", multiple=True, metavar="STEP",
+              help="One step, written as in a route file: 'json-to-xml: {root: order}', "
+                   "'xslt: config/xslt/a.xsl', 'mypkg.enrich:add_region'. Repeat it for a "
+                   "chain; then SPEC is left out.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               envvar="ESB_CONFIG", default=None,
               help=f"Configuration whose 'transformers:' definitions SPEC (or a chain file) "
@@ -351,17 +358,26 @@ def _named_transformers(config_path: Path | None) -> dict[str, Any]:
 @click.option("--content-type", default=None,
               help="The envelope's datacontenttype [default: from FILE's suffix: .xml, .json, "
                    "else text/plain].")
-def transform(spec: str, file: Path, config_path: Path | None, etype: str, source: str,
-              content_type: str | None) -> None:
-    """Run SPEC on FILE and print the result, or the error naming the failing step.
+def transform(args: tuple[str, ...], steps: tuple[str, ...], config_path: Path | None,
+              etype: str, source: str, content_type: str | None) -> None:
+    """Run SPEC (or the --step steps) on FILE and print the result, or the error naming the
+    failing step.
 
     SPEC is a transformer name, a definition from the configuration's 'transformers:', a
-    stylesheet (.xsl, .xslt) or a chain file (.yaml: a list of steps)."""
+    stylesheet (.xsl, .xslt), a chain file (.yaml: a list of steps) or one step written inline
+    as in a route file ('json-to-xml: {root: order}')."""
     from esb.transformers.cli_support import run_transform
 
+    if len(args) != (1 if steps else 2):
+        raise click.UsageError("give SPEC and FILE, or --step ... and FILE")
+    file = Path(args[-1])
+    if not file.is_file():
+        raise click.UsageError(f"FILE {file} does not exist (or is not a file)")
+    spec: str | list[str] = list(steps) if steps else args[0]
     try:
-        env = run_transform(spec, file, base_dir=Path.cwd(), type=etype, source=source,
-                            content_type=content_type, named=_named_transformers(config_path))
+        named, base_dir = _transform_config(config_path)
+        env = run_transform(spec, file, base_dir=base_dir, type=etype, source=source,
+                            content_type=content_type, named=named)
     except ConfigError as exc:
         config_errors(exc)
     except EsbError as exc:
@@ -380,6 +396,7 @@ register_deadletter_commands(cli)
 register_scaffold(adapters)
 register_ops_commands(cli)
 cli.add_command(openapi_command)
+register_init(cli)
 
 
 #: Options of the ``esb`` group that may be written after the subcommand too.
