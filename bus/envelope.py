@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from esb.bus.payload import is_json, is_xml
+
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 SPECVERSION = "1.0"
 
@@ -138,13 +140,11 @@ class Envelope(BaseModel):
 
     @property
     def is_json(self) -> bool:
-        ct = (self.datacontenttype or "application/json").split(";", 1)[0].strip().lower()
-        return ct == "application/json" or ct.endswith("+json")
+        return is_json(self.datacontenttype)
 
     @property
     def is_xml(self) -> bool:
-        ct = (self.datacontenttype or "").split(";", 1)[0].strip().lower()
-        return ct in ("application/xml", "text/xml") or ct.endswith("+xml")
+        return is_xml(self.datacontenttype)
 
     def data_bytes(self) -> bytes:
         """The payload as bytes on the wire, in its own content type."""
