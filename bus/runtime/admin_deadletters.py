@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from esb.adapters.problem import problem
 from esb.bus.config.units import parse_duration
+from esb.bus.envelope import bookkeeping
 from esb.bus.errors import EsbError
 from esb.bus.runtime.deadletters import QUEUES, DeadLetters, summary
 
@@ -148,7 +149,8 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
             return problem(400, "Bad request", str(exc))
         if env is None:
             return problem(404, "Not found", f"no envelope {eid} in {which}")
-        return _json(env.to_cloudevent())
+        # the CloudEvent, its bookkeeping decoded for people and scripts (not JSON text)
+        return _json(bookkeeping(env.to_cloudevent()))
 
     async def purge(request: Request) -> Response:
         try:
