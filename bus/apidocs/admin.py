@@ -129,7 +129,10 @@ SCHEMAS: dict[str, Any] = {
     "Replay": {"type": "object",
                "properties": {"ids": {"type": "array", "items": _STR},
                               "all": {"type": "boolean"},
-                              "destination": _STR}},
+                              "destination": _STR,
+                              "wait": {"type": "number", "minimum": 0, "maximum": 300,
+                                       "description": "Seconds to follow the replayed "
+                                                      "envelopes' delivery"}}},
     "Purged": {"type": "object", "required": ["purged"], "properties": {"purged": _INT}},
     "Trace": {"type": "object", "required": ["id", "events"],
               "properties": {"id": _STR, "since": _STR,
