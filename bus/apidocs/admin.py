@@ -249,8 +249,8 @@ def admin_document(server: str | None = None) -> dict[str, Any]:
                     _query("since", _STR, "Window (default 1h)")],
             op_id="trace_search", tag="trace")},
         "/admin/trace/{id}": {"get": _op(
-            "Every step of one envelope, from every instance", _ok(_ref("Trace")),
-            400, 404, 503, 504,
+            "Every step of one envelope (by id, unique id prefix or idempotency key), from "
+            "every instance", _ok(_ref("Trace")), 400, 404, 409, 503, 504,
             params=[_path_param("id", _STR), _query("since", _STR, "Window (default 1h)")],
             op_id="trace", tag="trace")},
         "/admin/openapi.json": {"get": _op("This document", _ok(_OBJ), op_id="admin_openapi",

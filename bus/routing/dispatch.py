@@ -166,12 +166,13 @@ def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
         fired = router.match(stamped())
     p = Plan(envelope, endpoint, version, now, fired)
     outcomes, notes = p.outcomes, p.notes
-    if envelope.idempotencykey is None and envelope.correlationid is None:
-        notes.append(("accepted", {"endpoint": endpoint, "version": version}))
-    else:  # what `esb trace` and the console search by (trace.SEARCHABLE)
-        notes.append(("accepted", {"endpoint": endpoint, "version": version,
-                                   "key": envelope.idempotencykey,
-                                   "correlationid": envelope.correlationid}))
+    accepted_note: dict[str, object] = {"endpoint": endpoint, "version": version}
+    # what `esb trace KEY` and the console's search find the envelope by (trace.SEARCHABLE)
+    if envelope.idempotencykey:
+        accepted_note["key"] = envelope.idempotencykey
+    if envelope.correlationid:
+        accepted_note["correlationid"] = envelope.correlationid
+    notes.append(("accepted", accepted_note))
     if not fired:
         notes.append(("unroutable", {"version": version}))
         record = stamped().model_copy(update={

@@ -30,6 +30,7 @@ from esb.bus.config.units import parse_duration
 from esb.bus.envelope import bookkeeping
 from esb.bus.errors import EsbError
 from esb.bus.runtime.deadletters import QUEUES, DeadLetters, summary
+from esb.bus.runtime.trace import AmbiguousRef
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 Guard = Callable[[Endpoint], Endpoint]
@@ -147,6 +148,8 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
         which, eid = request.path_params["which"], request.path_params["id"]
         try:
             env = await dl.show(which, eid)
+        except AmbiguousRef as exc:
+            return problem(409, "Ambiguous envelope reference", str(exc), ids=exc.ids)
         except EsbError as exc:
             return problem(400, "Bad request", str(exc))
         if env is None:
@@ -217,5 +220,5 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
         routes += [Route(base, bound(listing), methods=["GET"]),
                    Route(base + "/replay", bound(replay), methods=["POST"]),
                    Route(base + "/purge", bound(purge), methods=["POST"]),
-                   Route(base + "/{id:str}", bound(show), methods=["GET"])]
+                   Route(base + "/{id:path}", bound(show), methods=["GET"])]
     return routes

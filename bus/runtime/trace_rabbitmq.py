@@ -54,7 +54,13 @@ from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
 from esb.bus.broker.topology import Topology
 from esb.bus.errors import BusError, BusUnavailable, PublishRejected
 from esb.bus.runtime.tasks import cancel_all
-from esb.bus.runtime.trace import FIND_LIMIT, TraceEvent, sort_events
+from esb.bus.runtime.trace import (
+    FIND_LIMIT,
+    TraceEvent,
+    one_envelope,
+    refers_to,
+    sort_events,
+)
 
 log = structlog.get_logger("esb.trace")
 
@@ -257,19 +263,26 @@ class StreamTrace:
     # -- reading -----------------------------------------------------------------------------
 
     async def query(self, envelope_id: str, since: timedelta) -> list[TraceEvent]:
-        return await self._scan(envelope_id, since,
-                                lambda eid, step, detail: eid == envelope_id)
+        referred: set[str] = set()
+        found = await self._scan(envelope_id, since, referred)
+        if found or not referred:
+            return found
+        # a unique id prefix or an idempotency key: read again for the envelope it names
+        eid = one_envelope(envelope_id, referred)
+        return await self._scan(eid, since, set()) if eid else []
 
     async def find(self, field: str, value: str, since: timedelta,
                    limit: int = FIND_LIMIT) -> list[str]:
-        events = await self._scan(value, since, lambda eid, step, detail: (
-            step == "accepted" and isinstance(detail, dict) and detail.get(field) == value))
-        return list(dict.fromkeys(e.id for e in events))[:limit]
+        referred: set[str] = set()
+        await self._scan(value, since, referred, refers=lambda ref, eid, step, detail: (
+            step == "accepted" and detail.get(field) == ref))
+        return sorted(referred)[:limit]
 
-    async def _scan(self, needle_text: str, since: timedelta,
-                    pick: Callable[[str, str, Any], bool]) -> list[TraceEvent]:
-        """Every event of the last ``since`` that ``pick`` takes, reading only batches that
-        contain ``needle_text``."""
+    async def _scan(self, envelope_id: str, since: timedelta, referred: set[str],
+                    refers: Callable[[str, str, str, dict[str, Any]], bool] = refers_to,
+                    ) -> list[TraceEvent]:
+        """The events of ``envelope_id`` in the window; the ids of events that ``refers``
+        to it (:func:`refers_to`: an id prefix or idempotency key) go to ``referred``."""
         with contextlib.suppress(BusError):
             await self.flush()  # our own recent events
         if not self.connected:
@@ -277,7 +290,7 @@ class StreamTrace:
         loop = asyncio.get_running_loop()
         cutoff = time.time() - since.total_seconds()
         start = datetime.fromtimestamp(max(0.0, cutoff - CLOCK_SLACK), UTC)
-        needle = orjson.dumps(needle_text)[1:-1]  # as it is written inside a JSON string
+        needle = envelope_id.encode()
         marker = uuid.uuid4().hex
         found: list[TraceEvent] = []
         done: asyncio.Future[None] = loop.create_future()
@@ -295,9 +308,13 @@ class StreamTrace:
                 doc = orjson.loads(body)
                 instance = str(doc.get("instance", "?"))
                 for eid, at, step, detail in doc["events"]:
-                    if at >= cutoff and pick(eid, step, detail):
+                    if at < cutoff:
+                        continue
+                    if eid == envelope_id:
                         found.append(TraceEvent(eid, datetime.fromtimestamp(at, UTC), step,
                                                 instance, detail or {}))
+                    elif refers(envelope_id, eid, step, detail or {}):
+                        referred.add(eid)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError,
                     AttributeError):
                 log.warning("trace: ignoring a malformed batch", queue=self.queue,
