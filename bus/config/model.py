@@ -169,6 +169,14 @@ class HttpConfig(_Strict):
         return int(self.listen.rpartition(":")[2])
 
 
+class ConsoleConfig(_Strict):
+    """The web console at ``/console`` (same binding and token as the admin API)."""
+
+    enabled: bool = True
+    #: A console session ends this long after login (log in again with the token).
+    session_ttl: Duration = Field(8 * 3600.0, gt=0)
+
+
 class AdminConfig(_Strict):
     #: Bearer token for /admin (key ``token``; a secret: written as a ``${VAR}`` reference).
     #: Empty: the daemon makes one and writes it to ``<state_dir>/admin.token`` (mode 0600),
@@ -176,6 +184,7 @@ class AdminConfig(_Strict):
     secret_token: SecretStr = Field(SecretStr(""), alias="token")
     #: Serve /admin to non-loopback clients too (off: 127.0.0.1/::1 only).
     remote: bool = False
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
     @property
     def token(self) -> str:
