@@ -177,8 +177,11 @@ def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
     p = Plan(envelope, endpoint, version, now, fired)
     outcomes, notes = p.outcomes, p.notes
     accepted_note: dict[str, object] = {"endpoint": endpoint, "version": version}
-    if envelope.idempotencykey:  # so `esb trace KEY` finds the envelope
+    # what `esb trace KEY` and the console's search find the envelope by (trace.SEARCHABLE)
+    if envelope.idempotencykey:
         accepted_note["key"] = envelope.idempotencykey
+    if envelope.correlationid:
+        accepted_note["correlationid"] = envelope.correlationid
     notes.append(("accepted", accepted_note))
     if not fired:
         notes.append(("unroutable", {"version": version}))
