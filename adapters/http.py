@@ -6,8 +6,8 @@
   ``Retry-After``, delta-seconds or HTTP-date, as ``retry_after``); every other status
   permanent; timeouts and connection failures transient (:func:`status_error`,
   :func:`raise_for_status`, :func:`transport_error`);
-* the outbound host allow-list (``http.allowed_hosts``) check (:func:`check_host`): entries
-  match exactly, or as a suffix when written ``*.example.com``;
+* the outbound host allow-list (``http.allowed_hosts``) check (:func:`check_host`; the
+  entries' rules live in :mod:`esb.bus.hosts`);
 * ``start``/``stop`` of an outbound side sending through the runtime's shared client
   (:class:`PooledClient`).
 
@@ -32,6 +32,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from esb.bus.errors import ConfigError, DeliveryError, PermanentError, TransientError
+from esb.bus.hosts import host_allowed
 
 if TYPE_CHECKING:
     from esb.adapters.spec import OutboundContext
@@ -200,25 +201,14 @@ def transport_error(exc: httpx.HTTPError, what: str,
     return TransientError(f"{what} {kind}: {type(exc).__name__}: {exc}")
 
 
-def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
-    """Whether ``url``'s host is on the allow-list (an empty list allows any host)."""
-    if not allowed:
-        return True
-    host = (urlsplit(url).hostname or "").lower()
-    for entry in allowed:
-        entry = entry.lower()
-        if host == entry or (entry.startswith("*.") and host.endswith(entry[1:])):
-            return True
-    return False
-
-
 def check_host(url: str, allowed: tuple[str, ...], setting: str = "url", *,
                sending: bool = False) -> None:
     """Refuse a URL whose host is not on a non-empty allow-list: ``ConfigError`` while the
     adapter is configured, ``PermanentError`` when ``sending`` (a URL built per envelope)."""
     if host_allowed(url, allowed):
         return
-    host = (urlsplit(url).hostname or "").lower()
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
     message = f"{setting}: host {host!r} is not in the outbound allow-list"
     if sending:
         raise PermanentError(message)

@@ -19,6 +19,8 @@ from pydantic import (
 )
 
 from esb.bus.config.units import Duration, Rate, Size
+from esb.bus.hosts import allow_entry_problem
+from esb.bus.runtime.httpguard import HttpLimits
 
 
 class _Strict(BaseModel):
@@ -63,8 +65,22 @@ class BusConfig(_Strict):
 class HttpConfig(_Strict):
     listen: str = "127.0.0.1:8080"
     max_body: Size = 1024 * 1024
-    #: Hosts outbound URLs may reach (SSRF guard); empty allows any.
+    #: Hosts outbound URLs may reach (SSRF guard); empty allows any. An entry is a host
+    #: (``api.example.com``), ``*.example.com``, ``host:port`` or a URL prefix with a scheme
+    #: (``https://api.example.com``, ``http://127.0.0.1:19201``).
     allowed_hosts: list[str] = Field(default_factory=list)
+    #: Open connections per process; past it a new one gets 503 and is closed.
+    max_connections: int = Field(1000, ge=1)
+    #: A request's line and headers must arrive within this of its first byte.
+    header_timeout: Duration = Field(10.0, gt=0)
+    #: A request's body must arrive within this of its headers.
+    body_timeout: Duration = Field(30.0, gt=0)
+    #: A kept-alive connection with no request is closed after this.
+    idle_timeout: Duration = Field(75.0, gt=0)
+    #: Header fields per request (431 above).
+    max_headers: int = Field(100, ge=1)
+    #: Request line plus headers, in bytes (431 above).
+    max_header_bytes: Size = Field(16 * 1024, ge=1024)
 
     @field_validator("listen")
     @classmethod
@@ -73,6 +89,21 @@ class HttpConfig(_Strict):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError("http.listen must be HOST:PORT, e.g. 127.0.0.1:8080")
         return v
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if allow_entry_problem(e)]
+        if bad:
+            raise ValueError("; ".join(f"{e!r}: {allow_entry_problem(e)}" for e in bad))
+        return v
+
+    @property
+    def limits(self) -> HttpLimits:
+        return HttpLimits(max_connections=self.max_connections,
+                          header_timeout=self.header_timeout, body_timeout=self.body_timeout,
+                          idle_timeout=self.idle_timeout, max_headers=self.max_headers,
+                          max_header_bytes=self.max_header_bytes)
 
     @property
     def host(self) -> str:

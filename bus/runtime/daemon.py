@@ -153,7 +153,7 @@ class Daemon:
         app = build_app(routes, admin.routes(),
                         ready=lambda: self._started and self.bus.connected,
                         metrics=self.metrics.render)
-        server = make_server(app, cfg.http.host, cfg.http.port)
+        server = make_server(app, cfg.http.host, cfg.http.port, cfg.http.limits)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
