@@ -31,6 +31,8 @@ from esb.bus.config.units import Duration as Duration
 from esb.bus.config.units import Rate as Rate
 from esb.bus.config.units import Size as ByteSize
 from esb.bus.envelope import Envelope
+from esb.bus.jsonsafe import DEFAULT_JSON_DEPTH
+from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits
 
 __all__ = ["Accepted", "AdapterSettings", "AdapterSpec", "ByteSize", "Duration", "HttpRoute",
            "Inbound", "InboundContext", "InboundFactory", "Outbound", "OutboundContext",
@@ -64,6 +66,10 @@ class InboundContext(Protocol):
     #: inbound side calls itself (a polled API, a token endpoint). Contexts written before it
     #: existed lack it: read it as ``getattr(ctx, "allowed_hosts", ())``.
     allowed_hosts: tuple[str, ...] = ()
+    #: Bounds on XML bodies (``limits.xml``) and JSON nesting (``limits.json.max_depth``);
+    #: read them with ``getattr`` too (:func:`xml_limits_of`, :func:`json_depth_of`).
+    xml_limits: XmlLimits = DEFAULT_LIMITS
+    json_depth: int = DEFAULT_JSON_DEPTH
 
     async def accept(self, envelope: Envelope) -> Accepted:
         """Route and publish; return once the broker confirmed every copy.
@@ -72,6 +78,16 @@ class InboundContext(Protocol):
         peer with a retryable error, and nothing was half-accepted.
         """
         ...
+
+
+def xml_limits_of(ctx: Any) -> XmlLimits:
+    """``ctx.xml_limits``, or the defaults for a context written before it existed."""
+    return getattr(ctx, "xml_limits", DEFAULT_LIMITS)
+
+
+def json_depth_of(ctx: Any) -> int:
+    """``ctx.json_depth``, or the default for a context written before it existed."""
+    return getattr(ctx, "json_depth", DEFAULT_JSON_DEPTH)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 SPECVERSION = "1.0"
@@ -27,6 +27,12 @@ KNOWN_EXTENSIONS = ("correlationid", "causationid", "idempotencykey", "tracepare
                     "esbendpoint", "esbrouteversion", "esbroute", "esbdestination",
                     "esbheaders", "esbhops", "esbattempts", "esberror")
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+#: Characters a CloudEvents String may not hold (C0 and C1 controls, CloudEvents 1.0 §Type
+#: System): refused at the edge, where they would otherwise break every delivery (an HTTP
+#: header cannot carry CR LF).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_STRING_ATTRIBUTES = ("id", "source", "type", "subject", "datacontenttype", "dataschema",
+                      "correlationid", "causationid", "idempotencykey", "traceparent")
 
 
 def new_id() -> str:
@@ -114,6 +120,20 @@ class Envelope(BaseModel):
             raise ValueError(f"unsupported specversion {v!r} (expected {SPECVERSION!r})")
         return v
 
+    @model_validator(mode="after")
+    def _no_controls(self) -> Envelope:
+        # One check over every string attribute at once (a validator per field costs several
+        # times more on every envelope built).
+        text = "".join([self.id, self.source, self.type, self.subject or "",
+                        self.datacontenttype or "", self.dataschema or "",
+                        self.correlationid or "", self.causationid or "",
+                        self.idempotencykey or "", self.traceparent or ""])
+        if _CONTROL.search(text):
+            bad = [n for n in _STRING_ATTRIBUTES if _CONTROL.search(getattr(self, n) or "")]
+            raise ValueError(f"{', '.join(bad)}: control characters (CR, LF, NUL ...) are not "
+                             "allowed in CloudEvents attributes")
+        return self
+
     @field_validator("time")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
@@ -127,6 +147,10 @@ class Envelope(BaseModel):
                 raise ValueError(f"extension attribute name {name!r} must be 1-20 of [a-z0-9]")
             if name in CORE_ATTRIBUTES or name in KNOWN_EXTENSIONS:
                 raise ValueError(f"extension {name!r} shadows a known attribute")
+            value = v[name]
+            if isinstance(value, str) and _CONTROL.search(value):
+                raise ValueError(f"extension {name!r}: control characters (CR, LF, NUL ...) "
+                                 "are not allowed")
         return v
 
     # -- derived ------------------------------------------------------------------------------

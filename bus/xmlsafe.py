@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 
 from lxml import etree
 
@@ -174,7 +175,15 @@ def _may_exceed_counts(raw: bytes, limits: XmlLimits) -> bool:
 
 def _count(raw: bytes, limits: XmlLimits, max_depth: int, text: bool) -> None:
     """Read ``raw`` with a streaming parser that stops at the first limit passed, dropping each
-    element once read (so counting costs little memory whatever the document holds)."""
+    element once read (so counting costs little memory whatever the document holds).
+
+    libxml2 builds a start tag whole before anyone sees it, so one tag carrying more
+    attributes than the limit is found first, in the bytes: more ``=`` between a ``<`` and the
+    next ``<`` than ``max_attributes`` (``<`` cannot occur in an attribute value; ``=`` in the
+    text after a tag counts too, which only a document with that many in one text run
+    notices)."""
+    if _wide_tag(limits.max_attributes).search(raw):
+        raise UnsafeXml(f"XML with more than {limits.max_attributes} attributes is refused")
     parser = etree.XMLPullParser(events=("start", "end"), resolve_entities=False,
                                  no_network=True, load_dtd=False, huge_tree=False,
                                  encoding="utf-8" if text else None)
@@ -200,6 +209,11 @@ def _count(raw: bytes, limits: XmlLimits, max_depth: int, text: bool) -> None:
             if depth > max_depth:
                 raise UnsafeXml(f"XML nesting deeper than {max_depth} levels is refused")
     parser.close()
+
+
+@lru_cache(maxsize=8)
+def _wide_tag(max_attributes: int) -> re.Pattern[bytes]:
+    return re.compile(rb"<(?:[^<=]*+=){%d}" % (max_attributes + 1))
 
 
 def _check_text(root: etree._Element, limit: int) -> None:

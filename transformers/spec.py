@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from esb.bus.envelope import Envelope
+from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits
 
 Transformer = Callable[[Envelope], Envelope]
 
@@ -29,10 +30,12 @@ class TransformerSettings(BaseModel):
 
 @dataclass(frozen=True)
 class TransformerContext:
-    """Handed to a factory: the step's name and the folder relative paths resolve against."""
+    """Handed to a factory: the step's name, the folder relative paths resolve against, and
+    the bounds on any XML the step parses (``limits.xml``)."""
 
     name: str
     base_dir: Path
+    xml_limits: XmlLimits = DEFAULT_LIMITS
 
 
 @dataclass(frozen=True)

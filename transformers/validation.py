@@ -90,7 +90,7 @@ def make_xsd(settings: XsdSettings, ctx: TransformerContext) -> Callable[[Envelo
     def validate_xml(env: Envelope) -> Envelope:
         try:
             root = parse_xml(xml_input(name, env), max_bytes=settings.max_bytes,
-                             max_depth=settings.max_depth)
+                             max_depth=settings.max_depth, limits=ctx.xml_limits)
         except XmlError as exc:
             raise TransformError(name, f"input refused: {exc}") from None
         if schema.validate(root):

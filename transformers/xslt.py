@@ -24,10 +24,12 @@ from pydantic import Field
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
 from esb.bus.xmlsafe import (
+    DEFAULT_LIMITS,
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DEPTH,
     LIBXML_MAX_DEPTH,
     XmlError,
+    XmlLimits,
     parse_xml,
 )
 from esb.transformers.payload import is_json_type, with_text, xml_input
@@ -207,8 +209,9 @@ class XsltTransformer:
     """A compiled stylesheet applied to each envelope's XML payload."""
 
     def __init__(self, name: str, sheet: Stylesheet, xslt: etree.XSLT,
-                 settings: XsltSettings) -> None:
+                 settings: XsltSettings, xml_limits: XmlLimits = DEFAULT_LIMITS) -> None:
         self.name = name
+        self.xml_limits = xml_limits
         self.sheet = sheet
         self.xslt = xslt
         self.max_bytes = settings.max_bytes
@@ -222,7 +225,8 @@ class XsltTransformer:
     def __call__(self, env: Envelope) -> Envelope:
         data = xml_input(self.name, env)
         try:
-            doc = parse_xml(data, max_bytes=self.max_bytes, max_depth=self.max_depth)
+            doc = parse_xml(data, max_bytes=self.max_bytes, max_depth=self.max_depth,
+                            limits=self.xml_limits)
         except XmlError as exc:
             raise TransformError(self.name, f"input refused: {exc}") from None
         params = dict(self.static)
@@ -267,7 +271,7 @@ def compile_xslt(settings: XsltSettings, ctx: TransformerContext) -> Callable[[E
         log = "; ".join((f"line {e.line}: " if e.line else "") + e.message
                         for e in exc.error_log) or str(exc)
         raise ConfigError([f"{_rel(path, ctx.base_dir)} does not compile: {log}"]) from None
-    return XsltTransformer(ctx.name, sheet, xslt, settings)
+    return XsltTransformer(ctx.name, sheet, xslt, settings, ctx.xml_limits)
 
 
 def _encoding_problems(sheet: Stylesheet, where: str) -> list[str]:

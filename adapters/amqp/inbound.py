@@ -44,10 +44,11 @@ from pydantic import ValidationError
 
 from esb.adapters.amqp.settings import AmqpInboundSettings
 from esb.adapters.http import media_type
-from esb.adapters.spec import InboundContext
+from esb.adapters.spec import InboundContext, json_depth_of
 from esb.bus.broker.connection import AmqpLink, ChannelClosed, redact
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusError, BusUnavailable
+from esb.bus.jsonsafe import JsonTooDeep, loads_json
 
 log = structlog.get_logger("esb.amqp.inbound")
 
@@ -207,7 +208,7 @@ class AmqpInbound:
             attrs["traceparent"] = _text(tp)
         if media == CLOUDEVENTS_JSON:
             try:
-                env = Envelope.from_cloudevent(orjson.loads(body))
+                env = Envelope.from_cloudevent(loads_json(body, json_depth_of(self.ctx)))
             except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
                 raise NotAnEnvelope(f"not a valid structured CloudEvent: {exc}") from None
             if kept:
@@ -223,16 +224,19 @@ class AmqpInbound:
             return Envelope(
                 source=props.app_id or s.source or self.ctx.name,
                 type=props.type or s.type or method.routing_key or f"{self.ctx.name}.received",
-                datacontenttype=content_type, data=_decode(media, params, body),
+                datacontenttype=content_type,
+                data=_decode(media, params, body, json_depth_of(self.ctx)),
                 esbheaders=kept, **attrs)
         except ValidationError as exc:
             raise NotAnEnvelope(f"invalid attributes: {exc.errors()[0]['msg']}") from None
 
 
-def _decode(media: str, params: dict[str, str], body: bytes) -> Any:
+def _decode(media: str, params: dict[str, str], body: bytes, json_depth: int) -> Any:
     if media == "application/json" or media.endswith("+json"):
         try:
-            return orjson.loads(body)
+            return loads_json(body, json_depth)
+        except JsonTooDeep as exc:
+            raise NotAnEnvelope(str(exc)) from None
         except orjson.JSONDecodeError as exc:
             raise NotAnEnvelope(f"the body is not valid JSON: {exc}") from None
     if media.startswith("text/") or media in ("application/xml",) or media.endswith("+xml"):

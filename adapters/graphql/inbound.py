@@ -36,10 +36,11 @@ from starlette.responses import Response
 from esb.adapters.auth.inbound import Unauthorized, authenticate, build_authenticator
 from esb.adapters.graphql.schema import load_schema, wire_mutations
 from esb.adapters.graphql.settings import GraphqlInboundSettings
-from esb.adapters.http import BodyTooLarge, read_body
-from esb.adapters.spec import HttpRoute, InboundContext
+from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
+from esb.adapters.spec import HttpRoute, InboundContext, json_depth_of
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
+from esb.bus.jsonsafe import JsonTooDeep, loads_json
 
 LEGACY = "application/json"
 MODERN = "application/graphql-response+json"
@@ -121,8 +122,12 @@ class GraphqlInbound:
             body = await read_body(request, self.settings.max_body)
         except BodyTooLarge as exc:
             return self._reply(media, 413, errors=[_error(str(exc), "BAD_REQUEST")])
+        except EncodingRefused as exc:
+            return self._reply(media, exc.status, errors=[_error(str(exc), "BAD_REQUEST")])
         try:
-            params = orjson.loads(body)
+            params = loads_json(body, json_depth_of(self.ctx))
+        except JsonTooDeep as exc:
+            return self._reply(media, 400, errors=[_error(str(exc), "BAD_REQUEST")])
         except orjson.JSONDecodeError as exc:
             return self._reply(media, 400, errors=[_error(f"malformed JSON: {exc}",
                                                           "BAD_REQUEST")])

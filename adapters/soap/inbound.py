@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from esb.adapters.auth.inbound import Unauthorized, authenticate, build_authenticator
-from esb.adapters.http import BodyTooLarge, media_type, read_body
+from esb.adapters.http import BodyTooLarge, EncodingRefused, media_type, read_body
 from esb.adapters.soap.ack import build_ack
 from esb.adapters.soap.faults import (
     ENV_NS,
@@ -38,7 +38,7 @@ from esb.adapters.soap.faults import (
 from esb.adapters.soap.schema import Child, children
 from esb.adapters.soap.settings import SoapInboundSettings
 from esb.adapters.soap.wsdl import ServiceDescription, load_description
-from esb.adapters.spec import HttpRoute, InboundContext
+from esb.adapters.spec import HttpRoute, InboundContext, xml_limits_of
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
 from esb.bus.xmlsafe import XmlError, parse_xml
@@ -135,8 +135,11 @@ class SoapInbound:
             body = await read_body(request, self.settings.max_body)
         except BodyTooLarge as exc:
             raise SoapFault(str(exc), status=413) from exc
+        except EncodingRefused as exc:
+            raise SoapFault(str(exc), status=exc.status) from exc
         try:
-            root = parse_xml(body, max_bytes=None)  # read_body enforced max_body already
+            # read_body enforced max_body already
+            root = parse_xml(body, max_bytes=None, limits=xml_limits_of(self.ctx))
         except XmlError as exc:
             raise SoapFault(f"malformed XML: {exc}") from exc
         operation_element = self._operation_element(root, version)

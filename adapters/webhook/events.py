@@ -8,12 +8,14 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from esb.bus.jsonsafe import DEFAULT_JSON_DEPTH, JsonTooDeep, loads_json
+
 
 class PayloadError(ValueError):
     """The body is not the JSON payload the scheme promises."""
 
 
-def parse_payload(body: bytes, content_type: str) -> Any:
+def parse_payload(body: bytes, content_type: str, max_depth: int = DEFAULT_JSON_DEPTH) -> Any:
     """The JSON payload; GitHub's form encoding (``payload=<json>``) is unwrapped."""
     media = content_type.split(";", 1)[0].strip().lower()
     if media == "application/x-www-form-urlencoded":
@@ -22,7 +24,9 @@ def parse_payload(body: bytes, content_type: str) -> Any:
             raise PayloadError("form-encoded webhook without a 'payload' field")
         body = fields["payload"][0].encode()
     try:
-        return orjson.loads(body)
+        return loads_json(body, max_depth)
+    except JsonTooDeep as exc:
+        raise PayloadError(str(exc)) from exc
     except orjson.JSONDecodeError as exc:
         raise PayloadError(f"body is not JSON: {exc}") from exc
 

@@ -19,8 +19,11 @@ from pydantic import (
 )
 
 from esb.bus.config.units import Duration, Rate, Size
+from esb.bus.config.yamlsource import DEFAULT_YAML_LIMITS, YamlLimits
 from esb.bus.hosts import allow_entry_problem
+from esb.bus.jsonsafe import DEFAULT_JSON_DEPTH, MAX_JSON_DEPTH
 from esb.bus.runtime.httpguard import HttpLimits
+from esb.bus.xmlsafe import LIBXML_MAX_DEPTH, LIBXML_MAX_NAME, LIBXML_MAX_TEXT, XmlLimits
 
 
 class _Strict(BaseModel):
@@ -121,6 +124,8 @@ class AdminConfig(_Strict):
     secret_token: SecretStr = Field(SecretStr(""), alias="token")
     #: Serve /admin to non-loopback clients too (off: 127.0.0.1/::1 only).
     remote: bool = False
+    #: Largest admin request body (a route set deploy is the big one).
+    max_body: Size = Field(32 * 1024 * 1024, ge=1024)
 
     @property
     def token(self) -> str:
@@ -180,6 +185,45 @@ class DestinationConfig(EndpointConfig):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
 
 
+class XmlLimitsConfig(_Strict):
+    """``limits.xml``: what one XML document may make esb build, on every parse path."""
+
+    max_elements: int = Field(100_000, ge=1)
+    max_attributes: int = Field(100_000, ge=0)
+    max_depth: int = Field(LIBXML_MAX_DEPTH, ge=1, le=LIBXML_MAX_DEPTH)
+    max_text: int = Field(LIBXML_MAX_TEXT, ge=1, le=LIBXML_MAX_TEXT)
+    max_name: int = Field(LIBXML_MAX_NAME, ge=1, le=LIBXML_MAX_NAME)
+
+    @property
+    def limits(self) -> XmlLimits:
+        return XmlLimits(**self.model_dump())
+
+
+class JsonLimitsConfig(_Strict):
+    """``limits.json``: nesting of JSON bodies (their size is the body limit)."""
+
+    max_depth: int = Field(DEFAULT_JSON_DEPTH, ge=1, le=MAX_JSON_DEPTH)
+
+
+class YamlLimitsConfig(_Strict):
+    """``limits.yaml``: route files, for ``esb routes validate`` and deploys alike."""
+
+    max_nodes: int = Field(DEFAULT_YAML_LIMITS.max_nodes, ge=100)
+    max_aliases: int = Field(DEFAULT_YAML_LIMITS.max_aliases, ge=0)
+    max_bytes: Size = Field(DEFAULT_YAML_LIMITS.max_bytes, ge=1024)
+    max_depth: int = Field(DEFAULT_YAML_LIMITS.max_depth, ge=4, le=500)
+
+    @property
+    def limits(self) -> YamlLimits:
+        return YamlLimits(**self.model_dump())
+
+
+class LimitsConfig(_Strict):
+    xml: XmlLimitsConfig = Field(default_factory=XmlLimitsConfig)
+    json_: JsonLimitsConfig = Field(default_factory=JsonLimitsConfig, alias="json")
+    yaml: YamlLimitsConfig = Field(default_factory=YamlLimitsConfig)
+
+
 class LoggingConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -190,6 +234,8 @@ class Config(_Strict):
     http: HttpConfig = Field(default_factory=HttpConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    #: Bounds on what one input may make esb build (see docs/security.md).
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     sources: dict[str, EndpointConfig] = Field(default_factory=dict)
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
     #: Named transformer steps (or chains) routes can refer to by name.

@@ -40,11 +40,28 @@ def _loopback(request: Request) -> bool:
         return False
 
 
+async def _read_capped(request: Request, limit: int) -> bool:
+    """Read the body into the request (``request.body()`` then returns it); False when it is
+    longer than ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return False
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return False
+        chunks.append(chunk)
+    request._body = b"".join(chunks)  # Starlette's own cache of the body
+    return True
+
+
 class AdminApi:
     def __init__(self, daemon: Daemon, token: str, remote: bool) -> None:
         self.daemon = daemon
         self.token = token
         self.remote = remote
+        self.max_body = daemon.config.admin.max_body
 
     def guard(self, endpoint: Endpoint) -> Endpoint:
         async def guarded(request: Request) -> Response:
@@ -57,6 +74,10 @@ class AdminApi:
                                                                      self.token.encode()):
                 return problem(401, "Unauthorized", "send 'Authorization: Bearer <admin token>'",
                                headers={"WWW-Authenticate": "Bearer"})
+            if request.method != "GET" and not await _read_capped(request, self.max_body):
+                return problem(413, "Body too large",
+                               f"admin requests take at most {self.max_body} bytes "
+                               "(admin.max_body)")
             return await endpoint(request)
 
         return guarded

@@ -132,7 +132,9 @@ class Daemon:
             ctx = SourceContext(name=name, config_dir=cfg.base_dir, instance=self.instance,
                                 max_body=cfg.http.max_body, ingress=self.ingress,
                                 dedup=self.dedup,
-                                allowed_hosts=tuple(cfg.http.allowed_hosts))
+                                allowed_hosts=tuple(cfg.http.allowed_hosts),
+                                xml_limits=cfg.limits.xml.limits,
+                                json_depth=cfg.limits.json_.max_depth)
             self.inbound[name] = spec.inbound(settings, ctx)
         for name, settings in self.loaded.destination_settings.items():
             spec = self.registry.get(cfg.destinations[name].adapter)

@@ -21,6 +21,7 @@ from esb.adapters.spec import Accepted
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, destination_address
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, TransformDeferred
+from esb.bus.jsonsafe import DEFAULT_JSON_DEPTH
 from esb.bus.routing.dispatch import COPY, DEAD, Plan, plan
 from esb.bus.routing.router import Router
 from esb.bus.runtime.idempotency import SharedIdempotency
@@ -28,6 +29,7 @@ from esb.bus.runtime.logs import bind_message, unbind_message
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.trace import MemoryTrace, TraceRecorder
+from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits
 
 log = structlog.get_logger("esb.ingress")
 
@@ -124,6 +126,9 @@ class SourceContext:
     dedup: SharedIdempotency | None = field(default=None, repr=False)
     #: ``http.allowed_hosts``, for URLs the adapter calls itself (polling, token endpoints).
     allowed_hosts: tuple[str, ...] = ()
+    #: ``limits.xml`` and ``limits.json.max_depth``, for the bodies the adapter reads.
+    xml_limits: XmlLimits = DEFAULT_LIMITS
+    json_depth: int = DEFAULT_JSON_DEPTH
 
     async def accept(self, envelope: Envelope) -> Accepted:
         token = bind_message({"envelope_id": envelope.id,
