@@ -64,7 +64,7 @@ def _target(scn: Scenario, opts: Options, sink: Sink) -> Daemon | Ceiling:
     root.mkdir(parents=True, exist_ok=True)
     if scn.kind == "ceiling":
         return Ceiling(opts.bus_url, f"bench-{opts.run_id}.{scn.name}", sink.url, root,
-                       workers=opts.workers)
+                       workers=opts.workers, client=scn.client)
     return Daemon(root / "project", opts.bus_url, f"bench-{opts.run_id}-{scn.name}", sink.url,
                   scn.source, scn.routes, scn.files, root, "daemon", workers=opts.workers)
 

@@ -129,6 +129,8 @@ class SourceContext:
     #: ``limits.xml`` and ``limits.json.max_depth``, for the bodies the adapter reads.
     xml_limits: XmlLimits = DEFAULT_LIMITS
     json_depth: int = DEFAULT_JSON_DEPTH
+    #: The source's state document (on the broker with RabbitMQ; see ``Leases``).
+    state: Any = field(default=None, repr=False)
 
     async def accept(self, envelope: Envelope) -> Accepted:
         token = bind_message({"envelope_id": envelope.id,
