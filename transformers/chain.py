@@ -64,6 +64,13 @@ class Chain:
     def __len__(self) -> int:
         return len(self._steps)
 
+    @property
+    def waits(self) -> bool:
+        """Whether a step waits on another process (``waits = True`` on the step, e.g. an
+        XSLT transform in its sandbox process): the caller may run the chain off its event
+        loop, so other requests are served meanwhile."""
+        return any(getattr(step, "waits", False) for _, step in self._steps)
+
     def __call__(self, env: Envelope, on_step: StepHook | None = None) -> Envelope:
         clock = time.perf_counter
         for name, step in self._steps:

@@ -74,7 +74,10 @@ def run_transform(spec: str, file: Path, *, base_dir: Path, type: str = "sample"
     step)."""
     ct = content_type or guess_content_type(file)
     if Path(spec).suffix.lower() in _STYLESHEETS:
-        spec = str(_locate(spec, base_dir).resolve())
+        # A stylesheet named on the command line is the operator's own: its folder is the one
+        # it is confined to (a route's stylesheets must lie in the configuration folder).
+        located = _locate(spec, base_dir).resolve()
+        base_dir, spec = located.parent, located.name
     chain = build_chain(steps_for(spec, base_dir=base_dir), base_dir=base_dir, named=named,
                         where=Path(spec).name if Path(spec).suffix else "transform")
     env = Envelope(source=source, type=type, datacontenttype=ct,

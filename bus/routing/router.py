@@ -54,6 +54,9 @@ class Router:
         self.digest = digest
         self._max_xml = max_xml_bytes
         self._xml_limits = xml_limits
+        #: A route's or destination's steps wait on another process (XSLT): plan off the loop.
+        self.waits = any(r.chain.waits or any(leg.chain.waits for leg in r.legs)
+                         for r in routes)
         unconditional = all(not p for p in patterns) if patterns is not None else False
         self._match_all = self._order([*routes]) if routes and unconditional else None
         self._by_endpoint = _by_endpoint(routes, patterns) if not unconditional else None

@@ -69,7 +69,14 @@ class Ingress:
         if not self.open:
             raise BusUnavailable("starting: the deployed route set is not loaded yet")
         # One route-set snapshot for the whole envelope.
-        planned = plan(self.routes.current, envelope, endpoint, instance=self.instance)
+        router = self.routes.current
+        if getattr(router, "waits", False):
+            # Steps that wait on the XSLT sandbox process: planned in a thread, so this
+            # instance serves other requests meanwhile (a runaway stylesheet included).
+            planned = await asyncio.to_thread(plan, router, envelope, endpoint,
+                                              instance=self.instance)
+        else:
+            planned = plan(router, envelope, endpoint, instance=self.instance)
         accepted = await self.publish(planned)
         self._counter(self.metrics.received, endpoint).inc()
         return accepted
