@@ -9,8 +9,9 @@ ESB logic at all.
   pika asyncio channel in confirm mode with up to 1,000 confirms in flight; it answers ``202``
   only after the broker confirmed (and did not return) the message.
 * Out: one consumer with ``basic.qos`` prefetch, at most ``--concurrency`` POSTs in flight to
-  the sink, ack after a 2xx: through httpx over the ``httpx-aiohttp`` transport (as
-  ``esb.bus.runtime.http.make_http_client`` builds it) by default, or with ``--client raw``
+  the sink, ack after a 2xx: through esb's own outbound client (httpx over its lean
+  transport, as ``esb.bus.runtime.http.make_http_client`` builds it) by default, or with
+  ``--client raw``
   through a bare HTTP/1.1 keep-alive client (``harness/rawhttp.py``): the *lean relay*, whose
   CPU per message is the floor a Python relay reaches.
 
@@ -37,9 +38,10 @@ import httpx
 import pika
 import uvicorn
 from harness.rawhttp import RawHttpClient
-from httpx_aiohttp import AiohttpTransport
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
+
+from esb.bus.runtime.http import make_http_client
 
 URL = os.environ.get("ESB_TEST_BUS_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -62,9 +64,7 @@ class Relay:
         self.returned: set[int] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.ready = False
-        limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
-        self.http = httpx.AsyncClient(transport=AiohttpTransport(limits=limits, trust_env=False),
-                                      timeout=30, follow_redirects=False, trust_env=False)
+        self.http = make_http_client(30)
         self.raw = RawHttpClient(sink, max_connections=concurrency) if client == "raw" else None
 
     # -- AMQP plumbing --------------------------------------------------------------------------

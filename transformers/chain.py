@@ -102,6 +102,7 @@ class _Builder:
     problems: list[str]
     steps: list[tuple[str, Transformer]]
     xml_limits: XmlLimits = DEFAULT_LIMITS
+    confine: bool = True
 
     def add(self, step: Any, where: str, prefix: str = "", exact: str | None = None,
             active: tuple[str, ...] = ()) -> None:
@@ -156,8 +157,8 @@ class _Builder:
         if settings is None:
             return
         try:
-            transformer = spec.factory(settings, TransformerContext(name, self.base_dir,
-                                                                    self.xml_limits))
+            transformer = spec.factory(settings, TransformerContext(
+                name, self.base_dir, self.xml_limits, confine=self.confine))
         except ConfigError as exc:
             self.problems.extend(f"{here}: {p}" for p in exc.problems)
             return
@@ -187,12 +188,12 @@ class _Builder:
 def build_chain(steps: Sequence[StepSpec], *, base_dir: Path,
                 named: Mapping[str, StepSpec | Sequence[StepSpec]] | None = None,
                 registry: Registry | None = None, where: str = "transform",
-                xml_limits: XmlLimits = DEFAULT_LIMITS) -> Chain:
+                xml_limits: XmlLimits = DEFAULT_LIMITS, confine: bool = True) -> Chain:
     """Build every step (compiling stylesheets, loading schemas) or raise ``ConfigError``
     listing every problem found."""
     builder = _Builder(base_dir=base_dir, named=named or {},
                        registry=registry or default_registry(), problems=[], steps=[],
-                       xml_limits=xml_limits)
+                       xml_limits=xml_limits, confine=confine)
     if isinstance(steps, str | bytes) or not isinstance(steps, Sequence):
         raise ConfigError([f"{where}: expected a list of steps, got {_show(steps)}"])
     for i, step in enumerate(steps):

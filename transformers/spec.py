@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from esb.bus.envelope import Envelope
 from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits
+from esb.transformers.sandbox import confined
 
 Transformer = Callable[[Envelope], Envelope]
 
@@ -36,6 +37,15 @@ class TransformerContext:
     name: str
     base_dir: Path
     xml_limits: XmlLimits = DEFAULT_LIMITS
+    #: Files the step names must lie inside ``base_dir`` (off only for the command line's
+    #: own files, ``esb transform``).
+    confine: bool = True
+
+    def path(self, name: str | Path, what: str) -> Path:
+        """The file ``name`` names, resolved against :attr:`base_dir` (and confined to it)."""
+        if self.confine:
+            return confined(self.base_dir, name, what)
+        return (self.base_dir / name).resolve()
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from esb.bus.xmlsafe import (
     parse_xml,
 )
 from esb.transformers.payload import json_input, xml_input
-from esb.transformers.sandbox import SandboxViolation, confined, sandboxed_parser
+from esb.transformers.sandbox import SandboxViolation, sandboxed_parser
 from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def load_xsd(path: Path) -> etree.XMLSchema:
 
 def make_xsd(settings: XsdSettings, ctx: TransformerContext) -> Callable[[Envelope], Envelope]:
     """Factory of ``xsd``."""
-    schema = load_xsd(confined(ctx.base_dir, settings.schema_, "schema"))
+    schema = load_xsd(ctx.path(settings.schema_, "schema"))
     name = ctx.name
 
     def validate_xml(env: Envelope) -> Envelope:
@@ -112,7 +112,7 @@ def make_json_schema(settings: JsonSchemaSettings, ctx: TransformerContext
     """Factory of ``json-schema``: load and check the schema once."""
     schema = settings.schema_
     if isinstance(schema, str):
-        path = confined(ctx.base_dir, schema, "schema")
+        path = ctx.path(schema, "schema")
         try:
             schema = orjson.loads(path.read_bytes())
         except OSError as exc:

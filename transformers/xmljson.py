@@ -19,7 +19,6 @@ from esb.bus.xmlsafe import (
 )
 from esb.transformers.convention import ConventionError, TypeName, XmlToJson, json_to_element
 from esb.transformers.payload import XML, json_input, with_json, xml_input
-from esb.transformers.sandbox import confined
 from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
 from esb.transformers.xsdhints import hints_from_xsd
 
@@ -59,7 +58,7 @@ def make_xml_to_json(settings: XmlToJsonSettings, ctx: TransformerContext
     force = set(settings.force_list)
     if isinstance(settings.types, str):
         try:
-            hints = hints_from_xsd(confined(ctx.base_dir, settings.types, "schema"))
+            hints = hints_from_xsd(ctx.path(settings.types, "schema"))
         except ValueError as exc:
             raise ConfigError([f"types: {exc}"]) from None
         types, force = hints.types, force | hints.force_list

@@ -36,7 +36,7 @@ from esb.bus.xmlsafe import (
     parse_xml,
 )
 from esb.transformers.payload import is_json_type, with_text, xml_input
-from esb.transformers.sandbox import ACCESS_CONTROL, SandboxViolation, confined
+from esb.transformers.sandbox import ACCESS_CONTROL, SandboxViolation
 from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
 from esb.transformers.stylesheet import Stylesheet, StylesheetError, load_stylesheet
 from esb.transformers.xslt_process import RunSpec, XsltProcess, XsltRunError, shared_process
@@ -326,7 +326,7 @@ def sheet_digest(sheet: Stylesheet) -> str:
 def compile_xslt(settings: XsltSettings, ctx: TransformerContext) -> Callable[[Envelope],
                                                                                 Envelope]:
     """Factory: load the stylesheet in the sandbox and compile it (lxml or Saxon)."""
-    path = confined(ctx.base_dir, settings.stylesheet, "stylesheet")
+    path = ctx.path(settings.stylesheet, "stylesheet")
     try:
         sheet = load_stylesheet(path)
     except StylesheetError as exc:

@@ -25,6 +25,7 @@ from esb.adapters.webhook.settings import WebhookInboundSettings
 from esb.adapters.webhook.signatures import (
     GithubVerifier,
     HmacVerifier,
+    HubspotVerifier,
     SignatureError,
     StandardVerifier,
     StripeVerifier,
@@ -46,6 +47,8 @@ def build_verifier(settings: WebhookInboundSettings) -> Verifier:
         return GithubVerifier(secrets)
     if settings.scheme == "stripe":
         return StripeVerifier(secrets, settings.tolerance)
+    if settings.scheme == "hubspot":
+        return HubspotVerifier(secrets, settings.tolerance, settings.public_url)
     return HmacVerifier(secrets, header=settings.header, algorithm=settings.algorithm,
                         encoding=settings.encoding, prefix=settings.prefix,
                         tolerance=settings.tolerance,
@@ -81,7 +84,8 @@ class WebhookInbound:
         except EncodingRefused as exc:
             return problem(exc.status, exc.title, str(exc))
         try:
-            verified = self.verifier.verify(request.headers, body, time.time())
+            verified = self.verifier.verify(request.headers, body, time.time(),
+                                            method=request.method, url=str(request.url))
         except SignatureError as exc:
             # One answer for every reason (missing header, bad signature, stale or future
             # timestamp): a caller learns nothing about which check it failed. The log says.
