@@ -41,8 +41,7 @@ DEFAULT_YAML_LIMITS = YamlLimits()
 #: Tags a document may carry (YAML 1.1 core schema); anything else (``!!python/object``,
 #: local ``!tags``) is refused.
 _PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in (
-    "str", "int", "float", "bool", "null", "map", "seq", "timestamp", "binary", "merge",
-    "value"))
+    "str", "int", "float", "bool", "null", "map", "seq", "timestamp", "binary", "merge"))
 
 
 class _Budget:
@@ -234,7 +233,12 @@ def _build(node: yaml.Node, loc: Loc, doc: Document, env: Mapping[str, str] | No
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, (*loc, i), doc, env, problems, budget)
                 for i, item in enumerate(node.value)]
-    value = _SCALARS.construct_object(node)
+    try:
+        value = _SCALARS.construct_object(node)
+    except (yaml.YAMLError, ValueError, TypeError) as exc:  # !!int x, !!binary %% ...
+        problems.append(f"{doc.path}:{node.start_mark.line + 1}: "
+                        f"{getattr(exc, 'problem', None) or exc}")
+        return None
     if isinstance(value, str) and _VAR.search(value):
         doc.references.add(loc)
     if env is not None and isinstance(value, str) and "${" in value:
