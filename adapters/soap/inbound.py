@@ -103,6 +103,14 @@ class SoapInbound:
             action = request.headers.get("soapaction", "").strip().strip('"')
         else:
             action = params.get("action", "")
+        if version not in self.description.versions:
+            # A SOAP 1.1 envelope on a 1.2-only endpoint (or the reverse): a VersionMismatch
+            # fault in the version the client spoke, so it can read it (SOAP 1.2 part 1,
+            # 5.4.7), naming the version this endpoint takes.
+            supported = ", ".join(sorted(self.description.versions))
+            return fault_response(version, "version", f"this endpoint takes SOAP {supported} "
+                                  f"only, not SOAP {version}", status=500,
+                                  upgrade=tuple(sorted(self.description.versions)))
         try:
             return await self.call(request, version, action)
         except SoapFault as fault:
@@ -146,6 +154,12 @@ class SoapInbound:
         operation = self.description.find(operation_element.tag, action)
         if operation is None:
             raise SoapFault(f"unknown operation element {operation_element.tag}")
+        if operation.actions and version not in operation.actions:
+            raise SoapFault(f"operation {operation.name} is not bound for SOAP {version} here",
+                            kind="version", status=500)
+        mismatch = self.description.action_problem(operation, version, action)
+        if mismatch:
+            raise SoapFault(mismatch)
         element = detached(operation_element)
         if not self.description.schema.validate(element):
             errors = "; ".join(f"line {e.line}: {e.message}"
