@@ -38,7 +38,7 @@ from esb.bus.config.units import Duration as Duration
 from esb.bus.config.units import Rate as Rate
 from esb.bus.config.units import Size as ByteSize
 from esb.bus.envelope import Envelope
-from esb.bus.jsonsafe import DEFAULT_JSON_DEPTH
+from esb.bus.payload import DEFAULT_JSON_DEPTH
 from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits
 
 __all__ = ["Accepted", "AdapterSettings", "AdapterSpec", "ByteSize", "Duration", "HttpRoute",

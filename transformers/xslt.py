@@ -26,6 +26,7 @@ from pydantic import Field
 from esb.bus.config.units import Duration, Size
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
+from esb.bus.payload import is_json
 from esb.bus.xmlsafe import (
     DEFAULT_LIMITS,
     DEFAULT_MAX_BYTES,
@@ -35,7 +36,7 @@ from esb.bus.xmlsafe import (
     XmlLimits,
     parse_xml,
 )
-from esb.transformers.payload import is_json_type, with_text, xml_input
+from esb.transformers.payload import with_text, xml_input
 from esb.transformers.sandbox import ACCESS_CONTROL, SandboxViolation
 from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
 from esb.transformers.stylesheet import Stylesheet, StylesheetError, load_stylesheet
@@ -169,7 +170,7 @@ def is_utf8(encoding: str | None) -> bool:
 def result_encoding(sheet: Stylesheet, content_type: str) -> str | None:
     """The ``xsl:output`` encoding a result is carried in as bytes; None: as text (UTF-8, or
     JSON, which is always text)."""
-    if is_utf8(sheet.encoding) or is_json_type(content_type):
+    if is_utf8(sheet.encoding) or is_json(content_type):
         return None
     return sheet.encoding
 

@@ -44,7 +44,7 @@ from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
 from esb.adapters.spec import HttpRoute, InboundContext, json_depth_of
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
-from esb.bus.jsonsafe import JsonTooDeep, loads_json
+from esb.bus.payload import JsonTooDeep, loads_json
 
 LEGACY = "application/json"
 MODERN = "application/graphql-response+json"

@@ -27,7 +27,6 @@ from esb.adapters.http import (
     EncodingRefused,
     JSONBytesResponse,
     header_dict,
-    media_type,
     read_body,
 )
 from esb.adapters.problem import problem
@@ -36,7 +35,7 @@ from esb.adapters.rest.settings import RestInboundSettings
 from esb.adapters.spec import Accepted, HttpRoute, InboundContext, json_depth_of, xml_limits_of
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusError
-from esb.bus.jsonsafe import JsonTooDeep, check_json_depth
+from esb.bus.payload import JsonTooDeep, PayloadError, check_json_depth, decode, is_xml, media_type
 from esb.bus.xmlsafe import UnsafeXml, XmlError, XmlLimits, parse_xml
 
 _CE_HEADER_ATTRS = ("id", "source", "type", "subject", "time", "dataschema")
@@ -97,14 +96,15 @@ class RestInbound:
         return _accepted(accepted)
 
     def _envelope(self, request: Request, body: bytes, headers: dict[str, str]) -> Envelope:
-        media, params = media_type(headers.get("content-type", ""))
+        media, _ = media_type(headers.get("content-type", ""))
         if media == CLOUDEVENTS_JSON and media in self.accepted_types:
             return self._structured(headers, body)
         if media not in self.accepted_types:
             raise BadRequest(415, "Unsupported media type",
                              f"content type {media or '(none)'!r} is not accepted here; "
                              f"send one of: {', '.join(sorted(self.accepted_types))}")
-        data = _decode(media, params, body, self.xml_limits, self.json_depth)
+        data = _decode(media, headers.get("content-type", ""), body, self.xml_limits,
+                       self.json_depth)
         attrs: dict[str, Any] = {"source": self.ctx.name,
                                  "type": request.path_params.get("type")
                                  or self.settings.type or f"{self.ctx.name}.received"}
@@ -193,42 +193,18 @@ async def _read_body(request: Request, limit: int, headers: dict[str, str]) -> b
                          f"the body exceeds this endpoint's limit of {exc.limit} bytes") from None
 
 
-def _decode(media: str, params: dict[str, str], body: bytes, xml_limits: XmlLimits,
+def _decode(media: str, content_type: str, body: bytes, xml_limits: XmlLimits,
             json_depth: int) -> Any:
-    if media == "application/json" or media.endswith("+json"):
-        try:
-            value = orjson.loads(body)
-            check_json_depth(value, json_depth, body)
-            return value
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(400, "Malformed JSON", f"the body is not valid JSON: {exc}") from None
-        except JsonTooDeep as exc:
-            raise BadRequest(400, "JSON too deep", str(exc)) from None
-    if media in ("application/xml", "text/xml") or media.endswith("+xml"):
-        try:
+    try:
+        if is_xml(media):  # refused here, at the edge, rather than dead-lettered later
             parse_xml(body, max_bytes=len(body) + 1, limits=xml_limits)
-        except UnsafeXml as exc:
-            raise BadRequest(400, "XML refused", str(exc)) from None
-        except XmlError as exc:
-            raise BadRequest(400, "Malformed XML", str(exc)) from None
-    if media.startswith("text/") or media.endswith("+xml") or media == "application/xml":
-        xml = media.endswith("+xml") or media in ("application/xml", "text/xml")
-        charset = params.get("charset")
-        if charset is None and xml:
-            # No charset parameter: the XML declaration names the encoding (RFC 7303), and
-            # the parser above has already read it that way. A legacy ISO-8859-1 or UTF-16
-            # document is kept as the bytes it came in, never re-encoded.
-            try:
-                return body.decode("utf-8")
-            except UnicodeDecodeError:
-                return body
-        if (charset or "utf-8").lower() in ("utf-8", "utf8", "us-ascii", "ascii"):
-            try:
-                return body.decode("utf-8")
-            except UnicodeDecodeError:
-                raise BadRequest(400, "Bad encoding", "the body is not valid UTF-8") from None
-        return body  # another charset: kept as bytes, never re-encoded
-    return body
+        return decode(body, content_type, json_depth=json_depth)
+    except PayloadError as exc:
+        raise BadRequest(400, exc.title, exc.detail) from None
+    except UnsafeXml as exc:
+        raise BadRequest(400, "XML refused", str(exc)) from None
+    except XmlError as exc:
+        raise BadRequest(400, "Malformed XML", str(exc)) from None
 
 
 def _validation_detail(exc: ValidationError) -> str:

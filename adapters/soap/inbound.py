@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from esb.adapters.auth.inbound import Unauthorized, authenticate, build_authenticator
-from esb.adapters.http import BodyTooLarge, EncodingRefused, media_type, read_body
+from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
 from esb.adapters.soap.ack import build_ack
 from esb.adapters.soap.faults import (
     ENV_NS,
@@ -41,6 +41,7 @@ from esb.adapters.soap.wsdl import ServiceDescription, load_description
 from esb.adapters.spec import HttpRoute, InboundContext, xml_limits_of
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
+from esb.bus.payload import media_type
 from esb.bus.xmlsafe import XmlError, parse_xml
 
 _MEDIA = {"text/xml": "1.1", "application/soap+xml": "1.2"}

@@ -53,6 +53,8 @@ class Outcome:
     #: COPY: what the destination receives; DEAD / UNROUTABLE: the record kept.
     envelope: Envelope | None = None
     error: str | None = None
+    #: DEAD from a transform: the step that failed.
+    step: str | None = None
 
     @property
     def delivered(self) -> bool:
@@ -273,12 +275,12 @@ def _run(chain: Chain, env: Envelope, notes: list[TraceNote], where: dict[str, o
     return chain(env, done)
 
 
-def _dead(p: Plan, env: Envelope, route: str, destination: str | None, exc: Exception,
+def _dead(p: Plan, env: Envelope, route: str, destination: str | None, exc: TransformError,
           stage: str, instance: str | None) -> None:
     error = str(exc)
     record = dead_letter(env, error, stage=stage, instance=instance, route=route,
                          destination=destination, at=p.at)
-    p.outcomes.append(Outcome(route, destination, DEAD, record, error))
+    p.outcomes.append(Outcome(route, destination, DEAD, record, error, exc.step))
     detail: dict[str, object] = {"route": route, "error": error}
     if destination is not None:
         detail = {"route": route, "destination": destination, "error": error}

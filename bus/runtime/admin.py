@@ -18,6 +18,7 @@ from starlette.routing import Route
 from esb.adapters.problem import problem
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusError
+from esb.bus.payload import PayloadError, decode
 from esb.bus.runtime.admin_deadletters import deadletter_admin_routes
 from esb.bus.runtime.admin_ops import ops_admin_routes
 from esb.bus.runtime.admin_routes import route_admin_routes
@@ -110,17 +111,10 @@ class AdminApi:
             return problem(400, "Missing parameters", "send needs ?type=T&source=S")
         body = await request.body()
         ctype = request.headers.get("content-type", "application/json")
-        data: Any = body
-        if "json" in ctype:
-            try:
-                data = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                return problem(400, "Malformed JSON", str(exc))
-        elif ctype.startswith("text/") or "xml" in ctype:
-            try:
-                data = body.decode("utf-8")
-            except UnicodeDecodeError:
-                return problem(400, "Bad encoding", "the body is not UTF-8")
+        try:
+            data = decode(body, ctype)
+        except PayloadError as exc:
+            return problem(400, exc.title, exc.detail)
         endpoint = source if source in self.daemon.config.sources else "admin"
         env = Envelope(source=source, type=etype, datacontenttype=ctype, data=data)
         try:

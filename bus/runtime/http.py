@@ -136,9 +136,11 @@ class QuietServer(uvicorn.Server):
         yield
 
 
-def make_server(app: Any, host: str, port: int,
+def make_server(app: Any, host: str, port: int, *, graceful: float = 30.0,
                 limits: HttpLimits | None = None) -> QuietServer:
-    """The uvicorn server for ``app``, bounded by ``limits`` (see :mod:`.httpguard`)."""
+    """``graceful``: how long requests in flight may finish once a stop began (uvicorn then
+    cancels them; the daemon answers them itself a second before). ``limits``: the server's
+    bounds on connections, headers and slow clients (:mod:`.httpguard`)."""
     limits = limits or HttpLimits()
     # log_config=None: uvicorn's records reach the root handler of
     # esb.bus.runtime.logs (same format and redaction as every other line) instead of
@@ -146,7 +148,8 @@ def make_server(app: Any, host: str, port: int,
     config = uvicorn.Config(app, host=host, port=port, lifespan="off", access_log=False,
                             log_config=None, log_level="warning", loop="none",
                             http=guarded_protocol(limits),
-                            timeout_graceful_shutdown=30, server_header=False,
+                            timeout_graceful_shutdown=max(1, round(graceful)),
+                            server_header=False,
                             # Longer than typical client pools keep idle connections, so a
                             # client rarely reuses one the server is closing at that instant.
                             timeout_keep_alive=limits.idle_timeout)

@@ -25,7 +25,7 @@ from esb.adapters.webhook.signatures import (
     StripeVerifier,
 )
 from esb.bus.envelope import Envelope
-from esb.bus.jsonsafe import loads_json
+from esb.bus.payload import loads_json
 from esb.bus.routing.routeset import parse_route_files
 from esb.bus.xmlsafe import XmlError, XmlLimits, parse_xml
 

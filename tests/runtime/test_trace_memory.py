@@ -194,6 +194,8 @@ class Taken:
 
     redelivered = False
 
+    alive = True
+
     def __init__(self, envelope: Envelope) -> None:
         self.envelope = envelope
         self.acked = False

@@ -12,7 +12,7 @@ from esbtest.daemon import DaemonProcess
 from esbtest.edge_daemon import edge_daemon, post_hook, signed_headers
 from esbtest.hostile import assert_problem
 
-from esb.bus.jsonsafe import JsonTooDeep, check_json_depth, loads_json
+from esb.bus.payload import JsonTooDeep, check_json_depth, loads_json
 
 
 def nested(depth: int) -> bytes:
