@@ -195,6 +195,9 @@ class AmqpInbound:
     def envelope(self, method: Basic.Deliver, props: BasicProperties, body: bytes) -> Envelope:
         """The envelope a legacy message maps to (see the module docs)."""
         s = self.settings
+        limit = s.max_body or getattr(self.ctx, "max_body", None)
+        if limit is not None and len(body) > limit:
+            raise NotAnEnvelope(f"the body of {len(body)} bytes exceeds max_body ({limit})")
         content_type = props.content_type or s.content_type
         media, _ = media_type(content_type)
         headers = props.headers or {}
