@@ -25,7 +25,57 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TlsFiles(_Strict):
+    """Client TLS: whom to trust and who we are (relative paths: the configuration folder)."""
+
+    #: CA bundle (PEM) the server's certificate must chain to; unset: the system's store.
+    ca_file: Path | None = None
+    #: Client certificate (PEM), for servers that require one (mutual TLS).
+    cert_file: Path | None = None
+    #: Its private key (PEM); unset: in ``cert_file``.
+    key_file: Path | None = None
+    #: Check the server's certificate and name (``false`` only for tests).
+    verify: bool = True
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TlsFiles:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file (the client certificate)")
+        return self
+
+    def missing(self, resolve: Any) -> list[str]:
+        """The files named here that do not exist (resolved with ``resolve``)."""
+        return [f"{key}: {resolve(path)} does not exist"
+                for key in ("ca_file", "cert_file", "key_file")
+                if (path := getattr(self, key)) is not None and not resolve(path).is_file()]
+
+
+class BusTls(TlsFiles):
+    """TLS for ``amqps://`` bus URLs (every node), beyond the system's trust store."""
+
+    #: Name the server's certificate must carry (SNI and the check), when it differs from the
+    #: URL's host (an IP address, a load balancer).
+    server_name: str | None = None
+
+
+class OutboundHttp(TlsFiles):
+    """The outbound HTTP client every adapter shares (``ctx.http()``)."""
+
+    #: Proxy for outbound HTTP and HTTPS calls: ``http://[user:pass@]proxy:3128``.
+    proxy: str | None = None
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, v: str | None) -> str | None:
+        if v is not None and not v.lower().startswith(("http://", "https://")):
+            raise ValueError("proxy must be an http:// or https:// URL")
+        return v
+
+
 class BusConfig(_Strict):
+    #: ``embedded``, one ``amqp[s]://`` URL, or a cluster's nodes: a YAML list of URLs or one
+    #: string of URLs separated by commas (kept in that comma form here). esb connects to the
+    #: first node that answers and moves on to the next when its node dies.
     url: str = "embedded"
     #: Prefix of every exchange and queue name, so several deployments (or test runs) can share
     #: one broker or vhost.
@@ -34,8 +84,16 @@ class BusConfig(_Strict):
     #: below that a consumer idles between acks and rates collapse (``delivery.concurrency``
     #: is what limits calls to a destination). Ordered destinations use 1 whatever this says.
     prefetch: int = Field(200, ge=100, le=65535)
-    #: Queue type for destination queues: quorum queues for clusters.
-    queue_type: Literal["classic", "quorum"] = "classic"
+    #: Queue type of every queue esb declares. Unset: ``quorum`` when ``url`` names several
+    #: nodes (replicated: losing a node loses nothing), else ``classic``.
+    queue_type: Literal["classic", "quorum"] | None = None
+    #: Longest wait for the broker's confirm of a publish; past it the sender is told to retry
+    #: (503 + Retry-After) and a link that stays silent this long is dropped and rebuilt.
+    confirm_timeout: Duration = Field(5.0, gt=0, le=120)
+    #: TLS for ``amqps://`` URLs: CA bundle, client certificate and key, server name. (The
+    #: same settings may be written in the URL as RabbitMQ's ``cacertfile``, ``certfile``,
+    #: ``keyfile``, ``server_name_indication`` query parameters.)
+    tls: BusTls | None = None
     #: Where the embedded bus and the daemon keep state between restarts.
     state_dir: Path = Path(".esb")
     heartbeat: int = Field(30, ge=0)
@@ -54,15 +112,36 @@ class BusConfig(_Strict):
     def embedded(self) -> bool:
         return self.url.strip().lower() in ("embedded", "embedded://", "")
 
-    @field_validator("url")
+    @property
+    def nodes(self) -> list[str]:
+        """The broker nodes ``url`` names (empty for the embedded bus)."""
+        return [] if self.embedded else [u.strip() for u in self.url.split(",")]
+
+    @field_validator("url", mode="before")
     @classmethod
-    def _scheme(cls, v: str) -> str:
+    def _scheme(cls, v: Any) -> str:
+        if isinstance(v, list):
+            if not v or not all(isinstance(u, str) for u in v):
+                raise ValueError("bus.url as a list must list amqp:// URLs, one per node")
+            v = ",".join(v)
+        if not isinstance(v, str):
+            raise ValueError("bus.url must be a URL, a comma-separated list of URLs, or a list")
         low = v.strip().lower()
         if low in ("embedded", "embedded://", ""):
             return "embedded"
-        if not low.startswith(("amqp://", "amqps://")):
-            raise ValueError("bus.url must be 'embedded' or an amqp:// / amqps:// URL")
-        return v.strip()
+        urls = [u.strip() for u in v.split(",")]
+        bad = [i + 1 for i, u in enumerate(urls)
+               if not u.lower().startswith(("amqp://", "amqps://"))]
+        if bad:
+            which = "" if len(urls) == 1 else f" (node {', '.join(map(str, bad))})"
+            raise ValueError("bus.url must be 'embedded' or amqp:// / amqps:// URLs" + which)
+        return ",".join(urls)
+
+    @model_validator(mode="after")
+    def _cluster_defaults(self) -> BusConfig:
+        if self.queue_type is None:
+            self.queue_type = "quorum" if len(self.nodes) > 1 else "classic"
+        return self
 
 
 class HttpConfig(_Strict):
@@ -70,6 +149,8 @@ class HttpConfig(_Strict):
     max_body: Size = 1024 * 1024
     #: Hosts outbound URLs may reach (SSRF guard); empty allows any.
     allowed_hosts: list[str] = Field(default_factory=list)
+    #: TLS (CA bundle, client certificate) and proxy of outbound HTTP calls.
+    outbound: OutboundHttp = Field(default_factory=OutboundHttp)
 
     @field_validator("listen")
     @classmethod
@@ -88,6 +169,14 @@ class HttpConfig(_Strict):
         return int(self.listen.rpartition(":")[2])
 
 
+class ConsoleConfig(_Strict):
+    """The web console at ``/console`` (same binding and token as the admin API)."""
+
+    enabled: bool = True
+    #: A console session ends this long after login (log in again with the token).
+    session_ttl: Duration = Field(8 * 3600.0, gt=0)
+
+
 class AdminConfig(_Strict):
     #: Bearer token for /admin (key ``token``; a secret: written as a ``${VAR}`` reference).
     #: Empty: the daemon makes one and writes it to ``<state_dir>/admin.token`` (mode 0600),
@@ -95,6 +184,7 @@ class AdminConfig(_Strict):
     secret_token: SecretStr = Field(SecretStr(""), alias="token")
     #: Serve /admin to non-loopback clients too (off: 127.0.0.1/::1 only).
     remote: bool = False
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
     @property
     def token(self) -> str:
@@ -135,6 +225,13 @@ class DeliveryConfig(_Strict):
     max_age: Duration = 86400.0
     backoff: Backoff = Field(default_factory=Backoff)
     rate_limit: Rate | None = None
+    #: Calls the rate limit lets through at once after a quiet spell (the token bucket's
+    #: size). Unset: one second's worth of ``rate_limit``. Over any ``t`` seconds at most
+    #: ``rate_burst + rate_limit * t`` calls go out.
+    rate_burst: int | None = Field(None, ge=1)
+    #: ``instance``: ``rate_limit`` and ``breaker`` hold in each instance. ``fleet``: for all
+    #: instances on the bus together (shared through the broker; docs/reliability.md).
+    scope: Literal["instance", "fleet"] = "instance"
     #: Circuit breaker; ``false`` turns it off.
     breaker: BreakerConfig | Literal[False] = Field(default_factory=BreakerConfig)
     #: Ordered delivery by key; retries then happen in place so the order holds.
@@ -175,11 +272,39 @@ class Config(_Strict):
     #: Named transformer steps (or chains) routes can refer to by name.
     transformers: dict[str, Any] = Field(default_factory=dict)
     routes: Path = Path("routes")
+    #: The whole graceful stop (SIGTERM): requests in flight, deliveries in flight, links
+    #: closed. Keep it below the orchestrator's kill timeout (Kubernetes: 30 s by default).
+    stop_timeout: Duration = Field(25.0, ge=1, le=3600)
 
     #: The configuration folder, which relative paths in this file resolve against (set by
     #: the loader: :func:`project_dir` of the file).
     base_dir: Path = Field(default=Path("."), exclude=True)
     path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _tls_into_bus_url(self) -> Config:
+        """Write ``bus.tls`` into each node's URL (every part that connects reads its TLS
+        from the URL it is given: :mod:`esb.bus.broker.tls`)."""
+        problems = [f"http.outbound.{p}" for p in self.http.outbound.missing(self.resolve)]
+        tls = self.bus.tls
+        if tls is not None:
+            problems += [f"bus.tls.{p}" for p in tls.missing(self.resolve)]
+            if any(not u.lower().startswith("amqps://") for u in self.bus.nodes):
+                problems.append("bus.tls: the bus URL must be amqps:// for TLS settings to "
+                                "apply")
+        if problems:
+            raise ValueError("; ".join(problems))
+        if tls is not None and not self.bus.embedded:
+            from esb.bus.broker.tls import with_tls
+
+            def path(p: Path | None) -> Path | None:
+                return None if p is None else self.resolve(p)
+
+            self.bus.url = ",".join(
+                with_tls(u, ca_file=path(tls.ca_file), cert_file=path(tls.cert_file),
+                         key_file=path(tls.key_file), server_name=tls.server_name,
+                         verify=tls.verify) for u in self.bus.nodes)
+        return self
 
     @model_validator(mode="after")
     def _names(self) -> Config:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
@@ -17,7 +18,11 @@ from starlette.routing import Route
 
 from esb.adapters.problem import problem
 from esb.adapters.spec import HttpRoute
+from esb.bus.broker.tls import client_context
 from esb.bus.runtime.httptransport import lean_client
+
+if TYPE_CHECKING:
+    from esb.bus.config.model import OutboundHttp
 
 
 class InboundDispatcher:
@@ -130,21 +135,38 @@ class QuietServer(uvicorn.Server):
         yield
 
 
-def make_server(app: Any, host: str, port: int) -> QuietServer:
+def make_server(app: Any, host: str, port: int, *, graceful: float = 30.0) -> QuietServer:
+    """``graceful``: how long requests in flight may finish once a stop began (uvicorn then
+    cancels them; the daemon answers them itself a second before)."""
     # log_config=None: uvicorn's records reach the root handler of
     # esb.bus.runtime.logs (same format and redaction as every other line) instead of
     # handlers and formats of its own.
     config = uvicorn.Config(app, host=host, port=port, lifespan="off", access_log=False,
                             log_config=None, log_level="warning", loop="none", http="httptools",
-                            timeout_graceful_shutdown=30, server_header=False,
+                            timeout_graceful_shutdown=max(1, round(graceful)),
+                            server_header=False,
                             # Longer than typical client pools keep idle connections, so a
                             # client rarely reuses one the server is closing at that instant.
                             timeout_keep_alive=75)
     return QuietServer(config)
 
 
-def make_http_client(timeout: float = 30.0) -> httpx.AsyncClient:
+def make_http_client(timeout: float = 30.0, outbound: OutboundHttp | None = None,
+                     resolve: Callable[[Path], Path] = Path) -> httpx.AsyncClient:
     """The daemon's one outbound HTTP pool: httpx's API over esb's lean HTTP/1.1 transport
     (:mod:`esb.bus.runtime.httptransport`: measured ~2x less CPU per request than over
-    aiohttp's pool, ~20x less than httpx's default transport)."""
-    return lean_client(timeout, max_connections=512, max_idle=128)
+    aiohttp's pool, ~20x less than httpx's default transport), trusting ``outbound``'s CA
+    bundle and presenting its client certificate. With a proxy, httpx's own transport (the
+    lean one speaks no proxy protocol)."""
+    context = None
+    if outbound is not None and (outbound.ca_file or outbound.cert_file or not outbound.verify):
+        def path(p: Path | None) -> Path | None:
+            return None if p is None else resolve(p)
+
+        context = client_context(path(outbound.ca_file), path(outbound.cert_file),
+                                 path(outbound.key_file), verify=outbound.verify)
+    if outbound is not None and outbound.proxy:
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
+        return httpx.AsyncClient(proxy=outbound.proxy, verify=context or True, limits=limits,
+                                 timeout=timeout, follow_redirects=False, trust_env=False)
+    return lean_client(timeout, max_connections=512, max_idle=128, ssl_context=context)
