@@ -29,6 +29,7 @@ from esb.bus.routing.routeset import read_route_files
 from esb.bus.routing.store import open_route_store
 from esb.bus.runtime.admin import AdminApi
 from esb.bus.runtime.admin_token import admin_token
+from esb.bus.runtime.calls import PendingCalls
 from esb.bus.runtime.deadletters import DeadLetters
 from esb.bus.runtime.delivery import DeliveryWorker
 from esb.bus.runtime.deploy import RouteDeployer, config_compiler
@@ -97,6 +98,8 @@ class Daemon:
                                  self._presence_snapshot)
         self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance,
                                partitioners, self.trace)
+        self.calls = PendingCalls(self.metrics, self.instance, self.config.bus.max_waiting,
+                                  self.trace)
         self.dedup = SharedIdempotency(self.config.bus.idempotency_window,
                                        self.config.bus.idempotency_max_keys)
         if bus_url is not None:
@@ -132,7 +135,7 @@ class Daemon:
             ctx = SourceContext(name=name, config_dir=cfg.base_dir, instance=self.instance,
                                 max_body=cfg.http.max_body, ingress=self.ingress,
                                 dedup=self.dedup,
-                                allowed_hosts=tuple(cfg.http.allowed_hosts))
+                                allowed_hosts=tuple(cfg.http.allowed_hosts), calls=self.calls)
             self.inbound[name] = spec.inbound(settings, ctx)
         for name, settings in self.loaded.destination_settings.items():
             spec = self.registry.get(cfg.destinations[name].adapter)
@@ -205,8 +208,11 @@ class Daemon:
         return await self._drain(server, serving)
 
     async def _connect_bus(self) -> None:
-        await self._retrying("bus", lambda: self.bus.start(list(self.config.destinations),
-                                                            self.partitions))
+        async def start() -> None:
+            await self.bus.start(list(self.config.destinations), self.partitions)
+            self.calls.address = await self.bus.open_replies(self.calls.deliver)
+
+        await self._retrying("bus", start)
         self.metrics.watch_bus(lambda: self.bus.connected)  # 0 again while the bus is lost
 
     async def _start_routes(self) -> None:

@@ -30,6 +30,7 @@ from esb.bus.errors import (
     TransientTransformError,
 )
 from esb.bus.routing.router import Router
+from esb.bus.runtime.calls import PendingCalls
 from esb.bus.runtime.idempotency import SharedIdempotency
 from esb.bus.runtime.logs import bind_message, unbind_message
 from esb.bus.runtime.metrics import Metrics
@@ -70,8 +71,13 @@ class Ingress:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    async def accept(self, envelope: Envelope, endpoint: str) -> Accepted:
-        """Route, transform and publish ``envelope``; return once every copy is confirmed."""
+    async def accept(self, envelope: Envelope, endpoint: str,
+                     calls: PendingCalls | None = None) -> Accepted:
+        """Route, transform and publish ``envelope``; return once every copy is confirmed.
+
+        ``calls``: the caller can wait for an answer. The first request/reply route that fires
+        then registers it there (keyed by ``envelope.id``) and its copy carries the reply
+        address; without ``calls`` such a route delivers one-way, like any other."""
         if not self.open:
             raise BusUnavailable("starting: the deployed route set is not loaded yet")
         router = self.routes.current  # one snapshot for the whole envelope
@@ -97,6 +103,7 @@ class Ingress:
         if fired is None:
             fired = router.match(stamped())
         publishes: list[tuple[str, Envelope]] = []
+        replying = False  # a request/reply route took the caller (the first one only)
         #: Trace events, recorded once the publishes are confirmed (never for a refused one).
         events: list[TraceNote] = []
         if not fired:
@@ -117,6 +124,10 @@ class Ingress:
                     publishes.append((DEAD_LETTER, _dead(stamped(), name, None, exc,
                                                          self.instance)))
                     events.append(("transform-failed", {"route": name, "error": str(exc)}))
+                    if route.reply is not None and calls is not None and not replying:
+                        replying = True
+                        calls.refuse(envelope, name, route.legs[0].destination, route.reply,
+                                     exc)
                     continue
                 except TransientTransformError as exc:
                     raise _deferred(exc, name, None) from exc
@@ -144,22 +155,34 @@ class Ingress:
                                                              self.instance, leg=True)))
                         events.append(("transform-failed", {"route": name, "destination": dest,
                                                             "error": str(exc)}))
+                        if route.reply is not None and calls is not None and not replying:
+                            replying = True
+                            calls.refuse(envelope, name, dest, route.reply, exc)
                         continue
                     except TransientTransformError as exc:
                         raise _deferred(exc, name, dest) from exc
                     out = out.model_copy(update={
                         "esbroute": name, "esbdestination": dest,
                         "esbhops": [*out.esbhops, routed_hop]})
+                if route.reply is not None and calls is not None and not replying:
+                    replying = True
+                    out = calls.expect(out.model_copy(update={"id": envelope.id}), name, dest,
+                                       route.reply, now.timestamp() + route.reply.timeout)
                 part = self.partitioners.get(dest)
                 address = part.address(out) if part else destination_address(dest)
                 publishes.append((address, out))
                 events.append(("routed", {"route": name, "version": version,
                                           "destination": dest}))
                 self._counter(self.metrics.routed, name, dest).inc()
-        if len(publishes) == 1:
-            await self.bus.publish(*publishes[0])
-        else:
-            await asyncio.gather(*(self.bus.publish(a, e) for a, e in publishes))
+        try:
+            if len(publishes) == 1:
+                await self.bus.publish(*publishes[0])
+            else:
+                await asyncio.gather(*(self.bus.publish(a, e) for a, e in publishes))
+        except BaseException:
+            if calls is not None:
+                calls.forget(envelope.id)
+            raise
         self._counter(self.metrics.received, endpoint).inc()
         record = self.trace.record
         eid = envelope.id
@@ -258,17 +281,33 @@ class SourceContext:
     dedup: SharedIdempotency | None = field(default=None, repr=False)
     #: ``http.allowed_hosts``, for URLs the adapter calls itself (polling, token endpoints).
     allowed_hosts: tuple[str, ...] = ()
+    #: This instance's waiting callers (request/reply); None: every route is one-way.
+    calls: PendingCalls | None = field(default=None, repr=False)
 
     async def accept(self, envelope: Envelope) -> Accepted:
+        return await self._accept(envelope, None)
+
+    async def request(self, envelope: Envelope) -> Envelope | Accepted:
+        """:meth:`accept`, and when a request/reply route takes the envelope, wait for the
+        destination's answer: the reply envelope through the route's reply leg, or a failure
+        reply (:func:`esb.bus.reply.problem_of`). One-way routes give the :class:`Accepted`."""
+        calls = self.calls
+        accepted = await self._accept(envelope, calls)
+        call = calls.waiting(envelope.id) if calls is not None else None
+        if call is None or calls is None:
+            return accepted
+        return calls.finish(call, await calls.wait(call))
+
+    async def _accept(self, envelope: Envelope, calls: PendingCalls | None) -> Accepted:
         token = bind_message({"envelope_id": envelope.id,
                               "correlation_id": envelope.correlationid, "source": self.name})
         try:
             key = envelope.idempotencykey
             if not key or self.dedup is None:
-                return await self.ingress.accept(envelope, self.name)
+                return await self.ingress.accept(envelope, self.name, calls)
             # Keys are scoped by source: two systems may well use the same key space.
             accepted, duplicate = await self.dedup.run(
-                f"{self.name}\x00{key}", lambda: self.ingress.accept(envelope, self.name))
+                f"{self.name}\x00{key}", lambda: self.ingress.accept(envelope, self.name, calls))
             return replace(accepted, duplicate=True) if duplicate else accepted
         finally:
             unbind_message(token)
