@@ -100,6 +100,7 @@ class Daemon:
                                partitioners, self.trace)
         self.calls = PendingCalls(self.metrics, self.instance, self.config.bus.max_waiting,
                                   self.trace)
+        self.metrics.watch(self.metrics.waiting, lambda: len(self.calls))
         self.dedup = SharedIdempotency(self.config.bus.idempotency_window,
                                        self.config.bus.idempotency_max_keys)
         if bus_url is not None:
