@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from esb.bus.envelope import Envelope
+from esb.bus.reply import Reply
 
 
 class AdapterSettings(BaseModel):
@@ -63,6 +64,15 @@ class InboundContext(Protocol):
         peer with a retryable error, and nothing was half-accepted.
         """
         ...
+
+    # An inbound side that can answer its caller uses ``request`` when the context has it
+    # (``getattr(ctx, "request", None)``; older contexts lack it):
+    #
+    #   async def request(self, envelope: Envelope) -> Envelope | Accepted
+    #
+    # :meth:`accept`, and when a request/reply route takes the envelope, the destination's
+    # answer: a reply envelope (reply leg applied) or a failure reply, read with
+    # :func:`esb.bus.reply.problem_of`. One-way routes give the :class:`Accepted`.
 
 
 @dataclass
@@ -119,6 +129,17 @@ class Outbound(Protocol):
     async def send(self, envelope: Envelope) -> SendResult: ...
 
     async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class Replier(Protocol):
+    """An outbound side that can answer requests (request/reply routes, §12) has ``request``
+    beside ``send``: the same call, returning the destination's answer as a
+    :class:`~esb.bus.reply.Reply` (status, headers, body, content type) and raising the same
+    Transient/PermanentError as ``send`` when it fails. A side without it serves one-way routes
+    only; the test kit checks it when present."""
+
+    async def request(self, envelope: Envelope) -> Reply: ...
 
 
 InboundFactory = Callable[[Any, InboundContext], Inbound]
