@@ -25,8 +25,17 @@ from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
 
+# Setting types plugins use in their settings models ("10s", "1MiB", "100/s"), exported here
+# with the rest of the plugin API.
+from esb.bus.config.units import Duration as Duration
+from esb.bus.config.units import Rate as Rate
+from esb.bus.config.units import Size as ByteSize
 from esb.bus.envelope import Envelope
 from esb.bus.reply import Reply
+
+__all__ = ["Accepted", "AdapterSettings", "AdapterSpec", "ByteSize", "Duration", "HttpRoute",
+           "Inbound", "InboundContext", "InboundFactory", "Outbound", "OutboundContext",
+           "OutboundFactory", "Rate", "SendResult"]
 
 
 class AdapterSettings(BaseModel):

@@ -39,6 +39,7 @@ async def _server(url: str, queue: str, ready: Any, stop: Any) -> None:
         await link.call(ch.queue_declare, queue=queue, auto_delete=False)
         await link.call(ch.basic_qos, prefetch_count=200)
         loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task[None]] = set()
 
         def on_message(channel: Any, method: Any, props: Any, body: bytes) -> None:
             async def answer() -> None:
@@ -50,7 +51,9 @@ async def _server(url: str, queue: str, ready: Any, stop: Any) -> None:
                     await publisher.publish(EXCHANGE, props.reply_to, body, reply)
                 channel.basic_ack(method.delivery_tag)
 
-            loop.create_task(answer())
+            task = loop.create_task(answer())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
         ch.basic_consume(queue, on_message)
 

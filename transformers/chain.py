@@ -15,7 +15,8 @@ each prefixed with where it is (``transform[1].xslt: ...``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ from esb.transformers.python import wrap_function
 from esb.transformers.spec import Transformer, TransformerContext, TransformerSpec
 
 StepSpec = str | Mapping[str, Any]
+#: Called after each step that succeeded, with its name and duration in seconds.
+StepHook = Callable[[str, float], None]
 #: The transformer a bare ``module:function`` step stands for.
 PYTHON_STEP = "python"
 
@@ -46,6 +49,7 @@ class Chain:
     ``DropEnvelope`` and ``TransformError`` pass through. A ``TransientError`` becomes a
     ``TransientTransformError`` naming the step (the caller retries); anything else, a
     ``PermanentError`` included, becomes a ``TransformError`` naming the step (dead-lettered).
+    ``on_step``, when given, is called after each step that succeeded (name, seconds taken).
     """
 
     def __init__(self, steps: Sequence[tuple[str, Transformer]] = ()) -> None:
@@ -59,8 +63,10 @@ class Chain:
     def __len__(self) -> int:
         return len(self._steps)
 
-    def __call__(self, env: Envelope) -> Envelope:
+    def __call__(self, env: Envelope, on_step: StepHook | None = None) -> Envelope:
+        clock = time.perf_counter
         for name, step in self._steps:
+            started = clock() if on_step is not None else 0.0
             try:
                 env = step(env)
             except (DropEnvelope, TransformError, TransientTransformError):
@@ -72,6 +78,8 @@ class Chain:
                 raise TransformError(name, f"{type(exc).__name__}: {exc}") from exc
             if not isinstance(env, Envelope):
                 raise TransformError(name, f"returned {type(env).__name__}, not an Envelope")
+            if on_step is not None:
+                on_step(name, clock() - started)
         return env
 
     def __repr__(self) -> str:

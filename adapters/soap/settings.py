@@ -50,7 +50,7 @@ class WsseSettings(BaseModel):
 class SoapOutboundSettings(AdapterSettings):
     """Calls one operation of a SOAP service described by a WSDL (with zeep)."""
 
-    #: Local file (relative to the folder esb runs in) or URL.
+    #: Local file (relative to the configuration folder) or URL.
     wsdl: str
     #: Loading the WSDL (and its imports) over HTTP needs this on.
     allow_network_wsdl: bool = False

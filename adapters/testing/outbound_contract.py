@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 import pytest
 
-from esb.adapters.spec import Outbound
+from esb.adapters.spec import Outbound, SendResult
 from esb.adapters.testing.context import http_client, outbound_context
 from esb.adapters.testing.spec_contract import (
     SpecContract,
@@ -129,9 +129,9 @@ class OutboundContract(SpecContract):
         env = peer.envelope or self.sample_envelope()
         return env.model_copy(update=changes) if changes else env
 
-    async def _send(self, side: Outbound, envelope: Envelope) -> None:
+    async def _send(self, side: Outbound, envelope: Envelope) -> SendResult:
         try:
-            await asyncio.wait_for(side.send(envelope), self.send_timeout)
+            return await asyncio.wait_for(side.send(envelope), self.send_timeout)
         except TimeoutError:
             pytest.fail(f"send() did not return within {self.send_timeout:g}s", pytrace=False)
 
@@ -144,7 +144,10 @@ class OutboundContract(SpecContract):
                 await side.start()
                 try:
                     result = await self._send(side, self._envelope(peer))
-                    assert result is None
+                    assert result is None or (isinstance(result, int | str)
+                                              and not isinstance(result, bool)), \
+                        (f"send() returned {result!r}: return nothing, the protocol's status "
+                         "code (int) or a short description (str) — a SendResult")
                     delivered = list(await maybe_await(peer.delivered()))
                     assert len(delivered) == 1, \
                         f"the peer took {len(delivered)} deliveries for one send(), expected 1"

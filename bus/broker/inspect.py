@@ -14,6 +14,7 @@ from typing import Any
 
 from kombu import Connection
 
+from esb.bus.deadletter import malformed
 from esb.bus.envelope import Envelope
 
 
@@ -22,9 +23,7 @@ def _envelope(body: Any) -> Envelope:
     try:
         return Envelope.from_json(raw)
     except Exception as exc:  # keep what is there, readable, rather than hide it
-        return Envelope(source="esb", type="esb.malformed", data=bytes(raw),
-                        datacontenttype="application/octet-stream",
-                        esberror=f"not a valid envelope: {exc}")
+        return malformed(bytes(raw), exc)
 
 
 class QueueInspector:

@@ -44,6 +44,7 @@ from esb.bus.broker.connection import AmqpLink, redact
 from esb.bus.broker.inspect import QueueInspector
 from esb.bus.broker.publisher import ConfirmedPublisher
 from esb.bus.broker.topology import Topology
+from esb.bus.deadletter import malformed
 from esb.bus.envelope import Envelope, new_id
 from esb.bus.errors import BusUnavailable
 
@@ -283,11 +284,8 @@ class RabbitBus:
     async def _quarantine(self, channel: Channel, tag: int, body: bytes,
                           exc: Exception) -> None:
         """A body on our queue that is not an envelope: keep it, in the DLQ, as bytes."""
-        envelope = Envelope(source="esb", type="esb.malformed", data=body,
-                            datacontenttype="application/octet-stream",
-                            esberror=f"not a valid envelope: {exc}")
         try:
-            await self.publish(DEAD_LETTER, envelope)
+            await self.publish(DEAD_LETTER, malformed(body, exc))
         except Exception:
             return  # left unacked: redelivered later
         if channel.is_open:

@@ -1,8 +1,10 @@
-"""A small client of the daemon's admin API, used by the CLI."""
+"""A small client of the daemon's admin API, used by the CLI, and where the CLI finds the
+daemon: its URL and admin token."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,19 +12,58 @@ from typing import Any
 import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+TOKEN_HINT = ("set --token or ESB_ADMIN_TOKEN, or run esb where the daemon's "
+              ".esb/admin.token is (in this folder or above it)")
 
 
 class AdminError(Exception):
     """The daemon could not be reached, or refused the request (message is for the user)."""
 
 
-def find_token(explicit: str | None, state_dir: Path = Path(".esb")) -> str | None:
+def state_dirs(start: Path | None = None) -> Iterator[Path]:
+    """Where a daemon's state folder (``.esb``, holding ``admin.token`` and ``admin.url``)
+    may be, nearest first: in the working folder or any folder above it (as git finds
+    ``.git``), then beside the configuration ``ESB_CONFIG`` names."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        yield folder / ".esb"
+    if config := os.environ.get("ESB_CONFIG"):
+        from esb.bus.config.model import project_dir
+
+        yield project_dir(Path(config).resolve()) / ".esb"
+
+
+def _state_file(name: str, start: Path | None = None) -> str | None:
+    for folder in state_dirs(start):
+        path = folder / name
+        try:
+            return path.read_text().strip() or None
+        except OSError:
+            continue
+    return None
+
+
+def find_token(explicit: str | None, start: Path | None = None) -> str | None:
+    """``--token``, else ``ESB_ADMIN_TOKEN``, else the nearest ``.esb/admin.token``."""
     if explicit:
         return explicit
     if env := os.environ.get("ESB_ADMIN_TOKEN"):
         return env
-    path = state_dir / "admin.token"
-    return path.read_text().strip() if path.exists() else None
+    return _state_file("admin.token", start)
+
+
+def find_url(explicit: str | None, start: Path | None = None) -> str:
+    """``--url``/``ESB_ADMIN_URL``, else ``ESB_LISTEN`` (what the daemon was told to listen
+    on), else the address the nearest daemon wrote to ``.esb/admin.url``, else the default."""
+    if explicit:
+        return explicit
+    if listen := os.environ.get("ESB_LISTEN", "").strip():
+        from esb.bus.runtime.admin_token import admin_url
+
+        host, _, port = listen.rpartition(":")
+        if port.isdigit():
+            return admin_url(host.strip("[]"), int(port))
+    return _state_file("admin.url", start) or DEFAULT_URL
 
 
 @dataclass
@@ -47,6 +88,6 @@ class AdminClient:
                 detail = body.get("detail") or body.get("title") or response.text
             except ValueError:
                 detail = response.text
-            hint = " (set ESB_ADMIN_TOKEN or --token)" if response.status_code == 401 else ""
+            hint = f" ({TOKEN_HINT})" if response.status_code == 401 else ""
             raise AdminError(f"{method} {path}: HTTP {response.status_code}: {detail}{hint}")
         return response.json() if response.content else None

@@ -9,7 +9,7 @@ import click
 import httpx
 import orjson
 
-from esb.bus.cli.client import AdminClient, AdminError
+from esb.bus.cli.client import TOKEN_HINT, AdminClient, AdminError
 from esb.bus.cli.output import emit_json, table
 
 
@@ -131,7 +131,8 @@ def _stream_replay(client: AdminClient, name: str, payload: dict[str, Any]
                           headers=headers, timeout=None, trust_env=False) as r:
             if r.status_code >= 400:
                 r.read()
-                raise click.ClickException(f"replay: HTTP {r.status_code}: {_detail(r)}")
+                hint = f" ({TOKEN_HINT})" if r.status_code == 401 else ""
+                raise click.ClickException(f"replay: HTTP {r.status_code}: {_detail(r)}{hint}")
             started = True
             for line in r.iter_lines():
                 if not line:

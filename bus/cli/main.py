@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
-from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token
+from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token, find_url
 from esb.bus.cli.deadletter_cmds import register as register_deadletter_commands
 from esb.bus.cli.ops_cmds import register as register_ops_commands
 from esb.bus.cli.output import emit_json, table
@@ -25,20 +27,24 @@ DEFAULT_CONFIG = "config/esb.yaml"
 
 
 class Context:
-    def __init__(self, url: str, token: str | None) -> None:
-        self.url = url
+    def __init__(self, url: str | None, token: str | None) -> None:
+        self.explicit_url = url
         self.token = token
+
+    @property
+    def url(self) -> str:
+        return find_url(self.explicit_url)
 
     def client(self) -> AdminClient:
         return AdminClient(self.url, find_token(self.token))
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"esb: {message}", err=True)
     sys.exit(code)
 
 
-def config_errors(exc: ConfigError) -> None:
+def config_errors(exc: ConfigError) -> NoReturn:
     click.echo(f"esb: {len(exc.problems)} problem(s):", err=True)
     for p in exc.problems:
         click.echo(f"  {p}", err=True)
@@ -46,12 +52,16 @@ def config_errors(exc: ConfigError) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--url", envvar="ESB_ADMIN_URL", default=DEFAULT_URL, show_default=True,
-              help="Admin API of the running daemon.")
+@click.version_option(package_name="esb", prog_name="esb", message="%(prog)s %(version)s")
+@click.option("--url", envvar="ESB_ADMIN_URL", default=None,
+              help=f"Admin API of the running daemon [default: ESB_LISTEN's address, else "
+                   f"the nearest .esb/admin.url, else {DEFAULT_URL}]. Accepted anywhere on "
+                   f"the command line.")
 @click.option("--token", envvar="ESB_ADMIN_TOKEN", default=None,
-              help="Admin token (default: ESB_ADMIN_TOKEN or .esb/admin.token).")
+              help="Admin token [default: ESB_ADMIN_TOKEN, else the nearest .esb/admin.token, "
+                   "in this folder or above]. Accepted anywhere on the command line.")
 @click.pass_context
-def cli(ctx: click.Context, url: str, token: str | None) -> None:
+def cli(ctx: click.Context, url: str | None, token: str | None) -> None:
     """esb — an Enterprise Service Bus."""
     ctx.obj = Context(url, token)
 
@@ -84,17 +94,23 @@ class WorkerCount(click.ParamType):
               show_default=True,
               help="Worker processes sharing the HTTP port (auto: one per CPU); more than one "
                    "needs the RabbitMQ bus.")
+@click.option("--listen", default=None, metavar="HOST:PORT",
+              help="Address of the HTTP server (inbound endpoints, /admin, /metrics); "
+                   "overrides http.listen.")
 @click.option("--listen-fd", type=int, default=None, hidden=True)
 @click.option("--worker-index", type=int, default=1, hidden=True)
 @click.option("--ready-fd", type=int, default=None, hidden=True)
-def run(config_path: Path, workers: int, listen_fd: int | None, worker_index: int,
-        ready_fd: int | None) -> None:
+def run(config_path: Path, workers: int, listen: str | None, listen_fd: int | None,
+        worker_index: int, ready_fd: int | None) -> None:
     """Run the daemon."""
-    from esb.bus.config.loader import load_config
+    from esb.bus.config.loader import load_config, override_listen
+    from esb.bus.runtime.http import ListenError
     from esb.bus.runtime.logs import configure_logging
 
     try:
         loaded = load_config(config_path)
+        if listen is not None:
+            override_listen(loaded, listen)
         secrets = config_secrets(loaded)
         configure_logging(loaded.config.logging.level, loaded.config.logging.format, secrets)
     except ConfigError as exc:
@@ -108,10 +124,12 @@ def run(config_path: Path, workers: int, listen_fd: int | None, worker_index: in
             sys.exit(run_daemon(loaded, secrets))
         except ConfigError as exc:
             config_errors(exc)
+        except ListenError as exc:
+            fail(str(exc))
     if loaded.config.bus.embedded:
         fail("--workers needs the RabbitMQ bus: the embedded bus lives inside one process "
              "(set bus.url, or ESB_BUS_URL, to an amqp:// URL, or run one worker)", 2)
-    from esb.bus.runtime.supervisor import ListenError, supervise
+    from esb.bus.runtime.supervisor import supervise
 
     try:
         sys.exit(supervise(loaded, config_path, workers))
@@ -178,13 +196,18 @@ def _guess_type(name: str, body: bytes) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def status(obj: Context, as_json: bool) -> None:
-    """Bus, route version, queue depths of the running daemon."""
+    """Bus, route version, queue depths of the running daemon.
+
+    Exit 0 when the daemon is connected to its bus, 3 when it is not, 1 when it cannot be
+    reached."""
     try:
         st = obj.client().request("GET", "/admin/status")
     except AdminError as exc:
         fail(str(exc))
     if as_json:
         emit_json(st)
+        if not st["bus"]["connected"]:
+            sys.exit(3)
         return
     bus = st["bus"]
     click.echo(f"instance   {st['instance']}")
@@ -218,6 +241,9 @@ def status(obj: Context, as_json: bool) -> None:
     click.echo("")
     click.echo(f"dead letters {q.get('dlq', '?')}   unroutable {q.get('unroutable', '?')}   "
                f"waiting to retry {q.get('retrying', '?')}")
+    if not bus["connected"]:
+        fail(f"the daemon at {obj.url} is not connected to its bus ({bus['kind']}): it "
+             "accepts nothing and delivers nothing until the bus is back (see its log)", 3)
 
 
 def breaker_states(states: Counter[str] | None) -> str:
@@ -261,21 +287,23 @@ def adapters() -> None:
 @adapters.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def adapters_list(as_json: bool) -> None:
+    """Each installed adapter: package, version, directions and its one-line summary."""
     from esb.bus.plugins import adapters as registry
 
     reg = registry()
     rows = []
     for info in reg.info():
         try:
-            directions = ",".join(reg.get(info.name).directions)
+            spec = reg.get(info.name)
+            directions, summary = ",".join(spec.directions), spec.summary
         except Exception as exc:  # a broken plugin is listed, not fatal
-            directions = f"(fails to load: {exc})"
+            directions, summary = "", f"(fails to load: {exc})"
         rows.append({"name": info.name, "package": info.package, "version": info.version,
-                     "directions": directions})
+                     "directions": directions, "summary": summary})
     if as_json:
         emit_json(rows)
     else:
-        click.echo(table(["NAME", "PACKAGE", "VERSION", "DIRECTIONS"],
+        click.echo(table(["NAME", "PACKAGE", "VERSION", "DIRECTIONS", "SUMMARY"],
                          [tuple(r.values()) for r in rows]))
 
 
@@ -335,9 +363,58 @@ register_scaffold(adapters)
 register_ops_commands(cli)
 
 
-def main() -> None:
+#: Options of the ``esb`` group that may be written after the subcommand too.
+GLOBAL_OPTIONS = ("--url", "--token")
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Move ``--url``/``--token`` (``--url X`` or ``--url=X``) written anywhere before a
+    ``--`` to the front, where click expects the group's options."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            if "=" in arg:
+                front.append(arg)
+            else:
+                front += argv[i:i + 2]
+                i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``esb`` console script. Every error is one ``esb: ...`` line on stderr (usage
+    errors after the usage text), exit 1 (2 for usage and configuration errors)."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    cli(prog_name="esb")
+    args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    code = 0
+    try:
+        result = cli.main(args=args, prog_name="esb", standalone_mode=False)
+        code = result if isinstance(result, int) else 0  # click's Exit (e.g. --help)
+    except NoArgsIsHelpError as exc:  # a bare group (``esb routes``): its help
+        click.echo(exc.format_message(), err=True)
+        code = exc.exit_code
+    except click.UsageError as exc:
+        if exc.ctx is not None:
+            click.echo(exc.ctx.get_usage(), err=True)
+        fail(exc.format_message(), exc.exit_code)
+    except click.Abort:
+        fail("aborted")
+    except click.ClickException as exc:
+        fail(exc.format_message(), exc.exit_code)
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:  # a closed pipe (esb ... | head) is not an error
+            raise
+    sys.exit(code)
 
 
 if __name__ == "__main__":

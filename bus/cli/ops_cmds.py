@@ -152,8 +152,8 @@ def instances(obj: Any, as_json: bool) -> None:
             if not isinstance(d, dict):
                 continue
             dest_rows.append((i.get("instance", ""), name, _rate(d.get("delivered_per_s")),
-                              _rate(d.get("failed_per_s")), d.get("delivered", ""),
-                              d.get("failed", ""), d.get("dead_lettered", ""),
+                              _rate(d.get("failed_per_s")), _count(d.get("delivered")),
+                              _count(d.get("failed")), _count(d.get("dead_lettered")),
                               d.get("in_flight", ""), d.get("breaker", "")))
     if dest_rows:
         click.echo("")
@@ -164,3 +164,8 @@ def instances(obj: Any, as_json: bool) -> None:
 
 def _rate(value: Any) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def _count(value: Any) -> str:
+    """A counter (prometheus keeps them as floats) as the whole number it is."""
+    return "" if value is None else f"{int(value)}"

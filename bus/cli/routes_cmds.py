@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import click
 import httpx
 
+from esb.bus.cli.client import TOKEN_HINT
 from esb.bus.cli.output import emit_json, table
 from esb.bus.errors import ConfigError
 
@@ -77,7 +78,7 @@ def _refused(method: str, path: str, status: int, body: Any,
         click.echo(f"esb: refused: {body.get('detail', '')}", err=True)
         _problems(problems)
     detail = body.get("detail") or body.get("title") if isinstance(body, dict) else body
-    hint = " (set ESB_ADMIN_TOKEN or --token)" if status == 401 else ""
+    hint = f" ({TOKEN_HINT})" if status == 401 else ""
     _fail(f"{method} {path}: HTTP {status}: {detail}{hint}")
 
 
@@ -167,7 +168,7 @@ def routes_test(path: Path, message: Path | None, etype: str, source: str,
             emit_json(trial.to_dict())
         else:
             _print_trial(trial, message.name, set(cfg.sources))
-        sys.exit(1 if trial.dead_letters else 0)
+        sys.exit(1 if trial.dead_letters or trial.deferred else 0)
     results = run_cases(router, rs, base=folder, sources=cfg.sources)
     failed = [r for r in results if not r.passed]
     if as_json:
@@ -198,7 +199,12 @@ def _print_trial(trial: Any, name: str, sources: set[str]) -> None:
                        f"{', '.join(sorted(sources)) or 'none'}; use --source)")
         return
     click.echo(f"routes   {', '.join(trial.routes)}")
-    for d in trial.deliveries:
+    if trial.deferred is not None:
+        d = trial.deferred
+        click.echo(f"\n↻ route {d.route}{f' → {d.destination}' if d.destination else ''}: "
+                   f"a step asked for a retry: nothing would be taken, the sender is told to "
+                   f"retry: {d.error}")
+    for d in trial.outcomes:
         dest = d.destination or "(before fan-out)"
         if d.error:
             click.echo(f"\n✗ {dest}  route {d.route}: would be dead-lettered: {d.error}")

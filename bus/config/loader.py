@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from esb.bus.config.model import Config
+from esb.bus.config.model import Config, project_dir
 from esb.bus.config.secrets import find_secrets, literal_secret_problems, log_secrets
 from esb.bus.config.yamlsource import Document, Loc, load_yaml
 from esb.bus.errors import ConfigError
@@ -70,7 +70,7 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None, *,
     if not isinstance(raw, dict):
         raise ConfigError([*doc.unset_problems(),
                            f"{doc.where(())}: the configuration must be a mapping of keys"])
-    return validate_config(raw, doc, registry=registry, base_dir=base_dir or Path.cwd())
+    return validate_config(raw, doc, registry=registry, base_dir=base_dir or project_dir(path))
 
 
 def validate_config(raw: dict[str, Any], doc: Document | None, *,
@@ -163,3 +163,14 @@ def _adapter_settings(kind: str, name: str, ep: dict[str, Any], direction: str,
 
 def _where(doc: Document | None, loc: Loc) -> str:
     return doc.where(loc) if doc else "config"
+
+
+def override_listen(loaded: Loaded, listen: str) -> None:
+    """Replace ``http.listen`` (``esb run --listen HOST:PORT``). Raises ConfigError when
+    ``listen`` is not HOST:PORT."""
+    http = loaded.config.http
+    try:
+        loaded.config.http = type(http).model_validate({**http.model_dump(), "listen": listen})
+    except ValidationError as exc:
+        raise ConfigError([f"--listen: {e['msg']} (got {listen!r})"
+                           for e in exc.errors()]) from exc

@@ -169,7 +169,8 @@ class Config(_Strict):
     transformers: dict[str, Any] = Field(default_factory=dict)
     routes: Path = Path("routes")
 
-    #: Folder relative paths in this file resolve against (set by the loader).
+    #: The configuration folder, which relative paths in this file resolve against (set by
+    #: the loader: :func:`project_dir` of the file).
     base_dir: Path = Field(default=Path("."), exclude=True)
     path: Path | None = Field(default=None, exclude=True)
 
@@ -184,3 +185,12 @@ class Config(_Strict):
     def resolve(self, p: Path | str) -> Path:
         p = Path(p)
         return p if p.is_absolute() else self.base_dir / p
+
+
+def project_dir(config_file: Path) -> Path:
+    """The configuration folder: what relative paths in ``config_file`` resolve against,
+    whatever folder esb was started in. It is the folder holding the file — or the one above
+    it when that folder is named ``config`` (the shipped layout, ``config/esb.yaml`` beside
+    ``routes/``, where paths read ``routes/``, ``config/xslt/a.xsl``, ``.esb/outbox``)."""
+    folder = config_file.absolute().parent
+    return folder.parent if folder.name == "config" else folder

@@ -1,7 +1,6 @@
 """Offline route testing (``esb routes test``): which routes fire for a message, and what each
-destination would receive after its transforms — exactly as the ingress does it (route chain,
-then each leg's chain; ``DropEnvelope`` filters, a ``TransformError`` would dead-letter), with
-nothing published and no bus.
+destination would receive after its transforms — the ingress's own dispatch plan
+(:mod:`esb.bus.routing.dispatch`), with nothing published and no bus.
 
 Two ways in:
 
@@ -9,7 +8,7 @@ Two ways in:
 * the ``tests:`` cases carried in route files (:class:`~esb.bus.routing.model.RouteCase`):
   :func:`run_cases` gives pass/fail per case, each failure with ``file:line`` and a diff.
 
-Both return plain dataclasses; the CLI prints them.
+Both return plain dataclasses (a plan, case results); the CLI prints them.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import orjson
 from lxml import etree
 
 from esb.bus.envelope import Envelope
-from esb.bus.errors import DropEnvelope, TransformError, TransientTransformError
+from esb.bus.routing.dispatch import Plan, plan
 from esb.bus.routing.model import RouteCase
 from esb.bus.routing.router import Router
 from esb.bus.routing.routeset import RouteSet
@@ -37,78 +36,13 @@ EXPECT_KEYS = ("destinations", "unroutable", "outputs", "routes")
 
 
 @dataclass
-class Delivery:
-    """One route's copy for one destination (``destination`` is None when the route's own
-    chain failed before fan-out)."""
-
-    route: str
-    destination: str | None
-    #: What the destination would receive; None when dropped or dead-lettered.
-    envelope: Envelope | None = None
-    dropped: bool = False
-    #: The transformer error that would send this copy to the dead-letter queue.
-    error: str | None = None
-
-    @property
-    def delivered(self) -> bool:
-        return self.envelope is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"route": self.route, "destination": self.destination}
-        if self.envelope is not None:
-            out["datacontenttype"] = self.envelope.datacontenttype
-            out["data"] = _jsonable(self.envelope.data)
-        if self.dropped:
-            out["dropped"] = True
-        if self.error:
-            out["error"] = self.error
-        return out
-
-
-@dataclass
-class Trial:
-    """What routing one envelope would do."""
-
-    envelope: Envelope
-    endpoint: str | None
-    version: int
-    routes: list[str]
-    deliveries: list[Delivery]
-
-    @property
-    def unroutable(self) -> bool:
-        return not self.routes
-
-    @property
-    def destinations(self) -> list[str]:
-        """Destinations that would receive a copy (sorted, repeated if several routes)."""
-        return sorted(d.destination for d in self.deliveries
-                      if d.delivered and d.destination is not None)
-
-    @property
-    def dead_letters(self) -> list[Delivery]:
-        return [d for d in self.deliveries if d.error is not None]
-
-    def outputs(self, destination: str) -> list[Envelope]:
-        return [d.envelope for d in self.deliveries
-                if d.destination == destination and d.envelope is not None]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"endpoint": self.endpoint, "type": self.envelope.type,
-                "source": self.envelope.source, "version": self.version,
-                "routes": self.routes, "unroutable": self.unroutable,
-                "destinations": self.destinations,
-                "deliveries": [d.to_dict() for d in self.deliveries]}
-
-
-@dataclass
 class CaseResult:
     """One ``tests:`` case: passed, or every failure (each starting with ``file:line``)."""
 
     name: str
     where: str
     failures: list[str] = field(default_factory=list)
-    trial: Trial | None = None
+    trial: Plan | None = None
 
     @property
     def passed(self) -> bool:
@@ -122,35 +56,9 @@ class CaseResult:
 
 # -- one envelope ------------------------------------------------------------------------------
 
-def route_envelope(router: Router, envelope: Envelope, endpoint: str | None) -> Trial:
-    """Route ``envelope`` as if it entered through ``endpoint``; deliver nothing."""
-    env = envelope.model_copy(update={"esbendpoint": endpoint,
-                                      "esbrouteversion": router.version})
-    fired = router.match(env)
-    deliveries: list[Delivery] = []
-    for route in fired:
-        try:
-            routed = route.chain(env)
-        except DropEnvelope:
-            deliveries.append(Delivery(route.name, None, dropped=True))
-            continue
-        except (TransformError, TransientTransformError) as exc:
-            # (a transient one would make the sender retry; here it is shown like any error)
-            deliveries.append(Delivery(route.name, None, error=str(exc)))
-            continue
-        for leg in route.legs:
-            try:
-                out = leg.chain(routed)
-            except DropEnvelope:
-                deliveries.append(Delivery(route.name, leg.destination, dropped=True))
-                continue
-            except (TransformError, TransientTransformError) as exc:
-                deliveries.append(Delivery(route.name, leg.destination, error=str(exc)))
-                continue
-            out = out.model_copy(update={"esbroute": route.name,
-                                         "esbdestination": leg.destination})
-            deliveries.append(Delivery(route.name, leg.destination, out))
-    return Trial(env, endpoint, router.version, [r.name for r in fired], deliveries)
+def route_envelope(router: Router, envelope: Envelope, endpoint: str | None) -> Plan:
+    """The dispatch plan of ``envelope`` entering through ``endpoint``; delivers nothing."""
+    return plan(router, envelope, endpoint)
 
 
 def message_envelope(body: bytes, *, type: str, source: str, content_type: str | None = None,
@@ -164,7 +72,7 @@ def message_envelope(body: bytes, *, type: str, source: str, content_type: str |
 
 def try_message(router: Router, body: bytes, *, type: str, source: str,
                 content_type: str | None = None, sources: Collection[str] | None = None,
-                endpoint: str | None = None, name: str | None = None) -> Trial:
+                endpoint: str | None = None, name: str | None = None) -> Plan:
     """Route one message (file bytes) offline. It enters through ``endpoint``, else through
     ``source`` when that is a configured source (or ``sources`` is not given)."""
     env = message_envelope(body, type=type, source=source, content_type=content_type,
@@ -175,9 +83,9 @@ def try_message(router: Router, body: bytes, *, type: str, source: str,
 def test_routes(router: Router, *, message: bytes | None = None,
                 route_set: RouteSet | None = None, base: Path | None = None,
                 type: str = "test", source: str = "test", content_type: str | None = None,
-                sources: Collection[str] | None = None) -> Trial | list[CaseResult]:
-    """``esb routes test`` as a function: one ``message`` (a :class:`Trial`), else the cases
-    carried in ``route_set`` (a :class:`CaseResult` each)."""
+                sources: Collection[str] | None = None) -> Plan | list[CaseResult]:
+    """``esb routes test`` as a function: one ``message`` (its plan), else the cases carried
+    in ``route_set`` (a :class:`CaseResult` each)."""
     if message is not None:
         return try_message(router, message, type=type, source=source,
                            content_type=content_type, sources=sources)
@@ -235,6 +143,9 @@ def run_case(router: Router, case: RouteCase, where: Callable[..., str], *, base
     result.trial = trial
     expect = case.expect
     label = f"{case.name}:"
+    if trial.deferred is not None:
+        fail(f"{where()}: {label} route {trial.deferred.route} would make the sender retry "
+             f"(nothing taken): {trial.deferred.error}")
     for d in trial.dead_letters:
         fail(f"{where()}: {label} route {d.route}"
              f"{f' → {d.destination}' if d.destination else ''} would dead-letter: {d.error}")
@@ -429,11 +340,3 @@ def _pretty_xml(text: str) -> str | None:
         return None
     return etree.tostring(root, pretty_print=True, encoding="unicode")
 
-
-def _jsonable(data: Any) -> Any:
-    if isinstance(data, bytes):
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            return repr(data)
-    return data

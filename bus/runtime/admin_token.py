@@ -1,9 +1,11 @@
-"""The admin API's bearer token: configured, or made once per state folder for the CLI."""
+"""The admin API's bearer token (configured, or made once per state folder) and its address,
+both written to the state folder where the CLI finds them."""
 
 from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 
 from esb.bus.config.loader import Loaded
 
@@ -25,3 +27,25 @@ def admin_token(loaded: Loaded) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return token
+
+
+#: Listen hosts that mean "every interface": the CLI reaches those over loopback.
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def admin_url(host: str, port: int) -> str:
+    """The URL the CLI on this host reaches a daemon listening on ``host:port`` at."""
+    host = _WILDCARDS.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def write_admin_url(loaded: Loaded) -> Path:
+    """Write ``<state_dir>/admin.url`` (the daemon's own address), so the CLI follows
+    ``esb run --listen`` and ``http.listen`` without being told."""
+    cfg = loaded.config
+    path = cfg.resolve(cfg.bus.state_dir) / "admin.url"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".admin.url.{os.getpid()}")
+    tmp.write_text(admin_url(cfg.http.host, cfg.http.port) + "\n")
+    tmp.replace(path)
+    return path

@@ -8,9 +8,10 @@ waits for any more is dropped). How many callers may wait at once is bounded
 (``bus.max_waiting``): past it, new requests are refused as "bus unavailable" (503, retry).
 
 When the reply (or the timeout) is there, :meth:`PendingCalls.finish` runs the route's reply
-leg on it, records the trace step and the per-route metrics, and returns the envelope the
-inbound side answers with: a successful reply transformed, or a failure reply
-(:func:`esb.bus.reply.problem_of` reads it).
+leg on it (:func:`esb.bus.routing.dispatch.reply_answer`, the plan's way back), records the
+trace steps and the per-route metrics, and returns the envelope the inbound side answers
+with: a successful reply transformed, or a failure reply (read with
+:func:`esb.bus.reply.problem_of`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from dataclasses import dataclass, field
 import structlog
 
 from esb.bus.envelope import Envelope
-from esb.bus.errors import BusUnavailable, DropEnvelope, TransformError, TransientTransformError
+from esb.bus.errors import BusUnavailable
 from esb.bus.reply import failure_envelope, problem_of
-from esb.bus.routing.router import ReplyLeg
+from esb.bus.routing.dispatch import ReplyPlan, reply_answer
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.trace import MemoryTrace, TraceRecorder
 
@@ -36,9 +37,7 @@ class Call:
     """One waiting caller."""
 
     request: Envelope
-    route: str
-    destination: str
-    leg: ReplyLeg
+    reply: ReplyPlan
     #: Unix time the caller stops waiting.
     deadline: float
     started: float = field(default_factory=time.perf_counter)
@@ -61,34 +60,30 @@ class PendingCalls:
     def __len__(self) -> int:
         return len(self._waiting)
 
-    @property
-    def ready(self) -> bool:
-        return self.address is not None
-
-    def expect(self, request: Envelope, route: str, destination: str, leg: ReplyLeg,
-               deadline: float) -> Envelope:
-        """Register a caller for ``request`` (before it is published); returns the request as
-        it goes on the bus: with this instance's reply address and the deadline."""
+    def expect(self, key: str, request: Envelope, reply: ReplyPlan, deadline: float
+               ) -> Envelope:
+        """Register a caller (by ``key``, its envelope's id) before ``request`` is published;
+        returns the request as it goes on the bus: with that id, this instance's reply
+        address and the deadline."""
         if self.address is None:
             raise BusUnavailable("replies cannot be received yet (the bus is starting)")
         if len(self._waiting) >= self.limit:
             raise BusUnavailable(f"{self.limit} callers are already waiting for replies on "
                                  "this instance (bus.max_waiting)")
-        if request.id in self._waiting:
-            raise BusUnavailable(f"a request with id {request.id!r} is already waiting")
-        call = Call(request, route, destination, leg, deadline)
-        self._waiting[request.id] = call
-        return request.model_copy(update={"esbreplyto": self.address,
-                                          "esbdeadline": int(deadline * 1000)})
+        if key in self._waiting:
+            raise BusUnavailable(f"a request with id {key!r} is already waiting")
+        out = request.model_copy(update={"id": key, "esbreplyto": self.address,
+                                         "esbdeadline": int(deadline * 1000)})
+        self._waiting[key] = Call(out, reply, deadline)
+        return out
 
-    def refuse(self, request: Envelope, route: str, destination: str, leg: ReplyLeg,
-               exc: TransformError) -> None:
-        """Register a caller whose request a step failed on before it could be sent: it is
-        answered at once with that failure (502 naming the step)."""
-        call = Call(request, route, destination, leg, time.time())
+    def refuse(self, request: Envelope, reply: ReplyPlan) -> None:
+        """Register a caller whose request a step failed on (or dropped) before it could be
+        sent: it is answered at once with that failure (502 naming the step)."""
+        call = Call(request, reply, time.time())
         call.future.set_result(failure_envelope(
-            request, "transform", f"the request for {destination!r} could not be transformed: "
-            f"{exc}", 502, destination=destination, step=exc.step))
+            request, "transform", f"the request for {reply.destination!r} could not be "
+            f"transformed: {reply.error}", 502, destination=reply.destination))
         self._waiting[request.id] = call
 
     def forget(self, request_id: str) -> None:
@@ -125,37 +120,26 @@ class PendingCalls:
     def _expire(self, call: Call) -> None:
         self._waiting.pop(call.request.id, None)
         if not call.future.done():
+            r = call.reply
             call.future.set_result(failure_envelope(
-                call.request, "timeout",
-                f"no reply from destination {call.destination!r} within "
-                f"{call.leg.timeout:g}s (route {call.route!r})", 504,
-                destination=call.destination))
+                call.request, "timeout", f"no reply from destination {r.destination!r} within "
+                f"{r.leg.timeout:g}s (route {r.route!r})", 504, destination=r.destination))
 
-    def finish(self, call: Call, reply: Envelope) -> Envelope:
-        """``reply`` through the route's reply leg; trace and metrics of the call."""
-        out = reply
-        failure = problem_of(reply)
-        if failure is None and len(call.leg.chain):
-            try:
-                out = call.leg.chain(reply)
-            except (TransformError, TransientTransformError) as exc:
-                out = failure_envelope(call.request, "transform",
-                                       f"the reply from {call.destination!r} could not be "
-                                       f"transformed: {exc}", 502,
-                                       destination=call.destination, step=exc.step)
-            except DropEnvelope:
-                out = failure_envelope(call.request, "transform",
-                                       f"a reply step of route {call.route!r} dropped the reply "
-                                       f"from {call.destination!r}", 502,
-                                       destination=call.destination)
-            failure = problem_of(out)
+    def finish(self, call: Call, got: Envelope) -> Envelope:
+        """``got`` through the route's reply leg (:func:`reply_answer`); the call's trace
+        steps and metrics."""
+        notes: list[tuple[str, dict[str, object]]] = []
+        out = reply_answer(call.reply, call.request, got, notes)
+        failure = problem_of(out)
         seconds = time.perf_counter() - call.started
         outcome = "ok" if failure is None else failure.kind
-        self.metrics.requests.labels(call.route, outcome).inc()
-        self.metrics.request_latency.labels(call.route).observe(seconds)
-        self.trace.record(call.request.id, "answered", route=call.route,
-                          destination=call.destination, outcome=outcome,
-                          status=out.esbstatus if failure is None else failure.status,
-                          latency_ms=round(seconds * 1000, 3),
-                          **({"error": failure.detail[:500]} if failure else {}))
+        r = call.reply
+        self.metrics.requests.labels(r.route, outcome).inc()
+        self.metrics.request_latency.labels(r.route).observe(seconds)
+        record, eid = self.trace.record, call.request.id
+        for step, detail in notes:
+            record(eid, step, **detail)
+        record(eid, "answered", route=r.route, destination=r.destination, outcome=outcome,
+               status=out.esbstatus, latency_ms=round(seconds * 1000, 3),
+               **({"error": failure.detail[:500]} if failure else {}))
         return out

@@ -28,12 +28,12 @@ from esb.bus.routing.router import Router
 from esb.bus.routing.routeset import read_route_files
 from esb.bus.routing.store import open_route_store
 from esb.bus.runtime.admin import AdminApi
-from esb.bus.runtime.admin_token import admin_token
+from esb.bus.runtime.admin_token import admin_token, write_admin_url
 from esb.bus.runtime.calls import PendingCalls
 from esb.bus.runtime.deadletters import DeadLetters
 from esb.bus.runtime.delivery import DeliveryWorker
 from esb.bus.runtime.deploy import RouteDeployer, config_compiler
-from esb.bus.runtime.http import build_app, make_http_client, make_server
+from esb.bus.runtime.http import bind_listener, build_app, make_http_client, make_server
 from esb.bus.runtime.idempotency import SharedIdempotency
 from esb.bus.runtime.idempotency_log import IdempotencyLog
 from esb.bus.runtime.ingress import Ingress, RouterHolder, SourceContext
@@ -146,11 +146,14 @@ class Daemon:
 
     async def run(self) -> int:
         cfg = self.config
+        # Bound first: a taken port is one clear error before anything else has started.
+        listener = None if self.role else bind_listener(cfg.http.host, cfg.http.port)
         if not self.bus.durable:
             log.warning("EMBEDDED BUS: messages live in this process only and are LOST when it "
                         "stops. Set bus.url (or ESB_BUS_URL) to an amqp:// URL for production.")
         self._build_adapters()
         admin = AdminApi(self, admin_token(self.loaded), cfg.admin.remote)
+        write_admin_url(self.loaded)
         routes = [r for inbound in self.inbound.values() for r in inbound.routes]
         # Ready once everything has started (not merely once the bus connected), so a
         # load balancer sends nothing to a half-started instance.
@@ -166,7 +169,8 @@ class Daemon:
             await ob.start()
         # A worker process takes connections from the shared socket only once it has started
         # (the others serve meanwhile); a lone daemon serves at once, /readyz saying 503.
-        serving = None if self.role else asyncio.create_task(server.serve())
+        serving = None if listener is None else asyncio.create_task(
+            server.serve(sockets=[listener]))
         if self.role is not None:
             self._side_tasks.append(asyncio.create_task(watch_parent(self._orphaned)))
         if self.metrics.multiprocess:
@@ -297,8 +301,8 @@ class Daemon:
         g = self.metrics.registry.get_sample_value
         workers = {w.destination: w.status() for w in self.workers}
 
-        def count(name: str, **labels: str) -> float:
-            return g(name, labels) or 0.0
+        def count(name: str, **labels: str) -> int:  # prometheus keeps counters as floats
+            return int(g(name, labels) or 0)
 
         return {
             "route_version": self.router.current.version,

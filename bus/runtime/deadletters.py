@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, Progress, destination_address
+from esb.bus.deadletter import LEG_TRANSFORM, MALFORMED_TYPE, ROUTE_TRANSFORM, stage_of
 from esb.bus.envelope import Envelope, Hop, utcnow
-from esb.bus.errors import DropEnvelope, EsbError, TransformError, TransientTransformError
-from esb.bus.runtime.ingress import LEG_TRANSFORM, Ingress, failed_in_leg, leg_chain
+from esb.bus.errors import EsbError
+from esb.bus.routing.dispatch import plan_leg
+from esb.bus.runtime.ingress import Ingress
 from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.trace import TraceRecorder
 
@@ -82,7 +84,7 @@ class DeadLetters:
         wanted = set(ids) if ids is not None else None
 
         def select(env: Envelope) -> bool:
-            return (env.type != "esb.malformed"
+            return (env.type != MALFORMED_TYPE
                     and (wanted is None or env.id in wanted)
                     and (destination is None or env.esbdestination == destination))
 
@@ -95,7 +97,8 @@ class DeadLetters:
 
     async def _redeliver(self, env: Envelope) -> None:
         dest = env.esbdestination
-        if dest is None:
+        stage = stage_of(env)
+        if dest is None or stage == ROUTE_TRANSFORM:
             return await self._reroute(env)
         if dest not in self.destinations:
             raise ReplayError(f"{env.id}: destination {dest!r} is no longer configured")
@@ -104,30 +107,23 @@ class DeadLetters:
             "esbhops": [*env.esbhops, Hop(at=utcnow(), step="replayed",
                                           instance=self.instance,
                                           detail={"destination": dest})]})
-        if failed_in_leg(env):
-            # The destination's own steps failed: run them again (the running route set's,
-            # which may carry the fix), then deliver; failing again, it is dead-lettered again.
-            router = self.ingress.routes.current
+        if stage == LEG_TRANSFORM:
+            # The destination's own steps failed: re-plan them (the running route set's, which
+            # may carry the fix); failing again, it is dead-lettered again.
             try:
-                chain = leg_chain(router, env.esbroute or "", dest)
+                planned = plan_leg(self.ingress.routes.current, fresh, env.esbroute or "",
+                                   dest, instance=self.instance)
             except KeyError as exc:
                 raise ReplayError(f"{env.id}: {exc.args[0]}") from None
-            if chain:
-                try:
-                    fresh = chain(fresh)
-                except DropEnvelope:
-                    self.trace.record(env.id, "replayed", destination=dest, dropped=True)
-                    return
-                except TransientTransformError as exc:
-                    raise ReplayError(f"{env.id}: {exc}; replay it again later") from None
-                except TransformError as exc:
-                    await self.bus.publish(DEAD_LETTER, fresh.model_copy(update={
-                        "esberror": str(exc)}).with_hop("dead-lettered", self.instance,
-                                                        reason=str(exc), stage=LEG_TRANSFORM))
-                    self.trace.record(env.id, "transform-failed", destination=dest,
-                                      error=str(exc))
-                    return
-                fresh = fresh.model_copy(update={"esbrouteversion": router.version})
+            if planned.deferred is not None:
+                raise ReplayError(f"{env.id}: {planned.deferred.error}; replay it again later")
+            if not planned.copies and not planned.dead_letters:
+                self.trace.record(env.id, "replayed", destination=dest, dropped=True)
+                return
+            await self.ingress.publish(planned)
+            if planned.copies:
+                self.trace.record(env.id, "replayed", destination=dest)
+            return
         part = self.partitioners.get(dest)
         await self.bus.publish(part.address(fresh) if part else destination_address(dest), fresh)
         self.trace.record(env.id, "replayed", destination=dest)

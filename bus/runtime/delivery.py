@@ -22,7 +22,8 @@ import structlog
 from esb.adapters.spec import Outbound, SendResult
 from esb.bus.broker.base import DEAD_LETTER, Bus, Message, destination_addresses
 from esb.bus.config.model import DeliveryConfig
-from esb.bus.envelope import Attempt, Envelope, Hop, utcnow
+from esb.bus.deadletter import DELIVERY, dead_letter
+from esb.bus.envelope import Attempt, Envelope
 from esb.bus.errors import BusError, PermanentError, PublishRejected, TransientError
 from esb.bus.reply import Reply, failure_envelope, failure_of, reply_envelope
 from esb.bus.runtime.breaker import BreakerSettings, CircuitBreaker
@@ -430,11 +431,8 @@ class DeliveryWorker:
         tried = self._counted(attempts)
         reason = outcome.error if outcome.kind == "permanent" else \
             f"retry budget spent after {tried} attempts: {outcome.error}"
-        dead = env.model_copy(update={
-            "esbattempts": attempts, "esberror": reason, "esbdestination": self.destination,
-            "esbhops": [*env.esbhops, Hop(at=utcnow(), step="dead-lettered",
-                                          instance=self.instance,
-                                          detail={"destination": self.destination})]})
+        dead = dead_letter(env, reason or "", stage=DELIVERY, instance=self.instance,
+                           destination=self.destination, attempts=attempts)
         await self.bus.publish(DEAD_LETTER, dead)
         self.metrics.dead_lettered.labels(self.destination).inc()
         self.trace.record(env.id, "dead-lettered", destination=self.destination, error=reason,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -96,6 +97,29 @@ def build_app(inbound: list[HttpRoute], admin: list[Route], *, ready: Callable[[
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed,
                                                        500: crashed})
     return InboundDispatcher(inbound, app)
+
+
+BACKLOG = 2048  # uvicorn's default
+
+
+class ListenError(Exception):
+    """The HTTP listen address cannot be bound (taken, not local, not permitted)."""
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The daemon's HTTP listening socket, bound before anything else starts (once for
+    every worker of ``--workers N``; SO_REUSEADDR, as uvicorn binds it).
+    Raises :class:`ListenError`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
 
 
 class QuietServer(uvicorn.Server):

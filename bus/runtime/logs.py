@@ -81,6 +81,12 @@ class SecretRedactor:
         return value
 
 
+#: Loggers of the libraries esb runs on: their debug and info lines are not written.
+LIBRARY_LOGGERS = ("uvicorn", "httpx", "httpcore", "httpx_aiohttp", "aiohttp", "kombu", "amqp",
+                   "zeep", "urllib3", "asyncio", "multipart", "python_multipart", "jsonschema",
+                   "graphql", "jwt", "lxml", "saxonche", "watchfiles", "websockets", "h11",
+                   "charset_normalizer", "prometheus_client", "spyne", "requests", "filelock")
+
 #: The name of the root handler :func:`configure_logging` installs (replaced on a re-read).
 _HANDLER_NAME = "esb"
 
@@ -128,8 +134,11 @@ def _route_stdlib(handler: logging.Handler, level: int) -> None:
             lib.removeHandler(own)
         lib.propagate = True
         lib.setLevel(logging.NOTSET)
-    # Libraries' debug and info lines are noise here, whatever esb's own level.
-    root.setLevel(max(level, logging.WARNING))
+    # Plugins log with the standard library like esb's own lines (at ``level``); the libraries
+    # esb runs on are noise below warning, whatever esb's own level.
+    root.setLevel(level)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     # Python warnings (deprecations, unawaited coroutines) become log lines too, so that
     # stderr stays one format.
     logging.captureWarnings(True)

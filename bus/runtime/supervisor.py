@@ -46,6 +46,7 @@ import structlog
 
 from esb.bus.config.loader import Loaded
 from esb.bus.runtime.admin_token import admin_token
+from esb.bus.runtime.http import bind_listener
 from esb.bus.runtime.worker_role import METRICS_DIR_ENV
 
 log = structlog.get_logger("esb.supervisor")
@@ -58,26 +59,6 @@ MAX_RESTART_DELAY = 30.0
 FIRST_READY_TIMEOUT = 120.0  # a large route set takes a while to compile
 #: How often the supervisor looks at its workers and at signals received.
 TICK = 0.1
-BACKLOG = 2048  # uvicorn's default
-
-
-class ListenError(Exception):
-    """The HTTP listen address cannot be bound (taken, not local, not permitted)."""
-
-
-def bind_listener(host: str, port: int) -> socket.socket:
-    """The daemon's HTTP listening socket, bound once for every worker (SO_REUSEADDR, as
-    uvicorn binds it). Raises :class:`ListenError`."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(BACKLOG)
-    except OSError as exc:
-        sock.close()
-        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    return sock
 
 
 @dataclass
@@ -174,7 +155,8 @@ class Supervisor:
         assert self._listener is not None
         return [sys.executable, "-m", "esb.bus.cli.main", "run",
                 "--config", str(self.config_path), "--workers", str(len(self.seats)),
-                "--listen-fd", str(self._listener.fileno()), "--worker-index", str(seat.index)]
+                "--listen-fd", str(self._listener.fileno()), "--worker-index", str(seat.index),
+                "--listen", self.loaded.config.http.listen]
 
     def _start(self, seat: _Seat, ready_fd: int | None = None) -> None:
         assert self._listener is not None

@@ -72,7 +72,7 @@ class BrokenOutbound:
         if self.flaw == "closes-pool":
             await self.ctx.http().aclose()
 
-    async def send(self, envelope: Envelope) -> None:
+    async def send(self, envelope: Envelope) -> Any:
         headers = {} if self.flaw == "no-key" else {"Idempotency-Key": envelope.key}
         response = await self.ctx.http().post(self.settings.url, content=envelope.data_bytes(),
                                               headers=headers)
@@ -86,6 +86,10 @@ class BrokenOutbound:
             raise TransientError(f"HTTP {response.status_code}")
         elif response.status_code >= 400:
             raise PermanentError(f"HTTP {response.status_code}")
+        if self.flaw == "returns-status":  # a SendResult: not a flaw
+            return response.status_code
+        if self.flaw == "returns-response":
+            return response
 
 
 def outbound_spec(flaw: str, model: type[BaseModel] = UrlSettings) -> AdapterSpec:
@@ -123,6 +127,16 @@ def test_a_permanent_failure_reported_as_transient_is_caught(tmp_path: Path) -> 
 def test_a_swallowed_failure_is_caught(tmp_path: Path) -> None:
     fails(outbound_suite("swallows").test_failure_raises_the_matching_delivery_error,
           "transient", tmp_path, match="returned although the peer failed")
+
+
+def test_an_adapter_returning_its_status_passes(tmp_path: Path) -> None:
+    outbound_suite("returns-status").test_send_returns_on_acceptance(tmp_path)
+    outbound_suite("none").test_send_returns_on_acceptance(tmp_path)
+
+
+def test_returning_something_that_is_no_send_result_is_caught(tmp_path: Path) -> None:
+    fails(outbound_suite("returns-response").test_send_returns_on_acceptance, tmp_path,
+          match=r"send\(\) returned <Response \[200 OK\]>: return nothing, the protocol's")
 
 
 def test_a_missing_idempotency_key_is_caught(tmp_path: Path) -> None:

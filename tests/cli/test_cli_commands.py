@@ -115,7 +115,9 @@ def test_adapters_list() -> None:
     assert rows["rest"]["directions"] == "inbound,outbound"
     assert rows["file"]["directions"] == "outbound"
     r = esb("adapters", "list")
-    assert r.stdout.splitlines()[0].split() == ["NAME", "PACKAGE", "VERSION", "DIRECTIONS"]
+    assert r.stdout.splitlines()[0].split() == ["NAME", "PACKAGE", "VERSION", "DIRECTIONS",
+                                                "SUMMARY"]
+    assert "Each envelope written as a file" in r.stdout
 
 
 def test_transform_prints_the_result(tmp_path: Path) -> None:

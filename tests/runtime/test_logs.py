@@ -14,7 +14,12 @@ import pytest
 import structlog
 
 from esb.bus.runtime.http import make_server
-from esb.bus.runtime.logs import bind_message, configure_logging, unbind_message
+from esb.bus.runtime.logs import (
+    LIBRARY_LOGGERS,
+    bind_message,
+    configure_logging,
+    unbind_message,
+)
 
 SECRET = "s3cr3t-value"
 
@@ -24,9 +29,12 @@ def restored_logging() -> Iterator[None]:
     """Undo what configure_logging does to process-global logging state."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    libraries = {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
     try:
         yield
     finally:
+        for name, lib_level in libraries.items():
+            logging.getLogger(name).setLevel(lib_level)
         structlog.reset_defaults()
         for h in root.handlers:
             if h not in handlers:
@@ -144,6 +152,16 @@ def test_library_records_are_json_lines_with_level_and_logger(configure: Configu
         ("kombu.connection", "error", "connection to broker lost"),
         (None, "info", "own line")]
     assert all("timestamp" in line for line in logged)
+
+
+def test_plugins_logging_with_the_standard_library_log_like_built_ins(
+        configure: Configure) -> None:
+    stderr = configure()
+    logging.getLogger("esb_adapter_mainframe.inbound").info("picked up %d records", 3)
+    logging.getLogger("esb_adapter_mainframe").debug("below esb's level: not written")
+    logging.getLogger("httpx").info("a library's info line: not written")
+    assert [(line["logger"], line["level"], line["event"]) for line in lines(stderr)] == [
+        ("esb_adapter_mainframe.inbound", "info", "picked up 3 records")]
 
 
 def test_library_records_carry_the_message_fields(configure: Configure) -> None:

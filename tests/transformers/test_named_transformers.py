@@ -69,7 +69,7 @@ def test_one_definition_serves_two_routes(tmp_path: Path) -> None:
 
     env = Envelope(source="shop", type="order", datacontenttype="application/xml", data=ORDER)
     trial = route_envelope(router, env, "shop")
-    outputs = {d.destination: d.envelope for d in trial.deliveries}
+    outputs = {d.destination: d.envelope for d in trial.outcomes}
     assert set(outputs) == {"erp", "crm"}
     for out in outputs.values():
         assert out is not None

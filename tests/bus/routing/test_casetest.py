@@ -8,12 +8,12 @@ import pytest
 
 from esb.bus.routing.casetest import (
     CaseResult,
-    Trial,
     run_cases,
     same_data,
     test_routes,
     try_message,
 )
+from esb.bus.routing.dispatch import Plan
 from esb.bus.routing.router import Router, compile_routes
 from esb.bus.routing.routeset import RouteSet, parse_route_files
 
@@ -112,7 +112,7 @@ def test_one_message_shows_each_destination_after_its_transforms(routes_dir: Pat
     _, router = build(routes_dir)
     trial = try_message(router, b'{"country": "NL", "total": 1000}', type="order.created",
                         source="shop", sources={"shop"}, name="order.json")
-    assert isinstance(trial, Trial)
+    assert isinstance(trial, Plan)
     assert trial.endpoint == "shop" and trial.version == 7 and not trial.unroutable
     assert trial.routes == ["eu-orders-to-erp", "audit-all-orders"]
     assert trial.destinations == ["audit", "erp"]
@@ -131,7 +131,7 @@ def test_source_that_is_not_an_endpoint_matches_no_from_route(routes_dir: Path) 
     _, router = build(routes_dir)
     trial = test_routes(router, message=b'{"country": "DE", "total": 5000}',
                         type="order.created", source="somebody", sources={"shop"})
-    assert isinstance(trial, Trial)
+    assert isinstance(trial, Plan)
     assert trial.endpoint is None and trial.unroutable and trial.destinations == []
 
 

@@ -1,0 +1,360 @@
+"""The dispatch plan: what a route set does to one envelope, computed without any I/O.
+
+:func:`plan` is the one place route semantics live. The ingress publishes the plan it returns,
+``esb routes test`` prints it, and a replay re-plans (:func:`plan_leg` for a destination whose
+own steps failed). Rules, in order:
+
+* the routes that fire are the router's (priority, then file order; ``exclusive`` prunes);
+  none fire: one ``unroutable`` record;
+* each firing route runs its own steps once, for all its destinations; then each destination
+  (leg) runs its own steps on that result and gets a copy stamped with a ``routed`` hop;
+* a step raising ``DropEnvelope`` filters that route (or that destination) out; a
+  ``TransformError`` dead-letters it (a :func:`~esb.bus.deadletter.dead_letter` record, the
+  envelope kept as it was before the failing chain); the other routes and legs go on;
+* a step raising ``TransientTransformError`` defers the WHOLE envelope: nothing of it is
+  published, the sender is told to retry (:attr:`Plan.deferred`).
+
+Each step that succeeds is a ``transformed`` trace note; the notes are recorded by whoever
+carries the plan out (never for an envelope that was not taken).
+
+Request/reply (§12) is part of the plan too: the first firing route with ``reply:`` is the
+one the caller waits for (:attr:`Plan.reply`: its copy is the request; when its steps failed
+or dropped it, the caller is answered with that failure), and :func:`reply_answer` is the way
+back — the route's reply leg run on the destination's reply, giving what the caller gets. Other
+request/reply routes that fire deliver one-way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from esb.bus.deadletter import LEG_TRANSFORM, ROUTE_TRANSFORM, dead_letter
+from esb.bus.envelope import Envelope, Hop, utcnow
+from esb.bus.errors import DropEnvelope, TransformError, TransientTransformError
+from esb.bus.reply import failure_envelope, problem_of
+from esb.bus.routing.router import CompiledRoute, Leg, ReplyLeg, Router
+from esb.transformers.chain import Chain
+
+#: Outcome kinds: a copy for a destination, a dead letter, a filtered copy, an unroutable one.
+COPY = "copy"
+DEAD = "dead-letter"
+DROPPED = "dropped"
+UNROUTABLE = "unroutable"
+
+#: A trace step noted while the envelope is planned: (step, detail).
+TraceNote = tuple[str, dict[str, object]]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One thing the envelope leads to, in firing order. ``destination`` is None for the
+    route's own steps (before fan-out) and for the unroutable record."""
+
+    route: str | None
+    destination: str | None
+    kind: str
+    #: COPY: what the destination receives; DEAD / UNROUTABLE: the record kept.
+    envelope: Envelope | None = None
+    error: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.kind == COPY
+
+    @property
+    def dropped(self) -> bool:
+        return self.kind == DROPPED
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"route": self.route, "destination": self.destination}
+        if self.kind == COPY and self.envelope is not None:
+            out["datacontenttype"] = self.envelope.datacontenttype
+            out["data"] = _jsonable(self.envelope.data)
+        if self.kind == DROPPED:
+            out["dropped"] = True
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Deferral:
+    """A step asked for a retry: the envelope is not taken at all."""
+
+    route: str
+    destination: str | None
+    error: TransientTransformError
+
+    @property
+    def step(self) -> str:
+        return self.error.step
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyPlan:
+    """The request/reply route a caller waits for: ``request`` is its destination's copy, or
+    None with ``error`` when the route's or destination's steps failed or dropped it."""
+
+    route: str
+    destination: str
+    leg: ReplyLeg
+    request: Envelope | None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"route": self.route, "destination": self.destination,
+                               "timeout": self.leg.timeout, "steps": self.leg.chain.steps}
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(slots=True)
+class Plan:
+    """What routing one envelope does. ``envelope`` is the envelope as it came in."""
+
+    envelope: Envelope
+    endpoint: str | None
+    version: int
+    at: datetime
+    fired: list[CompiledRoute]
+    outcomes: list[Outcome] = field(default_factory=list)
+    notes: list[TraceNote] = field(default_factory=list)
+    deferred: Deferral | None = None
+    #: The request/reply route the caller waits for, if one fired.
+    reply: ReplyPlan | None = None
+
+    @property
+    def routes(self) -> list[str]:
+        return [r.name for r in self.fired]
+
+    @property
+    def unroutable(self) -> bool:
+        return not self.fired
+
+    @property
+    def copies(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.kind == COPY]
+
+    @property
+    def dead_letters(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.kind == DEAD]
+
+    @property
+    def destinations(self) -> list[str]:
+        """Destinations that receive a copy (sorted, repeated if several routes)."""
+        return sorted(o.destination for o in self.outcomes
+                      if o.kind == COPY and o.destination is not None)
+
+    def outputs(self, destination: str) -> list[Envelope]:
+        return [o.envelope for o in self.outcomes
+                if o.kind == COPY and o.destination == destination and o.envelope is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "endpoint": self.endpoint, "type": self.envelope.type,
+            "source": self.envelope.source, "version": self.version, "routes": self.routes,
+            "unroutable": self.unroutable, "destinations": self.destinations,
+            "deliveries": [o.to_dict() for o in self.outcomes if o.kind != UNROUTABLE]}
+        if self.reply is not None:
+            out["reply"] = self.reply.to_dict()
+        if self.deferred is not None:
+            out["deferred"] = {"route": self.deferred.route,
+                               "destination": self.deferred.destination,
+                               "step": self.deferred.step, "error": str(self.deferred.error)}
+        return out
+
+
+def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
+         instance: str | None = None, now: datetime | None = None) -> Plan:
+    """The plan of ``envelope`` entering through ``endpoint`` under ``router``'s route set.
+    Runs the transform steps (they are part of the plan); publishes nothing."""
+    now = now or utcnow()
+    version = router.version
+    accepted = Hop(at=now, step="accepted", instance=instance, detail={"endpoint": endpoint})
+    # The stamped envelope is what routes match and steps see; when the route set only looks
+    # at the endpoint and the firing routes transform nothing (pass-through, fan-out), each
+    # copy is stamped once, straight from the envelope received.
+    env: Envelope | None = None
+
+    def stamped() -> Envelope:
+        nonlocal env
+        if env is None:
+            env = envelope.model_copy(update={
+                "esbendpoint": endpoint, "esbrouteversion": version,
+                "esbhops": [*envelope.esbhops, accepted]})
+        return env
+
+    fired = router.fired_for(endpoint)
+    if fired is None:
+        fired = router.match(stamped())
+    p = Plan(envelope, endpoint, version, now, fired)
+    outcomes, notes = p.outcomes, p.notes
+    notes.append(("accepted", {"endpoint": endpoint, "version": version}))
+    if not fired:
+        notes.append(("unroutable", {"version": version}))
+        record = stamped().model_copy(update={
+            "esberror": f"no route of version {version} matched"}).with_hop(
+            "unroutable", instance)
+        outcomes.append(Outcome(None, None, UNROUTABLE, record))
+        return p
+    for route in fired:
+        name = route.name
+        routed: Envelope | None = None  # the route's own steps applied, once per route
+        if route.chain:
+            try:
+                routed = _run(route.chain, stamped(), notes, {"route": name})
+            except DropEnvelope:
+                outcomes.append(Outcome(name, None, DROPPED))
+                continue
+            except TransformError as exc:
+                _dead(p, stamped(), name, None, exc, ROUTE_TRANSFORM, instance)
+                continue
+            except TransientTransformError as exc:
+                return _defer(p, name, None, exc)
+        for leg in route.legs:
+            dest = leg.destination
+            hop = Hop(at=now, step="routed", instance=instance,
+                      detail={"route": name, "destination": dest, "version": version})
+            if routed is None and not leg.chain:  # nothing transforms it: one copy
+                out = envelope.model_copy(update={
+                    "esbendpoint": endpoint, "esbrouteversion": version,
+                    "esbroute": name, "esbdestination": dest,
+                    "esbhops": [*envelope.esbhops, accepted, hop]})
+                outcomes.append(Outcome(name, dest, COPY, out))
+                notes.append(("routed", {"route": name, "version": version,
+                                         "destination": dest}))
+            elif not _leg(p, name, leg, routed if routed is not None else stamped(), hop,
+                          instance):
+                return p
+    p.reply = _reply(p)
+    return p
+
+
+def _reply(p: Plan) -> ReplyPlan | None:
+    """The first firing request/reply route, with its planned request (or why there is none)."""
+    route = next((r for r in p.fired if r.reply is not None), None)
+    if route is None or route.reply is None:
+        return None
+    dest = route.legs[0].destination
+    for o in p.outcomes:
+        if o.route == route.name and o.destination in (dest, None):
+            if o.kind == COPY:
+                return ReplyPlan(route.name, dest, route.reply, o.envelope)
+            return ReplyPlan(route.name, dest, route.reply, None,
+                             o.error or f"a step of route {route.name!r} dropped the request")
+    return None  # pragma: no cover - every firing route leaves an outcome
+
+
+def reply_answer(reply: ReplyPlan, request: Envelope, got: Envelope,
+                 notes: list[TraceNote] | None = None) -> Envelope:
+    """What the caller gets for ``got``, the destination's reply to ``request``: a failure
+    reply as it is; a successful one through the route's reply leg (a step that fails or
+    drops it: a 502 naming the step, the destination is not called again)."""
+    if problem_of(got) is not None or not reply.leg.chain:
+        return got
+    where = {"route": reply.route, "destination": reply.destination, "leg": "reply"}
+    try:
+        return _run(reply.leg.chain, got, notes if notes is not None else [], where)
+    except (TransformError, TransientTransformError) as exc:
+        return failure_envelope(request, "transform", f"the reply from {reply.destination!r} "
+                                f"could not be transformed: {exc}", 502,
+                                destination=reply.destination, step=exc.step)
+    except DropEnvelope:
+        return failure_envelope(request, "transform", f"a reply step of route {reply.route!r} "
+                                f"dropped the reply from {reply.destination!r}", 502,
+                                destination=reply.destination)
+
+
+def plan_leg(router: Router, envelope: Envelope, route: str, destination: str, *,
+             instance: str | None = None, now: datetime | None = None) -> Plan:
+    """The plan of one destination's own steps (and its copy) for an envelope that has
+    already been through ``route``'s own steps — a replay of a :data:`LEG_TRANSFORM` dead
+    letter. KeyError when ``route`` no longer sends to ``destination``."""
+    now = now or utcnow()
+    compiled, leg = _find_leg(router, route, destination)
+    p = Plan(envelope, envelope.esbendpoint, router.version, now, [compiled])
+    hop = Hop(at=now, step="routed", instance=instance,
+              detail={"route": route, "destination": destination, "version": router.version})
+    _leg(p, route, leg, envelope.model_copy(update={"esbrouteversion": router.version}), hop,
+         instance)
+    return p
+
+
+def _find_leg(router: Router, route: str, destination: str) -> tuple[CompiledRoute, Leg]:
+    for r in router.routes:
+        if r.name == route:
+            for leg in r.legs:
+                if leg.destination == destination:
+                    return r, leg
+    raise KeyError(f"route {route!r} of version {router.version} does not send to "
+                   f"{destination!r}")
+
+
+def _leg(p: Plan, route: str, leg: Leg, env: Envelope, hop: Hop, instance: str | None
+         ) -> bool:
+    """Plan one destination's copy from ``env`` (the route's result); False if deferred."""
+    dest = leg.destination
+    out = env
+    if leg.chain:
+        try:
+            out = _run(leg.chain, env, p.notes, {"route": route, "destination": dest})
+        except DropEnvelope:
+            p.outcomes.append(Outcome(route, dest, DROPPED))
+            return True
+        except TransformError as exc:
+            # The record keeps the envelope before this destination's steps: a replay runs
+            # them again.
+            _dead(p, env, route, dest, exc, LEG_TRANSFORM, instance)
+            return True
+        except TransientTransformError as exc:
+            _defer(p, route, dest, exc)
+            return False
+    out = out.model_copy(update={"esbroute": route, "esbdestination": dest,
+                                 "esbhops": [*out.esbhops, hop]})
+    p.outcomes.append(Outcome(route, dest, COPY, out))
+    p.notes.append(("routed", {"route": route, "version": p.version, "destination": dest}))
+    return True
+
+
+def _run(chain: Chain, env: Envelope, notes: list[TraceNote], where: dict[str, object]
+         ) -> Envelope:
+    """``chain(env)``, each step that succeeds noted as ``transformed`` (``where`` + the
+    step's name and duration); the steps before a failure or a drop keep their notes."""
+    def done(step: str, seconds: float) -> None:
+        notes.append(("transformed", {**where, "transform": step,
+                                      "duration_ms": round(seconds * 1000, 3)}))
+
+    return chain(env, done)
+
+
+def _dead(p: Plan, env: Envelope, route: str, destination: str | None, exc: Exception,
+          stage: str, instance: str | None) -> None:
+    error = str(exc)
+    record = dead_letter(env, error, stage=stage, instance=instance, route=route,
+                         destination=destination, at=p.at)
+    p.outcomes.append(Outcome(route, destination, DEAD, record, error))
+    detail: dict[str, object] = {"route": route, "error": error}
+    if destination is not None:
+        detail = {"route": route, "destination": destination, "error": error}
+    p.notes.append(("transform-failed", detail))
+
+
+def _defer(p: Plan, route: str, destination: str | None, exc: TransientTransformError
+           ) -> Plan:
+    """Nothing of the envelope is taken (not even the copies already planned)."""
+    p.deferred = Deferral(route, destination, exc)
+    p.outcomes.clear()
+    p.notes.clear()
+    return p
+
+
+def _jsonable(data: Any) -> Any:
+    if isinstance(data, bytes):
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return repr(data)
+    return data

@@ -1,0 +1,117 @@
+"""How the esb command finds and talks to a running daemon: its address and token from the
+state folder (in the working folder or above it), ``--url``/``--token`` anywhere on the line,
+``esb run --listen``, a taken port, ``--version`` and one error style."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from esbtest.daemon import DaemonProcess
+
+from esb.adapters.testing.daemon import free_port
+from esb.bus.cli.main import hoist_global_options
+
+ROUTES = {"r.yaml": {"routes": [{"name": "all", "to": ["out"]}]}}
+
+
+def esb(*args: str, cwd: Path, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    """The esb command with none of the variables that point it at a daemon."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("ESB_ADMIN_URL", "ESB_ADMIN_TOKEN", "ESB_LISTEN", "ESB_CONFIG")}
+    return subprocess.run([sys.executable, "-m", "esb.bus.cli.main", *args], cwd=cwd,
+                          env={**base, **(env or {})}, capture_output=True, text=True,
+                          timeout=60)
+
+
+def _config(tmp: Path) -> dict[str, Any]:
+    return {"bus": {"url": "embedded"}, "admin": {"token": ""},  # the daemon makes one
+            "destinations": {"out": {"adapter": "file", "directory": str(tmp / "out")}}}
+
+
+@pytest.fixture
+def daemon(daemon_factory: Any, tmp_path: Path) -> DaemonProcess:
+    """A daemon with a made-up token, listening on a port given only by ``--listen``."""
+    port = free_port()
+    d = daemon_factory(_config(tmp_path), ROUTES,
+                       run_args=["--listen", f"127.0.0.1:{port}"])
+    d.port = port
+    return d.start()
+
+
+def test_cli_finds_token_and_address_from_a_subfolder(daemon: DaemonProcess) -> None:
+    token = (daemon.root / ".esb" / "admin.token").read_text().strip()
+    assert (daemon.root / ".esb" / "admin.url").read_text().strip() == daemon.url
+    deeper = daemon.root / "work" / "deeper"
+    deeper.mkdir(parents=True)
+    r = esb("status", "--json", cwd=deeper)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["routes"]["count"] == 1
+    # --url and --token after the subcommand (and =-joined) work like before it
+    elsewhere = daemon.root.parent
+    r = esb("status", "--json", f"--url={daemon.url}", "--token", token, cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    r = esb("routes", "list", "--url", daemon.url, "--token", "wrong", cwd=elsewhere)
+    assert r.returncode == 1
+    assert "401" in r.stderr and ".esb/admin.token" in r.stderr
+    r = esb("dlq", "list", "--token", "wrong", "--url", daemon.url, cwd=elsewhere)
+    assert r.returncode == 1 and ".esb/admin.token" in r.stderr
+    assert r.stderr.startswith("esb: ") and "Error:" not in r.stderr
+
+
+def test_cli_follows_esb_listen(daemon: DaemonProcess, tmp_path: Path) -> None:
+    token = (daemon.root / ".esb" / "admin.token").read_text().strip()
+    away = tmp_path / "away"
+    away.mkdir()
+    r = esb("status", cwd=away, env={"ESB_LISTEN": f"0.0.0.0:{daemon.port}",
+                                     "ESB_ADMIN_TOKEN": token})
+    assert r.returncode == 0, r.stderr
+    assert "connected" in r.stdout
+
+
+def test_a_taken_port_is_one_clear_line(tmp_path: Path, daemon_factory: Any) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        d = daemon_factory(_config(tmp_path), ROUTES, run_args=["--listen",
+                                                                 f"127.0.0.1:{port}"])
+        d.port = port
+        d.start(wait=False)
+        assert d.proc is not None
+        assert d.proc.wait(60) == 1
+    log = d.log()
+    assert f"esb: cannot listen on 127.0.0.1:{port}: Address already in use" in log
+    assert "Traceback" not in log and "never retrieved" not in log
+
+
+def test_listen_must_be_host_port(tmp_path: Path) -> None:
+    r = esb("run", "--listen", "8080", cwd=tmp_path, env={"ESB_CONFIG": str(
+        Path(__file__).resolve().parents[2] / "config" / "esb.yaml")})
+    assert r.returncode == 2
+    assert "--listen" in r.stderr and "HOST:PORT" in r.stderr
+
+
+def test_version_and_error_prefix(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    r = esb("--version", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == f"esb {version('esb')}"
+    r = esb("dlq", "show", "abc", "--url", "http://127.0.0.1:9", cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.startswith("esb: cannot reach the esb daemon at http://127.0.0.1:9")
+    r = esb("nosuch", cwd=tmp_path)
+    assert r.returncode == 2 and "esb: No such command 'nosuch'" in r.stderr
+
+
+def test_hoisting_keeps_everything_after_a_double_dash() -> None:
+    assert hoist_global_options(["status", "--token", "t", "--json"]) == \
+        ["--token", "t", "status", "--json"]
+    assert hoist_global_options(["send", "--", "--url"]) == ["send", "--", "--url"]
