@@ -129,3 +129,69 @@ def test_a_backend_that_never_answers_costs_the_caller_its_timeout(
     assert 1.9 <= took < 10  # the route's timeout, not the destination's 5 s or a hang
     calls = [c for c in b.calls if c[0] == "999"]
     assert len(calls) == 1  # no retry after the caller's deadline
+
+
+TO_CRM = [{"destination": "crm", "transform": [
+    {"xml-to-json": {"strip_namespaces": True, "types": {"id": "integer"}}},
+    {"jmespath": "GetCustomer"}]}]
+SOAP_FACADE_ROUTES = {"soap.yaml": {"routes": [
+    {"name": "soap-customer", "from": ["crm-soap"], "match": {"type": ["GetCustomer"]},
+     "to": TO_CRM,
+     "reply": {"timeout": "3s", "transform": [
+         {"jmespath": "{GetCustomerResult: @}"},
+         {"json-to-xml": {"root": "GetCustomerResponse",
+                          "namespaces": {"": "urn:example:crm"}}}]}},
+    {"name": "soap-customer-bad-leg", "from": ["crm-soap-bad"], "to": TO_CRM,
+     "reply": {"timeout": "3s"}},
+    {"name": "soap-customer-invalid", "from": ["crm-soap-invalid"], "to": TO_CRM,
+     "reply": {"timeout": "3s", "transform": [
+         {"jmespath": "{GetCustomerResult: {nickname: name}}"},
+         {"json-to-xml": {"root": "GetCustomerResponse",
+                          "namespaces": {"": "urn:example:crm"}}}]}},
+]}}
+
+
+def test_zeep_calls_a_soap_endpoint_answered_by_a_rest_backend(
+        daemon_factory: Any, backend: Any, rabbit: Any) -> None:
+    """The SOAP face of a REST service: zeep calls esb's SOAP endpoint (the WSDL of a legacy
+    customer service), the answer is the operation's real output message built from the REST
+    backend's JSON, checked against the WSDL's output schema; failures are SOAP faults."""
+    import zeep
+    import zeep.exceptions
+    from esbtest.customer_service import CustomerPeer
+
+    with CustomerPeer() as legacy:  # only for its WSDL: the REST backend answers
+        wsdl = httpx.get(legacy.url + "?wsdl", timeout=10).text
+    b, url = backend
+    config, _ = facade(rabbit.bus("crm", "audit"), url)
+    config["sources"] = {
+        "crm-soap": {"adapter": "soap", "path": "/soap/crm", "wsdl": "wsdl/crm.wsdl"},
+        "crm-soap-bad": {"adapter": "soap", "path": "/soap/crm-raw", "wsdl": "wsdl/crm.wsdl"},
+        "crm-soap-invalid": {"adapter": "soap", "path": "/soap/crm-invalid",
+                             "wsdl": "wsdl/crm.wsdl"}}
+    d = daemon_factory(config, SOAP_FACADE_ROUTES, files={"wsdl/crm.wsdl": wsdl}).start()
+    client = zeep.Client(f"{d.url}/soap/crm?wsdl")
+    customer = client.service.GetCustomer(id=42)
+    assert (customer.id, customer.name, customer.tier) == (42, "Customer 42", "gold")
+    assert b.calls[-1][0] == "42"
+
+    with pytest.raises(zeep.exceptions.Fault) as fault:  # REST 404 → a Client fault
+        client.service.GetCustomer(id=404)
+    assert "404" in fault.value.message and "Client" in (fault.value.code or "")
+    with pytest.raises(zeep.exceptions.Fault) as fault:  # REST 500 → a Server fault
+        client.service.GetCustomer(id=500)
+    assert "Server" in (fault.value.code or "")
+    with pytest.raises(zeep.exceptions.Fault) as fault:  # no answer in time → Server fault
+        client.service.GetCustomer(id=999)
+    assert "within 3s" in fault.value.message
+
+    # a reply that is not the output message (no reply leg builds it): a Server fault
+    raw = zeep.Client(f"{d.url}/soap/crm-raw?wsdl")
+    with pytest.raises(zeep.exceptions.Fault) as fault:
+        raw.service.GetCustomer(id=1)
+    assert "not XML" in fault.value.message
+    # one that does not match the WSDL's output schema: a Server fault saying so
+    invalid = zeep.Client(f"{d.url}/soap/crm-invalid?wsdl")
+    with pytest.raises(zeep.exceptions.Fault) as fault:
+        invalid.service.GetCustomer(id=1)
+    assert "output schema" in fault.value.message and "nickname" in fault.value.message
