@@ -21,6 +21,7 @@ from esb.adapters.spec import Accepted
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, destination_address
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, TransformDeferred
+from esb.bus.reply import failure_envelope
 from esb.bus.routing.dispatch import COPY, DEAD, Plan, plan
 from esb.bus.routing.router import Router
 from esb.bus.runtime.calls import PendingCalls
@@ -64,13 +65,18 @@ class Ingress:
         return child
 
     async def accept(self, envelope: Envelope, endpoint: str,
-                     calls: PendingCalls | None = None) -> Accepted:
+                     calls: PendingCalls | None = None, *, only_requests: bool = False
+                     ) -> Accepted:
         """Plan, then publish ``envelope``; return once every copy is confirmed. ``calls``:
-        the sender can wait for an answer (request/reply), see :meth:`publish`."""
+        the sender can wait for an answer (request/reply), see :meth:`publish`;
+        ``only_requests``: publish nothing unless a request/reply route takes it (a GraphQL
+        query has no one-way meaning)."""
         if not self.open:
             raise BusUnavailable("starting: the deployed route set is not loaded yet")
         # One route-set snapshot for the whole envelope.
         planned = plan(self.routes.current, envelope, endpoint, instance=self.instance)
+        if only_requests and planned.reply is None:
+            return Accepted(envelope.id, ())
         accepted = await self.publish(planned, calls)
         self._counter(self.metrics.received, endpoint).inc()
         return accepted
@@ -149,27 +155,37 @@ class SourceContext:
     async def accept(self, envelope: Envelope) -> Accepted:
         return await self._accept(envelope, None)
 
-    async def request(self, envelope: Envelope) -> Envelope | Accepted:
+    async def request(self, envelope: Envelope, *, one_way: bool = True
+                      ) -> Envelope | Accepted:
         """:meth:`accept`, and when a request/reply route takes the envelope, wait for the
         destination's answer: the reply envelope through the route's reply leg, or a failure
-        reply (:func:`esb.bus.reply.problem_of`). One-way routes give the :class:`Accepted`."""
+        reply (:func:`esb.bus.reply.problem_of`). One-way routes give the :class:`Accepted`;
+        with ``one_way=False`` nothing is published then, and the answer is an
+        ``unanswerable`` failure (404)."""
         calls = self.calls
-        accepted = await self._accept(envelope, calls)
+        accepted = await self._accept(envelope, calls, not one_way)
         call = calls.waiting(envelope.id) if calls is not None else None
         if call is None or calls is None:
+            if not one_way:
+                return failure_envelope(envelope, "unanswerable", f"no request/reply route "
+                                        f"answers {envelope.type!r} from {self.name!r}", 404)
             return accepted
         return calls.finish(call, await calls.wait(call))
 
-    async def _accept(self, envelope: Envelope, calls: PendingCalls | None) -> Accepted:
+    async def _accept(self, envelope: Envelope, calls: PendingCalls | None,
+                      only_requests: bool = False) -> Accepted:
         token = bind_message({"envelope_id": envelope.id,
                               "correlation_id": envelope.correlationid, "source": self.name})
         try:
             key = envelope.idempotencykey
             if not key or self.dedup is None:
-                return await self.ingress.accept(envelope, self.name, calls)
+                return await self.ingress.accept(envelope, self.name, calls,
+                                                 only_requests=only_requests)
             # Keys are scoped by source: two systems may well use the same key space.
             accepted, duplicate = await self.dedup.run(
-                f"{self.name}\x00{key}", lambda: self.ingress.accept(envelope, self.name, calls))
+                f"{self.name}\x00{key}",
+                lambda: self.ingress.accept(envelope, self.name, calls,
+                                            only_requests=only_requests))
             return replace(accepted, duplicate=True) if duplicate else accepted
         finally:
             unbind_message(token)
