@@ -11,6 +11,13 @@ envelope, and otherwise raises :class:`~esb.bus.errors.TransientError` (retry) o
 :class:`~esb.bus.errors.PermanentError` (dead-letter), translated from the driver's own errors.
 What it returns on success (:data:`SendResult`, optional) is what ``esb trace`` shows as the
 delivery's status.
+
+Inbound mode: an inbound side's HTTP routes are served by every instance; what its ``start``
+begins (a polling loop, a folder picker, a subscription) runs where :attr:`AdapterSpec.inbound_mode`
+says — on every instance, or on exactly one instance across the fleet (``one-instance``: the
+runtime calls ``start`` only while this instance holds the source's lease, taken through the
+broker, and ``stop`` as soon as it loses it). A side that keeps a cursor keeps it in
+:attr:`InboundContext.state`, which lives on the broker and so moves with the lease.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -53,6 +60,27 @@ class Accepted:
     duplicate: bool = False
 
 
+#: Where an inbound side's loop runs: ``every-instance`` (the default: HTTP endpoints, queue
+#: consumers that compete) or ``one-instance`` (polling, schedules, folder pickers: exactly one
+#: instance of the fleet at a time, moved within seconds when it dies).
+InboundMode = Literal["every-instance", "one-instance"]
+INBOUND_MODES: tuple[InboundMode, ...] = ("every-instance", "one-instance")
+
+
+class SourceState(Protocol):
+    """A small JSON document a source keeps between ticks and across instances (a poll cursor,
+    the last time a schedule fired). On RabbitMQ it lives on the broker; only the lease holder
+    of a ``one-instance`` source should write it."""
+
+    async def load(self) -> dict[str, Any] | None:
+        """The last saved document, or ``None`` when nothing was saved yet."""
+        ...
+
+    async def save(self, document: dict[str, Any]) -> None:
+        """Replace the document; returns once it is durable (raises BusError otherwise)."""
+        ...
+
+
 class InboundContext(Protocol):
     """What the runtime hands an inbound side."""
 
@@ -65,6 +93,9 @@ class InboundContext(Protocol):
     #: inbound side calls itself (a polled API, a token endpoint). Contexts written before it
     #: existed lack it: read it as ``getattr(ctx, "allowed_hosts", ())``.
     allowed_hosts: tuple[str, ...] = ()
+    #: This source's :class:`SourceState` (read it as ``getattr(ctx, "state", None)`` in a
+    #: plugin that must also run on runtimes older than it).
+    state: SourceState
 
     async def accept(self, envelope: Envelope) -> Accepted:
         """Route and publish; return once the broker confirmed every copy.
@@ -167,6 +198,9 @@ class AdapterSpec:
     outbound: OutboundFactory | None = None
     docs: str = ""
     examples: dict[str, str] = field(default_factory=dict)
+    #: Where the inbound side's ``start`` loop runs (see the module docstring); a source may
+    #: override it with ``runs:`` in esb.yaml.
+    inbound_mode: InboundMode = "every-instance"
 
     @property
     def directions(self) -> tuple[str, ...]:

@@ -11,7 +11,12 @@ anything else as a ``TransformError``.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from esb.bus.envelope import Envelope
@@ -31,8 +36,34 @@ class PythonSettings(TransformerSettings):
     function: str
 
 
-def load_function(ref: str) -> UserFunction:
-    """Import ``module:function`` (dots allowed after the colon) or load an entry point."""
+def import_module(name: str, config_dir: Path | None = None) -> ModuleType:
+    """Import ``name`` from the installed packages, else from ``config_dir`` (the
+    configuration folder: a step's module can sit beside the configuration without being
+    installed or named in ``PYTHONPATH``). Raises ImportError saying where it looked."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        top = name.split(".", 1)[0]
+        if config_dir is None or exc.name != top:
+            raise
+        spec = importlib.machinery.PathFinder.find_spec(top, [str(config_dir)])
+        if spec is None or spec.loader is None:
+            raise ModuleNotFoundError(
+                f"no module named {top!r} among the installed packages or in the "
+                f"configuration folder {config_dir}", name=top) from None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[top] = module  # as an import would: the module's own imports find it
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(top, None)
+        raise
+    return importlib.import_module(name)
+
+
+def load_function(ref: str, config_dir: Path | None = None) -> UserFunction:
+    """Import ``module:function`` (dots allowed after the colon; the module installed or in
+    ``config_dir``) or load an entry point."""
     module_name, sep, attr = ref.partition(":")
     if not sep:
         registry = transformer_registry()
@@ -44,9 +75,13 @@ def load_function(ref: str) -> UserFunction:
             raise ConfigError([f"entry point {ref!r} is not a plain function"])
         return obj
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = import_module(module_name, config_dir)
     except ImportError as exc:
-        raise ConfigError([f"function {ref!r}: cannot import {module_name!r}: {exc}"]) from None
+        where = ("" if config_dir is None else
+                 f" (a step's module is imported from the installed packages or the "
+                 f"configuration folder {config_dir})")
+        raise ConfigError([f"function {ref!r}: cannot import {module_name!r}: {exc}{where}"]
+                          ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ConfigError([f"function {ref!r}: {module_name!r} has no attribute {attr!r}"])
@@ -86,7 +121,7 @@ def wrap_function(step: str, fn: UserFunction) -> Callable[[Envelope], Envelope]
 def make_python(settings: PythonSettings, ctx: TransformerContext
                 ) -> Callable[[Envelope], Envelope]:
     """Factory of ``python``: resolve the function once."""
-    return wrap_function(ctx.name, load_function(settings.function))
+    return wrap_function(ctx.name, load_function(settings.function, ctx.base_dir))
 
 
 SPEC = TransformerSpec(

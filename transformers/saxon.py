@@ -24,13 +24,18 @@ checked on the serialized result.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import re
+import sys
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
+import structlog
 from lxml import etree
 
 from esb.bus.envelope import Envelope
@@ -53,6 +58,8 @@ from esb.transformers.xslt import (
     result_encoding,
     with_result,
 )
+
+log = structlog.get_logger("esb.transformers.saxon")
 
 ALLOWED_PROTOCOLS = "http://saxon.sf.net/feature/allowedProtocols"
 DISABLE_XSL_EVALUATE = "http://saxon.sf.net/feature/disableXslEvaluate"
@@ -118,12 +125,51 @@ def _compile(saxonche: Any, proc: Any, sheet: Stylesheet) -> Any:
     builder = proc.new_document_builder()
     builder.set_line_numbering(True)
     builder.set_base_uri(sheet.path.as_uri())  # names the file in Saxon's messages
-    try:
-        node = builder.parse_xml(xml_text=text, encoding="UTF-8")
-        return proc.new_xslt30_processor().compile_stylesheet(stylesheet_node=node)
-    except saxonche.PySaxonApiError as exc:
-        message = inliner.rename(str(exc).strip())
-        raise ConfigError([f"{sheet.path.name} does not compile: {message}"]) from None
+    with _native_stderr() as captured:
+        try:
+            node = builder.parse_xml(xml_text=text, encoding="UTF-8")
+            return proc.new_xslt30_processor().compile_stylesheet(stylesheet_node=node)
+        except saxonche.PySaxonApiError as exc:
+            message = inliner.rename(str(exc).strip())
+            raise ConfigError([f"{sheet.path.name} does not compile: {message}"]) from None
+        finally:
+            _log_saxon_output(sheet.path.name, inliner.rename(captured()))  # restored first
+
+
+@contextlib.contextmanager
+def _native_stderr() -> Iterator[Callable[[], str]]:
+    """Saxon (native code) writes its error reports to file descriptor 2, past Python's
+    logging, its JSON format and its secret redaction. While Saxon runs, descriptor 2 goes to
+    a temporary file; the yielded function returns what was written there, for the logger.
+    (Anything another thread writes to descriptor 2 meanwhile is logged the same way, not
+    lost.)"""
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as spool:
+        saved = os.dup(2)
+        os.dup2(spool.fileno(), 2)
+        done = False
+
+        def captured() -> str:
+            nonlocal done
+            if not done:
+                os.dup2(saved, 2)
+                done = True
+            spool.seek(0)
+            return spool.read().decode("utf-8", "replace")
+
+        try:
+            yield captured
+        finally:
+            if not done:
+                os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _log_saxon_output(step: str, text: str) -> None:
+    """Saxon's own report (error text, warnings) as one log line, through the redaction."""
+    text = text.strip()
+    if text:
+        log.warning("saxon reported", step=step, report=text)
 
 
 class _Inliner:
@@ -315,6 +361,8 @@ class SaxonTransformer:
         self.set_params: set[str] = set()
         for key, value in settings.params.items():
             executable.set_parameter(key, self._value(value))
+        # xsl:message output is kept for the logger (:meth:`_messages`), not written raw
+        executable.set_save_xsl_message(True, None)
 
     def _value(self, value: Any) -> Any:
         if isinstance(value, bool):
@@ -334,7 +382,7 @@ class SaxonTransformer:
             raise TransformError(self.name, f"input refused: {exc}") from None
         text = etree.tostring(root, encoding="unicode")
         values = self.from_envelope.values(env)
-        with self.lock:
+        with self.lock, _native_stderr() as captured:
             try:
                 self._set_envelope_params(values)
                 node = self.proc.parse_xml(xml_text=text)
@@ -342,9 +390,33 @@ class SaxonTransformer:
             except TransformError:
                 raise
             except Exception as exc:  # saxonche raises PySaxonApiError and plain exceptions
-                raise TransformError(self.name, f"stylesheet failed: {exc}") from None
+                raise self._failure(exc) from None
+            finally:
+                report = captured()  # (descriptor 2 is back: log lines go to stderr again)
+                for message in self._take_messages():
+                    log.info("xsl:message", step=self.name, message=message)
+                _log_saxon_output(self.name, report)
         return with_result(env, self.name, out, self.content_type, self.encoding,
                            self.settings.max_output)
+
+    def _take_messages(self) -> list[str]:
+        """The ``xsl:message`` texts of the current call (then forgotten)."""
+        saved = self.executable.get_xsl_messages()
+        if saved is None:
+            return []
+        self.executable.clear_xsl_messages()
+        return [str(item.string_value).strip() for item in saved]
+
+    def _failure(self, exc: Exception) -> TransformError:
+        """The step's error; ``xsl:message terminate="yes"`` gives its message as the reason
+        (the message is still logged)."""
+        error = str(exc).strip()
+        if "terminated by xsl:message" in error:
+            saved = self.executable.get_xsl_messages()
+            if saved is not None and saved.size:
+                error = ("xsl:message terminated the transform: "
+                         f"{str(saved.item_at(saved.size - 1).string_value).strip()}")
+        return TransformError(self.name, f"stylesheet failed: {error}")
 
     def _set_envelope_params(self, values: dict[str, str]) -> None:
         for param in self.from_envelope.names:

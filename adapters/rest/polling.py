@@ -5,22 +5,23 @@
   field). ``kind: page`` sends a page number, advanced after a page of ``page_size`` items.
   A full page is followed at once (up to ``max_pages`` per tick), so a backlog drains quickly.
 * **At least once, no duplicates.** The cursor advances only after every item of the page was
-  accepted by the bus, and is then written (atomically: temp file + rename) to
-  ``<config dir>/.esb/poll/<source>.json``, so it survives restarts. APIs that answer
+  accepted by the bus, and is then saved in the source's state (``ctx.state``: on the broker
+  with RabbitMQ, so it survives restarts and moves with the lease to another host; a file
+  beside the embedded bus). APIs that answer
   ``since=X`` inclusively send the items *at* the watermark again: the state keeps the keys of
   the items at the watermark and skips them. Items accepted before a failed one in the same page
-  are remembered in memory and skipped when the page is polled again; across a restart they
-  are sent again with the same idempotency key, which destinations de-duplicate on.
+  are remembered in memory and skipped when the page is polled again; after a move to another
+  instance they are sent again with the same idempotency key, which the runtime answers as a
+  duplicate (and destinations de-duplicate on).
 * **Keys.** With ``id`` set, an item's key is its id — or ``<id>@<cursor value>`` when the
   cursor is another field (``updatedAt``), so a later change of the same item is a new event
   and not a duplicate. Without ``id``, the key is a hash of the item's JSON. The key is the
   envelope's id and idempotency key; the item id is its ``subject``.
 
-* **One poller per state file.** Every process of a source that shares the state folder (the
-  workers of ``esb run --workers N``, or daemons started side by side in one folder) runs the
-  loop, but only the one holding an exclusive lock on ``<source>.json.lock`` polls; the others
-  try again each tick and take over (re-reading the cursor) when the holder dies — the lock is
-  the operating system's, so it goes with the process.
+* **One poller across the fleet.** The rest adapter declares ``inbound_mode: one-instance``:
+  the runtime starts the poller only on the instance holding the source's lease (workers of
+  ``esb run --workers N`` and daemons on other hosts alike) and moves it when that instance
+  dies; HTTP endpoints of the same source are served everywhere.
 
 * **Allow-list.** ``url`` and an OAuth 2.0 ``token_url`` must be on the outbound allow-list
   (``http.allowed_hosts``, handed in as ``ctx.allowed_hosts``) when one is configured; a host
@@ -35,11 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -88,7 +85,6 @@ class Poller:
         self.settings = settings
         self.ctx = ctx
         self.type = settings.type or default_type or f"{ctx.name}.polled"
-        self.state_path = Path(ctx.config_dir) / ".esb" / "poll" / f"{ctx.name}.json"
         self._items = _compile(settings.items, "items")
         self._id = _compile(settings.id, "id")
         cursor = settings.cursor
@@ -108,9 +104,9 @@ class Poller:
         self._task: asyncio.Task[None] | None = None
         #: Keys accepted from a page whose cursor is not yet persisted.
         self._taken: set[str] = set()
-        self.state = self._load()
-        #: The open lock file while this process is the one that polls.
-        self._lock: int | None = None
+        #: The cursor and the keys at it; read from ``ctx.state`` when the loop starts.
+        self.state: dict[str, Any] = {"cursor": None, "seen": []}
+        self._loaded = False
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -122,6 +118,7 @@ class Poller:
     async def start(self) -> None:
         if self._task is not None and not self._task.done():
             return
+        self._loaded = False  # started (again) under a lease: the cursor may have moved
         self._task = asyncio.create_task(self._run(), name=f"esb-poll-{self.ctx.name}")
 
     async def stop(self) -> None:
@@ -133,45 +130,23 @@ class Poller:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
-        if self._lock is not None:
-            os.close(self._lock)  # releases the lock: another process takes over
-            self._lock = None
-
-    def holds_lock(self) -> bool:
-        """Whether this process is (now) the one that polls; taking the lock re-reads the
-        cursor, which the previous holder may have moved."""
-        if self._lock is not None:
-            return True
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(f"{self.state_path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        try:
-            state = self._load()
-        except ConfigError:
-            os.close(fd)  # an unreadable cursor: give the lock back, and say so each tick
-            raise
-        self._lock = fd
-        self.state = state
-        self._taken.clear()
-        return True
 
     async def _run(self) -> None:
         while True:
             try:
-                if self.holds_lock():
-                    await self.poll_once()
+                if not self._loaded:
+                    await self.load()
+                await self.poll_once()
             except asyncio.CancelledError:
                 raise
             except PollFailed as exc:
                 log.warning("poll failed; trying again next tick", source=self.ctx.name,
                             error=str(exc))
             except BusError as exc:
-                log.warning("the bus did not take a polled item; the page is polled again",
-                            source=self.ctx.name, error=str(exc))
+                log.warning("the bus did not take a polled item (or the cursor); the page is "
+                            "polled again", source=self.ctx.name, error=str(exc))
+            except ConfigError as exc:
+                log.error("poll state unusable", source=self.ctx.name, error=str(exc))
             except Exception as exc:  # keep polling whatever went wrong
                 log.error("poll failed unexpectedly", source=self.ctx.name,
                           error=f"{type(exc).__name__}: {exc}")
@@ -179,32 +154,15 @@ class Poller:
 
     # -- state --------------------------------------------------------------------------------
 
-    def _load(self) -> dict[str, Any]:
-        try:
-            state = orjson.loads(self.state_path.read_bytes())
-        except FileNotFoundError:
-            return {"cursor": None, "seen": []}
-        except (OSError, orjson.JSONDecodeError) as exc:
-            raise ConfigError([f"poll state {self.state_path} is unreadable: {exc}; fix or "
-                               "delete it (deleting starts over from the first item)"]) from exc
-        if not isinstance(state, dict):
-            raise ConfigError([f"poll state {self.state_path} is not a JSON object"])
-        return {"cursor": state.get("cursor"), "seen": list(state.get("seen") or [])}
+    async def load(self) -> None:
+        """Read the cursor from the source's state (raises BusError/ConfigError)."""
+        state = await self.ctx.state.load() or {}
+        self.state = {"cursor": state.get("cursor"), "seen": list(state.get("seen") or [])}
+        self._taken.clear()
+        self._loaded = True
 
-    def _save(self, cursor: Any, seen: list[str]) -> None:
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        data = orjson.dumps({"cursor": cursor, "seen": seen}, option=orjson.OPT_INDENT_2)
-        fd, tmp = tempfile.mkstemp(prefix=".poll-", dir=self.state_path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.state_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+    async def _save(self, cursor: Any, seen: list[str]) -> None:
+        await self.ctx.state.save({"cursor": cursor, "seen": seen})
         self.state = {"cursor": cursor, "seen": seen}
         self._taken.clear()
 
@@ -213,6 +171,8 @@ class Poller:
     async def poll_once(self) -> int:
         """Fetch pages until nothing new arrives (at most ``max_pages``); returns how many
         envelopes were accepted."""
+        if not self._loaded:
+            await self.load()
         total = 0
         for _ in range(self.settings.max_pages):
             accepted, more = await self._page()
@@ -298,16 +258,16 @@ class Poller:
         old = self.state["cursor"]
         if cursor is None:
             # No cursor: an item is new when it was not in the previous answer.
-            self._save(None, [k for _, k, _ in keyed])
+            await self._save(None, [k for _, k, _ in keyed])
             return accepted, False
         if cursor.kind == "page":
             page = old if old is not None else self._first_page()
             assert cursor.page_size is not None
             if len(items) >= cursor.page_size:
-                self._save(int(page) + 1, [])
+                await self._save(int(page) + 1, [])
                 return accepted, True
             if accepted or old is None:
-                self._save(page, sorted(seen | {k for _, k, _ in keyed}))
+                await self._save(page, sorted(seen | {k for _, k, _ in keyed}))
             return accepted, False
         if not keyed:
             return 0, False
@@ -318,5 +278,5 @@ class Poller:
         if new == old:
             boundary |= seen
         if accepted or new != old:
-            self._save(new, sorted(boundary))
+            await self._save(new, sorted(boundary))
         return accepted, accepted > 0 and new != old

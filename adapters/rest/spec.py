@@ -23,4 +23,6 @@ SPEC = AdapterSpec(
     inbound=_inbound,
     outbound_settings=RestOutboundSettings,
     outbound=_outbound,
+    # HTTP endpoints are served everywhere; start() only begins the poller: once per fleet.
+    inbound_mode="one-instance",
 )

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import httpx
 
-from esb.adapters.spec import Accepted, OutboundContext
+from esb.adapters.spec import Accepted, OutboundContext, SourceState
 from esb.bus.broker.base import Bus, destination_address
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
+from esb.bus.runtime.local_leases import FileState
 
 #: The destination the kit's inbound context publishes accepted envelopes to.
 KIT_DESTINATION = "kit"
@@ -45,7 +46,14 @@ class RecordingInboundContext:
     attempts: int = 0
     #: The outbound allow-list the daemon would hand in (``http.allowed_hosts``).
     allowed_hosts: tuple[str, ...] = ()
+    #: The source's state document (as ``ctx.state``); default: a file under ``config_dir``,
+    #: like the embedded bus keeps it. Two contexts given the same one share it.
+    state: SourceState | None = None
     _gate: asyncio.Event | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.state is None:
+            self.state = FileState(self.config_dir / ".esb" / "sources" / f"{self.name}.json")
 
     def hold(self) -> None:
         """Make ``accept`` wait (not return) until :meth:`release`."""

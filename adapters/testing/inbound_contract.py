@@ -21,7 +21,10 @@ What the tests prove: one input becomes exactly one accepted envelope with the e
 ``source`` and ``type``; the peer is acknowledged only after ``accept()`` returned, and when
 ``accept()`` raises :class:`~esb.bus.errors.BusUnavailable` the input is not consumed (the peer
 is told to retry) and goes through once the bus is back; ``start``/``stop`` are idempotent,
-``stop`` returns promptly and leaves no task running.
+``stop`` returns promptly and leaves no task running. A side whose spec declares
+``inbound_mode="one-instance"`` is also run as two instances of a fleet under the runtime's own
+lease wrapper: only one runs at a time, and after the holder stops the other takes over and
+takes the input exactly once.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import ClassVar
 
 import pytest
 
-from esb.adapters.spec import Inbound
+from esb.adapters.spec import INBOUND_MODES, Inbound
 from esb.adapters.testing.context import KIT_DESTINATION, RecordingInboundContext
 from esb.adapters.testing.serve import serve_inbound
 from esb.adapters.testing.spec_contract import (
@@ -45,6 +48,8 @@ from esb.adapters.testing.spec_contract import (
 )
 from esb.bus.broker.embedded import EmbeddedBus
 from esb.bus.envelope import Envelope
+from esb.bus.runtime.local_leases import LocalLeases
+from esb.bus.runtime.singleton import OneInstance
 
 
 class InboundContract(SpecContract):
@@ -223,5 +228,55 @@ class InboundContract(SpecContract):
                                 pytrace=False)
                 left = await leftover_tasks(before)
                 assert not left, f"tasks still running after stop(): {describe_tasks(left)}"
+
+        self.run_async(tmp_path, scenario)
+
+    def test_inbound_mode_is_declared_and_honoured(self, tmp_path: Path) -> None:
+        mode = self.spec.inbound_mode
+        assert mode in INBOUND_MODES, \
+            f"inbound_mode {mode!r}: one of {', '.join(INBOUND_MODES)}"
+        if mode != "one-instance":
+            return
+
+        async def scenario() -> None:
+            bus = EmbeddedBus()
+            await bus.start([KIT_DESTINATION])
+            fleet_dir = self.tmp_path / ".esb"
+            # Two instances of one deployment: contexts sharing the source's state, each with
+            # its own hold on the lease (as two processes would have).
+            first = RecordingInboundContext(config_dir=self.tmp_path, bus=bus, instance="kit-1")
+            second = RecordingInboundContext(config_dir=self.tmp_path, bus=bus,
+                                             instance="kit-2", state=first.state)
+            self.context = first
+            sides = [OneInstance(self._build(ctx), LocalLeases(fleet_dir, 0.05).lease(ctx.name),
+                                 ctx.name, retry=0.05) for ctx in (first, second)]
+            try:
+                for side in sides:
+                    await side.start()
+                await eventually(lambda: any(s.running for s in sides), self.wait,
+                                 "neither instance took the lease")
+                await asyncio.sleep(self.settle)
+                assert sum(s.running for s in sides) == 1, "both instances run the source"
+                holder = next(s for s in sides if s.running)
+                standby = next(s for s in sides if s is not holder)
+                await asyncio.wait_for(holder.stop(), self.stop_timeout)
+                await eventually(lambda: standby.running, self.wait,
+                                 "the other instance never took over after the holder stopped")
+                self.context = second if standby is sides[1] else first
+                async with serve_inbound(standby) as url:  # HTTP routes: on every instance
+                    self.base_url = url
+                    await self._await_offer(asyncio.create_task(self.offer()))
+                await eventually(lambda: first.accepted or second.accepted, self.wait,
+                                 "the instance that took over accepted nothing")
+                await asyncio.sleep(self.settle)
+                got = first.accepted + second.accepted
+                assert len(got) == 1, f"one input gave {len(got)} envelopes across the fleet"
+                assert self.context.accepted, "the stopped instance took the input"
+                await eventually(self.acknowledged, self.wait,
+                                 "the peer was never acknowledged after accept() returned")
+            finally:
+                for side in sides:
+                    await asyncio.wait_for(side.stop(), self.stop_timeout)
+                await bus.close()
 
         self.run_async(tmp_path, scenario)

@@ -92,6 +92,8 @@ class SpecContract:
         assert spec.summary.strip() and "\n" not in spec.summary.strip(), \
             "summary: one non-empty line (shown by `esb adapters list`)"
         assert spec.directions, "the spec has neither an inbound nor an outbound factory"
+        assert spec.inbound_mode in ("every-instance", "one-instance"), \
+            f"inbound_mode {spec.inbound_mode!r}: 'every-instance' or 'one-instance'"
         assert self.direction in spec.directions, \
             f"spec {spec.name!r} has no {self.direction} factory (directions: {spec.directions})"
         for direction in ("inbound", "outbound"):

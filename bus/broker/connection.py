@@ -70,6 +70,30 @@ class CoalescingConnection(AsyncioConnection):
         super()._adapter_disconnect_stream()
 
 
+def connect_reason(exc: BaseException | str) -> str:
+    """Why a connection attempt failed, in words: pika wraps the socket, TLS or handshake
+    error in exceptions whose text is empty."""
+    for _ in range(6):  # AMQPConnectionError > WorkflowFailed > PhaseError > the OS error
+        if isinstance(exc, str):
+            return exc or "unknown error"
+        inner = None
+        if exc.args and isinstance(exc.args[0], BaseException):
+            inner = exc.args[0]
+        elif getattr(exc, "exceptions", None):
+            inner = exc.exceptions[-1]  # type: ignore[attr-defined]
+        elif isinstance(getattr(exc, "exception", None), BaseException):
+            inner = exc.exception  # type: ignore[attr-defined]
+        if inner is None:
+            break
+        exc = inner
+    if isinstance(exc, str):
+        return exc or "unknown error"
+    text = str(exc).strip()
+    if isinstance(exc, OSError) and exc.strerror and not text.startswith("["):
+        text = exc.strerror
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def redact(url: str) -> str:
     """The URL without credentials, for logs."""
     params = pika.URLParameters(url)
@@ -150,7 +174,8 @@ class AmqpLink:
 
         def on_open_error(conn: AsyncioConnection, exc: BaseException | str) -> None:
             if not opened.done():
-                opened.set_exception(BusUnavailable(f"cannot connect to the bus: {exc}"))
+                opened.set_exception(BusUnavailable(
+                    f"cannot connect to the bus at {redact(self.url)}: {connect_reason(exc)}"))
 
         self._current = CoalescingConnection(self.params, on_open_callback=on_open,
                                              on_open_error_callback=on_open_error,

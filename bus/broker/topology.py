@@ -65,6 +65,14 @@ class Topology:
     def presence_exchange(self) -> str:
         return f"{self.prefix}.presence"
 
+    def lease_queue(self, source: str) -> str:
+        """The exclusive queue whose declarer runs the ``one-instance`` source (``leases.py``)."""
+        return f"{self.prefix}.lease.{source}"
+
+    def state_queue(self, source: str) -> str:
+        """The one-message queue holding a source's state document (``leases.py``)."""
+        return f"{self.prefix}.state.{source}"
+
     def retry_exchange(self, tier: float) -> str:
         return f"{self.prefix}.retry.{int(tier * 1000)}"
 

@@ -224,6 +224,14 @@ def status(obj: Context, as_json: bool) -> None:
                            i.get("route_version"),
                            "up" if i.get("bus_connected") else "DOWN",
                            f"{i.get('last_seen_s', 0):.1f}s") for i in instances]))
+    sources = st.get("sources") or {}
+    if sources:
+        holder = {lease: i.get("instance") for i in instances for lease in i.get("leases") or ()}
+        click.echo("")
+        click.echo(table(["SOURCE", "ADAPTER", "RUNS", "HELD BY", "NEXT FIRE"],
+                         [(name, s["adapter"], s.get("runs", ""),
+                           holder.get(name, "") if s.get("runs") == "one-instance" else "all",
+                           s.get("next_fire") or "") for name, s in sorted(sources.items())]))
     rates: dict[str, float] = {}
     breakers: dict[str, Counter[str]] = {}
     for inst in instances:

@@ -127,7 +127,7 @@ def _core_sections(raw: dict[str, Any]) -> list[tuple[Loc, BaseModel]]:
     return out
 
 
-_COMMON_KEYS = ("adapter", "description", "delivery")
+_COMMON_KEYS = ("adapter", "description", "delivery", "runs")
 
 
 def _adapter_settings(kind: str, name: str, ep: dict[str, Any], direction: str,

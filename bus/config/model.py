@@ -46,6 +46,11 @@ class BusConfig(_Strict):
     idempotency_max_keys: int = Field(100_000, ge=1000)
     #: Request/reply callers one instance lets wait at once; more are answered 503 (retry).
     max_waiting: int = Field(10_000, ge=1, le=1_000_000)
+    #: Heartbeat (s) of the connection holding the leases of ``one-instance`` sources: a host
+    #: that dies or is cut off loses its leases about two heartbeats later.
+    lease_heartbeat: int = Field(5, ge=1, le=60)
+    #: How often an instance that does not hold a lease tries to take it.
+    lease_retry: Duration = Field(1.0, gt=0)
 
     @property
     def embedded(self) -> bool:
@@ -149,6 +154,12 @@ class EndpointConfig(BaseModel):
     description: str | None = None
 
 
+class SourceConfig(EndpointConfig):
+    #: Where the source's loop runs: ``one-instance`` (exactly one instance of the fleet, chosen
+    #: through the broker) or ``every-instance``; unset: what its adapter declares.
+    runs: Literal["every-instance", "one-instance"] | None = None
+
+
 class DestinationConfig(EndpointConfig):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
 
@@ -163,7 +174,7 @@ class Config(_Strict):
     http: HttpConfig = Field(default_factory=HttpConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    sources: dict[str, EndpointConfig] = Field(default_factory=dict)
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
     #: Named transformer steps (or chains) routes can refer to by name.
     transformers: dict[str, Any] = Field(default_factory=dict)

@@ -8,6 +8,8 @@ own steps failed). Rules, in order:
   none fire: one ``unroutable`` record;
 * each firing route runs its own steps once, for all its destinations; then each destination
   (leg) runs its own steps on that result and gets a copy stamped with a ``routed`` hop;
+  steps see ``esbroute`` (and ``esbdestination``: a destination's own steps always, a route's
+  steps when the route has one destination) before they run;
 * a step raising ``DropEnvelope`` filters that route (or that destination) out; a
   ``TransformError`` dead-letters it (a :func:`~esb.bus.deadletter.dead_letter` record, the
   envelope kept as it was before the failing chain); the other routes and legs go on;
@@ -204,8 +206,12 @@ def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
         name = route.name
         routed: Envelope | None = None  # the route's own steps applied, once per route
         if route.chain:
+            # The route's steps see which route runs them (and the destination, when the
+            # route has only one): a stylesheet formats per route or per destination.
+            only = route.legs[0].destination if len(route.legs) == 1 else None
             try:
-                routed = _run(route.chain, stamped(), notes, {"route": name})
+                routed = _run(route.chain, stamped().model_copy(update={
+                    "esbroute": name, "esbdestination": only}), notes, {"route": name})
             except DropEnvelope:
                 outcomes.append(Outcome(name, None, DROPPED))
                 continue
@@ -300,7 +306,10 @@ def _leg(p: Plan, route: str, leg: Leg, env: Envelope, hop: Hop, instance: str |
     out = env
     if leg.chain:
         try:
-            out = _run(leg.chain, env, p.notes, {"route": route, "destination": dest})
+            # stamped before the steps, which see their route and destination
+            out = _run(leg.chain, env.model_copy(update={"esbroute": route,
+                                                           "esbdestination": dest}),
+                       p.notes, {"route": route, "destination": dest})
         except DropEnvelope:
             p.outcomes.append(Outcome(route, dest, DROPPED))
             return True

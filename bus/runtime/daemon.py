@@ -19,6 +19,7 @@ import structlog
 from esb.adapters.spec import Inbound, Outbound, OutboundContext
 from esb.bus.broker.base import Bus
 from esb.bus.broker.embedded import EmbeddedBus
+from esb.bus.broker.leases import BrokerLeases
 from esb.bus.broker.rabbitmq import RabbitBus
 from esb.bus.broker.topology import Topology
 from esb.bus.config.loader import Loaded, load_config
@@ -37,10 +38,12 @@ from esb.bus.runtime.http import bind_listener, build_app, make_http_client, mak
 from esb.bus.runtime.idempotency import SharedIdempotency
 from esb.bus.runtime.idempotency_log import IdempotencyLog
 from esb.bus.runtime.ingress import Ingress, RouterHolder, SourceContext
+from esb.bus.runtime.local_leases import LocalLeases
 from esb.bus.runtime.logs import SecretRedactor, configure_logging
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.presence import Presence
+from esb.bus.runtime.singleton import Leases, OneInstance
 from esb.bus.runtime.tasks import cancel_all
 from esb.bus.runtime.trace import open_trace
 from esb.bus.runtime.worker_role import WorkerRole, watch_parent
@@ -107,6 +110,7 @@ class Daemon:
             self.dedup.log = IdempotencyLog(bus_url, self.config.bus.prefix, self.instance,
                                             self.config.bus.idempotency_window,
                                             self.dedup.learn)
+        self.leases: Leases = self._make_leases(bus_url)
         self.deadletters = DeadLetters(self.bus, self.ingress, self.config.destinations,
                                        partitioners, self.instance, self.trace)
         self._http: httpx.AsyncClient | None = None
@@ -124,6 +128,13 @@ class Daemon:
         return RabbitBus(cfg.url, Topology(cfg.prefix, cfg.queue_type), heartbeat=cfg.heartbeat,
                          name=f"esb {self.instance}")
 
+    def _make_leases(self, bus_url: str | None) -> Leases:
+        cfg = self.config.bus
+        if bus_url is None:
+            return LocalLeases(self.config.resolve(cfg.state_dir), cfg.lease_retry)
+        return BrokerLeases(bus_url, cfg.prefix, self.instance, heartbeat=cfg.lease_heartbeat,
+                           retry=cfg.lease_retry, queue_type=cfg.queue_type)
+
     def http_client(self) -> httpx.AsyncClient:
         if self._http is None:
             self._http = make_http_client()
@@ -136,13 +147,23 @@ class Daemon:
             ctx = SourceContext(name=name, config_dir=cfg.base_dir, instance=self.instance,
                                 max_body=cfg.http.max_body, ingress=self.ingress,
                                 dedup=self.dedup,
-                                allowed_hosts=tuple(cfg.http.allowed_hosts), calls=self.calls)
-            self.inbound[name] = spec.inbound(settings, ctx)
+                                allowed_hosts=tuple(cfg.http.allowed_hosts),
+                                state=self.leases.state(name), calls=self.calls)
+            side = spec.inbound(settings, ctx)
+            if self.source_mode(name) == "one-instance":
+                side = OneInstance(side, self.leases.lease(name), name, cfg.bus.lease_retry)
+            self.inbound[name] = side
         for name, settings in self.loaded.destination_settings.items():
             spec = self.registry.get(cfg.destinations[name].adapter)
             octx = OutboundContext(name=name, config_dir=cfg.base_dir, http=self.http_client,
                                    allowed_hosts=tuple(cfg.http.allowed_hosts))
             self.outbound[name] = spec.outbound(settings, octx)
+
+    def source_mode(self, name: str) -> str:
+        """Where source ``name``'s loop runs: its ``runs:``, else what its adapter declares."""
+        source = self.config.sources[name]
+        return source.runs or getattr(self.registry.get(source.adapter), "inbound_mode",
+                                      "every-instance")
 
     async def run(self) -> int:
         cfg = self.config
@@ -179,10 +200,13 @@ class Daemon:
         # (503): nothing is routed by the files this instance happened to start with.
         self.ingress.open = False
         await self._connect_bus()
+        if self._stop.is_set():  # stopped while the bus was unreachable: nothing to drain
+            return await self._drain(server, serving)
         await self._start_routes()
         # (a stop during start-up ends the retries above: then nothing may be routed at all)
         self.ingress.open = not self._stop.is_set()
-        parts = [self.trace, self.presence, *([self.dedup.log] if self.dedup.log else [])]
+        parts = [self.trace, self.presence, self.leases,
+                 *([self.dedup.log] if self.dedup.log else [])]
         for part in parts:  # best effort: they reconnect by themselves
             try:
                 await part.start()
@@ -213,12 +237,23 @@ class Daemon:
         return await self._drain(server, serving)
 
     async def _connect_bus(self) -> None:
-        async def start() -> None:
+        """Connect; when the broker is not there yet, its link keeps trying by itself (one log
+        line per attempt, its own) and this waits for it — or for a stop."""
+        try:
             await self.bus.start(list(self.config.destinations), self.partitions)
-            self.calls.address = await self.bus.open_replies(self.calls.deliver)
-
-        await self._retrying("bus", start)
+        except ConfigError:
+            raise
+        except Exception as exc:  # the broker may still be starting
+            log.warning("bus not reachable yet; retrying until it is", error=str(exc))
+            while not self.bus.connected and not self._stop.is_set():
+                await self._pause(0.2)
+        self.calls.address = await self.bus.open_replies(self.calls.deliver)
         self.metrics.watch_bus(lambda: self.bus.connected)  # 0 again while the bus is lost
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when the daemon is told to stop meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _start_routes(self) -> None:
         await self._retrying("route store", lambda: self.deployer.start(self.initial_files))
@@ -233,22 +268,23 @@ class Daemon:
                 raise
             except Exception as exc:  # the broker may still be starting: keep trying
                 log.warning(f"{what} not reachable yet", error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
+                await self._pause(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _drain(self, server: Any, serving: asyncio.Task[None]) -> int:
+    async def _drain(self, server: Any, serving: asyncio.Task[None] | None) -> int:
         log.info("stopping: draining in-flight work")
         for ib in self.inbound.values():
             await ib.stop()
         server.should_exit = True  # stop accepting; in-flight requests finish
-        with contextlib.suppress(Exception):
-            await serving
+        if serving is not None:
+            with contextlib.suppress(Exception):
+                await serving
         await self.bus.stop_consuming()
         drained = all(await asyncio.gather(*(w.drain(DRAIN_TIMEOUT) for w in self.workers)))
         for ob in self.outbound.values():
             with contextlib.suppress(Exception):
                 await ob.stop()
-        for part in (self.presence, self.trace, self.deployer, self.dedup.log):
+        for part in (self.leases, self.presence, self.trace, self.deployer, self.dedup.log):
             if part is None:
                 continue
             with contextlib.suppress(Exception):
@@ -308,6 +344,8 @@ class Daemon:
             "route_version": self.router.current.version,
             "route_refused": self.deployer.refused,
             "bus_connected": self.bus.connected,
+            "leases": sorted(n for n, side in self.inbound.items()
+                             if isinstance(side, OneInstance) and side.running),
             "destinations": {
                 d: {"delivered": count("esb_delivered_total", destination=d),
                     "failed": sum(count("esb_failed_total", destination=d, kind=k)
@@ -338,10 +376,24 @@ class Daemon:
                        "adapter": self.config.destinations[name].adapter,
                        **(workers[name].status() if name in workers else {})}
                 for name in self.config.destinations},
-            "sources": {name: {"adapter": src.adapter}
-                        for name, src in self.config.sources.items()},
+            "sources": {name: self._source_status(name)
+                        for name in self.config.sources},
             "instances": self.presence.instances(),
         }
+
+
+    def _source_status(self, name: str) -> dict[str, Any]:
+        side = self.inbound.get(name)
+        out: dict[str, Any] = {"adapter": self.config.sources[name].adapter,
+                               "runs": self.source_mode(name)}
+        if isinstance(side, OneInstance):
+            out["lease"] = "held" if side.running else "standby"
+            side = side.side
+        describe = getattr(side, "status", None)
+        if callable(describe):  # what a source says of itself (a schedule's next fire time)
+            with contextlib.suppress(Exception):
+                out.update(describe())
+        return out
 
 
 def run_daemon(loaded: Loaded, secrets: list[str] | None = None,

@@ -148,6 +148,8 @@ class SourceContext:
     dedup: SharedIdempotency | None = field(default=None, repr=False)
     #: ``http.allowed_hosts``, for URLs the adapter calls itself (polling, token endpoints).
     allowed_hosts: tuple[str, ...] = ()
+    #: The source's state document (on the broker with RabbitMQ; see ``Leases``).
+    state: Any = field(default=None, repr=False)
 
     #: This instance's waiting callers (request/reply); None: every route is one-way.
     calls: PendingCalls | None = field(default=None, repr=False)

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from esb.adapters.spec import Accepted, HttpRoute
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
+from esb.bus.runtime.local_leases import FileState
 
 
 @dataclass
@@ -32,6 +33,11 @@ class FakeInboundContext:
     instance: str = "test-1"
     down: bool = False
     accepted: list[Envelope] = field(default_factory=list)
+    state: FileState | None = None
+
+    def __post_init__(self) -> None:
+        if self.state is None:
+            self.state = FileState(self.config_dir / ".esb" / "sources" / f"{self.name}.json")
 
     async def accept(self, envelope: Envelope) -> Accepted:
         if self.down:

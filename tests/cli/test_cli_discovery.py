@@ -115,3 +115,54 @@ def test_hoisting_keeps_everything_after_a_double_dash() -> None:
     assert hoist_global_options(["status", "--token", "t", "--json"]) == \
         ["--token", "t", "status", "--json"]
     assert hoist_global_options(["send", "--", "--url"]) == ["send", "--", "--url"]
+
+
+def test_a_daemon_started_from_another_folder_resolves_paths_in_its_project(
+        tmp_path: Path) -> None:
+    """Relative paths (routes, the file destination, the state folder) resolve against the
+    configuration folder — the project above ``config/`` — not the folder esb runs in."""
+    import time
+
+    import httpx
+    import yaml
+
+    project, away = tmp_path / "project", tmp_path / "away"
+    (project / "config").mkdir(parents=True)
+    (project / "routes").mkdir()
+    away.mkdir()
+    port = free_port()
+    (project / "config" / "esb.yaml").write_text(yaml.safe_dump({
+        "http": {"listen": f"127.0.0.1:{port}"},
+        "sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
+        "destinations": {"out": {"adapter": "file", "directory": "outbox"}},
+        "routes": "routes/"}))
+    (project / "routes" / "r.yaml").write_text(yaml.safe_dump(ROUTES["r.yaml"]))
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ESB_")}
+    with open(tmp_path / "daemon.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "esb.bus.cli.main", "run", "--config",
+                                 str(project / "config" / "esb.yaml")], cwd=away, env=base,
+                                stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "daemon.log").read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        r = httpx.post(f"http://127.0.0.1:{port}/in/shop/order.created", json={"n": 1})
+        assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 20
+        while not list((project / "outbox").glob("*")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(list((project / "outbox").glob("*"))) == 1
+        assert (project / ".esb" / "admin.token").exists()
+        assert not list(away.iterdir())  # nothing written where it was started
+        # the CLI, in the project, finds that daemon
+        r2 = esb("status", "--json", cwd=project / "routes")
+        assert r2.returncode == 0, r2.stderr
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -12,6 +12,7 @@ import sys
 import time
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
+from typing import Any
 
 import pytest
 from esbtest.daemon import DaemonProcess
@@ -84,5 +85,45 @@ def test_a_dropped_extract_arrives_as_json_through_a_daemon(installed: None,
                               "name": "ACME TOOLING GMBH", "country": "DE",
                               "balance": 12500.75, "opened": "1998-03-01", "status": "A"}
         assert (root / "inbox" / "done" / "CUSTMAST.D240611.DAT").exists()
+    finally:
+        assert daemon.stop() == 0, daemon.log()
+
+
+def test_two_workers_pick_each_file_once(installed: None, tmp_path: Path, rabbit: Any) -> None:
+    """``--workers 2``: the folder picker declares ``one-instance``, so one worker at a time
+    scans the inbox (no file is taken twice, none vanishes under the other)."""
+    root = tmp_path / "w"
+    (root / "layouts").mkdir(parents=True)
+    shutil.copy(DATA / "custmast.layout.yaml", root / "layouts" / "custmast.yaml")
+    config = {
+        "bus": rabbit.bus("crm", lease_retry="100ms"),
+        "sources": {"mainframe": {"adapter": "fixedwidth", "directory": "inbox",
+                                  "layout": "layouts/custmast.yaml", "type": "customer.updated",
+                                  "pattern": "*.DAT", "poll_interval": 0.05}},
+        "destinations": {"crm": {"adapter": "file", "directory": "out"}},
+    }
+    routes = {"all.yaml": {"routes": [{"name": "all", "match": {}, "to": ["crm"]}]}}
+    daemon = DaemonProcess(root, config, routes, run_args=["--workers", "2"])
+    template = "CM{:08d}ACME TOOLING GMBH   DE0000125007519980301A\r\n"
+    N = 150  # records a file
+    try:
+        daemon.start()
+        time.sleep(1.0)  # both workers up (the second starts once the first runs)
+        inbox = root / "inbox"
+        inbox.mkdir(exist_ok=True)
+        for f in range(3):
+            part = inbox / f".F{f}.part"
+            part.write_text("".join(template.format(f * 1000 + n) for n in range(N)))
+            part.rename(inbox / f"F{f}.DAT")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(list((root / "out").glob("*.json"))) < 3 * N:
+            time.sleep(0.1)
+        time.sleep(1.0)  # a second pick of a file would show now
+        ids = [json.loads(p.read_text())["customer_id"] for p in (root / "out").glob("*.json")]
+        assert sorted(ids) == sorted(f * 1000 + n for f in range(3) for n in range(N)), \
+            daemon.log()
+        assert sorted(p.name for p in (inbox / "done").iterdir()) == ["F0.DAT", "F1.DAT",
+                                                                     "F2.DAT"]
+        assert "FileNotFoundError" not in daemon.log(200_000)
     finally:
         assert daemon.stop() == 0, daemon.log()

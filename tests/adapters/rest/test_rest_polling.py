@@ -32,6 +32,8 @@ from esb.bus.config.loader import load_config
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, ConfigError
 from esb.bus.runtime.daemon import Daemon
+from esb.bus.runtime.local_leases import LocalLeases
+from esb.bus.runtime.singleton import OneInstance
 
 
 class Api:
@@ -111,7 +113,7 @@ def poller(base: str, ctx: Any, **extra: Any) -> Poller:
 
 
 def state(ctx: Any) -> dict[str, Any]:
-    return orjson.loads((ctx.config_dir / ".esb" / "poll" / f"{ctx.name}.json").read_bytes())
+    return orjson.loads((ctx.config_dir / ".esb" / "sources" / f"{ctx.name}.json").read_bytes())
 
 
 async def test_pages_are_followed_and_the_cursor_is_persisted(api: tuple[Api, str],
@@ -141,6 +143,7 @@ async def test_restart_continues_without_duplicates(api: tuple[Api, str],
     assert await poller(base, inbound_ctx).poll_once() == 2
     # A new instance (the daemon restarted) on the same state folder.
     again = poller(base, inbound_ctx)
+    await again.load()
     assert again.state["cursor"] == 2
     assert await again.poll_once() == 0
     server.add("c", 2)  # same timestamp as the watermark: still new
@@ -173,7 +176,7 @@ async def test_failed_accept_keeps_the_cursor(api: tuple[Api, str], tmp_path: Pa
     with pytest.raises(BusUnavailable):
         await p.poll_once()
     assert [e.subject for e in ctx.accepted] == ["i0"]
-    assert not (tmp_path / ".esb" / "poll" / "poll.json").exists()  # cursor not advanced
+    assert not (tmp_path / ".esb" / "sources" / "poll.json").exists()  # cursor not advanced
     ctx.budget = 100
     assert await p.poll_once() == 2  # i0 is not sent twice by this instance
     assert [e.subject for e in ctx.accepted] == ["i0", "i1", "i2"]
@@ -281,7 +284,7 @@ class TestPollingInboundContract(InboundContract):
         self.api.add("kit-1", 7)
 
     async def acknowledged(self) -> bool:
-        path = self.tmp_path / ".esb" / "poll" / f"{self.context.name}.json"
+        path = self.tmp_path / ".esb" / "sources" / f"{self.context.name}.json"
         with contextlib.suppress(FileNotFoundError):
             return orjson.loads(path.read_bytes())["cursor"] == 7
         return False
@@ -290,13 +293,17 @@ class TestPollingInboundContract(InboundContract):
         pass  # the next tick polls again
 
 
-async def test_processes_sharing_the_state_poll_one_at_a_time(api: tuple[Api, str],
+async def test_instances_sharing_the_state_poll_one_at_a_time(api: tuple[Api, str],
                                                               inbound_ctx: Any) -> None:
-    """Two pollers of one source on one state folder (the workers of ``--workers 2``): only the
-    lock holder polls; when it stops, the other takes over from the cursor it left."""
+    """Two instances of one polling source (the workers of ``--workers 2``), each under the
+    runtime's lease wrapper: only the lease holder polls; when it stops, the other takes over
+    from the cursor it left in the shared state."""
     server, base = api
     cfg = RestInboundSettings.model_validate({"poll": poll_settings(base)})
-    first, second = RestInbound(cfg, inbound_ctx, 1024), RestInbound(cfg, inbound_ctx, 1024)
+    fleet = inbound_ctx.config_dir / ".esb"
+    first, second = (OneInstance(RestInbound(cfg, inbound_ctx, 1024),
+                                 LocalLeases(fleet, 0.05).lease("s"), "s", 0.05)
+                     for _ in range(2))
 
     async def until(n: int) -> None:
         for _ in range(200):
@@ -312,12 +319,12 @@ async def test_processes_sharing_the_state_poll_one_at_a_time(api: tuple[Api, st
         server.add(f"i{n}", 100 + n)
     await until(5)
     await asyncio.sleep(0.3)  # several ticks of both loops
-    assert first.poller is not None and second.poller is not None
-    assert first.poller.holds_lock() and second.poller._lock is None
+    assert first.running and not second.running
     await first.stop()  # the holder goes away (a dead process releases it the same way)
     server.add("i5", 105)
     await until(6)
     await asyncio.sleep(0.3)
+    assert second.running
     await second.stop()
     assert [e.subject for e in inbound_ctx.accepted] == [f"i{n}" for n in range(6)]
     assert state(inbound_ctx)["cursor"] == 105
@@ -374,6 +381,8 @@ def test_the_daemon_hands_sources_its_allow_list(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^poll\.url: host 'crm\.example\.org' is not in the "
                                           r"outbound allow-list$"):
         build(["127.0.0.1"])
-    inbound = build(["crm.example.org"]).inbound["crm"]
+    wrapped = build(["crm.example.org"]).inbound["crm"]
+    assert isinstance(wrapped, OneInstance)  # the poller runs on one instance of the fleet
+    inbound = wrapped.side
     assert isinstance(inbound, RestInbound) and inbound.poller is not None
     assert inbound.poller.ctx.allowed_hosts == ("crm.example.org",)

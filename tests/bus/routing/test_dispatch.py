@@ -32,6 +32,11 @@ def later(env):
 
 def drop(env):
     raise DropEnvelope()
+
+def where(env):
+    if not isinstance(env.data, dict):
+        return env.data
+    return {**env.data, "seen": [env.esbroute, env.esbdestination]}
 """
 
 DESTINATIONS = {"erp", "crm", "audit", "archive"}
@@ -252,3 +257,42 @@ routes:
     assert stage_of(again.dead_letters[0].envelope) == LEG_TRANSFORM  # type: ignore[arg-type]
     with pytest.raises(KeyError, match="does not send to 'crm'"):
         plan_leg(fixed, record, "orders", "crm")
+
+
+PER_DESTINATION = """<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+  <xsl:param name="esbroute"/><xsl:param name="esbdestination"/>
+  <xsl:template match="/order">
+    <order route="{$esbroute}" for="{$esbdestination}"><xsl:copy-of select="*"/></order>
+  </xsl:template>
+</xsl:stylesheet>
+"""
+
+
+def test_steps_see_their_route_and_destination(steps: Path) -> None:
+    """esbroute/esbdestination are stamped before the steps run: a stylesheet formats per
+    destination, a python step knows where it is."""
+    (steps / "per-destination.xsl").write_text(PER_DESTINATION)
+    r = router(steps, """
+routes:
+  - name: single
+    from: [crm]
+    transform: [dispatch_steps:where]
+    to: [erp]
+  - name: orders
+    from: [shop]
+    transform: [dispatch_steps:where]
+    to:
+      - destination: erp
+        transform: [{xslt: per-destination.xsl}]
+      - destination: audit
+        transform: [dispatch_steps:where]
+""")
+    xml = Envelope(source="shop", type="order", datacontenttype="application/xml",
+                   data="<order><n>1</n></order>")
+    p = plan(r, xml, "shop")
+    assert '<order route="orders" for="erp"><n>1</n></order>' in p.outputs("erp")[0].data
+    p = plan(r, order(), "shop")
+    # the route's own steps run once for both destinations: no destination yet
+    assert p.outputs("audit")[0].data["seen"] == ["orders", "audit"]
+    p = plan(r, order(), "crm")
+    assert p.outputs("erp")[0].data["seen"] == ["single", "erp"]

@@ -24,6 +24,9 @@ SPEC = AdapterSpec(
     inbound=_inbound,
     outbound_settings=FixedWidthOutboundSettings,
     outbound=_outbound,
+    # One folder, one picker: the runtime runs the inbound loop on one instance of the fleet
+    # at a time (a lease on the broker) and moves it when that instance dies.
+    inbound_mode="one-instance",
     docs="Layouts are YAML: fields with a 1-based start column, a length and a type "
          "(str, int, decimal with scale, date YYYYMMDD).",
     examples={
