@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from esb.adapters.auth.inbound import Unauthorized, authenticate, build_authenticator
+from esb.adapters.graphql.limits import QueryLimits, TooBig, check_limits
 from esb.adapters.graphql.schema import load_schema, wire_mutations, wire_queries
 from esb.adapters.graphql.settings import GraphqlInboundSettings
 from esb.adapters.http import BodyTooLarge, read_body
@@ -87,6 +88,8 @@ class GraphqlInbound:
         if self._ask is not None:
             wire_queries(self.schema, self._resolve)
         self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
+        self.limits = QueryLimits(settings.max_depth, settings.max_aliases,
+                                  settings.max_fields)
         self.routes = [HttpRoute(settings.path, ("POST",), self.handle)]
 
     async def start(self) -> None:
@@ -175,6 +178,11 @@ class GraphqlInbound:
         if operation.operation == OperationType.SUBSCRIPTION:
             return self._reply(media, request_error, errors=[_error(
                 "subscriptions are not supported", "BAD_REQUEST")])
+        try:  # before anything is published or any backend called
+            check_limits(document, operation, self.limits)
+        except TooBig as exc:
+            return self._reply(media, request_error, errors=[_error(
+                str(exc), "QUERY_TOO_COMPLEX")])
         result = execute(self.schema, document, variable_values=params.get("variables"),
                          operation_name=params.get("operationName"), context_value=request)
         if isawaitable(result):
