@@ -96,8 +96,10 @@ class PendingCalls:
         return self._waiting.get(request_id)
 
     def deliver(self, reply: Envelope) -> None:
-        """A reply arrived from the bus (called by the bus for every reply to this instance)."""
-        call = self._waiting.pop(reply.causationid or "", None)
+        """A reply arrived from the bus (called by the bus for every reply to this instance).
+        The caller stays registered until :meth:`wait` returns: a reply may arrive before the
+        publish's confirm has reached the caller, which then still finds its call."""
+        call = self._waiting.get(reply.causationid or "")
         if call is None:
             log.info("reply for a caller no longer waiting dropped", request_id=reply.causationid)
             return

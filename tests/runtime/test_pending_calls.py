@@ -319,3 +319,23 @@ def _day() -> Any:
 
     return timedelta(days=1)
 
+
+
+async def test_a_reply_that_arrives_before_the_publish_returned_still_reaches_its_caller(
+        make: Any) -> None:
+    """On RabbitMQ the reply can come back before the request's confirm has: the caller must
+    still find its call (else it would be answered as if the route were one-way)."""
+    h = await make()
+    router_reply = h.contexts["api"].ingress.routes.current.routes[0].reply
+    from esb.bus.reply import reply_envelope
+    from esb.bus.routing.dispatch import ReplyPlan
+
+    request = Envelope(source="caller", type="customer.get", data={"id": 1})
+    plan = ReplyPlan("lookup", "crm", router_reply, request)
+    sent = h.calls.expect(request.id, request, plan, time.time() + 5)
+    h.calls.deliver(reply_envelope(sent, Reply(200, {}, b'{"name": "Ada"}',
+                                                "application/json"), "crm"))
+    call = h.calls.waiting(request.id)
+    assert call is not None
+    got = await h.calls.wait(call)
+    assert got.data == {"name": "Ada"} and len(h.calls) == 0
