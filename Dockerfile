@@ -4,6 +4,7 @@ COPY pyproject.toml README.md ./
 COPY bus bus
 COPY adapters adapters
 COPY transformers transformers
+COPY examples examples
 RUN pip install --no-cache-dir .
 COPY config config
 COPY routes routes

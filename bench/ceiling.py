@@ -9,8 +9,11 @@ ESB logic at all.
   pika asyncio channel in confirm mode with up to 1,000 confirms in flight; it answers ``202``
   only after the broker confirmed (and did not return) the message.
 * Out: one consumer with ``basic.qos`` prefetch, at most ``--concurrency`` POSTs in flight to
-  the sink through httpx over the ``httpx-aiohttp`` transport (as
-  ``esb.bus.runtime.http.make_http_client`` builds it), ack after a 2xx.
+  the sink, ack after a 2xx: through esb's own outbound client (httpx over its lean
+  transport, as ``esb.bus.runtime.http.make_http_client`` builds it) by default, or with
+  ``--client raw``
+  through a bare HTTP/1.1 keep-alive client (``harness/rawhttp.py``): the *lean relay*, whose
+  CPU per message is the floor a Python relay reaches.
 
 ``GET /readyz`` answers 200 once the consumer runs. On SIGTERM it stops serving, waits for the
 deliveries in flight, deletes its queue and exits.
@@ -34,16 +37,18 @@ from typing import Any
 import httpx
 import pika
 import uvicorn
-from httpx_aiohttp import AiohttpTransport
+from harness.rawhttp import RawHttpClient
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
+
+from esb.bus.runtime.http import make_http_client
 
 URL = os.environ.get("ESB_TEST_BUS_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 class Relay:
     def __init__(self, url: str, queue: str, sink: str, prefetch: int, concurrency: int,
-                 window: int = 1000, delete_queue: bool = True) -> None:
+                 window: int = 1000, delete_queue: bool = True, client: str = "httpx") -> None:
         self.delete_queue = delete_queue
         self.params = pika.URLParameters(url)
         self.queue = queue
@@ -59,9 +64,8 @@ class Relay:
         self.returned: set[int] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.ready = False
-        limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
-        self.http = httpx.AsyncClient(transport=AiohttpTransport(limits=limits, trust_env=False),
-                                      timeout=30, follow_redirects=False, trust_env=False)
+        self.http = make_http_client(30)
+        self.raw = RawHttpClient(sink, max_connections=concurrency) if client == "raw" else None
 
     # -- AMQP plumbing --------------------------------------------------------------------------
 
@@ -133,10 +137,14 @@ class Relay:
     async def _deliver(self, ch: Channel, tag: int, body: bytes, ctype: str | None) -> None:
         async with self.slots:
             try:
-                resp = await self.http.post(self.sink, content=body,
-                                            headers={"Content-Type": ctype or "text/plain"})
-                ok = 200 <= resp.status_code < 300
-            except httpx.HTTPError:
+                if self.raw is not None:
+                    status = await self.raw.post(body, ctype or "text/plain")
+                else:
+                    status = (await self.http.post(
+                        self.sink, content=body,
+                        headers={"Content-Type": ctype or "text/plain"})).status_code
+                ok = 200 <= status < 300
+            except (httpx.HTTPError, OSError, asyncio.IncompleteReadError, ValueError):
                 ok = False
         if ch.is_open:
             if ok:
@@ -155,6 +163,8 @@ class Relay:
         if self.conn is not None and self.conn.is_open:
             self.conn.close()
         await self.http.aclose()
+        if self.raw is not None:
+            await self.raw.close()
 
     # -- ASGI ----------------------------------------------------------------------------------
 
@@ -189,7 +199,7 @@ async def _respond(send: Any, status: int, body: bytes) -> None:
 async def main_async(args: argparse.Namespace, sock: socket.socket | None = None) -> None:
     # With a shared socket (a worker) the harness deletes the queue once all have stopped.
     relay = Relay(args.url, args.queue, args.sink, args.prefetch, args.concurrency,
-                  delete_queue=sock is None)
+                  delete_queue=sock is None, client=args.client)
     await relay.start()
     config = uvicorn.Config(relay, host="127.0.0.1", port=args.port, lifespan="off",
                             access_log=False, log_level="warning", loop="none",
@@ -240,6 +250,8 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--client", choices=("httpx", "raw"), default="httpx",
+                        help="how the relay POSTs to the sink (raw: the lean relay)")
     args = parser.parse_args()
     if args.workers > 1:
         run_workers(args)

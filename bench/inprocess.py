@@ -35,6 +35,7 @@ from esb.bus.runtime.ingress import Ingress, RouterHolder, SourceContext
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.trace import MemoryTrace
 
+SIZE = 1024
 ROUTES = "routes:\n  - name: all\n    from: [in]\n    to: [{destination: sink}]\n"
 
 
@@ -81,7 +82,7 @@ async def measure(count: int) -> tuple[float, float]:
     app = InboundDispatcher(inbound.routes, None)
     worker = DeliveryWorker("sink", Destination(), wire, DeliveryConfig(concurrency=64),  # type: ignore[arg-type]
                             metrics, "bench", 200, trace=trace)
-    body = json_order(1024)
+    body = json_order(SIZE)
     scope: dict[str, Any] = {
         "type": "http", "method": "POST", "path": "/in", "query_string": b"", "root_path": "",
         "headers": [(b"content-type", b"application/json"),

@@ -23,8 +23,29 @@ def guess_content_type(file: Path) -> str:
     return _SUFFIX_TYPES.get(file.suffix.lower(), "text/plain")
 
 
+def inline_step(text: str) -> StepSpec | None:
+    """A step written inline as in a route file (``json-to-xml: {root: order}``,
+    ``{jmespath: order.id}``), or None when ``text`` is a plain name or path. Raises
+    ConfigError when it looks inline but is not valid YAML."""
+    stripped = text.strip()
+    if not (stripped.startswith(("{", "[")) or ": " in stripped or stripped.endswith(":")):
+        return None  # a name, a path, or module:function
+    try:
+        value = yaml.safe_load(stripped)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"step {text!r}: not a valid inline step: {exc}"]) from None
+    if not isinstance(value, dict) or len(value) != 1:
+        raise ConfigError([f"step {text!r}: write one step as 'name: options', e.g. "
+                           "'json-to-xml: {root: order}'"])
+    return value
+
+
 def steps_for(spec: str, *, base_dir: Path) -> list[StepSpec]:
-    """The steps ``spec`` stands for: a stylesheet path, a YAML chain file or a transformer."""
+    """The steps ``spec`` stands for: an inline step, a stylesheet path, a YAML chain file
+    or a transformer."""
+    step = inline_step(spec)
+    if step is not None:
+        return [step]
     suffix = Path(spec).suffix.lower()
     if suffix in _STYLESHEETS:
         return [{"xslt": spec}]
@@ -62,21 +83,27 @@ def load_payload(file: Path, content_type: str) -> Any:
         return raw
 
 
-def run_transform(spec: str, file: Path, *, base_dir: Path, type: str = "sample",
-                  source: str = "cli", content_type: str | None = None,
+def run_transform(spec: str | Sequence[str], file: Path, *, base_dir: Path,
+                  type: str = "sample", source: str = "cli", content_type: str | None = None,
                   named: Mapping[str, StepSpec | Sequence[StepSpec]] | None = None
                   ) -> Envelope:
     """Run a transformer (entry-point name), a named definition from ``named`` (the
-    configuration's ``transformers:``), a stylesheet (``.xsl``/``.xslt``) or a chain (``.yaml``
-    list of steps, which may name definitions too) over ``file``; relative paths in steps
-    resolve against ``base_dir``. Raises ``ConfigError`` for a bad spec, and from the run
+    configuration's ``transformers:``), a stylesheet (``.xsl``/``.xslt``), a chain (``.yaml``
+    list of steps, which may name definitions too) or an inline step over ``file`` — or, when
+    ``spec`` is a list, each of those in turn as one chain. Relative paths in steps resolve
+    against ``base_dir``. Raises ``ConfigError`` for a bad spec, and from the run
     ``DropEnvelope``, ``TransformError`` or ``TransientTransformError`` (each naming the
     step)."""
     ct = content_type or guess_content_type(file)
-    if Path(spec).suffix.lower() in _STYLESHEETS:
-        spec = str(_locate(spec, base_dir).resolve())
-    chain = build_chain(steps_for(spec, base_dir=base_dir), base_dir=base_dir, named=named,
-                        where=Path(spec).name if Path(spec).suffix else "transform")
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    steps: list[StepSpec] = []
+    for one in specs:
+        if inline_step(one) is None and Path(one).suffix.lower() in _STYLESHEETS:
+            one = str(_locate(one, base_dir).resolve())
+        steps += steps_for(one, base_dir=base_dir)
+    single = specs[0] if len(specs) == 1 and inline_step(specs[0]) is None else ""
+    chain = build_chain(steps, base_dir=base_dir, named=named,
+                        where=Path(single).name if Path(single).suffix else "transform")
     env = Envelope(source=source, type=type, datacontenttype=ct,
                    data=load_payload(file, ct), subject=file.name)
     return chain(env)

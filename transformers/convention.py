@@ -32,60 +32,103 @@ class ConventionError(ValueError):
 # -- XML -> JSON ------------------------------------------------------------------------------
 
 class XmlToJson:
-    """Converts lxml trees to JSON values; options are fixed at construction."""
+    """Converts lxml trees to JSON values; options are fixed at construction.
+
+    One C-driven walk (:func:`lxml.etree.iterwalk`, whose ``start-ns`` events say where
+    namespaces are declared) and a stack of open elements: no per-element ``nsmap`` or
+    ``QName``, and each distinct tag's JSON name is worked out once per converter (a bounded
+    cache: a document of many distinct names cannot grow it without limit)."""
+
+    _CACHE_LIMIT = 4096
 
     def __init__(self, *, force_list: Collection[str] = (), types: Mapping[str, TypeName] = {},
                  strip_namespaces: bool = False) -> None:
         self.force_list = frozenset(force_list)
         self.types = dict(types)
         self.strip = strip_namespaces
+        self._names: dict[Any, str] = {}
 
     def document(self, root: etree._Element) -> dict[str, Any]:
-        return {self._name(root, root.tag): self._value(root, {})}
+        strip, typed, name_of = self.strip, self._typed if self.types else None, self._name
+        declared: list[tuple[str, str]] = []
+        # An open element: [json name, object, {child name: [values]}, text, child tails]
+        stack: list[list[Any]] = []
+        result: dict[str, Any] = {}
+        events = ("start", "end") if strip else ("start-ns", "start", "end")
+        for event, item in etree.iterwalk(root, events=events):
+            if event == "start-ns":
+                declared.append(item)
+                continue
+            if item.tag.__class__ is not str:  # a comment or processing instruction
+                continue
+            if event == "start":
+                obj: dict[str, Any] = {}
+                if declared:
+                    for prefix, uri in declared:
+                        obj[f"@xmlns:{prefix}" if prefix else "@xmlns"] = uri
+                    declared = []
+                if item.attrib:
+                    for key, value in item.attrib.items():
+                        attr = "@" + name_of(item, key, True)
+                        obj[attr] = typed(attr, value) if typed else value
+                stack.append([name_of(item, item.tag, False), obj, None, item.text, None])
+                continue
+            name, obj, groups, text, tails = stack.pop()
+            if groups is not None:
+                # Whitespace between child elements is layout; text after children (mixed
+                # content) cannot be placed and is appended to #text.
+                parts = [t for t in (text, *tails) if t and t.strip()]
+                text = "".join(parts) if parts else None
+            if not obj and groups is None:
+                value: Any = None if text is None else (typed(name, text) if typed else text)
+            else:
+                if text is not None:
+                    obj[TEXT] = typed(name, text) if typed else text
+                if groups is not None:
+                    force = self.force_list
+                    for key, items in groups.items():
+                        obj[key] = items if len(items) > 1 or key in force \
+                            or _local(key) in force else items[0]
+                value = obj
+            if not stack:
+                result[name] = value
+                break
+            parent = stack[-1]
+            if parent[2] is None:
+                parent[2], parent[4] = {}, []
+            parent[2].setdefault(name, []).append(value)
+            parent[4].append(item.tail)
+        return result
 
-    def _name(self, el: etree._Element, tag: str, attribute: bool = False) -> str:
-        qn = etree.QName(tag)
-        if self.strip or qn.namespace is None:
-            return qn.localname
-        if attribute:
-            prefix = "xml" if qn.namespace == XML_NS else _prefix_for(el, qn.namespace)
-        else:
+    def _name(self, el: etree._Element, tag: str, attribute: bool) -> str:
+        if attribute and not self.strip and tag[0] == "{":
+            return self._qualified(el, tag, True)  # the prefix depends on the scope: no cache
+        key: Any = tag if self.strip or tag[0] != "{" else (tag, el.prefix)
+        name = self._names.get(key)
+        if name is None:
+            name = self._qualified(el, tag, attribute)
+            if len(self._names) >= self._CACHE_LIMIT:
+                self._names.clear()
+            self._names[key] = name
+        return name
+
+    def _qualified(self, el: etree._Element, tag: str, attribute: bool) -> str:
+        if tag[0] != "{":
+            return tag
+        uri, _, local = tag[1:].partition("}")
+        if self.strip:
+            return local
+        if not attribute:
             prefix = el.prefix
-        return f"{prefix}:{qn.localname}" if prefix else qn.localname
+        elif uri == XML_NS:
+            prefix = "xml"
+        else:
+            prefix = _prefix_for(el, uri)
+        return f"{prefix}:{local}" if prefix else local
 
     def _typed(self, name: str, text: str) -> Any:
         kind = self.types.get(name) or self.types.get(name.rsplit(":", 1)[-1].lstrip("@"))
         return text if kind in (None, "string") else parse_typed(name, text, kind)
-
-    def _value(self, el: etree._Element, parent_ns: Mapping[str | None, str]) -> Any:
-        obj: dict[str, Any] = {}
-        if not self.strip:
-            for prefix, uri in el.nsmap.items():
-                if parent_ns.get(prefix) != uri:
-                    obj["@xmlns" if prefix is None else f"@xmlns:{prefix}"] = uri
-        for key, value in el.attrib.items():
-            name = "@" + self._name(el, key, attribute=True)
-            obj[name] = self._typed(name, value)
-        children = [c for c in el if isinstance(c.tag, str)]
-        text = el.text
-        if children:
-            # Whitespace between child elements is layout; text after children (mixed content)
-            # cannot be placed and is appended to #text.
-            parts = [t for t in (text, *(c.tail for c in children)) if t and t.strip()]
-            text = "".join(parts) if parts else None
-        name = self._name(el, el.tag)
-        if not obj and not children:
-            return None if text is None else self._typed(name, text)
-        if text is not None:
-            obj[TEXT] = self._typed(name, text)
-        groups: dict[str, list[Any]] = {}
-        for child in children:
-            groups.setdefault(self._name(child, child.tag), []).append(
-                self._value(child, el.nsmap))
-        for key, items in groups.items():
-            obj[key] = items if len(items) > 1 or _local(key) in self.force_list \
-                or key in self.force_list else items[0]
-        return obj
 
 
 def _local(name: str) -> str:

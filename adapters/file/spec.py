@@ -12,11 +12,11 @@ import os
 import re
 from pathlib import Path
 
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 
 from esb.adapters.spec import AdapterSettings, AdapterSpec, OutboundContext
 from esb.bus.envelope import Envelope
-from esb.bus.errors import PermanentError, TransientError
+from esb.bus.errors import ConfigError, PermanentError, TransientError
 
 _FIELD = re.compile(r"\{(id|type|source|key|ext)\}")
 _SUFFIX = {"application/json": "json", "application/xml": "xml", "text/xml": "xml",
@@ -24,11 +24,28 @@ _SUFFIX = {"application/json": "json", "application/xml": "xml", "text/xml": "xm
 
 
 class FileOutboundSettings(AdapterSettings):
+    #: Folder the files are written to (relative: to the configuration folder), made at start
+    #: when missing. A path that is a file, or lies inside one, is refused when the
+    #: configuration loads.
     directory: Path
     #: Fields: {id} {key} {type} {source} {ext} (ext from the content type).
     filename: str = "{key}.{ext}"
     #: Also write the whole envelope (CloudEvents JSON) next to the payload as NAME.event.json.
     with_envelope: bool = False
+
+    @field_validator("directory")
+    @classmethod
+    def _folder(cls, v: Path, info: ValidationInfo) -> Path:
+        """The folder, or the nearest part of its path that exists, must be a folder."""
+        config_dir = (info.context or {}).get("config_dir")
+        path = v if v.is_absolute() or config_dir is None else Path(config_dir) / v
+        for part in (path, *path.parents):
+            if part.is_dir():
+                break
+            if part.exists():
+                what = "is" if part == path else f"is inside {part}, which is"
+                raise ValueError(f"{path} {what} a file, not a folder")
+        return v
 
     @field_validator("filename")
     @classmethod
@@ -45,7 +62,11 @@ class FileOutbound:
         self.settings = settings
 
     async def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # made a file since the configuration was checked ...
+            raise ConfigError([f"file destination {self.directory}: cannot make the folder: "
+                               f"{exc.strerror or exc}"]) from None
 
     async def stop(self) -> None:
         return None

@@ -189,7 +189,8 @@ class Poller:
             if value is None:
                 value = self._first_page() if cursor.kind == "page" else cursor.initial
             if value is not None:
-                params[cursor.param] = str(value)
+                params[cursor.param] = (cursor.template.replace("{cursor}", str(value))
+                                        if cursor.template else str(value))
         return params
 
     async def _fetch(self) -> list[Any]:

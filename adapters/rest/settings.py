@@ -37,6 +37,10 @@ class PollCursor(BaseModel):
     initial: str | int | None = None
     #: Items on a full page (``page``): a shorter page is polled again until it fills up.
     page_size: int | None = Field(None, ge=1)
+    #: The parameter's text with ``{cursor}`` standing for the value, for APIs that take the
+    #: watermark inside a query language (SOQL ``... WHERE SystemModstamp > {cursor}``, an
+    #: OData ``$filter``, JQL); by default the parameter is the value alone.
+    template: str | None = Field(None, pattern=r"\{cursor\}")
 
     @field_validator("from_")
     @classmethod

@@ -54,9 +54,13 @@ class EsbDaemon:
     as ``${ESB_ADMIN_TOKEN}`` and the daemon's environment sets that variable (secrets are
     never literal values in a configuration). Secrets of ``config`` itself are written as
     ``${VAR}`` references too, with their values in ``env``.
-    The daemon's stdout and stderr go to ``log_path`` (``root/daemon-<port>.log``)."""
+    The daemon's stdout and stderr go to ``log_path`` (``root/daemon-<port>.log``).
 
-    def __init__(self, root: Path, config: dict[str, Any],
+    ``config=None`` runs a project folder as it is (``root/config/esb.yaml`` and its routes, as
+    ``esb init`` or an example makes them): nothing is written, and the folder's configuration
+    must take its listen address from ``${ESB_LISTEN}``, which the daemon's environment sets."""
+
+    def __init__(self, root: Path, config: dict[str, Any] | None,
                  routes: dict[str, Any] | None = None, *, port: int | None = None,
                  env: dict[str, str] | None = None, admin_token: str = ADMIN_TOKEN,
                  files: dict[str, str | bytes] | None = None,
@@ -64,6 +68,14 @@ class EsbDaemon:
         self.root = root
         self.port = port or free_port()
         self.token = admin_token
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = log_path or root / f"daemon-{self.port}.log"
+        #: how many times :meth:`start` was called
+        self.starts = 0
+        if config is None:
+            self.env.update(ESB_LISTEN=f"127.0.0.1:{self.port}", ESB_ADMIN_TOKEN=admin_token)
+            return
         config = dict(config)
         config.setdefault("bus", {"url": "embedded"})
         config.setdefault("http", {})["listen"] = f"127.0.0.1:{self.port}"
@@ -85,13 +97,8 @@ class EsbDaemon:
                 path.write_bytes(content)
             else:
                 path.write_text(content)
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         if kit_token:
             self.env["ESB_ADMIN_TOKEN"] = admin_token
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = log_path or root / f"daemon-{self.port}.log"
-        #: how many times :meth:`start` was called
-        self.starts = 0
 
     @property
     def url(self) -> str:

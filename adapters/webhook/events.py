@@ -57,4 +57,6 @@ def event_type(where: str, headers: Mapping[str, str], payload: Any) -> str | No
 
 def default_event_type(scheme: str) -> str:
     """The scheme's own place for the event type."""
+    if scheme == "hubspot":  # a batch of events: the first one's subscription type
+        return "json:0.subscriptionType"
     return "github" if scheme == "github" else "json:type"

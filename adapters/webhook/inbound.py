@@ -23,6 +23,7 @@ from esb.adapters.webhook.settings import WebhookInboundSettings
 from esb.adapters.webhook.signatures import (
     GithubVerifier,
     HmacVerifier,
+    HubspotVerifier,
     SignatureError,
     StandardVerifier,
     StripeVerifier,
@@ -42,6 +43,8 @@ def build_verifier(settings: WebhookInboundSettings) -> Verifier:
         return GithubVerifier(secrets)
     if settings.scheme == "stripe":
         return StripeVerifier(secrets, settings.tolerance)
+    if settings.scheme == "hubspot":
+        return HubspotVerifier(secrets, settings.tolerance, settings.public_url)
     return HmacVerifier(secrets, header=settings.header, algorithm=settings.algorithm,
                         encoding=settings.encoding, prefix=settings.prefix,
                         tolerance=settings.tolerance,
@@ -75,7 +78,8 @@ class WebhookInbound:
         except BodyTooLarge as exc:
             return problem(413, "Payload too large", str(exc))
         try:
-            verified = self.verifier.verify(request.headers, body, time.time())
+            verified = self.verifier.verify(request.headers, body, time.time(),
+                                            method=request.method, url=str(request.url))
         except TimestampError as exc:
             return problem(401, "Stale or future webhook timestamp", str(exc))
         except SignatureError as exc:

@@ -10,7 +10,7 @@ from esb.adapters.auth.settings import OutboundAuth
 from esb.adapters.spec import AdapterSettings
 from esb.adapters.webhook.signatures import decode_standard_secret
 
-Scheme = Literal["standard", "github", "stripe", "hmac"]
+Scheme = Literal["standard", "github", "stripe", "hubspot", "hmac"]
 
 
 class WebhookInboundSettings(AdapterSettings):
@@ -40,6 +40,9 @@ class WebhookInboundSettings(AdapterSettings):
     source: str | None = None
     #: Largest accepted body in bytes; larger ones are answered with 413.
     max_body: int = Field(1_048_576, ge=1)
+    #: ``hubspot``: the URL the provider calls, as it sees it (``https://hooks.example.com/...``),
+    #: when a reverse proxy makes the daemon see another; by default the request's own URL.
+    public_url: str | None = Field(None, pattern=r"^https?://")
     # -- generic ``hmac`` scheme -----------------------------------------------------------
     #: ``hmac``: the header carrying the signature.
     header: str = "X-Signature"

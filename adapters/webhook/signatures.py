@@ -1,4 +1,4 @@
-"""Signature schemes: Standard Webhooks, GitHub, Stripe and generic HMAC.
+"""Signature schemes: Standard Webhooks, GitHub, Stripe, HubSpot (v3) and generic HMAC.
 
 A :class:`Verifier` checks one request's headers and raw body and says which delivery it
 was; every comparison is constant-time (``hmac.compare_digest``).
@@ -10,9 +10,11 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import unquote
 
 STANDARD_PREFIX = "whsec_"
 
@@ -41,8 +43,10 @@ class Verifier(Protocol):
         """Payload field holding the delivery id when no header does (Stripe: ``id``)."""
         ...
 
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> Verified:
-        """Return what the signature vouches for, or raise :class:`SignatureError`."""
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float, *,
+               method: str = "POST", url: str = "") -> Verified:
+        """Return what the signature vouches for, or raise :class:`SignatureError`.
+        ``method`` and ``url`` are the request's, for schemes that sign them (HubSpot)."""
         ...
 
 
@@ -103,7 +107,8 @@ class StandardVerifier:
         self._keys = [decode_standard_secret(s) for s in secrets]
         self._tolerance = tolerance
 
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> Verified:
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float, *,
+               method: str = "POST", url: str = "") -> Verified:
         msg_id = _header(headers, "webhook-id")
         ts = _timestamp(_header(headers, "webhook-timestamp"), now, self._tolerance)
         given = [s for s in _header(headers, "webhook-signature").split(" ") if s]
@@ -121,7 +126,8 @@ class GithubVerifier:
     def __init__(self, secrets: list[str]) -> None:
         self._secrets = [s.encode() for s in secrets]
 
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> Verified:
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float, *,
+               method: str = "POST", url: str = "") -> Verified:
         given = _header(headers, "x-hub-signature-256").strip().lower()
         expected = ["sha256=" + hmac.new(s, body, "sha256").hexdigest() for s in self._secrets]
         if not _any_match([given], expected):
@@ -138,7 +144,8 @@ class StripeVerifier:
         self._secrets = secrets
         self._tolerance = tolerance
 
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> Verified:
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float, *,
+               method: str = "POST", url: str = "") -> Verified:
         stamp: str | None = None
         given: list[str] = []
         for item in _header(headers, "stripe-signature").split(","):
@@ -178,7 +185,8 @@ class HmacVerifier:
             return self._prefix + digest.hex()
         return self._prefix + base64.b64encode(digest).decode("ascii")
 
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> Verified:
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float, *,
+               method: str = "POST", url: str = "") -> Verified:
         given = _header(headers, self._header).strip()
         if self._encoding == "hex":
             given = given.lower()
@@ -195,3 +203,50 @@ class HmacVerifier:
             raise SignatureError("no matching signature")
         delivery = headers.get(self._id_header) if self._id_header else None
         return Verified(delivery_id=delivery or None, timestamp=ts)
+
+
+def sign_hubspot(secret: str, method: str, url: str, body: bytes, timestamp_ms: int) -> str:
+    """HubSpot's v3 signature: base64 HMAC-SHA256 of method + URL + body + timestamp (ms)."""
+    content = f"{method}{url}".encode() + body + str(timestamp_ms).encode()
+    return base64.b64encode(hmac.digest(secret.encode(), content, "sha256")).decode("ascii")
+
+
+class HubspotVerifier:
+    """HubSpot v3: ``X-HubSpot-Signature-v3`` over method, the URL HubSpot called, the body and
+    ``X-HubSpot-Request-Timestamp`` (milliseconds). HubSpot sends no delivery id: a batch is
+    identified by the ``eventId``s of its events."""
+
+    payload_id_field: str | None = None
+
+    def __init__(self, secrets: list[str], tolerance: int, public_url: str | None) -> None:
+        self._secrets = secrets
+        self._tolerance = tolerance
+        self._public_url = public_url
+
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float, *,
+               method: str = "POST", url: str = "") -> Verified:
+        given = _header(headers, "x-hubspot-signature-v3").strip()
+        stamp = _header(headers, "x-hubspot-request-timestamp")
+        if not stamp.isdigit():
+            raise SignatureError(f"timestamp {stamp[:32]!r} is not an integer")
+        ts = _timestamp(str(int(stamp) // 1000), now, self._tolerance)
+        target = unquote(self._public_url or url)
+        expected = [sign_hubspot(s, method, target, body, int(stamp)) for s in self._secrets]
+        if not _any_match([given], expected):
+            raise SignatureError("no matching signature")
+        return Verified(delivery_id=_batch_id(body), timestamp=ts)
+
+
+def _batch_id(body: bytes) -> str | None:
+    """A stable id for a batch of HubSpot events (their ``eventId``s), or ``None``."""
+    try:
+        events = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(events, dict):
+        events = [events]
+    ids = sorted(str(e.get("eventId")) for e in events
+                 if isinstance(e, dict) and e.get("eventId") is not None)
+    if not ids or not isinstance(events, list) or len(ids) != len(events):
+        return None
+    return "hs-" + hashlib.sha256(",".join(ids).encode()).hexdigest()[:32]

@@ -207,14 +207,15 @@ class Daemon(EsbDaemon):
 
 class Ceiling(Child):
     def __init__(self, bus_url: str, queue: str, sink_url: str, log_dir: Path,
-                 workers: int = 1) -> None:
+                 workers: int = 1, client: str = "httpx") -> None:
         self.port = free_port()
         self.queue = queue
         self.bus_url = bus_url
         self.workers = workers
         super().__init__("ceiling", [sys.executable, str(BENCH / "ceiling.py"), "--port",
                                      str(self.port), "--sink", f"{sink_url}/sink", "--queue",
-                                     queue, "--url", bus_url, "--workers", str(workers)],
+                                     queue, "--url", bus_url, "--workers", str(workers),
+                                     "--client", client],
                          BENCH, log_dir)
         self.url = f"http://127.0.0.1:{self.port}"
 

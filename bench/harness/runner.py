@@ -73,7 +73,7 @@ def _target(scn: Scenario, opts: Options, sink: Sink) -> Daemon | Ceiling | Prox
     root.mkdir(parents=True, exist_ok=True)
     if scn.kind == "ceiling":
         return Ceiling(opts.bus_url, f"bench-{opts.run_id}.{scn.name}", sink.url, root,
-                       workers=opts.workers)
+                       workers=opts.workers, client=scn.client)
     if scn.kind == "proxy":
         return Proxy(sink.url, root / "proxy", scn.proxy_args, scn.files, root,
                      workers=opts.workers)

@@ -40,6 +40,8 @@ class Scenario:
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
     #: "esb" (a daemon), "ceiling" (bench/ceiling.py) or "proxy" (bench/direct_proxy.py)
     kind: str = "esb"
+    #: the ceiling's way out: "httpx" (esb's own client stack) or "raw" (the lean relay)
+    client: str = "httpx"
     source: dict[str, Any] = field(default_factory=lambda: {"adapter": "rest", "path": "/in"})
     routes: dict[str, Any] = field(default_factory=dict)
     files: dict[str, bytes | str] = field(default_factory=dict)
@@ -68,11 +70,17 @@ def ceiling(size: int) -> Scenario:
                     description="raw relay: uvicorn → pika confirmed publish → consume → httpx")
 
 
+def lean_relay(size: int) -> Scenario:
+    return Scenario(f"relay-{_size_tag(size)}", size, payloads.json_order(size), path="/in",
+                    kind="ceiling", client="raw",
+                    description="lean relay: the ceiling with a bare HTTP/1.1 client out")
+
+
 def passthrough(size: int) -> Scenario:
     tag = _size_tag(size)
     return Scenario(f"passthrough-{tag}", size, payloads.json_order(size),
                     routes={"routes.yaml": {"routes": [_route("all", {})]}},
-                    target=Target(f"ceiling-{tag}", 0.8),
+                    target=Target(f"relay-{tag}", 0.8),
                     description="match {} → one REST destination")
 
 
@@ -133,6 +141,17 @@ def xslt(size: int) -> Scenario:
                     files={"xslt/order-to-sales.xsl": payloads.XSLT_ORDER_TO_SALES},
                     target=Target(f"passthrough-{tag}", 0.6 if size == KIB else None),
                     description="XSLT 1.0 order → sales order on the XML payload")
+
+
+def xml_to_json(size: int) -> Scenario:
+    tag = _size_tag(size)
+    to = [{"destination": "sink", "transform": [{"xml-to-json": {"strip_namespaces": True}}]}]
+    return Scenario(f"xml2json-{tag}", size, payloads.xml_order(size),
+                    headers={"Content-Type": "application/xml"},
+                    routes={"routes.yaml": {"routes": [
+                        _route("to-json", {"type": ["order.created"]}, to)]}},
+                    target=Target(f"passthrough-{tag}", 0.6 if size == KIB else None),
+                    description="xml-to-json of the XML payload")
 
 
 def soap(size: int) -> Scenario:
@@ -247,8 +266,9 @@ def request_reply() -> list[Scenario]:
 def full() -> list[Scenario]:
     out: list[Scenario] = []
     for size in (KIB, 10 * KIB):
-        out += [ceiling(size), passthrough(size), cbr_attribute(size), cbr_json(size),
-                cbr_xml(size), xslt(size), soap(size)]
+        out += [ceiling(size), lean_relay(size), passthrough(size), cbr_attribute(size),
+                cbr_json(size),
+                cbr_xml(size), xslt(size), xml_to_json(size), soap(size)]
     out += [rule_count(10), rule_count(1000), rule_count(10000)]
     out += request_reply()
     return out
@@ -257,7 +277,7 @@ def full() -> list[Scenario]:
 def quick() -> list[Scenario]:
     """The CI smoke set: 1 KiB only; the XSLT step is in it so its ratio to pass-through is
     reported on every run."""
-    return [ceiling(KIB), passthrough(KIB), cbr_attribute(KIB), xslt(KIB)]
+    return [ceiling(KIB), lean_relay(KIB), passthrough(KIB), cbr_attribute(KIB), xslt(KIB)]
 
 
 def by_name() -> dict[str, Scenario]:

@@ -14,6 +14,7 @@ from click.exceptions import NoArgsIsHelpError
 
 from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token, find_url
 from esb.bus.cli.deadletter_cmds import register as register_deadletter_commands
+from esb.bus.cli.init_cmd import register as register_init
 from esb.bus.cli.ops_cmds import register as register_ops_commands
 from esb.bus.cli.output import emit_json, table
 from esb.bus.cli.routes_cmds import register as register_routes_commands
@@ -163,9 +164,12 @@ def config_secrets(loaded: Loaded) -> list[str]:
 @click.option("--type", "etype", required=True, help="Envelope type.")
 @click.option("--source", required=True, help="A configured source name, or any source URI.")
 @click.option("--content-type", default=None, help="Default: from the file suffix.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output: the envelope id and its destinations.")
 @click.argument("file", type=click.File("rb"))
 @click.pass_obj
-def send(obj: Context, etype: str, source: str, content_type: str | None, file: Any) -> None:
+def send(obj: Context, etype: str, source: str, content_type: str | None, as_json: bool,
+         file: Any) -> None:
     """Send FILE (or - for stdin) into the bus through the running daemon."""
     body = file.read()
     ctype = content_type or _guess_type(getattr(file, "name", "-"), body)
@@ -175,6 +179,9 @@ def send(obj: Context, etype: str, source: str, content_type: str | None, file: 
                                       content=body, headers={"Content-Type": ctype})
     except AdminError as exc:
         fail(str(exc))
+    if as_json:
+        emit_json(result)
+        return
     click.echo(f"accepted {result['id']} → {', '.join(result['destinations'])}")
 
 
@@ -273,7 +280,10 @@ def routes() -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               envvar="ESB_CONFIG", default=DEFAULT_CONFIG, show_default=True,
               help="Configuration naming the sources, destinations and transformers.")
-def routes_validate(path: Path, config_path: Path) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help='Machine-readable output: {"ok", "routes", "digest"} or {"ok": false, '
+                   '"problems"} (exit 2).')
+def routes_validate(path: Path, config_path: Path, as_json: bool) -> None:
     """Check route files: schema, references, patterns, transformers (file:line each)."""
     from esb.bus.config.loader import load_config
     from esb.bus.runtime.daemon import load_router
@@ -282,7 +292,14 @@ def routes_validate(path: Path, config_path: Path) -> None:
         loaded = load_config(config_path)
         router = load_router(loaded, path)
     except ConfigError as exc:
+        if as_json:
+            emit_json({"ok": False, "problems": exc.problems})
+            sys.exit(2)
         config_errors(exc)
+    if as_json:
+        emit_json({"ok": True, "routes": [r.name for r in router.routes],
+                   "digest": router.digest})
+        return
     click.echo(f"ok: {len(router.routes)} routes, digest {router.digest[:12]}")
 
 
@@ -315,21 +332,27 @@ def adapters_list(as_json: bool) -> None:
                          [tuple(r.values()) for r in rows]))
 
 
-def _named_transformers(config_path: Path | None) -> dict[str, Any]:
-    """The ``transformers:`` definitions of ``config_path``, else of the default configuration
-    when there is one (none otherwise). Raises ``ConfigError`` when the file does not load."""
+def _transform_config(config_path: Path | None) -> tuple[dict[str, Any], Path]:
+    """The ``transformers:`` definitions of ``config_path`` (else of the default
+    configuration, when there is one) and the folder relative paths in steps resolve
+    against (its configuration folder; the working folder without one). Raises
+    ``ConfigError`` when the file does not load."""
     if config_path is None:
         config_path = Path(DEFAULT_CONFIG)
         if not config_path.is_file():
-            return {}
+            return {}, Path.cwd()
     from esb.bus.config.loader import load_config
 
-    return dict(load_config(config_path).config.transformers)
+    config = load_config(config_path).config
+    return dict(config.transformers), config.base_dir
 
 
 @cli.command()
-@click.argument("spec")
-@click.argument("file", type=click.Path(exists=True, path_type=Path))
+@click.argument("args", nargs=-1, metavar="[SPEC] FILE")
+@click.option("--step", "steps", multiple=True, metavar="STEP",
+              help="One step, written as in a route file: 'json-to-xml: {root: order}', "
+                   "'xslt: config/xslt/a.xsl', 'mypkg.enrich:add_region'. Repeat it for a "
+                   "chain; then SPEC is left out.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               envvar="ESB_CONFIG", default=None,
               help=f"Configuration whose 'transformers:' definitions SPEC (or a chain file) "
@@ -341,17 +364,26 @@ def _named_transformers(config_path: Path | None) -> dict[str, Any]:
 @click.option("--content-type", default=None,
               help="The envelope's datacontenttype [default: from FILE's suffix: .xml, .json, "
                    "else text/plain].")
-def transform(spec: str, file: Path, config_path: Path | None, etype: str, source: str,
-              content_type: str | None) -> None:
-    """Run SPEC on FILE and print the result, or the error naming the failing step.
+def transform(args: tuple[str, ...], steps: tuple[str, ...], config_path: Path | None,
+              etype: str, source: str, content_type: str | None) -> None:
+    """Run SPEC (or the --step steps) on FILE and print the result, or the error naming the
+    failing step.
 
     SPEC is a transformer name, a definition from the configuration's 'transformers:', a
-    stylesheet (.xsl, .xslt) or a chain file (.yaml: a list of steps)."""
+    stylesheet (.xsl, .xslt), a chain file (.yaml: a list of steps) or one step written inline
+    as in a route file ('json-to-xml: {root: order}')."""
     from esb.transformers.cli_support import run_transform
 
+    if len(args) != (1 if steps else 2):
+        raise click.UsageError("give SPEC and FILE, or --step ... and FILE")
+    file = Path(args[-1])
+    if not file.is_file():
+        raise click.UsageError(f"FILE {file} does not exist (or is not a file)")
+    spec: str | list[str] = list(steps) if steps else args[0]
     try:
-        env = run_transform(spec, file, base_dir=Path.cwd(), type=etype, source=source,
-                            content_type=content_type, named=_named_transformers(config_path))
+        named, base_dir = _transform_config(config_path)
+        env = run_transform(spec, file, base_dir=base_dir, type=etype, source=source,
+                            content_type=content_type, named=named)
     except ConfigError as exc:
         config_errors(exc)
     except EsbError as exc:
@@ -369,6 +401,7 @@ register_routes_commands(routes)
 register_deadletter_commands(cli)
 register_scaffold(adapters)
 register_ops_commands(cli)
+register_init(cli)
 
 
 #: Options of the ``esb`` group that may be written after the subcommand too.

@@ -72,9 +72,12 @@ def _ok(obj: Any, method: str, path: str, **kwargs: Any) -> Any:
 
 
 def _refused(method: str, path: str, status: int, body: Any,
-             folder: Path | None = None) -> NoReturn:
+             folder: Path | None = None, as_json: bool = False) -> NoReturn:
     if status == 422 and isinstance(body, dict) and body.get("errors"):
         problems = [_located(p, folder) for p in body["errors"]]
+        if as_json:
+            emit_json({"deployed": False, "problems": problems})
+            sys.exit(2)
         click.echo(f"esb: refused: {body.get('detail', '')}", err=True)
         _problems(problems)
     detail = body.get("detail") or body.get("title") if isinstance(body, dict) else body
@@ -281,20 +284,34 @@ def _jsonable(data: Any) -> Any:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--note", default=None, help="Why (shown in history).")
 @click.option("--by", default=None, help="Who deploys (default: $USER).")
+@click.option("--force", is_flag=True,
+              help="Store a new version even when the latest one has these files already.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output: the version, and every instance's state.")
 @click.pass_obj
-def routes_deploy(obj: Any, path: Path, note: str | None, by: str | None) -> None:
+def routes_deploy(obj: Any, path: Path, note: str | None, by: str | None, force: bool,
+                  as_json: bool) -> None:
     """Deploy route files: validated by the daemon, stored as a new version, and switched to by
-    every running instance (exit 2 with every problem when refused)."""
+    every running instance (exit 2 with every problem when refused). Files the latest version
+    has already are not stored again: "no change" (exit 0), unless --force."""
     files, folder = _route_files(path)
     by = by or _default_by()
     status, body = _call(obj, "POST", "/admin/routes/deploy",
-                         json={"files": files, "by": by, "note": note})
+                         json={"files": files, "by": by, "note": note, "force": force})
     if status >= 400:
-        _refused("POST", "/admin/routes/deploy", status, body, folder)
-    running = "" if body.get("running") else " (stored; not yet running on this instance)"
-    click.echo(f"deployed version {body['version']} ({body['digest'][:12]}), "
-               f"{len(files)} file(s), by {by}{running}")
-    _every_instance(obj, body["version"])
+        _refused("POST", "/admin/routes/deploy", status, body, folder, as_json)
+    if body.get("unchanged"):
+        if as_json:
+            emit_json({**body, "deployed": False})
+            return
+        click.echo(f"no change: version {body['version']} ({body['digest'][:12]}) has these "
+                   f"route files already; nothing stored (--force stores a new version)")
+        return
+    if not as_json:
+        running = "" if body.get("running") else " (stored; not yet running on this instance)"
+        click.echo(f"deployed version {body['version']} ({body['digest'][:12]}), "
+                   f"{len(files)} file(s), by {by}{running}")
+    _every_instance(obj, body["version"], {**body, "deployed": True} if as_json else None)
 
 
 @click.command("list")
@@ -363,12 +380,15 @@ def routes_diff(obj: Any, a: int, b: int, as_json: bool) -> None:
 @click.command("rollback")
 @click.argument("version", type=int, required=False)
 @click.option("--by", default=None, help="Who rolls back (default: $USER).")
+@click.option("--force", is_flag=True,
+              help="Store VERSION again even when its files are the latest version's.")
 @click.pass_obj
-def routes_rollback(obj: Any, version: int | None, by: str | None) -> None:
-    """Deploy again the files of VERSION (default: the version before the latest)."""
+def routes_rollback(obj: Any, version: int | None, by: str | None, force: bool) -> None:
+    """Deploy again the files of VERSION (default: the newest earlier version whose route
+    files differ from the latest's)."""
     by = by or _default_by()
     status, body = _call(obj, "POST", "/admin/routes/rollback",
-                         json={"version": version, "by": by})
+                         json={"version": version, "by": by, "force": force})
     if status >= 400:
         _refused("POST", "/admin/routes/rollback", status, body)
     running = "" if body.get("running") else " (stored; not yet running on this instance)"
@@ -381,22 +401,34 @@ def routes_rollback(obj: Any, version: int | None, by: str | None) -> None:
 CONFIRM_TIMEOUT = 5.0
 
 
-def _every_instance(obj: Any, version: int) -> None:
+def _every_instance(obj: Any, version: int, report: dict[str, Any] | None = None) -> None:
     """Wait until every live instance runs ``version`` or reports it cannot (its own
-    configuration lacks something the set needs); print one line each. Exit 1 when one
-    cannot, so a deploy never silently leaves instances on different versions."""
+    configuration lacks something the set needs); print one line each — or, with ``report``
+    (``--json``), print it with ``"instances"`` added. Exit 1 when one cannot, so a deploy
+    never silently leaves instances on different versions."""
     import time
 
     deadline = time.monotonic() + CONFIRM_TIMEOUT
     while True:
         status, instances = _call(obj, "GET", "/admin/instances")
         if status >= 400 or not isinstance(instances, list):
-            return  # an older daemon: nothing more to say
+            if report is not None:  # an older daemon: nothing more to say
+                emit_json(report)
+            return
         pending = [i for i in instances if _state(i, version) == "pending"]
         if not pending or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     refused = pending = False
+    if report is not None:
+        states = [{"instance": i.get("instance"), "state": _state(i, version),
+                   "route_version": i.get("route_version"),
+                   "problems": (i.get("route_refused") or {}).get("problems") or []}
+                  for i in instances]
+        emit_json({**report, "instances": states})
+        refused = any(st["state"] == "refused" for st in states)
+        pending = any(st["state"] == "pending" for st in states)
+        instances = []
     for inst in instances:
         state = _state(inst, version)
         name = inst.get("instance", "?")

@@ -93,7 +93,8 @@ def validate_config(raw: dict[str, Any], doc: Document | None, *,
         for name, ep in endpoints.items():
             if not isinstance(ep, dict) or not isinstance(ep.get("adapter"), str):
                 continue  # the core model reported it
-            result = _adapter_settings(kind, name, ep, direction, doc, registry, problems)
+            result = _adapter_settings(kind, name, ep, direction, doc, registry, problems,
+                                       base_dir)
             if result is not None:
                 settings[kind][name] = result
     models = _models(config, settings["sources"], settings["destinations"])
@@ -132,7 +133,7 @@ _COMMON_KEYS = ("adapter", "description", "delivery", "runs")
 
 def _adapter_settings(kind: str, name: str, ep: dict[str, Any], direction: str,
                       doc: Document | None, registry: Registry,
-                      problems: list[str]) -> BaseModel | None:
+                      problems: list[str], base_dir: Path) -> BaseModel | None:
     loc: Loc = (kind, name)
     adapter = ep["adapter"]
     if doc is not None and doc.is_placeholder((*loc, "adapter")):
@@ -155,7 +156,9 @@ def _adapter_settings(kind: str, name: str, ep: dict[str, Any], direction: str,
         return None
     own = {k: v for k, v in ep.items() if k not in _COMMON_KEYS}
     try:
-        return model.model_validate(own)
+        # validators may look at the files a setting names: {"config_dir": the folder
+        # relative paths resolve against}
+        return model.model_validate(own, context={"config_dir": base_dir})
     except ValidationError as exc:
         problems.extend(format_errors(doc, exc, loc))
         return None

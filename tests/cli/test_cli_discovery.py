@@ -166,3 +166,22 @@ def test_a_daemon_started_from_another_folder_resolves_paths_in_its_project(
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_file_destination_whose_folder_is_a_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "routes").mkdir()
+    (tmp_path / "outbox").write_text("I am a file")
+    (tmp_path / "config" / "esb.yaml").write_text(
+        "destinations:\n"
+        "  erp: {adapter: file, directory: outbox}\n"
+        "  audit:\n"
+        "    adapter: file\n"
+        "    directory: outbox/audit\n")
+    (tmp_path / "routes" / "r.yaml").write_text("routes:\n  - name: all\n    to: [erp]\n")
+    r = esb("run", "--listen", f"127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "config/esb.yaml:2: destinations.erp.directory:" in r.stderr
+    assert f"{tmp_path / 'outbox'} is a file, not a folder" in r.stderr
+    assert "config/esb.yaml:5: destinations.audit.directory:" in r.stderr
+    assert "is inside" in r.stderr and "Traceback" not in r.stderr

@@ -422,3 +422,50 @@ def test_a_refused_deploy_lists_what_validate_lists(broken: Path, daemon: Contex
         [line.split(" ")[0] for line in problem_lines(validate.output)]
     history = json.loads(invoke("history", "--json", obj=daemon).output)
     assert [v["version"] for v in history["versions"]] == [1]  # refused whole: nothing stored
+
+
+def test_deploying_unchanged_files_says_no_change(project: Path, daemon: Context) -> None:
+    same = invoke("deploy", "routes", obj=daemon)  # the files version 1 has
+    assert same.exit_code == 0, same.output
+    assert same.output.startswith("no change: version 1 (") and "nothing stored" in same.output
+    as_json = json.loads(invoke("deploy", "routes", "--json", obj=daemon).output)
+    assert as_json["unchanged"] is True and as_json["deployed"] is False
+    assert as_json["version"] == 1
+    history = json.loads(invoke("history", "--json", obj=daemon).output)
+    assert [v["version"] for v in history["versions"]] == [1]
+    forced = invoke("deploy", "routes", "--force", "--json", obj=daemon)
+    assert forced.exit_code == 0, forced.output
+    body = json.loads(forced.output)
+    assert body["version"] == 2 and body["deployed"] is True and body["running"] is True
+
+
+def test_rollback_goes_to_the_last_version_whose_files_differ(project: Path,
+                                                              daemon: Context) -> None:
+    (project / "routes" / "orders.yaml").write_text(
+        ORDERS.replace("numeric: [\">=\", 1000]", "numeric: [\">=\", 500]"))
+    assert invoke("deploy", "routes", obj=daemon).exit_code == 0  # v2
+    assert invoke("deploy", "routes", "--force", obj=daemon).exit_code == 0  # v3 = v2's files
+    back = invoke("rollback", obj=daemon)
+    assert back.exit_code == 0, back.output
+    assert back.output.startswith("deployed version 4 (") and "of version 1" in back.output
+    same = invoke("rollback", "1", obj=daemon)  # version 1's files are the latest's now
+    assert same.exit_code == 1 and "nothing would change" in same.output
+    assert invoke("rollback", "1", "--force", obj=daemon).exit_code == 0
+
+
+def test_validate_json(project: Path) -> None:
+    ok = Output(CliRunner().invoke(cli, ["routes", "validate", "routes", "--json"],
+                                   catch_exceptions=False))
+    assert ok.exit_code == 0
+    body = json.loads(ok.output)
+    assert body["ok"] is True and "big-orders-to-erp" in body["routes"]
+    assert len(body["digest"]) == 64
+
+
+def test_validate_json_lists_every_problem(broken: Path) -> None:
+    bad = Output(CliRunner().invoke(cli, ["routes", "validate", "routes", "--json"],
+                                    catch_exceptions=False))
+    assert bad.exit_code == 2
+    body = json.loads(bad.output)
+    assert body["ok"] is False
+    assert any("unknown source 'shoop'" in p for p in body["problems"])

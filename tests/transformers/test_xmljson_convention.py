@@ -233,3 +233,23 @@ def test_json_xml_json_round_trips(document: dict[str, Any]) -> None:
     """
     xml = etree.tostring(json_to_element(document))
     assert XmlToJson(types=TYPED).document(parse_xml(xml)) == document
+
+
+def test_declarations_comments_and_mixed_content_in_one_walk() -> None:
+    """Namespaces declared below the root, a prefixed attribute, comments and processing
+    instructions between elements, text after a child: as the convention says."""
+    xml = (b'<a xmlns="urn:d" xmlns:p="urn:p"><p:b x="1" p:y="2">t<c/>tail<!-- c --><c>2</c>'
+           b'</p:b><d xmlns:q="urn:q"><q:e/></d><?pi x?></a>')
+    assert XmlToJson(force_list=["c"]).document(parse_xml(xml)) == {"a": {
+        "@xmlns": "urn:d", "@xmlns:p": "urn:p",
+        "p:b": {"@x": "1", "@p:y": "2", "#text": "ttail", "c": [None, "2"]},
+        "d": {"@xmlns:q": "urn:q", "q:e": None}}}
+    assert XmlToJson(strip_namespaces=True).document(parse_xml(xml)) == {"a": {
+        "b": {"@x": "1", "@y": "2", "#text": "ttail", "c": [None, "2"]}, "d": {"e": None}}}
+
+
+def test_many_distinct_names_do_not_grow_the_name_cache_without_bound() -> None:
+    converter = XmlToJson()
+    names = "".join(f"<n{i}/>" for i in range(10_000))
+    converter.document(parse_xml(f"<r>{names}</r>".encode()))
+    assert len(converter._names) <= XmlToJson._CACHE_LIMIT

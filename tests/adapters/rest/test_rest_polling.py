@@ -135,6 +135,21 @@ async def test_pages_are_followed_and_the_cursor_is_persisted(api: tuple[Api, st
     assert len(inbound_ctx.accepted) == 5
 
 
+async def test_a_template_puts_the_cursor_inside_a_query(api: tuple[Api, str],
+                                                       inbound_ctx: Any) -> None:
+    server, base = api
+    server.add("i0", 100)
+    cursor = {"param": "q", "from": "updatedAt", "initial": 0,
+              "template": "SELECT Id FROM Contact WHERE SystemModstamp > {cursor}"}
+    p = poller(base, inbound_ctx, cursor=cursor)
+    await p.poll_once()  # the fake API ignores q: what matters is what was sent
+    assert server.requests[0]["q"] == "SELECT Id FROM Contact WHERE SystemModstamp > 0"
+    await p.poll_once()
+    assert server.requests[-1]["q"] == "SELECT Id FROM Contact WHERE SystemModstamp > 100"
+    with pytest.raises(ValidationError, match="cursor"):
+        PollSettings.model_validate(poll_settings(base, cursor={**cursor, "template": "x"}))
+
+
 async def test_restart_continues_without_duplicates(api: tuple[Api, str],
                                                     inbound_ctx: Any) -> None:
     server, base = api

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import time
@@ -160,3 +161,49 @@ def test_generic_hmac_with_header_event_type(serve_routes: Serve, inbound_ctx: A
     assert httpx.post(url, content=body, headers=headers).status_code == 202
     env = inbound_ctx.accepted[0]
     assert (env.type, env.id) == ("order.created", "d1")
+
+
+def hubspot_headers(secret: str, url: str, body: bytes, ts_ms: int) -> dict[str, str]:
+    """Signed as HubSpot's v3 documentation says, written out independently of esb's code."""
+    source = "POST" + url + body.decode() + str(ts_ms)
+    digest = hmac.new(secret.encode(), source.encode(), hashlib.sha256).digest()
+    return {"X-HubSpot-Signature-v3": base64.b64encode(digest).decode(),
+            "X-HubSpot-Request-Timestamp": str(ts_ms), "content-type": "application/json"}
+
+
+def test_hubspot_v3(serve_routes: Serve, inbound_ctx: Any) -> None:
+    url = make(serve_routes, inbound_ctx, scheme="hubspot", secrets=["hs-client-secret"])
+    events = [{"eventId": 101, "subscriptionType": "contact.propertyChange", "objectId": 7,
+               "propertyName": "phone", "propertyValue": "+1 555", "changeSource": "CRM_UI"},
+              {"eventId": 102, "subscriptionType": "contact.propertyChange", "objectId": 8,
+               "propertyName": "phone", "propertyValue": "+1 556", "changeSource": "CRM_UI"}]
+    body = orjson.dumps(events)
+    now_ms = int(time.time() * 1000)
+    answer = httpx.post(url, content=body, headers=hubspot_headers("hs-client-secret", url,
+                                                                     body, now_ms))
+    assert answer.status_code == 202, answer.text
+    env = inbound_ctx.accepted[0]
+    assert env.type == "contact.propertyChange" and env.data == events
+    assert env.id.startswith("hs-")
+    # HubSpot retries a batch with a new timestamp and signature: still the same delivery.
+    again = httpx.post(url, content=body, headers=hubspot_headers(
+        "hs-client-secret", url, body, now_ms + 1000))
+    assert again.status_code == 409
+    # Signed for another URL, another secret, or too long ago: refused.
+    for headers in (hubspot_headers("hs-client-secret", url + "x", body, now_ms),
+                    hubspot_headers("other", url, body, now_ms),
+                    hubspot_headers("hs-client-secret", url, body, now_ms - 600_000)):
+        assert httpx.post(url, content=body, headers=headers).status_code == 401
+
+
+def test_hubspot_behind_a_proxy_verifies_the_public_url(serve_routes: Serve,
+                                                        inbound_ctx: Any) -> None:
+    public = "https://hooks.example.com/crm/hubspot?portal=1%202"
+    url = make(serve_routes, inbound_ctx, scheme="hubspot", secrets=["s"], public_url=public)
+    body = b'[{"eventId": 1, "subscriptionType": "contact.creation", "objectId": 1}]'
+    ts = int(time.time() * 1000)
+    # HubSpot signs the decoded URL ("%20" as a space)
+    headers = hubspot_headers("s", "https://hooks.example.com/crm/hubspot?portal=1 2", body, ts)
+    assert httpx.post(url, content=body, headers=headers).status_code == 202
+    assert httpx.post(url, content=body,
+                      headers=hubspot_headers("s", url, body, ts)).status_code == 401

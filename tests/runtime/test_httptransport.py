@@ -1,0 +1,187 @@
+"""The lean outbound transport against real sockets: a small asyncio HTTP server whose answers
+the tests choose byte for byte (lengths, chunked and close-delimited bodies, idle closes,
+silence, garbage), and TLS with a certificate made for the test."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ssl
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from esb.bus.runtime.httptransport import lean_client
+
+Answer = Callable[[bytes], bytes | None]  # request bytes -> raw answer (None: say nothing)
+
+
+class Server:
+    """Answers each request on a connection with ``answer(request)``; counts connections."""
+
+    def __init__(self, answer: Answer, close_after: int | None = None) -> None:
+        self.answer = answer
+        self.close_after = close_after
+        self.connections = 0
+        self.requests: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        served = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                body = await reader.readexactly(length)
+                self.requests.append(head + body)
+                raw = self.answer(head + body)
+                if raw is None:
+                    await asyncio.sleep(30)
+                    return
+                writer.write(raw)
+                await writer.drain()
+                served += 1
+                if self.close_after is not None and served >= self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def serve(server: Server, context: ssl.SSLContext | None = None
+                ) -> tuple[asyncio.AbstractServer, str]:
+    srv = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=context)
+    port = srv.sockets[0].getsockname()[1]
+    return srv, f"{'https' if context else 'http'}://127.0.0.1:{port}"
+
+
+def ok(body: bytes = b"ok", extra: bytes = b"") -> Answer:
+    return lambda _: b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra,
+                                                                             body)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with lean_client(5.0) as c:
+        yield c
+
+
+async def test_keep_alive_reuses_one_connection_and_sends_what_httpx_built(
+        client: httpx.AsyncClient) -> None:
+    server = Server(ok(b'{"a": 1}', b"Content-Type: application/json\r\n"))
+    srv, url = await serve(server)
+    async with srv:
+        for i in range(5):
+            r = await client.post(f"{url}/in/x?y=1&z=%20", content=b"payload-%d" % i,
+                                  headers={"Idempotency-Key": f"k{i}"})
+            assert (r.status_code, r.json(), r.headers["content-type"]) == (
+                200, {"a": 1}, "application/json")
+        assert server.connections == 1
+        first = server.requests[0]
+        assert first.startswith(b"POST /in/x?y=1&z=%20 HTTP/1.1\r\n")
+        assert b"\r\nIdempotency-Key: k0\r\n" in first and first.endswith(b"payload-0")
+        assert b"\r\nContent-Length: 9\r\n" in first
+
+
+async def test_chunked_close_delimited_and_head_answers(client: httpx.AsyncClient) -> None:
+    chunked = Server(lambda _: b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    closing = Server(lambda _: b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nto the end",
+                     close_after=1)
+    head = Server(lambda _: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+    for server, call, expected in (
+            (chunked, "post", (201, b"abcde")), (closing, "post", (200, b"to the end")),
+            (head, "head", (200, b""))):
+        srv, url = await serve(server)
+        async with srv:
+            r = await getattr(client, call)(url + "/")
+            assert (r.status_code, r.content) == expected
+            r = await getattr(client, call)(url + "/")  # the connection state stays right
+            assert (r.status_code, r.content) == expected
+
+
+async def test_an_idle_connection_the_server_closed_is_replaced(
+        client: httpx.AsyncClient) -> None:
+    server = Server(ok(), close_after=1)  # closes after each answer, without saying so
+    srv, url = await serve(server)
+    async with srv:
+        for _ in range(3):
+            assert (await client.post(url, content=b"x")).status_code == 200
+            await asyncio.sleep(0.05)
+        assert len(server.requests) == 3  # each sent once
+        assert server.connections == 3
+
+
+async def test_failures_are_httpx_errors(client: httpx.AsyncClient, unused_tcp_port: int
+                                         ) -> None:
+    with pytest.raises(httpx.ConnectError):
+        await client.post(f"http://127.0.0.1:{unused_tcp_port}/", content=b"x")
+    silent = Server(lambda _: None)
+    srv, url = await serve(silent)
+    async with srv:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(url, content=b"x", timeout=0.3)
+    garbage = Server(lambda _: b"SMTP ready\r\n\r\n")
+    srv, url = await serve(garbage)
+    async with srv:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.post(url, content=b"x")
+    cut = Server(lambda _: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", close_after=1)
+    srv, url = await serve(cut)
+    async with srv:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.post(url, content=b"x")
+
+
+async def test_a_large_body_and_the_pool_limit() -> None:
+    server = Server(lambda req: ok(str(len(req)).encode())(req))
+    srv, url = await serve(server)
+    big = b"b" * 300_000
+    async with srv, lean_client(5.0, max_connections=2) as client:
+        answers = await asyncio.gather(*(client.post(url, content=big) for _ in range(6)))
+        assert all(int(a.text) > 300_000 for a in answers)
+        assert server.connections <= 2
+
+
+def _certificate(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
+                critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
+    client = ssl.create_default_context(cafile=str(tmp / "cert.pem"))
+    return server, client
+
+
+async def test_https_with_the_context_given_and_an_untrusted_server_refused(
+        tmp_path: Path) -> None:
+    server_ctx, client_ctx = _certificate(tmp_path)
+    srv, url = await serve(Server(ok(b"secure")), server_ctx)
+    async with srv:
+        async with lean_client(5.0, ssl_context=client_ctx) as trusting:
+            assert (await trusting.post(url, content=b"x")).text == "secure"
+        async with lean_client(5.0) as default:  # the system's CAs do not know this one
+            with pytest.raises(httpx.ConnectError):
+                await default.post(url, content=b"x")
