@@ -1,7 +1,8 @@
 """HTTP edge concerns shared by the HTTP-based adapters (rest, webhook, graphql, soap).
 
 * reading a request body under a size limit (:func:`read_body`, :class:`BodyTooLarge`), its
-  headers as a plain dict (:func:`header_dict`) and its Content-Type (:func:`media_type`);
+  headers as a plain dict (:func:`header_dict`) and its Content-Type
+  (:func:`esb.bus.payload.media_type`);
 * the status → delivery error mapping: 2xx accepted; 408, 425, 429 and 5xx transient (with
   ``Retry-After``, delta-seconds or HTTP-date, as ``retry_after``); every other status
   permanent; timeouts and connection failures transient (:func:`status_error`,
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
     from esb.adapters.spec import OutboundContext
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
+
+#: Paths of the daemon's own pages and APIs, which no source may serve (or shadow).
+RESERVED_PATHS = ("/admin", "/metrics", "/healthz", "/readyz", "/console", "/docs",
+                  "/openapi.json")
 
 MessageForm = Literal["prose", "colon"]
 
@@ -121,20 +126,6 @@ class JSONBytesResponse(Response):
         self.background = None
         self.raw_headers = [(b"content-length", str(len(body)).encode("latin-1")),
                             (b"content-type", b"application/json"), *extra]
-
-
-def media_type(value: str) -> tuple[str, dict[str, str]]:
-    """A Content-Type split into its lower-cased media type and its parameters (names
-    lower-cased, values unquoted): ``'text/xml; Charset="UTF-8"'`` →
-    ``("text/xml", {"charset": "UTF-8"})``."""
-    media, _, rest = value.partition(";")
-    params: dict[str, str] = {}
-    for part in rest.split(";"):
-        key, _, val = part.partition("=")
-        key = key.strip().lower()
-        if key:
-            params[key] = val.strip().strip('"')
-    return media.strip().lower(), params
 
 
 def parse_retry_after(value: str | None) -> float | None:

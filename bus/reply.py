@@ -30,9 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from esb.bus.envelope import Envelope
+from esb.bus.payload import PayloadError, decode, is_json
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -65,29 +64,21 @@ def is_request(envelope: Envelope) -> bool:
 
 
 def read_body(body: bytes, content_type: str | None) -> Any:
-    """A reply body as envelope ``data``: JSON parsed, XML and other text as text, anything
-    else (or text that is not UTF-8, or JSON that does not parse) kept as bytes."""
-    media = (content_type or "").split(";", 1)[0].strip().lower()
+    """A reply body as envelope ``data`` (:func:`esb.bus.payload.decode`): JSON parsed, XML
+    and other text as text; bytes that are not what their content type says stay bytes."""
     if not body:
         return None
-    if media == "application/json" or media.endswith("+json"):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body
-    if media.startswith("text/") or media.endswith("+xml") or media == "application/xml":
-        try:
-            return body.decode("utf-8")
-        except UnicodeDecodeError:
-            return body
-    return body
+    try:
+        return decode(body, content_type)
+    except PayloadError:
+        return body
 
 
 def reply_envelope(request: Envelope, reply: Reply, destination: str) -> Envelope:
     """The reply envelope of a successful call."""
     data = read_body(reply.body, reply.content_type)
     content_type = reply.content_type
-    if isinstance(data, bytes) and content_type and _is_json(content_type):
+    if isinstance(data, bytes) and content_type and is_json(content_type):
         content_type = "application/octet-stream"  # claimed JSON, was not: kept as bytes
     headers = {k.lower(): v for k, v in reply.headers.items()
                if k.lower() not in _DROPPED_HEADERS and k.lower() != "content-type"}
@@ -135,11 +126,6 @@ def failure_of(status: int | None, fault: str | None = None) -> tuple[str, int]:
     if status in PASSED_THROUGH:
         return "rejected", status
     return "backend", 502
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
 
 
 @dataclass(frozen=True)

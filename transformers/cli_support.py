@@ -4,23 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-import orjson
 import yaml
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError
+from esb.bus.payload import PayloadError, read_file
 from esb.transformers.chain import StepSpec, build_chain
 
-_SUFFIX_TYPES = {".xml": "application/xml", ".json": "application/json"}
 _STYLESHEETS = (".xsl", ".xslt")
 _CHAINS = (".yaml", ".yml")
-
-
-def guess_content_type(file: Path) -> str:
-    """``application/xml`` for .xml, ``application/json`` for .json, else ``text/plain``."""
-    return _SUFFIX_TYPES.get(file.suffix.lower(), "text/plain")
 
 
 def inline_step(text: str) -> StepSpec | None:
@@ -68,21 +61,6 @@ def _locate(spec: str, base_dir: Path) -> Path:
     return base_dir / path
 
 
-def load_payload(file: Path, content_type: str) -> Any:
-    """The file's content as envelope data in ``content_type``."""
-    raw = file.read_bytes()
-    probe = Envelope(source="cli", type="probe", datacontenttype=content_type)
-    if probe.is_json:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ConfigError([f"{file}: not valid JSON: {exc}"]) from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw
-
-
 def run_transform(spec: str | Sequence[str], file: Path, *, base_dir: Path,
                   type: str = "sample", source: str = "cli", content_type: str | None = None,
                   named: Mapping[str, StepSpec | Sequence[StepSpec]] | None = None
@@ -94,7 +72,10 @@ def run_transform(spec: str | Sequence[str], file: Path, *, base_dir: Path,
     against ``base_dir``. Raises ``ConfigError`` for a bad spec, and from the run
     ``DropEnvelope``, ``TransformError`` or ``TransientTransformError`` (each naming the
     step)."""
-    ct = content_type or guess_content_type(file)
+    try:
+        ct, data = read_file(file, content_type)
+    except PayloadError as exc:
+        raise ConfigError([f"{file}: {exc}"]) from None
     specs = [spec] if isinstance(spec, str) else list(spec)
     steps: list[StepSpec] = []
     for one in specs:
@@ -104,6 +85,5 @@ def run_transform(spec: str | Sequence[str], file: Path, *, base_dir: Path,
     single = specs[0] if len(specs) == 1 and inline_step(specs[0]) is None else ""
     chain = build_chain(steps, base_dir=base_dir, named=named,
                         where=Path(single).name if Path(single).suffix else "transform")
-    env = Envelope(source=source, type=type, datacontenttype=ct,
-                   data=load_payload(file, ct), subject=file.name)
+    env = Envelope(source=source, type=type, datacontenttype=ct, data=data, subject=file.name)
     return chain(env)

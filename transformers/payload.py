@@ -1,5 +1,6 @@
-"""Payload helpers shared by the built-in transformers: which form the data is in, and how a
-step hands its result back."""
+"""What a built-in transformer step needs from a payload: its data in the form the step works
+on (or an error naming the fix), and its result handed back in an envelope. What bytes and
+content types mean is :mod:`esb.bus.payload`'s."""
 
 from __future__ import annotations
 
@@ -9,15 +10,7 @@ import orjson
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import TransformError
-
-JSON = "application/json"
-XML = "application/xml"
-
-
-def is_json_type(content_type: str | None) -> bool:
-    """Same rule as :attr:`Envelope.is_json` for a bare content type (``None`` counts as JSON)."""
-    ct = (content_type or JSON).split(";", 1)[0].strip().lower()
-    return ct == JSON or ct.endswith("+json")
+from esb.bus.payload import JSON, is_json
 
 
 def xml_input(step: str, env: Envelope) -> str | bytes:
@@ -46,7 +39,7 @@ def json_input(step: str, env: Envelope) -> Any:
 def with_text(env: Envelope, step: str, text: str, content_type: str) -> Envelope:
     """The envelope carrying serialized ``text`` in ``content_type`` (parsed if JSON)."""
     data: Any = text
-    if is_json_type(content_type):
+    if is_json(content_type):
         try:
             data = orjson.loads(text)
         except orjson.JSONDecodeError as exc:

@@ -21,8 +21,8 @@ from typing import Any
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
+from esb.bus.payload import JSON, is_json
 from esb.bus.plugins import transformers as transformer_registry
-from esb.transformers.payload import JSON, is_json_type
 from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
 
 UserFunction = Callable[[Envelope], Any]
@@ -77,7 +77,7 @@ def load_function(ref: str, config_dir: Path | None = None) -> UserFunction:
     try:
         obj: Any = import_module(module_name, config_dir)
     except ImportError as exc:
-        where = ("" if config_dir is None else
+        where = ("" if config_dir is None or "configuration folder" in str(exc) else
                  f" (a step's module is imported from the installed packages or the "
                  f"configuration folder {config_dir})")
         raise ConfigError([f"function {ref!r}: cannot import {module_name!r}: {exc}{where}"]
@@ -100,9 +100,9 @@ def adopt_result(step: str, env: Envelope, result: Any) -> Envelope:
                                    "or raise DropEnvelope to filter it out")
     current = env.datacontenttype
     if isinstance(result, str):
-        ct = current if current and not is_json_type(current) else "text/plain"
+        ct = current if current and not is_json(current) else "text/plain"
     elif isinstance(result, bytes):
-        ct = current if current and not is_json_type(current) else "application/octet-stream"
+        ct = current if current and not is_json(current) else "application/octet-stream"
     else:
         ct = JSON
     return env.model_copy(update={"data": result, "datacontenttype": ct})

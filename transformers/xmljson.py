@@ -10,6 +10,7 @@ from pydantic import Field
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
+from esb.bus.payload import XML
 from esb.bus.xmlsafe import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DEPTH,
@@ -18,7 +19,7 @@ from esb.bus.xmlsafe import (
     parse_xml,
 )
 from esb.transformers.convention import ConventionError, TypeName, XmlToJson, json_to_element
-from esb.transformers.payload import XML, json_input, with_json, xml_input
+from esb.transformers.payload import json_input, with_json, xml_input
 from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
 from esb.transformers.xsdhints import hints_from_xsd
 

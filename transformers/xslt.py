@@ -23,6 +23,7 @@ from pydantic import Field
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
+from esb.bus.payload import is_json
 from esb.bus.xmlsafe import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DEPTH,
@@ -30,7 +31,7 @@ from esb.bus.xmlsafe import (
     XmlError,
     parse_xml,
 )
-from esb.transformers.payload import is_json_type, with_text, xml_input
+from esb.transformers.payload import with_text, xml_input
 from esb.transformers.sandbox import ACCESS_CONTROL, SandboxViolation
 from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
 from esb.transformers.stylesheet import Stylesheet, StylesheetError, load_stylesheet
@@ -153,7 +154,7 @@ def is_utf8(encoding: str | None) -> bool:
 def result_encoding(sheet: Stylesheet, content_type: str) -> str | None:
     """The ``xsl:output`` encoding a result is carried in as bytes; None: as text (UTF-8, or
     JSON, which is always text)."""
-    if is_utf8(sheet.encoding) or is_json_type(content_type):
+    if is_utf8(sheet.encoding) or is_json(content_type):
         return None
     return sheet.encoding
 

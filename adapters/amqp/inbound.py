@@ -43,11 +43,11 @@ from pika.spec import Basic, BasicProperties
 from pydantic import ValidationError
 
 from esb.adapters.amqp.settings import AmqpInboundSettings
-from esb.adapters.http import media_type
 from esb.adapters.spec import InboundContext
 from esb.bus.broker.connection import AmqpLink, ChannelClosed, redact
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusError, BusUnavailable
+from esb.bus.payload import PayloadError, decode, media_type
 
 log = structlog.get_logger("esb.amqp.inbound")
 
@@ -196,7 +196,7 @@ class AmqpInbound:
         """The envelope a legacy message maps to (see the module docs)."""
         s = self.settings
         content_type = props.content_type or s.content_type
-        media, params = media_type(content_type or "")
+        media, _ = media_type(content_type)
         headers = props.headers or {}
         kept = {str(k).lower(): _text(v) for k, v in headers.items()
                 if "*" in self._headers or str(k).lower() in self._headers}
@@ -223,22 +223,14 @@ class AmqpInbound:
             return Envelope(
                 source=props.app_id or s.source or self.ctx.name,
                 type=props.type or s.type or method.routing_key or f"{self.ctx.name}.received",
-                datacontenttype=content_type, data=_decode(media, params, body),
+                datacontenttype=content_type, data=_decode(content_type, body),
                 esbheaders=kept, **attrs)
         except ValidationError as exc:
             raise NotAnEnvelope(f"invalid attributes: {exc.errors()[0]['msg']}") from None
 
 
-def _decode(media: str, params: dict[str, str], body: bytes) -> Any:
-    if media == "application/json" or media.endswith("+json"):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise NotAnEnvelope(f"the body is not valid JSON: {exc}") from None
-    if media.startswith("text/") or media in ("application/xml",) or media.endswith("+xml"):
-        charset = params.get("charset", "utf-8").lower()
-        try:
-            return body.decode(charset)
-        except (LookupError, UnicodeDecodeError):
-            raise NotAnEnvelope(f"the body is not valid {charset} text") from None
-    return body
+def _decode(content_type: str | None, body: bytes) -> Any:
+    try:
+        return decode(body, content_type)
+    except PayloadError as exc:
+        raise NotAnEnvelope(exc.detail) from None

@@ -34,6 +34,7 @@ from esb.bus.broker.connection import AmqpLink, NoAnswer, redact
 from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusUnavailable, PermanentError, PublishRejected, TransientError
+from esb.bus.payload import field, scalar
 
 log = structlog.get_logger("esb.amqp.outbound")
 
@@ -44,14 +45,11 @@ def render_key(template: str, envelope: Envelope) -> str:
     """``orders.{type}`` → ``orders.order.created``; a missing field is a PermanentError."""
 
     def value(m: re.Match[str]) -> str:
-        path = m.group(1).split(".")
-        current: Any = envelope.data if path[0] == "data" else getattr(envelope, path[0], None)
-        for part in path[1:]:
-            current = current.get(part) if isinstance(current, dict) else None
-        if current is None or isinstance(current, (dict, list)):
+        text = scalar(field(envelope, m.group(1)))
+        if text is None:
             raise PermanentError(f"routing key field {{{m.group(1)}}} is missing from the "
-                                 "envelope")
-        return str(current)
+                                 "envelope (or is an object or a list)")
+        return text
 
     return _FIELD.sub(value, template)
 

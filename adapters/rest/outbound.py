@@ -11,7 +11,6 @@ URL without credentials, and secrets a destination echoes back are replaced by `
 from __future__ import annotations
 
 import re
-from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -23,6 +22,7 @@ from esb.adapters.rest.settings import RestOutboundSettings
 from esb.adapters.spec import OutboundContext
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import DeliveryError, PermanentError
+from esb.bus.payload import field, scalar
 from esb.bus.reply import Reply
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
@@ -103,23 +103,24 @@ _BODILESS = frozenset({"GET", "HEAD"})
 
 def render_url(template: str, envelope: Envelope) -> str:
     def value(m: re.Match[str]) -> str:
-        path = m.group(1).split(".")
-        current: Any = envelope.data if path[0] == "data" else getattr(envelope, path[0], None)
-        for part in path[1:]:
-            current = current.get(part) if isinstance(current, dict) else None
-        if current is None:
+        text = scalar(field(envelope, m.group(1)))
+        if text is None:
             raise PermanentError(f"URL template field {{{m.group(1)}}} is missing from the "
-                                 "envelope")
-        return quote(str(current), safe="")
+                                 "envelope (or is an object or a list)")
+        return quote(text, safe="")
 
     return _FIELD.sub(value, template)
 
 
 def binary_headers(envelope: Envelope) -> dict[str, str]:
+    """Every attribute of the structured form as a ``ce-`` header, esb's extensions included
+    (structured values — hops, attempts, headers — as compact JSON), so a binary-mode
+    receiver sees what a structured-mode one does."""
     ce = envelope.to_cloudevent()
     out = {}
     for name, value in ce.items():
-        if name in ("data", "data_base64", "datacontenttype") or name.startswith("esb"):
+        if name in ("data", "data_base64", "datacontenttype"):
             continue
-        out[f"ce-{name}"] = value if isinstance(value, str) else orjson.dumps(value).decode()
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        out[f"ce-{name}"] = header_safe(text)
     return out

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from esb.adapters.auth.inbound import Unauthorized, authenticate, build_authenticator
-from esb.adapters.http import BodyTooLarge, media_type, read_body
+from esb.adapters.http import BodyTooLarge, read_body
 from esb.adapters.soap.ack import build_ack
 from esb.adapters.soap.faults import (
     ENV_NS,
@@ -44,6 +44,7 @@ from esb.adapters.soap.wsdl import ServiceDescription, load_description
 from esb.adapters.spec import HttpRoute, InboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
+from esb.bus.payload import media_type
 from esb.bus.reply import problem_of
 from esb.bus.xmlsafe import XmlError, parse_xml
 

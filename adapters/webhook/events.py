@@ -6,38 +6,19 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
-import orjson
-
-
-class PayloadError(ValueError):
-    """The body is not the JSON payload the scheme promises."""
+from esb.bus.payload import JSON, PayloadError, decode, lookup, media_type, scalar
 
 
 def parse_payload(body: bytes, content_type: str) -> Any:
-    """The JSON payload; GitHub's form encoding (``payload=<json>``) is unwrapped."""
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media == "application/x-www-form-urlencoded":
+    """The JSON payload (whatever the content type says: every scheme sends JSON); GitHub's
+    form encoding (``payload=<json>``) is unwrapped. PayloadError when it is not JSON."""
+    if media_type(content_type)[0] == "application/x-www-form-urlencoded":
         fields = parse_qs(body.decode("utf-8", "replace"))
         if "payload" not in fields:
-            raise PayloadError("form-encoded webhook without a 'payload' field")
+            raise PayloadError("Malformed webhook payload",
+                               "form-encoded webhook without a 'payload' field")
         body = fields["payload"][0].encode()
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise PayloadError(f"body is not JSON: {exc}") from exc
-
-
-def lookup(payload: Any, path: str) -> Any:
-    """A dotted path into a JSON value (``None`` when any step is missing)."""
-    value = payload
-    for step in path.split("."):
-        if isinstance(value, Mapping):
-            value = value.get(step)
-        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
-            value = value[int(step)]
-        else:
-            return None
-    return value
+    return decode(body, JSON)
 
 
 def event_type(where: str, headers: Mapping[str, str], payload: Any) -> str | None:
@@ -49,10 +30,9 @@ def event_type(where: str, headers: Mapping[str, str], payload: Any) -> str | No
             return f"{name}.{action}"
         return name or None
     kind, _, ref = where.partition(":")
-    value = headers.get(ref) if kind == "header" else lookup(payload, ref)
-    if value is None or isinstance(value, dict | list):
-        return None
-    return str(value) or None
+    if kind == "header":
+        return headers.get(ref) or None
+    return scalar(lookup(payload, ref)) or None
 
 
 def default_event_type(scheme: str) -> str:

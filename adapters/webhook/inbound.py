@@ -12,10 +12,8 @@ from esb.adapters.http import BodyTooLarge, read_body
 from esb.adapters.problem import problem
 from esb.adapters.spec import HttpRoute, InboundContext
 from esb.adapters.webhook.events import (
-    PayloadError,
     default_event_type,
     event_type,
-    lookup,
     parse_payload,
 )
 from esb.adapters.webhook.replay import MemoryReplayStore, ReplayStore
@@ -32,6 +30,7 @@ from esb.adapters.webhook.signatures import (
 )
 from esb.bus.envelope import Envelope, new_id
 from esb.bus.errors import BusUnavailable
+from esb.bus.payload import PayloadError, lookup, scalar
 
 
 def build_verifier(settings: WebhookInboundSettings) -> Verifier:
@@ -91,8 +90,7 @@ class WebhookInbound:
 
         delivery = verified.delivery_id
         if delivery is None and self.verifier.payload_id_field:
-            found = lookup(payload, self.verifier.payload_id_field)
-            delivery = str(found) if found not in (None, "") else None
+            delivery = scalar(lookup(payload, self.verifier.payload_id_field)) or None
         key = f"{self.ctx.name}:{delivery}" if delivery else None
         if key and s.replay_window and not await self.store.claim(key, s.replay_window):
             if s.on_replay == "acknowledge":

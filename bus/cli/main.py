@@ -15,11 +15,13 @@ from click.exceptions import NoArgsIsHelpError
 from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token, find_url
 from esb.bus.cli.deadletter_cmds import register as register_deadletter_commands
 from esb.bus.cli.init_cmd import register as register_init
+from esb.bus.cli.openapi_cmd import openapi as openapi_command
 from esb.bus.cli.ops_cmds import register as register_ops_commands
 from esb.bus.cli.output import emit_json, table
 from esb.bus.cli.routes_cmds import register as register_routes_commands
 from esb.bus.cli.scaffold import register as register_scaffold
 from esb.bus.errors import ConfigError, EsbError
+from esb.bus.payload import guess_content_type
 
 if TYPE_CHECKING:
     from esb.bus.config.loader import Loaded
@@ -163,7 +165,8 @@ def config_secrets(loaded: Loaded) -> list[str]:
 @cli.command()
 @click.option("--type", "etype", required=True, help="Envelope type.")
 @click.option("--source", required=True, help="A configured source name, or any source URI.")
-@click.option("--content-type", default=None, help="Default: from the file suffix.")
+@click.option("--content-type", default=None,
+              help="Default: from the file suffix, else its first bytes.")
 @click.option("--json", "as_json", is_flag=True,
               help="Machine-readable output: the envelope id and its destinations.")
 @click.argument("file", type=click.File("rb"))
@@ -172,7 +175,7 @@ def send(obj: Context, etype: str, source: str, content_type: str | None, as_jso
          file: Any) -> None:
     """Send FILE (or - for stdin) into the bus through the running daemon."""
     body = file.read()
-    ctype = content_type or _guess_type(getattr(file, "name", "-"), body)
+    ctype = content_type or guess_content_type(getattr(file, "name", "-"), body)
     try:
         result = obj.client().request("POST", "/admin/send", params={"type": etype,
                                                                       "source": source},
@@ -183,20 +186,6 @@ def send(obj: Context, etype: str, source: str, content_type: str | None, as_jso
         emit_json(result)
         return
     click.echo(f"accepted {result['id']} → {', '.join(result['destinations'])}")
-
-
-def _guess_type(name: str, body: bytes) -> str:
-    suffix = Path(name).suffix.lower()
-    if suffix == ".json":
-        return "application/json"
-    if suffix in (".xml", ".soap"):
-        return "application/xml"
-    stripped = body.lstrip()[:1]
-    if stripped in (b"{", b"["):
-        return "application/json"
-    if stripped == b"<":
-        return "application/xml"
-    return "text/plain"
 
 
 @cli.command()
@@ -314,17 +303,10 @@ def adapters() -> None:
 def adapters_list(as_json: bool) -> None:
     """Each installed adapter: package, version, directions and its one-line summary."""
     from esb.bus.plugins import adapters as registry
+    from esb.bus.plugins import describe_installed
 
-    reg = registry()
-    rows = []
-    for info in reg.info():
-        try:
-            spec = reg.get(info.name)
-            directions, summary = ",".join(spec.directions), spec.summary
-        except Exception as exc:  # a broken plugin is listed, not fatal
-            directions, summary = "", f"(fails to load: {exc})"
-        rows.append({"name": info.name, "package": info.package, "version": info.version,
-                     "directions": directions, "summary": summary})
+    rows = [{k: r[k] for k in ("name", "package", "version", "directions", "summary")}
+            for r in describe_installed(registry())]
     if as_json:
         emit_json(rows)
     else:
@@ -401,6 +383,7 @@ register_routes_commands(routes)
 register_deadletter_commands(cli)
 register_scaffold(adapters)
 register_ops_commands(cli)
+cli.add_command(openapi_command)
 register_init(cli)
 
 
@@ -449,7 +432,7 @@ def main(argv: list[str] | None = None) -> None:
             click.echo(exc.ctx.get_usage(), err=True)
         fail(exc.format_message(), exc.exit_code)
     except click.Abort:
-        fail("aborted")
+        fail("Aborted: nothing was done")
     except click.ClickException as exc:
         fail(exc.format_message(), exc.exit_code)
     except OSError as exc:

@@ -23,6 +23,7 @@ import orjson
 from lxml import etree
 
 from esb.bus.envelope import Envelope
+from esb.bus.payload import JSON, TEXT, XML, decode, guess_content_type, is_json, read_file
 from esb.bus.reply import Reply, reply_envelope
 from esb.bus.routing.dispatch import Plan, plan, reply_answer
 from esb.bus.routing.model import RouteCase
@@ -30,9 +31,6 @@ from esb.bus.routing.router import Router
 from esb.bus.routing.routeset import RouteSet
 from esb.bus.xmlsafe import parse_xml
 
-JSON = "application/json"
-XML = "application/xml"
-TEXT = "text/plain"
 EXPECT_KEYS = ("destinations", "unroutable", "outputs", "routes")
 
 
@@ -64,11 +62,11 @@ def route_envelope(router: Router, envelope: Envelope, endpoint: str | None) -> 
 
 def message_envelope(body: bytes, *, type: str, source: str, content_type: str | None = None,
                      name: str | None = None) -> Envelope:
-    """An envelope carrying file bytes the way an inbound adapter would: JSON parsed, XML and
-    text as text, anything else as bytes. ValueError when JSON does not parse."""
+    """An envelope carrying file bytes the way an inbound adapter would
+    (:func:`esb.bus.payload.decode`). ValueError when they do not decode."""
     ctype = content_type or guess_content_type(name or "", body)
     return Envelope(source=source, type=type, datacontenttype=ctype,
-                    data=payload(body, ctype), subject=name)
+                    data=decode(body, ctype), subject=name)
 
 
 def try_message(router: Router, body: bytes, *, type: str, source: str,
@@ -199,37 +197,6 @@ def run_case(router: Router, case: RouteCase, where: Callable[..., str], *, base
     return result
 
 
-# -- payloads ----------------------------------------------------------------------------------
-
-def guess_content_type(name: str, body: bytes) -> str:
-    """From the file suffix, else from the first byte (``{``/``[`` JSON, ``<`` XML)."""
-    suffix = Path(name).suffix.lower()
-    if suffix == ".json":
-        return JSON
-    if suffix in (".xml", ".soap", ".wsdl", ".xsd"):
-        return XML
-    first = body.lstrip()[:1]
-    if first in (b"{", b"["):
-        return JSON
-    if first == b"<":
-        return XML
-    return TEXT
-
-
-def payload(body: bytes, content_type: str) -> Any:
-    """Bytes as envelope data in ``content_type``."""
-    probe = Envelope(source="test", type="probe", datacontenttype=content_type)
-    if probe.is_json:
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"not valid JSON: {exc}") from None
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        return body
-
-
 def _case_envelope(case: RouteCase, base: Path) -> Envelope:
     if case.message is not None and case.message_file:
         raise ValueError("give message or message_file, not both")
@@ -242,17 +209,15 @@ def _case_envelope(case: RouteCase, base: Path) -> Envelope:
     if ctype is None and isinstance(data, str):
         ctype = XML if data.lstrip().startswith("<") else TEXT
     ctype = ctype or JSON
-    if isinstance(data, str) and Envelope(source="t", type="t", datacontenttype=ctype).is_json:
-        data = payload(data.encode(), ctype)
+    if isinstance(data, str) and is_json(ctype):
+        data = decode(data.encode(), ctype)
     return Envelope(source=case.source, type=case.type, datacontenttype=ctype, data=data,
                     subject=case.name)
 
 
 def _expected_data(expected: Any, base: Path) -> Any:
     if isinstance(expected, Mapping) and set(expected) == {"file"}:
-        path = _resolve(str(expected["file"]), base)
-        body = path.read_bytes()
-        return payload(body, guess_content_type(path.name, body))
+        return read_file(_resolve(str(expected["file"]), base))[1]
     return expected
 
 

@@ -6,6 +6,11 @@ delayed retry (durably, through the broker) and ack; permanent failure or spent 
 publish to the dead-letter queue and ack. The original is acked only after its successor is
 confirmed, so a crash in between delivers twice, never zero times.
 
+A message whose connection was lost before its delivery started is dropped here, not
+delivered: the broker queued it again when the channel went, and a delivery from here could
+never be acked (a sure duplicate). That check is made once it has a slot and again once the
+breaker and the rate limit let it through.
+
 Ordered destinations consume one partition queue each with prefetch 1 and retry in place (the
 envelope stays un-acked while it waits), so no later envelope of the same key overtakes it.
 """
@@ -28,6 +33,7 @@ from esb.bus.errors import BusError, PermanentError, PublishRejected, TransientE
 from esb.bus.reply import Reply, failure_envelope, failure_of, reply_envelope
 from esb.bus.runtime.breaker import BreakerSettings, CircuitBreaker
 from esb.bus.runtime.deadline import Deadlines
+from esb.bus.runtime.fleet import FleetLimits
 from esb.bus.runtime.logs import SecretRedactor, bind_message, unbind_message
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ratelimit import TokenBucket
@@ -92,7 +98,9 @@ class DeliveryWorker:
     def __init__(self, destination: str, outbound: Outbound, bus: Bus, cfg: DeliveryConfig,
                  metrics: Metrics, instance: str, prefetch: int,
                  trace: TraceRecorder | None = None,
-                 redactor: SecretRedactor | None = None) -> None:
+                 redactor: SecretRedactor | None = None,
+                 fleet: FleetLimits | None = None) -> None:
+        """``fleet``: where ``scope: fleet`` limits are shared (none: they hold here alone)."""
         self.destination = destination
         self.redactor = redactor or SecretRedactor()
         self.trace: TraceRecorder = trace if trace is not None else MemoryTrace(instance)
@@ -111,10 +119,16 @@ class DeliveryWorker:
         # One sweeper for every call's time limit (a timer per call costs ~6 µs a message);
         # a limit fires up to a quarter of itself (at most 1 s) late.
         self._deadlines = Deadlines(min(1.0, cfg.timeout / 4))
-        self._bucket = TokenBucket(cfg.rate_limit) if cfg.rate_limit else None
+        shared = fleet if cfg.scope == "fleet" else None
+        self._bucket: TokenBucket | None = None
+        if cfg.rate_limit:
+            self._bucket = shared.bucket(destination, cfg.rate_limit, cfg.rate_burst) \
+                if shared else TokenBucket(cfg.rate_limit, cfg.rate_burst)
         self.breaker = CircuitBreaker(BreakerSettings(
             cfg.breaker.failures, cfg.breaker.failure_rate, cfg.breaker.window,
             cfg.breaker.cooldown)) if cfg.breaker else None
+        if shared is not None and self.breaker is not None:
+            shared.breaker(destination, self.breaker)
         # Bound once: labels() is a locked dict lookup, paid per message otherwise.
         m = metrics
         m.watch_in_flight(destination, lambda: self._in_flight)
@@ -132,9 +146,12 @@ class DeliveryWorker:
             await self.bus.consume(address, self.handle, self.prefetch)
 
     def status(self) -> dict[str, object]:
-        return {"in_flight": self._in_flight,
-                "breaker": self.breaker.state if self.breaker else "off",
-                "ordered": self.ordered}
+        out: dict[str, object] = {"in_flight": self._in_flight,
+                                  "breaker": self.breaker.state if self.breaker else "off",
+                                  "ordered": self.ordered, "scope": self.cfg.scope}
+        if self._bucket is not None:
+            out["rate_limit"] = round(self._bucket.rate, 3)  # this instance's share
+        return out
 
     async def drain(self, timeout: float) -> bool:
         """Stop starting deliveries; wait for the ones in progress. True if all finished."""
@@ -154,6 +171,8 @@ class DeliveryWorker:
             if self._draining:
                 msg.requeue()
                 return
+            if not msg.alive:
+                return  # its channel is gone: the broker delivers it again
             self._in_flight += 1
             self._idle.clear()
             env = msg.envelope
@@ -166,15 +185,18 @@ class DeliveryWorker:
                 elif self.ordered:
                     await self._deliver_in_place(msg)
                 else:
-                    await self._settle(msg, msg.envelope, await self._attempt(msg.envelope))
+                    await self._settle(msg, msg.envelope, await self._attempt(msg.envelope,
+                                                                              msg))
             finally:
                 unbind_message(token)
                 self._in_flight -= 1
                 if self._in_flight == 0:
                     self._idle.set()
 
-    async def _attempt(self, env: Envelope, limit: float | None = None) -> Outcome:
+    async def _attempt(self, env: Envelope, msg: Message, limit: float | None = None
+                       ) -> Outcome:
         """One call to the destination, gated by breaker and rate limit; never raises.
+        :data:`HELD` when the breaker held it until a drain, or ``msg`` died meanwhile.
 
         ``limit``: a request/reply call (``Outbound.request``) whose caller waits at most that
         many more seconds: an open breaker refuses it at once instead of holding it."""
@@ -194,6 +216,8 @@ class DeliveryWorker:
                 probe = self.breaker.state == "half-open"
         if self._bucket is not None:
             await self._bucket.take()
+        if not msg.alive:
+            return HELD
         wall = time.time()
         started = time.perf_counter()
         reply: Reply | None = None
@@ -271,7 +295,7 @@ class DeliveryWorker:
             msg.ack()  # the caller stopped waiting: the destination is not called at all
             return
         else:
-            reply = await self._request(env, deadline)
+            reply = await self._request(msg, env, deadline)
         try:
             await self.bus.reply(env.esbreplyto, reply)
         except PublishRejected:
@@ -285,12 +309,17 @@ class DeliveryWorker:
                           else (reply.data or {}).get("kind"))
         msg.ack()
 
-    async def _request(self, env: Envelope, deadline: float) -> Envelope:
+    async def _request(self, msg: Message, env: Envelope, deadline: float) -> Envelope:
         """Call the destination until it answers, fails for good, or the deadline comes."""
         tried = 0
         while True:
-            outcome = await self._attempt(env, deadline - time.time())
+            outcome = await self._attempt(env, msg, deadline - time.time())
             tried += 1
+            if outcome is HELD:  # its channel died: the broker hands it to another instance
+                return failure_envelope(env, "interrupted", "the esb instance holding this "
+                                        "request lost its broker channel before calling "
+                                        f"{self.destination!r}", 502,
+                                        destination=self.destination)
             if outcome.kind == "delivered":
                 assert outcome.reply is not None
                 return self._reply(env, outcome.reply)
@@ -397,7 +426,7 @@ class DeliveryWorker:
     async def _deliver_in_place(self, msg: Message) -> None:
         env = msg.envelope
         while True:
-            outcome = await self._attempt(env)
+            outcome = await self._attempt(env, msg)
             if outcome.kind == "delivered":
                 msg.ack()
                 return

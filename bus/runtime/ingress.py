@@ -22,7 +22,7 @@ from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, destination_addres
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, TransformDeferred
 from esb.bus.reply import failure_envelope
-from esb.bus.routing.dispatch import COPY, DEAD, Plan, plan
+from esb.bus.routing.dispatch import COPY, DEAD, Outcome, Plan, plan
 from esb.bus.routing.router import Router
 from esb.bus.runtime.calls import PendingCalls
 from esb.bus.runtime.idempotency import SharedIdempotency
@@ -91,11 +91,14 @@ class Ingress:
         delivered one-way like any other."""
         deferred = planned.deferred
         if deferred is not None:
+            self.metrics.transform_failed.labels(deferred.route, deferred.destination or "",
+                                                 deferred.step, "transient").inc()
             log.info("transform step asked for a retry; the sender is told to retry later",
                      route=deferred.route, destination=deferred.destination,
                      step=deferred.step, error=str(deferred.error))
             raise TransformDeferred(deferred.step, str(deferred.error)) from deferred.error
         publishes: list[tuple[str, Envelope]] = []
+        dead: list[Outcome] = []
         reply = planned.reply if calls is not None else None
         if reply is not None and reply.request is None:
             calls.refuse(planned.envelope, reply)  # type: ignore[union-attr]
@@ -116,6 +119,7 @@ class Ingress:
                 log.warning("transform failed; dead-lettered", envelope_id=out.id,
                             route=o.route, destination=o.destination, error=o.error)
                 publishes.append((DEAD_LETTER, out))
+                dead.append(o)
             else:
                 publishes.append((UNROUTABLE, out))
                 self.metrics.unroutable.labels(planned.endpoint or "").inc()
@@ -128,6 +132,10 @@ class Ingress:
             if reply is not None:
                 calls.forget(planned.envelope.id)  # type: ignore[union-attr]
             raise
+        for o in dead:  # counted once the records are safely published
+            self._counter(self.metrics.dead_lettered, o.destination or "").inc()
+            self._counter(self.metrics.transform_failed, o.route or "", o.destination or "",
+                          o.step or "", "permanent").inc()
         record = self.trace.record
         eid = planned.envelope.id
         at = planned.at.timestamp()

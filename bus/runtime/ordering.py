@@ -4,25 +4,22 @@ consumer at a time across all instances (RabbitMQ single-active-consumer)."""
 from __future__ import annotations
 
 import zlib
-from typing import Any
 
 from esb.bus.broker.base import destination_address
 from esb.bus.config.model import OrderedConfig
 from esb.bus.envelope import Envelope
+from esb.bus.payload import field, scalar
 
 
 class Partitioner:
     def __init__(self, destination: str, cfg: OrderedConfig) -> None:
         self.destination = destination
         self.partitions = cfg.partitions
-        self.path = cfg.key.split(".")
+        self.path = cfg.key
 
     def key(self, envelope: Envelope) -> str:
-        value: Any = envelope.data if self.path[0] == "data" else getattr(
-            envelope, self.path[0], None)
-        for part in self.path[1:]:
-            value = value.get(part) if isinstance(value, dict) else None
-        return "" if value is None else str(value)
+        """The ordering key's text; ``""`` (one partition) when the field is missing."""
+        return scalar(field(envelope, self.path)) or ""
 
     def address(self, envelope: Envelope) -> str:
         # crc32, not hash(): the same key must land on the same partition in every process.

@@ -12,15 +12,9 @@ from click.testing import CliRunner, Result
 
 from esb.bus.cli.main import cli
 from esb.bus.errors import ConfigError
-from esb.transformers.cli_support import guess_content_type, run_transform
+from esb.transformers.cli_support import run_transform
 
 DATA = Path(__file__).parent / "data"
-
-
-def test_content_type_guess() -> None:
-    assert guess_content_type(Path("a.XML")) == "application/xml"
-    assert guess_content_type(Path("a.json")) == "application/json"
-    assert guess_content_type(Path("a.csv")) == "text/plain"
 
 
 def test_entry_point_name() -> None:

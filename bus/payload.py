@@ -1,0 +1,196 @@
+"""One reading of a payload: what bytes with a content type mean, which kind a content type is,
+what type a file holds, and what a dotted field path names in an envelope.
+
+Every adapter, the command line and the transformers read payloads through here, so the same
+bytes mean the same thing everywhere. The rules (docs/adapters.md, "Payloads"):
+
+* **JSON** — ``application/json`` and any ``+json`` type: parsed into a JSON value (any
+  ``charset`` parameter is ignored: JSON is UTF-8). Bytes that do not parse are a
+  :class:`PayloadError` ("Malformed JSON").
+* **XML** — ``application/xml``, ``text/xml``, any ``+xml`` type: text when it is UTF-8 (or the
+  ``charset`` says UTF-8/ASCII); without a ``charset``, bytes that are not UTF-8 are kept as the
+  bytes they came in (the XML declaration names their encoding; never re-encoded). A ``charset``
+  of UTF-8 on bytes that are not is a :class:`PayloadError` ("Bad encoding").
+* **Text** — other ``text/*`` types: text when the ``charset`` is UTF-8/ASCII or absent (not
+  UTF-8: "Bad encoding"); any other ``charset`` keeps the bytes unchanged, so what is delivered
+  is still in the encoding its content type names.
+* anything else — and bytes with no content type at all — stays bytes. (An envelope whose
+  ``datacontenttype`` is absent carries JSON, the CloudEvents default: :func:`is_json`.)
+
+A field path is ``attribute`` or ``attribute.key.key…`` (a leading ``$`` is allowed): the
+attribute is a CloudEvents attribute of the envelope (``id``, ``type``, ``subject``, ``data``,
+``esbroute`` …), ``key`` (the idempotency key, else the id) or an extension attribute; each
+further step is a key of a mapping or, on a list, an index (``items.0.sku``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from esb.bus.envelope import Envelope
+
+JSON = "application/json"
+XML = "application/xml"
+TEXT = "text/plain"
+OCTETS = "application/octet-stream"
+
+_UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+_XML_SUFFIXES = frozenset({".xml", ".soap", ".wsdl", ".xsd", ".xsl", ".xslt"})
+_TEXT_SUFFIXES = {".txt": TEXT, ".csv": "text/csv"}
+#: Envelope fields a path may not start with (esb's own history, and the extension bag).
+_NOT_ATTRIBUTES = frozenset({"esbhops", "esbattempts", "extensions"})
+
+
+class PayloadError(ValueError):
+    """Bytes that do not mean what their content type says; ``title`` is the short kind."""
+
+    def __init__(self, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.title = title
+        self.detail = detail
+
+
+# -- content types -------------------------------------------------------------------------------
+
+def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
+    """A Content-Type split into its lower-cased media type and its parameters (names
+    lower-cased, values unquoted): ``'text/xml; Charset="UTF-8"'`` →
+    ``("text/xml", {"charset": "UTF-8"})``."""
+    media, _, rest = (content_type or "").partition(";")
+    params: dict[str, str] = {}
+    for part in rest.split(";"):
+        key, _, val = part.partition("=")
+        key = key.strip().lower()
+        if key:
+            params[key] = val.strip().strip('"')
+    return media.strip().lower(), params
+
+
+def is_json(content_type: str | None) -> bool:
+    """JSON: ``application/json``, ``+json``, or no content type (the CloudEvents default)."""
+    if content_type is None:
+        return True
+    ct = content_type.split(";", 1)[0].strip().lower()
+    return ct == JSON or ct.endswith("+json")
+
+
+def is_xml(content_type: str | None) -> bool:
+    """XML: ``application/xml``, ``text/xml`` or ``+xml``."""
+    ct = (content_type or "").split(";", 1)[0].strip().lower()
+    return ct in (XML, "text/xml") or ct.endswith("+xml")
+
+
+# -- bytes → data --------------------------------------------------------------------------------
+
+def decode(body: bytes, content_type: str | None) -> Any:
+    """``body`` as envelope data under ``content_type`` (the rules above); PayloadError when
+    the bytes are not what the content type says. Bytes with no content type are unknown:
+    kept as they are."""
+    if not content_type:
+        return body
+    if is_json(content_type):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise PayloadError("Malformed JSON", f"the body is not valid JSON: {exc}") from None
+    media, params = media_type(content_type)
+    xml = is_xml(media)
+    if not (xml or media.startswith("text/")):
+        return body
+    charset = params.get("charset")
+    if charset is None and xml:
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            return body
+    if (charset or "utf-8").lower() in _UTF8:
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PayloadError("Bad encoding", "the body is not valid UTF-8") from None
+    return body
+
+
+def guess_content_type(name: str, body: bytes) -> str:
+    """A file's content type: from its suffix (``.json``; ``.xml``/``.soap``/``.wsdl``/
+    ``.xsd``/``.xsl``/``.xslt``; ``.txt``; ``.csv``), else from its first non-blank byte
+    (``{``/``[`` and it parses: JSON; ``<``: XML), else text when it is UTF-8, else bytes."""
+    suffix = Path(name).suffix.lower()
+    if suffix == ".json":
+        return JSON
+    if suffix in _XML_SUFFIXES:
+        return XML
+    if suffix in _TEXT_SUFFIXES:
+        return _TEXT_SUFFIXES[suffix]
+    first = body.lstrip()[:1]
+    if first in (b"{", b"["):
+        try:
+            orjson.loads(body)
+            return JSON
+        except orjson.JSONDecodeError:
+            pass
+    if first == b"<":
+        return XML
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return OCTETS
+    return TEXT
+
+
+def read_file(path: Path, content_type: str | None = None) -> tuple[str, Any]:
+    """A file's content type (given, else guessed) and its content as envelope data."""
+    body = path.read_bytes()
+    ctype = content_type or guess_content_type(path.name, body)
+    return ctype, decode(body, ctype)
+
+
+# -- field paths ---------------------------------------------------------------------------------
+
+#: What :func:`field` returns for a path that leads nowhere.
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING",
+                                    "__bool__": lambda self: False})()
+
+
+def field(envelope: Envelope, path: str) -> Any:
+    """The value ``path`` names in ``envelope`` (the rules above), or :data:`MISSING`."""
+    head, _, rest = path.removeprefix("$").partition(".")
+    if head == "key":
+        value: Any = envelope.key
+    elif head in type(envelope).model_fields and head not in _NOT_ATTRIBUTES:
+        value = getattr(envelope, head)
+    elif head in envelope.extensions:
+        value = envelope.extensions[head]
+    else:
+        return MISSING
+    return lookup(value, rest) if rest else value
+
+
+def lookup(value: Any, path: str) -> Any:
+    """The value a dotted ``path`` names inside a JSON ``value`` (mapping keys; list indexes),
+    or :data:`MISSING`."""
+    for step in path.split("."):
+        if isinstance(value, Mapping):
+            if step not in value:
+                return MISSING
+            value = value[step]
+        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+            value = value[int(step)]
+        else:
+            return MISSING
+    return value
+
+
+def scalar(value: Any) -> str | None:
+    """A field's value as text for a template (URL, routing key, ordering key): ``None`` when
+    it is missing, null, or an object or list (which have no one text form)."""
+    if value is MISSING or value is None or isinstance(value, Mapping | list):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
