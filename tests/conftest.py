@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from esbtest.broker import RabbitScope, broker_problem, bus_url
 from esbtest.daemon import DaemonProcess
+from esbtest.proxy import TcpProxy
 from esbtest.sink import Sink
 
 from esb.adapters.testing.daemon import daemon_factory as kit_daemon_factory
@@ -41,6 +42,15 @@ def sink() -> Iterator[Sink]:
     s = Sink()
     yield s
     s.close()
+
+
+@pytest.fixture
+def proxy(rabbit_url: str) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of the shared broker (``proxy.amqp_url``): cut it, refuse
+    connections or make it silent without touching the broker."""
+    p = TcpProxy.for_broker(rabbit_url)
+    yield p
+    p.close()
 
 
 @pytest.fixture

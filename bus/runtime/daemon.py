@@ -162,7 +162,8 @@ class Daemon:
 
     def http_client(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = make_http_client()
+            self._http = make_http_client(outbound=self.config.http.outbound,
+                                          resolve=self.config.resolve)
         return self._http
 
     def plugins(self) -> dict[str, Any]:
