@@ -38,13 +38,14 @@ from starlette.responses import Response
 
 from esb.adapters.auth.inbound import Unauthorized, authenticate, build_authenticator
 from esb.adapters.graphql.limits import QueryLimits, TooComplex, check_operation
-from esb.adapters.graphql.schema import load_schema, wire_mutations
+from esb.adapters.graphql.schema import load_schema, wire_mutations, wire_queries
 from esb.adapters.graphql.settings import GraphqlInboundSettings
 from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
 from esb.adapters.spec import HttpRoute, InboundContext, json_depth_of
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
 from esb.bus.payload import JsonTooDeep, loads_json
+from esb.bus.reply import problem_of
 
 LEGACY = "application/json"
 MODERN = "application/graphql-response+json"
@@ -83,8 +84,13 @@ class GraphqlInbound:
     def __init__(self, settings: GraphqlInboundSettings, ctx: InboundContext) -> None:
         self.settings = settings
         self.ctx = ctx
-        self.schema = load_schema(ctx.config_dir / Path(settings.sdl))
+        #: A request/reply capable runtime: query fields resolve through routes.
+        self._ask = getattr(ctx, "request", None)
+        self.schema = load_schema(ctx.config_dir / Path(settings.sdl),
+                                  answers_queries=self._ask is not None)
         wire_mutations(self.schema, self._publish)
+        if self._ask is not None:
+            wire_queries(self.schema, self._resolve)
         self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
         self.limits = settings.limits
         self.routes = [HttpRoute(settings.path, ("POST",), self.handle)]
@@ -95,17 +101,37 @@ class GraphqlInbound:
     async def stop(self) -> None:
         return None
 
-    async def _publish(self, field: str, arguments: dict[str, Any],
-                       info: GraphQLResolveInfo) -> Any:
-        """One mutation field → one envelope; returns what the field's type asks for."""
+    def _envelope(self, field: str, arguments: dict[str, Any],
+                  info: GraphQLResolveInfo) -> Envelope:
         request: Request = info.context
         principal = getattr(request.state, "principal", None)
-        envelope = Envelope(type=field, source=self.settings.source or self.ctx.name,
-                            datacontenttype="application/json", data=arguments,
-                            traceparent=request.headers.get("traceparent"),
-                            esbendpoint=self.ctx.name,
-                            esbheaders={"principal": principal} if principal else {})
-        accepted = await self.ctx.accept(envelope)
+        return Envelope(type=field, source=self.settings.source or self.ctx.name,
+                        datacontenttype="application/json", data=arguments,
+                        traceparent=request.headers.get("traceparent"),
+                        esbendpoint=self.ctx.name,
+                        esbheaders={"principal": principal} if principal else {})
+
+    async def _resolve(self, field: str, arguments: dict[str, Any],
+                       info: GraphQLResolveInfo) -> Any:
+        """One query field → one request through the request/reply route that answers it
+        (nothing is published when none does); the answer is the field's value, which
+        graphql-core then checks against the SDL. The fields of one query run concurrently."""
+        assert self._ask is not None
+        return field_value(await self._ask(self._envelope(field, arguments, info),
+                                           one_way=False))
+
+    async def _publish(self, field: str, arguments: dict[str, Any],
+                       info: GraphQLResolveInfo) -> Any:
+        """One mutation field → one envelope; returns what the field's type asks for: a
+        request/reply route's answer, else the envelope id (or a receipt)."""
+        envelope = self._envelope(field, arguments, info)
+        if self._ask is not None:
+            result = await self._ask(envelope)
+            if isinstance(result, Envelope):
+                return field_value(result)
+            accepted = result
+        else:
+            accepted = await self.ctx.accept(envelope)
         if isinstance(get_named_type(info.return_type), GraphQLScalarType):
             return accepted.id
         return {"id": accepted.id, "status": "ACCEPTED", "duplicate": accepted.duplicate,
@@ -229,6 +255,19 @@ def prepare(schema: GraphQLSchema, params: dict[str, Any], limits: QueryLimits
     if operation.operation == OperationType.SUBSCRIPTION:
         raise RequestRefused([_error("subscriptions are not supported", "BAD_REQUEST")])
     return document, operation
+
+
+def field_value(reply: Envelope) -> Any:
+    """A field's value from a request/reply answer; a failure is the field's error (its
+    ``extensions`` name the failure: ``code`` NOT_FOUND, TIMEOUT, BACKEND ..., ``status``)."""
+    failure = problem_of(reply)
+    if failure is not None:
+        raise GraphQLError(failure.detail, extensions={
+            "code": failure.kind.upper().replace("-", "_"), "status": failure.status})
+    if isinstance(reply.data, bytes):
+        raise GraphQLError(f"the answer is binary ({reply.datacontenttype}); the route's reply "
+                           "steps must make it JSON", extensions={"code": "BAD_REPLY"})
+    return reply.data
 
 
 def _check_params(params: Any) -> str | None:

@@ -9,7 +9,8 @@ passed — the walk never does more work than the limits allow, whatever fragmen
 * ``max_tokens`` — lexical tokens in the document (the parser stops there);
 * ``max_depth`` — nesting of selection sets (the operation's root fields are depth 1);
 * ``max_fields`` — field selections, each spread of a fragment counting its fields again;
-* ``max_aliases`` — aliased field selections;
+* ``max_aliases`` — aliased field selections (each aliased field of a query is one more
+  backend call when fields resolve through request/reply routes);
 * ``max_cost`` — fields cost 1, and every root field of a mutation ``mutation_cost`` (it
   publishes an envelope).
 """
@@ -32,10 +33,10 @@ from graphql import (
 
 @dataclass(frozen=True)
 class QueryLimits:
+    max_depth: int = 10
+    max_aliases: int = 20
+    max_fields: int = 200
     max_tokens: int = 10_000
-    max_depth: int = 15
-    max_fields: int = 500
-    max_aliases: int = 50
     max_cost: int = 1_000
     mutation_cost: int = 10
 
@@ -52,7 +53,8 @@ class _Budget:
     def field(self, node: FieldNode, depth: int, root_mutation: bool) -> None:
         limits = self.limits
         if depth > limits.max_depth:
-            raise TooComplex(f"the query nests deeper than {limits.max_depth} levels")
+            raise TooComplex(f"the query is nested {depth} levels deep; at most "
+                             f"{limits.max_depth} are answered")
         self.fields += 1
         if self.fields > limits.max_fields:
             raise TooComplex(f"the query selects more than {limits.max_fields} fields "

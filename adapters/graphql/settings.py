@@ -24,16 +24,17 @@ class GraphqlInboundSettings(AdapterSettings):
     max_body: int = Field(1_048_576, ge=1)
     #: Who may call: ``api_key``, ``basic`` or ``jwt`` (see docs/adapters.md, Authentication).
     auth: InboundAuth | None = None
+    #: Deepest selection nesting answered (the operation's fields are level 1).
+    max_depth: int = Field(QueryLimits.max_depth, ge=1, le=100)
+    #: Aliases one query may use (each aliased field is one more backend call).
+    max_aliases: int = Field(QueryLimits.max_aliases, ge=0, le=1000)
+    #: Fields one query may select, fragments expanded (each spread counts again).
+    max_fields: int = Field(QueryLimits.max_fields, ge=1, le=10000)
     #: Lexical tokens in one request's document.
     max_tokens: int = Field(QueryLimits.max_tokens, ge=10)
-    #: Nesting of selection sets (root fields are level 1).
-    max_depth: int = Field(QueryLimits.max_depth, ge=1)
-    #: Field selections in one operation, a fragment counting each time it is spread.
-    max_fields: int = Field(QueryLimits.max_fields, ge=1)
-    #: Aliased fields in one operation.
-    max_aliases: int = Field(QueryLimits.max_aliases, ge=0)
     #: Cost of one operation: each field 1, each mutation ``mutation_cost``.
     max_cost: int = Field(QueryLimits.max_cost, ge=1)
+    #: What one mutation field costs (it publishes an envelope).
     mutation_cost: int = Field(QueryLimits.mutation_cost, ge=1)
 
     @property

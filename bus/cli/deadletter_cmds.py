@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack
 from typing import Any
+from urllib.parse import quote
 
 import click
 import httpx
@@ -38,12 +39,13 @@ def _group(name: str, help_text: str) -> click.Group:
                                                 else ""))
 
     @group.command("show")
-    @click.argument("envelope_id")
+    @click.argument("envelope_id", metavar="ID|PREFIX|KEY")
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_obj
     def show(obj: object, envelope_id: str, as_json: bool) -> None:
-        """One envelope whole: attributes, error, every attempt, the payload."""
-        event = _request(obj, "GET", f"/admin/{name}/{envelope_id}")
+        """One envelope whole: attributes, error, every attempt, the payload. Named by its
+        id, a unique prefix of it, or its idempotency key."""
+        event = _request(obj, "GET", f"/admin/{name}/{quote(envelope_id, safe='')}")
         if as_json:
             emit_json(event)
             return

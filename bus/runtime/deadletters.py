@@ -22,7 +22,7 @@ from esb.bus.errors import EsbError
 from esb.bus.routing.dispatch import Plan, plan, plan_leg
 from esb.bus.runtime.ingress import Ingress
 from esb.bus.runtime.ordering import Partitioner
-from esb.bus.runtime.trace import TraceRecorder
+from esb.bus.runtime.trace import TraceRecorder, one_envelope
 
 QUEUES = {"dlq": DEAD_LETTER, "unroutable": UNROUTABLE}
 
@@ -103,11 +103,17 @@ class DeadLetters:
     async def list(self, which: str, limit: int = 100) -> list[Envelope]:
         return await self.bus.browse(self.address(which), limit)
 
-    async def show(self, which: str, envelope_id: str, scan: int = 100_000) -> Envelope | None:
-        for env in await self.bus.browse(self.address(which), scan):
-            if env.id == envelope_id:
+    async def show(self, which: str, ref: str, scan: int = 100_000) -> Envelope | None:
+        """The envelope ``ref`` names: its id, a unique prefix of its id, or its idempotency
+        key. AmbiguousRef when it names several."""
+        envs = await self.bus.browse(self.address(which), scan)
+        for env in envs:
+            if env.id == ref:
                 return env
-        return None
+        named = {env.id: env for env in envs
+                 if env.id.startswith(ref) or env.idempotencykey == ref}
+        eid = one_envelope(ref, set(named))
+        return named[eid] if eid else None
 
     async def purge(self, which: str) -> int:
         return await self.bus.purge(self.address(which))

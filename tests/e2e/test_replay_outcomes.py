@@ -114,3 +114,29 @@ def test_replay_without_waiting_reports_queued(rabbit: Any, sink: Any,
     assert f"{eid}: queued for erp (not delivered yet: see esb trace {eid})" in r.stdout
     assert "replayed 1; 0 left in dlq" in r.stdout
     assert sink.wait_for(1, timeout=20)
+
+
+def test_dlq_show_and_trace_take_a_prefix_or_the_idempotency_key(
+        rabbit: Any, sink: Any, daemon_factory: Any) -> None:
+    sink.status_for = lambda rec: (400, {})
+    d = daemon_factory({
+        "bus": rabbit.bus("erp"),
+        "sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
+        "destinations": {"erp": {"adapter": "rest", "url": f"{sink.url}/erp",
+                                 "delivery": {"max_attempts": 1}}},
+    }, ROUTES, files={"steps.py": STEPS})
+    d.start()
+    eid = httpx.post(f"{d.url}/in/shop/order", json={"n": 1},
+                     headers={"Idempotency-Key": "order/4711"}).json()["id"]
+    wait_until(lambda: dlq_ids(d) == [eid], "a dead letter", daemon=d)
+    for ref in ("order/4711", eid[:8], eid):
+        shown = cli(d, "dlq", "show", ref, "--json")
+        assert shown.returncode == 0, (ref, shown.stderr)
+        assert json.loads(shown.stdout)["id"] == eid
+    assert cli(d, "dlq", "show", "no-such").returncode == 1
+    for ref in ("order/4711", eid[:8]):
+        traced = wait_until(lambda ref=ref: (r := cli(d, "trace", ref, "--json")).returncode
+                            == 0 and r, f"esb trace {ref}", daemon=d)
+        body = json.loads(traced.stdout)
+        assert body["id"] == eid
+        assert [e["step"] for e in body["events"]][:2] == ["accepted", "routed"]
