@@ -16,6 +16,7 @@ integers or booleans too.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 from datetime import UTC, datetime
@@ -255,14 +256,28 @@ class Envelope(BaseModel):
         (source, specversion, idempotency key, attempts). A headers table cost ~9 µs of CPU per
         message (pika encodes it on publish and decodes it on every delivery) for nothing any
         consumer read."""
+        # AMQP can only carry short strings (255 bytes) and unsigned 64-bit timestamps: a
+        # value beyond that (a CloudEvent from the year 300, a long type) is left out here —
+        # the body carries it — instead of failing the publish.
+        stamp = int(self.time.timestamp())
         return {
-            "message_id": self.id,
-            "correlation_id": self.correlationid,
+            # the publisher matches returned messages by it: a long id is replaced by its digest
+            "message_id": _short(self.id) or hashlib.sha256(self.id.encode("utf-8",
+                                                                          "surrogatepass")
+                                                           ).hexdigest(),
+            "correlation_id": _short(self.correlationid),
             "content_type": CLOUDEVENTS_JSON,
-            "type": self.type,
-            "timestamp": int(self.time.timestamp()),
+            "type": _short(self.type),
+            "timestamp": stamp if 0 <= stamp < 2**63 else None,
             "delivery_mode": 2,
         }
+
+
+def _short(value: str | None) -> str | None:
+    """``value`` if it fits an AMQP short string (255 bytes of UTF-8), else None."""
+    if value is None or len(value) <= 63:  # 63 characters are at most 252 bytes
+        return value
+    return value if len(value.encode("utf-8", "surrogatepass")) <= 255 else None
 
 
 _MODEL_FIELDS = frozenset(Envelope.model_fields) - {"extensions"}
