@@ -35,7 +35,8 @@ CORE_ATTRIBUTES = ("id", "source", "type", "specversion", "time", "subject",
 #: Extensions with a meaning to esb (CloudEvents names: lowercase letters and digits only).
 KNOWN_EXTENSIONS = ("correlationid", "causationid", "idempotencykey", "traceparent",
                     "esbendpoint", "esbrouteversion", "esbroute", "esbdestination",
-                    "esbheaders", "esbhops", "esbattempts", "esberror")
+                    "esbheaders", "esbhops", "esbattempts", "esberror", "esbreplyto",
+                    "esbdeadline", "esbstatus")
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 #: Bookkeeping extensions whose values are JSON text in a CloudEvent (see the module docstring).
 JSON_TEXT_EXTENSIONS = ("esbheaders", "esbhops", "esbattempts")
@@ -115,6 +116,13 @@ class Envelope(BaseModel):
     esbhops: list[Hop] = Field(default_factory=list)
     esbattempts: list[Attempt] = Field(default_factory=list)
     esberror: str | None = None
+    #: Request/reply (see :mod:`esb.bus.reply`): where the caller waits for the answer (a
+    #: reply address of the bus) and until when (unix epoch milliseconds) it waits.
+    esbreplyto: str | None = None
+    esbdeadline: int | None = None
+    #: On a reply: the destination's protocol status (HTTP status), or on an error reply the
+    #: status esb answers an HTTP caller with.
+    esbstatus: int | None = None
 
     #: Any other CloudEvents extension attributes, kept as received.
     extensions: dict[str, Any] = Field(default_factory=dict)
@@ -283,7 +291,8 @@ def _short(value: str | None) -> str | None:
 _MODEL_FIELDS = frozenset(Envelope.model_fields) - {"extensions"}
 _VIEW_OPTIONAL = ("subject", "datacontenttype", "dataschema", "correlationid", "causationid",
                   "idempotencykey", "traceparent", "esbendpoint", "esbrouteversion")
-_OPTIONAL = (*_VIEW_OPTIONAL, "esbroute", "esbdestination", "esberror")
+_OPTIONAL = (*_VIEW_OPTIONAL, "esbroute", "esbdestination", "esberror", "esbreplyto",
+             "esbdeadline", "esbstatus")
 
 
 def _json_text(name: str, value: Any) -> Any:

@@ -102,6 +102,8 @@ class BusConfig(_Strict):
     #: Keys each instance remembers at most (~0.5 KiB each); past that the oldest are
     #: forgotten before the window ends. Size it to the keyed messages one window brings.
     idempotency_max_keys: int = Field(100_000, ge=1000)
+    #: Request/reply callers one instance lets wait at once; more are answered 503 (retry).
+    max_waiting: int = Field(10_000, ge=1, le=1_000_000)
     #: Heartbeat (s) of the connection holding the leases of ``one-instance`` sources: a host
     #: that dies or is cut off loses its leases about two heartbeats later.
     lease_heartbeat: int = Field(5, ge=1, le=60)
@@ -236,6 +238,8 @@ class DeliveryConfig(_Strict):
     breaker: BreakerConfig | Literal[False] = Field(default_factory=BreakerConfig)
     #: Ordered delivery by key; retries then happen in place so the order holds.
     ordered: OrderedConfig | None = None
+    #: Request/reply: the largest answer passed back to a caller (larger: a 502).
+    max_reply: Size = 4 * 1024 * 1024
 
 
 class EndpointConfig(BaseModel):
