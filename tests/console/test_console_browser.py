@@ -105,9 +105,12 @@ def page(browser: Any, env: dict[str, Any]) -> Iterator[Any]:
     pg = context.new_page()
     pg.set_default_timeout(20_000)
     pg.on("dialog", lambda dialog: dialog.accept())
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
     login(pg, env["daemon"].token)
     yield pg
     context.close()
+    assert not errors, f"the console's scripts failed: {errors}"
 
 
 def login(pg: Any, token: str) -> None:
