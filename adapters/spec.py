@@ -38,6 +38,9 @@ from esb.bus.config.units import Duration as Duration
 from esb.bus.config.units import Rate as Rate
 from esb.bus.config.units import Size as ByteSize
 from esb.bus.envelope import Envelope
+from esb.bus.payload import DEFAULT_JSON_DEPTH
+from esb.bus.reply import Reply
+from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits
 
 __all__ = ["Accepted", "AdapterSettings", "AdapterSpec", "ByteSize", "Duration", "HttpRoute",
            "Inbound", "InboundContext", "InboundFactory", "Outbound", "OutboundContext",
@@ -95,6 +98,10 @@ class InboundContext(Protocol):
     #: inbound side calls itself (a polled API, a token endpoint). Contexts written before it
     #: existed lack it: read it as ``getattr(ctx, "allowed_hosts", ())``.
     allowed_hosts: tuple[str, ...] = ()
+    #: Bounds on XML bodies (``limits.xml``) and JSON nesting (``limits.json.max_depth``);
+    #: read them with ``getattr`` too (:func:`xml_limits_of`, :func:`json_depth_of`).
+    xml_limits: XmlLimits = DEFAULT_LIMITS
+    json_depth: int = DEFAULT_JSON_DEPTH
     #: This source's :class:`SourceState` (read it as ``getattr(ctx, "state", None)`` in a
     #: plugin that must also run on runtimes older than it).
     state: SourceState
@@ -106,6 +113,25 @@ class InboundContext(Protocol):
         peer with a retryable error, and nothing was half-accepted.
         """
         ...
+
+    # An inbound side that can answer its caller uses ``request`` when the context has it
+    # (``getattr(ctx, "request", None)``; older contexts lack it):
+    #
+    #   async def request(self, envelope: Envelope) -> Envelope | Accepted
+    #
+    # :meth:`accept`, and when a request/reply route takes the envelope, the destination's
+    # answer: a reply envelope (reply leg applied) or a failure reply, read with
+    # :func:`esb.bus.reply.problem_of`. One-way routes give the :class:`Accepted`.
+
+
+def xml_limits_of(ctx: Any) -> XmlLimits:
+    """``ctx.xml_limits``, or the defaults for a context written before it existed."""
+    return getattr(ctx, "xml_limits", DEFAULT_LIMITS)
+
+
+def json_depth_of(ctx: Any) -> int:
+    """``ctx.json_depth``, or the default for a context written before it existed."""
+    return getattr(ctx, "json_depth", DEFAULT_JSON_DEPTH)
 
 
 @dataclass
@@ -162,6 +188,17 @@ class Outbound(Protocol):
     async def send(self, envelope: Envelope) -> SendResult: ...
 
     async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class Replier(Protocol):
+    """An outbound side that can answer requests (request/reply routes, §12) has ``request``
+    beside ``send``: the same call, returning the destination's answer as a
+    :class:`~esb.bus.reply.Reply` (status, headers, body, content type) and raising the same
+    Transient/PermanentError as ``send`` when it fails. A side without it serves one-way routes
+    only; the test kit checks it when present."""
+
+    async def request(self, envelope: Envelope) -> Reply: ...
 
 
 InboundFactory = Callable[[Any, InboundContext], Inbound]

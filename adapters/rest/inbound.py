@@ -24,18 +24,22 @@ from esb.adapters.auth.inbound import (
 from esb.adapters.http import (
     BadContentLength,
     BodyTooLarge,
+    EncodingRefused,
     JSONBytesResponse,
     header_dict,
     read_body,
 )
 from esb.adapters.problem import problem
+from esb.adapters.rest.answer import answer
+from esb.adapters.rest.fhir import fhir_errors
+from esb.adapters.rest.params import ParamError, path_names, query_params, typed
 from esb.adapters.rest.polling import Poller
 from esb.adapters.rest.settings import RestInboundSettings
-from esb.adapters.spec import Accepted, HttpRoute, InboundContext
+from esb.adapters.spec import Accepted, HttpRoute, InboundContext, json_depth_of, xml_limits_of
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusError, IdempotencyInFlight
-from esb.bus.payload import PayloadError, decode, is_xml, media_type
-from esb.bus.xmlsafe import XmlError, parse_xml
+from esb.bus.payload import JsonTooDeep, PayloadError, check_json_depth, decode, is_xml, media_type
+from esb.bus.xmlsafe import UnsafeXml, XmlError, XmlLimits, parse_xml
 
 _CE_HEADER_ATTRS = ("id", "source", "type", "subject", "time", "dataschema")
 
@@ -55,11 +59,18 @@ class RestInbound:
         self.accepted_types = {t.lower() for t in settings.content_types}
         self._keep = tuple(n.lower() for n in settings.keep_headers)
         self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
+        self.xml_limits = xml_limits_of(ctx)
+        self.json_depth = json_depth_of(ctx)
         self.poller = Poller(settings.poll, ctx, settings.type) if settings.poll else None
         methods = tuple(settings.methods)
+        self._path_params = bool(settings.path and path_names(settings.path))
+        #: Other methods than POST: the method rides in ``esbheaders`` (routes match on it).
+        self._note_method = methods != ("POST",)
+        self._ask = getattr(ctx, "request", None)  # request/reply capable runtime
+        handler = fhir_errors(self.handle) if settings.errors == "fhir" else self.handle
         self.routes = [] if settings.path is None else [
-            HttpRoute(settings.path, methods, self.handle),
-            HttpRoute(settings.path + "/{type}", methods, self.handle)]
+            HttpRoute(settings.path, methods, handler)] + ([] if self._path_params else [
+                HttpRoute(settings.path + "/{type}", methods, handler)])
 
     async def start(self) -> None:
         if self.poller is not None:
@@ -80,12 +91,17 @@ class RestInbound:
             envelope = self._envelope(request, body, headers)
         except BadRequest as exc:
             return problem(exc.status, exc.title, exc.detail)
+        if self._note_method:
+            envelope.esbheaders["method"] = request.method  # a fresh envelope's own dict
         if principal is not None:
             envelope = envelope.model_copy(
                 update={"esbheaders": {**envelope.esbheaders, "principal": principal}})
         try:
             # A repeated Idempotency-Key is answered by the runtime with the original result.
-            accepted = await self.ctx.accept(envelope)
+            if self._ask is None:
+                result = await self.ctx.accept(envelope)
+            else:
+                result = await self._ask(envelope)
         except IdempotencyInFlight as exc:
             return problem(409, "Request in flight",
                            "a request with this Idempotency-Key is still being processed "
@@ -94,13 +110,51 @@ class RestInbound:
             return problem(503, "Bus unavailable",
                            f"the message was not accepted ({exc}); retry later",
                            headers={"Retry-After": "1"})
-        if accepted.mismatch:
+        if isinstance(result, Accepted) and result.mismatch:
             return problem(422, "Idempotency-Key reused",
                            "this Idempotency-Key was used for a request with another body; "
                            "the original was not replaced (send new requests with new keys)")
-        return _accepted(accepted)
+        return _accepted(result) if isinstance(result, Accepted) else answer(result)
 
     def _envelope(self, request: Request, body: bytes, headers: dict[str, str]) -> Envelope:
+        method = request.method
+        if method in _BODILESS or self._path_params or request.scope.get("query_string"):
+            return self._parameters(request, body, headers)
+        return self._body_envelope(request, body, headers)
+
+    def _parameters(self, request: Request, body: bytes, headers: dict[str, str]) -> Envelope:
+        """A request with path or query parameters: they ride in ``esbheaders`` (``path.NAME``,
+        ``query.NAME``); without a body they are the envelope's data (a JSON object)."""
+        types = self.settings.params
+        try:
+            raw_query = query_params(request.scope.get("query_string", b""))
+            query = typed(raw_query, types, "query")
+            path = typed({k: v for k, v in request.path_params.items() if k != "type"}
+                         if self._path_params else {}, types, "path")
+        except ParamError as exc:
+            raise BadRequest(400, "Bad parameter", str(exc)) from None
+        if request.method in _BODILESS or not body:
+            attrs: dict[str, Any] = {"source": self.ctx.name, "type": self._type(request),
+                                     "data": {**query, **path},
+                                     "datacontenttype": "application/json"}
+            self._transport(headers, attrs)
+            try:
+                envelope = Envelope(**attrs)
+            except ValidationError as exc:
+                raise BadRequest(400, "Invalid CloudEvent", _validation_detail(exc)) from None
+        else:
+            envelope = self._body_envelope(request, body, headers)
+        noted = {f"path.{k}": str(v) for k, v in path.items()}
+        noted.update({f"query.{k}": v if isinstance(v, str) else ",".join(map(str, v))
+                      for k, v in raw_query.items()})
+        return envelope.model_copy(update={"esbheaders": {**envelope.esbheaders, **noted}})
+
+    def _type(self, request: Request) -> str:
+        return request.path_params.get("type") or self.settings.type \
+            or f"{self.ctx.name}.received"
+
+    def _body_envelope(self, request: Request, body: bytes, headers: dict[str, str]
+                       ) -> Envelope:
         media, _ = media_type(headers.get("content-type", ""))
         if media == CLOUDEVENTS_JSON and media in self.accepted_types:
             return self._structured(headers, body)
@@ -108,10 +162,9 @@ class RestInbound:
             raise BadRequest(415, "Unsupported media type",
                              f"content type {media or '(none)'!r} is not accepted here; "
                              f"send one of: {', '.join(sorted(self.accepted_types))}")
-        data = _decode(media, headers.get("content-type", ""), body)
-        attrs: dict[str, Any] = {"source": self.ctx.name,
-                                 "type": request.path_params.get("type")
-                                 or self.settings.type or f"{self.ctx.name}.received"}
+        data = _decode(media, headers.get("content-type", ""), body, self.xml_limits,
+                       self.json_depth)
+        attrs: dict[str, Any] = {"source": self.ctx.name, "type": self._type(request)}
         if "ce-specversion" in headers:  # CloudEvents HTTP binary mode
             missing = [a for a in ("id", "source", "type") if f"ce-{a}" not in headers]
             if missing:
@@ -138,8 +191,11 @@ class RestInbound:
     def _structured(self, headers: dict[str, str], body: bytes) -> Envelope:
         try:
             event = orjson.loads(body)
+            check_json_depth(event, self.json_depth, body)
         except orjson.JSONDecodeError as exc:
             raise BadRequest(400, "Malformed JSON", f"the body is not JSON: {exc}") from None
+        except JsonTooDeep as exc:
+            raise BadRequest(400, "JSON too deep", str(exc)) from None
         attrs: dict[str, Any] = {}
         self._transport(headers, attrs)
         if not isinstance(event, dict):
@@ -175,6 +231,9 @@ class RestInbound:
 #: Longest Idempotency-Key accepted (longer ones are refused, never cut).
 MAX_KEY = 200
 
+#: Methods whose request has no body: path and query parameters are the data.
+_BODILESS = frozenset({"GET", "DELETE"})
+
 _ENVELOPE_EXTENSIONS = ("correlationid", "causationid", "idempotencykey", "traceparent")
 
 
@@ -184,6 +243,8 @@ async def _read_body(request: Request, limit: int, headers: dict[str, str]) -> b
         return await read_body(request, limit, strict_length=True, headers=headers)
     except BadContentLength as exc:
         raise BadRequest(400, "Bad Content-Length", str(exc)) from None
+    except EncodingRefused as exc:
+        raise BadRequest(exc.status, exc.title, str(exc)) from None
     except BodyTooLarge as exc:
         if exc.declared is not None:
             raise BadRequest(413, "Body too large", f"the body is {exc.declared} bytes; "
@@ -192,13 +253,16 @@ async def _read_body(request: Request, limit: int, headers: dict[str, str]) -> b
                          f"the body exceeds this endpoint's limit of {exc.limit} bytes") from None
 
 
-def _decode(media: str, content_type: str, body: bytes) -> Any:
+def _decode(media: str, content_type: str, body: bytes, xml_limits: XmlLimits,
+            json_depth: int) -> Any:
     try:
         if is_xml(media):  # refused here, at the edge, rather than dead-lettered later
-            parse_xml(body, max_bytes=len(body) + 1)
-        return decode(body, content_type)
+            parse_xml(body, max_bytes=len(body) + 1, limits=xml_limits)
+        return decode(body, content_type, json_depth=json_depth)
     except PayloadError as exc:
         raise BadRequest(400, exc.title, exc.detail) from None
+    except UnsafeXml as exc:
+        raise BadRequest(400, "XML refused", str(exc)) from None
     except XmlError as exc:
         raise BadRequest(400, "Malformed XML", str(exc)) from None
 

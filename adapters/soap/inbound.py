@@ -1,4 +1,7 @@
-"""SOAP inbound: serve the WSDL, validate each call, hand it to the bus, acknowledge.
+"""SOAP inbound: serve the WSDL, validate each call, hand it to the bus, and answer: with an
+acknowledgement (one-way routes), or — when a request/reply route takes the call — with the
+operation's real output message built from the destination's answer (validated against the
+WSDL's schema), or a fault.
 
 ``GET path?wsdl`` serves the WSDL and ``GET path?xsd=NAME`` the schema files it refers to, their
 addresses and ``schemaLocation`` values rewritten to the URL the request came in on.
@@ -24,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from esb.adapters.auth.inbound import Unauthorized, authenticate, build_authenticator
-from esb.adapters.http import BodyTooLarge, read_body
+from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
 from esb.adapters.soap.ack import build_ack
 from esb.adapters.soap.faults import (
     ENV_NS,
@@ -38,12 +41,15 @@ from esb.adapters.soap.faults import (
 from esb.adapters.soap.schema import Child, children
 from esb.adapters.soap.settings import SoapInboundSettings
 from esb.adapters.soap.wsdl import ServiceDescription, load_description
-from esb.adapters.spec import HttpRoute, InboundContext
+from esb.adapters.spec import HttpRoute, InboundContext, xml_limits_of
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
 from esb.bus.payload import media_type
+from esb.bus.reply import problem_of
 from esb.bus.xmlsafe import XmlError, parse_xml
 
+#: Failure kinds answered with a Client (Sender) fault: the caller's input is at fault.
+_CALLER_FAULTS = frozenset({"not-found", "rejected"})
 _MEDIA = {"text/xml": "1.1", "application/soap+xml": "1.2"}
 #: Who a header block is for when it is for this node (besides no actor/role at all).
 _OURS = {"1.1": ("actor", {"http://schemas.xmlsoap.org/soap/actor/next"}),
@@ -104,6 +110,14 @@ class SoapInbound:
             action = request.headers.get("soapaction", "").strip().strip('"')
         else:
             action = params.get("action", "")
+        if version not in self.description.versions:
+            # A SOAP 1.1 envelope on a 1.2-only endpoint (or the reverse): a VersionMismatch
+            # fault in the version the client spoke, so it can read it (SOAP 1.2 part 1,
+            # 5.4.7), naming the version this endpoint takes.
+            supported = ", ".join(sorted(self.description.versions))
+            return fault_response(version, "version", f"this endpoint takes SOAP {supported} "
+                                  f"only, not SOAP {version}", status=500,
+                                  upgrade=tuple(sorted(self.description.versions)))
         try:
             return await self.call(request, version, action)
         except SoapFault as fault:
@@ -136,14 +150,23 @@ class SoapInbound:
             body = await read_body(request, self.settings.max_body)
         except BodyTooLarge as exc:
             raise SoapFault(str(exc), status=413) from exc
+        except EncodingRefused as exc:
+            raise SoapFault(str(exc), status=exc.status) from exc
         try:
-            root = parse_xml(body, max_bytes=None)  # read_body enforced max_body already
+            # read_body enforced max_body already
+            root = parse_xml(body, max_bytes=None, limits=xml_limits_of(self.ctx))
         except XmlError as exc:
             raise SoapFault(f"malformed XML: {exc}") from exc
         operation_element = self._operation_element(root, version)
         operation = self.description.find(operation_element.tag, action)
         if operation is None:
             raise SoapFault(f"unknown operation element {operation_element.tag}")
+        if operation.actions and version not in operation.actions:
+            raise SoapFault(f"operation {operation.name} is not bound for SOAP {version} here",
+                            kind="version", status=500)
+        mismatch = self.description.action_problem(operation, version, action)
+        if mismatch:
+            raise SoapFault(mismatch)
         element = detached(operation_element)
         if not self.description.schema.validate(element):
             errors = "; ".join(f"line {e.line}: {e.message}"
@@ -161,15 +184,52 @@ class SoapInbound:
             esbendpoint=self.ctx.name,
         )
         try:
-            accepted = await self.ctx.accept(envelope)
+            ask = getattr(self.ctx, "request", None)
+            result = await (ask(envelope) if ask is not None else self.ctx.accept(envelope))
         except BusUnavailable:
             return fault_response(version, "server", "the bus is unavailable; retry later")
+        if isinstance(result, Envelope):  # a request/reply route answered
+            return self.answer(version, operation.name, operation.output, result)
+        accepted = result
         if operation.output is None:
             return Response(status_code=202)
         envelope = envelope.model_copy(update={"id": accepted.id})
         ack = build_ack(operation.output, self._outputs.get(operation.name, []),
                         self.settings.ack_for(operation.name), envelope, element)
         return envelope_response(version, ack)
+
+    def answer(self, version: Version, name: str, output: str | None,
+               reply: Envelope) -> Response:
+        """The operation's real output message from a request/reply answer: the reply (after
+        its reply leg) must be that element as XML, valid against the WSDL's schema; else, and
+        for every failure, a fault (Client for the caller's own input: not found, rejected)."""
+        failure = problem_of(reply)
+        if failure is not None:
+            kind: FaultKind = "client" if failure.kind in _CALLER_FAULTS else "server"
+            return fault_response(version, kind, failure.detail)
+        if output is None:
+            return Response(status_code=202)
+        data = reply.data
+        if not isinstance(data, str | bytes) or not reply.is_xml:
+            return fault_response(version, "server", f"the answer to {name} is not XML "
+                                  f"({reply.datacontenttype or 'no content type'}): the "
+                                  "route's reply steps must build the output message")
+        try:
+            element = parse_xml(data.encode() if isinstance(data, str) else data,
+                                max_bytes=None)
+        except XmlError as exc:
+            return fault_response(version, "server", f"the answer to {name} is not "
+                                  f"well-formed XML: {exc}")
+        if element.tag != output:
+            return fault_response(version, "server", f"the answer to {name} is a "
+                                  f"{element.tag} element; the WSDL's output message is "
+                                  f"{output}")
+        schema = self.description.schema
+        if not schema.validate(element):
+            errors = "; ".join(f"line {e.line}: {e.message}" for e in list(schema.error_log)[:3])
+            return fault_response(version, "server", f"the answer to {name} does not match "
+                                  f"the WSDL's output schema: {errors}")
+        return envelope_response(version, element)
 
     @staticmethod
     def _operation_element(root: etree._Element, version: Version) -> etree._Element:

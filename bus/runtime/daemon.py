@@ -41,6 +41,7 @@ from esb.bus.runtime.admin import AdminApi, loopback_only
 from esb.bus.runtime.admin_token import admin_token, write_admin_url
 from esb.bus.runtime.aggregate_spec import AggregateSettings
 from esb.bus.runtime.aggregator import Aggregator
+from esb.bus.runtime.calls import PendingCalls
 from esb.bus.runtime.deadletters import DeadLetters
 from esb.bus.runtime.delivery import DeliveryWorker
 from esb.bus.runtime.deploy import RouteDeployer, config_compiler
@@ -131,6 +132,9 @@ class Daemon:
         self.fleet = FleetLimits(self.presence)
         self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance,
                                partitioners, self.trace)
+        self.calls = PendingCalls(self.metrics, self.instance, self.config.bus.max_waiting,
+                                  self.trace)
+        self.metrics.watch(self.metrics.waiting, lambda: len(self.calls))
         self.dedup = SharedIdempotency(self.config.bus.idempotency_window,
                                        self.config.bus.idempotency_max_keys)
         if bus_url is not None:
@@ -194,7 +198,9 @@ class Daemon:
                                 max_body=cfg.http.max_body, ingress=self.ingress,
                                 dedup=self.dedup,
                                 allowed_hosts=tuple(cfg.http.allowed_hosts),
-                                state=self.leases.state(name))
+                                xml_limits=cfg.limits.xml.limits,
+                                json_depth=cfg.limits.json_.max_depth,
+                                state=self.leases.state(name), calls=self.calls)
             side = spec.inbound(settings, ctx)
             if self.source_mode(name) == "one-instance":
                 side = OneInstance(side, self.leases.lease(name), name, cfg.bus.lease_retry)
@@ -237,7 +243,8 @@ class Daemon:
                         and not self._stop.is_set(),
                         metrics=self.metrics.render)
         server = make_server(app, cfg.http.host, cfg.http.port,
-                             graceful=cfg.stop_timeout * HTTP_SHARE)
+                             graceful=cfg.stop_timeout * HTTP_SHARE,
+                             limits=cfg.http.limits)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
@@ -313,6 +320,7 @@ class Daemon:
             log.warning("bus not reachable yet; retrying until it is", error=str(exc))
             while not self.bus.connected and not self._stop.is_set():
                 await self._pause(0.2)
+        self.calls.address = await self.bus.open_replies(self.calls.deliver)
         self.metrics.watch_bus(lambda: self.bus.connected)  # 0 again while the bus is lost
 
     async def _pause(self, seconds: float) -> None:

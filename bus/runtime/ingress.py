@@ -21,13 +21,17 @@ from esb.adapters.spec import Accepted
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, destination_address
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, TransformDeferred
+from esb.bus.payload import DEFAULT_JSON_DEPTH
+from esb.bus.reply import failure_envelope
 from esb.bus.routing.dispatch import COPY, DEAD, Outcome, Plan, plan
 from esb.bus.routing.router import Router
+from esb.bus.runtime.calls import PendingCalls
 from esb.bus.runtime.idempotency import Seal, SharedIdempotency, fingerprint
 from esb.bus.runtime.logs import bind_message, unbind_message
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.trace import MemoryTrace, TraceRecorder
+from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits
 
 log = structlog.get_logger("esb.ingress")
 
@@ -62,23 +66,40 @@ class Ingress:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    async def accept(self, envelope: Envelope, endpoint: str, *,
+    async def accept(self, envelope: Envelope, endpoint: str,
+                     calls: PendingCalls | None = None, *, only_requests: bool = False,
                      seal: Seal | None = None) -> Accepted:
-        """Plan, then publish ``envelope``; return once every copy is confirmed. With
-        ``seal``, the record it builds (that the envelope's idempotency key was taken) is
-        committed in one transaction with the copies."""
+        """Plan, then publish ``envelope``; return once every copy is confirmed. ``calls``:
+        the sender can wait for an answer (request/reply), see :meth:`publish`;
+        ``only_requests``: publish nothing unless a request/reply route takes it (a GraphQL
+        query has no one-way meaning); ``seal``: the record it builds (that the envelope's
+        idempotency key was taken) is committed in one transaction with the copies."""
         if not self.open:
             raise BusUnavailable("starting: the deployed route set is not loaded yet")
         # One route-set snapshot for the whole envelope.
-        planned = plan(self.routes.current, envelope, endpoint, instance=self.instance)
-        accepted = await self.publish(planned, seal)
+        router = self.routes.current
+        if getattr(router, "waits", False):
+            # Steps that wait on the XSLT sandbox process: planned in a thread, so this
+            # instance serves other requests meanwhile (a runaway stylesheet included).
+            planned = await asyncio.to_thread(plan, router, envelope, endpoint,
+                                              instance=self.instance)
+        else:
+            planned = plan(router, envelope, endpoint, instance=self.instance)
+        if only_requests and planned.reply is None:
+            return Accepted(envelope.id, ())
+        accepted = await self.publish(planned, calls, seal)
         self._counter(self.metrics.received, endpoint).inc()
         return accepted
 
-    async def publish(self, planned: Plan, seal: Seal | None = None) -> Accepted:
+    async def publish(self, planned: Plan, calls: PendingCalls | None = None,
+                      seal: Seal | None = None) -> Accepted:
         """Carry ``planned`` out: publish every copy and record, wait for every confirm, then
         record its trace notes. Raises ``TransformDeferred`` (nothing published) when a step
-        asked for a retry."""
+        asked for a retry.
+
+        With ``calls``, the plan's request/reply route (if any) registers the sender there
+        (by the envelope's id) and its copy carries the reply address; without, it is
+        delivered one-way like any other."""
         deferred = planned.deferred
         if deferred is not None:
             self.metrics.transform_failed.labels(deferred.route, deferred.destination or "",
@@ -89,11 +110,17 @@ class Ingress:
             raise TransformDeferred(deferred.step, str(deferred.error)) from deferred.error
         publishes: list[tuple[str, Envelope]] = []
         dead: list[Outcome] = []
+        reply = planned.reply if calls is not None else None
+        if reply is not None and reply.request is None:
+            calls.refuse(planned.envelope, reply)  # type: ignore[union-attr]
         for o in planned.outcomes:
             kind, out = o.kind, o.envelope
             if out is None:  # dropped
                 continue
             if kind == COPY:
+                if reply is not None and out is reply.request:
+                    out = calls.expect(planned.envelope.id, out, reply,  # type: ignore[union-attr]
+                                       planned.at.timestamp() + reply.leg.timeout)
                 dest = o.destination or ""
                 part = self.partitioners.get(dest)
                 publishes.append((part.address(out) if part else destination_address(dest),
@@ -109,14 +136,20 @@ class Ingress:
                 self.metrics.unroutable.labels(planned.endpoint or "").inc()
         eid = planned.envelope.id
         accepted = Accepted(eid, tuple(a for a, _ in publishes))
-        if seal is not None or planned.parts:
-            # A split is published whole or not at all; so is an envelope with its key's record.
-            await self.bus.publish_atomically(publishes,
-                                              [seal(accepted)] if seal is not None else [])
-        elif len(publishes) == 1:
-            await self.bus.publish(*publishes[0])
-        elif publishes:
-            await asyncio.gather(*(self.bus.publish(a, e) for a, e in publishes))
+        try:
+            if seal is not None or planned.parts:
+                # A split is published whole or not at all; so is an envelope with the record
+                # of its idempotency key.
+                await self.bus.publish_atomically(
+                    publishes, [seal(accepted)] if seal is not None else [])
+            elif len(publishes) == 1:
+                await self.bus.publish(*publishes[0])
+            elif publishes:
+                await asyncio.gather(*(self.bus.publish(a, e) for a, e in publishes))
+        except BaseException:
+            if reply is not None:
+                calls.forget(planned.envelope.id)  # type: ignore[union-attr]
+            raise
         for o in dead:  # counted once the records are safely published
             self._counter(self.metrics.dead_lettered, o.destination or "").inc()
             self._counter(self.metrics.transform_failed, o.route or "", o.destination or "",
@@ -140,19 +173,48 @@ class SourceContext:
     dedup: SharedIdempotency | None = field(default=None, repr=False)
     #: ``http.allowed_hosts``, for URLs the adapter calls itself (polling, token endpoints).
     allowed_hosts: tuple[str, ...] = ()
+    #: ``limits.xml`` and ``limits.json.max_depth``, for the bodies the adapter reads.
+    xml_limits: XmlLimits = DEFAULT_LIMITS
+    json_depth: int = DEFAULT_JSON_DEPTH
     #: The source's state document (on the broker with RabbitMQ; see ``Leases``).
     state: Any = field(default=None, repr=False)
 
+    #: This instance's waiting callers (request/reply); None: every route is one-way.
+    calls: PendingCalls | None = field(default=None, repr=False)
+
     async def accept(self, envelope: Envelope) -> Accepted:
+        return await self._accept(envelope, None)
+
+    async def request(self, envelope: Envelope, *, one_way: bool = True
+                      ) -> Envelope | Accepted:
+        """:meth:`accept`, and when a request/reply route takes the envelope, wait for the
+        destination's answer: the reply envelope through the route's reply leg, or a failure
+        reply (:func:`esb.bus.reply.problem_of`). One-way routes give the :class:`Accepted`;
+        with ``one_way=False`` nothing is published then, and the answer is an
+        ``unanswerable`` failure (404)."""
+        calls = self.calls
+        accepted = await self._accept(envelope, calls, not one_way)
+        call = calls.waiting(envelope.id) if calls is not None else None
+        if call is None or calls is None:
+            if not one_way:
+                return failure_envelope(envelope, "unanswerable", f"no request/reply route "
+                                        f"answers {envelope.type!r} from {self.name!r}", 404)
+            return accepted
+        return calls.finish(call, await calls.wait(call))
+
+    async def _accept(self, envelope: Envelope, calls: PendingCalls | None,
+                      only_requests: bool = False) -> Accepted:
         token = bind_message({"envelope_id": envelope.id,
                               "correlation_id": envelope.correlationid, "source": self.name})
         try:
             key = envelope.idempotencykey
             if not key or self.dedup is None:
-                return await self.ingress.accept(envelope, self.name)
+                return await self.ingress.accept(envelope, self.name, calls,
+                                                 only_requests=only_requests)
             # Keys are scoped by source: two systems may well use the same key space.
             return await self.dedup.run(
                 f"{self.name}\x00{key}", fingerprint(envelope),
-                lambda seal: self.ingress.accept(envelope, self.name, seal=seal))
+                lambda seal: self.ingress.accept(envelope, self.name, calls,
+                                                 only_requests=only_requests, seal=seal))
         finally:
             unbind_message(token)
