@@ -141,21 +141,23 @@ def test_missing_tls_files_and_a_plain_url_are_config_errors(tmp_path: Path) -> 
     import subprocess
     import sys
 
+    def run() -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([sys.executable, "-m", "esb.bus.cli.main", "run"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, r.stderr
+        return r
+
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "esb.yaml").write_text(
         "bus:\n  url: amqp://guest:guest@127.0.0.1:5672/\n  tls: {ca_file: nowhere/ca.pem}\n"
         "http:\n  outbound: {cert_file: nowhere/client.pem, proxy: socks5://x:1}\n")
-    r = subprocess.run([sys.executable, "-m", "esb.bus.cli.main", "run"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2, r.stderr
+    r = run()
     assert "config/esb.yaml:5: http.outbound.proxy: Value error, proxy must be an http://" \
         in r.stderr
     (tmp_path / "config" / "esb.yaml").write_text(
         "bus:\n  url: amqp://guest:guest@127.0.0.1:5672/\n  tls: {ca_file: nowhere/ca.pem}\n"
         "http:\n  outbound: {cert_file: nowhere/client.pem}\n")
-    r = subprocess.run([sys.executable, "-m", "esb.bus.cli.main", "run"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2, r.stderr
+    r = run()
     assert f"http.outbound.cert_file: {tmp_path}/nowhere/client.pem does not exist" in r.stderr
     assert f"bus.tls.ca_file: {tmp_path}/nowhere/ca.pem does not exist" in r.stderr
     assert "the bus URL must be amqps://" in r.stderr
