@@ -124,6 +124,9 @@ def _default_by() -> str:
 
 @click.command("test")
 @click.argument("path", type=click.Path(path_type=Path))
+@click.option("--then", "more", type=click.Path(dir_okay=False, path_type=Path),
+              multiple=True, help="With --message: more messages routed after it (repeat "
+              "it); shows what the aggregates they reach would emit.")
 @click.option("--message", "message", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Route this file instead of running the files' tests: cases.")
 @click.option("--type", "etype", default="test", show_default=True, help="Envelope type.")
@@ -140,7 +143,7 @@ def _default_by() -> str:
 @click.option("--reply-content-type", default=None,
               help="Content type of --reply (default: from the file suffix or bytes).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def routes_test(path: Path, message: Path | None, etype: str, source: str,
+def routes_test(path: Path, more: tuple[Path, ...], message: Path | None, etype: str, source: str,
                 endpoint: str | None, content_type: str | None, config_path: Path,
                 reply_file: Path | None, reply_content_type: str | None,
                 as_json: bool) -> None:
@@ -175,6 +178,9 @@ def routes_test(path: Path, message: Path | None, etype: str, source: str,
                                 endpoint=endpoint, name=message.name)
         except ValueError as exc:
             _fail(f"{message}: {exc}", 2)
+        if more:
+            _several(loaded, router, trial, message, more, etype, source, content_type,
+                     endpoint, as_json)
         answer = None
         if reply_file is not None:
             try:
@@ -257,6 +263,80 @@ def _print_trial(trial: Any, name: str, sources: set[str]) -> None:
         else:
             click.echo(f"\n← reply: route {reply.route} waits up to {reply.leg.timeout:g}s for "
                        f"{reply.destination}; reply steps: {steps}")
+
+
+def _several(loaded: Any, router: Any, first: Any, message: Path, more: tuple[Path, ...],
+             etype: str, source: str, content_type: str | None, endpoint: str | None,
+             as_json: bool) -> NoReturn:
+    """``--message A --then B --then C``: route each, then preview the aggregates."""
+    from esb.bus.routing.casetest import try_message
+
+    trials, names = [first], [message.name]
+    for path in more:
+        try:
+            trials.append(try_message(router, path.read_bytes(), type=etype, source=source,
+                                      content_type=content_type,
+                                      sources=loaded.config.sources, endpoint=endpoint,
+                                      name=path.name))
+        except (OSError, ValueError) as exc:
+            _fail(f"{path}: {exc}", 2)
+        names.append(path.name)
+    groups = aggregate_previews(loaded, router, trials)
+    if as_json:
+        emit_json({"messages": [t.to_dict() for t in trials],
+                   "aggregates": [_preview_dict(*g) for g in groups]})
+    else:
+        for name, trial in zip(names, trials, strict=True):
+            _print_trial(trial, name, set(loaded.config.sources))
+            click.echo("")
+        _print_aggregates(groups)
+    sys.exit(1 if any(t.dead_letters or t.deferred for t in trials) else 0)
+
+
+def aggregate_previews(loaded: Any, router: Any, trials: list[Any]) -> list[tuple[str, Any, Any]]:
+    """For each aggregate the trials' copies reach: its groups, and the plan of each envelope
+    it would emit, routed again."""
+    from esb.adapters.spec import OutboundContext
+    from esb.bus.routing.casetest import route_envelope
+    from esb.bus.runtime.aggregate_spec import SPEC, AggregateSettings
+
+    out = []
+    for name, settings in loaded.destination_settings.items():
+        if not isinstance(settings, AggregateSettings):
+            continue
+        routed = [env for t in trials for env in t.outputs(name)]
+        if not routed or SPEC.outbound is None:
+            continue
+        aggregate = SPEC.outbound(settings, OutboundContext(
+            name=name, config_dir=loaded.config.base_dir, http=lambda: None))
+        for group in aggregate.preview(routed):
+            emitted = group.emitted
+            out.append((name, group, route_envelope(router, emitted, name) if emitted else None))
+    return out
+
+
+def _preview_dict(name: str, group: Any, plan: Any) -> dict[str, Any]:
+    emitted = group.emitted
+    return {"aggregate": name, "key": group.key, "members": [e.id for e in group.members],
+            "when": group.when,
+            "emitted": None if emitted is None else {
+                "type": emitted.type, "datacontenttype": emitted.datacontenttype,
+                "data": _jsonable(emitted.data)},
+            "routes": None if plan is None else plan.to_dict()}
+
+
+def _print_aggregates(groups: list[tuple[str, Any, Any]]) -> None:
+    if not groups:
+        click.echo("aggregates  none of these messages reaches an aggregate")
+        return
+    for name, group, plan in groups:
+        emitted = group.emitted
+        click.echo(f"⇒ aggregate {name}  group {group.key or '(none)'}: "
+                   f"{len(group.members)} member(s), emitted {group.when}")
+        if emitted is not None:
+            click.echo(f"  emits {emitted.type} ({emitted.datacontenttype}), routed again:")
+            _print_trial(plan, f"{name} (emitted)", set())
+        click.echo("")
 
 
 def _print_answer(answer: Any) -> None:

@@ -235,6 +235,61 @@ class Aggregator:
                 "open_members": sum(len(g.members) for g in self._groups.values()),
                 "emitted": self.emitted}
 
+    # -- offline preview (esb routes test) --------------------------------------------------
+
+    def preview(self, envelopes: Sequence[Envelope]) -> list[Preview]:
+        """What this aggregate would do with ``envelopes`` (routed to it, in this order): each
+        group, whether a rule other than the timeout completes it, and the envelope it emits
+        then (or on its timeout). Pure: nothing is consumed or published."""
+        groups: dict[str, Group] = {}
+        out: list[Preview] = []
+        for env in envelopes:
+            key = self.correlation.key(env)
+            if not key:
+                out.append(Preview(key, [env], None, f"no correlation value at "
+                                                     f"{self.settings.correlation!r}"))
+                continue
+            group = groups.setdefault(key, Group(key))
+            group.add(_Held(env))
+            if self._complete(group, None):
+                out.append(self._preview(group, "complete"))
+                del groups[key]
+        for group in groups.values():
+            why = ("on its timeout" if self.settings.complete.timeout is not None
+                   else "never: no rule completes it yet")
+            out.append(self._preview(group, why))
+        return out
+
+    def _preview(self, group: Group, when: str) -> Preview:
+        members = group.envelopes()
+        try:
+            return Preview(group.key, members, self._merged(group.key, members), when)
+        except Exception as exc:
+            return Preview(group.key, members, None, f"merge failed: {exc}")
+
+
+@dataclass(frozen=True)
+class Preview:
+    """One group of :meth:`Aggregator.preview`: its members, and what it emits and when."""
+
+    key: str
+    members: list[Envelope]
+    emitted: Envelope | None
+    when: str
+
+
+@dataclass
+class _Held:
+    """A member in a preview: an envelope not taken from any queue."""
+
+    envelope: Envelope
+
+    def ack(self) -> None:
+        return None
+
+    def requeue(self) -> None:
+        return None
+
 
 @dataclass(frozen=True)
 class _Key:

@@ -51,3 +51,33 @@ def test_a_split_over_the_limit_is_a_dead_letter(tmp_path: Path) -> None:
     code, out = routes_test(root, {"orders": [1, 2, 3, 4]})
     assert code == 1
     assert "would be dead-lettered" in out and "more than max_parts (3)" in out
+
+
+def test_several_messages_show_what_an_aggregate_would_emit(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "routes").mkdir()
+    (tmp_path / "config" / "esb.yaml").write_text(yaml.safe_dump({
+        "sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
+        "destinations": {
+            "picks": {"adapter": "aggregate", "correlation": "data.customer",
+                      "complete": {"count": 2, "timeout": "1h"}, "type": "picklist"},
+            "wms": {"adapter": "rest", "url": "http://127.0.0.1:9/wms"}}}))
+    (tmp_path / "routes" / "r.yaml").write_text(yaml.safe_dump({"routes": [
+        {"name": "orders", "from": ["shop"], "match": {"type": ["order"]}, "to": ["picks"]},
+        {"name": "lists", "match": {"type": ["picklist"]}, "to": ["wms"]}]}))
+    files = []
+    for i, customer in enumerate(["c1", "c2", "c1"]):
+        (tmp_path / f"o{i}.json").write_text(json.dumps({"customer": customer, "n": i}))
+        files.append(str(tmp_path / f"o{i}.json"))
+    args = ["routes", "test", str(tmp_path / "routes"), "--config",
+            str(tmp_path / "config" / "esb.yaml"), "--source", "shop", "--type", "order",
+            "--message", files[0], "--then", files[1], "--then", files[2]]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "⇒ aggregate picks  group c1: 2 member(s), emitted complete" in result.output
+    assert "⇒ aggregate picks  group c2: 1 member(s), emitted on its timeout" in result.output
+    assert "→ wms  route lists" in result.output
+    out = json.loads(CliRunner().invoke(cli, [*args, "--json"]).output)
+    c1 = next(g for g in out["aggregates"] if g["key"] == "c1")
+    assert c1["emitted"]["data"] == [{"customer": "c1", "n": 0}, {"customer": "c1", "n": 2}]
+    assert c1["routes"]["destinations"] == ["wms"]
