@@ -177,6 +177,9 @@ class AdapterSpec:
     outbound: OutboundFactory | None = None
     docs: str = ""
     examples: dict[str, str] = field(default_factory=dict)
+    #: Describes a source of this adapter in the daemon's OpenAPI document (``/openapi.json``):
+    #: a :data:`esb.adapters.openapi.Describe`. ``None``: the source is left out.
+    openapi: Callable[[Any], Any] | None = None
     #: Where the inbound side's ``start`` loop runs (see the module docstring); a source may
     #: override it with ``runs:`` in esb.yaml.
     inbound_mode: InboundMode = "every-instance"

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 from esb.adapters.auth.settings import InboundAuth, OutboundAuth
+from esb.adapters.http import RESERVED_PATHS
 from esb.adapters.spec import AdapterSettings
 from esb.bus.config.units import Duration, Size
 
@@ -97,10 +98,9 @@ class RestInboundSettings(AdapterSettings):
             if "poll" in info.data and info.data["poll"] is None:
                 raise PydanticCustomError("missing", "Field required")
             return None
-        if not re.match(r"^/[A-Za-z0-9/_.~-]*$", v) or v.startswith(("/admin", "/metrics",
-                                                                      "/healthz", "/readyz")):
-            raise ValueError("path must start with / and not shadow /admin, /metrics, "
-                             "/healthz or /readyz")
+        if not re.match(r"^/[A-Za-z0-9/_.~-]*$", v) or v.startswith(RESERVED_PATHS):
+            raise ValueError("path must start with / and not shadow "
+                             + ", ".join(RESERVED_PATHS))
         return v.rstrip("/") or "/"
 
 

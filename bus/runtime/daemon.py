@@ -1,5 +1,6 @@
 """``esb run``: wires configuration, bus, routes, adapters and the HTTP server, and drains on
-SIGTERM (stop accepting, finish in-flight deliveries, close the bus, exit 0)."""
+SIGTERM (stop accepting, finish in-flight deliveries, close the bus, exit 0) within one
+overall deadline, ``stop_timeout`` (see :meth:`Daemon._drain`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +20,28 @@ import httpx
 import structlog
 
 from esb.adapters.spec import Inbound, Outbound, OutboundContext
+from esb.bus.apidocs.http import InboundDocument, apidocs_routes
+from esb.bus.apidocs.inbound import inbound_document
 from esb.bus.broker.base import Bus
 from esb.bus.broker.embedded import EmbeddedBus
 from esb.bus.broker.leases import BrokerLeases
 from esb.bus.broker.rabbitmq import RabbitBus
 from esb.bus.broker.topology import Topology
 from esb.bus.config.loader import Loaded, load_config
+from esb.bus.console.app import Console
+from esb.bus.console.session import Sessions
 from esb.bus.errors import BusError, ConfigError
-from esb.bus.plugins import Registry, adapters
+from esb.bus.plugins import Registry, adapters, describe_installed
+from esb.bus.plugins import transformers as transformer_registry
 from esb.bus.routing.router import Router
 from esb.bus.routing.routeset import read_route_files
 from esb.bus.routing.store import open_route_store
-from esb.bus.runtime.admin import AdminApi
+from esb.bus.runtime.admin import AdminApi, loopback_only
 from esb.bus.runtime.admin_token import admin_token, write_admin_url
 from esb.bus.runtime.deadletters import DeadLetters
 from esb.bus.runtime.delivery import DeliveryWorker
 from esb.bus.runtime.deploy import RouteDeployer, config_compiler
+from esb.bus.runtime.fleet import FleetLimits
 from esb.bus.runtime.http import bind_listener, build_app, make_http_client, make_server
 from esb.bus.runtime.idempotency import SharedIdempotency
 from esb.bus.runtime.idempotency_log import IdempotencyLog
@@ -42,14 +51,24 @@ from esb.bus.runtime.logs import SecretRedactor, configure_logging
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.presence import Presence
+from esb.bus.runtime.route_tests import RouteTester
 from esb.bus.runtime.singleton import Leases, OneInstance
+from esb.bus.runtime.stats import StatsHistory
 from esb.bus.runtime.tasks import cancel_all
 from esb.bus.runtime.trace import open_trace
 from esb.bus.runtime.worker_role import WorkerRole, watch_parent
 
 log = structlog.get_logger("esb.daemon")
 
-DRAIN_TIMEOUT = 30.0
+try:
+    ESB_VERSION = package_version("esb")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree not installed
+    ESB_VERSION = "unknown"
+
+#: Shares of ``stop_timeout``: requests in flight get the first part; closing the broker links
+#: keeps the last :data:`CLOSE_RESERVE` seconds (each link closes within 2 s, all at once).
+HTTP_SHARE = 0.4
+CLOSE_RESERVE = 3.0
 
 
 def load_router(loaded: Loaded, path: Path | None = None, version: int = 0,
@@ -98,6 +117,7 @@ class Daemon:
         self.trace = open_trace(bus_url, self.config.bus.prefix, self.instance)
         self.presence = Presence(bus_url, self.config.bus.prefix, self.instance,
                                  self._presence_snapshot)
+        self.fleet = FleetLimits(self.presence)
         self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance,
                                partitioners, self.trace)
         self.dedup = SharedIdempotency(self.config.bus.idempotency_window,
@@ -109,6 +129,10 @@ class Daemon:
         self.leases: Leases = self._make_leases(bus_url)
         self.deadletters = DeadLetters(self.bus, self.ingress, self.config.destinations,
                                        partitioners, self.instance, self.trace)
+        self.stats = StatsHistory(self.presence.instances, interval=self.presence.interval)
+        self.route_tester = RouteTester(loaded)
+        self.inbound_document = InboundDocument(self._describe_inbound,
+                                                lambda: self.router.current.version)
         self._http: httpx.AsyncClient | None = None
         self.inbound: dict[str, Inbound] = {}
         self.outbound: dict[str, Outbound] = {}
@@ -121,8 +145,9 @@ class Daemon:
         cfg = self.config.bus
         if cfg.embedded:
             return EmbeddedBus()
-        return RabbitBus(cfg.url, Topology(cfg.prefix, cfg.queue_type), heartbeat=cfg.heartbeat,
-                         name=f"esb {self.instance}")
+        return RabbitBus(cfg.url, Topology(cfg.prefix, cfg.queue_type or "classic"),
+                         heartbeat=cfg.heartbeat, name=f"esb {self.instance}",
+                         confirm_timeout=cfg.confirm_timeout)
 
     def _make_leases(self, bus_url: str | None) -> Leases:
         cfg = self.config.bus
@@ -135,6 +160,17 @@ class Daemon:
         if self._http is None:
             self._http = make_http_client()
         return self._http
+
+    def plugins(self) -> dict[str, Any]:
+        """Installed adapters and transformers (``GET /admin/plugins``)."""
+        return {"adapters": describe_installed(self.registry),
+                "transformers": describe_installed(transformer_registry())}
+
+    def _describe_inbound(self, version: int, server: str | None) -> dict[str, Any]:
+        running = self.deployer.running
+        files = running.files if running is not None else self.initial_files
+        return inbound_document(self.loaded, self.registry, files, route_version=version,
+                                server=server)
 
     def _build_adapters(self) -> None:
         cfg = self.config
@@ -169,15 +205,25 @@ class Daemon:
             log.warning("EMBEDDED BUS: messages live in this process only and are LOST when it "
                         "stops. Set bus.url (or ESB_BUS_URL) to an amqp:// URL for production.")
         self._build_adapters()
-        admin = AdminApi(self, admin_token(self.loaded), cfg.admin.remote)
+        token = admin_token(self.loaded)
+        sessions = Sessions(token, cfg.admin.console.session_ttl)
+        admin = AdminApi(self, token, cfg.admin.remote, sessions)
         write_admin_url(self.loaded)
+        pages = []
+        if cfg.admin.console.enabled:
+            pages = Console(token, sessions, lambda request: None if cfg.admin.remote
+                            else loopback_only(request)).routes()
         routes = [r for inbound in self.inbound.values() for r in inbound.routes]
         # Ready once everything has started (not merely once the bus connected), so a
         # load balancer sends nothing to a half-started instance.
-        app = build_app(routes, admin.routes(),
-                        ready=lambda: self._started and self.bus.connected,
+        # Not ready either while the bus link is suspect, or once a stop began.
+        app = build_app(routes, [*admin.routes(), *pages,
+                                 *apidocs_routes(self.inbound_document)],
+                        ready=lambda: self._started and self.bus.connected
+                        and not self._stop.is_set(),
                         metrics=self.metrics.render)
-        server = make_server(app, cfg.http.host, cfg.http.port)
+        server = make_server(app, cfg.http.host, cfg.http.port,
+                             graceful=cfg.stop_timeout * HTTP_SHARE)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
@@ -192,6 +238,7 @@ class Daemon:
             self._side_tasks.append(asyncio.create_task(watch_parent(self._orphaned)))
         if self.metrics.multiprocess:
             self._side_tasks.append(asyncio.create_task(self.metrics.keep_sampling()))
+        self._side_tasks.append(asyncio.create_task(self.stats.run()))
         # Until the store's current route version is installed, senders are told to retry
         # (503): nothing is routed by the files this instance happened to start with.
         self.ingress.open = False
@@ -212,11 +259,13 @@ class Daemon:
             delivery = cfg.destinations[name].delivery
             if self.role is not None:
                 delivery = self.role.share(delivery)
-            worker = DeliveryWorker(name, ob, self.bus, delivery,
-                                    self.metrics, self.instance, cfg.bus.prefetch, self.trace,
-                                    redactor=self.redactor)
+            self.workers.append(DeliveryWorker(
+                name, ob, self.bus, delivery, self.metrics, self.instance, cfg.bus.prefetch,
+                self.trace, redactor=self.redactor, fleet=self.fleet))
+        await self.fleet.settle()  # fleet-wide limits: count the others before sending
+        self.fleet.start()
+        for worker in self.workers:
             await worker.start()
-            self.workers.append(worker)
         for ib in self.inbound.values():
             await ib.start()
         self._started = True
@@ -269,28 +318,66 @@ class Daemon:
                 delay = min(delay * 2, 10.0)
 
     async def _drain(self, server: Any, serving: asyncio.Task[None] | None) -> int:
-        log.info("stopping: draining in-flight work")
-        for ib in self.inbound.values():
-            await ib.stop()
+        """The graceful stop, all of it within ``stop_timeout``:
+
+        1. inbound adapters stop taking input; the HTTP server stops accepting and lets the
+           requests in flight finish — for ``HTTP_SHARE`` of the budget. Whatever still
+           waits then (a confirm from a silent broker) is answered 503 + Retry-After, and
+           the server is closed before it would cancel them (uvicorn's cancel is a 500);
+        2. consumers are cancelled; deliveries in flight finish and are acked, until
+           ``CLOSE_RESERVE`` seconds before the end (what is not finished then stays
+           un-acked: the broker delivers it again);
+        3. outbound adapters, trace, presence, route store, idempotency links and the bus
+           close, all at once, in what is left (a silent broker's link is aborted)."""
+        loop = asyncio.get_running_loop()
+        budget = self.config.stop_timeout
+        deadline = loop.time() + budget
+
+        def left(reserve: float = 0.0) -> float:
+            return max(0.05, deadline - reserve - loop.time())
+
+        log.info("stopping: draining in-flight work", stop_timeout=budget)
+        http_until = loop.time() + budget * HTTP_SHARE
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                asyncio.gather(*(ib.stop() for ib in self.inbound.values()),
+                               return_exceptions=True), max(0.05, http_until - loop.time()))
         server.should_exit = True  # stop accepting; in-flight requests finish
+        # One second before uvicorn would cancel the requests still in flight, they are
+        # failed the clean way: "retry later" for each, from the adapter's own error path.
+        answered = max(0.05, http_until - 1.0 - loop.time())
+        done = True
+        if serving is not None:
+            done = bool((await asyncio.wait({serving}, timeout=answered))[0])
+        if not done:
+            self.ingress.open = False
+            self.bus.fail_pending("esb is stopping; send it again (to another instance)")
+            log.warning("stop: requests still in flight answered 503")
         if serving is not None:
             with contextlib.suppress(Exception):
-                await serving
-        await self.bus.stop_consuming()
-        drained = all(await asyncio.gather(*(w.drain(DRAIN_TIMEOUT) for w in self.workers)))
-        for ob in self.outbound.values():
-            with contextlib.suppress(Exception):
-                await ob.stop()
-        for part in (self.leases, self.presence, self.trace, self.deployer, self.dedup.log):
-            if part is None:
-                continue
-            with contextlib.suppress(Exception):
-                await part.close()
-        await self.bus.close()
+                await asyncio.wait_for(asyncio.shield(serving), left(CLOSE_RESERVE))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.bus.stop_consuming(), left(CLOSE_RESERVE))
+        drained = all(await asyncio.gather(*(w.drain(left(CLOSE_RESERVE))
+                                             for w in self.workers)))
+        closing = [ob.stop() for ob in self.outbound.values()] + [self.fleet.close()]
+        closing += [part.close() for part in (self.leases, self.presence, self.trace,
+                                              self.deployer, self.dedup.log)
+                    if part is not None]
+        closed = True
+        try:
+            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True),
+                                   left(1.0))
+        except TimeoutError:
+            closed = False
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.bus.close(), left())
         if self._http is not None:
-            await self._http.aclose()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http.aclose(), left())
         await cancel_all(self._side_tasks)
-        log.info("stopped", drained=drained)
+        log.info("stopped", drained=drained, closed=closed,
+                 took_s=round(budget - (deadline - loop.time()), 2))
         return 0
 
     def _orphaned(self) -> None:
@@ -337,7 +424,10 @@ class Daemon:
         def count(name: str, **labels: str) -> int:  # prometheus keeps counters as floats
             return int(g(name, labels) or 0)
 
+        latency = self.metrics.latency_counts()
         return {
+            "version": ESB_VERSION,
+            "state": self.state,
             "route_version": self.router.current.version,
             "route_refused": self.deployer.refused,
             "bus_connected": self.bus.connected,
@@ -348,10 +438,29 @@ class Daemon:
                     "failed": sum(count("esb_failed_total", destination=d, kind=k)
                                   for k in ("transient", "permanent")),
                     "dead_lettered": count("esb_dead_lettered_total", destination=d),
+                    "retried": count("esb_retried_total", destination=d),
                     "in_flight": workers.get(d, {}).get("in_flight", 0),
-                    "breaker": workers.get(d, {}).get("breaker", "off")}
+                    "breaker": self._breaker_state(d),
+                    **({"latency": latency[d]} if d in latency else {})}
                 for d in self.config.destinations},
         }
+
+    @property
+    def state(self) -> str:
+        """``starting``, ``running``, ``degraded`` (bus lost) or ``stopping``."""
+        if self._stop.is_set():
+            return "stopping"
+        if not self._started:
+            return "starting"
+        return "running" if self.bus.connected else "degraded"
+
+    def _breaker_state(self, destination: str) -> str:
+        """One answer for the status's top level and for this instance's presence entry:
+        the worker's breaker, or — before the worker runs — what the configuration says."""
+        for worker in self.workers:
+            if worker.destination == destination:
+                return str(worker.status()["breaker"])
+        return "closed" if self.config.destinations[destination].delivery.breaker else "off"
 
     async def status(self) -> dict[str, Any]:
         depths: dict[str, int] = {}
@@ -371,7 +480,8 @@ class Daemon:
                                     if k == f"dest.{name}" or k.startswith(f"dest.{name}.p"))
                        if depths else None,
                        "adapter": self.config.destinations[name].adapter,
-                       **(workers[name].status() if name in workers else {})}
+                       **(workers[name].status() if name in workers else {}),
+                       "breaker": self._breaker_state(name)}
                 for name in self.config.destinations},
             "sources": {name: self._source_status(name)
                         for name in self.config.sources},

@@ -15,7 +15,7 @@ Two implementations:
 
 Steps, in the order they usually happen (``detail`` keys in brackets)::
 
-    accepted          [endpoint, version]
+    accepted          [endpoint, version, key, correlationid]
     transformed       [route, destination, transform, duration_ms]
     routed            [route, version, destination]
     unroutable        [version]
@@ -40,7 +40,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
+from esb.bus.errors import EsbError
+
 #: The steps the runtime records (free text is accepted; these are what the CLI knows).
+#: ``accepted`` detail keys :meth:`TraceRecorder.find` can search by: the envelope's
+#: idempotency key and correlation id (recorded only when the envelope has them).
+SEARCHABLE = ("key", "correlationid")
+#: The most envelope ids one search returns.
+FIND_LIMIT = 50
+
 STEPS = ("accepted", "transformed", "routed", "unroutable", "transform-failed", "attempt",
          "delivered", "retry-scheduled", "dead-lettered", "replayed")
 
@@ -84,6 +92,13 @@ class TraceRecorder(Protocol):
         missing. Raises :class:`~esb.bus.errors.BusError` when the store cannot be read."""
         ...
 
+    async def find(self, field: str, value: str, since: timedelta,
+                   limit: int = FIND_LIMIT) -> list[str]:
+        """Ids of the envelopes accepted in the last ``since`` whose ``accepted`` step has
+        ``detail[field] == value`` (:data:`SEARCHABLE`: the idempotency key or correlation
+        id), first seen first, at most ``limit``. Raises like :meth:`query`."""
+        ...
+
     async def start(self) -> None:
         """Connect (idempotent). ``record`` works before ``start``: events are buffered."""
         ...
@@ -95,6 +110,28 @@ class TraceRecorder(Protocol):
 
 def _ts(at: float) -> datetime:
     return datetime.fromtimestamp(at, UTC)
+
+
+class AmbiguousRef(EsbError):
+    """A reference (id prefix or idempotency key) that names several envelopes."""
+
+    def __init__(self, ref: str, ids: list[str]) -> None:
+        shown = ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else "")
+        super().__init__(f"{ref!r} names {len(ids)} envelopes: {shown}; give more of the id")
+        self.ids = ids
+
+
+def refers_to(ref: str, envelope_id: str, step: str, detail: dict[str, Any]) -> bool:
+    """Whether a trace event of ``envelope_id`` answers ``ref``: a prefix of its id, or the
+    idempotency key its ``accepted`` step recorded."""
+    return envelope_id.startswith(ref) or (step == "accepted" and detail.get("key") == ref)
+
+
+def one_envelope(ref: str, ids: set[str]) -> str | None:
+    """The one id ``ref`` resolves to among ``ids`` (None: none). AmbiguousRef if several."""
+    if len(ids) > 1:
+        raise AmbiguousRef(ref, sorted(ids))
+    return next(iter(ids), None)
 
 
 def sort_events(events: list[TraceEvent]) -> list[TraceEvent]:
@@ -136,9 +173,26 @@ class MemoryTrace:
 
     async def query(self, envelope_id: str, since: timedelta) -> list[TraceEvent]:
         cutoff = time.time() - since.total_seconds()
+        if envelope_id not in self._events:  # a unique id prefix or an idempotency key
+            found = {eid for eid, events in self._events.items()
+                     if any(at >= cutoff and refers_to(envelope_id, eid, step, detail)
+                            for at, step, _, detail in events)}
+            envelope_id = one_envelope(envelope_id, found) or envelope_id
         return sort_events([TraceEvent(envelope_id, _ts(at), step, inst, dict(detail))
                             for at, step, inst, detail in self._events.get(envelope_id, ())
                             if at >= cutoff])
+
+    async def find(self, field: str, value: str, since: timedelta,
+                   limit: int = FIND_LIMIT) -> list[str]:
+        cutoff = time.time() - since.total_seconds()
+        found = []
+        for eid, events in list(self._events.items()):
+            if any(step == "accepted" and at >= cutoff and detail.get(field) == value
+                   for at, step, _, detail in events):
+                found.append(eid)
+                if len(found) >= limit:
+                    break
+        return found
 
     async def start(self) -> None:
         return None

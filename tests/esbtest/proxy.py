@@ -1,6 +1,6 @@
-"""A TCP proxy whose connections a test can cut, and which can refuse new connections for a
-while and then take them again on the same port, to fake a lost broker without touching the
-shared broker."""
+"""A TCP proxy whose connections a test can cut, which can refuse new connections for a
+while and then take them again on the same port, and which can go silent (a partition: bytes
+dropped both ways, no FIN, no RST) — to fake a lost broker without touching the shared one."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import contextlib
 import socket
 import struct
 import threading
+from urllib.parse import urlsplit
 
 
 class TcpProxy:
@@ -20,11 +21,33 @@ class TcpProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = 0
+        #: Set by :meth:`for_broker`: the broker's URL through this proxy.
+        self.amqp_url = ""
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
+        self._silent = threading.Event()
         self.start_accepting()
+
+    @classmethod
+    def for_broker(cls, url: str) -> TcpProxy:
+        """A proxy in front of the broker at ``url``; :attr:`amqp_url` is ``url`` through it."""
+        u = urlsplit(url)
+        proxy = cls(u.hostname or "127.0.0.1", u.port or 5672)
+        proxy.amqp_url = (f"{u.scheme}://{u.username}:{u.password}@127.0.0.1:{proxy.port}"
+                          f"{u.path or '/'}")
+        return proxy
+
+    def blackhole(self) -> None:
+        """Drop every byte both ways from now on, on open and new connections alike, without
+        closing anything: a peer sees silence, as behind a network partition."""
+        self._silent.set()
+
+    def restore(self) -> None:
+        """Relay again. Connections open across the blackhole lost bytes: their peers will
+        find the stream broken, as after a long partition."""
+        self._silent.clear()
 
     @property
     def accepting(self) -> bool:
@@ -76,11 +99,11 @@ class TcpProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self._silent.is_set():
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
@@ -96,6 +119,10 @@ class TcpProxy:
             try:
                 # SO_LINGER 0: close() sends a RST, as a dropped network would.
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                # Wakes the relay thread blocked in recv() on it: the socket is only really
+                # closed (and the RST sent) once no thread uses it any more.
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RD)
                 s.close()
             except OSError:
                 pass
