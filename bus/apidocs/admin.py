@@ -171,8 +171,9 @@ def _deadletter_paths(which: str, label: str) -> dict[str, Any]:
     return {
         base: {"get": _op(f"List the {label}", _ok(_ref("DeadLetterList")), 400,
                           params=filters, op_id=f"{which}_list", tag=tag)},
-        f"{base}/{{id}}": {"get": _op(f"One {label} envelope, with its attempts and hops",
-                                      _ok(_ref("CloudEvent")), 400, 404,
+        f"{base}/{{id}}": {"get": _op(f"One {label} envelope (by id or unique id prefix), "
+                                      "with its attempts and hops",
+                                      _ok(_ref("CloudEvent")), 400, 404, 409,
                                       params=[_path_param("id", _STR)],
                                       op_id=f"{which}_show", tag=tag)},
         f"{base}/replay": {"post": _op(

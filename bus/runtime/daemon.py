@@ -38,6 +38,7 @@ from esb.bus.routing.routeset import read_route_files
 from esb.bus.routing.store import open_route_store
 from esb.bus.runtime.admin import AdminApi, loopback_only
 from esb.bus.runtime.admin_token import admin_token, write_admin_url
+from esb.bus.runtime.calls import PendingCalls
 from esb.bus.runtime.deadletters import DeadLetters
 from esb.bus.runtime.delivery import DeliveryWorker
 from esb.bus.runtime.deploy import RouteDeployer, config_compiler
@@ -120,6 +121,9 @@ class Daemon:
         self.fleet = FleetLimits(self.presence)
         self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance,
                                partitioners, self.trace)
+        self.calls = PendingCalls(self.metrics, self.instance, self.config.bus.max_waiting,
+                                  self.trace)
+        self.metrics.watch(self.metrics.waiting, lambda: len(self.calls))
         self.dedup = SharedIdempotency(self.config.bus.idempotency_window,
                                        self.config.bus.idempotency_max_keys)
         if bus_url is not None:
@@ -158,7 +162,8 @@ class Daemon:
 
     def http_client(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = make_http_client()
+            self._http = make_http_client(outbound=self.config.http.outbound,
+                                          resolve=self.config.resolve)
         return self._http
 
     def plugins(self) -> dict[str, Any]:
@@ -180,7 +185,7 @@ class Daemon:
                                 max_body=cfg.http.max_body, ingress=self.ingress,
                                 dedup=self.dedup,
                                 allowed_hosts=tuple(cfg.http.allowed_hosts),
-                                state=self.leases.state(name))
+                                state=self.leases.state(name), calls=self.calls)
             side = spec.inbound(settings, ctx)
             if self.source_mode(name) == "one-instance":
                 side = OneInstance(side, self.leases.lease(name), name, cfg.bus.lease_retry)
@@ -292,6 +297,7 @@ class Daemon:
             log.warning("bus not reachable yet; retrying until it is", error=str(exc))
             while not self.bus.connected and not self._stop.is_set():
                 await self._pause(0.2)
+        self.calls.address = await self.bus.open_replies(self.calls.deliver)
         self.metrics.watch_bus(lambda: self.bus.connected)  # 0 again while the bus is lost
 
     async def _pause(self, seconds: float) -> None:

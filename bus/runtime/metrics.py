@@ -71,6 +71,14 @@ class Metrics:
         self.end_to_end = Histogram(
             "esb_end_to_end_seconds", "Acceptance to destination acceptance", ["destination"],
             buckets=_LATENCY_BUCKETS, registry=r)
+        self.requests = Counter("esb_requests", "Request/reply calls answered, by outcome (ok, "
+                                "timeout, not-found, backend, unavailable, transform ...)",
+                                ["route", "outcome"], registry=r)
+        self.request_latency = Histogram(
+            "esb_request_seconds", "Request/reply: acceptance to the caller's answer",
+            ["route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.waiting = Gauge("esb_waiting_callers", "Request/reply callers waiting for a reply",
+                             registry=r, multiprocess_mode="livesum")
         self.in_flight = Gauge("esb_in_flight", "Deliveries in progress", ["destination"],
                                registry=r, multiprocess_mode="livesum")
         self.bus_connected = Gauge("esb_bus_connected", "1 when the bus is connected",

@@ -25,6 +25,8 @@ Steps, in the order they usually happen (``detail`` keys in brackets)::
     retry-scheduled   [destination, attempt, retry_in, error]
     dead-lettered     [destination, route, error, attempts]
     replayed          [destination]
+    replied           [destination, status, latency_ms, outcome]   request/reply: reply sent
+    answered          [route, destination, outcome, status, latency_ms, error]  caller answered
 
 ``transformed`` is one event per transform step that succeeded (``destination`` only for a
 destination's own steps; the route's steps run once for all its destinations). ``delivered``'s
@@ -50,7 +52,7 @@ SEARCHABLE = ("key", "correlationid")
 FIND_LIMIT = 50
 
 STEPS = ("accepted", "transformed", "routed", "unroutable", "transform-failed", "attempt",
-         "delivered", "retry-scheduled", "dead-lettered", "replayed")
+         "delivered", "retry-scheduled", "dead-lettered", "replayed", "replied", "answered")
 
 
 @dataclass(frozen=True)

@@ -173,7 +173,7 @@ class StreamTrace:
             return
         self._closing = True
         await cancel_all(self._tasks)
-        if self.connected and self._buf:
+        if self._link.healthy and self._buf:  # a silent broker is not waited for
             try:
                 await asyncio.wait_for(self.flush(), self._timeout)
             except (TimeoutError, BusError) as exc:
