@@ -30,6 +30,7 @@ from esb.adapters.http import (
 )
 from esb.adapters.problem import problem
 from esb.adapters.rest.answer import answer
+from esb.adapters.rest.fhir import fhir_errors
 from esb.adapters.rest.params import ParamError, path_names, query_params, typed
 from esb.adapters.rest.polling import Poller
 from esb.adapters.rest.settings import RestInboundSettings
@@ -63,9 +64,10 @@ class RestInbound:
         #: Other methods than POST: the method rides in ``esbheaders`` (routes match on it).
         self._note_method = methods != ("POST",)
         self._ask = getattr(ctx, "request", None)  # request/reply capable runtime
+        handler = fhir_errors(self.handle) if settings.errors == "fhir" else self.handle
         self.routes = [] if settings.path is None else [
-            HttpRoute(settings.path, methods, self.handle)] + ([] if self._path_params else [
-                HttpRoute(settings.path + "/{type}", methods, self.handle)])
+            HttpRoute(settings.path, methods, handler)] + ([] if self._path_params else [
+                HttpRoute(settings.path + "/{type}", methods, handler)])
 
     async def start(self) -> None:
         if self.poller is not None:

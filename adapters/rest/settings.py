@@ -82,6 +82,9 @@ class RestInboundSettings(AdapterSettings):
     #: The path this source serves; ``PATH/<type>`` sets the envelope type from the URL.
     #: Required unless ``poll`` is set.
     path: str | None = Field(None, validate_default=True)
+    #: How failures are answered: ``problem`` (RFC 9457 problem+json) or ``fhir`` (a FHIR
+    #: ``OperationOutcome`` in ``application/fhir+json``, for sources facing FHIR clients).
+    errors: Literal["problem", "fhir"] = "problem"
     #: GET and DELETE take no body: their path and query parameters are the envelope's data.
     methods: list[Literal["GET", "POST", "PUT", "PATCH", "DELETE"]] = \
         Field(default_factory=lambda: ["POST"])
