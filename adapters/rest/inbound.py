@@ -24,6 +24,7 @@ from esb.adapters.auth.inbound import (
 from esb.adapters.http import (
     BadContentLength,
     BodyTooLarge,
+    EncodingRefused,
     JSONBytesResponse,
     header_dict,
     read_body,
@@ -34,11 +35,11 @@ from esb.adapters.rest.fhir import fhir_errors
 from esb.adapters.rest.params import ParamError, path_names, query_params, typed
 from esb.adapters.rest.polling import Poller
 from esb.adapters.rest.settings import RestInboundSettings
-from esb.adapters.spec import Accepted, HttpRoute, InboundContext
+from esb.adapters.spec import Accepted, HttpRoute, InboundContext, json_depth_of, xml_limits_of
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusError
-from esb.bus.payload import PayloadError, decode, is_xml, media_type
-from esb.bus.xmlsafe import XmlError, parse_xml
+from esb.bus.payload import JsonTooDeep, PayloadError, check_json_depth, decode, is_xml, media_type
+from esb.bus.xmlsafe import UnsafeXml, XmlError, XmlLimits, parse_xml
 
 _CE_HEADER_ATTRS = ("id", "source", "type", "subject", "time", "dataschema")
 
@@ -58,6 +59,8 @@ class RestInbound:
         self.accepted_types = {t.lower() for t in settings.content_types}
         self._keep = tuple(n.lower() for n in settings.keep_headers)
         self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
+        self.xml_limits = xml_limits_of(ctx)
+        self.json_depth = json_depth_of(ctx)
         self.poller = Poller(settings.poll, ctx, settings.type) if settings.poll else None
         methods = tuple(settings.methods)
         self._path_params = bool(settings.path and path_names(settings.path))
@@ -106,7 +109,7 @@ class RestInbound:
 
     def _envelope(self, request: Request, body: bytes, headers: dict[str, str]) -> Envelope:
         method = request.method
-        if method in _BODILESS or self._path_params or request.scope.get("query_string"):
+        if method in BODILESS or self._path_params or request.scope.get("query_string"):
             return self._parameters(request, body, headers)
         return self._body_envelope(request, body, headers)
 
@@ -121,7 +124,7 @@ class RestInbound:
                          if self._path_params else {}, types, "path")
         except ParamError as exc:
             raise BadRequest(400, "Bad parameter", str(exc)) from None
-        if request.method in _BODILESS or not body:
+        if request.method in BODILESS or not body:
             attrs: dict[str, Any] = {"source": self.ctx.name, "type": self._type(request),
                                      "data": {**query, **path},
                                      "datacontenttype": "application/json"}
@@ -150,7 +153,8 @@ class RestInbound:
             raise BadRequest(415, "Unsupported media type",
                              f"content type {media or '(none)'!r} is not accepted here; "
                              f"send one of: {', '.join(sorted(self.accepted_types))}")
-        data = _decode(media, headers.get("content-type", ""), body)
+        data = _decode(media, headers.get("content-type", ""), body, self.xml_limits,
+                       self.json_depth)
         attrs: dict[str, Any] = {"source": self.ctx.name, "type": self._type(request)}
         if "ce-specversion" in headers:  # CloudEvents HTTP binary mode
             missing = [a for a in ("id", "source", "type") if f"ce-{a}" not in headers]
@@ -178,8 +182,11 @@ class RestInbound:
     def _structured(self, headers: dict[str, str], body: bytes) -> Envelope:
         try:
             event = orjson.loads(body)
+            check_json_depth(event, self.json_depth, body)
         except orjson.JSONDecodeError as exc:
             raise BadRequest(400, "Malformed JSON", f"the body is not JSON: {exc}") from None
+        except JsonTooDeep as exc:
+            raise BadRequest(400, "JSON too deep", str(exc)) from None
         attrs: dict[str, Any] = {}
         self._transport(headers, attrs)
         if not isinstance(event, dict):
@@ -216,7 +223,8 @@ class RestInbound:
 MAX_KEY = 200
 
 #: Methods whose request has no body: path and query parameters are the data.
-_BODILESS = frozenset({"GET", "DELETE"})
+#: Methods whose requests carry no body: their path and query parameters are the data.
+BODILESS = frozenset({"GET", "DELETE"})
 
 _ENVELOPE_EXTENSIONS = ("correlationid", "causationid", "idempotencykey", "traceparent")
 
@@ -227,6 +235,8 @@ async def _read_body(request: Request, limit: int, headers: dict[str, str]) -> b
         return await read_body(request, limit, strict_length=True, headers=headers)
     except BadContentLength as exc:
         raise BadRequest(400, "Bad Content-Length", str(exc)) from None
+    except EncodingRefused as exc:
+        raise BadRequest(exc.status, exc.title, str(exc)) from None
     except BodyTooLarge as exc:
         if exc.declared is not None:
             raise BadRequest(413, "Body too large", f"the body is {exc.declared} bytes; "
@@ -235,13 +245,16 @@ async def _read_body(request: Request, limit: int, headers: dict[str, str]) -> b
                          f"the body exceeds this endpoint's limit of {exc.limit} bytes") from None
 
 
-def _decode(media: str, content_type: str, body: bytes) -> Any:
+def _decode(media: str, content_type: str, body: bytes, xml_limits: XmlLimits,
+            json_depth: int) -> Any:
     try:
         if is_xml(media):  # refused here, at the edge, rather than dead-lettered later
-            parse_xml(body, max_bytes=len(body) + 1)
-        return decode(body, content_type)
+            parse_xml(body, max_bytes=len(body) + 1, limits=xml_limits)
+        return decode(body, content_type, json_depth=json_depth)
     except PayloadError as exc:
         raise BadRequest(400, exc.title, exc.detail) from None
+    except UnsafeXml as exc:
+        raise BadRequest(400, "XML refused", str(exc)) from None
     except XmlError as exc:
         raise BadRequest(400, "Malformed XML", str(exc)) from None
 

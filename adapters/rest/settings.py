@@ -74,6 +74,9 @@ class PollSettings(BaseModel):
     timeout: Duration = 30.0
     #: Pages fetched per tick while catching up (each full page is followed at once).
     max_pages: int = Field(10, ge=1)
+    #: Largest answer read (default: ``http.max_body``, at least 1 MiB); a larger one fails
+    #: the poll (logged; the cursor stays).
+    max_body: Size | None = Field(None, ge=1)
 
 
 class RestInboundSettings(AdapterSettings):

@@ -158,9 +158,10 @@ def routes_test(path: Path, message: Path | None, etype: str, source: str,
     try:
         loaded = load_config(config_path)
         cfg = loaded.config
-        rs = parse_route_files(files, base=folder)
+        rs = parse_route_files(files, base=folder, limits=cfg.limits.yaml.limits)
         router = compile_routes(rs, sources=cfg.sources, destinations=cfg.destinations,
-                                named=cfg.transformers, base_dir=cfg.base_dir)
+                                named=cfg.transformers, base_dir=cfg.base_dir,
+                                xml_limits=cfg.limits.xml.limits)
     except ConfigError as exc:
         _problems(exc.problems)
     if message is not None:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -48,6 +49,22 @@ def is_loopback(request: Request) -> bool:
         return False
 
 
+async def _read_capped(request: Request, limit: int) -> bool:
+    """Read the body into the request (``request.body()`` then returns it); False when it is
+    longer than ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return False
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return False
+        chunks.append(chunk)
+    request._body = b"".join(chunks)  # Starlette's own cache of the body
+    return True
+
+
 def loopback_only(request: Request) -> Response | None:
     """The 403 answer to a client outside the admin binding (see ``admin.remote``)."""
     if is_loopback(request):
@@ -69,6 +86,7 @@ class AdminApi:
         self.daemon = daemon
         self.token = token
         self.remote = remote
+        self.max_body = daemon.config.admin.max_body
         self.sessions = sessions
 
     def refusal(self, request: Request) -> Response | None:
@@ -95,6 +113,10 @@ class AdminApi:
             refused = self.refusal(request)
             if refused is not None:
                 return refused
+            if request.method != "GET" and not await _read_capped(request, self.max_body):
+                return problem(413, "Body too large",
+                               f"admin requests take at most {self.max_body} bytes "
+                               "(admin.max_body)")
             return await endpoint(request)
 
         return guarded
@@ -137,7 +159,11 @@ class AdminApi:
         except PayloadError as exc:
             return problem(400, exc.title, exc.detail)
         endpoint = source if source in self.daemon.config.sources else "admin"
-        env = Envelope(source=source, type=etype, datacontenttype=ctype, data=data)
+        try:
+            env = Envelope(source=source, type=etype, datacontenttype=ctype, data=data)
+        except ValidationError as exc:  # e.g. control characters in the type or source
+            return problem(400, "Invalid message",
+                           "; ".join(str(e["msg"]) for e in exc.errors()))
         try:
             accepted = await self.daemon.ingress.accept(env, endpoint)
         except BusError as exc:

@@ -69,10 +69,10 @@ def config_compiler(loaded: Loaded, registry: Any = None,
     cfg = loaded.config
 
     def compile_files(files: dict[str, str], version: int) -> Router:
-        rs = parse_route_files(files, base=base)
+        rs = parse_route_files(files, base=base, limits=cfg.limits.yaml.limits)
         return compile_routes(rs, sources=cfg.sources, destinations=cfg.destinations,
                               named=cfg.transformers, base_dir=cfg.base_dir, version=version,
-                              registry=registry)
+                              registry=registry, xml_limits=cfg.limits.xml.limits)
 
     return compile_files
 
