@@ -28,13 +28,13 @@ from esb.adapters.http import (
     header_dict,
     read_body,
 )
-from esb.adapters.problem import problem
 from esb.adapters.rest.polling import Poller
 from esb.adapters.rest.settings import RestInboundSettings
 from esb.adapters.spec import Accepted, HttpRoute, InboundContext
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusError
 from esb.bus.payload import PayloadError, decode, is_xml, media_type
+from esb.bus.problem import not_taken, problem
 from esb.bus.xmlsafe import XmlError, parse_xml
 
 _CE_HEADER_ATTRS = ("id", "source", "type", "subject", "time", "dataschema")
@@ -87,9 +87,7 @@ class RestInbound:
             # A repeated Idempotency-Key is answered by the runtime with the original result.
             accepted = await self.ctx.accept(envelope)
         except BusError as exc:
-            return problem(503, "Bus unavailable",
-                           f"the message was not accepted ({exc}); retry later",
-                           headers={"Retry-After": "1"})
+            return not_taken(exc, f"the message was not accepted ({exc}); retry later")
         return _accepted(accepted)
 
     def _envelope(self, request: Request, body: bytes, headers: dict[str, str]) -> Envelope:

@@ -42,6 +42,7 @@ from esb.adapters.spec import HttpRoute, InboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
 from esb.bus.payload import media_type
+from esb.bus.problem import not_taken_title
 from esb.bus.xmlsafe import XmlError, parse_xml
 
 _MEDIA = {"text/xml": "1.1", "application/soap+xml": "1.2"}
@@ -162,8 +163,9 @@ class SoapInbound:
         )
         try:
             accepted = await self.ctx.accept(envelope)
-        except BusUnavailable:
-            return fault_response(version, "server", "the bus is unavailable; retry later")
+        except BusUnavailable as exc:
+            return fault_response(version, "server",
+                                  f"{not_taken_title(exc).lower()}; retry later")
         if operation.output is None:
             return Response(status_code=202)
         envelope = envelope.model_copy(update={"id": accepted.id})

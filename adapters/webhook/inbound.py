@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from esb.adapters.http import BodyTooLarge, read_body
-from esb.adapters.problem import problem
 from esb.adapters.spec import HttpRoute, InboundContext
 from esb.adapters.webhook.events import (
     default_event_type,
@@ -31,6 +30,7 @@ from esb.adapters.webhook.signatures import (
 from esb.bus.envelope import Envelope, new_id
 from esb.bus.errors import BusUnavailable
 from esb.bus.payload import PayloadError, lookup, scalar
+from esb.bus.problem import not_taken, problem
 
 
 def build_verifier(settings: WebhookInboundSettings) -> Verifier:
@@ -110,11 +110,10 @@ class WebhookInbound:
         )
         try:
             accepted = await self.ctx.accept(envelope)
-        except BusUnavailable:
+        except BusUnavailable as exc:
             if key:
                 await self.store.release(key)
-            return problem(503, "Bus unavailable", "the delivery was not accepted; retry",
-                           headers={"Retry-After": "5"})
+            return not_taken(exc, f"the delivery was not accepted ({exc}); retry", 5)
         except BaseException:
             if key:
                 await self.store.release(key)

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from esb.adapters.problem import problem
 from esb.bus.errors import EsbError
+from esb.bus.problem import json_response, problem
 from esb.bus.runtime.deadletters import QUEUES, DeadLetters, summary
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -29,9 +29,6 @@ Guard = Callable[[Endpoint], Endpoint]
 #: this many (reading them takes seconds); a deeper queue is replayed without the check.
 CHECK_UP_TO = 10_000
 
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 class _ProgressLines:
@@ -91,7 +88,7 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
             envs = await dl.list(which, max(1, min(limit, 100_000)))
         except (ValueError, EsbError) as exc:
             return problem(400, "Bad request", str(exc))
-        return _json({"queue": which, "items": [summary(e) for e in envs]})
+        return json_response({"queue": which, "items": [summary(e) for e in envs]})
 
     async def show(request: Request) -> Response:
         which, eid = request.path_params["which"], request.path_params["id"]
@@ -101,11 +98,11 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
             return problem(400, "Bad request", str(exc))
         if env is None:
             return problem(404, "Not found", f"no envelope {eid} in {which}")
-        return _json(env.to_cloudevent())
+        return json_response(env.to_cloudevent())
 
     async def purge(request: Request) -> Response:
         try:
-            return _json({"purged": await dl.purge(request.path_params["which"])})
+            return json_response({"purged": await dl.purge(request.path_params["which"])})
         except EsbError as exc:
             return problem(400, "Bad request", str(exc))
 

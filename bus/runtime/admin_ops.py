@@ -12,16 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from esb.adapters.problem import problem
 from esb.bus.config.units import parse_duration
 from esb.bus.errors import BusError
+from esb.bus.problem import json_response, problem
 from esb.bus.runtime.presence import Presence
 from esb.bus.runtime.trace import TraceRecorder
 from esb.bus.runtime.trace_rabbitmq import TraceQueryTimeout
@@ -33,9 +31,6 @@ DEFAULT_SINCE = "1h"
 #: Longer than any sensible retention: a bigger window is a typo, not a question.
 MAX_SINCE = timedelta(days=400)
 
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 def ops_admin_routes(trace: TraceRecorder, presence: Presence, guard: Guard) -> list[Route]:
@@ -62,11 +57,11 @@ def ops_admin_routes(trace: TraceRecorder, presence: Presence, guard: Guard) -> 
                            f"nothing was recorded for envelope {envelope_id!r} in the last "
                            f"{since_text} (wrong id, older than the window or the trace "
                            "retention, or not yet flushed by another instance)")
-        return _json({"id": envelope_id, "since": since_text,
+        return json_response({"id": envelope_id, "since": since_text,
                       "events": [e.to_dict() for e in events]})
 
     async def instances(request: Request) -> Response:
-        return _json(presence.instances())
+        return json_response(presence.instances())
 
     return [
         Route("/admin/trace/{id:path}", guard(trace_one), methods=["GET"]),

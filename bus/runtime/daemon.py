@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +24,7 @@ from esb.bus.broker.topology import Topology
 from esb.bus.config.loader import Loaded, load_config
 from esb.bus.errors import BusError, ConfigError
 from esb.bus.plugins import Registry, adapters
+from esb.bus.routing.from_config import config_compiler, load_router
 from esb.bus.routing.router import Router
 from esb.bus.routing.routeset import read_route_files
 from esb.bus.routing.store import open_route_store
@@ -32,7 +32,7 @@ from esb.bus.runtime.admin import AdminApi
 from esb.bus.runtime.admin_token import admin_token, write_admin_url
 from esb.bus.runtime.deadletters import DeadLetters
 from esb.bus.runtime.delivery import DeliveryWorker
-from esb.bus.runtime.deploy import RouteDeployer, config_compiler
+from esb.bus.runtime.deploy import RouteDeployer
 from esb.bus.runtime.http import bind_listener, build_app, make_http_client, make_server
 from esb.bus.runtime.idempotency import SharedIdempotency
 from esb.bus.runtime.idempotency_log import IdempotencyLog
@@ -50,16 +50,6 @@ from esb.bus.runtime.worker_role import WorkerRole, watch_parent
 log = structlog.get_logger("esb.daemon")
 
 DRAIN_TIMEOUT = 30.0
-
-
-def load_router(loaded: Loaded, path: Path | None = None, version: int = 0,
-                registry: Any = None) -> Router:
-    """Compile the route files at ``path`` (default: the configured folder)."""
-    cfg = loaded.config
-    path = path or cfg.resolve(cfg.routes)
-    compile_files = config_compiler(loaded, registry, base=path if path.is_dir() else
-                                    path.parent)
-    return compile_files(read_route_files(path), version)
 
 
 class Daemon:
@@ -111,6 +101,7 @@ class Daemon:
                                        partitioners, self.instance, self.trace)
         self._http: httpx.AsyncClient | None = None
         self.inbound: dict[str, Inbound] = {}
+        self.contexts: dict[str, SourceContext] = {}
         self.outbound: dict[str, Outbound] = {}
         self.workers: list[DeliveryWorker] = []
         self._stop = asyncio.Event()
@@ -145,6 +136,7 @@ class Daemon:
                                 dedup=self.dedup,
                                 allowed_hosts=tuple(cfg.http.allowed_hosts),
                                 state=self.leases.state(name))
+            self.contexts[name] = ctx
             side = spec.inbound(settings, ctx)
             if self.source_mode(name) == "one-instance":
                 side = OneInstance(side, self.leases.lease(name), name, cfg.bus.lease_retry)
@@ -171,7 +163,8 @@ class Daemon:
         self._build_adapters()
         admin = AdminApi(self, admin_token(self.loaded), cfg.admin.remote)
         write_admin_url(self.loaded)
-        routes = [r for inbound in self.inbound.values() for r in inbound.routes]
+        routes = [self.contexts[name].counting_refusals(r)
+                  for name, inbound in self.inbound.items() for r in inbound.routes]
         # Ready once everything has started (not merely once the bus connected), so a
         # load balancer sends nothing to a half-started instance.
         app = build_app(routes, admin.routes(),

@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from esb.adapters.problem import problem
 from esb.adapters.spec import HttpRoute
+from esb.bus.problem import problem
 from esb.bus.runtime.httptransport import lean_client
 
 

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from starlette.requests import Request
+from starlette.responses import Response
 
-from esb.adapters.spec import Accepted
+from esb.adapters.spec import Accepted, HttpRoute
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, destination_address
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, TransformDeferred
@@ -126,6 +128,26 @@ class SourceContext:
     allowed_hosts: tuple[str, ...] = ()
     #: The source's state document (on the broker with RabbitMQ; see ``Leases``).
     state: Any = field(default=None, repr=False)
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.ingress.metrics
+
+    def rejected(self, reason: str) -> None:
+        self.ingress._counter(self.ingress.metrics.rejected, self.name, reason).inc()
+
+    def counting_refusals(self, route: HttpRoute) -> HttpRoute:
+        """``route`` with every answer of 400 or more counted as ``esb_rejected`` (the status
+        is the reason): one place for every HTTP adapter, plugins included."""
+        handler = route.handler
+
+        async def counted(request: Request) -> Response:
+            response = await handler(request)
+            if response.status_code >= 400:
+                self.rejected(str(response.status_code))
+            return response
+
+        return replace(route, handler=counted)
 
     async def accept(self, envelope: Envelope) -> Accepted:
         token = bind_message({"envelope_id": envelope.id,
