@@ -17,34 +17,26 @@ import structlog
 
 from esb.adapters.spec import Inbound, Outbound, OutboundContext
 from esb.bus.broker.base import Bus
-from esb.bus.broker.embedded import EmbeddedBus
-from esb.bus.broker.leases import BrokerLeases
-from esb.bus.broker.rabbitmq import RabbitBus
-from esb.bus.broker.topology import Topology
 from esb.bus.config.loader import Loaded, load_config
 from esb.bus.errors import BusError, ConfigError
 from esb.bus.plugins import Registry, adapters
 from esb.bus.routing.from_config import config_compiler, load_router
 from esb.bus.routing.router import Router
 from esb.bus.routing.routeset import read_route_files
-from esb.bus.routing.store import open_route_store
 from esb.bus.runtime.admin import AdminApi
 from esb.bus.runtime.admin_token import admin_token, write_admin_url
+from esb.bus.runtime.backend import open_backend
 from esb.bus.runtime.deadletters import DeadLetters
 from esb.bus.runtime.delivery import DeliveryWorker
 from esb.bus.runtime.deploy import RouteDeployer
 from esb.bus.runtime.http import bind_listener, build_app, make_http_client, make_server
 from esb.bus.runtime.idempotency import SharedIdempotency
-from esb.bus.runtime.idempotency_log import IdempotencyLog
 from esb.bus.runtime.ingress import Ingress, RouterHolder, SourceContext
-from esb.bus.runtime.local_leases import LocalLeases
 from esb.bus.runtime.logs import SecretRedactor, configure_logging
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
-from esb.bus.runtime.presence import Presence
 from esb.bus.runtime.singleton import Leases, OneInstance
 from esb.bus.runtime.tasks import cancel_all
-from esb.bus.runtime.trace import open_trace
 from esb.bus.runtime.worker_role import WorkerRole, watch_parent
 
 log = structlog.get_logger("esb.daemon")
@@ -69,34 +61,30 @@ class Daemon:
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
         self.registry = registry or adapters()
         self.metrics = Metrics(role.metrics_dir if role else None)
-        self.bus: Bus = self._make_bus()
+        self.dedup = SharedIdempotency(self.config.bus.idempotency_window,
+                                       self.config.bus.idempotency_max_keys)
+        backend = open_backend(self.config, self.instance, snapshot=self._presence_snapshot,
+                               learn=self.dedup.learn)
+        self.bus: Bus = backend.bus
+        self.trace = backend.trace
+        self.presence = backend.presence
+        self.leases: Leases = backend.leases
+        self.dedup.log = backend.idempotency_log
         # The configured files compile before anything starts (a broken set fails fast); the
         # route store then decides which version actually runs.
         self.initial_files = read_route_files(self.config.resolve(self.config.routes))
         self.router = RouterHolder(load_router(loaded))
         self.deployer = RouteDeployer(
-            open_route_store(self.config.bus, self.config.base_dir, instance=self.instance),
-            self.router, config_compiler(loaded), self.instance, on_install=self._installed,
-            on_change=lambda: self.presence.beat_now())
+            backend.routes, self.router, config_compiler(loaded), self.instance,
+            on_install=self._installed, on_change=lambda: self.presence.beat_now())
         self.partitions = {name: d.delivery.ordered.partitions
                            for name, d in self.config.destinations.items()
                            if d.delivery.ordered}
         partitioners = {name: Partitioner(name, d.delivery.ordered)
                         for name, d in self.config.destinations.items()
                         if d.delivery.ordered}
-        bus_url = None if self.config.bus.embedded else self.config.bus.url
-        self.trace = open_trace(bus_url, self.config.bus.prefix, self.instance)
-        self.presence = Presence(bus_url, self.config.bus.prefix, self.instance,
-                                 self._presence_snapshot)
         self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance,
                                partitioners, self.trace)
-        self.dedup = SharedIdempotency(self.config.bus.idempotency_window,
-                                       self.config.bus.idempotency_max_keys)
-        if bus_url is not None:
-            self.dedup.log = IdempotencyLog(bus_url, self.config.bus.prefix, self.instance,
-                                            self.config.bus.idempotency_window,
-                                            self.dedup.learn)
-        self.leases: Leases = self._make_leases(bus_url)
         self.deadletters = DeadLetters(self.bus, self.ingress, self.config.destinations,
                                        partitioners, self.instance, self.trace)
         self._http: httpx.AsyncClient | None = None
@@ -107,20 +95,6 @@ class Daemon:
         self._stop = asyncio.Event()
         self._started = False
         self._side_tasks: list[asyncio.Task[None]] = []
-
-    def _make_bus(self) -> Bus:
-        cfg = self.config.bus
-        if cfg.embedded:
-            return EmbeddedBus()
-        return RabbitBus(cfg.url, Topology(cfg.prefix, cfg.queue_type), heartbeat=cfg.heartbeat,
-                         name=f"esb {self.instance}")
-
-    def _make_leases(self, bus_url: str | None) -> Leases:
-        cfg = self.config.bus
-        if bus_url is None:
-            return LocalLeases(self.config.resolve(cfg.state_dir), cfg.lease_retry)
-        return BrokerLeases(bus_url, cfg.prefix, self.instance, heartbeat=cfg.lease_heartbeat,
-                           retry=cfg.lease_retry, queue_type=cfg.queue_type)
 
     def http_client(self) -> httpx.AsyncClient:
         if self._http is None:
