@@ -8,6 +8,11 @@ COPY examples examples
 RUN pip install --no-cache-dir .
 COPY config config
 COPY routes routes
+# Not root: the daemon needs to write only its state folder (.esb/; docker-compose.yml mounts
+# the host's ./.esb there and runs it as the host user).
+RUN useradd --system --uid 10001 --no-create-home --home-dir /app esb \
+    && mkdir .esb && chown esb .esb
+USER esb
 ENV ESB_LISTEN=0.0.0.0:8080
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --retries=5 \

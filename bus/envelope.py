@@ -4,6 +4,13 @@ Its JSON form is a CloudEvents 1.0 *structured-mode* event (``application/cloude
 core attributes at the top level, extension attributes beside them, and the payload in ``data``
 (JSON values, or text for XML and other text) or ``data_base64`` (binary). esb's own bookkeeping
 rides in extensions prefixed ``esb`` so any CloudEvents tool can read (and ignore) it.
+
+CloudEvents gives attributes scalar types only (string, integer, boolean, binary, URI,
+timestamp), so the three structured pieces of bookkeeping — ``esbheaders`` (an object),
+``esbhops`` and ``esbattempts`` (arrays) — are String attributes holding JSON text on the wire
+(:data:`JSON_TEXT_EXTENSIONS`); :func:`bookkeeping` reads them back. Events written before that
+(arrays and objects in place) are still read. Received extension attributes must be strings,
+integers or booleans too.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ KNOWN_EXTENSIONS = ("correlationid", "causationid", "idempotencykey", "tracepare
                     "esbendpoint", "esbrouteversion", "esbroute", "esbdestination",
                     "esbheaders", "esbhops", "esbattempts", "esberror")
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+#: Bookkeeping extensions whose values are JSON text in a CloudEvent (see the module docstring).
+JSON_TEXT_EXTENSIONS = ("esbheaders", "esbhops", "esbattempts")
 
 
 def new_id() -> str:
@@ -129,6 +138,10 @@ class Envelope(BaseModel):
                 raise ValueError(f"extension attribute name {name!r} must be 1-20 of [a-z0-9]")
             if name in CORE_ATTRIBUTES or name in KNOWN_EXTENSIONS:
                 raise ValueError(f"extension {name!r} shadows a known attribute")
+        for name, value in v.items():
+            if not isinstance(value, str | int | bool):  # (bool is an int)
+                raise ValueError(f"extension attribute {name!r} must be a string, an integer "
+                                 f"or a boolean, not {type(value).__name__}")
         return v
 
     # -- derived ------------------------------------------------------------------------------
@@ -164,8 +177,13 @@ class Envelope(BaseModel):
     # -- CloudEvents structured JSON ----------------------------------------------------------
 
     def to_cloudevent(self) -> dict[str, Any]:
-        """The structured-mode CloudEvent as a JSON-ready dict (``None`` attributes omitted)."""
-        return self._event(bookkeeping=True)
+        """The structured-mode CloudEvent as a JSON-ready dict (``None`` attributes omitted;
+        the structured bookkeeping as JSON text)."""
+        event = self._event(bookkeeping=True)
+        for name in JSON_TEXT_EXTENSIONS:
+            if name in event:
+                event[name] = orjson.dumps(event[name]).decode()
+        return event
 
     def match_view(self) -> dict[str, Any]:
         """What route patterns see: the CloudEvent without esb's delivery bookkeeping (route,
@@ -204,7 +222,9 @@ class Envelope(BaseModel):
         fields: dict[str, Any] = {}
         extensions: dict[str, Any] = {}
         for name, value in event.items():
-            if name in _MODEL_FIELDS:
+            if name in JSON_TEXT_EXTENSIONS:
+                fields[name] = _json_text(name, value)
+            elif name in _MODEL_FIELDS:
                 fields[name] = value
             elif name == "data_base64":
                 if "data" in event:
@@ -249,6 +269,27 @@ _MODEL_FIELDS = frozenset(Envelope.model_fields) - {"extensions"}
 _VIEW_OPTIONAL = ("subject", "datacontenttype", "dataschema", "correlationid", "causationid",
                   "idempotencykey", "traceparent", "esbendpoint", "esbrouteversion")
 _OPTIONAL = (*_VIEW_OPTIONAL, "esbroute", "esbdestination", "esberror")
+
+
+def _json_text(name: str, value: Any) -> Any:
+    """A bookkeeping extension's value: JSON text decoded (older events: the value itself)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"extension {name!r} is not JSON text: {exc}") from None
+
+
+def bookkeeping(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` (a CloudEvent as ``to_cloudevent`` writes it) with its structured bookkeeping
+    decoded: ``esbhops``/``esbattempts`` as lists, ``esbheaders`` as an object — for tools
+    that show them to people."""
+    out = dict(event)
+    for name in JSON_TEXT_EXTENSIONS:
+        if name in out:
+            out[name] = _json_text(name, out[name])
+    return out
 
 
 def _hop_json(h: Hop) -> dict[str, Any]:

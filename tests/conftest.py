@@ -4,6 +4,7 @@ per-test name prefixes on it, recording HTTP destinations and daemon subprocesse
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -47,6 +48,48 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
         yield make
 
 
+# Module-scoped twins, for a daemon (and its peers) that the tests of a module share: the tests
+# using them run on one worker, so the daemon starts once (tests/README.md, "Sharing an
+# expensive resource").
+
+@pytest.fixture(scope="module")
+def module_rabbit(rabbit_url: str) -> Iterator[RabbitScope]:
+    scope = RabbitScope(rabbit_url)
+    yield scope
+    with contextlib.suppress(Exception):
+        scope.cleanup()
+
+
+@pytest.fixture(scope="module")
+def module_sink() -> Iterator[Sink]:
+    s = Sink()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def module_daemon_factory(tmp_path_factory: pytest.TempPathFactory,
+                          ) -> Iterator[Callable[..., DaemonProcess]]:
+    with kit_daemon_factory(tmp_path_factory.mktemp("daemons"), DaemonProcess,
+                            stop_timeout=30) as make:
+        yield make
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: twice the CPUs, at most 8 (most tests wait on a daemon, a broker or a
+    socket, not on the CPU). Test files (or test ids) named on the command line run in this
+    process: starting workers costs more than it saves there (``-n N`` still asks for N).
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides."""
+    wanted = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")
+    if wanted:
+        return int(wanted)
+    named = [arg.split("::", 1)[0] for arg in config.args]
+    if named and all(arg.endswith(".py") for arg in named):
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(2, min(8, 2 * (cpus or 1)))
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--long", action="store_true", default=False,
                      help="run the crash soak at full size (20,000 messages, 30 s outage)")
@@ -58,12 +101,26 @@ def pytest_configure(config: pytest.Config) -> None:
                    "suite's own timeout otherwise)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under --long, a test marked ``long_timeout(s)`` gets ``timeout(s)`` instead of the
+    """A test using a module-scoped fixture joins its module's ``xdist_group`` (unless it has
+    one), so the module's tests run on one worker and the fixture is made once.
+
+    Under --long, a test marked ``long_timeout(s)`` gets ``timeout(s)`` instead of the
     suite's 300 s (pytest-timeout reads the marker when the test runs)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None and uses_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
     if not config.getoption("--long"):
         return
     for item in items:
         marker = item.get_closest_marker("long_timeout")
         if marker is not None:
             item.add_marker(pytest.mark.timeout(marker.args[0]), append=False)
+
+
+def uses_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values())

@@ -1,12 +1,11 @@
-"""The layout of PRODUCT.md §2 stays true: packages, entry points, compose file."""
+"""The layout of PRODUCT.md §2 stays true: packages, entry points, the README's commands
+(the compose file: tests/test_compose.py)."""
 
 from __future__ import annotations
 
 import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -27,8 +26,10 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
 
 
 def test_builtins_are_found_through_entry_points() -> None:
-    adapters = {ep.name: ep for ep in entry_points(group="esb.adapters")}
-    assert {"rest", "soap", "graphql", "webhook", "file"} <= set(adapters)
+    # esb's own entry points only: whatever plugins the environment also has are theirs
+    adapters = {ep.name: ep for ep in entry_points(group="esb.adapters")
+                if ep.dist is not None and ep.dist.name == "esb"}
+    assert {"rest", "soap", "graphql", "webhook", "file", "amqp"} <= set(adapters)
     for ep in adapters.values():
         spec = ep.load()
         assert spec.name == ep.name
@@ -44,26 +45,10 @@ def test_design_card_dependencies_are_declared() -> None:
         assert name in deps
 
 
-def test_compose_runs_rabbitmq_with_management_and_the_daemon_on_it() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
-    rabbit, esb = services["rabbitmq"], services["esb"]
-    assert "management" in rabbit["image"]
-    assert "healthcheck" in rabbit and "healthcheck" in esb
-    assert esb["build"] == "."
-    assert esb["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
-    assert esb["environment"]["ESB_BUS_URL"].startswith("amqp://")
-    assert "@rabbitmq:5672" in esb["environment"]["ESB_BUS_URL"]
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "pip install" in dockerfile and 'CMD ["esb", "run"' in dockerfile
-    for folder in ("bus", "adapters", "transformers", "config", "routes"):
-        assert f"COPY {folder} {folder}" in dockerfile
-
-
 def test_readme_opens_with_the_two_commands() -> None:
     text = (ROOT / "README.md").read_text()
     block = text.split("```sh", 1)[1].split("```", 1)[0].strip().splitlines()
     assert block == ["python -m pip install -e . && esb run",
                      "python -m pip install -e '.[test]' && python -m pytest"]
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert "python -m pytest" in ci and "pip install -q -e '.[test]'" in ci
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert f"  {block[1]}" in ci  # CI runs exactly the README's test command

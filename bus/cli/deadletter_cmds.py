@@ -11,6 +11,7 @@ import orjson
 
 from esb.bus.cli.client import TOKEN_HINT, AdminClient, AdminError
 from esb.bus.cli.output import emit_json, table
+from esb.bus.envelope import bookkeeping
 
 
 def _group(name: str, help_text: str) -> click.Group:
@@ -49,7 +50,7 @@ def _group(name: str, help_text: str) -> click.Group:
                     "esbrouteversion", "esberror"):
             if event.get(key) is not None:
                 click.echo(f"{key:16} {event[key]}")
-        attempts = event.get("esbattempts", [])
+        attempts = bookkeeping(event).get("esbattempts", [])
         if attempts:
             click.echo("")
             click.echo(table(["AT", "OUTCOME", "STATUS", "LATENCY MS", "ERROR"],

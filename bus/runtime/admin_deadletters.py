@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from esb.bus.envelope import bookkeeping
 from esb.bus.errors import EsbError
 from esb.bus.problem import json_response, problem
 from esb.bus.runtime.deadletters import QUEUES, DeadLetters, summary
@@ -98,7 +99,8 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
             return problem(400, "Bad request", str(exc))
         if env is None:
             return problem(404, "Not found", f"no envelope {eid} in {which}")
-        return json_response(env.to_cloudevent())
+        # the CloudEvent, its bookkeeping decoded for people and scripts (not JSON text)
+        return json_response(bookkeeping(env.to_cloudevent()))
 
     async def purge(request: Request) -> Response:
         try:

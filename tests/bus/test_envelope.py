@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from esb.bus.envelope import Attempt, Envelope, Hop, new_id
+from esb.bus.envelope import Attempt, Envelope, Hop, bookkeeping, new_id
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53)
@@ -67,9 +67,26 @@ def test_structured_form_is_a_cloudevent_with_extensions() -> None:
     assert event["time"] == "2026-01-02T03:04:05Z"
     assert event["tenant"] == "acme"
     assert event["correlationid"] == "c1"
-    assert event["esbheaders"] == {"soapaction": "urn:Submit"}
-    assert event["esbattempts"][0]["status"] == 503
+    # CloudEvents attributes are scalars: the structured bookkeeping travels as JSON text
+    assert all(isinstance(v, str | int | bool) for k, v in event.items() if k != "data")
+    assert orjson.loads(event["esbheaders"]) == {"soapaction": "urn:Submit"}
+    readable = bookkeeping(event)
+    assert readable["esbattempts"][0]["status"] == 503
+    assert readable["esbhops"][0]["step"] == "accepted"
     assert Envelope.from_cloudevent(event) == env
+    # events written before (arrays and objects in place) are still read
+    assert Envelope.from_cloudevent(readable) == env
+
+
+def test_extension_values_must_be_cloudevents_scalars() -> None:
+    base = {"specversion": "1.0", "id": "1", "source": "s", "type": "t"}
+    for bad in ({"x": 1}, [1, 2], 1.5, None):
+        with pytest.raises(ValueError, match="tenant"):
+            Envelope.from_cloudevent({**base, "tenant": bad})
+    with pytest.raises(ValueError, match="esbhops"):
+        Envelope.from_cloudevent({**base, "esbhops": "[not json"})
+    ok = Envelope.from_cloudevent({**base, "tenant": "acme", "n": 3, "flag": True})
+    assert ok.extensions == {"tenant": "acme", "n": 3, "flag": True}
 
 
 def test_amqp_properties_show_the_envelope() -> None:

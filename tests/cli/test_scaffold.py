@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from esbtest.venv import overlay
 
 from esb.bus.cli.scaffold import register
 
@@ -30,8 +31,9 @@ def cli() -> click.Group:
     return adapters
 
 
-def pytest_run(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+def pytest_run(root: Path, *args: str, python: str = sys.executable,
+               ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            "-rfEs", *args], cwd=root, capture_output=True, text=True, timeout=180)
 
 
@@ -55,38 +57,33 @@ def test_a_scaffolded_package_installs_and_its_test_passes(cli: click.Group,
                           capture_output=True, text=True, timeout=60)
     assert lint.returncode == 0, lint.stdout
     dist = f"esb-adapter-{name}"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-e", str(root), "--no-deps", "-q"],
-                   check=True, timeout=300, capture_output=True)
-    try:
-        listed = subprocess.run([sys.executable, "-m", "esb.bus.cli.main", "adapters", "list",
-                                 "--json"], capture_output=True, text=True, timeout=60,
-                                check=True)
-        rows = {r["name"]: r for r in json.loads(listed.stdout)}
-        assert rows[name]["package"] == dist
-        assert rows[name]["directions"] == "inbound,outbound"
-        run = pytest_run(root)
-        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-        assert "failed" not in run.stdout and "error" not in run.stdout.lower()
-        assert "skipped" not in run.stdout and "deselected" not in run.stdout
-        collected = pytest_run(root, "--collect-only").stdout
-        assert f"test_{name}.py::test_outbound_send_is_not_implemented_yet" in collected
-        assert f"test_{name}.py::test_inbound_start_is_not_implemented_yet" in collected
-        assert f"test_{name}.py::Test{name.capitalize()}OutboundSpec" in collected
-        assert "conformance" not in collected  # off until the author turns it on
-        assert_conformance_runs_once_turned_on(root, name)
-    finally:
-        subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", dist],
-                       timeout=120, capture_output=True)
+    env = overlay(tmp_path / "venv")  # never installed into the suite's own environment
+    env.install(root)
+    listed = env.run("-m", "esb.bus.cli.main", "adapters", "list", "--json", timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    assert rows[name]["package"] == dist
+    assert rows[name]["directions"] == "inbound,outbound"
+    run = pytest_run(root, python=env.python)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert "failed" not in run.stdout and "error" not in run.stdout.lower()
+    assert "skipped" not in run.stdout and "deselected" not in run.stdout
+    collected = pytest_run(root, "--collect-only", python=env.python).stdout
+    assert f"test_{name}.py::test_outbound_send_is_not_implemented_yet" in collected
+    assert f"test_{name}.py::test_inbound_start_is_not_implemented_yet" in collected
+    assert f"test_{name}.py::Test{name.capitalize()}OutboundSpec" in collected
+    assert "conformance" not in collected  # off until the author turns it on
+    assert_conformance_runs_once_turned_on(root, name, env.python)
 
 
-def assert_conformance_runs_once_turned_on(root: Path, name: str) -> None:
+def assert_conformance_runs_once_turned_on(root: Path, name: str, python: str) -> None:
     """Do what the README says (delete the ``collect_ignore`` line): the kit's suites are then
     collected and fail on the unwritten stubs and hooks, with messages saying what to write."""
     conftest = root / "tests" / "conftest.py"
     lines = conftest.read_text().splitlines(keepends=True)
     assert sum(line.startswith("collect_ignore") for line in lines) == 1
     conftest.write_text("".join(line for line in lines if not line.startswith("collect_ignore")))
-    run = pytest_run(root)
+    run = pytest_run(root, python=python)
     assert run.returncode == 1, run.stdout[-4000:]
     assert f"test_{name}_conformance.py::Test{name.capitalize()}OutboundConformance" in run.stdout
     assert f"test_{name}_conformance.py::Test{name.capitalize()}InboundConformance" in run.stdout

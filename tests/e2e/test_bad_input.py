@@ -28,6 +28,13 @@ def config(bus: dict[str, Any], sink_url: str) -> dict[str, Any]:
     }
 
 
+# The refused-request tests share one daemon (nothing they send gets through); the tests that
+# count deliveries or stop the daemon get their own.
+@pytest.fixture(scope="module")
+def shared(module_sink: Any, module_daemon_factory: Any) -> DaemonProcess:
+    return module_daemon_factory(config({"url": "embedded"}, module_sink.url), ROUTES).start()
+
+
 @pytest.fixture
 def daemon(sink: Any, daemon_factory: Any) -> DaemonProcess:
     return daemon_factory(config({"url": "embedded"}, sink.url), ROUTES).start()
@@ -73,42 +80,42 @@ BAD = [
 
 @pytest.mark.parametrize(("what", "body", "ctype", "status", "words"), BAD,
                          ids=[b[0] for b in BAD])
-def test_bad_body_is_refused_clearly(daemon: DaemonProcess, what: str, body: bytes,
+def test_bad_body_is_refused_clearly(shared: DaemonProcess, what: str, body: bytes,
                                      ctype: str | None, status: int, words: list[str]) -> None:
-    assert_problem(post(daemon, body, ctype), status, *words)
+    assert_problem(post(shared, body, ctype), status, *words)
 
 
-def test_binary_mode_cloudevent_needs_its_attributes(daemon: DaemonProcess) -> None:
-    r = post(daemon, b"{}", "application/json", **{"ce-specversion": "1.0", "ce-id": "1"})
+def test_binary_mode_cloudevent_needs_its_attributes(shared: DaemonProcess) -> None:
+    r = post(shared, b"{}", "application/json", **{"ce-specversion": "1.0", "ce-id": "1"})
     assert_problem(r, 400, "ce-source", "ce-type")
 
 
-def test_oversize_body_is_413_declared_or_streamed(daemon: DaemonProcess) -> None:
+def test_oversize_body_is_413_declared_or_streamed(shared: DaemonProcess) -> None:
     big = b'{"x": "' + b"a" * 10_000 + b'"}'
-    assert_problem(post(daemon, big, "application/json"), 413, "4096")
+    assert_problem(post(shared, big, "application/json"), 413, "4096")
 
     def chunks() -> Any:  # no Content-Length: the limit is enforced while reading
         for _ in range(10):
             yield b"a" * 1000
 
-    r = httpx.post(daemon.url + "/in/shop", content=chunks(),
+    r = httpx.post(shared.url + "/in/shop", content=chunks(),
                    headers={"Content-Type": "text/plain"}, timeout=10)
     assert_problem(r, 413)
 
 
-def test_unknown_path_and_method(daemon: DaemonProcess) -> None:
-    assert_problem(post(daemon, b"{}", "application/json", path="/in/nope"), 404, "/in/nope")
-    r = httpx.get(daemon.url + "/in/shop", timeout=10)
+def test_unknown_path_and_method(shared: DaemonProcess) -> None:
+    assert_problem(post(shared, b"{}", "application/json", path="/in/nope"), 404, "/in/nope")
+    r = httpx.get(shared.url + "/in/shop", timeout=10)
     assert_problem(r, 405, "GET")
 
 
-def test_admin_needs_its_token(daemon: DaemonProcess) -> None:
-    r = httpx.get(daemon.url + "/admin/status", timeout=10)
+def test_admin_needs_its_token(shared: DaemonProcess) -> None:
+    r = httpx.get(shared.url + "/admin/status", timeout=10)
     assert_problem(r, 401, "bearer")
-    r = httpx.get(daemon.url + "/admin/status", timeout=10,
+    r = httpx.get(shared.url + "/admin/status", timeout=10,
                   headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401
-    assert daemon.admin("GET", "/admin/status").status_code == 200
+    assert shared.admin("GET", "/admin/status").status_code == 200
 
 
 def test_daemon_keeps_serving_after_bad_input(daemon: DaemonProcess, sink: Any) -> None:

@@ -21,6 +21,8 @@ import httpx
 import orjson
 from test_delivery_faults import cli
 
+from esb.bus.envelope import bookkeeping
+
 Leg = tuple[str, str]  # (route name, destination)
 
 V1_LEGS: frozenset[Leg] = frozenset({("first", "d1"), ("second", "d2")})
@@ -63,7 +65,7 @@ class Delivery:
 
 def delivery(rec: Any) -> Delivery:
     """Parse a sink record; the ``routed`` hop must agree with the envelope's attributes."""
-    event = orjson.loads(rec.body)
+    event = bookkeeping(orjson.loads(rec.body))  # a structured CloudEvent: hops as JSON text
     dest = rec.path.strip("/")
     version, route = event["esbrouteversion"], event["esbroute"]
     assert event["esbdestination"] == dest, event

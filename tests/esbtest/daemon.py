@@ -16,20 +16,25 @@ ADMIN_TOKEN = "test-admin-token"
 
 class DaemonProcess(EsbDaemon):
     """A daemon in ``root`` (its cwd), with ``config/esb.yaml`` and ``routes/`` written there.
-    ``run_args`` are added to ``esb run`` (e.g. ``["--workers", "2"]``)."""
+    ``run_args`` are added to ``esb run`` (e.g. ``["--workers", "2"]``); ``python`` is the
+    interpreter that runs it (e.g. an :mod:`esbtest.venv` overlay with a plugin installed)."""
 
     def __init__(self, *args: Any, admin_token: str = ADMIN_TOKEN,
-                 run_args: Sequence[str] = (), **kw: Any) -> None:
+                 run_args: Sequence[str] = (), python: str = sys.executable,
+                 **kw: Any) -> None:
         super().__init__(*args, admin_token=admin_token, **kw)
         self.run_args = list(run_args)
+        self.python = python
 
-    def start(self, wait: bool = True, timeout: float = 30) -> Self:
-        if not self.run_args:
+    # A minute to become ready: a starting daemon is mostly imports, which take many times
+    # longer on a machine the whole suite (and more) is loading.
+    def start(self, wait: bool = True, timeout: float = 60) -> Self:
+        if not self.run_args and self.python == sys.executable:
             return super().start(wait, timeout)
         self.starts += 1
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "esb.bus.cli.main", "run", *self.run_args],
+                [self.python, "-m", "esb.bus.cli.main", "run", *self.run_args],
                 cwd=self.root, env=self.env, stdout=log, stderr=log)
         if wait:
             self.wait_ready(timeout)

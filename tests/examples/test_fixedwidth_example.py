@@ -1,59 +1,56 @@
 """The worked legacy example (examples/fixed-width) stays a working plugin: it installs, is
 discovered through its entry point, passes its own suite (the kit's contracts included) and
-carries a mainframe extract through a real daemon into JSON files."""
+carries a mainframe extract through a real daemon into JSON files.
+
+It is installed into a throwaway virtualenv layered on the suite's own (``esbtest.venv``), never
+into the environment the suite runs in."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
-from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any
 
 import pytest
 from esbtest.daemon import DaemonProcess
+from esbtest.venv import Overlay, copy_project, overlay
+from esbtest.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "fixed-width"
 DATA = EXAMPLE / "tests" / "data"
 
 
-def _installed_from_here() -> bool:
-    try:
-        dist = distribution("esb-adapter-fixedwidth")
-    except PackageNotFoundError:
-        return False
-    return any(ep.name == "fixedwidth" for ep in dist.entry_points)
-
-
 @pytest.fixture(scope="module")
-def installed() -> None:
-    if not _installed_from_here():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-e", str(EXAMPLE),
-                        "--no-deps", "-q"], check=True, timeout=300)
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Overlay:
+    """A virtualenv with the example installed as its README says (``pip install -e``), from a
+    copy so the install writes nothing into the repository."""
+    where = tmp_path_factory.mktemp("fixedwidth")
+    env = overlay(where / "venv")
+    env.install(copy_project(EXAMPLE, where / "fixed-width"))
+    return env
 
 
-def test_the_example_is_discovered_through_its_entry_point(installed: None) -> None:
-    out = subprocess.run([sys.executable, "-m", "esb.bus.cli.main", "adapters", "list",
-                          "--json"], capture_output=True, text=True, check=True, timeout=60)
+def test_the_example_is_discovered_through_its_entry_point(installed: Overlay) -> None:
+    out = installed.run("-m", "esb.bus.cli.main", "adapters", "list", "--json", timeout=60)
+    assert out.returncode == 0, out.stderr
     rows = {row["name"]: row for row in json.loads(out.stdout)}
     assert rows["fixedwidth"]["package"] == "esb-adapter-fixedwidth"
     assert rows["fixedwidth"]["directions"] == "inbound,outbound"
 
 
-def test_the_example_passes_its_own_suite(installed: None) -> None:
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-                            cwd=EXAMPLE, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+def test_the_example_passes_its_own_suite(installed: Overlay) -> None:
+    project = installed.root.parent / "fixed-width"
+    result = installed.run("-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=project,
+                           timeout=120, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
 
 
-def test_a_dropped_extract_arrives_as_json_through_a_daemon(installed: None,
+def test_a_dropped_extract_arrives_as_json_through_a_daemon(installed: Overlay,
                                                             tmp_path: Path) -> None:
     root = tmp_path / "d"
     (root / "layouts").mkdir(parents=True)
@@ -69,15 +66,14 @@ def test_a_dropped_extract_arrives_as_json_through_a_daemon(installed: None,
         {"name": "customers-to-crm", "from": ["mainframe"],
          "match": {"type": ["customer.updated"], "data": {"status": ["A", "S"]}},
          "to": ["crm"]}]}}
-    daemon = DaemonProcess(root, config, routes)
+    daemon = DaemonProcess(root, config, routes, python=installed.python)
     try:
         daemon.start()
         (root / "inbox" / ".CUSTMAST.part").write_bytes((DATA / "CUSTMAST.D240611.DAT")
                                                          .read_bytes())
         (root / "inbox" / ".CUSTMAST.part").rename(root / "inbox" / "CUSTMAST.D240611.DAT")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(list((root / "out").glob("*.json"))) < 3:
-            time.sleep(0.1)
+        wait_until(lambda: len(list((root / "out").glob("*.json"))) >= 3, "three JSON files",
+                   timeout=30, daemon=daemon)
         arrived = sorted((json.loads(p.read_text()) for p in (root / "out").glob("*.json")),
                          key=lambda d: d["customer_id"])
         assert [d["customer_id"] for d in arrived] == [1042, 1043, 1044], daemon.log()
@@ -89,7 +85,8 @@ def test_a_dropped_extract_arrives_as_json_through_a_daemon(installed: None,
         assert daemon.stop() == 0, daemon.log()
 
 
-def test_two_workers_pick_each_file_once(installed: None, tmp_path: Path, rabbit: Any) -> None:
+def test_two_workers_pick_each_file_once(installed: Overlay, tmp_path: Path,
+                                         rabbit: Any) -> None:
     """``--workers 2``: the folder picker declares ``one-instance``, so one worker at a time
     scans the inbox (no file is taken twice, none vanishes under the other)."""
     root = tmp_path / "w"
@@ -103,7 +100,8 @@ def test_two_workers_pick_each_file_once(installed: None, tmp_path: Path, rabbit
         "destinations": {"crm": {"adapter": "file", "directory": "out"}},
     }
     routes = {"all.yaml": {"routes": [{"name": "all", "match": {}, "to": ["crm"]}]}}
-    daemon = DaemonProcess(root, config, routes, run_args=["--workers", "2"])
+    daemon = DaemonProcess(root, config, routes, run_args=["--workers", "2"],
+                           python=installed.python)
     template = "CM{:08d}ACME TOOLING GMBH   DE0000125007519980301A\r\n"
     N = 150  # records a file
     try:

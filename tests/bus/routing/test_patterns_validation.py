@@ -80,7 +80,18 @@ BAD: list[tuple[Any, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("pattern", "where", "fragment"), BAD, ids=[str(b[0]) for b in BAD])
+def case_id(value: Any) -> str:
+    """``str(value)`` with sets in sorted order: parallel workers must name each case alike."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {case_id(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(case_id(v) for v in value) + "]"
+    if isinstance(value, set | frozenset):
+        return "{" + ", ".join(sorted(case_id(v) for v in value)) + "}"
+    return repr(value)
+
+
+@pytest.mark.parametrize(("pattern", "where", "fragment"), BAD, ids=[case_id(b[0]) for b in BAD])
 def test_bad_pattern(pattern: Any, where: str, fragment: str) -> None:
     problems = validate_pattern(pattern)
     assert problems, pattern
@@ -112,7 +123,7 @@ GOOD: list[dict[str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize("pattern", GOOD, ids=[str(g) for g in GOOD])
+@pytest.mark.parametrize("pattern", GOOD, ids=[case_id(g) for g in GOOD])
 def test_good_pattern(pattern: dict[str, Any]) -> None:
     assert validate_pattern(pattern) == []
     PatternIndex([pattern])
