@@ -55,6 +55,7 @@ class Wire:
 
 class Delivered:
     redelivered = False
+    alive = True
 
     def __init__(self, envelope: Envelope) -> None:
         self.envelope = envelope

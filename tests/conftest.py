@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -90,12 +91,20 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(2, min(8, 2 * (cpus or 1)))
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"PYTHONHASHSEED={os.environ.get('PYTHONHASHSEED', 'random')} (set it to repeat a run)"
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--long", action="store_true", default=False,
                      help="run the crash soak at full size (20,000 messages, 30 s outage)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller, before it starts the workers
+        # One hash seed for every worker of a run (a new one each run), so they collect the
+        # same test ids even when an id comes from a set; xdist refuses the run otherwise.
+        os.environ.setdefault("PYTHONHASHSEED", str(random.randrange(1, 2**32)))
     config.addinivalue_line(
         "markers", "long_timeout(seconds): the test's timeout when --long is given (the "
                    "suite's own timeout otherwise)")

@@ -77,7 +77,7 @@ def load_function(ref: str, config_dir: Path | None = None) -> UserFunction:
     try:
         obj: Any = import_module(module_name, config_dir)
     except ImportError as exc:
-        where = ("" if config_dir is None else
+        where = ("" if config_dir is None or "configuration folder" in str(exc) else
                  f" (a step's module is imported from the installed packages or the "
                  f"configuration folder {config_dir})")
         raise ConfigError([f"function {ref!r}: cannot import {module_name!r}: {exc}{where}"]

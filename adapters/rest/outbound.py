@@ -95,10 +95,14 @@ def render_url(template: str, envelope: Envelope) -> str:
 
 
 def binary_headers(envelope: Envelope) -> dict[str, str]:
+    """Every attribute of the structured form as a ``ce-`` header, esb's extensions included
+    (structured values — hops, attempts, headers — as compact JSON), so a binary-mode
+    receiver sees what a structured-mode one does."""
     ce = envelope.to_cloudevent()
     out = {}
     for name, value in ce.items():
-        if name in ("data", "data_base64", "datacontenttype") or name.startswith("esb"):
+        if name in ("data", "data_base64", "datacontenttype"):
             continue
-        out[f"ce-{name}"] = value if isinstance(value, str) else orjson.dumps(value).decode()
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        out[f"ce-{name}"] = header_safe(text)
     return out

@@ -52,6 +52,11 @@ class Message(Protocol):
     envelope: Envelope
     redelivered: bool
 
+    @property
+    def alive(self) -> bool:
+        """Whether it can still be settled: false once the connection it came on is gone (the
+        broker has queued it again, so it must not be delivered from here)."""
+
     def ack(self) -> None:
         """The destination accepted it (or it was moved elsewhere with a confirm)."""
 
@@ -90,6 +95,10 @@ class Bus(Protocol):
     async def consume(self, address: str, handler: Handler, prefetch: int) -> None:
         """Deliver messages of ``address`` to ``handler`` until :meth:`stop_consuming`,
         resuming by itself after a reconnect."""
+
+    def fail_pending(self, reason: str) -> None:
+        """Fail every publish still waiting for the broker with ``BusUnavailable(reason)``
+        (a stop that cannot wait longer)."""
 
     async def stop_consuming(self) -> None:
         """Stop taking new deliveries (messages already handed out stay owned)."""

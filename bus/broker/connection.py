@@ -1,5 +1,17 @@
 """One pika asyncio connection that keeps itself up: the building block every RabbitMQ-backed
-part of esb shares (the bus, the route store, trace, presence, idempotency records).
+part of esb shares (the bus, the route store, trace, presence, idempotency records, the amqp
+adapter's own broker links).
+
+Several nodes: the URL may name a cluster's nodes (see :func:`broker_urls`); a link connects to
+the first node that answers and, when its node dies, moves on to the next one.
+
+A link that goes silent (a partition: no FIN, no RST) is found out by the link itself, not only
+by AMQP heartbeats: whenever nothing arrived from the broker for :data:`PROBE_INTERVAL`, it asks
+the broker something cheap on a channel of its own (``basic.qos``). An answer that does not come
+within :data:`SUSPECT_AFTER` makes the link *suspect* (:attr:`AmqpLink.healthy` is false, so
+``/readyz`` says 503); none within ``dead_after`` and the link is aborted and built again on the
+next reachable node. A connection the broker blocked (a memory or disk alarm) is suspect too,
+but not aborted: the broker is alive, it only refuses to take messages for now.
 
 The owner passes ``on_connected``, which declares what it needs and opens its channels; it runs
 after the first connect and again after every reconnect. Pending work of a lost connection is
@@ -12,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pika
@@ -24,6 +38,25 @@ from pika.channel import Channel
 from esb.bus.errors import BusUnavailable
 
 log = structlog.get_logger("esb.bus.connection")
+
+#: A quiet link (nothing received for this long) is probed.
+PROBE_INTERVAL = 1.0
+#: A probe unanswered for this long makes the link suspect (not ready).
+SUSPECT_AFTER = 2.0
+#: Default for ``dead_after``: a probe unanswered for this long ends the connection.
+DEAD_AFTER = 5.0
+#: How long one node may take to open a connection before the next one is tried.
+CONNECT_TIMEOUT = 10.0
+
+
+def broker_urls(url: str | Sequence[str]) -> list[str]:
+    """The nodes a bus URL names: one ``amqp[s]://`` URL, several separated by commas, or a
+    list of them. Each is a whole URL (credentials, port, vhost of its own)."""
+    parts = [url] if isinstance(url, str) else list(url)
+    out = [u.strip() for part in parts for u in part.split(",") if u.strip()]
+    if not out:
+        raise ValueError("no broker URL given")
+    return out
 
 
 class ChannelClosed(BusUnavailable):
@@ -70,6 +103,26 @@ class CoalescingConnection(AsyncioConnection):
         super()._adapter_disconnect_stream()
 
 
+def kombu_connection(url: str | Sequence[str], timeout: float = 10.0) -> Any:
+    """A kombu connection (the blocking side: declaring, inspecting) that fails over between
+    the nodes of ``url`` as :class:`AmqpLink` does."""
+    from kombu import Connection
+
+    urls = broker_urls(url)
+    return Connection(urls if len(urls) > 1 else urls[0], connect_timeout=timeout,
+                      ssl=urls[0].startswith("amqps://"), failover_strategy="round-robin")
+
+
+def redact(url: str | Sequence[str]) -> str:
+    """The URL (every node of it) without credentials, for logs."""
+    out = []
+    for one in broker_urls(url):
+        params = pika.URLParameters(one)
+        out.append(f"{params.host}:{params.port}")
+    vhost = pika.URLParameters(broker_urls(url)[0]).virtual_host
+    return f"{','.join(out)} vhost {vhost}"
+
+
 def connect_reason(exc: BaseException | str) -> str:
     """Why a connection attempt failed, in words: pika wraps the socket, TLS or handshake
     error in exceptions whose text is empty."""
@@ -94,25 +147,36 @@ def connect_reason(exc: BaseException | str) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def redact(url: str) -> str:
-    """The URL without credentials, for logs."""
-    params = pika.URLParameters(url)
-    return f"{params.host}:{params.port} vhost {params.virtual_host}"
-
-
 class AmqpLink:
-    def __init__(self, url: str, *, name: str, heartbeat: int = 30,
+    def __init__(self, url: str | Sequence[str], *, name: str, heartbeat: int = 30,
                  on_connected: Callable[[AmqpLink], Awaitable[None]],
                  on_lost: Callable[[BaseException], None] | None = None,
                  timeout: float = 10.0, reconnect: bool = True,
-                 reconnect_max: float = 10.0) -> None:
-        """``reconnect=False``: no background reconnection; the owner calls :meth:`start` again
-        when it needs the link (connect on demand). ``reconnect_max`` caps the back-off."""
-        self.url = url
-        self.params = pika.URLParameters(url)
-        self.params.heartbeat = heartbeat
-        self.params.client_properties = {"connection_name": name}
+                 reconnect_max: float = 10.0, dead_after: float = DEAD_AFTER,
+                 probe: bool = True) -> None:
+        """``url``: one node or several (:func:`broker_urls`). ``reconnect=False``: no
+        background reconnection; the owner calls :meth:`start` again when it needs the link
+        (connect on demand). ``reconnect_max`` caps the back-off. ``probe=False``: no liveness
+        probe (short-lived links)."""
+        self.urls = broker_urls(url)
+        self._nodes = [pika.URLParameters(u) for u in self.urls]
+        for params in self._nodes:
+            params.heartbeat = heartbeat
+            params.client_properties = {"connection_name": name}
+        #: The node connected to last (or to be tried first): a random one at first, so the
+        #: links of a fleet spread over the cluster's nodes instead of all losing one node.
+        self._node = random.randrange(len(self.urls))
+        self.url = self.urls[self._node]
+        self.params = self._nodes[self._node]
         self.name = name
+        self.dead_after = max(dead_after, SUSPECT_AFTER)
+        self._probe_enabled = probe
+        self._probe_task: asyncio.Task[None] | None = None
+        #: monotonic time the current probe was sent (None: none outstanding)
+        self._probe_sent: float | None = None
+        self._blocked = False
+        #: The live connection was lost: try the next node first.
+        self._move_on = False
         self.timeout = timeout
         self.reconnect = reconnect
         self.reconnect_max = reconnect_max
@@ -132,6 +196,30 @@ class AmqpLink:
     @property
     def connected(self) -> bool:
         return self._ready.is_set()
+
+    @property
+    def healthy(self) -> bool:
+        """Connected, and not suspected dead: no probe overdue, not blocked by the broker."""
+        if not self._ready.is_set() or self._blocked:
+            return False
+        sent = self._probe_sent
+        return sent is None or time.monotonic() - sent < SUSPECT_AFTER
+
+    @property
+    def node(self) -> str:
+        """The node this link is (or was last) connected to, without credentials."""
+        return redact(self.url)
+
+    def abort(self, reason: str) -> None:
+        """End the connection now, without the closing handshake (a silent broker would never
+        answer it): pending work fails, and the supervisor connects again — to the next node
+        first."""
+        conn = self.connection
+        if conn is None or conn.is_closed or self._closing:
+            return
+        log.warning("broker link aborted", link=self.name, node=self.node, reason=reason)
+        with contextlib.suppress(Exception):
+            conn._terminate_stream(pika.exceptions.StreamLostError(reason))
 
     @property
     def closing(self) -> bool:
@@ -164,9 +252,31 @@ class AmqpLink:
                 delay = min(delay * 2, self.reconnect_max)
 
     async def _connect(self) -> None:
+        """Connect to the first node that answers, starting with the one after the node
+        connected to last when that connection was lost (it probably died)."""
         self._lost.clear()
+        errors = []
+        count = len(self._nodes)
+        start = self._node + 1 if self._move_on else self._node
+        self._move_on = False
+        for i in range(count):
+            index = (start + i) % count
+            try:
+                await self._connect_node(index)
+                return
+            except BusUnavailable as exc:
+                if self._closing or count == 1:
+                    raise
+                errors.append(f"{redact(self.urls[index])}: {exc}")
+                log.warning("broker node not reachable; trying the next", link=self.name,
+                            node=redact(self.urls[index]), error=str(exc))
+        raise BusUnavailable("no broker node reachable: " + "; ".join(errors))
+
+    async def _connect_node(self, index: int) -> None:
         loop = asyncio.get_running_loop()
         opened: asyncio.Future[AsyncioConnection] = loop.create_future()
+        self._node = index
+        self.url, self.params = self.urls[index], self._nodes[index]
 
         def on_open(conn: AsyncioConnection) -> None:
             if not opened.done():
@@ -177,22 +287,81 @@ class AmqpLink:
                 opened.set_exception(BusUnavailable(
                     f"cannot connect to the bus at {redact(self.url)}: {connect_reason(exc)}"))
 
-        self._current = CoalescingConnection(self.params, on_open_callback=on_open,
-                                             on_open_error_callback=on_open_error,
-                                             on_close_callback=self._on_closed,
-                                             custom_ioloop=loop)
+        current = self._current = CoalescingConnection(
+            self.params, on_open_callback=on_open, on_open_error_callback=on_open_error,
+            on_close_callback=self._on_closed, custom_ioloop=loop)
         try:
-            self.connection = await asyncio.wait_for(opened, 30)
+            self.connection = await asyncio.wait_for(opened, CONNECT_TIMEOUT)
         except TimeoutError:
+            with contextlib.suppress(Exception):  # a silent node: stop the attempt
+                current._adapter_disconnect_stream()
             raise BusUnavailable("timed out connecting to the bus") from None
+        self._blocked = False
+        self._probe_sent = None
+        current.add_on_connection_blocked_callback(self._on_blocked)
+        current.add_on_connection_unblocked_callback(self._on_unblocked)
         try:
-            await self._on_connected(self)
-        except BaseException:
+            # Bounded: a node that accepted the connection and then went silent must not
+            # hold the link forever (its own calls are bounded by ``timeout`` already).
+            await asyncio.wait_for(self._on_connected(self), max(self.timeout * 3, 30.0))
+        except BaseException as exc:
             with contextlib.suppress(Exception):
                 self.connection.close()
+            if isinstance(exc, TimeoutError):
+                raise NoAnswer("the broker did not finish setting up the link") from None
             raise
         self.connects += 1
         self._ready.set()
+        if self._probe_enabled and (self._probe_task is None or self._probe_task.done()):
+            self._probe_task = loop.create_task(self._watch(), name=f"{self.name} probe")
+
+    def _on_blocked(self, conn: AsyncioConnection, frame: Any) -> None:
+        log.warning("broker blocked the connection (resource alarm)", link=self.name,
+                    node=self.node)
+        self._blocked = True
+
+    def _on_unblocked(self, conn: AsyncioConnection, frame: Any) -> None:
+        log.info("broker unblocked the connection", link=self.name, node=self.node)
+        self._blocked = False
+
+    async def _watch(self) -> None:
+        """The liveness probe (see the module's docstring); one task per link."""
+        probe_channel: Channel | None = None
+        seen = -1
+        while not self._closing:
+            await asyncio.sleep(PROBE_INTERVAL)
+            conn = self.connection
+            if conn is None or not self.connected:
+                probe_channel, seen = None, -1
+                continue
+            received = conn.bytes_received
+            if received != seen:  # the broker spoke since the last look: alive
+                seen = received
+                continue
+            if self._blocked:
+                continue
+            self._probe_sent = time.monotonic()
+            try:
+                if probe_channel is None or not probe_channel.is_open:
+                    probe_channel = await self._probe_call(self.channel())
+                await self._probe_call(self.call(probe_channel.basic_qos, prefetch_count=0))
+            except asyncio.CancelledError:
+                raise
+            except NoAnswer:
+                if conn is self.connection:
+                    self.abort(f"the broker did not answer for {self.dead_after:g}s")
+                probe_channel = None
+            except Exception:  # the connection went away meanwhile: on_close handles it
+                probe_channel = None
+            finally:
+                self._probe_sent = None
+            seen = conn.bytes_received
+
+    async def _probe_call(self, call: Awaitable[Any]) -> Any:
+        try:
+            return await asyncio.wait_for(call, self.dead_after)
+        except TimeoutError:
+            raise NoAnswer("no answer to the liveness probe") from None
 
     def _on_closed(self, conn: AsyncioConnection, reason: BaseException) -> None:
         if conn is not self._current:
@@ -200,6 +369,8 @@ class AmqpLink:
             # connect began: not the live connection's loss.
             return
         self._ready.clear()
+        self._probe_sent = None
+        self._move_on = len(self._nodes) > 1
         if self._on_lost is not None:
             self._on_lost(reason)
         if not self._closing:
@@ -229,10 +400,20 @@ class AmqpLink:
                 closed.set_result(reason)
 
         ch.add_on_close_callback(on_closed)
+        ch.add_on_cancel_callback(self._on_cancelled)
         self._closed[ch] = closed
         if on_close is not None:
             ch.add_on_close_callback(on_close)
         return ch
+
+    def _on_cancelled(self, frame: Any) -> None:
+        """The broker cancelled a consumer of this link (its queue went, or the stream member
+        it read from): rebuild the link, which declares and subscribes again."""
+        if self._closing:
+            return
+        log.warning("broker cancelled a consumer; reconnecting", link=self.name,
+                    node=self.node)
+        self.drop()
 
     def closed(self, channel: Channel) -> asyncio.Future[BaseException]:
         """Resolves with the reason once ``channel`` (opened by :meth:`channel`) is closed."""
@@ -264,18 +445,24 @@ class AmqpLink:
             raise ChannelClosed(closed.result())
         raise NoAnswer(f"the broker did not answer {getattr(method, '__name__', 'a call')}")
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 2.0) -> None:
+        """Close the connection: a graceful close when the broker answers within ``timeout``,
+        else the connection is aborted (a silent broker must not hold a stop)."""
         self._closing = True
         self._lost.set()
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+        for task in (self._supervisor, self._probe_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         conn = self.connection
         if conn is not None and conn.is_open:
             conn.close()
-            for _ in range(100):
-                if conn.is_closed:
-                    break
+            deadline = time.monotonic() + timeout
+            while not conn.is_closed and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
+            if not conn.is_closed:
+                with contextlib.suppress(Exception):
+                    conn._terminate_stream(
+                        pika.exceptions.StreamLostError("closed: the broker did not answer"))
         self._ready.clear()

@@ -31,6 +31,8 @@ class EmbeddedMessage:
     _body: bytes
     redelivered: bool = False
     _done: bool = field(default=False, repr=False)
+    #: The process is the broker: a message never outlives its connection.
+    alive: bool = True
 
     def ack(self) -> None:
         self._done = True
@@ -111,6 +113,9 @@ class EmbeddedBus:
             task = asyncio.create_task(run())
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+
+    def fail_pending(self, reason: str) -> None:
+        return None  # a publish here never waits for anyone
 
     async def stop_consuming(self) -> None:
         for task in self._consumers:

@@ -14,6 +14,7 @@ from typing import Any
 
 from kombu import Connection
 
+from esb.bus.broker.connection import kombu_connection
 from esb.bus.deadletter import malformed
 from esb.bus.envelope import Envelope
 
@@ -32,8 +33,7 @@ class QueueInspector:
         self.timeout = timeout
 
     def _connect(self) -> Connection:
-        return Connection(self.url, connect_timeout=self.timeout,
-                          ssl=self.url.startswith("amqps://"))
+        return kombu_connection(self.url, self.timeout)
 
     def browse(self, queue: str, limit: int) -> list[Envelope]:
         out: list[Envelope] = []

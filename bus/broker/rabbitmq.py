@@ -7,7 +7,11 @@
   ``basic.qos`` prefetch, manual acks on the channel the message came from.
 * Connection loss: pending confirms fail with ``BusUnavailable`` (the inbound peer is told to
   retry; nothing is half-accepted), in-flight deliveries are not acked on a new channel (the
-  broker redelivers them), and consumers resume after reconnecting.
+  broker redelivers them), messages prefetched on the lost channel but not yet started are
+  not delivered at all (:attr:`RabbitMessage.alive`), and consumers resume after reconnecting.
+* A silent broker: a confirm waits at most ``confirm_timeout`` (then ``NoAnswer``, a
+  ``BusUnavailable``: the sender is told to retry), and while the link is suspect (see
+  :mod:`esb.bus.broker.connection`) publishes fail at once.
 * Delayed retries: a message parks in the largest TTL tier queue that does not overshoot its
   due time (carried in the ``x-esb-due`` header); when it comes back early the consumer parks
   it again for the rest (durably: re-publish confirmed, then ack), and a remainder shorter than
@@ -70,6 +74,12 @@ class RabbitMessage:
         if self._channel.is_open:
             self._channel.basic_ack(self._tag)
 
+    @property
+    def alive(self) -> bool:
+        """False once its channel is gone: the broker has queued it again, and a delivery
+        now could only be a duplicate that cannot be acked."""
+        return self._channel.is_open
+
     def requeue(self) -> None:
         if not self._done:
             self._done = True
@@ -89,12 +99,15 @@ class _Consumer:
 class RabbitBus:
     durable = True
 
-    def __init__(self, url: str, topology: Topology, *, confirm_window: int = 1000,
-                 heartbeat: int = 30, name: str = "esb") -> None:
+    def __init__(self, url: str | Sequence[str], topology: Topology, *,
+                 confirm_window: int = 1000, heartbeat: int = 30, name: str = "esb",
+                 confirm_timeout: float = 5.0) -> None:
         self._url = url
         self._topology = topology
+        self._confirm_timeout = confirm_timeout
         self._inspector = QueueInspector(url)
         self._link = AmqpLink(url, name=name, heartbeat=heartbeat,
+                              dead_after=confirm_timeout,
                               on_connected=self._on_connected, on_lost=self._on_lost)
         self._publisher = ConfirmedPublisher(confirm_window)
         self._consumers: list[_Consumer] = []
@@ -107,7 +120,13 @@ class RabbitBus:
 
     @property
     def connected(self) -> bool:
-        return self._link.connected and self._publisher.ready
+        """Connected and answering (a suspect link counts as not connected)."""
+        return self._link.healthy and self._publisher.ready
+
+    @property
+    def node(self) -> str:
+        """The broker node the hot path is connected to (no credentials)."""
+        return self._link.node
 
     @property
     def connects(self) -> int:
@@ -123,12 +142,13 @@ class RabbitBus:
     async def _on_connected(self, link: AmqpLink) -> None:
         # Idempotent declarations with kombu (blocking, so off the event loop), on every
         # (re)connect: a broker that lost its state gets its topology back.
+        # Declared through the node this link reached (the one known to answer).
         await asyncio.get_running_loop().run_in_executor(
-            None, self._topology.declare, self._url, self._destinations, self._partitions)
+            None, self._topology.declare, link.url, self._destinations, self._partitions)
         await self._publisher.open(link)
         for consumer in self._consumers:
             await self._start_consumer(consumer)
-        log.info("bus connected", url=redact(self._url), connects=link.connects + 1)
+        log.info("bus connected", node=redact(link.url), connects=link.connects + 1)
 
     def _on_lost(self, reason: BaseException) -> None:
         self._publisher.fail_all(BusUnavailable(f"bus connection lost: {reason}"))
@@ -142,18 +162,28 @@ class RabbitBus:
 
     # -- publishing ---------------------------------------------------------------------------
 
-    async def _publish(self, exchange: str, routing_key: str, envelope: Envelope) -> None:
+    def _check(self) -> None:
         if not self._link.connected:
             raise BusUnavailable("the bus is not connected")
+        if not self._link.healthy:
+            raise BusUnavailable("the bus link is not answering (reconnecting)")
+
+    async def _publish(self, exchange: str, routing_key: str, envelope: Envelope) -> None:
+        self._check()
         props = pika.BasicProperties(**envelope.amqp_properties())
-        await self._publisher.publish(exchange, routing_key, envelope.to_json(), props)
+        await self._publisher.publish(exchange, routing_key, envelope.to_json(), props,
+                                      timeout=self._confirm_timeout)
+
+    def fail_pending(self, reason: str) -> None:
+        """Fail every publish still waiting for its confirm (a stop that cannot wait longer):
+        their senders are answered "retry later", never left hanging."""
+        self._publisher.fail_all(BusUnavailable(reason))
 
     async def publish(self, address: str, envelope: Envelope) -> None:
         await self._publish(self._topology.deliver_exchange, address, envelope)
 
     async def publish_delayed(self, address: str, envelope: Envelope, delay: float) -> float:
-        if not self._link.connected:
-            raise BusUnavailable("the bus is not connected")
+        self._check()
         due_ms = int((time.time() + delay) * 1000)
         props = pika.BasicProperties(**envelope.amqp_properties(), headers={DUE_HEADER: due_ms})
         await self._park(address, envelope.to_json(), props, delay)
@@ -163,10 +193,12 @@ class RabbitBus:
                     remaining: float) -> None:
         if remaining < RETRY_TIERS[0]:
             # Shorter than any tier: straight to the queue; the consumer waits out the rest.
-            await self._publisher.publish(self._topology.deliver_exchange, address, body, props)
+            await self._publisher.publish(self._topology.deliver_exchange, address, body, props,
+                                          timeout=self._confirm_timeout)
             return
         tier = retry_tier(remaining)
-        await self._publisher.publish(self._topology.retry_exchange(tier), address, body, props)
+        await self._publisher.publish(self._topology.retry_exchange(tier), address, body, props,
+                                      timeout=self._confirm_timeout)
 
     async def _not_yet_due(self, channel: Channel, tag: int, address: str, body: bytes,
                            props: pika.BasicProperties, remaining: float,

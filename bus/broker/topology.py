@@ -22,9 +22,10 @@ from typing import Any
 
 import structlog
 from amqp.exceptions import PreconditionFailed
-from kombu import Connection, Exchange, Queue
+from kombu import Exchange, Queue
 
 from esb.bus.broker.base import DEAD_LETTER, RETRY_TIERS, UNROUTABLE, destination_addresses
+from esb.bus.broker.connection import kombu_connection
 
 log = structlog.get_logger("esb.bus.topology")
 
@@ -139,7 +140,7 @@ class Topology:
     def declare(self, url: str, destinations: Sequence[str],
                 partitions: Mapping[str, int] | None = None, *, timeout: float = 10) -> None:
         """Declare every exchange, queue and binding (idempotent; blocking)."""
-        with Connection(url, connect_timeout=timeout, ssl=url.startswith("amqps://")) as conn:
+        with kombu_connection(url, timeout) as conn:
             conn.ensure_connection(max_retries=3, timeout=timeout)
             channel = conn.default_channel
             for queue in self.entities(destinations, partitions):
@@ -159,7 +160,7 @@ class Topology:
         """Ready messages per address, by passive declare (blocking); ``retrying`` sums the
         retry tiers (messages waiting out a backoff, for every destination)."""
         out: dict[str, int] = {}
-        with Connection(url, connect_timeout=timeout, ssl=url.startswith("amqps://")) as conn:
+        with kombu_connection(url, timeout) as conn:
             channel = conn.default_channel
             for address in addresses:
                 ok = channel.queue_declare(queue=self.queue(address), passive=True)
@@ -172,7 +173,7 @@ class Topology:
     def delete(self, url: str, destinations: Sequence[str],
                partitions: Mapping[str, int] | None = None) -> None:
         """Remove everything declared for this prefix (test clean-up)."""
-        with Connection(url, ssl=url.startswith("amqps://")) as conn:
+        with kombu_connection(url) as conn:
             channel = conn.default_channel
             for queue in self.entities(destinations, partitions):
                 channel.queue_delete(queue.name)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from contextlib import ExitStack
 from typing import Any
+from urllib.parse import quote
 
 import click
 import httpx
@@ -37,12 +39,13 @@ def _group(name: str, help_text: str) -> click.Group:
                                                 else ""))
 
     @group.command("show")
-    @click.argument("envelope_id")
+    @click.argument("envelope_id", metavar="ID|PREFIX|KEY")
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_obj
     def show(obj: object, envelope_id: str, as_json: bool) -> None:
-        """One envelope whole: attributes, error, every attempt, the payload."""
-        event = _request(obj, "GET", f"/admin/{name}/{envelope_id}")
+        """One envelope whole: attributes, error, every attempt, the payload. Named by its
+        id, a unique prefix of it, or its idempotency key."""
+        event = _request(obj, "GET", f"/admin/{name}/{quote(envelope_id, safe='')}")
         if as_json:
             emit_json(event)
             return
@@ -66,18 +69,36 @@ def _group(name: str, help_text: str) -> click.Group:
     @click.argument("ids", nargs=-1)
     @click.option("--all", "all_", is_flag=True, help="Replay everything in the queue.")
     @click.option("--destination", default=None, help="Only those that failed here.")
+    @click.option("--wait", "wait", type=click.FloatRange(0, 300), default=10.0,
+                  show_default=True,
+                  help="Seconds to follow the replayed envelopes' delivery (0: do not wait).")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     @click.pass_obj
-    def replay(obj: object, ids: tuple[str, ...], all_: bool, destination: str | None) -> None:
-        """Deliver again (dlq: to the same destination; unroutable: through the routes).
+    def replay(obj: object, ids: tuple[str, ...], all_: bool, destination: str | None,
+               wait: float, as_json: bool) -> None:
+        """Deliver again (dlq: to the same destination; unroutable: through the routes), and
+        say what became of each: delivered, queued (not delivered yet), dead-lettered again or
+        unroutable again (with the error).
 
-        Progress goes to stderr. Naming an ID that is not in the queue replays nothing and
-        fails. An interrupted replay loses nothing: run it again for the rest."""
+        Exit 1 when nothing was replayed (every one failed again). Progress goes to stderr.
+        Naming an ID that is not in the queue replays nothing and fails. An interrupted replay
+        loses nothing: run it again for the rest."""
         if not ids and not all_:
             raise click.UsageError("name envelope IDs, or use --all")
-        payload = {"ids": list(ids) or None, "all": all_, "destination": destination}
+        payload = {"ids": list(ids) or None, "all": all_, "destination": destination,
+                   "wait": wait}
         result = _stream_replay(obj.client(), name, payload)  # type: ignore[attr-defined]
-        click.echo(f"replayed {result.get('replayed', 0)}; {result.get('left', 0)} left in "
-                   f"{name}")
+        if as_json:
+            emit_json(result)
+        else:
+            for r in result.get("results", []):
+                click.echo(f"  {r['id']}: {_outcome(r)}")
+            failed = result.get("failed", 0)
+            click.echo(f"replayed {result.get('replayed', 0)}"
+                       + (f", {failed} failed again" if failed else "")
+                       + f"; {result.get('left', 0)} left in {name}")
+        if not result.get("replayed"):
+            sys.exit(1)
 
     @group.command("purge")
     @click.option("--yes", is_flag=True, help="Do not ask.")
@@ -90,6 +111,22 @@ def _group(name: str, help_text: str) -> click.Group:
         click.echo(f"purged {body['purged']}")
 
     return group
+
+
+def _outcome(r: dict[str, Any]) -> str:
+    """``delivered to erp (200)``, ``dead-lettered again: transformer 'x': ...`` ..."""
+    where = ", ".join(r.get("destinations") or [])
+    outcome = r.get("outcome")
+    if outcome == "delivered":
+        status = f" ({r['status']})" if r.get("status") is not None else ""
+        return f"delivered to {where}{status}"
+    if outcome == "queued":
+        return f"queued for {where} (not delivered yet: see esb trace {r['id']})"
+    if outcome == "dead-lettered":
+        return f"dead-lettered again: {r.get('error') or ''}"
+    if outcome == "unroutable":
+        return f"unroutable again: {r.get('error') or ''}"
+    return str(outcome)
 
 
 class _ProgressView:

@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> None:
             click.echo(exc.ctx.get_usage(), err=True)
         fail(exc.format_message(), exc.exit_code)
     except click.Abort:
-        fail("aborted")
+        fail("Aborted: nothing was done")
     except click.ClickException as exc:
         fail(exc.format_message(), exc.exit_code)
     except OSError as exc:

@@ -44,7 +44,7 @@ def _get(obj: Any, path: str, **params: Any) -> Any:
 # -- esb trace ---------------------------------------------------------------------------------
 
 @click.command("trace")
-@click.argument("envelope_id")
+@click.argument("envelope_id", metavar="ID|PREFIX|KEY")
 @click.option("--since", default="1h", show_default=True,
               help="How far back to look (30m, 6h, 1d ...; trace is kept 24h by default).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -52,7 +52,8 @@ def _get(obj: Any, path: str, **params: Any) -> Any:
 def trace(obj: Any, envelope_id: str, since: str, as_json: bool) -> None:
     """Every step of one message, on every instance: accepted, each transform step with its
     duration, routed, each delivery attempt with status and latency, retries, delivered (with
-    the destination's status) or dead-lettered, replays."""
+    the destination's status) or dead-lettered, replays. The message is named by its id, a
+    unique prefix of it, or its idempotency key."""
     body = _get(obj, f"/admin/trace/{quote(envelope_id, safe='')}", since=since)
     if as_json:
         emit_json(body)

@@ -26,6 +26,9 @@ class _Strict(BaseModel):
 
 
 class BusConfig(_Strict):
+    #: ``embedded``, one ``amqp[s]://`` URL, or a cluster's nodes: a YAML list of URLs or one
+    #: string of URLs separated by commas (kept in that comma form here). esb connects to the
+    #: first node that answers and moves on to the next when its node dies.
     url: str = "embedded"
     #: Prefix of every exchange and queue name, so several deployments (or test runs) can share
     #: one broker or vhost.
@@ -34,8 +37,12 @@ class BusConfig(_Strict):
     #: below that a consumer idles between acks and rates collapse (``delivery.concurrency``
     #: is what limits calls to a destination). Ordered destinations use 1 whatever this says.
     prefetch: int = Field(200, ge=100, le=65535)
-    #: Queue type for destination queues: quorum queues for clusters.
-    queue_type: Literal["classic", "quorum"] = "classic"
+    #: Queue type of every queue esb declares. Unset: ``quorum`` when ``url`` names several
+    #: nodes (replicated: losing a node loses nothing), else ``classic``.
+    queue_type: Literal["classic", "quorum"] | None = None
+    #: Longest wait for the broker's confirm of a publish; past it the sender is told to retry
+    #: (503 + Retry-After) and a link that stays silent this long is dropped and rebuilt.
+    confirm_timeout: Duration = Field(5.0, gt=0, le=120)
     #: Where the embedded bus and the daemon keep state between restarts.
     state_dir: Path = Path(".esb")
     heartbeat: int = Field(30, ge=0)
@@ -54,15 +61,36 @@ class BusConfig(_Strict):
     def embedded(self) -> bool:
         return self.url.strip().lower() in ("embedded", "embedded://", "")
 
-    @field_validator("url")
+    @property
+    def nodes(self) -> list[str]:
+        """The broker nodes ``url`` names (empty for the embedded bus)."""
+        return [] if self.embedded else [u.strip() for u in self.url.split(",")]
+
+    @field_validator("url", mode="before")
     @classmethod
-    def _scheme(cls, v: str) -> str:
+    def _scheme(cls, v: Any) -> str:
+        if isinstance(v, list):
+            if not v or not all(isinstance(u, str) for u in v):
+                raise ValueError("bus.url as a list must list amqp:// URLs, one per node")
+            v = ",".join(v)
+        if not isinstance(v, str):
+            raise ValueError("bus.url must be a URL, a comma-separated list of URLs, or a list")
         low = v.strip().lower()
         if low in ("embedded", "embedded://", ""):
             return "embedded"
-        if not low.startswith(("amqp://", "amqps://")):
-            raise ValueError("bus.url must be 'embedded' or an amqp:// / amqps:// URL")
-        return v.strip()
+        urls = [u.strip() for u in v.split(",")]
+        bad = [i + 1 for i, u in enumerate(urls)
+               if not u.lower().startswith(("amqp://", "amqps://"))]
+        if bad:
+            which = "" if len(urls) == 1 else f" (node {', '.join(map(str, bad))})"
+            raise ValueError("bus.url must be 'embedded' or amqp:// / amqps:// URLs" + which)
+        return ",".join(urls)
+
+    @model_validator(mode="after")
+    def _cluster_defaults(self) -> BusConfig:
+        if self.queue_type is None:
+            self.queue_type = "quorum" if len(self.nodes) > 1 else "classic"
+        return self
 
 
 class HttpConfig(_Strict):
@@ -135,6 +163,13 @@ class DeliveryConfig(_Strict):
     max_age: Duration = 86400.0
     backoff: Backoff = Field(default_factory=Backoff)
     rate_limit: Rate | None = None
+    #: Calls the rate limit lets through at once after a quiet spell (the token bucket's
+    #: size). Unset: one second's worth of ``rate_limit``. Over any ``t`` seconds at most
+    #: ``rate_burst + rate_limit * t`` calls go out.
+    rate_burst: int | None = Field(None, ge=1)
+    #: ``instance``: ``rate_limit`` and ``breaker`` hold in each instance. ``fleet``: for all
+    #: instances on the bus together (shared through the broker; docs/reliability.md).
+    scope: Literal["instance", "fleet"] = "instance"
     #: Circuit breaker; ``false`` turns it off.
     breaker: BreakerConfig | Literal[False] = Field(default_factory=BreakerConfig)
     #: Ordered delivery by key; retries then happen in place so the order holds.
@@ -175,6 +210,9 @@ class Config(_Strict):
     #: Named transformer steps (or chains) routes can refer to by name.
     transformers: dict[str, Any] = Field(default_factory=dict)
     routes: Path = Path("routes")
+    #: The whole graceful stop (SIGTERM): requests in flight, deliveries in flight, links
+    #: closed. Keep it below the orchestrator's kill timeout (Kubernetes: 30 s by default).
+    stop_timeout: Duration = Field(25.0, ge=1, le=3600)
 
     #: The configuration folder, which relative paths in this file resolve against (set by
     #: the loader: :func:`project_dir` of the file).

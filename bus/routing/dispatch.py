@@ -53,6 +53,8 @@ class Outcome:
     #: COPY: what the destination receives; DEAD / UNROUTABLE: the record kept.
     envelope: Envelope | None = None
     error: str | None = None
+    #: DEAD from a transform: the step that failed.
+    step: str | None = None
 
     @property
     def delivered(self) -> bool:
@@ -164,7 +166,10 @@ def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
         fired = router.match(stamped())
     p = Plan(envelope, endpoint, version, now, fired)
     outcomes, notes = p.outcomes, p.notes
-    notes.append(("accepted", {"endpoint": endpoint, "version": version}))
+    accepted_note: dict[str, object] = {"endpoint": endpoint, "version": version}
+    if envelope.idempotencykey:  # so `esb trace KEY` finds the envelope
+        accepted_note["key"] = envelope.idempotencykey
+    notes.append(("accepted", accepted_note))
     if not fired:
         notes.append(("unroutable", {"version": version}))
         record = stamped().model_copy(update={
@@ -273,12 +278,12 @@ def _run(chain: Chain, env: Envelope, notes: list[TraceNote], where: dict[str, o
     return chain(env, done)
 
 
-def _dead(p: Plan, env: Envelope, route: str, destination: str | None, exc: Exception,
+def _dead(p: Plan, env: Envelope, route: str, destination: str | None, exc: TransformError,
           stage: str, instance: str | None) -> None:
     error = str(exc)
     record = dead_letter(env, error, stage=stage, instance=instance, route=route,
                          destination=destination, at=p.at)
-    p.outcomes.append(Outcome(route, destination, DEAD, record, error))
+    p.outcomes.append(Outcome(route, destination, DEAD, record, error, exc.step))
     detail: dict[str, object] = {"route": route, "error": error}
     if destination is not None:
         detail = {"route": route, "destination": destination, "error": error}

@@ -2,7 +2,9 @@
 
 ``POST .../replay`` streams its progress as JSON lines (``{"scanned": n, "total": m}``: how
 far the pass is through the queue, whose depth was ``m`` when it began, at most one line per
-percent) and ends with the result line (``{"replayed": n, "left": m}`` or ``{"error": ...}``),
+percent) and ends with the result line (``{"replayed": n, "failed": f, "left": m, "results":
+[{"id", "outcome", "destinations", "error"?, "status"?}...]}`` or ``{"error": ...}``; with
+``"wait": seconds`` the queued envelopes are followed that long to report their delivery),
 so a CLI can show progress for replays of thousands of messages. A request naming ids that are
 not in the queue, or an unknown destination, is refused before anything is replayed.
 """
@@ -22,6 +24,7 @@ from esb.bus.envelope import bookkeeping
 from esb.bus.errors import EsbError
 from esb.bus.problem import json_response, problem
 from esb.bus.runtime.deadletters import QUEUES, DeadLetters, summary
+from esb.bus.runtime.trace import AmbiguousRef
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 Guard = Callable[[Endpoint], Endpoint]
@@ -95,6 +98,8 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
         which, eid = request.path_params["which"], request.path_params["id"]
         try:
             env = await dl.show(which, eid)
+        except AmbiguousRef as exc:
+            return problem(409, "Ambiguous envelope reference", str(exc), ids=exc.ids)
         except EsbError as exc:
             return problem(400, "Bad request", str(exc))
         if env is None:
@@ -117,6 +122,10 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
         if not isinstance(body, dict):
             return problem(400, "Bad request", "expected a JSON object")
         ids, destination = body.get("ids"), body.get("destination")
+        follow = body.get("wait", 0)
+        if not isinstance(follow, int | float) or isinstance(follow, bool) \
+                or not 0 <= follow <= 300:
+            return problem(400, "Bad request", '"wait" is a number of seconds (0 to 300)')
         if not ids and not body.get("all"):
             return problem(400, "Nothing to replay", "name envelope ids, or set all: true")
         try:
@@ -130,8 +139,10 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
         async def run() -> None:
             try:
                 result = await dl.replay(which, ids or None, destination,
-                                         progress=_ProgressLines(lines))
-                lines.put_nowait({"replayed": result.replayed, "left": result.left})
+                                         progress=_ProgressLines(lines), follow=follow)
+                lines.put_nowait({"replayed": result.replayed, "failed": result.failed,
+                                  "left": result.left,
+                                  "results": [o.to_dict() for o in result.outcomes]})
             except Exception as exc:  # reported in the stream: the status line is sent
                 lines.put_nowait({"error": str(exc)})
             finally:
@@ -159,5 +170,5 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
         routes += [Route(base, bound(listing), methods=["GET"]),
                    Route(base + "/replay", bound(replay), methods=["POST"]),
                    Route(base + "/purge", bound(purge), methods=["POST"]),
-                   Route(base + "/{id:str}", bound(show), methods=["GET"])]
+                   Route(base + "/{id:path}", bound(show), methods=["GET"])]
     return routes

@@ -21,7 +21,7 @@ from esb.bus.config.units import parse_duration
 from esb.bus.errors import BusError
 from esb.bus.problem import json_response, problem
 from esb.bus.runtime.presence import Presence
-from esb.bus.runtime.trace import TraceRecorder
+from esb.bus.runtime.trace import AmbiguousRef, TraceRecorder
 from esb.bus.runtime.trace_rabbitmq import TraceQueryTimeout
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -48,6 +48,8 @@ def ops_admin_routes(trace: TraceRecorder, presence: Presence, guard: Guard) -> 
                            f"{MAX_SINCE.days}d (got {since_text!r})")
         try:
             events = await trace.query(envelope_id, since)
+        except AmbiguousRef as exc:
+            return problem(409, "Ambiguous envelope reference", str(exc), ids=exc.ids)
         except TraceQueryTimeout as exc:
             return problem(504, "Trace query too slow", str(exc))
         except BusError as exc:
@@ -57,7 +59,7 @@ def ops_admin_routes(trace: TraceRecorder, presence: Presence, guard: Guard) -> 
                            f"nothing was recorded for envelope {envelope_id!r} in the last "
                            f"{since_text} (wrong id, older than the window or the trace "
                            "retention, or not yet flushed by another instance)")
-        return json_response({"id": envelope_id, "since": since_text,
+        return json_response({"id": events[0].id, "since": since_text,
                       "events": [e.to_dict() for e in events]})
 
     async def instances(request: Request) -> Response:

@@ -61,8 +61,9 @@ def open_backend(cfg: Config, instance: str, *, snapshot: Callable[[], dict[str,
 
     url = bus.url
     return Backend(
-        RabbitBus(url, Topology(bus.prefix, bus.queue_type), heartbeat=bus.heartbeat,
-                  name=f"esb {instance}"),
+        RabbitBus(url, Topology(bus.prefix, bus.queue_type or "classic"),
+                  heartbeat=bus.heartbeat, name=f"esb {instance}",
+                  confirm_timeout=bus.confirm_timeout),
         RabbitRouteStore(url, bus.prefix, heartbeat=bus.heartbeat,
                          name=f"esb routes {instance}"),
         StreamTrace(url, bus.prefix, instance),

@@ -5,7 +5,9 @@ open ──(cooldown elapsed)──▶ half-open: one probe delivery at a time
 half-open ──probe succeeds──▶ closed;  probe fails ──▶ open again (cooldown restarts)
 
 While the breaker is open, deliveries wait (:meth:`CircuitBreaker.wait`) instead of calling the
-destination and spending their retry budget.
+destination and spending their retry budget. With ``delivery.scope: fleet`` the instances tell
+each other when a breaker opens or closes (:mod:`esb.bus.runtime.fleet`), and
+:meth:`CircuitBreaker.force` applies what another instance saw.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -26,8 +29,13 @@ class BreakerSettings:
 
 
 class CircuitBreaker:
-    def __init__(self, settings: BreakerSettings) -> None:
+    """``on_change(state)`` is told when this breaker opens or closes by its own calls' outcomes
+    (not when :meth:`force` moves it: that came from elsewhere)."""
+
+    def __init__(self, settings: BreakerSettings,
+                 on_change: Callable[[str], None] | None = None) -> None:
         self.settings = settings
+        self.on_change = on_change
         self.state = "closed"
         self._consecutive = 0
         self._recent: deque[bool] = deque(maxlen=settings.window)
@@ -79,14 +87,37 @@ class CircuitBreaker:
         if self._consecutive >= s.failures or rate_tripped:
             self._open()
 
-    def _open(self) -> None:
+    def cooldown_left(self) -> float:
+        """Seconds until an open breaker lets a probe through (0 unless open)."""
+        if self.state != "open":
+            return 0.0
+        return max(0.0, self._opened_at + self.settings.cooldown - time.monotonic())
+
+    def force(self, state: str, cooldown_left: float | None = None) -> None:
+        """Move to ``open`` (for ``cooldown_left`` s, default a whole cooldown) or ``closed``
+        because another instance's breaker did (fleet scope). Not reported to ``on_change``."""
+        if state == "open":
+            left = self.settings.cooldown if cooldown_left is None else cooldown_left
+            if self.state == "open" and self.cooldown_left() >= left:
+                return
+            self._open(notify=False)
+            self._opened_at = time.monotonic() - self.settings.cooldown + max(0.0, left)
+        elif state == "closed" and self.state != "closed":
+            self._probing = False
+            self._close(notify=False)
+
+    def _open(self, notify: bool = True) -> None:
         self.state = "open"
         self._opened_at = time.monotonic()
         self.opened_count += 1
         self._changed.set()
+        if notify and self.on_change is not None:
+            self.on_change("open")
 
-    def _close(self) -> None:
+    def _close(self, notify: bool = True) -> None:
         self.state = "closed"
         self._consecutive = 0
         self._recent.clear()
         self._changed.set()
+        if notify and self.on_change is not None:
+            self.on_change("closed")

@@ -1,5 +1,6 @@
 """``esb run``: wires configuration, bus, routes, adapters and the HTTP server, and drains on
-SIGTERM (stop accepting, finish in-flight deliveries, close the bus, exit 0)."""
+SIGTERM (stop accepting, finish in-flight deliveries, close the bus, exit 0) within one
+overall deadline, ``stop_timeout`` (see :meth:`Daemon._drain`)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from esb.bus.runtime.backend import open_backend
 from esb.bus.runtime.deadletters import DeadLetters
 from esb.bus.runtime.delivery import DeliveryWorker
 from esb.bus.runtime.deploy import RouteDeployer
+from esb.bus.runtime.fleet import FleetLimits
 from esb.bus.runtime.http import bind_listener, build_app, make_http_client, make_server
 from esb.bus.runtime.idempotency import SharedIdempotency
 from esb.bus.runtime.ingress import Ingress, RouterHolder, SourceContext
@@ -41,7 +43,10 @@ from esb.bus.runtime.worker_role import WorkerRole, watch_parent
 
 log = structlog.get_logger("esb.daemon")
 
-DRAIN_TIMEOUT = 30.0
+#: Shares of ``stop_timeout``: requests in flight get the first part; closing the broker links
+#: keeps the last :data:`CLOSE_RESERVE` seconds (each link closes within 2 s, all at once).
+HTTP_SHARE = 0.4
+CLOSE_RESERVE = 3.0
 
 
 class Daemon:
@@ -83,6 +88,7 @@ class Daemon:
         partitioners = {name: Partitioner(name, d.delivery.ordered)
                         for name, d in self.config.destinations.items()
                         if d.delivery.ordered}
+        self.fleet = FleetLimits(self.presence)
         self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance,
                                partitioners, self.trace)
         self.deadletters = DeadLetters(self.bus, self.ingress, self.config.destinations,
@@ -141,10 +147,13 @@ class Daemon:
                   for name, inbound in self.inbound.items() for r in inbound.routes]
         # Ready once everything has started (not merely once the bus connected), so a
         # load balancer sends nothing to a half-started instance.
+        # Not ready either while the bus link is suspect, or once a stop began.
         app = build_app(routes, admin.routes(),
-                        ready=lambda: self._started and self.bus.connected,
+                        ready=lambda: self._started and self.bus.connected
+                        and not self._stop.is_set(),
                         metrics=self.metrics.render)
-        server = make_server(app, cfg.http.host, cfg.http.port)
+        server = make_server(app, cfg.http.host, cfg.http.port,
+                             graceful=cfg.stop_timeout * HTTP_SHARE)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
@@ -179,11 +188,13 @@ class Daemon:
             delivery = cfg.destinations[name].delivery
             if self.role is not None:
                 delivery = self.role.share(delivery)
-            worker = DeliveryWorker(name, ob, self.bus, delivery,
-                                    self.metrics, self.instance, cfg.bus.prefetch, self.trace,
-                                    redactor=self.redactor)
+            self.workers.append(DeliveryWorker(
+                name, ob, self.bus, delivery, self.metrics, self.instance, cfg.bus.prefetch,
+                self.trace, redactor=self.redactor, fleet=self.fleet))
+        await self.fleet.settle()  # fleet-wide limits: count the others before sending
+        self.fleet.start()
+        for worker in self.workers:
             await worker.start()
-            self.workers.append(worker)
         for ib in self.inbound.values():
             await ib.start()
         self._started = True
@@ -236,28 +247,66 @@ class Daemon:
                 delay = min(delay * 2, 10.0)
 
     async def _drain(self, server: Any, serving: asyncio.Task[None] | None) -> int:
-        log.info("stopping: draining in-flight work")
-        for ib in self.inbound.values():
-            await ib.stop()
+        """The graceful stop, all of it within ``stop_timeout``:
+
+        1. inbound adapters stop taking input; the HTTP server stops accepting and lets the
+           requests in flight finish — for ``HTTP_SHARE`` of the budget. Whatever still
+           waits then (a confirm from a silent broker) is answered 503 + Retry-After, and
+           the server is closed before it would cancel them (uvicorn's cancel is a 500);
+        2. consumers are cancelled; deliveries in flight finish and are acked, until
+           ``CLOSE_RESERVE`` seconds before the end (what is not finished then stays
+           un-acked: the broker delivers it again);
+        3. outbound adapters, trace, presence, route store, idempotency links and the bus
+           close, all at once, in what is left (a silent broker's link is aborted)."""
+        loop = asyncio.get_running_loop()
+        budget = self.config.stop_timeout
+        deadline = loop.time() + budget
+
+        def left(reserve: float = 0.0) -> float:
+            return max(0.05, deadline - reserve - loop.time())
+
+        log.info("stopping: draining in-flight work", stop_timeout=budget)
+        http_until = loop.time() + budget * HTTP_SHARE
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                asyncio.gather(*(ib.stop() for ib in self.inbound.values()),
+                               return_exceptions=True), max(0.05, http_until - loop.time()))
         server.should_exit = True  # stop accepting; in-flight requests finish
+        # One second before uvicorn would cancel the requests still in flight, they are
+        # failed the clean way: "retry later" for each, from the adapter's own error path.
+        answered = max(0.05, http_until - 1.0 - loop.time())
+        done = True
+        if serving is not None:
+            done = bool((await asyncio.wait({serving}, timeout=answered))[0])
+        if not done:
+            self.ingress.open = False
+            self.bus.fail_pending("esb is stopping; send it again (to another instance)")
+            log.warning("stop: requests still in flight answered 503")
         if serving is not None:
             with contextlib.suppress(Exception):
-                await serving
-        await self.bus.stop_consuming()
-        drained = all(await asyncio.gather(*(w.drain(DRAIN_TIMEOUT) for w in self.workers)))
-        for ob in self.outbound.values():
-            with contextlib.suppress(Exception):
-                await ob.stop()
-        for part in (self.leases, self.presence, self.trace, self.deployer, self.dedup.log):
-            if part is None:
-                continue
-            with contextlib.suppress(Exception):
-                await part.close()
-        await self.bus.close()
+                await asyncio.wait_for(asyncio.shield(serving), left(CLOSE_RESERVE))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.bus.stop_consuming(), left(CLOSE_RESERVE))
+        drained = all(await asyncio.gather(*(w.drain(left(CLOSE_RESERVE))
+                                             for w in self.workers)))
+        closing = [ob.stop() for ob in self.outbound.values()] + [self.fleet.close()]
+        closing += [part.close() for part in (self.leases, self.presence, self.trace,
+                                              self.deployer, self.dedup.log)
+                    if part is not None]
+        closed = True
+        try:
+            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True),
+                                   left(1.0))
+        except TimeoutError:
+            closed = False
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.bus.close(), left())
         if self._http is not None:
-            await self._http.aclose()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http.aclose(), left())
         await cancel_all(self._side_tasks)
-        log.info("stopped", drained=drained)
+        log.info("stopped", drained=drained, closed=closed,
+                 took_s=round(budget - (deadline - loop.time()), 2))
         return 0
 
     def _orphaned(self) -> None:
@@ -316,9 +365,17 @@ class Daemon:
                                   for k in ("transient", "permanent")),
                     "dead_lettered": count("esb_dead_lettered_total", destination=d),
                     "in_flight": workers.get(d, {}).get("in_flight", 0),
-                    "breaker": workers.get(d, {}).get("breaker", "off")}
+                    "breaker": self._breaker_state(d)}
                 for d in self.config.destinations},
         }
+
+    def _breaker_state(self, destination: str) -> str:
+        """One answer for the status's top level and for this instance's presence entry:
+        the worker's breaker, or — before the worker runs — what the configuration says."""
+        for worker in self.workers:
+            if worker.destination == destination:
+                return str(worker.status()["breaker"])
+        return "closed" if self.config.destinations[destination].delivery.breaker else "off"
 
     async def status(self) -> dict[str, Any]:
         depths: dict[str, int] = {}
@@ -338,7 +395,8 @@ class Daemon:
                                     if k == f"dest.{name}" or k.startswith(f"dest.{name}.p"))
                        if depths else None,
                        "adapter": self.config.destinations[name].adapter,
-                       **(workers[name].status() if name in workers else {})}
+                       **(workers[name].status() if name in workers else {}),
+                       "breaker": self._breaker_state(name)}
                 for name in self.config.destinations},
             "sources": {name: self._source_status(name)
                         for name in self.config.sources},

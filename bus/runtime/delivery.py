@@ -6,6 +6,11 @@ delayed retry (durably, through the broker) and ack; permanent failure or spent 
 publish to the dead-letter queue and ack. The original is acked only after its successor is
 confirmed, so a crash in between delivers twice, never zero times.
 
+A message whose connection was lost before its delivery started is dropped here, not
+delivered: the broker queued it again when the channel went, and a delivery from here could
+never be acked (a sure duplicate). That check is made once it has a slot and again once the
+breaker and the rate limit let it through.
+
 Ordered destinations consume one partition queue each with prefetch 1 and retry in place (the
 envelope stays un-acked while it waits), so no later envelope of the same key overtakes it.
 """
@@ -27,6 +32,7 @@ from esb.bus.envelope import Attempt, Envelope
 from esb.bus.errors import BusError, PermanentError, TransientError
 from esb.bus.runtime.breaker import BreakerSettings, CircuitBreaker
 from esb.bus.runtime.deadline import Deadlines
+from esb.bus.runtime.fleet import FleetLimits
 from esb.bus.runtime.logs import SecretRedactor, bind_message, unbind_message
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ratelimit import TokenBucket
@@ -87,7 +93,9 @@ class DeliveryWorker:
     def __init__(self, destination: str, outbound: Outbound, bus: Bus, cfg: DeliveryConfig,
                  metrics: Metrics, instance: str, prefetch: int,
                  trace: TraceRecorder | None = None,
-                 redactor: SecretRedactor | None = None) -> None:
+                 redactor: SecretRedactor | None = None,
+                 fleet: FleetLimits | None = None) -> None:
+        """``fleet``: where ``scope: fleet`` limits are shared (none: they hold here alone)."""
         self.destination = destination
         self.redactor = redactor or SecretRedactor()
         self.trace: TraceRecorder = trace if trace is not None else MemoryTrace(instance)
@@ -106,10 +114,16 @@ class DeliveryWorker:
         # One sweeper for every call's time limit (a timer per call costs ~6 µs a message);
         # a limit fires up to a quarter of itself (at most 1 s) late.
         self._deadlines = Deadlines(min(1.0, cfg.timeout / 4))
-        self._bucket = TokenBucket(cfg.rate_limit) if cfg.rate_limit else None
+        shared = fleet if cfg.scope == "fleet" else None
+        self._bucket: TokenBucket | None = None
+        if cfg.rate_limit:
+            self._bucket = shared.bucket(destination, cfg.rate_limit, cfg.rate_burst) \
+                if shared else TokenBucket(cfg.rate_limit, cfg.rate_burst)
         self.breaker = CircuitBreaker(BreakerSettings(
             cfg.breaker.failures, cfg.breaker.failure_rate, cfg.breaker.window,
             cfg.breaker.cooldown)) if cfg.breaker else None
+        if shared is not None and self.breaker is not None:
+            shared.breaker(destination, self.breaker)
         # Bound once: labels() is a locked dict lookup, paid per message otherwise.
         m = metrics
         m.watch_in_flight(destination, lambda: self._in_flight)
@@ -127,9 +141,12 @@ class DeliveryWorker:
             await self.bus.consume(address, self.handle, self.prefetch)
 
     def status(self) -> dict[str, object]:
-        return {"in_flight": self._in_flight,
-                "breaker": self.breaker.state if self.breaker else "off",
-                "ordered": self.ordered}
+        out: dict[str, object] = {"in_flight": self._in_flight,
+                                  "breaker": self.breaker.state if self.breaker else "off",
+                                  "ordered": self.ordered, "scope": self.cfg.scope}
+        if self._bucket is not None:
+            out["rate_limit"] = round(self._bucket.rate, 3)  # this instance's share
+        return out
 
     async def drain(self, timeout: float) -> bool:
         """Stop starting deliveries; wait for the ones in progress. True if all finished."""
@@ -149,6 +166,8 @@ class DeliveryWorker:
             if self._draining:
                 msg.requeue()
                 return
+            if not msg.alive:
+                return  # its channel is gone: the broker delivers it again
             self._in_flight += 1
             self._idle.clear()
             env = msg.envelope
@@ -159,15 +178,17 @@ class DeliveryWorker:
                 if self.ordered:
                     await self._deliver_in_place(msg)
                 else:
-                    await self._settle(msg, msg.envelope, await self._attempt(msg.envelope))
+                    await self._settle(msg, msg.envelope, await self._attempt(msg.envelope,
+                                                                              msg))
             finally:
                 unbind_message(token)
                 self._in_flight -= 1
                 if self._in_flight == 0:
                     self._idle.set()
 
-    async def _attempt(self, env: Envelope) -> Outcome:
-        """One call to the destination, gated by breaker and rate limit; never raises."""
+    async def _attempt(self, env: Envelope, msg: Message) -> Outcome:
+        """One call to the destination, gated by breaker and rate limit; never raises.
+        :data:`HELD` when the breaker held it until a drain, or ``msg`` died meanwhile."""
         probe = False
         if self.breaker is not None:
             if self.breaker.state == "closed":
@@ -178,6 +199,8 @@ class DeliveryWorker:
                 probe = self.breaker.state == "half-open"
         if self._bucket is not None:
             await self._bucket.take()
+        if not msg.alive:
+            return HELD
         wall = time.time()
         started = time.perf_counter()
         status: int | None = None
@@ -292,7 +315,7 @@ class DeliveryWorker:
     async def _deliver_in_place(self, msg: Message) -> None:
         env = msg.envelope
         while True:
-            outcome = await self._attempt(env)
+            outcome = await self._attempt(env, msg)
             if outcome.kind == "delivered":
                 msg.ack()
                 return

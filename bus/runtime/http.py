@@ -130,13 +130,16 @@ class QuietServer(uvicorn.Server):
         yield
 
 
-def make_server(app: Any, host: str, port: int) -> QuietServer:
+def make_server(app: Any, host: str, port: int, *, graceful: float = 30.0) -> QuietServer:
+    """``graceful``: how long requests in flight may finish once a stop began (uvicorn then
+    cancels them; the daemon answers them itself a second before)."""
     # log_config=None: uvicorn's records reach the root handler of
     # esb.bus.runtime.logs (same format and redaction as every other line) instead of
     # handlers and formats of its own.
     config = uvicorn.Config(app, host=host, port=port, lifespan="off", access_log=False,
                             log_config=None, log_level="warning", loop="none", http="httptools",
-                            timeout_graceful_shutdown=30, server_header=False,
+                            timeout_graceful_shutdown=max(1, round(graceful)),
+                            server_header=False,
                             # Longer than typical client pools keep idle connections, so a
                             # client rarely reuses one the server is closing at that instant.
                             timeout_keep_alive=75)

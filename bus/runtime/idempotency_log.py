@@ -9,7 +9,7 @@ A record is confirmed by the broker before the sender is answered, so once a sen
 202 every instance will learn its key (an instance killed before that never answered, and
 the sender's retry is the first the others see). When the broker does not confirm within 5 s
 (or the connection is down) the sender is answered anyway — its envelope is safe already —
-and the record is kept and sent with the next one or on reconnect; until then another
+and the record is kept and sent again within a second (or on reconnect); until then another
 instance may take a repeat as new. What this cannot do without a lock service:
 two instances taking the *same* key in the same instant (before either record went round)
 both publish; the destination's own de-duplication by the same key covers that.
@@ -17,6 +17,8 @@ both publish; the destination's own de-duplication by the same key covers that.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 from collections import deque
 from collections.abc import Callable
@@ -51,19 +53,40 @@ class IdempotencyLog:
         self._last_offset: int | None = None
         #: Records taken while not connected, sent on (re)connect (bounded).
         self._backlog: deque[bytes] = deque(maxlen=100_000)
+        self._resend: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
         return self._link.connected
 
     async def start(self) -> None:
+        if self._resend is None:
+            self._resend = asyncio.get_running_loop().create_task(self._resend_backlog())
         await self._link.start()
 
     async def close(self) -> None:
+        if self._resend is not None:
+            self._resend.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resend
+            self._resend = None
         await self._link.close()
 
+    async def _resend_backlog(self) -> None:
+        """Records a missing confirm left behind go out within a second, not only with the
+        next keyed message (a quiet source would otherwise keep them here)."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self._backlog and self._publisher.ready:
+                await self._flush()
+
+    def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
+        if not self._link.closing:
+            log.warning("idempotency channel closed; reconnecting", reason=str(reason))
+            self._link.drop()
+
     async def _on_connected(self, link: AmqpLink) -> None:
-        ch = await link.channel()
+        ch = await link.channel(on_close=self._on_channel_closed)
         await link.call(ch.queue_declare, self.queue, durable=True, arguments={
             "x-queue-type": "stream", "x-max-age": f"{max(1, int(self.window))}s",
             "x-stream-max-segment-size-bytes": 8 * 1024 * 1024})

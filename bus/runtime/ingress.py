@@ -23,7 +23,7 @@ from esb.adapters.spec import Accepted, HttpRoute
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, destination_address
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, TransformDeferred
-from esb.bus.routing.dispatch import COPY, DEAD, Plan, plan
+from esb.bus.routing.dispatch import COPY, DEAD, Outcome, Plan, plan
 from esb.bus.routing.router import Router
 from esb.bus.runtime.idempotency import SharedIdempotency
 from esb.bus.runtime.logs import bind_message, unbind_message
@@ -80,11 +80,14 @@ class Ingress:
         asked for a retry."""
         deferred = planned.deferred
         if deferred is not None:
+            self.metrics.transform_failed.labels(deferred.route, deferred.destination or "",
+                                                 deferred.step, "transient").inc()
             log.info("transform step asked for a retry; the sender is told to retry later",
                      route=deferred.route, destination=deferred.destination,
                      step=deferred.step, error=str(deferred.error))
             raise TransformDeferred(deferred.step, str(deferred.error)) from deferred.error
         publishes: list[tuple[str, Envelope]] = []
+        dead: list[Outcome] = []
         for o in planned.outcomes:
             kind, out = o.kind, o.envelope
             if out is None:  # dropped
@@ -99,6 +102,7 @@ class Ingress:
                 log.warning("transform failed; dead-lettered", envelope_id=out.id,
                             route=o.route, destination=o.destination, error=o.error)
                 publishes.append((DEAD_LETTER, out))
+                dead.append(o)
             else:
                 publishes.append((UNROUTABLE, out))
                 self.metrics.unroutable.labels(planned.endpoint or "").inc()
@@ -106,6 +110,10 @@ class Ingress:
             await self.bus.publish(*publishes[0])
         elif publishes:
             await asyncio.gather(*(self.bus.publish(a, e) for a, e in publishes))
+        for o in dead:  # counted once the records are safely published
+            self._counter(self.metrics.dead_lettered, o.destination or "").inc()
+            self._counter(self.metrics.transform_failed, o.route or "", o.destination or "",
+                          o.step or "", "permanent").inc()
         record = self.trace.record
         eid = planned.envelope.id
         at = planned.at.timestamp()

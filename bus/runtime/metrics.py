@@ -53,8 +53,16 @@ class Metrics:
                               ["destination", "kind"], registry=r)
         self.retried = Counter("esb_retried", "Deliveries scheduled for a retry",
                                ["destination"], registry=r)
+        #: Every dead letter, counted where it is made: a delivery that failed for good, and
+        #: a transform step at ingress or on replay (destination "" when a route's own steps
+        #: failed, before it had one).
         self.dead_lettered = Counter("esb_dead_lettered", "Envelopes moved to the DLQ",
                                      ["destination"], registry=r)
+        #: Transform steps that failed: ``kind`` permanent (dead-lettered) or transient (the
+        #: sender was told to retry); ``destination`` "" for a route's own steps.
+        self.transform_failed = Counter(
+            "esb_transform_failed", "Transform steps that failed",
+            ["route", "destination", "step", "kind"], registry=r)
         self.delivery_latency = Histogram(
             "esb_delivery_seconds", "Outbound call latency", ["destination"],
             buckets=_LATENCY_BUCKETS, registry=r)

@@ -85,6 +85,8 @@ class Presence:
             self._link = AmqpLink(url, name=f"esb presence {instance}", heartbeat=heartbeat,
                                   timeout=timeout, on_connected=self._on_connected)
         self._seen: dict[str, _Seen] = {}
+        #: Handlers of other message kinds peers send (:meth:`broadcast`), by kind.
+        self._listeners: dict[str, Callable[[dict[str, Any]], None]] = {}
         self._channel: Channel | None = None
         self._wake = asyncio.Event()
         self._closing = False
@@ -134,8 +136,7 @@ class Presence:
         for name in [n for n, s in self._seen.items()
                      if n != self.instance and now - s.seen > self.expiry]:
             del self._seen[name]
-        if self.instance not in self._seen:
-            self._observe(self._heartbeat())
+        self._observe(self._heartbeat())  # this instance as it is now, not at its last beat
         out = []
         for name, seen in self._seen.items():
             entry = {**seen.last, "self": name == self.instance,
@@ -150,6 +151,28 @@ class Presence:
             out.append(entry)
         out.sort(key=lambda e: (not e["self"], str(e.get("instance"))))
         return out
+
+    def running(self, destination: str) -> int:
+        """Live instances (this one included) that deliver to ``destination``: the ones whose
+        latest heartbeat lists it. At least 1."""
+        now = time.monotonic()
+        count = 0
+        for name, seen in self._seen.items():
+            if name != self.instance and now - seen.seen > self.expiry:
+                continue
+            dests = seen.last.get("destinations")
+            if name == self.instance or (isinstance(dests, dict) and destination in dests):
+                count += 1
+        return max(1, count)
+
+    def broadcast(self, kind: str, body: dict[str, Any]) -> None:
+        """Tell every other instance now (best-effort, like a heartbeat): they hand it to the
+        listener of ``kind`` (:meth:`listen`)."""
+        if self.connected:
+            self._publish({**body, "v": FORMAT, "kind": kind, "instance": self.instance})
+
+    def listen(self, kind: str, handler: Callable[[dict[str, Any]], None]) -> None:
+        self._listeners[kind] = handler
 
     # -- heartbeats --------------------------------------------------------------------------
 
@@ -225,6 +248,11 @@ class Presence:
             self._observe(msg)
             if new:
                 self._wake.set()  # answer a newcomer now rather than in `interval`
+        elif isinstance(kind, str) and kind in self._listeners:
+            try:
+                self._listeners[kind](msg)
+            except Exception as exc:  # a peer's odd message must not stop the others
+                log.warning("presence: message not handled", kind=kind, error=str(exc))
 
     # -- connection --------------------------------------------------------------------------
 

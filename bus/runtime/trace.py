@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
+from esb.bus.errors import EsbError
+
 #: The steps the runtime records (free text is accepted; these are what the CLI knows).
 STEPS = ("accepted", "transformed", "routed", "unroutable", "transform-failed", "attempt",
          "delivered", "retry-scheduled", "dead-lettered", "replayed")
@@ -98,6 +100,28 @@ def _ts(at: float) -> datetime:
     return datetime.fromtimestamp(at, UTC)
 
 
+class AmbiguousRef(EsbError):
+    """A reference (id prefix or idempotency key) that names several envelopes."""
+
+    def __init__(self, ref: str, ids: list[str]) -> None:
+        shown = ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else "")
+        super().__init__(f"{ref!r} names {len(ids)} envelopes: {shown}; give more of the id")
+        self.ids = ids
+
+
+def refers_to(ref: str, envelope_id: str, step: str, detail: dict[str, Any]) -> bool:
+    """Whether a trace event of ``envelope_id`` answers ``ref``: a prefix of its id, or the
+    idempotency key its ``accepted`` step recorded."""
+    return envelope_id.startswith(ref) or (step == "accepted" and detail.get("key") == ref)
+
+
+def one_envelope(ref: str, ids: set[str]) -> str | None:
+    """The one id ``ref`` resolves to among ``ids`` (None: none). AmbiguousRef if several."""
+    if len(ids) > 1:
+        raise AmbiguousRef(ref, sorted(ids))
+    return next(iter(ids), None)
+
+
 def sort_events(events: list[TraceEvent]) -> list[TraceEvent]:
     """Time order; ties keep their recorded order (``sorted`` is stable)."""
     return sorted(events, key=lambda e: e.at)
@@ -137,6 +161,11 @@ class MemoryTrace:
 
     async def query(self, envelope_id: str, since: timedelta) -> list[TraceEvent]:
         cutoff = time.time() - since.total_seconds()
+        if envelope_id not in self._events:  # a unique id prefix or an idempotency key
+            found = {eid for eid, events in self._events.items()
+                     if any(at >= cutoff and refers_to(envelope_id, eid, step, detail)
+                            for at, step, _, detail in events)}
+            envelope_id = one_envelope(envelope_id, found) or envelope_id
         return sort_events([TraceEvent(envelope_id, _ts(at), step, inst, dict(detail))
                             for at, step, inst, detail in self._events.get(envelope_id, ())
                             if at >= cutoff])

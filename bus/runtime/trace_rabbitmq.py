@@ -53,7 +53,7 @@ from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
 from esb.bus.broker.topology import Topology
 from esb.bus.errors import BusError, BusUnavailable, PublishRejected
 from esb.bus.runtime.tasks import cancel_all
-from esb.bus.runtime.trace import TraceEvent, sort_events
+from esb.bus.runtime.trace import TraceEvent, one_envelope, refers_to, sort_events
 
 log = structlog.get_logger("esb.trace")
 
@@ -256,6 +256,18 @@ class StreamTrace:
     # -- reading -----------------------------------------------------------------------------
 
     async def query(self, envelope_id: str, since: timedelta) -> list[TraceEvent]:
+        referred: set[str] = set()
+        found = await self._scan(envelope_id, since, referred)
+        if found or not referred:
+            return found
+        # a unique id prefix or an idempotency key: read again for the envelope it names
+        eid = one_envelope(envelope_id, referred)
+        return await self._scan(eid, since, set()) if eid else []
+
+    async def _scan(self, envelope_id: str, since: timedelta,
+                    referred: set[str]) -> list[TraceEvent]:
+        """The events of ``envelope_id`` in the window; the ids of events that
+        :func:`refers_to` it go to ``referred``."""
         with contextlib.suppress(BusError):
             await self.flush()  # our own recent events
         if not self.connected:
@@ -281,9 +293,13 @@ class StreamTrace:
                 doc = orjson.loads(body)
                 instance = str(doc.get("instance", "?"))
                 for eid, at, step, detail in doc["events"]:
-                    if eid == envelope_id and at >= cutoff:
+                    if at < cutoff:
+                        continue
+                    if eid == envelope_id:
                         found.append(TraceEvent(eid, datetime.fromtimestamp(at, UTC), step,
                                                 instance, detail or {}))
+                    elif refers_to(envelope_id, eid, step, detail or {}):
+                        referred.add(eid)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError,
                     AttributeError):
                 log.warning("trace: ignoring a malformed batch", queue=self.queue,

@@ -69,11 +69,15 @@ class WorkerRole:
                 os.close(fd)
 
     def share(self, delivery: DeliveryConfig) -> DeliveryConfig:
-        """This worker's share of a destination's delivery settings: ``rate_limit / N``.
-        Concurrency, breaker and the rest stay per worker."""
-        if delivery.rate_limit is None or self.count == 1:
+        """This worker's share of a destination's delivery settings: ``rate_limit / N`` (and
+        ``rate_burst / N``, at least 1). Concurrency, breaker and the rest stay per worker. A
+        ``fleet`` scope is shared out among all instances already (every worker is one)."""
+        if delivery.rate_limit is None or self.count == 1 or delivery.scope == "fleet":
             return delivery
-        return delivery.model_copy(update={"rate_limit": delivery.rate_limit / self.count})
+        burst = delivery.rate_burst
+        return delivery.model_copy(update={
+            "rate_limit": delivery.rate_limit / self.count,
+            "rate_burst": None if burst is None else max(1, burst // self.count)})
 
 
 async def watch_parent(on_orphaned: Callable[[], None], interval: float = 1.0) -> None:

@@ -109,9 +109,10 @@ def test_fan_out_dead_letters_replay_by_destination_with_a_fresh_history(
     b_calls = requests_at(sink, "b")
 
     # a still refuses: its 20 are dead-lettered again, each with one attempt, not two
-    r = cli(d, "dlq", "replay", "--all", "--destination", "a")
-    assert r.returncode == 0, r.stderr
-    assert "replayed 20; 20 left in dlq" in r.stdout
+    r = cli(d, "dlq", "replay", "--all", "--destination", "a", "--wait", "30")
+    assert r.returncode == 1, r.stderr  # nothing got anywhere: each one failed again
+    assert "replayed 0, 20 failed again; 20 left in dlq" in r.stdout
+    assert r.stdout.count(": dead-lettered again: ") == 20
     wait_until(lambda: len(dlq_items(d)) == n, 30, "a's dead letters back in the dlq")
     again = [i for i in dlq_items(d) if i["destination"] == "a"]
     assert len(again) == 20 and all(i["attempts"] == 1 for i in again), again

@@ -1,6 +1,6 @@
-"""A TCP proxy whose connections a test can cut, and which can refuse new connections for a
-while and then take them again on the same port, to fake a lost broker without touching the
-shared broker."""
+"""A TCP proxy whose connections a test can cut, which can refuse new connections for a
+while and then take them again on the same port, and which can go silent (a partition: bytes
+dropped both ways, no FIN, no RST) — to fake a lost broker without touching the shared one."""
 
 from __future__ import annotations
 
@@ -24,7 +24,18 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
+        self._silent = threading.Event()
         self.start_accepting()
+
+    def blackhole(self) -> None:
+        """Drop every byte both ways from now on, on open and new connections alike, without
+        closing anything: a peer sees silence, as behind a network partition."""
+        self._silent.set()
+
+    def restore(self) -> None:
+        """Relay again. Connections open across the blackhole lost bytes: their peers will
+        find the stream broken, as after a long partition."""
+        self._silent.clear()
 
     @property
     def accepting(self) -> bool:
@@ -76,11 +87,11 @@ class TcpProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self._silent.is_set():
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
@@ -96,6 +107,10 @@ class TcpProxy:
             try:
                 # SO_LINGER 0: close() sends a RST, as a dropped network would.
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                # Wakes the relay thread blocked in recv() on it: the socket is only really
+                # closed (and the RST sent) once no thread uses it any more.
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RD)
                 s.close()
             except OSError:
                 pass

@@ -52,6 +52,9 @@ class Sink:
 
     def __post_init__(self) -> None:
         sink = self
+        #: unique keys received so far, kept as requests arrive (tests poll it often)
+        self._keys: Counter[str | None] = Counter()
+        self._arrived = threading.Condition(self.lock)
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -75,6 +78,8 @@ class Sink:
                     sink.requests.append((rec, status))
                     if 200 <= status < 300:
                         sink.received.append(rec)
+                        sink._keys[rec.key] += 1
+                        sink._arrived.notify_all()
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -108,18 +113,16 @@ class Sink:
 
     def keys(self) -> Counter[str | None]:
         with self.lock:
-            return Counter(r.key for r in self.received)
+            return Counter(self._keys)
 
     def unique(self) -> set[str | None]:
-        return set(self.keys())
+        with self.lock:
+            return set(self._keys)
 
     def wait_for(self, n_unique: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.unique()) >= n_unique:
-                return True
-            time.sleep(0.05)
-        return False
+        """Wait until ``n_unique`` different keys have been accepted (woken by arrivals)."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: len(self._keys) >= n_unique, timeout)
 
     def close(self) -> None:
         self.server.shutdown()

@@ -84,6 +84,7 @@ async def test_a_graceful_stop_does_not_wait_out_an_open_breaker() -> None:
 
     class Taken:
         redelivered = False
+        alive = True
 
         def __init__(self) -> None:
             self.envelope = Envelope(source="s", type="t", data={})
@@ -133,6 +134,7 @@ async def test_probes_of_a_half_open_breaker_do_not_use_up_attempts() -> None:
 
     class Taken:
         redelivered = False
+        alive = True
 
         def __init__(self, envelope: Envelope) -> None:
             self.envelope = envelope

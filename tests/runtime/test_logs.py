@@ -247,6 +247,7 @@ async def test_delivery_lines_carry_envelope_correlation_route_and_destination(
 
     class Taken:
         redelivered = False
+        alive = True
 
         def __init__(self, envelope: Envelope) -> None:
             self.envelope, self.acked = envelope, False

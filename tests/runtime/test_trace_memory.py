@@ -193,6 +193,8 @@ class Taken:
 
     redelivered = False
 
+    alive = True
+
     def __init__(self, envelope: Envelope) -> None:
         self.envelope = envelope
         self.acked = False
@@ -223,3 +225,22 @@ async def test_delivered_carries_what_the_outbound_side_answered() -> None:
         assert event.detail["destination"] == dest and event.detail["status"] == shown
         assert event.detail["attempt"] == 1 and event.detail["latency_ms"] >= 0
         assert delivered_status(answered) == shown
+
+
+async def test_a_prefix_or_a_key_names_one_envelope_or_is_refused_as_ambiguous() -> None:
+    from datetime import timedelta
+
+    import pytest
+
+    from esb.bus.runtime.trace import AmbiguousRef, MemoryTrace
+
+    t = MemoryTrace("i1")
+    t.record("ab12-one", "accepted", endpoint="shop", key="order-1")
+    t.record("ab34-two", "accepted", endpoint="shop")
+    t.record("ab12-one", "routed", destination="erp")
+    day = timedelta(days=1)
+    assert [e.step for e in await t.query("order-1", day)] == ["accepted", "routed"]
+    assert [e.id for e in await t.query("ab12", day)] == ["ab12-one", "ab12-one"]
+    assert await t.query("zz", day) == []
+    with pytest.raises(AmbiguousRef, match="'ab' names 2 envelopes: ab12-one, ab34-two"):
+        await t.query("ab", day)

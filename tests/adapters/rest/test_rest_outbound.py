@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from esbtest.sink import Received, Sink
 
@@ -62,6 +63,22 @@ def test_accepted_request_carries_url_fields_key_and_correlation(sink: Sink) -> 
     assert h["content-type"] == "application/json"
     assert (h["ce-type"], h["ce-source"], h["ce-specversion"]) == ("order.created", "shop",
                                                                    "1.0")
+
+
+def test_binary_mode_carries_the_esb_extensions_structured_mode_does(sink: Sink) -> None:
+    env = envelope().model_copy(update={"esbroute": "orders", "esbdestination": "erp",
+                                        "esbrouteversion": 3}).with_hop("accepted", "host-a")
+    send(sink.url, env=env, cloudevents="structured")
+    structured = orjson.loads(last(sink).body)
+    send(sink.url, env=env, cloudevents="binary")
+    h = last(sink).headers
+    ext = {k for k in structured if k.startswith("esb") or k in ("idempotencykey",
+                                                                  "correlationid")}
+    assert {"esbroute", "esbdestination", "esbrouteversion", "esbhops"} <= ext
+    for name in ext:
+        value = structured[name]
+        got = h[f"ce-{name}"]
+        assert (got if isinstance(value, str) else orjson.loads(got)) == value, name
 
 
 @pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504])

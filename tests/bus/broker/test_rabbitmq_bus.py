@@ -161,7 +161,11 @@ async def test_lost_connection_loses_nothing_and_never_acks_twice(rabbit: Rabbit
                 await asyncio.sleep(0.1)
 
     async def cutter() -> None:
-        for _ in range(2):
+        for n in range(2):
+            # each cut hits a live connection (a reconnect may take a while on a busy host)
+            deadline = time.monotonic() + 30
+            while bus.connects < n + 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
             await asyncio.sleep(0.5)
             proxy.cut()
 

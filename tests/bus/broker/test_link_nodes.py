@@ -1,0 +1,117 @@
+"""One broker link over several nodes, and a link that finds out by itself that its broker went
+silent. The "nodes" are TCP proxies in front of the shared broker: one can be refused, cut or
+made silent without touching the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from esbtest.proxy import TcpProxy
+
+from esb.bus.broker.connection import AmqpLink, broker_urls, redact
+from esb.bus.config.model import BusConfig
+from esb.bus.errors import BusUnavailable
+
+
+@pytest.fixture
+def nodes(rabbit_url: str) -> Iterator[list[Any]]:
+    u = urlsplit(rabbit_url)
+    proxies = [TcpProxy(u.hostname or "127.0.0.1", u.port or 5672) for _ in range(3)]
+    for p in proxies:
+        p.url = f"amqp://{u.username}:{u.password}@127.0.0.1:{p.port}{u.path or '/'}"
+    yield proxies
+    for p in proxies:
+        p.close()
+
+
+async def nothing(link: AmqpLink) -> None:
+    return None
+
+
+async def eventually(check: Any, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(check())
+
+
+def test_url_forms() -> None:
+    assert broker_urls("amqp://a:1/") == ["amqp://a:1/"]
+    assert broker_urls("amqp://a:1/, amqp://b:2/") == ["amqp://a:1/", "amqp://b:2/"]
+    assert broker_urls(["amqp://a:1/", "amqp://b:2/,amqp://c:3/"]) == \
+        ["amqp://a:1/", "amqp://b:2/", "amqp://c:3/"]
+    assert redact("amqp://u:secret@a:1/,amqp://u:secret@b:2/") == "a:1,b:2 vhost /"
+    with pytest.raises(ValueError):
+        broker_urls(" , ")
+    as_list = BusConfig(url=["amqp://u:p@a:1/", "amqp://u:p@b:2/"])
+    as_text = BusConfig(url="amqp://u:p@a:1/, amqp://u:p@b:2/")
+    assert as_list.url == as_text.url == "amqp://u:p@a:1/,amqp://u:p@b:2/"
+    assert as_list.nodes == ["amqp://u:p@a:1/", "amqp://u:p@b:2/"]
+    # A cluster's defaults: replicated queues; one node keeps classic ones unless told.
+    assert as_list.queue_type == "quorum"
+    assert BusConfig(url="amqp://a/").queue_type == "classic"
+    assert BusConfig(url=["amqp://a/", "amqp://b/"], queue_type="classic").queue_type == \
+        "classic"
+    with pytest.raises(ValueError, match="node 2"):
+        BusConfig(url="amqp://a/,http://b/")
+    with pytest.raises(ValueError):
+        BusConfig(url=[])
+
+
+async def test_connects_to_a_reachable_node_and_moves_on_when_it_dies(nodes: Any) -> None:
+    nodes[0].stop_accepting()  # one node is down from the start
+    link = AmqpLink([p.url for p in nodes], name="test nodes", on_connected=nothing)
+    try:
+        for _ in range(4):  # whichever node it starts with, it ends up on a live one
+            await link.start()
+            assert link.connected and link.url != nodes[0].url
+            await link.close()
+        await link.start()
+        first = next(p for p in nodes if p.url == link.url)
+        before = link.connects
+        first.stop_accepting()
+        first.cut()  # its node dies
+        assert await eventually(lambda: link.connected and link.url != first.url)
+        assert link.url == nodes[3 - nodes.index(first)].url  # the one node still up
+        assert link.connects == before + 1
+    finally:
+        await link.close()
+
+
+async def test_no_node_reachable_names_every_node(nodes: Any) -> None:
+    for p in nodes:
+        p.stop_accepting()
+    link = AmqpLink([p.url for p in nodes], name="test nodes", on_connected=nothing,
+                    reconnect=False)
+    with pytest.raises(BusUnavailable) as info:
+        await link.start()
+    assert all(f"127.0.0.1:{p.port}" in str(info.value) for p in nodes)
+    assert "guest" not in str(info.value)
+
+
+async def test_a_silent_link_is_suspect_then_rebuilt_on_another_node(nodes: Any) -> None:
+    link = AmqpLink([p.url for p in nodes[:2]], name="test silence", on_connected=nothing,
+                    dead_after=3.0)
+    await link.start()
+    try:
+        assert link.healthy
+        silent = next(p for p in nodes if p.url == link.url)
+        silent.blackhole()
+        t0 = time.monotonic()
+        assert await eventually(lambda: not link.healthy, 10)
+        suspect_after = time.monotonic() - t0
+        assert await eventually(lambda: link.connected and link.url != silent.url, 30)
+        moved_after = time.monotonic() - t0
+        assert link.healthy
+        print(f"\nsilent node: suspect after {suspect_after:.2f}s, on the other node after "
+              f"{moved_after:.2f}s (dead_after 3s)")
+        assert suspect_after < moved_after
+    finally:
+        await link.close()
