@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
+#: Paths of the daemon's own pages and APIs, which no source may serve (or shadow).
+RESERVED_PATHS = ("/admin", "/metrics", "/healthz", "/readyz", "/console", "/docs",
+                  "/openapi.json")
+
 MessageForm = Literal["prose", "colon"]
 
 

@@ -38,6 +38,7 @@ from esb.bus.config.units import Duration as Duration
 from esb.bus.config.units import Rate as Rate
 from esb.bus.config.units import Size as ByteSize
 from esb.bus.envelope import Envelope
+from esb.bus.reply import Reply
 
 __all__ = ["Accepted", "AdapterSettings", "AdapterSpec", "ByteSize", "Duration", "HttpRoute",
            "Inbound", "InboundContext", "InboundFactory", "Outbound", "OutboundContext",
@@ -111,6 +112,15 @@ class InboundContext(Protocol):
         """
         ...
 
+    # An inbound side that can answer its caller uses ``request`` when the context has it
+    # (``getattr(ctx, "request", None)``; older contexts lack it):
+    #
+    #   async def request(self, envelope: Envelope) -> Envelope | Accepted
+    #
+    # :meth:`accept`, and when a request/reply route takes the envelope, the destination's
+    # answer: a reply envelope (reply leg applied) or a failure reply, read with
+    # :func:`esb.bus.reply.problem_of`. One-way routes give the :class:`Accepted`.
+
 
 @dataclass
 class OutboundContext:
@@ -168,6 +178,17 @@ class Outbound(Protocol):
     async def stop(self) -> None: ...
 
 
+@runtime_checkable
+class Replier(Protocol):
+    """An outbound side that can answer requests (request/reply routes, §12) has ``request``
+    beside ``send``: the same call, returning the destination's answer as a
+    :class:`~esb.bus.reply.Reply` (status, headers, body, content type) and raising the same
+    Transient/PermanentError as ``send`` when it fails. A side without it serves one-way routes
+    only; the test kit checks it when present."""
+
+    async def request(self, envelope: Envelope) -> Reply: ...
+
+
 InboundFactory = Callable[[Any, InboundContext], Inbound]
 OutboundFactory = Callable[[Any, OutboundContext], Outbound]
 
@@ -184,6 +205,9 @@ class AdapterSpec:
     outbound: OutboundFactory | None = None
     docs: str = ""
     examples: dict[str, str] = field(default_factory=dict)
+    #: Describes a source of this adapter in the daemon's OpenAPI document (``/openapi.json``):
+    #: a :data:`esb.adapters.openapi.Describe`. ``None``: the source is left out.
+    openapi: Callable[[Any], Any] | None = None
     #: Where the inbound side's ``start`` loop runs (see the module docstring); a source may
     #: override it with ``runs:`` in esb.yaml.
     inbound_mode: InboundMode = "every-instance"

@@ -16,6 +16,7 @@ integers or booleans too.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 from datetime import UTC, datetime
@@ -34,7 +35,8 @@ CORE_ATTRIBUTES = ("id", "source", "type", "specversion", "time", "subject",
 #: Extensions with a meaning to esb (CloudEvents names: lowercase letters and digits only).
 KNOWN_EXTENSIONS = ("correlationid", "causationid", "idempotencykey", "traceparent",
                     "esbendpoint", "esbrouteversion", "esbroute", "esbdestination",
-                    "esbheaders", "esbhops", "esbattempts", "esberror")
+                    "esbheaders", "esbhops", "esbattempts", "esberror", "esbreplyto",
+                    "esbdeadline", "esbstatus")
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 #: Bookkeeping extensions whose values are JSON text in a CloudEvent (see the module docstring).
 JSON_TEXT_EXTENSIONS = ("esbheaders", "esbhops", "esbattempts")
@@ -114,6 +116,13 @@ class Envelope(BaseModel):
     esbhops: list[Hop] = Field(default_factory=list)
     esbattempts: list[Attempt] = Field(default_factory=list)
     esberror: str | None = None
+    #: Request/reply (see :mod:`esb.bus.reply`): where the caller waits for the answer (a
+    #: reply address of the bus) and until when (unix epoch milliseconds) it waits.
+    esbreplyto: str | None = None
+    esbdeadline: int | None = None
+    #: On a reply: the destination's protocol status (HTTP status), or on an error reply the
+    #: status esb answers an HTTP caller with.
+    esbstatus: int | None = None
 
     #: Any other CloudEvents extension attributes, kept as received.
     extensions: dict[str, Any] = Field(default_factory=dict)
@@ -255,20 +264,35 @@ class Envelope(BaseModel):
         (source, specversion, idempotency key, attempts). A headers table cost ~9 µs of CPU per
         message (pika encodes it on publish and decodes it on every delivery) for nothing any
         consumer read."""
+        # AMQP can only carry short strings (255 bytes) and unsigned 64-bit timestamps: a
+        # value beyond that (a CloudEvent from the year 300, a long type) is left out here —
+        # the body carries it — instead of failing the publish.
+        stamp = int(self.time.timestamp())
         return {
-            "message_id": self.id,
-            "correlation_id": self.correlationid,
+            # the publisher matches returned messages by it: a long id is replaced by its digest
+            "message_id": _short(self.id) or hashlib.sha256(self.id.encode("utf-8",
+                                                                          "surrogatepass")
+                                                           ).hexdigest(),
+            "correlation_id": _short(self.correlationid),
             "content_type": CLOUDEVENTS_JSON,
-            "type": self.type,
-            "timestamp": int(self.time.timestamp()),
+            "type": _short(self.type),
+            "timestamp": stamp if 0 <= stamp < 2**63 else None,
             "delivery_mode": 2,
         }
+
+
+def _short(value: str | None) -> str | None:
+    """``value`` if it fits an AMQP short string (255 bytes of UTF-8), else None."""
+    if value is None or len(value) <= 63:  # 63 characters are at most 252 bytes
+        return value
+    return value if len(value.encode("utf-8", "surrogatepass")) <= 255 else None
 
 
 _MODEL_FIELDS = frozenset(Envelope.model_fields) - {"extensions"}
 _VIEW_OPTIONAL = ("subject", "datacontenttype", "dataschema", "correlationid", "causationid",
                   "idempotencykey", "traceparent", "esbendpoint", "esbrouteversion")
-_OPTIONAL = (*_VIEW_OPTIONAL, "esbroute", "esbdestination", "esberror")
+_OPTIONAL = (*_VIEW_OPTIONAL, "esbroute", "esbdestination", "esberror", "esbreplyto",
+             "esbdeadline", "esbstatus")
 
 
 def _json_text(name: str, value: Any) -> Any:

@@ -37,10 +37,12 @@ class DeliveryError(EsbError):
     """A destination did not accept an envelope."""
 
     def __init__(self, message: str, *, status: int | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, fault: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        #: The protocol-level fault the destination answered with (a SOAP fault string).
+        self.fault = fault
 
 
 class TransientError(DeliveryError):

@@ -88,3 +88,23 @@ def adapters() -> Registry:
 def transformers() -> Registry:
     """The process's one transformer table (entry points scanned once, on first look-up)."""
     return Registry(TRANSFORMERS_GROUP, "transformer")
+
+
+def describe_installed(registry: Registry) -> list[dict[str, str]]:
+    """One row per installed entry point of ``registry``: name, package, version, summary and
+    (adapters) directions. A plugin that fails to load is listed with the reason, not fatal."""
+    rows = []
+    for info in registry.info():
+        row = {"name": info.name, "package": info.package, "version": info.version,
+               "summary": "", "directions": ""}
+        try:
+            spec = registry.get(info.name)
+        except Exception as exc:
+            row["summary"] = f"(fails to load: {exc})"
+        else:
+            row["summary"] = str(getattr(spec, "summary", "") or "")
+            directions = getattr(spec, "directions", None)
+            if directions is not None:
+                row["directions"] = ",".join(directions)
+        rows.append(row)
+    return rows

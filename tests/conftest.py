@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from esbtest.broker import RabbitScope, broker_problem, bus_url
 from esbtest.daemon import DaemonProcess
+from esbtest.proxy import TcpProxy
 from esbtest.sink import Sink
 
 from esb.adapters.testing.daemon import daemon_factory as kit_daemon_factory
@@ -41,6 +42,15 @@ def sink() -> Iterator[Sink]:
     s = Sink()
     yield s
     s.close()
+
+
+@pytest.fixture
+def proxy(rabbit_url: str) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of the shared broker (``proxy.amqp_url``): cut it, refuse
+    connections or make it silent without touching the broker."""
+    p = TcpProxy.for_broker(rabbit_url)
+    yield p
+    p.close()
 
 
 @pytest.fixture
@@ -78,9 +88,10 @@ def module_daemon_factory(tmp_path_factory: pytest.TempPathFactory,
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: twice the CPUs, at most 8 (most tests wait on a daemon, a broker or a
-    socket, not on the CPU). Test files (or test ids) named on the command line run in this
-    process: starting workers costs more than it saves there (``-n N`` still asks for N).
-    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides."""
+    socket, not on the CPU), less what other processes already keep busy (on a shared machine
+    more workers would only add timeouts), but at least 2. Test files (or test ids) named on
+    the command line run in this process: starting workers costs more than it saves there
+    (``-n N`` still asks for N). ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides."""
     wanted = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")
     if wanted:
         return int(wanted)
@@ -88,7 +99,9 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     if named and all(arg.endswith(".py") for arg in named):
         return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(2, min(8, 2 * (cpus or 1)))
+    most = min(8, 2 * (cpus or 1))
+    busy = int(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(2, most - busy)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -11,8 +11,11 @@ from esb.bus.config.units import Duration
 
 
 def _amqp_url(v: SecretStr) -> SecretStr:
-    if not v.get_secret_value().startswith(("amqp://", "amqps://")):
-        raise ValueError("url must be amqp:// or amqps:// (user:password@host:port/vhost)")
+    """One ``amqp[s]://`` URL, or a cluster's nodes separated by commas (each a whole URL)."""
+    urls = [u.strip() for u in v.get_secret_value().split(",")]
+    if not all(u.startswith(("amqp://", "amqps://")) for u in urls):
+        raise ValueError("url must be amqp:// or amqps:// (user:password@host:port/vhost), "
+                         "or several of them separated by commas (a cluster's nodes)")
     return v
 
 

@@ -35,12 +35,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from esb.adapters.auth.inbound import Unauthorized, authenticate, build_authenticator
-from esb.adapters.graphql.schema import load_schema, wire_mutations
+from esb.adapters.graphql.limits import QueryLimits, TooBig, check_limits
+from esb.adapters.graphql.schema import load_schema, wire_mutations, wire_queries
 from esb.adapters.graphql.settings import GraphqlInboundSettings
 from esb.adapters.http import BodyTooLarge, read_body
 from esb.adapters.spec import HttpRoute, InboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, TransformDeferred
+from esb.bus.reply import problem_of
 
 LEGACY = "application/json"
 MODERN = "application/graphql-response+json"
@@ -80,9 +82,16 @@ class GraphqlInbound:
     def __init__(self, settings: GraphqlInboundSettings, ctx: InboundContext) -> None:
         self.settings = settings
         self.ctx = ctx
-        self.schema = load_schema(ctx.config_dir / Path(settings.sdl))
+        #: A request/reply capable runtime: query fields resolve through routes.
+        self._ask = getattr(ctx, "request", None)
+        self.schema = load_schema(ctx.config_dir / Path(settings.sdl),
+                                  answers_queries=self._ask is not None)
         wire_mutations(self.schema, self._publish)
+        if self._ask is not None:
+            wire_queries(self.schema, self._resolve)
         self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
+        self.limits = QueryLimits(settings.max_depth, settings.max_aliases,
+                                  settings.max_fields)
         self.routes = [HttpRoute(settings.path, ("POST",), self.handle)]
 
     async def start(self) -> None:
@@ -91,17 +100,37 @@ class GraphqlInbound:
     async def stop(self) -> None:
         return None
 
-    async def _publish(self, field: str, arguments: dict[str, Any],
-                       info: GraphQLResolveInfo) -> Any:
-        """One mutation field → one envelope; returns what the field's type asks for."""
+    def _envelope(self, field: str, arguments: dict[str, Any],
+                  info: GraphQLResolveInfo) -> Envelope:
         request: Request = info.context
         principal = getattr(request.state, "principal", None)
-        envelope = Envelope(type=field, source=self.settings.source or self.ctx.name,
-                            datacontenttype="application/json", data=arguments,
-                            traceparent=request.headers.get("traceparent"),
-                            esbendpoint=self.ctx.name,
-                            esbheaders={"principal": principal} if principal else {})
-        accepted = await self.ctx.accept(envelope)
+        return Envelope(type=field, source=self.settings.source or self.ctx.name,
+                        datacontenttype="application/json", data=arguments,
+                        traceparent=request.headers.get("traceparent"),
+                        esbendpoint=self.ctx.name,
+                        esbheaders={"principal": principal} if principal else {})
+
+    async def _resolve(self, field: str, arguments: dict[str, Any],
+                       info: GraphQLResolveInfo) -> Any:
+        """One query field → one request through the request/reply route that answers it
+        (nothing is published when none does); the answer is the field's value, which
+        graphql-core then checks against the SDL. The fields of one query run concurrently."""
+        assert self._ask is not None
+        return field_value(await self._ask(self._envelope(field, arguments, info),
+                                           one_way=False))
+
+    async def _publish(self, field: str, arguments: dict[str, Any],
+                       info: GraphQLResolveInfo) -> Any:
+        """One mutation field → one envelope; returns what the field's type asks for: a
+        request/reply route's answer, else the envelope id (or a receipt)."""
+        envelope = self._envelope(field, arguments, info)
+        if self._ask is not None:
+            result = await self._ask(envelope)
+            if isinstance(result, Envelope):
+                return field_value(result)
+            accepted = result
+        else:
+            accepted = await self.ctx.accept(envelope)
         if isinstance(get_named_type(info.return_type), GraphQLScalarType):
             return accepted.id
         return {"id": accepted.id, "status": "ACCEPTED", "duplicate": accepted.duplicate,
@@ -151,6 +180,11 @@ class GraphqlInbound:
         if operation.operation == OperationType.SUBSCRIPTION:
             return self._reply(media, request_error, errors=[_error(
                 "subscriptions are not supported", "BAD_REQUEST")])
+        try:  # before anything is published or any backend called
+            check_limits(document, operation, self.limits)
+        except TooBig as exc:
+            return self._reply(media, request_error, errors=[_error(
+                str(exc), "QUERY_TOO_COMPLEX")])
         result = execute(self.schema, document, variable_values=params.get("variables"),
                          operation_name=params.get("operationName"), context_value=request)
         if isawaitable(result):
@@ -177,6 +211,19 @@ class GraphqlInbound:
             headers = {**(headers or {}), "Retry-After": "5"}
         return Response(orjson.dumps(body), status_code=status, headers=headers,
                         media_type=f"{media}; charset=utf-8")
+
+
+def field_value(reply: Envelope) -> Any:
+    """A field's value from a request/reply answer; a failure is the field's error (its
+    ``extensions`` name the failure: ``code`` NOT_FOUND, TIMEOUT, BACKEND ..., ``status``)."""
+    failure = problem_of(reply)
+    if failure is not None:
+        raise GraphQLError(failure.detail, extensions={
+            "code": failure.kind.upper().replace("-", "_"), "status": failure.status})
+    if isinstance(reply.data, bytes):
+        raise GraphQLError(f"the answer is binary ({reply.datacontenttype}); the route's reply "
+                           "steps must make it JSON", extensions={"code": "BAD_REPLY"})
+    return reply.data
 
 
 def _check_params(params: Any) -> str | None:

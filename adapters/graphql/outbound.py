@@ -1,4 +1,5 @@
-"""GraphQL outbound: one query/mutation per envelope; ``errors`` fail it even under 200."""
+"""GraphQL outbound: one query/mutation per envelope; ``errors`` fail it even under 200. As
+a request/reply destination it answers with the response's ``data``."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from esb.adapters.http import (
 from esb.adapters.spec import OutboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, PermanentError, TransientError
+from esb.bus.reply import Reply
 
 ACCEPT = "application/graphql-response+json, application/json;q=0.9"
 
@@ -60,6 +62,14 @@ class GraphqlOutbound(PooledClient):
         self.auth = build_outbound_auth(settings.auth, ctx.http, ctx.allowed_hosts)
 
     async def send(self, envelope: Envelope) -> int:
+        return (await self._call(envelope))[0].status_code
+
+    async def request(self, envelope: Envelope) -> Reply:
+        """Request/reply: the response's ``data`` as JSON (``errors`` fail as in ``send``)."""
+        response, payload = await self._call(envelope)
+        return Reply(response.status_code, {}, orjson.dumps(payload["data"]), "application/json")
+
+    async def _call(self, envelope: Envelope) -> tuple[httpx.Response, dict[str, Any]]:
         s = self.settings
         request: dict[str, Any] = {"query": self.document,
                                    "variables": build_variables(envelope, s.variables)}
@@ -79,10 +89,9 @@ class GraphqlOutbound(PooledClient):
                                              timeout=s.timeout, auth=self.auth)
             except httpx.HTTPError as exc:
                 raise transport_error(exc, what) from exc
-            self._check(response, what)
-        return response.status_code
+            return response, self._check(response, what)
 
-    def _check(self, response: httpx.Response, what: str) -> None:
+    def _check(self, response: httpx.Response, what: str) -> dict[str, Any]:
         """Errors in the body first (by code), then the HTTP status."""
         try:
             payload = orjson.loads(response.content) if response.content else None
@@ -104,3 +113,4 @@ class GraphqlOutbound(PooledClient):
         if not isinstance(payload, dict) or "data" not in payload:
             raise TransientError(f"{what}: HTTP {status} without a GraphQL response body",
                                  status=status)
+        return payload

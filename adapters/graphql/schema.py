@@ -1,4 +1,5 @@
-"""The inbound GraphQL schema: built from the owner's SDL, mutation fields wired to the bus."""
+"""The inbound GraphQL schema: built from the owner's SDL, mutation fields (and, with a
+request/reply capable runtime, query fields) wired to the bus."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from graphql import (
 from esb.bus.errors import ConfigError
 
 
-def load_schema(path: Path) -> GraphQLSchema:
-    """Build and check the schema; every problem is a :class:`ConfigError`."""
+def load_schema(path: Path, *, answers_queries: bool = False) -> GraphQLSchema:
+    """Build and check the schema; every problem is a :class:`ConfigError`.
+    ``answers_queries``: Query fields resolve through request/reply routes, so an SDL with
+    queries alone (a read facade) is complete."""
     try:
         schema = build_schema(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -37,7 +40,8 @@ def load_schema(path: Path) -> GraphQLSchema:
     problems = [f"sdl: {path}: {e.message}" for e in validate_schema(schema)]
     mutation = schema.mutation_type
     if mutation is None:
-        problems.append(f"sdl: {path} declares no Mutation type")
+        if not answers_queries:
+            problems.append(f"sdl: {path} declares no Mutation type")
     else:
         for name, field in mutation.fields.items():
             returned = get_named_type(field.type)
@@ -53,9 +57,21 @@ def load_schema(path: Path) -> GraphQLSchema:
     return schema
 
 
+def wire_queries(schema: GraphQLSchema, resolve: Any) -> None:
+    """Point every Query field (but a placeholder root's) at ``resolve(name, arguments,
+    info)``."""
+    query = schema.query_type
+    if query is None:
+        return
+    for name, field in query.fields.items():
+        if name != "_":
+            field.resolve = _resolver(name, resolve)
+
+
 def wire_mutations(schema: GraphQLSchema, resolve: Any) -> None:
     """Point every mutation field at ``resolve(field_name, arguments, info)``."""
-    assert schema.mutation_type is not None
+    if schema.mutation_type is None:
+        return
     for name, field in schema.mutation_type.fields.items():
         field.resolve = _resolver(name, resolve)
 

@@ -23,6 +23,12 @@ class GraphqlInboundSettings(AdapterSettings):
     max_body: int = Field(1_048_576, ge=1)
     #: Who may call: ``api_key``, ``basic`` or ``jwt`` (see docs/adapters.md, Authentication).
     auth: InboundAuth | None = None
+    #: Deepest selection nesting answered (the operation's fields are level 1).
+    max_depth: int = Field(10, ge=1, le=100)
+    #: Aliases one query may use (each aliased field is one more backend call).
+    max_aliases: int = Field(20, ge=0, le=1000)
+    #: Fields one query may select, fragments expanded.
+    max_fields: int = Field(200, ge=1, le=10000)
 
 
 class GraphqlOutboundSettings(AdapterSettings):

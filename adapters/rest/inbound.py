@@ -28,6 +28,8 @@ from esb.adapters.http import (
     header_dict,
     read_body,
 )
+from esb.adapters.rest.answer import answer
+from esb.adapters.rest.params import ParamError, path_names, query_params, typed
 from esb.adapters.rest.polling import Poller
 from esb.adapters.rest.settings import RestInboundSettings
 from esb.adapters.spec import Accepted, HttpRoute, InboundContext
@@ -57,9 +59,13 @@ class RestInbound:
         self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
         self.poller = Poller(settings.poll, ctx, settings.type) if settings.poll else None
         methods = tuple(settings.methods)
+        self._path_params = bool(settings.path and path_names(settings.path))
+        #: Other methods than POST: the method rides in ``esbheaders`` (routes match on it).
+        self._note_method = methods != ("POST",)
+        self._ask = getattr(ctx, "request", None)  # request/reply capable runtime
         self.routes = [] if settings.path is None else [
-            HttpRoute(settings.path, methods, self.handle),
-            HttpRoute(settings.path + "/{type}", methods, self.handle)]
+            HttpRoute(settings.path, methods, self.handle)] + ([] if self._path_params else [
+                HttpRoute(settings.path + "/{type}", methods, self.handle)])
 
     async def start(self) -> None:
         if self.poller is not None:
@@ -80,17 +86,59 @@ class RestInbound:
             envelope = self._envelope(request, body, headers)
         except BadRequest as exc:
             return problem(exc.status, exc.title, exc.detail)
+        if self._note_method:
+            envelope.esbheaders["method"] = request.method  # a fresh envelope's own dict
         if principal is not None:
             envelope = envelope.model_copy(
                 update={"esbheaders": {**envelope.esbheaders, "principal": principal}})
         try:
             # A repeated Idempotency-Key is answered by the runtime with the original result.
-            accepted = await self.ctx.accept(envelope)
+            if self._ask is None:
+                return _accepted(await self.ctx.accept(envelope))
+            result = await self._ask(envelope)
         except BusError as exc:
             return not_taken(exc, f"the message was not accepted ({exc}); retry later")
-        return _accepted(accepted)
+        return _accepted(result) if isinstance(result, Accepted) else answer(result)
 
     def _envelope(self, request: Request, body: bytes, headers: dict[str, str]) -> Envelope:
+        method = request.method
+        if method in _BODILESS or self._path_params or request.scope.get("query_string"):
+            return self._parameters(request, body, headers)
+        return self._body_envelope(request, body, headers)
+
+    def _parameters(self, request: Request, body: bytes, headers: dict[str, str]) -> Envelope:
+        """A request with path or query parameters: they ride in ``esbheaders`` (``path.NAME``,
+        ``query.NAME``); without a body they are the envelope's data (a JSON object)."""
+        types = self.settings.params
+        try:
+            raw_query = query_params(request.scope.get("query_string", b""))
+            query = typed(raw_query, types, "query")
+            path = typed({k: v for k, v in request.path_params.items() if k != "type"}
+                         if self._path_params else {}, types, "path")
+        except ParamError as exc:
+            raise BadRequest(400, "Bad parameter", str(exc)) from None
+        if request.method in _BODILESS or not body:
+            attrs: dict[str, Any] = {"source": self.ctx.name, "type": self._type(request),
+                                     "data": {**query, **path},
+                                     "datacontenttype": "application/json"}
+            self._transport(headers, attrs)
+            try:
+                envelope = Envelope(**attrs)
+            except ValidationError as exc:
+                raise BadRequest(400, "Invalid CloudEvent", _validation_detail(exc)) from None
+        else:
+            envelope = self._body_envelope(request, body, headers)
+        noted = {f"path.{k}": str(v) for k, v in path.items()}
+        noted.update({f"query.{k}": v if isinstance(v, str) else ",".join(map(str, v))
+                      for k, v in raw_query.items()})
+        return envelope.model_copy(update={"esbheaders": {**envelope.esbheaders, **noted}})
+
+    def _type(self, request: Request) -> str:
+        return request.path_params.get("type") or self.settings.type \
+            or f"{self.ctx.name}.received"
+
+    def _body_envelope(self, request: Request, body: bytes, headers: dict[str, str]
+                       ) -> Envelope:
         media, _ = media_type(headers.get("content-type", ""))
         if media == CLOUDEVENTS_JSON and media in self.accepted_types:
             return self._structured(headers, body)
@@ -99,9 +147,7 @@ class RestInbound:
                              f"content type {media or '(none)'!r} is not accepted here; "
                              f"send one of: {', '.join(sorted(self.accepted_types))}")
         data = _decode(media, headers.get("content-type", ""), body)
-        attrs: dict[str, Any] = {"source": self.ctx.name,
-                                 "type": request.path_params.get("type")
-                                 or self.settings.type or f"{self.ctx.name}.received"}
+        attrs: dict[str, Any] = {"source": self.ctx.name, "type": self._type(request)}
         if "ce-specversion" in headers:  # CloudEvents HTTP binary mode
             missing = [a for a in ("id", "source", "type") if f"ce-{a}" not in headers]
             if missing:
@@ -164,6 +210,9 @@ class RestInbound:
 
 #: Longest Idempotency-Key accepted (longer ones are refused, never cut).
 MAX_KEY = 200
+
+#: Methods whose request has no body: path and query parameters are the data.
+_BODILESS = frozenset({"GET", "DELETE"})
 
 _ENVELOPE_EXTENSIONS = ("correlationid", "causationid", "idempotencykey", "traceparent")
 

@@ -23,6 +23,7 @@ from esb.adapters.spec import OutboundContext
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import DeliveryError, PermanentError
 from esb.bus.payload import field, scalar
+from esb.bus.reply import Reply
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 
@@ -46,6 +47,16 @@ class RestOutbound:
         return None  # the client pool belongs to the daemon
 
     async def send(self, envelope: Envelope) -> int:
+        return (await self._call(envelope)).status_code
+
+    async def request(self, envelope: Envelope) -> Reply:
+        """Request/reply: the destination's 2xx answer (status, headers, body); other
+        statuses raise as :meth:`send` does."""
+        response = await self._call(envelope)
+        return Reply(response.status_code, dict(response.headers), response.content,
+                     response.headers.get("content-type"))
+
+    async def _call(self, envelope: Envelope) -> httpx.Response:
         s = self.settings
         url = render_url(s.url, envelope) if self._templated else s.url
         if self._templated:
@@ -56,15 +67,18 @@ class RestOutbound:
             headers["X-Correlation-Id"] = header_safe(envelope.correlationid)
         if envelope.traceparent:
             headers["traceparent"] = envelope.traceparent
-        if s.cloudevents == "structured":
+        body: bytes | None
+        if s.method in _BODILESS:
+            body = None
+        elif s.cloudevents == "structured":
             body = envelope.to_json()
             headers["Content-Type"] = CLOUDEVENTS_JSON
         else:
             body = envelope.data_bytes()
             if envelope.datacontenttype or envelope.is_json:
                 headers["Content-Type"] = envelope.datacontenttype or "application/json"
-            if s.cloudevents == "binary":
-                headers.update(binary_headers(envelope))
+        if s.cloudevents == "binary":
+            headers.update(binary_headers(envelope))
         client = self._client or self.ctx.http()
         # Error messages may carry a secret (auth, or credentials in the URL): scrubbed on the
         # way out. The ``with`` sits on the error paths only — a context manager per delivery
@@ -74,13 +88,17 @@ class RestOutbound:
                                             headers=headers, auth=self.auth)
             if not 200 <= response.status_code < 300:  # (the message is built only then)
                 raise_for_status(response, f"{s.method} {redact_url(url)}", "colon")
-            return response.status_code
+            return response
         except httpx.HTTPError as exc:
             with scrubbed(self.auth, url=url):
                 raise transport_error(exc, f"{s.method} {redact_url(url)}", "colon") from exc
         except DeliveryError:
             with scrubbed(self.auth, url=url):
                 raise
+
+
+#: Methods sent without a body (the envelope's data only fills the URL template).
+_BODILESS = frozenset({"GET", "HEAD"})
 
 
 def render_url(template: str, envelope: Envelope) -> str:

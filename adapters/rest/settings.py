@@ -9,8 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 from esb.adapters.auth.settings import InboundAuth, OutboundAuth
+from esb.adapters.http import RESERVED_PATHS
+from esb.adapters.rest.params import ParamType, path_names
 from esb.adapters.spec import AdapterSettings
 from esb.bus.config.units import Duration, Size
+
+#: Literal segments, or a whole segment ``{name}`` naming a path parameter.
+_PATH = re.compile(r"^/(?:(?:[A-Za-z0-9_.~-]+|\{[A-Za-z_][A-Za-z0-9_]*\})(?:/|$))*$")
 
 DEFAULT_CONTENT_TYPES = ["application/json", "application/xml", "text/xml", "text/plain",
                          "application/cloudevents+json"]
@@ -77,7 +82,12 @@ class RestInboundSettings(AdapterSettings):
     #: The path this source serves; ``PATH/<type>`` sets the envelope type from the URL.
     #: Required unless ``poll`` is set.
     path: str | None = Field(None, validate_default=True)
-    methods: list[Literal["POST", "PUT", "PATCH"]] = Field(default_factory=lambda: ["POST"])
+    #: GET and DELETE take no body: their path and query parameters are the envelope's data.
+    methods: list[Literal["GET", "POST", "PUT", "PATCH", "DELETE"]] = \
+        Field(default_factory=lambda: ["POST"])
+    #: Types of path (``{id}`` in ``path``) and query parameters: ``string`` (default),
+    #: ``integer``, ``number``, ``boolean``; a value that does not fit is a 400.
+    params: dict[str, ParamType] = Field(default_factory=dict)
     #: Envelope type when the request names none (``ce-type`` header or ``PATH/<type>``).
     type: str | None = None
     #: Accepted media types (``application/octet-stream`` opts in to binary payloads).
@@ -97,10 +107,12 @@ class RestInboundSettings(AdapterSettings):
             if "poll" in info.data and info.data["poll"] is None:
                 raise PydanticCustomError("missing", "Field required")
             return None
-        if not re.match(r"^/[A-Za-z0-9/_.~-]*$", v) or v.startswith(("/admin", "/metrics",
-                                                                      "/healthz", "/readyz")):
-            raise ValueError("path must start with / and not shadow /admin, /metrics, "
-                             "/healthz or /readyz")
+        if not _PATH.match(v) or v.startswith(RESERVED_PATHS):
+            raise ValueError("path must start with / and not shadow "
+                             + ", ".join(RESERVED_PATHS) + "; {name} is a whole path segment")
+        names = path_names(v)
+        if len(set(names)) != len(names):
+            raise ValueError("path parameter names must differ")
         return v.rstrip("/") or "/"
 
 
@@ -108,7 +120,8 @@ class RestOutboundSettings(AdapterSettings):
     #: Target URL; ``{id}``, ``{type}``, ``{source}``, ``{subject}``, ``{data.field}`` are
     #: filled from the envelope (URL-quoted).
     url: str
-    method: Literal["POST", "PUT", "PATCH", "DELETE"] = "POST"
+    #: ``GET`` and ``HEAD`` send no body (the envelope's data only fills the URL template).
+    method: Literal["POST", "PUT", "PATCH", "DELETE", "GET", "HEAD"] = "POST"
     headers: dict[str, str] = Field(default_factory=dict)
     #: Send CloudEvents attributes as ``ce-*`` headers (binary) or the whole event as the body
     #: (structured); ``none`` sends the payload alone.

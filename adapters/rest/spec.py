@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from esb.adapters.rest.inbound import RestInbound
+from esb.adapters.rest.openapi import describe
 from esb.adapters.rest.outbound import RestOutbound
 from esb.adapters.rest.settings import RestInboundSettings, RestOutboundSettings
 from esb.adapters.spec import AdapterSpec, InboundContext, OutboundContext
@@ -23,6 +24,7 @@ SPEC = AdapterSpec(
     inbound=_inbound,
     outbound_settings=RestOutboundSettings,
     outbound=_outbound,
+    openapi=describe,
     # HTTP endpoints are served everywhere; start() only begins the poller: once per fleet.
     inbound_mode="one-instance",
 )

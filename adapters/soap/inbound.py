@@ -1,4 +1,7 @@
-"""SOAP inbound: serve the WSDL, validate each call, hand it to the bus, acknowledge.
+"""SOAP inbound: serve the WSDL, validate each call, hand it to the bus, and answer: with an
+acknowledgement (one-way routes), or — when a request/reply route takes the call — with the
+operation's real output message built from the destination's answer (validated against the
+WSDL's schema), or a fault.
 
 ``GET path?wsdl`` serves the WSDL and ``GET path?xsd=NAME`` the schema files it refers to, their
 addresses and ``schemaLocation`` values rewritten to the URL the request came in on.
@@ -43,8 +46,11 @@ from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
 from esb.bus.payload import media_type
 from esb.bus.problem import not_taken_title
+from esb.bus.reply import problem_of
 from esb.bus.xmlsafe import XmlError, parse_xml
 
+#: Failure kinds answered with a Client (Sender) fault: the caller's input is at fault.
+_CALLER_FAULTS = frozenset({"not-found", "rejected"})
 _MEDIA = {"text/xml": "1.1", "application/soap+xml": "1.2"}
 #: Who a header block is for when it is for this node (besides no actor/role at all).
 _OURS = {"1.1": ("actor", {"http://schemas.xmlsoap.org/soap/actor/next"}),
@@ -162,16 +168,53 @@ class SoapInbound:
             esbendpoint=self.ctx.name,
         )
         try:
-            accepted = await self.ctx.accept(envelope)
+            ask = getattr(self.ctx, "request", None)
+            result = await (ask(envelope) if ask is not None else self.ctx.accept(envelope))
         except BusUnavailable as exc:
             return fault_response(version, "server",
                                   f"{not_taken_title(exc).lower()}; retry later")
+        if isinstance(result, Envelope):  # a request/reply route answered
+            return self.answer(version, operation.name, operation.output, result)
+        accepted = result
         if operation.output is None:
             return Response(status_code=202)
         envelope = envelope.model_copy(update={"id": accepted.id})
         ack = build_ack(operation.output, self._outputs.get(operation.name, []),
                         self.settings.ack_for(operation.name), envelope, element)
         return envelope_response(version, ack)
+
+    def answer(self, version: Version, name: str, output: str | None,
+               reply: Envelope) -> Response:
+        """The operation's real output message from a request/reply answer: the reply (after
+        its reply leg) must be that element as XML, valid against the WSDL's schema; else, and
+        for every failure, a fault (Client for the caller's own input: not found, rejected)."""
+        failure = problem_of(reply)
+        if failure is not None:
+            kind: FaultKind = "client" if failure.kind in _CALLER_FAULTS else "server"
+            return fault_response(version, kind, failure.detail)
+        if output is None:
+            return Response(status_code=202)
+        data = reply.data
+        if not isinstance(data, str | bytes) or not reply.is_xml:
+            return fault_response(version, "server", f"the answer to {name} is not XML "
+                                  f"({reply.datacontenttype or 'no content type'}): the "
+                                  "route's reply steps must build the output message")
+        try:
+            element = parse_xml(data.encode() if isinstance(data, str) else data,
+                                max_bytes=None)
+        except XmlError as exc:
+            return fault_response(version, "server", f"the answer to {name} is not "
+                                  f"well-formed XML: {exc}")
+        if element.tag != output:
+            return fault_response(version, "server", f"the answer to {name} is a "
+                                  f"{element.tag} element; the WSDL's output message is "
+                                  f"{output}")
+        schema = self.description.schema
+        if not schema.validate(element):
+            errors = "; ".join(f"line {e.line}: {e.message}" for e in list(schema.error_log)[:3])
+            return fault_response(version, "server", f"the answer to {name} does not match "
+                                  f"the WSDL's output schema: {errors}")
+        return envelope_response(version, element)
 
     @staticmethod
     def _operation_element(root: etree._Element, version: Version) -> etree._Element:

@@ -15,13 +15,20 @@ import asyncio
 import httpx
 import zeep
 import zeep.exceptions
+from lxml import etree
 from zeep.proxy import AsyncServiceProxy
 from zeep.wsdl.bindings.soap import Soap12Binding, SoapBinding
 from zeep.wsse.username import UsernameToken
 
 from esb.adapters.auth.outbound import build_outbound_auth, redact_url, scrubbed
 from esb.adapters.http import check_host, header_safe, raise_for_status, transport_error
-from esb.adapters.soap.faults import SOAP11_ENV, SOAP12_ENV, is_permanent_code, soap_envelope
+from esb.adapters.soap.faults import (
+    SOAP11_ENV,
+    SOAP12_ENV,
+    detached,
+    is_permanent_code,
+    soap_envelope,
+)
 from esb.adapters.soap.settings import SoapOutboundSettings
 from esb.adapters.soap.transport import (
     HttpxTransport,
@@ -33,6 +40,7 @@ from esb.adapters.soap.wsdlcache import CACHE_FOLDER, WsdlCache
 from esb.adapters.spec import OutboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, DeliveryError, PermanentError, TransientError
+from esb.bus.reply import Reply
 from esb.bus.xmlsafe import XmlError, parse_xml
 
 
@@ -110,6 +118,25 @@ class SoapOutbound:
     # -- delivery --------------------------------------------------------------------------
 
     async def send(self, envelope: Envelope) -> int:
+        return (await self._call(envelope)).status_code
+
+    async def request(self, envelope: Envelope) -> Reply:
+        """Request/reply: the operation's output message (the SOAP Body's element) as XML;
+        a fault raises as :meth:`send` does, with the fault string."""
+        response = await self._call(envelope)
+        try:
+            doc = parse_xml(response.content, max_bytes=None)
+        except XmlError as exc:
+            raise TransientError(f"SOAP {self.settings.operation}: the answer is not XML: "
+                                 f"{exc}", status=response.status_code) from exc
+        body = next((doc.find(f"{{{ns}}}Body") for ns in (SOAP11_ENV, SOAP12_ENV)
+                     if doc.find(f"{{{ns}}}Body") is not None), None)
+        element = next((c for c in body if isinstance(c.tag, str)), None) \
+            if body is not None else None
+        content = etree.tostring(detached(element)) if element is not None else b""
+        return Reply(response.status_code, {}, content, "application/xml")
+
+    async def _call(self, envelope: Envelope) -> httpx.Response:
         if self._proxy is None:
             await self.start()
         what = f"SOAP {self.settings.operation} at {redact_url(self._address)}"
@@ -129,7 +156,7 @@ class SoapOutbound:
         except DeliveryError:
             with scrubbed(self.auth, url=self._address):
                 raise
-        return response.status_code
+        return response
 
     async def _typed(self, envelope: Envelope) -> httpx.Response:
         if not isinstance(envelope.data, dict):
@@ -171,7 +198,8 @@ class SoapOutbound:
         if fault is not None:
             message = f"{what}: SOAP fault {fault.code}: {fault.message}"
             kind = PermanentError if is_permanent_code(fault.code) else TransientError
-            raise kind(message, status=response.status_code) from fault
+            raise kind(message, status=response.status_code,
+                       fault=f"{fault.code}: {fault.message}") from fault
         raise_for_status(response, what)
 
     def _fault(self, response: httpx.Response) -> zeep.exceptions.Fault | None:

@@ -16,7 +16,9 @@
             ...  # "transient": e.g. answers 503; "permanent": e.g. answers 400
             yield OutboundPeer(settings={"url": url})
 
-What the tests prove: ``send`` returns once the peer took the envelope; a transient failure
+What the tests prove: ``send`` returns once the peer took the envelope; a side that answers
+requests (has ``request``, for request/reply routes) returns the peer's answer as a
+:class:`~esb.bus.reply.Reply` and fails like ``send``; a transient failure
 raises :class:`~esb.bus.errors.TransientError` and a permanent one
 :class:`~esb.bus.errors.PermanentError`, never a raw driver exception (which the runtime can
 only guess at); the envelope's idempotency key reaches the peer; ``start``/``stop`` are
@@ -45,6 +47,7 @@ from esb.adapters.testing.spec_contract import (
 )
 from esb.bus.envelope import Envelope
 from esb.bus.errors import DeliveryError, PermanentError, TransientError
+from esb.bus.reply import Reply
 
 FailureKind = Literal["transient", "permanent"]
 _EXPECTED: dict[str, type[DeliveryError]] = {"transient": TransientError,
@@ -205,6 +208,59 @@ class OutboundContract(SpecContract):
                         pytrace=False)
         pytest.fail(f"send() returned although the peer failed ({kind}): the runtime would "
                     "ack the envelope and it would be lost", pytrace=False)
+
+    def _requesting(self, side: Outbound) -> Any:
+        request = getattr(side, "request", None)
+        if request is None:
+            pytest.skip("the side has no request(): it serves one-way routes only")
+        return request
+
+    def test_request_returns_the_reply(self, tmp_path: Path) -> None:
+        async def scenario() -> None:
+            async with self.accepting_peer() as peer, http_client() as client:
+                side = self._side(peer, client)
+                request = self._requesting(side)
+                await side.start()
+                try:
+                    env = self._envelope(peer, idempotencykey="kit-key-0002")
+                    reply = await asyncio.wait_for(request(env), self.send_timeout)
+                    assert isinstance(reply, Reply), \
+                        f"request() returned {type(reply).__name__}, not a Reply"
+                    assert isinstance(reply.body, bytes), "Reply.body must be bytes"
+                    assert reply.status is None or isinstance(reply.status, int)
+                    delivered = list(await maybe_await(peer.delivered()))
+                    assert len(delivered) == 1, \
+                        f"the peer took {len(delivered)} calls for one request(), expected 1"
+                    if self.carries_idempotency_key:
+                        assert delivered[0].key == "kit-key-0002", \
+                            "request() must carry the envelope's key like send()"
+                    self.check_reply(reply)
+                finally:
+                    await side.stop()
+
+        self.run_async(tmp_path, scenario)
+
+    def check_reply(self, reply: Reply) -> None:
+        """Hook: assert what the accepting peer's answer looks like as a Reply."""
+
+    @pytest.mark.parametrize("kind", ["transient", "permanent"])
+    def test_request_failure_raises_the_matching_delivery_error(self, kind: FailureKind,
+                                                                tmp_path: Path) -> None:
+        async def scenario() -> None:
+            async with self.failing_peer(kind) as peer, http_client() as client:
+                if peer is None:
+                    pytest.skip(f"failing_peer({kind!r}) yields None: cannot be produced")
+                side = self._side(peer, client)
+                request = self._requesting(side)
+                await side.start()
+                try:
+                    with pytest.raises(_EXPECTED[kind]):
+                        await asyncio.wait_for(request(self._envelope(peer)),
+                                               self.send_timeout)
+                finally:
+                    await side.stop()
+
+        self.run_async(tmp_path, scenario)
 
     def test_start_and_stop_are_idempotent(self, tmp_path: Path) -> None:
         async def scenario() -> None:

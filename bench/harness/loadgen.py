@@ -6,7 +6,8 @@
 Each body is the template with ``__BTS__`` replaced by a fresh latency token (sequence numbers
 from K). It sends N messages (or keeps sending for ``--duration`` seconds), keeping C requests
 in flight, counts any answer other than 200/202 as an error, and prints one JSON line:
-``{"sent", "errors", "start_ns", "end_ns", "first_error"}``.
+``{"sent", "errors", "start_ns", "end_ns", "first_error", "round_trip_p50_ms",
+"round_trip_p99_ms"}`` (round trip: send → answer read).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class Phase:
         self.sent = 0
         self.errors = 0
         self.first_error: str | None = None
+        #: Round trips (send → answer read), ms, of the requests answered 200/202.
+        self.round_trips: list[float] = []
 
 
 async def send_phase(session: aiohttp.ClientSession, url: str, pre: bytes, post: bytes,
@@ -49,11 +52,13 @@ async def send_phase(session: aiohttp.ClientSession, url: str, pre: bytes, post:
                 return
             phase.sent += 1
             seq = next(seqs)
-            body = pre + token.make(seq, time.time_ns()) + post
+            sent_ns = time.time_ns()
+            body = pre + token.make(seq, sent_ns) + post
             try:
                 async with session.post(url, data=body, headers=headers) as resp:
                     await resp.read()
                     if resp.status in OK:
+                        phase.round_trips.append((time.time_ns() - sent_ns) / 1e6)
                         continue
                     err = f"HTTP {resp.status}: {(await resp.text())[:300]}"
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -80,8 +85,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                  args.concurrency, n=None if args.duration else args.n,
                                  until=until)
         end = time.time_ns()
+    trips = sorted(phase.round_trips)
+
+    def pct(q: float) -> float | None:
+        return trips[min(len(trips) - 1, round(q * (len(trips) - 1)))] if trips else None
+
     return {"sent": phase.sent, "errors": phase.errors, "start_ns": start, "end_ns": end,
-            "first_error": phase.first_error, "cpu_s": time.process_time()}
+            "first_error": phase.first_error, "cpu_s": time.process_time(),
+            "round_trip_p50_ms": pct(0.5), "round_trip_p99_ms": pct(0.99)}
 
 
 def main() -> None:

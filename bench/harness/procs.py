@@ -138,7 +138,7 @@ class Daemon(EsbDaemon):
     def __init__(self, root: Path, bus_url: str, prefix: str, sink_url: str,
                  source: dict[str, Any], routes: dict[str, Any],
                  files: dict[str, bytes | str], log_dir: Path, name: str,
-                 workers: int = 1) -> None:
+                 workers: int = 1, destination: dict[str, Any] | None = None) -> None:
         self.name = name
         self.workers = workers
         self.prefix = prefix
@@ -149,7 +149,7 @@ class Daemon(EsbDaemon):
             "http": {"max_body": 16 * 1024 * 1024},
             "logging": {"level": "info", "format": "json"},
             "sources": {"in": source},
-            "destinations": {"sink": {
+            "destinations": {"sink": _with_sink(destination, sink_url) if destination else {
                 "adapter": "rest", "url": f"{sink_url}/sink",
                 "delivery": {"concurrency": 64, "timeout": "10s"}}},
             "routes": "routes/",
@@ -232,6 +232,41 @@ class Ceiling(Child):
                 conn.channel().queue_delete(self.queue)
             finally:
                 conn.close()
+
+
+def _with_sink(value: Any, sink_url: str) -> Any:
+    """``value`` with ``{sink}`` in its strings replaced by the sink's URL."""
+    if isinstance(value, str):
+        return value.replace("{sink}", sink_url)
+    if isinstance(value, dict):
+        return {k: _with_sink(v, sink_url) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_sink(v, sink_url) for v in value]
+    return value
+
+
+class Proxy(Child):
+    """bench/direct_proxy.py: the request/reply scenarios' reference."""
+
+    def __init__(self, sink_url: str, root: Path, args: list[str], files: dict[str, Any],
+                 log_dir: Path, workers: int = 1) -> None:
+        self.port = free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content.encode() if isinstance(content, str) else content)
+        super().__init__("proxy", [sys.executable, str(BENCH / "direct_proxy.py"), "--port",
+                                   str(self.port), "--workers", str(workers),
+                                   *_with_sink(args, sink_url)], root, log_dir)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> None:
+        super().start()
+        self.wait_http(f"{self.url}/readyz", timeout)
+
+    def cleanup(self) -> None:
+        return None
 
 
 class Loadgen:

@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.procs import Ceiling, Child, Daemon, HarnessError, Loadgen, Sink, run_loadgen
+from harness.procs import (
+    Ceiling,
+    Child,
+    Daemon,
+    HarnessError,
+    Loadgen,
+    Proxy,
+    Sink,
+    run_loadgen,
+)
 from harness.scenarios import Scenario
 from harness.util import broker_pid, cpu_seconds
 
@@ -59,17 +68,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def _target(scn: Scenario, opts: Options, sink: Sink) -> Daemon | Ceiling:
+def _target(scn: Scenario, opts: Options, sink: Sink) -> Daemon | Ceiling | Proxy:
     root = opts.workdir / scn.name
     root.mkdir(parents=True, exist_ok=True)
     if scn.kind == "ceiling":
         return Ceiling(opts.bus_url, f"bench-{opts.run_id}.{scn.name}", sink.url, root,
                        workers=opts.workers, client=scn.client)
+    if scn.kind == "proxy":
+        return Proxy(sink.url, root / "proxy", scn.proxy_args, scn.files, root,
+                     workers=opts.workers)
     return Daemon(root / "project", opts.bus_url, f"bench-{opts.run_id}-{scn.name}", sink.url,
-                  scn.source, scn.routes, scn.files, root, "daemon", workers=opts.workers)
+                  scn.source, scn.routes, scn.files, root, "daemon", workers=opts.workers,
+                  destination=scn.destination)
 
 
-def _send(scn: Scenario, target: Daemon | Ceiling, opts: Options, template: Path, *,
+def _send(scn: Scenario, target: Daemon | Ceiling | Proxy, opts: Options, template: Path, *,
           n: int = 0, duration: float = 0.0, seq_start: int = 0) -> Loadgen:
     url = target.url + (scn.path if scn.kind == "esb" else "/in")
     return Loadgen(url, template, scn.headers, n=n, duration=duration,
@@ -138,11 +151,15 @@ def run_scenario(scn: Scenario, opts: Options, sink: Sink, *, soak: float = 0.0,
         rss_end = target.rss()
         lat = sink.stats(latencies=True)["latencies_ms"]
         elapsed = (stats["last_recv_ns"] - res["start_ns"]) / 1e9
+        if scn.round_trip:  # the callers' view: send → answer read
+            p50, p99 = res["round_trip_p50_ms"], res["round_trip_p99_ms"]
+        else:
+            p50, p99 = percentile(lat, 0.50), percentile(lat, 0.99)
         return Result(
             name=scn.name, size=scn.size, sent=res["sent"], received=stats["count"],
             dupes=stats["dupes"], rate=stats["count"] / elapsed if elapsed > 0 else 0.0,
             ingress_rate=res["sent"] / ((res["end_ns"] - res["start_ns"]) / 1e9),
-            p50_ms=percentile(lat, 0.50), p99_ms=percentile(lat, 0.99),
+            p50_ms=p50, p99_ms=p99,
             rss_ready_kib=rss_ready, rss_start_kib=rss_start, rss_end_kib=rss_end,
             cpu_us=_cpu_per_message(cpu0, cpu1, res.get("cpu_s"), stats["count"]),
             extra={"rss_samples_kib": samples} if soak else {})

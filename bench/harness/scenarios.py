@@ -38,7 +38,7 @@ class Scenario:
     body: bytes
     path: str = "/in/order.created"
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
-    #: "esb" (a daemon) or "ceiling" (bench/ceiling.py)
+    #: "esb" (a daemon), "ceiling" (bench/ceiling.py) or "proxy" (bench/direct_proxy.py)
     kind: str = "esb"
     #: the ceiling's way out: "httpx" (esb's own client stack) or "raw" (the lean relay)
     client: str = "httpx"
@@ -47,6 +47,13 @@ class Scenario:
     files: dict[str, bytes | str] = field(default_factory=dict)
     target: Target | None = None
     description: str = ""
+    #: The daemon's ``sink`` destination instead of a REST POST to the sink (``{sink}`` in a
+    #: value is the sink's URL).
+    destination: dict[str, Any] | None = None
+    #: Arguments of bench/direct_proxy.py (``{sink}`` as above), for kind "proxy".
+    proxy_args: list[str] = field(default_factory=list)
+    #: Request/reply: p50/p99 are the callers' round trips (send → answer), not send → sink.
+    round_trip: bool = False
 
 
 def _route(name: str, match: dict[str, Any], to: Any = None) -> dict[str, Any]:
@@ -179,6 +186,83 @@ def rule_count(n: int) -> Scenario:
                     description=f"{n} routes, 1 fires")
 
 
+#: Request/reply through the bus: REST in → SOAP backend, XSLT both ways.
+XSLT_ORDER_TO_SUBMIT = f"""<?xml version="1.0" encoding="UTF-8"?>
+<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"
+                xmlns:o="{payloads.XML_NS}" exclude-result-prefixes="o">
+  <xsl:template match="/o:order">
+    <s:SubmitOrder xmlns:s="{payloads.SOAP_NS}">
+      <s:orderId><xsl:value-of select="o:ref"/></s:orderId>
+      <s:amount><xsl:value-of select="o:total"/></s:amount>
+      <s:currency><xsl:value-of select="o:currency"/></s:currency>
+      <s:lines><xsl:value-of select="count(o:lines/o:line)"/></s:lines>
+    </s:SubmitOrder>
+  </xsl:template>
+</xsl:stylesheet>
+"""
+XSLT_SUBMIT_TO_CONFIRMATION = f"""<?xml version="1.0" encoding="UTF-8"?>
+<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"
+                xmlns:s="{payloads.SOAP_NS}" exclude-result-prefixes="s">
+  <xsl:template match="/s:SubmitOrder">
+    <confirmation order="{{s:orderId}}" amount="{{s:amount}}" currency="{{s:currency}}"/>
+  </xsl:template>
+</xsl:stylesheet>
+"""
+_RR_DELIVERY = {"concurrency": 64, "timeout": "10s", "max_reply": "1MiB"}
+
+
+def rr_direct_rest(size: int) -> Scenario:
+    return Scenario(f"rr-direct-rest-{_size_tag(size)}", size, payloads.json_order(size),
+                    path="/in", kind="proxy", round_trip=True,
+                    proxy_args=["--mode", "rest", "--target", "{sink}/echo"],
+                    description="direct proxy: uvicorn in → httpx POST → its answer back")
+
+
+def rr_rest(size: int) -> Scenario:
+    tag = _size_tag(size)
+    return Scenario(f"rr-rest-{tag}", size, payloads.json_order(size), round_trip=True,
+                    routes={"routes.yaml": {"routes": [
+                        {**_route("call", {}), "reply": {"timeout": "30s"}}]}},
+                    destination={"adapter": "rest", "url": "{sink}/echo",
+                                 "delivery": _RR_DELIVERY},
+                    target=Target(f"rr-direct-rest-{tag}", 0.5 if size == KIB else None),
+                    description="request/reply: REST in → bus → REST backend → reply")
+
+
+def rr_direct_soap(size: int) -> Scenario:
+    return Scenario(f"rr-direct-soap-{_size_tag(size)}", size, payloads.xml_order(size),
+                    path="/in", kind="proxy", round_trip=True,
+                    headers={"Content-Type": "application/xml"},
+                    files={"in.xsl": XSLT_ORDER_TO_SUBMIT,
+                           "out.xsl": XSLT_SUBMIT_TO_CONFIRMATION},
+                    proxy_args=["--mode", "soap", "--target", "{sink}/echo",
+                                "--xslt-in", "in.xsl", "--xslt-out", "out.xsl"],
+                    description="direct proxy: XSLT → SOAP POST → XSLT on its answer")
+
+
+def rr_soap(size: int) -> Scenario:
+    tag = _size_tag(size)
+    to = [{"destination": "sink", "transform": [{"xslt": "xslt/in.xsl"}]}]
+    return Scenario(f"rr-soap-{tag}", size, payloads.xml_order(size), round_trip=True,
+                    headers={"Content-Type": "application/xml"},
+                    routes={"routes.yaml": {"routes": [
+                        {**_route("call", {}, to),
+                         "reply": {"timeout": "30s",
+                                   "transform": [{"xslt": "xslt/out.xsl"}]}}]}},
+                    files={"xslt/in.xsl": XSLT_ORDER_TO_SUBMIT,
+                           "xslt/out.xsl": XSLT_SUBMIT_TO_CONFIRMATION,
+                           "wsdl/orders.wsdl": WSDL.read_bytes()},
+                    destination={"adapter": "soap", "wsdl": "wsdl/orders.wsdl",
+                                 "operation": "SubmitOrder", "mode": "raw",
+                                 "address": "{sink}/echo", "delivery": _RR_DELIVERY},
+                    target=Target(f"rr-direct-soap-{tag}", 0.5 if size == KIB else None),
+                    description="request/reply: REST XML in → XSLT → SOAP backend → XSLT")
+
+
+def request_reply() -> list[Scenario]:
+    return [rr_direct_rest(KIB), rr_rest(KIB), rr_direct_soap(KIB), rr_soap(KIB)]
+
+
 def full() -> list[Scenario]:
     out: list[Scenario] = []
     for size in (KIB, 10 * KIB):
@@ -186,6 +270,7 @@ def full() -> list[Scenario]:
                 cbr_json(size),
                 cbr_xml(size), xslt(size), xml_to_json(size), soap(size)]
     out += [rule_count(10), rule_count(1000), rule_count(10000)]
+    out += request_reply()
     return out
 
 

@@ -2,9 +2,10 @@
 
     python -m harness.sink --port PORT        (with bench/ on PYTHONPATH)
 
-``POST /sink[/...]`` records, per message, the receive time and the token's sequence number and
-send time (:mod:`harness.token`), and answers ``200`` at once. ``GET /_stats`` returns the
-counts and the latencies (ms) since the last ``POST /_reset``.
+``POST /sink[/...]`` records, per message, the receive time and the token's sequence number
+and send time (:mod:`harness.token`), and answers ``200`` at once; ``POST /echo[/...]``
+records the same and answers with the request's body (the request/reply scenarios' backend).
+``GET /_stats`` returns the counts and the latencies (ms) since the last ``POST /_reset``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ def make_app() -> web.Application:
         rec.record(await request.read())
         return web.Response(status=200)
 
+    async def echo(request: web.Request) -> web.Response:
+        # A backend that answers: request/reply scenarios get their own body back.
+        body = await request.read()
+        rec.record(body)
+        return web.Response(body=body, status=200,
+                            content_type=request.content_type or "application/json")
+
     async def stats(request: web.Request) -> web.Response:
         body = orjson.dumps(rec.stats(request.query.get("latencies") == "1"))
         return web.Response(body=body, content_type="application/json")
@@ -73,6 +81,8 @@ def make_app() -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/sink", sink)
     app.router.add_post("/sink/{tail:.*}", sink)
+    app.router.add_post("/echo", echo)
+    app.router.add_post("/echo/{tail:.*}", echo)
     app.router.add_get("/_stats", stats)
     app.router.add_post("/_reset", reset)
     return app

@@ -1,7 +1,8 @@
 """The ``Bus`` seam: what the runtime needs from a message broker, and nothing more.
 
 Addresses are logical: ``dest.<name>`` (one queue per destination: the bulkhead),
-``unroutable`` and ``dlq``. Implementations map them onto their own topology.
+``unroutable``, ``dlq``, and ``reply.<id>`` (one per instance: replies to its requests).
+Implementations map them onto their own topology.
 
 Guarantees every implementation keeps:
 
@@ -65,6 +66,7 @@ class Message(Protocol):
 
 
 Handler = Callable[[Message], Awaitable[None]]
+OnReply = Callable[[Envelope], None]
 Select = Callable[[Envelope], bool]
 Progress = Callable[[int, int], None]
 
@@ -117,5 +119,15 @@ class Bus(Protocol):
 
     async def purge(self, address: str) -> int:
         """Drop everything waiting at ``address``; returns how many."""
+
+    async def open_replies(self, on_reply: OnReply) -> str:
+        """Start taking the replies to this instance's requests (request/reply, see
+        :mod:`esb.bus.reply`); returns the address a request carries in ``esbreplyto``.
+        Replies are transient: a reply in flight when this instance's connection drops is lost
+        (its caller times out)."""
+
+    async def reply(self, address: str, envelope: Envelope) -> None:
+        """Send a reply to ``address``; raises :class:`~esb.bus.errors.PublishRejected` when
+        nothing waits there any more (the caller's instance is gone)."""
 
     async def close(self) -> None: ...

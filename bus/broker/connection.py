@@ -35,6 +35,7 @@ import structlog
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
+from esb.bus.broker.tls import kombu_ssl, pika_parameters, split_url
 from esb.bus.errors import BusUnavailable
 
 log = structlog.get_logger("esb.bus.connection")
@@ -108,18 +109,18 @@ def kombu_connection(url: str | Sequence[str], timeout: float = 10.0) -> Any:
     the nodes of ``url`` as :class:`AmqpLink` does."""
     from kombu import Connection
 
-    urls = broker_urls(url)
+    urls = [split_url(u)[0] for u in broker_urls(url)]
     return Connection(urls if len(urls) > 1 else urls[0], connect_timeout=timeout,
-                      ssl=urls[0].startswith("amqps://"), failover_strategy="round-robin")
+                      ssl=kombu_ssl(broker_urls(url)[0]), failover_strategy="round-robin")
 
 
 def redact(url: str | Sequence[str]) -> str:
     """The URL (every node of it) without credentials, for logs."""
     out = []
     for one in broker_urls(url):
-        params = pika.URLParameters(one)
+        params = pika.URLParameters(split_url(one)[0])
         out.append(f"{params.host}:{params.port}")
-    vhost = pika.URLParameters(broker_urls(url)[0]).virtual_host
+    vhost = pika.URLParameters(split_url(broker_urls(url)[0])[0]).virtual_host
     return f"{','.join(out)} vhost {vhost}"
 
 
@@ -159,7 +160,7 @@ class AmqpLink:
         (connect on demand). ``reconnect_max`` caps the back-off. ``probe=False``: no liveness
         probe (short-lived links)."""
         self.urls = broker_urls(url)
-        self._nodes = [pika.URLParameters(u) for u in self.urls]
+        self._nodes = [pika_parameters(u) for u in self.urls]  # with TLS from the URL
         for params in self._nodes:
             params.heartbeat = heartbeat
             params.client_properties = {"connection_name": name}

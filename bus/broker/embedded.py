@@ -16,11 +16,12 @@ from esb.bus.broker.base import (
     DEAD_LETTER,
     UNROUTABLE,
     Handler,
+    OnReply,
     Progress,
     Select,
     destination_addresses,
 )
-from esb.bus.envelope import Envelope
+from esb.bus.envelope import Envelope, new_id
 from esb.bus.errors import BusUnavailable, PublishRejected
 
 
@@ -51,6 +52,7 @@ class EmbeddedBus:
         self._consumers: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._open = False
+        self._repliers: dict[str, OnReply] = {}
 
     @property
     def connected(self) -> bool:
@@ -171,7 +173,20 @@ class EmbeddedBus:
     async def purge(self, address: str) -> int:
         return len(self._drain(address)[1])
 
+    async def open_replies(self, on_reply: OnReply) -> str:
+        address = f"reply.{new_id()}"
+        self._repliers[address] = on_reply
+        return address
+
+    async def reply(self, address: str, envelope: Envelope) -> None:
+        taker = self._repliers.get(address)
+        if taker is None or not self._open:
+            raise PublishRejected(f"nothing waits at {address!r}")
+        # Through the wire form and the loop, as a broker would hand it over.
+        asyncio.get_running_loop().call_soon(taker, Envelope.from_json(envelope.to_json()))
+
     async def close(self) -> None:
+        self._repliers.clear()
         await self.stop_consuming()
         for handle in self._timers:
             handle.cancel()

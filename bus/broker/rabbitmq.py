@@ -39,6 +39,7 @@ from esb.bus.broker.base import (
     RETRY_TIERS,
     UNROUTABLE,
     Handler,
+    OnReply,
     Progress,
     Select,
     retry_tier,
@@ -48,7 +49,7 @@ from esb.bus.broker.inspect import QueueInspector
 from esb.bus.broker.publisher import ConfirmedPublisher
 from esb.bus.broker.topology import Topology
 from esb.bus.deadletter import malformed
-from esb.bus.envelope import Envelope
+from esb.bus.envelope import Envelope, new_id
 from esb.bus.errors import BusUnavailable
 
 log = structlog.get_logger("esb.bus.rabbitmq")
@@ -115,6 +116,10 @@ class RabbitBus:
         self._partitions: dict[str, int] = {}
         self._consuming = True
         self._tasks: set[asyncio.Task[None]] = set()
+        #: This instance's reply queue (request/reply): exclusive to the connection, so it
+        #: goes with the instance, and a reply for a caller that is gone is returned.
+        self._reply_address = f"reply.{new_id()}"
+        self._on_reply: OnReply | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -146,6 +151,8 @@ class RabbitBus:
         await asyncio.get_running_loop().run_in_executor(
             None, self._topology.declare, link.url, self._destinations, self._partitions)
         await self._publisher.open(link)
+        if self._on_reply is not None:
+            await self._start_replies(self._on_reply)
         for consumer in self._consumers:
             await self._start_consumer(consumer)
         log.info("bus connected", node=redact(link.url), connects=link.connects + 1)
@@ -221,6 +228,41 @@ class RabbitBus:
             return
         if channel.is_open:
             channel.basic_ack(tag)
+
+    # -- request/reply ----------------------------------------------------------------------
+
+    async def open_replies(self, on_reply: OnReply) -> str:
+        self._on_reply = on_reply
+        if self._link.connected:
+            await self._start_replies(on_reply)
+        return self._reply_address
+
+    async def _start_replies(self, on_reply: OnReply) -> None:
+        channel = await self._link.channel(on_close=self._on_consumer_channel_closed)
+        queue = self._topology.queue(self._reply_address)
+        await self._link.call(channel.queue_declare, queue=queue, exclusive=True,
+                              auto_delete=True, arguments={"x-queue-type": "classic"})
+        await self._link.call(channel.queue_bind, queue=queue,
+                              exchange=self._topology.deliver_exchange,
+                              routing_key=self._reply_address)
+
+        def on_message(ch: Channel, method: Any, props: Any, body: bytes) -> None:
+            try:
+                envelope = Envelope.from_json(body)
+            except Exception as exc:  # not ours to keep: no caller can read it either
+                log.warning("dropped a reply that is not an envelope", error=str(exc))
+                return
+            on_reply(envelope)
+
+        # No acks: a reply is transient (its caller is in this process or nowhere).
+        channel.basic_consume(queue, on_message, auto_ack=True)
+
+    async def reply(self, address: str, envelope: Envelope) -> None:
+        if not self._link.connected:
+            raise BusUnavailable("the bus is not connected")
+        props = pika.BasicProperties(**{**envelope.amqp_properties(), "delivery_mode": 1})
+        await self._publisher.publish(self._topology.deliver_exchange, address,
+                                      envelope.to_json(), props)
 
     # -- consuming ----------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from click.exceptions import NoArgsIsHelpError
 from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token, find_url
 from esb.bus.cli.deadletter_cmds import register as register_deadletter_commands
 from esb.bus.cli.init_cmd import register as register_init
+from esb.bus.cli.openapi_cmd import openapi as openapi_command
 from esb.bus.cli.ops_cmds import register as register_ops_commands
 from esb.bus.cli.output import emit_json, table
 from esb.bus.cli.routes_cmds import register as register_routes_commands
@@ -302,17 +303,10 @@ def adapters() -> None:
 def adapters_list(as_json: bool) -> None:
     """Each installed adapter: package, version, directions and its one-line summary."""
     from esb.bus.plugins import adapters as registry
+    from esb.bus.plugins import describe_installed
 
-    reg = registry()
-    rows = []
-    for info in reg.info():
-        try:
-            spec = reg.get(info.name)
-            directions, summary = ",".join(spec.directions), spec.summary
-        except Exception as exc:  # a broken plugin is listed, not fatal
-            directions, summary = "", f"(fails to load: {exc})"
-        rows.append({"name": info.name, "package": info.package, "version": info.version,
-                     "directions": directions, "summary": summary})
+    rows = [{k: r[k] for k in ("name", "package", "version", "directions", "summary")}
+            for r in describe_installed(registry())]
     if as_json:
         emit_json(rows)
     else:
@@ -389,6 +383,7 @@ register_routes_commands(routes)
 register_deadletter_commands(cli)
 register_scaffold(adapters)
 register_ops_commands(cli)
+cli.add_command(openapi_command)
 register_init(cli)
 
 

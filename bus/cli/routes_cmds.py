@@ -134,16 +134,23 @@ def _default_by() -> str:
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               envvar="ESB_CONFIG", default=DEFAULT_CONFIG, show_default=True,
               help="Configuration naming the sources, destinations and transformers.")
+@click.option("--reply", "reply_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="With --message: a recorded answer of the request/reply "
+              "route's destination; shows what the caller would get.")
+@click.option("--reply-content-type", default=None,
+              help="Content type of --reply (default: from the file suffix or bytes).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def routes_test(path: Path, message: Path | None, etype: str, source: str,
                 endpoint: str | None, content_type: str | None, config_path: Path,
+                reply_file: Path | None, reply_content_type: str | None,
                 as_json: bool) -> None:
     """Which routes match and what each destination would receive — nothing is delivered.
 
-    With --message FILE: route that one message. Without: run the `tests:` cases written in
-    the route files (exit 1 when one fails)."""
+    With --message FILE: route that one message (a request/reply route: also what its
+    destination would be sent, and with --reply FILE what the caller would get). Without: run
+    the `tests:` cases written in the route files (exit 1 when one fails)."""
     from esb.bus.config.loader import load_config
-    from esb.bus.routing.casetest import run_cases, try_message
+    from esb.bus.routing.casetest import run_cases, try_message, try_reply
     from esb.bus.routing.from_config import router_for
     from esb.bus.routing.routeset import parse_route_files
 
@@ -166,11 +173,28 @@ def routes_test(path: Path, message: Path | None, etype: str, source: str,
                                 endpoint=endpoint, name=message.name)
         except ValueError as exc:
             _fail(f"{message}: {exc}", 2)
+        answer = None
+        if reply_file is not None:
+            try:
+                answer = try_reply(trial, reply_file.read_bytes(),
+                                   content_type=reply_content_type, name=reply_file.name)
+            except OSError as exc:
+                _fail(f"{reply_file}: cannot read: {exc.strerror or exc}", 2)
+            if answer is None:
+                _fail(f"--reply: no request/reply route takes {message.name}", 2)
         if as_json:
-            emit_json(trial.to_dict())
+            out = trial.to_dict()
+            if answer is not None:
+                out["answer"] = {"status": answer.esbstatus, "error": answer.esberror,
+                                 "datacontenttype": answer.datacontenttype,
+                                 "data": _jsonable(answer.data)}
+            emit_json(out)
         else:
             _print_trial(trial, message.name, set(cfg.sources))
-        sys.exit(1 if trial.dead_letters or trial.deferred else 0)
+            if answer is not None:
+                _print_answer(answer)
+        sys.exit(1 if trial.dead_letters or trial.deferred or
+                 (answer is not None and answer.esberror) else 0)
     results = run_cases(router, rs, base=folder, sources=cfg.sources)
     failed = [r for r in results if not r.passed]
     if as_json:
@@ -214,18 +238,43 @@ def _print_trial(trial: Any, name: str, sources: set[str]) -> None:
             click.echo(f"\n- {dest}  route {d.route}: dropped by a transformer (filtered)")
         else:
             out = d.envelope
-            click.echo(f"\n→ {dest}  route {d.route}  {out.datacontenttype or ''}")
-            data = out.data
-            if isinstance(data, bytes):
-                text = data.decode("utf-8", "replace")
-            elif isinstance(data, str):
-                text = data
-            else:
-                import orjson
+            waits = trial.reply is not None and out is trial.reply.request
+            click.echo(f"\n→ {dest}  route {d.route}  {out.datacontenttype or ''}"
+                       + ("  (request/reply: the caller waits for its answer)" if waits else ""))
+            _print_data(out.data)
+    reply = trial.reply
+    if reply is not None:
+        steps = ", ".join(reply.leg.chain.steps) or "none"
+        if reply.request is None:
+            click.echo(f"\n← caller of route {reply.route} would get 502 at once: {reply.error}")
+        else:
+            click.echo(f"\n← reply: route {reply.route} waits up to {reply.leg.timeout:g}s for "
+                       f"{reply.destination}; reply steps: {steps}")
 
-                text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
-            for line in text.rstrip("\n").splitlines():
-                click.echo(f"  {line}")
+
+def _print_answer(answer: Any) -> None:
+    if answer.esberror:
+        click.echo(f"\n← caller gets {answer.esbstatus} problem+json: {answer.esberror}")
+        return
+    click.echo(f"\n← caller gets {answer.esbstatus or 200}  {answer.datacontenttype or ''}")
+    _print_data(answer.data)
+
+
+def _print_data(data: Any) -> None:
+    if isinstance(data, bytes):
+        text = data.decode("utf-8", "replace")
+    elif isinstance(data, str):
+        text = data
+    else:
+        import orjson
+
+        text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
+    for line in text.rstrip("\n").splitlines():
+        click.echo(f"  {line}")
+
+
+def _jsonable(data: Any) -> Any:
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
 
 
 # -- daemon commands ---------------------------------------------------------------------------

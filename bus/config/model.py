@@ -25,6 +25,53 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TlsFiles(_Strict):
+    """Client TLS: whom to trust and who we are (relative paths: the configuration folder)."""
+
+    #: CA bundle (PEM) the server's certificate must chain to; unset: the system's store.
+    ca_file: Path | None = None
+    #: Client certificate (PEM), for servers that require one (mutual TLS).
+    cert_file: Path | None = None
+    #: Its private key (PEM); unset: in ``cert_file``.
+    key_file: Path | None = None
+    #: Check the server's certificate and name (``false`` only for tests).
+    verify: bool = True
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TlsFiles:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file (the client certificate)")
+        return self
+
+    def missing(self, resolve: Any) -> list[str]:
+        """The files named here that do not exist (resolved with ``resolve``)."""
+        return [f"{key}: {resolve(path)} does not exist"
+                for key in ("ca_file", "cert_file", "key_file")
+                if (path := getattr(self, key)) is not None and not resolve(path).is_file()]
+
+
+class BusTls(TlsFiles):
+    """TLS for ``amqps://`` bus URLs (every node), beyond the system's trust store."""
+
+    #: Name the server's certificate must carry (SNI and the check), when it differs from the
+    #: URL's host (an IP address, a load balancer).
+    server_name: str | None = None
+
+
+class OutboundHttp(TlsFiles):
+    """The outbound HTTP client every adapter shares (``ctx.http()``)."""
+
+    #: Proxy for outbound HTTP and HTTPS calls: ``http://[user:pass@]proxy:3128``.
+    proxy: str | None = None
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, v: str | None) -> str | None:
+        if v is not None and not v.lower().startswith(("http://", "https://")):
+            raise ValueError("proxy must be an http:// or https:// URL")
+        return v
+
+
 class BusConfig(_Strict):
     #: ``embedded``, one ``amqp[s]://`` URL, or a cluster's nodes: a YAML list of URLs or one
     #: string of URLs separated by commas (kept in that comma form here). esb connects to the
@@ -43,6 +90,10 @@ class BusConfig(_Strict):
     #: Longest wait for the broker's confirm of a publish; past it the sender is told to retry
     #: (503 + Retry-After) and a link that stays silent this long is dropped and rebuilt.
     confirm_timeout: Duration = Field(5.0, gt=0, le=120)
+    #: TLS for ``amqps://`` URLs: CA bundle, client certificate and key, server name. (The
+    #: same settings may be written in the URL as RabbitMQ's ``cacertfile``, ``certfile``,
+    #: ``keyfile``, ``server_name_indication`` query parameters.)
+    tls: BusTls | None = None
     #: Where the embedded bus and the daemon keep state between restarts.
     state_dir: Path = Path(".esb")
     heartbeat: int = Field(30, ge=0)
@@ -51,6 +102,8 @@ class BusConfig(_Strict):
     #: Keys each instance remembers at most (~0.5 KiB each); past that the oldest are
     #: forgotten before the window ends. Size it to the keyed messages one window brings.
     idempotency_max_keys: int = Field(100_000, ge=1000)
+    #: Request/reply callers one instance lets wait at once; more are answered 503 (retry).
+    max_waiting: int = Field(10_000, ge=1, le=1_000_000)
     #: Heartbeat (s) of the connection holding the leases of ``one-instance`` sources: a host
     #: that dies or is cut off loses its leases about two heartbeats later.
     lease_heartbeat: int = Field(5, ge=1, le=60)
@@ -98,6 +151,8 @@ class HttpConfig(_Strict):
     max_body: Size = 1024 * 1024
     #: Hosts outbound URLs may reach (SSRF guard); empty allows any.
     allowed_hosts: list[str] = Field(default_factory=list)
+    #: TLS (CA bundle, client certificate) and proxy of outbound HTTP calls.
+    outbound: OutboundHttp = Field(default_factory=OutboundHttp)
 
     @field_validator("listen")
     @classmethod
@@ -116,6 +171,14 @@ class HttpConfig(_Strict):
         return int(self.listen.rpartition(":")[2])
 
 
+class ConsoleConfig(_Strict):
+    """The web console at ``/console`` (same binding and token as the admin API)."""
+
+    enabled: bool = True
+    #: A console session ends this long after login (log in again with the token).
+    session_ttl: Duration = Field(8 * 3600.0, gt=0)
+
+
 class AdminConfig(_Strict):
     #: Bearer token for /admin (key ``token``; a secret: written as a ``${VAR}`` reference).
     #: Empty: the daemon makes one and writes it to ``<state_dir>/admin.token`` (mode 0600),
@@ -123,6 +186,7 @@ class AdminConfig(_Strict):
     secret_token: SecretStr = Field(SecretStr(""), alias="token")
     #: Serve /admin to non-loopback clients too (off: 127.0.0.1/::1 only).
     remote: bool = False
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
     @property
     def token(self) -> str:
@@ -174,6 +238,8 @@ class DeliveryConfig(_Strict):
     breaker: BreakerConfig | Literal[False] = Field(default_factory=BreakerConfig)
     #: Ordered delivery by key; retries then happen in place so the order holds.
     ordered: OrderedConfig | None = None
+    #: Request/reply: the largest answer passed back to a caller (larger: a 502).
+    max_reply: Size = 4 * 1024 * 1024
 
 
 class EndpointConfig(BaseModel):
@@ -218,6 +284,31 @@ class Config(_Strict):
     #: the loader: :func:`project_dir` of the file).
     base_dir: Path = Field(default=Path("."), exclude=True)
     path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _tls_into_bus_url(self) -> Config:
+        """Write ``bus.tls`` into each node's URL (every part that connects reads its TLS
+        from the URL it is given: :mod:`esb.bus.broker.tls`)."""
+        problems = [f"http.outbound.{p}" for p in self.http.outbound.missing(self.resolve)]
+        tls = self.bus.tls
+        if tls is not None:
+            problems += [f"bus.tls.{p}" for p in tls.missing(self.resolve)]
+            if any(not u.lower().startswith("amqps://") for u in self.bus.nodes):
+                problems.append("bus.tls: the bus URL must be amqps:// for TLS settings to "
+                                "apply")
+        if problems:
+            raise ValueError("; ".join(problems))
+        if tls is not None and not self.bus.embedded:
+            from esb.bus.broker.tls import with_tls
+
+            def path(p: Path | None) -> Path | None:
+                return None if p is None else self.resolve(p)
+
+            self.bus.url = ",".join(
+                with_tls(u, ca_file=path(tls.ca_file), cert_file=path(tls.cert_file),
+                         key_file=path(tls.key_file), server_name=tls.server_name,
+                         verify=tls.verify) for u in self.bus.nodes)
+        return self
 
     @model_validator(mode="after")
     def _names(self) -> Config:

@@ -24,7 +24,8 @@ from lxml import etree
 
 from esb.bus.envelope import Envelope
 from esb.bus.payload import JSON, TEXT, XML, decode, guess_content_type, is_json, read_file
-from esb.bus.routing.dispatch import Plan, plan
+from esb.bus.reply import Reply, reply_envelope
+from esb.bus.routing.dispatch import Plan, plan, reply_answer
 from esb.bus.routing.model import RouteCase
 from esb.bus.routing.router import Router
 from esb.bus.routing.routeset import RouteSet
@@ -76,6 +77,19 @@ def try_message(router: Router, body: bytes, *, type: str, source: str,
     env = message_envelope(body, type=type, source=source, content_type=content_type,
                            name=name)
     return route_envelope(router, env, _endpoint(endpoint, source, sources))
+
+
+def try_reply(trial: Plan, body: bytes, *, content_type: str | None = None,
+              name: str | None = None, status: int = 200) -> Envelope | None:
+    """What the caller would get if the request/reply route's destination answered ``body``
+    (a recorded reply): the plan's reply leg run on it. None when no request/reply route
+    fired or its request was refused."""
+    reply = trial.reply
+    if reply is None or reply.request is None:
+        return None
+    ctype = content_type or guess_content_type(name or "", body)
+    got = reply_envelope(reply.request, Reply(status, {}, body, ctype), reply.destination)
+    return reply_answer(reply, reply.request, got)
 
 
 def test_routes(router: Router, *, message: bytes | None = None,

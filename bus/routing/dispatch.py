@@ -18,6 +18,12 @@ own steps failed). Rules, in order:
 
 Each step that succeeds is a ``transformed`` trace note; the notes are recorded by whoever
 carries the plan out (never for an envelope that was not taken).
+
+Request/reply (§12) is part of the plan too: the first firing route with ``reply:`` is the
+one the caller waits for (:attr:`Plan.reply`: its copy is the request; when its steps failed
+or dropped it, the caller is answered with that failure), and :func:`reply_answer` is the way
+back — the route's reply leg run on the destination's reply, giving what the caller gets. Other
+request/reply routes that fire deliver one-way.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from typing import Any
 from esb.bus.deadletter import LEG_TRANSFORM, ROUTE_TRANSFORM, dead_letter
 from esb.bus.envelope import Envelope, Hop, utcnow
 from esb.bus.errors import DropEnvelope, TransformError, TransientTransformError
-from esb.bus.routing.router import CompiledRoute, Leg, Router
+from esb.bus.reply import failure_envelope, problem_of
+from esb.bus.routing.router import CompiledRoute, Leg, ReplyLeg, Router
 from esb.transformers.chain import Chain
 
 #: Outcome kinds: a copy for a destination, a dead letter, a filtered copy, an unroutable one.
@@ -89,6 +96,25 @@ class Deferral:
         return self.error.step
 
 
+@dataclass(frozen=True, slots=True)
+class ReplyPlan:
+    """The request/reply route a caller waits for: ``request`` is its destination's copy, or
+    None with ``error`` when the route's or destination's steps failed or dropped it."""
+
+    route: str
+    destination: str
+    leg: ReplyLeg
+    request: Envelope | None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"route": self.route, "destination": self.destination,
+                               "timeout": self.leg.timeout, "steps": self.leg.chain.steps}
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
 @dataclass(slots=True)
 class Plan:
     """What routing one envelope does. ``envelope`` is the envelope as it came in."""
@@ -101,6 +127,8 @@ class Plan:
     outcomes: list[Outcome] = field(default_factory=list)
     notes: list[TraceNote] = field(default_factory=list)
     deferred: Deferral | None = None
+    #: The request/reply route the caller waits for, if one fired.
+    reply: ReplyPlan | None = None
 
     @property
     def routes(self) -> list[str]:
@@ -134,6 +162,8 @@ class Plan:
             "source": self.envelope.source, "version": self.version, "routes": self.routes,
             "unroutable": self.unroutable, "destinations": self.destinations,
             "deliveries": [o.to_dict() for o in self.outcomes if o.kind != UNROUTABLE]}
+        if self.reply is not None:
+            out["reply"] = self.reply.to_dict()
         if self.deferred is not None:
             out["deferred"] = {"route": self.deferred.route,
                                "destination": self.deferred.destination,
@@ -167,8 +197,11 @@ def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
     p = Plan(envelope, endpoint, version, now, fired)
     outcomes, notes = p.outcomes, p.notes
     accepted_note: dict[str, object] = {"endpoint": endpoint, "version": version}
-    if envelope.idempotencykey:  # so `esb trace KEY` finds the envelope
+    # what `esb trace KEY` and the console's search find the envelope by (trace.SEARCHABLE)
+    if envelope.idempotencykey:
         accepted_note["key"] = envelope.idempotencykey
+    if envelope.correlationid:
+        accepted_note["correlationid"] = envelope.correlationid
     notes.append(("accepted", accepted_note))
     if not fired:
         notes.append(("unroutable", {"version": version}))
@@ -210,7 +243,43 @@ def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
             elif not _leg(p, name, leg, routed if routed is not None else stamped(), hop,
                           instance):
                 return p
+    p.reply = _reply(p)
     return p
+
+
+def _reply(p: Plan) -> ReplyPlan | None:
+    """The first firing request/reply route, with its planned request (or why there is none)."""
+    route = next((r for r in p.fired if r.reply is not None), None)
+    if route is None or route.reply is None:
+        return None
+    dest = route.legs[0].destination
+    for o in p.outcomes:
+        if o.route == route.name and o.destination in (dest, None):
+            if o.kind == COPY:
+                return ReplyPlan(route.name, dest, route.reply, o.envelope)
+            return ReplyPlan(route.name, dest, route.reply, None,
+                             o.error or f"a step of route {route.name!r} dropped the request")
+    return None  # pragma: no cover - every firing route leaves an outcome
+
+
+def reply_answer(reply: ReplyPlan, request: Envelope, got: Envelope,
+                 notes: list[TraceNote] | None = None) -> Envelope:
+    """What the caller gets for ``got``, the destination's reply to ``request``: a failure
+    reply as it is; a successful one through the route's reply leg (a step that fails or
+    drops it: a 502 naming the step, the destination is not called again)."""
+    if problem_of(got) is not None or not reply.leg.chain:
+        return got
+    where = {"route": reply.route, "destination": reply.destination, "leg": "reply"}
+    try:
+        return _run(reply.leg.chain, got, notes if notes is not None else [], where)
+    except (TransformError, TransientTransformError) as exc:
+        return failure_envelope(request, "transform", f"the reply from {reply.destination!r} "
+                                f"could not be transformed: {exc}", 502,
+                                destination=reply.destination, step=exc.step)
+    except DropEnvelope:
+        return failure_envelope(request, "transform", f"a reply step of route {reply.route!r} "
+                                f"dropped the reply from {reply.destination!r}", 502,
+                                destination=reply.destination)
 
 
 def plan_leg(router: Router, envelope: Envelope, route: str, destination: str, *,

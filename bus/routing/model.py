@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from esb.bus.config.units import Duration
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -17,6 +19,15 @@ class _Strict(BaseModel):
 class Target(_Strict):
     destination: str = Field(min_length=1)
     #: Steps run for this destination only, after the route's own chain.
+    transform: list[Any] = Field(default_factory=list)
+
+
+class ReplySpec(_Strict):
+    """Request/reply: the caller waits for the one destination's answer (§12)."""
+
+    #: How long the caller waits; past it the caller gets a timeout and no retry is made.
+    timeout: Duration = Field(10.0, gt=0, le=3600)
+    #: Steps turning the destination's answer (the reply envelope) into the caller's format.
     transform: list[Any] = Field(default_factory=list)
 
 
@@ -34,6 +45,15 @@ class Route(_Strict):
     #: First-match-wins: once an exclusive route fires, no route after it in firing order
     #: (lower priority, or equal priority and later in the files) does.
     exclusive: bool = False
+    #: Request/reply: the caller waits for the destination's answer (one destination only).
+    reply: ReplySpec | None = None
+
+    @model_validator(mode="after")
+    def _one_replier(self) -> Route:
+        if self.reply is not None and len(self.to) != 1:
+            raise ValueError(f"a request/reply route sends to exactly one destination "
+                             f"(this one has {len(self.to)})")
+        return self
 
     @field_validator("name")
     @classmethod

@@ -32,6 +32,15 @@ class Leg:
 
 
 @dataclass(frozen=True)
+class ReplyLeg:
+    """A request/reply route's way back: how long the caller waits, and the steps that turn
+    the destination's answer into the caller's format (run on the caller's instance)."""
+
+    timeout: float
+    chain: Chain
+
+
+@dataclass(frozen=True)
 class CompiledRoute:
     name: str
     order: int
@@ -39,6 +48,7 @@ class CompiledRoute:
     exclusive: bool
     chain: Chain
     legs: tuple[Leg, ...]
+    reply: ReplyLeg | None = None
 
 
 class Router:
@@ -177,8 +187,13 @@ def _compile_route(placed: PlacedRoute, order: int, namespaces: Mapping[str, str
         leg_chain = chains.build(target.transform, placed, ("to", i, "transform"),
                                  f"{route.name}: to[{i}].transform", problems)
         legs.append(Leg(target.destination, leg_chain))
+    reply = None
+    if route.reply is not None:
+        reply = ReplyLeg(route.reply.timeout, chains.build(
+            route.reply.transform, placed, ("reply", "transform"),
+            f"{route.name}: reply.transform", problems))
     return CompiledRoute(route.name, order, route.priority, route.exclusive, chain,
-                         tuple(legs))
+                         tuple(legs), reply)
 
 
 def _pattern(placed: PlacedRoute, problems: list[str]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ The CLI is a thin client of these endpoints; every read answers JSON.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -14,6 +13,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from esb.bus.apidocs.admin import admin_document
+from esb.bus.console.session import (
+    COOKIE,
+    CSRF_HEADER,
+    SAFE_METHODS,
+    Sessions,
+    token_matches,
+)
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusError
 from esb.bus.payload import PayloadError, decode
@@ -29,7 +36,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 
-def _loopback(request: Request) -> bool:
+def is_loopback(request: Request) -> bool:
     host = request.client.host if request.client else ""
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -37,36 +44,71 @@ def _loopback(request: Request) -> bool:
         return False
 
 
+def loopback_only(request: Request) -> Response | None:
+    """The 403 answer to a client outside the admin binding (see ``admin.remote``)."""
+    if is_loopback(request):
+        return None
+    return problem(403, "Forbidden", "the admin API and the console only answer loopback "
+                   "clients (set admin.remote: true to change that)")
+
+
+def _unauthorized() -> Response:
+    return problem(401, "Unauthorized", "send 'Authorization: Bearer <admin token>' (or log "
+                   "in to the console)", headers={"WWW-Authenticate": "Bearer"})
+
+
 class AdminApi:
-    def __init__(self, daemon: Daemon, token: str, remote: bool) -> None:
+    """The admin endpoints, each behind :meth:`guard`: the bearer token, or a console session
+    cookie (plus its CSRF token on anything but a read)."""
+
+    def __init__(self, daemon: Daemon, token: str, remote: bool, sessions: Sessions) -> None:
         self.daemon = daemon
         self.token = token
         self.remote = remote
+        self.sessions = sessions
+
+    def refusal(self, request: Request) -> Response | None:
+        """Why ``request`` may not use the admin API (a problem response), or None."""
+        if not self.remote and (refused := loopback_only(request)) is not None:
+            return refused
+        auth = request.headers.get("authorization")
+        if auth is not None:
+            scheme, _, given = auth.partition(" ")
+            if scheme.lower() != "bearer" or not token_matches(given, self.token):
+                return _unauthorized()
+            return None
+        session = self.sessions.check(request.cookies.get(COOKIE))
+        if session is None:
+            return _unauthorized()
+        if request.method not in SAFE_METHODS and not self.sessions.csrf_ok(
+                session, request.headers.get(CSRF_HEADER)):
+            return problem(403, "CSRF token missing or wrong",
+                           "a console action must carry the session's X-CSRF-Token header")
+        return None
 
     def guard(self, endpoint: Endpoint) -> Endpoint:
         async def guarded(request: Request) -> Response:
-            if not self.remote and not _loopback(request):
-                return problem(403, "Forbidden", "the admin API only answers loopback clients "
-                               "(set admin.remote: true to change that)")
-            auth = request.headers.get("authorization", "")
-            scheme, _, given = auth.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(),
-                                                                     self.token.encode()):
-                return problem(401, "Unauthorized", "send 'Authorization: Bearer <admin token>'",
-                               headers={"WWW-Authenticate": "Bearer"})
+            refused = self.refusal(request)
+            if refused is not None:
+                return refused
             return await endpoint(request)
 
         return guarded
 
     def routes(self) -> list[Route]:
+        d = self.daemon
         return [
             Route("/admin/status", self.guard(self.status), methods=["GET"]),
             Route("/admin/send", self.guard(self.send), methods=["POST"]),
             Route("/admin/routes", self.guard(self.routes_info), methods=["GET"]),
-            *route_admin_routes(self.daemon.deployer, self.guard),
-            *deadletter_admin_routes(self.daemon.deadletters, self.guard),
-            *ops_admin_routes(self.daemon.trace, self.daemon.presence, self.guard),
+            Route("/admin/openapi.json", self.guard(self.openapi), methods=["GET"]),
+            *route_admin_routes(d.deployer, self.guard, d.route_tester),
+            *deadletter_admin_routes(d.deadletters, self.guard),
+            *ops_admin_routes(d.trace, d.presence, self.guard, d.stats, d.plugins),
         ]
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(admin_document(server=str(request.base_url).rstrip("/")))
 
     async def status(self, request: Request) -> Response:
         return json_response(await self.daemon.status())

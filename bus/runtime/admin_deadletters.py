@@ -1,5 +1,9 @@
 """Admin endpoints for the dead-letter and unroutable queues.
 
+``GET /admin/{dlq,unroutable}`` lists (``limit``, default 100), optionally filtered by
+``destination``, ``error`` (a case-insensitive substring) and ``since`` (a duration: last
+handled within it).
+
 ``POST .../replay`` streams its progress as JSON lines (``{"scanned": n, "total": m}``: how
 far the pass is through the queue, whose depth was ``m`` when it began, at most one line per
 percent) and ends with the result line (``{"replayed": n, "failed": f, "left": m, "results":
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -20,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from esb.bus.config.units import parse_duration
 from esb.bus.envelope import bookkeeping
 from esb.bus.errors import EsbError
 from esb.bus.problem import json_response, problem
@@ -32,6 +38,9 @@ Guard = Callable[[Endpoint], Endpoint]
 #: A replay by id first checks that its ids are in the queue when the queue holds at most
 #: this many (reading them takes seconds); a deeper queue is replayed without the check.
 CHECK_UP_TO = 10_000
+#: How many envelopes a filtered listing reads to find its matches.
+FILTER_SCAN = 10_000
+MAX_SINCE_S = 400 * 86400.0
 
 
 
@@ -84,15 +93,53 @@ async def _missing(dl: DeadLetters, which: str, ids: list[str],
     return [i for i in dict.fromkeys(ids) if i not in present]
 
 
+def _filter(destination: str | None, error: str | None, since: str | None
+            ) -> Callable[[dict[str, Any]], bool] | None:
+    """The listing filter of the query parameters (None: no filter); ValueError on a bad
+    ``since``."""
+    if not destination and not error and not since:
+        return None
+    cutoff = None
+    if since:
+        seconds = parse_duration(since)
+        if not 0 < seconds <= MAX_SINCE_S:
+            raise ValueError(f"since must be a positive duration of at most 400d "
+                             f"(got {since!r})")
+        cutoff = datetime.now(UTC) - timedelta(seconds=seconds)
+    needle = error.lower() if error else None
+
+    def keep(item: dict[str, Any]) -> bool:
+        if destination and item.get("destination") != destination:
+            return False
+        if needle is not None and needle not in (item.get("error") or "").lower():
+            return False
+        if cutoff is not None:
+            try:
+                return datetime.fromisoformat(item["at"]) >= cutoff
+            except (KeyError, TypeError, ValueError):
+                return False
+        return True
+
+    return keep
+
+
 def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
     async def listing(request: Request) -> Response:
-        which = request.path_params["which"]
+        which, q = request.path_params["which"], request.query_params
         try:
-            limit = int(request.query_params.get("limit", "100"))
-            envs = await dl.list(which, max(1, min(limit, 100_000)))
-        except (ValueError, EsbError) as exc:
+            limit = max(1, min(int(q.get("limit", "100")), 100_000))
+            keep = _filter(q.get("destination"), q.get("error"), q.get("since"))
+        except ValueError as exc:
             return problem(400, "Bad request", str(exc))
-        return json_response({"queue": which, "items": [summary(e) for e in envs]})
+        try:
+            # A filtered listing reads further into the queue to find ``limit`` matches.
+            envs = await dl.list(which, limit if keep is None else max(limit, FILTER_SCAN))
+        except EsbError as exc:
+            return problem(400, "Bad request", str(exc))
+        items = [summary(e) for e in envs]
+        if keep is not None:
+            items = [i for i in items if keep(i)][:limit]
+        return json_response({"queue": which, "items": items})
 
     async def show(request: Request) -> Response:
         which, eid = request.path_params["which"], request.path_params["id"]

@@ -4,6 +4,11 @@
   first, from every instance; 404 problem+json when nothing was recorded for that id in the
   window; 400 on a bad ``since``; 503 when the trace store cannot be read; 504 when reading the
   window takes too long.
+* ``GET /admin/trace?key=K`` or ``?correlation=C`` (``&since=1h``) → ``{"ids": [...]}``: the
+  envelopes accepted with that idempotency key or correlation id.
+* ``GET /admin/stats?minutes=15`` → recent fleet samples per destination (rates, latency
+  percentiles, in flight, breaker; :mod:`esb.bus.runtime.stats`), for the console's charts.
+* ``GET /admin/plugins`` → installed adapters and transformers.
 * ``GET /admin/instances`` → a JSON list, one object per live instance (this one first); see
   :mod:`esb.bus.runtime.presence` for the fields.
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,6 +27,7 @@ from esb.bus.config.units import parse_duration
 from esb.bus.errors import BusError
 from esb.bus.problem import json_response, problem
 from esb.bus.runtime.presence import Presence
+from esb.bus.runtime.stats import StatsHistory
 from esb.bus.runtime.trace import AmbiguousRef, TraceRecorder
 from esb.bus.runtime.trace_rabbitmq import TraceQueryTimeout
 
@@ -28,24 +35,36 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 Guard = Callable[[Endpoint], Endpoint]
 
 DEFAULT_SINCE = "1h"
+MAX_STATS_MINUTES = 60
 #: Longer than any sensible retention: a bigger window is a typo, not a question.
 MAX_SINCE = timedelta(days=400)
 
 
 
-def ops_admin_routes(trace: TraceRecorder, presence: Presence, guard: Guard) -> list[Route]:
-    """The trace and instances endpoints, each wrapped in ``guard`` (the admin token check)."""
+def _since(request: Request) -> timedelta | Response:
+    since_text = request.query_params.get("since", DEFAULT_SINCE)
+    try:
+        seconds = parse_duration(since_text)
+    except ValueError as exc:
+        return problem(400, "Bad since", str(exc))
+    since = timedelta(seconds=min(seconds, MAX_SINCE.total_seconds() + 1))
+    if since <= timedelta(0) or since > MAX_SINCE:
+        return problem(400, "Bad since", f"since must be more than 0 and at most "
+                       f"{MAX_SINCE.days}d (got {since_text!r})")
+    return since
+
+
+def ops_admin_routes(trace: TraceRecorder, presence: Presence, guard: Guard,
+                     stats: StatsHistory, plugins: Callable[[], dict[str, Any]]
+                     ) -> list[Route]:
+    """The trace, instances, stats and plugins endpoints, each wrapped in ``guard``."""
 
     async def trace_one(request: Request) -> Response:
         envelope_id = request.path_params["id"]
         since_text = request.query_params.get("since", DEFAULT_SINCE)
-        try:
-            since = timedelta(seconds=parse_duration(since_text))
-        except ValueError as exc:
-            return problem(400, "Bad since", str(exc))
-        if since <= timedelta(0) or since > MAX_SINCE:
-            return problem(400, "Bad since", f"since must be more than 0 and at most "
-                           f"{MAX_SINCE.days}d (got {since_text!r})")
+        since = _since(request)
+        if isinstance(since, Response):
+            return since
         try:
             events = await trace.query(envelope_id, since)
         except AmbiguousRef as exc:
@@ -62,10 +81,46 @@ def ops_admin_routes(trace: TraceRecorder, presence: Presence, guard: Guard) -> 
         return json_response({"id": events[0].id, "since": since_text,
                       "events": [e.to_dict() for e in events]})
 
+    async def trace_search(request: Request) -> Response:
+        q = request.query_params
+        asked = [(f, q[p]) for p, f in (("key", "key"), ("correlation", "correlationid"))
+                 if q.get(p)]
+        if len(asked) != 1:
+            return problem(400, "Bad trace search",
+                           "search by one of ?key=IDEMPOTENCY-KEY or ?correlation=ID")
+        since = _since(request)
+        if isinstance(since, Response):
+            return since
+        field, value = asked[0]
+        try:
+            ids = await trace.find(field, value, since)
+        except TraceQueryTimeout as exc:
+            return problem(504, "Trace query too slow", str(exc))
+        except BusError as exc:
+            return problem(503, "Trace unavailable", str(exc))
+        return json_response({"ids": ids, "since": q.get("since", DEFAULT_SINCE)})
+
     async def instances(request: Request) -> Response:
         return json_response(presence.instances())
 
+    async def recent_stats(request: Request) -> Response:
+        try:
+            minutes = int(request.query_params.get("minutes", "15"))
+        except ValueError:
+            minutes = 0
+        if not 1 <= minutes <= MAX_STATS_MINUTES:
+            return problem(400, "Bad minutes",
+                           f"minutes is a whole number from 1 to {MAX_STATS_MINUTES}")
+        return json_response({"interval_s": stats.interval,
+                              "samples": stats.recent(minutes * 60.0)})
+
+    async def installed(request: Request) -> Response:
+        return json_response(plugins())
+
     return [
+        Route("/admin/trace", guard(trace_search), methods=["GET"]),
         Route("/admin/trace/{id:path}", guard(trace_one), methods=["GET"]),
         Route("/admin/instances", guard(instances), methods=["GET"]),
+        Route("/admin/stats", guard(recent_stats), methods=["GET"]),
+        Route("/admin/plugins", guard(installed), methods=["GET"]),
     ]

@@ -9,6 +9,9 @@
 * ``POST /admin/routes/rollback``        ``{"version": n | null, "by": str, "force": bool?}``
   → 201 (default version: the newest earlier one whose files differ from the latest's)
 * ``GET  /admin/routes/diff?a=N&b=M``    unified diff of each changed file
+* ``POST /admin/routes/test``            ``{"files": {name: text}}`` or ``{"version": n}``: run
+  the files' ``tests:`` cases (nothing is sent) → ``{"cases", "passed", "failed"}``; 422 when
+  the files do not compile
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from esb.bus.errors import BusError, ConfigError
 from esb.bus.problem import json_response, problem
 from esb.bus.routing.store import RouteVersion, UnknownVersion
 from esb.bus.runtime.deploy import RollbackError, RouteDeployer, Unchanged
+from esb.bus.runtime.route_tests import RouteTester
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 Guard = Callable[[Endpoint], Endpoint]
@@ -34,8 +38,10 @@ MAX_FILES = 1000
 
 
 
-def route_admin_routes(deployer: RouteDeployer, guard: Guard) -> list[Route]:
-    """The route-lifecycle endpoints, each wrapped in ``guard`` (the admin token check)."""
+def route_admin_routes(deployer: RouteDeployer, guard: Guard,
+                       tester: RouteTester | None = None) -> list[Route]:
+    """The route-lifecycle endpoints, each wrapped in ``guard`` (the admin token check);
+    ``/admin/routes/test`` only with a ``tester``."""
 
     async def versions(request: Request) -> Response:
         history = await deployer.store.history()
@@ -56,15 +62,9 @@ def route_admin_routes(deployer: RouteDeployer, guard: Guard) -> list[Route]:
         body = await _body(request)
         if isinstance(body, Response):
             return body
-        files = body.get("files")
-        if (not isinstance(files, dict) or not files or len(files) > MAX_FILES
-                or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
-            return problem(400, "Bad deploy request",
-                           '"files" must map route file names to their texts (at least one)')
-        bad = [name for name in files if not _plain_name(name)]
-        if bad:
-            return problem(400, "Bad deploy request",
-                           f"route file names must be plain names, not paths: {bad}")
+        files = _files(body, "Bad deploy request")
+        if isinstance(files, Response):
+            return files
         by, note, force = body.get("by") or "unknown", body.get("note"), body.get("force")
         if not isinstance(by, str) or (note is not None and not isinstance(note, str)) \
                 or not isinstance(force, bool | None):
@@ -118,6 +118,33 @@ def route_admin_routes(deployer: RouteDeployer, guard: Guard) -> list[Route]:
             return problem(404, "Unknown route version", str(exc))
         return json_response({"a": va.summary(), "b": vb.summary(), "files": diff_versions(va, vb)})
 
+    async def test(request: Request) -> Response:
+        body = await _body(request)
+        if isinstance(body, Response):
+            return body
+        if "version" in body and "files" not in body:
+            n = body["version"]
+            if not isinstance(n, int) or isinstance(n, bool):
+                return problem(400, "Bad test request", '"version" is a version number')
+            try:
+                files: dict[str, str] | Response = (await deployer.store.get(n)).files
+            except UnknownVersion as exc:
+                return problem(404, "Unknown route version", str(exc))
+            except BusError as exc:
+                return problem(503, "Route store unavailable", str(exc))
+        else:
+            files = _files(body, "Bad test request")
+        if isinstance(files, Response):
+            return files
+        assert tester is not None  # only served with one
+        try:
+            result = await tester.run(files)
+        except ConfigError as exc:
+            return problem(422, "Route set does not compile",
+                           f"{len(exc.problems)} problem(s); no test was run",
+                           errors=exc.problems)
+        return json_response({"version": body.get("version"), **result})
+
     def _stored(v: RouteVersion) -> Response:
         running = deployer.running
         return json_response({**v.summary(),
@@ -129,7 +156,21 @@ def route_admin_routes(deployer: RouteDeployer, guard: Guard) -> list[Route]:
         Route("/admin/routes/deploy", guard(deploy), methods=["POST"]),
         Route("/admin/routes/rollback", guard(rollback), methods=["POST"]),
         Route("/admin/routes/diff", guard(diff), methods=["GET"]),
+        *([Route("/admin/routes/test", guard(test), methods=["POST"])] if tester else []),
     ]
+
+
+def _files(body: dict[str, Any], title: str) -> dict[str, str] | Response:
+    """The ``files`` of a deploy or test request, or the 400 answer saying what is wrong."""
+    files = body.get("files")
+    if (not isinstance(files, dict) or not files or len(files) > MAX_FILES
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
+        return problem(400, title,
+                       '"files" must map route file names to their texts (at least one)')
+    bad = [name for name in files if not _plain_name(name)]
+    if bad:
+        return problem(400, title, f"route file names must be plain names, not paths: {bad}")
+    return files
 
 
 def diff_versions(a: RouteVersion, b: RouteVersion) -> list[dict[str, str]]:

@@ -62,6 +62,20 @@ class CircuitBreaker:
                 return
             await self._sleep_or_change(self.settings.cooldown)
 
+    def refuses(self) -> float | None:
+        """For a caller that cannot wait (request/reply): None when a call may go ahead now
+        (taking the half-open probe), else about how many seconds until one may."""
+        if self.state == "open":
+            remaining = self._opened_at + self.settings.cooldown - time.monotonic()
+            if remaining > 0:
+                return remaining
+            self.state = "half-open"
+        if self.state == "half-open":
+            if self._probing:
+                return 1.0
+            self._probing = True
+        return None
+
     async def _sleep_or_change(self, timeout: float) -> None:
         self._changed.clear()
         with contextlib.suppress(TimeoutError):

@@ -11,22 +11,30 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from typing import Any
 
 import httpx
 import structlog
 
 from esb.adapters.spec import Inbound, Outbound, OutboundContext
+from esb.bus.apidocs.http import InboundDocument, apidocs_routes
+from esb.bus.apidocs.inbound import inbound_document
 from esb.bus.broker.base import Bus
 from esb.bus.config.loader import Loaded, load_config
+from esb.bus.console.app import Console
+from esb.bus.console.session import Sessions
 from esb.bus.errors import BusError, ConfigError
-from esb.bus.plugins import Registry, adapters
+from esb.bus.plugins import Registry, adapters, describe_installed
+from esb.bus.plugins import transformers as transformer_registry
 from esb.bus.routing.from_config import config_compiler, load_router
 from esb.bus.routing.router import Router
 from esb.bus.routing.routeset import read_route_files
-from esb.bus.runtime.admin import AdminApi
+from esb.bus.runtime.admin import AdminApi, loopback_only
 from esb.bus.runtime.admin_token import admin_token, write_admin_url
 from esb.bus.runtime.backend import open_backend
+from esb.bus.runtime.calls import PendingCalls
 from esb.bus.runtime.deadletters import DeadLetters
 from esb.bus.runtime.delivery import DeliveryWorker
 from esb.bus.runtime.deploy import RouteDeployer
@@ -37,11 +45,18 @@ from esb.bus.runtime.ingress import Ingress, RouterHolder, SourceContext
 from esb.bus.runtime.logs import SecretRedactor, configure_logging
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
+from esb.bus.runtime.route_tests import RouteTester
 from esb.bus.runtime.singleton import Leases, OneInstance
+from esb.bus.runtime.stats import StatsHistory
 from esb.bus.runtime.tasks import cancel_all
 from esb.bus.runtime.worker_role import WorkerRole, watch_parent
 
 log = structlog.get_logger("esb.daemon")
+
+try:
+    ESB_VERSION = package_version("esb")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree not installed
+    ESB_VERSION = "unknown"
 
 #: Shares of ``stop_timeout``: requests in flight get the first part; closing the broker links
 #: keeps the last :data:`CLOSE_RESERVE` seconds (each link closes within 2 s, all at once).
@@ -91,8 +106,15 @@ class Daemon:
         self.fleet = FleetLimits(self.presence)
         self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance,
                                partitioners, self.trace)
+        self.calls = PendingCalls(self.metrics, self.instance, self.config.bus.max_waiting,
+                                  self.trace)
+        self.metrics.watch(self.metrics.waiting, lambda: len(self.calls))
         self.deadletters = DeadLetters(self.bus, self.ingress, self.config.destinations,
                                        partitioners, self.instance, self.trace)
+        self.stats = StatsHistory(self.presence.instances, interval=self.presence.interval)
+        self.route_tester = RouteTester(loaded)
+        self.inbound_document = InboundDocument(self._describe_inbound,
+                                                lambda: self.router.current.version)
         self._http: httpx.AsyncClient | None = None
         self.inbound: dict[str, Inbound] = {}
         self.contexts: dict[str, SourceContext] = {}
@@ -104,8 +126,20 @@ class Daemon:
 
     def http_client(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = make_http_client()
+            self._http = make_http_client(outbound=self.config.http.outbound,
+                                          resolve=self.config.resolve)
         return self._http
+
+    def plugins(self) -> dict[str, Any]:
+        """Installed adapters and transformers (``GET /admin/plugins``)."""
+        return {"adapters": describe_installed(self.registry),
+                "transformers": describe_installed(transformer_registry())}
+
+    def _describe_inbound(self, version: int, server: str | None) -> dict[str, Any]:
+        running = self.deployer.running
+        files = running.files if running is not None else self.initial_files
+        return inbound_document(self.loaded, self.registry, files, route_version=version,
+                                server=server)
 
     def _build_adapters(self) -> None:
         cfg = self.config
@@ -115,7 +149,7 @@ class Daemon:
                                 max_body=cfg.http.max_body, ingress=self.ingress,
                                 dedup=self.dedup,
                                 allowed_hosts=tuple(cfg.http.allowed_hosts),
-                                state=self.leases.state(name))
+                                state=self.leases.state(name), calls=self.calls)
             self.contexts[name] = ctx
             side = spec.inbound(settings, ctx)
             if self.source_mode(name) == "one-instance":
@@ -141,14 +175,21 @@ class Daemon:
             log.warning("EMBEDDED BUS: messages live in this process only and are LOST when it "
                         "stops. Set bus.url (or ESB_BUS_URL) to an amqp:// URL for production.")
         self._build_adapters()
-        admin = AdminApi(self, admin_token(self.loaded), cfg.admin.remote)
+        token = admin_token(self.loaded)
+        sessions = Sessions(token, cfg.admin.console.session_ttl)
+        admin = AdminApi(self, token, cfg.admin.remote, sessions)
         write_admin_url(self.loaded)
+        pages = []
+        if cfg.admin.console.enabled:
+            pages = Console(token, sessions, lambda request: None if cfg.admin.remote
+                            else loopback_only(request)).routes()
         routes = [self.contexts[name].counting_refusals(r)
                   for name, inbound in self.inbound.items() for r in inbound.routes]
         # Ready once everything has started (not merely once the bus connected), so a
         # load balancer sends nothing to a half-started instance.
         # Not ready either while the bus link is suspect, or once a stop began.
-        app = build_app(routes, admin.routes(),
+        app = build_app(routes, [*admin.routes(), *pages,
+                                 *apidocs_routes(self.inbound_document)],
                         ready=lambda: self._started and self.bus.connected
                         and not self._stop.is_set(),
                         metrics=self.metrics.render)
@@ -168,6 +209,7 @@ class Daemon:
             self._side_tasks.append(asyncio.create_task(watch_parent(self._orphaned)))
         if self.metrics.multiprocess:
             self._side_tasks.append(asyncio.create_task(self.metrics.keep_sampling()))
+        self._side_tasks.append(asyncio.create_task(self.stats.run()))
         # Until the store's current route version is installed, senders are told to retry
         # (503): nothing is routed by the files this instance happened to start with.
         self.ingress.open = False
@@ -221,6 +263,7 @@ class Daemon:
             log.warning("bus not reachable yet; retrying until it is", error=str(exc))
             while not self.bus.connected and not self._stop.is_set():
                 await self._pause(0.2)
+        self.calls.address = await self.bus.open_replies(self.calls.deliver)
         self.metrics.watch_bus(lambda: self.bus.connected)  # 0 again while the bus is lost
 
     async def _pause(self, seconds: float) -> None:
@@ -353,7 +396,10 @@ class Daemon:
         def count(name: str, **labels: str) -> int:  # prometheus keeps counters as floats
             return int(g(name, labels) or 0)
 
+        latency = self.metrics.latency_counts()
         return {
+            "version": ESB_VERSION,
+            "state": self.state,
             "route_version": self.router.current.version,
             "route_refused": self.deployer.refused,
             "bus_connected": self.bus.connected,
@@ -364,10 +410,21 @@ class Daemon:
                     "failed": sum(count("esb_failed_total", destination=d, kind=k)
                                   for k in ("transient", "permanent")),
                     "dead_lettered": count("esb_dead_lettered_total", destination=d),
+                    "retried": count("esb_retried_total", destination=d),
                     "in_flight": workers.get(d, {}).get("in_flight", 0),
-                    "breaker": self._breaker_state(d)}
+                    "breaker": self._breaker_state(d),
+                    **({"latency": latency[d]} if d in latency else {})}
                 for d in self.config.destinations},
         }
+
+    @property
+    def state(self) -> str:
+        """``starting``, ``running``, ``degraded`` (bus lost) or ``stopping``."""
+        if self._stop.is_set():
+            return "stopping"
+        if not self._started:
+            return "starting"
+        return "running" if self.bus.connected else "degraded"
 
     def _breaker_state(self, destination: str) -> str:
         """One answer for the status's top level and for this instance's presence entry:

@@ -29,7 +29,8 @@ from esb.bus.broker.base import DEAD_LETTER, Bus, Message, destination_addresses
 from esb.bus.config.model import DeliveryConfig
 from esb.bus.deadletter import DELIVERY, dead_letter
 from esb.bus.envelope import Attempt, Envelope
-from esb.bus.errors import BusError, PermanentError, TransientError
+from esb.bus.errors import BusError, PermanentError, PublishRejected, TransientError
+from esb.bus.reply import Reply, failure_envelope, failure_of, reply_envelope
 from esb.bus.runtime.breaker import BreakerSettings, CircuitBreaker
 from esb.bus.runtime.deadline import Deadlines
 from esb.bus.runtime.fleet import FleetLimits
@@ -44,10 +45,14 @@ log = structlog.get_logger("esb.delivery")
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # "delivered" | "transient" | "permanent"
+    kind: str  # "delivered" | "transient" | "permanent" | "unavailable" (request refused)
     #: The attempt as the envelope records it; only failures are recorded (and built).
     attempt: Attempt | None = None
     retry_after: float | None = None
+    #: What ``Outbound.request`` answered (request/reply).
+    reply: Reply | None = None
+    #: The protocol fault the destination answered with, if any (request/reply maps it).
+    fault: str | None = None
 
     @property
     def error(self) -> str | None:
@@ -175,7 +180,9 @@ class DeliveryWorker:
             token = bind_message({"envelope_id": env.id, "correlation_id": env.correlationid,
                                   "route": env.esbroute, "destination": self.destination})
             try:
-                if self.ordered:
+                if env.esbreplyto is not None:
+                    await self._answer(msg)
+                elif self.ordered:
                     await self._deliver_in_place(msg)
                 else:
                     await self._settle(msg, msg.envelope, await self._attempt(msg.envelope,
@@ -186,11 +193,21 @@ class DeliveryWorker:
                 if self._in_flight == 0:
                     self._idle.set()
 
-    async def _attempt(self, env: Envelope, msg: Message) -> Outcome:
+    async def _attempt(self, env: Envelope, msg: Message, limit: float | None = None
+                       ) -> Outcome:
         """One call to the destination, gated by breaker and rate limit; never raises.
-        :data:`HELD` when the breaker held it until a drain, or ``msg`` died meanwhile."""
+        :data:`HELD` when the breaker held it until a drain, or ``msg`` died meanwhile.
+
+        ``limit``: a request/reply call (``Outbound.request``) whose caller waits at most that
+        many more seconds: an open breaker refuses it at once instead of holding it."""
         probe = False
-        if self.breaker is not None:
+        request = limit is not None
+        if self.breaker is not None and request:
+            wait = self.breaker.refuses()
+            if wait is not None:
+                return Outcome("unavailable", retry_after=wait)
+            probe = self.breaker.state == "half-open"
+        elif self.breaker is not None:
             if self.breaker.state == "closed":
                 await self.breaker.wait()  # returns at once: no race to set up
             elif not await self._breaker_or_drain():
@@ -203,16 +220,25 @@ class DeliveryWorker:
             return HELD
         wall = time.time()
         started = time.perf_counter()
+        reply: Reply | None = None
         status: int | None = None
         retry_after: float | None = None
         sent: SendResult = None
+        fault: str | None = None
+        timeout = self.cfg.timeout if limit is None else max(0.001, min(self.cfg.timeout, limit))
         try:
-            sent = await self._deadlines.run(self.outbound.send(env), self.cfg.timeout)
+            if request:
+                reply = await self._deadlines.run(self.outbound.request(env),  # type: ignore[attr-defined]
+                                                  timeout)
+                sent = reply.status
+            else:
+                sent = await self._deadlines.run(self.outbound.send(env), timeout)
         except (TransientError, PermanentError) as exc:
             kind = "permanent" if isinstance(exc, PermanentError) else "transient"
             error, status, retry_after = str(exc), exc.status, exc.retry_after
+            fault = exc.fault
         except TimeoutError:
-            kind, error = "transient", f"no answer within {self.cfg.timeout:g}s"
+            kind, error = "transient", f"no answer within {timeout:g}s"
         except Exception as exc:  # an adapter bug: retried, bounded by the retry budget
             kind, error = "transient", f"{type(exc).__name__}: {exc}"
             log.exception("outbound adapter raised an untranslated error",
@@ -233,14 +259,99 @@ class DeliveryWorker:
                               status=delivered_status(sent), latency_ms=ms, attempt=n)
             self._m_delivered.inc()
             self._m_end_to_end.observe(max(0.0, done - first_seen(env).timestamp()))
-            return DELIVERED
+            return Outcome("delivered", reply=reply) if request else DELIVERED
         error = self._clean(error)
         self.trace.record(env.id, "attempt", at=done, destination=self.destination,
                           outcome=kind, status=status, latency_ms=ms, error=error, attempt=n)
         self.metrics.failed.labels(self.destination, kind).inc()
         return Outcome(kind, Attempt(at=datetime.fromtimestamp(wall, UTC),
                                      destination=self.destination, outcome=kind, status=status,
-                                     latency_ms=ms, error=error, probe=probe), retry_after)
+                                     latency_ms=ms, error=error, probe=probe), retry_after,
+                       fault=fault)
+
+    async def _answer(self, msg: Message) -> None:
+        """A request/reply call: call the destination (retrying within the caller's deadline,
+        as the destination's policy says), send the answer back, then ack. Never retried past
+        the deadline, never dead-lettered: the caller hears every failure."""
+        env = msg.envelope
+        assert env.esbreplyto is not None
+        deadline = (env.esbdeadline or 0) / 1000
+        if msg.redelivered:
+            # The instance that took it first died (or gave it back): it may have called the
+            # destination. Calling again could do it twice; the caller hears it instead.
+            reply = failure_envelope(
+                env, "interrupted", f"the esb instance calling {self.destination!r} for this "
+                "request stopped before it answered; the destination may or may not have "
+                f"received it (idempotency key {env.key!r})", 502,
+                destination=self.destination)
+        elif not callable(getattr(self.outbound, "request", None)):
+            reply = failure_envelope(
+                env, "unanswerable", f"destination {self.destination!r} cannot answer "
+                "requests (its adapter has no request side); use it in one-way routes", 502,
+                destination=self.destination)
+        elif deadline - time.time() <= 0:
+            self.trace.record(env.id, "replied", destination=self.destination,
+                              outcome="expired")
+            msg.ack()  # the caller stopped waiting: the destination is not called at all
+            return
+        else:
+            reply = await self._request(msg, env, deadline)
+        try:
+            await self.bus.reply(env.esbreplyto, reply)
+        except PublishRejected:
+            log.info("the caller is gone; reply dropped", destination=self.destination,
+                     envelope_id=env.id)
+        except BusError as exc:
+            log.warning("could not send a reply", destination=self.destination,
+                        envelope_id=env.id, error=str(exc))
+        self.trace.record(env.id, "replied", destination=self.destination,
+                          status=reply.esbstatus, outcome="ok" if reply.esberror is None
+                          else (reply.data or {}).get("kind"))
+        msg.ack()
+
+    async def _request(self, msg: Message, env: Envelope, deadline: float) -> Envelope:
+        """Call the destination until it answers, fails for good, or the deadline comes."""
+        tried = 0
+        while True:
+            outcome = await self._attempt(env, msg, deadline - time.time())
+            tried += 1
+            if outcome is HELD:  # its channel died: the broker hands it to another instance
+                return failure_envelope(env, "interrupted", "the esb instance holding this "
+                                        "request lost its broker channel before calling "
+                                        f"{self.destination!r}", 502,
+                                        destination=self.destination)
+            if outcome.kind == "delivered":
+                assert outcome.reply is not None
+                return self._reply(env, outcome.reply)
+            if outcome.kind == "unavailable":
+                return failure_envelope(
+                    env, "unavailable", f"destination {self.destination!r} is failing (its "
+                    "circuit breaker is open); retry later", 503,
+                    destination=self.destination, retry_after=outcome.retry_after)
+            left = deadline - time.time()
+            error = outcome.error or "failed"
+            if left <= 0:
+                return failure_envelope(env, "timeout", f"{self.destination!r} did not answer "
+                                        f"before the caller's deadline: {error}", 504,
+                                        destination=self.destination)
+            delay = self.policy.next_delay(tried, first_seen(env), outcome.retry_after) \
+                if outcome.kind == "transient" else None
+            if delay is None or delay >= left or self._draining:
+                kind, status = failure_of(outcome.attempt.status if outcome.attempt else None,
+                                          outcome.fault)
+                return failure_envelope(env, kind, outcome.fault or error, status,
+                                        destination=self.destination)
+            self.trace.record(env.id, "retry-scheduled", destination=self.destination,
+                              attempt=tried, retry_in=delay)
+            await asyncio.sleep(delay)
+
+    def _reply(self, env: Envelope, reply: Reply) -> Envelope:
+        if len(reply.body) > self.cfg.max_reply:
+            return failure_envelope(env, "too-large", f"the reply from {self.destination!r} "
+                                    f"is {len(reply.body)} bytes; at most "
+                                    f"{self.cfg.max_reply} are passed on "
+                                    "(delivery.max_reply)", 502, destination=self.destination)
+        return reply_envelope(env, reply, self.destination)
 
     def _counted(self, attempts: list[Attempt]) -> int:
         """Attempts at this destination that count against ``max_attempts`` (not the probes

@@ -23,8 +23,10 @@ from esb.adapters.spec import Accepted, HttpRoute
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, destination_address
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, TransformDeferred
+from esb.bus.reply import failure_envelope
 from esb.bus.routing.dispatch import COPY, DEAD, Outcome, Plan, plan
 from esb.bus.routing.router import Router
+from esb.bus.runtime.calls import PendingCalls
 from esb.bus.runtime.idempotency import SharedIdempotency
 from esb.bus.runtime.logs import bind_message, unbind_message
 from esb.bus.runtime.metrics import Metrics
@@ -64,20 +66,31 @@ class Ingress:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    async def accept(self, envelope: Envelope, endpoint: str) -> Accepted:
-        """Plan, then publish ``envelope``; return once every copy is confirmed."""
+    async def accept(self, envelope: Envelope, endpoint: str,
+                     calls: PendingCalls | None = None, *, only_requests: bool = False
+                     ) -> Accepted:
+        """Plan, then publish ``envelope``; return once every copy is confirmed. ``calls``:
+        the sender can wait for an answer (request/reply), see :meth:`publish`;
+        ``only_requests``: publish nothing unless a request/reply route takes it (a GraphQL
+        query has no one-way meaning)."""
         if not self.open:
             raise BusUnavailable("starting: the deployed route set is not loaded yet")
         # One route-set snapshot for the whole envelope.
         planned = plan(self.routes.current, envelope, endpoint, instance=self.instance)
-        accepted = await self.publish(planned)
+        if only_requests and planned.reply is None:
+            return Accepted(envelope.id, ())
+        accepted = await self.publish(planned, calls)
         self._counter(self.metrics.received, endpoint).inc()
         return accepted
 
-    async def publish(self, planned: Plan) -> Accepted:
+    async def publish(self, planned: Plan, calls: PendingCalls | None = None) -> Accepted:
         """Carry ``planned`` out: publish every copy and record, wait for every confirm, then
         record its trace notes. Raises ``TransformDeferred`` (nothing published) when a step
-        asked for a retry."""
+        asked for a retry.
+
+        With ``calls``, the plan's request/reply route (if any) registers the sender there
+        (by the envelope's id) and its copy carries the reply address; without, it is
+        delivered one-way like any other."""
         deferred = planned.deferred
         if deferred is not None:
             self.metrics.transform_failed.labels(deferred.route, deferred.destination or "",
@@ -88,11 +101,17 @@ class Ingress:
             raise TransformDeferred(deferred.step, str(deferred.error)) from deferred.error
         publishes: list[tuple[str, Envelope]] = []
         dead: list[Outcome] = []
+        reply = planned.reply if calls is not None else None
+        if reply is not None and reply.request is None:
+            calls.refuse(planned.envelope, reply)  # type: ignore[union-attr]
         for o in planned.outcomes:
             kind, out = o.kind, o.envelope
             if out is None:  # dropped
                 continue
             if kind == COPY:
+                if reply is not None and out is reply.request:
+                    out = calls.expect(planned.envelope.id, out, reply,  # type: ignore[union-attr]
+                                       planned.at.timestamp() + reply.leg.timeout)
                 dest = o.destination or ""
                 part = self.partitioners.get(dest)
                 publishes.append((part.address(out) if part else destination_address(dest),
@@ -106,10 +125,15 @@ class Ingress:
             else:
                 publishes.append((UNROUTABLE, out))
                 self.metrics.unroutable.labels(planned.endpoint or "").inc()
-        if len(publishes) == 1:
-            await self.bus.publish(*publishes[0])
-        elif publishes:
-            await asyncio.gather(*(self.bus.publish(a, e) for a, e in publishes))
+        try:
+            if len(publishes) == 1:
+                await self.bus.publish(*publishes[0])
+            elif publishes:
+                await asyncio.gather(*(self.bus.publish(a, e) for a, e in publishes))
+        except BaseException:
+            if reply is not None:
+                calls.forget(planned.envelope.id)  # type: ignore[union-attr]
+            raise
         for o in dead:  # counted once the records are safely published
             self._counter(self.metrics.dead_lettered, o.destination or "").inc()
             self._counter(self.metrics.transform_failed, o.route or "", o.destination or "",
@@ -137,6 +161,9 @@ class SourceContext:
     #: The source's state document (on the broker with RabbitMQ; see ``Leases``).
     state: Any = field(default=None, repr=False)
 
+    #: This instance's waiting callers (request/reply); None: every route is one-way.
+    calls: PendingCalls | None = field(default=None, repr=False)
+
     @property
     def metrics(self) -> Metrics:
         return self.ingress.metrics
@@ -158,15 +185,39 @@ class SourceContext:
         return replace(route, handler=counted)
 
     async def accept(self, envelope: Envelope) -> Accepted:
+        return await self._accept(envelope, None)
+
+    async def request(self, envelope: Envelope, *, one_way: bool = True
+                      ) -> Envelope | Accepted:
+        """:meth:`accept`, and when a request/reply route takes the envelope, wait for the
+        destination's answer: the reply envelope through the route's reply leg, or a failure
+        reply (:func:`esb.bus.reply.problem_of`). One-way routes give the :class:`Accepted`;
+        with ``one_way=False`` nothing is published then, and the answer is an
+        ``unanswerable`` failure (404)."""
+        calls = self.calls
+        accepted = await self._accept(envelope, calls, not one_way)
+        call = calls.waiting(envelope.id) if calls is not None else None
+        if call is None or calls is None:
+            if not one_way:
+                return failure_envelope(envelope, "unanswerable", f"no request/reply route "
+                                        f"answers {envelope.type!r} from {self.name!r}", 404)
+            return accepted
+        return calls.finish(call, await calls.wait(call))
+
+    async def _accept(self, envelope: Envelope, calls: PendingCalls | None,
+                      only_requests: bool = False) -> Accepted:
         token = bind_message({"envelope_id": envelope.id,
                               "correlation_id": envelope.correlationid, "source": self.name})
         try:
             key = envelope.idempotencykey
             if not key or self.dedup is None:
-                return await self.ingress.accept(envelope, self.name)
+                return await self.ingress.accept(envelope, self.name, calls,
+                                                 only_requests=only_requests)
             # Keys are scoped by source: two systems may well use the same key space.
             accepted, duplicate = await self.dedup.run(
-                f"{self.name}\x00{key}", lambda: self.ingress.accept(envelope, self.name))
+                f"{self.name}\x00{key}",
+                lambda: self.ingress.accept(envelope, self.name, calls,
+                                            only_requests=only_requests))
             return replace(accepted, duplicate=True) if duplicate else accepted
         finally:
             unbind_message(token)

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+#: Upper bounds of :meth:`Metrics.latency_counts` (the histogram's, plus +Inf).
+LATENCY_BOUNDS: tuple[float, ...] = (*_LATENCY_BUCKETS, float("inf"))
 
 #: How often a worker copies its watched gauges into the shared files (multiprocess only).
 SAMPLE_INTERVAL = 1.0
@@ -69,6 +71,14 @@ class Metrics:
         self.end_to_end = Histogram(
             "esb_end_to_end_seconds", "Acceptance to destination acceptance", ["destination"],
             buckets=_LATENCY_BUCKETS, registry=r)
+        self.requests = Counter("esb_requests", "Request/reply calls answered, by outcome (ok, "
+                                "timeout, not-found, backend, unavailable, transform ...)",
+                                ["route", "outcome"], registry=r)
+        self.request_latency = Histogram(
+            "esb_request_seconds", "Request/reply: acceptance to the caller's answer",
+            ["route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.waiting = Gauge("esb_waiting_callers", "Request/reply callers waiting for a reply",
+                             registry=r, multiprocess_mode="livesum")
         self.in_flight = Gauge("esb_in_flight", "Deliveries in progress", ["destination"],
                                registry=r, multiprocess_mode="livesum")
         self.bus_connected = Gauge("esb_bus_connected", "1 when the bus is connected",
@@ -112,6 +122,17 @@ class Metrics:
             self.sample()
             await asyncio.sleep(interval)
 
+    def latency_counts(self) -> dict[str, list[int]]:
+        """Per destination: this process's cumulative delivery-call latency histogram (one
+        count per :data:`LATENCY_BOUNDS` entry), for rates and percentiles over a window
+        (:func:`quantile` of the difference of two readings)."""
+        out: dict[str, list[int]] = {}
+        for metric in self.delivery_latency.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_bucket"):
+                    out.setdefault(sample.labels["destination"], []).append(int(sample.value))
+        return {d: c for d, c in out.items() if len(c) == len(LATENCY_BOUNDS)}
+
     def render(self) -> bytes:
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
@@ -121,3 +142,22 @@ class Metrics:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, self.multiprocess_dir)
         return generate_latest(registry)
+
+
+def quantile(counts: list[int], q: float) -> float | None:
+    """The ``q`` quantile (0..1) in seconds of a window of the latency histogram (cumulative
+    counts per :data:`LATENCY_BOUNDS` bound), interpolated within its bucket as Prometheus'
+    ``histogram_quantile`` does; ``None`` when the window is empty. Beyond the last finite
+    bound, the answer is that bound."""
+    if len(counts) != len(LATENCY_BOUNDS) or not counts[-1]:
+        return None
+    rank = q * counts[-1]
+    lower, below = 0.0, 0
+    for bound, count in zip(LATENCY_BOUNDS, counts, strict=True):
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = count - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, count
+    return lower

@@ -11,11 +11,14 @@ operator's view, not a coordination mechanism.
 A heartbeat carries what :class:`Presence` knows (instance, host, pid, started_at, sent_at)
 plus whatever the ``snapshot`` callback returns — by convention::
 
-    {"route_version": 7, "bus_connected": true,
+    {"route_version": 7, "bus_connected": true, "version": "0.1.0", "state": "running",
      "destinations": {"erp": {"delivered": 1520, "failed": 3, "dead_lettered": 1,
-                              "in_flight": 4, "breaker": "closed"}, ...}}
+                              "retried": 2, "in_flight": 4, "breaker": "closed",
+                              "latency": [0, 3, ...]}, ...}}
 
-Per-destination rates (``delivered_per_s``, ``failed_per_s``, ``dead_lettered_per_s``) are
+Per-destination rates (``delivered_per_s``, ``failed_per_s``, ``dead_lettered_per_s``,
+``retried_per_s``) and delivery latency percentiles (``p50_ms``, ``p90_ms``, ``p99_ms``, from
+the ``latency`` histogram counts) are
 computed by the receiver from the counter deltas between two heartbeats of the same instance
 run (the sender's clock on both ends; at least ``interval * 0.8`` apart so the early answer to
 a newcomer does not make them noisy). ``None`` until two heartbeats were seen.
@@ -43,12 +46,17 @@ from pika.channel import Channel
 
 from esb.bus.broker.connection import AmqpLink
 from esb.bus.broker.topology import Topology
+from esb.bus.runtime.metrics import LATENCY_BOUNDS, quantile
 from esb.bus.runtime.tasks import cancel_all
 
 log = structlog.get_logger("esb.presence")
 
 FORMAT = 1
-COUNTERS = ("delivered", "failed", "dead_lettered")
+COUNTERS = ("delivered", "failed", "dead_lettered", "retried")
+#: Per destination: the delivery-call latency histogram's counts between the last two
+#: heartbeats (see :data:`~esb.bus.runtime.metrics.LATENCY_BOUNDS`), and percentiles of it.
+LATENCY_WINDOW = "latency_window"
+PERCENTILES = {"p50_ms": 0.5, "p90_ms": 0.9, "p99_ms": 0.99}
 
 
 @dataclass
@@ -146,7 +154,8 @@ class Presence:
             dests = entry.get("destinations")
             if isinstance(dests, dict):
                 entry["destinations"] = {
-                    d: {**c, **_rate_fields(seen.rates.get(d))} if isinstance(c, dict) else c
+                    d: {**{k: v for k, v in c.items() if k != "latency"},
+                        **_rate_fields(seen.rates.get(d))} if isinstance(c, dict) else c
                     for d, c in dests.items()}
             out.append(entry)
         out.sort(key=lambda e: (not e["self"], str(e.get("instance"))))
@@ -281,23 +290,43 @@ class Presence:
         self._link.drop()  # recover by reconnecting whole
 
 
-def _rates(before: Any, after: Any, dt: float) -> dict[str, dict[str, float]]:
+def _rates(before: Any, after: Any, dt: float) -> dict[str, dict[str, Any]]:
     if not isinstance(before, dict) or not isinstance(after, dict) or dt <= 0:
         return {}
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for dest, now in after.items():
         then = before.get(dest)
         if not isinstance(now, dict) or not isinstance(then, dict):
             continue
-        rates = {}
+        rates: dict[str, Any] = {}
         for key in COUNTERS:
             a, b = then.get(key), now.get(key)
             if isinstance(a, int | float) and isinstance(b, int | float):
                 rates[key] = round(max(0.0, (b - a) / dt), 3)
+        window = _latency_window(then.get("latency"), now.get("latency"))
+        if window is not None:
+            rates[LATENCY_WINDOW] = window
         out[dest] = rates
     return out
 
 
-def _rate_fields(rates: dict[str, float] | None) -> dict[str, float | None]:
+def _latency_window(before: Any, after: Any) -> list[int] | None:
+    """The latency histogram's counts between two heartbeats (cumulative per bound)."""
+    if not (isinstance(before, list) and isinstance(after, list)
+            and len(before) == len(after) == len(LATENCY_BOUNDS)):
+        return None
+    try:
+        return [max(0, int(b) - int(a)) for a, b in zip(before, after, strict=True)]
+    except (TypeError, ValueError):
+        return None
+
+
+def _rate_fields(rates: dict[str, Any] | None) -> dict[str, Any]:
     rates = rates or {}
-    return {f"{key}_per_s": rates.get(key) for key in COUNTERS}
+    out: dict[str, Any] = {f"{key}_per_s": rates.get(key) for key in COUNTERS}
+    window = rates.get(LATENCY_WINDOW)
+    out[LATENCY_WINDOW] = window
+    for name, q in PERCENTILES.items():
+        value = quantile(window, q) if window else None
+        out[name] = round(value * 1000, 3) if value is not None else None
+    return out

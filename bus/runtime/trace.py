@@ -16,7 +16,7 @@ Two implementations:
 
 Steps, in the order they usually happen (``detail`` keys in brackets)::
 
-    accepted          [endpoint, version]
+    accepted          [endpoint, version, key, correlationid]
     transformed       [route, destination, transform, duration_ms]
     routed            [route, version, destination]
     unroutable        [version]
@@ -26,6 +26,8 @@ Steps, in the order they usually happen (``detail`` keys in brackets)::
     retry-scheduled   [destination, attempt, retry_in, error]
     dead-lettered     [destination, route, error, attempts]
     replayed          [destination]
+    replied           [destination, status, latency_ms, outcome]   request/reply: reply sent
+    answered          [route, destination, outcome, status, latency_ms, error]  caller answered
 
 ``transformed`` is one event per transform step that succeeded (``destination`` only for a
 destination's own steps; the route's steps run once for all its destinations). ``delivered``'s
@@ -44,8 +46,14 @@ from typing import Any, Protocol, runtime_checkable
 from esb.bus.errors import EsbError
 
 #: The steps the runtime records (free text is accepted; these are what the CLI knows).
+#: ``accepted`` detail keys :meth:`TraceRecorder.find` can search by: the envelope's
+#: idempotency key and correlation id (recorded only when the envelope has them).
+SEARCHABLE = ("key", "correlationid")
+#: The most envelope ids one search returns.
+FIND_LIMIT = 50
+
 STEPS = ("accepted", "transformed", "routed", "unroutable", "transform-failed", "attempt",
-         "delivered", "retry-scheduled", "dead-lettered", "replayed")
+         "delivered", "retry-scheduled", "dead-lettered", "replayed", "replied", "answered")
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,13 @@ class TraceRecorder(Protocol):
         """Every event of ``envelope_id`` recorded in the last ``since`` by ANY instance,
         oldest first. Events still buffered on other instances (≤ one flush interval) may be
         missing. Raises :class:`~esb.bus.errors.BusError` when the store cannot be read."""
+        ...
+
+    async def find(self, field: str, value: str, since: timedelta,
+                   limit: int = FIND_LIMIT) -> list[str]:
+        """Ids of the envelopes accepted in the last ``since`` whose ``accepted`` step has
+        ``detail[field] == value`` (:data:`SEARCHABLE`: the idempotency key or correlation
+        id), first seen first, at most ``limit``. Raises like :meth:`query`."""
         ...
 
     async def start(self) -> None:
@@ -169,6 +184,18 @@ class MemoryTrace:
         return sort_events([TraceEvent(envelope_id, _ts(at), step, inst, dict(detail))
                             for at, step, inst, detail in self._events.get(envelope_id, ())
                             if at >= cutoff])
+
+    async def find(self, field: str, value: str, since: timedelta,
+                   limit: int = FIND_LIMIT) -> list[str]:
+        cutoff = time.time() - since.total_seconds()
+        found = []
+        for eid, events in list(self._events.items()):
+            if any(step == "accepted" and at >= cutoff and detail.get(field) == value
+                   for at, step, _, detail in events):
+                found.append(eid)
+                if len(found) >= limit:
+                    break
+        return found
 
     async def start(self) -> None:
         return None

@@ -40,6 +40,7 @@ import re
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,7 +54,13 @@ from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
 from esb.bus.broker.topology import Topology
 from esb.bus.errors import BusError, BusUnavailable, PublishRejected
 from esb.bus.runtime.tasks import cancel_all
-from esb.bus.runtime.trace import TraceEvent, one_envelope, refers_to, sort_events
+from esb.bus.runtime.trace import (
+    FIND_LIMIT,
+    TraceEvent,
+    one_envelope,
+    refers_to,
+    sort_events,
+)
 
 log = structlog.get_logger("esb.trace")
 
@@ -166,7 +173,7 @@ class StreamTrace:
             return
         self._closing = True
         await cancel_all(self._tasks)
-        if self.connected and self._buf:
+        if self._link.healthy and self._buf:  # a silent broker is not waited for
             try:
                 await asyncio.wait_for(self.flush(), self._timeout)
             except (TimeoutError, BusError) as exc:
@@ -264,10 +271,18 @@ class StreamTrace:
         eid = one_envelope(envelope_id, referred)
         return await self._scan(eid, since, set()) if eid else []
 
-    async def _scan(self, envelope_id: str, since: timedelta,
-                    referred: set[str]) -> list[TraceEvent]:
-        """The events of ``envelope_id`` in the window; the ids of events that
-        :func:`refers_to` it go to ``referred``."""
+    async def find(self, field: str, value: str, since: timedelta,
+                   limit: int = FIND_LIMIT) -> list[str]:
+        referred: set[str] = set()
+        await self._scan(value, since, referred, refers=lambda ref, eid, step, detail: (
+            step == "accepted" and detail.get(field) == ref))
+        return sorted(referred)[:limit]
+
+    async def _scan(self, envelope_id: str, since: timedelta, referred: set[str],
+                    refers: Callable[[str, str, str, dict[str, Any]], bool] = refers_to,
+                    ) -> list[TraceEvent]:
+        """The events of ``envelope_id`` in the window; the ids of events that ``refers``
+        to it (:func:`refers_to`: an id prefix or idempotency key) go to ``referred``."""
         with contextlib.suppress(BusError):
             await self.flush()  # our own recent events
         if not self.connected:
@@ -298,7 +313,7 @@ class StreamTrace:
                     if eid == envelope_id:
                         found.append(TraceEvent(eid, datetime.fromtimestamp(at, UTC), step,
                                                 instance, detail or {}))
-                    elif refers_to(envelope_id, eid, step, detail or {}):
+                    elif refers(envelope_id, eid, step, detail or {}):
                         referred.add(eid)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError,
                     AttributeError):

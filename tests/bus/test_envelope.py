@@ -129,3 +129,24 @@ def test_new_ids_are_distinct_version_4_uuids() -> None:
     for text in ids[:200]:
         u = uuid.UUID(text)
         assert str(u) == text and u.version == 4 and u.variant == uuid.RFC_4122
+
+
+def test_amqp_properties_always_encode() -> None:
+    """A CloudEvent from the year 335, a 300-character type or a long non-ASCII correlation
+    id cannot go into AMQP properties (short strings, unsigned timestamps): they are left out
+    (the body carries them) and the message id becomes a digest, so the publish never fails
+    on them (found by fuzzing the REST source with schemathesis)."""
+    from datetime import UTC, datetime
+
+    import pika
+
+    env = Envelope(source="s", type="t" * 300, id="i" * 300,
+                   time=datetime(335, 10, 31, tzinfo=UTC), correlationid="é" * 200)
+    props = env.amqp_properties()
+    pika.BasicProperties(**props).encode()  # raises on anything AMQP cannot carry
+    assert props["type"] is None and props["correlation_id"] is None
+    assert props["timestamp"] is None
+    assert len(props["message_id"]) == 64
+    ok = Envelope(source="s", type="order.created", correlationid="c-1").amqp_properties()
+    assert ok["type"] == "order.created" and ok["correlation_id"] == "c-1"
+    assert ok["message_id"] and ok["timestamp"] > 0

@@ -20,6 +20,7 @@ from esb.bus.cli.main import Context
 from esb.bus.cli.ops_cmds import details, register
 from esb.bus.runtime.admin_ops import ops_admin_routes
 from esb.bus.runtime.presence import Presence
+from esb.bus.runtime.stats import StatsHistory
 from esb.bus.runtime.trace import MemoryTrace
 
 EID = "7f1c8a52-4a3e-4c55-9e3b-0a8e2f1d6b10"
@@ -78,7 +79,9 @@ def daemon() -> Iterator[Context]:
         await presence.close()
         await trace.close()
 
-    app = Starlette(routes=ops_admin_routes(trace, presence, guard), lifespan=lifespan)
+    app = Starlette(routes=ops_admin_routes(
+        trace, presence, guard, StatsHistory(presence.instances),
+        lambda: {"adapters": [], "transformers": []}), lifespan=lifespan)
     with serve_in_thread(app) as url:
         yield Context(url, "secret")
 

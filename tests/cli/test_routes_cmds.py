@@ -156,6 +156,51 @@ def test_one_message_shows_what_each_destination_receives(project: Path) -> None
     assert json.loads(as_json.output)["destinations"] == ["audit", "erp"]
 
 
+FACADE = """\
+routes:
+  - name: customer-lookup
+    from: [shop]
+    match: {type: [customer.get]}
+    to: erp
+    reply:
+      timeout: 3s
+      transform:
+        - xml-to-json: {strip_namespaces: true, types: {id: integer}}
+        - jmespath: GetCustomerResponse.customer
+"""
+
+
+def test_a_request_reply_message_shows_the_request_and_with_a_reply_the_answer(
+        project: Path) -> None:
+    (project / "routes" / "facade.yaml").write_text(FACADE)
+    (project / "get.json").write_text('{"id": 7}')
+    (project / "reply.xml").write_text(
+        '<c:GetCustomerResponse xmlns:c="urn:crm"><c:customer><c:id>7</c:id>'
+        "<c:name>Ada</c:name></c:customer></c:GetCustomerResponse>")
+    result = invoke("test", "routes/facade.yaml", "--message", "get.json",
+                    "--type", "customer.get", "--source", "shop")
+    assert result.exit_code == 0, result.output
+    assert "→ erp  route customer-lookup  application/json  (request/reply" in result.output
+    assert "← reply: route customer-lookup waits up to 3s for erp; reply steps: " \
+        "xml-to-json, jmespath" in result.output
+    answered = invoke("test", "routes/facade.yaml", "--message", "get.json", "--type",
+                      "customer.get", "--source", "shop", "--reply", "reply.xml")
+    assert answered.exit_code == 0, answered.output
+    assert "← caller gets 200  application/json" in answered.output
+    assert '"name": "Ada"' in answered.output
+    as_json = json.loads(invoke("test", "routes/facade.yaml", "--message", "get.json",
+                                "--type", "customer.get", "--source", "shop", "--reply",
+                                "reply.xml", "--json").output)
+    assert as_json["reply"]["destination"] == "erp"
+    assert as_json["answer"]["data"] == {"id": 7, "name": "Ada"}
+    (project / "bad.txt").write_text("not xml")
+    broken = invoke("test", "routes/facade.yaml", "--message", "get.json", "--type",
+                    "customer.get", "--source", "shop", "--reply", "bad.txt",
+                    "--reply-content-type", "application/xml")
+    assert broken.exit_code == 1
+    assert "← caller gets 502 problem+json" in broken.output and "xml-to-json" in broken.output
+
+
 # -- every problem of a route set in one run ---------------------------------------------------
 
 BROKEN_XSL = """\

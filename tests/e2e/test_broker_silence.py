@@ -16,26 +16,14 @@ import asyncio
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
-import pytest
-from esbtest.proxy import TcpProxy
 from esbtest.sink import answer_after
 from esbtest.waiting import wait_until
 from test_rest_flow import ROUTES, flow_config, post_many
 
 CONFIRM_TIMEOUT = 3.0
-
-
-@pytest.fixture
-def proxy(rabbit: Any) -> Any:
-    u = urlsplit(rabbit.url)
-    p = TcpProxy(u.hostname or "127.0.0.1", u.port or 5672)
-    p.url = f"amqp://{u.username}:{u.password}@127.0.0.1:{p.port}{u.path or '/'}"
-    yield p
-    p.close()
 
 
 def ready(d: Any) -> int:
@@ -55,7 +43,7 @@ def post(d: Any, i: int, timeout: float = 60) -> tuple[httpx.Response | str, flo
 
 def test_silent_broker_answers_503_in_seconds_and_readyz_follows(
         rabbit: Any, sink: Any, proxy: Any, daemon_factory: Any) -> None:
-    bus = {**rabbit.bus("out"), "url": proxy.url, "confirm_timeout": f"{CONFIRM_TIMEOUT:g}s"}
+    bus = {**rabbit.bus("out"), "url": proxy.amqp_url, "confirm_timeout": f"{CONFIRM_TIMEOUT:g}s"}
     d = daemon_factory(flow_config(bus, sink.url), ROUTES).start()
     assert post(d, 0)[0].status_code == 202
     assert ready(d) == 200
@@ -87,7 +75,7 @@ def test_sigterm_during_silence_answers_503_and_stops_in_time(
         rabbit: Any, sink: Any, proxy: Any, daemon_factory: Any) -> None:
     # A long confirm wait, so requests are still in flight when the stop comes.
     stop_timeout = 8.0
-    bus = {**rabbit.bus("out"), "url": proxy.url, "confirm_timeout": "60s"}
+    bus = {**rabbit.bus("out"), "url": proxy.amqp_url, "confirm_timeout": "60s"}
     config = {**flow_config(bus, sink.url), "stop_timeout": f"{stop_timeout:g}s"}
     d = daemon_factory(config, ROUTES).start()
     assert post(d, 0)[0].status_code == 202
@@ -122,7 +110,7 @@ def test_messages_prefetched_on_a_lost_channel_are_not_delivered_from_it(
     Before, the 98 prefetched ones were still delivered from the dead channel (and again by
     the broker): 98 duplicates. Now only the deliveries in progress may be repeated."""
     sink.status_for = answer_after(0.3)
-    bus = {**rabbit.bus("out"), "url": proxy.url, "prefetch": 100}
+    bus = {**rabbit.bus("out"), "url": proxy.amqp_url, "prefetch": 100}
     d = daemon_factory(flow_config(bus, sink.url, concurrency=2), ROUTES).start()
     results = asyncio.run(post_many(d.url, 100))
     assert all(isinstance(r, httpx.Response) and r.status_code == 202

@@ -10,10 +10,8 @@ import subprocess
 import sys
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
-from esbtest.proxy import TcpProxy
 from esbtest.waiting import wait_until
 
 pytestmark = pytest.mark.rabbitmq
@@ -42,15 +40,6 @@ def _status(daemon: Any) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ESB_ADMIN_URL": daemon.url, "ESB_ADMIN_TOKEN": daemon.token}
     return subprocess.run([sys.executable, "-m", "esb.bus.cli.main", "status"], env=env,
                           capture_output=True, text=True, timeout=60)
-
-
-@pytest.fixture
-def proxy(rabbit: Any) -> Any:
-    u = urlsplit(rabbit.url)
-    p = TcpProxy(u.hostname or "127.0.0.1", u.port or 5672)
-    p.amqp_url = f"amqp://{u.username}:{u.password}@127.0.0.1:{p.port}{u.path or '/'}"
-    yield p
-    p.close()
 
 
 def _bus_attempts(daemon: Any) -> list[dict[str, Any]]:

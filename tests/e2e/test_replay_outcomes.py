@@ -42,6 +42,16 @@ def metric(d: Any, name: str, **labels: str) -> float:
     return 0.0
 
 
+def refusing_once(rabbit: Any, sink: Any, daemon_factory: Any, **kw: Any) -> Any:
+    """A started daemon on RabbitMQ whose one destination is tried once (then dead-letters)."""
+    return daemon_factory({
+        "bus": rabbit.bus("erp"),
+        "sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
+        "destinations": {"erp": {"adapter": "rest", "url": f"{sink.url}/erp",
+                                 "delivery": {"max_attempts": 1}}},
+    }, ROUTES, files={"steps.py": STEPS}, **kw).start()
+
+
 def dlq_ids(d: Any) -> list[str]:
     return [i["id"] for i in json.loads(cli(d, "dlq", "list", "--json").stdout)]
 
@@ -50,13 +60,7 @@ def test_replay_reports_each_outcome_and_counts_every_dead_letter(
         rabbit: Any, sink: Any, daemon_factory: Any) -> None:
     refusing = {"on": True}
     sink.status_for = lambda rec: (400, {}) if refusing["on"] else (200, {})
-    d = daemon_factory({
-        "bus": rabbit.bus("erp"),
-        "sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
-        "destinations": {"erp": {"adapter": "rest", "url": f"{sink.url}/erp",
-                                 "delivery": {"max_attempts": 1}}},
-    }, ROUTES, files={"steps.py": STEPS}, env={"PYTHONPATH": ""})
-    d.start()
+    d = refusing_once(rabbit, sink, daemon_factory, env={"PYTHONPATH": ""})
     refused = httpx.post(f"{d.url}/in/shop/order", json={"n": 1}).json()["id"]
     unchecked = httpx.post(f"{d.url}/in/shop/checked", json={"n": 2}).json()["id"]
     wait_until(lambda: set(dlq_ids(d)) == {refused, unchecked}, "two dead letters", daemon=d)
@@ -99,13 +103,7 @@ def test_replay_reports_each_outcome_and_counts_every_dead_letter(
 def test_replay_without_waiting_reports_queued(rabbit: Any, sink: Any,
                                                daemon_factory: Any) -> None:
     sink.status_for = lambda rec: (400, {})
-    d = daemon_factory({
-        "bus": rabbit.bus("erp"),
-        "sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
-        "destinations": {"erp": {"adapter": "rest", "url": f"{sink.url}/erp",
-                                 "delivery": {"max_attempts": 1}}},
-    }, ROUTES, files={"steps.py": STEPS})
-    d.start()
+    d = refusing_once(rabbit, sink, daemon_factory)
     eid = httpx.post(f"{d.url}/in/shop/order", json={"n": 1}).json()["id"]
     wait_until(lambda: dlq_ids(d) == [eid], "a dead letter", daemon=d)
     sink.status_for = None
@@ -119,13 +117,7 @@ def test_replay_without_waiting_reports_queued(rabbit: Any, sink: Any,
 def test_dlq_show_and_trace_take_a_prefix_or_the_idempotency_key(
         rabbit: Any, sink: Any, daemon_factory: Any) -> None:
     sink.status_for = lambda rec: (400, {})
-    d = daemon_factory({
-        "bus": rabbit.bus("erp"),
-        "sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
-        "destinations": {"erp": {"adapter": "rest", "url": f"{sink.url}/erp",
-                                 "delivery": {"max_attempts": 1}}},
-    }, ROUTES, files={"steps.py": STEPS})
-    d.start()
+    d = refusing_once(rabbit, sink, daemon_factory)
     eid = httpx.post(f"{d.url}/in/shop/order", json={"n": 1},
                      headers={"Idempotency-Key": "order/4711"}).json()["id"]
     wait_until(lambda: dlq_ids(d) == [eid], "a dead letter", daemon=d)

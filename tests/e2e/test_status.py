@@ -43,6 +43,9 @@ def test_status_shows_where_messages_are(rabbit: Any, sink: Any,
     assert st["routes"]["version"] >= 1 and st["routes"]["count"] == 1
     assert st["queues"]["unroutable"] == 1 and st["queues"]["dlq"] == 0
     assert st["destinations"]["out"]["adapter"] == "rest"
+    # One answer for this instance's breaker: the top level and its own presence entry.
+    own = next(i for i in instances if i["self"])
+    assert st["destinations"]["out"]["breaker"] == own["destinations"]["out"]["breaker"]
     assert {i["route_version"] for i in instances} == {st["routes"]["version"]}
 
     text = cli(a, "status").stdout

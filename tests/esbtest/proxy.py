@@ -8,6 +8,7 @@ import contextlib
 import socket
 import struct
 import threading
+from urllib.parse import urlsplit
 
 
 class TcpProxy:
@@ -20,12 +21,23 @@ class TcpProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = 0
+        #: Set by :meth:`for_broker`: the broker's URL through this proxy.
+        self.amqp_url = ""
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
         self._silent = threading.Event()
         self.start_accepting()
+
+    @classmethod
+    def for_broker(cls, url: str) -> TcpProxy:
+        """A proxy in front of the broker at ``url``; :attr:`amqp_url` is ``url`` through it."""
+        u = urlsplit(url)
+        proxy = cls(u.hostname or "127.0.0.1", u.port or 5672)
+        proxy.amqp_url = (f"{u.scheme}://{u.username}:{u.password}@127.0.0.1:{proxy.port}"
+                          f"{u.path or '/'}")
+        return proxy
 
     def blackhole(self) -> None:
         """Drop every byte both ways from now on, on open and new connections alike, without

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,3 +20,14 @@ def wait_until(check: Callable[[], Any], what: str, *, timeout: float = 20,
         time.sleep(interval)
     log = f"\n{daemon.log()}" if daemon is not None else ""
     raise AssertionError(f"timed out waiting for {what}{log}")
+
+
+async def until(check: Callable[[], Any], timeout: float = 20, interval: float = 0.05) -> bool:
+    """In a coroutine: poll ``check`` until it is truthy (True) or ``timeout`` passed (its
+    last answer)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(interval)
+    return bool(check())

@@ -5,13 +5,11 @@ until the first success closes it everywhere."""
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
-import pika
 import pytest
+from esbtest.waiting import until
 
 from esb.bus.runtime.breaker import BreakerSettings, CircuitBreaker
 from esb.bus.runtime.fleet import FleetLimits
@@ -22,17 +20,6 @@ pytestmark = pytest.mark.rabbitmq
 
 def snapshot() -> dict[str, Any]:
     return {"destinations": {"partner": {"breaker": "closed"}}}
-
-
-@pytest.fixture
-def prefix(rabbit_url: str) -> Iterator[str]:
-    name = f"esbtest-fl-{uuid.uuid4().hex[:10]}"
-    yield name
-    conn = pika.BlockingConnection(pika.URLParameters(rabbit_url))
-    try:
-        conn.channel().exchange_delete(f"{name}.presence")
-    finally:
-        conn.close()
 
 
 @pytest.fixture
@@ -50,25 +37,17 @@ async def fleet(rabbit_url: str, prefix: str) -> AsyncIterator[list[tuple[Presen
         await presence.close()
 
 
-async def eventually(check: Any, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(check())
-
 
 async def test_the_rate_is_shared_among_live_instances(fleet: Any) -> None:
     buckets = [limits.bucket("partner", 21.0, None) for _, limits in fleet]
     for _, limits in fleet:
         await limits.settle()
         limits.start()
-    assert await eventually(lambda: all(b.rate == 7.0 for b in buckets)), \
+    assert await until(lambda: all(b.rate == 7.0 for b in buckets)), \
         [b.rate for b in buckets]
     assert all(b.burst == 7.0 for b in buckets)  # one second's worth, shared too
     await fleet[2][0].close()  # says goodbye: the others take over its share
-    assert await eventually(lambda: buckets[0].rate == buckets[1].rate == 10.5)
+    assert await until(lambda: buckets[0].rate == buckets[1].rate == 10.5)
 
 
 async def test_a_breaker_opened_by_one_instance_holds_the_others(fleet: Any) -> None:
@@ -77,7 +56,7 @@ async def test_a_breaker_opened_by_one_instance_holds_the_others(fleet: Any) -> 
     for _ in range(3):
         breakers[0].record(False)  # only the first instance saw the failures
     assert breakers[0].state == "open"
-    assert await eventually(lambda: all(b.state == "open" for b in breakers[1:]), 5)
+    assert await until(lambda: all(b.state == "open" for b in breakers[1:]), 5)
     # They hold for the cooldown the opener had left, not a fresh one.
     assert all(3.0 < b.cooldown_left() <= 5.0 for b in breakers[1:])
     waiting = asyncio.ensure_future(breakers[1].wait())
@@ -87,5 +66,5 @@ async def test_a_breaker_opened_by_one_instance_holds_the_others(fleet: Any) -> 
     breakers[2].force("open", 0)
     await breakers[2].wait()  # half-open: the probe
     breakers[2].record(True)
-    assert await eventually(lambda: all(b.state == "closed" for b in breakers), 5)
+    assert await until(lambda: all(b.state == "closed" for b in breakers), 5)
     await asyncio.wait_for(waiting, 2)

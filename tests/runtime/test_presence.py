@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -19,17 +18,6 @@ from esb.bus.runtime.presence import Presence
 pytestmark = pytest.mark.rabbitmq
 
 Factory = Callable[..., Presence]
-
-
-@pytest.fixture
-def prefix(rabbit_url: str) -> Iterator[str]:
-    name = f"esbtest-pr-{uuid.uuid4().hex[:10]}"
-    yield name
-    conn = pika.BlockingConnection(pika.URLParameters(rabbit_url))
-    try:
-        conn.channel().exchange_delete(f"{name}.presence")
-    finally:
-        conn.close()
 
 
 class Counters:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -470,6 +471,28 @@ def test_settings_hide_the_url_and_need_amqp(legacy: Legacy) -> None:
     assert "hunter2" not in repr(s) and "hunter2" not in str(s.model_dump())
     with pytest.raises(ValueError, match="amqp://"):
         AmqpOutboundSettings.model_validate({"url": "http://h/"})
+    with pytest.raises(ValueError, match="separated by commas"):
+        AmqpOutboundSettings.model_validate({"url": "amqp://h1/,http://h2/"})
+
+
+async def test_outbound_on_a_clustered_legacy_broker_uses_a_node_that_answers(
+        legacy: Legacy, tmp_path: Path) -> None:
+    """The legacy broker's nodes, the first one down: the link connects to the other."""
+    with socket.socket() as s:  # a port nobody listens on: a node that is down
+        s.bind(("127.0.0.1", 0))
+        dead = f"amqp://guest:guest@127.0.0.1:{s.getsockname()[1]}/"
+    queue = await asyncio.to_thread(legacy.queue, "nodes")
+    model = AmqpOutboundSettings.model_validate(
+        {"url": f"{dead},{legacy.url}", "exchange": "", "routing_key": queue})
+    side = AmqpOutbound(model, OutboundContext(name="erp-out", config_dir=tmp_path,
+                                               http=lambda: None))  # type: ignore[arg-type,return-value]
+    await side.start()
+    try:
+        for _ in range(3):  # whichever node it tried first
+            await side.send(Envelope(source="shop", type="t", data={"n": 1}))
+    finally:
+        await side.stop()
+    assert len(await asyncio.to_thread(legacy.get_all, queue)) == 3
 
 
 # -- the adapter test kit's outbound contract -------------------------------------------------

@@ -4,14 +4,13 @@ made silent without touching the broker."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from esbtest.proxy import TcpProxy
+from esbtest.waiting import until
 
 from esb.bus.broker.connection import AmqpLink, broker_urls, redact
 from esb.bus.config.model import BusConfig
@@ -20,10 +19,7 @@ from esb.bus.errors import BusUnavailable
 
 @pytest.fixture
 def nodes(rabbit_url: str) -> Iterator[list[Any]]:
-    u = urlsplit(rabbit_url)
-    proxies = [TcpProxy(u.hostname or "127.0.0.1", u.port or 5672) for _ in range(3)]
-    for p in proxies:
-        p.url = f"amqp://{u.username}:{u.password}@127.0.0.1:{p.port}{u.path or '/'}"
+    proxies = [TcpProxy.for_broker(rabbit_url) for _ in range(3)]
     yield proxies
     for p in proxies:
         p.close()
@@ -32,14 +28,6 @@ def nodes(rabbit_url: str) -> Iterator[list[Any]]:
 async def nothing(link: AmqpLink) -> None:
     return None
 
-
-async def eventually(check: Any, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(check())
 
 
 def test_url_forms() -> None:
@@ -67,19 +55,19 @@ def test_url_forms() -> None:
 
 async def test_connects_to_a_reachable_node_and_moves_on_when_it_dies(nodes: Any) -> None:
     nodes[0].stop_accepting()  # one node is down from the start
-    link = AmqpLink([p.url for p in nodes], name="test nodes", on_connected=nothing)
+    link = AmqpLink([p.amqp_url for p in nodes], name="test nodes", on_connected=nothing)
     try:
         for _ in range(4):  # whichever node it starts with, it ends up on a live one
             await link.start()
-            assert link.connected and link.url != nodes[0].url
+            assert link.connected and link.url != nodes[0].amqp_url
             await link.close()
         await link.start()
-        first = next(p for p in nodes if p.url == link.url)
+        first = next(p for p in nodes if p.amqp_url == link.url)
         before = link.connects
         first.stop_accepting()
         first.cut()  # its node dies
-        assert await eventually(lambda: link.connected and link.url != first.url)
-        assert link.url == nodes[3 - nodes.index(first)].url  # the one node still up
+        assert await until(lambda: link.connected and link.url != first.amqp_url)
+        assert link.url == nodes[3 - nodes.index(first)].amqp_url  # the one node still up
         assert link.connects == before + 1
     finally:
         await link.close()
@@ -88,7 +76,7 @@ async def test_connects_to_a_reachable_node_and_moves_on_when_it_dies(nodes: Any
 async def test_no_node_reachable_names_every_node(nodes: Any) -> None:
     for p in nodes:
         p.stop_accepting()
-    link = AmqpLink([p.url for p in nodes], name="test nodes", on_connected=nothing,
+    link = AmqpLink([p.amqp_url for p in nodes], name="test nodes", on_connected=nothing,
                     reconnect=False)
     with pytest.raises(BusUnavailable) as info:
         await link.start()
@@ -97,17 +85,17 @@ async def test_no_node_reachable_names_every_node(nodes: Any) -> None:
 
 
 async def test_a_silent_link_is_suspect_then_rebuilt_on_another_node(nodes: Any) -> None:
-    link = AmqpLink([p.url for p in nodes[:2]], name="test silence", on_connected=nothing,
+    link = AmqpLink([p.amqp_url for p in nodes[:2]], name="test silence", on_connected=nothing,
                     dead_after=3.0)
     await link.start()
     try:
         assert link.healthy
-        silent = next(p for p in nodes if p.url == link.url)
+        silent = next(p for p in nodes if p.amqp_url == link.url)
         silent.blackhole()
         t0 = time.monotonic()
-        assert await eventually(lambda: not link.healthy, 10)
+        assert await until(lambda: not link.healthy, 10)
         suspect_after = time.monotonic() - t0
-        assert await eventually(lambda: link.connected and link.url != silent.url, 30)
+        assert await until(lambda: link.connected and link.url != silent.amqp_url, 30)
         moved_after = time.monotonic() - t0
         assert link.healthy
         print(f"\nsilent node: suspect after {suspect_after:.2f}s, on the other node after "

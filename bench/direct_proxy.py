@@ -1,0 +1,130 @@
+"""The reference for request/reply: a direct in-process proxy of the same call, no broker.
+
+    python bench/direct_proxy.py --port PORT --target URL [--mode rest|soap]
+                                 [--xslt-in FILE] [--xslt-out FILE] [--workers N]
+
+uvicorn (httptools, uvloop) takes ``POST /in``, and the same HTTP client esb uses
+(``esb.bus.runtime.http.make_http_client``: httpx over the aiohttp transport) makes the call to
+``--target``; its answer is the response. ``--mode soap``: the body goes through ``--xslt-in``
+(lxml, as esb's xslt step), is wrapped in a SOAP 1.1 envelope and posted; the Body's element of
+the answer goes through ``--xslt-out``. What esb adds on top — the envelope, routing, the bus
+hop there and back, the reply leg — is what the request/reply scenarios measure against this.
+``GET /readyz`` answers 200. ``--workers N`` forks N processes on one socket, as esb does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import signal
+import socket
+from typing import Any
+
+import uvicorn
+from lxml import etree
+
+from esb.bus.runtime.http import make_http_client
+
+S11 = "http://schemas.xmlsoap.org/soap/envelope/"
+
+
+def build_app(target: str, mode: str, xslt_in: str | None, xslt_out: str | None) -> Any:
+    state: dict[str, Any] = {}
+    to_backend = etree.XSLT(etree.parse(xslt_in)) if xslt_in else None
+    from_backend = etree.XSLT(etree.parse(xslt_out)) if xslt_out else None
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+
+    async def read(receive: Any) -> bytes:
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    async def respond(send: Any, status: int, body: bytes, ctype: bytes) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", ctype),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/readyz":
+            await respond(send, 200, b"ok", b"text/plain")
+            return
+        body = await read(receive)
+        client = state.get("client") or state.setdefault("client", make_http_client())
+        if mode == "rest":
+            r = await client.post(target, content=body,
+                                  headers={"Content-Type": "application/json"})
+            await respond(send, r.status_code, r.content,
+                          r.headers.get("content-type", "application/json").encode())
+            return
+        assert to_backend is not None and from_backend is not None
+        element = to_backend(etree.fromstring(body, parser)).getroot()
+        env = etree.Element(f"{{{S11}}}Envelope", nsmap={"soap": S11})
+        etree.SubElement(env, f"{{{S11}}}Body").append(element)
+        r = await client.post(target, content=etree.tostring(env),
+                              headers={"Content-Type": "text/xml; charset=utf-8",
+                                       "SOAPAction": '"urn:example:orders:SubmitOrder"'})
+        answer = etree.fromstring(r.content, parser).find(f"{{{S11}}}Body")[0]
+        out = etree.tostring(from_backend(answer))
+        await respond(send, r.status_code, out, b"application/xml")
+
+    return app
+
+
+def serve(sock: socket.socket, args: argparse.Namespace) -> None:
+    import uvloop
+
+    app = build_app(args.target, args.mode, args.xslt_in, args.xslt_out)
+    config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
+                            http="httptools", loop="none")
+    server = uvicorn.Server(config)
+    uvloop.install()
+    asyncio.run(server.serve(sockets=[sock]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--mode", choices=["rest", "soap"], default="rest")
+    p.add_argument("--xslt-in")
+    p.add_argument("--xslt-out")
+    p.add_argument("--workers", type=int, default=1)
+    args = p.parse_args()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", args.port))
+    sock.listen(1024)
+    if args.workers <= 1:
+        serve(sock, args)
+        return
+    procs = [multiprocessing.Process(target=serve, args=(sock, args))
+             for _ in range(args.workers)]
+    for proc in procs:
+        proc.start()
+
+    def stop(signum: int, frame: Any) -> None:
+        for proc in procs:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        for proc in procs:
+            proc.join()
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""The callers of one instance waiting for replies (request/reply, §12).
+
+A caller is a future in a dict keyed by its request's envelope id, with one timer (a
+``call_later`` handle) for its deadline: a thousand waiting callers are a thousand small
+objects on the event loop, no thread or task each. The bus hands every reply addressed to this
+instance to :meth:`PendingCalls.deliver`, which resolves the caller's future (a reply nobody
+waits for any more is dropped). How many callers may wait at once is bounded
+(``bus.max_waiting``): past it, new requests are refused as "bus unavailable" (503, retry).
+
+When the reply (or the timeout) is there, :meth:`PendingCalls.finish` runs the route's reply
+leg on it (:func:`esb.bus.routing.dispatch.reply_answer`, the plan's way back), records the
+trace steps and the per-route metrics, and returns the envelope the inbound side answers
+with: a successful reply transformed, or a failure reply (read with
+:func:`esb.bus.reply.problem_of`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from esb.bus.envelope import Envelope
+from esb.bus.errors import BusUnavailable
+from esb.bus.reply import failure_envelope, problem_of
+from esb.bus.routing.dispatch import ReplyPlan, reply_answer
+from esb.bus.runtime.metrics import Metrics
+from esb.bus.runtime.trace import MemoryTrace, TraceRecorder
+
+log = structlog.get_logger("esb.calls")
+
+
+@dataclass
+class Call:
+    """One waiting caller."""
+
+    request: Envelope
+    reply: ReplyPlan
+    #: Unix time the caller stops waiting.
+    deadline: float
+    started: float = field(default_factory=time.perf_counter)
+    future: asyncio.Future[Envelope] = field(default_factory=lambda: asyncio.get_running_loop()
+                                             .create_future())
+    timer: asyncio.TimerHandle | None = None
+
+
+class PendingCalls:
+    def __init__(self, metrics: Metrics, instance: str, limit: int = 10_000,
+                 trace: TraceRecorder | None = None) -> None:
+        self.metrics = metrics
+        self.instance = instance
+        self.limit = limit
+        self.trace: TraceRecorder = trace if trace is not None else MemoryTrace(instance)
+        #: The bus address replies to this instance come to (set once the bus gave one).
+        self.address: str | None = None
+        self._waiting: dict[str, Call] = {}
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def expect(self, key: str, request: Envelope, reply: ReplyPlan, deadline: float
+               ) -> Envelope:
+        """Register a caller (by ``key``, its envelope's id) before ``request`` is published;
+        returns the request as it goes on the bus: with that id, this instance's reply
+        address and the deadline."""
+        if self.address is None:
+            raise BusUnavailable("replies cannot be received yet (the bus is starting)")
+        if len(self._waiting) >= self.limit:
+            raise BusUnavailable(f"{self.limit} callers are already waiting for replies on "
+                                 "this instance (bus.max_waiting)")
+        if key in self._waiting:
+            raise BusUnavailable(f"a request with id {key!r} is already waiting")
+        out = request.model_copy(update={"id": key, "esbreplyto": self.address,
+                                         "esbdeadline": int(deadline * 1000)})
+        self._waiting[key] = Call(out, reply, deadline)
+        return out
+
+    def refuse(self, request: Envelope, reply: ReplyPlan) -> None:
+        """Register a caller whose request a step failed on (or dropped) before it could be
+        sent: it is answered at once with that failure (502 naming the step)."""
+        call = Call(request, reply, time.time())
+        call.future.set_result(failure_envelope(
+            request, "transform", f"the request for {reply.destination!r} could not be "
+            f"transformed: {reply.error}", 502, destination=reply.destination))
+        self._waiting[request.id] = call
+
+    def forget(self, request_id: str) -> None:
+        """Drop a caller whose request was not published after all."""
+        call = self._waiting.pop(request_id, None)
+        if call is not None and call.timer is not None:
+            call.timer.cancel()
+
+    def waiting(self, request_id: str) -> Call | None:
+        return self._waiting.get(request_id)
+
+    def deliver(self, reply: Envelope) -> None:
+        """A reply arrived from the bus (called by the bus for every reply to this instance).
+        The caller stays registered until :meth:`wait` returns: a reply may arrive before the
+        publish's confirm has reached the caller, which then still finds its call."""
+        call = self._waiting.get(reply.causationid or "")
+        if call is None:
+            log.info("reply for a caller no longer waiting dropped", request_id=reply.causationid)
+            return
+        if call.timer is not None:
+            call.timer.cancel()
+        if not call.future.done():
+            call.future.set_result(reply)
+
+    async def wait(self, call: Call) -> Envelope:
+        """The reply to ``call``'s request, or a timeout failure at its deadline."""
+        if not call.future.done():
+            remaining = call.deadline - time.time()
+            loop = asyncio.get_running_loop()
+            call.timer = loop.call_later(max(0.0, remaining), self._expire, call)
+        try:
+            return await call.future
+        finally:
+            self.forget(call.request.id)
+
+    def _expire(self, call: Call) -> None:
+        self._waiting.pop(call.request.id, None)
+        if not call.future.done():
+            r = call.reply
+            call.future.set_result(failure_envelope(
+                call.request, "timeout", f"no reply from destination {r.destination!r} within "
+                f"{r.leg.timeout:g}s (route {r.route!r})", 504, destination=r.destination))
+
+    def finish(self, call: Call, got: Envelope) -> Envelope:
+        """``got`` through the route's reply leg (:func:`reply_answer`); the call's trace
+        steps and metrics."""
+        notes: list[tuple[str, dict[str, object]]] = []
+        out = reply_answer(call.reply, call.request, got, notes)
+        failure = problem_of(out)
+        seconds = time.perf_counter() - call.started
+        outcome = "ok" if failure is None else failure.kind
+        r = call.reply
+        self.metrics.requests.labels(r.route, outcome).inc()
+        self.metrics.request_latency.labels(r.route).observe(seconds)
+        record, eid = self.trace.record, call.request.id
+        for step, detail in notes:
+            record(eid, step, **detail)
+        record(eid, "answered", route=r.route, destination=r.destination, outcome=outcome,
+               status=out.esbstatus, latency_ms=round(seconds * 1000, 3),
+               **({"error": failure.detail[:500]} if failure else {}))
+        return out
