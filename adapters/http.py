@@ -7,8 +7,8 @@
   ``Retry-After``, delta-seconds or HTTP-date, as ``retry_after``); every other status
   permanent; timeouts and connection failures transient (:func:`status_error`,
   :func:`raise_for_status`, :func:`transport_error`);
-* the outbound host allow-list (``http.allowed_hosts``) check (:func:`check_host`): entries
-  match exactly, or as a suffix when written ``*.example.com``;
+* the outbound host allow-list (``http.allowed_hosts``) check (:func:`check_host`; the
+  entries' rules live in :mod:`esb.bus.hosts`);
 * ``start``/``stop`` of an outbound side sending through the runtime's shared client
   (:class:`PooledClient`).
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import email.utils
 import re
 import time
+import zlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, urlsplit
@@ -33,6 +34,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from esb.bus.errors import ConfigError, DeliveryError, PermanentError, TransientError
+from esb.bus.hosts import host_allowed
 
 if TYPE_CHECKING:
     from esb.adapters.spec import OutboundContext
@@ -60,13 +62,55 @@ class BodyTooLarge(Exception):
             super().__init__(f"body exceeds the limit of {limit} bytes")
 
 
+class EncodingRefused(Exception):
+    """A ``Content-Encoding`` esb does not decode (415), or a body that does not decode (400).
+    gzip and deflate are decoded under the same body limit as plain bodies."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = "Unsupported content encoding" if status == 415 else "Bad content encoding"
+
+
+#: ``Content-Encoding`` values read_body decodes, with zlib's ``wbits`` for each.
+_DECODED = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
+            "deflate": zlib.MAX_WBITS}
+
+
+def decode_body(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` decoded from ``encoding`` (a ``Content-Encoding`` value), never more than
+    ``limit`` bytes of it: :class:`BodyTooLarge` past that, :class:`EncodingRefused` for an
+    encoding other than gzip/deflate/identity (415) or a body that does not decode (400)."""
+    coding = encoding.strip().lower()
+    if coding in ("", "identity"):
+        return body
+    wbits = _DECODED.get(coding)
+    if wbits is None:
+        raise EncodingRefused(415, f"Content-Encoding {encoding[:40]!r} is not accepted; send "
+                                   "the body as is, or gzip or deflate")
+    for bits in (wbits, -zlib.MAX_WBITS) if coding == "deflate" else (wbits,):
+        inflater = zlib.decompressobj(bits)
+        try:
+            out = inflater.decompress(body, limit + 1)
+        except zlib.error:
+            continue  # "deflate" is sent raw by some clients: try that too
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise BodyTooLarge(limit)
+        if not inflater.eof:
+            break
+        return out
+    raise EncodingRefused(400, f"the body is not valid {coding} data")
+
+
 class BadContentLength(ValueError):
     """The Content-Length header is not a number (only with ``strict_length``)."""
 
 
 async def read_body(request: Request, limit: int, *, strict_length: bool = False,
                     headers: Mapping[str, str] | None = None) -> bytes:
-    """The request body, refusing (:class:`BodyTooLarge`) anything over ``limit`` bytes.
+    """The request body, refusing (:class:`BodyTooLarge`) anything over ``limit`` bytes,
+    decoded from its ``Content-Encoding`` (:func:`decode_body`, the limit holding for the
+    decoded body too).
 
     A non-numeric Content-Length is ignored (the stream is still counted), or refused with
     :class:`BadContentLength` when ``strict_length`` is set. ``headers``: the request's
@@ -103,7 +147,10 @@ async def read_body(request: Request, limit: int, *, strict_length: bool = False
                     chunks = [first]
                 chunks.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks) if chunks is not None else first
+            body = b"".join(chunks) if chunks is not None else first
+            coding = (headers if headers is not None else request.headers).get(
+                "content-encoding")
+            return body if coding is None else decode_body(body, coding, limit)
 
 
 def header_dict(request: Request) -> dict[str, str]:
@@ -191,25 +238,14 @@ def transport_error(exc: httpx.HTTPError, what: str,
     return TransientError(f"{what} {kind}: {type(exc).__name__}: {exc}")
 
 
-def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
-    """Whether ``url``'s host is on the allow-list (an empty list allows any host)."""
-    if not allowed:
-        return True
-    host = (urlsplit(url).hostname or "").lower()
-    for entry in allowed:
-        entry = entry.lower()
-        if host == entry or (entry.startswith("*.") and host.endswith(entry[1:])):
-            return True
-    return False
-
-
 def check_host(url: str, allowed: tuple[str, ...], setting: str = "url", *,
                sending: bool = False) -> None:
     """Refuse a URL whose host is not on a non-empty allow-list: ``ConfigError`` while the
     adapter is configured, ``PermanentError`` when ``sending`` (a URL built per envelope)."""
     if host_allowed(url, allowed):
         return
-    host = (urlsplit(url).hostname or "").lower()
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
     message = f"{setting}: host {host!r} is not in the outbound allow-list"
     if sending:
         raise PermanentError(message)

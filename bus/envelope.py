@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from esb.bus.payload import is_json, is_xml
 
@@ -38,6 +38,12 @@ KNOWN_EXTENSIONS = ("correlationid", "causationid", "idempotencykey", "tracepare
                     "esbheaders", "esbhops", "esbattempts", "esberror", "esbreplyto",
                     "esbdeadline", "esbstatus")
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+#: Characters a CloudEvents String may not hold (C0 and C1 controls, CloudEvents 1.0 §Type
+#: System): refused at the edge, where they would otherwise break every delivery (an HTTP
+#: header cannot carry CR LF).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_STRING_ATTRIBUTES = ("id", "source", "type", "subject", "datacontenttype", "dataschema",
+                      "correlationid", "causationid", "idempotencykey", "traceparent")
 #: Bookkeeping extensions whose values are JSON text in a CloudEvent (see the module docstring).
 JSON_TEXT_EXTENSIONS = ("esbheaders", "esbhops", "esbattempts")
 
@@ -134,6 +140,20 @@ class Envelope(BaseModel):
             raise ValueError(f"unsupported specversion {v!r} (expected {SPECVERSION!r})")
         return v
 
+    @model_validator(mode="after")
+    def _no_controls(self) -> Envelope:
+        # One check over every string attribute at once (a validator per field costs several
+        # times more on every envelope built).
+        text = "".join([self.id, self.source, self.type, self.subject or "",
+                        self.datacontenttype or "", self.dataschema or "",
+                        self.correlationid or "", self.causationid or "",
+                        self.idempotencykey or "", self.traceparent or ""])
+        if _CONTROL.search(text):
+            bad = [n for n in _STRING_ATTRIBUTES if _CONTROL.search(getattr(self, n) or "")]
+            raise ValueError(f"{', '.join(bad)}: control characters (CR, LF, NUL ...) are not "
+                             "allowed in CloudEvents attributes")
+        return self
+
     @field_validator("time")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
@@ -151,6 +171,9 @@ class Envelope(BaseModel):
             if not isinstance(value, str | int | bool):  # (bool is an int)
                 raise ValueError(f"extension attribute {name!r} must be a string, an integer "
                                  f"or a boolean, not {type(value).__name__}")
+            if isinstance(value, str) and _CONTROL.search(value):
+                raise ValueError(f"extension {name!r}: control characters (CR, LF, NUL ...) "
+                                 "are not allowed")
         return v
 
     # -- derived ------------------------------------------------------------------------------

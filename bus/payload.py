@@ -6,7 +6,8 @@ bytes mean the same thing everywhere. The rules (docs/adapters.md, "Payloads"):
 
 * **JSON** — ``application/json`` and any ``+json`` type: parsed into a JSON value (any
   ``charset`` parameter is ignored: JSON is UTF-8). Bytes that do not parse are a
-  :class:`PayloadError` ("Malformed JSON").
+  :class:`PayloadError` ("Malformed JSON"); a value nesting deeper than the limit
+  (``limits.json.max_depth``, :func:`check_json_depth`) is one too ("JSON too deep").
 * **XML** — ``application/xml``, ``text/xml``, any ``+xml`` type: text when it is UTF-8 (or the
   ``charset`` says UTF-8/ASCII); without a ``charset``, bytes that are not UTF-8 are kept as the
   bytes they came in (the XML declaration names their encoding; never re-encoded). A ``charset``
@@ -44,6 +45,52 @@ _XML_SUFFIXES = frozenset({".xml", ".soap", ".wsdl", ".xsd", ".xsl", ".xslt"})
 _TEXT_SUFFIXES = {".txt": TEXT, ".csv": "text/csv"}
 #: Envelope fields a path may not start with (esb's own history, and the extension bag).
 _NOT_ATTRIBUTES = frozenset({"esbhops", "esbattempts", "extensions"})
+
+
+#: Default deepest nesting (an object or array at the top is level 1).
+DEFAULT_JSON_DEPTH = 64
+#: The highest limit that can be configured (orjson's own cap is 1024).
+MAX_JSON_DEPTH = 512
+
+
+class JsonTooDeep(ValueError):
+    """The value nests deeper than allowed."""
+
+    def __init__(self, max_depth: int) -> None:
+        super().__init__(f"JSON nesting deeper than {max_depth} levels is refused")
+
+
+def check_json_depth(value: Any, max_depth: int = DEFAULT_JSON_DEPTH,
+                     raw: bytes | str | None = None) -> None:
+    """Raise :class:`JsonTooDeep` when ``value`` (parsed from ``raw``, when given) nests deeper
+    than ``max_depth``."""
+    if raw is not None:
+        opened = raw.count(b"{") + raw.count(b"[") if isinstance(raw, bytes) \
+            else raw.count("{") + raw.count("[")
+        if opened <= max_depth:
+            return
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > max_depth:
+            raise JsonTooDeep(max_depth)
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+
+
+def loads_json(raw: bytes | str, max_depth: int = DEFAULT_JSON_DEPTH) -> Any:
+    """``orjson.loads`` then :func:`check_json_depth`: raises ``orjson.JSONDecodeError`` or
+    :class:`JsonTooDeep` (both ``ValueError``)."""
+    value = orjson.loads(raw)
+    check_json_depth(value, max_depth, raw)
+    return value
 
 
 class PayloadError(ValueError):
@@ -87,15 +134,19 @@ def is_xml(content_type: str | None) -> bool:
 
 # -- bytes → data --------------------------------------------------------------------------------
 
-def decode(body: bytes, content_type: str | None) -> Any:
+def decode(body: bytes, content_type: str | None, *,
+           json_depth: int = DEFAULT_JSON_DEPTH) -> Any:
     """``body`` as envelope data under ``content_type`` (the rules above); PayloadError when
-    the bytes are not what the content type says. Bytes with no content type are unknown:
+    the bytes are not what the content type says, or JSON nests deeper than ``json_depth``
+    ("JSON too deep", ``limits.json.max_depth``). Bytes with no content type are unknown:
     kept as they are."""
     if not content_type:
         return body
     if is_json(content_type):
         try:
-            return orjson.loads(body)
+            return loads_json(body, json_depth)
+        except JsonTooDeep as exc:
+            raise PayloadError("JSON too deep", str(exc)) from None
         except orjson.JSONDecodeError as exc:
             raise PayloadError("Malformed JSON", f"the body is not valid JSON: {exc}") from None
     media, params = media_type(content_type)

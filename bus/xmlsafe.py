@@ -12,7 +12,15 @@ Policy, in order of the checks:
 * a document carrying a ``<!DOCTYPE>`` is refused outright: nothing on the bus needs one, and it
   is how entity bombs and external-entity reads arrive;
 * nesting deeper than ``max_depth`` is refused (only walked when ``max_depth`` is below
-  libxml2's own cap, so the common case costs nothing).
+  libxml2's own cap, so the common case costs nothing);
+* :class:`XmlLimits` bound what a document may make the parser build: elements, attributes,
+  depth, the longest text node and the longest name. Element and attribute counts are
+  screened before parsing by counting ``<`` and ``=`` in the bytes (an upper bound; a document
+  too short to break them is not even counted); a document the screen cannot clear is read by
+  a streaming parser that stops at the first limit passed, so a refused document never costs
+  more memory than the limits allow. Text and names are bounded by libxml2 itself at its
+  defaults (10,000,000 characters and 50,000 characters); a lower limit is checked once the
+  document is read, and only when the document is long enough to break it.
 
 Errors are :class:`UnsafeXml` (the policy said no) or :class:`BadXml` (not well-formed); both are
 ``ValueError`` subclasses and their messages never quote the document.
@@ -22,6 +30,8 @@ from __future__ import annotations
 
 import re
 import threading
+from dataclasses import dataclass
+from functools import lru_cache
 
 from lxml import etree
 
@@ -30,10 +40,34 @@ DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 #: has no effect.
 LIBXML_MAX_DEPTH = 256
 DEFAULT_MAX_DEPTH = LIBXML_MAX_DEPTH
+#: libxml2's own caps without ``huge_tree`` (XML_MAX_TEXT_LENGTH, XML_MAX_NAME_LENGTH).
+LIBXML_MAX_TEXT = 10_000_000
+LIBXML_MAX_NAME = 50_000
+#: Bytes the streaming parser is fed at a time.
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class XmlLimits:
+    """What one document may make the parser build (``limits.xml`` in the configuration).
+
+    Defaults hold a parsed document's memory to a few tens of MiB: an element costs libxml2
+    about 130 bytes, an attribute about 250."""
+
+    max_elements: int = 100_000
+    max_attributes: int = 100_000
+    max_depth: int = DEFAULT_MAX_DEPTH
+    max_text: int = LIBXML_MAX_TEXT
+    max_name: int = LIBXML_MAX_NAME
+
+
+DEFAULT_LIMITS = XmlLimits()
 _DOCTYPE_MESSAGE = "documents with a DOCTYPE (DTDs, entity declarations) are refused"
 # A DOCTYPE can only follow the BOM, the XML declaration, comments, PIs and whitespace; finding
 # it there first means libxml2 never reads the internal subset at all.
-_PROLOG_DOCTYPE = re.compile(rb"\A(?:\xef\xbb\xbf)?(?:\s+|<\?.*?\?>|<!--.*?-->)*<!DOCTYPE", re.S)
+# One white-space character per repetition and a possessive loop: "(?:\s+)*" backtracks
+# exponentially over a run of white space that is not followed by a DOCTYPE (found by fuzzing).
+_PROLOG_DOCTYPE = re.compile(rb"\A(?:\xef\xbb\xbf)?(?:\s|<\?.*?\?>|<!--.*?-->)*+<!DOCTYPE", re.S)
 
 
 class XmlError(ValueError):
@@ -85,11 +119,13 @@ def parse_xml(
     max_depth: int = DEFAULT_MAX_DEPTH,
     parser: etree.XMLParser | None = None,
     base_url: str | None = None,
+    limits: XmlLimits = DEFAULT_LIMITS,
 ) -> etree._Element:
     """Parse untrusted XML text or bytes into an lxml root element under esb's policy.
 
     ``parser`` may be a parser made by :func:`hardened_parser` (with resolvers attached); by
     default a per-thread hardened parser is used. ``max_bytes=None`` means no size cap.
+    ``max_depth`` and ``limits.max_depth``: the lower one holds.
     """
     if isinstance(data, str):
         if max_bytes is not None and len(data) > max_bytes:
@@ -107,7 +143,11 @@ def parse_xml(
         raise BadXml("empty document")
     if _PROLOG_DOCTYPE.match(raw):
         raise UnsafeXml(_DOCTYPE_MESSAGE)
+    max_depth = min(max_depth, limits.max_depth)
     try:
+        if _may_exceed_counts(raw, limits):
+            _count(raw, limits, max_depth, isinstance(data, str))
+            max_depth = LIBXML_MAX_DEPTH  # walked by the streaming parser already
         root = etree.fromstring(raw, parser or default, base_url=base_url)
     except etree.XMLSyntaxError as exc:
         raise _syntax_error(exc) from None
@@ -118,7 +158,84 @@ def parse_xml(
         raise UnsafeXml(_DOCTYPE_MESSAGE)
     if max_depth < LIBXML_MAX_DEPTH:
         check_depth(root, max_depth)
+    if len(raw) > limits.max_text and limits.max_text < LIBXML_MAX_TEXT:
+        _check_text(root, limits.max_text)
+    if len(raw) > limits.max_name and limits.max_name < LIBXML_MAX_NAME:
+        _check_names(root, limits.max_name)
     return root
+
+
+def _may_exceed_counts(raw: bytes, limits: XmlLimits) -> bool:
+    """Whether ``raw`` could hold more elements or attributes than ``limits`` allow (an
+    element takes at least 4 bytes, ``<a/>``; an attribute at least 5, `` a=''``)."""
+    n = len(raw)
+    if n < 4 * limits.max_elements and n < 5 * limits.max_attributes:
+        return False
+    return (raw.count(b"<") - raw.count(b"</") > limits.max_elements
+            or raw.count(b"=") > limits.max_attributes)
+
+
+def _count(raw: bytes, limits: XmlLimits, max_depth: int, text: bool) -> None:
+    """Read ``raw`` with a streaming parser that stops at the first limit passed, dropping each
+    element once read (so counting costs little memory whatever the document holds).
+
+    libxml2 builds a start tag whole before anyone sees it, so one tag carrying more
+    attributes than the limit is found first, in the bytes: more ``=`` between a ``<`` and the
+    next ``<`` than ``max_attributes`` (``<`` cannot occur in an attribute value; ``=`` in the
+    text after a tag counts too, which only a document with that many in one text run
+    notices)."""
+    if _wide_tag(limits.max_attributes).search(raw):
+        raise UnsafeXml(f"XML with more than {limits.max_attributes} attributes is refused")
+    parser = etree.XMLPullParser(events=("start", "end"), resolve_entities=False,
+                                 no_network=True, load_dtd=False, huge_tree=False,
+                                 encoding="utf-8" if text else None)
+    elements = attributes = depth = 0
+    for at in range(0, len(raw), _CHUNK):
+        parser.feed(raw[at:at + _CHUNK])
+        for event, element in parser.read_events():
+            if event == "end":
+                depth -= 1
+                element.clear()
+                parent = element.getparent()
+                if parent is not None:
+                    del parent[:]
+                continue
+            depth += 1
+            elements += 1
+            attributes += len(element.attrib)
+            if elements > limits.max_elements:
+                raise UnsafeXml(f"XML with more than {limits.max_elements} elements is refused")
+            if attributes > limits.max_attributes:
+                raise UnsafeXml(f"XML with more than {limits.max_attributes} attributes is "
+                                "refused")
+            if depth > max_depth:
+                raise UnsafeXml(f"XML nesting deeper than {max_depth} levels is refused")
+    parser.close()
+
+
+@lru_cache(maxsize=8)
+def _wide_tag(max_attributes: int) -> re.Pattern[bytes]:
+    return re.compile(rb"<(?:[^<=]*+=){%d}" % (max_attributes + 1))
+
+
+def _check_text(root: etree._Element, limit: int) -> None:
+    for node in root.iter():
+        for text in (node.text, node.tail):
+            if text is not None and len(text) > limit:
+                raise UnsafeXml(f"XML text longer than {limit} characters is refused")
+        if isinstance(node.tag, str):
+            for value in node.attrib.values():
+                if len(value) > limit:
+                    raise UnsafeXml(f"XML text longer than {limit} characters is refused")
+
+
+def _check_names(root: etree._Element, limit: int) -> None:
+    for node in root.iter():
+        if not isinstance(node.tag, str):
+            continue
+        names = [etree.QName(node).localname, *(etree.QName(a).localname for a in node.attrib)]
+        if any(len(n) > limit for n in names):
+            raise UnsafeXml(f"XML names longer than {limit} characters are refused")
 
 
 def check_depth(root: etree._Element, max_depth: int) -> None:
@@ -139,6 +256,8 @@ def _too_big(max_bytes: int) -> UnsafeXml:
 
 def _syntax_error(exc: etree.XMLSyntaxError) -> XmlError:
     msg = str(exc.msg or exc)
+    if "Name too long" in msg or "name too long" in msg:
+        return UnsafeXml(f"XML names longer than {LIBXML_MAX_NAME} characters are refused")
     if "Excessive depth" in msg:
         return UnsafeXml(f"XML nesting deeper than {LIBXML_MAX_DEPTH} levels is refused")
     if "entity" in msg.lower() and ("amplification" in msg or "loop" in msg):

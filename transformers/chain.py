@@ -33,6 +33,7 @@ from esb.bus.errors import (
 )
 from esb.bus.plugins import Registry
 from esb.bus.plugins import transformers as default_registry
+from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits
 from esb.transformers.python import wrap_function
 from esb.transformers.spec import Transformer, TransformerContext, TransformerSpec
 
@@ -62,6 +63,13 @@ class Chain:
 
     def __len__(self) -> int:
         return len(self._steps)
+
+    @property
+    def waits(self) -> bool:
+        """Whether a step waits on another process (``waits = True`` on the step, e.g. an
+        XSLT transform in its sandbox process): the caller may run the chain off its event
+        loop, so other requests are served meanwhile."""
+        return any(getattr(step, "waits", False) for _, step in self._steps)
 
     def __call__(self, env: Envelope, on_step: StepHook | None = None) -> Envelope:
         clock = time.perf_counter
@@ -93,6 +101,8 @@ class _Builder:
     registry: Registry
     problems: list[str]
     steps: list[tuple[str, Transformer]]
+    xml_limits: XmlLimits = DEFAULT_LIMITS
+    confine: bool = True
 
     def add(self, step: Any, where: str, prefix: str = "", exact: str | None = None,
             active: tuple[str, ...] = ()) -> None:
@@ -147,7 +157,8 @@ class _Builder:
         if settings is None:
             return
         try:
-            transformer = spec.factory(settings, TransformerContext(name, self.base_dir))
+            transformer = spec.factory(settings, TransformerContext(
+                name, self.base_dir, self.xml_limits, confine=self.confine))
         except ConfigError as exc:
             self.problems.extend(f"{here}: {p}" for p in exc.problems)
             return
@@ -176,11 +187,13 @@ class _Builder:
 
 def build_chain(steps: Sequence[StepSpec], *, base_dir: Path,
                 named: Mapping[str, StepSpec | Sequence[StepSpec]] | None = None,
-                registry: Registry | None = None, where: str = "transform") -> Chain:
+                registry: Registry | None = None, where: str = "transform",
+                xml_limits: XmlLimits = DEFAULT_LIMITS, confine: bool = True) -> Chain:
     """Build every step (compiling stylesheets, loading schemas) or raise ``ConfigError``
     listing every problem found."""
     builder = _Builder(base_dir=base_dir, named=named or {},
-                       registry=registry or default_registry(), problems=[], steps=[])
+                       registry=registry or default_registry(), problems=[], steps=[],
+                       xml_limits=xml_limits, confine=confine)
     if isinstance(steps, str | bytes) or not isinstance(steps, Sequence):
         raise ConfigError([f"{where}: expected a list of steps, got {_show(steps)}"])
     for i, step in enumerate(steps):

@@ -83,7 +83,9 @@ def run_transform(spec: str | Sequence[str], file: Path, *, base_dir: Path,
             one = str(_locate(one, base_dir).resolve())
         steps += steps_for(one, base_dir=base_dir)
     single = specs[0] if len(specs) == 1 and inline_step(specs[0]) is None else ""
-    chain = build_chain(steps, base_dir=base_dir, named=named,
+    # The command line is the operator's own: its stylesheets need not lie in the
+    # configuration folder (a route's must).
+    chain = build_chain(steps, base_dir=base_dir, named=named, confine=False,
                         where=Path(single).name if Path(single).suffix else "transform")
     env = Envelope(source=source, type=type, datacontenttype=ct, data=data, subject=file.name)
     return chain(env)

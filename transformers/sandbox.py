@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from lxml import etree
 
+from esb.bus.errors import ConfigError
 from esb.bus.xmlsafe import DEFAULT_MAX_BYTES, hardened_parser
 
 ACCESS_CONTROL = etree.XSLTAccessControl(
@@ -77,6 +78,18 @@ class FolderResolver(etree.Resolver):
     def _refuse(self, message: str) -> None:
         self.refused.append(message)
         raise SandboxViolation(message)
+
+
+def confined(base: Path, name: str | Path, what: str) -> Path:
+    """The file ``name`` (relative to ``base``, or absolute) names, after resolving symlinks;
+    a ConfigError when it lies outside ``base`` (the configuration folder). The answer is the
+    same whether such a file exists or not, so a deployer learns nothing about files outside."""
+    root = Path(os.path.realpath(base))
+    path = Path(os.path.realpath(root / name))
+    if not path.is_relative_to(root):
+        raise ConfigError([f"{what} {_short(str(name))!r} lies outside the configuration "
+                           f"folder; {what}s must be inside {root}"])
+    return path
 
 
 def sandboxed_parser(

@@ -19,6 +19,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from esb.bus.envelope import Envelope
+from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits
+from esb.transformers.sandbox import confined
 
 Transformer = Callable[[Envelope], Envelope]
 
@@ -29,10 +31,21 @@ class TransformerSettings(BaseModel):
 
 @dataclass(frozen=True)
 class TransformerContext:
-    """Handed to a factory: the step's name and the folder relative paths resolve against."""
+    """Handed to a factory: the step's name, the folder relative paths resolve against, and
+    the bounds on any XML the step parses (``limits.xml``)."""
 
     name: str
     base_dir: Path
+    xml_limits: XmlLimits = DEFAULT_LIMITS
+    #: Files the step names must lie inside ``base_dir`` (off only for the command line's
+    #: own files, ``esb transform``).
+    confine: bool = True
+
+    def path(self, name: str | Path, what: str) -> Path:
+        """The file ``name`` names, resolved against :attr:`base_dir` (and confined to it)."""
+        if self.confine:
+            return confined(self.base_dir, name, what)
+        return (self.base_dir / name).resolve()
 
 
 @dataclass(frozen=True)

@@ -113,8 +113,8 @@ class Stylesheet:
         try:
             return str(self.resolver.allowed_path(urljoin(base, href)))
         except SandboxViolation as exc:
-            raise StylesheetError([f"xsl:{etree.QName(link).localname} {href!r}: {exc}"]
-                                  ) from None
+            raise StylesheetError([f"{self.module_name(base)}: xsl:{etree.QName(link).localname}"
+                                   f" {href!r}: {exc}"]) from None
 
 
 def load_stylesheet(path: Path) -> Stylesheet:

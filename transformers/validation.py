@@ -84,13 +84,13 @@ def load_xsd(path: Path) -> etree.XMLSchema:
 
 def make_xsd(settings: XsdSettings, ctx: TransformerContext) -> Callable[[Envelope], Envelope]:
     """Factory of ``xsd``."""
-    schema = load_xsd((ctx.base_dir / settings.schema_).resolve())
+    schema = load_xsd(ctx.path(settings.schema_, "schema"))
     name = ctx.name
 
     def validate_xml(env: Envelope) -> Envelope:
         try:
             root = parse_xml(xml_input(name, env), max_bytes=settings.max_bytes,
-                             max_depth=settings.max_depth)
+                             max_depth=settings.max_depth, limits=ctx.xml_limits)
         except XmlError as exc:
             raise TransformError(name, f"input refused: {exc}") from None
         if schema.validate(root):
@@ -112,7 +112,7 @@ def make_json_schema(settings: JsonSchemaSettings, ctx: TransformerContext
     """Factory of ``json-schema``: load and check the schema once."""
     schema = settings.schema_
     if isinstance(schema, str):
-        path = (ctx.base_dir / schema).resolve()
+        path = ctx.path(schema, "schema")
         try:
             schema = orjson.loads(path.read_bytes())
         except OSError as exc:

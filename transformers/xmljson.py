@@ -59,7 +59,7 @@ def make_xml_to_json(settings: XmlToJsonSettings, ctx: TransformerContext
     force = set(settings.force_list)
     if isinstance(settings.types, str):
         try:
-            hints = hints_from_xsd((ctx.base_dir / settings.types).resolve())
+            hints = hints_from_xsd(ctx.path(settings.types, "schema"))
         except ValueError as exc:
             raise ConfigError([f"types: {exc}"]) from None
         types, force = hints.types, force | hints.force_list
@@ -72,7 +72,7 @@ def make_xml_to_json(settings: XmlToJsonSettings, ctx: TransformerContext
     def xml_to_json(env: Envelope) -> Envelope:
         try:
             root = parse_xml(xml_input(name, env), max_bytes=settings.max_bytes,
-                             max_depth=settings.max_depth)
+                             max_depth=settings.max_depth, limits=ctx.xml_limits)
             return with_json(env, converter.document(root))
         except XmlError as exc:
             raise TransformError(name, f"input refused: {exc}") from None

@@ -3,38 +3,44 @@
 Stylesheets declaring version 2.0/3.0 run on Saxon (:mod:`esb.transformers.saxon`) when the
 optional ``saxonche`` package is installed.
 
-Bounds on one transform: templates, functions and variables nest at most
-:data:`MAX_TEMPLATE_DEPTH` deep (libxslt's own recursion guard, set explicitly because the
-setting is process-wide), and a result larger than ``max_output`` bytes fails the message.
+Bounds on one transform: it runs in a sandbox process (:mod:`esb.transformers.xslt_process`)
+and is stopped past ``timeout`` or ``max_memory``; templates, functions and variables nest at
+most :data:`MAX_TEMPLATE_DEPTH` deep (libxslt's own recursion guard, set explicitly because the
+setting is process-wide); a result larger than ``max_output`` bytes fails the message.
 """
 
 from __future__ import annotations
 
 import codecs
+import hashlib
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lxml import etree
 from pydantic import Field
 
+from esb.bus.config.units import Duration, Size
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
 from esb.bus.payload import is_json
 from esb.bus.xmlsafe import (
+    DEFAULT_LIMITS,
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DEPTH,
     LIBXML_MAX_DEPTH,
     XmlError,
+    XmlLimits,
     parse_xml,
 )
 from esb.transformers.payload import with_text, xml_input
 from esb.transformers.sandbox import ACCESS_CONTROL, SandboxViolation
 from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
 from esb.transformers.stylesheet import Stylesheet, StylesheetError, load_stylesheet
+from esb.transformers.xslt_process import RunSpec, XsltProcess, XsltRunError, shared_process
 
 #: Envelope attributes offered to stylesheets declaring an ``xsl:param`` of the same name.
 ENVELOPE_PARAMS = ("id", "source", "type", "subject", "time", "datacontenttype", "dataschema",
@@ -44,6 +50,8 @@ ENVELOPE_PARAMS = ("id", "source", "type", "subject", "time", "datacontenttype",
 #: xsltMaxDepth; its default too, but the setting is global, so esb states it).
 MAX_TEMPLATE_DEPTH = 3000
 DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
 #: Declared params that may name an extension attribute (CloudEvents names: [a-z0-9]).
 _EXTENSION_PARAM = re.compile(r"[a-z0-9]+")
 _RECURSION = "infinite template recursion"
@@ -68,6 +76,14 @@ class XsltSettings(TransformerSettings):
     max_depth: int = Field(DEFAULT_MAX_DEPTH, ge=1, le=LIBXML_MAX_DEPTH)
     #: Largest result in bytes (as serialized); a larger one fails the message.
     max_output: int = Field(DEFAULT_MAX_OUTPUT, gt=0)
+    #: Longest one transform may run; past it the transform is stopped and fails.
+    timeout: Duration = Field(DEFAULT_TIMEOUT, gt=0)
+    #: Memory one transform may use (input tree, result tree, variables) beyond the sandbox
+    #: process's own; past it the transform is stopped and fails.
+    max_memory: Size = Field(DEFAULT_MAX_MEMORY, ge=16 * 1024 * 1024)
+    #: ``process``: run in the sandbox process, bounded by ``timeout`` and ``max_memory``;
+    #: ``inline``: run in the daemon itself (faster, unbounded: for stylesheets you trust).
+    isolation: Literal["process", "inline"] = "process"
 
 
 def output_type(sheet: Stylesheet, override: str | None) -> str:
@@ -175,9 +191,12 @@ def larger_than(out: str | bytes, limit: int) -> bool:
     return len(out.encode("utf-8", "surrogatepass")) > limit
 
 
+def too_large_message(limit: int) -> str:
+    return f"output refused: the result is larger than max_output ({limit} bytes)"
+
+
 def too_large(step: str, limit: int) -> TransformError:
-    return TransformError(step, f"output refused: the result is larger than max_output "
-                                f"({limit} bytes)")
+    return TransformError(step, too_large_message(limit))
 
 
 def with_result(env: Envelope, step: str, out: str | bytes, content_type: str,
@@ -193,57 +212,122 @@ def with_result(env: Envelope, step: str, out: str | bytes, content_type: str,
         content_type, encoding or "UTF-8")})
 
 
-def apply_error(step: str, exc: etree.XSLTApplyError) -> TransformError:
-    """A libxslt run-time failure as a TransformError that says what happened."""
+def apply_error_message(exc: etree.XSLTApplyError) -> str:
+    """What a libxslt run-time failure means, for a TransformError."""
     if any(_RECURSION in entry.message for entry in exc.error_log):
-        return TransformError(step, "stylesheet failed: templates, functions and variables "
-                                    f"nest deeper than {MAX_TEMPLATE_DEPTH} levels (a runaway "
-                                    "recursion?)")
+        return ("stylesheet failed: templates, functions and variables nest deeper than "
+                f"{MAX_TEMPLATE_DEPTH} levels (a runaway recursion?)")
     # The access control's refusals (network reads, any write) read "... rights ...".
     what = "sandbox refused" if " rights " in str(exc) else "stylesheet failed"
-    return TransformError(step, f"{what}: {exc}")
+    return f"{what}: {exc}"
 
 
 class XsltTransformer:
-    """A compiled stylesheet applied to each envelope's XML payload."""
+    """A compiled stylesheet applied to each envelope's XML payload, in the sandbox process
+    (:mod:`esb.transformers.xslt_process`): parsing the input, the transform and serializing
+    the result all happen there, bounded by ``timeout`` and ``max_memory``."""
 
-    def __init__(self, name: str, sheet: Stylesheet, xslt: etree.XSLT,
-                 settings: XsltSettings) -> None:
+    #: It waits on the sandbox process (see :attr:`esb.transformers.chain.Chain.waits`).
+    waits = True
+
+    def __init__(self, name: str, sheet: Stylesheet, settings: XsltSettings,
+                 xml_limits: XmlLimits = DEFAULT_LIMITS,
+                 process: XsltProcess | None = None) -> None:
+        self.waits = settings.isolation == "process"
         self.name = name
         self.sheet = sheet
-        self.xslt = xslt
-        self.max_bytes = settings.max_bytes
-        self.max_depth = settings.max_depth
         self.max_output = settings.max_output
+        self.timeout = settings.timeout
         self.content_type = output_type(sheet, settings.content_type)
         self.encoding = result_encoding(sheet, self.content_type)
-        self.static = static_params(settings.params)
-        self.from_envelope = EnvelopeParams.of(sheet.params, self.static)
+        static = static_params(settings.params)
+        self.from_envelope = EnvelopeParams.of(sheet.params, static)
+        spec = RunSpec(key="", path=str(sheet.path), static=dict(settings.params),
+                       max_bytes=settings.max_bytes, max_depth=settings.max_depth,
+                       limits=xml_limits, encoding=self.encoding,
+                       max_output=settings.max_output, max_memory=settings.max_memory)
+        # The key names the stylesheet as compiled here and every option the child applies.
+        self.spec = replace(spec, key=f"{sheet.path}#{sheet_digest(sheet)}#{hash(repr(spec))}")
+        self.process: XsltProcess | None = None
+        self.inline: Callable[[str | bytes, dict[str, str]], tuple[str, Any]] | None = None
+        if self.waits:
+            self.process = process or shared_process()
+            self.process.start()
+        else:
+            self.inline = inline_runner(sheet, self.spec)
 
     def __call__(self, env: Envelope) -> Envelope:
         data = xml_input(self.name, env)
-        try:
-            doc = parse_xml(data, max_bytes=self.max_bytes, max_depth=self.max_depth)
-        except XmlError as exc:
-            raise TransformError(self.name, f"input refused: {exc}") from None
-        params = dict(self.static)
-        for name, value in self.from_envelope.values(env).items():
-            params[name] = etree.XSLT.strparam(value)
-        try:
-            result = self.xslt(doc, **params)
-        except SandboxViolation as exc:
-            raise TransformError(self.name, f"sandbox refused a read: {exc}") from None
-        except etree.XSLTApplyError as exc:
-            raise apply_error(self.name, exc) from None
-        out = str(result) if self.encoding is None else bytes(result)
+        params = self.from_envelope.values(env)
+        if self.inline is not None:
+            status, out = self.inline(data, params)
+            if status != "ok":
+                raise TransformError(self.name, out)
+        else:
+            assert self.process is not None
+            try:
+                out = self.process.run(self.spec, data, params, self.timeout)
+            except XsltRunError as exc:
+                raise TransformError(self.name, str(exc)) from None
         return with_result(env, self.name, out, self.content_type, self.encoding,
                            self.max_output)
+
+
+def run_sheet(xslt: etree.XSLT, spec: RunSpec, data: str | bytes,
+              params: dict[str, str]) -> tuple[str, Any]:
+    """Parse ``data``, run ``xslt`` with ``params`` and serialize the result: ("ok", result)
+    or ("error", message). Where it runs (the sandbox process or inline) is the caller's
+    choice. An allocation failure inside libxslt is raised as MemoryError."""
+    try:
+        doc = parse_xml(data, max_bytes=spec.max_bytes, max_depth=spec.max_depth,
+                        limits=spec.limits)
+    except XmlError as exc:
+        return "error", f"input refused: {exc}"
+    values = static_params(spec.static)
+    for name, value in params.items():
+        values[name] = etree.XSLT.strparam(value)
+    try:
+        result = xslt(doc, **values)
+    except SandboxViolation as exc:
+        return "error", f"sandbox refused a read: {exc}"
+    except etree.XSLTApplyError as exc:
+        if out_of_memory(exc):
+            raise MemoryError from None
+        return "error", apply_error_message(exc)
+    out = str(result) if spec.encoding is None else bytes(result)
+    if larger_than(out, spec.max_output):
+        return "error", too_large_message(spec.max_output)
+    return "ok", out
+
+
+def out_of_memory(exc: etree.XSLTApplyError) -> bool:
+    """Whether libxslt failed for want of memory."""
+    text = " ".join([str(exc), *(e.message for e in exc.error_log)]).lower()
+    return "memory" in text or "alloc" in text
+
+
+def inline_runner(sheet: Stylesheet, spec: RunSpec
+                  ) -> Callable[[str | bytes, dict[str, str]], tuple[str, Any]]:
+    """``isolation: inline``: the stylesheet compiled and run in this process (no time or
+    memory bound)."""
+    etree.XSLT.set_global_max_depth(MAX_TEMPLATE_DEPTH)
+    xslt = etree.XSLT(sheet.doc, access_control=ACCESS_CONTROL)
+    return lambda data, params: run_sheet(xslt, spec, data, params)
+
+
+def sheet_digest(sheet: Stylesheet) -> str:
+    """A digest of the stylesheet and every file it includes or imports, as compiled here."""
+    h = hashlib.sha256()
+    for key in sorted(sheet.modules):
+        h.update(key.encode())
+        h.update(etree.tostring(sheet.modules[key]))
+    return h.hexdigest()[:16]
 
 
 def compile_xslt(settings: XsltSettings, ctx: TransformerContext) -> Callable[[Envelope],
                                                                                 Envelope]:
     """Factory: load the stylesheet in the sandbox and compile it (lxml or Saxon)."""
-    path = (ctx.base_dir / settings.stylesheet).resolve()
+    path = ctx.path(settings.stylesheet, "stylesheet")
     try:
         sheet = load_stylesheet(path)
     except StylesheetError as exc:
@@ -268,7 +352,8 @@ def compile_xslt(settings: XsltSettings, ctx: TransformerContext) -> Callable[[E
         log = "; ".join((f"line {e.line}: " if e.line else "") + e.message
                         for e in exc.error_log) or str(exc)
         raise ConfigError([f"{_rel(path, ctx.base_dir)} does not compile: {log}"]) from None
-    return XsltTransformer(ctx.name, sheet, xslt, settings)
+    del xslt  # compiled here to report errors at load time; it runs in the sandbox process
+    return XsltTransformer(ctx.name, sheet, settings, ctx.xml_limits)
 
 
 def _encoding_problems(sheet: Stylesheet, where: str) -> list[str]:

@@ -43,11 +43,11 @@ from pika.spec import Basic, BasicProperties
 from pydantic import ValidationError
 
 from esb.adapters.amqp.settings import AmqpInboundSettings
-from esb.adapters.spec import InboundContext
+from esb.adapters.spec import InboundContext, json_depth_of
 from esb.bus.broker.connection import AmqpLink, ChannelClosed, redact
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusError, BusUnavailable
-from esb.bus.payload import PayloadError, decode, media_type
+from esb.bus.payload import PayloadError, decode, loads_json, media_type
 
 log = structlog.get_logger("esb.amqp.inbound")
 
@@ -197,6 +197,9 @@ class AmqpInbound:
     def envelope(self, method: Basic.Deliver, props: BasicProperties, body: bytes) -> Envelope:
         """The envelope a legacy message maps to (see the module docs)."""
         s = self.settings
+        limit = s.max_body or getattr(self.ctx, "max_body", None)
+        if limit is not None and len(body) > limit:
+            raise NotAnEnvelope(f"the body of {len(body)} bytes exceeds max_body ({limit})")
         content_type = props.content_type or s.content_type
         media, _ = media_type(content_type)
         headers = props.headers or {}
@@ -209,7 +212,7 @@ class AmqpInbound:
             attrs["traceparent"] = _text(tp)
         if media == CLOUDEVENTS_JSON:
             try:
-                env = Envelope.from_cloudevent(orjson.loads(body))
+                env = Envelope.from_cloudevent(loads_json(body, json_depth_of(self.ctx)))
             except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
                 raise NotAnEnvelope(f"not a valid structured CloudEvent: {exc}") from None
             if kept:
@@ -225,14 +228,15 @@ class AmqpInbound:
             return Envelope(
                 source=props.app_id or s.source or self.ctx.name,
                 type=props.type or s.type or method.routing_key or f"{self.ctx.name}.received",
-                datacontenttype=content_type, data=_decode(content_type, body),
+                datacontenttype=content_type, data=_decode(content_type, body,
+                                                            json_depth_of(self.ctx)),
                 esbheaders=kept, **attrs)
         except ValidationError as exc:
             raise NotAnEnvelope(f"invalid attributes: {exc.errors()[0]['msg']}") from None
 
 
-def _decode(content_type: str | None, body: bytes) -> Any:
+def _decode(content_type: str | None, body: bytes, json_depth: int) -> Any:
     try:
-        return decode(body, content_type)
+        return decode(body, content_type, json_depth=json_depth)
     except PayloadError as exc:
         raise NotAnEnvelope(exc.detail) from None

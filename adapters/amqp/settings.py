@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 
 from esb.adapters.spec import AdapterSettings
-from esb.bus.config.units import Duration
+from esb.bus.config.units import Duration, Size
 
 
 def _amqp_url(v: SecretStr) -> SecretStr:
@@ -42,6 +42,9 @@ class AmqpInboundSettings(AdapterSettings):
     content_type: str | None = None
     #: AMQP headers copied to ``esbheaders`` (names lower-cased); ``["*"]`` copies all.
     headers: list[str] = Field(default_factory=list)
+    #: Largest message body taken (default: ``http.max_body``); a larger one is rejected
+    #: (to the queue's dead-letter exchange when it has one), never put on the bus.
+    max_body: Size | None = Field(None, ge=1)
     #: Pause before a message the bus could not take is handed back (requeued).
     retry_delay: Duration = 1.0
     #: Longest wait between reconnection attempts (backoff from 0.5 s).

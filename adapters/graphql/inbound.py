@@ -20,10 +20,13 @@ from typing import Any
 
 import orjson
 from graphql import (
+    DocumentNode,
     ExecutionResult,
     GraphQLError,
     GraphQLResolveInfo,
     GraphQLScalarType,
+    GraphQLSchema,
+    OperationDefinitionNode,
     OperationType,
     execute,
     get_named_type,
@@ -35,13 +38,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from esb.adapters.auth.inbound import Unauthorized, authenticate, build_authenticator
-from esb.adapters.graphql.limits import QueryLimits, TooBig, check_limits
+from esb.adapters.graphql.limits import QueryLimits, TooComplex, check_operation
 from esb.adapters.graphql.schema import load_schema, wire_mutations, wire_queries
 from esb.adapters.graphql.settings import GraphqlInboundSettings
-from esb.adapters.http import BodyTooLarge, read_body
-from esb.adapters.spec import HttpRoute, InboundContext
+from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
+from esb.adapters.spec import HttpRoute, InboundContext, json_depth_of
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, TransformDeferred
+from esb.bus.payload import JsonTooDeep, loads_json
 from esb.bus.reply import problem_of
 
 LEGACY = "application/json"
@@ -90,8 +94,7 @@ class GraphqlInbound:
         if self._ask is not None:
             wire_queries(self.schema, self._resolve)
         self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
-        self.limits = QueryLimits(settings.max_depth, settings.max_aliases,
-                                  settings.max_fields)
+        self.limits = settings.limits
         self.routes = [HttpRoute(settings.path, ("POST",), self.handle)]
 
     async def start(self) -> None:
@@ -152,43 +155,29 @@ class GraphqlInbound:
             body = await read_body(request, self.settings.max_body)
         except BodyTooLarge as exc:
             return self._reply(media, 413, errors=[_error(str(exc), "BAD_REQUEST")])
+        except EncodingRefused as exc:
+            return self._reply(media, exc.status, errors=[_error(str(exc), "BAD_REQUEST")])
         try:
-            params = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return self._reply(media, 400, errors=[_error(f"malformed JSON: {exc}",
-                                                          "BAD_REQUEST")])
-        problem = _check_params(params)
-        if problem:
-            return self._reply(media, 400, errors=[_error(problem, "BAD_REQUEST")])
+            params = read_request(body, json_depth_of(self.ctx))
+        except RequestRefused as exc:
+            return self._reply(media, 400, errors=exc.errors)
         return await self._run(request, media, params)
 
     async def _run(self, request: Request, media: str, params: dict[str, Any]) -> Response:
         request_error = 400 if media == MODERN else 200
         try:
-            document = parse(params["query"])
-        except GraphQLError as exc:
-            errors, _ = _format([exc], "GRAPHQL_PARSE_FAILED")
-            return self._reply(media, request_error, errors=errors)
-        validation = validate(self.schema, document)
-        if validation:
-            errors, _ = _format(validation, "GRAPHQL_VALIDATION_FAILED")
-            return self._reply(media, request_error, errors=errors)
-        operation = get_operation_ast(document, params.get("operationName"))
-        if operation is None:
+            document, _ = prepare(self.schema, params, self.limits)
+        except RequestRefused as exc:
+            return self._reply(media, request_error, errors=exc.errors)
+        try:
+            result = execute(self.schema, document, variable_values=params.get("variables"),
+                             operation_name=params.get("operationName"),
+                             context_value=request)
+            if isawaitable(result):
+                result = await result
+        except RecursionError:  # the limits should make this unreachable; never a 500
             return self._reply(media, request_error, errors=[_error(
-                "operationName does not select one operation", "BAD_REQUEST")])
-        if operation.operation == OperationType.SUBSCRIPTION:
-            return self._reply(media, request_error, errors=[_error(
-                "subscriptions are not supported", "BAD_REQUEST")])
-        try:  # before anything is published or any backend called
-            check_limits(document, operation, self.limits)
-        except TooBig as exc:
-            return self._reply(media, request_error, errors=[_error(
-                str(exc), "QUERY_TOO_COMPLEX")])
-        result = execute(self.schema, document, variable_values=params.get("variables"),
-                         operation_name=params.get("operationName"), context_value=request)
-        if isawaitable(result):
-            result = await result
+                "the request is too complex to execute", "QUERY_TOO_COMPLEX")])
         assert isinstance(result, ExecutionResult)
         if result.errors and result.data is None and all(e.path is None for e in result.errors):
             errors, _ = _format(result.errors, "BAD_USER_INPUT", True)  # variables did not coerce
@@ -211,6 +200,63 @@ class GraphqlInbound:
             headers = {**(headers or {}), "Retry-After": "5"}
         return Response(orjson.dumps(body), status_code=status, headers=headers,
                         media_type=f"{media}; charset=utf-8")
+
+
+class RequestRefused(Exception):
+    """The request is refused before execution; ``errors`` are its GraphQL errors."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(str(e.get("message")) for e in errors))
+        self.errors = errors
+
+
+def read_request(body: bytes, json_depth: int) -> dict[str, Any]:
+    """The GraphQL-over-HTTP parameters of a JSON body (RequestRefused: BAD_REQUEST)."""
+    try:
+        params = loads_json(body, json_depth)
+    except JsonTooDeep as exc:
+        raise RequestRefused([_error(str(exc), "BAD_REQUEST")]) from None
+    except orjson.JSONDecodeError as exc:
+        raise RequestRefused([_error(f"malformed JSON: {exc}", "BAD_REQUEST")]) from None
+    problem = _check_params(params)
+    if problem:
+        raise RequestRefused([_error(problem, "BAD_REQUEST")])
+    return params  # type: ignore[no-any-return]
+
+
+def prepare(schema: GraphQLSchema, params: dict[str, Any], limits: QueryLimits
+            ) -> tuple[DocumentNode, OperationDefinitionNode]:
+    """Parse, bound (:mod:`.limits`, before validation: validation itself can be costly) and
+    validate a request; the document and the operation to execute, or RequestRefused."""
+    try:
+        document = parse(params["query"], max_tokens=limits.max_tokens)
+    except GraphQLError as exc:
+        errors, _ = _format([exc], "GRAPHQL_PARSE_FAILED")
+        raise RequestRefused(errors) from None
+    except RecursionError:
+        raise RequestRefused([_error("the query nests too deeply to parse",
+                                     "GRAPHQL_PARSE_FAILED")]) from None
+    operation = get_operation_ast(document, params.get("operationName"))
+    try:
+        for candidate in [operation] if operation is not None else [
+                d for d in document.definitions if isinstance(d, OperationDefinitionNode)]:
+            check_operation(document, candidate, limits)
+    except TooComplex as exc:
+        raise RequestRefused([_error(str(exc), "QUERY_TOO_COMPLEX")]) from None
+    try:
+        validation = validate(schema, document)
+    except RecursionError:
+        raise RequestRefused([_error("the query nests too deeply to validate",
+                                     "QUERY_TOO_COMPLEX")]) from None
+    if validation:
+        errors, _ = _format(validation, "GRAPHQL_VALIDATION_FAILED")
+        raise RequestRefused(errors)
+    if operation is None:
+        raise RequestRefused([_error("operationName does not select one operation",
+                                     "BAD_REQUEST")])
+    if operation.operation == OperationType.SUBSCRIPTION:
+        raise RequestRefused([_error("subscriptions are not supported", "BAD_REQUEST")])
+    return document, operation
 
 
 def field_value(reply: Envelope) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from esb.adapters.auth.settings import InboundAuth, OutboundAuth
+from esb.adapters.graphql.limits import QueryLimits
 from esb.adapters.spec import AdapterSettings
 
 DEFAULT_PERMANENT_CODES = ["GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT",
@@ -24,11 +25,23 @@ class GraphqlInboundSettings(AdapterSettings):
     #: Who may call: ``api_key``, ``basic`` or ``jwt`` (see docs/adapters.md, Authentication).
     auth: InboundAuth | None = None
     #: Deepest selection nesting answered (the operation's fields are level 1).
-    max_depth: int = Field(10, ge=1, le=100)
+    max_depth: int = Field(QueryLimits.max_depth, ge=1, le=100)
     #: Aliases one query may use (each aliased field is one more backend call).
-    max_aliases: int = Field(20, ge=0, le=1000)
-    #: Fields one query may select, fragments expanded.
-    max_fields: int = Field(200, ge=1, le=10000)
+    max_aliases: int = Field(QueryLimits.max_aliases, ge=0, le=1000)
+    #: Fields one query may select, fragments expanded (each spread counts again).
+    max_fields: int = Field(QueryLimits.max_fields, ge=1, le=10000)
+    #: Lexical tokens in one request's document.
+    max_tokens: int = Field(QueryLimits.max_tokens, ge=10)
+    #: Cost of one operation: each field 1, each mutation ``mutation_cost``.
+    max_cost: int = Field(QueryLimits.max_cost, ge=1)
+    #: What one mutation field costs (it publishes an envelope).
+    mutation_cost: int = Field(QueryLimits.mutation_cost, ge=1)
+
+    @property
+    def limits(self) -> QueryLimits:
+        return QueryLimits(max_tokens=self.max_tokens, max_depth=self.max_depth,
+                           max_fields=self.max_fields, max_aliases=self.max_aliases,
+                           max_cost=self.max_cost, mutation_cost=self.mutation_cost)
 
 
 class GraphqlOutboundSettings(AdapterSettings):

@@ -24,20 +24,22 @@ from esb.adapters.auth.inbound import (
 from esb.adapters.http import (
     BadContentLength,
     BodyTooLarge,
+    EncodingRefused,
     JSONBytesResponse,
     header_dict,
     read_body,
 )
 from esb.adapters.rest.answer import answer
+from esb.adapters.rest.fhir import fhir_errors
 from esb.adapters.rest.params import ParamError, path_names, query_params, typed
 from esb.adapters.rest.polling import Poller
 from esb.adapters.rest.settings import RestInboundSettings
-from esb.adapters.spec import Accepted, HttpRoute, InboundContext
+from esb.adapters.spec import Accepted, HttpRoute, InboundContext, json_depth_of, xml_limits_of
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusError
-from esb.bus.payload import PayloadError, decode, is_xml, media_type
+from esb.bus.payload import JsonTooDeep, PayloadError, check_json_depth, decode, is_xml, media_type
 from esb.bus.problem import not_taken, problem
-from esb.bus.xmlsafe import XmlError, parse_xml
+from esb.bus.xmlsafe import UnsafeXml, XmlError, XmlLimits, parse_xml
 
 _CE_HEADER_ATTRS = ("id", "source", "type", "subject", "time", "dataschema")
 
@@ -57,15 +59,18 @@ class RestInbound:
         self.accepted_types = {t.lower() for t in settings.content_types}
         self._keep = tuple(n.lower() for n in settings.keep_headers)
         self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
+        self.xml_limits = xml_limits_of(ctx)
+        self.json_depth = json_depth_of(ctx)
         self.poller = Poller(settings.poll, ctx, settings.type) if settings.poll else None
         methods = tuple(settings.methods)
         self._path_params = bool(settings.path and path_names(settings.path))
         #: Other methods than POST: the method rides in ``esbheaders`` (routes match on it).
         self._note_method = methods != ("POST",)
         self._ask = getattr(ctx, "request", None)  # request/reply capable runtime
+        handler = fhir_errors(self.handle) if settings.errors == "fhir" else self.handle
         self.routes = [] if settings.path is None else [
-            HttpRoute(settings.path, methods, self.handle)] + ([] if self._path_params else [
-                HttpRoute(settings.path + "/{type}", methods, self.handle)])
+            HttpRoute(settings.path, methods, handler)] + ([] if self._path_params else [
+                HttpRoute(settings.path + "/{type}", methods, handler)])
 
     async def start(self) -> None:
         if self.poller is not None:
@@ -146,7 +151,8 @@ class RestInbound:
             raise BadRequest(415, "Unsupported media type",
                              f"content type {media or '(none)'!r} is not accepted here; "
                              f"send one of: {', '.join(sorted(self.accepted_types))}")
-        data = _decode(media, headers.get("content-type", ""), body)
+        data = _decode(media, headers.get("content-type", ""), body, self.xml_limits,
+                       self.json_depth)
         attrs: dict[str, Any] = {"source": self.ctx.name, "type": self._type(request)}
         if "ce-specversion" in headers:  # CloudEvents HTTP binary mode
             missing = [a for a in ("id", "source", "type") if f"ce-{a}" not in headers]
@@ -174,8 +180,11 @@ class RestInbound:
     def _structured(self, headers: dict[str, str], body: bytes) -> Envelope:
         try:
             event = orjson.loads(body)
+            check_json_depth(event, self.json_depth, body)
         except orjson.JSONDecodeError as exc:
             raise BadRequest(400, "Malformed JSON", f"the body is not JSON: {exc}") from None
+        except JsonTooDeep as exc:
+            raise BadRequest(400, "JSON too deep", str(exc)) from None
         attrs: dict[str, Any] = {}
         self._transport(headers, attrs)
         if not isinstance(event, dict):
@@ -223,6 +232,8 @@ async def _read_body(request: Request, limit: int, headers: dict[str, str]) -> b
         return await read_body(request, limit, strict_length=True, headers=headers)
     except BadContentLength as exc:
         raise BadRequest(400, "Bad Content-Length", str(exc)) from None
+    except EncodingRefused as exc:
+        raise BadRequest(exc.status, exc.title, str(exc)) from None
     except BodyTooLarge as exc:
         if exc.declared is not None:
             raise BadRequest(413, "Body too large", f"the body is {exc.declared} bytes; "
@@ -231,13 +242,16 @@ async def _read_body(request: Request, limit: int, headers: dict[str, str]) -> b
                          f"the body exceeds this endpoint's limit of {exc.limit} bytes") from None
 
 
-def _decode(media: str, content_type: str, body: bytes) -> Any:
+def _decode(media: str, content_type: str, body: bytes, xml_limits: XmlLimits,
+            json_depth: int) -> Any:
     try:
         if is_xml(media):  # refused here, at the edge, rather than dead-lettered later
-            parse_xml(body, max_bytes=len(body) + 1)
-        return decode(body, content_type)
+            parse_xml(body, max_bytes=len(body) + 1, limits=xml_limits)
+        return decode(body, content_type, json_depth=json_depth)
     except PayloadError as exc:
         raise BadRequest(400, exc.title, exc.detail) from None
+    except UnsafeXml as exc:
+        raise BadRequest(400, "XML refused", str(exc)) from None
     except XmlError as exc:
         raise BadRequest(400, "Malformed XML", str(exc)) from None
 

@@ -49,9 +49,10 @@ from esb.adapters.auth.outbound import build_outbound_auth, redact_url, scrub, s
 from esb.adapters.auth.settings import OAuth2Outbound
 from esb.adapters.http import check_host
 from esb.adapters.rest.settings import PollSettings
-from esb.adapters.spec import InboundContext
+from esb.adapters.spec import InboundContext, json_depth_of
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusError, ConfigError, DeliveryError
+from esb.bus.payload import JsonTooDeep, loads_json
 
 log = structlog.get_logger("esb.rest.poll")
 
@@ -196,9 +197,15 @@ class Poller:
     async def _fetch(self) -> list[Any]:
         s = self.settings
         where = redact_url(s.url)
+        limit = s.max_body or max(getattr(self.ctx, "max_body", 0), 1024 * 1024)
         try:
-            response = await self._http().get(s.url, params=self._params(), headers=s.headers,
-                                              auth=self.auth)
+            request = self._http().build_request("GET", s.url, params=self._params(),
+                                                 headers=s.headers)
+            response = await self._http().send(request, auth=self.auth, stream=True)
+            try:
+                content = await _read_capped(response, limit)
+            finally:
+                await response.aclose()
         except httpx.HTTPError as exc:
             kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
             raise PollFailed(f"GET {where} {kind}: {type(exc).__name__}") from None
@@ -206,8 +213,12 @@ class Poller:
             raise PollFailed(scrub(str(exc), secrets_of(self.auth))) from None
         if not 200 <= response.status_code < 300:
             raise PollFailed(f"GET {where} answered HTTP {response.status_code}")
+        if content is None:
+            raise PollFailed(f"GET {where}: the answer is larger than max_body ({limit} bytes)")
         try:
-            body = orjson.loads(response.content)
+            body = loads_json(content, json_depth_of(self.ctx))
+        except JsonTooDeep as exc:
+            raise PollFailed(f"GET {where}: {exc}") from None
         except orjson.JSONDecodeError:
             raise PollFailed(f"GET {where}: the answer is not JSON") from None
         items = self._items.search(body) if self._items is not None else body
@@ -281,3 +292,14 @@ class Poller:
         if accepted or new != old:
             await self._save(new, sorted(boundary))
         return accepted, accepted > 0 and new != old
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes | None:
+    """The streamed answer's body, or None as soon as it passes ``limit`` bytes."""
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

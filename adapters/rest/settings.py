@@ -74,6 +74,9 @@ class PollSettings(BaseModel):
     timeout: Duration = 30.0
     #: Pages fetched per tick while catching up (each full page is followed at once).
     max_pages: int = Field(10, ge=1)
+    #: Largest answer read (default: ``http.max_body``, at least 1 MiB); a larger one fails
+    #: the poll (logged; the cursor stays).
+    max_body: Size | None = Field(None, ge=1)
 
 
 class RestInboundSettings(AdapterSettings):
@@ -82,6 +85,9 @@ class RestInboundSettings(AdapterSettings):
     #: The path this source serves; ``PATH/<type>`` sets the envelope type from the URL.
     #: Required unless ``poll`` is set.
     path: str | None = Field(None, validate_default=True)
+    #: How failures are answered: ``problem`` (RFC 9457 problem+json) or ``fhir`` (a FHIR
+    #: ``OperationOutcome`` in ``application/fhir+json``, for sources facing FHIR clients).
+    errors: Literal["problem", "fhir"] = "problem"
     #: GET and DELETE take no body: their path and query parameters are the envelope's data.
     methods: list[Literal["GET", "POST", "PUT", "PATCH", "DELETE"]] = \
         Field(default_factory=lambda: ["POST"])

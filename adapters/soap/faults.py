@@ -60,12 +60,13 @@ def envelope_response(version: Version, body: etree._Element | None,
 
 
 def fault_response(version: Version, kind: FaultKind, reason: str,
-                   status: int | None = None, not_understood: tuple[str, ...] = ()
-                   ) -> Response:
+                   status: int | None = None, not_understood: tuple[str, ...] = (),
+                   upgrade: tuple[str, ...] = ()) -> Response:
     """A SOAP Fault. HTTP status: 500 for every SOAP 1.1 fault; for SOAP 1.2, 400 for
     ``env:Sender`` and 500 otherwise (SOAP 1.2 part 2, table 20) unless ``status`` is given.
     ``not_understood``: the header blocks (Clark notation) of a MustUnderstand fault, named in
-    SOAP 1.2 ``env:NotUnderstood`` header blocks."""
+    SOAP 1.2 ``env:NotUnderstood`` header blocks. ``upgrade``: the versions an ``env:Upgrade``
+    header block of a VersionMismatch fault names."""
     ns = ENV_NS[version]
     code = f"soap:{_CODES[version][kind]}"
     fault = etree.Element(f"{{{ns}}}Fault", nsmap={"soap": ns})
@@ -80,8 +81,22 @@ def fault_response(version: Version, kind: FaultKind, reason: str,
         text.text = reason
     if status is None:
         status = 400 if version == "1.2" and kind == "client" else 500
-    header = [_not_understood(ns, tag) for tag in not_understood] if version == "1.2" else None
-    return envelope_response(version, fault, status, header)
+    header = [_not_understood(ns, tag) for tag in not_understood] if version == "1.2" else []
+    if upgrade:
+        header.append(_upgrade(SOAP12_ENV, upgrade))
+    return envelope_response(version, fault, status, header or None)
+
+
+def _upgrade(ns: str, versions: tuple[str, ...]) -> etree._Element:
+    """``<env:Upgrade>`` naming the envelope versions this node takes (SOAP 1.2 part 1,
+    5.4.7), sent with a VersionMismatch fault."""
+    block = etree.Element(f"{{{ns}}}Upgrade")
+    for v in versions:
+        env_ns = ENV_NS[v]  # type: ignore[index]
+        supported = etree.SubElement(block, f"{{{ns}}}SupportedEnvelope",
+                                     nsmap={"s": env_ns})
+        supported.set("qname", "s:Envelope")
+    return block
 
 
 def _not_understood(ns: str, tag: str) -> etree._Element:

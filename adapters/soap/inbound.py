@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from esb.adapters.auth.inbound import Unauthorized, authenticate, build_authenticator
-from esb.adapters.http import BodyTooLarge, read_body
+from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
 from esb.adapters.soap.ack import build_ack
 from esb.adapters.soap.faults import (
     ENV_NS,
@@ -41,7 +41,7 @@ from esb.adapters.soap.faults import (
 from esb.adapters.soap.schema import Child, children
 from esb.adapters.soap.settings import SoapInboundSettings
 from esb.adapters.soap.wsdl import ServiceDescription, load_description
-from esb.adapters.spec import HttpRoute, InboundContext
+from esb.adapters.spec import HttpRoute, InboundContext, xml_limits_of
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
 from esb.bus.payload import media_type
@@ -111,6 +111,14 @@ class SoapInbound:
             action = request.headers.get("soapaction", "").strip().strip('"')
         else:
             action = params.get("action", "")
+        if version not in self.description.versions:
+            # A SOAP 1.1 envelope on a 1.2-only endpoint (or the reverse): a VersionMismatch
+            # fault in the version the client spoke, so it can read it (SOAP 1.2 part 1,
+            # 5.4.7), naming the version this endpoint takes.
+            supported = ", ".join(sorted(self.description.versions))
+            return fault_response(version, "version", f"this endpoint takes SOAP {supported} "
+                                  f"only, not SOAP {version}", status=500,
+                                  upgrade=tuple(sorted(self.description.versions)))
         try:
             return await self.call(request, version, action)
         except SoapFault as fault:
@@ -143,14 +151,23 @@ class SoapInbound:
             body = await read_body(request, self.settings.max_body)
         except BodyTooLarge as exc:
             raise SoapFault(str(exc), status=413) from exc
+        except EncodingRefused as exc:
+            raise SoapFault(str(exc), status=exc.status) from exc
         try:
-            root = parse_xml(body, max_bytes=None)  # read_body enforced max_body already
+            # read_body enforced max_body already
+            root = parse_xml(body, max_bytes=None, limits=xml_limits_of(self.ctx))
         except XmlError as exc:
             raise SoapFault(f"malformed XML: {exc}") from exc
         operation_element = self._operation_element(root, version)
         operation = self.description.find(operation_element.tag, action)
         if operation is None:
             raise SoapFault(f"unknown operation element {operation_element.tag}")
+        if operation.actions and version not in operation.actions:
+            raise SoapFault(f"operation {operation.name} is not bound for SOAP {version} here",
+                            kind="version", status=500)
+        mismatch = self.description.action_problem(operation, version, action)
+        if mismatch:
+            raise SoapFault(mismatch)
         element = detached(operation_element)
         if not self.description.schema.validate(element):
             errors = "; ".join(f"line {e.line}: {e.message}"

@@ -197,6 +197,9 @@ class SoapOutbound:
         fault = self._fault(response)
         if fault is not None:
             message = f"{what}: SOAP fault {fault.code}: {fault.message}"
+            mapped = self.settings.fault_status.get(fault_name(fault.code))
+            if mapped is not None:  # a fault the configuration gives an HTTP meaning to
+                raise PermanentError(message, status=mapped) from fault
             kind = PermanentError if is_permanent_code(fault.code) else TransientError
             raise kind(message, status=response.status_code,
                        fault=f"{fault.code}: {fault.message}") from fault
@@ -218,6 +221,12 @@ class SoapOutbound:
         except zeep.exceptions.Fault as fault:
             return fault
         return None
+
+
+def fault_name(code: str | None) -> str:
+    """A fault code without its namespace prefix (``soap11env:Client.NotFound`` →
+    ``Client.NotFound``)."""
+    return (code or "").rpartition(":")[2]
 
 
 def urlparse_scheme(value: str) -> str:

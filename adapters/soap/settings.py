@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from esb.adapters.auth.settings import InboundAuth, OutboundAuth
 from esb.adapters.spec import AdapterSettings
@@ -73,3 +73,15 @@ class SoapOutboundSettings(AdapterSettings):
     #: Extra HTTP headers, sent like ``auth``; ``Content-Type`` and ``SOAPAction`` stay the
     #: binding's.
     headers: dict[str, str] = Field(default_factory=dict)
+    #: Fault codes (without prefix, e.g. ``Client.PatientNotFound``) that mean an HTTP status
+    #: to a request/reply caller (``404``: not found); such a fault is permanent, and a REST
+    #: caller is answered with that status instead of 502.
+    fault_status: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("fault_status")
+    @classmethod
+    def _statuses(cls, v: dict[str, int]) -> dict[str, int]:
+        for code, status in v.items():
+            if not 400 <= status <= 599:
+                raise ValueError(f"{code}: {status} is not an HTTP error status (400-599)")
+        return v

@@ -53,6 +53,32 @@ class ServiceDescription:
             matches = by_action or matches
         return matches[0] if matches else None
 
+    @property
+    def versions(self) -> frozenset[str]:
+        """The SOAP versions ("1.1", "1.2") the WSDL binds an operation in (both when it
+        binds none explicitly)."""
+        bound = frozenset(v for op in self.operations.values() for v in op.actions)
+        return bound or frozenset({"1.1", "1.2"})
+
+    def action_problem(self, operation: Operation, version: str, action: str) -> str | None:
+        """Why the request's SOAPAction (1.1 header, 1.2 ``action`` parameter) cannot go with
+        a body calling ``operation``, or None. An empty action is accepted (WS-I BP allows
+        ``""``); a non-empty one must be the operation's own when it declares one, and may
+        never be another operation's."""
+        if not action:
+            return None
+        declared = operation.actions.get(version, "")
+        if declared:
+            return None if action == declared else (
+                f"SOAPAction {action!r} does not match the body's operation "
+                f"{operation.name} (its SOAPAction is {declared!r})")
+        others = [op.name for op in self.operations.values()
+                  if op is not operation and action in op.actions.values()]
+        if others:
+            return (f"SOAPAction {action!r} names operation {others[0]}, but the body calls "
+                    f"{operation.name}")
+        return None
+
     def with_address(self, location: str) -> bytes:
         """The WSDL with every soap:address / soap12:address pointing at ``location``, and
         every schema file it refers to at ``location?xsd=NAME``."""

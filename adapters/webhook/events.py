@@ -6,10 +6,18 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
-from esb.bus.payload import JSON, PayloadError, decode, lookup, media_type, scalar
+from esb.bus.payload import (
+    DEFAULT_JSON_DEPTH,
+    JSON,
+    PayloadError,
+    decode,
+    lookup,
+    media_type,
+    scalar,
+)
 
 
-def parse_payload(body: bytes, content_type: str) -> Any:
+def parse_payload(body: bytes, content_type: str, max_depth: int = DEFAULT_JSON_DEPTH) -> Any:
     """The JSON payload (whatever the content type says: every scheme sends JSON); GitHub's
     form encoding (``payload=<json>``) is unwrapped. PayloadError when it is not JSON."""
     if media_type(content_type)[0] == "application/x-www-form-urlencoded":
@@ -18,7 +26,7 @@ def parse_payload(body: bytes, content_type: str) -> Any:
             raise PayloadError("Malformed webhook payload",
                                "form-encoded webhook without a 'payload' field")
         body = fields["payload"][0].encode()
-    return decode(body, JSON)
+    return decode(body, JSON, json_depth=max_depth)
 
 
 def event_type(where: str, headers: Mapping[str, str], payload: Any) -> str | None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 
 import orjson
+import structlog
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from esb.adapters.http import BodyTooLarge, read_body
-from esb.adapters.spec import HttpRoute, InboundContext
+from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
+from esb.adapters.spec import HttpRoute, InboundContext, json_depth_of
 from esb.adapters.webhook.events import (
     default_event_type,
     event_type,
@@ -31,6 +33,8 @@ from esb.bus.envelope import Envelope, new_id
 from esb.bus.errors import BusUnavailable
 from esb.bus.payload import PayloadError, lookup, scalar
 from esb.bus.problem import not_taken, problem
+
+log = structlog.get_logger("esb.webhook")
 
 
 def build_verifier(settings: WebhookInboundSettings) -> Verifier:
@@ -76,15 +80,20 @@ class WebhookInbound:
             body = await read_body(request, s.max_body)
         except BodyTooLarge as exc:
             return problem(413, "Payload too large", str(exc))
+        except EncodingRefused as exc:
+            return problem(exc.status, exc.title, str(exc))
         try:
             verified = self.verifier.verify(request.headers, body, time.time(),
                                             method=request.method, url=str(request.url))
-        except TimestampError as exc:
-            return problem(401, "Stale or future webhook timestamp", str(exc))
         except SignatureError as exc:
-            return problem(401, "Invalid webhook signature", str(exc))
+            # One answer for every reason (missing header, bad signature, stale or future
+            # timestamp): a caller learns nothing about which check it failed. The log says.
+            log.warning("webhook verification failed", endpoint=self.ctx.name,
+                        reason=str(exc), stale=isinstance(exc, TimestampError))
+            return problem(401, "Unauthorized", "the webhook could not be verified")
         try:
-            payload = parse_payload(body, request.headers.get("content-type", ""))
+            payload = parse_payload(body, request.headers.get("content-type", ""),
+                                    json_depth_of(self.ctx))
         except PayloadError as exc:
             return problem(400, "Malformed webhook payload", str(exc))
 
@@ -98,16 +107,22 @@ class WebhookInbound:
             return problem(409, "Replayed webhook delivery",
                            f"delivery {delivery!r} was already received")
 
-        envelope = Envelope(
-            id=delivery or new_id(),
-            source=s.source or self.ctx.name,
-            type=event_type(self._type_from, request.headers, payload) or s.default_type,
-            datacontenttype="application/json",
-            data=payload,
-            idempotencykey=delivery,
-            traceparent=request.headers.get("traceparent"),
-            esbendpoint=self.ctx.name,
-        )
+        try:
+            envelope = Envelope(
+                id=delivery or new_id(),
+                source=s.source or self.ctx.name,
+                type=event_type(self._type_from, request.headers, payload) or s.default_type,
+                datacontenttype="application/json",
+                data=payload,
+                idempotencykey=delivery,
+                traceparent=request.headers.get("traceparent"),
+                esbendpoint=self.ctx.name,
+            )
+        except ValidationError as exc:
+            if key:
+                await self.store.release(key)
+            return problem(400, "Invalid webhook attributes", "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in exc.errors()))
         try:
             accepted = await self.ctx.accept(envelope)
         except BusUnavailable as exc:

@@ -158,7 +158,7 @@ def routes_test(path: Path, message: Path | None, etype: str, source: str,
     try:
         loaded = load_config(config_path)
         cfg = loaded.config
-        rs = parse_route_files(files, base=folder)
+        rs = parse_route_files(files, base=folder, limits=cfg.limits.yaml.limits)
         router = router_for(cfg, rs)
     except ConfigError as exc:
         _problems(exc.problems)

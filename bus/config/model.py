@@ -19,6 +19,11 @@ from pydantic import (
 )
 
 from esb.bus.config.units import Duration, Rate, Size
+from esb.bus.config.yamlsource import DEFAULT_YAML_LIMITS, YamlLimits
+from esb.bus.hosts import allow_entry_problem
+from esb.bus.payload import DEFAULT_JSON_DEPTH, MAX_JSON_DEPTH
+from esb.bus.runtime.httpguard import HttpLimits
+from esb.bus.xmlsafe import LIBXML_MAX_DEPTH, LIBXML_MAX_NAME, LIBXML_MAX_TEXT, XmlLimits
 
 
 class _Strict(BaseModel):
@@ -149,8 +154,22 @@ class BusConfig(_Strict):
 class HttpConfig(_Strict):
     listen: str = "127.0.0.1:8080"
     max_body: Size = 1024 * 1024
-    #: Hosts outbound URLs may reach (SSRF guard); empty allows any.
+    #: Hosts outbound URLs may reach (SSRF guard); empty allows any. An entry is a host
+    #: (``api.example.com``), ``*.example.com``, ``host:port`` or a URL prefix with a scheme
+    #: (``https://api.example.com``, ``http://127.0.0.1:19201``).
     allowed_hosts: list[str] = Field(default_factory=list)
+    #: Open connections per process; past it a new one gets 503 and is closed.
+    max_connections: int = Field(1000, ge=1)
+    #: A request's line and headers must arrive within this of its first byte.
+    header_timeout: Duration = Field(10.0, gt=0)
+    #: A request's body must arrive within this of its headers.
+    body_timeout: Duration = Field(30.0, gt=0)
+    #: A kept-alive connection with no request is closed after this.
+    idle_timeout: Duration = Field(75.0, gt=0)
+    #: Header fields per request (431 above).
+    max_headers: int = Field(100, ge=1)
+    #: Request line plus headers, in bytes (431 above).
+    max_header_bytes: Size = Field(16 * 1024, ge=1024)
     #: TLS (CA bundle, client certificate) and proxy of outbound HTTP calls.
     outbound: OutboundHttp = Field(default_factory=OutboundHttp)
 
@@ -161,6 +180,21 @@ class HttpConfig(_Strict):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError("http.listen must be HOST:PORT, e.g. 127.0.0.1:8080")
         return v
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if allow_entry_problem(e)]
+        if bad:
+            raise ValueError("; ".join(f"{e!r}: {allow_entry_problem(e)}" for e in bad))
+        return v
+
+    @property
+    def limits(self) -> HttpLimits:
+        return HttpLimits(max_connections=self.max_connections,
+                          header_timeout=self.header_timeout, body_timeout=self.body_timeout,
+                          idle_timeout=self.idle_timeout, max_headers=self.max_headers,
+                          max_header_bytes=self.max_header_bytes)
 
     @property
     def host(self) -> str:
@@ -186,6 +220,8 @@ class AdminConfig(_Strict):
     secret_token: SecretStr = Field(SecretStr(""), alias="token")
     #: Serve /admin to non-loopback clients too (off: 127.0.0.1/::1 only).
     remote: bool = False
+    #: Largest admin request body (a route set deploy is the big one).
+    max_body: Size = Field(32 * 1024 * 1024, ge=1024)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
     @property
@@ -261,6 +297,45 @@ class DestinationConfig(EndpointConfig):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
 
 
+class XmlLimitsConfig(_Strict):
+    """``limits.xml``: what one XML document may make esb build, on every parse path."""
+
+    max_elements: int = Field(100_000, ge=1)
+    max_attributes: int = Field(100_000, ge=0)
+    max_depth: int = Field(LIBXML_MAX_DEPTH, ge=1, le=LIBXML_MAX_DEPTH)
+    max_text: int = Field(LIBXML_MAX_TEXT, ge=1, le=LIBXML_MAX_TEXT)
+    max_name: int = Field(LIBXML_MAX_NAME, ge=1, le=LIBXML_MAX_NAME)
+
+    @property
+    def limits(self) -> XmlLimits:
+        return XmlLimits(**self.model_dump())
+
+
+class JsonLimitsConfig(_Strict):
+    """``limits.json``: nesting of JSON bodies (their size is the body limit)."""
+
+    max_depth: int = Field(DEFAULT_JSON_DEPTH, ge=1, le=MAX_JSON_DEPTH)
+
+
+class YamlLimitsConfig(_Strict):
+    """``limits.yaml``: route files, for ``esb routes validate`` and deploys alike."""
+
+    max_nodes: int = Field(DEFAULT_YAML_LIMITS.max_nodes, ge=100)
+    max_aliases: int = Field(DEFAULT_YAML_LIMITS.max_aliases, ge=0)
+    max_bytes: Size = Field(DEFAULT_YAML_LIMITS.max_bytes, ge=1024)
+    max_depth: int = Field(DEFAULT_YAML_LIMITS.max_depth, ge=4, le=500)
+
+    @property
+    def limits(self) -> YamlLimits:
+        return YamlLimits(**self.model_dump())
+
+
+class LimitsConfig(_Strict):
+    xml: XmlLimitsConfig = Field(default_factory=XmlLimitsConfig)
+    json_: JsonLimitsConfig = Field(default_factory=JsonLimitsConfig, alias="json")
+    yaml: YamlLimitsConfig = Field(default_factory=YamlLimitsConfig)
+
+
 class LoggingConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -271,6 +346,8 @@ class Config(_Strict):
     http: HttpConfig = Field(default_factory=HttpConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    #: Bounds on what one input may make esb build (see docs/security.md).
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
     #: Named transformer steps (or chains) routes can refer to by name.

@@ -24,6 +24,33 @@ from esb.bus.errors import ConfigError
 
 Loc = tuple[str | int, ...]
 
+
+@dataclass(frozen=True)
+class YamlLimits:
+    """What one YAML document may make esb build (``limits.yaml``): nodes counted as built,
+    so an alias counts its whole target again (a "billion laughs" of anchors stops at
+    ``max_nodes``); aliases; the text's size; nesting."""
+
+    max_nodes: int = 250_000
+    max_aliases: int = 100
+    max_bytes: int = 8 * 1024 * 1024
+    max_depth: int = 64
+
+
+DEFAULT_YAML_LIMITS = YamlLimits()
+#: Tags a document may carry (YAML 1.1 core schema); anything else (``!!python/object``,
+#: local ``!tags``) is refused.
+_PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in (
+    "str", "int", "float", "bool", "null", "map", "seq", "timestamp", "binary", "merge"))
+
+
+class _Budget:
+    def __init__(self, limits: YamlLimits) -> None:
+        self.limits = limits
+        self.nodes = 0
+        self.aliases = 0
+        self.seen: set[int] = set()
+
 # Only used to construct scalars (it keeps no per-document state for them).
 _SCALARS = yaml.SafeLoader("")
 #: libyaml's composer when present: about twice as fast (a 10,000-route set is seconds of
@@ -101,10 +128,23 @@ def load_yaml(path: Path, env: Mapping[str, str] | None = None, *,
 
 
 def parse_yaml(text: str, path: Path, env: Mapping[str, str] | None = None, *,
-               placeholders: bool = False) -> Document:
-    """Parse YAML ``text`` (named ``path`` in errors); ``env`` enables ``${VAR}``."""
+               placeholders: bool = False, limits: YamlLimits = DEFAULT_YAML_LIMITS
+               ) -> Document:
+    """Parse YAML ``text`` (named ``path`` in errors); ``env`` enables ``${VAR}``. A document
+    past ``limits`` is a ConfigError naming the limit."""
+    size = len(text.encode("utf-8", "surrogatepass")) if len(text) * 4 > limits.max_bytes \
+        else len(text)
+    if size > limits.max_bytes:
+        raise ConfigError([f"{path}: larger than {limits.max_bytes} bytes "
+                           "(limits.yaml.max_bytes)"])
+    if _flow_depth(text) > limits.max_depth:
+        raise ConfigError([f"{path}: nested deeper than {limits.max_depth} levels "
+                           "(limits.yaml.max_depth)"])
     try:
         node = yaml.compose(text, Loader=_LOADER)
+    except RecursionError:
+        raise ConfigError([f"{path}: nested deeper than {limits.max_depth} levels "
+                           "(limits.yaml.max_depth)"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -112,14 +152,64 @@ def parse_yaml(text: str, path: Path, env: Mapping[str, str] | None = None, *,
         raise ConfigError([f"{where}: YAML syntax error: {problem}"]) from exc
     doc = Document(path=path, value=None)
     problems: list[str] = []
-    doc.value = _build(node, (), doc, env, problems) if node else None
+    try:
+        doc.value = _build(node, (), doc, env, problems, _Budget(limits)) if node else None
+    except _TooMuch as exc:
+        raise ConfigError([f"{path}:{exc.line}: {exc}"]) from None
     if problems or (doc.unset and not placeholders):
         raise ConfigError([*doc.unset_problems(), *problems])
     return doc
 
 
+class _TooMuch(Exception):
+    def __init__(self, message: str, node: yaml.Node) -> None:
+        super().__init__(message)
+        self.line = node.start_mark.line + 1
+
+
+def _flow_depth(text: str) -> int:
+    """An upper bound of the nesting of ``text`` when it is small, else its deepest run of
+    flow brackets and indentation (what makes the composer recurse)."""
+    opened = text.count("[") + text.count("{")
+    if opened <= 64:
+        return 0
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def _count(node: yaml.Node, loc: Loc, budget: _Budget) -> None:
+    limits = budget.limits
+    if node.tag not in _PLAIN_TAGS:
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise _TooMuch(f"YAML tag {tag!r} is not allowed in esb files", node)
+    budget.nodes += 1
+    if budget.nodes > limits.max_nodes:
+        raise _TooMuch(f"more than {limits.max_nodes} YAML nodes (anchors and aliases count "
+                       "each time they are used; limits.yaml.max_nodes)", node)
+    if len(loc) > limits.max_depth:
+        raise _TooMuch(f"nested deeper than {limits.max_depth} levels (limits.yaml.max_depth)",
+                       node)
+    if isinstance(node, yaml.ScalarNode):
+        return
+    key = id(node)
+    if key in budget.seen:
+        budget.aliases += 1
+        if budget.aliases > limits.max_aliases:
+            raise _TooMuch(f"more than {limits.max_aliases} YAML aliases "
+                           "(limits.yaml.max_aliases)", node)
+    else:
+        budget.seen.add(key)
+
+
 def _build(node: yaml.Node, loc: Loc, doc: Document, env: Mapping[str, str] | None,
-           problems: list[str]) -> Any:
+           problems: list[str], budget: _Budget) -> Any:
+    _count(node, loc, budget)
     doc.lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
@@ -138,11 +228,17 @@ def _build(node: yaml.Node, loc: Loc, doc: Document, env: Mapping[str, str] | No
                                 f"{key!r}")
             child = (*loc, key)
             doc.lines[child] = key_node.start_mark.line + 1
-            out[key] = _build(value_node, child, doc, env, problems)
+            out[key] = _build(value_node, child, doc, env, problems, budget)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*loc, i), doc, env, problems) for i, item in enumerate(node.value)]
-    value = _SCALARS.construct_object(node)
+        return [_build(item, (*loc, i), doc, env, problems, budget)
+                for i, item in enumerate(node.value)]
+    try:
+        value = _SCALARS.construct_object(node)
+    except (yaml.YAMLError, ValueError, TypeError) as exc:  # !!int x, !!binary %% ...
+        problems.append(f"{doc.path}:{node.start_mark.line + 1}: "
+                        f"{getattr(exc, 'problem', None) or exc}")
+        return None
     if isinstance(value, str) and _VAR.search(value):
         doc.references.add(loc)
     if env is not None and isinstance(value, str) and "${" in value:

@@ -24,15 +24,15 @@ def router_for(cfg: Config, rs: RouteSet, *, version: int = 0, registry: Any = N
     """``rs`` compiled against configuration ``cfg`` (ConfigError lists every problem)."""
     return compile_routes(rs, sources=cfg.sources, destinations=cfg.destinations,
                           named=cfg.transformers, base_dir=cfg.base_dir, version=version,
-                          registry=registry)
+                          registry=registry, xml_limits=cfg.limits.xml.limits)
 
 
 def config_compiler(loaded: Loaded, registry: Any = None, base: Path | None = None) -> Compile:
     """The :data:`Compile` function of a loaded configuration. ``base`` prefixes file names
     in error messages."""
     def compile_files(files: dict[str, str], version: int) -> Router:
-        return router_for(loaded.config, parse_route_files(files, base=base), version=version,
-                          registry=registry)
+        rs = parse_route_files(files, base=base, limits=loaded.config.limits.yaml.limits)
+        return router_for(loaded.config, rs, version=version, registry=registry)
 
     return compile_files
 

@@ -19,7 +19,7 @@ from esb.bus.errors import ConfigError
 from esb.bus.routing.pattern_index import PatternIndex
 from esb.bus.routing.pattern_validate import pattern_problems
 from esb.bus.routing.routeset import PlacedRoute, RouteSet, sort_problems
-from esb.bus.xmlsafe import parse_xml
+from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits, parse_xml
 from esb.transformers.chain import Chain, build_chain
 
 
@@ -56,12 +56,17 @@ class Router:
 
     def __init__(self, routes: list[CompiledRoute], index: PatternIndex, *, version: int = 0,
                  digest: str = "", max_xml_bytes: int = 10 * 1024 * 1024,
-                 patterns: list[dict[str, Any]] | None = None) -> None:
+                 patterns: list[dict[str, Any]] | None = None,
+                 xml_limits: XmlLimits = DEFAULT_LIMITS) -> None:
         self.routes = routes
         self.index = index
         self.version = version
         self.digest = digest
         self._max_xml = max_xml_bytes
+        self._xml_limits = xml_limits
+        #: A route's or destination's steps wait on another process (XSLT): plan off the loop.
+        self.waits = any(r.chain.waits or any(leg.chain.waits for leg in r.legs)
+                         for r in routes)
         unconditional = all(not p for p in patterns) if patterns is not None else False
         self._match_all = self._order([*routes]) if routes and unconditional else None
         self._by_endpoint = _by_endpoint(routes, patterns) if not unconditional else None
@@ -81,7 +86,8 @@ class Router:
         if self.index.needs_xml and envelope.is_xml:
             def xml() -> Any:
                 try:
-                    return parse_xml(envelope.data, max_bytes=self._max_xml, max_depth=1000)
+                    return parse_xml(envelope.data, max_bytes=self._max_xml,
+                                     limits=self._xml_limits)
                 except Exception:
                     return None
         ids = self.index.matches(event, xml)
@@ -141,14 +147,15 @@ def _by_endpoint(routes: list[CompiledRoute], patterns: list[dict[str, Any]] | N
 
 def compile_routes(rs: RouteSet, *, sources: Collection[str], destinations: Collection[str],
                    named: Mapping[str, Any] | None = None, base_dir: Path,
-                   version: int = 0, registry: Any = None) -> Router:
+                   version: int = 0, registry: Any = None,
+                   xml_limits: XmlLimits = DEFAULT_LIMITS) -> Router:
     """Check references, patterns and transformer chains of every route that parsed, and build
     the router. ConfigError lists every problem — the route set's own (schema, duplicate
     names) and these — with file:line, ordered by file and line."""
     problems: list[str] = list(rs.problems)
     compiled: list[CompiledRoute] = []
     patterns: list[dict[str, Any]] = []
-    chains = _ChainBuilder(base_dir, named, registry)
+    chains = _ChainBuilder(base_dir, named, registry, xml_limits)
     for order, placed in enumerate(rs.routes):
         compiled.append(_compile_route(placed, order, rs.namespaces, sources, destinations,
                                        chains, problems))
@@ -161,7 +168,8 @@ def compile_routes(rs: RouteSet, *, sources: Collection[str], destinations: Coll
             problems.extend(getattr(exc, "problems", [str(exc)]))
     if problems or index is None:
         raise ConfigError(sort_problems(problems))
-    return Router(compiled, index, version=version, digest=rs.digest, patterns=patterns)
+    return Router(compiled, index, version=version, digest=rs.digest, patterns=patterns,
+                  xml_limits=xml_limits)
 
 
 def _compile_route(placed: PlacedRoute, order: int, namespaces: Mapping[str, str],
@@ -213,6 +221,7 @@ class _ChainBuilder:
     base_dir: Path
     named: Mapping[str, Any] | None
     registry: Any
+    xml_limits: XmlLimits = DEFAULT_LIMITS
 
     def build(self, steps: list[Any], placed: PlacedRoute, loc: tuple[str | int, ...],
               label: str, problems: list[str]) -> Chain:
@@ -220,7 +229,8 @@ class _ChainBuilder:
         (``label[i]...`` from :func:`build_chain`) and return the empty chain."""
         try:
             return build_chain(steps, base_dir=self.base_dir, named=self.named,
-                               registry=self.registry, where=label)
+                               registry=self.registry, where=label,
+                               xml_limits=self.xml_limits)
         except ConfigError as exc:
             step = re.compile(re.escape(label) + r"\[(\d+)\]")
             for p in exc.problems:

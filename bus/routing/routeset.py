@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from esb.bus.config.loader import format_errors
-from esb.bus.config.yamlsource import Document, parse_yaml
+from esb.bus.config.yamlsource import DEFAULT_YAML_LIMITS, Document, YamlLimits, parse_yaml
 from esb.bus.errors import ConfigError
 from esb.bus.routing.model import Route, RouteFile
 
@@ -82,7 +82,8 @@ def read_route_files(path: Path) -> dict[str, str]:
     return out
 
 
-def parse_route_files(files: dict[str, str], base: Path | None = None) -> RouteSet:
+def parse_route_files(files: dict[str, str], base: Path | None = None,
+                      limits: YamlLimits = DEFAULT_YAML_LIMITS) -> RouteSet:
     """Parse and schema-check every file, collecting every problem (with file:line) in
     :attr:`RouteSet.problems` instead of raising.
 
@@ -96,14 +97,15 @@ def parse_route_files(files: dict[str, str], base: Path | None = None) -> RouteS
     seen: dict[str, str] = {}
     for name in sorted(files):
         shown = Path(base, name) if base else Path(name)
-        _parse_file(rs, name, shown, seen)
+        _parse_file(rs, name, shown, seen, limits)
     return rs
 
 
-def _parse_file(rs: RouteSet, name: str, shown: Path, seen: dict[str, str]) -> None:
+def _parse_file(rs: RouteSet, name: str, shown: Path, seen: dict[str, str],
+                limits: YamlLimits) -> None:
     """Add one file's valid routes to ``rs`` and its problems to ``rs.problems``."""
     try:
-        doc = parse_yaml(rs.files[name], shown)
+        doc = parse_yaml(rs.files[name], shown, limits=limits)
     except ConfigError as exc:
         rs.problems.extend(exc.problems)
         return

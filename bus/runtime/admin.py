@@ -44,6 +44,22 @@ def is_loopback(request: Request) -> bool:
         return False
 
 
+async def _read_capped(request: Request, limit: int) -> bool:
+    """Read the body into the request (``request.body()`` then returns it); False when it is
+    longer than ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return False
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return False
+        chunks.append(chunk)
+    request._body = b"".join(chunks)  # Starlette's own cache of the body
+    return True
+
+
 def loopback_only(request: Request) -> Response | None:
     """The 403 answer to a client outside the admin binding (see ``admin.remote``)."""
     if is_loopback(request):
@@ -65,6 +81,7 @@ class AdminApi:
         self.daemon = daemon
         self.token = token
         self.remote = remote
+        self.max_body = daemon.config.admin.max_body
         self.sessions = sessions
 
     def refusal(self, request: Request) -> Response | None:
@@ -91,6 +108,10 @@ class AdminApi:
             refused = self.refusal(request)
             if refused is not None:
                 return refused
+            if request.method != "GET" and not await _read_capped(request, self.max_body):
+                return problem(413, "Body too large",
+                               f"admin requests take at most {self.max_body} bytes "
+                               "(admin.max_body)")
             return await endpoint(request)
 
         return guarded

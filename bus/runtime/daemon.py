@@ -149,6 +149,8 @@ class Daemon:
                                 max_body=cfg.http.max_body, ingress=self.ingress,
                                 dedup=self.dedup,
                                 allowed_hosts=tuple(cfg.http.allowed_hosts),
+                                xml_limits=cfg.limits.xml.limits,
+                                json_depth=cfg.limits.json_.max_depth,
                                 state=self.leases.state(name), calls=self.calls)
             self.contexts[name] = ctx
             side = spec.inbound(settings, ctx)
@@ -194,7 +196,8 @@ class Daemon:
                         and not self._stop.is_set(),
                         metrics=self.metrics.render)
         server = make_server(app, cfg.http.host, cfg.http.port,
-                             graceful=cfg.stop_timeout * HTTP_SHARE)
+                             graceful=cfg.stop_timeout * HTTP_SHARE,
+                             limits=cfg.http.limits)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)

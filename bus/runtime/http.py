@@ -12,17 +12,20 @@ import httpx
 import structlog
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from esb.adapters.spec import HttpRoute
 from esb.bus.broker.tls import client_context
-from esb.bus.problem import problem
+from esb.bus.problem import internal_error, problem
+from esb.bus.runtime.httpguard import HttpLimits, guarded_protocol
 from esb.bus.runtime.httptransport import lean_client
 
 if TYPE_CHECKING:
     from esb.bus.config.model import OutboundHttp
+
+log = structlog.get_logger("esb.http")
 
 
 class InboundDispatcher:
@@ -61,10 +64,10 @@ class InboundDispatcher:
             if route is not None and scope["method"] in route.methods:
                 try:
                     response = await route.handler(Request(scope, receive))
+                except ClientDisconnect:
+                    return  # the client went away (or was cut off as too slow): no one to answer
                 except Exception:
-                    self.log.exception("inbound handler failed", path=path)
-                    response = problem(500, "Internal error",
-                                       "the request failed inside esb; see its log")
+                    response = internal_error(self.log, "inbound handler failed", path=path)
                 await response(scope, receive, send)
                 return
         await self.fallback(scope, receive, send)
@@ -97,7 +100,10 @@ def build_app(inbound: list[HttpRoute], admin: list[Route], *, ready: Callable[[
                        f"{request.method} is not accepted at {request.url.path}")
 
     async def crashed(request: Request, exc: Exception) -> Response:
-        return problem(500, "Internal error", "the request failed inside esb; see its log")
+        try:
+            raise exc
+        except Exception:
+            return internal_error(log, "request failed", path=request.url.path)
 
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed,
                                                        500: crashed})
@@ -135,19 +141,23 @@ class QuietServer(uvicorn.Server):
         yield
 
 
-def make_server(app: Any, host: str, port: int, *, graceful: float = 30.0) -> QuietServer:
+def make_server(app: Any, host: str, port: int, *, graceful: float = 30.0,
+                limits: HttpLimits | None = None) -> QuietServer:
     """``graceful``: how long requests in flight may finish once a stop began (uvicorn then
-    cancels them; the daemon answers them itself a second before)."""
+    cancels them; the daemon answers them itself a second before). ``limits``: the server's
+    bounds on connections, headers and slow clients (:mod:`.httpguard`)."""
+    limits = limits or HttpLimits()
     # log_config=None: uvicorn's records reach the root handler of
     # esb.bus.runtime.logs (same format and redaction as every other line) instead of
     # handlers and formats of its own.
     config = uvicorn.Config(app, host=host, port=port, lifespan="off", access_log=False,
-                            log_config=None, log_level="warning", loop="none", http="httptools",
+                            log_config=None, log_level="warning", loop="none",
+                            http=guarded_protocol(limits),
                             timeout_graceful_shutdown=max(1, round(graceful)),
                             server_header=False,
                             # Longer than typical client pools keep idle connections, so a
                             # client rarely reuses one the server is closing at that instant.
-                            timeout_keep_alive=75)
+                            timeout_keep_alive=limits.idle_timeout)
     return QuietServer(config)
 
 

@@ -23,6 +23,7 @@ from esb.adapters.spec import Accepted, HttpRoute
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, destination_address
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, TransformDeferred
+from esb.bus.payload import DEFAULT_JSON_DEPTH
 from esb.bus.reply import failure_envelope
 from esb.bus.routing.dispatch import COPY, DEAD, Outcome, Plan, plan
 from esb.bus.routing.router import Router
@@ -32,6 +33,7 @@ from esb.bus.runtime.logs import bind_message, unbind_message
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.trace import MemoryTrace, TraceRecorder
+from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits
 
 log = structlog.get_logger("esb.ingress")
 
@@ -76,7 +78,14 @@ class Ingress:
         if not self.open:
             raise BusUnavailable("starting: the deployed route set is not loaded yet")
         # One route-set snapshot for the whole envelope.
-        planned = plan(self.routes.current, envelope, endpoint, instance=self.instance)
+        router = self.routes.current
+        if getattr(router, "waits", False):
+            # Steps that wait on the XSLT sandbox process: planned in a thread, so this
+            # instance serves other requests meanwhile (a runaway stylesheet included).
+            planned = await asyncio.to_thread(plan, router, envelope, endpoint,
+                                              instance=self.instance)
+        else:
+            planned = plan(router, envelope, endpoint, instance=self.instance)
         if only_requests and planned.reply is None:
             return Accepted(envelope.id, ())
         accepted = await self.publish(planned, calls)
@@ -158,6 +167,9 @@ class SourceContext:
     dedup: SharedIdempotency | None = field(default=None, repr=False)
     #: ``http.allowed_hosts``, for URLs the adapter calls itself (polling, token endpoints).
     allowed_hosts: tuple[str, ...] = ()
+    #: ``limits.xml`` and ``limits.json.max_depth``, for the bodies the adapter reads.
+    xml_limits: XmlLimits = DEFAULT_LIMITS
+    json_depth: int = DEFAULT_JSON_DEPTH
     #: The source's state document (on the broker with RabbitMQ; see ``Leases``).
     state: Any = field(default=None, repr=False)
 

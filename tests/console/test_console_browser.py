@@ -105,9 +105,12 @@ def page(browser: Any, env: dict[str, Any]) -> Iterator[Any]:
     pg = context.new_page()
     pg.set_default_timeout(20_000)
     pg.on("dialog", lambda dialog: dialog.accept())
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
     login(pg, env["daemon"].token)
     yield pg
     context.close()
+    assert not errors, f"the console's scripts failed: {errors}"
 
 
 def login(pg: Any, token: str) -> None:
@@ -120,6 +123,20 @@ def send(d: DaemonProcess, etype: str, body: Any, **headers: str) -> str:
     r = httpx.post(f"{d.url}/in/shop/{etype}", json=body, headers=headers, timeout=10)
     assert r.status_code == 202, r.text
     return str(r.json()["id"])
+
+
+def find_until_delivered(pg: Any, what: str) -> None:
+    """Search the trace page again until its timeline shows a ``delivered`` step (another
+    instance's trace events arrive within moments)."""
+    def found() -> bool:
+        pg.click("#find")
+        try:
+            pg.locator("#timeline li[data-step=delivered]").wait_for(timeout=2000)
+        except playwright_api.TimeoutError:
+            return False
+        return True
+
+    wait_until(found, what, timeout=30, interval=0.5)
 
 
 def no_script_ran(pg: Any) -> None:
@@ -221,17 +238,7 @@ def test_open_a_dead_letter_replay_it_and_see_it_delivered(page: Any, env: dict[
     page.screenshot(path=str(screenshots / "05-replayed.png"), full_page=True)
     # the trace shows it delivered after the replay
     page.goto(f"/console/trace?id={eid}")
-
-    def delivered_in_trace() -> bool:
-        page.click("#find")
-        try:
-            page.locator("#timeline li[data-step=delivered]").wait_for(timeout=2000)
-        except playwright_api.TimeoutError:
-            return False
-        return True
-
-    wait_until(delivered_in_trace, "the delivered step in the trace", timeout=30,
-               interval=0.5)
+    find_until_delivered(page, "the delivered step in the trace")
     assert page.locator("#timeline li[data-step=replayed]").count() == 1
 
 
@@ -329,16 +336,7 @@ def test_trace_lookup_by_idempotency_key_and_correlation_id(page: Any, env: dict
     page.goto("/console/trace")
     page.select_option("#by", "key")
     page.fill("#q", "trace-me-42")
-
-    def found() -> bool:
-        page.click("#find")
-        try:
-            page.locator("#timeline li[data-step=delivered]").wait_for(timeout=2000)
-        except playwright_api.TimeoutError:
-            return False
-        return True
-
-    wait_until(found, "the trace of the order by its key", timeout=30, interval=0.5)
+    find_until_delivered(page, "the trace of the order by its key")
     assert page.locator("#trace-id").inner_text() == eid
     steps = page.locator("#timeline li").evaluate_all("els => els.map(e => e.dataset.step)")
     assert steps[0] == "accepted" and "routed" in steps and "delivered" in steps

@@ -164,14 +164,15 @@ def test_a_message_arrives_transformed_at_a_rest_destination(
 
     from lxml import etree
 
-    stylesheet = Path(__file__).resolve().parents[2] / "config/xslt/canonical-to-erp.xsl"
+    stylesheet = "config/xslt/canonical-to-erp.xsl"  # inside the daemon's folder, as it must
+    shipped = Path(__file__).resolve().parents[2] / stylesheet
     routes = {"orders.yaml": {"routes": [{
         "name": "orders-to-erp", "from": ["shop"], "match": {"type": ["order.created"]},
         "to": [{"destination": "out", "transform": [{"json-to-xml": {"root": "order"}},
-                                                    {"xslt": str(stylesheet)}]}]}]}}
+                                                    {"xslt": stylesheet}]}]}]}}
     cfg = flow_config(bus, sink.url)
     cfg["destinations"]["out"]["url"] = sink.url + "/erp/{type}"  # the data is XML by then
-    d = daemon_factory(cfg, routes).start()
+    d = daemon_factory(cfg, routes, files={stylesheet: shipped.read_text()}).start()
     body = {"n": 7, "customer": "ACME", "country": "DE", "total": 1200,
             "lines": [{"sku": "A-1", "qty": 2}, {"sku": "B-2", "qty": 1}]}
     r = httpx.post(f"{d.url}/in/shop/order.created", json=body,

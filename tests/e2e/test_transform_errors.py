@@ -61,12 +61,13 @@ def test_failing_step_dead_letters_with_its_name(sink: Any, daemon_factory: Any)
         "sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
         "destinations": {"erp": {"adapter": "rest", "url": f"{sink.url}/erp"}},
     }
-    stylesheet = str(ROOT / "config/xslt/canonical-to-erp.xsl")
+    stylesheet = "config/xslt/canonical-to-erp.xsl"  # inside the daemon's folder, as it must
     routes = {"r.yaml": {"routes": [{
         "name": "to-erp", "match": {"type": ["order"]},
         # JSON straight into XSLT: the step refuses it (json-to-xml is missing on purpose)
         "to": [{"destination": "erp", "transform": [{"xslt": stylesheet}]}]}]}}
-    d = daemon_factory(config, routes).start()
+    d = daemon_factory(config, routes, files={stylesheet: (ROOT / stylesheet).read_text()}
+                       ).start()
     r = httpx.post(f"{d.url}/in/shop/order", json={"customer": "ACME"})
     assert r.status_code == 202  # accepted: it is safe in the DLQ
     deadline = time.monotonic() + 10
@@ -228,7 +229,7 @@ def test_replay_runs_the_destinations_steps_again_with_the_fix(
     """A destination's own step failed: its dead letter is the envelope before those steps.
     After a fixed route set is deployed, replay runs the (fixed) steps again on the way to that
     destination only — it neither skips them nor sends the other destinations a second copy."""
-    stylesheet = str(ROOT / "config/xslt/canonical-to-erp.xsl")
+    stylesheet = "config/xslt/canonical-to-erp.xsl"  # inside the daemon's folder, as it must
 
     def route_set(fixed: bool) -> dict[str, Any]:
         steps: list[Any] = [{"xslt": stylesheet}]
@@ -238,7 +239,8 @@ def test_replay_runs_the_destinations_steps_again_with_the_fix(
                             "to": ["crm", {"destination": "erp", "transform": steps}]}]}
 
     cfg = step_config(rabbit.bus("erp", "crm"), sink.url)
-    d = daemon_factory(cfg, {"r.yaml": route_set(False)}).start()
+    d = daemon_factory(cfg, {"r.yaml": route_set(False)},
+                       files={stylesheet: (ROOT / stylesheet).read_text()}).start()
     r = httpx.post(f"{d.url}/in/shop/order", json={"customer": "ACME", "lines": []})
     assert r.status_code == 202
     items = eventually(lambda: dead_letters(d))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import click
@@ -27,8 +28,8 @@ def test_entry_point_name() -> None:
 def test_stylesheet_path(tmp_path: Path) -> None:
     (tmp_path / "in.json").write_text('{"canonicalOrder": {"orderId": "PO-9"}}')
     chain = tmp_path / "c.yaml"
-    chain.write_text(yaml.safe_dump(["json-to-xml", {"xslt": str(
-        DATA / "xslt/canonical-to-partner.xsl")}]))
+    shutil.copytree(DATA / "xslt", tmp_path / "xslt")
+    chain.write_text(yaml.safe_dump(["json-to-xml", {"xslt": "xslt/canonical-to-partner.xsl"}]))
     out = run_transform(str(chain), tmp_path / "in.json", base_dir=tmp_path, type="order")
     assert 'number="PO-9"' in out.data and out.type == "order"
     xml = tmp_path / "in.xml"

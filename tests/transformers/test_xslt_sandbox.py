@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -89,7 +90,8 @@ def hostile_payloads(canary: Path, listener: Listener) -> dict[str, tuple[str | 
 STEP_KINDS: dict[str, Callable[[Path], list]] = {
     "xslt": lambda sheets: [{"xslt": str(sheets / "identity.xsl")}],
     "xml-to-json": lambda sheets: ["xml-to-json"],
-    "xsd": lambda sheets: [{"xsd": str(Path(__file__).parent / "data/schemas/order.xsd")}],
+    "xsd": lambda sheets: [{"xsd": str(shutil.copytree(
+        Path(__file__).parent / "data/schemas", sheets / "schemas") / "order.xsd")}],
 }
 
 
@@ -158,8 +160,9 @@ def test_run_time_refusals_stay_bounded(sheets: Path, canary: Path) -> None:
         assert "sandbox refused" in str(info.value)
         assert "outside the stylesheet's folder" in str(info.value)
     assert_clean(str(info.value))
+    assert f"{canary.as_uri()}?999: outside" in str(info.value)
+    # the refusals happen in the sandbox process; this process's resolver keeps none
     assert len(step.sheet.resolver.refused) <= KEPT_REFUSALS
-    assert step.sheet.resolver.refused[-1].startswith(f"{canary.as_uri()}?999: outside")
 
 
 @pytest.mark.parametrize("kind", ["include", "import"])

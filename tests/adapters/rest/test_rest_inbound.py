@@ -119,3 +119,25 @@ def test_an_overlong_idempotency_key_is_refused_not_cut(url: str, inbound_ctx: A
     assert r.headers["content-type"].startswith("application/problem+json")
     assert "201 characters" in r.json()["detail"]
     assert [e.data for e in inbound_ctx.accepted] == [{"n": 1}]
+
+
+def test_a_fhir_source_answers_failures_as_operation_outcomes(serve_routes: Serve,
+                                                               inbound_ctx: Any) -> None:
+    settings = RestInboundSettings(path="/fhir", errors="fhir", type="fhir.transaction",
+                                   content_types=["application/fhir+json"])
+    url = serve_routes(RestInbound(settings, inbound_ctx, 1 << 20).routes) + "/fhir"
+    wrong = httpx.post(url, content=b"<Bundle/>", headers={"Content-Type": "application/xml"})
+    assert wrong.status_code == 415
+    assert wrong.headers["content-type"] == "application/fhir+json"
+    outcome = wrong.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["severity"] == "error"
+    assert outcome["issue"][0]["code"] == "not-supported"
+    assert "application/xml" in outcome["issue"][0]["diagnostics"]
+    broken = httpx.post(url, content=b'{"resourceType": ',
+                        headers={"Content-Type": "application/fhir+json"})
+    assert (broken.status_code, broken.json()["issue"][0]["code"]) == (400, "invalid")
+    good = httpx.post(url, content=b'{"resourceType": "Bundle", "type": "transaction"}',
+                      headers={"Content-Type": "application/fhir+json"})
+    assert good.status_code == 202 and good.json()["status"] == "accepted"
+    assert inbound_ctx.accepted[0].data == {"resourceType": "Bundle", "type": "transaction"}

@@ -154,12 +154,12 @@ def test_raw_soap12_post_keeps_namespaces(endpoint: Callable[..., str],
                                           inbound_ctx: Any) -> None:
     body = (f'<e:Envelope xmlns:e="{S12}" xmlns:o="{NS}"><e:Body><o:CancelOrder>'
             "<o:orderId>Z</o:orderId></o:CancelOrder></e:Body></e:Envelope>").encode()
-    ct = 'application/soap+xml; charset=utf-8; action="urn:custom"'
+    ct = 'application/soap+xml; charset=utf-8; action="urn:example:orders:CancelOrder"'
     response = httpx.post(endpoint(), content=body, headers={"content-type": ct})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/soap+xml")
     env = inbound_ctx.accepted[0]
-    assert env.esbheaders["soapaction"] == "urn:custom"
+    assert env.esbheaders["soapaction"] == "urn:example:orders:CancelOrder"
     assert env.data == f'<o:CancelOrder xmlns:o="{NS}"><o:orderId>Z</o:orderId></o:CancelOrder>'
 
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import structlog
 from lxml import etree
+from pydantic import ValidationError
 from soap_erp_peer import NS, PASSWORD, RECEIVED, USER, ErpPeer
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -118,6 +119,24 @@ async def test_faults(erp: ErpPeer, tmp_path: Path, mode: str) -> None:
         await deliver(tmp_path, [env("boom-1")], wsdl=wsdl, mode=mode)
     with pytest.raises(TransientError, match="timed out"):
         await deliver(tmp_path, [env("slow-1")], wsdl=wsdl, mode=mode, timeout=0.2)
+
+
+async def test_a_fault_can_be_given_an_http_meaning(erp: ErpPeer, tmp_path: Path) -> None:
+    """``fault_status``: a legacy service's "not found" fault is a 404 to a request/reply
+    caller (not a 502), still permanent for one-way traffic; other faults are unchanged."""
+    wsdl = local_wsdl(erp, tmp_path)
+    mapped = {"fault_status": {"Client.UnknownCustomer": 404}}
+    with pytest.raises(PermanentError, match=r"Client\.UnknownCustomer") as info:
+        await deliver(tmp_path, [order({"orderId": "bad-1", "amount": 1})], wsdl=wsdl,
+                      **mapped)
+    assert (info.value.status, info.value.fault) == (404, None)
+    with pytest.raises(TransientError, match=r"Server\.Database") as other:
+        await deliver(tmp_path, [order({"orderId": "boom-1", "amount": 1})], wsdl=wsdl,
+                      **mapped)
+    assert other.value.fault is not None
+    with pytest.raises(ValidationError, match="HTTP error status"):
+        SoapOutboundSettings.model_validate({"wsdl": "x.wsdl", "operation": "A",
+                                             "fault_status": {"Client.X": 200}})
 
 
 async def test_bad_envelopes_are_permanent(erp: ErpPeer, tmp_path: Path) -> None:

@@ -1,0 +1,220 @@
+"""The HTTP server's own limits: what one client may hold before a handler ever runs.
+
+uvicorn's httptools protocol with esb's bounds added (see docs/security.md):
+
+* **connections** — past ``max_connections`` open connections (per process) a new one is
+  answered ``503`` problem+json and closed at once, so slow clients cannot use up descriptors;
+* **header timeout** — a request's line and headers must arrive within ``header_timeout`` of its
+  first byte (of the connection's opening for the first request); else ``408`` and close (a
+  connection that sent nothing is closed silently);
+* **body timeout** — a body must arrive whole within ``body_timeout`` of its headers; else
+  ``408`` and close;
+* **idle timeout** — a kept-alive connection with no request is closed after ``idle_timeout``;
+* **header count and size** — more than ``max_headers`` header fields, or a request line plus
+  headers larger than ``max_header_bytes``, is ``431`` and close; the parser never buffers more
+  than that plus one read;
+* requests the parser cannot read get a ``400`` problem+json instead of uvicorn's plain text.
+
+What it cannot do: a request the parser refuses before a method and path are known has no
+request to answer in the usual sense; esb still writes the problem+json and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+PROBLEM_JSON = b"application/problem+json"
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
+            503: b"Service Unavailable"}
+log = logging.getLogger("esb.http")
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """The server's bounds (``http.*`` in the configuration; defaults documented there)."""
+
+    max_connections: int = 1000
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    max_headers: int = 100
+    max_header_bytes: int = 16 * 1024
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+
+
+def problem_bytes(status: int, title: str, detail: str, *,
+                  extra_headers: tuple[bytes, ...] = ()) -> bytes:
+    """A whole HTTP/1.1 response carrying a problem+json body, closing the connection."""
+    body = orjson.dumps({"type": "about:blank", "title": title, "status": status,
+                         "detail": detail})
+    head = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"Error")),
+            b"content-type: " + PROBLEM_JSON, b"content-length: %d" % len(body),
+            b"connection: close", *extra_headers]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """``HttpToolsProtocol`` bounded by :attr:`limits` (set by :func:`guarded_protocol`)."""
+
+    limits: ClassVar[HttpLimits] = HttpLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._timer: asyncio.TimerHandle | None = None
+        self._reading_head = True
+        self._head_bytes = 0
+        self._head_size = 0  # request line and headers as parsed
+        self._header_count = 0
+        self._started = False  # a byte of the current request has arrived
+        self._done = False  # refused: ignore whatever else arrives
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            log.warning("connection refused: %d connections open (http.max_connections)",
+                        len(self.connections) - 1)
+            self._refuse(503, "Too many connections",
+                         "the server holds as many connections as it allows; retry later",
+                         extra=(b"retry-after: 1",))
+            return
+        self._arm(self.limits.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._done:
+            return
+        self._started = True
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except Exception as exc:  # httptools' parser and callback errors
+            refused = exc.__context__ if isinstance(exc.__context__, _Refused) else None
+            if refused is not None:
+                self._refuse(refused.status, refused.title, refused.detail)
+            elif type(exc).__name__ == "HttpParserUpgrade":
+                self._unsupported_upgrade_warning()
+            else:
+                self.logger.warning("Invalid HTTP request received.")  # uvicorn's own line
+                self._refuse(400, "Bad request", "the request is not valid HTTP/1.1")
+            return
+        if self._reading_head:  # what the parser buffers of an unfinished head
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._refuse(431, "Request header fields too large", self._too_big())
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, "Bad request", "the request is not valid HTTP/1.1")
+
+    # -- parser callbacks ---------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading_head = True
+        self._head_bytes = 0
+        self._head_size = 0
+        self._header_count = 0
+        self._arm(self.limits.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        self._check_head_size()
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            raise _Refused(431, "Request header fields too large",
+                           f"more than {self.limits.max_headers} header fields")
+        self._head_size += len(name) + len(value) + 4
+        self._check_head_size()
+        super().on_header(name, value)
+
+    def _check_head_size(self) -> None:
+        if self._head_size > self.limits.max_header_bytes:
+            raise _Refused(431, "Request header fields too large", self._too_big())
+
+    def _too_big(self) -> str:
+        return f"the request line and headers exceed {self.limits.max_header_bytes} bytes"
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._disarm()
+        if self._has_body():
+            self._arm(self.limits.body_timeout)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._started = False
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.timeout_keep_alive_task is not None:  # idle: uvicorn's keep-alive timer
+            self._disarm()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _has_body(self) -> bool:
+        for name, value in self.headers:
+            if name == b"content-length":
+                return value.strip() not in (b"0", b"")
+            if name == b"transfer-encoding":
+                return True
+        return False
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        if not self._started:  # nothing of a request arrived: just close
+            self._done = True
+            self.transport.close()
+            return
+        phase = "headers" if self._reading_head else "body"
+        limit = self.limits.header_timeout if self._reading_head else self.limits.body_timeout
+        log.warning("slow client: request %s not received within %ss", phase, limit)
+        if self.cycle is not None and not self._reading_head and self.cycle.response_started:
+            self._done = True
+            self.transport.close()
+            return
+        self._refuse(408, "Request timeout",
+                     f"the request {phase} did not arrive within {limit:g} s")
+
+    def _refuse(self, status: int, title: str, detail: str, *,
+                extra: tuple[bytes, ...] = ()) -> None:
+        self._done = True
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(problem_bytes(status, title, detail, extra_headers=extra))
+            self.transport.close()
+
+
+def guarded_protocol(limits: HttpLimits) -> type[GuardedProtocol]:
+    """A :class:`GuardedProtocol` class bound to ``limits`` (uvicorn takes a class)."""
+    return type("GuardedProtocol", (GuardedProtocol,), {"limits": limits})

@@ -1,0 +1,64 @@
+"""Header count and size are bounded (431), and what the HTTP parser cannot read is a 400
+problem+json; the daemon serves the next client as before."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from esbtest.daemon import DaemonProcess
+from esbtest.hostile import ROUTES, raw_request
+
+KiB = 1024
+
+
+@pytest.fixture(scope="module")
+def daemon(module_daemons: Callable[..., DaemonProcess], module_sink: Any) -> DaemonProcess:
+    return module_daemons({"sources": {"shop": {"adapter": "rest", "path": "/in/shop",
+                                                "keep_headers": ["x-big"]}},
+                           "destinations": {"out": {"adapter": "rest",
+                                                    "url": module_sink.url + "/in"}}},
+                          ROUTES).start()
+
+
+def request_with(headers: list[tuple[str, str]]) -> bytes:
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers)
+    return (f"POST /in/shop HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{lines}"
+            "Content-Length: 2\r\n\r\n{}").encode()
+
+
+def test_one_huge_header_is_431(daemon: DaemonProcess) -> None:
+    status, body = raw_request(daemon, request_with([("X-Big", "a" * 64 * KiB)]))
+    assert status == 431 and "bytes" in body["detail"]
+
+
+def test_sixteen_big_headers_are_431(daemon: DaemonProcess) -> None:
+    status, _ = raw_request(daemon, request_with([(f"X-Big{i}", "a" * 4 * KiB)
+                                                  for i in range(16)]))
+    assert status == 431
+
+
+def test_too_many_headers_are_431(daemon: DaemonProcess) -> None:
+    status, body = raw_request(daemon, request_with([(f"X-H{i}", "1") for i in range(150)]))
+    assert status == 431 and "100 header fields" in body["detail"]
+
+
+def test_a_huge_request_line_is_431(daemon: DaemonProcess) -> None:
+    status, _ = raw_request(daemon, b"GET /" + b"a" * 64 * KiB + b" HTTP/1.1\r\n\r\n")
+    assert status == 431
+
+
+@pytest.mark.parametrize("garbage", [b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nBad\r\n\r\n",
+                                     b"POST /in/shop HTTP/1.1\r\nContent-Length: x\r\n\r\n"])
+def test_what_the_parser_cannot_read_is_a_400_problem(daemon: DaemonProcess,
+                                                      garbage: bytes) -> None:
+    status, body = raw_request(daemon, garbage)
+    assert status == 400 and body["title"] == "Bad request"
+
+
+def test_headers_within_the_limits_are_served(daemon: DaemonProcess) -> None:
+    r = httpx.post(daemon.url + "/in/shop", json={"a": 1},
+                   headers={"X-Big": "b" * 8 * KiB}, timeout=10)
+    assert r.status_code == 202, r.text

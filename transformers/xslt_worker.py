@@ -1,0 +1,92 @@
+"""The XSLT sandbox process (see :mod:`esb.transformers.xslt_process`): read a request from the
+parent, run the stylesheet, answer; exit when the parent goes away.
+
+Run as ``python -m esb.transformers.xslt_worker`` with ``ESB_XSLT_FDS=<read fd>,<write fd>``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import sys
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from lxml import etree
+
+from esb.transformers.sandbox import ACCESS_CONTROL
+from esb.transformers.stylesheet import StylesheetError, load_stylesheet
+from esb.transformers.xslt import MAX_TEMPLATE_DEPTH, run_sheet
+from esb.transformers.xslt_process import RunSpec
+
+#: Room for the compiled stylesheets and the interpreter's own growth above ``max_memory``.
+_HEADROOM = 64 * 1024 * 1024
+
+
+class _Memory:
+    """Keeps the address-space limit at (size at start + headroom + the request's
+    ``max_memory``)."""
+
+    def __init__(self) -> None:
+        self.base = _address_space() + _HEADROOM
+        self.current: int | None = None
+
+    def limit(self, max_memory: int) -> None:
+        if max_memory != self.current:
+            value = self.base + max_memory
+            resource.setrlimit(resource.RLIMIT_AS, (value, value))
+            self.current = max_memory
+
+
+def _address_space() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def compile_sheet(path: str) -> etree.XSLT:
+    sheet = load_stylesheet(Path(path))
+    return etree.XSLT(sheet.doc, access_control=ACCESS_CONTROL)
+
+
+def serve(requests: Connection, answers: Connection) -> None:
+    etree.XSLT.set_global_max_depth(MAX_TEMPLATE_DEPTH)
+    memory = _Memory()
+    compiled: dict[str, etree.XSLT] = {}
+    specs: dict[str, RunSpec] = {}
+    while True:
+        try:
+            raw = requests.recv_bytes()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        key, sent, data, params = pickle.loads(raw)
+        if sent is not None:
+            specs[key] = sent
+        spec: RunSpec = specs[key]
+        memory.limit(spec.max_memory)
+        try:
+            xslt = compiled.get(spec.key)
+            if xslt is None:
+                xslt = compiled[spec.key] = compile_sheet(spec.path)
+            answer = run_sheet(xslt, spec, data, params)
+        except (StylesheetError, etree.XSLTParseError) as exc:
+            answer = ("error", f"stylesheet no longer compiles: {exc}")
+        except MemoryError:
+            # libxml2 may be left half-way through an allocation failure: answer, then exit
+            # (the parent starts a fresh process for the next message).
+            answers.send_bytes(pickle.dumps(("error", f"stopped: the stylesheet needed more "
+                                                      f"than its max_memory ({spec.max_memory} "
+                                                      "bytes)")))
+            return
+        answers.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def main() -> None:
+    # lxml reports errors it cannot record (out of memory) as "unraisable": not our log's job.
+    sys.unraisablehook = lambda _: None
+    read_fd, write_fd = (int(fd) for fd in os.environ["ESB_XSLT_FDS"].split(","))
+    serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
+
+
+if __name__ == "__main__":
+    main()
