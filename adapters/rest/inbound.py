@@ -107,7 +107,7 @@ class RestInbound:
 
     def _envelope(self, request: Request, body: bytes, headers: dict[str, str]) -> Envelope:
         method = request.method
-        if method in _BODILESS or self._path_params or request.scope.get("query_string"):
+        if method in BODILESS or self._path_params or request.scope.get("query_string"):
             return self._parameters(request, body, headers)
         return self._body_envelope(request, body, headers)
 
@@ -122,7 +122,7 @@ class RestInbound:
                          if self._path_params else {}, types, "path")
         except ParamError as exc:
             raise BadRequest(400, "Bad parameter", str(exc)) from None
-        if request.method in _BODILESS or not body:
+        if request.method in BODILESS or not body:
             attrs: dict[str, Any] = {"source": self.ctx.name, "type": self._type(request),
                                      "data": {**query, **path},
                                      "datacontenttype": "application/json"}
@@ -221,7 +221,8 @@ class RestInbound:
 MAX_KEY = 200
 
 #: Methods whose request has no body: path and query parameters are the data.
-_BODILESS = frozenset({"GET", "DELETE"})
+#: Methods whose requests carry no body: their path and query parameters are the data.
+BODILESS = frozenset({"GET", "DELETE"})
 
 _ENVELOPE_EXTENSIONS = ("correlationid", "causationid", "idempotencykey", "traceparent")
 

@@ -8,6 +8,12 @@ A source at ``/in/shop`` serves three kinds of path, and each is described:
 * ``/in/shop/<type>`` — one concrete path per envelope type a route validates with a
   ``json-schema`` step, carrying that schema (OpenAPI matches concrete paths before templated
   ones, so the generic path still covers every other type).
+
+A path with parameters (``/api/customers/{id}``, a request/reply facade) is described as it is,
+with its path parameters and the typed query parameters of ``params``; GET and DELETE carry no
+body. Types answered by a request/reply route get a ``200`` with the reply schema (the last
+``json-schema`` step of the reply leg) and the failures a caller can meet (404, 502, 504). A
+source with ``errors: fhir`` describes its failures as FHIR ``OperationOutcome``s.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import re
 from typing import Any
 
 from esb.adapters.openapi import ApiPaths, SourceApi, problem_responses, security_scheme
-from esb.adapters.rest.inbound import MAX_KEY
+from esb.adapters.rest.fhir import FHIR_JSON, ISSUE_CODES
+from esb.adapters.rest.inbound import BODILESS, MAX_KEY
+from esb.adapters.rest.params import path_names
 from esb.adapters.rest.settings import RestInboundSettings
 from esb.bus.envelope import CLOUDEVENTS_JSON
 
@@ -76,14 +84,56 @@ def _body(settings: RestInboundSettings, schema_ref: dict[str, Any] | None) -> d
     return {"required": True, "content": content}
 
 
-def _operation(api: SourceApi, settings: RestInboundSettings, summary: str,
-               schema_ref: dict[str, Any] | None, secured: bool,
-               type_param: bool) -> dict[str, Any]:
-    params = list(_HEADERS)
+_PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "string": {"type": "string"}, "integer": {"type": "integer"},
+    "number": {"type": "number"}, "boolean": {"type": "boolean"}}
+
+OPERATION_OUTCOME: dict[str, Any] = {
+    "type": "object",
+    "description": "A FHIR R4 OperationOutcome",
+    "required": ["resourceType", "issue"],
+    "properties": {"resourceType": {"const": "OperationOutcome"},
+                   "issue": {"type": "array", "minItems": 1, "items": {
+                       "type": "object", "required": ["severity", "code"],
+                       "properties": {"severity": {"enum": ["fatal", "error"]},
+                                      "code": {"type": "string"},
+                                      "diagnostics": {"type": "string"},
+                                      "details": {"type": "object"}}}}},
+}
+
+
+def _parameters(settings: RestInboundSettings, type_param: bool) -> list[dict[str, Any]]:
+    """Path parameters (the path's own and ``{type}``), then the headers, then the typed
+    query parameters of ``params``."""
+    path = settings.path or ""
+    names = path_names(path)
+    params = [{"name": name, "in": "path", "required": True,
+               "schema": _PARAM_SCHEMAS[settings.params.get(name, "string")]} for name in names]
     if type_param:
-        params.insert(0, {"name": "type", "in": "path", "required": True,
-                          "description": "The envelope type",
-                          "schema": {"type": "string", "pattern": r"^[^/]+$"}})
+        params.append({"name": "type", "in": "path", "required": True,
+                       "description": "The envelope type",
+                       "schema": {"type": "string", "pattern": r"^[^/]+$"}})
+    params += _HEADERS
+    params += [{"name": name, "in": "query", "required": False,
+                "schema": _PARAM_SCHEMAS[kind]}
+               for name, kind in settings.params.items() if name not in names]
+    return params
+
+
+def _failures(settings: RestInboundSettings, statuses: list[int]) -> dict[str, Any]:
+    """The error answers: problem+json, or OperationOutcomes for ``errors: fhir``."""
+    if settings.errors != "fhir":
+        return problem_responses(*statuses)
+    return {str(status): {"description": f"FHIR {ISSUE_CODES.get(status, 'exception')}",
+                          "content": {FHIR_JSON: {"schema": {
+                              "$ref": "#/components/schemas/OperationOutcome"}}}}
+            for status in statuses}
+
+
+def _operation(api: SourceApi, settings: RestInboundSettings, method: str, summary: str,
+               schema_ref: dict[str, Any] | None, reply_ref: dict[str, Any] | None,
+               secured: bool, type_param: bool) -> dict[str, Any]:
+    params = _parameters(settings, type_param)
     responses: dict[str, Any] = {
         "202": {"description": "Accepted: the bus confirmed the envelope",
                 "headers": {"Idempotent-Replayed": {
@@ -93,9 +143,16 @@ def _operation(api: SourceApi, settings: RestInboundSettings, summary: str,
                                                             "#/components/schemas/Accepted"}}}},
     }
     statuses = [400, *([401] if secured else []), 413, 415, 422, 503]
-    responses.update(problem_responses(*statuses))
+    if reply_ref is not None:
+        responses["200"] = {"description": "The destination's answer, through the route's "
+                                           "reply leg (request/reply)",
+                            "content": {"application/json": {"schema": reply_ref}}}
+        statuses += [404, 502, 504]
+    responses.update(_failures(settings, sorted(statuses)))
     op: dict[str, Any] = {"summary": summary, "tags": [api.name], "parameters": params,
-                          "requestBody": _body(settings, schema_ref), "responses": responses}
+                          "responses": responses}
+    if method not in BODILESS:
+        op["requestBody"] = _body(settings, schema_ref)
     if api.description:
         op["description"] = api.description
     return op
@@ -107,6 +164,8 @@ def describe(api: SourceApi) -> ApiPaths:
     out = ApiPaths(schemas={"Accepted": ACCEPTED_SCHEMA})
     if settings.path is None:
         return out
+    if settings.errors == "fhir":
+        out.schemas["OperationOutcome"] = OPERATION_OUTCOME
     scheme = security_scheme(settings.auth)
     secured = scheme is not None
     if scheme is not None:
@@ -119,12 +178,25 @@ def describe(api: SourceApi) -> ApiPaths:
         out.schemas[name] = schema
         return {"$ref": f"#/components/schemas/{name}"}
 
+    def reply_ref(etype: str | None) -> dict[str, Any] | None:
+        replies = api.reply_schemas
+        schema = replies.get(etype, replies.get(None)) if etype else replies.get(None)
+        if schema is None:
+            return None
+        if not schema:
+            return {}
+        name = _component(api.name, etype) + ".reply"
+        out.schemas[name] = schema
+        return {"$ref": f"#/components/schemas/{name}"}
+
     def item(summary: str, etype: str | None, schema: dict[str, Any] | None,
              type_param: bool = False) -> dict[str, Any]:
         op_ref = ref(etype, schema)
+        answer_ref = reply_ref(etype)
         ops = {}
         for method in settings.methods:
-            op = _operation(api, settings, summary, op_ref, secured, type_param)
+            op = _operation(api, settings, method, summary, op_ref, answer_ref, secured,
+                            type_param)
             op["operationId"] = _operation_id(api.name, method, etype, type_param)
             if secured:
                 op["security"] = [{f"{api.name}-auth": []}]
@@ -136,6 +208,8 @@ def describe(api: SourceApi) -> ApiPaths:
     base = settings.path
     out.paths[base] = item(f"Send a {base_type} message to {api.name}", base_type,
                            schemas.get(base_type, schemas.get(None)))
+    if path_names(base):  # a templated path is served as it is, with no /{type} below it
+        return out
     prefix = "" if base == "/" else base
     for etype in sorted(t for t in schemas if t is not None and t != base_type):
         if "/" in etype or not etype:

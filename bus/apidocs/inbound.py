@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from esb.adapters.openapi import PROBLEM_SCHEMA, ApiPaths, SourceApi
-from esb.bus.apidocs.request_schemas import relocate, request_schemas
+from esb.bus.apidocs.request_schemas import relocate, reply_schemas, request_schemas
 from esb.bus.config.loader import Loaded
 from esb.bus.plugins import Registry
 
@@ -42,6 +42,8 @@ def inbound_document(loaded: Loaded, registry: Registry, route_files: Mapping[st
         api = SourceApi(name=name, settings=settings,
                         request_schemas=request_schemas(route_files, name, base_dir=cfg.base_dir,
                                                         named=cfg.transformers),
+                        reply_schemas=reply_schemas(route_files, name, base_dir=cfg.base_dir,
+                                                    named=cfg.transformers),
                         description=source.description)
         described: ApiPaths = describe(api)
         if not described.paths:

@@ -45,6 +45,24 @@ def request_schemas(files: Mapping[str, str], source: str, *, base_dir: Path,
     return out
 
 
+def reply_schemas(files: Mapping[str, str], source: str, *, base_dir: Path,
+                  named: Mapping[str, Any]) -> dict[str | None, dict[str, Any]]:
+    """Envelope type (``None``: any) → what request/reply routes taking ``source``'s envelopes
+    answer the caller with: the schema of the last ``json-schema`` step of the route's reply
+    leg, or ``{}`` (any JSON value) when the reply leg validates nothing."""
+    out: dict[str | None, dict[str, Any]] = {}
+    routes = sorted(parse_route_files(dict(files)).routes,
+                    key=lambda placed: -placed.route.priority)
+    for placed in routes:
+        route = placed.route
+        if route.reply is None or (route.from_ is not None and source not in route.from_):
+            continue
+        found = list(_schemas(route.reply.transform, base_dir, named, ()))
+        for etype in _exact_types(route.match):
+            out.setdefault(etype, found[-1] if found else {})
+    return out
+
+
 def _exact_types(match: Mapping[str, Any]) -> list[str | None]:
     """The envelope types a pattern takes exactly; ``[None]`` when it does not constrain the
     type to exact values (any type, as far as a caller can tell)."""

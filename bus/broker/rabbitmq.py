@@ -178,6 +178,10 @@ class RabbitBus:
     async def _publish(self, exchange: str, routing_key: str, envelope: Envelope) -> None:
         self._check()
         props = pika.BasicProperties(**envelope.amqp_properties())
+        if envelope.esbreplyto is not None:
+            # A request/reply request lives no longer than its caller waits: a broker restart
+            # loses its caller's connection too, so writing it to disk buys nothing.
+            props.delivery_mode = 1
         await self._publisher.publish(exchange, routing_key, envelope.to_json(), props,
                                       timeout=self._confirm_timeout)
 

@@ -9,6 +9,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -154,7 +155,11 @@ class AdminApi:
         except PayloadError as exc:
             return problem(400, exc.title, exc.detail)
         endpoint = source if source in self.daemon.config.sources else "admin"
-        env = Envelope(source=source, type=etype, datacontenttype=ctype, data=data)
+        try:
+            env = Envelope(source=source, type=etype, datacontenttype=ctype, data=data)
+        except ValidationError as exc:  # e.g. control characters in the type or source
+            return problem(400, "Invalid message",
+                           "; ".join(str(e["msg"]) for e in exc.errors()))
         try:
             accepted = await self.daemon.ingress.accept(env, endpoint)
         except BusError as exc:

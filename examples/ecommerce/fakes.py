@@ -102,6 +102,9 @@ class FakeStripe:
     secret_key: str = STRIPE_KEY
     #: requests a second before 429 (Stripe's test mode allows 25)
     rate: int = 25
+    #: answer this many of the next requests 429, as when other clients of the same account
+    #: used up the rate (a test's way to meet the 429 whatever the machine's speed)
+    busy: int = 0
     charges: list[dict[str, Any]] = field(default_factory=list)
     answers: list[int] = field(default_factory=list)
     replays: int = 0
@@ -122,7 +125,8 @@ class FakeStripe:
     async def _create(self, request: Request) -> Response:
         if request.headers.get("authorization") != f"Bearer {self.secret_key}":
             return _stripe_error(401, "invalid_request_error", "Invalid API Key provided.")
-        if not self._limit.take()[0]:
+        if self.busy > 0 or not self._limit.take()[0]:
+            self.busy = max(0, self.busy - 1)
             return _stripe_error(429, "rate_limit_error", "Too many requests hit the API "
                                  "too quickly.", code="rate_limit")
         if request.headers.get("content-type", "").split(";")[0] != \

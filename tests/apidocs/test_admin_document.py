@@ -18,7 +18,8 @@ from esb.bus.runtime.admin import AdminApi
 def served_paths() -> set[tuple[str, str]]:
     """(path in OpenAPI form, method) of every admin route, from the AdminApi itself."""
     daemon: Any = SimpleNamespace(deployer=None, route_tester=object(), deadletters=None,
-                                  trace=None, presence=None, stats=None, plugins=None)
+                                  trace=None, presence=None, stats=None, plugins=None,
+                                  config=SimpleNamespace(admin=SimpleNamespace(max_body=1 << 20)))
     api = AdminApi(daemon, "t", False, Sessions("t", 60))
     out = set()
     for route in api.routes():

@@ -137,3 +137,43 @@ def test_sources_of_undescribed_adapters_are_named(tmp_path: Path) -> None:
                                     "secrets": ["${KEY}"]}},
                 [{"name": "all", "to": ["erp"]}])
     assert doc["x-esb-undescribed"] == [{"source": "hook", "adapter": "webhook"}]
+
+
+CUSTOMER_SCHEMA = {"type": "object", "required": ["id", "name"],
+                   "properties": {"id": {"type": "integer"}, "name": {"type": "string"}}}
+
+
+def test_a_request_reply_facade_is_described_with_its_parameters_and_answer(
+        tmp_path: Path) -> None:
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "customer.json").write_text(json.dumps(CUSTOMER_SCHEMA))
+    doc = build(tmp_path,
+                {"customers": {"adapter": "rest", "path": "/api/customers/{id}",
+                               "methods": ["GET", "DELETE"], "type": "customer.get",
+                               "params": {"id": "integer", "verbose": "boolean"}},
+                 "fhir": {"adapter": "rest", "path": "/fhir/Patient/{id}", "methods": ["GET"],
+                          "type": "patient.read", "errors": "fhir"}},
+                [{"name": "lookup", "from": ["customers"], "match": {"type": ["customer.get"]},
+                  "to": ["erp"], "reply": {"transform": [
+                      {"jmespath": "customer"}, {"json-schema": "schemas/customer.json"}]}},
+                 {"name": "patient", "from": ["fhir"], "to": ["erp"], "reply": {}}])
+    # a templated path is served as it is: no /{type} below it
+    assert {"/api/customers/{id}", "/fhir/Patient/{id}"} == set(doc["paths"])
+    get = doc["paths"]["/api/customers/{id}"]["get"]
+    assert "requestBody" not in get and "requestBody" not in \
+        doc["paths"]["/api/customers/{id}"]["delete"]
+    params = {(p["name"], p["in"]): p for p in get["parameters"]}
+    assert params[("id", "path")]["schema"] == {"type": "integer"}
+    assert params[("id", "path")]["required"] is True
+    assert params[("verbose", "query")]["schema"] == {"type": "boolean"}
+    answer = get["responses"]["200"]["content"]["application/json"]["schema"]
+    assert doc["components"]["schemas"][answer["$ref"].rsplit("/", 1)[1]] == CUSTOMER_SCHEMA
+    assert {"404", "502", "504"} <= set(get["responses"])
+    assert get["responses"]["404"]["content"]["application/problem+json"]
+    # a FHIR-facing source: an answer of any shape, failures as OperationOutcomes
+    read = doc["paths"]["/fhir/Patient/{id}"]["get"]
+    assert read["responses"]["200"]["content"]["application/json"]["schema"] == {}
+    outcome = read["responses"]["404"]["content"]["application/fhir+json"]["schema"]
+    assert outcome == {"$ref": "#/components/schemas/OperationOutcome"}
+    assert doc["components"]["schemas"]["OperationOutcome"]["properties"]["resourceType"] == \
+        {"const": "OperationOutcome"}
