@@ -60,6 +60,9 @@ class Accepted:
     id: str
     destinations: tuple[str, ...]
     duplicate: bool = False
+    #: A duplicate whose payload differs from the original's (same key, another body): it was
+    #: not published; HTTP endpoints answer 422.
+    mismatch: bool = False
 
 
 #: Where an inbound side's loop runs: ``every-instance`` (the default: HTTP endpoints, queue

@@ -30,7 +30,7 @@ from esb.adapters.webhook.signatures import (
     Verifier,
 )
 from esb.bus.envelope import Envelope, new_id
-from esb.bus.errors import BusUnavailable
+from esb.bus.errors import BusUnavailable, IdempotencyInFlight
 from esb.bus.payload import PayloadError, lookup, scalar
 from esb.bus.problem import not_taken, problem
 
@@ -125,6 +125,12 @@ class WebhookInbound:
                 f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in exc.errors()))
         try:
             accepted = await self.ctx.accept(envelope)
+        except IdempotencyInFlight:
+            if key:
+                await self.store.release(key)
+            return problem(409, "Webhook delivery in flight",
+                           f"delivery {delivery!r} is being received by another instance",
+                           headers={"Retry-After": "1"})
         except BusUnavailable as exc:
             if key:
                 await self.store.release(key)
@@ -133,6 +139,9 @@ class WebhookInbound:
             if key:
                 await self.store.release(key)
             raise
+        if accepted.mismatch:
+            return problem(422, "Webhook delivery id reused",
+                           f"delivery {delivery!r} was already received with another payload")
         if accepted.duplicate and key and s.replay_window and s.on_replay != "acknowledge":
             # Seen by another instance (or before a restart): the shared idempotency log knew
             # the delivery id, nothing was published again, and the answer is the same 409.

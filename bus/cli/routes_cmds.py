@@ -225,6 +225,9 @@ def _print_trial(trial: Any, name: str, sources: set[str]) -> None:
                        f"{', '.join(sorted(sources)) or 'none'}; use --source)")
         return
     click.echo(f"routes   {', '.join(trial.routes)}")
+    if trial.parts:
+        click.echo(f"split    {trial.parts} part(s), each routed on its own (all published "
+                   "together or none)")
     if trial.deferred is not None:
         d = trial.deferred
         click.echo(f"\n↻ route {d.route}{f' → {d.destination}' if d.destination else ''}: "
@@ -239,7 +242,9 @@ def _print_trial(trial: Any, name: str, sources: set[str]) -> None:
         else:
             out = d.envelope
             waits = trial.reply is not None and out is trial.reply.request
-            click.echo(f"\n→ {dest}  route {d.route}  {out.datacontenttype or ''}"
+            ext = out.extensions
+            part = f"  part {ext['splitindex']}/{ext['splitsize']}" if "splitindex" in ext else ""
+            click.echo(f"\n→ {dest}  route {d.route}{part}  {out.datacontenttype or ''}"
                        + ("  (request/reply: the caller waits for its answer)" if waits else ""))
             _print_data(out.data)
     reply = trial.reply

@@ -21,8 +21,9 @@ import structlog
 from esb.adapters.spec import Inbound, Outbound, OutboundContext
 from esb.bus.apidocs.http import InboundDocument, apidocs_routes
 from esb.bus.apidocs.inbound import inbound_document
-from esb.bus.broker.base import Bus
+from esb.bus.broker.base import Bus, destination_addresses
 from esb.bus.config.loader import Loaded, load_config
+from esb.bus.config.model import OrderedConfig
 from esb.bus.console.app import Console
 from esb.bus.console.session import Sessions
 from esb.bus.errors import BusError, ConfigError
@@ -33,6 +34,8 @@ from esb.bus.routing.router import Router
 from esb.bus.routing.routeset import read_route_files
 from esb.bus.runtime.admin import AdminApi, loopback_only
 from esb.bus.runtime.admin_token import admin_token, write_admin_url
+from esb.bus.runtime.aggregate_spec import AggregateSettings
+from esb.bus.runtime.aggregator import Aggregator
 from esb.bus.runtime.backend import open_backend
 from esb.bus.runtime.calls import PendingCalls
 from esb.bus.runtime.deadletters import DeadLetters
@@ -103,6 +106,14 @@ class Daemon:
         partitioners = {name: Partitioner(name, d.delivery.ordered)
                         for name, d in self.config.destinations.items()
                         if d.delivery.ordered}
+        # An aggregate's queues are partitions by its correlation key, each consumed by one
+        # instance at a time, so all members of a group meet in one place.
+        for name, settings in loaded.destination_settings.items():
+            if isinstance(settings, AggregateSettings):
+                ordered = OrderedConfig(key=settings.correlation,
+                                        partitions=settings.partitions)
+                self.partitions[name] = settings.partitions
+                partitioners[name] = Partitioner(name, ordered)
         self.fleet = FleetLimits(self.presence)
         self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance,
                                partitioners, self.trace)
@@ -230,6 +241,13 @@ class Daemon:
             except BusError as exc:
                 log.warning("trace/presence not connected yet", error=str(exc))
         for name, ob in self.outbound.items():
+            if isinstance(ob, Aggregator):
+                emitter = SourceContext(name=name, config_dir=cfg.base_dir,
+                                        instance=self.instance, max_body=cfg.http.max_body,
+                                        ingress=self.ingress, dedup=self.dedup)
+                await ob.attach(self.bus, destination_addresses(name, self.partitions[name]),
+                                emitter.accept, self.instance)
+                continue
             delivery = cfg.destinations[name].delivery
             if self.role is not None:
                 delivery = self.role.share(delivery)
@@ -456,6 +474,8 @@ class Daemon:
                        if depths else None,
                        "adapter": self.config.destinations[name].adapter,
                        **(workers[name].status() if name in workers else {}),
+                       **(ob.status() if isinstance(ob := self.outbound.get(name), Aggregator)
+                          else {}),
                        "breaker": self._breaker_state(name)}
                 for name in self.config.destinations},
             "sources": {name: self._source_status(name)
