@@ -60,6 +60,9 @@ class Accepted:
     id: str
     destinations: tuple[str, ...]
     duplicate: bool = False
+    #: A duplicate whose payload differs from the original's (same key, another body): it was
+    #: not published; HTTP endpoints answer 422.
+    mismatch: bool = False
 
 
 #: Where an inbound side's loop runs: ``every-instance`` (the default: HTTP endpoints, queue
@@ -102,6 +105,13 @@ class InboundContext(Protocol):
     #: This source's :class:`SourceState` (read it as ``getattr(ctx, "state", None)`` in a
     #: plugin that must also run on runtimes older than it).
     state: SourceState
+
+    def rejected(self, reason: str) -> None:
+        """Count one refused input in ``esb_rejected{source, reason}`` (``reason``: a short
+        fixed word, never message text). Answers of 400 or more on :class:`HttpRoute` s are
+        counted by the runtime already; a side with its own loop (a queue, a folder) calls
+        this when it refuses something."""
+        ...
 
     async def accept(self, envelope: Envelope) -> Accepted:
         """Route and publish; return once the broker confirmed every copy.

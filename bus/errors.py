@@ -11,7 +11,8 @@
     │       └── TransformError   a transformer step failed (names the step)
     └── BusError                 the bus itself failed
         ├── BusUnavailable       not connected, or the connection dropped before the confirm
-        │   └── TransformDeferred  not taken: a step run at ingress asked for a retry
+        │   ├── TransformDeferred  not taken: a step run at ingress asked for a retry
+        │   └── IdempotencyInFlight  not taken: another instance is taking the same key now
         └── PublishRejected      the broker nacked, or returned the message as unroutable
 
 Only these cross a seam. Drivers (httpx, zeep, pika, lxml) raise their own exceptions inside an
@@ -84,6 +85,16 @@ class BusUnavailable(BusError):
 
 class PublishRejected(BusError):
     """The broker refused a publish (nack) or returned it as unroutable (``mandatory``)."""
+
+
+class IdempotencyInFlight(BusUnavailable):
+    """Not taken: another instance holds the same idempotency key and has not finished. HTTP
+    endpoints answer 409 with ``Retry-After``; other sides treat it as "retry later" (it is a
+    ``BusUnavailable``). ``key`` is the (source-scoped) key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__("a request with the same idempotency key is still in flight; retry")
+        self.key = key
 
 
 class TransformDeferred(BusUnavailable):

@@ -11,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
-from esb.adapters.problem import problem
 from esb.adapters.spec import HttpRoute, InboundContext, json_depth_of
 from esb.adapters.webhook.events import (
     default_event_type,
@@ -31,8 +30,9 @@ from esb.adapters.webhook.signatures import (
     Verifier,
 )
 from esb.bus.envelope import Envelope, new_id
-from esb.bus.errors import BusUnavailable
+from esb.bus.errors import BusUnavailable, IdempotencyInFlight
 from esb.bus.payload import PayloadError, lookup, scalar
+from esb.bus.problem import not_taken, problem
 
 log = structlog.get_logger("esb.webhook")
 
@@ -125,15 +125,23 @@ class WebhookInbound:
                 f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in exc.errors()))
         try:
             accepted = await self.ctx.accept(envelope)
-        except BusUnavailable:
+        except IdempotencyInFlight:
             if key:
                 await self.store.release(key)
-            return problem(503, "Bus unavailable", "the delivery was not accepted; retry",
-                           headers={"Retry-After": "5"})
+            return problem(409, "Webhook delivery in flight",
+                           f"delivery {delivery!r} is being received by another instance",
+                           headers={"Retry-After": "1"})
+        except BusUnavailable as exc:
+            if key:
+                await self.store.release(key)
+            return not_taken(exc, f"the delivery was not accepted ({exc}); retry", 5)
         except BaseException:
             if key:
                 await self.store.release(key)
             raise
+        if accepted.mismatch:
+            return problem(422, "Webhook delivery id reused",
+                           f"delivery {delivery!r} was already received with another payload")
         if accepted.duplicate and key and s.replay_window and s.on_replay != "acknowledge":
             # Seen by another instance (or before a restart): the shared idempotency log knew
             # the delivery id, nothing was published again, and the answer is the same 409.

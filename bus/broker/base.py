@@ -90,6 +90,12 @@ class Bus(Protocol):
     async def publish(self, address: str, envelope: Envelope) -> None:
         """Publish and wait for the broker's confirm."""
 
+    async def publish_atomically(self, publishes: Sequence[tuple[str, Envelope]],
+                                 records: Sequence[tuple[str, bytes]] = ()) -> None:
+        """Publish every envelope (and every raw ``records`` body, to the named queue of the
+        bus's own state: the idempotency stream) all together or none of them: a failure or
+        a crash before the broker took them leaves none published."""
+
     async def publish_delayed(self, address: str, envelope: Envelope, delay: float) -> float:
         """Publish so that it reaches ``address`` after about ``delay`` s; returns the delay
         actually used. Durable like :meth:`publish`."""

@@ -79,6 +79,14 @@ class EmbeddedBus:
         # Serialize like a broker would, so both buses exercise the same code paths.
         self._queue(address).put_nowait((envelope.to_json(), False))
 
+    async def publish_atomically(self, publishes: Sequence[tuple[str, Envelope]],
+                                 records: Sequence[tuple[str, bytes]] = ()) -> None:
+        # One process, no await between the puts: all of them or (on an error building a
+        # body) none. The embedded bus keeps no records of its own state.
+        bodies = [(self._queue(address), envelope.to_json()) for address, envelope in publishes]
+        for queue, body in bodies:
+            queue.put_nowait((body, False))
+
     async def publish_delayed(self, address: str, envelope: Envelope, delay: float) -> float:
         queue = self._queue(address)
         body = envelope.to_json()

@@ -48,6 +48,7 @@ from esb.bus.broker.connection import AmqpLink, redact
 from esb.bus.broker.inspect import QueueInspector
 from esb.bus.broker.publisher import ConfirmedPublisher
 from esb.bus.broker.topology import Topology
+from esb.bus.broker.transaction import TxPublisher
 from esb.bus.deadletter import malformed
 from esb.bus.envelope import Envelope, new_id
 from esb.bus.errors import BusUnavailable
@@ -111,6 +112,7 @@ class RabbitBus:
                               dead_after=confirm_timeout,
                               on_connected=self._on_connected, on_lost=self._on_lost)
         self._publisher = ConfirmedPublisher(confirm_window)
+        self._tx = TxPublisher()
         self._consumers: list[_Consumer] = []
         self._destinations: list[str] = []
         self._partitions: dict[str, int] = {}
@@ -151,6 +153,7 @@ class RabbitBus:
         await asyncio.get_running_loop().run_in_executor(
             None, self._topology.declare, link.url, self._destinations, self._partitions)
         await self._publisher.open(link)
+        await self._tx.open(link)
         if self._on_reply is not None:
             await self._start_replies(self._on_reply)
         for consumer in self._consumers:
@@ -192,6 +195,16 @@ class RabbitBus:
 
     async def publish(self, address: str, envelope: Envelope) -> None:
         await self._publish(self._topology.deliver_exchange, address, envelope)
+
+    async def publish_atomically(self, publishes: Sequence[tuple[str, Envelope]],
+                                 records: Sequence[tuple[str, bytes]] = ()) -> None:
+        exchange = self._topology.deliver_exchange
+        messages = [(exchange, address, envelope.to_json(),
+                     pika.BasicProperties(**envelope.amqp_properties()))
+                    for address, envelope in publishes]
+        messages += [("", queue, body, pika.BasicProperties(delivery_mode=2))
+                     for queue, body in records]
+        await self._tx.commit(messages)
 
     async def publish_delayed(self, address: str, envelope: Envelope, delay: float) -> float:
         self._check()

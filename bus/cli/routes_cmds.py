@@ -151,7 +151,7 @@ def routes_test(path: Path, message: Path | None, etype: str, source: str,
     the `tests:` cases written in the route files (exit 1 when one fails)."""
     from esb.bus.config.loader import load_config
     from esb.bus.routing.casetest import run_cases, try_message, try_reply
-    from esb.bus.routing.router import compile_routes
+    from esb.bus.routing.from_config import router_for
     from esb.bus.routing.routeset import parse_route_files
 
     files, folder = _route_files(path)
@@ -159,9 +159,7 @@ def routes_test(path: Path, message: Path | None, etype: str, source: str,
         loaded = load_config(config_path)
         cfg = loaded.config
         rs = parse_route_files(files, base=folder, limits=cfg.limits.yaml.limits)
-        router = compile_routes(rs, sources=cfg.sources, destinations=cfg.destinations,
-                                named=cfg.transformers, base_dir=cfg.base_dir,
-                                xml_limits=cfg.limits.xml.limits)
+        router = router_for(cfg, rs)
     except ConfigError as exc:
         _problems(exc.problems)
     if message is not None:
@@ -227,6 +225,9 @@ def _print_trial(trial: Any, name: str, sources: set[str]) -> None:
                        f"{', '.join(sorted(sources)) or 'none'}; use --source)")
         return
     click.echo(f"routes   {', '.join(trial.routes)}")
+    if trial.parts:
+        click.echo(f"split    {trial.parts} part(s), each routed on its own (all published "
+                   "together or none)")
     if trial.deferred is not None:
         d = trial.deferred
         click.echo(f"\n↻ route {d.route}{f' → {d.destination}' if d.destination else ''}: "
@@ -241,7 +242,9 @@ def _print_trial(trial: Any, name: str, sources: set[str]) -> None:
         else:
             out = d.envelope
             waits = trial.reply is not None and out is trial.reply.request
-            click.echo(f"\n→ {dest}  route {d.route}  {out.datacontenttype or ''}"
+            ext = out.extensions
+            part = f"  part {ext['splitindex']}/{ext['splitsize']}" if "splitindex" in ext else ""
+            click.echo(f"\n→ {dest}  route {d.route}{part}  {out.datacontenttype or ''}"
                        + ("  (request/reply: the caller waits for its answer)" if waits else ""))
             _print_data(out.data)
     reply = trial.reply

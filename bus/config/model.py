@@ -107,6 +107,9 @@ class BusConfig(_Strict):
     #: Keys each instance remembers at most (~0.5 KiB each); past that the oldest are
     #: forgotten before the window ends. Size it to the keyed messages one window brings.
     idempotency_max_keys: int = Field(100_000, ge=1000)
+    #: How long a claimed key stays taken while its claimant has not finished: a request with
+    #: the same key meanwhile gets 409. A claimant that died holds it this long at most.
+    idempotency_claim_ttl: Duration = Field(30.0, gt=0)
     #: Request/reply callers one instance lets wait at once; more are answered 503 (retry).
     max_waiting: int = Field(10_000, ge=1, le=1_000_000)
     #: Heartbeat (s) of the connection holding the leases of ``one-instance`` sources: a host

@@ -28,6 +28,7 @@ request/reply routes that fire deliver one-way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,7 @@ from esb.bus.envelope import Envelope, Hop, utcnow
 from esb.bus.errors import DropEnvelope, TransformError, TransientTransformError
 from esb.bus.reply import failure_envelope, problem_of
 from esb.bus.routing.router import CompiledRoute, Leg, ReplyLeg, Router
+from esb.bus.routing.split import SplitError
 from esb.transformers.chain import Chain
 
 #: Outcome kinds: a copy for a destination, a dead letter, a filtered copy, an unroutable one.
@@ -80,6 +82,9 @@ class Outcome:
             out["dropped"] = True
         if self.error:
             out["error"] = self.error
+        ext = self.envelope.extensions if self.envelope is not None else {}
+        if "splitindex" in ext:
+            out["part"] = f"{ext['splitindex']}/{ext.get('splitsize')}"
         return out
 
 
@@ -127,6 +132,9 @@ class Plan:
     outcomes: list[Outcome] = field(default_factory=list)
     notes: list[TraceNote] = field(default_factory=list)
     deferred: Deferral | None = None
+    #: Parts made by the routes' ``split:`` (0: nothing was split). A split envelope is
+    #: published all together or not at all.
+    parts: int = 0
     #: The request/reply route the caller waits for, if one fired.
     reply: ReplyPlan | None = None
 
@@ -162,6 +170,8 @@ class Plan:
             "source": self.envelope.source, "version": self.version, "routes": self.routes,
             "unroutable": self.unroutable, "destinations": self.destinations,
             "deliveries": [o.to_dict() for o in self.outcomes if o.kind != UNROUTABLE]}
+        if self.parts:
+            out["parts"] = self.parts
         if self.reply is not None:
             out["reply"] = self.reply.to_dict()
         if self.deferred is not None:
@@ -211,42 +221,64 @@ def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
         outcomes.append(Outcome(None, None, UNROUTABLE, record))
         return p
     for route in fired:
-        name = route.name
-        routed: Envelope | None = None  # the route's own steps applied, once per route
-        if route.chain:
-            # The route's steps see which route runs them (and the destination, when the
-            # route has only one): a stylesheet formats per route or per destination.
-            only = route.legs[0].destination if len(route.legs) == 1 else None
-            try:
-                routed = _run(route.chain, stamped().model_copy(update={
-                    "esbroute": name, "esbdestination": only}), notes, {"route": name})
-            except DropEnvelope:
-                outcomes.append(Outcome(name, None, DROPPED))
-                continue
-            except TransformError as exc:
-                _dead(p, stamped(), name, None, exc, ROUTE_TRANSFORM, instance)
-                continue
-            except TransientTransformError as exc:
-                return _defer(p, name, None, exc)
-        for leg in route.legs:
-            dest = leg.destination
-            hop = Hop(at=now, step="routed", instance=instance,
-                      detail={"route": name, "destination": dest, "version": version})
-            if routed is None and not leg.chain:  # nothing transforms it: one copy
-                out = envelope.model_copy(update={
-                    "esbendpoint": endpoint, "esbrouteversion": version,
-                    "esbroute": name, "esbdestination": dest,
-                    "esbhops": [*envelope.esbhops, accepted, hop]})
-                outcomes.append(Outcome(name, dest, COPY, out))
-                notes.append(("routed", {"route": name, "version": version,
-                                         "destination": dest}))
-            elif not _leg(p, name, leg, routed if routed is not None else stamped(), hop,
-                          instance):
+        if route.split is None:
+            if not _route(p, route, envelope, stamped, accepted, instance):
+                return p
+            continue
+        try:
+            parts = route.split(stamped())
+        except SplitError as exc:  # dead-lettered like a failed step named "split"
+            _dead(p, stamped(), route.name, None, TransformError("split", str(exc)),
+                  ROUTE_TRANSFORM, instance)
+            continue
+        notes.append(("split", {"route": route.name, "parts": len(parts)}))
+        p.parts += len(parts)
+        for part in parts:
+            if not _route(p, route, part, lambda part=part: part, None, instance):
                 return p
     p.reply = _reply(p)
     return p
 
 
+def _route(p: Plan, route: CompiledRoute, envelope: Envelope, stamped: Callable[[], Envelope],
+           accepted: Hop | None, instance: str | None) -> bool:
+    """Plan one route for ``envelope`` (or one part of its split): the route's own steps, then
+    each destination's copy. ``accepted`` is given when ``envelope`` is the raw envelope (a
+    copy nothing transforms is then stamped once, straight from it). False when deferred."""
+    name, outcomes, notes = route.name, p.outcomes, p.notes
+    routed: Envelope | None = None  # the route's own steps applied, once per route
+    if route.chain:
+        # The route's steps see which route runs them (and the destination, when the
+        # route has only one): a stylesheet formats per route or per destination.
+        only = route.legs[0].destination if len(route.legs) == 1 else None
+        try:
+            routed = _run(route.chain, stamped().model_copy(update={
+                "esbroute": name, "esbdestination": only}), notes, {"route": name})
+        except DropEnvelope:
+            outcomes.append(Outcome(name, None, DROPPED))
+            return True
+        except TransformError as exc:
+            _dead(p, stamped(), name, None, exc, ROUTE_TRANSFORM, instance)
+            return True
+        except TransientTransformError as exc:
+            _defer(p, name, None, exc)
+            return False
+    for leg in route.legs:
+        dest = leg.destination
+        hop = Hop(at=p.at, step="routed", instance=instance,
+                  detail={"route": name, "destination": dest, "version": p.version})
+        if routed is None and not leg.chain and accepted is not None:
+            out = envelope.model_copy(update={  # nothing transforms it: one copy
+                "esbendpoint": p.endpoint, "esbrouteversion": p.version,
+                "esbroute": name, "esbdestination": dest,
+                "esbhops": [*envelope.esbhops, accepted, hop]})
+            outcomes.append(Outcome(name, dest, COPY, out))
+            notes.append(("routed", {"route": name, "version": p.version,
+                                     "destination": dest}))
+        elif not _leg(p, name, leg, routed if routed is not None else stamped(), hop,
+                      instance):
+            return False
+    return True
 def _reply(p: Plan) -> ReplyPlan | None:
     """The first firing request/reply route, with its planned request (or why there is none)."""
     route = next((r for r in p.fired if r.reply is not None), None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -22,6 +22,28 @@ class Target(_Strict):
     transform: list[Any] = Field(default_factory=list)
 
 
+class SplitSpec(_Strict):
+    """``split:`` of a route: how one envelope becomes its parts (:mod:`esb.bus.routing.split`).
+    Exactly one of ``jmespath``, ``xpath`` and ``fhir``."""
+
+    #: Each element of the JSON array this selects (``@``: the payload is the array).
+    jmespath: str | None = None
+    #: Each element node this selects in an XML payload.
+    xpath: str | None = None
+    #: ``bundle``: each ``entry[].resource`` of a FHIR Bundle.
+    fhir: Literal["bundle"] | None = None
+    #: Prefixes for ``xpath`` (added to the route file's ``namespaces``).
+    namespaces: dict[str, str] = Field(default_factory=dict)
+    #: More parts than this dead-letters the envelope (whole) for the route.
+    max_parts: int = Field(1000, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SplitSpec:
+        given = [k for k in ("jmespath", "xpath", "fhir") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("split: give exactly one of jmespath, xpath or fhir"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        return self
 class ReplySpec(_Strict):
     """Request/reply: the caller waits for the one destination's answer (§12)."""
 
@@ -38,6 +60,9 @@ class Route(_Strict):
     from_: list[str] | None = Field(default=None, alias="from")
     #: EventBridge event pattern over the envelope's CloudEvents JSON form ({} matches all).
     match: dict[str, Any] = Field(default_factory=dict)
+    #: Split the envelope into parts first: each part then runs ``transform`` and goes to
+    #: every destination of ``to`` like an envelope of its own.
+    split: SplitSpec | None = None
     #: Steps run once before fan-out.
     transform: list[Any] = Field(default_factory=list)
     to: list[Target] = Field(min_length=1)

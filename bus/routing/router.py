@@ -16,9 +16,10 @@ from typing import Any
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError
+from esb.bus.routing.pattern_index import PatternIndex
 from esb.bus.routing.pattern_validate import pattern_problems
-from esb.bus.routing.patterns import PatternIndex
 from esb.bus.routing.routeset import PlacedRoute, RouteSet, sort_problems
+from esb.bus.routing.split import Splitter
 from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits, parse_xml
 from esb.transformers.chain import Chain, build_chain
 
@@ -49,6 +50,8 @@ class CompiledRoute:
     chain: Chain
     legs: tuple[Leg, ...]
     reply: ReplyLeg | None = None
+    #: The route's ``split:``, when it has one.
+    split: Splitter | None = None
 
 
 class Router:
@@ -195,13 +198,19 @@ def _compile_route(placed: PlacedRoute, order: int, namespaces: Mapping[str, str
         leg_chain = chains.build(target.transform, placed, ("to", i, "transform"),
                                  f"{route.name}: to[{i}].transform", problems)
         legs.append(Leg(target.destination, leg_chain))
+    splitter = None
+    if route.split is not None:
+        try:
+            splitter = Splitter.compile(route.split, dict(namespaces))
+        except ValueError as exc:
+            problems.append(f"{placed.where('split')}: {route.name}: {exc}")
     reply = None
     if route.reply is not None:
         reply = ReplyLeg(route.reply.timeout, chains.build(
             route.reply.transform, placed, ("reply", "transform"),
             f"{route.name}: reply.transform", problems))
     return CompiledRoute(route.name, order, route.priority, route.exclusive, chain,
-                         tuple(legs), reply)
+                         tuple(legs), reply=reply, split=splitter)
 
 
 def _pattern(placed: PlacedRoute, problems: list[str]) -> dict[str, Any]:

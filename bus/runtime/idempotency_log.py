@@ -1,18 +1,28 @@
-"""Idempotency keys shared between instances, through the bus itself.
+"""Idempotency keys shared between instances through the bus itself, with no race window.
 
-Each instance appends ``{key, id, destinations}`` for every envelope it accepted with an
-``Idempotency-Key`` to the stream ``<prefix>.idempotency`` (``x-max-age`` = the window), and
-tails it from ``now - window`` — so a repeated request within the window is answered with the
-original id by any instance, including one started after the original was accepted.
+The stream ``<prefix>.idempotency`` (``x-max-age`` = the window) is a log every instance
+appends to and reads whole, in the one order the stream gives every reader. Its records:
 
-A record is confirmed by the broker before the sender is answered, so once a sender holds a
-202 every instance will learn its key (an instance killed before that never answered, and
-the sender's retry is the first the others see). When the broker does not confirm within 5 s
-(or the connection is down) the sender is answered anyway — its envelope is safe already —
-and the record is kept and sent again within a second (or on reconnect); until then another
-instance may take a repeat as new. What this cannot do without a lock service:
-two instances taking the *same* key in the same instant (before either record went round)
-both publish; the destination's own de-duplication by the same key covers that.
+* ``claim {key, nonce, by, at, fp}`` — an instance wants to take a key;
+* ``done {key, nonce, id, destinations, fp}`` — the key was taken. It is committed in the same
+  AMQP transaction as the envelope's copies (:meth:`~esb.bus.broker.base.Bus.publish_atomically`),
+  so it exists exactly when they were published: a crash leaves both or neither;
+* ``abandon {key, nonce}`` — the claimant failed before publishing (sent on a best-effort
+  basis; a claim without it lapses after ``claim_ttl``).
+
+**Taking a key** (:meth:`IdempotencyLog.claim`): append a claim (confirmed), then wait until
+this instance's tail reads that very claim back. What precedes it in the stream decides:
+a ``done`` for the key → a duplicate (answered with the original id); an earlier live claim
+of another instance (not done, not abandoned, younger than ``claim_ttl`` by the two claims'
+own timestamps) → busy (the caller waits for its ``done`` a moment, then answers 409);
+otherwise this claim won. Every instance judges every claim by the same prefix of the same
+log, so of two instances claiming a key in the same instant exactly one wins — the one whose
+claim the broker appended first. No lock service, no owner per key, nothing but the stream.
+
+The costs: one confirmed append and one read-back per keyed message (a few milliseconds),
+and clocks within ``claim_ttl`` of each other (NTP) for a dead claimant's claim to lapse.
+A claimant that dies after its claim and before the commit published nothing; its claim
+blocks the key (409) until ``claim_ttl`` passes, then a retry takes it.
 """
 
 from __future__ import annotations
@@ -20,8 +30,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections import deque
+import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,54 +45,69 @@ from pika.channel import Channel
 from esb.bus.broker.connection import AmqpLink
 from esb.bus.broker.publisher import ConfirmedPublisher
 from esb.bus.broker.topology import Topology
+from esb.bus.errors import BusUnavailable
 
 log = structlog.get_logger("esb.idempotency")
 
 Record = Callable[[str, dict[str, Any]], None]
 
+#: How long a claim waits to be read back before the sender is told to retry.
+READ_BACK = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    nonce: str
+    by: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the log says of a claim: ``won`` (publish it), ``done`` (a duplicate: ``record``
+    is the original's) or ``busy`` (another instance holds it now)."""
+
+    kind: str
+    nonce: str
+    record: dict[str, Any] | None = None
+
 
 class IdempotencyLog:
     def __init__(self, url: str, prefix: str, instance: str, window: float,
-                 on_record: Record) -> None:
+                 on_record: Record, *, claim_ttl: float = 30.0,
+                 max_keys: int = 100_000) -> None:
         self.queue = Topology(prefix).idempotency_stream
         self.instance = instance
         self.window = window
+        self.claim_ttl = claim_ttl
+        self.max_keys = max_keys
         self.on_record = on_record
         self._link = AmqpLink(url, name=f"esb idempotency {instance}",
                               on_connected=self._on_connected)
         self._publisher = ConfirmedPublisher()
         self._ids = itertools.count()
+        self._boot = f"{instance}:{time.time_ns()}"
         self._last_offset: int | None = None
-        #: Records taken while not connected, sent on (re)connect (bounded).
-        self._backlog: deque[bytes] = deque(maxlen=100_000)
-        self._resend: asyncio.Task[None] | None = None
+        #: The first live claim of each key, as the log orders them.
+        self._claims: dict[str, Claim] = {}
+        #: Keys taken (``done``), oldest first: (local arrival time, record).
+        self._done: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._verdicts: dict[str, asyncio.Future[Verdict]] = {}
+        self._done_waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
 
     @property
     def connected(self) -> bool:
         return self._link.connected
 
     async def start(self) -> None:
-        if self._resend is None:
-            self._resend = asyncio.get_running_loop().create_task(self._resend_backlog())
         await self._link.start()
 
     async def close(self) -> None:
-        if self._resend is not None:
-            self._resend.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resend
-            self._resend = None
         await self._link.close()
 
-    async def _resend_backlog(self) -> None:
-        """Records a missing confirm left behind go out within a second, not only with the
-        next keyed message (a quiet source would otherwise keep them here)."""
-        while True:
-            await asyncio.sleep(1.0)
-            if self._backlog and self._publisher.ready:
-                await self._flush()
-
     def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
+        # A consumer the broker cancelled (a stream member lost in a cluster) is rebuilt by
+        # reconnecting whole; the tail resumes after the last record read.
         if not self._link.closing:
             log.warning("idempotency channel closed; reconnecting", reason=str(reason))
             self._link.drop()
@@ -97,47 +124,126 @@ class IdempotencyLog:
         ch.basic_consume(self.queue, self._on_message, auto_ack=False,
                          arguments={"x-stream-offset": offset})
         await self._publisher.open(link)
-        await self._flush()
+
+    # -- reading the log -----------------------------------------------------------------------
 
     def _on_message(self, ch: Channel, method: Any, props: Any, body: bytes) -> None:
         headers = props.headers or {}
         self._last_offset = headers.get("x-stream-offset", self._last_offset)
         ch.basic_ack(method.delivery_tag, multiple=True)
         try:
-            record = orjson.loads(body)
-            if record.get("by") != self.instance:
-                self.on_record(record["key"], record)
+            self._apply(orjson.loads(body))
         except Exception as exc:  # a bad record must not stop the tail
             log.warning("bad idempotency record skipped", error=str(exc))
 
-    async def publish(self, key: str, record: dict[str, Any]) -> None:
-        """Announce an accepted key and wait for the broker's confirm. Never raises: the
-        envelope itself is safe already, so a record that cannot be sent now (no connection,
-        no confirm within 5 s) is kept and sent on reconnect rather than failing the sender."""
-        body = orjson.dumps({**record, "key": key, "by": self.instance})
+    def _apply(self, record: dict[str, Any]) -> None:
+        key = record["key"]
+        kind = record.get("kind", "done")  # records of older versions are all "done"
+        if kind == "claim":
+            verdict = self._judge(key, record)
+            waiting = self._verdicts.pop(record["nonce"], None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(verdict)
+        elif kind == "done":
+            self._claims.pop(key, None)
+            self._remember(key, record)
+            if record.get("by") != self.instance:
+                self.on_record(key, record)
+            for fut in self._done_waiters.pop(key, []):
+                if not fut.done():
+                    fut.set_result(record)
+        elif kind == "abandon":
+            live = self._claims.get(key)
+            if live is not None and live.nonce == record.get("nonce"):
+                del self._claims[key]
+
+    def _judge(self, key: str, claim: dict[str, Any]) -> Verdict:
+        """The verdict on ``claim``, from the records before it (the same on every reader)."""
+        nonce = claim["nonce"]
+        done = self._done.get(key)
+        if done is not None:
+            return Verdict("done", nonce, done[1])
+        live = self._claims.get(key)
+        if live is not None and live.nonce != nonce and claim["at"] - live.at < self.claim_ttl:
+            return Verdict("busy", nonce)
+        self._claims[key] = Claim(nonce, claim.get("by", ""), claim["at"])
+        if len(self._claims) > self.max_keys:  # lapsed claims of instances that died
+            horizon = claim["at"] - self.claim_ttl
+            for k in [k for k, c in self._claims.items() if c.at < horizon]:
+                del self._claims[k]
+        return Verdict("won", nonce)
+
+    def _remember(self, key: str, record: dict[str, Any]) -> None:
+        now = time.monotonic()
+        done = self._done
+        done[key] = (now, record)
+        done.move_to_end(key)
+        while done and (len(done) > self.max_keys
+                        or now - next(iter(done.values()))[0] > self.window):
+            done.popitem(last=False)
+
+    # -- taking a key --------------------------------------------------------------------------
+
+    async def claim(self, key: str, fingerprint: str) -> Verdict:
+        """Append a claim for ``key`` and return the log's verdict on it. Raises
+        :class:`~esb.bus.errors.BusUnavailable` when the log cannot be written or read."""
         if not self._publisher.ready:
-            self._backlog.append(body)
-            return
+            raise BusUnavailable("the idempotency log is not connected")
+        nonce = f"{self._boot}:{next(self._ids)}"
+        verdict: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        self._verdicts[nonce] = verdict
+        body = orjson.dumps({"kind": "claim", "key": key, "nonce": nonce, "by": self.instance,
+                             "at": time.time(), "fp": fingerprint})
         try:
             await self._send(body)
-        except Exception as exc:
-            log.warning("idempotency record not confirmed; kept to be sent again",
-                        error=str(exc))
-            self._backlog.append(body)
-            return
-        if self._backlog:  # records kept after a missing confirm go out with the next one
-            await self._flush()
+            return await asyncio.wait_for(verdict, READ_BACK)
+        except TimeoutError:
+            self.abandon(key, nonce)
+            raise BusUnavailable("the idempotency log did not read the claim back in time; "
+                                 "retry") from None
+        except BaseException:
+            self.abandon(key, nonce)
+            raise
+        finally:
+            self._verdicts.pop(nonce, None)
 
-    async def _flush(self) -> None:
-        while self._backlog and self._publisher.ready:
-            body = self._backlog.popleft()
-            try:
+    def done_record(self, key: str, nonce: str, fingerprint: str, envelope_id: str,
+                    destinations: tuple[str, ...]) -> tuple[str, bytes]:
+        """The ``done`` record of a won claim, as (queue, body) for the transaction that
+        publishes the envelope."""
+        return self.queue, orjson.dumps({
+            "kind": "done", "key": key, "nonce": nonce, "by": self.instance,
+            "id": envelope_id, "destinations": list(destinations), "fp": fingerprint})
+
+    def abandon(self, key: str, nonce: str) -> None:
+        """Say (best effort, not waited for) that the claim ``nonce`` published nothing."""
+        body = orjson.dumps({"kind": "abandon", "key": key, "nonce": nonce, "by": self.instance})
+
+        async def send() -> None:
+            with contextlib.suppress(Exception):
                 await self._send(body)
-            except Exception:
-                self._backlog.appendleft(body)
-                return
+
+        asyncio.get_running_loop().create_task(send())
+
+    async def wait_done(self, key: str, timeout: float) -> dict[str, Any] | None:
+        """The ``done`` record of ``key`` once it arrives (``None`` after ``timeout``)."""
+        known = self._done.get(key)
+        if known is not None:
+            return known[1]
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._done_waiters.setdefault(key, []).append(fut)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            waiters = self._done_waiters.get(key)
+            if waiters and fut in waiters:
+                waiters.remove(fut)
+                if not waiters:
+                    del self._done_waiters[key]
 
     async def _send(self, body: bytes) -> None:
         props = pika.BasicProperties(delivery_mode=2,
-                                     message_id=f"{self.instance}:{next(self._ids)}")
+                                     message_id=f"{self._boot}:m{next(self._ids)}")
         await self._publisher.publish("", self.queue, body, props, timeout=5)

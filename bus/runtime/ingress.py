@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from starlette.requests import Request
+from starlette.responses import Response
 
-from esb.adapters.spec import Accepted
+from esb.adapters.spec import Accepted, HttpRoute
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, destination_address
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, TransformDeferred
@@ -26,7 +28,7 @@ from esb.bus.reply import failure_envelope
 from esb.bus.routing.dispatch import COPY, DEAD, Outcome, Plan, plan
 from esb.bus.routing.router import Router
 from esb.bus.runtime.calls import PendingCalls
-from esb.bus.runtime.idempotency import SharedIdempotency
+from esb.bus.runtime.idempotency import Seal, SharedIdempotency, fingerprint
 from esb.bus.runtime.logs import bind_message, unbind_message
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
@@ -67,12 +69,13 @@ class Ingress:
         return child
 
     async def accept(self, envelope: Envelope, endpoint: str,
-                     calls: PendingCalls | None = None, *, only_requests: bool = False
-                     ) -> Accepted:
+                     calls: PendingCalls | None = None, *, only_requests: bool = False,
+                     seal: Seal | None = None) -> Accepted:
         """Plan, then publish ``envelope``; return once every copy is confirmed. ``calls``:
         the sender can wait for an answer (request/reply), see :meth:`publish`;
         ``only_requests``: publish nothing unless a request/reply route takes it (a GraphQL
-        query has no one-way meaning)."""
+        query has no one-way meaning); ``seal``: the record it builds (that the envelope's
+        idempotency key was taken) is committed in one transaction with the copies."""
         if not self.open:
             raise BusUnavailable("starting: the deployed route set is not loaded yet")
         # One route-set snapshot for the whole envelope.
@@ -86,11 +89,12 @@ class Ingress:
             planned = plan(router, envelope, endpoint, instance=self.instance)
         if only_requests and planned.reply is None:
             return Accepted(envelope.id, ())
-        accepted = await self.publish(planned, calls)
+        accepted = await self.publish(planned, calls, seal)
         self._counter(self.metrics.received, endpoint).inc()
         return accepted
 
-    async def publish(self, planned: Plan, calls: PendingCalls | None = None) -> Accepted:
+    async def publish(self, planned: Plan, calls: PendingCalls | None = None,
+                      seal: Seal | None = None) -> Accepted:
         """Carry ``planned`` out: publish every copy and record, wait for every confirm, then
         record its trace notes. Raises ``TransformDeferred`` (nothing published) when a step
         asked for a retry.
@@ -132,8 +136,15 @@ class Ingress:
             else:
                 publishes.append((UNROUTABLE, out))
                 self.metrics.unroutable.labels(planned.endpoint or "").inc()
+        eid = planned.envelope.id
+        accepted = Accepted(eid, tuple(a for a, _ in publishes))
         try:
-            if len(publishes) == 1:
+            if seal is not None or planned.parts:
+                # A split is published whole or not at all; so is an envelope with the record
+                # of its idempotency key.
+                await self.bus.publish_atomically(
+                    publishes, [seal(accepted)] if seal is not None else [])
+            elif len(publishes) == 1:
                 await self.bus.publish(*publishes[0])
             elif publishes:
                 await asyncio.gather(*(self.bus.publish(a, e) for a, e in publishes))
@@ -146,11 +157,10 @@ class Ingress:
             self._counter(self.metrics.transform_failed, o.route or "", o.destination or "",
                           o.step or "", "permanent").inc()
         record = self.trace.record
-        eid = planned.envelope.id
         at = planned.at.timestamp()
         for step, detail in planned.notes:
             record(eid, step, at=at, **detail)
-        return Accepted(eid, tuple(a for a, _ in publishes))
+        return accepted
 
 
 @dataclass
@@ -173,6 +183,26 @@ class SourceContext:
 
     #: This instance's waiting callers (request/reply); None: every route is one-way.
     calls: PendingCalls | None = field(default=None, repr=False)
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.ingress.metrics
+
+    def rejected(self, reason: str) -> None:
+        self.ingress._counter(self.ingress.metrics.rejected, self.name, reason).inc()
+
+    def counting_refusals(self, route: HttpRoute) -> HttpRoute:
+        """``route`` with every answer of 400 or more counted as ``esb_rejected`` (the status
+        is the reason): one place for every HTTP adapter, plugins included."""
+        handler = route.handler
+
+        async def counted(request: Request) -> Response:
+            response = await handler(request)
+            if response.status_code >= 400:
+                self.rejected(str(response.status_code))
+            return response
+
+        return replace(route, handler=counted)
 
     async def accept(self, envelope: Envelope) -> Accepted:
         return await self._accept(envelope, None)
@@ -204,10 +234,9 @@ class SourceContext:
                 return await self.ingress.accept(envelope, self.name, calls,
                                                  only_requests=only_requests)
             # Keys are scoped by source: two systems may well use the same key space.
-            accepted, duplicate = await self.dedup.run(
-                f"{self.name}\x00{key}",
-                lambda: self.ingress.accept(envelope, self.name, calls,
-                                            only_requests=only_requests))
-            return replace(accepted, duplicate=True) if duplicate else accepted
+            return await self.dedup.run(
+                f"{self.name}\x00{key}", fingerprint(envelope),
+                lambda seal: self.ingress.accept(envelope, self.name, calls,
+                                                 only_requests=only_requests, seal=seal))
         finally:
             unbind_message(token)

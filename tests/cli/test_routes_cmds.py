@@ -24,9 +24,10 @@ from starlette.routing import Route
 from esb.bus.cli.main import Context, cli
 from esb.bus.cli.routes_cmds import register
 from esb.bus.config.loader import load_config
+from esb.bus.routing.from_config import config_compiler
 from esb.bus.routing.store_embedded import FileRouteStore
 from esb.bus.runtime.admin_routes import route_admin_routes
-from esb.bus.runtime.deploy import RouteDeployer, config_compiler
+from esb.bus.runtime.deploy import RouteDeployer
 from esb.bus.runtime.ingress import RouterHolder
 
 CONFIG = {

@@ -1,7 +1,7 @@
 """Inbound de-duplication across instances survives the death of the instance that answered.
 
-The record of an accepted key is confirmed by the broker before the sender gets its 202, so
-an instance killed right after answering has already told the others."""
+The record of an accepted key is committed with the envelope itself, before the sender gets its
+202, so an instance killed right after answering has already told the others."""
 
 from __future__ import annotations
 
@@ -26,12 +26,16 @@ def test_keys_answered_by_a_killed_instance_are_known_to_the_others(
             assert r.status_code == 202
             first[f"dying-{i}"] = r.json()["id"]
         a.kill()  # straight after the last answer: no time to announce anything later
-        for key, eid in first.items():
-            again = client.post(f"{b.url}/in/shop/order", json={"n": -1},
+        for i, (key, eid) in enumerate(first.items()):
+            again = client.post(f"{b.url}/in/shop/order", json={"n": i},
                                 headers={"Idempotency-Key": key})
             assert again.status_code == 202
             assert again.json()["id"] == eid, key
             assert again.headers.get("idempotent-replayed") == "true"
+            # the same key with another body is refused, and not published either
+            changed = client.post(f"{b.url}/in/shop/order", json={"n": -1},
+                                  headers={"Idempotency-Key": key})
+            assert changed.status_code == 422, changed.text
     # every key delivered (a delivery a's death interrupted may come twice: at-least-once),
     # and never the second request's body: it was not published
     a.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 from typing import Any
@@ -261,4 +262,41 @@ async def test_a_queue_declared_earlier_with_other_arguments_is_kept(
         await bus.publish(DEAD_LETTER, env(1))
         assert [e.data for e in await bus.browse(DEAD_LETTER, 10)] == [{"i": 1}]
     finally:
+        await bus.close()
+
+
+async def test_publish_atomically_is_all_or_nothing(rabbit: RabbitScope) -> None:
+    """A transaction of many envelopes plus a raw record lands whole; a fault in the middle of
+    one (a message the broker refuses closes the channel before the commit) leaves nothing."""
+    rabbit.destinations.update({"a", "b"})
+    bus = RabbitBus(rabbit.url, rabbit.topology())
+    await bus.start(["a", "b"])
+    record_queue = f"{rabbit.prefix}.records"
+    conn = pika.BlockingConnection(pika.URLParameters(rabbit.url))
+    try:
+        conn.channel().queue_declare(record_queue, durable=True)
+        parts = [(destination_address("a" if i % 2 else "b"), env(i)) for i in range(200)]
+        await bus.publish_atomically(parts, [(record_queue, b'{"done": 1}')])
+        depth = conn.channel().queue_declare
+        assert depth(rabbit.topology().queue("dest.a"), passive=True).method.message_count == 100
+        assert depth(record_queue, passive=True).method.message_count == 1
+        # the fault: the 101st message goes to a queue that does not exist (mandatory: the
+        # commit would report it) — here to an exchange that does not exist, which closes
+        # the channel at once; the transaction's earlier publishes must not survive.
+        broken = bus._tx  # the pool the bus commits through
+        good = [(rabbit.topology().deliver_exchange, destination_address("a"),
+                 env(1000 + i).to_json(), pika.BasicProperties(delivery_mode=2))
+                for i in range(100)]
+        bad = [("no-such-exchange-" + rabbit.prefix, "x", b"{}", pika.BasicProperties())]
+        with pytest.raises(BusUnavailable):
+            await broken.commit([*good, *bad, *good])
+        await asyncio.sleep(0.5)
+        assert depth(rabbit.topology().queue("dest.a"), passive=True).method.message_count == 100
+        # the pool heals: the next transaction goes through
+        await bus.publish_atomically([(destination_address("b"), env(5000))])
+        assert depth(rabbit.topology().queue("dest.b"), passive=True).method.message_count == 101
+    finally:
+        with contextlib.suppress(Exception):
+            conn.channel().queue_delete(record_queue)
+        conn.close()
         await bus.close()

@@ -1,0 +1,72 @@
+"""A schedule fires once across the fleet: three daemons on RabbitMQ run one interval schedule;
+the lease holder is killed (-9) twice. Every slot is one envelope (no slot fired twice, no
+second sequence of slots from another instance), and ``esb status`` shows the next fire."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+import orjson
+from esbtest.waiting import wait_until
+from kombu import Connection
+from test_singleton_sources import holders
+
+INTERVAL = 0.3
+
+
+def fired(rabbit: Any) -> Counter[str]:
+    seen: Counter[str] = Counter()
+    with Connection(rabbit.url) as conn:
+        channel = conn.channel()
+        while (message := channel.basic_get(rabbit.topology().queue("unroutable"))) is not None:
+            env = orjson.loads(message.body)
+            assert env["data"] == {"job": "sync", "tags": ["crm"]}
+            seen[env["subject"]] += 1
+        channel.close()
+    return seen
+
+
+def test_an_interval_fires_once_across_the_fleet_through_kills(
+        rabbit: Any, daemon_factory: Any) -> None:
+    cfg = {"bus": rabbit.bus(lease_heartbeat=2, lease_retry="200ms"),
+           "sources": {"crm": {"adapter": "schedule", "every": f"{int(INTERVAL * 1000)}ms",
+                               "type": "sync.requested",
+                               "payload": {"job": "sync", "tags": ["{source}"]}},
+                       "tick": {"adapter": "schedule", "cron": "0 3 * * *",
+                                "timezone": "Europe/Berlin"}}}
+    daemons = [daemon_factory(cfg, name=n).start() for n in ("a", "b", "c")]
+    for _ in range(2):
+        time.sleep(1.5)
+        held = wait_until(lambda: holders(daemons), "a lease holder", timeout=20)
+        held[0].kill()
+        wait_until(lambda: holders(daemons), "the lease to move", timeout=20)
+        held[0].start()
+    time.sleep(1.5)
+    status = daemons[1].admin("GET", "/admin/status").json()["sources"]
+    assert status["tick"]["runs"] == "one-instance"
+    assert datetime.fromisoformat(status["tick"]["next_fire"]).strftime("%H:%M") == "03:00"
+    env = {**os.environ, "ESB_ADMIN_URL": daemons[1].url, "ESB_ADMIN_TOKEN": daemons[1].token}
+    out = subprocess.run([sys.executable, "-m", "esb.bus.cli.main", "status"], env=env,
+                         capture_output=True, text=True, timeout=60).stdout
+    assert "NEXT FIRE" in out, out
+    assert "T03:00:00+01:00" in out or "T03:00:00+02:00" in out, out
+    for d in daemons:
+        d.stop()
+    slots = fired(rabbit)
+    assert slots and all(n == 1 for n in slots.values()), \
+        {s: n for s, n in slots.items() if n > 1}
+    times = sorted(datetime.fromisoformat(s).timestamp() for s in slots)
+    gaps = [round((b - a) / INTERVAL, 3) for a, b in itertools.pairwise(times)]
+    # one sequence of slots: every gap a whole number of intervals (a second instance firing
+    # on its own would interleave slots off that grid)
+    assert all(abs(g - round(g)) < 0.01 and g >= 1 for g in gaps), gaps
+    with Connection(rabbit.url) as conn:
+        for source in ("crm", "tick"):
+            conn.default_channel.queue_delete(rabbit.topology().state_queue(source))
