@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from esb.adapters.auth.settings import ApiKeyInbound, BasicInbound, JwtInbound
-from esb.adapters.problem import PROBLEM_JSON
+from esb.bus.problem import PROBLEM_JSON
 
 #: ``#/components/schemas/Problem`` — every error answer of every source.
 PROBLEM_REF = "#/components/schemas/Problem"

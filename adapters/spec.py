@@ -106,6 +106,13 @@ class InboundContext(Protocol):
     #: plugin that must also run on runtimes older than it).
     state: SourceState
 
+    def rejected(self, reason: str) -> None:
+        """Count one refused input in ``esb_rejected{source, reason}`` (``reason``: a short
+        fixed word, never message text). Answers of 400 or more on :class:`HttpRoute` s are
+        counted by the runtime already; a side with its own loop (a queue, a folder) calls
+        this when it refuses something."""
+        ...
+
     async def accept(self, envelope: Envelope) -> Accepted:
         """Route and publish; return once the broker confirmed every copy.
 

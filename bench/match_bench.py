@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from esb.bus.routing.patterns import PatternIndex, reference_match
+from esb.bus.routing.pattern_index import PatternIndex, reference_match
 from esb.bus.xmlsafe import parse_xml
 
 COUNTRIES = ["DE", "FR", "IT", "ES", "NL", "PL", "SE", "AT"]

@@ -165,12 +165,14 @@ class AmqpInbound:
                         "dead-letter exchange if it has one)", source=self.ctx.name,
                         queue=self.settings.queue, message_id=props.message_id,
                         error=str(exc))
+            self.ctx.rejected("not-an-envelope")
             if channel.is_open:
                 channel.basic_reject(tag, requeue=False)
             return
         try:
             await self.ctx.accept(envelope)
         except BusError as exc:
+            self.ctx.rejected("bus-unavailable")
             await self._hand_back(channel, tag, exc)
             return
         except Exception as exc:  # a bug must not lose the message either

@@ -26,7 +26,7 @@ from starlette.responses import Response
 
 from esb.adapters.auth.jwt import InvalidToken, JwtVerifier
 from esb.adapters.auth.settings import ApiKeyInbound, BasicInbound, JwtInbound
-from esb.adapters.problem import problem
+from esb.bus.problem import problem
 
 
 class Unauthorized(Exception):

@@ -4,7 +4,8 @@ Status codes: ``application/json`` responses answer 200 for parse, validation an
 errors (the legacy watershed of the GraphQL-over-HTTP spec); ``application/graphql-response+json``
 (when the client's Accept names it) answers 400 when the request failed before execution.
 Unparsable requests are 400, wrong content types 415, oversize bodies 413, and a bus that
-could not confirm an envelope 503 with ``extensions.code = BUS_UNAVAILABLE``.
+could not confirm an envelope 503 with ``extensions.code = BUS_UNAVAILABLE``
+(``TRANSFORM_DEFERRED`` when a transform step asked for a retry).
 
 With ``auth:``, a request that fails authentication is answered 401 with ``WWW-Authenticate``
 and one error whose ``extensions.code`` is ``UNAUTHENTICATED`` (before the body is read); the
@@ -43,7 +44,7 @@ from esb.adapters.graphql.settings import GraphqlInboundSettings
 from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
 from esb.adapters.spec import HttpRoute, InboundContext, json_depth_of
 from esb.bus.envelope import Envelope
-from esb.bus.errors import BusUnavailable
+from esb.bus.errors import BusUnavailable, TransformDeferred
 from esb.bus.payload import JsonTooDeep, loads_json
 from esb.bus.reply import problem_of
 
@@ -66,7 +67,8 @@ def _format(errors: list[GraphQLError], code: str | None,
         extensions: dict[str, Any] = dict(given)
         if isinstance(error.original_error, BusUnavailable):
             bus_down = True
-            extensions["code"] = "BUS_UNAVAILABLE"
+            extensions["code"] = "TRANSFORM_DEFERRED" \
+                if isinstance(error.original_error, TransformDeferred) else "BUS_UNAVAILABLE"
         elif request_error and code:
             extensions["code"] = code
         elif error.original_error is not None:

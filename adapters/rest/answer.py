@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from esb.adapters.problem import problem
 from esb.bus.envelope import Envelope
+from esb.bus.problem import problem
 from esb.bus.reply import problem_of
 
 

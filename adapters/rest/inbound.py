@@ -29,7 +29,6 @@ from esb.adapters.http import (
     header_dict,
     read_body,
 )
-from esb.adapters.problem import problem
 from esb.adapters.rest.answer import answer
 from esb.adapters.rest.fhir import fhir_errors
 from esb.adapters.rest.params import ParamError, path_names, query_params, typed
@@ -39,6 +38,7 @@ from esb.adapters.spec import Accepted, HttpRoute, InboundContext, json_depth_of
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusError, IdempotencyInFlight
 from esb.bus.payload import JsonTooDeep, PayloadError, check_json_depth, decode, is_xml, media_type
+from esb.bus.problem import not_taken, problem
 from esb.bus.xmlsafe import UnsafeXml, XmlError, XmlLimits, parse_xml
 
 _CE_HEADER_ATTRS = ("id", "source", "type", "subject", "time", "dataschema")
@@ -107,9 +107,7 @@ class RestInbound:
                            "a request with this Idempotency-Key is still being processed "
                            f"({exc}); retry", headers={"Retry-After": "1"})
         except BusError as exc:
-            return problem(503, "Bus unavailable",
-                           f"the message was not accepted ({exc}); retry later",
-                           headers={"Retry-After": "1"})
+            return not_taken(exc, f"the message was not accepted ({exc}); retry later")
         if isinstance(result, Accepted) and result.mismatch:
             return problem(422, "Idempotency-Key reused",
                            "this Idempotency-Key was used for a request with another body; "

@@ -45,6 +45,7 @@ from esb.adapters.spec import HttpRoute, InboundContext, xml_limits_of
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
 from esb.bus.payload import media_type
+from esb.bus.problem import not_taken_title
 from esb.bus.reply import problem_of
 from esb.bus.xmlsafe import XmlError, parse_xml
 
@@ -186,8 +187,9 @@ class SoapInbound:
         try:
             ask = getattr(self.ctx, "request", None)
             result = await (ask(envelope) if ask is not None else self.ctx.accept(envelope))
-        except BusUnavailable:
-            return fault_response(version, "server", "the bus is unavailable; retry later")
+        except BusUnavailable as exc:
+            return fault_response(version, "server",
+                                  f"{not_taken_title(exc).lower()}; retry later")
         if isinstance(result, Envelope):  # a request/reply route answered
             return self.answer(version, operation.name, operation.output, result)
         accepted = result

@@ -49,11 +49,16 @@ class RecordingInboundContext:
     #: The source's state document (as ``ctx.state``); default: a file under ``config_dir``,
     #: like the embedded bus keeps it. Two contexts given the same one share it.
     state: SourceState | None = None
+    #: The reasons :meth:`rejected` was called with, in order.
+    refusals: list[str] = field(default_factory=list)
     _gate: asyncio.Event | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.state is None:
             self.state = FileState(self.config_dir / ".esb" / "sources" / f"{self.name}.json")
+
+    def rejected(self, reason: str) -> None:
+        self.refusals.append(reason)
 
     def hold(self) -> None:
         """Make ``accept`` wait (not return) until :meth:`release`."""

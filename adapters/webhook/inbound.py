@@ -11,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
-from esb.adapters.problem import problem
 from esb.adapters.spec import HttpRoute, InboundContext, json_depth_of
 from esb.adapters.webhook.events import (
     default_event_type,
@@ -33,6 +32,7 @@ from esb.adapters.webhook.signatures import (
 from esb.bus.envelope import Envelope, new_id
 from esb.bus.errors import BusUnavailable, IdempotencyInFlight
 from esb.bus.payload import PayloadError, lookup, scalar
+from esb.bus.problem import not_taken, problem
 
 log = structlog.get_logger("esb.webhook")
 
@@ -131,11 +131,10 @@ class WebhookInbound:
             return problem(409, "Webhook delivery in flight",
                            f"delivery {delivery!r} is being received by another instance",
                            headers={"Retry-After": "1"})
-        except BusUnavailable:
+        except BusUnavailable as exc:
             if key:
                 await self.store.release(key)
-            return problem(503, "Bus unavailable", "the delivery was not accepted; retry",
-                           headers={"Retry-After": "5"})
+            return not_taken(exc, f"the delivery was not accepted ({exc}); retry", 5)
         except BaseException:
             if key:
                 await self.store.release(key)

@@ -275,7 +275,7 @@ def routes() -> None:
 def routes_validate(path: Path, config_path: Path, as_json: bool) -> None:
     """Check route files: schema, references, patterns, transformers (file:line each)."""
     from esb.bus.config.loader import load_config
-    from esb.bus.runtime.daemon import load_router
+    from esb.bus.routing.from_config import load_router
 
     try:
         loaded = load_config(config_path)

@@ -154,7 +154,7 @@ def routes_test(path: Path, more: tuple[Path, ...], message: Path | None, etype:
     the `tests:` cases written in the route files (exit 1 when one fails)."""
     from esb.bus.config.loader import load_config
     from esb.bus.routing.casetest import run_cases, try_message, try_reply
-    from esb.bus.routing.router import compile_routes
+    from esb.bus.routing.from_config import router_for
     from esb.bus.routing.routeset import parse_route_files
 
     files, folder = _route_files(path)
@@ -162,9 +162,7 @@ def routes_test(path: Path, more: tuple[Path, ...], message: Path | None, etype:
         loaded = load_config(config_path)
         cfg = loaded.config
         rs = parse_route_files(files, base=folder, limits=cfg.limits.yaml.limits)
-        router = compile_routes(rs, sources=cfg.sources, destinations=cfg.destinations,
-                                named=cfg.transformers, base_dir=cfg.base_dir,
-                                xml_limits=cfg.limits.xml.limits)
+        router = router_for(cfg, rs)
     except ConfigError as exc:
         _problems(exc.problems)
     if message is not None:

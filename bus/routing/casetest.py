@@ -31,7 +31,7 @@ from esb.bus.routing.router import Router
 from esb.bus.routing.routeset import RouteSet
 from esb.bus.xmlsafe import parse_xml
 
-EXPECT_KEYS = ("destinations", "unroutable", "outputs", "routes")
+EXPECT_KEYS = ("destinations", "unroutable", "outputs", "routes", "dead_letters")
 
 
 @dataclass
@@ -158,9 +158,21 @@ def run_case(router: Router, case: RouteCase, where: Callable[..., str], *, base
     if trial.deferred is not None:
         fail(f"{where()}: {label} route {trial.deferred.route} would make the sender retry "
              f"(nothing taken): {trial.deferred.error}")
+    # ``dead_letters`` names the routes (``route`` or ``route/destination``) whose copies a
+    # step is expected to dead-letter; any other dead letter fails the case.
+    expected_dead = _names(expect.get("dead_letters") or [])
+    dead_seen: list[str] = []
     for d in trial.dead_letters:
+        name = f"{d.route}/{d.destination}" if d.destination else d.route
+        if name in expected_dead or d.route in expected_dead:
+            dead_seen.append(name if name in expected_dead else d.route)
+            continue
         fail(f"{where()}: {label} route {d.route}"
              f"{f' → {d.destination}' if d.destination else ''} would dead-letter: {d.error}")
+    for name in expected_dead:
+        if name not in dead_seen:
+            fail(f"{where('expect', 'dead_letters')}: {label} expected {name} to dead-letter "
+                 "a copy; nothing was dead-lettered there")
     if "unroutable" in expect and bool(expect["unroutable"]) != trial.unroutable:
         fail(f"{where('expect', 'unroutable')}: {label} expected "
              f"{'unroutable' if expect['unroutable'] else 'at least one route to match'}, "

@@ -1,6 +1,6 @@
 """The reference evaluator: a plain recursive interpreter of the pattern language.
 
-It is the oracle the compiled :class:`~esb.bus.routing.patterns.PatternIndex` is tested
+It is the oracle the compiled :class:`~esb.bus.routing.pattern_index.PatternIndex` is tested
 against, so it favours being obviously right over being fast. See ``docs/routing.md``.
 """
 

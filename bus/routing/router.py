@@ -16,8 +16,8 @@ from typing import Any
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError
+from esb.bus.routing.pattern_index import PatternIndex
 from esb.bus.routing.pattern_validate import pattern_problems
-from esb.bus.routing.patterns import PatternIndex
 from esb.bus.routing.routeset import PlacedRoute, RouteSet, sort_problems
 from esb.bus.routing.split import Splitter
 from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits, parse_xml

@@ -20,13 +20,12 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import structlog
 
 if TYPE_CHECKING:
-    from esb.bus.config.model import BusConfig
+    pass
 
 log = structlog.get_logger("esb.routes.store")
 
@@ -139,20 +138,6 @@ class LoadedVersions:
             if v.version == version:
                 return v
         raise UnknownVersion(version, self._versions[-1].version if self._versions else None)
-
-
-def open_route_store(bus: BusConfig, base_dir: Path, *, instance: str = "esb") -> RouteStore:
-    """The store that goes with the configured bus: a stream on RabbitMQ, else a file in the
-    state folder (resolved against ``base_dir`` when relative)."""
-    if bus.embedded:
-        from esb.bus.routing.store_embedded import FileRouteStore
-
-        state = bus.state_dir if bus.state_dir.is_absolute() else base_dir / bus.state_dir
-        return FileRouteStore(state)
-    from esb.bus.routing.store_rabbitmq import RabbitRouteStore
-
-    return RabbitRouteStore(bus.url, bus.prefix, heartbeat=bus.heartbeat,
-                            name=f"esb routes {instance}")
 
 
 def now() -> datetime:

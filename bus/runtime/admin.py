@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import orjson
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from esb.adapters.problem import problem
 from esb.bus.apidocs.admin import admin_document
 from esb.bus.console.session import (
     COOKIE,
@@ -27,6 +25,7 @@ from esb.bus.console.session import (
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusError
 from esb.bus.payload import PayloadError, decode
+from esb.bus.problem import json_response, not_taken, problem
 from esb.bus.runtime.admin_deadletters import deadletter_admin_routes
 from esb.bus.runtime.admin_ops import ops_admin_routes
 from esb.bus.runtime.admin_routes import route_admin_routes
@@ -36,9 +35,6 @@ if TYPE_CHECKING:
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
-
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 def is_loopback(request: Request) -> bool:
@@ -167,6 +163,6 @@ class AdminApi:
         try:
             accepted = await self.daemon.ingress.accept(env, endpoint)
         except BusError as exc:
-            return problem(503, "Bus unavailable", str(exc))
+            return not_taken(exc, str(exc))
         return json_response({"id": accepted.id, "destinations": list(accepted.destinations)},
                              202)

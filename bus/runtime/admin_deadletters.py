@@ -25,10 +25,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from esb.adapters.problem import problem
 from esb.bus.config.units import parse_duration
 from esb.bus.envelope import bookkeeping
 from esb.bus.errors import EsbError
+from esb.bus.problem import json_response, problem
 from esb.bus.runtime.deadletters import QUEUES, DeadLetters, summary
 from esb.bus.runtime.trace import AmbiguousRef
 
@@ -42,9 +42,6 @@ CHECK_UP_TO = 10_000
 FILTER_SCAN = 10_000
 MAX_SINCE_S = 400 * 86400.0
 
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 class _ProgressLines:
@@ -142,7 +139,7 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
         items = [summary(e) for e in envs]
         if keep is not None:
             items = [i for i in items if keep(i)][:limit]
-        return _json({"queue": which, "items": items})
+        return json_response({"queue": which, "items": items})
 
     async def show(request: Request) -> Response:
         which, eid = request.path_params["which"], request.path_params["id"]
@@ -155,11 +152,11 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
         if env is None:
             return problem(404, "Not found", f"no envelope {eid} in {which}")
         # the CloudEvent, its bookkeeping decoded for people and scripts (not JSON text)
-        return _json(bookkeeping(env.to_cloudevent()))
+        return json_response(bookkeeping(env.to_cloudevent()))
 
     async def purge(request: Request) -> Response:
         try:
-            return _json({"purged": await dl.purge(request.path_params["which"])})
+            return json_response({"purged": await dl.purge(request.path_params["which"])})
         except EsbError as exc:
             return problem(400, "Bad request", str(exc))
 

@@ -19,14 +19,13 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from esb.adapters.problem import problem
 from esb.bus.config.units import parse_duration
 from esb.bus.errors import BusError
+from esb.bus.problem import json_response, problem
 from esb.bus.runtime.presence import Presence
 from esb.bus.runtime.stats import StatsHistory
 from esb.bus.runtime.trace import AmbiguousRef, TraceRecorder
@@ -40,9 +39,6 @@ MAX_STATS_MINUTES = 60
 #: Longer than any sensible retention: a bigger window is a typo, not a question.
 MAX_SINCE = timedelta(days=400)
 
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 def _since(request: Request) -> timedelta | Response:
@@ -82,7 +78,7 @@ def ops_admin_routes(trace: TraceRecorder, presence: Presence, guard: Guard,
                            f"nothing was recorded for envelope {envelope_id!r} in the last "
                            f"{since_text} (wrong id, older than the window or the trace "
                            "retention, or not yet flushed by another instance)")
-        return _json({"id": events[0].id, "since": since_text,
+        return json_response({"id": events[0].id, "since": since_text,
                       "events": [e.to_dict() for e in events]})
 
     async def trace_search(request: Request) -> Response:
@@ -102,10 +98,10 @@ def ops_admin_routes(trace: TraceRecorder, presence: Presence, guard: Guard,
             return problem(504, "Trace query too slow", str(exc))
         except BusError as exc:
             return problem(503, "Trace unavailable", str(exc))
-        return _json({"ids": ids, "since": q.get("since", DEFAULT_SINCE)})
+        return json_response({"ids": ids, "since": q.get("since", DEFAULT_SINCE)})
 
     async def instances(request: Request) -> Response:
-        return _json(presence.instances())
+        return json_response(presence.instances())
 
     async def recent_stats(request: Request) -> Response:
         try:
@@ -115,10 +111,11 @@ def ops_admin_routes(trace: TraceRecorder, presence: Presence, guard: Guard,
         if not 1 <= minutes <= MAX_STATS_MINUTES:
             return problem(400, "Bad minutes",
                            f"minutes is a whole number from 1 to {MAX_STATS_MINUTES}")
-        return _json({"interval_s": stats.interval, "samples": stats.recent(minutes * 60.0)})
+        return json_response({"interval_s": stats.interval,
+                              "samples": stats.recent(minutes * 60.0)})
 
     async def installed(request: Request) -> Response:
-        return _json(plugins())
+        return json_response(plugins())
 
     return [
         Route("/admin/trace", guard(trace_search), methods=["GET"]),

@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from esb.adapters.problem import problem
 from esb.bus.errors import BusError, ConfigError
+from esb.bus.problem import json_response, problem
 from esb.bus.routing.store import RouteVersion, UnknownVersion
 from esb.bus.runtime.deploy import RollbackError, RouteDeployer, Unchanged
 from esb.bus.runtime.route_tests import RouteTester
@@ -37,9 +37,6 @@ Guard = Callable[[Endpoint], Endpoint]
 MAX_FILES = 1000
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
 
 def route_admin_routes(deployer: RouteDeployer, guard: Guard,
                        tester: RouteTester | None = None) -> list[Route]:
@@ -49,7 +46,7 @@ def route_admin_routes(deployer: RouteDeployer, guard: Guard,
     async def versions(request: Request) -> Response:
         history = await deployer.store.history()
         running = deployer.running
-        return _json({"running": running.version if running else None,
+        return json_response({"running": running.version if running else None,
                       "instance": deployer.instance,
                       "versions": [v.summary() for v in history]})
 
@@ -59,7 +56,7 @@ def route_admin_routes(deployer: RouteDeployer, guard: Guard,
             v = await deployer.store.get(n)
         except UnknownVersion as exc:
             return problem(404, "Unknown route version", str(exc))
-        return _json(v.to_dict())
+        return json_response(v.to_dict())
 
     async def deploy(request: Request) -> Response:
         body = await _body(request)
@@ -77,7 +74,7 @@ def route_admin_routes(deployer: RouteDeployer, guard: Guard,
             v = await deployer.deploy(files, by=by, note=note, force=bool(force))
         except Unchanged as exc:
             running = deployer.running
-            return _json({**exc.latest.summary(), "unchanged": True,
+            return json_response({**exc.latest.summary(), "unchanged": True,
                           "running": running is not None
                           and running.version >= exc.latest.version})
         except ConfigError as exc:
@@ -119,7 +116,7 @@ def route_admin_routes(deployer: RouteDeployer, guard: Guard,
             va, vb = await deployer.store.get(a), await deployer.store.get(b)
         except UnknownVersion as exc:
             return problem(404, "Unknown route version", str(exc))
-        return _json({"a": va.summary(), "b": vb.summary(), "files": diff_versions(va, vb)})
+        return json_response({"a": va.summary(), "b": vb.summary(), "files": diff_versions(va, vb)})
 
     async def test(request: Request) -> Response:
         body = await _body(request)
@@ -146,11 +143,11 @@ def route_admin_routes(deployer: RouteDeployer, guard: Guard,
             return problem(422, "Route set does not compile",
                            f"{len(exc.problems)} problem(s); no test was run",
                            errors=exc.problems)
-        return _json({"version": body.get("version"), **result})
+        return json_response({"version": body.get("version"), **result})
 
     def _stored(v: RouteVersion) -> Response:
         running = deployer.running
-        return _json({**v.summary(),
+        return json_response({**v.summary(),
                       "running": running is not None and running.version >= v.version}, 201)
 
     return [

@@ -13,7 +13,6 @@ import socket
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,10 +22,6 @@ from esb.adapters.spec import Inbound, Outbound, OutboundContext
 from esb.bus.apidocs.http import InboundDocument, apidocs_routes
 from esb.bus.apidocs.inbound import inbound_document
 from esb.bus.broker.base import Bus, destination_addresses
-from esb.bus.broker.embedded import EmbeddedBus
-from esb.bus.broker.leases import BrokerLeases
-from esb.bus.broker.rabbitmq import RabbitBus
-from esb.bus.broker.topology import Topology
 from esb.bus.config.loader import Loaded, load_config
 from esb.bus.config.model import OrderedConfig
 from esb.bus.console.app import Console
@@ -34,32 +29,29 @@ from esb.bus.console.session import Sessions
 from esb.bus.errors import BusError, ConfigError
 from esb.bus.plugins import Registry, adapters, describe_installed
 from esb.bus.plugins import transformers as transformer_registry
+from esb.bus.routing.from_config import config_compiler, load_router
 from esb.bus.routing.router import Router
 from esb.bus.routing.routeset import read_route_files
-from esb.bus.routing.store import open_route_store
 from esb.bus.runtime.admin import AdminApi, loopback_only
 from esb.bus.runtime.admin_token import admin_token, write_admin_url
 from esb.bus.runtime.aggregate_spec import AggregateSettings
 from esb.bus.runtime.aggregator import Aggregator
+from esb.bus.runtime.backend import open_backend
 from esb.bus.runtime.calls import PendingCalls
 from esb.bus.runtime.deadletters import DeadLetters
 from esb.bus.runtime.delivery import DeliveryWorker
-from esb.bus.runtime.deploy import RouteDeployer, config_compiler
+from esb.bus.runtime.deploy import RouteDeployer
 from esb.bus.runtime.fleet import FleetLimits
 from esb.bus.runtime.http import bind_listener, build_app, make_http_client, make_server
 from esb.bus.runtime.idempotency import SharedIdempotency
-from esb.bus.runtime.idempotency_log import IdempotencyLog
 from esb.bus.runtime.ingress import Ingress, RouterHolder, SourceContext
-from esb.bus.runtime.local_leases import LocalLeases
 from esb.bus.runtime.logs import SecretRedactor, configure_logging
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
-from esb.bus.runtime.presence import Presence
 from esb.bus.runtime.route_tests import RouteTester
 from esb.bus.runtime.singleton import Leases, OneInstance
 from esb.bus.runtime.stats import StatsHistory
 from esb.bus.runtime.tasks import cancel_all
-from esb.bus.runtime.trace import open_trace
 from esb.bus.runtime.worker_role import WorkerRole, watch_parent
 
 log = structlog.get_logger("esb.daemon")
@@ -73,16 +65,6 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree no
 #: keeps the last :data:`CLOSE_RESERVE` seconds (each link closes within 2 s, all at once).
 HTTP_SHARE = 0.4
 CLOSE_RESERVE = 3.0
-
-
-def load_router(loaded: Loaded, path: Path | None = None, version: int = 0,
-                registry: Any = None) -> Router:
-    """Compile the route files at ``path`` (default: the configured folder)."""
-    cfg = loaded.config
-    path = path or cfg.resolve(cfg.routes)
-    compile_files = config_compiler(loaded, registry, base=path if path.is_dir() else
-                                    path.parent)
-    return compile_files(read_route_files(path), version)
 
 
 class Daemon:
@@ -102,15 +84,22 @@ class Daemon:
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
         self.registry = registry or adapters()
         self.metrics = Metrics(role.metrics_dir if role else None)
-        self.bus: Bus = self._make_bus()
+        self.dedup = SharedIdempotency(self.config.bus.idempotency_window,
+                                       self.config.bus.idempotency_max_keys)
+        backend = open_backend(self.config, self.instance, snapshot=self._presence_snapshot,
+                               learn=self.dedup.learn)
+        self.bus: Bus = backend.bus
+        self.trace = backend.trace
+        self.presence = backend.presence
+        self.leases: Leases = backend.leases
+        self.dedup.log = backend.idempotency_log
         # The configured files compile before anything starts (a broken set fails fast); the
         # route store then decides which version actually runs.
         self.initial_files = read_route_files(self.config.resolve(self.config.routes))
         self.router = RouterHolder(load_router(loaded))
         self.deployer = RouteDeployer(
-            open_route_store(self.config.bus, self.config.base_dir, instance=self.instance),
-            self.router, config_compiler(loaded), self.instance, on_install=self._installed,
-            on_change=lambda: self.presence.beat_now())
+            backend.routes, self.router, config_compiler(loaded), self.instance,
+            on_install=self._installed, on_change=lambda: self.presence.beat_now())
         self.partitions = {name: d.delivery.ordered.partitions
                            for name, d in self.config.destinations.items()
                            if d.delivery.ordered}
@@ -125,25 +114,12 @@ class Daemon:
                                         partitions=settings.partitions)
                 self.partitions[name] = settings.partitions
                 partitioners[name] = Partitioner(name, ordered)
-        bus_url = None if self.config.bus.embedded else self.config.bus.url
-        self.trace = open_trace(bus_url, self.config.bus.prefix, self.instance)
-        self.presence = Presence(bus_url, self.config.bus.prefix, self.instance,
-                                 self._presence_snapshot)
         self.fleet = FleetLimits(self.presence)
         self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance,
                                partitioners, self.trace)
         self.calls = PendingCalls(self.metrics, self.instance, self.config.bus.max_waiting,
                                   self.trace)
         self.metrics.watch(self.metrics.waiting, lambda: len(self.calls))
-        self.dedup = SharedIdempotency(self.config.bus.idempotency_window,
-                                       self.config.bus.idempotency_max_keys)
-        if bus_url is not None:
-            self.dedup.log = IdempotencyLog(bus_url, self.config.bus.prefix, self.instance,
-                                            self.config.bus.idempotency_window,
-                                            self.dedup.learn,
-                                            claim_ttl=self.config.bus.idempotency_claim_ttl,
-                                            max_keys=self.config.bus.idempotency_max_keys)
-        self.leases: Leases = self._make_leases(bus_url)
         self.deadletters = DeadLetters(self.bus, self.ingress, self.config.destinations,
                                        partitioners, self.instance, self.trace)
         self.stats = StatsHistory(self.presence.instances, interval=self.presence.interval)
@@ -152,26 +128,12 @@ class Daemon:
                                                 lambda: self.router.current.version)
         self._http: httpx.AsyncClient | None = None
         self.inbound: dict[str, Inbound] = {}
+        self.contexts: dict[str, SourceContext] = {}
         self.outbound: dict[str, Outbound] = {}
         self.workers: list[DeliveryWorker] = []
         self._stop = asyncio.Event()
         self._started = False
         self._side_tasks: list[asyncio.Task[None]] = []
-
-    def _make_bus(self) -> Bus:
-        cfg = self.config.bus
-        if cfg.embedded:
-            return EmbeddedBus()
-        return RabbitBus(cfg.url, Topology(cfg.prefix, cfg.queue_type or "classic"),
-                         heartbeat=cfg.heartbeat, name=f"esb {self.instance}",
-                         confirm_timeout=cfg.confirm_timeout)
-
-    def _make_leases(self, bus_url: str | None) -> Leases:
-        cfg = self.config.bus
-        if bus_url is None:
-            return LocalLeases(self.config.resolve(cfg.state_dir), cfg.lease_retry)
-        return BrokerLeases(bus_url, cfg.prefix, self.instance, heartbeat=cfg.lease_heartbeat,
-                           retry=cfg.lease_retry, queue_type=cfg.queue_type or "classic")
 
     def http_client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -201,6 +163,7 @@ class Daemon:
                                 xml_limits=cfg.limits.xml.limits,
                                 json_depth=cfg.limits.json_.max_depth,
                                 state=self.leases.state(name), calls=self.calls)
+            self.contexts[name] = ctx
             side = spec.inbound(settings, ctx)
             if self.source_mode(name) == "one-instance":
                 side = OneInstance(side, self.leases.lease(name), name, cfg.bus.lease_retry)
@@ -233,7 +196,8 @@ class Daemon:
         if cfg.admin.console.enabled:
             pages = Console(token, sessions, lambda request: None if cfg.admin.remote
                             else loopback_only(request)).routes()
-        routes = [r for inbound in self.inbound.values() for r in inbound.routes]
+        routes = [self.contexts[name].counting_refusals(r)
+                  for name, inbound in self.inbound.items() for r in inbound.routes]
         # Ready once everything has started (not merely once the bus connected), so a
         # load balancer sends nothing to a half-started instance.
         # Not ready either while the bus link is suspect, or once a stop began.

@@ -20,24 +20,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from esb.bus.errors import ConfigError, EsbError
-from esb.bus.routing.router import Router, compile_routes
-from esb.bus.routing.routeset import digest_files, parse_route_files
+from esb.bus.routing.from_config import Compile
+from esb.bus.routing.router import Router
+from esb.bus.routing.routeset import digest_files
 from esb.bus.routing.store import RouteStore, RouteVersion
 
 if TYPE_CHECKING:
-    from esb.bus.config.loader import Loaded
     from esb.bus.runtime.ingress import RouterHolder
 
 log = structlog.get_logger("esb.routes.deploy")
-
-#: (route files, version number) → a compiled router; raises ConfigError listing every problem.
-Compile = Callable[[dict[str, str], int], Router]
 
 SWITCH_TIMEOUT = 2.0
 
@@ -60,21 +56,6 @@ def changed_files(old: dict[str, str], new: dict[str, str]) -> dict[str, list[st
     out = {"added": sorted(set(new) - set(old)), "removed": sorted(set(old) - set(new)),
            "modified": sorted(n for n in set(old) & set(new) if old[n] != new[n])}
     return {k: v for k, v in out.items() if v}
-
-
-def config_compiler(loaded: Loaded, registry: Any = None,
-                    base: Path | None = None) -> Compile:
-    """The :data:`Compile` function for a loaded configuration: its sources, destinations,
-    named transformers and base folder. ``base`` prefixes file names in error messages."""
-    cfg = loaded.config
-
-    def compile_files(files: dict[str, str], version: int) -> Router:
-        rs = parse_route_files(files, base=base, limits=cfg.limits.yaml.limits)
-        return compile_routes(rs, sources=cfg.sources, destinations=cfg.destinations,
-                              named=cfg.transformers, base_dir=cfg.base_dir, version=version,
-                              registry=registry, xml_limits=cfg.limits.xml.limits)
-
-    return compile_files
 
 
 class RouteDeployer:

@@ -16,9 +16,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from esb.adapters.problem import internal_error, problem
 from esb.adapters.spec import HttpRoute
 from esb.bus.broker.tls import client_context
+from esb.bus.problem import internal_error, problem
 from esb.bus.runtime.httpguard import HttpLimits, guarded_protocol
 from esb.bus.runtime.httptransport import lean_client
 

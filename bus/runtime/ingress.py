@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import structlog
+from starlette.requests import Request
+from starlette.responses import Response
 
-from esb.adapters.spec import Accepted
+from esb.adapters.spec import Accepted, HttpRoute
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, destination_address
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, TransformDeferred
@@ -181,6 +183,26 @@ class SourceContext:
 
     #: This instance's waiting callers (request/reply); None: every route is one-way.
     calls: PendingCalls | None = field(default=None, repr=False)
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.ingress.metrics
+
+    def rejected(self, reason: str) -> None:
+        self.ingress._counter(self.ingress.metrics.rejected, self.name, reason).inc()
+
+    def counting_refusals(self, route: HttpRoute) -> HttpRoute:
+        """``route`` with every answer of 400 or more counted as ``esb_rejected`` (the status
+        is the reason): one place for every HTTP adapter, plugins included."""
+        handler = route.handler
+
+        async def counted(request: Request) -> Response:
+            response = await handler(request)
+            if response.status_code >= 400:
+                self.rejected(str(response.status_code))
+            return response
+
+        return replace(route, handler=counted)
 
     async def accept(self, envelope: Envelope) -> Accepted:
         return await self._accept(envelope, None)

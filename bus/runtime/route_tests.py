@@ -9,7 +9,7 @@ from typing import Any
 
 from esb.bus.config.loader import Loaded
 from esb.bus.routing.casetest import run_cases
-from esb.bus.routing.router import compile_routes
+from esb.bus.routing.from_config import router_for
 from esb.bus.routing.routeset import parse_route_files
 
 
@@ -25,9 +25,8 @@ class RouteTester:
         cfg = self.loaded.config
         folder = cfg.resolve(cfg.routes)
         base = folder if folder.is_dir() else folder.parent
-        rs = parse_route_files(files)
-        router = compile_routes(rs, sources=cfg.sources, destinations=cfg.destinations,
-                                named=cfg.transformers, base_dir=cfg.base_dir)
+        rs = parse_route_files(files, limits=cfg.limits.yaml.limits)
+        router = router_for(cfg, rs)
         results = run_cases(router, rs, base=base, sources=cfg.sources)
         failed = sum(1 for r in results if not r.passed)
         return {"cases": [r.to_dict() for r in results], "passed": len(results) - failed,

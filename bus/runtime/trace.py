@@ -8,7 +8,8 @@ never raise or block: tracing is best-effort and must not cost a message. Readin
 
 Two implementations:
 
-* :class:`MemoryTrace` (here) — the embedded bus: a bounded in-process index (the most recent
+* :class:`MemoryTrace` (here) — the embedded bus (the backend, :mod:`esb.bus.runtime.backend`,
+  picks one): a bounded in-process index (the most recent
   100,000 envelope ids, least recently written evicted first).
 * :class:`~esb.bus.runtime.trace_rabbitmq.StreamTrace` — the RabbitMQ bus: events of every
   instance in one stream, so any instance answers for all of them.
@@ -205,13 +206,3 @@ class MemoryTrace:
     def __len__(self) -> int:
         return len(self._events)
 
-
-def open_trace(url: str | None, prefix: str, instance: str, *,
-               retention: str = "24h") -> TraceRecorder:
-    """The recorder for a bus: :class:`MemoryTrace` when ``url`` is None (embedded), else a
-    :class:`~esb.bus.runtime.trace_rabbitmq.StreamTrace` on ``<prefix>.trace``."""
-    if url is None:
-        return MemoryTrace(instance)
-    from esb.bus.runtime.trace_rabbitmq import StreamTrace
-
-    return StreamTrace(url, prefix, instance, retention=retention)

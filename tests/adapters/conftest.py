@@ -39,6 +39,9 @@ class FakeInboundContext:
         if self.state is None:
             self.state = FileState(self.config_dir / ".esb" / "sources" / f"{self.name}.json")
 
+    def rejected(self, reason: str) -> None:
+        return None
+
     async def accept(self, envelope: Envelope) -> Accepted:
         if self.down:
             raise BusUnavailable("bus down (test)")

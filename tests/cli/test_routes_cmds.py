@@ -24,9 +24,10 @@ from starlette.routing import Route
 from esb.bus.cli.main import Context, cli
 from esb.bus.cli.routes_cmds import register
 from esb.bus.config.loader import load_config
+from esb.bus.routing.from_config import config_compiler
 from esb.bus.routing.store_embedded import FileRouteStore
 from esb.bus.runtime.admin_routes import route_admin_routes
-from esb.bus.runtime.deploy import RouteDeployer, config_compiler
+from esb.bus.runtime.deploy import RouteDeployer
 from esb.bus.runtime.ingress import RouterHolder
 
 CONFIG = {
@@ -469,3 +470,37 @@ def test_validate_json_lists_every_problem(broken: Path) -> None:
     body = json.loads(bad.output)
     assert body["ok"] is False
     assert any("unknown source 'shoop'" in p for p in body["problems"])
+
+
+SCHEMA_CHECKED = """\
+routes:
+  - name: checked
+    from: [shop]
+    match: {type: [order.created]}
+    transform: [{json-schema: {schema: {type: object, required: [total]}}}]
+    to: [erp]
+  - name: audit-all
+    from: [shop]
+    match: {type: [{prefix: order.}]}
+    to: [audit]
+tests:
+  - name: refused-order
+    source: shop
+    type: order.created
+    message: {sku: A}
+    expect: {destinations: [audit], dead_letters: [checked]}
+  - name: good-order-wrongly-expected-refused
+    source: shop
+    type: order.created
+    message: {total: 5}
+    expect: {dead_letters: [checked/erp]}
+"""
+
+
+def test_expected_dead_letters_pass_and_missing_ones_fail(project: Path) -> None:
+    (project / "routes" / "orders.yaml").write_text(SCHEMA_CHECKED)
+    result = invoke("test", "routes")
+    assert "PASS  refused-order" in result.output, result.output
+    assert ("good-order-wrongly-expected-refused: expected checked/erp to dead-letter a copy; "
+            "nothing was dead-lettered there") in result.output
+    assert result.exit_code == 1

@@ -151,6 +151,7 @@ def test_transient_error_asks_the_sender_to_retry_and_publishes_nothing(
         r = httpx.post(url, json={"customer": "ACME"})
         assert r.status_code == 503, r.text
         assert r.headers["retry-after"]
+        assert r.json()["title"] == "Transform step asked for a retry"  # not "Bus unavailable"
         assert "transformer 'enrich/python'" in r.json()["detail"]
         assert "customer service down" in r.json()["detail"]
     time.sleep(1.5)

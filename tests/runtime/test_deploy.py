@@ -15,9 +15,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
-from esb.adapters.problem import problem
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError
+from esb.bus.problem import problem
 from esb.bus.routing.router import Router, compile_routes
 from esb.bus.routing.routeset import parse_route_files
 from esb.bus.routing.store import UnknownVersion

@@ -210,3 +210,4 @@ async def test_a_replayed_leg_failure_is_what_the_plan_says(steps: Path) -> None
         (DEAD_LETTER, "checked", None, "route-transform"),
         (DEAD_LETTER, "orders", "crm", "destination-transform"),
         (DEAD_LETTER, "orders", "crm", "destination-transform")])
+

@@ -16,7 +16,7 @@ from esb.bus.routing.routeset import parse_route_files
 from esb.bus.runtime.delivery import DeliveryWorker, delivered_status
 from esb.bus.runtime.ingress import Ingress, RouterHolder
 from esb.bus.runtime.metrics import Metrics
-from esb.bus.runtime.trace import MemoryTrace, TraceEvent, TraceRecorder, open_trace
+from esb.bus.runtime.trace import MemoryTrace, TraceEvent, TraceRecorder
 
 HOUR = timedelta(hours=1)
 
@@ -84,8 +84,7 @@ async def test_bounded_by_ids_least_recently_written_evicted_first() -> None:
 
 
 async def test_record_never_raises_and_start_close_are_harmless() -> None:
-    trace = open_trace(None, "esb", "i1")
-    assert isinstance(trace, MemoryTrace)
+    trace = MemoryTrace("i1")
     await trace.start()
     trace.record(["unhashable"], "accepted")  # type: ignore[arg-type]
     trace.record("a", "accepted", weird=object())

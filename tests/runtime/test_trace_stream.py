@@ -15,7 +15,7 @@ import pytest
 from pika.exceptions import ChannelClosedByBroker
 
 from esb.bus.errors import BusUnavailable
-from esb.bus.runtime.trace import TraceRecorder, open_trace
+from esb.bus.runtime.trace import TraceRecorder
 from esb.bus.runtime.trace_rabbitmq import StreamTrace
 
 pytestmark = pytest.mark.rabbitmq
@@ -160,8 +160,6 @@ async def test_the_stream_is_declared_with_retention(rabbit_url: str, prefix: st
 
 
 async def test_a_bus_that_is_down_drops_the_oldest_and_counts_them() -> None:
-    t = open_trace("amqp://guest:guest@127.0.0.1:1/", "esbtest-none", "inst-a")
-    assert isinstance(t, StreamTrace)
     t = StreamTrace("amqp://guest:guest@127.0.0.1:1/", "esbtest-none", "inst-a",
                     buffer_limit=10, timeout=2)
     with pytest.raises(BusUnavailable):

@@ -283,6 +283,7 @@ async def test_malformed_message_is_dead_lettered_and_the_rest_flows(legacy: Leg
         await eventually(lambda: ctx.accepted)
         await eventually(lambda: legacy.count(dead) == 1)
     assert [e.id for e in ctx.accepted] == ["good-1"]
+    assert ctx.refusals == ["not-an-envelope"]  # counted in esb_rejected by the runtime
     assert await asyncio.to_thread(legacy.count, queue) == 0
     [(_, props, body)] = await asyncio.to_thread(legacy.get_all, dead)
     assert body == b"{not json" and props.message_id == "bad-1"

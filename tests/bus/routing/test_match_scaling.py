@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from esb.bus.routing.patterns import MatchWork, PatternIndex, reference_match
+from esb.bus.routing.pattern_index import MatchWork, PatternIndex, reference_match
 
 SMALL, LARGE = 10, 10_000
 

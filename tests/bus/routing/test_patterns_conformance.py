@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from esb.bus.routing.patterns import PatternIndex, reference_match
+from esb.bus.routing.pattern_index import PatternIndex, reference_match
 
 EVENT: dict[str, Any] = {
     "specversion": "1.0",

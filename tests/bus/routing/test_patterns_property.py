@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from esb.bus.routing.pattern_compile import NumKey, RangeIndex, compile_leaf
-from esb.bus.routing.patterns import PatternIndex, reference_match, validate_pattern
+from esb.bus.routing.pattern_index import PatternIndex, reference_match, validate_pattern
 
 KEYS = ["a", "b", "c"]
 STRINGS = ["", "x", "xy", "xyz", "Xy", "yz", "a*b", "10.0.0.1", "10.1.2.3", "::1", "12"]

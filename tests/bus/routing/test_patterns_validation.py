@@ -8,8 +8,13 @@ from typing import Any
 import pytest
 
 from esb.bus.errors import ConfigError
+from esb.bus.routing.pattern_index import (
+    PatternError,
+    PatternIndex,
+    reference_match,
+    validate_pattern,
+)
 from esb.bus.routing.pattern_validate import pattern_problems
-from esb.bus.routing.patterns import PatternError, PatternIndex, reference_match, validate_pattern
 from esb.bus.routing.router import compile_routes
 from esb.bus.routing.routeset import parse_route_files
 

@@ -1,4 +1,6 @@
-"""RFC 9457 problem details: the one shape every inbound HTTP error takes."""
+"""HTTP answers in one shape: RFC 9457 problem details for every error an inbound side or the
+admin API gives, a plain JSON answer, and the one answer for an envelope the bus did not take.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from typing import Any
 
 import orjson
 from starlette.responses import Response
+
+from esb.bus.errors import BusError, TransformDeferred
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -33,3 +37,20 @@ def internal_error(log: Any, message: str = "request failed inside esb", **conte
     return problem(500, "Internal error",
                    f"the request failed inside esb; its log has error id {error_id}",
                    error_id=error_id, instance=f"urn:esb:error:{error_id}")
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    """``body`` as an ``application/json`` response."""
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def not_taken_title(exc: BusError) -> str:
+    """What to call a refusal by the bus: a transform step that asked for a retry is not an
+    unavailable bus, and the sender (or its operator) should be told which it was."""
+    return "Transform step asked for a retry" if isinstance(exc, TransformDeferred) \
+        else "Bus unavailable"
+
+
+def not_taken(exc: BusError, detail: str, retry_after: int = 1) -> Response:
+    """503 with ``Retry-After``: the envelope was not taken (nothing published); retry."""
+    return problem(503, not_taken_title(exc), detail, headers={"Retry-After": str(retry_after)})
