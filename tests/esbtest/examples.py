@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -28,6 +29,13 @@ def load_fakes(example: Path) -> ModuleType:
         sys.modules[name] = module  # dataclasses look their module up while it loads
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def route_cases(example: Path) -> subprocess.CompletedProcess[str]:
+    """``esb routes test routes/`` in the example's folder, as its README says."""
+    return subprocess.run([sys.executable, "-m", "esb.bus.cli.main", "routes", "test",
+                           "routes/", "--config", "config/esb.yaml"], cwd=example,
+                          capture_output=True, text=True, timeout=120)
 
 
 @contextlib.contextmanager

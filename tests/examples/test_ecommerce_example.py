@@ -9,15 +9,13 @@ twice, and the route file's own test cases pass."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 import httpx
 import pytest
-from esbtest.examples import ExampleProject, example_peers, load_fakes
+from esbtest.examples import ExampleProject, example_peers, load_fakes, route_cases
 from esbtest.waiting import wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ecommerce"
@@ -50,9 +48,7 @@ def post_order(project: ExampleProject, sample: str, webhook_id: str,
 
 
 def test_the_route_files_own_cases_pass() -> None:
-    result = subprocess.run([sys.executable, "-m", "esb.bus.cli.main", "routes", "test",
-                             "routes/", "--config", "config/esb.yaml"], cwd=EXAMPLE,
-                            capture_output=True, text=True, timeout=120)
+    result = route_cases(EXAMPLE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 case(s): 4 passed, 0 failed" in result.stdout
 

@@ -9,15 +9,13 @@ OperationOutcomes."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from esbtest.examples import ExampleProject, example_peers, load_fakes
+from esbtest.examples import ExampleProject, example_peers, load_fakes, route_cases
 from esbtest.waiting import wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "healthcare"
@@ -40,9 +38,7 @@ def hospital(tmp_path_factory: pytest.TempPathFactory, rabbit_url: str,
 
 
 def test_the_route_files_own_cases_pass() -> None:
-    result = subprocess.run([sys.executable, "-m", "esb.bus.cli.main", "routes", "test",
-                             "routes/", "--config", "config/esb.yaml"], cwd=EXAMPLE,
-                            capture_output=True, text=True, timeout=120)
+    result = route_cases(EXAMPLE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

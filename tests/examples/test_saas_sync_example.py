@@ -8,14 +8,12 @@ instead of synced. The Salesforce side is polled with SOQL under an OAuth token.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from esbtest.examples import ExampleProject, example_peers, load_fakes
+from esbtest.examples import ExampleProject, example_peers, load_fakes, route_cases
 from esbtest.waiting import wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "saas-sync"
@@ -57,9 +55,7 @@ def settled(sf: fakes.FakeSalesforce, hs: fakes.FakeHubSpot, slack: fakes.FakeSl
 
 
 def test_the_route_files_own_cases_pass() -> None:
-    result = subprocess.run([sys.executable, "-m", "esb.bus.cli.main", "routes", "test",
-                             "routes/", "--config", "config/esb.yaml"], cwd=EXAMPLE,
-                            capture_output=True, text=True, timeout=120)
+    result = route_cases(EXAMPLE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 case(s): 4 passed, 0 failed" in result.stdout
 
