@@ -17,9 +17,9 @@
             yield OutboundPeer(settings={"url": url})
 
 What the tests prove: ``send`` returns once the peer took the envelope; a side that answers
-requests (has ``request``, for request/reply routes) returns the peer's answer as a
-:class:`~esb.bus.reply.Reply` and fails like ``send``; a transient failure
-raises :class:`~esb.bus.errors.TransientError` and a permanent one
+requests (has ``request``, for request/reply routes; its suite is a :class:`RequestContract`)
+returns the peer's answer as a :class:`~esb.bus.reply.Reply` and fails like ``send``; a
+transient failure raises :class:`~esb.bus.errors.TransientError` and a permanent one
 :class:`~esb.bus.errors.PermanentError`, never a raw driver exception (which the runtime can
 only guess at); the envelope's idempotency key reaches the peer; ``start``/``stop`` are
 idempotent and ``stop`` leaves no task running and does not close the shared HTTP pool.
@@ -209,10 +209,51 @@ class OutboundContract(SpecContract):
         pytest.fail(f"send() returned although the peer failed ({kind}): the runtime would "
                     "ack the envelope and it would be lost", pytrace=False)
 
+    def test_start_and_stop_are_idempotent(self, tmp_path: Path) -> None:
+        async def scenario() -> None:
+            async with self.accepting_peer() as peer, http_client() as client:
+                await self._side(peer, client).stop()  # stop before start: a failed startup
+                side = self._side(peer, client)
+                await side.start()
+                await side.start()
+                await self._send(side, self._envelope(peer))
+                await side.stop()
+                await side.stop()
+                delivered = list(await maybe_await(peer.delivered()))
+                assert len(delivered) == 1, \
+                    f"one send() after start() twice gave {len(delivered)} deliveries"
+
+        self.run_async(tmp_path, scenario)
+
+    def test_stop_releases_resources(self, tmp_path: Path) -> None:
+        async def scenario() -> None:
+            async with self.accepting_peer() as peer, http_client() as client:
+                before = set(asyncio.all_tasks())
+                side = self._side(peer, client)
+                await side.start()
+                await self._send(side, self._envelope(peer))
+                await side.stop()
+                left = await leftover_tasks(before)
+                assert not left, f"tasks still running after stop(): {describe_tasks(left)}"
+                assert not client.is_closed, \
+                    "stop() closed the shared HTTP client: the pool belongs to the daemon"
+                self.assert_released(side)
+
+        self.run_async(tmp_path, scenario)
+
+
+class RequestContract(OutboundContract):
+    """The outbound contract of a side that also answers requests (has ``request``, for
+    request/reply routes): everything :class:`OutboundContract` checks, plus that ``request``
+    returns the peer's answer as a :class:`~esb.bus.reply.Reply`, carries the idempotency key
+    and fails like ``send``. A side serving one-way routes only uses ``OutboundContract``."""
+
     def _requesting(self, side: Outbound) -> Any:
         request = getattr(side, "request", None)
         if request is None:
-            pytest.skip("the side has no request(): it serves one-way routes only")
+            pytest.fail("the suite is a RequestContract but the side has no request(): a "
+                        "side that serves one-way routes only uses OutboundContract",
+                        pytrace=False)
         return request
 
     def test_request_returns_the_reply(self, tmp_path: Path) -> None:
@@ -261,36 +302,3 @@ class OutboundContract(SpecContract):
                     await side.stop()
 
         self.run_async(tmp_path, scenario)
-
-    def test_start_and_stop_are_idempotent(self, tmp_path: Path) -> None:
-        async def scenario() -> None:
-            async with self.accepting_peer() as peer, http_client() as client:
-                await self._side(peer, client).stop()  # stop before start: a failed startup
-                side = self._side(peer, client)
-                await side.start()
-                await side.start()
-                await self._send(side, self._envelope(peer))
-                await side.stop()
-                await side.stop()
-                delivered = list(await maybe_await(peer.delivered()))
-                assert len(delivered) == 1, \
-                    f"one send() after start() twice gave {len(delivered)} deliveries"
-
-        self.run_async(tmp_path, scenario)
-
-    def test_stop_releases_resources(self, tmp_path: Path) -> None:
-        async def scenario() -> None:
-            async with self.accepting_peer() as peer, http_client() as client:
-                before = set(asyncio.all_tasks())
-                side = self._side(peer, client)
-                await side.start()
-                await self._send(side, self._envelope(peer))
-                await side.stop()
-                left = await leftover_tasks(before)
-                assert not left, f"tasks still running after stop(): {describe_tasks(left)}"
-                assert not client.is_closed, \
-                    "stop() closed the shared HTTP client: the pool belongs to the daemon"
-                self.assert_released(side)
-
-        self.run_async(tmp_path, scenario)
-

@@ -24,6 +24,7 @@ from esb.adapters.testing import (
     HttpInboundContract,
     HttpOutboundContract,
     RecordingInboundContext,
+    RequestContract,
 )
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusError, BusUnavailable, PermanentError, TransientError
@@ -36,7 +37,7 @@ if not any(ep.name == "esb" for ep in entry_points(group="pytest11")):
 # -- the kit agrees with a built-in adapter -----------------------------------------------------
 
 
-class TestRestOutboundHonoursTheContract(HttpOutboundContract):
+class TestRestOutboundHonoursTheContract(HttpOutboundContract, RequestContract):
     spec = REST
     settings = {"url": "http://127.0.0.1:9/unused"}
 

@@ -224,8 +224,10 @@ class Cluster:
     def ctl(self, node: Node, *args: str, timeout: float = 120,
             check: bool = True) -> subprocess.CompletedProcess[str]:
         """``rabbitmqctl -n <node> ...``, always naming the private node."""
+        # cwd: an Erlang VM writes its crash dumps (MnesiaCore.*) where it runs
         out = subprocess.run(node.command(str(SBIN / "rabbitmqctl"), "-n", node.name, *args),
-                             env=node.env, capture_output=True, text=True, timeout=timeout)
+                             env=node.env, capture_output=True, text=True, timeout=timeout,
+                             cwd=node.base)
         if check and out.returncode != 0:
             raise RuntimeError(f"rabbitmqctl -n {node.name} {' '.join(args)}: "
                                f"{out.stdout}{out.stderr}")
@@ -234,14 +236,16 @@ class Cluster:
     def queues(self, node: Node, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(node.command(str(SBIN / "rabbitmq-queues"), "-n", node.name,
                                            *args),
-                              env=node.env, capture_output=True, text=True, timeout=120)
+                              env=node.env, capture_output=True, text=True, timeout=120,
+                              cwd=node.base)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start_node(self, node: Node, timeout: float = 300) -> None:
         log = open(node.base / "stdout.log", "ab")  # noqa: SIM115 - the child keeps it
         node.proc = subprocess.Popen(node.command(str(SBIN / "rabbitmq-server")), env=node.env,
-                                     stdout=log, stderr=log, start_new_session=True)
+                                     stdout=log, stderr=log, start_new_session=True,
+                                     cwd=node.base)
         log.close()
         self.await_node(node, timeout)
 

@@ -23,8 +23,8 @@ from esb.adapters.testing import (
     Delivered,
     FailureKind,
     HttpInboundContract,
-    OutboundContract,
     OutboundPeer,
+    RequestContract,
     serve_asgi,
 )
 from esb.bus.envelope import Envelope
@@ -51,7 +51,7 @@ class TestGraphqlInboundContract(HttpInboundContract):
         assert self.response.json() == {"data": {"createOrder": envelope.id}}
 
 
-class TestGraphqlOutboundContract(OutboundContract):
+class TestGraphqlOutboundContract(RequestContract):
     spec = SPEC
     settings: ClassVar[dict[str, Any]] = {
         "url": "http://127.0.0.1:9/unused", "document": "upsert.graphql",

@@ -24,8 +24,8 @@ from esb.adapters.testing import (
     Delivered,
     FailureKind,
     HttpInboundContract,
-    OutboundContract,
     OutboundPeer,
+    RequestContract,
 )
 from esb.bus.envelope import Envelope
 
@@ -64,7 +64,7 @@ class TestSoapInboundContract(HttpInboundContract):
         assert tracking == envelope.id
 
 
-class TestSoapOutboundContract(OutboundContract):
+class TestSoapOutboundContract(RequestContract):
     spec = SPEC
     settings: ClassVar[dict[str, Any]] = {"wsdl": "erp.wsdl", "operation": "ReceiveOrder"}
 
