@@ -179,6 +179,15 @@ class OutboundContract(SpecContract):
     @pytest.mark.parametrize("kind", ["transient", "permanent"])
     def test_failure_raises_the_matching_delivery_error(self, kind: FailureKind,
                                                         tmp_path: Path) -> None:
+        async def act(side: Outbound, peer: OutboundPeer) -> None:
+            await self._expect_failure(side, self._envelope(peer), kind)
+
+        self._against_failing_peer(kind, tmp_path, act)
+
+    def _against_failing_peer(self, kind: FailureKind, tmp_path: Path,
+                              act: Callable[[Outbound, OutboundPeer], Any]) -> None:
+        """Start a side against ``failing_peer(kind)``, ``await act(side, peer)``, stop it."""
+
         async def scenario() -> None:
             async with self.failing_peer(kind) as peer, http_client() as client:
                 if peer is None:
@@ -186,7 +195,7 @@ class OutboundContract(SpecContract):
                 side = self._side(peer, client)
                 await side.start()
                 try:
-                    await self._expect_failure(side, self._envelope(peer), kind)
+                    await act(side, peer)
                 finally:
                     await side.stop()
 
@@ -287,18 +296,9 @@ class RequestContract(OutboundContract):
     @pytest.mark.parametrize("kind", ["transient", "permanent"])
     def test_request_failure_raises_the_matching_delivery_error(self, kind: FailureKind,
                                                                 tmp_path: Path) -> None:
-        async def scenario() -> None:
-            async with self.failing_peer(kind) as peer, http_client() as client:
-                if peer is None:
-                    pytest.skip(f"failing_peer({kind!r}) yields None: cannot be produced")
-                side = self._side(peer, client)
-                request = self._requesting(side)
-                await side.start()
-                try:
-                    with pytest.raises(_EXPECTED[kind]):
-                        await asyncio.wait_for(request(self._envelope(peer)),
-                                               self.send_timeout)
-                finally:
-                    await side.stop()
+        async def act(side: Outbound, peer: OutboundPeer) -> None:
+            request = self._requesting(side)
+            with pytest.raises(_EXPECTED[kind]):
+                await asyncio.wait_for(request(self._envelope(peer)), self.send_timeout)
 
-        self.run_async(tmp_path, scenario)
+        self._against_failing_peer(kind, tmp_path, act)
