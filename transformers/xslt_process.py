@@ -88,6 +88,8 @@ class XsltProcess:
                     raise XsltRunError(f"stopped: the stylesheet ran longer than its timeout "
                                        f"({timeout:g} s)")
                 status, value = pickle.loads(self._recv.recv_bytes())
+                if status == "ended":
+                    self._kill()  # it is exiting; the next message gets a fresh one
             except (EOFError, OSError):
                 code = self._reap()
                 raise XsltRunError(

@@ -1,6 +1,9 @@
 """The XSLT sandbox process (see :mod:`esb.transformers.xslt_process`): read a request from the
 parent, run the stylesheet, answer; exit when the parent goes away.
 
+Answers are ("ok", result), ("error", message) or ("ended", message): the last after a failure
+that may have left libxml2 unusable (out of memory), when this process exits.
+
 Run as ``python -m esb.transformers.xslt_worker`` with ``ESB_XSLT_FDS=<read fd>,<write fd>``.
 """
 
@@ -26,22 +29,45 @@ _HEADROOM = 64 * 1024 * 1024
 
 class _Memory:
     """Keeps the address-space limit at (size at start + headroom + the request's
-    ``max_memory``)."""
+    ``max_memory``).
+
+    Only the soft limit moves: an unprivileged process may raise it again for the next
+    request's larger ``max_memory`` (it could not raise a hard limit it had lowered)."""
 
     def __init__(self) -> None:
-        self.base = _address_space() + _HEADROOM
-        self.current: int | None = None
+        self.start = _address_space()
+        self.value: int | None = None
 
     def limit(self, max_memory: int) -> None:
-        if max_memory != self.current:
-            value = self.base + max_memory
-            resource.setrlimit(resource.RLIMIT_AS, (value, value))
-            self.current = max_memory
+        value = self.start + _HEADROOM + max_memory
+        if value != self.value:
+            _, hard = resource.getrlimit(resource.RLIMIT_AS)
+            if hard != resource.RLIM_INFINITY:
+                value = min(value, hard)
+            resource.setrlimit(resource.RLIMIT_AS, (value, hard))
+            self.value = value
+
+    def exhausted(self) -> bool:
+        """Whether a failed transform most likely ran out of memory: libxml2 reports a failed
+        allocation only as an expression that "failed to evaluate", and the allocation that
+        failed (a string doubled, a node set copied) is about as large as what was already
+        held. So: the process's peak came past half of what the limit allows."""
+        if self.value is None:
+            return False
+        return _peak_address_space() - self.start >= (self.value - self.start) // 2
 
 
 def _address_space() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_address_space() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmPeak:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def compile_sheet(path: str) -> etree.XSLT:
@@ -72,11 +98,18 @@ def serve(requests: Connection, answers: Connection) -> None:
         except (StylesheetError, etree.XSLTParseError) as exc:
             answer = ("error", f"stylesheet no longer compiles: {exc}")
         except MemoryError:
+            answer = ("error", "out of memory")
+        except Exception as exc:  # the parent reports it; this process ends
+            answers.send_bytes(pickle.dumps(("ended", f"stopped: the transform process failed: "
+                                                      f"{type(exc).__name__}: {exc}")))
+            return
+        if answer[0] == "error" and (answer[1] == "out of memory" or memory.exhausted()):
             # libxml2 may be left half-way through an allocation failure: answer, then exit
             # (the parent starts a fresh process for the next message).
-            answers.send_bytes(pickle.dumps(("error", f"stopped: the stylesheet needed more "
+            detail = "" if answer[1] == "out of memory" else f" ({answer[1]})"
+            answers.send_bytes(pickle.dumps(("ended", f"stopped: the stylesheet needed more "
                                                       f"than its max_memory ({spec.max_memory} "
-                                                      "bytes)")))
+                                                      f"bytes){detail}")))
             return
         answers.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
 
