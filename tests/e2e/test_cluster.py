@@ -22,6 +22,7 @@ Marked ``cluster``: ``pytest -m cluster`` runs them alone, ``-m "not cluster"`` 
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -91,6 +92,17 @@ def fleet(cluster: Cluster, sink: Sink,
         yield Fleet(cluster, prefix, daemons)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """How a key of :class:`Load` was accepted: by which daemon, as which envelope, and
+    whether that daemon answered it as a repeat (``Idempotent-Replayed``)."""
+
+    at: float
+    daemon: int
+    envelope_id: str
+    replayed: bool
+
+
 @dataclass
 class Load:
     """Posts orders one after another to the daemons in turn, each key retried (at the other
@@ -98,10 +110,20 @@ class Load:
 
     daemons: list[DaemonProcess]
     tag: str
-    accepted: dict[str, float] = field(default_factory=dict)
-    refusals: int = 0
+    answers: dict[str, Answer] = field(default_factory=dict)
+    #: Every refused attempt: (key, daemon index, status code or exception name).
+    refused: list[tuple[str, int, str]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+
+    @property
+    def accepted(self) -> dict[str, float]:
+        """Accepted key -> when (monotonic)."""
+        return {k: a.at for k, a in list(self.answers.items())}
+
+    @property
+    def refusals(self) -> int:
+        return len(self.refused)
 
     def start(self) -> Load:
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -115,19 +137,21 @@ class Load:
                 key = f"{self.tag}-{i}"
                 attempt = 0
                 while not self.stop.is_set():
-                    d = self.daemons[(i + attempt) % len(self.daemons)]
+                    n = (i + attempt) % len(self.daemons)
                     attempt += 1
                     try:
-                        r = client.post(f"{d.url}/in/shop/order.created",
+                        r = client.post(f"{self.daemons[n].url}/in/shop/order.created",
                                         content=orjson.dumps({"n": i}),
                                         headers={"Content-Type": "application/json",
                                                  "Idempotency-Key": key})
                         if r.status_code == 202:
-                            self.accepted[key] = time.monotonic()
+                            self.answers[key] = Answer(
+                                time.monotonic(), n, r.json()["id"],
+                                r.headers.get("idempotent-replayed") == "true")
                             break
-                    except httpx.HTTPError:
-                        pass
-                    self.refusals += 1
+                        self.refused.append((key, n, str(r.status_code)))
+                    except httpx.HTTPError as exc:
+                        self.refused.append((key, n, type(exc).__name__))
                     time.sleep(0.1)
                 i += 1
                 time.sleep(0.01)
@@ -137,22 +161,62 @@ class Load:
         assert self.thread is not None
         self.thread.join(30)
 
-    def longest_gap(self, after: float) -> float:
-        """The longest time without an accepted order after ``after`` (monotonic)."""
-        times = sorted(t for t in self.accepted.values() if t >= after)
-        return max((b - a for a, b in zip([after, *times], times, strict=False)),
-                   default=0.0)
+    def longest_gap(self, after: float, until: float) -> float:
+        """The longest time without an accepted order between ``after`` and ``until``
+        (monotonic): a window with none at all counts whole."""
+        times = sorted(t for t in self.accepted.values() if after <= t <= until)
+        edges = [after, *times, until]
+        return max(b - a for a, b in itertools.pairwise(edges))
 
 
-def check_delivered(sink: Sink, load: Load, what: str) -> tuple[int, int]:
+def check_delivered(fleet: Fleet, sink: Sink, load: Load, what: str) -> tuple[int, int]:
     """Every accepted key of ``load`` reached the destination; returns (accepted,
-    duplicates the destination dropped by key)."""
+    duplicates the destination dropped by key). On a timeout, the failure names the keys
+    missing, how each was accepted and what the daemons logged about them."""
     wanted = set(load.accepted)
-    wait_until(lambda: wanted <= set(sink.keys()), f"every accepted order ({what})",
-               timeout=120)
+    try:
+        wait_until(lambda: wanted <= set(sink.keys()), f"every accepted order ({what})",
+                   timeout=120)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{missing_report(fleet, sink, load, wanted)}") from None
     counts = sink.keys()
     dupes = sum(counts[k] - 1 for k in wanted if counts[k] > 1)
     return len(wanted), dupes
+
+
+def missing_report(fleet: Fleet, sink: Sink, load: Load, wanted: set[str]) -> str:
+    """Which accepted keys never reached the destination, how each was answered, and the
+    daemons' log lines about them and their warnings."""
+    missing = sorted(wanted - set(sink.keys()), key=lambda k: load.answers[k].at)
+    lines = [f"{len(missing)} of {len(wanted)} accepted keys missing at the destination:"]
+    ids = {}
+    for key in missing[:20]:
+        a = load.answers[key]
+        ids[a.envelope_id] = key
+        tries = [f"d{n}:{why}" for k, n, why in load.refused if k == key]
+        lines.append(f"  {key}: 202 from d{a.daemon} as {a.envelope_id}"
+                     f"{' (replayed)' if a.replayed else ''}; refused before: {tries}")
+    lines.append(f"depth of the destination queue: {_depth(fleet)}")
+    for n, d in enumerate(fleet.daemons):
+        log = d.log(5_000_000).splitlines()
+        about = [line for line in log if any(i in line for i in ids)]
+        warnings = [line for line in log if '"warning"' in line or '"error"' in line]
+        lines.append(f"--- d{n}: lines naming the missing envelopes ({len(about)}):")
+        lines += about[-40:]
+        lines.append(f"--- d{n}: last warnings and errors ({len(warnings)}):")
+        lines += warnings[-40:]
+    return "\n".join(lines)
+
+
+def _depth(fleet: Fleet) -> str:
+    try:
+        queue = Topology(fleet.prefix).queue("dest.out")
+        for q in fleet.cluster.list_queues("name", "messages", "messages_unacknowledged"):
+            if q["name"] == queue:
+                return f"{q['messages']} ({q['messages_unacknowledged']} unacknowledged)"
+    except Exception as exc:  # a report must not hide the failure it reports
+        return f"unknown ({exc})"
+    return "unknown (no queue)"
 
 
 def test_cluster_defaults_replicate_every_queue_and_stream(fleet: Fleet) -> None:
@@ -176,11 +240,11 @@ def test_kill_the_queue_leaders_node_under_load_loses_nothing(fleet: Fleet,
     killed_at = time.monotonic()
     c.kill(leader)
     time.sleep(8)  # the load goes on against two nodes
-    gap = load.longest_gap(killed_at)
+    gap = load.longest_gap(killed_at, time.monotonic())
     c.start_node(leader)
     time.sleep(2)
     load.finish()
-    accepted, dupes = check_delivered(sink, load, "after kill -9 of the leader's node")
+    accepted, dupes = check_delivered(fleet, sink, load, "after kill -9 of the leader's node")
     after_kill = sum(1 for t in load.accepted.values() if t > killed_at)
     print(f"\nkill -9 of {leader.name} (the queue leader's node) under load: {accepted} "
           f"accepted, 0 lost, {dupes} duplicates dropped by key at the destination; "
@@ -203,10 +267,10 @@ def test_rolling_restart_of_every_node_loses_nothing(fleet: Fleet, sink: Sink) -
     took = time.monotonic() - started
     time.sleep(2)
     load.finish()
-    accepted, dupes = check_delivered(sink, load, "after a rolling restart")
+    accepted, dupes = check_delivered(fleet, sink, load, "after a rolling restart")
     print(f"\nrolling restart of 3 nodes under load ({took:.1f}s): {accepted} accepted, "
           f"0 lost, {dupes} duplicates dropped by key; longest pause in acceptance "
-          f"{load.longest_gap(started):.2f}s; {load.refusals} refusals retried")
+          f"{load.longest_gap(started, time.monotonic()):.2f}s; {load.refusals} refusals retried")
     wait_until(fleet.everyone_ready, "both daemons ready", timeout=120)
 
 
@@ -309,7 +373,7 @@ def test_partition_of_the_leaders_node_loses_nothing(fleet: Fleet, sink: Sink) -
                    "the majority to see the node gone", timeout=120)
         noticed = time.monotonic() - cut_at
         time.sleep(5)  # the load goes on against the majority
-        gap = load.longest_gap(cut_at)
+        gap = load.longest_gap(cut_at, time.monotonic())
         accepted_during = sum(1 for t in load.accepted.values() if t > cut_at)
     finally:
         c.heal(node)
@@ -318,7 +382,7 @@ def test_partition_of_the_leaders_node_loses_nothing(fleet: Fleet, sink: Sink) -
     rejoined = time.monotonic() - healed_at
     time.sleep(2)
     load.finish()
-    accepted, dupes = check_delivered(sink, load, "after a partition")
+    accepted, dupes = check_delivered(fleet, sink, load, "after a partition")
     print(f"\npartition of {node.name} (the queue leader's node) under load: {accepted} "
           f"accepted, 0 lost, {dupes} duplicates dropped by key; the majority saw it gone "
           f"after {noticed:.1f}s; longest pause in acceptance {gap:.2f}s; {accepted_during} "
