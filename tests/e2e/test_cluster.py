@@ -88,7 +88,9 @@ def fleet(cluster: Cluster, sink: Sink,
     config = flow_config(bus, sink.url, concurrency=16)
     with kit_daemon_factory(tmp_path_factory.mktemp("daemons"), DaemonProcess,
                             stop_timeout=120) as make:
-        daemons = [make(config, ROUTES, name=f"d{i}").start(timeout=180) for i in range(2)]
+        daemons = [make(config, ROUTES, name=f"d{i}").start(wait=False) for i in range(2)]
+        for d in daemons:  # both started at once, then waited for
+            d.wait_ready(timeout=180)
         yield Fleet(cluster, prefix, daemons)
 
 
@@ -160,6 +162,9 @@ class Load:
         self.stop.set()
         assert self.thread is not None
         self.thread.join(30)
+
+    def accepted_after(self, moment: float) -> int:
+        return sum(1 for t in self.accepted.values() if t > moment)
 
     def longest_gap(self, after: float, until: float) -> float:
         """The longest time without an accepted order between ``after`` and ``until``
@@ -235,37 +240,37 @@ def test_kill_the_queue_leaders_node_under_load_loses_nothing(fleet: Fleet,
                                                                sink: Sink) -> None:
     c = fleet.cluster
     load = Load(fleet.daemons, "kill").start()
-    wait_until(lambda: len(load.accepted) >= 50, "load running", timeout=120)
+    wait_until(lambda: len(load.accepted) >= 30, "load running", timeout=120)
     leader = c.leader_node(Topology(fleet.prefix).queue("dest.out"))
     killed_at = time.monotonic()
     c.kill(leader)
-    time.sleep(8)  # the load goes on against two nodes
+    # The load goes on against the two nodes left, until acceptance is back for sure.
+    wait_until(lambda: load.accepted_after(killed_at) >= 30,
+               "acceptance back after the node loss", timeout=90)
     gap = load.longest_gap(killed_at, time.monotonic())
-    c.start_node(leader)
-    time.sleep(2)
     load.finish()
+    c.start_node(leader, wait=False)  # back in the cluster while the deliveries finish
     accepted, dupes = check_delivered(fleet, sink, load, "after kill -9 of the leader's node")
-    after_kill = sum(1 for t in load.accepted.values() if t > killed_at)
+    after_kill = load.accepted_after(killed_at)
     print(f"\nkill -9 of {leader.name} (the queue leader's node) under load: {accepted} "
           f"accepted, 0 lost, {dupes} duplicates dropped by key at the destination; "
           f"longest pause in acceptance {gap:.2f}s; {after_kill} accepted after the kill; "
           f"{load.refusals} refusals retried")
-    assert after_kill > 20, "acceptance did not come back after the node loss"
     assert gap < 30, gap
+    c.await_node(leader)
     wait_until(fleet.everyone_ready, "both daemons ready", timeout=120)
 
 
 def test_rolling_restart_of_every_node_loses_nothing(fleet: Fleet, sink: Sink) -> None:
     c = fleet.cluster
     load = Load(fleet.daemons, "roll").start()
-    wait_until(lambda: len(load.accepted) >= 30, "load running", timeout=120)
+    wait_until(lambda: len(load.accepted) >= 20, "load running", timeout=120)
     started = time.monotonic()
     for node in c.nodes:
         c.restart_node(node)
         wait_until(lambda: len(c.running_nodes()) == 3, "the node back in the cluster",
                    timeout=120)
     took = time.monotonic() - started
-    time.sleep(2)
     load.finish()
     accepted, dupes = check_delivered(fleet, sink, load, "after a rolling restart")
     print(f"\nrolling restart of 3 nodes under load ({took:.1f}s): {accepted} accepted, "
@@ -293,8 +298,9 @@ def test_streams_keep_working_while_a_node_is_down(fleet: Fleet, sink: Sink) -> 
                    f"version {version} running on both instances", timeout=120)
         # Idempotency: a key accepted by one instance is a duplicate at the other.
         key = f"stream-{uuid.uuid4().hex[:6]}"
+        # No pause needed: the record was committed before the 202, so the other instance's
+        # claim comes after it in the stream.
         first = wait_until(lambda: _post(a, key), "a keyed order accepted", timeout=120)
-        time.sleep(2)  # the record goes round through the stream (confirmed before the 202)
         try:
             again = wait_until(lambda: _post(b, key, wait_for_record=True),
                                "the repeat answered as a duplicate", timeout=30)
@@ -372,15 +378,16 @@ def test_partition_of_the_leaders_node_loses_nothing(fleet: Fleet, sink: Sink) -
         wait_until(lambda: node.name not in c.running_nodes(others[0]),
                    "the majority to see the node gone", timeout=120)
         noticed = time.monotonic() - cut_at
-        time.sleep(5)  # the load goes on against the majority
+        # The load goes on against the majority.
+        wait_until(lambda: load.accepted_after(cut_at) >= 20,
+                   "acceptance going on during the partition", timeout=90)
         gap = load.longest_gap(cut_at, time.monotonic())
-        accepted_during = sum(1 for t in load.accepted.values() if t > cut_at)
+        accepted_during = load.accepted_after(cut_at)
     finally:
         c.heal(node)
     healed_at = time.monotonic()
     wait_until(lambda: len(c.running_nodes(others[0])) == 3, "the node back", timeout=120)
     rejoined = time.monotonic() - healed_at
-    time.sleep(2)
     load.finish()
     accepted, dupes = check_delivered(fleet, sink, load, "after a partition")
     print(f"\npartition of {node.name} (the queue leader's node) under load: {accepted} "
@@ -388,5 +395,5 @@ def test_partition_of_the_leaders_node_loses_nothing(fleet: Fleet, sink: Sink) -
           f"after {noticed:.1f}s; longest pause in acceptance {gap:.2f}s; {accepted_during} "
           f"accepted while cut off; back {rejoined:.1f}s after the heal; "
           f"{load.refusals} refusals retried")
-    assert accepted_during > 10, "acceptance did not go on during the partition"
+    assert gap < 30, gap
     wait_until(fleet.everyone_ready, "both daemons ready", timeout=120)
