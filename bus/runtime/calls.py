@@ -128,6 +128,10 @@ class PendingCalls:
         call = self._waiting.get(reply.causationid or "")
         if call is None:
             log.info("reply for a caller no longer waiting dropped", request_id=reply.causationid)
+            if reply.causationid:
+                self.trace.record(reply.causationid, "reply-dropped",
+                                  destination=reply.esbdestination, status=reply.esbstatus,
+                                  reason="the caller was no longer waiting")
             return
         if call.timer is not None:
             call.timer.cancel()
