@@ -100,6 +100,9 @@ class Metrics:
         self.request_latency = Histogram(
             "esb_request_seconds", "Request/reply: acceptance to the caller's answer",
             ["route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.cache = Counter("esb_reply_cache", "Request/reply and enrichment answers looked "
+                             "up in the response cache, by outcome (hit, miss)",
+                             ["route", "outcome"], registry=r)
         self.waiting = Gauge("esb_waiting_callers", "Request/reply callers waiting for a reply",
                              registry=r, multiprocess_mode="livesum")
         self.in_flight = Gauge("esb_in_flight", "Deliveries in progress", ["destination"],

@@ -36,6 +36,9 @@ def test_rest_face(facade: tuple[ExampleProject, Any]) -> None:
     assert r.json() == {"id": 42, "name": "Customer 42", "tier": "silver",
                         "creditLimit": 42000}
     assert crm.calls[-1][0] == 42 and crm.calls[-1][1]  # with an idempotency key
+    again = httpx.get(f"{url}/api/customers/42", timeout=30)
+    assert again.status_code == 200 and again.json() == r.json()
+    assert [c for c, _ in crm.calls].count(42) == 1  # answered from the route's cache
     r = httpx.get(f"{url}/api/customers/123", timeout=30)
     assert r.status_code == 502 and "no customer 123" in r.json()["detail"]
     r = httpx.get(f"{url}/api/customers/abc", timeout=30)
