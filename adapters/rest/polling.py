@@ -35,7 +35,6 @@ where it was.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from typing import Any
 
@@ -53,6 +52,7 @@ from esb.adapters.spec import InboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusError, ConfigError, DeliveryError
 from esb.bus.payload import JsonTooDeep, loads_json
+from esb.bus.tasks import cancel_and_wait
 
 log = structlog.get_logger("esb.rest.poll")
 
@@ -123,10 +123,7 @@ class Poller:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()

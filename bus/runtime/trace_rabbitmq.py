@@ -54,7 +54,6 @@ from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
 from esb.bus.broker.stream import StreamTail, declare_stream
 from esb.bus.broker.topology import Topology
 from esb.bus.errors import BusError, BusUnavailable, PublishRejected
-from esb.bus.runtime.tasks import cancel_all
 from esb.bus.runtime.trace import (
     FIND_LIMIT,
     TraceEvent,
@@ -62,6 +61,7 @@ from esb.bus.runtime.trace import (
     refers_to,
     sort_events,
 )
+from esb.bus.tasks import cancel_all
 
 log = structlog.get_logger("esb.trace")
 
