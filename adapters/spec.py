@@ -41,9 +41,9 @@ from esb.bus.envelope import Envelope
 from esb.bus.reply import Reply
 from esb.bus.xmlsafe import XmlLimits
 
-__all__ = ["Accepted", "AdapterSettings", "AdapterSpec", "ByteSize", "Duration", "HttpRoute",
-           "HttpInbound", "Inbound", "InboundContext", "InboundFactory", "Outbound", "OutboundContext",
-           "OutboundFactory", "Rate", "SendResult"]
+__all__ = ["Accepted", "AdapterSettings", "AdapterSpec", "ByteSize", "Duration", "HttpInbound",
+           "HttpRoute", "Inbound", "InboundContext", "InboundFactory", "Outbound",
+           "OutboundContext", "OutboundFactory", "Rate", "SendResult"]
 
 
 class AdapterSettings(BaseModel):
