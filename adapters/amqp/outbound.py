@@ -23,7 +23,6 @@ The body is the payload in its own content type — or the whole CloudEvent with
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from typing import Any
 
@@ -38,25 +37,15 @@ from esb.bus.broker.connection import AmqpLink, NoAnswer, redact
 from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusUnavailable, PermanentError, PublishRejected, TransientError
-from esb.bus.payload import field, scalar
+from esb.bus.payload import render
 from esb.bus.reply import Reply
 
 log = structlog.get_logger("esb.amqp.outbound")
 
-_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
-
 
 def render_key(template: str, envelope: Envelope) -> str:
     """``orders.{type}`` → ``orders.order.created``; a missing field is a PermanentError."""
-
-    def value(m: re.Match[str]) -> str:
-        text = scalar(field(envelope, m.group(1)))
-        if text is None:
-            raise PermanentError(f"routing key field {{{m.group(1)}}} is missing from the "
-                                 "envelope (or is an object or a list)")
-        return text
-
-    return _FIELD.sub(value, template)
+    return render(template, envelope, "routing key")
 
 
 class AmqpOutbound:
