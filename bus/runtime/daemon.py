@@ -51,8 +51,8 @@ from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.route_tests import RouteTester
 from esb.bus.runtime.singleton import Leases, OneInstance
 from esb.bus.runtime.stats import StatsHistory
-from esb.bus.runtime.tasks import cancel_all
 from esb.bus.runtime.worker_role import WorkerRole, watch_parent
+from esb.bus.tasks import cancel_all
 
 log = structlog.get_logger("esb.daemon")
 
@@ -120,6 +120,7 @@ class Daemon:
         self.calls = PendingCalls(self.metrics, self.instance, self.config.bus.max_waiting,
                                   self.trace)
         self.metrics.watch(self.metrics.waiting, lambda: len(self.calls))
+        self.ingress.calls = self.calls  # enrichment requests wait among the callers
         self.deadletters = DeadLetters(self.bus, self.ingress, self.config.destinations,
                                        partitioners, self.instance, self.trace)
         self.stats = StatsHistory(self.presence.instances, interval=self.presence.interval)
