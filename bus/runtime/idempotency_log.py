@@ -8,7 +8,8 @@ appends to and reads whole, in the one order the stream gives every reader. Its 
   AMQP transaction as the envelope's copies (:meth:`~esb.bus.broker.base.Bus.publish_atomically`),
   so a crash of the instance leaves both or neither (a broker node failing during the commit
   may keep the record alone: the ingress then publishes the copies again, see
-  :meth:`~esb.bus.runtime.ingress.Ingress._secure`);
+  :meth:`~esb.bus.runtime.ingress.Ingress._secure`). On quorum queues there is no
+  transaction: the record is appended once every copy is confirmed, never before;
 * ``abandon {key, nonce}`` — the claimant failed before publishing (sent on a best-effort
   basis; a claim without it lapses after ``claim_ttl``).
 
