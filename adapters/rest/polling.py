@@ -35,7 +35,6 @@ where it was.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from typing import Any
 
@@ -49,10 +48,11 @@ from esb.adapters.auth.outbound import build_outbound_auth, redact_url, scrub, s
 from esb.adapters.auth.settings import OAuth2Outbound
 from esb.adapters.http import check_host
 from esb.adapters.rest.settings import PollSettings
-from esb.adapters.spec import InboundContext, json_depth_of
+from esb.adapters.spec import InboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusError, ConfigError, DeliveryError
-from esb.bus.payload import JsonTooDeep, loads_json
+from esb.bus.payload import JsonTooDeep, loads_json, scalar
+from esb.bus.tasks import cancel_and_wait
 
 log = structlog.get_logger("esb.rest.poll")
 
@@ -68,14 +68,6 @@ def _compile(expression: str | None, setting: str) -> Any:
         return jmespath.compile(expression)
     except JMESPathError as exc:
         raise ConfigError([f"poll.{setting}: {expression!r} is not a path: {exc}"]) from exc
-
-
-def _scalar(value: Any) -> str | None:
-    if value is None or isinstance(value, (dict, list)):
-        return None
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
 
 
 class Poller:
@@ -96,8 +88,7 @@ class Poller:
         #: Whether the key carries the cursor value (``<id>@<updatedAt>``).
         self._versioned = bool(cursor and cursor.kind == "field" and cursor.from_ != settings.id)
         self._client: httpx.AsyncClient | None = None
-        # Contexts written before the field existed have no allow-list: any host.
-        allowed: tuple[str, ...] = tuple(getattr(ctx, "allowed_hosts", ()))
+        allowed = tuple(ctx.allowed_hosts)
         check_host(settings.url, allowed, "poll.url")
         if isinstance(settings.auth, OAuth2Outbound):
             check_host(settings.auth.token_url, allowed, "poll.auth.token_url")
@@ -124,10 +115,7 @@ class Poller:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -197,7 +185,7 @@ class Poller:
     async def _fetch(self) -> list[Any]:
         s = self.settings
         where = redact_url(s.url)
-        limit = s.max_body or max(getattr(self.ctx, "max_body", 0), 1024 * 1024)
+        limit = s.max_body or max(self.ctx.max_body, 1024 * 1024)
         try:
             request = self._http().build_request("GET", s.url, params=self._params(),
                                                  headers=s.headers)
@@ -216,7 +204,7 @@ class Poller:
         if content is None:
             raise PollFailed(f"GET {where}: the answer is larger than max_body ({limit} bytes)")
         try:
-            body = loads_json(content, json_depth_of(self.ctx))
+            body = loads_json(content, self.ctx.json_depth)
         except JsonTooDeep as exc:
             raise PollFailed(f"GET {where}: {exc}") from None
         except orjson.JSONDecodeError:
@@ -241,11 +229,11 @@ class Poller:
         if self._id is None:
             digest = hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS))
             return digest.hexdigest()[:32], None
-        item_id = _scalar(self._id.search(item))
+        item_id = scalar(self._id.search(item))
         if item_id is None:
             raise PollFailed(f"an item has no usable {self.settings.id!r} field")
         if self._versioned:
-            version = _scalar(self._cursor_of(item))
+            version = scalar(self._cursor_of(item))
             if version is not None:
                 return f"{item_id}@{version}", item_id
         return item_id, item_id

@@ -156,9 +156,9 @@ def routes_test(path: Path, more: tuple[Path, ...], message: Path | None, etype:
     destination would be sent, and with --reply FILE what the caller would get). Without: run
     the `tests:` cases written in the route files (exit 1 when one fails)."""
     from esb.bus.config.loader import load_config
-    from esb.bus.routing.casetest import run_cases, try_message, try_reply
     from esb.bus.routing.from_config import router_for
     from esb.bus.routing.routeset import parse_route_files
+    from esb.bus.routing.trial import run_cases, try_message, try_reply
 
     files, folder = _route_files(path)
     try:
@@ -295,7 +295,7 @@ def _several(loaded: Any, router: Any, first: Any, message: Path, more: tuple[Pa
              etype: str, source: str, content_type: str | None, endpoint: str | None,
              as_json: bool) -> NoReturn:
     """``--message A --then B --then C``: route each, then preview the aggregates."""
-    from esb.bus.routing.casetest import try_message
+    from esb.bus.routing.trial import try_message
 
     trials, names = [first], [message.name]
     for path in more:
@@ -323,7 +323,7 @@ def aggregate_previews(loaded: Any, router: Any, trials: list[Any]) -> list[tupl
     """For each aggregate the trials' copies reach: its groups, and the plan of each envelope
     it would emit, routed again."""
     from esb.adapters.spec import OutboundContext
-    from esb.bus.routing.casetest import route_envelope
+    from esb.bus.routing.trial import route_envelope
     from esb.bus.runtime.aggregate_spec import SPEC, AggregateSettings
 
     out = []

@@ -51,8 +51,8 @@ from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.route_tests import RouteTester
 from esb.bus.runtime.singleton import Leases, OneInstance
 from esb.bus.runtime.stats import StatsHistory
-from esb.bus.runtime.tasks import cancel_all
 from esb.bus.runtime.worker_role import WorkerRole, watch_parent
+from esb.bus.tasks import cancel_all
 
 log = structlog.get_logger("esb.daemon")
 

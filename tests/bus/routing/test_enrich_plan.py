@@ -13,10 +13,10 @@ from esb.bus.deadletter import ROUTE_TRANSFORM, stage_of
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError
 from esb.bus.reply import failure_envelope
-from esb.bus.routing.casetest import recorded_answer, route_envelope, run_cases
 from esb.bus.routing.dispatch import Plan, plan
 from esb.bus.routing.router import Router, compile_routes
 from esb.bus.routing.routeset import parse_route_files
+from esb.bus.routing.trial import recorded_answer, route_envelope, run_cases
 
 DESTINATIONS = {"erp", "gold-desk", "orders", "archive"}
 

@@ -1,4 +1,4 @@
-"""Offline route testing (``esb routes test``): which routes fire for a message, and what each
+"""The route trial (``esb routes test``): which routes fire for a message, and what each
 destination would receive after its transforms — the ingress's own dispatch plan
 (:mod:`esb.bus.routing.dispatch`), with nothing published and no bus.
 
