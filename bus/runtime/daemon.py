@@ -178,8 +178,7 @@ class Daemon:
     def source_mode(self, name: str) -> str:
         """Where source ``name``'s loop runs: its ``runs:``, else what its adapter declares."""
         source = self.config.sources[name]
-        return source.runs or getattr(self.registry.get(source.adapter), "inbound_mode",
-                                      "every-instance")
+        return source.runs or self.registry.get(source.adapter).inbound_mode
 
     async def run(self) -> int:
         cfg = self.config
