@@ -38,9 +38,8 @@ from esb.bus.config.units import Duration as Duration
 from esb.bus.config.units import Rate as Rate
 from esb.bus.config.units import Size as ByteSize
 from esb.bus.envelope import Envelope
-from esb.bus.payload import DEFAULT_JSON_DEPTH
 from esb.bus.reply import Reply
-from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits
+from esb.bus.xmlsafe import XmlLimits
 
 __all__ = ["Accepted", "AdapterSettings", "AdapterSpec", "ByteSize", "Duration", "HttpRoute",
            "Inbound", "InboundContext", "InboundFactory", "Outbound", "OutboundContext",
@@ -95,15 +94,12 @@ class InboundContext(Protocol):
     #: Default request body limit in bytes (``http.max_body``).
     max_body: int
     #: The outbound host allow-list (``http.allowed_hosts``; empty allows any), for URLs an
-    #: inbound side calls itself (a polled API, a token endpoint). Contexts written before it
-    #: existed lack it: read it as ``getattr(ctx, "allowed_hosts", ())``.
-    allowed_hosts: tuple[str, ...] = ()
-    #: Bounds on XML bodies (``limits.xml``) and JSON nesting (``limits.json.max_depth``);
-    #: read them with ``getattr`` too (:func:`xml_limits_of`, :func:`json_depth_of`).
-    xml_limits: XmlLimits = DEFAULT_LIMITS
-    json_depth: int = DEFAULT_JSON_DEPTH
-    #: This source's :class:`SourceState` (read it as ``getattr(ctx, "state", None)`` in a
-    #: plugin that must also run on runtimes older than it).
+    #: inbound side calls itself (a polled API, a token endpoint).
+    allowed_hosts: tuple[str, ...]
+    #: Bounds on XML bodies (``limits.xml``) and JSON nesting (``limits.json.max_depth``).
+    xml_limits: XmlLimits
+    json_depth: int
+    #: This source's :class:`SourceState`.
     state: SourceState
 
     def rejected(self, reason: str) -> None:
@@ -122,23 +118,13 @@ class InboundContext(Protocol):
         ...
 
     # An inbound side that can answer its caller uses ``request`` when the context has it
-    # (``getattr(ctx, "request", None)``; older contexts lack it):
+    # (``getattr(ctx, "request", None)``; one-way contexts such as the test kit's lack it):
     #
     #   async def request(self, envelope: Envelope) -> Envelope | Accepted
     #
     # :meth:`accept`, and when a request/reply route takes the envelope, the destination's
     # answer: a reply envelope (reply leg applied) or a failure reply, read with
     # :func:`esb.bus.reply.problem_of`. One-way routes give the :class:`Accepted`.
-
-
-def xml_limits_of(ctx: Any) -> XmlLimits:
-    """``ctx.xml_limits``, or the defaults for a context written before it existed."""
-    return getattr(ctx, "xml_limits", DEFAULT_LIMITS)
-
-
-def json_depth_of(ctx: Any) -> int:
-    """``ctx.json_depth``, or the default for a context written before it existed."""
-    return getattr(ctx, "json_depth", DEFAULT_JSON_DEPTH)
 
 
 @dataclass

@@ -12,19 +12,27 @@ from starlette.responses import Response
 
 from esb.bus.errors import BusError, TransformDeferred
 
+#: The media type of every error answer esb gives (RFC 9457).
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str | None = None, *,
-            headers: dict[str, str] | None = None, **extra: Any) -> Response:
-    """A ``application/problem+json`` response. ``type`` stays ``about:blank``: the status and
-    title say what happened, ``detail`` says what to fix."""
+def problem_document(status: int, title: str, detail: str | None = None, **extra: Any
+                     ) -> dict[str, Any]:
+    """The RFC 9457 problem document of every error esb answers or carries in a failure reply.
+    ``type`` stays ``about:blank``: the status and title say what happened, ``detail`` (left
+    out when empty) says what to fix; ``extra`` members follow."""
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
     body.update(extra)
-    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON,
-                    headers=headers)
+    return body
+
+
+def problem(status: int, title: str, detail: str | None = None, *,
+            headers: dict[str, str] | None = None, **extra: Any) -> Response:
+    """A ``application/problem+json`` response carrying :func:`problem_document`."""
+    return Response(orjson.dumps(problem_document(status, title, detail, **extra)),
+                    status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def internal_error(log: Any, message: str = "request failed inside esb", **context: Any

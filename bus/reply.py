@@ -32,8 +32,7 @@ from typing import Any
 
 from esb.bus.envelope import Envelope
 from esb.bus.payload import PayloadError, decode, is_json
-
-PROBLEM_JSON = "application/problem+json"
+from esb.bus.problem import PROBLEM_JSON, problem_document
 
 #: Failure kinds a reply envelope can carry (``data.kind``).
 KINDS = ("not-found", "rejected", "backend", "timeout", "unavailable", "interrupted",
@@ -94,8 +93,7 @@ def failure_envelope(request: Envelope, kind: str, detail: str, status: int, *,
                      destination: str | None = None, retry_after: float | None = None,
                      step: str | None = None) -> Envelope:
     """The reply envelope of a failed request: ``data`` is a problem document."""
-    problem: dict[str, Any] = {"type": "about:blank", "title": TITLES.get(kind, "Failed"),
-                               "status": status, "detail": detail, "kind": kind}
+    problem = problem_document(status, TITLES.get(kind, "Failed"), detail, kind=kind)
     if destination:
         problem["destination"] = destination
     if step:

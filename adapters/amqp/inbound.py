@@ -43,7 +43,7 @@ from pika.spec import Basic, BasicProperties
 from pydantic import ValidationError
 
 from esb.adapters.amqp.settings import AmqpInboundSettings
-from esb.adapters.spec import InboundContext, json_depth_of
+from esb.adapters.spec import InboundContext
 from esb.bus.broker.connection import AmqpLink, ChannelClosed, redact
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusError, BusUnavailable
@@ -197,8 +197,8 @@ class AmqpInbound:
     def envelope(self, method: Basic.Deliver, props: BasicProperties, body: bytes) -> Envelope:
         """The envelope a legacy message maps to (see the module docs)."""
         s = self.settings
-        limit = s.max_body or getattr(self.ctx, "max_body", None)
-        if limit is not None and len(body) > limit:
+        limit = s.max_body or self.ctx.max_body
+        if len(body) > limit:
             raise NotAnEnvelope(f"the body of {len(body)} bytes exceeds max_body ({limit})")
         content_type = props.content_type or s.content_type
         media, _ = media_type(content_type)
@@ -212,7 +212,7 @@ class AmqpInbound:
             attrs["traceparent"] = _text(tp)
         if media == CLOUDEVENTS_JSON:
             try:
-                env = Envelope.from_cloudevent(loads_json(body, json_depth_of(self.ctx)))
+                env = Envelope.from_cloudevent(loads_json(body, self.ctx.json_depth))
             except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
                 raise NotAnEnvelope(f"not a valid structured CloudEvent: {exc}") from None
             if kept:
@@ -229,7 +229,7 @@ class AmqpInbound:
                 source=props.app_id or s.source or self.ctx.name,
                 type=props.type or s.type or method.routing_key or f"{self.ctx.name}.received",
                 datacontenttype=content_type, data=_decode(content_type, body,
-                                                            json_depth_of(self.ctx)),
+                                                            self.ctx.json_depth),
                 esbheaders=kept, **attrs)
         except ValidationError as exc:
             raise NotAnEnvelope(f"invalid attributes: {exc.errors()[0]['msg']}") from None

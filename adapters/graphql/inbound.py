@@ -42,7 +42,7 @@ from esb.adapters.graphql.limits import QueryLimits, TooComplex, check_operation
 from esb.adapters.graphql.schema import load_schema, wire_mutations, wire_queries
 from esb.adapters.graphql.settings import GraphqlInboundSettings
 from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
-from esb.adapters.spec import HttpRoute, InboundContext, json_depth_of
+from esb.adapters.spec import HttpRoute, InboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, TransformDeferred
 from esb.bus.payload import JsonTooDeep, loads_json
@@ -158,7 +158,7 @@ class GraphqlInbound:
         except EncodingRefused as exc:
             return self._reply(media, exc.status, errors=[_error(str(exc), "BAD_REQUEST")])
         try:
-            params = read_request(body, json_depth_of(self.ctx))
+            params = read_request(body, self.ctx.json_depth)
         except RequestRefused as exc:
             return self._reply(media, 400, errors=exc.errors)
         return await self._run(request, media, params)

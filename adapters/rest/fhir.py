@@ -17,6 +17,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from esb.bus.problem import PROBLEM_JSON
+
 FHIR_JSON = "application/fhir+json"
 
 #: HTTP status → OperationOutcome issue type (http://hl7.org/fhir/R4/valueset-issue-type.html).
@@ -44,7 +46,7 @@ def fhir_errors(handler: Callable[[Request], Awaitable[Response]]
 
     async def handle(request: Request) -> Response:
         response = await handler(request)
-        if not response.headers.get("content-type", "").startswith("application/problem+json"):
+        if not response.headers.get("content-type", "").startswith(PROBLEM_JSON):
             return response
         try:
             problem = orjson.loads(response.body)

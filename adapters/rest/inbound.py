@@ -34,7 +34,7 @@ from esb.adapters.rest.fhir import fhir_errors
 from esb.adapters.rest.params import ParamError, path_names, query_params, typed
 from esb.adapters.rest.polling import Poller
 from esb.adapters.rest.settings import RestInboundSettings
-from esb.adapters.spec import Accepted, HttpRoute, InboundContext, json_depth_of, xml_limits_of
+from esb.adapters.spec import Accepted, HttpRoute, InboundContext
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusError, IdempotencyInFlight
 from esb.bus.payload import JsonTooDeep, PayloadError, check_json_depth, decode, is_xml, media_type
@@ -59,8 +59,8 @@ class RestInbound:
         self.accepted_types = {t.lower() for t in settings.content_types}
         self._keep = tuple(n.lower() for n in settings.keep_headers)
         self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
-        self.xml_limits = xml_limits_of(ctx)
-        self.json_depth = json_depth_of(ctx)
+        self.xml_limits = ctx.xml_limits
+        self.json_depth = ctx.json_depth
         self.poller = Poller(settings.poll, ctx, settings.type) if settings.poll else None
         methods = tuple(settings.methods)
         self._path_params = bool(settings.path and path_names(settings.path))

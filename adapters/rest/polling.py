@@ -49,7 +49,7 @@ from esb.adapters.auth.outbound import build_outbound_auth, redact_url, scrub, s
 from esb.adapters.auth.settings import OAuth2Outbound
 from esb.adapters.http import check_host
 from esb.adapters.rest.settings import PollSettings
-from esb.adapters.spec import InboundContext, json_depth_of
+from esb.adapters.spec import InboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusError, ConfigError, DeliveryError
 from esb.bus.payload import JsonTooDeep, loads_json
@@ -96,8 +96,7 @@ class Poller:
         #: Whether the key carries the cursor value (``<id>@<updatedAt>``).
         self._versioned = bool(cursor and cursor.kind == "field" and cursor.from_ != settings.id)
         self._client: httpx.AsyncClient | None = None
-        # Contexts written before the field existed have no allow-list: any host.
-        allowed: tuple[str, ...] = tuple(getattr(ctx, "allowed_hosts", ()))
+        allowed = tuple(ctx.allowed_hosts)
         check_host(settings.url, allowed, "poll.url")
         if isinstance(settings.auth, OAuth2Outbound):
             check_host(settings.auth.token_url, allowed, "poll.auth.token_url")
@@ -197,7 +196,7 @@ class Poller:
     async def _fetch(self) -> list[Any]:
         s = self.settings
         where = redact_url(s.url)
-        limit = s.max_body or max(getattr(self.ctx, "max_body", 0), 1024 * 1024)
+        limit = s.max_body or max(self.ctx.max_body, 1024 * 1024)
         try:
             request = self._http().build_request("GET", s.url, params=self._params(),
                                                  headers=s.headers)
@@ -216,7 +215,7 @@ class Poller:
         if content is None:
             raise PollFailed(f"GET {where}: the answer is larger than max_body ({limit} bytes)")
         try:
-            body = loads_json(content, json_depth_of(self.ctx))
+            body = loads_json(content, self.ctx.json_depth)
         except JsonTooDeep as exc:
             raise PollFailed(f"GET {where}: {exc}") from None
         except orjson.JSONDecodeError:

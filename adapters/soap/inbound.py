@@ -41,7 +41,7 @@ from esb.adapters.soap.faults import (
 from esb.adapters.soap.schema import Child, children
 from esb.adapters.soap.settings import SoapInboundSettings
 from esb.adapters.soap.wsdl import ServiceDescription, load_description
-from esb.adapters.spec import HttpRoute, InboundContext, xml_limits_of
+from esb.adapters.spec import HttpRoute, InboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
 from esb.bus.payload import media_type
@@ -155,7 +155,7 @@ class SoapInbound:
             raise SoapFault(str(exc), status=exc.status) from exc
         try:
             # read_body enforced max_body already
-            root = parse_xml(body, max_bytes=None, limits=xml_limits_of(self.ctx))
+            root = parse_xml(body, max_bytes=None, limits=self.ctx.xml_limits)
         except XmlError as exc:
             raise SoapFault(f"malformed XML: {exc}") from exc
         operation_element = self._operation_element(root, version)

@@ -19,7 +19,9 @@ from esb.adapters.spec import Accepted, OutboundContext, SourceState
 from esb.bus.broker.base import Bus, destination_address
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
+from esb.bus.payload import DEFAULT_JSON_DEPTH
 from esb.bus.runtime.local_leases import FileState
+from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits
 
 #: The destination the kit's inbound context publishes accepted envelopes to.
 KIT_DESTINATION = "kit"
@@ -46,6 +48,9 @@ class RecordingInboundContext:
     attempts: int = 0
     #: The outbound allow-list the daemon would hand in (``http.allowed_hosts``).
     allowed_hosts: tuple[str, ...] = ()
+    #: The body bounds the daemon would hand in (``limits.xml``, ``limits.json.max_depth``).
+    xml_limits: XmlLimits = DEFAULT_LIMITS
+    json_depth: int = DEFAULT_JSON_DEPTH
     #: The source's state document (as ``ctx.state``); default: a file under ``config_dir``,
     #: like the embedded bus keeps it. Two contexts given the same one share it.
     state: SourceState | None = None

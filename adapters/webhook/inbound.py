@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
-from esb.adapters.spec import HttpRoute, InboundContext, json_depth_of
+from esb.adapters.spec import HttpRoute, InboundContext
 from esb.adapters.webhook.events import (
     default_event_type,
     event_type,
@@ -93,7 +93,7 @@ class WebhookInbound:
             return problem(401, "Unauthorized", "the webhook could not be verified")
         try:
             payload = parse_payload(body, request.headers.get("content-type", ""),
-                                    json_depth_of(self.ctx))
+                                    self.ctx.json_depth)
         except PayloadError as exc:
             return problem(400, "Malformed webhook payload", str(exc))
 

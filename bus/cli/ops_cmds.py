@@ -52,8 +52,9 @@ def _get(obj: Any, path: str, **params: Any) -> Any:
 def trace(obj: Any, envelope_id: str, since: str, as_json: bool) -> None:
     """Every step of one message, on every instance: accepted, each transform step with its
     duration, routed, each delivery attempt with status and latency, retries, delivered (with
-    the destination's status) or dead-lettered, replays. The message is named by its id, a
-    unique prefix of it, or its idempotency key."""
+    the destination's status) or dead-lettered, replays. A request/reply call also gets its
+    legs: the request, the call to the destination, the reply and how long the caller
+    waited. The message is named by its id, a unique prefix of it, or its idempotency key."""
     body = _get(obj, f"/admin/trace/{quote(envelope_id, safe='')}", since=since)
     if as_json:
         emit_json(body)
@@ -70,6 +71,49 @@ def trace(obj: Any, envelope_id: str, since: str, as_json: bool) -> None:
                f"{body.get('since', since)}")
     click.echo("")
     click.echo(table(["TIME (UTC)", "ELAPSED", "INSTANCE", "STEP", "DETAILS"], rows))
+    if body.get("legs"):
+        click.echo("")
+        click.echo("\n".join(leg_lines(body["legs"])))
+
+
+def leg_lines(legs: dict[str, Any]) -> list[str]:
+    """A request/reply call's legs (:func:`esb.bus.runtime.trace_legs.request_legs`) as
+    ``esb trace`` prints them under its table: one line per leg, with when it happened."""
+    dest = legs.get("destination") or "?"
+    timeout = f", timeout {legs['timeout']:g}s" if isinstance(legs.get("timeout"),
+                                                               int | float) else ""
+    out = [f"request/reply: route {legs.get('route') or '?'} → {dest}{timeout}"]
+
+    def line(name: str, leg: dict[str, Any] | None, text: str) -> None:
+        at = leg.get("offset_ms") if leg else None
+        when = f"+{_ms(at)}" if isinstance(at, int | float) else ""
+        where = f" (on {leg['instance']})" if leg and leg.get("instance") else ""
+        out.append(f"  {name:<8} {when:<9} {text}{where}")
+
+    request, call = legs.get("request"), legs.get("call")
+    reply, answer, dropped = legs.get("reply"), legs.get("answer"), legs.get("dropped")
+    line("request", request, f"sent to {dest}" if request else "not recorded")
+    if call:
+        line("call", call, f"{dest} answered status={call.get('status', '-')} in "
+             f"{_ms(call.get('latency_ms') or 0)} ({call.get('outcome')}, "
+             f"attempt {call.get('attempts')})")
+    else:
+        line("call", None, f"no call to {dest} recorded")
+    if reply:
+        line("reply", reply, f"sent back status={reply.get('status', '-')} "
+             f"outcome={reply.get('outcome')}, {_ms(reply.get('latency_ms') or 0)} after "
+             "the request was taken" + (f" ({reply['error']})" if reply.get("error") else ""))
+    else:
+        line("reply", None, "no reply sent")
+    if answer:
+        line("answer", answer, f"caller answered status={answer.get('status', '-')} "
+             f"outcome={answer.get('outcome')} after waiting "
+             f"{_ms(answer.get('latency_ms') or 0)}")
+    else:
+        line("answer", None, "the caller's answer is not recorded")
+    if dropped:
+        line("dropped", dropped, "the reply came after the caller had stopped waiting")
+    return out
 
 
 def details(detail: dict[str, Any]) -> str:

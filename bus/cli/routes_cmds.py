@@ -142,20 +142,23 @@ def _default_by() -> str:
               "route's destination; shows what the caller would get.")
 @click.option("--reply-content-type", default=None,
               help="Content type of --reply (default: from the file suffix or bytes).")
+@click.option("--answer", "answer_files", multiple=True, metavar="DEST=FILE",
+              help="With --message: a recorded answer of destination DEST (or of route DEST) "
+              "for an enricher that asks it (repeat it); content type from the file suffix.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def routes_test(path: Path, more: tuple[Path, ...], message: Path | None, etype: str, source: str,
                 endpoint: str | None, content_type: str | None, config_path: Path,
                 reply_file: Path | None, reply_content_type: str | None,
-                as_json: bool) -> None:
+                answer_files: tuple[str, ...], as_json: bool) -> None:
     """Which routes match and what each destination would receive — nothing is delivered.
 
     With --message FILE: route that one message (a request/reply route: also what its
     destination would be sent, and with --reply FILE what the caller would get). Without: run
     the `tests:` cases written in the route files (exit 1 when one fails)."""
     from esb.bus.config.loader import load_config
-    from esb.bus.routing.casetest import run_cases, try_message, try_reply
     from esb.bus.routing.from_config import router_for
     from esb.bus.routing.routeset import parse_route_files
+    from esb.bus.routing.trial import run_cases, try_message, try_reply
 
     files, folder = _route_files(path)
     try:
@@ -173,7 +176,8 @@ def routes_test(path: Path, more: tuple[Path, ...], message: Path | None, etype:
         try:
             trial = try_message(router, body, type=etype, source=source,
                                 content_type=content_type, sources=cfg.sources,
-                                endpoint=endpoint, name=message.name)
+                                endpoint=endpoint, name=message.name,
+                                answers=_answers(answer_files))
         except ValueError as exc:
             _fail(f"{message}: {exc}", 2)
         if more:
@@ -219,6 +223,23 @@ def routes_test(path: Path, more: tuple[Path, ...], message: Path | None, etype:
     sys.exit(1 if failed else 0)
 
 
+def _answers(given: tuple[str, ...]) -> dict[str, tuple[bytes, str | None]]:
+    """``--answer DEST=FILE`` options as recorded answers (exit 2 when one is unusable)."""
+    from esb.bus.payload import guess_content_type
+
+    out: dict[str, tuple[bytes, str | None]] = {}
+    for item in given:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            _fail(f"--answer {item!r}: write DEST=FILE", 2)
+        try:
+            body = Path(file).read_bytes()
+        except OSError as exc:
+            _fail(f"--answer {file}: cannot read: {exc.strerror or exc}", 2)
+        out[name] = (body, guess_content_type(Path(file).name, body))
+    return out
+
+
 def _print_trial(trial: Any, name: str, sources: set[str]) -> None:
     env = trial.envelope
     entered = f"through {trial.endpoint}" if trial.endpoint else "through no configured source"
@@ -234,6 +255,13 @@ def _print_trial(trial: Any, name: str, sources: set[str]) -> None:
     if trial.parts:
         click.echo(f"split    {trial.parts} part(s), each routed on its own (all published "
                    "together or none)")
+    for call in trial.pending:
+        request = call.request
+        click.echo(f"\n⇢ enrich: route {call.route} would ask {call.enricher.destination} "
+                   f"(waiting up to {call.enricher.timeout:g}s)  {request.datacontenttype or ''}")
+        _print_data(request.data)
+        click.echo(f"  (no recorded answer: give one with --answer "
+                   f"{call.enricher.destination}=FILE to see the rest of the plan)")
     if trial.deferred is not None:
         d = trial.deferred
         click.echo(f"\n↻ route {d.route}{f' → {d.destination}' if d.destination else ''}: "
@@ -267,7 +295,7 @@ def _several(loaded: Any, router: Any, first: Any, message: Path, more: tuple[Pa
              etype: str, source: str, content_type: str | None, endpoint: str | None,
              as_json: bool) -> NoReturn:
     """``--message A --then B --then C``: route each, then preview the aggregates."""
-    from esb.bus.routing.casetest import try_message
+    from esb.bus.routing.trial import try_message
 
     trials, names = [first], [message.name]
     for path in more:
@@ -295,7 +323,7 @@ def aggregate_previews(loaded: Any, router: Any, trials: list[Any]) -> list[tupl
     """For each aggregate the trials' copies reach: its groups, and the plan of each envelope
     it would emit, routed again."""
     from esb.adapters.spec import OutboundContext
-    from esb.bus.routing.casetest import route_envelope
+    from esb.bus.routing.trial import route_envelope
     from esb.bus.runtime.aggregate_spec import SPEC, AggregateSettings
 
     out = []

@@ -19,6 +19,12 @@ own steps failed). Rules, in order:
 Each step that succeeds is a ``transformed`` trace note; the notes are recorded by whoever
 carries the plan out (never for an envelope that was not taken).
 
+Enrichment is part of the plan: a firing route with ``enrich:`` needs its destination's answer
+(:mod:`esb.bus.routing.enrich`). Given it (``answers``, by request id), the answer is merged and
+the route goes on from the enriched envelope — and an enricher without ``to`` hands it to the
+routes after it in firing order, matched again; without it, the plan stops and names what it
+needs (:attr:`Plan.pending`: nothing else is planned), and the caller asks and plans again.
+
 Request/reply (§12) is part of the plan too: the first firing route with ``reply:`` is the
 one the caller waits for (:attr:`Plan.reply`: its copy is the request; when its steps failed
 or dropped it, the caller is answered with that failure), and :func:`reply_answer` is the way
@@ -28,7 +34,7 @@ request/reply routes that fire deliver one-way.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,6 +43,7 @@ from esb.bus.deadletter import LEG_TRANSFORM, ROUTE_TRANSFORM, dead_letter
 from esb.bus.envelope import Envelope, Hop, utcnow
 from esb.bus.errors import DropEnvelope, TransformError, TransientTransformError
 from esb.bus.reply import failure_envelope, problem_of
+from esb.bus.routing.enrich import EnrichCall, failed, merged, request_for
 from esb.bus.routing.router import CompiledRoute, Leg, ReplyLeg, Router
 from esb.bus.routing.split import SplitError
 from esb.transformers.chain import Chain
@@ -137,6 +144,8 @@ class Plan:
     parts: int = 0
     #: The request/reply route the caller waits for, if one fired.
     reply: ReplyPlan | None = None
+    #: Enrichment requests whose answers the plan needs to go on (nothing else is planned).
+    pending: list[EnrichCall] = field(default_factory=list)
 
     @property
     def routes(self) -> list[str]:
@@ -144,7 +153,7 @@ class Plan:
 
     @property
     def unroutable(self) -> bool:
-        return not self.fired
+        return not self.fired or any(o.kind == UNROUTABLE for o in self.outcomes)
 
     @property
     def copies(self) -> list[Outcome]:
@@ -174,6 +183,10 @@ class Plan:
             out["parts"] = self.parts
         if self.reply is not None:
             out["reply"] = self.reply.to_dict()
+        if self.pending:
+            out["enrich"] = [{"route": c.route, "destination": c.enricher.destination,
+                              "datacontenttype": c.request.datacontenttype,
+                              "data": _jsonable(c.request.data)} for c in self.pending]
         if self.deferred is not None:
             out["deferred"] = {"route": self.deferred.route,
                                "destination": self.deferred.destination,
@@ -182,9 +195,12 @@ class Plan:
 
 
 def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
-         instance: str | None = None, now: datetime | None = None) -> Plan:
+         instance: str | None = None, now: datetime | None = None,
+         answers: Mapping[str, Envelope] | None = None) -> Plan:
     """The plan of ``envelope`` entering through ``endpoint`` under ``router``'s route set.
-    Runs the transform steps (they are part of the plan); publishes nothing."""
+    Runs the transform steps (they are part of the plan); publishes nothing. ``answers``: the
+    enrichment answers known so far, by request id (:attr:`Plan.pending` names the ones
+    still needed)."""
     now = now or utcnow()
     version = router.version
     accepted = Hop(at=now, step="accepted", instance=instance, detail={"endpoint": endpoint})
@@ -220,15 +236,28 @@ def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
             "unroutable", instance)
         outcomes.append(Outcome(None, None, UNROUTABLE, record))
         return p
-    for route in fired:
+    inputs: dict[str, Envelope | None] = {}
+    if any(r.enrich is not None for r in fired):
+        inputs = _enrich(p, router, stamped, answers or {}, instance)
+        if p.pending or p.deferred is not None:
+            return p
+    for route in p.fired:
+        start, get, acc = envelope, stamped, accepted
+        if route.name in inputs:
+            enriched = inputs[route.name]
+            if enriched is None:  # its enrichment already dead-lettered or dropped it
+                continue
+            start, get, acc = enriched, (lambda e=enriched: e), None
+        if not route.legs:  # an enricher for the routes after it: done
+            continue
         if route.split is None:
-            if not _route(p, route, envelope, stamped, accepted, instance):
+            if not _route(p, route, start, get, acc, instance):
                 return p
             continue
         try:
-            parts = route.split(stamped())
+            parts = route.split(get())
         except SplitError as exc:  # dead-lettered like a failed step named "split"
-            _dead(p, stamped(), route.name, None, TransformError("split", str(exc)),
+            _dead(p, get(), route.name, None, TransformError("split", str(exc)),
                   ROUTE_TRANSFORM, instance)
             continue
         notes.append(("split", {"route": route.name, "parts": len(parts)}))
@@ -238,6 +267,90 @@ def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
                 return p
     p.reply = _reply(p)
     return p
+
+
+def _enrich(p: Plan, router: Router, stamped: Callable[[], Envelope],
+            answers: Mapping[str, Envelope], instance: str | None) -> dict[str, Envelope | None]:
+    """Resolve the firing routes' enrichments in firing order: per route name, the envelope
+    the route starts from when it is not the one received (None: its enrichment failed or
+    dropped it). An enricher without ``to`` replaces the routes after it by those its
+    enriched envelope fires (``p.fired`` changes). Stops at a missing answer an enricher
+    without ``to`` needs (``p.pending``) and at a deferral."""
+    inputs: dict[str, Envelope | None] = {}
+    current: Envelope | None = None  # after the enrichers without ``to`` so far
+    fired = list(p.fired)
+    i = 0
+    while i < len(fired):
+        route = fired[i]
+        base = current if current is not None else stamped()
+        if route.enrich is None:
+            if current is not None:
+                inputs[route.name] = current
+            i += 1
+            continue
+        only_enriches = not route.legs
+        got = _enrich_route(p, route, base, stamped(), answers, instance)
+        if p.deferred is not None:
+            return inputs
+        if got is None:  # waiting for its answer, or failed for good
+            if only_enriches:  # the routes after it depended on it
+                fired = fired[:i + 1]
+                break
+            inputs[route.name] = None
+        elif only_enriches:
+            if got is not base:
+                current = got
+                fired = [*fired[:i + 1], *router.match_after(got, route)]
+        else:
+            inputs[route.name] = got
+        i += 1
+    p.fired = fired
+    if p.pending:
+        p.outcomes.clear()
+    elif not p.outcomes and not any(r.legs for r in fired):
+        env = current if current is not None else stamped()
+        p.notes.append(("unroutable", {"version": p.version}))
+        p.outcomes.append(Outcome(None, None, UNROUTABLE, env.model_copy(update={
+            "esberror": f"no route of version {p.version} matched the enriched envelope"}
+            ).with_hop("unroutable", instance)))
+    return inputs
+
+
+def _enrich_route(p: Plan, route: CompiledRoute, base: Envelope, received: Envelope,
+                  answers: Mapping[str, Envelope], instance: str | None) -> Envelope | None:
+    """``base`` enriched by ``route``'s enricher; ``base`` itself when its request steps
+    dropped the request or the answer failed and ``on_failure`` is ``continue``; None when
+    the answer is missing (added to ``p.pending``) or the route is dead-lettered or deferred
+    (recorded in ``p``; a dead letter keeps ``received``: a replay plans it all again)."""
+    enricher = route.enrich
+    assert enricher is not None
+    name, dest = route.name, enricher.destination
+    where = {"route": name, "destination": dest}
+    try:
+        call = request_for(name, enricher, base)
+        answer = answers.get(call.key)
+        if answer is None:
+            p.pending.append(call)
+            return None
+        problem = problem_of(answer)
+        if problem is not None:
+            if enricher.on_failure == "continue":
+                p.notes.append(("enrich-failed", {**where, "error": problem.detail[:500],
+                                                  "continued": True}))
+                return base
+            raise failed(enricher, problem)
+        out = merged(enricher, base, answer)
+    except DropEnvelope:
+        p.outcomes.append(Outcome(name, None, DROPPED))
+        return base if not route.legs else None
+    except TransformError as exc:
+        _dead(p, received, name, None, exc, ROUTE_TRANSFORM, instance)
+        return None
+    except TransientTransformError as exc:
+        _defer(p, name, None, exc)
+        return None
+    p.notes.append(("enriched", {**where, "request": call.key}))
+    return out
 
 
 def _route(p: Plan, route: CompiledRoute, envelope: Envelope, stamped: Callable[[], Envelope],

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from esb.bus.config.units import Duration
+from esb.bus.config.units import Duration, Size
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -44,6 +44,33 @@ class SplitSpec(_Strict):
             raise ValueError("split: give exactly one of jmespath, xpath or fhir"
                              + (f" (got {', '.join(given)})" if given else ""))
         return self
+
+class CacheSpec(_Strict):
+    """``cache:`` of a request/reply route or an enricher: successful answers kept for
+    ``ttl``, looked up by the request's ``key`` fields (:mod:`esb.bus.runtime.reply_cache`)."""
+
+    #: How long an answer is served from the cache (how stale it may be).
+    ttl: Duration = Field(gt=0, le=86400)
+    #: Field paths of the request (``data.id``, ``subject``, an extension) that decide the
+    #: answer: requests with equal values (and type) share one cached answer.
+    key: list[str] = Field(min_length=1, max_length=16)
+    max_entries: int = Field(1000, ge=1, le=1_000_000)
+    max_bytes: Size = Field(16 * 1024 * 1024, ge=1024, le=1024 ** 3)
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _key_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("key")
+    @classmethod
+    def _paths(cls, v: list[str]) -> list[str]:
+        for path in v:
+            if not path or any(not part for part in path.removeprefix("$").split(".")):
+                raise ValueError(f"{path!r} is not a field path (data.id, subject, ...)")
+        return v
+
+
 class ReplySpec(_Strict):
     """Request/reply: the caller waits for the one destination's answer (§12)."""
 
@@ -51,6 +78,29 @@ class ReplySpec(_Strict):
     timeout: Duration = Field(10.0, gt=0, le=3600)
     #: Steps turning the destination's answer (the reply envelope) into the caller's format.
     transform: list[Any] = Field(default_factory=list)
+    #: Serve repeated requests from a cache of the (transformed) answers.
+    cache: CacheSpec | None = None
+
+
+class EnrichSpec(_Strict):
+    """``enrich:`` of a route: ask ``destination`` (request/reply, through the bus) and merge
+    its answer into the envelope before the route goes on (:mod:`esb.bus.routing.enrich`)."""
+
+    destination: str = Field(min_length=1)
+    #: Steps making what the destination is sent from the envelope (none: the envelope).
+    request: list[Any] = Field(default_factory=list)
+    #: Steps run on the destination's answer before the merge (xml-to-json, say).
+    reply: list[Any] = Field(default_factory=list)
+    #: Steps run on ``{"message": …, "reply": …}`` (JSON) or ``<enrichment><message>…
+    #: </message><reply>…</reply></enrichment>`` (XML); what they return is the new payload.
+    merge: list[Any] = Field(min_length=1)
+    #: How long to wait for the answer.
+    timeout: Duration = Field(5.0, gt=0, le=300)
+    #: ``fail``: a transient failure (5xx, timeout, breaker open) asks the sender to retry, a
+    #: permanent one (404, a refused request, a reply too large) dead-letters the envelope for
+    #: the route. ``continue``: the route goes on with the envelope as it was.
+    on_failure: Literal["fail", "continue"] = "fail"
+    cache: CacheSpec | None = None
 
 
 class Route(_Strict):
@@ -65,7 +115,10 @@ class Route(_Strict):
     split: SplitSpec | None = None
     #: Steps run once before fan-out.
     transform: list[Any] = Field(default_factory=list)
-    to: list[Target] = Field(min_length=1)
+    #: Ask a destination and merge its answer first (before ``transform``). Without ``to``,
+    #: the enriched envelope is what the routes after this one in firing order match.
+    enrich: EnrichSpec | None = None
+    to: list[Target] = Field(default_factory=list)
     priority: int = 0
     #: First-match-wins: once an exclusive route fires, no route after it in firing order
     #: (lower priority, or equal priority and later in the files) does.
@@ -75,6 +128,12 @@ class Route(_Strict):
 
     @model_validator(mode="after")
     def _one_replier(self) -> Route:
+        if not self.to and self.enrich is None:
+            raise ValueError("a route needs 'to' (or 'enrich', for a route that only "
+                             "enriches the envelope for the routes after it)")
+        if not self.to and (self.split is not None or self.transform):
+            raise ValueError("a route without 'to' only enriches: 'split' and 'transform' "
+                             "belong to the routes after it")
         if self.reply is not None and len(self.to) != 1:
             raise ValueError(f"a request/reply route sends to exactly one destination "
                              f"(this one has {len(self.to)})")
@@ -114,6 +173,9 @@ class RouteCase(_Strict):
     source: str = "test"
     endpoint: str | None = None
     datacontenttype: str | None = None
+    #: Recorded answers of the destinations enrichers ask, by destination (or route) name:
+    #: inline (JSON value, XML text) or ``{file: PATH}``.
+    answers: dict[str, Any] = Field(default_factory=dict)
     expect: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError
+from esb.bus.routing.enrich import Enricher
+from esb.bus.routing.model import CacheSpec
 from esb.bus.routing.pattern_index import PatternIndex
 from esb.bus.routing.pattern_validate import pattern_problems
 from esb.bus.routing.routeset import PlacedRoute, RouteSet, sort_problems
@@ -39,6 +41,8 @@ class ReplyLeg:
 
     timeout: float
     chain: Chain
+    #: Successful answers kept and served again (``reply.cache`` / ``enrich.cache``).
+    cache: CacheSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,16 @@ class CompiledRoute:
     reply: ReplyLeg | None = None
     #: The route's ``split:``, when it has one.
     split: Splitter | None = None
+    #: The route's ``enrich:``, when it has one.
+    enrich: Enricher | None = None
+
+    @property
+    def chains(self) -> list[Chain]:
+        """Every chain the plan runs for this route (not the reply leg)."""
+        out = [self.chain, *(leg.chain for leg in self.legs)]
+        if self.enrich is not None:
+            out += [self.enrich.request, self.enrich.merge]
+        return out
 
 
 class Router:
@@ -68,11 +82,23 @@ class Router:
         self._max_xml = max_xml_bytes
         self._xml_limits = xml_limits
         #: A route's or destination's steps wait on another process (XSLT): plan off the loop.
-        self.waits = any(r.chain.waits or any(leg.chain.waits for leg in r.legs)
-                         for r in routes)
+        self.waits = any(chain.waits for r in routes for chain in r.chains)
+        #: Some route enriches: planning may need answers from destinations.
+        self.enriches = any(r.enrich is not None for r in routes)
         unconditional = all(not p for p in patterns) if patterns is not None else False
         self._match_all = self._order([*routes]) if routes and unconditional else None
         self._by_endpoint = _by_endpoint(routes, patterns) if not unconditional else None
+
+    def match_after(self, envelope: Envelope, route: CompiledRoute) -> list[CompiledRoute]:
+        """The routes after ``route`` in firing order (lower priority, or equal and later in
+        the files) that fire for ``envelope`` — what an enricher without ``to`` hands its
+        enriched envelope to."""
+        fast = self.fired_for(envelope.esbendpoint or "")
+        # (when matching ignores the payload, the same routes as before)
+        hits = list(fast) if fast is not None else \
+            [self.routes[i] for i in self._hits(envelope)]
+        after = (-route.priority, route.order)
+        return self._order([r for r in hits if (-r.priority, r.order) > after])
 
     def match(self, envelope: Envelope, event: Mapping[str, Any] | None = None
               ) -> list[CompiledRoute]:
@@ -84,6 +110,13 @@ class Router:
         if self._by_endpoint is not None:  # conditions on ``from`` alone: a dict lookup
             fired = self._by_endpoint.get(envelope.esbendpoint)
             return fired if fired is not None else self._by_endpoint[None]
+        ids = self._hits(envelope, event)
+        if not ids:
+            return []
+        return self._order([self.routes[i] for i in ids])
+
+    def _hits(self, envelope: Envelope, event: Mapping[str, Any] | None = None) -> list[int]:
+        """Indexes of the routes whose pattern matches (unordered, nothing pruned)."""
         event = event if event is not None else envelope.match_view()
         xml: Callable[[], Any] | None = None
         if self.index.needs_xml and envelope.is_xml:
@@ -93,10 +126,7 @@ class Router:
                                      limits=self._xml_limits)
                 except Exception:
                     return None
-        ids = self.index.matches(event, xml)
-        if not ids:
-            return []
-        return self._order([self.routes[i] for i in ids])
+        return self.index.matches(event, xml)
 
     def fired_for(self, endpoint: str) -> list[CompiledRoute] | None:
         """The routes that fire for anything entering through ``endpoint``, when that alone
@@ -204,13 +234,31 @@ def _compile_route(placed: PlacedRoute, order: int, namespaces: Mapping[str, str
             splitter = Splitter.compile(route.split, dict(namespaces))
         except ValueError as exc:
             problems.append(f"{placed.where('split')}: {route.name}: {exc}")
+    enricher = None
+    if route.enrich is not None:
+        enricher = _compile_enrich(placed, destinations, chains, problems)
     reply = None
     if route.reply is not None:
         reply = ReplyLeg(route.reply.timeout, chains.build(
             route.reply.transform, placed, ("reply", "transform"),
-            f"{route.name}: reply.transform", problems))
+            f"{route.name}: reply.transform", problems), route.reply.cache)
     return CompiledRoute(route.name, order, route.priority, route.exclusive, chain,
-                         tuple(legs), reply=reply, split=splitter)
+                         tuple(legs), reply=reply, split=splitter, enrich=enricher)
+
+
+def _compile_enrich(placed: PlacedRoute, destinations: Collection[str], chains: _ChainBuilder,
+                    problems: list[str]) -> Enricher:
+    route = placed.route
+    spec = route.enrich
+    assert spec is not None
+    if spec.destination not in destinations:
+        problems.append(f"{placed.where('enrich', 'destination')}: {route.name}: enrich: "
+                        f"{_unknown('destination', spec.destination, destinations)}")
+    built = {part: chains.build(getattr(spec, part), placed, ("enrich", part),
+                                f"{route.name}: enrich.{part}", problems)
+             for part in ("request", "reply", "merge")}
+    return Enricher(spec.destination, built["request"], built["reply"], built["merge"],
+                    spec.timeout, spec.on_failure, spec.cache, chains.xml_limits)
 
 
 def _pattern(placed: PlacedRoute, problems: list[str]) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from pika.channel import Channel
 
 from esb.bus.broker.connection import AmqpLink, NoAnswer
 from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
+from esb.bus.broker.stream import StreamTail, declare_stream
 from esb.bus.broker.topology import Topology
 from esb.bus.errors import BusError, BusUnavailable, PublishRejected
 from esb.bus.routing.routeset import digest_files
@@ -70,7 +71,8 @@ class RabbitRouteStore(LoadedVersions):
                               on_connected=self._on_connected, on_lost=self._on_lost)
         self._publisher = ConfirmedPublisher(window=1)
         self._versions: list[RouteVersion] = []
-        self._last_offset = -1
+        self._tail = StreamTail(self.queue, self._on_record, prefetch=PREFETCH)
+        self._read_any = False  # a record was read: the stream's head is offset 0
         self._awaiting: dict[str, asyncio.Future[RouteVersion]] = {}
         self._marker: tuple[str, asyncio.Future[None]] | None = None
         self._live = False  # the sync marker was read: later versions go to watchers
@@ -142,13 +144,9 @@ class RabbitRouteStore(LoadedVersions):
         """Declare the stream, open the confirm channel and (re)start reading after the last
         offset seen: on the first connect and after every reconnect."""
         sub = await link.channel(on_close=self._on_channel_closed)
-        await link.call(sub.queue_declare, self.queue, durable=True,
-                        arguments={"x-queue-type": "stream"})
+        await declare_stream(link, sub, self.queue)
         await self._publisher.open(link, on_close=self._on_channel_closed)
-        await link.call(sub.basic_qos, prefetch_count=PREFETCH)
-        offset: str | int = "first" if self._last_offset < 0 else self._last_offset + 1
-        await link.call(sub.basic_consume, self.queue, self._on_message, auto_ack=False,
-                        arguments={"x-stream-offset": offset})
+        offset = await self._tail.follow(link, sub, "first")
         if link.connects:
             log.info("route store reconnected", queue=self.queue, resume_at=offset)
 
@@ -207,21 +205,16 @@ class RabbitRouteStore(LoadedVersions):
 
     # -- reading ------------------------------------------------------------------------------
 
-    def _on_message(self, channel: Channel, method: Any, props: Any, body: bytes) -> None:
-        if channel.is_open:
-            channel.basic_ack(method.delivery_tag)  # streams need acks to keep credit flowing
-        offset = (props.headers or {}).get("x-stream-offset")
-        if not isinstance(offset, int) or offset <= self._last_offset:
-            return  # already read before a reconnect
-        if self._last_offset < 0 and offset > 0:
+    def _on_record(self, offset: int | None, props: Any, body: bytes) -> None:
+        if offset is None or self._broken:
+            return
+        if offset > 0 and not self._read_any:
             self._broken = (f"{self.queue} has lost its head (first offset {offset}): version "
                             "numbers cannot be derived; remove retention limits from it")
             log.error("route store unusable", reason=self._broken)
             self._fail(BusError(self._broken))
             return
-        self._last_offset = offset
-        if self._broken:
-            return
+        self._read_any = True
         try:
             raw = orjson.loads(body)
             kind = raw.get("kind") if isinstance(raw, dict) else None

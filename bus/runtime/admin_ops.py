@@ -1,9 +1,10 @@
 """Admin API endpoints for operating the bus: message trace and live instances.
 
 * ``GET /admin/trace/{id}?since=1h`` → ``{"id", "since", "events": [TraceEvent...]}``, oldest
-  first, from every instance; 404 problem+json when nothing was recorded for that id in the
-  window; 400 on a bad ``since``; 503 when the trace store cannot be read; 504 when reading the
-  window takes too long.
+  first, from every instance, and ``legs`` for a request/reply call
+  (:func:`~esb.bus.runtime.trace_legs.request_legs`); 404 problem+json when nothing was
+  recorded for that id in the window; 400 on a bad ``since``; 503 when the trace store
+  cannot be read; 504 when reading the window takes too long.
 * ``GET /admin/trace?key=K`` or ``?correlation=C`` (``&since=1h``) → ``{"ids": [...]}``: the
   envelopes accepted with that idempotency key or correlation id.
 * ``GET /admin/stats?minutes=15`` → recent fleet samples per destination (rates, latency
@@ -29,6 +30,7 @@ from esb.bus.problem import json_response, problem
 from esb.bus.runtime.presence import Presence
 from esb.bus.runtime.stats import StatsHistory
 from esb.bus.runtime.trace import AmbiguousRef, TraceRecorder
+from esb.bus.runtime.trace_legs import request_legs
 from esb.bus.runtime.trace_rabbitmq import TraceQueryTimeout
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -78,8 +80,12 @@ def ops_admin_routes(trace: TraceRecorder, presence: Presence, guard: Guard,
                            f"nothing was recorded for envelope {envelope_id!r} in the last "
                            f"{since_text} (wrong id, older than the window or the trace "
                            "retention, or not yet flushed by another instance)")
-        return json_response({"id": events[0].id, "since": since_text,
-                      "events": [e.to_dict() for e in events]})
+        body: dict[str, Any] = {"id": events[0].id, "since": since_text,
+                                "events": [e.to_dict() for e in events]}
+        legs = request_legs(body["events"])
+        if legs is not None:
+            body["legs"] = legs
+        return json_response(body)
 
     async def trace_search(request: Request) -> Response:
         q = request.query_params

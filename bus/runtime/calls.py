@@ -7,6 +7,10 @@ instance to :meth:`PendingCalls.deliver`, which resolves the caller's future (a 
 waits for any more is dropped). How many callers may wait at once is bounded
 (``bus.max_waiting``): past it, new requests are refused as "bus unavailable" (503, retry).
 
+A route with a response cache (``cache:``, :mod:`esb.bus.runtime.reply_cache`) may answer a
+caller at once: :meth:`PendingCalls.expect` then returns None (nothing is published) and the
+caller's future already holds the cached answer.
+
 When the reply (or the timeout) is there, :meth:`PendingCalls.finish` runs the route's reply
 leg on it (:func:`esb.bus.routing.dispatch.reply_answer`, the plan's way back), records the
 trace steps and the per-route metrics, and returns the envelope the inbound side answers
@@ -27,6 +31,7 @@ from esb.bus.errors import BusUnavailable
 from esb.bus.reply import failure_envelope, problem_of
 from esb.bus.routing.dispatch import ReplyPlan, reply_answer
 from esb.bus.runtime.metrics import Metrics
+from esb.bus.runtime.reply_cache import ReplyCache
 from esb.bus.runtime.trace import MemoryTrace, TraceRecorder
 
 log = structlog.get_logger("esb.calls")
@@ -44,12 +49,17 @@ class Call:
     future: asyncio.Future[Envelope] = field(default_factory=lambda: asyncio.get_running_loop()
                                              .create_future())
     timer: asyncio.TimerHandle | None = None
+    #: Its key in the route's response cache (None: the route caches nothing).
+    cache_key: bytes | None = None
+    #: Answered from the cache: the reply leg has run already.
+    cached: bool = False
 
 
 class PendingCalls:
     def __init__(self, metrics: Metrics, instance: str, limit: int = 10_000,
-                 trace: TraceRecorder | None = None) -> None:
+                 trace: TraceRecorder | None = None, cache: ReplyCache | None = None) -> None:
         self.metrics = metrics
+        self.cache = cache if cache is not None else ReplyCache()
         self.instance = instance
         self.limit = limit
         self.trace: TraceRecorder = trace if trace is not None else MemoryTrace(instance)
@@ -60,11 +70,27 @@ class PendingCalls:
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def expect(self, key: str, request: Envelope, reply: ReplyPlan, deadline: float
-               ) -> Envelope:
+    def expect(self, key: str, request: Envelope, reply: ReplyPlan, deadline: float,
+               asked: Envelope | None = None) -> Envelope | None:
         """Register a caller (by ``key``, its envelope's id) before ``request`` is published;
         returns the request as it goes on the bus: with that id, this instance's reply
-        address and the deadline."""
+        address and the deadline — or None when the route's response cache answers it
+        (looked up by the ``key`` fields of ``asked``, default ``request``): then nothing is
+        published."""
+        spec = reply.leg.cache
+        cache_key = None
+        if spec is not None:
+            cache_key = self.cache.key(spec, asked if asked is not None else request,
+                                       request.esbrouteversion)
+            hit = self.cache.route(reply.route, spec).get(cache_key)
+            self.metrics.cache.labels(reply.route, "miss" if hit is None else "hit").inc()
+            if hit is not None and key not in self._waiting:
+                call = Call(request.model_copy(update={"id": key}), reply, time.time(),
+                            cached=True)
+                call.future.set_result(hit.model_copy(update={
+                    "causationid": key, "correlationid": request.correlationid}))
+                self._waiting[key] = call
+                return None
         if self.address is None:
             raise BusUnavailable("replies cannot be received yet (the bus is starting)")
         if len(self._waiting) >= self.limit:
@@ -74,7 +100,7 @@ class PendingCalls:
             raise BusUnavailable(f"a request with id {key!r} is already waiting")
         out = request.model_copy(update={"id": key, "esbreplyto": self.address,
                                          "esbdeadline": int(deadline * 1000)})
-        self._waiting[key] = Call(out, reply, deadline)
+        self._waiting[key] = Call(out, reply, deadline, cache_key=cache_key)
         return out
 
     def refuse(self, request: Envelope, reply: ReplyPlan) -> None:
@@ -102,6 +128,10 @@ class PendingCalls:
         call = self._waiting.get(reply.causationid or "")
         if call is None:
             log.info("reply for a caller no longer waiting dropped", request_id=reply.causationid)
+            if reply.causationid:
+                self.trace.record(reply.causationid, "reply-dropped",
+                                  destination=reply.esbdestination, status=reply.esbstatus,
+                                  reason="the caller was no longer waiting")
             return
         if call.timer is not None:
             call.timer.cancel()
@@ -131,8 +161,11 @@ class PendingCalls:
         """``got`` through the route's reply leg (:func:`reply_answer`); the call's trace
         steps and metrics."""
         notes: list[tuple[str, dict[str, object]]] = []
-        out = reply_answer(call.reply, call.request, got, notes)
+        out = got if call.cached else reply_answer(call.reply, call.request, got, notes)
         failure = problem_of(out)
+        spec = call.reply.leg.cache
+        if failure is None and call.cache_key is not None and spec is not None:
+            self.cache.route(call.reply.route, spec).put(call.cache_key, out)
         seconds = time.perf_counter() - call.started
         outcome = "ok" if failure is None else failure.kind
         r = call.reply
@@ -143,5 +176,6 @@ class PendingCalls:
             record(eid, step, **detail)
         record(eid, "answered", route=r.route, destination=r.destination, outcome=outcome,
                status=out.esbstatus, latency_ms=round(seconds * 1000, 3),
+               **({"cache": "hit"} if call.cached else {}),
                **({"error": failure.detail[:500]} if failure else {}))
         return out

@@ -122,6 +122,7 @@ class Daemon:
         self.calls = PendingCalls(self.metrics, self.instance, self.config.bus.max_waiting,
                                   self.trace)
         self.metrics.watch(self.metrics.waiting, lambda: len(self.calls))
+        self.ingress.calls = self.calls  # enrichment requests wait among the callers
         self.deadletters = DeadLetters(self.bus, self.ingress, self.config.destinations,
                                        partitioners, self.instance, self.trace)
         self.stats = StatsHistory(self.presence.instances, interval=self.presence.interval)

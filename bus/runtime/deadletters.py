@@ -19,7 +19,7 @@ from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, Progress, destinat
 from esb.bus.deadletter import LEG_TRANSFORM, MALFORMED_TYPE, ROUTE_TRANSFORM, stage_of
 from esb.bus.envelope import Envelope, Hop, utcnow
 from esb.bus.errors import EsbError
-from esb.bus.routing.dispatch import Plan, plan, plan_leg
+from esb.bus.routing.dispatch import Plan, plan_leg
 from esb.bus.runtime.ingress import Ingress
 from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.trace import TraceRecorder, one_envelope
@@ -204,8 +204,8 @@ class DeadLetters:
     async def _reroute(self, env: Envelope) -> ReplayOutcome:
         fresh = env.model_copy(update={"esberror": None, "esbattempts": [],
                                        "esbroute": None, "esbdestination": None})
-        planned = plan(self.ingress.routes.current, fresh, env.esbendpoint or "replay",
-                       instance=self.instance)
+        # (asks again for any enrichment its routes need)
+        planned = await self.ingress.plan(fresh, env.esbendpoint or "replay")
         await self.ingress.publish(planned)  # deferred: raises, and the envelope stays
         return self._replayed(env.id, planned, None)
 

@@ -275,6 +275,7 @@ class DeliveryWorker:
         the deadline, never dead-lettered: the caller hears every failure."""
         env = msg.envelope
         assert env.esbreplyto is not None
+        taken = time.perf_counter()
         deadline = (env.esbdeadline or 0) / 1000
         if msg.redelivered:
             # The instance that took it first died (or gave it back): it may have called the
@@ -296,17 +297,24 @@ class DeliveryWorker:
             return
         else:
             reply = await self._request(msg, env, deadline)
+        # Stamped when the reply leaves, so it sorts before the caller's ``answered``.
+        sent = time.time()
+        latency = round((time.perf_counter() - taken) * 1000, 3)
+        error: str | None = None
         try:
             await self.bus.reply(env.esbreplyto, reply)
         except PublishRejected:
+            error = "the caller is gone"
             log.info("the caller is gone; reply dropped", destination=self.destination,
                      envelope_id=env.id)
         except BusError as exc:
+            error = self._clean(f"could not send the reply: {exc}")
             log.warning("could not send a reply", destination=self.destination,
                         envelope_id=env.id, error=str(exc))
-        self.trace.record(env.id, "replied", destination=self.destination,
+        self.trace.record(env.id, "replied", at=sent, destination=self.destination,
                           status=reply.esbstatus, outcome="ok" if reply.esberror is None
-                          else (reply.data or {}).get("kind"))
+                          else (reply.data or {}).get("kind"), latency_ms=latency,
+                          **({"error": error} if error else {}))
         msg.ack()
 
     async def _request(self, msg: Message, env: Envelope, deadline: float) -> Envelope:

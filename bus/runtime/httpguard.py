@@ -29,7 +29,8 @@ from typing import Any, ClassVar
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-PROBLEM_JSON = b"application/problem+json"
+from esb.bus.problem import PROBLEM_JSON, problem_document
+
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
             503: b"Service Unavailable"}
 log = logging.getLogger("esb.http")
@@ -56,10 +57,9 @@ class _Refused(Exception):
 def problem_bytes(status: int, title: str, detail: str, *,
                   extra_headers: tuple[bytes, ...] = ()) -> bytes:
     """A whole HTTP/1.1 response carrying a problem+json body, closing the connection."""
-    body = orjson.dumps({"type": "about:blank", "title": title, "status": status,
-                         "detail": detail})
+    body = orjson.dumps(problem_document(status, title, detail))
     head = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"Error")),
-            b"content-type: " + PROBLEM_JSON, b"content-length: %d" % len(body),
+            b"content-type: " + PROBLEM_JSON.encode(), b"content-length: %d" % len(body),
             b"connection: close", *extra_headers]
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 

@@ -44,6 +44,7 @@ from pika.channel import Channel
 
 from esb.bus.broker.connection import AmqpLink
 from esb.bus.broker.publisher import ConfirmedPublisher
+from esb.bus.broker.stream import StreamTail, declare_stream
 from esb.bus.broker.topology import Topology
 from esb.bus.errors import BusUnavailable
 
@@ -87,7 +88,7 @@ class IdempotencyLog:
         self._publisher = ConfirmedPublisher()
         self._ids = itertools.count()
         self._boot = f"{instance}:{time.time_ns()}"
-        self._last_offset: int | None = None
+        self._tail = StreamTail(self.queue, self._on_record, prefetch=1000)
         #: The first live claim of each key, as the log orders them.
         self._claims: dict[str, Claim] = {}
         #: Keys taken (``done``), oldest first: (local arrival time, record).
@@ -120,23 +121,16 @@ class IdempotencyLog:
 
     async def _on_connected(self, link: AmqpLink) -> None:
         ch = await link.channel(on_close=self._on_channel_closed)
-        await link.call(ch.queue_declare, self.queue, durable=True, arguments={
-            "x-queue-type": "stream", "x-max-age": f"{max(1, int(self.window))}s",
+        await declare_stream(link, ch, self.queue, {
+            "x-max-age": f"{max(1, int(self.window))}s",
             "x-stream-max-segment-size-bytes": 8 * 1024 * 1024})
-        await link.call(ch.basic_qos, prefetch_count=1000)
-        # Resume after the last record seen; on first start, from the window's beginning.
-        offset: Any = (self._last_offset + 1 if self._last_offset is not None
-                       else datetime.now() - timedelta(seconds=self.window))
-        ch.basic_consume(self.queue, self._on_message, auto_ack=False,
-                         arguments={"x-stream-offset": offset})
+        # On first start, from the window's beginning.
+        await self._tail.follow(link, ch, datetime.now() - timedelta(seconds=self.window))
         await self._publisher.open(link)
 
     # -- reading the log -----------------------------------------------------------------------
 
-    def _on_message(self, ch: Channel, method: Any, props: Any, body: bytes) -> None:
-        headers = props.headers or {}
-        self._last_offset = headers.get("x-stream-offset", self._last_offset)
-        ch.basic_ack(method.delivery_tag, multiple=True)
+    def _on_record(self, offset: int | None, props: Any, body: bytes) -> None:
         try:
             self._apply(orjson.loads(body))
         except Exception as exc:  # a bad record must not stop the tail

@@ -5,11 +5,17 @@ Routing and transforming happen here, once, so an envelope is handled wholly by 
 that was current when it arrived (recorded in ``esbrouteversion``), and each destination queue
 holds envelopes already in that destination's format. What happens is decided by the dispatch
 plan (:mod:`esb.bus.routing.dispatch`); the ingress publishes it, then records its trace notes.
+
+A route that enriches (``enrich:``) needs a destination's answer before its plan is complete:
+:meth:`Ingress.plan` asks for every answer the plan names, through the bus like any
+request/reply call (this instance's :class:`~esb.bus.runtime.calls.PendingCalls`), and plans
+again with them — so the sender's answer waits for the enrichment, at most its ``timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,8 +31,9 @@ from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, TransformDeferred
 from esb.bus.payload import DEFAULT_JSON_DEPTH
 from esb.bus.reply import failure_envelope
-from esb.bus.routing.dispatch import COPY, DEAD, Outcome, Plan, plan
-from esb.bus.routing.router import Router
+from esb.bus.routing.dispatch import COPY, DEAD, Outcome, Plan, ReplyPlan, plan
+from esb.bus.routing.enrich import EnrichCall
+from esb.bus.routing.router import ReplyLeg, Router
 from esb.bus.runtime.calls import PendingCalls
 from esb.bus.runtime.idempotency import Seal, SharedIdempotency, fingerprint
 from esb.bus.runtime.logs import bind_message, unbind_message
@@ -59,6 +66,9 @@ class Ingress:
         #: Set by the daemon once the route store's current version is installed: until
         #: then an envelope would be routed by the local files, not the deployed set.
         self.open = True
+        #: This instance's waiting calls, which enrichment requests wait among (set by the
+        #: daemon; None: an enriching route cannot be answered here).
+        self.calls: PendingCalls | None = None
 
     def _counter(self, metric: Any, *labels: str) -> Any:
         """A labelled child metric, looked up once (labels() locks and hashes every time)."""
@@ -78,20 +88,58 @@ class Ingress:
         idempotency key was taken) is committed in one transaction with the copies."""
         if not self.open:
             raise BusUnavailable("starting: the deployed route set is not loaded yet")
-        # One route-set snapshot for the whole envelope.
-        router = self.routes.current
-        if getattr(router, "waits", False):
-            # Steps that wait on the XSLT sandbox process: planned in a thread, so this
-            # instance serves other requests meanwhile (a runaway stylesheet included).
-            planned = await asyncio.to_thread(plan, router, envelope, endpoint,
-                                              instance=self.instance)
-        else:
-            planned = plan(router, envelope, endpoint, instance=self.instance)
+        planned = await self.plan(envelope, endpoint)
         if only_requests and planned.reply is None:
             return Accepted(envelope.id, ())
         accepted = await self.publish(planned, calls, seal)
         self._counter(self.metrics.received, endpoint).inc()
         return accepted
+
+    async def plan(self, envelope: Envelope, endpoint: str | None) -> Plan:
+        """The dispatch plan of ``envelope`` under the route set in force, with every
+        enrichment it needs asked for and merged (publishes nothing else)."""
+        router = self.routes.current  # one route-set snapshot for the whole envelope
+        answers: dict[str, Envelope] = {}
+        while True:
+            if getattr(router, "waits", False):
+                # Steps that wait on the XSLT sandbox process: planned in a thread, so this
+                # instance serves other requests meanwhile (a runaway stylesheet included).
+                planned = await asyncio.to_thread(plan, router, envelope, endpoint,
+                                                  instance=self.instance, answers=answers)
+            else:
+                planned = plan(router, envelope, endpoint, instance=self.instance,
+                               answers=answers)
+            if not planned.pending:
+                return planned
+            # Each round answers every request named, so a later round names new ones only.
+            got = await asyncio.gather(*(self.ask(call) for call in planned.pending))
+            answers.update((call.key, answer) for call, answer in zip(planned.pending, got,
+                                                                       strict=True))
+
+    async def ask(self, call: EnrichCall) -> Envelope:
+        """An enrichment request's answer (after the enricher's ``reply`` steps), or its
+        failure reply: asked through the bus, or from the response cache."""
+        calls = self.calls
+        enricher = call.enricher
+        if calls is None:
+            return failure_envelope(call.request, "unavailable", "this esb instance cannot "
+                                    "wait for answers", 503, destination=enricher.destination)
+        reply = ReplyPlan(call.route, enricher.destination,
+                          ReplyLeg(enricher.timeout, enricher.reply, enricher.cache),
+                          call.request)
+        out = calls.expect(call.key, call.request, reply, time.time() + enricher.timeout)
+        if out is not None:
+            dest = enricher.destination
+            part = self.partitioners.get(dest)
+            try:
+                await self.bus.publish(part.address(out) if part else destination_address(dest),
+                                       out)
+            except BaseException:
+                calls.forget(call.key)
+                raise
+        waiting = calls.waiting(call.key)
+        assert waiting is not None
+        return calls.finish(waiting, await calls.wait(waiting))
 
     async def publish(self, planned: Plan, calls: PendingCalls | None = None,
                       seal: Seal | None = None) -> Accepted:
@@ -122,7 +170,10 @@ class Ingress:
             if kind == COPY:
                 if reply is not None and out is reply.request:
                     out = calls.expect(planned.envelope.id, out, reply,  # type: ignore[union-attr]
-                                       planned.at.timestamp() + reply.leg.timeout)
+                                       planned.at.timestamp() + reply.leg.timeout,
+                                       planned.envelope)
+                    if out is None:  # answered from the route's response cache
+                        continue
                 dest = o.destination or ""
                 part = self.partitioners.get(dest)
                 publishes.append((part.address(out) if part else destination_address(dest),
@@ -158,7 +209,14 @@ class Ingress:
                           o.step or "", "permanent").inc()
         record = self.trace.record
         at = planned.at.timestamp()
+        request = (reply.route, reply.destination) if reply is not None \
+            and reply.request is not None else None
         for step, detail in planned.notes:
+            if request is not None and step == "routed" \
+                    and (detail.get("route"), detail.get("destination")) == request:
+                # the copy the caller waits for: the request leg (trace_legs reads it)
+                detail = {**detail, "leg": "request", "timeout": reply.leg.timeout}  # type: ignore[union-attr]
+                request = None
             record(eid, step, at=at, **detail)
         return accepted
 

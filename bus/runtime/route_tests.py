@@ -8,9 +8,9 @@ import asyncio
 from typing import Any
 
 from esb.bus.config.loader import Loaded
-from esb.bus.routing.casetest import run_cases
 from esb.bus.routing.from_config import router_for
 from esb.bus.routing.routeset import parse_route_files
+from esb.bus.routing.trial import run_cases
 
 
 class RouteTester:

@@ -18,7 +18,7 @@ Steps, in the order they usually happen (``detail`` keys in brackets)::
 
     accepted          [endpoint, version, key, correlationid]
     transformed       [route, destination, transform, duration_ms]
-    routed            [route, version, destination]
+    routed            [route, version, destination, leg, timeout]  leg=request: the caller waits
     unroutable        [version]
     transform-failed  [route, destination, error]
     attempt           [destination, outcome, status, latency_ms, error, attempt]
@@ -26,13 +26,15 @@ Steps, in the order they usually happen (``detail`` keys in brackets)::
     retry-scheduled   [destination, attempt, retry_in, error]
     dead-lettered     [destination, route, error, attempts]
     replayed          [destination]
-    replied           [destination, status, latency_ms, outcome]   request/reply: reply sent
+    replied           [destination, status, latency_ms, outcome, error]  request/reply: reply sent
     answered          [route, destination, outcome, status, latency_ms, error]  caller answered
+    reply-dropped     [destination, status, reason]  a reply came after its caller gave up
 
 ``transformed`` is one event per transform step that succeeded (``destination`` only for a
 destination's own steps; the route's steps run once for all its destinations). ``delivered``'s
 ``status`` is what the outbound side's ``send`` returned (an HTTP status, a short text), or
-``"accepted"`` when it returned nothing. docs/reliability.md ("Tracing") is the user's view.
+``"accepted"`` when it returned nothing. A request/reply call's legs are summed up by
+:func:`esb.bus.runtime.trace_legs.request_legs`. docs/reliability.md ("Tracing") is the user's view.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ SEARCHABLE = ("key", "correlationid")
 FIND_LIMIT = 50
 
 STEPS = ("accepted", "transformed", "routed", "unroutable", "transform-failed", "attempt",
-         "delivered", "retry-scheduled", "dead-lettered", "replayed", "replied", "answered")
+         "delivered", "retry-scheduled", "dead-lettered", "replayed", "replied", "answered",
+         "reply-dropped")
 
 
 @dataclass(frozen=True)

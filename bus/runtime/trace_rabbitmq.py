@@ -51,6 +51,7 @@ from pika.channel import Channel
 
 from esb.bus.broker.connection import AmqpLink, ChannelClosed, NoAnswer
 from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
+from esb.bus.broker.stream import StreamTail, declare_stream
 from esb.bus.broker.topology import Topology
 from esb.bus.errors import BusError, BusUnavailable, PublishRejected
 from esb.bus.runtime.tasks import cancel_all
@@ -295,9 +296,7 @@ class StreamTrace:
         found: list[TraceEvent] = []
         done: asyncio.Future[None] = loop.create_future()
 
-        def on_message(channel: Channel, method: Any, props: Any, body: bytes) -> None:
-            if channel.is_open:
-                channel.basic_ack(method.delivery_tag)  # streams need acks for credit
+        def on_record(offset: int | None, props: Any, body: bytes) -> None:
             if props.type == SYNC_TYPE:
                 if marker.encode() in body and not done.done():
                     done.set_result(None)
@@ -318,15 +317,14 @@ class StreamTrace:
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError,
                     AttributeError):
                 log.warning("trace: ignoring a malformed batch", queue=self.queue,
-                            offset=(props.headers or {}).get("x-stream-offset"))
+                            offset=offset)
 
         link = self._link
         channel = await link.channel()
         closed = link.closed(channel)
         try:
-            await link.call(channel.basic_qos, prefetch_count=QUERY_PREFETCH)
-            await link.call(channel.basic_consume, self.queue, on_message, auto_ack=False,
-                            arguments={"x-stream-offset": start})
+            await StreamTail(self.queue, on_record, prefetch=QUERY_PREFETCH).follow(
+                link, channel, start)
             async with self._pub_lock:
                 await self._publish(orjson.dumps({"kind": "sync", "id": marker,
                                                   "by": self.instance}), SYNC_TYPE)
@@ -352,8 +350,7 @@ class StreamTrace:
         """Declare the stream and open the confirm channel (on every (re)connect)."""
         channel = await link.channel()
         try:
-            await link.call(channel.queue_declare, self.queue, durable=True,
-                            arguments=self.arguments)
+            await declare_stream(link, channel, self.queue, self.arguments)
         except ChannelClosed as exc:
             if exc.code != 406:
                 raise BusUnavailable(f"cannot declare {self.queue}: {exc}") from None

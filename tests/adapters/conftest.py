@@ -21,7 +21,9 @@ from starlette.routing import Route
 from esb.adapters.spec import Accepted, HttpRoute
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
+from esb.bus.payload import DEFAULT_JSON_DEPTH
 from esb.bus.runtime.local_leases import FileState
+from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits
 
 
 @dataclass
@@ -31,6 +33,10 @@ class FakeInboundContext:
     name: str = "test-source"
     config_dir: Path = Path(".")
     instance: str = "test-1"
+    max_body: int = 1024 * 1024
+    allowed_hosts: tuple[str, ...] = ()
+    xml_limits: XmlLimits = DEFAULT_LIMITS
+    json_depth: int = DEFAULT_JSON_DEPTH
     down: bool = False
     accepted: list[Envelope] = field(default_factory=list)
     state: FileState | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +26,7 @@ from esb.bus.runtime.trace import MemoryTrace
 
 EID = "7f1c8a52-4a3e-4c55-9e3b-0a8e2f1d6b10"
 ODD = "order/42 x"
+RR = "3b0e6a57-51c3-4f0a-8d43-1c0f6e2a9d77"
 
 
 def cli() -> click.Group:
@@ -62,6 +64,16 @@ def daemon() -> Iterator[Context]:
     trace.record(EID, "retry-scheduled", destination="erp", attempt=1, retry_in=0.5)
     trace.record(EID, "delivered", destination="erp", status=200, latency_ms=3.25, attempt=2)
     trace.record(ODD, "unroutable", version=3)
+    t0 = time.time() - 60
+    trace.record(RR, "accepted", at=t0, endpoint="api", version=3)
+    trace.record(RR, "routed", at=t0, route="lookup", version=3, destination="crm",
+                 leg="request", timeout=2.0)
+    trace.record(RR, "delivered", at=t0 + 0.0185, destination="crm", status=200,
+                 latency_ms=13.5, attempt=1)
+    trace.record(RR, "replied", at=t0 + 0.0269, destination="crm", status=200, outcome="ok",
+                 latency_ms=17.25)
+    trace.record(RR, "answered", at=t0 + 0.0271, route="lookup", destination="crm",
+                 outcome="ok", status=200, latency_ms=26.9)
     presence = Presence(None, "esb", "host-1", snapshot)
 
     def guard(endpoint):  # type: ignore[no-untyped-def]
@@ -117,6 +129,30 @@ def test_trace_json_and_odd_ids(daemon: Context) -> None:
     code, out = invoke(daemon, "trace", ODD, "--json")
     assert code == 0, out
     assert json.loads(out)["events"][0]["step"] == "unroutable"
+
+
+def test_trace_of_a_request_reply_call_prints_its_legs(daemon: Context) -> None:
+    code, out = invoke(daemon, "trace", RR)
+    assert code == 0, out
+    legs = out.split("\n\n")[-1].splitlines()
+    assert legs == [
+        "request/reply: route lookup → crm, timeout 2s",
+        "  request  +0.0ms    sent to crm (on host-1)",
+        "  call     +18.5ms   crm answered status=200 in 13.5ms (delivered, attempt 1) "
+        "(on host-1)",
+        "  reply    +26.9ms   sent back status=200 outcome=ok, 17.2ms after the request was "
+        "taken (on host-1)",
+        "  answer   +27.1ms   caller answered status=200 outcome=ok after waiting 26.9ms "
+        "(on host-1)"]
+    assert "leg=request" in out and "timeout=2.0" in out  # the routed step itself
+    code, out = invoke(daemon, "trace", RR, "--json")
+    body = json.loads(out)
+    assert body["legs"]["call"]["latency_ms"] == 13.5
+    assert body["legs"]["answer"]["latency_ms"] == 26.9
+    code, out = invoke(daemon, "trace", EID, "--json")
+    assert "legs" not in json.loads(out)  # one-way
+    code, out = invoke(daemon, "trace", EID)
+    assert "request/reply" not in out
 
 
 def test_trace_of_an_unknown_id_or_a_bad_window_exits_1(daemon: Context) -> None:

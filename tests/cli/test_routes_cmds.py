@@ -170,6 +170,43 @@ routes:
 """
 
 
+TIER = """\
+routes:
+  - name: tier
+    from: [shop]
+    priority: 10
+    enrich:
+      destination: erp
+      request: [{jmespath: "{id: customer}"}]
+      merge: [{jmespath: "merge(message, {tier: reply.tier})"}]
+  - name: gold
+    from: [shop]
+    match: {data: {tier: [gold]}}
+    to: [audit]
+"""
+
+
+def test_a_message_an_enricher_needs_an_answer_for_shows_the_request(project: Path) -> None:
+    (project / "routes" / "orders.yaml").write_text(TIER)
+    (project / "order.json").write_text('{"customer": 7}')
+    (project / "gold.json").write_text('{"tier": "gold"}')
+    asking = invoke("test", "routes", "--message", "order.json", "--source", "shop")
+    assert asking.exit_code == 0, asking.output
+    assert "⇢ enrich: route tier would ask erp (waiting up to 5s)" in asking.output
+    assert '"id": 7' in asking.output and "--answer erp=FILE" in asking.output
+    answered = invoke("test", "routes", "--message", "order.json", "--source", "shop",
+                      "--answer", "erp=gold.json")
+    assert answered.exit_code == 0, answered.output
+    assert "→ audit  route gold" in answered.output
+    assert '"tier": "gold"' in answered.output
+    bad = invoke("test", "routes", "--message", "order.json", "--source", "shop",
+                 "--answer", "gold.json")
+    assert bad.exit_code == 2 and "write DEST=FILE" in bad.output
+    missing = invoke("test", "routes", "--message", "order.json", "--source", "shop",
+                     "--answer", "erp=nowhere.json")
+    assert missing.exit_code == 2 and "cannot read" in missing.output
+
+
 def test_a_request_reply_message_shows_the_request_and_with_a_reply_the_answer(
         project: Path) -> None:
     (project / "routes" / "facade.yaml").write_text(FACADE)

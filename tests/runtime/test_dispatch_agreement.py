@@ -18,11 +18,11 @@ from esb.bus.broker.embedded import EmbeddedBus
 from esb.bus.deadletter import stage_of
 from esb.bus.envelope import Envelope
 from esb.bus.errors import TransformDeferred
-from esb.bus.routing.casetest import route_envelope
 from esb.bus.routing.dispatch import COPY, DEAD, Plan
 from esb.bus.routing.dispatch import UNROUTABLE as UNROUTABLE_KIND
 from esb.bus.routing.router import Router, compile_routes
 from esb.bus.routing.routeset import parse_route_files
+from esb.bus.routing.trial import route_envelope
 from esb.bus.runtime.deadletters import DeadLetters
 from esb.bus.runtime.ingress import Ingress, RouterHolder
 from esb.bus.runtime.metrics import Metrics

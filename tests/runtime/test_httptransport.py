@@ -93,6 +93,20 @@ async def test_keep_alive_reuses_one_connection_and_sends_what_httpx_built(
         assert b"\r\nContent-Length: 9\r\n" in first
 
 
+async def test_cookies_a_destination_sets_are_kept_as_httpx_keeps_them(
+        client: httpx.AsyncClient) -> None:
+    answers = iter([ok(b"plain")(b""), ok(b"set", b"SET-COOKIE: session=abc; Path=/\r\n")(b""),
+                    ok(b"plain")(b""), ok(b"plain")(b"")])
+    server = Server(lambda _: next(answers))
+    srv, url = await serve(server)
+    async with srv:
+        for _ in range(4):
+            assert (await client.post(url + "/", content=b"x")).status_code == 200
+    sent = [b"\r\nCookie: session=abc\r\n" in r for r in server.requests]
+    assert sent == [False, False, True, True]
+    assert dict(client.cookies) == {"session": "abc"}
+
+
 async def test_chunked_close_delimited_and_head_answers(client: httpx.AsyncClient) -> None:
     chunked = Server(lambda _: b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"
                                b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")

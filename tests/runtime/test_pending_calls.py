@@ -29,6 +29,7 @@ from esb.bus.runtime.delivery import DeliveryWorker
 from esb.bus.runtime.ingress import Ingress, RouterHolder, SourceContext
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.trace import MemoryTrace
+from esb.bus.runtime.trace_legs import request_legs
 
 STEPS = """
 def greet(env):
@@ -149,8 +150,39 @@ async def test_the_reply_comes_back_through_the_reply_leg(make: Any) -> None:
     assert got.esbstatus == 200 and got.esbheaders == {"etag": '"1"'}
     assert h.backend.requests[0].esbreplyto == h.calls.address
     assert len(h.calls) == 0
-    steps = [e.step for e in await h.trace.query(got.causationid, _day())]
+    events = await h.trace.query(got.causationid, _day())
+    steps = [e.step for e in events]
     assert steps[0] == "accepted" and "replied" in steps and steps[-1] == "answered"
+    routed = events[steps.index("routed")].detail
+    assert routed["leg"] == "request" and routed["timeout"] == 1.0
+    replied = events[steps.index("replied")].detail
+    assert replied["status"] == 200 and replied["latency_ms"] >= 0
+    # the reply is stamped when it left, before the caller's answer
+    assert steps.index("replied") < steps.index("answered")
+    legs = request_legs([e.to_dict() for e in events])
+    assert legs is not None and legs["route"] == "lookup" and legs["call"]["status"] == 200
+    assert legs["answer"]["latency_ms"] >= legs["reply"]["latency_ms"]
+
+
+async def test_a_reply_after_the_deadline_is_dropped_and_traced(make: Any) -> None:
+    h = await make()
+    route = h.contexts["api"].ingress.routes.current.routes[0].reply
+    from esb.bus.reply import reply_envelope
+    from esb.bus.routing.dispatch import ReplyPlan
+
+    request = Envelope(source="caller", type="customer.get", data={"id": 1})
+    sent = h.calls.expect(request.id, request, ReplyPlan("lookup", "crm", route, request),
+                          time.time() + 0.05)
+    call = h.calls.waiting(request.id)
+    assert call is not None
+    got = await h.calls.wait(call)
+    assert problem_of(got) is not None and problem_of(got).kind == "timeout"  # type: ignore[union-attr]
+    h.calls.deliver(reply_envelope(sent, Reply(200, {}, b'{"name": "Ada"}',
+                                                "application/json"), "crm"))
+    assert len(h.calls) == 0
+    events = await h.trace.query(request.id, _day())
+    assert [(e.step, e.detail["destination"], e.detail["status"]) for e in events] == [
+        ("reply-dropped", "crm", 200)]
 
 
 async def test_a_reply_the_leg_cannot_transform_is_a_502_naming_the_step(make: Any) -> None:

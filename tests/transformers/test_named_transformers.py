@@ -10,9 +10,9 @@ import yaml
 from esb.bus.config.loader import load_config
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError
-from esb.bus.routing.casetest import route_envelope
 from esb.bus.routing.from_config import load_router
 from esb.bus.routing.router import Router
+from esb.bus.routing.trial import route_envelope
 
 STYLESHEET = """\
 <xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">

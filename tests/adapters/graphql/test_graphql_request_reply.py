@@ -17,6 +17,7 @@ from esb.adapters.graphql.inbound import GraphqlInbound
 from esb.adapters.graphql.settings import GraphqlInboundSettings
 from esb.adapters.spec import Accepted, HttpRoute
 from esb.bus.envelope import Envelope
+from esb.bus.payload import DEFAULT_JSON_DEPTH
 from esb.bus.reply import failure_envelope
 
 SDL = """
@@ -33,6 +34,7 @@ class AnsweringContext:
     config_dir: Path
     name: str = "gql"
     instance: str = "test-1"
+    json_depth: int = DEFAULT_JSON_DEPTH
     asked: list[Envelope] = field(default_factory=list)
 
     async def accept(self, envelope: Envelope) -> Accepted:

@@ -1,4 +1,4 @@
-"""Offline route testing: one message, and the `tests:` cases carried in route files."""
+"""The route trial: one message, and the `tests:` cases carried in route files."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from esb.bus.routing.casetest import (
+from esb.bus.routing.dispatch import Plan
+from esb.bus.routing.router import Router, compile_routes
+from esb.bus.routing.routeset import RouteSet, parse_route_files
+from esb.bus.routing.trial import (
     CaseResult,
     run_cases,
     same_data,
     test_routes,
     try_message,
 )
-from esb.bus.routing.dispatch import Plan
-from esb.bus.routing.router import Router, compile_routes
-from esb.bus.routing.routeset import RouteSet, parse_route_files
 
 ROUTES = """\
 routes:

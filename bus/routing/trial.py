@@ -1,4 +1,4 @@
-"""Offline route testing (``esb routes test``): which routes fire for a message, and what each
+"""The route trial (``esb routes test``): which routes fire for a message, and what each
 destination would receive after its transforms — the ingress's own dispatch plan
 (:mod:`esb.bus.routing.dispatch`), with nothing published and no bus.
 
@@ -25,9 +25,10 @@ from lxml import etree
 from esb.bus.envelope import Envelope
 from esb.bus.payload import JSON, TEXT, XML, decode, guess_content_type, is_json, read_file
 from esb.bus.reply import Reply, reply_envelope
-from esb.bus.routing.dispatch import Plan, plan, reply_answer
+from esb.bus.routing.dispatch import Plan, ReplyPlan, plan, reply_answer
+from esb.bus.routing.enrich import EnrichCall
 from esb.bus.routing.model import RouteCase
-from esb.bus.routing.router import Router
+from esb.bus.routing.router import ReplyLeg, Router
 from esb.bus.routing.routeset import RouteSet
 from esb.bus.xmlsafe import parse_xml
 
@@ -53,11 +54,45 @@ class CaseResult:
                 "trial": self.trial.to_dict() if self.trial else None}
 
 
+#: A recorded answer of a destination an enricher asks: (body, content type), by destination
+#: (or route) name.
+Answers = Mapping[str, tuple[bytes, str | None]]
+
+
 # -- one envelope ------------------------------------------------------------------------------
 
-def route_envelope(router: Router, envelope: Envelope, endpoint: str | None) -> Plan:
-    """The dispatch plan of ``envelope`` entering through ``endpoint``; delivers nothing."""
-    return plan(router, envelope, endpoint)
+def route_envelope(router: Router, envelope: Envelope, endpoint: str | None,
+                   answers: Answers | None = None) -> Plan:
+    """The dispatch plan of ``envelope`` entering through ``endpoint``; delivers nothing. An
+    enricher is answered from ``answers`` (its route's name, else its destination's); without
+    one the plan stops there, naming the request (:attr:`Plan.pending`)."""
+    known: dict[str, Envelope] = {}
+    while True:
+        trial = plan(router, envelope, endpoint, answers=known)
+        recorded = {c.key: recorded_answer(c, *answers[name]) for c in trial.pending
+                    if answers and (name := _answered_by(c, answers)) is not None}
+        if not trial.pending or len(recorded) < len(trial.pending):
+            return trial
+        known.update(recorded)
+
+
+def _answered_by(call: EnrichCall, answers: Answers) -> str | None:
+    for name in (call.route, call.enricher.destination):
+        if name in answers:
+            return name
+    return None
+
+
+def recorded_answer(call: EnrichCall, body: bytes, content_type: str | None = None,
+                    status: int = 200) -> Envelope:
+    """What an enricher gets when its destination answers ``body``: the answer through the
+    enricher's ``reply`` steps (a failure reply when they fail)."""
+    enricher = call.enricher
+    got = reply_envelope(call.request, Reply(status, {}, body, content_type),
+                         enricher.destination)
+    leg = ReplyLeg(enricher.timeout, enricher.reply)
+    return reply_answer(ReplyPlan(call.route, enricher.destination, leg, call.request),
+                        call.request, got)
 
 
 def message_envelope(body: bytes, *, type: str, source: str, content_type: str | None = None,
@@ -71,12 +106,13 @@ def message_envelope(body: bytes, *, type: str, source: str, content_type: str |
 
 def try_message(router: Router, body: bytes, *, type: str, source: str,
                 content_type: str | None = None, sources: Collection[str] | None = None,
-                endpoint: str | None = None, name: str | None = None) -> Plan:
+                endpoint: str | None = None, name: str | None = None,
+                answers: Answers | None = None) -> Plan:
     """Route one message (file bytes) offline. It enters through ``endpoint``, else through
     ``source`` when that is a configured source (or ``sources`` is not given)."""
     env = message_envelope(body, type=type, source=source, content_type=content_type,
                            name=name)
-    return route_envelope(router, env, _endpoint(endpoint, source, sources))
+    return route_envelope(router, env, _endpoint(endpoint, source, sources), answers)
 
 
 def try_reply(trial: Plan, body: bytes, *, content_type: str | None = None,
@@ -149,12 +185,22 @@ def run_case(router: Router, case: RouteCase, where: Callable[..., str], *, base
         key = "message_file" if case.message_file else "message"
         fail(f"{where(key)}: {case.name}: {exc}")
         return result
+    answers: dict[str, tuple[bytes, str | None]] = {}
+    for name, value in case.answers.items():
+        try:
+            answers[name] = _recorded(value, base)
+        except (OSError, ValueError) as exc:
+            fail(f"{where('answers', name)}: {case.name}: {exc}")
     if result.failures:
         return result
-    trial = route_envelope(router, env, _endpoint(case.endpoint, case.source, sources))
+    trial = route_envelope(router, env, _endpoint(case.endpoint, case.source, sources),
+                           answers)
     result.trial = trial
     expect = case.expect
     label = f"{case.name}:"
+    for call in trial.pending:
+        fail(f"{where()}: {label} route {call.route} would ask {call.enricher.destination} "
+             f"(enrich); give its answer under answers: {call.enricher.destination}")
     if trial.deferred is not None:
         fail(f"{where()}: {label} route {trial.deferred.route} would make the sender retry "
              f"(nothing taken): {trial.deferred.error}")
@@ -225,6 +271,17 @@ def _case_envelope(case: RouteCase, base: Path) -> Envelope:
         data = decode(data.encode(), ctype)
     return Envelope(source=case.source, type=case.type, datacontenttype=ctype, data=data,
                     subject=case.name)
+
+
+def _recorded(value: Any, base: Path) -> tuple[bytes, str | None]:
+    """A case's recorded answer: ``{file: PATH}``, XML text, other text, or a JSON value."""
+    if isinstance(value, Mapping) and set(value) == {"file"}:
+        path = _resolve(str(value["file"]), base)
+        body = path.read_bytes()
+        return body, guess_content_type(path.name, body)
+    if isinstance(value, str):
+        return value.encode(), XML if value.lstrip().startswith("<") else TEXT
+    return orjson.dumps(value), JSON
 
 
 def _expected_data(expected: Any, base: Path) -> Any:

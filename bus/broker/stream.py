@@ -1,0 +1,65 @@
+"""Reading a RabbitMQ stream: declaring it, and a tail that resumes where it left off.
+
+The route store, the trace and the idempotency log each keep a stream on the bus and read it
+over an :class:`~esb.bus.broker.connection.AmqpLink`. What they share is here: the declare
+(``x-queue-type: stream``), and :class:`StreamTail`, a consumer that starts at a given offset
+(``first``, a timestamp, a number) and, when started again after a reconnect, resumes after
+the last offset it read, so nothing is missed or read twice. Deliveries are acked as they
+arrive (a stream needs acks to keep the consumer's credit flowing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from pika.channel import Channel
+
+from esb.bus.broker.connection import AmqpLink
+
+#: Where a stream consumer starts: ``first``/``last``/``next``, an offset, or a timestamp.
+Offset = str | int | datetime
+#: A record read: (its offset, or None when the broker gave none; its properties; its body).
+OnRecord = Callable[[int | None, Any, bytes], None]
+
+
+async def declare_stream(link: AmqpLink, channel: Channel, queue: str,
+                         arguments: Mapping[str, Any] | None = None) -> None:
+    """Declare the durable stream ``queue``; ``arguments`` are its further ``x-`` arguments
+    (retention, segment size). A queue of that name with other arguments closes ``channel``
+    (``ChannelClosed`` 406)."""
+    await link.call(channel.queue_declare, queue, durable=True,
+                    arguments={**(arguments or {}), "x-queue-type": "stream"})
+
+
+class StreamTail:
+    """Reads ``queue`` and hands each record to ``on_record``; see the module docs."""
+
+    def __init__(self, queue: str, on_record: OnRecord, *, prefetch: int) -> None:
+        self.queue = queue
+        self.prefetch = prefetch
+        #: The offset of the last record read; None before the first.
+        self.last_offset: int | None = None
+        self._on_record = on_record
+
+    async def follow(self, link: AmqpLink, channel: Channel, start: Offset) -> Offset:
+        """Consume on ``channel``: from ``start`` the first time, after the last record read
+        when one was. Returns where it starts."""
+        offset = start if self.last_offset is None else self.last_offset + 1
+        await link.call(channel.basic_qos, prefetch_count=self.prefetch)
+        await link.call(channel.basic_consume, self.queue, self._on_message, auto_ack=False,
+                        arguments={"x-stream-offset": offset})
+        return offset
+
+    def _on_message(self, channel: Channel, method: Any, props: Any, body: bytes) -> None:
+        if channel.is_open:
+            channel.basic_ack(method.delivery_tag)
+        offset = (props.headers or {}).get("x-stream-offset")
+        if not isinstance(offset, int):
+            offset = None
+        elif self.last_offset is not None and offset <= self.last_offset:
+            return  # already read before a reconnect
+        else:
+            self.last_offset = offset
+        self._on_record(offset, props, body)
