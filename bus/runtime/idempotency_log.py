@@ -102,8 +102,8 @@ class IdempotencyLog:
 
     @property
     def ready(self) -> bool:
-        """Claims can be taken now: the link connected and not suspect, the channel claims
-        are appended on open (the tail is subscribed before either)."""
+        """Claims can be taken now: the link is connected and not suspect, and the channel
+        claims are appended on is open (the tail follows the stream before it opens)."""
         return self._link.healthy and self._publisher.ready
 
     async def start(self) -> None:
