@@ -41,9 +41,9 @@ from esb.bus.envelope import Envelope
 from esb.bus.reply import Reply
 from esb.bus.xmlsafe import XmlLimits
 
-__all__ = ["Accepted", "AdapterSettings", "AdapterSpec", "ByteSize", "Duration", "HttpRoute",
-           "Inbound", "InboundContext", "InboundFactory", "Outbound", "OutboundContext",
-           "OutboundFactory", "Rate", "SendResult"]
+__all__ = ["Accepted", "AdapterSettings", "AdapterSpec", "ByteSize", "Duration", "HttpInbound",
+           "HttpRoute", "Inbound", "InboundContext", "InboundFactory", "Outbound",
+           "OutboundContext", "OutboundFactory", "Rate", "SendResult"]
 
 
 class AdapterSettings(BaseModel):
@@ -155,6 +155,18 @@ class Inbound(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+class HttpInbound:
+    """Base of an inbound side that only serves its ``routes``: nothing to start or stop."""
+
+    routes: list[HttpRoute]
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
 
 
 #: What :meth:`Outbound.send` may return once the destination accepted an envelope: the

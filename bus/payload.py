@@ -26,11 +26,14 @@ further step is a key of a mapping or, on a list, an index (``items.0.sku``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from esb.bus.errors import PermanentError
 
 if TYPE_CHECKING:
     from esb.bus.envelope import Envelope
@@ -245,3 +248,23 @@ def scalar(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+#: A ``{path}`` placeholder in a template (a URL, a routing key).
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
+
+
+def render(template: str, envelope: Envelope, what: str,
+           escape: Callable[[str], str] = str) -> str:
+    """``template`` with each ``{path}`` replaced by that field's text (:func:`field`,
+    :func:`scalar`) passed through ``escape``. A field that is missing, or is an object or a
+    list, is a PermanentError naming ``what`` (the template's role, e.g. "URL template")."""
+
+    def value(m: re.Match[str]) -> str:
+        text = scalar(field(envelope, m.group(1)))
+        if text is None:
+            raise PermanentError(f"{what} field {{{m.group(1)}}} is missing from the "
+                                 "envelope (or is an object or a list)")
+        return escape(text)
+
+    return PLACEHOLDER.sub(value, template)

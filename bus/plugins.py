@@ -102,7 +102,7 @@ def describe_installed(registry: Registry) -> list[dict[str, str]]:
         except Exception as exc:
             row["summary"] = f"(fails to load: {exc})"
         else:
-            row["summary"] = str(getattr(spec, "summary", "") or "")
+            row["summary"] = str(spec.summary or "")
             directions = getattr(spec, "directions", None)
             if directions is not None:
                 row["directions"] = ",".join(directions)

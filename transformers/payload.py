@@ -7,10 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from lxml import etree
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import TransformError
 from esb.bus.payload import JSON, is_json
+from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlError, XmlLimits, parse_xml
 
 
 def xml_input(step: str, env: Envelope) -> str | bytes:
@@ -20,6 +22,17 @@ def xml_input(step: str, env: Envelope) -> str | bytes:
     if isinstance(data, bytes) or (isinstance(data, str) and not explicit_json):
         return data
     raise TransformError(step, f"{step} needs an XML payload; add json-to-xml before it")
+
+
+def xml_root(step: str, env: Envelope, *, max_bytes: int, max_depth: int,
+             limits: XmlLimits = DEFAULT_LIMITS) -> etree._Element:
+    """The envelope's XML payload (:func:`xml_input`) parsed under esb's policy; input the
+    parser refuses (too large, too deep, not well-formed) is a TransformError saying so."""
+    try:
+        return parse_xml(xml_input(step, env), max_bytes=max_bytes, max_depth=max_depth,
+                         limits=limits)
+    except XmlError as exc:
+        raise TransformError(step, f"input refused: {exc}") from None
 
 
 def json_input(step: str, env: Envelope) -> Any:

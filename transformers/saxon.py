@@ -40,8 +40,7 @@ from lxml import etree
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
-from esb.bus.xmlsafe import XmlError, parse_xml
-from esb.transformers.payload import xml_input
+from esb.transformers.payload import xml_root
 from esb.transformers.stylesheet import (
     XSL,
     Call,
@@ -374,12 +373,8 @@ class SaxonTransformer:
         return self.proc.make_string_value(str(value))
 
     def __call__(self, env: Envelope) -> Envelope:
-        data = xml_input(self.name, env)
-        try:
-            root = parse_xml(data, max_bytes=self.settings.max_bytes,
-                             max_depth=self.settings.max_depth)
-        except XmlError as exc:
-            raise TransformError(self.name, f"input refused: {exc}") from None
+        root = xml_root(self.name, env, max_bytes=self.settings.max_bytes,
+                        max_depth=self.settings.max_depth)
         text = etree.tostring(root, encoding="unicode")
         values = self.from_envelope.values(env)
         with self.lock, _native_stderr() as captured:

@@ -36,7 +36,7 @@ from esb.bus.xmlsafe import (
     XmlError,
     parse_xml,
 )
-from esb.transformers.payload import json_input, xml_input
+from esb.transformers.payload import json_input, xml_root
 from esb.transformers.sandbox import SandboxViolation, sandboxed_parser
 from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
 
@@ -88,11 +88,8 @@ def make_xsd(settings: XsdSettings, ctx: TransformerContext) -> Callable[[Envelo
     name = ctx.name
 
     def validate_xml(env: Envelope) -> Envelope:
-        try:
-            root = parse_xml(xml_input(name, env), max_bytes=settings.max_bytes,
-                             max_depth=settings.max_depth, limits=ctx.xml_limits)
-        except XmlError as exc:
-            raise TransformError(name, f"input refused: {exc}") from None
+        root = xml_root(name, env, max_bytes=settings.max_bytes, max_depth=settings.max_depth,
+                        limits=ctx.xml_limits)
         if schema.validate(root):
             return env
         problems = [f"line {e.line} {e.path}: {e.message}"

@@ -15,11 +15,9 @@ from esb.bus.xmlsafe import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DEPTH,
     LIBXML_MAX_DEPTH,
-    XmlError,
-    parse_xml,
 )
 from esb.transformers.convention import ConventionError, TypeName, XmlToJson, json_to_element
-from esb.transformers.payload import json_input, with_json, xml_input
+from esb.transformers.payload import json_input, with_json, xml_root
 from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
 from esb.transformers.xsdhints import hints_from_xsd
 
@@ -70,12 +68,10 @@ def make_xml_to_json(settings: XmlToJsonSettings, ctx: TransformerContext
     name = ctx.name
 
     def xml_to_json(env: Envelope) -> Envelope:
+        root = xml_root(name, env, max_bytes=settings.max_bytes, max_depth=settings.max_depth,
+                        limits=ctx.xml_limits)
         try:
-            root = parse_xml(xml_input(name, env), max_bytes=settings.max_bytes,
-                             max_depth=settings.max_depth, limits=ctx.xml_limits)
             return with_json(env, converter.document(root))
-        except XmlError as exc:
-            raise TransformError(name, f"input refused: {exc}") from None
         except ConventionError as exc:
             raise TransformError(name, str(exc)) from None
 

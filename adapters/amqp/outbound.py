@@ -1,6 +1,8 @@
 """amqp outbound: publish each envelope to a legacy exchange, with publisher confirms.
 
-``send`` returns once the legacy broker confirmed the message (``basic.ack``). Errors:
+``send`` returns once the legacy broker confirmed the message (``basic.ack``); ``request``
+(request/reply routes) also waits for the legacy system's reply — AMQP RPC with direct
+reply-to, see :mod:`esb.adapters.amqp.rpc`. Errors of the publish (both):
 
 * ``basic.nack``, a connection or channel lost before the confirm, no confirm within
   ``timeout``, a broker that cannot be reached → :class:`~esb.bus.errors.TransientError`
@@ -21,37 +23,29 @@ The body is the payload in its own content type — or the whole CloudEvent with
 from __future__ import annotations
 
 import asyncio
-import re
+import time
 from typing import Any
 
 import pika
 import structlog
 from pika.adapters.asyncio_connection import AsyncioConnection
 
+from esb.adapters.amqp.rpc import DIRECT_REPLY_TO, ReplyWaiters, reply_of
 from esb.adapters.amqp.settings import AmqpOutboundSettings
 from esb.adapters.spec import OutboundContext
 from esb.bus.broker.connection import AmqpLink, NoAnswer, redact
 from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusUnavailable, PermanentError, PublishRejected, TransientError
-from esb.bus.payload import field, scalar
+from esb.bus.payload import render
+from esb.bus.reply import Reply
 
 log = structlog.get_logger("esb.amqp.outbound")
-
-_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 
 
 def render_key(template: str, envelope: Envelope) -> str:
     """``orders.{type}`` → ``orders.order.created``; a missing field is a PermanentError."""
-
-    def value(m: re.Match[str]) -> str:
-        text = scalar(field(envelope, m.group(1)))
-        if text is None:
-            raise PermanentError(f"routing key field {{{m.group(1)}}} is missing from the "
-                                 "envelope (or is an object or a list)")
-        return text
-
-    return _FIELD.sub(value, template)
+    return render(template, envelope, "routing key")
 
 
 class AmqpOutbound:
@@ -65,6 +59,7 @@ class AmqpOutbound:
                               on_connected=self._on_connected, on_lost=self._on_lost,
                               reconnect=False)
         self._publisher = ConfirmedPublisher()
+        self._replies = ReplyWaiters()
         self._lock: asyncio.Lock | None = None
 
     @property
@@ -83,6 +78,7 @@ class AmqpOutbound:
 
     async def stop(self) -> None:
         self._publisher.fail_all(TransientError("the destination is stopping"))
+        self._replies.fail_all(TransientError("the destination is stopping"))
         await self._link.close()
 
     async def _ensure(self) -> None:
@@ -95,7 +91,7 @@ class AmqpOutbound:
                 return
             try:
                 if self._link.connected:  # the channel went (a missing exchange): a new one
-                    await self._publisher.open(self._link)
+                    await self._open(self._link)
                 else:
                     await self._link.start()  # opens the channel in _on_connected
             except (BusUnavailable, pika.exceptions.AMQPError) as exc:
@@ -103,12 +99,28 @@ class AmqpOutbound:
                                      f"{exc}") from None
 
     async def _on_connected(self, link: AmqpLink) -> None:
-        await self._publisher.open(link)
+        await self._open(link)
+
+    async def _open(self, link: AmqpLink) -> None:
+        """The confirm channel, consuming its direct replies (for :meth:`request`)."""
+        await self._publisher.open(link, on_close=self._on_channel_closed)
+        channel = self._publisher.channel
+        assert channel is not None
+        await link.call(channel.basic_consume, DIRECT_REPLY_TO, self._replies.on_reply,
+                        auto_ack=True)
+
+    def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
+        self._replies.fail_all(TransientError(
+            f"the channel to the legacy broker at {self._where} closed before the reply "
+            f"came: {reason}"))
 
     def _on_lost(self, reason: BaseException) -> None:
         self._publisher.fail_all(TransientError(
             f"the connection to the legacy broker at {self._where} was lost before the "
             f"confirm: {reason}"))
+        self._replies.fail_all(TransientError(
+            f"the connection to the legacy broker at {self._where} was lost before the "
+            f"reply came: {reason}"))
 
     # -- delivery -----------------------------------------------------------------------------
 
@@ -140,6 +152,33 @@ class AmqpOutbound:
         routing_key = render_key(s.routing_key, envelope)
         props = self.properties(envelope)
         body = envelope.to_json() if s.cloudevents == "structured" else envelope.data_bytes()
+        await self._publish(routing_key, body, props)
+
+    async def request(self, envelope: Envelope) -> Reply:
+        """Request/reply (:mod:`esb.adapters.amqp.rpc`): publish with ``reply_to`` and a
+        correlation id of this call, and return the legacy system's reply."""
+        s = self.settings
+        routing_key = render_key(s.routing_key, envelope)
+        props = self.properties(envelope)
+        body = envelope.to_json() if s.cloudevents == "structured" else envelope.data_bytes()
+        if envelope.correlationid:  # the conversation's id rides in a header instead
+            props.headers["correlation-id"] = envelope.correlationid
+        props.delivery_mode = 1  # it lives no longer than its caller waits
+        if envelope.esbdeadline is not None:
+            props.expiration = str(max(1, envelope.esbdeadline - int(time.time() * 1000)))
+        cid, answer = self._replies.expect()
+        props.correlation_id, props.reply_to = cid, DIRECT_REPLY_TO
+        try:
+            await self._publish(routing_key, body, props)
+            got, reply_body = await answer
+        finally:
+            self._replies.forget(cid)  # a reply coming after this is dropped
+        return reply_of(got, reply_body, s.reply_status_header, s.reply_error_header)
+
+    async def _publish(self, routing_key: str, body: bytes,
+                       props: pika.BasicProperties) -> None:
+        """Publish and wait for the legacy broker's confirm; errors translated (module doc)."""
+        s = self.settings
         await self._ensure()
         try:
             await self._publisher.publish(s.exchange, routing_key, body, props,

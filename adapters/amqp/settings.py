@@ -82,6 +82,12 @@ class AmqpOutboundSettings(AdapterSettings):
     #: Seconds to wait for the broker's confirm.
     timeout: Duration = 10.0
     heartbeat: int = Field(30, ge=0)
+    #: Request/reply: the reply's AMQP header holding a status with HTTP meaning (none on
+    #: the reply: 200; 404 reaches a REST caller as 404, 5xx as 502); null: never read.
+    reply_status_header: str | None = Field("status", min_length=1)
+    #: Request/reply: the reply's AMQP header whose presence marks a failed call (its value
+    #: is the error text); null: never read.
+    reply_error_header: str | None = Field("error", min_length=1)
 
     @field_validator("url")
     @classmethod

@@ -19,7 +19,8 @@ def _outbound(settings: AmqpOutboundSettings, ctx: OutboundContext) -> AmqpOutbo
 
 SPEC = AdapterSpec(
     name="amqp",
-    summary="A legacy system's RabbitMQ queues in, its exchanges out (publisher confirms)",
+    summary="A legacy system's RabbitMQ queues in, its exchanges out (publisher confirms), "
+            "its RPC services as request/reply destinations",
     inbound_settings=AmqpInboundSettings,
     inbound=_inbound,
     outbound_settings=AmqpOutboundSettings,

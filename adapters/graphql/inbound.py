@@ -42,7 +42,7 @@ from esb.adapters.graphql.limits import QueryLimits, TooComplex, check_operation
 from esb.adapters.graphql.schema import load_schema, wire_mutations, wire_queries
 from esb.adapters.graphql.settings import GraphqlInboundSettings
 from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
-from esb.adapters.spec import HttpRoute, InboundContext
+from esb.adapters.spec import HttpInbound, HttpRoute, InboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, TransformDeferred
 from esb.bus.payload import JsonTooDeep, loads_json
@@ -80,7 +80,7 @@ def _format(errors: list[GraphQLError], code: str | None,
     return out, bus_down
 
 
-class GraphqlInbound:
+class GraphqlInbound(HttpInbound):
     """Serves one GraphQL endpoint built from an SDL."""
 
     def __init__(self, settings: GraphqlInboundSettings, ctx: InboundContext) -> None:
@@ -96,12 +96,6 @@ class GraphqlInbound:
         self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
         self.limits = settings.limits
         self.routes = [HttpRoute(settings.path, ("POST",), self.handle)]
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
 
     def _envelope(self, field: str, arguments: dict[str, Any],
                   info: GraphQLResolveInfo) -> Envelope:

@@ -10,7 +10,6 @@ URL without credentials, and secrets a destination echoes back are replaced by `
 
 from __future__ import annotations
 
-import re
 from urllib.parse import quote
 
 import httpx
@@ -21,18 +20,16 @@ from esb.adapters.http import check_host, header_safe, raise_for_status, transpo
 from esb.adapters.rest.settings import RestOutboundSettings
 from esb.adapters.spec import OutboundContext
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
-from esb.bus.errors import DeliveryError, PermanentError
-from esb.bus.payload import field, scalar
+from esb.bus.errors import DeliveryError
+from esb.bus.payload import PLACEHOLDER, render
 from esb.bus.reply import Reply
-
-_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 
 
 class RestOutbound:
     def __init__(self, settings: RestOutboundSettings, ctx: OutboundContext) -> None:
         self.settings = settings
         self.ctx = ctx
-        self._templated = bool(_FIELD.search(settings.url))
+        self._templated = bool(PLACEHOLDER.search(settings.url))
         #: Parsed once: httpx parses a string URL on every request (~5 % of a delivery).
         self._url = None if self._templated else httpx.URL(settings.url)
         if not self._templated:
@@ -102,14 +99,8 @@ _BODILESS = frozenset({"GET", "HEAD"})
 
 
 def render_url(template: str, envelope: Envelope) -> str:
-    def value(m: re.Match[str]) -> str:
-        text = scalar(field(envelope, m.group(1)))
-        if text is None:
-            raise PermanentError(f"URL template field {{{m.group(1)}}} is missing from the "
-                                 "envelope (or is an object or a list)")
-        return quote(text, safe="")
-
-    return _FIELD.sub(value, template)
+    """The URL ``template`` filled from ``envelope``, each value percent-encoded."""
+    return render(template, envelope, "URL template", lambda text: quote(text, safe=""))
 
 
 def binary_headers(envelope: Envelope) -> dict[str, str]:

@@ -35,7 +35,6 @@ where it was.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from typing import Any
 
@@ -52,7 +51,8 @@ from esb.adapters.rest.settings import PollSettings
 from esb.adapters.spec import InboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusError, ConfigError, DeliveryError
-from esb.bus.payload import JsonTooDeep, loads_json
+from esb.bus.payload import JsonTooDeep, loads_json, scalar
+from esb.bus.tasks import cancel_and_wait
 
 log = structlog.get_logger("esb.rest.poll")
 
@@ -68,14 +68,6 @@ def _compile(expression: str | None, setting: str) -> Any:
         return jmespath.compile(expression)
     except JMESPathError as exc:
         raise ConfigError([f"poll.{setting}: {expression!r} is not a path: {exc}"]) from exc
-
-
-def _scalar(value: Any) -> str | None:
-    if value is None or isinstance(value, (dict, list)):
-        return None
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
 
 
 class Poller:
@@ -123,10 +115,7 @@ class Poller:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -240,11 +229,11 @@ class Poller:
         if self._id is None:
             digest = hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS))
             return digest.hexdigest()[:32], None
-        item_id = _scalar(self._id.search(item))
+        item_id = scalar(self._id.search(item))
         if item_id is None:
             raise PollFailed(f"an item has no usable {self.settings.id!r} field")
         if self._versioned:
-            version = _scalar(self._cursor_of(item))
+            version = scalar(self._cursor_of(item))
             if version is not None:
                 return f"{item_id}@{version}", item_id
         return item_id, item_id

@@ -10,7 +10,6 @@ firing as the lease moves) is published once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,6 +21,7 @@ from esb.adapters.schedule.settings import ScheduleSettings
 from esb.adapters.spec import HttpRoute, InboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusError, ConfigError
+from esb.bus.tasks import cancel_and_wait
 
 log = structlog.get_logger("esb.schedule")
 
@@ -65,10 +65,7 @@ class ScheduleInbound:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         slot = await self._first_slot()

@@ -41,7 +41,7 @@ from esb.adapters.soap.faults import (
 from esb.adapters.soap.schema import Child, children
 from esb.adapters.soap.settings import SoapInboundSettings
 from esb.adapters.soap.wsdl import ServiceDescription, load_description
-from esb.adapters.spec import HttpRoute, InboundContext
+from esb.adapters.spec import HttpInbound, HttpRoute, InboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
 from esb.bus.payload import media_type
@@ -68,7 +68,7 @@ class SoapFault(Exception):
         self.not_understood = not_understood
 
 
-class SoapInbound:
+class SoapInbound(HttpInbound):
     """One SOAP endpoint: ``GET path?wsdl`` and ``POST path``."""
 
     def __init__(self, settings: SoapInboundSettings, ctx: InboundContext) -> None:
@@ -83,12 +83,6 @@ class SoapInbound:
         self._wsdl_cache: dict[tuple[str, str], bytes] = {}
         self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
         self.routes = [HttpRoute(settings.path, ("GET", "POST"), self.handle)]
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
 
     async def handle(self, request: Request) -> Response:
         media, params = media_type(request.headers.get("content-type", ""))

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
-from esb.adapters.spec import HttpRoute, InboundContext
+from esb.adapters.spec import HttpInbound, HttpRoute, InboundContext
 from esb.adapters.webhook.events import (
     default_event_type,
     event_type,
@@ -55,7 +55,7 @@ def build_verifier(settings: WebhookInboundSettings) -> Verifier:
                         id_header=settings.id_header)
 
 
-class WebhookInbound:
+class WebhookInbound(HttpInbound):
     """Serves one signed-webhook endpoint."""
 
     def __init__(self, settings: WebhookInboundSettings, ctx: InboundContext,
@@ -66,12 +66,6 @@ class WebhookInbound:
         self.verifier = build_verifier(settings)
         self._type_from = settings.event_type or default_event_type(settings.scheme)
         self.routes = [HttpRoute(settings.path, ("POST",), self.handle)]
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
 
     async def handle(self, request: Request) -> Response:
         """Verify the signature, reject replays, and answer once the bus confirmed."""

@@ -37,6 +37,7 @@ from pika.channel import Channel
 
 from esb.bus.broker.tls import kombu_ssl, pika_parameters, split_url
 from esb.bus.errors import BusUnavailable
+from esb.bus.tasks import cancel_and_wait
 
 log = structlog.get_logger("esb.bus.connection")
 
@@ -452,10 +453,7 @@ class AmqpLink:
         self._closing = True
         self._lost.set()
         for task in (self._supervisor, self._probe_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
         conn = self.connection
         if conn is not None and conn.is_open:
             conn.close()

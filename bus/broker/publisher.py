@@ -46,6 +46,12 @@ class ConfirmedPublisher:
     def ready(self) -> bool:
         return self._channel is not None and self._channel.is_open
 
+    @property
+    def channel(self) -> Channel | None:
+        """The confirm-mode channel (None before :meth:`open` and once it closed): an RPC
+        client consumes its direct replies on the channel it publishes on."""
+        return self._channel
+
     async def open(self, link: AmqpLink,
                    on_close: Callable[[Channel, BaseException], None] | None = None) -> None:
         """Open a confirm-mode channel on ``link`` (call from its ``on_connected``); ``on_close``

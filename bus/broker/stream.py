@@ -5,7 +5,8 @@ over an :class:`~esb.bus.broker.connection.AmqpLink`. What they share is here: t
 (``x-queue-type: stream``), and :class:`StreamTail`, a consumer that starts at a given offset
 (``first``, a timestamp, a number) and, when started again after a reconnect, resumes after
 the last offset it read, so nothing is missed or read twice. Deliveries are acked as they
-arrive (a stream needs acks to keep the consumer's credit flowing).
+arrive (a stream needs acks to keep the consumer's credit flowing). :func:`append` writes one
+record and waits for the broker's confirm.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 
 from pika.channel import Channel
 
-from esb.bus.broker.connection import AmqpLink
+from esb.bus.broker.connection import AmqpLink, NoAnswer
+from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
+from esb.bus.errors import BusUnavailable, PublishRejected
 
 #: Where a stream consumer starts: ``first``/``last``/``next``, an offset, or a timestamp.
 Offset = str | int | datetime
@@ -31,6 +34,22 @@ async def declare_stream(link: AmqpLink, channel: Channel, queue: str,
     (``ChannelClosed`` 406)."""
     await link.call(channel.queue_declare, queue, durable=True,
                     arguments={**(arguments or {}), "x-queue-type": "stream"})
+
+
+async def append(publisher: ConfirmedPublisher, queue: str, body: bytes, props: Any, *,
+                 timeout: float, what: str, on_returned: Callable[[], None] | None = None
+                 ) -> None:
+    """Publish one record (``what``, for errors: "a trace batch") to the stream ``queue`` and
+    wait for the broker's confirm: BusUnavailable when none came, PublishRejected when the
+    broker refused it or returned it (no such queue: ``on_returned`` is called first)."""
+    try:
+        await publisher.publish("", queue, body, props, timeout=timeout)
+    except NoAnswer:
+        raise BusUnavailable(f"the broker did not confirm {what}") from None
+    except PublishReturned as exc:
+        if on_returned is not None:
+            on_returned()
+        raise PublishRejected(f"{queue} did not take {what} ({exc.reply})") from None
 
 
 class StreamTail:

@@ -16,16 +16,14 @@ Two implementations, chosen by the bus URL (no second database, PRODUCT.md §8):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
-if TYPE_CHECKING:
-    pass
+from esb.bus.tasks import cancel_and_wait
 
 log = structlog.get_logger("esb.routes.store")
 
@@ -177,7 +175,4 @@ class Dispatcher:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)

@@ -44,11 +44,11 @@ import structlog
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
-from esb.bus.broker.connection import AmqpLink, NoAnswer
-from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
-from esb.bus.broker.stream import StreamTail, declare_stream
+from esb.bus.broker.connection import AmqpLink
+from esb.bus.broker.publisher import ConfirmedPublisher
+from esb.bus.broker.stream import StreamTail, append, declare_stream
 from esb.bus.broker.topology import Topology
-from esb.bus.errors import BusError, BusUnavailable, PublishRejected
+from esb.bus.errors import BusError, BusUnavailable
 from esb.bus.routing.routeset import digest_files
 from esb.bus.routing.store import Dispatcher, LoadedVersions, RouteVersion, Watcher, now
 
@@ -179,14 +179,8 @@ class RabbitRouteStore(LoadedVersions):
         props = pika.BasicProperties(content_type="application/json", delivery_mode=2,
                                      message_id=record["id"],
                                      type=f"esb.routes.{record['kind']}")
-        try:
-            await self._publisher.publish("", self.queue, orjson.dumps(record), props,
-                                          timeout=self._timeout)
-        except NoAnswer:
-            raise BusUnavailable("the broker did not confirm the route version") from None
-        except PublishReturned as exc:
-            raise PublishRejected(f"{self.queue} did not take the route version "
-                                  f"({exc.reply})") from None
+        await append(self._publisher, self.queue, orjson.dumps(record), props,
+                     timeout=self._timeout, what="the route version")
 
     async def _sync(self) -> None:
         """Read the stream up to a marker published now: afterwards, history is complete."""

@@ -44,6 +44,7 @@ from esb.bus.deadletter import dead_letter
 from esb.bus.envelope import Envelope
 from esb.bus.errors import PermanentError
 from esb.bus.runtime.ordering import Partitioner
+from esb.bus.tasks import cancel_and_wait
 from esb.bus.xmlsafe import XmlError, parse_xml
 
 log = structlog.get_logger("esb.aggregator")
@@ -112,10 +113,7 @@ class Aggregator:
 
     async def stop(self) -> None:
         task, self._sweeper = self._sweeper, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     # -- runtime ---------------------------------------------------------------------------------
 

@@ -52,9 +52,9 @@ from esb.bus.runtime.readiness import Condition, Readiness
 from esb.bus.runtime.route_tests import RouteTester
 from esb.bus.runtime.singleton import Leases, OneInstance
 from esb.bus.runtime.stats import StatsHistory
-from esb.bus.runtime.tasks import cancel_all
 from esb.bus.runtime.worker_board import WorkerBoard
 from esb.bus.runtime.worker_role import WorkerRole, watch_parent
+from esb.bus.tasks import cancel_all
 
 log = structlog.get_logger("esb.daemon")
 
@@ -200,8 +200,7 @@ class Daemon:
     def source_mode(self, name: str) -> str:
         """Where source ``name``'s loop runs: its ``runs:``, else what its adapter declares."""
         source = self.config.sources[name]
-        return source.runs or getattr(self.registry.get(source.adapter), "inbound_mode",
-                                      "every-instance")
+        return source.runs or self.registry.get(source.adapter).inbound_mode
 
     async def run(self) -> int:
         cfg = self.config

@@ -23,13 +23,13 @@ breaker everywhere.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any, Protocol
 
 import structlog
 
 from esb.bus.runtime.breaker import CircuitBreaker
 from esb.bus.runtime.ratelimit import TokenBucket
+from esb.bus.tasks import cancel_and_wait
 
 log = structlog.get_logger("esb.fleet")
 
@@ -100,11 +100,8 @@ class FleetLimits:
                                                                 name="esb fleet limits")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     def recount(self) -> None:
         for destination, (bucket, rate, burst) in self._buckets.items():

@@ -101,7 +101,7 @@ class Ingress:
         router = self.routes.current  # one route-set snapshot for the whole envelope
         answers: dict[str, Envelope] = {}
         while True:
-            if getattr(router, "waits", False):
+            if router.waits:
                 # Steps that wait on the XSLT sandbox process: planned in a thread, so this
                 # instance serves other requests meanwhile (a runaway stylesheet included).
                 planned = await asyncio.to_thread(plan, router, envelope, endpoint,

@@ -47,7 +47,7 @@ from pika.channel import Channel
 from esb.bus.broker.connection import AmqpLink
 from esb.bus.broker.topology import Topology
 from esb.bus.runtime.metrics import LATENCY_BOUNDS, quantile
-from esb.bus.runtime.tasks import cancel_all
+from esb.bus.tasks import cancel_all
 
 log = structlog.get_logger("esb.presence")
 

@@ -16,6 +16,7 @@ from typing import Protocol
 import structlog
 
 from esb.adapters.spec import HttpRoute, Inbound, SourceState
+from esb.bus.tasks import cancel_and_wait
 
 log = structlog.get_logger("esb.singleton")
 
@@ -68,10 +69,7 @@ class OneInstance:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         await self.lease.release()
 
     async def _run(self) -> None:

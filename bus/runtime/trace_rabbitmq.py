@@ -49,12 +49,11 @@ import pika
 import structlog
 from pika.channel import Channel
 
-from esb.bus.broker.connection import AmqpLink, ChannelClosed, NoAnswer
-from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
-from esb.bus.broker.stream import StreamTail, declare_stream
+from esb.bus.broker.connection import AmqpLink, ChannelClosed
+from esb.bus.broker.publisher import ConfirmedPublisher
+from esb.bus.broker.stream import StreamTail, append, declare_stream
 from esb.bus.broker.topology import Topology
-from esb.bus.errors import BusError, BusUnavailable, PublishRejected
-from esb.bus.runtime.tasks import cancel_all
+from esb.bus.errors import BusError, BusUnavailable
 from esb.bus.runtime.trace import (
     FIND_LIMIT,
     TraceEvent,
@@ -62,6 +61,7 @@ from esb.bus.runtime.trace import (
     refers_to,
     sort_events,
 )
+from esb.bus.tasks import cancel_all
 
 log = structlog.get_logger("esb.trace")
 
@@ -252,14 +252,9 @@ class StreamTrace:
             raise BusUnavailable("the trace recorder is not connected to the bus")
         props = pika.BasicProperties(content_type="application/json", delivery_mode=2,
                                      type=kind, app_id=self.instance)
-        try:
-            await self._publisher.publish("", self.queue, body, props, timeout=self._timeout)
-        except NoAnswer:
-            raise BusUnavailable("the broker did not confirm a trace batch") from None
-        except PublishReturned as exc:
-            self._link.drop()  # the stream is gone: reconnecting declares it again
-            raise PublishRejected(f"{self.queue} did not take a trace batch "
-                                  f"({exc.reply})") from None
+        # returned: the stream is gone, and reconnecting declares it again
+        await append(self._publisher, self.queue, body, props, timeout=self._timeout,
+                     what="a trace batch", on_returned=self._link.drop)
 
     # -- reading -----------------------------------------------------------------------------
 
