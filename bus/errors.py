@@ -11,6 +11,7 @@
     │       └── TransformError   a transformer step failed (names the step)
     └── BusError                 the bus itself failed
         ├── BusUnavailable       not connected, or the connection dropped before the confirm
+        │   ├── CommitUncertain  a transaction's commit was sent, and no answer came back
         │   ├── TransformDeferred  not taken: a step run at ingress asked for a retry
         │   └── IdempotencyInFlight  not taken: another instance is taking the same key now
         └── PublishRejected      the broker nacked, or returned the message as unroutable
@@ -81,6 +82,13 @@ class BusError(EsbError):
 
 class BusUnavailable(BusError):
     """The bus is not connected, or lost the connection before confirming."""
+
+
+class CommitUncertain(BusUnavailable):
+    """A transaction's ``tx.commit`` was sent but its ``commit-ok`` never came (the connection
+    or the channel went, the broker stayed silent). The broker may have taken all of it, none,
+    or — when a node failed in the middle — only the messages of some queues: RabbitMQ does
+    not promise atomicity across queues when the broker itself fails."""
 
 
 class PublishRejected(BusError):

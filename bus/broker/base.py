@@ -94,7 +94,10 @@ class Bus(Protocol):
                                  records: Sequence[tuple[str, bytes]] = ()) -> None:
         """Publish every envelope (and every raw ``records`` body, to the named queue of the
         bus's own state: the idempotency stream) all together or none of them: a failure or
-        a crash before the broker took them leaves none published."""
+        a crash before the broker took them leaves none published. On quorum queues (where
+        a transaction is not safe when a queue's leader moves) every message is confirmed
+        instead, the records after all the envelopes: a failure may leave some envelopes
+        published, never a record without them."""
 
     async def publish_delayed(self, address: str, envelope: Envelope, delay: float) -> float:
         """Publish so that it reaches ``address`` after about ``delay`` s; returns the delay

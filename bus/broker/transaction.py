@@ -24,7 +24,7 @@ import pika
 from pika.channel import Channel
 
 from esb.bus.broker.connection import AmqpLink
-from esb.bus.errors import BusUnavailable
+from esb.bus.errors import BusUnavailable, CommitUncertain
 
 #: One message of a transaction: exchange, routing key, body, properties.
 TxMessage = tuple[str, str, bytes, pika.BasicProperties]
@@ -52,8 +52,9 @@ class TxPublisher:
 
     async def commit(self, messages: Sequence[TxMessage], timeout: float = 10.0) -> None:
         """Publish ``messages`` in one transaction; return once the broker committed them.
-        Raises :class:`~esb.bus.errors.BusUnavailable` when it did not (nothing was taken,
-        unless the connection dropped after the broker committed: then all of it was)."""
+        Raises :class:`~esb.bus.errors.BusUnavailable` when it did not and nothing was
+        taken, :class:`~esb.bus.errors.CommitUncertain` when the commit was sent but not
+        answered (any part of it may have been taken)."""
         link = self._link
         if link is None or not link.connected:
             raise BusUnavailable("the bus is not connected")
@@ -73,7 +74,10 @@ class TxPublisher:
                 with contextlib.suppress(Exception):
                     await link.call(channel.tx_rollback)
                 raise BusUnavailable(f"publish failed: {exc}") from exc
-            await link.call(channel.tx_commit)
+            try:
+                await link.call(channel.tx_commit)
+            except BusUnavailable as exc:
+                raise CommitUncertain(f"the commit was not answered: {exc}") from exc
             healthy = True
             returned = self._returned.pop(channel.channel_number, None)
             if returned:

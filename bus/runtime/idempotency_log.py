@@ -6,7 +6,10 @@ appends to and reads whole, in the one order the stream gives every reader. Its 
 * ``claim {key, nonce, by, at, fp}`` — an instance wants to take a key;
 * ``done {key, nonce, id, destinations, fp}`` — the key was taken. It is committed in the same
   AMQP transaction as the envelope's copies (:meth:`~esb.bus.broker.base.Bus.publish_atomically`),
-  so it exists exactly when they were published: a crash leaves both or neither;
+  so a crash of the instance leaves both or neither (a broker node failing during the commit
+  may keep the record alone: the ingress then publishes the copies again, see
+  :meth:`~esb.bus.runtime.ingress.Ingress._secure`). On quorum queues there is no
+  transaction: the record is appended once every copy is confirmed, never before;
 * ``abandon {key, nonce}`` — the claimant failed before publishing (sent on a best-effort
   basis; a claim without it lapses after ``claim_ttl``).
 

@@ -28,7 +28,7 @@ from starlette.responses import Response
 from esb.adapters.spec import Accepted, HttpRoute
 from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, destination_address
 from esb.bus.envelope import Envelope
-from esb.bus.errors import BusUnavailable, TransformDeferred
+from esb.bus.errors import BusUnavailable, CommitUncertain, TransformDeferred
 from esb.bus.payload import DEFAULT_JSON_DEPTH
 from esb.bus.reply import failure_envelope
 from esb.bus.routing.dispatch import COPY, DEAD, Outcome, Plan, ReplyPlan, plan
@@ -43,6 +43,11 @@ from esb.bus.runtime.trace import MemoryTrace, TraceRecorder
 from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits
 
 log = structlog.get_logger("esb.ingress")
+
+#: How long a sender waits for its envelope to be secured after an unanswered commit (see
+#: :meth:`Ingress._secure`); the securing goes on after that, for up to ``SECURE_FOR``.
+SECURE_WAIT = 10.0
+SECURE_FOR = 600.0
 
 
 @dataclass
@@ -63,6 +68,7 @@ class Ingress:
         self.instance = instance
         self.partitioners = dict(partitioners or {})
         self._children: dict[tuple[object, ...], Any] = {}
+        self._securing: set[asyncio.Task[None]] = set()
         #: Set by the daemon once the route store's current version is installed: until
         #: then an envelope would be routed by the local files, not the deployed set.
         self.open = True
@@ -193,8 +199,14 @@ class Ingress:
             if seal is not None or planned.parts:
                 # A split is published whole or not at all; so is an envelope with the record
                 # of its idempotency key.
-                await self.bus.publish_atomically(
-                    publishes, [seal(accepted)] if seal is not None else [])
+                record = seal(accepted) if seal is not None else None
+                try:
+                    await self.bus.publish_atomically(publishes,
+                                                      [record] if record else [])
+                except CommitUncertain:
+                    if record is None:
+                        raise  # nothing says it was taken: the sender's retry publishes it
+                    await self._secure(eid, publishes, record)
             elif len(publishes) == 1:
                 await self.bus.publish(*publishes[0])
             elif publishes:
@@ -219,6 +231,42 @@ class Ingress:
                 request = None
             record(eid, step, at=at, **detail)
         return accepted
+
+    async def _secure(self, eid: str, publishes: list[tuple[str, Envelope]],
+                      record: tuple[str, bytes]) -> None:
+        """After a commit that was sent and not answered: the broker may have kept the record
+        that the key was taken and not every copy (a node failed in the middle of the commit),
+        and a repeat of the key would then be answered as a duplicate of copies that do not
+        exist. So the copies are published again, each confirmed, and the record after them,
+        until that succeeds (a copy the commit did keep is delivered twice, and dropped by its
+        key at the destination). The sender waits ``SECURE_WAIT`` for that, then is told to
+        retry; the securing goes on regardless."""
+        log.warning("a commit was not answered; publishing the copies again", envelope_id=eid)
+        task = asyncio.get_running_loop().create_task(self._republish(eid, publishes, record))
+        self._securing.add(task)
+        task.add_done_callback(self._securing.discard)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), SECURE_WAIT)
+        except TimeoutError:
+            raise BusUnavailable("the bus did not confirm the envelope in time; retry") from None
+
+    async def _republish(self, eid: str, publishes: list[tuple[str, Envelope]],
+                         record: tuple[str, bytes]) -> None:
+        deadline = asyncio.get_running_loop().time() + SECURE_FOR
+        delay = 0.25
+        while True:
+            try:
+                await asyncio.gather(*(self.bus.publish(a, e) for a, e in publishes))
+                await self.bus.publish_atomically([], [record])
+                log.info("envelope secured after an unanswered commit", envelope_id=eid)
+                return
+            except Exception as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    log.error("could not secure an envelope after an unanswered commit",
+                              envelope_id=eid, error=str(exc))
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 @dataclass

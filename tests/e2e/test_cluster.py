@@ -22,6 +22,7 @@ Marked ``cluster``: ``pytest -m cluster`` runs them alone, ``-m "not cluster"`` 
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -87,8 +88,21 @@ def fleet(cluster: Cluster, sink: Sink,
     config = flow_config(bus, sink.url, concurrency=16)
     with kit_daemon_factory(tmp_path_factory.mktemp("daemons"), DaemonProcess,
                             stop_timeout=120) as make:
-        daemons = [make(config, ROUTES, name=f"d{i}").start(timeout=180) for i in range(2)]
+        daemons = [make(config, ROUTES, name=f"d{i}").start(wait=False) for i in range(2)]
+        for d in daemons:  # both started at once, then waited for
+            d.wait_ready(timeout=180)
         yield Fleet(cluster, prefix, daemons)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How a key of :class:`Load` was accepted: by which daemon, as which envelope, and
+    whether that daemon answered it as a repeat (``Idempotent-Replayed``)."""
+
+    at: float
+    daemon: int
+    envelope_id: str
+    replayed: bool
 
 
 @dataclass
@@ -98,10 +112,20 @@ class Load:
 
     daemons: list[DaemonProcess]
     tag: str
-    accepted: dict[str, float] = field(default_factory=dict)
-    refusals: int = 0
+    answers: dict[str, Answer] = field(default_factory=dict)
+    #: Every refused attempt: (key, daemon index, status code or exception name).
+    refused: list[tuple[str, int, str]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+
+    @property
+    def accepted(self) -> dict[str, float]:
+        """Accepted key -> when (monotonic)."""
+        return {k: a.at for k, a in list(self.answers.items())}
+
+    @property
+    def refusals(self) -> int:
+        return len(self.refused)
 
     def start(self) -> Load:
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -115,19 +139,21 @@ class Load:
                 key = f"{self.tag}-{i}"
                 attempt = 0
                 while not self.stop.is_set():
-                    d = self.daemons[(i + attempt) % len(self.daemons)]
+                    n = (i + attempt) % len(self.daemons)
                     attempt += 1
                     try:
-                        r = client.post(f"{d.url}/in/shop/order.created",
+                        r = client.post(f"{self.daemons[n].url}/in/shop/order.created",
                                         content=orjson.dumps({"n": i}),
                                         headers={"Content-Type": "application/json",
                                                  "Idempotency-Key": key})
                         if r.status_code == 202:
-                            self.accepted[key] = time.monotonic()
+                            self.answers[key] = Answer(
+                                time.monotonic(), n, r.json()["id"],
+                                r.headers.get("idempotent-replayed") == "true")
                             break
-                    except httpx.HTTPError:
-                        pass
-                    self.refusals += 1
+                        self.refused.append((key, n, str(r.status_code)))
+                    except httpx.HTTPError as exc:
+                        self.refused.append((key, n, type(exc).__name__))
                     time.sleep(0.1)
                 i += 1
                 time.sleep(0.01)
@@ -137,22 +163,65 @@ class Load:
         assert self.thread is not None
         self.thread.join(30)
 
-    def longest_gap(self, after: float) -> float:
-        """The longest time without an accepted order after ``after`` (monotonic)."""
-        times = sorted(t for t in self.accepted.values() if t >= after)
-        return max((b - a for a, b in zip([after, *times], times, strict=False)),
-                   default=0.0)
+    def accepted_after(self, moment: float) -> int:
+        return sum(1 for t in self.accepted.values() if t > moment)
+
+    def longest_gap(self, after: float, until: float) -> float:
+        """The longest time without an accepted order between ``after`` and ``until``
+        (monotonic): a window with none at all counts whole."""
+        times = sorted(t for t in self.accepted.values() if after <= t <= until)
+        edges = [after, *times, until]
+        return max(b - a for a, b in itertools.pairwise(edges))
 
 
-def check_delivered(sink: Sink, load: Load, what: str) -> tuple[int, int]:
+def check_delivered(fleet: Fleet, sink: Sink, load: Load, what: str) -> tuple[int, int]:
     """Every accepted key of ``load`` reached the destination; returns (accepted,
-    duplicates the destination dropped by key)."""
+    duplicates the destination dropped by key). On a timeout, the failure names the keys
+    missing, how each was accepted and what the daemons logged about them."""
     wanted = set(load.accepted)
-    wait_until(lambda: wanted <= set(sink.keys()), f"every accepted order ({what})",
-               timeout=120)
+    try:
+        wait_until(lambda: wanted <= set(sink.keys()), f"every accepted order ({what})",
+                   timeout=120)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{missing_report(fleet, sink, load, wanted)}") from None
     counts = sink.keys()
     dupes = sum(counts[k] - 1 for k in wanted if counts[k] > 1)
     return len(wanted), dupes
+
+
+def missing_report(fleet: Fleet, sink: Sink, load: Load, wanted: set[str]) -> str:
+    """Which accepted keys never reached the destination, how each was answered, and the
+    daemons' log lines about them and their warnings."""
+    missing = sorted(wanted - set(sink.keys()), key=lambda k: load.answers[k].at)
+    lines = [f"{len(missing)} of {len(wanted)} accepted keys missing at the destination:"]
+    ids = {}
+    for key in missing[:20]:
+        a = load.answers[key]
+        ids[a.envelope_id] = key
+        tries = [f"d{n}:{why}" for k, n, why in load.refused if k == key]
+        lines.append(f"  {key}: 202 from d{a.daemon} as {a.envelope_id}"
+                     f"{' (replayed)' if a.replayed else ''}; refused before: {tries}")
+    lines.append(f"depth of the destination queue: {_depth(fleet)}")
+    for n, d in enumerate(fleet.daemons):
+        log = d.log(5_000_000).splitlines()
+        about = [line for line in log if any(i in line for i in ids)]
+        warnings = [line for line in log if '"warning"' in line or '"error"' in line]
+        lines.append(f"--- d{n}: lines naming the missing envelopes ({len(about)}):")
+        lines += about[-40:]
+        lines.append(f"--- d{n}: last warnings and errors ({len(warnings)}):")
+        lines += warnings[-40:]
+    return "\n".join(lines)
+
+
+def _depth(fleet: Fleet) -> str:
+    try:
+        queue = Topology(fleet.prefix).queue("dest.out")
+        for q in fleet.cluster.list_queues("name", "messages", "messages_unacknowledged"):
+            if q["name"] == queue:
+                return f"{q['messages']} ({q['messages_unacknowledged']} unacknowledged)"
+    except Exception as exc:  # a report must not hide the failure it reports
+        return f"unknown ({exc})"
+    return "unknown (no queue)"
 
 
 def test_cluster_defaults_replicate_every_queue_and_stream(fleet: Fleet) -> None:
@@ -171,42 +240,42 @@ def test_kill_the_queue_leaders_node_under_load_loses_nothing(fleet: Fleet,
                                                                sink: Sink) -> None:
     c = fleet.cluster
     load = Load(fleet.daemons, "kill").start()
-    wait_until(lambda: len(load.accepted) >= 50, "load running", timeout=120)
+    wait_until(lambda: len(load.accepted) >= 30, "load running", timeout=120)
     leader = c.leader_node(Topology(fleet.prefix).queue("dest.out"))
     killed_at = time.monotonic()
     c.kill(leader)
-    time.sleep(8)  # the load goes on against two nodes
-    gap = load.longest_gap(killed_at)
-    c.start_node(leader)
-    time.sleep(2)
+    # The load goes on against the two nodes left, until acceptance is back for sure.
+    wait_until(lambda: load.accepted_after(killed_at) >= 30,
+               "acceptance back after the node loss", timeout=90)
+    gap = load.longest_gap(killed_at, time.monotonic())
     load.finish()
-    accepted, dupes = check_delivered(sink, load, "after kill -9 of the leader's node")
-    after_kill = sum(1 for t in load.accepted.values() if t > killed_at)
+    c.start_node(leader, wait=False)  # back in the cluster while the deliveries finish
+    accepted, dupes = check_delivered(fleet, sink, load, "after kill -9 of the leader's node")
+    after_kill = load.accepted_after(killed_at)
     print(f"\nkill -9 of {leader.name} (the queue leader's node) under load: {accepted} "
           f"accepted, 0 lost, {dupes} duplicates dropped by key at the destination; "
           f"longest pause in acceptance {gap:.2f}s; {after_kill} accepted after the kill; "
           f"{load.refusals} refusals retried")
-    assert after_kill > 20, "acceptance did not come back after the node loss"
     assert gap < 30, gap
+    c.await_node(leader)
     wait_until(fleet.everyone_ready, "both daemons ready", timeout=120)
 
 
 def test_rolling_restart_of_every_node_loses_nothing(fleet: Fleet, sink: Sink) -> None:
     c = fleet.cluster
     load = Load(fleet.daemons, "roll").start()
-    wait_until(lambda: len(load.accepted) >= 30, "load running", timeout=120)
+    wait_until(lambda: len(load.accepted) >= 20, "load running", timeout=120)
     started = time.monotonic()
     for node in c.nodes:
         c.restart_node(node)
         wait_until(lambda: len(c.running_nodes()) == 3, "the node back in the cluster",
                    timeout=120)
     took = time.monotonic() - started
-    time.sleep(2)
     load.finish()
-    accepted, dupes = check_delivered(sink, load, "after a rolling restart")
+    accepted, dupes = check_delivered(fleet, sink, load, "after a rolling restart")
     print(f"\nrolling restart of 3 nodes under load ({took:.1f}s): {accepted} accepted, "
           f"0 lost, {dupes} duplicates dropped by key; longest pause in acceptance "
-          f"{load.longest_gap(started):.2f}s; {load.refusals} refusals retried")
+          f"{load.longest_gap(started, time.monotonic()):.2f}s; {load.refusals} refusals retried")
     wait_until(fleet.everyone_ready, "both daemons ready", timeout=120)
 
 
@@ -229,8 +298,9 @@ def test_streams_keep_working_while_a_node_is_down(fleet: Fleet, sink: Sink) -> 
                    f"version {version} running on both instances", timeout=120)
         # Idempotency: a key accepted by one instance is a duplicate at the other.
         key = f"stream-{uuid.uuid4().hex[:6]}"
+        # No pause needed: the record was committed before the 202, so the other instance's
+        # claim comes after it in the stream.
         first = wait_until(lambda: _post(a, key), "a keyed order accepted", timeout=120)
-        time.sleep(2)  # the record goes round through the stream (confirmed before the 202)
         try:
             again = wait_until(lambda: _post(b, key, wait_for_record=True),
                                "the repeat answered as a duplicate", timeout=30)
@@ -243,9 +313,8 @@ def test_streams_keep_working_while_a_node_is_down(fleet: Fleet, sink: Sink) -> 
         assert again["id"] == first["id"]
         # Trace: read from the other instance, through the stream.
         wait_until(lambda: key in sink.unique(), "the keyed order delivered", timeout=120)
-        steps = wait_until(lambda: _trace(b, first["id"]), "trace with delivery",
-                           timeout=120)
-        assert {"accepted", "delivered"} <= steps
+        steps = wait_until(lambda: _trace(b, first["id"]),
+                           "trace with acceptance and delivery", timeout=120)
         print(f"\nwith {routes_leader.name} (the route stream's leader) down: deploy of "
               f"version {version} reached both instances; the repeated key was a duplicate "
               f"at the other instance; its trace read {sorted(steps)}")
@@ -288,7 +357,9 @@ def _trace(d: DaemonProcess, envelope_id: str) -> set[str] | None:
         time.sleep(1)
         return None
     steps = {e["step"] for e in r.json().get("events", [])}
-    return steps if "delivered" in steps else None
+    # The accepting instance's notes and the delivering one's arrive through the stream
+    # separately: wait for both.
+    return steps if {"accepted", "delivered"} <= steps else None
 
 
 
@@ -308,21 +379,21 @@ def test_partition_of_the_leaders_node_loses_nothing(fleet: Fleet, sink: Sink) -
         wait_until(lambda: node.name not in c.running_nodes(others[0]),
                    "the majority to see the node gone", timeout=120)
         noticed = time.monotonic() - cut_at
-        time.sleep(5)  # the load goes on against the majority
-        gap = load.longest_gap(cut_at)
-        accepted_during = sum(1 for t in load.accepted.values() if t > cut_at)
+        # The load goes on against the majority.
+        wait_until(lambda: load.accepted_after(cut_at) >= 20,
+                   "acceptance going on during the partition", timeout=90)
+        gap = load.longest_gap(cut_at, time.monotonic())
+        accepted_during = load.accepted_after(cut_at)
     finally:
         c.heal(node)
     healed_at = time.monotonic()
     wait_until(lambda: len(c.running_nodes(others[0])) == 3, "the node back", timeout=120)
     rejoined = time.monotonic() - healed_at
-    time.sleep(2)
     load.finish()
-    accepted, dupes = check_delivered(sink, load, "after a partition")
+    accepted, dupes = check_delivered(fleet, sink, load, "after a partition")
     print(f"\npartition of {node.name} (the queue leader's node) under load: {accepted} "
           f"accepted, 0 lost, {dupes} duplicates dropped by key; the majority saw it gone "
           f"after {noticed:.1f}s; longest pause in acceptance {gap:.2f}s; {accepted_during} "
           f"accepted while cut off; back {rejoined:.1f}s after the heal; "
           f"{load.refusals} refusals retried")
-    assert accepted_during > 10, "acceptance did not go on during the partition"
     wait_until(fleet.everyone_ready, "both daemons ready", timeout=120)

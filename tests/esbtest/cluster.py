@@ -241,13 +241,15 @@ class Cluster:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start_node(self, node: Node, timeout: float = 300) -> None:
+    def start_node(self, node: Node, timeout: float = 300, wait: bool = True) -> None:
+        """Start the node's server; with ``wait``, until it runs (else :meth:`await_node`)."""
         log = open(node.base / "stdout.log", "ab")  # noqa: SIM115 - the child keeps it
         node.proc = subprocess.Popen(node.command(str(SBIN / "rabbitmq-server")), env=node.env,
                                      stdout=log, stderr=log, start_new_session=True,
                                      cwd=node.base)
         log.close()
-        self.await_node(node, timeout)
+        if wait:
+            self.await_node(node, timeout)
 
     def await_node(self, node: Node, timeout: float = 300) -> None:
         """Until the node runs. Generous: on a busy machine (the suite on parallel workers)

@@ -265,6 +265,40 @@ async def test_a_queue_declared_earlier_with_other_arguments_is_kept(
         await bus.close()
 
 
+async def test_publish_atomically_on_quorum_queues_confirms_records_after_copies(
+        rabbit: RabbitScope) -> None:
+    """On quorum queues no transaction is used (the broker answered commit-ok for messages a
+    quorum queue never got once its leader moved): every copy is confirmed, and a record
+    only once every copy is; when a copy fails, its record is not published."""
+    from esb.bus.broker.topology import Topology
+
+    rabbit.destinations.update({"a", "b"})
+    topo = Topology(rabbit.prefix, "quorum")
+    bus = RabbitBus(rabbit.url, topo)
+    await bus.start(["a", "b"])
+    record_queue = f"{rabbit.prefix}.records"
+    conn = pika.BlockingConnection(pika.URLParameters(rabbit.url))
+    try:
+        conn.channel().queue_declare(record_queue, durable=True)
+        depth = conn.channel().queue_declare
+        parts = [(destination_address("a" if i % 2 else "b"), env(i)) for i in range(20)]
+        await bus.publish_atomically(parts, [(record_queue, b'{"done": 1}')])
+        assert depth(topo.queue("dest.a"), passive=True).method.message_count == 10
+        assert depth(topo.queue("dest.b"), passive=True).method.message_count == 10
+        assert depth(record_queue, passive=True).method.message_count == 1
+        # A copy no queue takes: no record after it (a transaction would commit the record
+        # and report the returned copy only afterwards).
+        with pytest.raises(PublishRejected):
+            await bus.publish_atomically([(destination_address("nowhere"), env(99))],
+                                         [(record_queue, b'{"done": 2}')])
+        assert depth(record_queue, passive=True).method.message_count == 1
+    finally:
+        with contextlib.suppress(Exception):
+            conn.channel().queue_delete(record_queue)
+        conn.close()
+        await bus.close()
+
+
 async def test_publish_atomically_is_all_or_nothing(rabbit: RabbitScope) -> None:
     """A transaction of many envelopes plus a raw record lands whole; a fault in the middle of
     one (a message the broker refuses closes the channel before the commit) leaves nothing."""
