@@ -52,6 +52,6 @@ async def serve_inbound(side: Inbound) -> AsyncIterator[str | None]:
     if not routes:
         yield None
         return
-    app = build_app(routes, [], ready=lambda: True, metrics=lambda: b"")
+    app = build_app(routes, [], not_ready=lambda: None, metrics=lambda: b"")
     async with serve_asgi(app) as url:
         yield url

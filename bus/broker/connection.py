@@ -296,7 +296,10 @@ class AmqpLink:
             self.connection = await asyncio.wait_for(opened, CONNECT_TIMEOUT)
         except TimeoutError:
             with contextlib.suppress(Exception):  # a silent node: stop the attempt
-                current._adapter_disconnect_stream()
+                # With a reason: pika's stack asserts on one ended without (a traceback in
+                # the log). Not a StreamLostError, which pika reads as a protocol mismatch.
+                current._terminate_stream(pika.exceptions.AMQPConnectionError(
+                    f"no answer within {CONNECT_TIMEOUT:g}s"))
             raise BusUnavailable("timed out connecting to the bus") from None
         self._blocked = False
         self._probe_sent = None

@@ -48,9 +48,11 @@ from esb.bus.runtime.ingress import Ingress, RouterHolder, SourceContext
 from esb.bus.runtime.logs import SecretRedactor, configure_logging
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
+from esb.bus.runtime.readiness import Condition, Readiness
 from esb.bus.runtime.route_tests import RouteTester
 from esb.bus.runtime.singleton import Leases, OneInstance
 from esb.bus.runtime.stats import StatsHistory
+from esb.bus.runtime.worker_board import WorkerBoard
 from esb.bus.runtime.worker_role import WorkerRole, watch_parent
 from esb.bus.tasks import cancel_all
 
@@ -135,6 +137,26 @@ class Daemon:
         self._stop = asyncio.Event()
         self._started = False
         self._side_tasks: list[asyncio.Task[None]] = []
+        #: What /readyz answers (see :mod:`esb.bus.runtime.readiness`); with workers, each
+        #: posts its own on the board the others read.
+        self.board = WorkerBoard(role.metrics_dir, role.index) if role is not None else None
+        self.readiness = Readiness(self._accepting_conditions(),
+                                   self.board.others if self.board is not None else None)
+        self._posting: asyncio.Task[None] | None = None
+
+    def _accepting_conditions(self) -> list[Condition]:
+        """What an inbound message needs on its way to a 202, in the order /readyz names the
+        first one missing. Ready once everything has started (not merely once the bus
+        connected), so a load balancer sends nothing to a half-started instance."""
+        conditions: list[Condition] = [
+            ("starting", lambda: self._started),
+            ("stopping", lambda: not self._stop.is_set()),
+            ("bus not connected", lambda: self.bus.connected),
+        ]
+        idempotency = self.dedup.log
+        if idempotency is not None:
+            conditions.append(("idempotency log not connected", lambda: idempotency.ready))
+        return conditions
 
     def http_client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -198,14 +220,9 @@ class Daemon:
                             else loopback_only(request)).routes()
         routes = [self.contexts[name].counting_refusals(r)
                   for name, inbound in self.inbound.items() for r in inbound.routes]
-        # Ready once everything has started (not merely once the bus connected), so a
-        # load balancer sends nothing to a half-started instance.
-        # Not ready either while the bus link is suspect, or once a stop began.
         app = build_app(routes, [*admin.routes(), *pages,
                                  *apidocs_routes(self.inbound_document)],
-                        ready=lambda: self._started and self.bus.connected
-                        and not self._stop.is_set(),
-                        metrics=self.metrics.render)
+                        not_ready=self.readiness, metrics=self.metrics.render)
         server = make_server(app, cfg.http.host, cfg.http.port,
                              graceful=cfg.stop_timeout * HTTP_SHARE,
                              limits=cfg.http.limits)
@@ -264,6 +281,8 @@ class Daemon:
         if serving is None:
             assert self.role is not None
             serving = asyncio.create_task(server.serve(sockets=[self.role.listener()]))
+            assert self.board is not None
+            self._posting = asyncio.create_task(self.board.keep_posting(self.readiness.own))
             self.role.announce_ready()
         log.info("esb running", listen=cfg.http.listen, instance=self.instance,
                  sources=sorted(cfg.sources), destinations=sorted(cfg.destinations),
@@ -330,6 +349,9 @@ class Daemon:
             return max(0.05, deadline - reserve - loop.time())
 
         log.info("stopping: draining in-flight work", stop_timeout=budget)
+        if self._posting is not None:  # this worker stops serving: it has no say any more
+            await cancel_all([self._posting])
+            self._posting = None
         http_until = loop.time() + budget * HTTP_SHARE
         with contextlib.suppress(Exception):
             await asyncio.wait_for(

@@ -73,15 +73,19 @@ class InboundDispatcher:
         await self.fallback(scope, receive, send)
 
 
-def build_app(inbound: list[HttpRoute], admin: list[Route], *, ready: Callable[[], bool],
+def build_app(inbound: list[HttpRoute], admin: list[Route], *,
+              not_ready: Callable[[], str | None],
               metrics: Callable[[], bytes]) -> InboundDispatcher:
+    """The daemon's ASGI app. ``not_ready`` says why ``/readyz`` is 503 (``None``: 200), see
+    :mod:`esb.bus.runtime.readiness`."""
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        if ready():
+        reason = not_ready()
+        if reason is None:
             return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "not ready", "reason": "bus not connected"}, 503)
+        return JSONResponse({"status": "not ready", "reason": reason}, 503)
 
     async def render_metrics(request: Request) -> Response:
         return Response(metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -103,6 +103,12 @@ class IdempotencyLog:
     def connected(self) -> bool:
         return self._link.connected
 
+    @property
+    def ready(self) -> bool:
+        """Claims can be taken now: the link is connected and not suspect, and the channel
+        claims are appended on is open (the tail follows the stream before it opens)."""
+        return self._link.healthy and self._publisher.ready
+
     async def start(self) -> None:
         await self._link.start()
 
@@ -186,6 +192,8 @@ class IdempotencyLog:
         :class:`~esb.bus.errors.BusUnavailable` when the log cannot be written or read."""
         if not self._publisher.ready:
             raise BusUnavailable("the idempotency log is not connected")
+        if not self._link.healthy:
+            raise BusUnavailable("the idempotency log's link is not answering (reconnecting)")
         nonce = f"{self._boot}:{next(self._ids)}"
         verdict: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._verdicts[nonce] = verdict

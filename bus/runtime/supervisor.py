@@ -47,6 +47,7 @@ import structlog
 from esb.bus.config.loader import Loaded
 from esb.bus.runtime.admin_token import admin_token
 from esb.bus.runtime.http import bind_listener
+from esb.bus.runtime.worker_board import WorkerBoard
 from esb.bus.runtime.worker_role import METRICS_DIR_ENV
 
 log = structlog.get_logger("esb.supervisor")
@@ -228,6 +229,8 @@ class Supervisor:
             code = 0
         seat.last_code = code
         self._mark_dead(pid)
+        # It serves no more: its readiness must not speak for the daemon (a kill -9 leaves it).
+        WorkerBoard(self._metrics_dir).withdraw(seat.index)
         uptime = round(time.monotonic() - seat.started, 1)
         if self._stopping:
             log.info("worker exited", worker=seat.index, pid=pid, exit_code=code,

@@ -1,6 +1,7 @@
 """A TCP proxy whose connections a test can cut, which can refuse new connections for a
-while and then take them again on the same port, and which can go silent (a partition: bytes
-dropped both ways, no FIN, no RST) — to fake a lost broker without touching the shared one."""
+while and then take them again on the same port, which can go silent (a partition: bytes
+dropped both ways, no FIN, no RST), and which can keep out the AMQP connections of one client
+name only — to fake a lost broker (or one link losing it) without touching the shared one."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
         self._silent = threading.Event()
+        #: A client's socket -> the first bytes it sent (its AMQP handshake names the link).
+        self._hello: dict[socket.socket, bytes] = {}
+        self._shut_out: bytes | None = None
         self.start_accepting()
 
     @classmethod
@@ -48,6 +52,21 @@ class TcpProxy:
         """Relay again. Connections open across the blackhole lost bytes: their peers will
         find the stream broken, as after a long partition."""
         self._silent.clear()
+
+    def shut_out(self, name: str) -> int:
+        """Reset the connections whose AMQP handshake carries ``name`` (esb names every link,
+        e.g. ``esb idempotency <instance>``), and every such connection from now on, as soon
+        as its handshake shows it; the others are relayed as before. Returns how many open
+        connections were reset."""
+        pattern = name.encode()
+        self._shut_out = pattern
+        with self._lock:
+            hit = [c for c, hello in self._hello.items() if pattern in hello]
+        return sum(self._reset_pair(c) for c in hit)
+
+    def let_in(self) -> None:
+        """Relay every connection again (undo :meth:`shut_out` for new connections)."""
+        self._shut_out = None
 
     @property
     def accepting(self) -> bool:
@@ -96,12 +115,16 @@ class TcpProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._conns += [client, upstream]
+                self._hello[client] = b""
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                if src in self._hello and self._shuts_out(src, data):
+                    self._reset_pair(src)
+                    return
                 if not self._silent.is_set():
                     dst.sendall(data)
         except OSError:
@@ -110,24 +133,52 @@ class TcpProxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+            with self._lock:
+                self._hello.pop(src, None)
+
+    def _shuts_out(self, client: socket.socket, data: bytes) -> bool:
+        """Record the start of what ``client`` sent; whether :meth:`shut_out` covers it."""
+        with self._lock:
+            hello = self._hello.get(client, b"")
+            if len(hello) < 4096:
+                hello = self._hello[client] = hello + data[:4096]
+        pattern = self._shut_out
+        return pattern is not None and pattern in hello
+
+    def _reset_pair(self, client: socket.socket) -> int:
+        """Reset ``client`` and the upstream connection relayed with it; 1 if it was open."""
+        with self._lock:
+            if client not in self._conns:
+                return 0
+            at = self._conns.index(client)
+            pair = self._conns[at:at + 2]
+            del self._conns[at:at + 2]
+        for s in pair:
+            _reset(s)
+        return 1
 
     def cut(self) -> int:
         """Reset every open connection; returns how many were cut."""
         with self._lock:
             conns, self._conns = self._conns, []
         for s in conns:
-            try:
-                # SO_LINGER 0: close() sends a RST, as a dropped network would.
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                # Wakes the relay thread blocked in recv() on it: the socket is only really
-                # closed (and the RST sent) once no thread uses it any more.
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RD)
-                s.close()
-            except OSError:
-                pass
+            _reset(s)
         return len(conns)
 
     def close(self) -> None:
         self.stop_accepting()
         self.cut()
+
+
+def _reset(s: socket.socket) -> None:
+    """Close ``s`` with a RST, as a dropped network would."""
+    try:
+        # SO_LINGER 0: close() sends a RST.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # Wakes the relay thread blocked in recv() on it: the socket is only really closed
+        # (and the RST sent) once no thread uses it any more.
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_RD)
+        s.close()
+    except OSError:
+        pass

@@ -24,7 +24,7 @@ async def crash(request: Request) -> Response:
 async def test_a_crash_is_a_500_problem_with_an_id(path: str) -> None:
     app = build_app([HttpRoute("/in/boom", ("POST",), crash)],
                     [Route("/admin/boom", crash, methods=["POST"])],
-                    ready=lambda: True, metrics=lambda: b"")
+                    not_ready=lambda: None, metrics=lambda: b"")
     transport = httpx.ASGITransport(app, raise_app_exceptions=False)
     with capture_logs() as logs:
         async with httpx.AsyncClient(transport=transport, base_url="http://esb") as client:

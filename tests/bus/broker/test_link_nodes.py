@@ -4,6 +4,7 @@ made silent without touching the broker."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from esbtest.proxy import TcpProxy
 from esbtest.waiting import until
 
+from esb.bus.broker import connection
 from esb.bus.broker.connection import AmqpLink, broker_urls, redact
 from esb.bus.config.model import BusConfig
 from esb.bus.errors import BusUnavailable
@@ -103,3 +105,26 @@ async def test_a_silent_link_is_suspect_then_rebuilt_on_another_node(nodes: Any)
         assert suspect_after < moved_after
     finally:
         await link.close()
+
+
+async def test_a_silent_node_times_out_cleanly(nodes: Any,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that takes the TCP connection and never answers the AMQP handshake: the attempt
+    ends after ``CONNECT_TIMEOUT`` with a reason, and ending it raises nothing in the event
+    loop (before, pika's stack asserted on a stream ended without a reason: a traceback in
+    the daemon's log on every such attempt)."""
+    monkeypatch.setattr(connection, "CONNECT_TIMEOUT", 0.5)
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    nodes[0].blackhole()
+    link = AmqpLink(nodes[0].amqp_url, name="test silent", on_connected=nothing,
+                    reconnect=False, probe=False)
+    with pytest.raises(BusUnavailable, match="timed out connecting"):
+        await link.start()
+    nodes[0].restore()
+    await asyncio.sleep(0.5)  # the aborted attempt's clean-up runs meanwhile
+    assert not unhandled, unhandled
+    await link.start()  # the node answers again: a new attempt gets in
+    assert link.connected
+    await link.close()
