@@ -21,11 +21,9 @@ single process):
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import values as _values
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 #: Upper bounds of :meth:`Metrics.latency_counts` (the histogram's, plus +Inf).
@@ -33,27 +31,6 @@ LATENCY_BOUNDS: tuple[float, ...] = (*_LATENCY_BUCKETS, float("inf"))
 
 #: How often a worker copies its watched gauges into the shared files (multiprocess only).
 SAMPLE_INTERVAL = 1.0
-
-
-class _ProcessId:
-    """This process's id, kept rather than asked for: prometheus_client's multiprocess values
-    call ``os.getpid()`` (a system call) on every ``inc``/``observe`` to notice a fork — ~6 %
-    of a worker's CPU at the daemon's message rate. A fork still updates it (``after_in_child``),
-    so a forked child writes its own files, as before."""
-
-    def __init__(self) -> None:
-        self.value = os.getpid()
-        os.register_at_fork(after_in_child=self._forked)
-
-    def _forked(self) -> None:
-        self.value = os.getpid()
-
-    def __call__(self) -> int:
-        return self.value
-
-
-if getattr(_values.ValueClass, "_multiprocess", False):  # PROMETHEUS_MULTIPROC_DIR was set
-    _values.ValueClass = _values.MultiProcessValue(process_identifier=_ProcessId())
 
 
 class Metrics:

@@ -1,7 +1,6 @@
-"""Multiprocess metrics keep the process id instead of asking for it on every update: a fork
-must still get files of its own, and every process's updates count. Run in a fresh
-interpreter: prometheus_client picks its value class when first imported, from
-``PROMETHEUS_MULTIPROC_DIR``."""
+"""Multiprocess metrics: a forked process gets files of its own, and every process's updates
+count. Run in a fresh interpreter: prometheus_client picks its value class when first imported,
+from ``PROMETHEUS_MULTIPROC_DIR``."""
 
 from __future__ import annotations
 
