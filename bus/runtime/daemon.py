@@ -49,6 +49,7 @@ from esb.bus.runtime.logs import SecretRedactor, configure_logging
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.readiness import Condition, Readiness
+from esb.bus.runtime.reply_cache import ReplyCache, shared_file
 from esb.bus.runtime.route_tests import RouteTester
 from esb.bus.runtime.singleton import Leases, OneInstance
 from esb.bus.runtime.stats import StatsHistory
@@ -119,8 +120,11 @@ class Daemon:
         self.fleet = FleetLimits(self.presence)
         self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance,
                                partitioners, self.trace)
+        # The workers of one instance share their cached answers (a file in the supervisor's
+        # private directory); a lone process keeps them in memory.
+        cache = ReplyCache(shared_file(role.metrics_dir) if role is not None else None)
         self.calls = PendingCalls(self.metrics, self.instance, self.config.bus.max_waiting,
-                                  self.trace)
+                                  self.trace, cache)
         self.metrics.watch(self.metrics.waiting, lambda: len(self.calls))
         self.ingress.calls = self.calls  # enrichment requests wait among the callers
         self.deadletters = DeadLetters(self.bus, self.ingress, self.config.destinations,

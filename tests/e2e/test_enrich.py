@@ -226,3 +226,43 @@ def sample(metrics: str, name: str, **labels: str) -> float:
         if m and dict(re.findall(r'(\w+)="([^"]*)"', m[1])) == labels:
             return float(m[2])
     return 0.0
+
+
+def test_the_workers_of_a_daemon_share_one_cache(
+        daemon_factory: Any, rabbit: Any, crm: tuple[Crm, str], sink: Any) -> None:
+    """With ``--workers 2``, requests on fresh connections reach both workers; the CRM is
+    asked once all the same (the trace tells which worker answered each request)."""
+    c, crm_url = crm
+    bus = rabbit.bus("crm", "crm-down", "gold-desk", "orders")
+    d = daemon_factory(config(bus, crm_url, sink.url), ROUTES,
+                       run_args=["--workers", "2"]).start()
+    admin = {"Authorization": f"Bearer {d.token}"}
+
+    def ask(i: int) -> httpx.Response:
+        return httpx.get(f"{d.url}/api/customers/42", timeout=10,
+                         headers={"Connection": "close", "X-Correlation-Id": f"ask-{i}"})
+
+    def answered_by(i: int) -> str | None:
+        found = httpx.get(f"{d.url}/admin/trace", params={"correlation": f"ask-{i}"},
+                          headers=admin, timeout=10).json()["ids"]
+        if not found:
+            return None
+        steps = httpx.get(f"{d.url}/admin/trace/{found[0]}", headers=admin, timeout=10).json()
+        return next((e["instance"] for e in steps["events"] if e["step"] == "answered"), None)
+
+    answers: list[httpx.Response] = []
+    workers: set[str] = set()
+    while len(workers) < 2 and len(answers) < 60:  # the kernel picks who accepts: ask on
+        answers.append(ask(len(answers)))
+        who = eventually(lambda: answered_by(len(answers) - 1))
+        assert who, f"request {len(answers) - 1} was not traced"
+        workers.add(who)
+    assert len(workers) == 2, f"one worker answered all {len(answers)} requests"
+    assert [a.status_code for a in answers] == [200] * len(answers)
+    assert {a.content for a in answers} == {b'{"id":42,"tier":"gold"}'}
+    assert c.calls["42"] == 1
+    metrics = httpx.get(f"{d.url}/metrics", timeout=10).text
+    assert sample(metrics, "esb_reply_cache_total", route="customer-lookup",
+                  outcome="hit") == len(answers) - 1
+    assert sample(metrics, "esb_reply_cache_total", route="customer-lookup",
+                  outcome="miss") == 1
