@@ -31,7 +31,6 @@ blocks the key (409) until ``claim_ttl`` passes, then a retry takes it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
 from collections import OrderedDict
@@ -76,6 +75,10 @@ class Verdict:
     record: dict[str, Any] | None = None
 
 
+#: Abandon records kept for a reconnect at most (past it, those keys wait for claim_ttl).
+MAX_UNSENT_ABANDONS = 10_000
+
+
 class IdempotencyLog:
     def __init__(self, url: str, prefix: str, instance: str, window: float,
                  on_record: Record, *, claim_ttl: float = 30.0,
@@ -98,6 +101,9 @@ class IdempotencyLog:
         self._done: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._verdicts: dict[str, asyncio.Future[Verdict]] = {}
         self._done_waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        #: Abandon records that could not be appended (the link was lost with the claim):
+        #: sent again once the link is back, so the key is free again long before claim_ttl.
+        self._unsent: list[bytes] = []
 
     @property
     def connected(self) -> bool:
@@ -130,6 +136,12 @@ class IdempotencyLog:
         # On first start, from the window's beginning.
         await self._tail.follow(link, ch, datetime.now() - timedelta(seconds=self.window))
         await self._publisher.open(link)
+        self._flush_unsent()
+
+    def _flush_unsent(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        for body in unsent:
+            self._send_abandon(body)
 
     # -- reading the log -----------------------------------------------------------------------
 
@@ -222,11 +234,21 @@ class IdempotencyLog:
 
     def abandon(self, key: str, nonce: str) -> None:
         """Say (best effort, not waited for) that the claim ``nonce`` published nothing."""
-        body = orjson.dumps({"kind": "abandon", "key": key, "nonce": nonce, "by": self.instance})
+        self._send_abandon(orjson.dumps({"kind": "abandon", "key": key, "nonce": nonce,
+                                         "by": self.instance}))
 
+    def _send_abandon(self, body: bytes) -> None:
         async def send() -> None:
-            with contextlib.suppress(Exception):
+            try:
                 await self._send(body)
+            except Exception:
+                # The claim may have reached the stream though its confirm did not come back
+                # (a node lost): without its abandon the key stays blocked for claim_ttl.
+                if len(self._unsent) < MAX_UNSENT_ABANDONS and not self._link.closing:
+                    self._unsent.append(body)
+                    if self._publisher.ready:  # the link came back while this one failed
+                        await asyncio.sleep(1)
+                        self._flush_unsent()
 
         asyncio.get_running_loop().create_task(send())
 
