@@ -266,7 +266,19 @@ def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
             if not _route(p, route, part, lambda part=part: part, None, instance):
                 return p
     p.reply = _reply(p)
+    if p.reply is not None and p.reply.request is not None:
+        _mark_request_leg(p, p.reply)
     return p
+
+
+def _mark_request_leg(p: Plan, reply: ReplyPlan) -> None:
+    """The ``routed`` note of the copy the caller waits for names it the request leg, with
+    the route's timeout (how ``esb trace`` tells the legs of a call apart)."""
+    for i, (step, detail) in enumerate(p.notes):
+        if step == "routed" and detail.get("route") == reply.route \
+                and detail.get("destination") == reply.destination:
+            p.notes[i] = (step, {**detail, "leg": "request", "timeout": reply.leg.timeout})
+            return
 
 
 def _enrich(p: Plan, router: Router, stamped: Callable[[], Envelope],

@@ -221,14 +221,7 @@ class Ingress:
                           o.step or "", "permanent").inc()
         record = self.trace.record
         at = planned.at.timestamp()
-        request = (reply.route, reply.destination) if reply is not None \
-            and reply.request is not None else None
         for step, detail in planned.notes:
-            if request is not None and step == "routed" \
-                    and (detail.get("route"), detail.get("destination")) == request:
-                # the copy the caller waits for: the request leg (trace_legs reads it)
-                detail = {**detail, "leg": "request", "timeout": reply.leg.timeout}  # type: ignore[union-attr]
-                request = None
             record(eid, step, at=at, **detail)
         return accepted
 
