@@ -95,9 +95,14 @@ class Bus(Protocol):
         """Publish every envelope (and every raw ``records`` body, to the named queue of the
         bus's own state: the idempotency stream) all together or none of them: a failure or
         a crash before the broker took them leaves none published. On quorum queues (where
-        a transaction is not safe when a queue's leader moves) every message is confirmed
-        instead, the records after all the envelopes: a failure may leave some envelopes
-        published, never a record without them."""
+        a transaction is not safe when a queue's leader moves) it is :meth:`publish_in_order`
+        instead."""
+
+    async def publish_in_order(self, publishes: Sequence[tuple[str, Envelope]],
+                               records: Sequence[tuple[str, bytes]] = ()) -> None:
+        """Publish every envelope, each confirmed, then every ``records`` body: not atomic,
+        but a failure may leave some envelopes published, never a record without them (a
+        repeat is dropped by its key at the destination)."""
 
     async def publish_delayed(self, address: str, envelope: Envelope, delay: float) -> float:
         """Publish so that it reaches ``address`` after about ``delay`` s; returns the delay

@@ -87,6 +87,11 @@ class EmbeddedBus:
         for queue, body in bodies:
             queue.put_nowait((body, False))
 
+    async def publish_in_order(self, publishes: Sequence[tuple[str, Envelope]],
+                               records: Sequence[tuple[str, bytes]] = ()) -> None:
+        for address, envelope in publishes:
+            await self.publish(address, envelope)
+
     async def publish_delayed(self, address: str, envelope: Envelope, delay: float) -> float:
         queue = self._queue(address)
         body = envelope.to_json()

@@ -199,7 +199,7 @@ class RabbitBus:
     async def publish_atomically(self, publishes: Sequence[tuple[str, Envelope]],
                                  records: Sequence[tuple[str, bytes]] = ()) -> None:
         if self._topology.queue_type == "quorum":
-            await self._publish_confirmed(publishes, records)
+            await self.publish_in_order(publishes, records)
             return
         exchange = self._topology.deliver_exchange
         messages = [(exchange, address, envelope.to_json(),
@@ -209,9 +209,9 @@ class RabbitBus:
                      for queue, body in records]
         await self._tx.commit(messages)
 
-    async def _publish_confirmed(self, publishes: Sequence[tuple[str, Envelope]],
-                                 records: Sequence[tuple[str, bytes]]) -> None:
-        """:meth:`publish_atomically` on quorum queues: no transaction. RabbitMQ (3.10) was
+    async def publish_in_order(self, publishes: Sequence[tuple[str, Envelope]],
+                               records: Sequence[tuple[str, bytes]] = ()) -> None:
+        """Also :meth:`publish_atomically` on quorum queues: no transaction. RabbitMQ (3.10) was
         seen answering ``commit-ok`` for messages that never reached a quorum queue once the
         queue's leader had moved (a node killed): accepted messages lost, on the transaction
         channels only. Here every copy is confirmed, and the records only after all copies: a

@@ -249,8 +249,7 @@ class Ingress:
         delay = 0.25
         while True:
             try:
-                await asyncio.gather(*(self.bus.publish(a, e) for a, e in publishes))
-                await self.bus.publish_atomically([], [record])
+                await self.bus.publish_in_order(publishes, [record])
                 log.info("envelope secured after an unanswered commit", envelope_id=eid)
                 return
             except Exception as exc:
