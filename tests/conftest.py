@@ -29,13 +29,25 @@ def rabbit_url() -> str:
     return url
 
 
+#: The broker scopes a test made, removed once all of its fixtures are torn down.
+_SCOPES = pytest.StashKey[list[RabbitScope]]()
+
+
 @pytest.fixture
-def rabbit(rabbit_url: str) -> Iterator[RabbitScope]:
-    """A fresh queue-name prefix on the shared broker, removed afterwards."""
+def rabbit(rabbit_url: str, request: pytest.FixtureRequest) -> RabbitScope:
+    """A fresh queue-name prefix on the shared broker, removed after the test — after every
+    fixture's teardown, so a daemon still running then cannot declare its queues again."""
     scope = RabbitScope(rabbit_url)
-    yield scope
-    with contextlib.suppress(Exception):  # clean-up must not mask the test's own result
-        scope.cleanup()
+    request.node.stash.setdefault(_SCOPES, []).append(scope)
+    return scope
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    yield
+    for scope in item.stash.get(_SCOPES, []):
+        with contextlib.suppress(Exception):  # clean-up must not mask the test's own result
+            scope.cleanup()
 
 
 @pytest.fixture
