@@ -338,7 +338,8 @@ class Daemon:
 
         1. inbound adapters stop taking input; the HTTP server stops accepting and lets the
            requests in flight finish — for ``HTTP_SHARE`` of the budget. Whatever still
-           waits then (a confirm from a silent broker) is answered 503 + Retry-After, and
+           waits then (a confirm from a silent broker, or the read-back of an idempotency
+           key's claim) is answered 503 + Retry-After, and
            the server is closed before it would cancel them (uvicorn's cancel is a 500);
         2. consumers are cancelled; deliveries in flight finish and are acked, until
            ``CLOSE_RESERVE`` seconds before the end (what is not finished then stays
@@ -370,7 +371,10 @@ class Daemon:
             done = bool((await asyncio.wait({serving}, timeout=answered))[0])
         if not done:
             self.ingress.open = False
-            self.bus.fail_pending("esb is stopping; send it again (to another instance)")
+            reason = "esb is stopping; send it again (to another instance)"
+            self.bus.fail_pending(reason)
+            if self.dedup.log is not None:  # a keyed request may still wait on its claim
+                self.dedup.log.fail_pending(reason)
             log.warning("stop: requests still in flight answered 503")
         if serving is not None:
             with contextlib.suppress(Exception):

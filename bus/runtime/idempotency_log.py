@@ -224,6 +224,19 @@ class IdempotencyLog:
         finally:
             self._verdicts.pop(nonce, None)
 
+    def fail_pending(self, reason: str) -> None:
+        """Fail every claim still waiting, for its confirm or to be read back (a stop that
+        cannot wait longer for a silent broker): their senders are answered "retry later",
+        never left hanging."""
+        exc = BusUnavailable(reason)
+        self._publisher.fail_all(exc)
+        for verdict in list(self._verdicts.values()):
+            if not verdict.done():
+                verdict.set_exception(exc)
+                # A claim whose confirm failed first never awaits its verdict: marked as
+                # retrieved, so asyncio does not log it as an exception nobody saw.
+                verdict.exception()
+
     def done_record(self, key: str, nonce: str, fingerprint: str, envelope_id: str,
                     destinations: tuple[str, ...]) -> tuple[str, bytes]:
         """The ``done`` record of a won claim, as (queue, body) for the transaction that
