@@ -71,4 +71,5 @@ def open_backend(cfg: Config, instance: str, *, snapshot: Callable[[], dict[str,
         BrokerLeases(url, bus.prefix, instance, heartbeat=bus.lease_heartbeat,
                      retry=bus.lease_retry, queue_type=bus.queue_type or "classic"),
         IdempotencyLog(url, bus.prefix, instance, bus.idempotency_window, learn,
-                       claim_ttl=bus.idempotency_claim_ttl, max_keys=bus.idempotency_max_keys))
+                       claim_ttl=bus.idempotency_claim_ttl, max_keys=bus.idempotency_max_keys,
+                       confirm_timeout=bus.confirm_timeout))

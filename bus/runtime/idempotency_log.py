@@ -82,12 +82,15 @@ MAX_UNSENT_ABANDONS = 10_000
 class IdempotencyLog:
     def __init__(self, url: str, prefix: str, instance: str, window: float,
                  on_record: Record, *, claim_ttl: float = 30.0,
-                 max_keys: int = 100_000) -> None:
+                 max_keys: int = 100_000, confirm_timeout: float = 5.0) -> None:
+        """``confirm_timeout``: the bus's, the longest a claim waits for its confirm (the
+        sender of a keyed request is then told to retry, as for any other publish)."""
         self.queue = Topology(prefix).idempotency_stream
         self.instance = instance
         self.window = window
         self.claim_ttl = claim_ttl
         self.max_keys = max_keys
+        self.confirm_timeout = confirm_timeout
         self.on_record = on_record
         self._link = AmqpLink(url, name=f"esb idempotency {instance}",
                               on_connected=self._on_connected)
@@ -286,4 +289,5 @@ class IdempotencyLog:
     async def _send(self, body: bytes) -> None:
         props = pika.BasicProperties(delivery_mode=2,
                                      message_id=f"{self._boot}:m{next(self._ids)}")
-        await self._publisher.publish("", self.queue, body, props, timeout=5)
+        await self._publisher.publish("", self.queue, body, props,
+                                      timeout=self.confirm_timeout)
