@@ -1,7 +1,8 @@
 """A TCP proxy whose connections a test can cut, which can refuse new connections for a
 while and then take them again on the same port, which can go silent (a partition: bytes
-dropped both ways, no FIN, no RST), and which can keep out the AMQP connections of one client
-name only — to fake a lost broker (or one link losing it) without touching the shared one."""
+dropped both ways, no FIN, no RST; a connection opened meanwhile waits for it to end), and
+which can keep out the AMQP connections of one client name only — to fake a lost broker (or
+one link losing it) without touching the shared one."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import socket
 import struct
 import threading
 from urllib.parse import urlsplit
+
+#: The most bytes :meth:`TcpProxy.unheard` keeps.
+UNHEARD_MAX = 1 << 20
 
 
 class TcpProxy:
@@ -29,9 +33,15 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
         self._silent = threading.Event()
+        #: Set while not silent: what a connection accepted during a silence waits for.
+        self._speaking = threading.Event()
+        self._speaking.set()
         #: A client's socket -> the first bytes it sent (its AMQP handshake names the link).
         self._hello: dict[socket.socket, bytes] = {}
         self._shut_out: bytes | None = None
+        #: What the clients sent into the silence (dropped), for a test to see that something
+        #: reached the broker's side (at most :data:`UNHEARD_MAX` bytes are kept).
+        self._unheard = bytearray()
         self.start_accepting()
 
     @classmethod
@@ -44,14 +54,21 @@ class TcpProxy:
         return proxy
 
     def blackhole(self) -> None:
-        """Drop every byte both ways from now on, on open and new connections alike, without
-        closing anything: a peer sees silence, as behind a network partition."""
+        """Drop every byte both ways from now on on the open connections, without closing
+        anything: a peer sees silence, as behind a network partition. A connection opened
+        during the silence hears nothing either: it is held, its bytes unread, until
+        :meth:`restore`."""
+        self._speaking.clear()
         self._silent.set()
 
     def restore(self) -> None:
         """Relay again. Connections open across the blackhole lost bytes: their peers will
-        find the stream broken, as after a long partition."""
+        find the stream broken, as after a long partition. Those opened during it (and not
+        given up by their client) are relayed from their first byte now, as a connection
+        attempt across a partition completes once it heals (its SYNs are sent again) — so a
+        reconnecting client gets in at once instead of waiting out its connect timeout."""
         self._silent.clear()
+        self._speaking.set()
 
     def shut_out(self, name: str) -> int:
         """Reset the connections whose AMQP handshake carries ``name`` (esb names every link,
@@ -63,6 +80,12 @@ class TcpProxy:
         with self._lock:
             hit = [c for c, hello in self._hello.items() if pattern in hello]
         return sum(self._reset_pair(c) for c in hit)
+
+    def unheard(self) -> bytes:
+        """The bytes the clients sent while the proxy was silent (dropped: the broker never
+        saw them), e.g. to wait until a publish was attempted during the silence."""
+        with self._lock:
+            return bytes(self._unheard)
 
     def let_in(self) -> None:
         """Relay every connection again (undo :meth:`shut_out` for new connections)."""
@@ -107,6 +130,10 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            while not self._speaking.wait(0.05):  # held until the silence ends
+                if self._listener is not listener:  # stop_accepting(): not relayed at all
+                    client.close()
+                    return
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -127,6 +154,9 @@ class TcpProxy:
                     return
                 if not self._silent.is_set():
                     dst.sendall(data)
+                elif src in self._hello:  # a client's bytes, dropped
+                    with self._lock:
+                        self._unheard += data[:UNHEARD_MAX - len(self._unheard)]
         except OSError:
             pass
         finally:
