@@ -487,8 +487,11 @@ class Daemon:
 
     async def status(self) -> dict[str, Any]:
         depths: dict[str, int] = {}
-        with contextlib.suppress(Exception):
-            depths = await self.bus.depths()
+        # Not while the bus link is lost: asking a broker it cannot reach costs the caller
+        # (``esb status`` in an outage) kombu's connect retries, 6 s, to learn nothing.
+        if self.bus.connected:
+            with contextlib.suppress(Exception):
+                depths = await self.bus.depths()
         router = self.router.current
         workers = {w.destination: w for w in self.workers}
         return {
