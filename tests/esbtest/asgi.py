@@ -12,6 +12,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+from starlette.requests import Request
+
+#: How long a server waits, once its block ends, for the requests still in the app: the test
+#: is over, so one that is still running (a backend that never answers) is cancelled then.
+#: Without it uvicorn waits for every one, and the block's end for ``timeout``.
+SHUTDOWN_GRACE = 0.5
 
 
 @contextmanager
@@ -21,7 +27,8 @@ def serve_in_thread(app: Any, timeout: float = 10) -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on",
-                                           log_level="warning"))
+                                           log_level="warning",
+                                           timeout_graceful_shutdown=SHUTDOWN_GRACE))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
@@ -33,3 +40,11 @@ def serve_in_thread(app: Any, timeout: float = 10) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout)
+
+
+async def answer_late(request: Request, seconds: float) -> None:
+    """In a handler: wait ``seconds`` before answering, or less once the caller has hung up
+    (nobody is left to answer then, and a server being shut down need not wait for it)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not await request.is_disconnected():
+        await asyncio.sleep(0.05)
