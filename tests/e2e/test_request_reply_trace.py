@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from esbtest.asgi import answer_late
 from esbtest.waiting import wait_until
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,7 +31,10 @@ def backend_app() -> Starlette:
         cid = int(request.path_params["id"])
         if cid == 404:
             return JSONResponse({"error": "no such customer"}, 404)
-        await asyncio.sleep(5 if cid == 999 else BACKEND_DELAY)
+        if cid == 999:  # far longer than the caller waits: 5 s, unless it hangs up first
+            await answer_late(request, 5)
+        else:
+            await asyncio.sleep(BACKEND_DELAY)
         return JSONResponse({"id": cid, "name": f"Customer {cid}"})
 
     return Starlette(routes=[Route("/customers/{id}", customer)])
