@@ -90,7 +90,11 @@ def peers() -> Iterator[tuple[Peers, CustomerPeer, str, str]]:
 
 def config(bus: dict[str, Any], crm: CustomerPeer, orders: str, loyalty: str
            ) -> dict[str, Any]:
-    delivery = {"timeout": "20s", "backoff": {"initial": "0.2s"}, "breaker": False}
+    # A backend's error (loyalty 13) is retried, max_attempts in all, before its field is
+    # answered with it: a back-off of at most 0.25 s keeps that to a second or two instead of
+    # a doubling one's 10 to 20 s.
+    delivery = {"timeout": "20s", "backoff": {"initial": "0.2s", "max": "0.25s"},
+                "breaker": False}
     return {
         "bus": bus,
         "sources": {"gql": {"adapter": "graphql", "path": "/graphql", "sdl": "api.graphql"}},
