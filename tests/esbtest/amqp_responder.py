@@ -3,7 +3,7 @@ request to its ``reply_to`` with its ``correlation_id``, as AMQP RPC servers do.
 
 ``answer(props, body)`` returns ``(delay, headers, body, content_type)`` — the reply, sent
 ``delay`` seconds later (without holding up the next request) — or None: no reply at all.
-``with Responder(url, queue, answer) as r: ... r.requests ...``.
+``with Responder(url, queue, answer) as r: ... r.requests ... r.answered ...``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ class Responder:
         self.url, self.queue, self.answer = url, queue, answer
         #: Every request taken: (properties, body).
         self.requests: list[tuple[Any, bytes]] = []
+        #: Every request whose reply has been sent (after its delay), in the order sent.
+        self.answered: list[tuple[Any, bytes]] = []
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -59,6 +61,7 @@ class Responder:
 
             def send() -> None:
                 ch.basic_publish("", props.reply_to, reply, reply_props)
+                self.answered.append((props, body))
 
             if delay > 0:
                 conn.call_later(delay, send)
