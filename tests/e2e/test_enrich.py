@@ -1,11 +1,14 @@
 """The content enricher and the response cache through a daemon, against a real REST backend
 and a real HTTP sink: orders routed by the tier the CRM answers (embedded bus and RabbitMQ),
 each failure of the CRM (not found, never answering, down, an answer too large) under both
-failure policies, and a GET facade answered from its cache."""
+failure policies, and a GET facade answered from its cache.
+
+One daemon per bus (and one CRM and one sink) serves every test but the one with workers:
+each test sends customers of its own and counts what its own requests caused (the CRM's
+calls, the metrics, what the sink received since it began)."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 import time
@@ -16,7 +19,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from esbtest.asgi import serve_in_thread
+from esbtest.asgi import answer_late, serve_in_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,7 +30,8 @@ from esb.adapters.testing.daemon import free_port
 
 class Crm:
     """``GET /customers/{id}``: ``{"id", "tier"}`` (gold below 100, silver from 100); 404 for
-    id 404; no answer for 5 s for id 999; a 64 KiB answer for id 777. Counts the calls."""
+    id 404; no answer for 5 s for id 999 (or until the caller hangs up); a 64 KiB answer for
+    id 777. Counts the calls."""
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
@@ -43,7 +47,7 @@ class Crm:
             if cid == "404":
                 return JSONResponse({"error": "no such customer"}, 404)
             if cid == "999":
-                await asyncio.sleep(5)
+                await answer_late(request, 5)
             if cid == "777":
                 return JSONResponse({"id": 777, "notes": "x" * 64 * 1024})
             n = int(cid)
@@ -102,15 +106,63 @@ def crm() -> Iterator[tuple[Crm, str]]:
         yield c, url
 
 
+@pytest.fixture(scope="module")
+def module_crm() -> Iterator[tuple[Crm, str]]:
+    c = Crm()
+    with serve_in_thread(c.app()) as url:
+        yield c, url
+
+
+@pytest.fixture(scope="module")
+def embedded_daemon(module_daemon_factory: Any, module_crm: tuple[Crm, str],
+                    module_sink: Any) -> Iterator[Any]:
+    d = module_daemon_factory(config({"url": "embedded"}, module_crm[1], module_sink.url),
+                              ROUTES, name="embedded").start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def rabbitmq_daemon(module_daemon_factory: Any, module_rabbit: Any,
+                    module_crm: tuple[Crm, str], module_sink: Any) -> Iterator[Any]:
+    bus = module_rabbit.bus("crm", "crm-down", "gold-desk", "orders")
+    d = module_daemon_factory(config(bus, module_crm[1], module_sink.url), ROUTES,
+                              name="rabbitmq").start()
+    yield d
+    d.stop()
+
+
 @pytest.fixture(params=["embedded", "rabbitmq"])
-def bus(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "embedded":
-        return {"url": "embedded"}
-    return request.getfixturevalue("rabbit").bus("crm", "crm-down", "gold-desk", "orders")
+def daemon(request: pytest.FixtureRequest, module_crm: tuple[Crm, str],
+           module_sink: Any) -> Any:
+    """The module's daemon on each bus."""
+    return request.getfixturevalue(f"{request.param}_daemon")
 
 
-def start(daemon_factory: Any, bus: dict[str, Any], crm: tuple[Crm, str], sink: Any) -> Any:
-    return daemon_factory(config(bus, crm[1], sink.url), ROUTES).start()
+class Since:
+    """What the shared CRM, sink and daemon saw from the moment it is made: the calls, the
+    deliveries and the metric samples of this test's own requests."""
+
+    def __init__(self, d: Any, crm: Crm, sink: Any) -> None:
+        self.d, self.crm, self.sink = d, crm, sink
+        self.calls = Counter(crm.calls)
+        with sink.lock:
+            self.received_before = len(sink.received)
+        self.metrics = httpx.get(f"{d.url}/metrics", timeout=10).text
+        self.dead = {item["id"] for item in dead_letters(d)}
+
+    def crm_calls(self) -> Counter[str]:
+        return self.crm.calls - self.calls
+
+    def received(self) -> list[tuple[str, Any]]:
+        return received(self.sink)[self.received_before:]
+
+    def sample(self, name: str, **labels: str) -> float:
+        now = httpx.get(f"{self.d.url}/metrics", timeout=10).text
+        return sample(now, name, **labels) - sample(self.metrics, name, **labels)
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return [item for item in dead_letters(self.d) if item["id"] not in self.dead]
 
 
 def eventually(check: Callable[[], Any], timeout: float = 15) -> Any:
@@ -130,48 +182,41 @@ def order(d: Any, source: str, customer: int) -> httpx.Response:
 
 
 def test_orders_are_routed_by_the_tier_the_crm_answers(
-        daemon_factory: Any, bus: dict[str, Any], crm: tuple[Crm, str], sink: Any) -> None:
-    c, _ = crm
-    d = start(daemon_factory, bus, crm, sink)
+        daemon: Any, module_crm: tuple[Crm, str], module_sink: Any) -> None:
+    c, _ = module_crm
+    d = daemon
+    seen = Since(d, c, module_sink)
     for customer in (7, 150, 7):
         r = order(d, "shop", customer)
         assert r.status_code == 202, r.text
-    assert eventually(lambda: len(received(sink)) == 3), received(sink)
-    assert sorted(received(sink), key=str) == sorted([
+    assert eventually(lambda: len(seen.received()) == 3), seen.received()
+    assert sorted(seen.received(), key=str) == sorted([
         ("/gold", {"customer": 7, "tier": "gold"}),
         ("/orders", {"customer": 150, "tier": "silver"}),
         ("/gold", {"customer": 7, "tier": "gold"})], key=str)
     # the second order of customer 7 was enriched from the cache: one call per customer
-    assert c.calls == Counter({"7": 1, "150": 1})
+    assert seen.crm_calls() == Counter({"7": 1, "150": 1})
     assert all(c.keys)  # every request carries an idempotency key
-    metrics = httpx.get(f"{d.url}/metrics", timeout=10).text
-    assert sample(metrics, "esb_reply_cache_total", route="customer-tier", outcome="hit") == 1
-    assert sample(metrics, "esb_reply_cache_total", route="customer-tier", outcome="miss") == 2
-    assert sample(metrics, "esb_requests_total", route="customer-tier", outcome="ok") == 3
+    assert seen.sample("esb_reply_cache_total", route="customer-tier", outcome="hit") == 1
+    assert seen.sample("esb_reply_cache_total", route="customer-tier", outcome="miss") == 2
+    assert seen.sample("esb_requests_total", route="customer-tier", outcome="ok") == 3
 
 
 def test_a_get_facade_answers_repeated_requests_from_its_cache(
-        daemon_factory: Any, bus: dict[str, Any], crm: tuple[Crm, str], sink: Any) -> None:
-    c, _ = crm
-    d = start(daemon_factory, bus, crm, sink)
+        daemon: Any, module_crm: tuple[Crm, str], module_sink: Any) -> None:
+    c, _ = module_crm
+    d = daemon
+    seen = Since(d, c, module_sink)
     answers = [httpx.get(f"{d.url}/api/customers/42", timeout=10) for _ in range(3)]
     assert [a.status_code for a in answers] == [200] * 3
     assert {a.content for a in answers} == {b'{"id":42,"tier":"gold"}'}
-    assert c.calls["42"] == 1
+    assert seen.crm_calls()["42"] == 1
     # failures are not cached: each one asks again
     for _ in range(2):
         assert httpx.get(f"{d.url}/api/customers/404", timeout=10).status_code == 404
-    assert c.calls["404"] == 2
-    metrics = httpx.get(f"{d.url}/metrics", timeout=10).text
-    assert sample(metrics, "esb_reply_cache_total", route="customer-lookup",
-                  outcome="hit") == 2
-    assert sample(metrics, "esb_reply_cache_total", route="customer-lookup",
-                  outcome="miss") == 3
-
-
-@pytest.fixture
-def embedded_daemon(daemon_factory: Any, crm: tuple[Crm, str], sink: Any) -> Any:
-    return start(daemon_factory, {"url": "embedded"}, crm, sink)
+    assert seen.crm_calls() == Counter({"42": 1, "404": 2})
+    assert seen.sample("esb_reply_cache_total", route="customer-lookup", outcome="hit") == 2
+    assert seen.sample("esb_reply_cache_total", route="customer-lookup", outcome="miss") == 3
 
 
 def dead_letters(d: Any) -> list[dict[str, Any]]:
@@ -182,41 +227,44 @@ def dead_letters(d: Any) -> list[dict[str, Any]]:
     (404, "'crm' answered 404 (not-found)"),
     (777, "'crm' answered 502 (too-large)")])
 def test_an_answer_that_will_not_change_dead_letters_the_order(
-        embedded_daemon: Any, crm: tuple[Crm, str], sink: Any, customer: int,
+        embedded_daemon: Any, module_crm: tuple[Crm, str], module_sink: Any, customer: int,
         says: str) -> None:
     d = embedded_daemon
+    seen = Since(d, module_crm[0], module_sink)
     r = order(d, "shop", customer)
     assert r.status_code == 202, r.text  # taken: it is safe in the dead-letter queue
-    items = eventually(lambda: dead_letters(d))
+    items = eventually(lambda: seen.dead_letters())
     assert len(items) == 1, items
     assert items[0]["id"] == r.json()["id"] and items[0]["route"] == "customer-tier"
     assert says in items[0]["error"] and "enrich crm" in items[0]["error"]
-    assert received(sink) == []  # the routes after the enricher depended on it
+    assert seen.received() == []  # the routes after the enricher depended on it
 
 
 def test_a_crm_that_never_answers_costs_the_sender_the_enrichers_timeout(
-        embedded_daemon: Any, crm: tuple[Crm, str], sink: Any) -> None:
+        embedded_daemon: Any, module_crm: tuple[Crm, str], module_sink: Any) -> None:
     d = embedded_daemon
+    seen = Since(d, module_crm[0], module_sink)
     started = time.monotonic()
     r = order(d, "shop", 999)
     took = time.monotonic() - started
     assert r.status_code == 503, r.text  # not taken: the sender is told to retry
     assert "within 1s" in r.json()["detail"] and "enrich crm" in r.json()["detail"]
     assert 0.9 <= took < 10
-    assert crm[0].calls["999"] == 1  # no retry after the enricher stopped waiting
-    assert dead_letters(d) == [] and received(sink) == []
+    assert seen.crm_calls() == Counter({"999": 1})  # no retry after the enricher stopped
+    assert seen.dead_letters() == [] and seen.received() == []
 
 
 def test_a_crm_that_is_down_means_retry_or_no_enrichment_as_configured(
-        embedded_daemon: Any, sink: Any) -> None:
+        embedded_daemon: Any, module_crm: tuple[Crm, str], module_sink: Any) -> None:
     d = embedded_daemon
+    seen = Since(d, module_crm[0], module_sink)
     r = order(d, "strict", 5)
     assert r.status_code == 503, r.text
     assert "crm-down" in r.json()["detail"]
     r = order(d, "lenient", 5)
     assert r.status_code == 202, r.text
-    assert eventually(lambda: received(sink))
-    assert received(sink) == [("/orders", {"customer": 5})]  # not enriched, routed on
+    assert eventually(lambda: seen.received())
+    assert seen.received() == [("/orders", {"customer": 5})]  # not enriched, routed on
 
 
 def sample(metrics: str, name: str, **labels: str) -> float:
