@@ -102,8 +102,11 @@ def test_killed_consumer_instance_gives_its_callers_a_prompt_error(
     B is killed (-9) while the backend works on them: A's callers of those get an
     'interrupted' 502 at once (not a hang, not a second backend call); the rest succeed."""
     config = facade_config(rabbit.bus("crm"), crm)
-    a = daemon_factory(config, ROUTES, files=FILES, name="a").start()
-    b = daemon_factory(config, ROUTES, files=FILES, name="b").start()
+    # Both start at once (a start is mostly waiting on imports and the broker).
+    a = daemon_factory(config, ROUTES, files=FILES, name="a").start(wait=False)
+    b = daemon_factory(config, ROUTES, files=FILES, name="b").start(wait=False)
+    a.wait_ready(60)
+    b.wait_ready(60)
     ids = list(range(701, 707))
     with concurrent.futures.ThreadPoolExecutor(len(ids)) as pool:
         started = time.monotonic()
