@@ -62,8 +62,10 @@ def facade(bus: dict[str, Any], backend_url: str) -> tuple[dict[str, Any], dict[
         "destinations": {
             "crm": {"adapter": "rest", "method": "GET",
                     "url": backend_url + "/customers/{data.id}",
+                    # Two attempts: an answer of 500 is the caller's 502 after the second,
+                    # not after the retries the reply's whole timeout would leave room for.
                     "delivery": {"timeout": "5s", "backoff": {"initial": "0.2s", "max": "1s"},
-                                 "breaker": False}},
+                                 "max_attempts": 2, "breaker": False}},
             "audit": {"adapter": "rest", "url": backend_url + "/customers/1"},
         },
     }
