@@ -70,18 +70,15 @@ def test_failing_step_dead_letters_with_its_name(sink: Any, daemon_factory: Any)
                        ).start()
     r = httpx.post(f"{d.url}/in/shop/order", json={"customer": "ACME"})
     assert r.status_code == 202  # accepted: it is safe in the DLQ
-    deadline = time.monotonic() + 10
-    items: list[Any] = []
-    while time.monotonic() < deadline and not items:
-        items = json.loads(cli(d, "dlq", "list", "--json").stdout)
-        time.sleep(0.2)
+    assert eventually(lambda: dead_letters(d))
+    items = json.loads(cli(d, "dlq", "list", "--json").stdout)
     assert len(items) == 1
     item = items[0]
     assert item["id"] == r.json()["id"]
     assert item["route"] == "to-erp" and item["destination"] == "erp"
     assert "xslt" in item["error"] and "XML payload" in item["error"]
     assert item["attempts"] == 0  # never sent, never retried
-    time.sleep(1)
+    assert eventually(lambda: settled(d))
     assert sink.requests == []
 
 
@@ -101,40 +98,56 @@ def dead_letters(d: Any) -> list[dict[str, Any]]:
     return d.admin("GET", "/admin/dlq").json()["items"]
 
 
+def settled(d: Any) -> bool:
+    """Nothing is left to deliver: every destination's queue is empty, nothing is in flight
+    and nothing waits out a retry backoff. What the destinations got by now is all they get
+    (instead of waiting a while for something that should not come)."""
+    st = d.admin("GET", "/admin/status").json()
+    return st["queues"].get("retrying") == 0 and all(
+        dest["queue"] == 0 and dest.get("in_flight") == 0
+        for dest in st["destinations"].values())
+
+
 def eventually(check: Callable[[], Any], timeout: float = 15) -> Any:
     deadline = time.monotonic() + timeout
     while not (result := check()) and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.1)
     return result
 
 
-@pytest.fixture
-def step_daemon(rabbit: Any, sink: Any, daemon_factory: Any) -> Any:
-    d = daemon_factory(step_config(rabbit.bus("erp", "crm"), sink.url), ROUTES,
-                       files={"e2e_steps.py": STEPS})
+# The python-step tests share one daemon: each looks only at what its own requests did (the
+# dead letters with its ids, the requests the sink got since it began).
+@pytest.fixture(scope="module")
+def step_daemon(module_rabbit: Any, module_sink: Any, module_daemon_factory: Any) -> Any:
+    d = module_daemon_factory(step_config(module_rabbit.bus("erp", "crm"), module_sink.url),
+                              ROUTES, files={"e2e_steps.py": STEPS})
     return d.start()
 
 
 def test_permanent_error_from_a_python_step_dead_letters_with_the_step_name(
-        step_daemon: Any, sink: Any) -> None:
-    d = step_daemon
+        step_daemon: Any, module_sink: Any) -> None:
+    d, sink = step_daemon, module_sink
+    before = len(sink.requests)
     ids = {}
     for etype, route, dest in (("refuse", "refused", None),
                                ("refuse-erp", "refused-for-erp", "erp")):
         r = httpx.post(f"{d.url}/in/shop/{etype}", json={"customer": "NOBODY"})
         assert r.status_code == 202, r.text  # accepted: it is safe in the DLQ
         ids[r.json()["id"]] = (route, dest)
-    assert eventually(lambda: len(dead_letters(d)) >= 2)
-    items = dead_letters(d)
+    def mine() -> list[dict[str, Any]]:
+        return [item for item in dead_letters(d) if item["id"] in ids]
+
+    assert eventually(lambda: len(mine()) >= 2)
+    items = mine()
     assert len(items) == 2, items
     for item in items:
         route, dest = ids[item["id"]]
         assert (item["route"], item["destination"]) == (route, dest)
         assert item["error"] == "transformer 'check-customer': PermanentError: customer unknown"
         assert item["attempts"] == 0  # never sent, never retried
-    time.sleep(1.5)
-    assert len(dead_letters(d)) == 2, "dead-lettered once each"
-    assert sink.requests == []
+    assert eventually(lambda: settled(d))
+    assert len(mine()) == 2, "dead-lettered once each"
+    assert sink.requests[before:] == []
 
 
 @pytest.mark.parametrize(("etype", "paths"), [
@@ -142,8 +155,10 @@ def test_permanent_error_from_a_python_step_dead_letters_with_the_step_name(
     ("enrich-erp", ["/crm", "/erp"]),     # one destination's chain
 ])
 def test_transient_error_asks_the_sender_to_retry_and_publishes_nothing(
-        step_daemon: Any, sink: Any, etype: str, paths: list[str]) -> None:
-    d = step_daemon
+        step_daemon: Any, module_sink: Any, etype: str, paths: list[str]) -> None:
+    d, sink = step_daemon, module_sink
+    before = len(sink.requests)
+    dead_before = dead_letters(d)
     fault = d.root / "transient-fault"
     fault.touch()
     url = f"{d.url}/in/shop/{etype}"
@@ -154,19 +169,20 @@ def test_transient_error_asks_the_sender_to_retry_and_publishes_nothing(
         assert r.json()["title"] == "Transform step asked for a retry"  # not "Bus unavailable"
         assert "transformer 'enrich/python'" in r.json()["detail"]
         assert "customer service down" in r.json()["detail"]
-    time.sleep(1.5)
-    assert sink.requests == [], "nothing was published"
-    assert dead_letters(d) == []
+    assert eventually(lambda: settled(d))
+    assert sink.requests[before:] == [], "nothing was published"
+    assert dead_letters(d) == dead_before
 
     fault.unlink()  # the step works again: the sender's retry goes through
     r = httpx.post(url, json={"customer": "ACME"})
     assert r.status_code == 202, r.text
-    assert eventually(lambda: len(sink.received) >= len(paths))
-    time.sleep(0.5)
-    assert sorted(rec.path for rec in sink.received) == paths
-    erp = next(rec for rec in sink.received if rec.path == "/erp")
+    assert eventually(lambda: len(sink.requests[before:]) >= len(paths))
+    assert eventually(lambda: settled(d))
+    received = [rec for rec, _ in sink.requests[before:]]
+    assert sorted(rec.path for rec in received) == paths
+    erp = next(rec for rec in received if rec.path == "/erp")
     assert json.loads(erp.body) == {"customer": "ACME", "enriched": True}
-    assert dead_letters(d) == []
+    assert dead_letters(d) == dead_before
 
 
 @contextlib.contextmanager
@@ -208,12 +224,14 @@ def test_amqp_source_keeps_a_message_a_step_cannot_take_yet_and_acks_a_refused_o
         refused = dead_letters(d)
         assert [i["id"] for i in refused] == ["m-refused"]
         assert refused[0]["error"].startswith("transformer 'check-customer': ")
-        time.sleep(2)  # several hand-backs of the other one
+        def handed_back() -> list[str]:
+            return [line for line in d.log(200_000).splitlines()
+                    if "the bus did not take a legacy message" in line]
+
+        # the transient one goes back to its queue, paced (retry_delay), again and again
+        assert eventually(lambda: len(handed_back()) >= 2), d.log()
         assert sink.requests == [] and len(dead_letters(d)) == 1
-        handed_back = [line for line in d.log(200_000).splitlines()
-                       if "the bus did not take a legacy message" in line]
-        assert len(handed_back) >= 2, "the transient one goes back to its queue, paced"
-        assert all("transformer 'enrich/python'" in line for line in handed_back), \
+        assert all("transformer 'enrich/python'" in line for line in handed_back()), \
             "only the transient one: the refused one was acked"
 
         fault.unlink()
@@ -257,6 +275,6 @@ def test_replay_runs_the_destinations_steps_again_with_the_fix(
     assert len(erp) == 1
     assert b"<SalesOrder" in erp[0].body and b"ACME" in erp[0].body
     assert erp[0].headers["content-type"].startswith("application/xml")
-    time.sleep(1)
+    assert eventually(lambda: settled(d))
     assert [rec.path for rec, _ in sink.requests].count("/crm") == 1
     assert dead_letters(d) == []
