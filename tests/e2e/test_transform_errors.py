@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pika
 import pytest
+from esbtest.waiting import settled
 from test_delivery_faults import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,16 +97,6 @@ def step_config(bus: dict[str, Any], sink_url: str, **sources: Any) -> dict[str,
 
 def dead_letters(d: Any) -> list[dict[str, Any]]:
     return d.admin("GET", "/admin/dlq").json()["items"]
-
-
-def settled(d: Any) -> bool:
-    """Nothing is left to deliver: every destination's queue is empty, nothing is in flight
-    and nothing waits out a retry backoff. What the destinations got by now is all they get
-    (instead of waiting a while for something that should not come)."""
-    st = d.admin("GET", "/admin/status").json()
-    return st["queues"].get("retrying") == 0 and all(
-        dest["queue"] == 0 and dest.get("in_flight") == 0
-        for dest in st["destinations"].values())
 
 
 def eventually(check: Callable[[], Any], timeout: float = 15) -> Any:
