@@ -15,6 +15,7 @@ import orjson
 import pytest
 from esbtest.daemon import DaemonProcess
 from esbtest.proxy import TcpProxy
+from esbtest.waiting import settled, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 ROUTES = {"r.yaml": {"routes": [{"name": "all", "match": {}, "to": ["out"]}]}}
@@ -28,8 +29,8 @@ def config(bus: dict[str, Any], sink_url: str) -> dict[str, Any]:
     }
 
 
-# The refused-request tests share one daemon (nothing they send gets through); the tests that
-# count deliveries or stop the daemon get their own.
+# The refused-request tests share one daemon (nothing they send gets through), and so do the
+# two that look at their own keys' deliveries; the tests that stop the daemon get their own.
 @pytest.fixture(scope="module")
 def shared(module_sink: Any, module_daemon_factory: Any) -> DaemonProcess:
     return module_daemon_factory(config({"url": "embedded"}, module_sink.url), ROUTES).start()
@@ -118,26 +119,29 @@ def test_admin_needs_its_token(shared: DaemonProcess) -> None:
     assert shared.admin("GET", "/admin/status").status_code == 200
 
 
-def test_daemon_keeps_serving_after_bad_input(daemon: DaemonProcess, sink: Any) -> None:
+def test_daemon_keeps_serving_after_bad_input(shared: DaemonProcess, module_sink: Any) -> None:
+    before = len(module_sink.requests)
     for _, body, ctype, _, _ in BAD:
-        post(daemon, body, ctype)
-    r = post(daemon, b'{"ok": true}', "application/json", **{"Idempotency-Key": "good-1"})
+        post(shared, body, ctype)
+    r = post(shared, b'{"ok": true}', "application/json", **{"Idempotency-Key": "good-1"})
     assert r.status_code == 202
-    assert sink.wait_for(1, timeout=20)
-    assert sink.received[0].key == "good-1"
-    assert len(sink.received) == 1  # nothing from the bad requests got through
+    wait_until(lambda: "good-1" in module_sink.unique(), "the good request delivered",
+               daemon=shared)
+    wait_until(lambda: settled(shared), "nothing left to deliver", daemon=shared)
+    # nothing from the bad requests got through
+    assert [rec.key for rec, _ in module_sink.requests[before:]] == ["good-1"]
 
 
-def test_idempotency_key_dedups_and_replays_the_answer(daemon: DaemonProcess,
-                                                       sink: Any) -> None:
-    first = post(daemon, b'{"n": 1}', "application/json", **{"Idempotency-Key": "dup"})
-    again = post(daemon, b'{"n": 1}', "application/json", **{"Idempotency-Key": "dup"})
+def test_idempotency_key_dedups_and_replays_the_answer(shared: DaemonProcess,
+                                                       module_sink: Any) -> None:
+    first = post(shared, b'{"n": 1}', "application/json", **{"Idempotency-Key": "dup"})
+    again = post(shared, b'{"n": 1}', "application/json", **{"Idempotency-Key": "dup"})
     assert first.status_code == again.status_code == 202
     assert first.json()["id"] == again.json()["id"]
     assert again.headers.get("idempotent-replayed") == "true"
-    assert sink.wait_for(1, timeout=20)
-    time.sleep(1)
-    assert len(sink.received) == 1
+    wait_until(lambda: "dup" in module_sink.unique(), "the message delivered", daemon=shared)
+    wait_until(lambda: settled(shared), "nothing left to deliver", daemon=shared)
+    assert module_sink.keys()["dup"] == 1
 
 
 def log_lines(d: DaemonProcess) -> list[dict[str, Any]]:
@@ -228,7 +232,7 @@ def test_bus_down_answers_503_and_recovers(rabbit: Any, sink: Any, daemon_factor
         assert r.status_code == 202, r.text
         accepted.add("after")
         assert eventually(lambda: sink.unique() >= accepted, 30), (sink.unique(), d.log())
-        time.sleep(1)  # anything still on its way would arrive by now
+        assert eventually(lambda: settled(d), 30), d.log()  # nothing more on its way
         assert sink.unique() == accepted, refused  # the refused request was never half-taken
         assert d.stop() == 0
     finally:
