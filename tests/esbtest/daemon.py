@@ -42,3 +42,16 @@ class DaemonProcess(EsbDaemon):
 
     def stop(self, timeout: float = 60) -> int:
         return super().stop(timeout)
+
+
+def start_fleet(daemons: Sequence[DaemonProcess], timeout: float = 60) -> list[DaemonProcess]:
+    """Start several daemons on one bus prefix: the first alone (on a fresh prefix it seeds
+    the route store; started together, each would find the store empty and seed it), then
+    the others at once, each ready when this returns."""
+    first, *others = daemons
+    first.start(timeout=timeout)
+    for d in others:
+        d.start(wait=False)
+    for d in others:
+        d.wait_ready(timeout)
+    return list(daemons)
