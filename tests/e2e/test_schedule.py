@@ -8,12 +8,12 @@ import itertools
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from datetime import datetime
 from typing import Any
 
 import orjson
+from esbtest.daemon import start_fleet
 from esbtest.waiting import wait_until
 from kombu import Connection
 from test_singleton_sources import holders
@@ -41,18 +41,27 @@ def test_an_interval_fires_once_across_the_fleet_through_kills(
                                "payload": {"job": "sync", "tags": ["{source}"]}},
                        "tick": {"adapter": "schedule", "cron": "0 3 * * *",
                                 "timezone": "Europe/Berlin"}}}
-    daemons = [daemon_factory(cfg, name=n).start() for n in ("a", "b", "c")]
-    for _ in range(2):
-        time.sleep(1.5)
+    daemons = start_fleet([daemon_factory(cfg, name=n) for n in ("a", "b", "c")])
+
+    def fires_more(n: int) -> None:
+        """Wait until the holder fired ``n`` more slots."""
+        before = sum(fired(rabbit).values())
+        wait_until(lambda: sum(fired(rabbit).values()) >= before + n,
+                   f"{n} more slots fired", timeout=20)
+
+    for round_ in range(2):
+        fires_more(2)
         held = wait_until(lambda: holders(daemons), "a lease holder", timeout=20)
         held[0].kill()
         wait_until(lambda: holders(daemons), "the lease to move", timeout=20)
-        held[0].start()
-    time.sleep(1.5)
-    status = daemons[1].admin("GET", "/admin/status").json()["sources"]
+        if round_ == 0:
+            held[0].start()  # back as a standby (the last kill needs no more)
+    fires_more(2)
+    live = next(d for d in daemons if d.proc is not None and d.proc.poll() is None)
+    status = live.admin("GET", "/admin/status").json()["sources"]
     assert status["tick"]["runs"] == "one-instance"
     assert datetime.fromisoformat(status["tick"]["next_fire"]).strftime("%H:%M") == "03:00"
-    env = {**os.environ, "ESB_ADMIN_URL": daemons[1].url, "ESB_ADMIN_TOKEN": daemons[1].token}
+    env = {**os.environ, "ESB_ADMIN_URL": live.url, "ESB_ADMIN_TOKEN": live.token}
     out = subprocess.run([sys.executable, "-m", "esb.bus.cli.main", "status"], env=env,
                          capture_output=True, text=True, timeout=60).stdout
     assert "NEXT FIRE" in out, out
