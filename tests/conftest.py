@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,32 @@ def proxy(rabbit_url: str) -> Iterator[TcpProxy]:
     p.close()
 
 
+@contextlib.contextmanager
+def _stopping_together(make: Callable[..., DaemonProcess]
+                       ) -> Iterator[Callable[..., DaemonProcess]]:
+    """``make``, remembering what it made; on exit every daemon still running is sent SIGTERM
+    at once, so they drain together while the kit's factory waits for each in turn (a second
+    SIGTERM, the kit's own, only asks again)."""
+    made: list[DaemonProcess] = []
+
+    def tracked(*args: Any, **kw: Any) -> DaemonProcess:
+        made.append(daemon := make(*args, **kw))
+        return daemon
+
+    try:
+        yield tracked
+    finally:
+        for daemon in made:
+            if daemon.proc is not None and daemon.proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    daemon.proc.send_signal(signal.SIGTERM)
+
+
 @pytest.fixture
 def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
-    with kit_daemon_factory(tmp_path, DaemonProcess, stop_timeout=30) as make:
-        yield make
+    with kit_daemon_factory(tmp_path, DaemonProcess, stop_timeout=30) as make, \
+            _stopping_together(make) as tracked:
+        yield tracked
 
 
 # Module-scoped twins, for a daemon (and its peers) that the tests of a module share: the tests
@@ -95,8 +118,8 @@ def module_sink() -> Iterator[Sink]:
 def module_daemon_factory(tmp_path_factory: pytest.TempPathFactory,
                           ) -> Iterator[Callable[..., DaemonProcess]]:
     with kit_daemon_factory(tmp_path_factory.mktemp("daemons"), DaemonProcess,
-                            stop_timeout=30) as make:
-        yield make
+                            stop_timeout=30) as make, _stopping_together(make) as tracked:
+        yield tracked
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
