@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import orjson
+from esbtest.daemon import start_fleet
 from esbtest.waiting import wait_until
 from kombu import Connection
 from standardwebhooks import Webhook
@@ -66,8 +67,8 @@ def at_once(calls: list[Any]) -> list[Any]:
 def test_one_key_sent_to_three_instances_at_once_is_published_once(
         rabbit: Any, daemon_factory: Any) -> None:
     cfg = config(rabbit)
-    daemons = [daemon_factory(cfg, name=n, env={"RACE_WHSEC": WHSEC}).start()
-               for n in ("a", "b", "c")]
+    daemons = start_fleet([daemon_factory(cfg, name=n, env={"RACE_WHSEC": WHSEC})
+                           for n in ("a", "b", "c")])
     keys = [f"race-{n}" for n in range(25)]
     with httpx.Client(timeout=20) as client:
         for key in keys:
@@ -111,8 +112,8 @@ def test_keys_being_taken_when_an_instance_is_killed_are_published_once(
     """Senders keep sending keys to every instance at once and retry whatever got no final
     answer (an error, 409, 503), as a client does; one instance is killed in the middle."""
     cfg = config(rabbit, idempotency_claim_ttl="2s")
-    daemons = [daemon_factory(cfg, name=n, env={"RACE_WHSEC": WHSEC}).start()
-               for n in ("a", "b", "c")]
+    daemons = start_fleet([daemon_factory(cfg, name=n, env={"RACE_WHSEC": WHSEC})
+                           for n in ("a", "b", "c")])
     keys = [f"kill-{n}" for n in range(60)]
     pending = set(keys)
     killer = threading.Timer(1.0, daemons[0].kill)
