@@ -7,6 +7,8 @@ import time
 from typing import Any
 
 import httpx
+from esbtest.daemon import start_fleet
+from esbtest.waiting import settled, wait_until
 from test_delivery_faults import cli, config, routes
 
 #: One route with a step of its own and a step for its one destination.
@@ -16,18 +18,17 @@ TRANSFORMING = {"r.yaml": {"routes": [{
 
 
 def wait_for_trace(d: Any, eid: str, last: str) -> list[dict[str, Any]]:
-    """The trace of ``eid`` as ``d`` answers it, once it holds a ``last`` step (10 s at most:
-    other instances flush their events every 200 ms)."""
-    events: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        out = cli(d, "trace", eid, "--json")
-        if out.returncode == 0:
-            events = json.loads(out.stdout)["events"]
-            if any(e["step"] == last for e in events):
-                break
-        time.sleep(0.5)
-    return events
+    """The trace of ``eid`` as ``esb trace`` shows it from ``d``, once it holds a ``last`` step
+    (waited for on the admin API, 10 s at most: other instances flush their events every
+    200 ms)."""
+    def traced() -> bool:
+        r = d.admin("GET", f"/admin/trace/{eid}")
+        return r.status_code == 200 and any(e["step"] == last for e in r.json()["events"])
+
+    wait_until(traced, f"a {last!r} step in the trace", timeout=10, daemon=d)
+    out = cli(d, "trace", eid, "--json")
+    assert out.returncode == 0, out.stderr
+    return list(json.loads(out.stdout)["events"])
 
 
 def test_trace_shows_every_hop_from_any_instance(rabbit: Any, sink: Any,
@@ -39,9 +40,10 @@ def test_trace_shows_every_hop_from_any_instance(rabbit: Any, sink: Any,
         return (503, {}) if calls[rec.key] == 1 else (200, {})
 
     sink.status_for = once_503
-    cfg = config(rabbit.bus("out"), {"out": sink.url})
-    a = daemon_factory(cfg, TRANSFORMING, name="a").start()
-    b = daemon_factory(cfg, TRANSFORMING, name="b").start()
+    # one retry, after the shortest backoff (the bus's smallest retry tier)
+    cfg = config(rabbit.bus("out"), {"out": sink.url},
+                 out={"backoff": {"initial": "250ms", "max": "1s"}})
+    a, b = start_fleet([daemon_factory(cfg, TRANSFORMING, name=n) for n in ("a", "b")])
     r = httpx.post(f"{a.url}/in/shop/order", json={"n": 1},
                    headers={"Idempotency-Key": "t-1"})
     assert r.status_code == 202
@@ -93,12 +95,11 @@ def test_trace_shows_every_hop_from_any_instance(rabbit: Any, sink: Any,
 def test_idempotency_key_is_shared_between_instances(rabbit: Any, sink: Any,
                                                      daemon_factory: Any) -> None:
     cfg = config(rabbit.bus("out"), {"out": sink.url})
-    a = daemon_factory(cfg, routes("out"), name="a").start()
-    b = daemon_factory(cfg, routes("out"), name="b").start()
+    a, b = start_fleet([daemon_factory(cfg, routes("out"), name=n) for n in ("a", "b")])
     headers = {"Idempotency-Key": "shared-1"}
     first = httpx.post(f"{a.url}/in/shop/order", json={"n": 1}, headers=headers)
     assert first.status_code == 202
-    time.sleep(0.5)  # the key travels through the bus
+    # at once: the key was taken in the shared log before a answered, and b reads the log
     again = httpx.post(f"{b.url}/in/shop/order", json={"n": 1}, headers=headers)
     assert again.status_code == 202
     assert again.json()["id"] == first.json()["id"]
@@ -108,5 +109,5 @@ def test_idempotency_key_is_shared_between_instances(rabbit: Any, sink: Any,
     late = httpx.post(f"{c.url}/in/shop/order", json={"n": 1}, headers=headers)
     assert late.json()["id"] == first.json()["id"]
     assert sink.wait_for(1, timeout=20)
-    time.sleep(1)
+    wait_until(lambda: all(settled(d) for d in (a, b, c)), "nothing left to deliver")
     assert len(sink.received) == 1
