@@ -90,7 +90,11 @@ def test_a_polling_source_runs_once_and_moves_when_its_holder_is_killed(
 
     with serve_in_thread(api.app()) as base:
         cfg = {
-            "bus": rabbit.bus(lease_heartbeat=HEARTBEAT, lease_retry=f"{int(RETRY * 1000)}ms"),
+            # A holder killed while it held an item's key leaves the key claimed: the next
+            # holder gets past that item once the claim lapses (30 s by default; 2 s here,
+            # still far longer than a live holder takes to publish an item).
+            "bus": rabbit.bus(lease_heartbeat=HEARTBEAT, lease_retry=f"{int(RETRY * 1000)}ms",
+                              idempotency_claim_ttl="2s"),
             "sources": {"crm": {"adapter": "rest", "poll": {
                 "url": f"{base}/items", "interval": "100ms", "items": "items", "id": "id",
                 "cursor": {"param": "since", "from": "at"}, "type": "crm.item"}}},
@@ -119,7 +123,7 @@ def test_a_polling_source_runs_once_and_moves_when_its_holder_is_killed(
             # some items flow through the holder: its cursor moves on by two
             mark = cursor()
             wait_until(lambda mark=mark: cursor() >= mark + 2, "items taken by a holder",
-                       timeout=20)
+                       timeout=30)
             held = wait_until(lambda: holders(daemons), "a lease holder", timeout=20)
             assert len(held) == 1, f"{len(held)} instances hold the lease"
             victim = held[0]
