@@ -17,6 +17,10 @@ import pytest
 
 from esbtest.broker import broker_problem, bus_url
 
+#: The ``xdist_group`` of the modules sharing one legacy vhost (the session fixture ``legacy``
+#: of tests/adapters/amqp/conftest.py): they run on one worker, which makes it once.
+LEGACY_GROUP = "amqp-legacy-vhost"
+
 
 def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)

@@ -1,9 +1,10 @@
 """The amqp adapter against a real RabbitMQ: a second vhost plays the legacy system's broker.
 
-The vhost (``esb-legacy-<random>``) is made with ``rabbitmqctl`` for this module and deleted
-afterwards. Where ``rabbitmqctl`` cannot reach the broker (a remote ``ESB_TEST_BUS_URL``), the
-tests fall back to name prefixes in the bus URL's own vhost (``legacy.mode``), and the two tests
-that must drop the legacy broker's connections fail, saying so: nothing is skipped.
+The vhost (``esb-legacy-<random>``) is made with ``rabbitmqctl`` for this module and the
+contract module (conftest.py), and deleted afterwards. Where ``rabbitmqctl`` cannot reach the
+broker (a remote ``ESB_TEST_BUS_URL``), the tests fall back to name prefixes in the bus URL's
+own vhost (``legacy.mode``), and the two tests that must drop the legacy broker's connections
+fail, saying so: nothing is skipped.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import contextlib
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from esbtest.legacy_broker import Legacy, legacy_broker
+from esbtest.legacy_broker import LEGACY_GROUP, Legacy
 
 from esb.adapters.amqp.inbound import AmqpInbound
 from esb.adapters.amqp.outbound import AmqpOutbound
@@ -32,13 +33,8 @@ from esb.adapters.testing.outbound_contract import Delivered
 from esb.bus.envelope import Envelope
 from esb.bus.errors import PermanentError, TransientError
 
-pytestmark = pytest.mark.rabbitmq
-
-
-@pytest.fixture(scope="module")
-def legacy() -> Iterator[Legacy]:
-    with legacy_broker() as scope:
-        yield scope
+# ``legacy``, the legacy vhost, is conftest.py's: shared with the contract module.
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.xdist_group(LEGACY_GROUP)]
 
 
 async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
@@ -132,7 +128,9 @@ async def test_bus_unavailable_leaves_the_message_on_the_legacy_queue(legacy: Le
     async with running(legacy, queue, tmp_path, ctx):
         await eventually(lambda: ctx.attempts >= 2)  # handed back (requeued) and redelivered
         started, attempts = time.monotonic(), ctx.attempts
-        await asyncio.sleep(1.0)
+        # Half a second holds at most 3 attempts 200 ms apart (6/s); a spinning message
+        # makes hundreds.
+        await asyncio.sleep(0.5)
         rate = (ctx.attempts - attempts) / (time.monotonic() - started)
         assert rate < 8, f"{rate:.0f} attempts/s: a bus outage must not spin the message"
     assert not ctx.accepted

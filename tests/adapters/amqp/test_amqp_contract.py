@@ -1,5 +1,5 @@
 """The adapter test kit's inbound contract run against the built-in amqp adapter, consuming
-from a queue of the legacy vhost (made with ``rabbitmqctl``, see test_amqp_adapter).
+from a queue of the legacy vhost (made with ``rabbitmqctl``, see conftest.py).
 
 The peer is the legacy broker: an input is one message published to a fresh queue, and it
 counts as acknowledged once the queue holds it neither ready nor unacknowledged — which only
@@ -17,15 +17,14 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 import pytest
-from test_amqp_adapter import Legacy, legacy
+from esbtest.legacy_broker import LEGACY_GROUP, Legacy
 
 from esb.adapters.amqp.spec import SPEC
 from esb.adapters.testing import InboundContract
 from esb.bus.envelope import Envelope
 
-pytestmark = pytest.mark.rabbitmq
-
-__all__ = ["legacy"]  # the module-scoped fixture making the legacy vhost
+# ``legacy``, the legacy vhost, is conftest.py's: shared with test_amqp_adapter.
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.xdist_group(LEGACY_GROUP)]
 
 ORDER = {"order": 7, "total": 9.5}
 
@@ -49,9 +48,9 @@ class TestAmqpInboundContract(InboundContract):
     expected_type = "kit.order"
     expected_source = "erp-system"  # the message's app_id
     wait = 10.0
-    # A message the bus could not take comes back after retry_delay (200 ms): watch long
+    # A message the bus could not take comes back after retry_delay (100 ms): watch long
     # enough to see a second envelope if the adapter double-accepted.
-    settle = 0.6
+    settle = 0.3
 
     @pytest.fixture(autouse=True)
     def _legacy(self, legacy: Legacy) -> None:
@@ -66,7 +65,7 @@ class TestAmqpInboundContract(InboundContract):
         self.message_id = f"kit-{uuid.uuid4().hex[:8]}"
 
     def inbound_settings(self) -> dict[str, object]:
-        return {"url": self.legacy.url, "queue": self.queue, "retry_delay": "200ms",
+        return {"url": self.legacy.url, "queue": self.queue, "retry_delay": "100ms",
                 "reconnect_max": "500ms"}
 
     async def offer(self) -> None:
