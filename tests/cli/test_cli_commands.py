@@ -1,4 +1,8 @@
-"""The esb command against a running daemon and on files: exit codes and clear messages."""
+"""The esb command against a running daemon and on files: exit codes and clear messages.
+
+The commands run in this process (:mod:`esbtest.cli`: the console script's entry point, its
+streams and working folder swapped), which spares an interpreter per command; one test runs
+the installed command as a subprocess."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from esbtest import cli
 from esbtest.daemon import DaemonProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,24 +21,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def esb(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
         stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    return subprocess.run([sys.executable, "-m", "esb.bus.cli.main", *args], cwd=cwd,
-                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=60, input=stdin.decode() if stdin else None)
+    return cli.run(*args, cwd=cwd, env=env, input=stdin.decode() if stdin else None)
 
 
-@pytest.fixture
-def daemon(sink: Any, daemon_factory: Any) -> DaemonProcess:
+# Shared: the tests only read from it, and only test_send_and_status sends.
+@pytest.fixture(scope="module")
+def daemon(module_sink: Any, module_daemon_factory: Any) -> DaemonProcess:
     config = {"bus": {"url": "embedded"},
               "sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
-              "destinations": {"out": {"adapter": "rest", "url": sink.url + "/x"}}}
+              "destinations": {"out": {"adapter": "rest", "url": module_sink.url + "/x"}}}
     routes = {"r.yaml": {"routes": [{"name": "orders", "match": {"type": ["order.created"]},
                                      "to": ["out"]}]}}
-    return daemon_factory(config, routes).start()
+    return module_daemon_factory(config, routes).start()
 
 
-def test_send_and_status(daemon: DaemonProcess, sink: Any, tmp_path: Path) -> None:
+def test_send_and_status(daemon: DaemonProcess, module_sink: Any, tmp_path: Path) -> None:
+    sink = module_sink
     env = {"ESB_ADMIN_URL": daemon.url, "ESB_ADMIN_TOKEN": daemon.token}
     msg = tmp_path / "order.json"
     msg.write_text('{"n": 1}')
@@ -111,7 +114,9 @@ def test_routes_validate_reports_file_and_line(tmp_path: Path) -> None:
 
 
 def test_shipped_routes_validate() -> None:
-    r = esb("routes", "validate", "routes", cwd=ROOT)
+    # the installed command itself, as a shell runs it
+    r = subprocess.run([sys.executable, "-m", "esb.bus.cli.main", "routes", "validate",
+                        "routes"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
 
 

@@ -1,6 +1,10 @@
 """How the esb command finds and talks to a running daemon: its address and token from the
 state folder (in the working folder or above it), ``--url``/``--token`` anywhere on the line,
-``esb run --listen``, a taken port, ``--version`` and one error style."""
+``esb run --listen``, a taken port, ``--version`` and one error style.
+
+The client commands run in this process (:mod:`esbtest.cli`, with the working folder and
+environment swapped for the call), which spares an interpreter per command; ``esb run`` runs
+as the real command."""
 
 from __future__ import annotations
 
@@ -13,20 +17,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from esbtest import cli
 from esbtest.daemon import DaemonProcess
 
 from esb.adapters.testing.daemon import free_port
 from esb.bus.cli.main import hoist_global_options
 
 ROUTES = {"r.yaml": {"routes": [{"name": "all", "to": ["out"]}]}}
+#: The variables that point the command at a daemon: unset unless a test sets them.
+POINTERS = ("ESB_ADMIN_URL", "ESB_ADMIN_TOKEN", "ESB_LISTEN", "ESB_CONFIG")
 
 
 def esb(*args: str, cwd: Path, env: dict[str, str] | None = None
         ) -> subprocess.CompletedProcess[str]:
     """The esb command with none of the variables that point it at a daemon."""
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("ESB_ADMIN_URL", "ESB_ADMIN_TOKEN", "ESB_LISTEN", "ESB_CONFIG")}
-    return subprocess.run([sys.executable, "-m", "esb.bus.cli.main", *args], cwd=cwd,
+    unset: dict[str, str | None] = dict.fromkeys(POINTERS)
+    return cli.run(*args, cwd=cwd, env={**unset, **(env or {})})
+
+
+def esb_run(*args: str, cwd: Path, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    """``esb run ARGS`` as a subprocess (a daemon configures its process), without the
+    variables that point it at a daemon."""
+    base = {k: v for k, v in os.environ.items() if k not in POINTERS}
+    return subprocess.run([sys.executable, "-m", "esb.bus.cli.main", "run", *args], cwd=cwd,
                           env={**base, **(env or {})}, capture_output=True, text=True,
                           timeout=60)
 
@@ -36,12 +50,14 @@ def _config(tmp: Path) -> dict[str, Any]:
             "destinations": {"out": {"adapter": "file", "directory": str(tmp / "out")}}}
 
 
-@pytest.fixture
-def daemon(daemon_factory: Any, tmp_path: Path) -> DaemonProcess:
+# Shared by the two tests that only ask it things.
+@pytest.fixture(scope="module")
+def daemon(module_daemon_factory: Any, tmp_path_factory: pytest.TempPathFactory
+           ) -> DaemonProcess:
     """A daemon with a made-up token, listening on a port given only by ``--listen``."""
     port = free_port()
-    d = daemon_factory(_config(tmp_path), ROUTES,
-                       run_args=["--listen", f"127.0.0.1:{port}"])
+    d = module_daemon_factory(_config(tmp_path_factory.mktemp("listen")), ROUTES,
+                              run_args=["--listen", f"127.0.0.1:{port}"])
     d.port = port
     return d.start()
 
@@ -93,7 +109,7 @@ def test_a_taken_port_is_one_clear_line(tmp_path: Path, daemon_factory: Any) -> 
 
 
 def test_listen_must_be_host_port(tmp_path: Path) -> None:
-    r = esb("run", "--listen", "8080", cwd=tmp_path, env={"ESB_CONFIG": str(
+    r = esb_run("--listen", "8080", cwd=tmp_path, env={"ESB_CONFIG": str(
         Path(__file__).resolve().parents[2] / "config" / "esb.yaml")})
     assert r.returncode == 2
     assert "--listen" in r.stderr and "HOST:PORT" in r.stderr
@@ -179,7 +195,7 @@ def test_a_file_destination_whose_folder_is_a_file_is_a_config_error(tmp_path: P
         "    adapter: file\n"
         "    directory: outbox/audit\n")
     (tmp_path / "routes" / "r.yaml").write_text("routes:\n  - name: all\n    to: [erp]\n")
-    r = esb("run", "--listen", f"127.0.0.1:{free_port()}", cwd=tmp_path)
+    r = esb_run("--listen", f"127.0.0.1:{free_port()}", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert "config/esb.yaml:2: destinations.erp.directory:" in r.stderr
     assert f"{tmp_path / 'outbox'} is a file, not a folder" in r.stderr
