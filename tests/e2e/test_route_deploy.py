@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import orjson
-from test_delivery_faults import cli
+from esbtest.cli import esb
 
 from esb.bus.envelope import bookkeeping
 
@@ -313,7 +313,7 @@ def test_refused_deploy_leaves_the_running_version(rabbit: Any, sink: Any,
     bad.mkdir()
     (bad / "r.yaml").write_text("routes:\n  - name: x\n    match: {type: order}\n"
                                 "    to: [nowhere]\n")
-    r = cli(a, "routes", "deploy", str(bad))
+    r = esb(a, "routes", "deploy", str(bad))
     assert r.returncode == 2
     assert "r.yaml:3" in r.stderr and "r.yaml:4" in r.stderr and "nowhere" in r.stderr
     assert a.admin("GET", "/admin/routes").json()["version"] == before
@@ -336,7 +336,7 @@ def test_deploy_says_when_an_instance_cannot_run_the_new_version(
     v2 = tmp_path / "v2"
     v2.mkdir()
     (v2 / "r.yaml").write_text(V2)
-    r = cli(a, "routes", "deploy", str(v2))
+    r = esb(a, "routes", "deploy", str(v2))
     assert r.returncode == 1, r.stdout + r.stderr
     b_id = b.admin("GET", "/admin/status").json()["instance"]
     assert f"{b_id}: CANNOT run version {before + 1}" in r.stderr
@@ -344,7 +344,7 @@ def test_deploy_says_when_an_instance_cannot_run_the_new_version(
     assert "running version" in r.stdout
     assert a.admin("GET", "/admin/routes").json()["version"] == before + 1
     assert b.admin("GET", "/admin/routes").json()["version"] == before
-    back = cli(a, "routes", "rollback")
+    back = esb(a, "routes", "rollback")
     assert back.returncode == 0, back.stderr
     assert a.admin("GET", "/admin/routes").json()["version"] == before + 2
     assert b.admin("GET", "/admin/routes").json()["version"] == before + 2
@@ -359,7 +359,7 @@ def test_a_starting_instance_never_routes_by_its_own_files(
     v2 = tmp_path / "v2"
     v2.mkdir()
     (v2 / "r.yaml").write_text(V2)
-    assert cli(a, "routes", "deploy", str(v2)).returncode == 0
+    assert esb(a, "routes", "deploy", str(v2)).returncode == 0
     deployed = a.admin("GET", "/admin/routes").json()["version"]
     late = daemon_factory(three_destinations(rabbit, sink), {"r.yaml": V1}, name="late")
     late.start(wait=False)

@@ -7,9 +7,10 @@ import time
 from typing import Any
 
 import httpx
+from esbtest.cli import esb
 from esbtest.daemon import start_fleet
 from esbtest.waiting import settled, wait_until
-from test_delivery_faults import cli, config, routes
+from test_delivery_faults import config, routes
 
 #: One route with a step of its own and a step for its one destination.
 TRANSFORMING = {"r.yaml": {"routes": [{
@@ -26,7 +27,7 @@ def wait_for_trace(d: Any, eid: str, last: str) -> list[dict[str, Any]]:
         return r.status_code == 200 and any(e["step"] == last for e in r.json()["events"])
 
     wait_until(traced, f"a {last!r} step in the trace", timeout=10, daemon=d)
-    out = cli(d, "trace", eid, "--json")
+    out = esb(d, "trace", eid, "--json")
     assert out.returncode == 0, out.stderr
     return list(json.loads(out.stdout)["events"])
 
@@ -67,7 +68,7 @@ def test_trace_shows_every_hop_from_any_instance(rabbit: Any, sink: Any,
     assert delivered["attempt"] == 2 and delivered["latency_ms"] > 0
     assert b"<o><order>1</order></o>" in sink.received[-1].body  # both steps ran
 
-    table = cli(b, "trace", eid).stdout
+    table = esb(b, "trace", eid).stdout
     lines = table.splitlines()
     header = next(line for line in lines if line.startswith("TIME (UTC)"))
     column = header.index("STEP")
@@ -81,14 +82,14 @@ def test_trace_shows_every_hop_from_any_instance(rabbit: Any, sink: Any,
     deadline = time.monotonic() + 15
     instances: list[Any] = []
     while time.monotonic() < deadline:
-        instances = json.loads(cli(a, "status", "--json").stdout)["instances"]
+        instances = json.loads(esb(a, "status", "--json").stdout)["instances"]
         if len(instances) == 2:
             break
         time.sleep(0.5)
     assert len(instances) == 2
-    text = cli(a, "status").stdout
+    text = esb(a, "status").stdout
     assert "INSTANCE" in text and "BREAKER" in text
-    missing = cli(a, "trace", "no-such-id")
+    missing = esb(a, "trace", "no-such-id")
     assert missing.returncode != 0 and "no-such-id" in missing.stderr
 
 

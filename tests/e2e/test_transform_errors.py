@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pika
 import pytest
+from esbtest.cli import esb
 from esbtest.waiting import settled
-from test_delivery_faults import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,7 +72,7 @@ def test_failing_step_dead_letters_with_its_name(sink: Any, daemon_factory: Any)
     r = httpx.post(f"{d.url}/in/shop/order", json={"customer": "ACME"})
     assert r.status_code == 202  # accepted: it is safe in the DLQ
     assert eventually(lambda: dead_letters(d))
-    items = json.loads(cli(d, "dlq", "list", "--json").stdout)
+    items = json.loads(esb(d, "dlq", "list", "--json").stdout)
     assert len(items) == 1
     item = items[0]
     assert item["id"] == r.json()["id"]
@@ -258,9 +258,9 @@ def test_replay_runs_the_destinations_steps_again_with_the_fix(
     fixed = tmp_path / "fixed"
     fixed.mkdir()
     (fixed / "r.yaml").write_text(json.dumps(route_set(True)))
-    deployed = cli(d, "routes", "deploy", str(fixed))
+    deployed = esb(d, "routes", "deploy", str(fixed))
     assert deployed.returncode == 0, deployed.stderr
-    replayed = cli(d, "dlq", "replay", r.json()["id"])
+    replayed = esb(d, "dlq", "replay", r.json()["id"])
     assert replayed.returncode == 0, replayed.stderr
     erp = eventually(lambda: [rec for rec, _ in sink.requests if rec.path == "/erp"])
     assert len(erp) == 1
