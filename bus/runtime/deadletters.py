@@ -155,11 +155,12 @@ class DeadLetters:
         while pending and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.25)
             window = utcnow() - since + timedelta(seconds=5)
+            try:  # all of them in one read of the trace (one per envelope was that many)
+                traced = await self.trace.query_many([o.id for o in pending], window)
+            except Exception:  # the trace is best effort: the outcomes stay "queued"
+                return
             for o in list(pending):
-                try:
-                    events = await self.trace.query(o.id, window)
-                except Exception:  # the trace is best effort: the outcome stays "queued"
-                    return
+                events = traced.get(o.id, [])
                 done = {e.detail.get("destination"): e for e in events if e.at >= since
                         and e.step in ("delivered", "dead-lettered")}
                 if not o.destinations or any(d not in done for d in o.destinations):

@@ -40,7 +40,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -260,25 +260,31 @@ class StreamTrace:
 
     async def query(self, envelope_id: str, since: timedelta) -> list[TraceEvent]:
         referred: set[str] = set()
-        found = await self._scan(envelope_id, since, referred)
+        found = (await self._scan([envelope_id], since, referred))[envelope_id]
         if found or not referred:
             return found
         # a unique id prefix or an idempotency key: read again for the envelope it names
         eid = one_envelope(envelope_id, referred)
-        return await self._scan(eid, since, set()) if eid else []
+        return (await self._scan([eid], since, set()))[eid] if eid else []
+
+    async def query_many(self, envelope_ids: Collection[str], since: timedelta
+                         ) -> dict[str, list[TraceEvent]]:
+        # One pass over the window for all of them (a pass per id costs as many reads of it).
+        return await self._scan(envelope_ids, since, set(), refers=None)
 
     async def find(self, field: str, value: str, since: timedelta,
                    limit: int = FIND_LIMIT) -> list[str]:
         referred: set[str] = set()
-        await self._scan(value, since, referred, refers=lambda ref, eid, step, detail: (
+        await self._scan([value], since, referred, refers=lambda ref, eid, step, detail: (
             step == "accepted" and detail.get(field) == ref))
         return sorted(referred)[:limit]
 
-    async def _scan(self, envelope_id: str, since: timedelta, referred: set[str],
-                    refers: Callable[[str, str, str, dict[str, Any]], bool] = refers_to,
-                    ) -> list[TraceEvent]:
-        """The events of ``envelope_id`` in the window; the ids of events that ``refers``
-        to it (:func:`refers_to`: an id prefix or idempotency key) go to ``referred``."""
+    async def _scan(self, envelope_ids: Collection[str], since: timedelta, referred: set[str],
+                    refers: Callable[[str, str, str, dict[str, Any]], bool] | None = refers_to,
+                    ) -> dict[str, list[TraceEvent]]:
+        """The events of each of ``envelope_ids`` in the window, oldest first; the ids of
+        events that ``refers`` to one of them (:func:`refers_to`: an id prefix or idempotency
+        key) go to ``referred``."""
         with contextlib.suppress(BusError):
             await self.flush()  # our own recent events
         if not self.connected:
@@ -286,9 +292,10 @@ class StreamTrace:
         loop = asyncio.get_running_loop()
         cutoff = time.time() - since.total_seconds()
         start = datetime.fromtimestamp(max(0.0, cutoff - CLOCK_SLACK), UTC)
-        needle = envelope_id.encode()
+        refs = list(envelope_ids)
+        needles = [ref.encode() for ref in refs]
         marker = uuid.uuid4().hex
-        found: list[TraceEvent] = []
+        found: dict[str, list[TraceEvent]] = {ref: [] for ref in refs}
         done: asyncio.Future[None] = loop.create_future()
 
         def on_record(offset: int | None, props: Any, body: bytes) -> None:
@@ -296,7 +303,7 @@ class StreamTrace:
                 if marker.encode() in body and not done.done():
                     done.set_result(None)
                 return
-            if needle not in body:
+            if not any(needle in body for needle in needles):
                 return
             try:
                 doc = orjson.loads(body)
@@ -304,10 +311,12 @@ class StreamTrace:
                 for eid, at, step, detail in doc["events"]:
                     if at < cutoff:
                         continue
-                    if eid == envelope_id:
-                        found.append(TraceEvent(eid, datetime.fromtimestamp(at, UTC), step,
-                                                instance, detail or {}))
-                    elif refers(envelope_id, eid, step, detail or {}):
+                    events = found.get(eid)
+                    if events is not None:
+                        events.append(TraceEvent(eid, datetime.fromtimestamp(at, UTC), step,
+                                                 instance, detail or {}))
+                    elif refers is not None and any(refers(ref, eid, step, detail or {})
+                                                    for ref in refs):
                         referred.add(eid)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError,
                     AttributeError):
@@ -337,7 +346,7 @@ class StreamTrace:
             if channel.is_open:
                 with contextlib.suppress(Exception):
                     channel.close()
-        return sort_events(found)
+        return {ref: sort_events(events) for ref, events in found.items()}
 
     # -- connection --------------------------------------------------------------------------
 

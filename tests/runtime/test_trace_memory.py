@@ -40,6 +40,8 @@ async def test_events_of_one_id_come_back_in_time_order() -> None:
     as_dict = events[0].to_dict()
     assert as_dict["at"].endswith("Z") and as_dict["step"] == "accepted"
     assert await trace.query("nope", HOUR) == []
+    many = await trace.query_many(["a", "b", "nope"], HOUR)
+    assert many == {"a": events, "b": await trace.query("b", HOUR), "nope": []}
 
 
 async def test_a_step_recorded_late_keeps_the_time_it_happened() -> None:

@@ -82,6 +82,13 @@ async def test_either_instance_sees_every_event_in_time_order(traces: Factory) -
     assert [e.step for e in await b.query(other, HOUR)] == ["accepted"]
     assert await a.query(str(uuid.uuid4()), HOUR) == []
     assert a.dropped == b.dropped == 0 and a.published == 5 and b.published == 2
+    # several envelopes in one read: each one's events as query gives them
+    nobody = str(uuid.uuid4())
+    many = await b.query_many([eid, other, nobody], HOUR)
+    assert many.keys() == {eid, other, nobody}
+    assert [(e.step, e.instance, e.at) for e in many[eid]] == \
+        [(e.step, e.instance, e.at) for e in from_a]
+    assert [e.step for e in many[other]] == ["accepted"] and many[nobody] == []
 
 
 async def test_a_step_recorded_late_keeps_the_time_it_happened(traces: Factory) -> None:
