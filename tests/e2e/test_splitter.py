@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import orjson
-from esbtest.waiting import wait_until
+from esbtest.waiting import settled, wait_until
 
 ROUTES = {"split.yaml": {"routes": [{
     "name": "orders", "from": ["shop"], "match": {"type": ["batch"]},
@@ -58,7 +58,7 @@ def test_a_batch_becomes_its_parts_in_sequence(rabbit: Any, sink: Any,
     status = wait_until(lambda: (s := d.admin("GET", "/admin/status").json())["queues"]["dlq"]
                         == 1 and s, "the oversized batch in the DLQ", timeout=20)
     assert status["queues"]["dlq"] == 1
-    time.sleep(0.5)
+    wait_until(lambda: settled(d), "nothing left to deliver", timeout=20, daemon=d)
     assert not any(k and k.startswith(too_many.json()["id"]) for k in sink.unique())
 
 
@@ -89,10 +89,11 @@ def test_a_daemon_killed_mid_split_leaves_all_parts_or_none(rabbit: Any, sink: A
         d.kill()
         sender.join(30)
         d.start()
-        time.sleep(2.0)  # whatever was committed is delivered by now (or on its way)
-        deadline = time.monotonic() + 30
-        while 0 < len(got := parts_of(sink, tag)) < n and time.monotonic() < deadline:
-            time.sleep(0.1)  # committed: the rest of the parts are being delivered
+        # Whatever the killed daemon committed is on the queue now: once the restarted one
+        # has nothing queued or in flight, every part published has arrived.
+        wait_until(lambda: settled(d), f"round {round_}: the parts delivered",
+                   timeout=60, daemon=d)
+        got = parts_of(sink, tag)
         assert len(got) in (0, n), f"round {round_}: {len(got)} of {n} parts published"
         outcomes.append(len(got))
         answered = answer and isinstance(answer[0], httpx.Response) and \
