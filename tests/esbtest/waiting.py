@@ -35,10 +35,11 @@ async def until(check: Callable[[], Any], timeout: float = 20, interval: float =
 
 def settled(daemon: Any) -> bool:
     """Whether ``daemon`` has nothing left to deliver: every destination's queue is empty,
-    nothing is in flight and nothing waits out a retry backoff. Once it is, what the
-    destinations got is all they will get from what was sent so far — wait for this instead
-    of a while for something that must not come."""
+    nothing is in flight, no aggregate holds an open group and nothing waits out a retry
+    backoff. Once it is, what the destinations got is all they will get from what was sent
+    so far — wait for this instead of a while for something that must not come."""
     st = daemon.admin("GET", "/admin/status").json()
+    # (an aggregate has no deliveries in flight: it holds its members un-acked in open groups)
     return st["queues"].get("retrying") == 0 and all(
-        dest["queue"] == 0 and dest.get("in_flight") == 0
+        dest["queue"] == 0 and dest.get("in_flight", 0) == 0 and not dest.get("open_groups")
         for dest in st["destinations"].values())
