@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from esbtest.cli import esb as cli  # in this process: no interpreter to start per command
 from esbtest.waiting import wait_until
-from test_delivery_faults import cli
 
 pytestmark = pytest.mark.rabbitmq
 
