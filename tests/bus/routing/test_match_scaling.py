@@ -3,7 +3,7 @@
 Nothing here is timed: :meth:`PatternIndex.work` counts the index probes (hash lookups,
 range-index lists, absence checks), the alternatives checked in full and the XPath
 expressions evaluated while matching one event, and each shape is compared at 10 and at
-10,000 routes.
+1,000 routes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from lxml import etree
 
 from esb.bus.routing.pattern_index import MatchWork, PatternIndex, reference_match
 
-SMALL, LARGE = 10, 10_000
+# A hundredfold more routes: work that grows with the route count (a scan, a list per route)
+# would show as 100 times the checks or probes, so the counts prove the cost flat. Larger sets
+# only make building the index slower (the bench measures matching at 10,000 routes).
+SMALL, LARGE = 10, 1_000
 
 
 def _event(**data: Any) -> dict[str, Any]:
@@ -52,7 +55,7 @@ def _band_events(n: int) -> tuple[list[dict[str, Any]], list[list[int]]]:
 
 
 @pytest.mark.parametrize("shared_type", [False, True], ids=["ranges-only", "same-type"])
-def test_numeric_bands_cost_the_same_for_10_and_10000_routes(shared_type: bool) -> None:
+def test_numeric_bands_cost_the_same_for_10_and_1000_routes(shared_type: bool) -> None:
     """Routes told apart only by a numeric range: one bisect, one list, one check."""
     works: dict[int, list[MatchWork]] = {}
     for n in (SMALL, LARGE):
@@ -71,7 +74,7 @@ def test_numeric_bands_cost_the_same_for_10_and_10000_routes(shared_type: bool) 
 def test_nested_ranges_check_only_the_ranges_that_hold() -> None:
     """Thresholds `>= i` all overlap: the segment-tree layout keeps the probes logarithmic
     and every candidate it yields is a match (no range is tested one by one)."""
-    for n in (SMALL, 2_000):
+    for n in (SMALL, LARGE):
         index = PatternIndex([{"data": {"total": [{"numeric": [">=", i]}]}} for i in range(n)])
         for value in (0, n // 3 + 0.5, n + 7):
             work = index.work(_event(total=value))
@@ -231,7 +234,7 @@ def _xml_cases(shape: str, n: int) -> list[tuple[str, list[int]]]:
 
 
 @pytest.mark.parametrize("shape", ["value", "range"])
-def test_xpath_fields_cost_the_same_for_10_and_10000_routes(shape: str) -> None:
+def test_xpath_fields_cost_the_same_for_10_and_1000_routes(shape: str) -> None:
     """Routes sharing a `type` and told apart only by an `$xpath` value or numeric range:
     the expression is evaluated once, its values looked up in the field's index, and only
     the routes they hit are checked."""
