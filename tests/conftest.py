@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from esbtest import strength
 from esbtest.broker import RabbitScope, broker_problem, bus_url
 from esbtest.daemon import DaemonProcess
 from esbtest.proxy import TcpProxy
@@ -170,10 +171,13 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--long", action="store_true", default=False,
-                     help="run the crash soak at full size (20,000 messages, 30 s outage)")
+                     help="run the crash soak at full size (20,000 messages, 30 s outage), "
+                          "property tests with all their examples and longer fuzz runs "
+                          "(esbtest/strength.py)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    strength.LONG = config.getoption("--long")  # read when the test modules are imported
     if not hasattr(config, "workerinput"):  # the controller, before it starts the workers
         # One hash seed for every worker of a run (a new one each run), so they collect the
         # same test ids even when an id comes from a set; xdist refuses the run otherwise.
