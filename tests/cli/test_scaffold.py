@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from esbtest.venv import overlay
+from esbtest.venv import Overlay, overlay
 
 from esb.bus.cli.scaffold import register
 
@@ -31,10 +31,6 @@ def cli() -> click.Group:
     return adapters
 
 
-def pytest_run(root: Path, *args: str, python: str = sys.executable,
-               ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "-rfEs", *args], cwd=root, capture_output=True, text=True, timeout=180)
 
 
 def test_a_scaffolded_package_installs_and_its_test_passes(cli: click.Group,
@@ -64,26 +60,27 @@ def test_a_scaffolded_package_installs_and_its_test_passes(cli: click.Group,
     rows = {r["name"]: r for r in json.loads(listed.stdout)}
     assert rows[name]["package"] == dist
     assert rows[name]["directions"] == "inbound,outbound"
-    run = pytest_run(root, python=env.python)
+    # -v lists every test run (with its outcome): what was collected, in the same run.
+    run = env.pytest(root, "-v", "-rfEs", timeout=180)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "failed" not in run.stdout and "error" not in run.stdout.lower()
     assert "skipped" not in run.stdout and "deselected" not in run.stdout
-    collected = pytest_run(root, "--collect-only", python=env.python).stdout
-    assert f"test_{name}.py::test_outbound_send_is_not_implemented_yet" in collected
-    assert f"test_{name}.py::test_inbound_start_is_not_implemented_yet" in collected
-    assert f"test_{name}.py::Test{name.capitalize()}OutboundSpec" in collected
-    assert "conformance" not in collected  # off until the author turns it on
-    assert_conformance_runs_once_turned_on(root, name, env.python)
+    ran = run.stdout
+    assert f"test_{name}.py::test_outbound_send_is_not_implemented_yet PASSED" in ran
+    assert f"test_{name}.py::test_inbound_start_is_not_implemented_yet PASSED" in ran
+    assert f"test_{name}.py::Test{name.capitalize()}OutboundSpec" in ran
+    assert "conformance" not in ran  # off until the author turns it on
+    assert_conformance_runs_once_turned_on(root, name, env)
 
 
-def assert_conformance_runs_once_turned_on(root: Path, name: str, python: str) -> None:
+def assert_conformance_runs_once_turned_on(root: Path, name: str, env: Overlay) -> None:
     """Do what the README says (delete the ``collect_ignore`` line): the kit's suites are then
     collected and fail on the unwritten stubs and hooks, with messages saying what to write."""
     conftest = root / "tests" / "conftest.py"
     lines = conftest.read_text().splitlines(keepends=True)
     assert sum(line.startswith("collect_ignore") for line in lines) == 1
     conftest.write_text("".join(line for line in lines if not line.startswith("collect_ignore")))
-    run = pytest_run(root, python=python)
+    run = env.pytest(root, "-q", "-rfEs", timeout=180)
     assert run.returncode == 1, run.stdout[-4000:]
     assert f"test_{name}_conformance.py::Test{name.capitalize()}OutboundConformance" in run.stdout
     assert f"test_{name}_conformance.py::Test{name.capitalize()}InboundConformance" in run.stdout

@@ -44,8 +44,8 @@ def test_the_example_is_discovered_through_its_entry_point(installed: Overlay) -
 
 def test_the_example_passes_its_own_suite(installed: Overlay) -> None:
     project = installed.root.parent / "fixed-width"
-    result = installed.run("-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=project,
-                           timeout=120, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    result = installed.pytest(project, "-q", timeout=120,
+                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
 
