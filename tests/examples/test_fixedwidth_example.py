@@ -7,6 +7,7 @@ into the environment the suite runs in."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -106,7 +107,9 @@ def test_two_workers_pick_each_file_once(installed: Overlay, tmp_path: Path,
     N = 150  # records a file
     try:
         daemon.start()
-        time.sleep(1.0)  # both workers up (the second starts once the first runs)
+        # Both workers up (the second starts once the first runs), so both compete for files.
+        wait_until(lambda: running_workers(daemon) >= 2, "both workers running", timeout=60,
+                   daemon=daemon)
         inbox = root / "inbox"
         inbox.mkdir(exist_ok=True)
         for f in range(3):
@@ -125,3 +128,13 @@ def test_two_workers_pick_each_file_once(installed: Overlay, tmp_path: Path,
         assert "FileNotFoundError" not in daemon.log(200_000)
     finally:
         assert daemon.stop() == 0, daemon.log()
+
+
+def running_workers(daemon: DaemonProcess) -> int:
+    """How many of the daemon's workers logged that they run (its log is JSON lines)."""
+    count = 0
+    for line in daemon.log_path.read_text(errors="replace").splitlines():
+        if '"esb running"' in line:
+            with contextlib.suppress(ValueError):
+                count += json.loads(line).get("event") == "esb running"
+    return count
