@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -116,21 +117,39 @@ NAMESPACES = st.fixed_dictionaries({}, optional={None: st.just("urn:default"),
                                                  "p": st.just("urn:p")})
 
 
+GROUPS = st.lists(st.tuples(NAMES, st.integers(1, 3)), max_size=3, unique_by=lambda g: g[0])
+MAYBE_SOLID = st.none() | SOLID
+MAYBE_TEXT = st.none() | TEXT
+
+
+@functools.cache
+def _in_scope(prefixes: tuple[str, ...]) -> tuple[st.SearchStrategy[str], st.SearchStrategy]:
+    """An element's prefix and its attributes, given the prefixes in scope. Built once per
+    scope: Hypothesis validates every new strategy object, which costs more than drawing."""
+    prefix = st.sampled_from(("", *prefixes))
+    return prefix, st.dictionaries(st.tuples(prefix, NAMES), TEXT, max_size=3)
+
+
+@functools.cache
+def elements(depth: int = 0, prefixes: tuple[str, ...] = ()) -> st.SearchStrategy[dict]:
+    """An element spec (see :func:`build`) at `depth`, with `prefixes` declared above it."""
+    return _element(depth, prefixes)
+
+
 @st.composite
-def elements(draw: st.DrawFn, depth: int = 0, prefixes: tuple[str, ...] = ()) -> dict:
+def _element(draw: st.DrawFn, depth: int, prefixes: tuple[str, ...]) -> dict:
     nsmap = draw(NAMESPACES) if depth == 0 else {}
     prefixes = prefixes + tuple(p for p in nsmap if p)
-    prefix = draw(st.sampled_from(("", *prefixes)))
-    attrs = draw(st.dictionaries(st.tuples(st.sampled_from(("", *prefixes)), NAMES), TEXT,
-                                 max_size=3))
-    groups = [] if depth >= 3 else draw(st.lists(
-        st.tuples(NAMES, st.integers(1, 3)), max_size=3, unique_by=lambda g: g[0]))
+    prefix_of, attrs_of = _in_scope(prefixes)
+    prefix = draw(prefix_of)
+    attrs = draw(attrs_of)
+    groups = [] if depth >= 3 else draw(GROUPS)
     children = [draw(elements(depth + 1, prefixes)) | {"local": name}
                 for name, count in groups for _ in range(count)]
     # Same-named siblings are adjacent by construction; a group also needs one prefix.
     for child in children:
         child["prefix"] = prefix
-    text = draw(st.none() | (SOLID if children else TEXT))
+    text = draw(MAYBE_SOLID if children else MAYBE_TEXT)
     return {"nsmap": nsmap, "prefix": prefix, "local": draw(NAMES), "attrs": attrs,
             "text": text, "children": children}
 
@@ -173,25 +192,42 @@ def several(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return values | st.lists(values, min_size=2, max_size=3)
 
 
-@st.composite
-def json_elements(draw: st.DrawFn, prefixes: tuple[str, ...], depth: int = 0) -> Any:
+NON_EMPTY_TEXT = XML_TEXT.filter(bool)
+MAYBE_TEXT_BY_CHILDREN = st.none() | SOLID
+MAYBE_TEXT_ALONE = st.none() | NON_EMPTY_TEXT
+TYPED_NAMES = st.sets(st.sampled_from(sorted(TYPED)), max_size=2)
+SEVERAL_TYPED = {name: several(values) for name, values in TYPED_VALUES.items()}
+KINDS = st.sampled_from(["null", "text", "object"])
+LEAF_KINDS = st.sampled_from(["null", "text"])
+
+
+@functools.cache
+def json_elements(prefixes: tuple[str, ...], depth: int = 0) -> st.SearchStrategy[Any]:
     """An element's value: null, non-empty text, or an object with attributes, children
-    and ``#text``."""
-    kind = draw(st.sampled_from(["null", "text", "object"] if depth < 3 else ["null", "text"]))
+    and ``#text``. Built once per (prefixes, depth), as :func:`elements` is."""
+    prefixed = st.tuples(st.sampled_from(prefixes), NAMES).map("".join)
+    attrs = st.dictionaries(prefixed.map(lambda n: "@" + n), XML_TEXT, max_size=2)
+    children = (st.dictionaries(prefixed, several(json_elements(prefixes, depth + 1)),
+                                max_size=3) if depth < 3 else st.nothing())
+    return _json_element(depth, attrs, children)
+
+
+@st.composite
+def _json_element(draw: st.DrawFn, depth: int, attrs_of: st.SearchStrategy[dict[str, str]],
+                  children_of: st.SearchStrategy[dict[str, Any]]) -> Any:
+    kind = draw(KINDS if depth < 3 else LEAF_KINDS)
     if kind == "null":
         return None
     if kind == "text":
-        return draw(XML_TEXT.filter(bool))
-    prefixed = st.tuples(st.sampled_from(prefixes), NAMES).map("".join)
-    attrs = draw(st.dictionaries(prefixed.map(lambda n: "@" + n), XML_TEXT, max_size=2))
-    children = draw(st.dictionaries(prefixed, several(json_elements(prefixes, depth + 1)),
-                                    max_size=3))
-    for name in draw(st.sets(st.sampled_from(sorted(TYPED)), max_size=2)):
-        children[name] = draw(several(TYPED_VALUES[name]))
+        return draw(NON_EMPTY_TEXT)
+    attrs = draw(attrs_of)
+    children = draw(children_of)
+    for name in draw(TYPED_NAMES):
+        children[name] = draw(SEVERAL_TYPED[name])
     if not attrs and not children:
-        return draw(XML_TEXT.filter(bool))
+        return draw(NON_EMPTY_TEXT)
     value: dict[str, Any] = {**attrs, **children}
-    text = draw(st.none() | (SOLID if children else XML_TEXT.filter(bool)))
+    text = draw(MAYBE_TEXT_BY_CHILDREN if children else MAYBE_TEXT_ALONE)
     if text is not None:
         value["#text"] = text
     return value
