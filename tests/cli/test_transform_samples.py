@@ -10,12 +10,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+from esbtest import cli
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def esb(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "esb.bus.cli.main", *args], cwd=cwd,
+    """``esb ARGS`` in ``cwd``, in this process (:mod:`esbtest.cli`): an interpreter per
+    command spent half a second of CPU importing esb again each time.
+    :func:`test_the_installed_command_prints_what_main_does` keeps the real command honest."""
+    return cli.run(*args, cwd=cwd)
+
+
+def test_the_installed_command_prints_what_main_does() -> None:
+    """One documented command as a shell runs it: the same output and exit status."""
+    args = ["transform", "--step", "json-to-xml: {root: order}", "samples/order.json"]
+    real = subprocess.run([sys.executable, "-m", "esb.bus.cli.main", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
+    here = esb(*args)
+    assert (real.returncode, real.stdout, real.stderr) == (0, here.stdout, here.stderr)
 
 
 def documented_commands() -> list[list[str]]:
