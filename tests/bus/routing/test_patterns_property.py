@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
+from collections.abc import Sequence
 from typing import Any
 
+from esbtest.strength import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -43,24 +47,47 @@ def _event_value(depth: int) -> st.SearchStrategy[Any]:
 events = st.dictionaries(st.sampled_from(KEYS), _event_value(2), max_size=3)
 
 string_arg = st.sampled_from(STRINGS)
-ignore_case_arg = st.builds(lambda s: {"equals-ignore-case": s}, string_arg)
 wildcards = st.sampled_from(["*", "x*", "*z", "x*z", "a\\*b", "*y*", "xy"])
 
 
-@st.composite
-def numeric_spec(draw: st.DrawFn) -> list[Any]:
-    lo, hi = sorted(draw(st.lists(st.sampled_from(NUMBERS), min_size=2, max_size=2, unique=True)))
-    kind = draw(st.integers(0, 2))
-    if kind == 0:
-        return [draw(st.sampled_from([">", ">=", "<", "<=", "="])), draw(st.sampled_from(NUMBERS))]
-    if lo == hi:
-        return ["=", lo]
-    return [draw(st.sampled_from([">", ">="])), lo, draw(st.sampled_from(["<", "<="])), hi]
+# Hypothesis's own work per choice costs far more than the index does with an example, so an
+# operator is drawn as two or three choices (a branch, then one of its finitely many
+# arguments), not piece by piece in a composite.
+ONE_SIDED_OPS = (">", ">=", "<", "<=", "=")
 
+
+def one_bound(values: list[Any]) -> list[tuple[Any, ...]]:
+    """Every one-sided numeric range (or equality) on one of `values`."""
+    return [(op, v) for op in ONE_SIDED_OPS for v in values]
+
+
+def two_bounds(values: list[Any]) -> list[tuple[Any, ...]]:
+    """Every two-sided numeric range over two different `values`, lower bound first."""
+    pairs = [sorted(p) for p in itertools.combinations(values, 2) if p[0] != p[1]]
+    return [(low, lo, high, hi) for lo, hi in pairs for low in (">", ">=") for high in ("<", "<=")]
+
+
+def _numeric(spec: Sequence[Any]) -> dict[str, Any]:
+    return {"numeric": list(spec)}
+
+
+#: An affix argument: a string, or {"equals-ignore-case": string} (half of them each).
+_AFFIX_ARGS = [(s, ignore_case) for ignore_case in (False, True) for s in STRINGS]
+
+
+def _affix(op: str) -> st.SearchStrategy[dict[str, Any]]:
+    return st.sampled_from(_AFFIX_ARGS).map(
+        lambda a: {op: {"equals-ignore-case": a[0]} if a[1] else a[0]})
+
+
+# One bound a third of the time, two the rest.
+numeric_operator = st.one_of(st.sampled_from(one_bound(NUMBERS)).map(_numeric),
+                             st.sampled_from(two_bounds(NUMBERS)).map(_numeric),
+                             st.sampled_from(two_bounds(NUMBERS)).map(_numeric))
 
 operator = st.one_of(
-    st.builds(lambda a: {"prefix": a}, st.one_of(string_arg, ignore_case_arg)),
-    st.builds(lambda a: {"suffix": a}, st.one_of(string_arg, ignore_case_arg)),
+    _affix("prefix"),
+    _affix("suffix"),
     st.builds(lambda a: {"equals-ignore-case": a}, string_arg),
     st.builds(lambda a: {"wildcard": a}, wildcards),
     st.builds(
@@ -75,7 +102,7 @@ operator = st.one_of(
             st.builds(lambda s: {"wildcard": s}, wildcards),
         ),
     ),
-    st.builds(lambda a: {"numeric": a}, numeric_spec()),
+    numeric_operator,
     st.builds(lambda a: {"exists": a}, st.booleans()),
     st.builds(lambda a: {"cidr": a}, st.sampled_from(["10.0.0.0/8", "10.0.0.0/24", "::/64"])),
 )
@@ -100,22 +127,104 @@ def _pattern(depth: int) -> st.SearchStrategy[dict[str, Any]]:
 patterns = _pattern(2)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_ABSENT: Any = object()
+
+
+def witnesses(pattern: dict[str, Any]) -> list[dict[str, Any]]:
+    """Events made of a pattern's own values: one takes the first value of every leaf (and
+    the first `$or` branch), the next the second, and so on (three at most). Drawn events
+    seldom hold the very null, boolean, number or string a pattern names, so many index
+    lookups would go untried; these reach them at no drawing cost. They need not match:
+    the reference says whether they do."""
+    return [_witness(pattern, i) for i in range(min(3, _widest(pattern)))]
+
+
+def omnibus(pats: list[dict[str, Any]], i: int) -> dict[str, Any]:
+    """One event holding, as arrays, the values of every pattern's witness ``i`` at each
+    path: a single event that tries every pattern's own values at once (a leaf matches when
+    any value of its array does)."""
+    merged: dict[str, Any] = {}
+    for p in pats:
+        _merge_into(merged, _witness(p, i))
+    return merged
+
+
+def _merge_into(into: dict[str, Any], event: dict[str, Any]) -> None:
+    for key, value in event.items():
+        have = into.setdefault(key, {} if isinstance(value, dict) else [])
+        if isinstance(value, dict) and isinstance(have, dict):
+            _merge_into(have, value)
+        elif not isinstance(value, dict) and isinstance(have, list):
+            have.append(value)
+
+
+def _widest(pattern: dict[str, Any]) -> int:
+    widths = [1]
+    for key, value in pattern.items():
+        if key == "$or":
+            widths += [len(value), *(_widest(alt) for alt in value)]
+        elif isinstance(value, dict) and key != "$xpath":
+            widths.append(_widest(value))
+        elif isinstance(value, list):
+            widths.append(len(value))
+    return max(widths)
+
+
+def _witness(pattern: dict[str, Any], i: int) -> dict[str, Any]:
+    event: dict[str, Any] = {}
+    for key, value in pattern.items():
+        if key == "$or":
+            event.update(_witness(value[i % len(value)], i))
+        elif key == "$xpath":
+            continue
+        elif isinstance(value, dict):
+            event[key] = _witness(value, i)
+        elif (v := _value(value[i % len(value)])) is not _ABSENT:
+            event[key] = v
+    return event
+
+
+def _value(element: Any) -> Any:
+    """A value the leaf element names (a match, or for anything-but the excluded value)."""
+    if not isinstance(element, dict):
+        return element
+    ((op, arg),) = element.items()
+    if op in ("prefix", "suffix", "anything-but") and isinstance(arg, dict):
+        ((_, arg),) = arg.items()
+        return arg.swapcase()
+    if op == "equals-ignore-case":
+        return arg.swapcase()
+    if op == "wildcard":  # the shortest text it matches: no '*', escapes resolved
+        return re.sub(r"\\(.)|\*", lambda m: m.group(1) or "", arg)
+    if op == "numeric":
+        return arg[1]
+    if op == "exists":
+        return "x" if arg else _ABSENT
+    if op == "cidr":
+        return arg.split("/")[0]
+    if op == "anything-but" and isinstance(arg, list):
+        return arg[-1]
+    return arg  # prefix, suffix, anything-but a value
+
+
+@settings(max_examples=examples(150, long=400), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(patterns, min_size=1, max_size=8), st.lists(events, min_size=1, max_size=4))
 def test_index_agrees_with_reference(pats: list[dict[str, Any]], evs: list[dict[str, Any]]) -> None:
     for p in pats:
         assert validate_pattern(p) == [], p
     index = PatternIndex(pats)
-    for ev in evs:
+    for ev in [*evs, *(w for p in pats for w in witnesses(p))]:
         expected = [i for i, p in enumerate(pats) if reference_match(p, ev)]
         assert index.matches(ev) == expected, (pats, ev)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(150, long=300), deadline=None)
 @given(patterns, events)
 def test_single_pattern_index_agrees(pattern: dict[str, Any], event: dict[str, Any]) -> None:
-    got = PatternIndex([pattern]).matches(event)
-    assert got == ([0] if reference_match(pattern, event) else [])
+    index = PatternIndex([pattern])
+    for ev in [event, *witnesses(pattern)]:
+        assert index.matches(ev) == ([0] if reference_match(pattern, ev) else []), ev
 
 
 XML_DOCS = [
@@ -202,17 +311,14 @@ IPS = ["10.1.2.3", "10.1.3.9", "10.200.0.1", "192.168.0.1", "2001:db8::1", "2001
 MANY_KEYS = ["n", "h", "ip"]
 
 
-@st.composite
-def range_spec(draw: st.DrawFn) -> list[Any]:
-    if draw(st.booleans()):
-        return [draw(st.sampled_from([">", ">=", "<", "<=", "="])), draw(st.sampled_from(BOUNDS))]
-    lo, hi = sorted(draw(st.lists(st.sampled_from(BOUNDS), min_size=2, max_size=2, unique=True)))
-    return [draw(st.sampled_from([">", ">="])), lo, draw(st.sampled_from(["<", "<="])), hi]
+#: A numeric range over BOUNDS: one-sided half the time, two-sided the other half.
+range_spec = st.one_of(st.sampled_from(one_bound(BOUNDS)),
+                       st.sampled_from(two_bounds(BOUNDS))).map(list)
 
-
+# A route set draws hundreds of elements: each is two choices, a branch and then one value.
 many_element = st.one_of(
-    st.builds(lambda a: {"numeric": a}, range_spec()),
-    st.builds(lambda a: {"numeric": a}, range_spec()),
+    range_spec.map(_numeric),
+    range_spec.map(_numeric),
     st.builds(lambda g: {"wildcard": g}, st.sampled_from(GLOBS)),
     st.builds(lambda g: {"wildcard": g}, st.sampled_from(GLOBS)),
     st.builds(lambda n: {"cidr": n}, st.sampled_from(NETS)),
@@ -237,7 +343,8 @@ many_event = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60, long=120), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(many_route, min_size=20, max_size=120), st.lists(many_event, min_size=1, max_size=5)
 )
@@ -246,7 +353,7 @@ def test_many_routes_on_few_fields_agree(
 ) -> None:
     pats = [p for p in pats if not validate_pattern(p)]  # e.g. a glob with '**' once joined
     index = PatternIndex(pats)
-    for ev in evs:
+    for ev in [*evs, omnibus(pats, 0), omnibus(pats, 1)]:
         expected = [i for i, p in enumerate(pats) if reference_match(p, ev)]
         assert index.matches(ev) == expected, (pats, ev)
 
@@ -268,7 +375,7 @@ def _holds(key: NumKey, v: float) -> bool:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(range_spec(), max_size=40), st.lists(st.sampled_from(PROBES), min_size=1))
+@given(st.lists(range_spec, max_size=40), st.lists(st.sampled_from(PROBES), min_size=1))
 def test_range_index_layouts_agree(specs: list[list[Any]], values: list[float]) -> None:
     """Per-region lists and the segment tree both yield exactly the ranges holding a value."""
     ranges = _ranges(specs)
