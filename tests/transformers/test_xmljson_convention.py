@@ -111,7 +111,10 @@ def test_wrong_payload_kind_names_the_fix() -> None:
 # -- round-trip property ----------------------------------------------------------------------
 
 NAMES = st.sampled_from(["a", "b", "item", "x-y", "n.1", "_z"])
-TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=8)
+#: Text XML can carry: no surrogates, no control characters, and not U+FFFE or U+FFFF (not
+#: XML characters: lxml refuses them, so the example would fail before the convention runs).
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc"),
+                             exclude_characters="\ufffe\uffff"), max_size=8)
 SOLID = TEXT.filter(lambda t: t.strip() != "")
 NAMESPACES = st.fixed_dictionaries({}, optional={None: st.just("urn:default"),
                                                  "p": st.just("urn:p")})
