@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import orjson
+from esbtest import cli
 from esbtest.daemon import DaemonProcess
 from esbtest.sink import answer_after
 from esbtest.waiting import until
@@ -99,9 +100,9 @@ def start_workers(daemon_factory: Any, rabbit: Any, sink: Any, n: int = 2,
 
 
 def status_json(d: DaemonProcess) -> dict[str, Any]:
-    """``esb status --json`` against the daemon's shared port."""
-    out = subprocess.run([*ESB, "--url", d.url, "--token", d.token, "status", "--json"],
-                         capture_output=True, timeout=60, check=True)
+    """``esb status --json`` against the daemon's shared port (in this process)."""
+    out = cli.run("--url", d.url, "--token", d.token, "status", "--json")
+    assert out.returncode == 0, out.stderr
     return orjson.loads(out.stdout)
 
 
