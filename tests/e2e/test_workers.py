@@ -166,7 +166,15 @@ def test_two_workers_share_the_port_and_the_work(rabbit: Any, sink: Any,
     print("\ndelivered per worker:",
           {i["pid"]: i["destinations"]["out"]["delivered"] for i in st["instances"]})
 
-    # Whichever worker answers, /metrics is the whole daemon.
+    # Whichever worker answers, /metrics is the whole daemon. (Each worker copies its gauges
+    # into the shared files every second: until a worker's next copy, a scrape answered by
+    # the other shows it as it was, e.g. still connecting or delivering.)
+    def gauges_current() -> bool:
+        m = scrape(d)
+        return (m[("esb_bus_connected", ())] == 1
+                and m[("esb_in_flight", (("destination", "out"),))] == 0)
+
+    wait_until(gauges_current, 10, "every worker's gauges copied since", d)
     answered = set()
     for _ in range(12):
         m = scrape(d)
