@@ -5,14 +5,12 @@ second sequence of slots from another instance), and ``esb status`` shows the ne
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
 from collections import Counter
 from datetime import datetime
 from typing import Any
 
 import orjson
+from esbtest.cli import esb
 from esbtest.daemon import start_fleet
 from esbtest.waiting import wait_until
 from kombu import Connection
@@ -61,9 +59,7 @@ def test_an_interval_fires_once_across_the_fleet_through_kills(
     status = live.admin("GET", "/admin/status").json()["sources"]
     assert status["tick"]["runs"] == "one-instance"
     assert datetime.fromisoformat(status["tick"]["next_fire"]).strftime("%H:%M") == "03:00"
-    env = {**os.environ, "ESB_ADMIN_URL": live.url, "ESB_ADMIN_TOKEN": live.token}
-    out = subprocess.run([sys.executable, "-m", "esb.bus.cli.main", "status"], env=env,
-                         capture_output=True, text=True, timeout=60).stdout
+    out = esb(live, "status").stdout
     assert "NEXT FIRE" in out, out
     assert "T03:00:00+01:00" in out or "T03:00:00+02:00" in out, out
     for d in daemons:
