@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest.nodeid import NodeId
 from esbtest import strength
 from esbtest.broker import RabbitScope, broker_problem, bus_url
 from esbtest.daemon import DaemonProcess
@@ -186,6 +187,33 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "long_timeout(seconds): the test's timeout when --long is given (the "
                    "suite's own timeout otherwise)")
+    if hasattr(config, "workerinput"):
+        config.pluginmanager.register(_GroupSuffix(), "esb-xdist-group-suffix")
+
+
+class _GroupSuffix:
+    """On an xdist worker under ``--dist loadgroup``: make sure every test of an
+    ``xdist_group`` carries the group in its id (``path::name@group``), which is all the
+    scheduler sees of it. xdist writes the suffix into ``item._nodeid``; pytest 9.2 builds
+    ``nodeid`` from ``item._id`` instead, so there the suffix is lost — and every group's
+    tests are spread over the workers, each making the module's shared daemon (or cluster)
+    of its own, again whenever its tests are interleaved with another module's."""
+
+    @pytest.hookimpl(trylast=True)  # after xdist's own attempt
+    def pytest_collection_modifyitems(self, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        if not config.getvalue("loadgroup"):
+            return
+        for item in items:
+            names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                            for m in item.iter_markers("xdist_group")})
+            if not names or "@" in item.nodeid:
+                continue
+            grouped = f"{item.nodeid}@{'_'.join(names)}"
+            if isinstance(getattr(item, "_id", None), NodeId):
+                item._id = NodeId.parse(grouped)
+            else:
+                item._nodeid = grouped  # type: ignore[attr-defined]
 
 
 #: The run's bytecode cache folder, removed when the run ends.
