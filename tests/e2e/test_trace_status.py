@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 from esbtest.cli import esb
 from esbtest.daemon import start_fleet
 from esbtest.waiting import settled, wait_until
-from test_delivery_faults import config, routes
+from test_delivery_faults import config
 
 #: One route with a step of its own and a step for its one destination.
 TRANSFORMING = {"r.yaml": {"routes": [{
@@ -32,8 +34,32 @@ def wait_for_trace(d: Any, eid: str, last: str) -> list[dict[str, Any]]:
     return list(json.loads(out.stdout)["events"])
 
 
-def test_trace_shows_every_hop_from_any_instance(rabbit: Any, sink: Any,
-                                                 daemon_factory: Any) -> None:
+@dataclass
+class Fleet:
+    """Two instances on one prefix, and their configuration (for a third)."""
+
+    config: dict[str, Any]
+    a: Any
+    b: Any
+
+
+# Both tests use the same two instances: each looks at its own key's deliveries.
+@pytest.fixture(scope="module")
+def fleet(module_rabbit: Any, module_sink: Any, module_daemon_factory: Any) -> Fleet:
+    # a retry comes after the shortest backoff (the bus's smallest retry tier)
+    cfg = config(module_rabbit.bus("out"), {"out": module_sink.url},
+                 out={"backoff": {"initial": "250ms", "max": "1s"}})
+    a, b = start_fleet([module_daemon_factory(cfg, TRANSFORMING, name=n) for n in ("a", "b")])
+    return Fleet(cfg, a, b)
+
+
+def received(sink: Any, key: str) -> list[Any]:
+    with sink.lock:
+        return [rec for rec in sink.received if rec.key == key]
+
+
+def test_trace_shows_every_hop_from_any_instance(fleet: Fleet, module_sink: Any) -> None:
+    sink, a, b = module_sink, fleet.a, fleet.b
     calls: dict[str, int] = {}
 
     def once_503(rec: Any) -> tuple[int, dict[str, str]]:
@@ -41,15 +67,14 @@ def test_trace_shows_every_hop_from_any_instance(rabbit: Any, sink: Any,
         return (503, {}) if calls[rec.key] == 1 else (200, {})
 
     sink.status_for = once_503
-    # one retry, after the shortest backoff (the bus's smallest retry tier)
-    cfg = config(rabbit.bus("out"), {"out": sink.url},
-                 out={"backoff": {"initial": "250ms", "max": "1s"}})
-    a, b = start_fleet([daemon_factory(cfg, TRANSFORMING, name=n) for n in ("a", "b")])
-    r = httpx.post(f"{a.url}/in/shop/order", json={"n": 1},
-                   headers={"Idempotency-Key": "t-1"})
-    assert r.status_code == 202
-    eid = r.json()["id"]
-    assert sink.wait_for(1, timeout=30)
+    try:
+        r = httpx.post(f"{a.url}/in/shop/order", json={"n": 1},
+                       headers={"Idempotency-Key": "t-1"})
+        assert r.status_code == 202
+        eid = r.json()["id"]
+        wait_until(lambda: received(sink, "t-1"), "the delivery", timeout=30)
+    finally:
+        sink.status_for = None
     events = wait_for_trace(b, eid, "delivered")  # asked of the other instance
     steps = [e["step"] for e in events]
     assert steps[:4] == ["accepted", "transformed", "transformed", "routed"], steps
@@ -66,7 +91,7 @@ def test_trace_shows_every_hop_from_any_instance(rabbit: Any, sink: Any,
     delivered = events[-1]["detail"]
     assert delivered["destination"] == "out" and delivered["status"] == 200
     assert delivered["attempt"] == 2 and delivered["latency_ms"] > 0
-    assert b"<o><order>1</order></o>" in sink.received[-1].body  # both steps ran
+    assert b"<o><order>1</order></o>" in received(sink, "t-1")[0].body  # both steps ran
 
     table = esb(b, "trace", eid).stdout
     lines = table.splitlines()
@@ -93,10 +118,9 @@ def test_trace_shows_every_hop_from_any_instance(rabbit: Any, sink: Any,
     assert missing.returncode != 0 and "no-such-id" in missing.stderr
 
 
-def test_idempotency_key_is_shared_between_instances(rabbit: Any, sink: Any,
+def test_idempotency_key_is_shared_between_instances(fleet: Fleet, module_sink: Any,
                                                      daemon_factory: Any) -> None:
-    cfg = config(rabbit.bus("out"), {"out": sink.url})
-    a, b = start_fleet([daemon_factory(cfg, routes("out"), name=n) for n in ("a", "b")])
+    sink, a, b = module_sink, fleet.a, fleet.b
     headers = {"Idempotency-Key": "shared-1"}
     first = httpx.post(f"{a.url}/in/shop/order", json={"n": 1}, headers=headers)
     assert first.status_code == 202
@@ -106,9 +130,9 @@ def test_idempotency_key_is_shared_between_instances(rabbit: Any, sink: Any,
     assert again.json()["id"] == first.json()["id"]
     assert again.headers.get("idempotent-replayed") == "true"
     # an instance started later learns the keys of the window from the stream
-    c = daemon_factory(cfg, routes("out"), name="c").start()
+    c = daemon_factory(fleet.config, TRANSFORMING, name="c").start()
     late = httpx.post(f"{c.url}/in/shop/order", json={"n": 1}, headers=headers)
     assert late.json()["id"] == first.json()["id"]
-    assert sink.wait_for(1, timeout=20)
+    wait_until(lambda: received(sink, "shared-1"), "the delivery", timeout=20)
     wait_until(lambda: all(settled(d) for d in (a, b, c)), "nothing left to deliver")
-    assert len(sink.received) == 1
+    assert len(received(sink, "shared-1")) == 1
