@@ -32,6 +32,7 @@ import pytest
 import requests
 import zeep
 from esbtest.asgi import serve_in_thread
+from esbtest.legacy_broker import Legacy, legacy_broker
 from esbtest.sink import Received, Sink
 from esbtest.waiting import wait_until
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -41,16 +42,21 @@ from esb.bus.config.secrets import LITERAL_SECRET
 from esb.bus.errors import ConfigError
 
 ADAPTER_TESTS = Path(__file__).parents[1] / "adapters"
-for _folder in ("graphql", "amqp"):  # the CRM and the legacy vhost live with those tests
+for _folder in ("graphql",):  # the CRM lives with those tests
     if str(ADAPTER_TESTS / _folder) not in sys.path:
         sys.path.insert(0, str(ADAPTER_TESTS / _folder))
 
-from test_amqp_adapter import Legacy, legacy  # noqa: E402
 from test_graphql_outbound import crm_app  # noqa: E402
 
 pytestmark = pytest.mark.rabbitmq
 
-__all__ = ["legacy"]  # the module-scoped fixture making the legacy vhost
+
+
+@pytest.fixture(scope="module")
+def legacy() -> Iterator[Legacy]:
+    """The legacy system's broker: a vhost of its own, made and deleted with the module."""
+    with legacy_broker() as scope:
+        yield scope
 
 DATA = Path(__file__).parent / "data" / "attach"
 SOAP_USER = "legacy-crm"
