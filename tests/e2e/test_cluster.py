@@ -92,6 +92,11 @@ def fleet(cluster: Cluster, sink: Sink,
         for d in daemons:  # both started at once, then waited for
             d.wait_ready(timeout=180)
         yield Fleet(cluster, prefix, daemons)
+        stopping = time.monotonic()
+        for d in daemons:  # SIGTERM to both at once: they drain side by side
+            if d.proc is not None and d.proc.poll() is None:
+                d.proc.terminate()
+    print(f"\nthe fleet stopped in {time.monotonic() - stopping:.1f}s")
 
 
 @dataclass(frozen=True)
