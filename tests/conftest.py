@@ -9,6 +9,7 @@ import random
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -127,11 +128,13 @@ def module_daemon_factory(tmp_path_factory: pytest.TempPathFactory,
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: twice the CPUs, at most 8 (most tests wait on a daemon, a broker or a
-    socket, not on the CPU), less what other processes already keep busy (on a shared machine
-    more workers would only add timeouts), but at least 2. Test files (or test ids) named on
-    the command line run in this process: starting workers costs more than it saves there
-    (``-n N`` still asks for N). ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides."""
+    """``-n auto``: three per CPU, at most 8 (most tests wait on a daemon, a broker or a
+    socket, not on the CPU: at two per CPU the suite kept the CPUs only half busy), less the
+    CPUs other processes keep busy right now (on a shared machine more workers would only add
+    timeouts), but at least 2. What is busy is measured over a moment, not read from the load
+    average, which still counts the install that ran just before. Test files (or test ids)
+    named on the command line run in this process: starting workers costs more than it saves
+    there (``-n N`` still asks for N). ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides."""
     wanted = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")
     if wanted:
         return int(wanted)
@@ -139,9 +142,26 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     if named and all(arg.endswith(".py") for arg in named):
         return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    most = min(8, 2 * (cpus or 1))
-    busy = int(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
-    return max(2, most - busy)
+    most = min(8, 3 * (cpus or 1))
+    return max(2, most - 3 * round(_busy_cpus()))
+
+
+def _busy_cpus(moment: float = 0.5) -> float:
+    """How many CPUs other processes kept busy over ``moment`` seconds (0 where
+    ``/proc/stat`` cannot be read)."""
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+    try:
+        total0, idle0 = sample()
+        time.sleep(moment)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    ticks = (total1 - total0) or 1
+    cpus = os.cpu_count() or 1
+    return cpus * (1 - (idle1 - idle0) / ticks)
 
 
 #: xdist groups that take the longest wall time (a private RabbitMQ cluster, several minutes on
