@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import secrets
 import shutil
 import signal
 import tempfile
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from _pytest.nodeid import NodeId
 from esbtest import strength
-from esbtest.broker import RabbitScope, broker_problem, bus_url
+from esbtest.broker import RUN_TAG_VARIABLE, RabbitScope, broker_problem, bus_url, sweep
 from esbtest.daemon import DaemonProcess
 from esbtest.proxy import TcpProxy
 from esbtest.sink import Sink
@@ -204,6 +205,7 @@ def pytest_configure(config: pytest.Config) -> None:
         # same test ids even when an id comes from a set; xdist refuses the run otherwise.
         os.environ.setdefault("PYTHONHASHSEED", str(random.randrange(1, 2**32)))
         _share_bytecode(config)
+        os.environ.setdefault(RUN_TAG_VARIABLE, secrets.token_hex(2))
     config.addinivalue_line(
         "markers", "long_timeout(seconds): the test's timeout when --long is given (the "
                    "suite's own timeout otherwise)")
@@ -252,6 +254,15 @@ def _share_bytecode(config: pytest.Config) -> None:
     config.stash[_PYCACHE] = folder
     os.environ["PYTHONPYCACHEPREFIX"] = folder
     del os.environ["PYTHONDONTWRITEBYTECODE"]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controller removes whatever the run left on the shared broker (see
+    :func:`esbtest.broker.sweep`)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    with contextlib.suppress(Exception):  # clean-up must not change the run's outcome
+        sweep(bus_url(), os.environ.get(RUN_TAG_VARIABLE, ""))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

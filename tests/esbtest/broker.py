@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -32,8 +34,41 @@ def broker_problem(url: str) -> str | None:
     return None
 
 
+#: Set by the run's controller (tests/conftest.py) for its workers: the first characters of
+#: every prefix the run makes, so that what a run left behind can be found and removed.
+RUN_TAG_VARIABLE = "ESB_TEST_RUN_TAG"
+
+
 def new_prefix() -> str:
-    return f"esbtest-{uuid.uuid4().hex[:10]}"
+    tag = os.environ.get(RUN_TAG_VARIABLE, "")[:4]
+    return f"esbtest-{tag}{uuid.uuid4().hex[:10 - len(tag)]}"
+
+
+def sweep(url: str, tag: str) -> int:
+    """Remove every queue and exchange of the default vhost whose name starts with the run's
+    prefixes (``esbtest-<tag>``): what no test's own clean-up knew of (a source's state queue,
+    a test killed by its timeout). Listing needs ``rabbitmqctl`` on this machine (AMQP cannot
+    list), so a broker elsewhere is left as the tests' clean-ups leave it. Returns how many
+    were removed."""
+    ctl = shutil.which("rabbitmqctl")
+    host = urlsplit(url).hostname or "127.0.0.1"
+    if not tag or ctl is None or host not in ("127.0.0.1", "localhost", "::1"):
+        return 0
+    start = f"esbtest-{tag}"
+
+    def names(kind: str) -> list[str]:
+        out = subprocess.run([ctl, kind, "-q", "name"], capture_output=True, text=True,
+                             timeout=60, check=False).stdout
+        return [n for n in out.split() if n.startswith(start)]
+
+    queues, exchanges = names("list_queues"), names("list_exchanges")
+    with Connection(url, connect_timeout=5) as conn:
+        channel = conn.default_channel
+        for name in queues:
+            channel.queue_delete(name)
+        for name in exchanges:
+            channel.exchange_delete(name)
+    return len(queues) + len(exchanges)
 
 
 @dataclass
