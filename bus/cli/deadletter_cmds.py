@@ -135,7 +135,7 @@ class _ProgressView:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.err = click.get_text_stream("stderr")
+        self.err = sys.stderr  # as click.echo(err=True) finds it (a test runner swaps it)
         self.stack = ExitStack()
         self.bar: Any = None  # click's progress bar, once the total is known
         self.shown = -1
