@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 from starlette.responses import Response
 
 from esb.bus.errors import BusError, TransformDeferred
@@ -45,6 +46,22 @@ def internal_error(log: Any, message: str = "request failed inside esb", **conte
     return problem(500, "Internal error",
                    f"the request failed inside esb; its log has error id {error_id}",
                    error_id=error_id, instance=f"urn:esb:error:{error_id}")
+
+
+async def json_object(request: Request, empty: dict[str, Any] | None = None
+                      ) -> dict[str, Any] | Response:
+    """The request's body as a JSON object, or the 400 problem to answer instead. ``empty``:
+    what an empty body means (None: an empty body is malformed)."""
+    raw = await request.body()
+    if not raw and empty is not None:
+        return dict(empty)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return problem(400, "Malformed JSON", str(exc))
+    if not isinstance(body, dict):
+        return problem(400, "Malformed request", "the body is a JSON object")
+    return body
 
 
 def json_response(body: Any, status: int = 200) -> Response:

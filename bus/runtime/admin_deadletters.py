@@ -28,7 +28,7 @@ from starlette.routing import Route
 from esb.bus.config.units import parse_duration
 from esb.bus.envelope import bookkeeping
 from esb.bus.errors import EsbError
-from esb.bus.problem import json_response, problem
+from esb.bus.problem import json_object, json_response, problem
 from esb.bus.runtime.deadletters import QUEUES, DeadLetters, summary
 from esb.bus.runtime.trace import AmbiguousRef
 
@@ -162,12 +162,9 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
 
     async def replay(request: Request) -> Response:
         which = request.path_params["which"]
-        try:
-            body = orjson.loads(await request.body() or b"{}")
-        except orjson.JSONDecodeError as exc:
-            return problem(400, "Malformed JSON", str(exc))
-        if not isinstance(body, dict):
-            return problem(400, "Bad request", "expected a JSON object")
+        body = await json_object(request, empty={})
+        if isinstance(body, Response):
+            return body
         ids, destination = body.get("ids"), body.get("destination")
         follow = body.get("wait", 0)
         if not isinstance(follow, int | float) or isinstance(follow, bool) \

@@ -20,13 +20,12 @@ import difflib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from esb.bus.errors import BusError, ConfigError
-from esb.bus.problem import json_response, problem
+from esb.bus.problem import json_object, json_response, problem
 from esb.bus.routing.store import RouteVersion, UnknownVersion
 from esb.bus.runtime.deploy import RollbackError, RouteDeployer, Unchanged
 from esb.bus.runtime.route_tests import RouteTester
@@ -59,7 +58,7 @@ def route_admin_routes(deployer: RouteDeployer, guard: Guard,
         return json_response(v.to_dict())
 
     async def deploy(request: Request) -> Response:
-        body = await _body(request)
+        body = await json_object(request)
         if isinstance(body, Response):
             return body
         files = _files(body, "Bad deploy request")
@@ -84,7 +83,7 @@ def route_admin_routes(deployer: RouteDeployer, guard: Guard,
         return _stored(v)
 
     async def rollback(request: Request) -> Response:
-        body = await _body(request)
+        body = await json_object(request)
         if isinstance(body, Response):
             return body
         target, by = body.get("version"), body.get("by") or "unknown"
@@ -119,7 +118,7 @@ def route_admin_routes(deployer: RouteDeployer, guard: Guard,
         return json_response({"a": va.summary(), "b": vb.summary(), "files": diff_versions(va, vb)})
 
     async def test(request: Request) -> Response:
-        body = await _body(request)
+        body = await json_object(request)
         if isinstance(body, Response):
             return body
         if "version" in body and "files" not in body:
@@ -201,16 +200,6 @@ def _lines(text: str | None) -> list[str]:
 def _plain_name(name: str) -> bool:
     return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..") \
         and "\0" not in name
-
-
-async def _body(request: Request) -> dict[str, Any] | Response:
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        return problem(400, "Malformed JSON", str(exc))
-    if not isinstance(body, dict):
-        return problem(400, "Malformed request", "the body is a JSON object")
-    return body
 
 
 def _refused(exc: ConfigError) -> Response:
