@@ -148,11 +148,13 @@ def parse_xml(
         if _may_exceed_counts(raw, limits):
             _count(raw, limits, max_depth, isinstance(data, str))
             max_depth = LIBXML_MAX_DEPTH  # walked by the streaming parser already
-        root = etree.fromstring(raw, parser or default, base_url=base_url)
+        chosen = parser or default
+        root = etree.fromstring(raw, chosen, base_url=base_url)
     except etree.XMLSyntaxError as exc:
         raise _syntax_error(exc) from None
     if root is None:
         raise BadXml("no root element")
+    _check_namespaces(chosen)
     docinfo = root.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None:  # e.g. UTF-16, missed by the scan
         raise UnsafeXml(_DOCTYPE_MESSAGE)
@@ -229,11 +231,23 @@ def _check_text(root: etree._Element, limit: int) -> None:
                     raise UnsafeXml(f"XML text longer than {limit} characters is refused")
 
 
+def _check_namespaces(parser: etree.XMLParser) -> None:
+    """Refuse what libxml2 parsed but reported as not namespace-well-formed (a prefix no
+    ``xmlns`` binds): it goes on from those errors, and every reader of the tree after it
+    (XPath, XSLT, a QName) would meet a "p:name" tag in no namespace."""
+    for entry in parser.error_log.filter_domains(etree.ErrorDomains.NAMESPACE):
+        if entry.level >= etree.ErrorLevels.ERROR:
+            raise BadXml(f"not namespace-well-formed XML: {entry.message}, line {entry.line}, "
+                         f"column {entry.column}")
+
+
 def _check_names(root: etree._Element, limit: int) -> None:
     for node in root.iter():
         if not isinstance(node.tag, str):
             continue
-        names = [etree.QName(node).localname, *(etree.QName(a).localname for a in node.attrib)]
+        # Not etree.QName: it raises ValueError on the "p:name" tags libxml2 keeps for a
+        # prefix no xmlns binds (a namespace error it reports and goes on from).
+        names = [node.tag.rpartition("}")[2], *(a.rpartition("}")[2] for a in node.attrib)]
         if any(len(n) > limit for n in names):
             raise UnsafeXml(f"XML names longer than {limit} characters are refused")
 

@@ -18,7 +18,7 @@ from lxml import etree
 from esb.adapters.soap.wsdl import load_description
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
-from esb.bus.xmlsafe import UnsafeXml, XmlLimits, parse_xml
+from esb.bus.xmlsafe import BadXml, UnsafeXml, XmlLimits, parse_xml
 from esb.transformers.chain import build_chain
 
 SOAP_DIR = Path(__file__).parents[1] / "adapters" / "soap"
@@ -110,6 +110,19 @@ def test_each_limit_refuses_what_passes_it(limits: XmlLimits, doc: bytes, words:
         parse_xml(doc, limits=limits)
     with pytest.raises(UnsafeXml, match=words):  # the same, given as text
         parse_xml(doc.decode(), limits=limits)
+
+
+@pytest.mark.parametrize("limits", [XmlLimits(), XmlLimits(max_elements=200, max_name=100)])
+def test_a_prefix_no_xmlns_binds_is_refused_as_bad_xml(limits: XmlLimits) -> None:
+    """libxml2 reports an unbound prefix and goes on, keeping the tag as "p:name" (a fuzz run
+    found the name check raising ValueError on it): refused like any malformed body."""
+    doc = (b'<s:Envelope xmmns:s="urn:s"><s:Body><CancelOrder xmlns="urders"><orderId>1'
+           b'</orderId></CancelOrder></s:Body></s:Envelope>')
+    for body in (doc, doc.decode()):
+        with pytest.raises(BadXml, match=r"namespace-well-formed.*prefix xmmns for s on Envelope"):
+            parse_xml(body, limits=limits)
+    # a namespace *warning* (a relative namespace URI) is not refused
+    assert parse_xml(b'<o xmlns="urders"><i>1</i></o>', limits=limits).tag == "{urders}o"
 
 
 def test_documents_within_the_limits_parse_as_before() -> None:
