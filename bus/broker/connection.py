@@ -237,6 +237,13 @@ class AmqpLink:
         finally:
             if self.reconnect and (self._supervisor is None or self._supervisor.done()):
                 self._supervisor = asyncio.create_task(self._supervise())
+                self._supervisor.add_done_callback(self._supervisor_ended)
+
+    def _supervisor_ended(self, task: asyncio.Task[None]) -> None:
+        # A link whose supervisor ended while not closing never reconnects: say so loudly.
+        if not self._closing and not task.cancelled() and task.exception() is not None:
+            log.error("link supervisor ended; the link will not reconnect", link=self.name,
+                      error=repr(task.exception()))
 
     async def _supervise(self) -> None:
         delay = 0.5
@@ -248,6 +255,17 @@ class AmqpLink:
             try:
                 await self._connect()
                 delay = 0.5
+            except asyncio.CancelledError:
+                # Only this task's own cancellation (close) may end the supervisor: a
+                # cancellation from inside a connect (a future of the connection that died
+                # under it) would otherwise end it silently, and the link would never come
+                # back.
+                task = asyncio.current_task()
+                if self._closing or (task is not None and task.cancelling()):
+                    raise
+                log.warning("reconnect interrupted", link=self.name, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.reconnect_max)
             except Exception as exc:  # the broker may be restarting: keep trying
                 log.warning("reconnect failed", link=self.name, error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
