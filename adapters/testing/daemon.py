@@ -8,6 +8,7 @@ their daemons with this module too."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,9 +26,29 @@ ADMIN_TOKEN = "esb-test-kit-admin-token"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port of 127.0.0.1 that nothing listens on now, for a server started later.
+
+    Chosen below the kernel's ephemeral port range, from which the client side of every
+    outgoing connection takes its port: a port from that range (what binding port 0 gives)
+    may be taken by some connection between this call and the server's own bind."""
+    low = _ephemeral_low()
+    pick = random.SystemRandom()  # not the random module's state, which tests may seed
+    for _ in range(100):
+        port = pick.randrange(10_000, low) if low > 11_000 else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError("no free TCP port found on 127.0.0.1")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def terminate(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:

@@ -6,7 +6,6 @@ served by uvicorn on 127.0.0.1 in a background thread and returns its base URL.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from esb.adapters.spec import Accepted, HttpRoute
+from esb.adapters.testing.daemon import free_port
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
 from esb.bus.payload import DEFAULT_JSON_DEPTH
@@ -54,12 +54,6 @@ class FakeInboundContext:
         duplicate = any(e.key == envelope.key for e in self.accepted)
         self.accepted.append(envelope)
         return Accepted(id=envelope.id, destinations=("test-dest",), duplicate=duplicate)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class BackgroundServer:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from esb.adapters.testing.daemon import free_port
 from esb.bus.cli.main import Context, cli
 from esb.bus.cli.routes_cmds import register
 from esb.bus.config.loader import load_config
@@ -350,12 +350,6 @@ def test_validate_ok_once_every_problem_is_fixed(broken: Path) -> None:
 
 
 # -- daemon commands -----------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def daemon(project: Path) -> Iterator[Context]:

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from esb.adapters.testing.daemon import free_port as _free_port
+
 SBIN = Path("/usr/lib/rabbitmq/bin")
 
 
@@ -35,12 +37,6 @@ def available() -> str | None:
     if not (SBIN / "rabbitmq-server").exists() or shutil.which("erl") is None:
         return "no RabbitMQ server installation (/usr/lib/rabbitmq/bin)"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
