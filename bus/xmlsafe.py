@@ -235,7 +235,10 @@ def _check_namespaces(parser: etree.XMLParser) -> None:
     """Refuse what libxml2 parsed but reported as not namespace-well-formed (a prefix no
     ``xmlns`` binds): it goes on from those errors, and every reader of the tree after it
     (XPath, XSLT, a QName) would meet a "p:name" tag in no namespace."""
-    for entry in parser.error_log.filter_domains(etree.ErrorDomains.NAMESPACE):
+    log = parser.error_log
+    if not len(log):  # the usual case, on every XML body: nothing reported
+        return
+    for entry in log.filter_domains(etree.ErrorDomains.NAMESPACE):
         if entry.level >= etree.ErrorLevels.ERROR:
             raise BadXml(f"not namespace-well-formed XML: {entry.message}, line {entry.line}, "
                          f"column {entry.column}")

@@ -192,9 +192,7 @@ class MemoryTrace:
                      if any(at >= cutoff and refers_to(envelope_id, eid, step, detail)
                             for at, step, _, detail in events)}
             envelope_id = one_envelope(envelope_id, found) or envelope_id
-        return sort_events([TraceEvent(envelope_id, _ts(at), step, inst, dict(detail))
-                            for at, step, inst, detail in self._events.get(envelope_id, ())
-                            if at >= cutoff])
+        return (await self.query_many([envelope_id], since))[envelope_id]
 
     async def query_many(self, envelope_ids: Collection[str], since: timedelta
                          ) -> dict[str, list[TraceEvent]]:
