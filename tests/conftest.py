@@ -129,9 +129,9 @@ def module_daemon_factory(tmp_path_factory: pytest.TempPathFactory,
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: three per CPU, at most 8 (most tests wait on a daemon, a broker or a
-    socket, not on the CPU: at two per CPU the suite kept the CPUs only half busy), less the
-    CPUs other processes keep busy right now (on a shared machine more workers would only add
+    """``-n auto``: two per CPU, at most 8 (most tests wait on a daemon, a broker or a
+    socket, not on the CPU; at three per CPU the private cluster's nodes were starved into
+    failing its tests), less the CPUs other processes keep busy right now (on a shared machine more workers would only add
     timeouts), but at least 2. What is busy is measured over a moment, not read from the load
     average, which still counts the install that ran just before. Test files (or test ids)
     named on the command line run in this process: starting workers costs more than it saves
@@ -143,8 +143,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     if named and all(arg.endswith(".py") for arg in named):
         return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    most = min(8, 3 * (cpus or 1))
-    return max(2, most - 3 * round(_busy_cpus()))
+    most = min(8, 2 * (cpus or 1))
+    return max(2, most - 2 * round(_busy_cpus()))
 
 
 def _busy_cpus(moment: float = 0.5) -> float:
