@@ -131,11 +131,12 @@ def module_daemon_factory(tmp_path_factory: pytest.TempPathFactory,
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: two per CPU, at most 8 (most tests wait on a daemon, a broker or a
     socket, not on the CPU; at three per CPU the private cluster's nodes were starved into
-    failing its tests), less the CPUs other processes keep busy right now (on a shared
-    machine more workers would only add timeouts), but at least 2. What is busy is measured
-    over a moment, not read from the load average, which still counts the install that ran just before. Test files (or test ids)
-    named on the command line run in this process: starting workers costs more than it saves
-    there (``-n N`` still asks for N). ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides."""
+    failing its tests), less two per CPU that other processes keep busy right now (on a
+    shared machine more workers would only add timeouts), but at least 2. What is busy is
+    measured over a moment, not read from the load average, which still counts the install
+    that ran just before. Test files (or test ids) named on the command line run in this
+    process: starting workers costs more than it saves there (``-n N`` still asks for N).
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides."""
     wanted = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")
     if wanted:
         return int(wanted)
