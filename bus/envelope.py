@@ -19,7 +19,8 @@ import base64
 import hashlib
 import os
 import re
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -148,7 +149,9 @@ class Envelope(BaseModel):
                         self.datacontenttype or "", self.dataschema or "",
                         self.correlationid or "", self.causationid or "",
                         self.idempotencykey or "", self.traceparent or ""])
-        if _CONTROL.search(text):
+        # Every control character is unprintable, so printable text has none: isprintable
+        # (~0.25 µs) spares the search (~0.7 µs) on nearly every envelope.
+        if not text.isprintable() and _CONTROL.search(text):
             bad = [n for n in _STRING_ATTRIBUTES if _CONTROL.search(getattr(self, n) or "")]
             raise ValueError(f"{', '.join(bad)}: control characters (CR, LF, NUL ...) are not "
                              "allowed in CloudEvents attributes")
@@ -211,10 +214,13 @@ class Envelope(BaseModel):
     def to_cloudevent(self) -> dict[str, Any]:
         """The structured-mode CloudEvent as a JSON-ready dict (``None`` attributes omitted;
         the structured bookkeeping as JSON text)."""
-        event = self._event(bookkeeping=True)
+        return self._structured(_rfc3339)
+
+    def _structured(self, stamp: Callable[[datetime], Any]) -> dict[str, Any]:
+        event = self._event(bookkeeping=True, stamp=stamp)
         for name in JSON_TEXT_EXTENSIONS:
             if name in event:
-                event[name] = orjson.dumps(event[name]).decode()
+                event[name] = orjson.dumps(event[name], option=_UTC_Z).decode()
         return event
 
     def match_view(self) -> dict[str, Any]:
@@ -222,10 +228,15 @@ class Envelope(BaseModel):
         hops, attempts, error), the costly part to build and nothing a route should match on."""
         return self._event(bookkeeping=False)
 
-    def _event(self, *, bookkeeping: bool) -> dict[str, Any]:
+    def _event(self, *, bookkeeping: bool,
+               stamp: Callable[[datetime], Any] | None = None) -> dict[str, Any]:
+        # ``stamp``: how a time is written into the dict — as RFC 3339 text (the default), or
+        # (for ``to_json``) as a UTC datetime that orjson writes as the same text, in C.
+        if stamp is None:
+            stamp = _rfc3339
         out: dict[str, Any] = {"specversion": self.specversion, "id": self.id,
                                "source": self.source, "type": self.type,
-                               "time": _rfc3339(self.time)}
+                               "time": stamp(self.time)}
         for name in _OPTIONAL if bookkeeping else _VIEW_OPTIONAL:
             value = getattr(self, name)
             if value is not None:
@@ -233,9 +244,9 @@ class Envelope(BaseModel):
         if self.esbheaders:
             out["esbheaders"] = self.esbheaders
         if bookkeeping and self.esbhops:
-            out["esbhops"] = [_hop_json(h) for h in self.esbhops]
+            out["esbhops"] = [_hop_json(h, stamp) for h in self.esbhops]
         if bookkeeping and self.esbattempts:
-            out["esbattempts"] = [_attempt_json(a) for a in self.esbattempts]
+            out["esbattempts"] = [_attempt_json(a, stamp) for a in self.esbattempts]
         out.update(self.extensions)
         if isinstance(self.data, bytes):
             out["data_base64"] = base64.b64encode(self.data).decode("ascii")
@@ -244,7 +255,9 @@ class Envelope(BaseModel):
         return out
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.to_cloudevent())
+        """``to_cloudevent()`` as JSON bytes. Its times are handed to orjson as datetimes
+        (``OPT_UTC_Z``: the text ``_rfc3339`` writes, at a sixth of its cost)."""
+        return orjson.dumps(self._structured(_utc), option=_UTC_Z)
 
     @classmethod
     def from_cloudevent(cls, event: dict[str, Any], **overrides: Any) -> Envelope:
@@ -339,10 +352,10 @@ def bookkeeping(event: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _hop_json(h: Hop) -> dict[str, Any]:
+def _hop_json(h: Hop, stamp: Callable[[datetime], Any]) -> dict[str, Any]:
     # What ``model_dump(mode="json", exclude_defaults=True)`` gives, at a third of the cost
     # (every envelope carries two or more hops through every publish).
-    out: dict[str, Any] = {"at": _rfc3339(h.at), "step": h.step}
+    out: dict[str, Any] = {"at": stamp(h.at), "step": h.step}
     if h.instance is not None:
         out["instance"] = h.instance
     if h.detail:
@@ -350,9 +363,9 @@ def _hop_json(h: Hop) -> dict[str, Any]:
     return out
 
 
-def _attempt_json(a: Attempt) -> dict[str, Any]:
+def _attempt_json(a: Attempt, stamp: Callable[[datetime], Any]) -> dict[str, Any]:
     # ``model_dump(mode="json", exclude_none=True)``, by hand (see _hop_json)
-    out: dict[str, Any] = {"at": _rfc3339(a.at), "destination": a.destination,
+    out: dict[str, Any] = {"at": stamp(a.at), "destination": a.destination,
                            "outcome": a.outcome}
     if a.status is not None:
         out["status"] = a.status
@@ -365,4 +378,19 @@ def _attempt_json(a: Attempt) -> dict[str, Any]:
 
 
 def _rfc3339(t: datetime) -> str:
+    # (the bus's own JSON, to_json, has orjson write its times: see _utc)
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+#: orjson writes a UTC datetime as ``_rfc3339`` does: ``Z``, microseconds only when not zero.
+_UTC_Z = orjson.OPT_UTC_Z
+_ZERO = timedelta(0)
+
+
+def _utc(t: datetime) -> datetime:
+    """``t`` for orjson to write as ``_rfc3339(t)``: as it is when its offset is zero, else
+    converted to UTC (an aware time from elsewhere; a naive one is taken as local time, as
+    ``astimezone`` takes it)."""
+    if t.tzinfo is UTC or t.utcoffset() == _ZERO:
+        return t
+    return t.astimezone(UTC)

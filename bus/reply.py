@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from esb.bus.envelope import Envelope
+from esb.bus.envelope import Envelope, new_id, utcnow
 from esb.bus.payload import PayloadError, decode, is_json
 from esb.bus.problem import PROBLEM_JSON, problem_document
 
@@ -57,11 +57,6 @@ class Reply:
     content_type: str | None = None
 
 
-def is_request(envelope: Envelope) -> bool:
-    """Whether a caller waits for this envelope's answer."""
-    return envelope.esbreplyto is not None
-
-
 def read_body(body: bytes, content_type: str | None) -> Any:
     """A reply body as envelope ``data`` (:func:`esb.bus.payload.decode`): JSON parsed, XML
     and other text as text; bytes that are not what their content type says stay bytes."""
@@ -81,12 +76,26 @@ def reply_envelope(request: Envelope, reply: Reply, destination: str) -> Envelop
         content_type = "application/octet-stream"  # claimed JSON, was not: kept as bytes
     headers = {k.lower(): v for k, v in reply.headers.items()
                if k.lower() not in _DROPPED_HEADERS and k.lower() != "content-type"}
-    return Envelope(source=destination, type=f"{request.type}.reply", data=data,
-                    datacontenttype=content_type, correlationid=request.correlationid,
-                    causationid=request.id, idempotencykey=request.idempotencykey,
-                    traceparent=request.traceparent, esbstatus=reply.status,
-                    esbheaders=headers, esbroute=request.esbroute,
-                    esbdestination=destination)
+    fields = {"source": destination, "type": f"{request.type}.reply", "data": data,
+              "datacontenttype": content_type, "correlationid": request.correlationid,
+              "causationid": request.id, "idempotencykey": request.idempotencykey,
+              "traceparent": request.traceparent, "esbstatus": reply.status,
+              "esbheaders": headers, "esbroute": request.esbroute,
+              "esbdestination": destination}
+    if not destination or (content_type and not content_type.isprintable()) \
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        return Envelope(**fields)  # validated: refuses what an envelope cannot carry
+    return _TEMPLATE.model_copy(update={"id": new_id(), "time": utcnow(), "esbhops": [],
+                                        "esbattempts": [], "extensions": {}, **fields})
+
+
+#: A reply's every other attribute at its default, validated once: a successful reply is a
+#: copy of it with the attributes above (one per request/reply call, and every value in it is
+#: already valid — the request's, the destination's name, the answer's headers — so the
+#: model's validation, ~30 µs, is not run again). The content type is the only text from
+#: outside that the model checks (no control characters), so one that is not printable goes
+#: through the validating constructor.
+_TEMPLATE = Envelope(source="esb", type="esb.reply")  # (its lists and dicts: never shared)
 
 
 def failure_envelope(request: Envelope, kind: str, detail: str, status: int, *,

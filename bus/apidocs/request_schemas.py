@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from esb.bus.routing.model import Route
 from esb.bus.routing.routeset import parse_route_files
 
 #: A schema file larger than this is not embedded (the document stays readable).
@@ -31,12 +32,7 @@ def request_schemas(files: Mapping[str, str], source: str, *, base_dir: Path,
     """Envelope type (``None``: any) → the request schema routes taking ``source``'s envelopes
     validate with. When several routes validate one type, the first in firing order wins."""
     out: dict[str | None, dict[str, Any]] = {}
-    routes = sorted(parse_route_files(dict(files)).routes,
-                    key=lambda placed: -placed.route.priority)
-    for placed in routes:
-        route = placed.route
-        if route.from_ is not None and source not in route.from_:
-            continue
+    for route in _taking(files, source):
         schema = next(_schemas(route.transform, base_dir, named, ()), None)
         if schema is None:
             continue
@@ -51,16 +47,21 @@ def reply_schemas(files: Mapping[str, str], source: str, *, base_dir: Path,
     answer the caller with: the schema of the last ``json-schema`` step of the route's reply
     leg, or ``{}`` (any JSON value) when the reply leg validates nothing."""
     out: dict[str | None, dict[str, Any]] = {}
-    routes = sorted(parse_route_files(dict(files)).routes,
-                    key=lambda placed: -placed.route.priority)
-    for placed in routes:
-        route = placed.route
-        if route.reply is None or (route.from_ is not None and source not in route.from_):
+    for route in _taking(files, source):
+        if route.reply is None:
             continue
         found = list(_schemas(route.reply.transform, base_dir, named, ()))
         for etype in _exact_types(route.match):
             out.setdefault(etype, found[-1] if found else {})
     return out
+
+
+def _taking(files: Mapping[str, str], source: str) -> Iterator[Route]:
+    """The routes that take ``source``'s envelopes, in firing order (priority, then file
+    order)."""
+    routes = sorted(parse_route_files(dict(files)).routes,
+                    key=lambda placed: -placed.route.priority)
+    return (p.route for p in routes if p.route.from_ is None or source in p.route.from_)
 
 
 def _exact_types(match: Mapping[str, Any]) -> list[str | None]:

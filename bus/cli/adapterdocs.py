@@ -15,6 +15,7 @@ any built-in direction or nested model that has none yet.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import re
@@ -22,7 +23,6 @@ import sys
 import types
 from collections.abc import Iterable, Iterator
 from enum import Enum
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -31,6 +31,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from esb.adapters.spec import AdapterSpec
+from esb.bus.plugins import adapters
 
 REGION = re.compile(r"<!-- generated:settings (?P<name>[a-z][a-z0-9_-]*) "
                     r"(?P<direction>inbound|outbound) -->\n.*?<!-- /generated -->",
@@ -191,15 +192,13 @@ def model_region(name: str, model: type[BaseModel]) -> str:
 
 
 def builtin_specs() -> dict[str, AdapterSpec]:
-    """Adapters the esb distribution itself registers (those that load)."""
-    specs = {}
-    for ep in entry_points(group="esb.adapters"):
-        if ep.dist is None or ep.dist.name != "esb":
-            continue
-        try:
-            specs[ep.name] = ep.load()
-        except Exception:  # a built-in that does not load is reported by its own tests
-            continue
+    """Adapters the esb distribution itself registers (those that load), from the process's
+    adapter table."""
+    registry, specs = adapters(), {}
+    for info in registry.info():
+        if info.package == "esb":
+            with contextlib.suppress(Exception):  # one that does not load: its own tests say
+                specs[info.name] = registry.get(info.name)
     return specs
 
 

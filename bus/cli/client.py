@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from esb.bus.cli.output import fail
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 TOKEN_HINT = ("set --token or ESB_ADMIN_TOKEN, or run esb where the daemon's "
               ".esb/admin.token is (in this folder or above it)")
@@ -66,28 +68,61 @@ def find_url(explicit: str | None, start: Path | None = None) -> str:
     return _state_file("admin.url", start) or DEFAULT_URL
 
 
+def body_of(response: httpx.Response) -> Any:
+    """An admin API answer's body: its JSON, else its text (None when empty)."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def refusal(what: str, status: int, body: Any) -> str:
+    """The user's line for a refused admin request: ``what`` (``POST /admin/...``), the
+    status, the problem's detail (or title), and where a token comes from on a 401."""
+    detail = (body.get("detail") or body.get("title")) if isinstance(body, dict) else body
+    hint = f" ({TOKEN_HINT})" if status == 401 else ""
+    return f"{what}: HTTP {status}: {detail}{hint}"
+
+
 @dataclass
 class AdminClient:
     url: str
     token: str | None
     timeout: float = 30.0
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        headers = kwargs.pop("headers", {})
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+    @property
+    def auth(self) -> dict[str, str]:
+        """The ``Authorization`` header carrying the admin token (none without a token)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def unreachable(self, exc: Exception) -> AdminError:
+        return AdminError(f"cannot reach the esb daemon at {self.url}: {exc} "
+                          "(is `esb run` running? set --url or ESB_ADMIN_URL)")
+
+    def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        """One request: its status and :func:`body_of`; AdminError when the daemon cannot
+        be reached."""
+        headers = {**kwargs.pop("headers", {}), **self.auth}
         try:
             with httpx.Client(base_url=self.url, timeout=self.timeout, trust_env=False) as c:
                 response = c.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
-            raise AdminError(f"cannot reach the esb daemon at {self.url}: {exc} "
-                             "(is `esb run` running? set --url or ESB_ADMIN_URL)") from exc
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-                detail = body.get("detail") or body.get("title") or response.text
-            except ValueError:
-                detail = response.text
-            hint = f" ({TOKEN_HINT})" if response.status_code == 401 else ""
-            raise AdminError(f"{method} {path}: HTTP {response.status_code}: {detail}{hint}")
-        return response.json() if response.content else None
+            raise self.unreachable(exc) from exc
+        return response.status_code, body_of(response)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """:meth:`call`'s body; AdminError (:func:`refusal`) for an answer of 400 or more."""
+        status, body = self.call(method, path, **kwargs)
+        if status >= 400:
+            raise AdminError(refusal(f"{method} {path}", status, body))
+        return body
+
+
+def ask(client: AdminClient, method: str, path: str, **kwargs: Any) -> Any:
+    """:meth:`AdminClient.request`, or exit 1 with the reason (the CLI's commands)."""
+    try:
+        return client.request(method, path, **kwargs)
+    except AdminError as exc:
+        fail(str(exc))

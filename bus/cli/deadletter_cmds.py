@@ -11,7 +11,7 @@ import click
 import httpx
 import orjson
 
-from esb.bus.cli.client import TOKEN_HINT, AdminClient, AdminError
+from esb.bus.cli.client import AdminClient, ask, body_of, refusal
 from esb.bus.cli.output import emit_json, table
 from esb.bus.envelope import bookkeeping
 
@@ -25,9 +25,9 @@ def _group(name: str, help_text: str) -> click.Group:
     @click.option("--limit", default=100, show_default=True)
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_obj
-    def list_(obj: object, limit: int, as_json: bool) -> None:
+    def list_(obj: Any, limit: int, as_json: bool) -> None:
         """Envelopes waiting in the queue (oldest first)."""
-        body = _request(obj, "GET", f"/admin/{name}", params={"limit": limit})
+        body = ask(obj.client(), "GET", f"/admin/{name}", params={"limit": limit})
         items = body["items"]
         if as_json:
             emit_json(items)
@@ -42,10 +42,10 @@ def _group(name: str, help_text: str) -> click.Group:
     @click.argument("envelope_id", metavar="ID|PREFIX|KEY")
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_obj
-    def show(obj: object, envelope_id: str, as_json: bool) -> None:
+    def show(obj: Any, envelope_id: str, as_json: bool) -> None:
         """One envelope whole: attributes, error, every attempt, the payload. Named by its
         id, a unique prefix of it, or its idempotency key."""
-        event = _request(obj, "GET", f"/admin/{name}/{quote(envelope_id, safe='')}")
+        event = ask(obj.client(), "GET", f"/admin/{name}/{quote(envelope_id, safe='')}")
         if as_json:
             emit_json(event)
             return
@@ -74,7 +74,7 @@ def _group(name: str, help_text: str) -> click.Group:
                   help="Seconds to follow the replayed envelopes' delivery (0: do not wait).")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     @click.pass_obj
-    def replay(obj: object, ids: tuple[str, ...], all_: bool, destination: str | None,
+    def replay(obj: Any, ids: tuple[str, ...], all_: bool, destination: str | None,
                wait: float, as_json: bool) -> None:
         """Deliver again (dlq: to the same destination; unroutable: through the routes), and
         say what became of each: delivered, queued (not delivered yet), dead-lettered again or
@@ -87,7 +87,7 @@ def _group(name: str, help_text: str) -> click.Group:
             raise click.UsageError("name envelope IDs, or use --all")
         payload = {"ids": list(ids) or None, "all": all_, "destination": destination,
                    "wait": wait}
-        result = _stream_replay(obj.client(), name, payload)  # type: ignore[attr-defined]
+        result = _stream_replay(obj.client(), name, payload)
         if as_json:
             emit_json(result)
         else:
@@ -103,11 +103,11 @@ def _group(name: str, help_text: str) -> click.Group:
     @group.command("purge")
     @click.option("--yes", is_flag=True, help="Do not ask.")
     @click.pass_obj
-    def purge(obj: object, yes: bool) -> None:
+    def purge(obj: Any, yes: bool) -> None:
         """Drop everything in the queue."""
         if not yes:
             click.confirm(f"Drop every envelope in {name}?", abort=True)
-        body = _request(obj, "POST", f"/admin/{name}/purge")
+        body = ask(obj.client(), "POST", f"/admin/{name}/purge")
         click.echo(f"purged {body['purged']}")
 
     return group
@@ -160,17 +160,15 @@ def _stream_replay(client: AdminClient, name: str, payload: dict[str, Any]
                    ) -> dict[str, Any]:
     """POST a replay and follow its stream (``{"scanned", "total"}`` lines, then the result
     line); the result. A stream cut short is reported as an interrupted replay."""
-    headers = {"Authorization": f"Bearer {client.token}"} if client.token else {}
     view = _ProgressView(name)
     result: dict[str, Any] = {}
     started = False
     try:
         with httpx.stream("POST", f"{client.url}/admin/{name}/replay", json=payload,
-                          headers=headers, timeout=None, trust_env=False) as r:
+                          headers=client.auth, timeout=None, trust_env=False) as r:
             if r.status_code >= 400:
                 r.read()
-                hint = f" ({TOKEN_HINT})" if r.status_code == 401 else ""
-                raise click.ClickException(f"replay: HTTP {r.status_code}: {_detail(r)}{hint}")
+                raise click.ClickException(refusal("replay", r.status_code, body_of(r)))
             started = True
             for line in r.iter_lines():
                 if not line:
@@ -182,7 +180,7 @@ def _stream_replay(client: AdminClient, name: str, payload: dict[str, Any]
                     result = msg
     except httpx.HTTPError as exc:
         if not started:
-            raise click.ClickException(f"cannot reach the esb daemon: {exc}") from exc
+            raise click.ClickException(str(client.unreachable(exc))) from exc
         raise click.ClickException(f"replay interrupted ({exc}); nothing is lost: run it "
                                    "again to replay the rest") from exc
     finally:
@@ -193,23 +191,6 @@ def _stream_replay(client: AdminClient, name: str, payload: dict[str, Any]
         raise click.ClickException("replay interrupted: the daemon ended the stream early; "
                                    "nothing is lost: run it again to replay the rest")
     return result
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text
-    if not isinstance(body, dict):
-        return response.text
-    return str(body.get("detail") or body.get("title") or response.text)
-
-
-def _request(obj: object, method: str, path: str, **kw: object) -> dict:
-    try:
-        return obj.client().request(method, path, **kw)  # type: ignore[attr-defined]
-    except AdminError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 def register(cli: click.Group) -> None:

@@ -9,11 +9,12 @@ integrations shipped in the package (``esb.examples``: the repository's ``exampl
 from __future__ import annotations
 
 import shutil
-import sys
 from importlib.resources import as_file, files
 from pathlib import Path
 
 import click
+
+from esb.bus.cli.output import fail
 
 #: What a copied example leaves out (caches and state of earlier runs).
 _IGNORE = shutil.ignore_patterns("__pycache__", ".esb", "*.pyc", ".pytest_cache")
@@ -81,8 +82,7 @@ def register(cli: click.Group) -> None:
         try:
             written = init_project(directory, example)
         except ValueError as exc:
-            click.echo(f"esb: {exc}", err=True)
-            sys.exit(1)
+            fail(str(exc))
         click.echo(f"made {directory} ({len(written)} files)")
         click.echo(f"next: cd {directory} && esb routes test routes/ && esb run")
 

@@ -7,17 +7,17 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.exceptions import NoArgsIsHelpError
 
-from esb.bus.cli.client import DEFAULT_URL, AdminClient, AdminError, find_token, find_url
+from esb.bus.cli.client import DEFAULT_URL, AdminClient, ask, find_token, find_url
 from esb.bus.cli.deadletter_cmds import register as register_deadletter_commands
 from esb.bus.cli.init_cmd import register as register_init
 from esb.bus.cli.openapi_cmd import openapi as openapi_command
 from esb.bus.cli.ops_cmds import register as register_ops_commands
-from esb.bus.cli.output import emit_json, table
+from esb.bus.cli.output import DEFAULT_CONFIG, emit_json, fail, problems, table
 from esb.bus.cli.routes_cmds import register as register_routes_commands
 from esb.bus.cli.scaffold import register as register_scaffold
 from esb.bus.errors import ConfigError, EsbError
@@ -25,9 +25,6 @@ from esb.bus.payload import guess_content_type
 
 if TYPE_CHECKING:
     from esb.bus.config.loader import Loaded
-
-DEFAULT_CONFIG = "config/esb.yaml"
-
 
 class Context:
     def __init__(self, url: str | None, token: str | None) -> None:
@@ -40,18 +37,6 @@ class Context:
 
     def client(self) -> AdminClient:
         return AdminClient(self.url, find_token(self.token))
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"esb: {message}", err=True)
-    sys.exit(code)
-
-
-def config_errors(exc: ConfigError) -> NoReturn:
-    click.echo(f"esb: {len(exc.problems)} problem(s):", err=True)
-    for p in exc.problems:
-        click.echo(f"  {p}", err=True)
-    sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -117,7 +102,7 @@ def run(config_path: Path, workers: int, listen: str | None, listen_fd: int | No
         secrets = config_secrets(loaded)
         configure_logging(loaded.config.logging.level, loaded.config.logging.format, secrets)
     except ConfigError as exc:
-        config_errors(exc)
+        problems(exc.problems)
     if listen_fd is not None:  # one worker process started by a supervisor
         _run_worker(loaded, secrets, listen_fd, worker_index, workers, ready_fd)
     if workers == 1:
@@ -126,7 +111,7 @@ def run(config_path: Path, workers: int, listen: str | None, listen_fd: int | No
         try:
             sys.exit(run_daemon(loaded, secrets))
         except ConfigError as exc:
-            config_errors(exc)
+            problems(exc.problems)
         except ListenError as exc:
             fail(str(exc))
     if loaded.config.bus.embedded:
@@ -152,7 +137,7 @@ def _run_worker(loaded: Any, secrets: list[str], listen_fd: int, index: int,
     try:
         sys.exit(run_daemon(loaded, secrets, role))
     except ConfigError as exc:
-        config_errors(exc)
+        problems(exc.problems)
 
 
 def config_secrets(loaded: Loaded) -> list[str]:
@@ -176,12 +161,8 @@ def send(obj: Context, etype: str, source: str, content_type: str | None, as_jso
     """Send FILE (or - for stdin) into the bus through the running daemon."""
     body = file.read()
     ctype = content_type or guess_content_type(getattr(file, "name", "-"), body)
-    try:
-        result = obj.client().request("POST", "/admin/send", params={"type": etype,
-                                                                      "source": source},
-                                      content=body, headers={"Content-Type": ctype})
-    except AdminError as exc:
-        fail(str(exc))
+    result = ask(obj.client(), "POST", "/admin/send", params={"type": etype, "source": source},
+                 content=body, headers={"Content-Type": ctype})
     if as_json:
         emit_json(result)
         return
@@ -196,10 +177,7 @@ def status(obj: Context, as_json: bool) -> None:
 
     Exit 0 when the daemon is connected to its bus, 3 when it is not, 1 when it cannot be
     reached."""
-    try:
-        st = obj.client().request("GET", "/admin/status")
-    except AdminError as exc:
-        fail(str(exc))
+    st = ask(obj.client(), "GET", "/admin/status")
     if as_json:
         emit_json(st)
         if not st["bus"]["connected"]:
@@ -284,7 +262,7 @@ def routes_validate(path: Path, config_path: Path, as_json: bool) -> None:
         if as_json:
             emit_json({"ok": False, "problems": exc.problems})
             sys.exit(2)
-        config_errors(exc)
+        problems(exc.problems)
     if as_json:
         emit_json({"ok": True, "routes": [r.name for r in router.routes],
                    "digest": router.digest})
@@ -367,7 +345,7 @@ def transform(args: tuple[str, ...], steps: tuple[str, ...], config_path: Path |
         env = run_transform(spec, file, base_dir=base_dir, type=etype, source=source,
                             content_type=content_type, named=named)
     except ConfigError as exc:
-        config_errors(exc)
+        problems(exc.problems)
     except EsbError as exc:
         fail(str(exc))
     data = env.data

@@ -8,14 +8,14 @@ is the local files, not a deployed version).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 import orjson
 
-from esb.bus.cli.client import AdminError
+from esb.bus.cli.client import ask
+from esb.bus.cli.output import fail, problems
 from esb.bus.errors import ConfigError
 
 
@@ -32,12 +32,7 @@ def openapi(obj: Any, admin: bool, output: Path | None, config_path: Path | None
     if config_path is not None:
         doc = _offline(config_path, admin)
     else:
-        try:
-            doc = obj.client().request("GET", "/admin/openapi.json" if admin
-                                       else "/openapi.json")
-        except AdminError as exc:
-            click.echo(f"esb: {exc}", err=True)
-            sys.exit(1)
+        doc = ask(obj.client(), "GET", "/admin/openapi.json" if admin else "/openapi.json")
     text = orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
     if output is None:
         click.echo(text.decode(), nl=False)
@@ -45,8 +40,7 @@ def openapi(obj: Any, admin: bool, output: Path | None, config_path: Path | None
     try:
         output.write_bytes(text)
     except OSError as exc:
-        click.echo(f"esb: {output}: cannot write: {exc.strerror or exc}", err=True)
-        sys.exit(1)
+        fail(f"{output}: cannot write: {exc.strerror or exc}")
     click.echo(f"wrote {output} ({len(doc.get('paths', {}))} paths)", err=True)
 
 
@@ -65,9 +59,6 @@ def _offline(config_path: Path, admin: bool) -> dict[str, Any]:
         cfg = loaded.config
         files = read_route_files(cfg.resolve(cfg.routes))
     except ConfigError as exc:
-        click.echo(f"esb: {len(exc.problems)} problem(s):", err=True)
-        for p in exc.problems:
-            click.echo(f"  {p}", err=True)
-        sys.exit(2)
+        problems(exc.problems)
     return inbound_document(loaded, adapters(), files, route_version=0,
                             server=f"http://{cfg.http.listen}")

@@ -6,14 +6,13 @@ Exit codes: 0 ok; 1 nothing traced for that id, or the daemon refused/was unreac
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import quote
 
 import click
 
-from esb.bus.cli.client import AdminError
+from esb.bus.cli.client import ask
 from esb.bus.cli.output import emit_json, table
 
 #: Detail keys shown first, in this order; any others follow alphabetically.
@@ -29,16 +28,8 @@ def register(cli: click.Group) -> None:
     cli.add_command(instances)
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"esb: {message}", err=True)
-    sys.exit(code)
-
-
 def _get(obj: Any, path: str, **params: Any) -> Any:
-    try:
-        return obj.client().request("GET", path, params=params or None)
-    except AdminError as exc:
-        _fail(str(exc))
+    return ask(obj.client(), "GET", path, params=params or None)
 
 
 # -- esb trace ---------------------------------------------------------------------------------

@@ -1,12 +1,16 @@
-"""Aligned tables and JSON for CLI output."""
+"""What the CLI writes: aligned tables, JSON, and the line it exits with on failure."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import orjson
+
+#: The configuration file commands read when neither ``--config`` nor ``ESB_CONFIG`` names one.
+DEFAULT_CONFIG = "config/esb.yaml"
 
 
 def emit_json(value: Any) -> None:
@@ -21,3 +25,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
              for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """``esb: message`` on stderr, then exit ``code``."""
+    click.echo(f"esb: {message}", err=True)
+    sys.exit(code)
+
+
+def problems(found: Sequence[str], code: int = 2) -> NoReturn:
+    """Every problem (``file:line: ...``) on stderr, then exit ``code``."""
+    click.echo(f"esb: {len(found)} problem(s):", err=True)
+    for p in found:
+        click.echo(f"  {p}", err=True)
+    sys.exit(code)

@@ -25,8 +25,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from esb.adapters.http import BodyTooLarge, read_body
 from esb.bus.console.session import COOKIE, LOGIN_COOKIE, Sessions, token_matches
+from esb.bus.httpbody import BodyTooLarge, read_body
 from esb.bus.payload import media_type
 from esb.bus.runtime.admin import is_loopback
 

@@ -2,7 +2,9 @@
 
 :func:`plan` is the one place route semantics live. The ingress publishes the plan it returns,
 ``esb routes test`` prints it, and a replay re-plans (:func:`plan_leg` for a destination whose
-own steps failed). Rules, in order:
+own steps failed). It is written once, as coroutines: the ``*_async`` entry points await the
+steps that wait on another process (the daemon, on its event loop); the plain ones run every
+step in place and never suspend (the command line, tests, a thread). Rules, in order:
 
 * the routes that fire are the router's (priority, then file order; ``exclusive`` prunes);
   none fire: one ``unroutable`` record;
@@ -25,6 +27,9 @@ the route goes on from the enriched envelope — and an enricher without ``to`` 
 routes after it in firing order, matched again; without it, the plan stops and names what it
 needs (:attr:`Plan.pending`: nothing else is planned), and the caller asks and plans again.
 
+The plan's records (:class:`~esb.bus.routing.plan.Plan` and its parts) are in
+:mod:`esb.bus.routing.plan`.
+
 Request/reply (§12) is part of the plan too: the first firing route with ``reply:`` is the
 one the caller waits for (:attr:`Plan.reply`: its copy is the request; when its steps failed
 or dropped it, the caller is answered with that failure), and :func:`reply_answer` is the way
@@ -35,163 +40,30 @@ request/reply routes that fire deliver one-way.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from esb.bus.deadletter import LEG_TRANSFORM, ROUTE_TRANSFORM, dead_letter
 from esb.bus.envelope import Envelope, Hop, utcnow
 from esb.bus.errors import DropEnvelope, TransformError, TransientTransformError
 from esb.bus.reply import failure_envelope, problem_of
-from esb.bus.routing.enrich import EnrichCall, failed, merged, request_for
-from esb.bus.routing.router import CompiledRoute, Leg, ReplyLeg, Router
+from esb.bus.routing.enrich import failed, merged, request_for
+from esb.bus.routing.plan import (
+    COPY,
+    DEAD,
+    DROPPED,
+    UNROUTABLE,
+    Deferral,
+    Outcome,
+    Plan,
+    ReplyPlan,
+    TraceNote,
+)
+from esb.bus.routing.router import CompiledRoute, Leg, Router
 from esb.bus.routing.split import SplitError
-from esb.transformers.chain import Chain
+from esb.transformers.chain import Chain, completed
 
-#: Outcome kinds: a copy for a destination, a dead letter, a filtered copy, an unroutable one.
-COPY = "copy"
-DEAD = "dead-letter"
-DROPPED = "dropped"
-UNROUTABLE = "unroutable"
-
-#: A trace step noted while the envelope is planned: (step, detail).
-TraceNote = tuple[str, dict[str, object]]
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """One thing the envelope leads to, in firing order. ``destination`` is None for the
-    route's own steps (before fan-out) and for the unroutable record."""
-
-    route: str | None
-    destination: str | None
-    kind: str
-    #: COPY: what the destination receives; DEAD / UNROUTABLE: the record kept.
-    envelope: Envelope | None = None
-    error: str | None = None
-    #: DEAD from a transform: the step that failed.
-    step: str | None = None
-
-    @property
-    def delivered(self) -> bool:
-        return self.kind == COPY
-
-    @property
-    def dropped(self) -> bool:
-        return self.kind == DROPPED
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"route": self.route, "destination": self.destination}
-        if self.kind == COPY and self.envelope is not None:
-            out["datacontenttype"] = self.envelope.datacontenttype
-            out["data"] = _jsonable(self.envelope.data)
-        if self.kind == DROPPED:
-            out["dropped"] = True
-        if self.error:
-            out["error"] = self.error
-        ext = self.envelope.extensions if self.envelope is not None else {}
-        if "splitindex" in ext:
-            out["part"] = f"{ext['splitindex']}/{ext.get('splitsize')}"
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class Deferral:
-    """A step asked for a retry: the envelope is not taken at all."""
-
-    route: str
-    destination: str | None
-    error: TransientTransformError
-
-    @property
-    def step(self) -> str:
-        return self.error.step
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyPlan:
-    """The request/reply route a caller waits for: ``request`` is its destination's copy, or
-    None with ``error`` when the route's or destination's steps failed or dropped it."""
-
-    route: str
-    destination: str
-    leg: ReplyLeg
-    request: Envelope | None
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"route": self.route, "destination": self.destination,
-                               "timeout": self.leg.timeout, "steps": self.leg.chain.steps}
-        if self.error:
-            out["error"] = self.error
-        return out
-
-
-@dataclass(slots=True)
-class Plan:
-    """What routing one envelope does. ``envelope`` is the envelope as it came in."""
-
-    envelope: Envelope
-    endpoint: str | None
-    version: int
-    at: datetime
-    fired: list[CompiledRoute]
-    outcomes: list[Outcome] = field(default_factory=list)
-    notes: list[TraceNote] = field(default_factory=list)
-    deferred: Deferral | None = None
-    #: Parts made by the routes' ``split:`` (0: nothing was split). A split envelope is
-    #: published all together or not at all.
-    parts: int = 0
-    #: The request/reply route the caller waits for, if one fired.
-    reply: ReplyPlan | None = None
-    #: Enrichment requests whose answers the plan needs to go on (nothing else is planned).
-    pending: list[EnrichCall] = field(default_factory=list)
-
-    @property
-    def routes(self) -> list[str]:
-        return [r.name for r in self.fired]
-
-    @property
-    def unroutable(self) -> bool:
-        return not self.fired or any(o.kind == UNROUTABLE for o in self.outcomes)
-
-    @property
-    def copies(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.kind == COPY]
-
-    @property
-    def dead_letters(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.kind == DEAD]
-
-    @property
-    def destinations(self) -> list[str]:
-        """Destinations that receive a copy (sorted, repeated if several routes)."""
-        return sorted(o.destination for o in self.outcomes
-                      if o.kind == COPY and o.destination is not None)
-
-    def outputs(self, destination: str) -> list[Envelope]:
-        return [o.envelope for o in self.outcomes
-                if o.kind == COPY and o.destination == destination and o.envelope is not None]
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "endpoint": self.endpoint, "type": self.envelope.type,
-            "source": self.envelope.source, "version": self.version, "routes": self.routes,
-            "unroutable": self.unroutable, "destinations": self.destinations,
-            "deliveries": [o.to_dict() for o in self.outcomes if o.kind != UNROUTABLE]}
-        if self.parts:
-            out["parts"] = self.parts
-        if self.reply is not None:
-            out["reply"] = self.reply.to_dict()
-        if self.pending:
-            out["enrich"] = [{"route": c.route, "destination": c.enricher.destination,
-                              "datacontenttype": c.request.datacontenttype,
-                              "data": _jsonable(c.request.data)} for c in self.pending]
-        if self.deferred is not None:
-            out["deferred"] = {"route": self.deferred.route,
-                               "destination": self.deferred.destination,
-                               "step": self.deferred.step, "error": str(self.deferred.error)}
-        return out
+#: What a step raises to stop a route or a destination (:func:`_stopped`).
+_STOPS = (DropEnvelope, TransformError, TransientTransformError)
 
 
 def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
@@ -201,6 +73,22 @@ def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
     Runs the transform steps (they are part of the plan); publishes nothing. ``answers``: the
     enrichment answers known so far, by request id (:attr:`Plan.pending` names the ones
     still needed)."""
+    return completed(_plan(router, envelope, endpoint, instance, now, answers, False))
+
+
+async def plan_async(router: Router, envelope: Envelope, endpoint: str | None, *,
+                     instance: str | None = None, now: datetime | None = None,
+                     answers: Mapping[str, Envelope] | None = None) -> Plan:
+    """:func:`plan` on the event loop: the steps that wait on another process (XSLT in its
+    sandbox) are awaited (:meth:`Chain.run`), so the loop serves other work meanwhile. The
+    enrichment's own request and merge steps still run in place: a router whose enrichments
+    wait (:attr:`Router.enrich_waits`) is planned with :func:`plan` in a thread."""
+    return await _plan(router, envelope, endpoint, instance, now, answers, True)
+
+
+async def _plan(router: Router, envelope: Envelope, endpoint: str | None,
+                instance: str | None, now: datetime | None,
+                answers: Mapping[str, Envelope] | None, awaiting: bool) -> Plan:
     now = now or utcnow()
     version = router.version
     accepted = Hop(at=now, step="accepted", instance=instance, detail={"endpoint": endpoint})
@@ -251,7 +139,7 @@ def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
         if not route.legs:  # an enricher for the routes after it: done
             continue
         if route.split is None:
-            if not _route(p, route, start, get, acc, instance):
+            if not await _route(p, route, start, get, acc, instance, awaiting):
                 return p
             continue
         try:
@@ -263,7 +151,8 @@ def plan(router: Router, envelope: Envelope, endpoint: str | None, *,
         notes.append(("split", {"route": route.name, "parts": len(parts)}))
         p.parts += len(parts)
         for part in parts:
-            if not _route(p, route, part, lambda part=part: part, None, instance):
+            if not await _route(p, route, part, lambda part=part: part, None, instance,
+                                awaiting):
                 return p
     p.reply = _reply(p)
     if p.reply is not None and p.reply.request is not None:
@@ -352,21 +241,16 @@ def _enrich_route(p: Plan, route: CompiledRoute, base: Envelope, received: Envel
                 return base
             raise failed(enricher, problem)
         out = merged(enricher, base, answer)
-    except DropEnvelope:
-        p.outcomes.append(Outcome(name, None, DROPPED))
-        return base if not route.legs else None
-    except TransformError as exc:
-        _dead(p, received, name, None, exc, ROUTE_TRANSFORM, instance)
-        return None
-    except TransientTransformError as exc:
-        _defer(p, name, None, exc)
-        return None
+    except _STOPS as exc:
+        _stopped(p, exc, name, None, received, ROUTE_TRANSFORM, instance)
+        return base if isinstance(exc, DropEnvelope) and not route.legs else None
     p.notes.append(("enriched", {**where, "request": call.key}))
     return out
 
 
-def _route(p: Plan, route: CompiledRoute, envelope: Envelope, stamped: Callable[[], Envelope],
-           accepted: Hop | None, instance: str | None) -> bool:
+async def _route(p: Plan, route: CompiledRoute, envelope: Envelope,
+                 stamped: Callable[[], Envelope], accepted: Hop | None, instance: str | None,
+                 awaiting: bool) -> bool:
     """Plan one route for ``envelope`` (or one part of its split): the route's own steps, then
     each destination's copy. ``accepted`` is given when ``envelope`` is the raw envelope (a
     copy nothing transforms is then stamped once, straight from it). False when deferred."""
@@ -377,17 +261,10 @@ def _route(p: Plan, route: CompiledRoute, envelope: Envelope, stamped: Callable[
         # route has only one): a stylesheet formats per route or per destination.
         only = route.legs[0].destination if len(route.legs) == 1 else None
         try:
-            routed = _run(route.chain, stamped().model_copy(update={
-                "esbroute": name, "esbdestination": only}), notes, {"route": name})
-        except DropEnvelope:
-            outcomes.append(Outcome(name, None, DROPPED))
-            return True
-        except TransformError as exc:
-            _dead(p, stamped(), name, None, exc, ROUTE_TRANSFORM, instance)
-            return True
-        except TransientTransformError as exc:
-            _defer(p, name, None, exc)
-            return False
+            routed = await _run(route.chain, stamped().model_copy(update={
+                "esbroute": name, "esbdestination": only}), notes, {"route": name}, awaiting)
+        except _STOPS as exc:
+            return _stopped(p, exc, name, None, stamped(), ROUTE_TRANSFORM, instance)
     for leg in route.legs:
         dest = leg.destination
         hop = Hop(at=p.at, step="routed", instance=instance,
@@ -400,10 +277,12 @@ def _route(p: Plan, route: CompiledRoute, envelope: Envelope, stamped: Callable[
             outcomes.append(Outcome(name, dest, COPY, out))
             notes.append(("routed", {"route": name, "version": p.version,
                                      "destination": dest}))
-        elif not _leg(p, name, leg, routed if routed is not None else stamped(), hop,
-                      instance):
+        elif not await _leg(p, name, leg, routed if routed is not None else stamped(), hop,
+                            instance, awaiting):
             return False
     return True
+
+
 def _reply(p: Plan) -> ReplyPlan | None:
     """The first firing request/reply route, with its planned request (or why there is none)."""
     route = next((r for r in p.fired if r.reply is not None), None)
@@ -424,11 +303,23 @@ def reply_answer(reply: ReplyPlan, request: Envelope, got: Envelope,
     """What the caller gets for ``got``, the destination's reply to ``request``: a failure
     reply as it is; a successful one through the route's reply leg (a step that fails or
     drops it: a 502 naming the step, the destination is not called again)."""
+    return completed(_reply_answer(reply, request, got, notes, False))
+
+
+async def reply_answer_async(reply: ReplyPlan, request: Envelope, got: Envelope,
+                             notes: list[TraceNote] | None = None) -> Envelope:
+    """:func:`reply_answer` on the event loop (the reply leg's waiting steps awaited)."""
+    return await _reply_answer(reply, request, got, notes, True)
+
+
+async def _reply_answer(reply: ReplyPlan, request: Envelope, got: Envelope,
+                        notes: list[TraceNote] | None, awaiting: bool) -> Envelope:
     if problem_of(got) is not None or not reply.leg.chain:
         return got
     where = {"route": reply.route, "destination": reply.destination, "leg": "reply"}
     try:
-        return _run(reply.leg.chain, got, notes if notes is not None else [], where)
+        return await _run(reply.leg.chain, got, notes if notes is not None else [], where,
+                          awaiting)
     except (TransformError, TransientTransformError) as exc:
         return failure_envelope(request, "transform", f"the reply from {reply.destination!r} "
                                 f"could not be transformed: {exc}", 502,
@@ -444,13 +335,24 @@ def plan_leg(router: Router, envelope: Envelope, route: str, destination: str, *
     """The plan of one destination's own steps (and its copy) for an envelope that has
     already been through ``route``'s own steps — a replay of a :data:`LEG_TRANSFORM` dead
     letter. KeyError when ``route`` no longer sends to ``destination``."""
+    return completed(_plan_leg(router, envelope, route, destination, instance, now, False))
+
+
+async def plan_leg_async(router: Router, envelope: Envelope, route: str, destination: str, *,
+                         instance: str | None = None, now: datetime | None = None) -> Plan:
+    """:func:`plan_leg` on the event loop (the leg's waiting steps awaited)."""
+    return await _plan_leg(router, envelope, route, destination, instance, now, True)
+
+
+async def _plan_leg(router: Router, envelope: Envelope, route: str, destination: str,
+                    instance: str | None, now: datetime | None, awaiting: bool) -> Plan:
     now = now or utcnow()
     compiled, leg = _find_leg(router, route, destination)
     p = Plan(envelope, envelope.esbendpoint, router.version, now, [compiled])
     hop = Hop(at=now, step="routed", instance=instance,
               detail={"route": route, "destination": destination, "version": router.version})
-    _leg(p, route, leg, envelope.model_copy(update={"esbrouteversion": router.version}), hop,
-         instance)
+    await _leg(p, route, leg, envelope.model_copy(update={"esbrouteversion": router.version}),
+               hop, instance, awaiting)
     return p
 
 
@@ -464,28 +366,21 @@ def _find_leg(router: Router, route: str, destination: str) -> tuple[CompiledRou
                    f"{destination!r}")
 
 
-def _leg(p: Plan, route: str, leg: Leg, env: Envelope, hop: Hop, instance: str | None
-         ) -> bool:
+async def _leg(p: Plan, route: str, leg: Leg, env: Envelope, hop: Hop, instance: str | None,
+               awaiting: bool) -> bool:
     """Plan one destination's copy from ``env`` (the route's result); False if deferred."""
     dest = leg.destination
     out = env
     if leg.chain:
         try:
             # stamped before the steps, which see their route and destination
-            out = _run(leg.chain, env.model_copy(update={"esbroute": route,
-                                                           "esbdestination": dest}),
-                       p.notes, {"route": route, "destination": dest})
-        except DropEnvelope:
-            p.outcomes.append(Outcome(route, dest, DROPPED))
-            return True
-        except TransformError as exc:
-            # The record keeps the envelope before this destination's steps: a replay runs
-            # them again.
-            _dead(p, env, route, dest, exc, LEG_TRANSFORM, instance)
-            return True
-        except TransientTransformError as exc:
-            _defer(p, route, dest, exc)
-            return False
+            out = await _run(leg.chain, env.model_copy(update={"esbroute": route,
+                                                                 "esbdestination": dest}),
+                             p.notes, {"route": route, "destination": dest}, awaiting)
+        except _STOPS as exc:
+            # A dead letter keeps the envelope before this destination's steps: a replay
+            # runs them again.
+            return _stopped(p, exc, route, dest, env, LEG_TRANSFORM, instance)
     out = out.model_copy(update={"esbroute": route, "esbdestination": dest,
                                  "esbhops": [*out.esbhops, hop]})
     p.outcomes.append(Outcome(route, dest, COPY, out))
@@ -493,15 +388,16 @@ def _leg(p: Plan, route: str, leg: Leg, env: Envelope, hop: Hop, instance: str |
     return True
 
 
-def _run(chain: Chain, env: Envelope, notes: list[TraceNote], where: dict[str, object]
-         ) -> Envelope:
+async def _run(chain: Chain, env: Envelope, notes: list[TraceNote], where: dict[str, object],
+               awaiting: bool) -> Envelope:
     """``chain(env)``, each step that succeeds noted as ``transformed`` (``where`` + the
-    step's name and duration); the steps before a failure or a drop keep their notes."""
+    step's name and duration); the steps before a failure or a drop keep their notes.
+    ``awaiting``: the steps that wait are awaited (:meth:`Chain.run`)."""
     def done(step: str, seconds: float) -> None:
         notes.append(("transformed", {**where, "transform": step,
                                       "duration_ms": round(seconds * 1000, 3)}))
 
-    return chain(env, done)
+    return await chain.run(env, done, awaiting=awaiting)
 
 
 def _dead(p: Plan, env: Envelope, route: str, destination: str | None, exc: TransformError,
@@ -516,19 +412,19 @@ def _dead(p: Plan, env: Envelope, route: str, destination: str | None, exc: Tran
     p.notes.append(("transform-failed", detail))
 
 
-def _defer(p: Plan, route: str, destination: str | None, exc: TransientTransformError
-           ) -> Plan:
-    """Nothing of the envelope is taken (not even the copies already planned)."""
-    p.deferred = Deferral(route, destination, exc)
-    p.outcomes.clear()
-    p.notes.clear()
-    return p
-
-
-def _jsonable(data: Any) -> Any:
-    if isinstance(data, bytes):
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            return repr(data)
-    return data
+def _stopped(p: Plan, exc: DropEnvelope | TransformError | TransientTransformError,
+             route: str, destination: str | None, kept: Envelope, stage: str,
+             instance: str | None) -> bool:
+    """What a step that stopped ``route`` (or its ``destination``) does: a drop filters it
+    out; a failure dead-letters ``kept``; a retry defers the whole envelope — nothing of it
+    is taken, not even the copies already planned (False: stop planning)."""
+    if isinstance(exc, DropEnvelope):
+        p.outcomes.append(Outcome(route, destination, DROPPED))
+    elif isinstance(exc, TransformError):
+        _dead(p, kept, route, destination, exc, stage, instance)
+    else:
+        p.deferred = Deferral(route, destination, exc)
+        p.outcomes.clear()
+        p.notes.clear()
+        return False
+    return True

@@ -81,10 +81,10 @@ class Router:
         self.digest = digest
         self._max_xml = max_xml_bytes
         self._xml_limits = xml_limits
-        #: A route's or destination's steps wait on another process (XSLT): plan off the loop.
-        self.waits = any(chain.waits for r in routes for chain in r.chains)
-        #: Some route enriches: planning may need answers from destinations.
-        self.enriches = any(r.enrich is not None for r in routes)
+        #: An enrichment's request or merge step waits: those run in place, so such a
+        #: router is planned in a thread (see :func:`~esb.bus.routing.dispatch.plan_async`).
+        self.enrich_waits = any(r.enrich.request.waits or r.enrich.merge.waits
+                                for r in routes if r.enrich is not None)
         unconditional = all(not p for p in patterns) if patterns is not None else False
         self._match_all = self._order([*routes]) if routes and unconditional else None
         self._by_endpoint = _by_endpoint(routes, patterns) if not unconditional else None

@@ -41,12 +41,10 @@ from typing import Any
 import orjson
 import pika
 import structlog
-from pika.adapters.asyncio_connection import AsyncioConnection
-from pika.channel import Channel
 
 from esb.bus.broker.connection import AmqpLink
 from esb.bus.broker.publisher import ConfirmedPublisher
-from esb.bus.broker.stream import StreamTail, append, declare_stream
+from esb.bus.broker.stream import StreamTail, SyncMarker, append, declare_stream
 from esb.bus.broker.topology import Topology
 from esb.bus.errors import BusError, BusUnavailable
 from esb.bus.routing.routeset import digest_files
@@ -74,7 +72,7 @@ class RabbitRouteStore(LoadedVersions):
         self._tail = StreamTail(self.queue, self._on_record, prefetch=PREFETCH)
         self._read_any = False  # a record was read: the stream's head is offset 0
         self._awaiting: dict[str, asyncio.Future[RouteVersion]] = {}
-        self._marker: tuple[str, asyncio.Future[None]] | None = None
+        self._marker: SyncMarker | None = None
         self._live = False  # the sync marker was read: later versions go to watchers
         self._dispatch = Dispatcher(self.queue)
         self._started = False
@@ -85,10 +83,6 @@ class RabbitRouteStore(LoadedVersions):
     @property
     def connected(self) -> bool:
         return self._link.connected
-
-    @property
-    def _conn(self) -> AsyncioConnection | None:
-        return self._link.connection
 
     async def start(self) -> None:
         if self._started:
@@ -119,7 +113,7 @@ class RabbitRouteStore(LoadedVersions):
         fut: asyncio.Future[RouteVersion] = asyncio.get_running_loop().create_future()
         self._awaiting[uid] = fut
         try:
-            await self._publish(record)
+            await self._publish("version", uid, orjson.dumps(record))
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), self._timeout)
             except TimeoutError:
@@ -143,9 +137,9 @@ class RabbitRouteStore(LoadedVersions):
     async def _on_connected(self, link: AmqpLink) -> None:
         """Declare the stream, open the confirm channel and (re)start reading after the last
         offset seen: on the first connect and after every reconnect."""
-        sub = await link.channel(on_close=self._on_channel_closed)
+        sub = await link.channel(recover=True)
         await declare_stream(link, sub, self.queue)
-        await self._publisher.open(link, on_close=self._on_channel_closed)
+        await self._publisher.open(link, recover=True)
         offset = await self._tail.follow(link, sub, "first")
         if link.connects:
             log.info("route store reconnected", queue=self.queue, resume_at=offset)
@@ -153,18 +147,11 @@ class RabbitRouteStore(LoadedVersions):
     def _on_lost(self, reason: BaseException) -> None:
         self._fail(BusUnavailable(f"route store connection lost: {reason}"), awaiting=False)
 
-    def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
-        conn = self._link.connection
-        if conn is None or not conn.is_open:
-            return  # closing with its connection: reported there
-        log.warning("route store channel closed", reason=str(reason))
-        self._link.drop()  # recover by reconnecting whole
-
     def _fail(self, exc: Exception, awaiting: bool = True) -> None:
         """Fail the pending confirm and marker; also pending appends when closing."""
         self._publisher.fail_all(exc)
-        if self._marker is not None and not self._marker[1].done():
-            self._marker[1].set_exception(exc)
+        if self._marker is not None:
+            self._marker.fail(exc)
         if awaiting:
             for fut in self._awaiting.values():
                 if not fut.done():
@@ -172,28 +159,21 @@ class RabbitRouteStore(LoadedVersions):
 
     # -- publishing ---------------------------------------------------------------------------
 
-    async def _publish(self, record: dict[str, Any]) -> None:
+    async def _publish(self, kind: str, uid: str, body: bytes) -> None:
         """Publish one record and wait for the broker's confirm (one publish at a time)."""
         if not self.connected:
             raise BusUnavailable("the route store is not connected to the bus")
         props = pika.BasicProperties(content_type="application/json", delivery_mode=2,
-                                     message_id=record["id"],
-                                     type=f"esb.routes.{record['kind']}")
-        await append(self._publisher, self.queue, orjson.dumps(record), props,
+                                     message_id=uid, type=f"esb.routes.{kind}")
+        await append(self._publisher, self.queue, body, props,
                      timeout=self._timeout, what="the route version")
 
     async def _sync(self) -> None:
         """Read the stream up to a marker published now: afterwards, history is complete."""
-        uid = uuid.uuid4().hex
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._marker = (uid, fut)
+        self._marker = marker = SyncMarker(self.name)
         try:
-            await self._publish({"kind": "sync", "id": uid, "by": self.name,
-                                 "at": now().isoformat()})
-            await asyncio.wait_for(fut, self._timeout)
-        except TimeoutError:
-            raise BusUnavailable(f"could not read {self.queue} to its end within "
-                                 f"{self._timeout:g}s") from None
+            await self._publish("sync", marker.id, marker.body)
+            await marker.wait(self.queue, self._timeout)
         finally:
             self._marker = None
 
@@ -215,10 +195,8 @@ class RabbitRouteStore(LoadedVersions):
         except orjson.JSONDecodeError:
             kind = None
         if kind == "sync":
-            if self._marker is not None and raw.get("id") == self._marker[0]:
+            if self._marker is not None and self._marker.read(body):
                 self._live = True
-                if not self._marker[1].done():
-                    self._marker[1].set_result(None)
             return
         if kind != "version":
             log.warning("route store: ignoring a foreign record", queue=self.queue,

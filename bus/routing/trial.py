@@ -23,11 +23,12 @@ import orjson
 from lxml import etree
 
 from esb.bus.envelope import Envelope
-from esb.bus.payload import JSON, TEXT, XML, decode, guess_content_type, is_json, read_file
+from esb.bus.payload import JSON, decode, guess_content_type, is_json, read_file
 from esb.bus.reply import Reply, reply_envelope
-from esb.bus.routing.dispatch import Plan, ReplyPlan, plan, reply_answer
+from esb.bus.routing.dispatch import plan, reply_answer
 from esb.bus.routing.enrich import EnrichCall
 from esb.bus.routing.model import RouteCase
+from esb.bus.routing.plan import Plan, ReplyPlan
 from esb.bus.routing.router import ReplyLeg, Router
 from esb.bus.routing.routeset import RouteSet
 from esb.bus.xmlsafe import parse_xml
@@ -265,7 +266,7 @@ def _case_envelope(case: RouteCase, base: Path) -> Envelope:
     data = case.message
     ctype = case.datacontenttype
     if ctype is None and isinstance(data, str):
-        ctype = XML if data.lstrip().startswith("<") else TEXT
+        ctype = guess_content_type("", data.encode())
     ctype = ctype or JSON
     if isinstance(data, str) and is_json(ctype):
         data = decode(data.encode(), ctype)
@@ -280,7 +281,7 @@ def _recorded(value: Any, base: Path) -> tuple[bytes, str | None]:
         body = path.read_bytes()
         return body, guess_content_type(path.name, body)
     if isinstance(value, str):
-        return value.encode(), XML if value.lstrip().startswith("<") else TEXT
+        return value.encode(), guess_content_type("", value.encode())
     return orjson.dumps(value), JSON
 
 

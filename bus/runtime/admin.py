@@ -24,6 +24,7 @@ from esb.bus.console.session import (
 )
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusError
+from esb.bus.httpbody import BodyTooLarge, EncodingRefused, read_body
 from esb.bus.payload import PayloadError, decode
 from esb.bus.problem import json_response, not_taken, problem
 from esb.bus.runtime.admin_deadletters import deadletter_admin_routes
@@ -43,22 +44,6 @@ def is_loopback(request: Request) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-async def _read_capped(request: Request, limit: int) -> bool:
-    """Read the body into the request (``request.body()`` then returns it); False when it is
-    longer than ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return False
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return False
-        chunks.append(chunk)
-    request._body = b"".join(chunks)  # Starlette's own cache of the body
-    return True
 
 
 def loopback_only(request: Request) -> Response | None:
@@ -109,10 +94,15 @@ class AdminApi:
             refused = self.refusal(request)
             if refused is not None:
                 return refused
-            if request.method != "GET" and not await _read_capped(request, self.max_body):
-                return problem(413, "Body too large",
-                               f"admin requests take at most {self.max_body} bytes "
-                               "(admin.max_body)")
+            if request.method != "GET":
+                try:  # into Starlette's own cache of the body: request.body() returns it
+                    request._body = await read_body(request, self.max_body)
+                except BodyTooLarge:
+                    return problem(413, "Body too large",
+                                   f"admin requests take at most {self.max_body} bytes "
+                                   "(admin.max_body)")
+                except EncodingRefused as exc:
+                    return problem(exc.status, exc.title, str(exc))
             return await endpoint(request)
 
         return guarded

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -25,10 +25,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from esb.bus.config.units import parse_duration
 from esb.bus.envelope import bookkeeping
 from esb.bus.errors import EsbError
 from esb.bus.problem import json_object, json_response, problem
+from esb.bus.runtime.admin_ops import lookback
 from esb.bus.runtime.deadletters import QUEUES, DeadLetters, summary
 from esb.bus.runtime.trace import AmbiguousRef
 
@@ -40,7 +40,6 @@ Guard = Callable[[Endpoint], Endpoint]
 CHECK_UP_TO = 10_000
 #: How many envelopes a filtered listing reads to find its matches.
 FILTER_SCAN = 10_000
-MAX_SINCE_S = 400 * 86400.0
 
 
 
@@ -99,13 +98,7 @@ def _filter(destination: str | None, error: str | None, since: str | None
     ``since``."""
     if not destination and not error and not since:
         return None
-    cutoff = None
-    if since:
-        seconds = parse_duration(since)
-        if not 0 < seconds <= MAX_SINCE_S:
-            raise ValueError(f"since must be a positive duration of at most 400d "
-                             f"(got {since!r})")
-        cutoff = datetime.now(UTC) - timedelta(seconds=seconds)
+    cutoff = datetime.now(UTC) - lookback(since) if since else None
     needle = error.lower() if error else None
 
     def keep(item: dict[str, Any]) -> bool:

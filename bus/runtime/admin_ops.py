@@ -43,17 +43,21 @@ MAX_SINCE = timedelta(days=400)
 
 
 
+def lookback(text: str) -> timedelta:
+    """A ``since`` parameter (trace queries, dead-letter listings): a duration more than 0
+    and at most :data:`MAX_SINCE`; ValueError saying so otherwise."""
+    seconds = parse_duration(text)
+    if not 0 < seconds <= MAX_SINCE.total_seconds():
+        raise ValueError(f"since must be more than 0 and at most {MAX_SINCE.days}d "
+                         f"(got {text!r})")
+    return timedelta(seconds=seconds)
+
+
 def _since(request: Request) -> timedelta | Response:
-    since_text = request.query_params.get("since", DEFAULT_SINCE)
     try:
-        seconds = parse_duration(since_text)
+        return lookback(request.query_params.get("since", DEFAULT_SINCE))
     except ValueError as exc:
         return problem(400, "Bad since", str(exc))
-    since = timedelta(seconds=min(seconds, MAX_SINCE.total_seconds() + 1))
-    if since <= timedelta(0) or since > MAX_SINCE:
-        return problem(400, "Bad since", f"since must be more than 0 and at most "
-                       f"{MAX_SINCE.days}d (got {since_text!r})")
-    return since
 
 
 def ops_admin_routes(trace: TraceRecorder, presence: Presence, guard: Guard,

@@ -46,8 +46,8 @@ def route_admin_routes(deployer: RouteDeployer, guard: Guard,
         history = await deployer.store.history()
         running = deployer.running
         return json_response({"running": running.version if running else None,
-                      "instance": deployer.instance,
-                      "versions": [v.summary() for v in history]})
+                              "instance": deployer.instance,
+                              "versions": [v.summary() for v in history]})
 
     async def version(request: Request) -> Response:
         n = request.path_params["n"]
@@ -72,10 +72,7 @@ def route_admin_routes(deployer: RouteDeployer, guard: Guard,
         try:
             v = await deployer.deploy(files, by=by, note=note, force=bool(force))
         except Unchanged as exc:
-            running = deployer.running
-            return json_response({**exc.latest.summary(), "unchanged": True,
-                          "running": running is not None
-                          and running.version >= exc.latest.version})
+            return _stored(exc.latest, unchanged=True)
         except ConfigError as exc:
             return _refused(exc)
         except BusError as exc:
@@ -144,10 +141,13 @@ def route_admin_routes(deployer: RouteDeployer, guard: Guard,
                            errors=exc.problems)
         return json_response({"version": body.get("version"), **result})
 
-    def _stored(v: RouteVersion) -> Response:
+    def _stored(v: RouteVersion, unchanged: bool = False) -> Response:
+        """The version stored (201), or the latest one that has the files already (200),
+        and whether this instance runs it yet."""
         running = deployer.running
-        return json_response({**v.summary(),
-                      "running": running is not None and running.version >= v.version}, 201)
+        body = {**v.summary(), "running": running is not None and running.version >= v.version}
+        return json_response({**body, "unchanged": True} if unchanged else body,
+                             200 if unchanged else 201)
 
     return [
         Route("/admin/routes/versions", guard(versions), methods=["GET"]),

@@ -7,6 +7,7 @@ import os
 import secrets
 from pathlib import Path
 
+from esb.bus.atomicfile import write_atomically
 from esb.bus.config.loader import Loaded
 
 
@@ -45,7 +46,5 @@ def write_admin_url(loaded: Loaded) -> Path:
     cfg = loaded.config
     path = cfg.resolve(cfg.bus.state_dir) / "admin.url"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".admin.url.{os.getpid()}")
-    tmp.write_text(admin_url(cfg.http.host, cfg.http.port) + "\n")
-    tmp.replace(path)
+    write_atomically(path, (admin_url(cfg.http.host, cfg.http.port) + "\n").encode())
     return path

@@ -19,7 +19,8 @@ from esb.bus.broker.base import DEAD_LETTER, UNROUTABLE, Bus, Progress, destinat
 from esb.bus.deadletter import LEG_TRANSFORM, MALFORMED_TYPE, ROUTE_TRANSFORM, stage_of
 from esb.bus.envelope import Envelope, Hop, utcnow
 from esb.bus.errors import EsbError
-from esb.bus.routing.dispatch import Plan, plan_leg
+from esb.bus.routing.dispatch import plan_leg_async
+from esb.bus.routing.plan import Plan
 from esb.bus.runtime.ingress import Ingress
 from esb.bus.runtime.ordering import Partitioner
 from esb.bus.runtime.trace import TraceRecorder, one_envelope
@@ -189,8 +190,8 @@ class DeadLetters:
             # The destination's own steps failed: re-plan them (the running route set's, which
             # may carry the fix); failing again, it is dead-lettered again.
             try:
-                planned = plan_leg(self.ingress.routes.current, fresh, env.esbroute or "",
-                                   dest, instance=self.instance)
+                planned = await plan_leg_async(self.ingress.routes.current, fresh,
+                                               env.esbroute or "", dest, instance=self.instance)
             except KeyError as exc:
                 raise ReplayError(f"{env.id}: {exc.args[0]}") from None
             if planned.deferred is not None:

@@ -28,11 +28,11 @@ from esb.adapters.spec import Outbound, SendResult
 from esb.bus.broker.base import DEAD_LETTER, Bus, Message, destination_addresses
 from esb.bus.config.model import DeliveryConfig
 from esb.bus.deadletter import DELIVERY, dead_letter
+from esb.bus.deadline import Deadlines
 from esb.bus.envelope import Attempt, Envelope
 from esb.bus.errors import BusError, PermanentError, PublishRejected, TransientError
 from esb.bus.reply import Reply, failure_envelope, failure_of, reply_envelope
 from esb.bus.runtime.breaker import BreakerSettings, CircuitBreaker
-from esb.bus.runtime.deadline import Deadlines
 from esb.bus.runtime.fleet import FleetLimits
 from esb.bus.runtime.logs import SecretRedactor, bind_message, unbind_message
 from esb.bus.runtime.metrics import Metrics
@@ -132,9 +132,9 @@ class DeliveryWorker:
         # Bound once: labels() is a locked dict lookup, paid per message otherwise.
         m = metrics
         m.watch_in_flight(destination, lambda: self._in_flight)
-        self._m_latency = m.delivery_latency.labels(destination)
-        self._m_delivered = m.delivered.labels(destination)
-        self._m_end_to_end = m.end_to_end.labels(destination)
+        self._m_latency = m.child(m.delivery_latency, destination)
+        self._m_delivered = m.child(m.delivered, destination)
+        self._m_end_to_end = m.child(m.end_to_end, destination)
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -300,9 +300,20 @@ class DeliveryWorker:
         # Stamped when the reply leaves, so it sorts before the caller's ``answered``.
         sent = time.time()
         latency = round((time.perf_counter() - taken) * 1000, 3)
+        step = {"destination": self.destination, "status": reply.esbstatus,
+                "outcome": "ok" if reply.esberror is None else (reply.data or {}).get("kind"),
+                "latency_ms": latency}
+
+        def returned(reason: str) -> None:
+            # The broker took the reply, then found no caller's queue for it: the trace
+            # says so after the ``replied`` it already holds (the last one counts).
+            self.trace.record(env.id, "replied", **step,
+                              error=f"the caller is gone (the broker returned the reply: "
+                                    f"{reason})")
+
         error: str | None = None
         try:
-            await self.bus.reply(env.esbreplyto, reply)
+            await self.bus.reply(env.esbreplyto, reply, returned)
         except PublishRejected:
             error = "the caller is gone"
             log.info("the caller is gone; reply dropped", destination=self.destination,
@@ -311,9 +322,7 @@ class DeliveryWorker:
             error = self._clean(f"could not send the reply: {exc}")
             log.warning("could not send a reply", destination=self.destination,
                         envelope_id=env.id, error=str(exc))
-        self.trace.record(env.id, "replied", at=sent, destination=self.destination,
-                          status=reply.esbstatus, outcome="ok" if reply.esberror is None
-                          else (reply.data or {}).get("kind"), latency_ms=latency,
+        self.trace.record(env.id, "replied", at=sent, **step,
                           **({"error": error} if error else {}))
         msg.ack()
 

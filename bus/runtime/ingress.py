@@ -31,8 +31,9 @@ from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, CommitUncertain, TransformDeferred
 from esb.bus.payload import DEFAULT_JSON_DEPTH
 from esb.bus.reply import failure_envelope
-from esb.bus.routing.dispatch import COPY, DEAD, Outcome, Plan, ReplyPlan, plan
+from esb.bus.routing.dispatch import plan, plan_async
 from esb.bus.routing.enrich import EnrichCall
+from esb.bus.routing.plan import COPY, DEAD, Outcome, Plan, ReplyPlan
 from esb.bus.routing.router import ReplyLeg, Router
 from esb.bus.runtime.calls import PendingCalls
 from esb.bus.runtime.idempotency import Seal, SharedIdempotency, fingerprint
@@ -67,7 +68,6 @@ class Ingress:
         self.metrics = metrics
         self.instance = instance
         self.partitioners = dict(partitioners or {})
-        self._children: dict[tuple[object, ...], Any] = {}
         self._securing: set[asyncio.Task[None]] = set()
         #: Set by the daemon once the route store's current version is installed: until
         #: then an envelope would be routed by the local files, not the deployed set.
@@ -77,12 +77,8 @@ class Ingress:
         self.calls: PendingCalls | None = None
 
     def _counter(self, metric: Any, *labels: str) -> Any:
-        """A labelled child metric, looked up once (labels() locks and hashes every time)."""
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        """A labelled child metric (:meth:`Metrics.child`)."""
+        return self.metrics.child(metric, *labels)
 
     async def accept(self, envelope: Envelope, endpoint: str,
                      calls: PendingCalls | None = None, *, only_requests: bool = False,
@@ -107,14 +103,16 @@ class Ingress:
         router = self.routes.current  # one route-set snapshot for the whole envelope
         answers: dict[str, Envelope] = {}
         while True:
-            if router.waits:
-                # Steps that wait on the XSLT sandbox process: planned in a thread, so this
-                # instance serves other requests meanwhile (a runaway stylesheet included).
+            if router.enrich_waits:
+                # An enrichment's steps wait on the XSLT sandbox process and run in place:
+                # planned in a thread, so this instance serves other requests meanwhile.
                 planned = await asyncio.to_thread(plan, router, envelope, endpoint,
                                                   instance=self.instance, answers=answers)
             else:
-                planned = plan(router, envelope, endpoint, instance=self.instance,
-                               answers=answers)
+                # Steps that wait on the sandbox are awaited (a runaway stylesheet too); every
+                # other step runs in place, as it would in plan().
+                planned = await plan_async(router, envelope, endpoint, instance=self.instance,
+                                           answers=answers)
             if not planned.pending:
                 return planned
             # Each round answers every request named, so a later round names new ones only.
@@ -145,7 +143,7 @@ class Ingress:
                 raise
         waiting = calls.waiting(call.key)
         assert waiting is not None
-        return calls.finish(waiting, await calls.wait(waiting))
+        return await calls.answer(waiting)
 
     async def publish(self, planned: Plan, calls: PendingCalls | None = None,
                       seal: Seal | None = None) -> Accepted:
@@ -281,6 +279,8 @@ class SourceContext:
 
     #: This instance's waiting callers (request/reply); None: every route is one-way.
     calls: PendingCalls | None = field(default=None, repr=False)
+    #: :meth:`request` waits for answers (``InboundContext.replies``).
+    replies = True
 
     @property
     def metrics(self) -> Metrics:
@@ -320,7 +320,7 @@ class SourceContext:
                 return failure_envelope(envelope, "unanswerable", f"no request/reply route "
                                         f"answers {envelope.type!r} from {self.name!r}", 404)
             return accepted
-        return calls.finish(call, await calls.wait(call))
+        return await calls.answer(call)
 
     async def _accept(self, envelope: Envelope, calls: PendingCalls | None,
                       only_requests: bool = False) -> Accepted:

@@ -171,9 +171,9 @@ def test_a_daemon_started_from_another_folder_resolves_paths_in_its_project(
         r = httpx.post(f"http://127.0.0.1:{port}/in/shop/order.created", json={"n": 1})
         assert r.status_code == 202, r.text
         deadline = time.monotonic() + 20
-        while not list((project / "outbox").glob("*")) and time.monotonic() < deadline:
+        while not list((project / "outbox").glob("[!.]*")) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert len(list((project / "outbox").glob("*"))) == 1
+        assert len(list((project / "outbox").glob("[!.]*"))) == 1
         assert (project / ".esb" / "admin.token").exists()
         assert not list(away.iterdir())  # nothing written where it was started
         # the CLI, in the project, finds that daemon

@@ -11,7 +11,8 @@ import pytest
 
 from esb.bus.deadletter import LEG_TRANSFORM, ROUTE_TRANSFORM, stage_of
 from esb.bus.envelope import Envelope
-from esb.bus.routing.dispatch import COPY, DEAD, DROPPED, UNROUTABLE, plan, plan_leg
+from esb.bus.routing.dispatch import plan, plan_leg
+from esb.bus.routing.plan import COPY, DEAD, DROPPED, UNROUTABLE
 from esb.bus.routing.router import Router, compile_routes
 from esb.bus.routing.routeset import parse_route_files
 

@@ -126,7 +126,7 @@ async def test_a_dropped_connection_resumes_after_the_last_offset(stores: Factor
         heard.append(v.version)
 
     a.watch(on_a)
-    conn = a._conn
+    conn = a._link.connection
     assert conn is not None
     connects = a._link.connects
     conn.close()  # not through a.close(): the supervisor must reconnect

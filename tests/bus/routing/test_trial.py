@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from esb.bus.routing.dispatch import Plan
+from esb.bus.routing.plan import Plan
 from esb.bus.routing.router import Router, compile_routes
 from esb.bus.routing.routeset import RouteSet, parse_route_files
 from esb.bus.routing.trial import (
@@ -203,3 +203,21 @@ tests:
 ])
 def test_same_data(actual: object, expected: object, same: bool) -> None:
     assert same_data(actual, expected) is same
+
+
+def test_an_inline_string_message_is_read_as_a_file_of_those_bytes(tmp_path: Path) -> None:
+    text = """\
+routes:
+  - {name: j, match: {type: [t], data: {n: [1]}}, to: [erp]}
+  - {name: x, match: {type: [t], datacontenttype: [application/xml]}, to: [audit]}
+tests:
+  - {name: json-text, type: t, message: '{"n": 1}', expect: {destinations: [erp]}}
+  - {name: xml-text, type: t, message: '<n>1</n>', expect: {destinations: [audit]}}
+  - {name: plain, type: t, message: 'n is 1', expect: {unroutable: true}}
+"""
+    rs = parse_route_files({"r.yaml": text}, base=tmp_path)
+    router = compile_routes(rs, sources={"shop"}, destinations={"erp", "audit"},
+                            base_dir=tmp_path)
+    results = run_cases(router, rs, base=tmp_path, sources={"shop"})
+    assert {r.name: r.failures for r in results} == {"json-text": [], "xml-text": [],
+                                                      "plain": []}
