@@ -15,11 +15,12 @@ each prefixed with where it is (``transform[1].xslt: ...``).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -42,6 +43,7 @@ StepSpec = str | Mapping[str, Any]
 StepHook = Callable[[str, float], None]
 #: The transformer a bare ``module:function`` step stands for.
 PYTHON_STEP = "python"
+T = TypeVar("T")
 
 
 class Chain:
@@ -51,10 +53,21 @@ class Chain:
     ``TransientTransformError`` naming the step (the caller retries); anything else, a
     ``PermanentError`` included, becomes a ``TransformError`` naming the step (dead-lettered).
     ``on_step``, when given, is called after each step that succeeded (name, seconds taken).
+
+    Called, the chain runs every step in the caller's thread; awaited (:meth:`run`), a step
+    that :attr:`waits` on another process is awaited instead, so the event loop serves other
+    work meanwhile: its ``call_async(env)`` when it has one (XSLT in its sandbox process),
+    else the step in a thread. Steps that are only CPU work run in place either way.
     """
 
     def __init__(self, steps: Sequence[tuple[str, Transformer]] = ()) -> None:
         self._steps = tuple(steps)
+        #: Per step: what awaits it on the event loop, or None (it runs in place).
+        self._awaited = tuple(_awaited(step) for _, step in self._steps)
+        #: Whether a step waits on another process (``waits = True`` on the step, e.g. an
+        #: XSLT transform in its sandbox process): on an event loop, :meth:`run` the chain.
+        #: (Fixed with the steps: read on every request/reply answer, so computed once.)
+        self.waits = any(a is not None for a in self._awaited)
 
     @property
     def steps(self) -> list[str]:
@@ -64,19 +77,18 @@ class Chain:
     def __len__(self) -> int:
         return len(self._steps)
 
-    @property
-    def waits(self) -> bool:
-        """Whether a step waits on another process (``waits = True`` on the step, e.g. an
-        XSLT transform in its sandbox process): the caller may run the chain off its event
-        loop, so other requests are served meanwhile."""
-        return any(getattr(step, "waits", False) for _, step in self._steps)
-
     def __call__(self, env: Envelope, on_step: StepHook | None = None) -> Envelope:
+        return completed(self.run(env, on_step, awaiting=False))
+
+    async def run(self, env: Envelope, on_step: StepHook | None = None, *,
+                  awaiting: bool = True) -> Envelope:
+        """The chain on ``env``, the steps that wait awaited (``awaiting``; without it, the
+        coroutine never suspends: see :func:`completed`)."""
         clock = time.perf_counter
-        for name, step in self._steps:
+        for (name, step), awaited in zip(self._steps, self._awaited, strict=True):
             started = clock() if on_step is not None else 0.0
             try:
-                env = step(env)
+                env = await awaited(env) if awaiting and awaited is not None else step(env)
             except (DropEnvelope, TransformError, TransientTransformError):
                 raise
             except TransientError as exc:
@@ -92,6 +104,28 @@ class Chain:
 
     def __repr__(self) -> str:
         return f"Chain({self.steps})"
+
+
+def _awaited(step: Transformer) -> Callable[[Envelope], Awaitable[Envelope]] | None:
+    """How :meth:`Chain.run` awaits ``step``: None for a step that does not wait."""
+    if not getattr(step, "waits", False):
+        return None
+    call_async = getattr(step, "call_async", None)
+    if call_async is not None:
+        return call_async  # type: ignore[no-any-return]
+    return lambda env: asyncio.to_thread(step, env)
+
+
+def completed(coro: Coroutine[Any, Any, T]) -> T:
+    """The value of ``coro``, run to its end in this thread: for the synchronous side of
+    code written once as a coroutine (a chain, a plan run with ``awaiting=False``), which
+    never suspends."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a coroutine run synchronously waited for something")
 
 
 @dataclass

@@ -269,6 +269,22 @@ class XsltTransformer:
                 out = self.process.run(self.spec, data, params, self.timeout)
             except XsltRunError as exc:
                 raise TransformError(self.name, str(exc)) from None
+        return self._result(env, out)
+
+    async def call_async(self, env: Envelope) -> Envelope:
+        """The step awaited on the event loop (:meth:`XsltProcess.run_async`): the chain
+        calls it for a step that :attr:`waits`."""
+        if self.process is None:
+            return self(env)
+        data = xml_input(self.name, env)
+        try:
+            out = await self.process.run_async(self.spec, data, self.from_envelope.values(env),
+                                               self.timeout)
+        except XsltRunError as exc:
+            raise TransformError(self.name, str(exc)) from None
+        return self._result(env, out)
+
+    def _result(self, env: Envelope, out: Any) -> Envelope:
         return with_result(env, self.name, out, self.content_type, self.encoding,
                            self.max_output)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -189,7 +190,7 @@ def _cpu_per_message(before: dict[str, float | None], after: dict[str, float | N
 
 def _start_profiler(pid: int, out: Path, log_dir: Path) -> Child:
     out.parent.mkdir(parents=True, exist_ok=True)
-    prof = Child("py-spy", ["py-spy", "record", "--pid", str(pid), "--subprocesses",
+    prof = Child("py-spy", [_py_spy(), "record", "--pid", str(pid), "--subprocesses",
                             "--rate", "200", "--format", "raw", "--nonblocking", "-o", str(out)],
                  log_dir, log_dir)
     prof.start()
@@ -197,6 +198,14 @@ def _start_profiler(pid: int, out: Path, log_dir: Path) -> Child:
     if not prof.alive():
         raise HarnessError(f"py-spy failed to attach:\n{prof.log_tail()}")
     return prof
+
+
+def _py_spy() -> str:
+    """py-spy from PATH, else beside this interpreter (a virtualenv not activated)."""
+    found = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise HarnessError("--profile needs py-spy: pip install py-spy (into this virtualenv)")
+    return found
 
 
 def _stop_profiler(prof: Child) -> None:

@@ -67,6 +67,8 @@ class Message(Protocol):
 
 Handler = Callable[[Message], Awaitable[None]]
 OnReply = Callable[[Envelope], None]
+#: Called with the broker's reason when a reply it took comes back undelivered.
+OnReturned = Callable[[str], None]
 Select = Callable[[Envelope], bool]
 Progress = Callable[[int, int], None]
 
@@ -140,8 +142,12 @@ class Bus(Protocol):
         Replies are transient: a reply in flight when this instance's connection drops is lost
         (its caller times out)."""
 
-    async def reply(self, address: str, envelope: Envelope) -> None:
-        """Send a reply to ``address``; raises :class:`~esb.bus.errors.PublishRejected` when
-        nothing waits there any more (the caller's instance is gone)."""
+    async def reply(self, address: str, envelope: Envelope,
+                    returned: OnReturned | None = None) -> None:
+        """Send a reply to ``address``, at most once and without waiting for the broker to
+        take it (a reply that is lost ends as its caller's timeout, as one that comes too late
+        does). When the bus knows at once that nothing waits there any more (the caller's
+        instance is gone), it raises :class:`~esb.bus.errors.PublishRejected`; when it learns
+        it later, it logs it and calls ``returned`` with the reason."""
 
     async def close(self) -> None: ...

@@ -406,8 +406,11 @@ class AmqpLink:
             with contextlib.suppress(Exception):
                 self.connection.close()
 
-    async def channel(self, on_close: Callable[[Channel, BaseException], None] | None = None
-                      ) -> Channel:
+    async def channel(self, on_close: Callable[[Channel, BaseException], None] | None = None,
+                      *, recover: bool = False) -> Channel:
+        """A new channel; ``on_close`` is told when it closes. ``recover``: its owner cannot
+        go on without it, so when it closes while the connection stays up (a deleted queue,
+        a refused declare) the link reconnects whole, which builds everything again."""
         if self.connection is None or not self.connection.is_open:
             raise BusUnavailable("the bus is not connected")
         fut: asyncio.Future[Channel] = asyncio.get_running_loop().create_future()
@@ -427,7 +430,15 @@ class AmqpLink:
         self._closed[ch] = closed
         if on_close is not None:
             ch.add_on_close_callback(on_close)
+        if recover:
+            ch.add_on_close_callback(self._recover)
         return ch
+
+    def _recover(self, channel: Channel, reason: BaseException) -> None:
+        if self._closing or self.connection is None or not self.connection.is_open:
+            return  # closing, or closed with its connection: reported there
+        log.warning("channel closed; reconnecting", link=self.name, reason=str(reason))
+        self.drop()
 
     def _on_cancelled(self, frame: Any) -> None:
         """The broker cancelled a consumer of this link (its queue went, or the stream member

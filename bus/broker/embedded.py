@@ -17,6 +17,7 @@ from esb.bus.broker.base import (
     UNROUTABLE,
     Handler,
     OnReply,
+    OnReturned,
     Progress,
     Select,
     destination_addresses,
@@ -191,7 +192,8 @@ class EmbeddedBus:
         self._repliers[address] = on_reply
         return address
 
-    async def reply(self, address: str, envelope: Envelope) -> None:
+    async def reply(self, address: str, envelope: Envelope,
+                    returned: OnReturned | None = None) -> None:
         taker = self._repliers.get(address)
         if taker is None or not self._open:
             raise PublishRejected(f"nothing waits at {address!r}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ from esb.bus.broker.base import (
     UNROUTABLE,
     Handler,
     OnReply,
+    OnReturned,
     Progress,
     Select,
     retry_tier,
@@ -57,6 +59,8 @@ log = structlog.get_logger("esb.bus.rabbitmq")
 
 #: Header of a delayed message: when it is due, in epoch milliseconds.
 DUE_HEADER = "x-esb-due"
+#: How many of the latest replies are watched for a return (:meth:`RabbitBus.reply`).
+RETURN_WATCH = 4096
 
 
 @dataclass
@@ -122,6 +126,12 @@ class RabbitBus:
         #: goes with the instance, and a reply for a caller that is gone is returned.
         self._reply_address = f"reply.{new_id()}"
         self._on_reply: OnReply | None = None
+        #: The channel replies are published on: not in confirm mode (see :meth:`reply`).
+        self._reply_out: Channel | None = None
+        self._reply_lock = asyncio.Lock()
+        #: What to call when the broker returns a reply, by the reply's message id: the
+        #: latest :data:`RETURN_WATCH` replies (a return comes within a broker round trip).
+        self._on_returned: OrderedDict[str, OnReturned] = OrderedDict()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -154,6 +164,7 @@ class RabbitBus:
             None, self._topology.declare, link.url, self._destinations, self._partitions)
         await self._publisher.open(link)
         await self._tx.open(link)
+        self._reply_out = None  # (re)opened by the next reply
         if self._on_reply is not None:
             await self._start_replies(self._on_reply)
         for consumer in self._consumers:
@@ -162,13 +173,6 @@ class RabbitBus:
 
     def _on_lost(self, reason: BaseException) -> None:
         self._publisher.fail_all(BusUnavailable(f"bus connection lost: {reason}"))
-
-    def _on_consumer_channel_closed(self, channel: Channel, reason: BaseException) -> None:
-        # A channel error (e.g. a deleted queue) is recovered by reconnecting whole.
-        if self._link.closing:
-            return
-        log.warning("bus channel closed", reason=str(reason))
-        self._link.drop()
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -272,7 +276,7 @@ class RabbitBus:
         return self._reply_address
 
     async def _start_replies(self, on_reply: OnReply) -> None:
-        channel = await self._link.channel(on_close=self._on_consumer_channel_closed)
+        channel = await self._link.channel(recover=True)
         queue = self._topology.queue(self._reply_address)
         await self._link.call(channel.queue_declare, queue=queue, exclusive=True,
                               auto_delete=True, arguments={"x-queue-type": "classic"})
@@ -291,12 +295,57 @@ class RabbitBus:
         # No acks: a reply is transient (its caller is in this process or nowhere).
         channel.basic_consume(queue, on_message, auto_ack=True)
 
-    async def reply(self, address: str, envelope: Envelope) -> None:
+    async def reply(self, address: str, envelope: Envelope,
+                    returned: OnReturned | None = None) -> None:
+        """Hand a reply on without waiting for the broker (:meth:`Bus.reply`).
+
+        A reply to this instance's own callers (its request was consumed here) never leaves
+        the process: the caller's handler gets ``envelope`` itself on the next loop turn, as
+        it would get a delivery — the sender never changes a reply once sent. Any other goes
+        through the broker, transient, on a channel without publisher confirms: a confirm
+        would prove nothing the caller needs (a reply the broker loses, like one whose caller
+        is gone, ends as the caller's timeout either way, and the request is acked after the
+        reply whatever the confirm says), and waiting for it held the request's prefetch slot
+        one broker round trip longer. ``mandatory`` stays: a reply no queue takes (its
+        caller's instance is gone) comes back, is logged, and ``returned`` hears why."""
+        if address == self._reply_address and self._on_reply is not None:
+            asyncio.get_running_loop().call_soon(self._on_reply, envelope)
+            return
         if not self._link.connected:
             raise BusUnavailable("the bus is not connected")
+        channel = self._reply_out
+        if channel is None or not channel.is_open:
+            channel = await self._reply_channel()
         props = pika.BasicProperties(**{**envelope.amqp_properties(), "delivery_mode": 1})
-        await self._publisher.publish(self._topology.deliver_exchange, address,
-                                      envelope.to_json(), props)
+        try:
+            channel.basic_publish(self._topology.deliver_exchange, address, envelope.to_json(),
+                                  props, mandatory=True)
+        except Exception as exc:
+            raise BusUnavailable(f"publish failed: {exc}") from exc
+        if returned is not None:
+            self._on_returned[props.message_id] = returned
+            if len(self._on_returned) > RETURN_WATCH:
+                self._on_returned.popitem(last=False)
+
+    async def _reply_channel(self) -> Channel:
+        """The reply channel, opened on first use after each (re)connect (once, however many
+        replies ask for it at the same time)."""
+        async with self._reply_lock:
+            channel = self._reply_out
+            if channel is None or not channel.is_open:
+                channel = await self._link.channel(recover=True)
+                channel.add_on_return_callback(self._reply_returned)
+                self._reply_out = channel
+            return channel
+
+    def _reply_returned(self, channel: Channel, method: Any, props: Any, body: bytes) -> None:
+        """A reply no queue took: its caller's instance is gone (nobody waits for it)."""
+        reason = f"{method.reply_code} {method.reply_text}"
+        log.info("the caller is gone; reply dropped", reply_id=props.message_id,
+                 address=method.routing_key, reason=reason)
+        hook = self._on_returned.pop(props.message_id, None)
+        if hook is not None:
+            hook(reason)
 
     # -- consuming ----------------------------------------------------------------------------
 
@@ -309,7 +358,7 @@ class RabbitBus:
     async def _start_consumer(self, consumer: _Consumer) -> None:
         if not self._consuming:
             return
-        channel = await self._link.channel(on_close=self._on_consumer_channel_closed)
+        channel = await self._link.channel(recover=True)
         await self._link.call(channel.basic_qos, prefetch_count=consumer.prefetch)
         consumer.channel = channel
         loop = asyncio.get_running_loop()
@@ -401,3 +450,5 @@ class RabbitBus:
 
 async def _nothing() -> None:
     return None
+
+

@@ -7,19 +7,26 @@ over an :class:`~esb.bus.broker.connection.AmqpLink`. What they share is here: t
 the last offset it read, so nothing is missed or read twice. Deliveries are acked as they
 arrive (a stream needs acks to keep the consumer's credit flowing). :func:`append` writes one
 record and waits for the broker's confirm.
+
+A stream's ``queue.declare-ok`` reports no length, so "have I read everything appended before
+now?" is answered with a :class:`SyncMarker`: the reader appends a small marker record and reads
+until it reads that marker back.
 """
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from pika.channel import Channel
 
 from esb.bus.broker.connection import AmqpLink, NoAnswer
 from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
-from esb.bus.errors import BusUnavailable, PublishRejected
+from esb.bus.errors import BusError, BusUnavailable, PublishRejected
 
 #: Where a stream consumer starts: ``first``/``last``/``next``, an offset, or a timestamp.
 Offset = str | int | datetime
@@ -82,3 +89,42 @@ class StreamTail:
         else:
             self.last_offset = offset
         self._on_record(offset, props, body)
+
+
+class SyncMarker:
+    """One "read to now" of a stream: append :attr:`body` (``{"kind": "sync", "id", "by",
+    "at"}``), hand every sync record read to :meth:`read`, and :meth:`wait`."""
+
+    def __init__(self, by: str) -> None:
+        self.id = uuid.uuid4().hex
+        self.body = orjson.dumps({"kind": "sync", "id": self.id, "by": by,
+                                  "at": datetime.now(UTC).isoformat()})
+        self._back: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def read(self, body: bytes) -> bool:
+        """A sync record was read; true when it is this marker."""
+        if self.id.encode() not in body:
+            return False
+        if not self._back.done():
+            self._back.set_result(None)
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop waiting: :meth:`wait` raises ``exc``."""
+        if not self._back.done():
+            self._back.set_exception(exc)
+
+    async def wait(self, queue: str, timeout: float, *, closed: asyncio.Future[Any] | None = None,
+                   error: type[BusError] = BusUnavailable, hint: str = "") -> None:
+        """Return once the marker was read back. Raises ``error`` after ``timeout`` (its text
+        ends with ``hint``), BusUnavailable when ``closed`` (the reading channel's) completes
+        first, and what :meth:`fail` was given."""
+        waiting = {self._back} if closed is None else {self._back, closed}
+        done, _ = await asyncio.wait(waiting, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if self._back in done:
+            return self._back.result()
+        self._back.cancel()
+        if closed is not None and closed in done:
+            raise BusUnavailable(f"reading {queue} failed: {closed.result()}")
+        raise error(f"could not read {queue} to its end within {timeout:g}s{hint}")

@@ -11,7 +11,7 @@ A route with a response cache (``cache:``, :mod:`esb.bus.runtime.reply_cache`) m
 caller at once: :meth:`PendingCalls.expect` then returns None (nothing is published) and the
 caller's future already holds the cached answer.
 
-When the reply (or the timeout) is there, :meth:`PendingCalls.finish` runs the route's reply
+When the reply (or the timeout) is there, :meth:`PendingCalls.answer` runs the route's reply
 leg on it (:func:`esb.bus.routing.dispatch.reply_answer`, the plan's way back), records the
 trace steps and the per-route metrics, and returns the envelope the inbound side answers
 with: a successful reply transformed, or a failure reply (read with
@@ -29,7 +29,8 @@ import structlog
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
 from esb.bus.reply import failure_envelope, problem_of
-from esb.bus.routing.dispatch import ReplyPlan, reply_answer
+from esb.bus.routing.dispatch import reply_answer_async
+from esb.bus.routing.plan import ReplyPlan
 from esb.bus.runtime.metrics import Metrics
 from esb.bus.runtime.reply_cache import ReplyCache
 from esb.bus.runtime.trace import MemoryTrace, TraceRecorder
@@ -157,11 +158,22 @@ class PendingCalls:
                 call.request, "timeout", f"no reply from destination {r.destination!r} within "
                 f"{r.leg.timeout:g}s (route {r.route!r})", 504, destination=r.destination))
 
-    def finish(self, call: Call, got: Envelope) -> Envelope:
-        """``got`` through the route's reply leg (:func:`reply_answer`); the call's trace
-        steps and metrics."""
+    async def answer(self, call: Call) -> Envelope:
+        """What the caller is answered with: the reply (or the timeout) through the route's
+        reply leg (:func:`~esb.bus.routing.dispatch.reply_answer_async`), with the call's
+        trace steps and metrics recorded. A leg's steps that wait on another process (XSLT in
+        its sandbox) are awaited, as the ingress plans such steps: the event loop serves
+        other requests meanwhile."""
+        got = await self.wait(call)
         notes: list[tuple[str, dict[str, object]]] = []
-        out = got if call.cached else reply_answer(call.reply, call.request, got, notes)
+        if call.cached:
+            out = got
+        else:
+            out = await reply_answer_async(call.reply, call.request, got, notes)
+        return self._finish(call, out, notes)
+
+    def _finish(self, call: Call, out: Envelope, notes: list[tuple[str, dict[str, object]]]
+                ) -> Envelope:
         failure = problem_of(out)
         spec = call.reply.leg.cache
         if failure is None and call.cache_key is not None and spec is not None:
@@ -169,8 +181,9 @@ class PendingCalls:
         seconds = time.perf_counter() - call.started
         outcome = "ok" if failure is None else failure.kind
         r = call.reply
-        self.metrics.requests.labels(r.route, outcome).inc()
-        self.metrics.request_latency.labels(r.route).observe(seconds)
+        m = self.metrics
+        m.child(m.requests, r.route, outcome).inc()
+        m.child(m.request_latency, r.route).observe(seconds)
         record, eid = self.trace.record, call.request.id
         for step, detail in notes:
             record(eid, step, **detail)

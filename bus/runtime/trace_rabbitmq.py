@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import re
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
@@ -47,11 +46,10 @@ from typing import Any
 import orjson
 import pika
 import structlog
-from pika.channel import Channel
 
 from esb.bus.broker.connection import AmqpLink, ChannelClosed
 from esb.bus.broker.publisher import ConfirmedPublisher
-from esb.bus.broker.stream import StreamTail, append, declare_stream
+from esb.bus.broker.stream import StreamTail, SyncMarker, append, declare_stream
 from esb.bus.broker.topology import Topology
 from esb.bus.errors import BusError, BusUnavailable
 from esb.bus.runtime.trace import (
@@ -145,10 +143,6 @@ class StreamTrace:
     @property
     def connected(self) -> bool:
         return self._link.connected
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
 
     def stats(self) -> dict[str, Any]:
         return {"connected": self.connected, "buffered": len(self._buf),
@@ -289,19 +283,16 @@ class StreamTrace:
             await self.flush()  # our own recent events
         if not self.connected:
             raise BusUnavailable("the trace recorder is not connected to the bus")
-        loop = asyncio.get_running_loop()
         cutoff = time.time() - since.total_seconds()
         start = datetime.fromtimestamp(max(0.0, cutoff - CLOCK_SLACK), UTC)
         refs = list(envelope_ids)
         needles = [ref.encode() for ref in refs]
-        marker = uuid.uuid4().hex
+        marker = SyncMarker(self.instance)
         found: dict[str, list[TraceEvent]] = {ref: [] for ref in refs}
-        done: asyncio.Future[None] = loop.create_future()
 
         def on_record(offset: int | None, props: Any, body: bytes) -> None:
             if props.type == SYNC_TYPE:
-                if marker.encode() in body and not done.done():
-                    done.set_result(None)
+                marker.read(body)
                 return
             if not any(needle in body for needle in needles):
                 return
@@ -330,19 +321,10 @@ class StreamTrace:
             await StreamTail(self.queue, on_record, prefetch=QUERY_PREFETCH).follow(
                 link, channel, start)
             async with self._pub_lock:
-                await self._publish(orjson.dumps({"kind": "sync", "id": marker,
-                                                  "by": self.instance}), SYNC_TYPE)
-            finished, _ = await asyncio.wait({done, closed}, timeout=self._query_timeout,
-                                             return_when=asyncio.FIRST_COMPLETED)
-            if done not in finished:
-                if closed in finished:
-                    raise BusUnavailable(f"reading {self.queue} failed: {closed.result()}")
-                raise TraceQueryTimeout(
-                    f"could not read {self.queue} to its end within "
-                    f"{self._query_timeout:g}s; ask for a shorter window (--since)")
+                await self._publish(marker.body, SYNC_TYPE)
+            await marker.wait(self.queue, self._query_timeout, closed=closed,
+                              error=TraceQueryTimeout, hint="; ask for a shorter window (--since)")
         finally:
-            if not done.done():
-                done.cancel()
             if channel.is_open:
                 with contextlib.suppress(Exception):
                     channel.close()
@@ -364,7 +346,7 @@ class StreamTrace:
             channel = await link.channel()
             await link.call(channel.queue_declare, self.queue, passive=True)
         channel.close()
-        await self._publisher.open(link, on_close=self._on_pub_closed)
+        await self._publisher.open(link, recover=True)
         if link.connects:
             log.info("trace recorder reconnected", queue=self.queue,
                      buffered=len(self._buf), dropped=self.dropped)
@@ -372,6 +354,3 @@ class StreamTrace:
 
     def _on_lost(self, reason: BaseException) -> None:
         self._publisher.fail_all(BusUnavailable(f"trace connection lost: {reason}"))
-
-    def _on_pub_closed(self, channel: Channel, reason: BaseException) -> None:
-        self._link.drop()  # recover by reconnecting whole (a no-op when closing)

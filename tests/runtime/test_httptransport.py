@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gzip
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,7 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from esb.bus.runtime.httptransport import lean_client
+from esb.bus.reply import Reply
+from esb.bus.runtime.httptransport import header_dict, lean_client
 
 Answer = Callable[[bytes], bytes | None]  # request bytes -> raw answer (None: say nothing)
 
@@ -199,3 +201,112 @@ async def test_https_with_the_context_given_and_an_untrusted_server_refused(
         async with lean_client(5.0) as default:  # the system's CAs do not know this one
             with pytest.raises(httpx.ConnectError):
                 await default.post(url, content=b"x")
+
+
+async def test_a_plain_request_on_the_short_path_sends_what_httpx_sends(
+        client: httpx.AsyncClient) -> None:
+    """``send_plain`` writes the bytes the full path writes; a 2xx answer is its status, any
+    other answer the httpx.Response the full path returns."""
+    answers = iter([ok(b"a")(b""), ok(b"b")(b""),
+                    b"HTTP/1.1 503 Busy\r\nRetry-After: 2\r\nContent-Length: 4\r\n\r\nlate"])
+    server = Server(lambda _: next(answers))
+    srv, url = await serve(server)
+    headers = {"Idempotency-Key": "k1", "Content-Type": "application/json",
+               "User-Agent": "esb-test"}
+    async with srv:
+        target = httpx.URL(f"{url}/in/x?y=1")
+        full = await client.request("POST", target, content=b'{"n": 1}', headers=headers)
+        short = await client.send_plain("POST", target, headers, b'{"n": 1}')  # type: ignore[attr-defined]
+        failed = await client.send_plain("POST", target, headers, b"{}")  # type: ignore[attr-defined]
+    assert full.status_code == 200 and short == 200
+    assert server.requests[0] == server.requests[1]
+    assert isinstance(failed, httpx.Response)
+    assert (failed.status_code, failed.headers["retry-after"], failed.text) == (503, "2", "late")
+    assert failed.request.headers["idempotency-key"] == "k1"
+
+
+async def test_a_read_answer_on_the_short_path_is_what_the_full_path_reads(
+        client: httpx.AsyncClient) -> None:
+    """With ``answer``, a 2xx answer comes back as a Reply holding what request/reply reads
+    from httpx's response (status, ``dict(headers)``, body, content type); a compressed
+    answer is left to httpx, which decodes it."""
+    plain = (b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nX-Tag: a\r\n"
+             b"x-tag: b\r\nContent-Length: 8\r\n\r\n{\"n\": 1}")
+    gzipped = gzip.compress(b"unpacked")
+    packed = (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+              % len(gzipped)) + gzipped
+    answers = iter([plain, plain, packed])
+    srv, url = await serve(Server(lambda _: next(answers)))
+    async with srv:
+        target = httpx.URL(url + "/")
+        full = await client.request("POST", target, content=b"x")
+        short = await client.send_plain("POST", target, {}, b"x", answer=True)  # type: ignore[attr-defined]
+        decoded = await client.send_plain("POST", target, {}, b"x", answer=True)  # type: ignore[attr-defined]
+    assert short == Reply(full.status_code, dict(full.headers), full.content,
+                          full.headers.get("content-type"))
+    assert short.headers["x-tag"] == "a, b"
+    assert isinstance(decoded, httpx.Response) and decoded.content == b"unpacked"
+
+
+@pytest.mark.parametrize("raw", [
+    [(b"Content-Type", b"text/plain"), (b"X-A", b"1"), (b"x-a", b"2")],
+    [(b"X-Name", "Zoë".encode()), (b"X-B", b"plain")],
+    [(b"X-Name", "Zoë".encode("latin-1"))],
+])
+def test_answer_headers_read_as_httpx_reads_them(raw: list[tuple[bytes, bytes]]) -> None:
+    assert header_dict(raw) == dict(httpx.Headers(raw))
+
+
+async def test_the_short_path_reads_cookies_and_leaves_sending_them_to_httpx(
+        client: httpx.AsyncClient) -> None:
+    server = Server(ok(b"set", b"Set-Cookie: session=abc; Path=/\r\n"))
+    srv, url = await serve(server)
+    async with srv:
+        got = await client.send_plain("POST", httpx.URL(url + "/"), {}, b"x")  # type: ignore[attr-defined]
+        assert isinstance(got, httpx.Response) and got.status_code == 200
+        assert dict(client.cookies) == {"session": "abc"}
+        # A cookie to send: httpx's full path sends it (the short path declines).
+        assert await client.send_plain("POST", httpx.URL(url + "/"), {}, b"x") is None  # type: ignore[attr-defined]
+
+
+async def test_credentials_in_the_url_leave_the_short_path_to_httpx(
+        client: httpx.AsyncClient) -> None:
+    """``https://user:pw@host/``: httpx sends them as Basic auth, so the short path (which
+    writes only the host) declines and the full path carries them."""
+    server = Server(ok(b"ok"))
+    srv, url = await serve(server)
+    target = httpx.URL(url.replace("://", "://erp:s3cret@") + "/")
+    async with srv:
+        assert await client.send_plain("POST", target, {}, b"x") is None  # type: ignore[attr-defined]
+        assert (await client.request("POST", target, content=b"x")).status_code == 200
+    assert b"authorization: basic " in server.requests[0].lower()
+
+
+async def test_the_short_path_follows_changes_to_the_client_and_its_urls(
+        client: httpx.AsyncClient) -> None:
+    """What ``send_plain`` encodes once (the request line per URL, the client's own headers,
+    its timeouts) is read again when it changes: each request still writes what the full
+    path writes."""
+    server = Server(ok(b"ok"))
+    srv, url = await serve(server)
+    first, second = httpx.URL(url + "/a"), httpx.URL(url + "/b?q=1")
+    headers = {"Idempotency-Key": "k"}
+
+    async def both(target: httpx.URL) -> None:
+        assert (await client.request("POST", target, content=b"x", headers=headers)
+                ).status_code == 200
+        assert await client.send_plain("POST", target, headers, b"x") == 200  # type: ignore[attr-defined]
+        assert server.requests[-1] == server.requests[-2]
+
+    async with srv:
+        await both(first)
+        await both(second)
+        await both(first)
+        client.headers["User-Agent"] = "changed"
+        client.headers["X-Extra"] = "1"
+        await both(first)
+        assert b"User-Agent: changed" in server.requests[-1]
+        client.timeout = httpx.Timeout(0.5)
+        assert client._timeouts[0] is not client._timeout  # type: ignore[attr-defined]
+        await both(second)
+        assert client._timeouts[1]["read"] == 0.5  # type: ignore[attr-defined]

@@ -164,11 +164,40 @@ async def test_the_reply_comes_back_through_the_reply_leg(make: Any) -> None:
     assert legs["answer"]["latency_ms"] >= legs["reply"]["latency_ms"]
 
 
+async def test_a_reply_the_broker_returns_later_is_traced_as_undelivered(
+        make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bus that takes a reply and learns only later that no caller's queue was there (the
+    broker's return, see the RabbitMQ bus test) calls ``returned``: the trace's last
+    ``replied`` then says the caller is gone, with the broker's reason."""
+    h = await make()
+    bus = h.worker.bus
+    sent = bus.reply
+
+    async def reply_then_returned(address: str, envelope: Envelope, returned: Any = None
+                                  ) -> None:
+        await sent(address, envelope, returned)
+        asyncio.get_running_loop().call_later(0.01, returned, "312 NO_ROUTE")
+
+    monkeypatch.setattr(bus, "reply", reply_then_returned)
+    got = await h.ask()
+    assert problem_of(got) is None
+    for _ in range(500):  # the return comes after the answer
+        events = await h.trace.query(got.causationid, _day())
+        if len([e for e in events if e.step == "replied"]) == 2:
+            break
+        await asyncio.sleep(0.02)
+    last = [e.detail for e in events if e.step == "replied"][-1]
+    assert last["outcome"] == "ok" and last["status"] == 200
+    assert "caller is gone" in last["error"] and "312 NO_ROUTE" in last["error"]
+    legs = request_legs([e.to_dict() for e in events])
+    assert legs is not None and "caller is gone" in legs["reply"]["error"]
+
+
 async def test_a_reply_after_the_deadline_is_dropped_and_traced(make: Any) -> None:
     h = await make()
     route = h.contexts["api"].ingress.routes.current.routes[0].reply
     from esb.bus.reply import reply_envelope
-    from esb.bus.routing.dispatch import ReplyPlan
+    from esb.bus.routing.plan import ReplyPlan
 
     request = Envelope(source="caller", type="customer.get", data={"id": 1})
     sent = h.calls.expect(request.id, request, ReplyPlan("lookup", "crm", route, request),
@@ -360,7 +389,7 @@ async def test_a_reply_that_arrives_before_the_publish_returned_still_reaches_it
     h = await make()
     router_reply = h.contexts["api"].ingress.routes.current.routes[0].reply
     from esb.bus.reply import reply_envelope
-    from esb.bus.routing.dispatch import ReplyPlan
+    from esb.bus.routing.plan import ReplyPlan
 
     request = Envelope(source="caller", type="customer.get", data={"id": 1})
     plan = ReplyPlan("lookup", "crm", router_reply, request)

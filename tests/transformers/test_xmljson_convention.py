@@ -274,7 +274,7 @@ def test_json_xml_json_round_trips(document: dict[str, Any]) -> None:
     assert XmlToJson(types=TYPED).document(parse_xml(xml)) == document
 
 
-def test_declarations_comments_and_mixed_content_in_one_walk() -> None:
+def test_declarations_comments_and_mixed_content() -> None:
     """Namespaces declared below the root, a prefixed attribute, comments and processing
     instructions between elements, text after a child: as the convention says."""
     xml = (b'<a xmlns="urn:d" xmlns:p="urn:p"><p:b x="1" p:y="2">t<c/>tail<!-- c --><c>2</c>'
@@ -285,6 +285,17 @@ def test_declarations_comments_and_mixed_content_in_one_walk() -> None:
         "d": {"@xmlns:q": "urn:q", "q:e": None}}}
     assert XmlToJson(strip_namespaces=True).document(parse_xml(xml)) == {"a": {
         "b": {"@x": "1", "@y": "2", "#text": "ttail", "c": [None, "2"]}, "d": {"e": None}}}
+
+
+def test_one_namespace_under_two_prefixes_keeps_each_elements_own_prefix() -> None:
+    """Names are worked out once per tag, except where a namespace has two prefixes."""
+    converter = XmlToJson()
+    xml = b'<r xmlns:a="urn:x"><a:e>1</a:e><b:e xmlns:b="urn:x">2</b:e><a:e>3</a:e></r>'
+    assert converter.document(parse_xml(xml)) == {"r": {
+        "@xmlns:a": "urn:x", "a:e": ["1", "3"], "b:e": {"@xmlns:b": "urn:x", "#text": "2"}}}
+    # and the same converter, on a document binding that namespace to one prefix only
+    assert converter.document(parse_xml(b'<b:e xmlns:b="urn:x"><b:e/></b:e>')) == {
+        "b:e": {"@xmlns:b": "urn:x", "b:e": None}}
 
 
 def test_many_distinct_names_do_not_grow_the_name_cache_without_bound() -> None:

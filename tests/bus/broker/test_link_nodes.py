@@ -128,3 +128,25 @@ async def test_a_silent_node_times_out_cleanly(nodes: Any,
     await link.start()  # the node answers again: a new attempt gets in
     assert link.connected
     await link.close()
+
+
+async def test_a_recovering_channel_the_broker_closes_rebuilds_the_link(rabbit_url: str) -> None:
+    """A channel opened with ``recover=True`` that the broker closes (here: a passive declare
+    of a queue that does not exist, 404) makes the link reconnect whole; one without it
+    leaves the connection as it is."""
+    channels: list[Any] = []
+
+    async def open_channels(link: AmqpLink) -> None:
+        channels[:] = [await link.channel(recover=True), await link.channel()]
+
+    link = AmqpLink(rabbit_url, name="test recover", on_connected=open_channels, probe=False)
+    await link.start()
+    try:
+        plain = channels[1]
+        plain.queue_declare("esb-test-no-such-queue", passive=True)
+        await link.closed(plain)
+        assert link.connects == 1 and link.connected
+        channels[0].queue_declare("esb-test-no-such-queue", passive=True)
+        assert await until(lambda: link.connects == 2 and link.connected)
+    finally:
+        await link.close()

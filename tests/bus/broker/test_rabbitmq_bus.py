@@ -153,7 +153,8 @@ async def test_lost_connection_loses_nothing_and_never_acks_twice(rabbit: Rabbit
 
     async def publish(i: int) -> None:
         await asyncio.sleep(i / 1000)  # a steady stream over ~2 s, so the cuts land mid-way
-        for _ in range(100):  # a sender that retries until accepted
+        for _ in range(300):  # a sender that retries until accepted (~30 s, as the cutter
+            # allows each reconnect: one may take a while on a busy host)
             try:
                 await bus.publish(destination_address("a"), env(i))
                 confirmed.add(i)
@@ -334,3 +335,61 @@ async def test_publish_atomically_is_all_or_nothing(rabbit: RabbitScope) -> None
             conn.channel().queue_delete(record_queue)
         conn.close()
         await bus.close()
+
+
+
+async def test_replies_through_the_broker_in_process_and_to_a_caller_gone(
+        rabbit: RabbitScope, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reply to another instance crosses the broker (unconfirmed); one to this instance's
+    own callers is handed over in process, the envelope itself; one to an instance that is
+    gone comes back from the broker, is logged and handed to the replier's ``returned``, and
+    the replier carries on."""
+    from esb.bus.broker import rabbitmq
+
+    logged: list[tuple[str, dict[str, Any]]] = []
+    dropped = asyncio.Event()
+
+    class Log:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(rabbitmq.structlog.get_logger("esb.bus.rabbitmq"), name)
+
+        def info(self, event: str, **kw: Any) -> None:
+            if event == "the caller is gone; reply dropped":
+                logged.append((event, kw))
+                dropped.set()
+
+    monkeypatch.setattr(rabbitmq, "log", Log())
+    rabbit.destinations.add("a")
+    caller, replier = (RabbitBus(rabbit.url, rabbit.topology()) for _ in range(2))
+    got: dict[str, list[Envelope]] = {"caller": [], "replier": []}
+    arrived = {name: asyncio.Event() for name in got}
+
+    def taker(name: str) -> Any:
+        def take(reply: Envelope) -> None:
+            got[name].append(reply)
+            arrived[name].set()
+        return take
+
+    await caller.start(["a"])
+    await replier.start(["a"])
+    try:
+        at_caller = await caller.open_replies(taker("caller"))
+        at_replier = await replier.open_replies(taker("replier"))
+        remote, local = env(1), env(2)
+        await replier.reply(at_caller, remote)
+        await replier.reply(at_replier, local)
+        await asyncio.wait_for(arrived["caller"].wait(), 20)
+        await asyncio.wait_for(arrived["replier"].wait(), 20)
+        assert got["caller"] == [remote] and got["caller"][0] is not remote
+        assert got["replier"][0] is local
+        await caller.close()
+        reasons: list[str] = []
+        await replier.reply(at_caller, env(3), reasons.append)  # nobody takes it: returned
+        await asyncio.wait_for(dropped.wait(), 20)
+        detail = logged[0][1]
+        assert detail["address"] == at_caller and "NO_ROUTE" in detail["reason"]
+        assert reasons == [detail["reason"]]  # and the replier heard why
+        await replier.publish(destination_address("a"), env(4))  # still connected and usable
+    finally:
+        await caller.close()
+        await replier.close()

@@ -1,4 +1,5 @@
-"""StreamTail without a broker: where it starts, where it resumes, what it hands on."""
+"""StreamTail and SyncMarker without a broker: where a tail starts, where it resumes, what it
+hands on; when a marker's wait ends."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from esb.bus.broker.stream import StreamTail
+import orjson
+import pytest
+
+from esb.bus.broker.stream import StreamTail, SyncMarker
+from esb.bus.errors import BusError, BusUnavailable
+from esb.bus.runtime.trace_rabbitmq import TraceQueryTimeout
 
 
 class FakeChannel:
@@ -67,3 +73,26 @@ def test_it_starts_where_told_then_resumes_after_the_last_record_and_skips_rerea
     assert read == [(0, b"a"), (1, b"b"), (2, b"c"), (None, b"no offset")]
     assert tail.last_offset == 2
     assert first.acks == [1, 2] and again.acks == [1, 2, 3]  # every delivery acked
+
+
+async def test_a_sync_marker_waits_for_its_own_record_only() -> None:
+    ours, theirs = SyncMarker("i-1"), SyncMarker("i-2")
+    assert orjson.loads(ours.body) == {"kind": "sync", "id": ours.id, "by": "i-1",
+                                       "at": orjson.loads(ours.body)["at"]}
+    assert not ours.read(theirs.body)
+    with pytest.raises(TraceQueryTimeout, match="could not read q to its end within 0s; hint"):
+        await ours.wait("q", 0, error=TraceQueryTimeout, hint="; hint")
+    again = SyncMarker("i-1")
+    assert again.read(again.body)
+    await again.wait("q", 10)
+
+
+async def test_a_sync_marker_stops_at_a_closed_channel_or_a_failure() -> None:
+    marker, closed = SyncMarker("i-1"), asyncio.get_running_loop().create_future()
+    closed.set_result("406 gone")
+    with pytest.raises(BusUnavailable, match="reading q failed: 406 gone"):
+        await marker.wait("q", 10, closed=closed)
+    failed = SyncMarker("i-1")
+    failed.fail(BusError("lost"))
+    with pytest.raises(BusError, match="lost"):
+        await failed.wait("q", 10)
