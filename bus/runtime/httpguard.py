@@ -22,10 +22,12 @@ request to answer in the usual sense; esb still writes the problem+json and clos
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -78,6 +80,13 @@ class GuardedProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._started = False  # a byte of the current request has arrived
         self._done = False  # refused: ignore whatever else arrives
+        self._completed = 0  # requests read whole on this connection
+        # An Upgrade esb does not take (h2c, websocket): the parser stops after the headers,
+        # as if the body were the new protocol's. ``_refused_upgrade``: the request waits for
+        # its body; ``_replaying``: a fresh parser re-reads its head (callbacks skipped) to
+        # read the body by its own framing (see :meth:`_read_on_as_http`).
+        self._refused_upgrade = False
+        self._replaying = False
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -96,27 +105,82 @@ class GuardedProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def _unsupported_upgrade_warning(self) -> None:
+        # uvicorn's own adds advice to install a WebSocket library: esb serves no WebSocket
+        # (the server runs with ws="none"), so the request is answered as plain HTTP.
+        self.logger.info("upgrade request answered as plain HTTP/1.1 (esb speaks no "
+                         "WebSocket or h2c)")
+
     def data_received(self, data: bytes) -> None:
         if self._done:
             return
         self._started = True
         self._unset_keepalive_if_required()
-        try:
-            self.parser.feed_data(data)
-        except Exception as exc:  # httptools' parser and callback errors
-            refused = exc.__context__ if isinstance(exc.__context__, _Refused) else None
-            if refused is not None:
-                self._refuse(refused.status, refused.title, refused.detail)
-            elif type(exc).__name__ == "HttpParserUpgrade":
-                self._unsupported_upgrade_warning()
-            else:
-                self.logger.warning("Invalid HTTP request received.")  # uvicorn's own line
-                self._refuse(400, "Bad request", "the request is not valid HTTP/1.1")
+        completed = self._completed
+        if not self._feed(data):
             return
-        if self._reading_head:  # what the parser buffers of an unfinished head
+        # What the parser buffers of an unfinished head: the whole read, unless a request
+        # ended in it (pipelined: the read's bytes were mostly that request's, not the new
+        # head's; that head is counted from the next read, so at most the limit plus a read).
+        if self._reading_head and self._completed == completed:
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_header_bytes:
                 self._refuse(431, "Request header fields too large", self._too_big())
+
+    def _feed(self, data: bytes) -> bool:
+        """Give ``data`` to the parser; False when the connection was refused. After an
+        Upgrade esb does not take, a fresh parser gets the rest (see :meth:`_read_on_as_http`):
+        in a loop, as one read may hold thousands of such requests (a recursion overflowed)."""
+        pending = [data]
+        while pending:
+            chunk = pending.pop(0)
+            try:
+                self.parser.feed_data(chunk)
+            except httptools.HttpParserUpgrade as exc:
+                self._unsupported_upgrade_warning()
+                if self._refused_upgrade:
+                    pending[:0] = [self._read_on_as_http(), memoryview(chunk)[exc.args[0]:]]
+                else:  # a CONNECT: esb tunnels nothing; nothing after it is read
+                    self._done = True
+                    if self.cycle is not None:
+                        self.cycle.keep_alive = False
+                    return False
+            except Exception as exc:  # httptools' parser and callback errors
+                refused = exc.__context__ if isinstance(exc.__context__, _Refused) else None
+                if refused is not None:
+                    self._refuse(refused.status, refused.title, refused.detail)
+                else:
+                    self.logger.warning("Invalid HTTP request received.")  # uvicorn's own line
+                    self._refuse(400, "Bad request", "the request is not valid HTTP/1.1")
+                return False
+        return True
+
+    def _read_on_as_http(self) -> bytes:
+        """After an Upgrade esb does not take, the request goes on as HTTP/1.1 (RFC 9110
+        §7.8: a server may ignore Upgrade). httptools has stopped after the headers and
+        completed the request without a body (uvicorn would hand the app an empty body, and
+        read the body as the next request): a fresh parser reads the same head again, without
+        the upgrade (its callbacks skipped: the request is under way already), then the body
+        by its own framing into the same request, then whatever follows on the connection.
+        Makes that parser; returns the head for it."""
+        self._refused_upgrade = False
+        head = [b"%s %s HTTP/%s\r\n" % (self.scope["method"].encode("ascii"), self.url,
+                                          self.scope["http_version"].encode("ascii"))]
+        for name, value in self.headers:
+            if name in (b"upgrade", b"http2-settings"):
+                continue
+            if name == b"connection":
+                kept = [t.strip() for t in value.split(b",")
+                        if t.strip().lower() not in (b"upgrade", b"http2-settings", b"")]
+                if not kept:
+                    continue
+                value = b", ".join(kept)
+            head.append(name + b": " + value + b"\r\n")
+        self.parser = httptools.HttpRequestParser(self)
+        with contextlib.suppress(AttributeError):  # as uvicorn makes its parser
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self._replaying = True
+        return b"".join(head) + b"\r\n"
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(400, "Bad request", "the request is not valid HTTP/1.1")
@@ -124,6 +188,8 @@ class GuardedProtocol(HttpToolsProtocol):
     # -- parser callbacks ---------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._replaying:
+            return
         super().on_message_begin()
         self._reading_head = True
         self._head_bytes = 0
@@ -132,11 +198,15 @@ class GuardedProtocol(HttpToolsProtocol):
         self._arm(self.limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:
+        if self._replaying:
+            return
         self._head_size += len(url)
         self._check_head_size()
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._replaying:
+            return
         self._header_count += 1
         if self._header_count > self.limits.max_headers:
             raise _Refused(431, "Request header fields too large",
@@ -153,15 +223,24 @@ class GuardedProtocol(HttpToolsProtocol):
         return f"the request line and headers exceed {self.limits.max_header_bytes} bytes"
 
     def on_headers_complete(self) -> None:
+        if self._replaying:  # the request is under way: its body comes next
+            self._replaying = False
+            return
         self._reading_head = False
         self._disarm()
         if self._has_body():
             self._arm(self.limits.body_timeout)
+        # (a CONNECT is never re-read: it has no body, and it would stop the parser again)
+        self._refused_upgrade = self.parser.should_upgrade() \
+            and self.parser.get_method() != b"CONNECT"
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        if self._refused_upgrade:  # the parser's early end: the body is still to come
+            return
         self._disarm()
         self._started = False
+        self._completed += 1
         super().on_message_complete()
 
     def on_response_complete(self) -> None:

@@ -3,13 +3,17 @@ problem+json; the daemon serves the next client as before."""
 
 from __future__ import annotations
 
+import contextlib
+import re
+import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from esbtest.daemon import DaemonProcess
-from esbtest.hostile import ROUTES, raw_request
+from esbtest.hostile import ROUTES, raw_request, read_all
 
 KiB = 1024
 
@@ -62,3 +66,22 @@ def test_headers_within_the_limits_are_served(daemon: DaemonProcess) -> None:
     r = httpx.post(daemon.url + "/in/shop", json={"a": 1},
                    headers={"X-Big": "b" * 8 * KiB}, timeout=10)
     assert r.status_code == 202, r.text
+
+
+def test_pipelined_requests_past_the_limit_in_one_read_are_served(daemon: DaemonProcess
+                                                                   ) -> None:
+    """Small requests pipelined, 40 KiB in one read that ends inside the next head: each is
+    served (the whole read used to be counted as that head's: 431); a huge head after a
+    request in the same read is still 431 (refused at once: the first answer may not come)."""
+    one = request_with([])
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as s:
+        s.sendall(one * (40 * KiB // len(one)) + one[:20])
+        time.sleep(0.3)
+        s.sendall(one[20:].replace(b"Host: x", b"Host: x\r\nConnection: close"))
+        answers = read_all(s)
+    assert re.findall(rb"HTTP/1.1 (\d{3})", answers) == [b"202"] * (40 * KiB // len(one) + 1)
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as s:
+        with contextlib.suppress(OSError):  # refused mid-send
+            s.sendall(one + request_with([("X-Big", "a" * 64 * KiB)]))
+        answers = read_all(s)
+    assert re.findall(rb"HTTP/1.1 (\d{3})", answers)[-1:] == [b"431"]

@@ -67,3 +67,19 @@ def test_depth_check_counts_arrays_and_objects() -> None:
     with pytest.raises(JsonTooDeep):
         check_json_depth({"a": [{"b": [1]}]}, max_depth=3)
     check_json_depth({"a": [{"b": 1}]}, max_depth=3)
+
+
+@pytest.mark.parametrize("raw", [b'{"a": "' + b"[{" * 100 + b'"}',  # openers in a string
+                                 b"[" + b"[1]," * 100 + b"[2]]",  # many, none deep
+                                 "[" + "[1]," * 100 + "[2]]"])  # text, as bytes
+def test_many_openers_that_do_not_nest_pass(raw: bytes | str) -> None:
+    """More openers than the limit send the check to the parsed value, which is shallow."""
+    loads_json(raw, max_depth=3)
+
+
+@pytest.mark.parametrize("raw", [b'{"s": "' + b"x" * 10_000 + b'", "a": [[[[1]]]]}',
+                                 '{"s": "' + "x" * 10_000 + '", "a": [[[[1]]]]}'])
+def test_a_deep_value_beside_a_long_string_is_refused(raw: bytes | str) -> None:
+    with pytest.raises(JsonTooDeep):
+        loads_json(raw, max_depth=4)
+    loads_json(raw, max_depth=5)

@@ -13,36 +13,18 @@ from typing import Any
 import httpx
 import pytest
 from esbtest.daemon import DaemonProcess
-from esbtest.hostile import MiB, rss
+from esbtest.hostile import GROW, SPIN, XSL, MiB, rss
 from esbtest.waiting import wait_until
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import TransformError
 from esb.transformers.chain import build_chain
 
-XSL = '<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">'
 #: Every node times every node times every node: 10^9 result elements for 1,000 nodes.
 MULTIPLY = XSL + """<xsl:variable name="all" select="//node()|//@*"/>
   <xsl:template match="/"><o><xsl:for-each select="$all"><xsl:for-each select="$all">
     <xsl:for-each select="$all"><x a="aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa">
     <xsl:value-of select="name()"/></x></xsl:for-each></xsl:for-each></xsl:for-each></o>
-  </xsl:template></xsl:stylesheet>"""
-#: A recursion that never ends but never nests deeper than libxslt's guard either.
-SPIN = XSL + """<xsl:template match="/"><xsl:call-template name="spin"/></xsl:template>
-  <xsl:template name="spin"><xsl:param name="n" select="0"/>
-    <xsl:for-each select="(//node())[1]"><xsl:if test="$n &lt; 600">
-    <xsl:call-template name="spin"><xsl:with-param name="n" select="$n + 1"/></xsl:call-template>
-    <xsl:call-template name="spin"><xsl:with-param name="n" select="$n + 1"/></xsl:call-template>
-    </xsl:if></xsl:for-each></xsl:template></xsl:stylesheet>"""
-#: A string doubled 40 times: a terabyte asked for in well under a second.
-GROW = XSL + """<xsl:template match="/"><xsl:call-template name="grow">
-    <xsl:with-param name="s" select="'0123456789abcdef0123456789abcdef'"/></xsl:call-template>
-  </xsl:template>
-  <xsl:template name="grow"><xsl:param name="s"/><xsl:param name="n" select="0"/>
-    <xsl:choose><xsl:when test="$n &lt; 40"><xsl:call-template name="grow">
-      <xsl:with-param name="s" select="concat($s, $s)"/>
-      <xsl:with-param name="n" select="$n + 1"/></xsl:call-template></xsl:when>
-    <xsl:otherwise><xsl:value-of select="string-length($s)"/></xsl:otherwise></xsl:choose>
   </xsl:template></xsl:stylesheet>"""
 OK = XSL + '<xsl:template match="/"><ok><xsl:value-of select="/r/@n"/></ok></xsl:template>' \
     "</xsl:stylesheet>"
