@@ -117,14 +117,19 @@ class InboundContext(Protocol):
         """
         ...
 
-    # An inbound side that can answer its caller uses ``request`` when the context has it
-    # (``getattr(ctx, "request", None)``; one-way contexts such as the test kit's lack it):
-    #
-    #   async def request(self, envelope: Envelope) -> Envelope | Accepted
-    #
-    # :meth:`accept`, and when a request/reply route takes the envelope, the destination's
-    # answer: a reply envelope (reply leg applied) or a failure reply, read with
-    # :func:`esb.bus.reply.problem_of`. One-way routes give the :class:`Accepted`.
+    #: Whether :meth:`request` can wait for a destination's answer: true in the daemon, false
+    #: in a one-way context (the test kit's by default), whose ``request`` is :meth:`accept`.
+    #: A side that answers only through routes (GraphQL Query fields) serves them when true.
+    replies: bool
+
+    async def request(self, envelope: Envelope, *, one_way: bool = True) -> Envelope | Accepted:
+        """:meth:`accept`, and when a request/reply route takes the envelope, the destination's
+        answer: a reply envelope (reply leg applied) or a failure reply, read with
+        :func:`esb.bus.reply.problem_of`. One-way routes give the :class:`Accepted`; with
+        ``one_way=False`` nothing is published then, and the answer is an ``unanswerable``
+        failure. An inbound side that can answer its caller calls this instead of
+        :meth:`accept`."""
+        ...
 
 
 @dataclass

@@ -42,6 +42,7 @@ from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
 from pydantic import ValidationError
 
+from esb.adapters.amqp.rpc import header_text
 from esb.adapters.amqp.settings import AmqpInboundSettings
 from esb.adapters.spec import InboundContext
 from esb.bus.broker.connection import AmqpLink, ChannelClosed, redact
@@ -54,10 +55,6 @@ log = structlog.get_logger("esb.amqp.inbound")
 
 class NotAnEnvelope(Exception):
     """The message cannot become an envelope (the reason is safe to log)."""
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 class AmqpInbound:
@@ -203,13 +200,13 @@ class AmqpInbound:
         content_type = props.content_type or s.content_type
         media, _ = media_type(content_type)
         headers = props.headers or {}
-        kept = {str(k).lower(): _text(v) for k, v in headers.items()
+        kept = {str(k).lower(): header_text(v) for k, v in headers.items()
                 if "*" in self._headers or str(k).lower() in self._headers}
         attrs: dict[str, Any] = {}
         if props.correlation_id:
             attrs["correlationid"] = props.correlation_id
         if tp := headers.get("traceparent"):
-            attrs["traceparent"] = _text(tp)
+            attrs["traceparent"] = header_text(tp)
         if media == CLOUDEVENTS_JSON:
             try:
                 env = Envelope.from_cloudevent(loads_json(body, self.ctx.json_depth))

@@ -28,7 +28,6 @@ from typing import Any
 
 import pika
 import structlog
-from pika.adapters.asyncio_connection import AsyncioConnection
 
 from esb.adapters.amqp.rpc import DIRECT_REPLY_TO, ReplyWaiters, reply_of
 from esb.adapters.amqp.settings import AmqpOutboundSettings
@@ -61,11 +60,6 @@ class AmqpOutbound:
         self._publisher = ConfirmedPublisher()
         self._replies = ReplyWaiters()
         self._lock: asyncio.Lock | None = None
-
-    @property
-    def _conn(self) -> AsyncioConnection | None:
-        """The open connection, or ``None`` (never connected, or lost since)."""
-        return self._link.connection if self._link.connected else None
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -82,7 +82,7 @@ class ReplyWaiters:
 def reply_of(props: Any, body: bytes, status_header: str | None,
              error_header: str | None) -> Reply:
     """The legacy system's reply as a :class:`Reply`, or the error it means (module doc)."""
-    headers = {str(k): _text(v) for k, v in (props.headers or {}).items()}
+    headers = {str(k): header_text(v) for k, v in (props.headers or {}).items()}
     status: int | None = None
     raw = headers.pop(status_header, None) if status_header else None
     if raw is not None:
@@ -108,5 +108,6 @@ def _status(raw: str) -> int | None:
     return status if 100 <= status <= 599 else None
 
 
-def _text(value: Any) -> str:
+def header_text(value: Any) -> str:
+    """An AMQP header value as text (bytes read as UTF-8, anything else as ``str``)."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -6,25 +6,16 @@ from __future__ import annotations
 from esb.adapters.amqp.inbound import AmqpInbound
 from esb.adapters.amqp.outbound import AmqpOutbound
 from esb.adapters.amqp.settings import AmqpInboundSettings, AmqpOutboundSettings
-from esb.adapters.spec import AdapterSpec, InboundContext, OutboundContext
-
-
-def _inbound(settings: AmqpInboundSettings, ctx: InboundContext) -> AmqpInbound:
-    return AmqpInbound(settings, ctx)
-
-
-def _outbound(settings: AmqpOutboundSettings, ctx: OutboundContext) -> AmqpOutbound:
-    return AmqpOutbound(settings, ctx)
-
+from esb.adapters.spec import AdapterSpec
 
 SPEC = AdapterSpec(
     name="amqp",
     summary="A legacy system's RabbitMQ queues in, its exchanges out (publisher confirms), "
             "its RPC services as request/reply destinations",
     inbound_settings=AmqpInboundSettings,
-    inbound=_inbound,
+    inbound=AmqpInbound,
     outbound_settings=AmqpOutboundSettings,
-    outbound=_outbound,
+    outbound=AmqpOutbound,
     docs="docs/adapters.md#amqp",
     examples={
         "inbound": "url: ${LEGACY_AMQP_URL}\nqueue: erp.orders\n"

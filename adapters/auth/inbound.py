@@ -24,7 +24,6 @@ from typing import Protocol
 from starlette.requests import Request
 from starlette.responses import Response
 
-from esb.adapters.auth.jwt import InvalidToken, JwtVerifier
 from esb.adapters.auth.settings import ApiKeyInbound, BasicInbound, JwtInbound
 from esb.bus.problem import problem
 
@@ -109,7 +108,12 @@ class BasicAuthenticator:
 
 class JwtAuthenticator:
     def __init__(self, settings: JwtInbound, config_dir: Path) -> None:
+        # PyJWT (and cryptography under it) load only when a source verifies JWTs: every
+        # daemon start would pay ~50 ms for them otherwise.
+        from esb.adapters.auth.jwt import InvalidToken, JwtVerifier
+
         self.verifier = JwtVerifier(settings, config_dir)
+        self._refused = InvalidToken
         self.claim = settings.principal_claim
         self.realm = settings.realm
 
@@ -127,7 +131,7 @@ class JwtAuthenticator:
                                self._challenge())
         try:
             claims = self.verifier.verify(token)
-        except InvalidToken as exc:
+        except self._refused as exc:
             raise Unauthorized(str(exc), self._challenge(str(exc))) from None
         principal = claims.get(self.claim)
         if principal is None or principal == "":

@@ -16,6 +16,18 @@ from jwt import PyJWK, PyJWKSet
 from esb.adapters.auth.settings import JwtInbound
 from esb.bus.errors import ConfigError
 
+#: What a refused token is told, by PyJWT's error (the first that matches, in this order).
+_WHY: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "the token has expired"),
+    (jwt.ImmatureSignatureError, "the token is not valid yet (nbf/iat)"),
+    (jwt.InvalidAudienceError, "the token's audience (aud) is not accepted"),
+    (jwt.InvalidIssuerError, "the token's issuer (iss) is not accepted"),
+    (jwt.InvalidSignatureError, "the token's signature does not verify"),
+    (jwt.InvalidAlgorithmError, "the token's algorithm is not accepted"),
+    (jwt.DecodeError, "the token is malformed"),
+    (jwt.PyJWTError, "the token is invalid"),
+)
+
 
 class InvalidToken(Exception):
     """The token was refused; the message is safe to show to the client."""
@@ -69,21 +81,7 @@ class JwtVerifier:
         try:
             return jwt.decode(token, key, algorithms=list(s.algorithms), audience=s.audience,
                               issuer=s.issuer, leeway=s.leeway, options=options)
-        except jwt.ExpiredSignatureError:
-            raise InvalidToken("the token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise InvalidToken("the token is not valid yet (nbf/iat)") from None
-        except jwt.InvalidAudienceError:
-            raise InvalidToken("the token's audience (aud) is not accepted") from None
-        except jwt.InvalidIssuerError:
-            raise InvalidToken("the token's issuer (iss) is not accepted") from None
         except jwt.MissingRequiredClaimError as exc:
             raise InvalidToken(f"the token lacks the required {exc.claim!r} claim") from None
-        except jwt.InvalidSignatureError:
-            raise InvalidToken("the token's signature does not verify") from None
-        except jwt.InvalidAlgorithmError:
-            raise InvalidToken("the token's algorithm is not accepted") from None
-        except jwt.DecodeError:
-            raise InvalidToken("the token is malformed") from None
-        except jwt.PyJWTError:
-            raise InvalidToken("the token is invalid") from None
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(next(why for kind, why in _WHY if isinstance(exc, kind))) from None

@@ -68,8 +68,6 @@ class OAuth2ClientCredentials(httpx.Auth):
         self._inflight: asyncio.Task[str] | None = None
         self._sync_lock = threading.Lock()
         self._where = f"OAuth2 token endpoint {redact_url(settings.token_url)}"
-        #: Token requests made (successful or not).
-        self.fetches = 0
 
     # -- the httpx.Auth flows -----------------------------------------------------------------
 
@@ -125,7 +123,6 @@ class OAuth2ClientCredentials(httpx.Auth):
         with self._sync_lock:
             if (token := self.current) is not None:
                 return token
-            self.fetches += 1
             try:
                 with httpx.Client(timeout=self.settings.timeout) as client:
                     response = client.post(self.settings.token_url, **self._request())
@@ -134,7 +131,6 @@ class OAuth2ClientCredentials(httpx.Auth):
             return self._store(response)
 
     async def _fetch_async(self) -> str:
-        self.fetches += 1
         try:
             if self._http is not None:
                 response = await self._http().post(self.settings.token_url,

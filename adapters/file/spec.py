@@ -8,13 +8,13 @@ a redelivered envelope overwrites its own file instead of making a duplicate.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from pathlib import Path
 
 from pydantic import ValidationInfo, field_validator
 
 from esb.adapters.spec import AdapterSettings, AdapterSpec, OutboundContext
+from esb.bus.atomicfile import write_atomically
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, PermanentError, TransientError
 
@@ -80,9 +80,9 @@ class FileOutbound:
                   "source": envelope.source, "ext": _SUFFIX.get(ctype, "bin")}
         name = _FIELD.sub(lambda m: _safe(values[m.group(1)]), self.settings.filename)
         try:
-            _atomic_write(self.directory / name, envelope.data_bytes())
+            write_atomically(self.directory / name, envelope.data_bytes())
             if self.settings.with_envelope:
-                _atomic_write(self.directory / f"{name}.event.json", envelope.to_json())
+                write_atomically(self.directory / f"{name}.event.json", envelope.to_json())
         except PermissionError as exc:
             raise PermanentError(f"cannot write {self.directory}: {exc}") from exc
         except OSError as exc:  # disk full, folder gone for a moment ...
@@ -93,18 +93,9 @@ def _safe(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.@-]", "_", value)[:200]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 SPEC = AdapterSpec(
     name="file",
     summary="Each envelope written as a file in a folder (atomic, idempotent by key)",
     outbound_settings=FileOutboundSettings,
-    outbound=lambda settings, ctx: FileOutbound(settings, ctx),
+    outbound=FileOutbound,
 )

@@ -41,10 +41,10 @@ from esb.adapters.auth.inbound import Unauthorized, authenticate, build_authenti
 from esb.adapters.graphql.limits import QueryLimits, TooComplex, check_operation
 from esb.adapters.graphql.schema import load_schema, wire_mutations, wire_queries
 from esb.adapters.graphql.settings import GraphqlInboundSettings
-from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
 from esb.adapters.spec import HttpInbound, HttpRoute, InboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, TransformDeferred
+from esb.bus.httpbody import BodyTooLarge, EncodingRefused, read_body
 from esb.bus.payload import JsonTooDeep, loads_json
 from esb.bus.reply import problem_of
 
@@ -86,12 +86,11 @@ class GraphqlInbound(HttpInbound):
     def __init__(self, settings: GraphqlInboundSettings, ctx: InboundContext) -> None:
         self.settings = settings
         self.ctx = ctx
-        #: A request/reply capable runtime: query fields resolve through routes.
-        self._ask = getattr(ctx, "request", None)
+        # Query fields resolve through request/reply routes, where the runtime has them.
         self.schema = load_schema(ctx.config_dir / Path(settings.sdl),
-                                  answers_queries=self._ask is not None)
+                                  answers_queries=ctx.replies)
         wire_mutations(self.schema, self._publish)
-        if self._ask is not None:
+        if ctx.replies:
             wire_queries(self.schema, self._resolve)
         self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
         self.limits = settings.limits
@@ -112,22 +111,17 @@ class GraphqlInbound(HttpInbound):
         """One query field → one request through the request/reply route that answers it
         (nothing is published when none does); the answer is the field's value, which
         graphql-core then checks against the SDL. The fields of one query run concurrently."""
-        assert self._ask is not None
-        return field_value(await self._ask(self._envelope(field, arguments, info),
-                                           one_way=False))
+        return field_value(await self.ctx.request(self._envelope(field, arguments, info),
+                                                  one_way=False))
 
     async def _publish(self, field: str, arguments: dict[str, Any],
                        info: GraphQLResolveInfo) -> Any:
         """One mutation field → one envelope; returns what the field's type asks for: a
         request/reply route's answer, else the envelope id (or a receipt)."""
         envelope = self._envelope(field, arguments, info)
-        if self._ask is not None:
-            result = await self._ask(envelope)
-            if isinstance(result, Envelope):
-                return field_value(result)
-            accepted = result
-        else:
-            accepted = await self.ctx.accept(envelope)
+        accepted = await self.ctx.request(envelope)
+        if isinstance(accepted, Envelope):  # a request/reply route answered
+            return field_value(accepted)
         if isinstance(get_named_type(info.return_type), GraphQLScalarType):
             return accepted.id
         return {"id": accepted.id, "status": "ACCEPTED", "duplicate": accepted.duplicate,

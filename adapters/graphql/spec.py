@@ -5,25 +5,16 @@ from __future__ import annotations
 from esb.adapters.graphql.inbound import GraphqlInbound
 from esb.adapters.graphql.outbound import GraphqlOutbound
 from esb.adapters.graphql.settings import GraphqlInboundSettings, GraphqlOutboundSettings
-from esb.adapters.spec import AdapterSpec, InboundContext, OutboundContext
-
-
-def inbound(settings: GraphqlInboundSettings, ctx: InboundContext) -> GraphqlInbound:
-    return GraphqlInbound(settings, ctx)
-
-
-def outbound(settings: GraphqlOutboundSettings, ctx: OutboundContext) -> GraphqlOutbound:
-    return GraphqlOutbound(settings, ctx)
-
+from esb.adapters.spec import AdapterSpec
 
 SPEC = AdapterSpec(
     name="graphql",
     summary="GraphQL: mutations of an owner's SDL in (one envelope per field); a query or "
             "mutation document out (errors fail it even under HTTP 200).",
     inbound_settings=GraphqlInboundSettings,
-    inbound=inbound,
+    inbound=GraphqlInbound,
     outbound_settings=GraphqlOutboundSettings,
-    outbound=outbound,
+    outbound=GraphqlOutbound,
     docs="docs/adapters.md#graphql",
     examples={
         "inbound": "path: /graphql/orders\nsdl: orders.graphql\n",

@@ -21,14 +21,7 @@ from esb.adapters.auth.inbound import (
     build_authenticator,
     unauthorized_problem,
 )
-from esb.adapters.http import (
-    BadContentLength,
-    BodyTooLarge,
-    EncodingRefused,
-    JSONBytesResponse,
-    header_dict,
-    read_body,
-)
+from esb.adapters.http import JSONBytesResponse, header_dict
 from esb.adapters.rest.answer import answer
 from esb.adapters.rest.fhir import fhir_errors
 from esb.adapters.rest.params import ParamError, path_names, query_params, typed
@@ -37,6 +30,7 @@ from esb.adapters.rest.settings import RestInboundSettings
 from esb.adapters.spec import Accepted, HttpRoute, InboundContext
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusError, IdempotencyInFlight
+from esb.bus.httpbody import BadContentLength, BodyTooLarge, EncodingRefused, read_body
 from esb.bus.payload import JsonTooDeep, PayloadError, check_json_depth, decode, is_xml, media_type
 from esb.bus.problem import not_taken, problem
 from esb.bus.xmlsafe import UnsafeXml, XmlError, XmlLimits, parse_xml
@@ -66,7 +60,6 @@ class RestInbound:
         self._path_params = bool(settings.path and path_names(settings.path))
         #: Other methods than POST: the method rides in ``esbheaders`` (routes match on it).
         self._note_method = methods != ("POST",)
-        self._ask = getattr(ctx, "request", None)  # request/reply capable runtime
         handler = fhir_errors(self.handle) if settings.errors == "fhir" else self.handle
         self.routes = [] if settings.path is None else [
             HttpRoute(settings.path, methods, handler)] + ([] if self._path_params else [
@@ -98,10 +91,7 @@ class RestInbound:
                 update={"esbheaders": {**envelope.esbheaders, "principal": principal}})
         try:
             # A repeated Idempotency-Key is answered by the runtime with the original result.
-            if self._ask is None:
-                result = await self.ctx.accept(envelope)
-            else:
-                result = await self._ask(envelope)
+            result = await self.ctx.request(envelope)
         except IdempotencyInFlight as exc:
             return problem(409, "Request in flight",
                            "a request with this Idempotency-Key is still being processed "
@@ -237,7 +227,7 @@ _ENVELOPE_EXTENSIONS = ("correlationid", "causationid", "idempotencykey", "trace
 
 
 async def _read_body(request: Request, limit: int, headers: dict[str, str]) -> bytes:
-    """:func:`esb.adapters.http.read_body`, its refusals worded as this adapter's problems."""
+    """:func:`esb.bus.httpbody.read_body`, its refusals worded as this adapter's problems."""
     try:
         return await read_body(request, limit, strict_length=True, headers=headers)
     except BadContentLength as exc:

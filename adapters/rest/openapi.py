@@ -27,6 +27,7 @@ from esb.adapters.rest.inbound import BODILESS, MAX_KEY
 from esb.adapters.rest.params import path_names
 from esb.adapters.rest.settings import RestInboundSettings
 from esb.bus.envelope import CLOUDEVENTS_JSON
+from esb.bus.payload import is_json, is_xml
 
 ACCEPTED_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -75,9 +76,9 @@ def _body(settings: RestInboundSettings, schema_ref: dict[str, Any] | None) -> d
             if schema_ref is not None:
                 event = {**event, "properties": {**event["properties"], "data": schema_ref}}
             content[m] = {"schema": event}
-        elif m == "application/json" or m.endswith("+json"):
+        elif is_json(m):
             content[m] = {"schema": schema_ref or {}}
-        elif m.startswith("text/") or m.endswith("+xml") or m == "application/xml":
+        elif m.startswith("text/") or is_xml(m):
             content[m] = {"schema": {"type": "string"}}
         else:
             content[m] = {"schema": {"type": "string", "contentMediaType": m}}

@@ -16,7 +16,13 @@ import httpx
 import orjson
 
 from esb.adapters.auth.outbound import build_outbound_auth, redact_url, scrubbed
-from esb.adapters.http import check_host, header_safe, raise_for_status, transport_error
+from esb.adapters.http import (
+    check_host,
+    header_safe,
+    raise_for_status,
+    send_plain,
+    transport_error,
+)
 from esb.adapters.rest.settings import RestOutboundSettings
 from esb.adapters.spec import OutboundContext
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
@@ -44,16 +50,24 @@ class RestOutbound:
         return None  # the client pool belongs to the daemon
 
     async def send(self, envelope: Envelope) -> int:
-        return (await self._call(envelope)).status_code
+        got = await self._call(envelope, plain=True)
+        return got if isinstance(got, int) else got.status_code
 
     async def request(self, envelope: Envelope) -> Reply:
         """Request/reply: the destination's 2xx answer (status, headers, body); other
         statuses raise as :meth:`send` does."""
-        response = await self._call(envelope)
-        return Reply(response.status_code, dict(response.headers), response.content,
-                     response.headers.get("content-type"))
+        got = await self._call(envelope, plain=True, answer=True)
+        if isinstance(got, Reply):
+            return got
+        assert isinstance(got, httpx.Response)
+        return Reply(got.status_code, dict(got.headers), got.content,
+                     got.headers.get("content-type"))
 
-    async def _call(self, envelope: Envelope) -> httpx.Response:
+    async def _call(self, envelope: Envelope, *, plain: bool = False, answer: bool = False
+                    ) -> httpx.Response | int | Reply:
+        """The call's response; with ``plain``, a 2xx answer may come as its status alone —
+        or with ``answer`` as a :class:`Reply` — (the client's short path for a plain
+        request, :func:`esb.adapters.http.send_plain`)."""
         s = self.settings
         url = render_url(s.url, envelope) if self._templated else s.url
         if self._templated:
@@ -80,12 +94,17 @@ class RestOutbound:
         # Error messages may carry a secret (auth, or credentials in the URL): scrubbed on the
         # way out. The ``with`` sits on the error paths only — a context manager per delivery
         # is measurable on the hot path.
+        target = self._url or url
         try:
-            response = await client.request(s.method, self._url or url, content=body,
-                                            headers=headers, auth=self.auth)
-            if not 200 <= response.status_code < 300:  # (the message is built only then)
-                raise_for_status(response, f"{s.method} {redact_url(url)}", "colon")
-            return response
+            got = await send_plain(client, s.method, target, headers, body, answer=answer) \
+                if plain and self.auth is None else None
+            if got is None:
+                got = await client.request(s.method, target, content=body, headers=headers,
+                                           auth=self.auth)
+            if isinstance(got, httpx.Response) and not 200 <= got.status_code < 300:
+                # (the message is built only then)
+                raise_for_status(got, f"{s.method} {redact_url(url)}", "colon")
+            return got
         except httpx.HTTPError as exc:
             with scrubbed(self.auth, url=url):
                 raise transport_error(exc, f"{s.method} {redact_url(url)}", "colon") from exc

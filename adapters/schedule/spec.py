@@ -4,18 +4,13 @@ from __future__ import annotations
 
 from esb.adapters.schedule.inbound import ScheduleInbound
 from esb.adapters.schedule.settings import ScheduleSettings
-from esb.adapters.spec import AdapterSpec, InboundContext
-
-
-def _inbound(settings: ScheduleSettings, ctx: InboundContext) -> ScheduleInbound:
-    return ScheduleInbound(settings, ctx)
-
+from esb.adapters.spec import AdapterSpec
 
 SPEC = AdapterSpec(
     name="schedule",
     summary="Cron expressions and intervals (with time zones) that put an envelope on the bus",
     inbound_settings=ScheduleSettings,
-    inbound=_inbound,
+    inbound=ScheduleInbound,
     inbound_mode="one-instance",
     docs="Fires once across the fleet (the lease holder); the last slot fired is kept on the "
          "broker. See docs/flows.md.",

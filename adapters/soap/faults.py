@@ -3,6 +3,7 @@ the outbound side."""
 
 from __future__ import annotations
 
+import re
 from copy import deepcopy
 from typing import Literal
 
@@ -15,6 +16,12 @@ Version = Literal["1.1", "1.2"]
 FaultKind = Literal["client", "server", "version", "mustunderstand"]
 
 ENV_NS = {"1.1": SOAP11_ENV, "1.2": SOAP12_ENV}
+#: What :func:`envelope_bytes` writes before and after the Body's element.
+_ENVELOPE_HEAD = {v: (f"<?xml version='1.0' encoding='utf-8'?>\n<soap:Envelope xmlns:soap="
+                      f'"{ns}"><soap:Body>').encode() for v, ns in ENV_NS.items()}
+_ENVELOPE_TAIL = b"</soap:Body></soap:Envelope>"
+_XML_DECLARATION = re.compile(rb"[ \t\r\n]*<\?xml[ \t\r\n][^?]*\?>")
+_UTF8 = frozenset({"utf-8", "utf8"})
 CONTENT_TYPE = {"1.1": "text/xml; charset=utf-8", "1.2": "application/soap+xml; charset=utf-8"}
 _CODES = {"1.1": {"client": "Client", "server": "Server", "version": "VersionMismatch",
                  "mustunderstand": "MustUnderstand"},
@@ -39,15 +46,45 @@ def soap_envelope(version: Version, body: etree._Element | None,
     return env
 
 
-def detached(element: etree._Element, drop_ns: tuple[str, ...] = (SOAP11_ENV, SOAP12_ENV)
-             ) -> etree._Element:
+def envelope_bytes(version: Version, element: bytes) -> bytes:
+    """The serialized ``Envelope/Body`` (as :func:`soap_envelope` and zeep's
+    ``etree_to_string`` write it) around ``element``: one element's UTF-8 bytes, as
+    :func:`element_bytes` finds them."""
+    return b"".join((_ENVELOPE_HEAD[version], element, _ENVELOPE_TAIL))
+
+
+def element_bytes(raw: bytes, root: etree._Element, *, text: bool) -> bytes | None:
+    """The bytes of ``raw``'s root element (``root``, parsed from ``raw`` — so they are
+    well-formed), to be put into an envelope as they are; None when they cannot be: a
+    declared encoding other than UTF-8 (``text``: ``raw`` is decoded text, UTF-8 whatever
+    the declaration says), a byte-order mark, a DOCTYPE, a comment or processing instruction
+    around the element. Those take the tree's path (:func:`soap_envelope`)."""
+    if root.getprevious() is not None or root.getnext() is not None:
+        return None
+    if not text and (root.getroottree().docinfo.encoding or "").lower() not in _UTF8:
+        return None
+    declaration = _XML_DECLARATION.match(raw)
+    element = raw[declaration.end():] if declaration else raw
+    element = element.strip(b" \t\r\n")
+    if not element.startswith(b"<") or element[1:2] in (b"?", b"!"):
+        return None
+    return element
+
+
+def detached(element: etree._Element, drop_ns: tuple[str, ...] = (SOAP11_ENV, SOAP12_ENV),
+             *, take: bool = False) -> etree._Element:
     """A standalone copy of ``element`` keeping the namespaces in scope (minus ``drop_ns``),
-    so prefixes used in attribute values (``xsi:type="tns:T"``) still resolve."""
+    so prefixes used in attribute values (``xsi:type="tns:T"``) still resolve. ``take``:
+    ``element``'s children are moved into it, not copied (for a tree read once: its copy
+    costs about as much as parsing it)."""
     nsmap = {p: u for p, u in element.nsmap.items() if u not in drop_ns}
     copy = etree.Element(element.tag, attrib=dict(element.attrib), nsmap=nsmap)
     copy.text = element.text
-    for child in element:
-        copy.append(deepcopy(child))
+    if take:
+        copy.extend(element)
+    else:
+        for child in element:
+            copy.append(deepcopy(child))
     return copy
 
 

@@ -27,7 +27,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from esb.adapters.auth.inbound import Unauthorized, authenticate, build_authenticator
-from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
 from esb.adapters.soap.ack import build_ack
 from esb.adapters.soap.faults import (
     ENV_NS,
@@ -44,6 +43,7 @@ from esb.adapters.soap.wsdl import ServiceDescription, load_description
 from esb.adapters.spec import HttpInbound, HttpRoute, InboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
+from esb.bus.httpbody import BodyTooLarge, EncodingRefused, read_body
 from esb.bus.payload import media_type
 from esb.bus.problem import not_taken_title
 from esb.bus.reply import problem_of
@@ -179,8 +179,7 @@ class SoapInbound(HttpInbound):
             esbendpoint=self.ctx.name,
         )
         try:
-            ask = getattr(self.ctx, "request", None)
-            result = await (ask(envelope) if ask is not None else self.ctx.accept(envelope))
+            result = await self.ctx.request(envelope)
         except BusUnavailable as exc:
             return fault_response(version, "server",
                                   f"{not_taken_title(exc).lower()}; retry later")

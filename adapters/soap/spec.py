@@ -5,25 +5,16 @@ from __future__ import annotations
 from esb.adapters.soap.inbound import SoapInbound
 from esb.adapters.soap.outbound import SoapOutbound
 from esb.adapters.soap.settings import SoapInboundSettings, SoapOutboundSettings
-from esb.adapters.spec import AdapterSpec, InboundContext, OutboundContext
-
-
-def inbound(settings: SoapInboundSettings, ctx: InboundContext) -> SoapInbound:
-    return SoapInbound(settings, ctx)
-
-
-def outbound(settings: SoapOutboundSettings, ctx: OutboundContext) -> SoapOutbound:
-    return SoapOutbound(settings, ctx)
-
+from esb.adapters.spec import AdapterSpec
 
 SPEC = AdapterSpec(
     name="soap",
     summary="SOAP 1.1/1.2: a WSDL-described endpoint in (validated, acknowledged); zeep out "
             "(typed or raw body, HTTP auth and WS-Security UsernameToken).",
     inbound_settings=SoapInboundSettings,
-    inbound=inbound,
+    inbound=SoapInbound,
     outbound_settings=SoapOutboundSettings,
-    outbound=outbound,
+    outbound=SoapOutbound,
     docs="docs/adapters.md#soap",
     examples={
         "inbound": "path: /soap/orders\nwsdl: orders.wsdl\nack: {status: ACCEPTED}\n",

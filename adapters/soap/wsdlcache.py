@@ -8,12 +8,12 @@ service's WSDL server being up. Documents loaded from local files are never cach
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
+
+from esb.bus.atomicfile import write_atomically
 
 log = structlog.get_logger("esb.soap.outbound")
 
@@ -45,15 +45,8 @@ class WsdlCache:
         """Store ``content`` for ``url``. Written to a temporary file and renamed, so a reader
         (another worker starting at the same time) never sees half a document. A cache that
         cannot be written is logged, not raised: the document itself was loaded."""
-        tmp = ""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.folder, prefix=".tmp-",
-                                             delete=False) as handle:
-                tmp = handle.name
-                handle.write(content)
-            os.replace(tmp, self.path(url))
+            write_atomically(self.path(url), content)
         except OSError as exc:
-            if tmp:
-                Path(tmp).unlink(missing_ok=True)
             log.warning("wsdl cache not written", folder=str(self.folder), error=str(exc))

@@ -20,6 +20,7 @@ from esb.bus.broker.base import Bus, destination_address
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable
 from esb.bus.payload import DEFAULT_JSON_DEPTH
+from esb.bus.reply import failure_envelope
 from esb.bus.runtime.local_leases import FileState
 from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits
 
@@ -57,6 +58,8 @@ class RecordingInboundContext:
     #: The reasons :meth:`rejected` was called with, in order.
     refusals: list[str] = field(default_factory=list)
     _gate: asyncio.Event | None = field(default=None, repr=False)
+    #: Every route is one-way here: :meth:`request` is :meth:`accept`.
+    replies = False
 
     def __post_init__(self) -> None:
         if self.state is None:
@@ -89,6 +92,14 @@ class RecordingInboundContext:
         duplicate = any(e.key == envelope.key for e in self.accepted)
         self.accepted.append(envelope)
         return Accepted(id=envelope.id, destinations=(address,), duplicate=duplicate)
+
+    async def request(self, envelope: Envelope, *, one_way: bool = True) -> Envelope | Accepted:
+        """As the daemon answers when no request/reply route takes the envelope: accepted, or
+        with ``one_way=False`` an ``unanswerable`` failure and nothing published."""
+        if not one_way:
+            return failure_envelope(envelope, "unanswerable", "the test kit's context "
+                                    "answers no request", 404)
+        return await self.accept(envelope)
 
 
 def outbound_context(client: httpx.AsyncClient, config_dir: Path, name: str = "kit-destination",

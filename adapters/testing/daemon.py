@@ -92,8 +92,6 @@ class EsbDaemon:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = log_path or root / f"daemon-{self.port}.log"
-        #: how many times :meth:`start` was called
-        self.starts = 0
         self._client: httpx.Client | None = None
         if config is None:
             self.env.update(ESB_LISTEN=f"127.0.0.1:{self.port}", ESB_ADMIN_TOKEN=admin_token)
@@ -127,7 +125,6 @@ class EsbDaemon:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, wait: bool = True, timeout: float = 30) -> Self:
-        self.starts += 1
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen([sys.executable, "-m", "esb.bus.cli.main", "run"],
                                      cwd=self.root, env=self.env, stdout=log, stderr=log)

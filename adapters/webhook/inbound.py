@@ -10,7 +10,6 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from esb.adapters.http import BodyTooLarge, EncodingRefused, read_body
 from esb.adapters.spec import HttpInbound, HttpRoute, InboundContext
 from esb.adapters.webhook.events import (
     default_event_type,
@@ -31,6 +30,7 @@ from esb.adapters.webhook.signatures import (
 )
 from esb.bus.envelope import Envelope, new_id
 from esb.bus.errors import BusUnavailable, IdempotencyInFlight
+from esb.bus.httpbody import BodyTooLarge, EncodingRefused, read_body
 from esb.bus.payload import PayloadError, lookup, scalar
 from esb.bus.problem import not_taken, problem
 

@@ -42,7 +42,6 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probing = False
         self._changed = asyncio.Event()
-        self.opened_count = 0
 
     async def wait(self) -> None:
         """Return when a call may go ahead (at once unless open, or half-open with a probe
@@ -123,7 +122,6 @@ class CircuitBreaker:
     def _open(self, notify: bool = True) -> None:
         self.state = "open"
         self._opened_at = time.monotonic()
-        self.opened_count += 1
         self._changed.set()
         if notify and self.on_change is not None:
             self.on_change("open")

@@ -399,6 +399,7 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._http.aclose(), left())
         await cancel_all(self._side_tasks)
+        self.metrics.flush()  # the last updates, into the shared files (multiprocess)
         log.info("stopped", drained=drained, closed=closed,
                  took_s=round(budget - (deadline - loop.time()), 2))
         return 0

@@ -83,10 +83,6 @@ class FleetLimits:
         breaker.on_change = changed
         return breaker
 
-    def shares(self) -> dict[str, int]:
-        """Instances each fleet-limited destination's rate is shared among now."""
-        return {d: self.roster.running(d) for d in self._buckets}
-
     async def settle(self) -> None:
         """Wait until presence has had time to hear from the fleet (a newcomer counts the
         others before sending at its share); at once without fleet-scoped destinations."""

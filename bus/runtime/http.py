@@ -159,6 +159,9 @@ def make_server(app: Any, host: str, port: int, *, graceful: float = 30.0,
                             http=guarded_protocol(limits),
                             timeout_graceful_shutdown=max(1, round(graceful)),
                             server_header=False,
+                            # No esb endpoint speaks WebSocket: "none" also spares every start
+                            # the import of uvicorn's websockets implementation.
+                            ws="none",
                             # Longer than typical client pools keep idle connections, so a
                             # client rarely reuses one the server is closing at that instant.
                             timeout_keep_alive=limits.idle_timeout)

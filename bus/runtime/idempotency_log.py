@@ -42,7 +42,6 @@ from typing import Any
 import orjson
 import pika
 import structlog
-from pika.channel import Channel
 
 from esb.bus.broker.connection import AmqpLink
 from esb.bus.broker.publisher import ConfirmedPublisher
@@ -124,15 +123,9 @@ class IdempotencyLog:
     async def close(self) -> None:
         await self._link.close()
 
-    def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
-        # A consumer the broker cancelled (a stream member lost in a cluster) is rebuilt by
-        # reconnecting whole; the tail resumes after the last record read.
-        if not self._link.closing:
-            log.warning("idempotency channel closed; reconnecting", reason=str(reason))
-            self._link.drop()
-
     async def _on_connected(self, link: AmqpLink) -> None:
-        ch = await link.channel(on_close=self._on_channel_closed)
+        # Reconnecting rebuilds a lost consumer; the tail resumes after the last record read.
+        ch = await link.channel(recover=True)
         await declare_stream(link, ch, self.queue, {
             "x-max-age": f"{max(1, int(self.window))}s",
             "x-stream-max-segment-size-bytes": 8 * 1024 * 1024})
@@ -156,7 +149,7 @@ class IdempotencyLog:
 
     def _apply(self, record: dict[str, Any]) -> None:
         key = record["key"]
-        kind = record.get("kind", "done")  # records of older versions are all "done"
+        kind = record.get("kind")
         if kind == "claim":
             verdict = self._judge(key, record)
             waiting = self._verdicts.pop(record["nonce"], None)

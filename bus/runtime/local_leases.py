@@ -6,15 +6,14 @@ state document is ``<state_dir>/sources/<source>.json`` (written atomically)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from esb.bus.atomicfile import write_atomically
 from esb.bus.errors import ConfigError
 
 
@@ -79,17 +78,7 @@ class FileState:
 
     def _write(self, data: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomically(self.path, data, mode=0o600)
 
 
 class LocalLeases:

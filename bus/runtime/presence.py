@@ -148,7 +148,8 @@ class Presence:
         out = []
         for name, seen in self._seen.items():
             entry = {**seen.last, "self": name == self.instance,
-                     "last_seen_s": round(now - seen.seen, 3)}
+                     # this instance's own beat is observed after ``now``: never negative
+                     "last_seen_s": round(max(0.0, now - seen.seen), 3)}
             entry.pop("kind", None)
             entry.pop("v", None)
             dests = entry.get("destinations")

@@ -48,16 +48,11 @@ from typing import Any, Protocol, runtime_checkable
 
 from esb.bus.errors import EsbError
 
-#: The steps the runtime records (free text is accepted; these are what the CLI knows).
 #: ``accepted`` detail keys :meth:`TraceRecorder.find` can search by: the envelope's
 #: idempotency key and correlation id (recorded only when the envelope has them).
 SEARCHABLE = ("key", "correlationid")
 #: The most envelope ids one search returns.
 FIND_LIMIT = 50
-
-STEPS = ("accepted", "transformed", "routed", "unroutable", "transform-failed", "attempt",
-         "delivered", "retry-scheduled", "dead-lettered", "replayed", "replied", "answered",
-         "reply-dropped")
 
 
 @dataclass(frozen=True)

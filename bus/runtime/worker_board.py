@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Callable
 from pathlib import Path
+
+from esb.bus.atomicfile import write_atomically
 
 #: How often a serving worker posts its readiness (only a change is written).
 POST_EVERY = 0.2
@@ -43,9 +44,7 @@ class WorkerBoard:
         if text == self._posted:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{_PREFIX}{self.index}.{os.getpid()}"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, self._file(self.index))
+        write_atomically(self._file(self.index), text.encode())
         self._posted = text
 
     def withdraw(self, index: int | None = None) -> None:

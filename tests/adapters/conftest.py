@@ -1,4 +1,4 @@
-"""Shared fixtures for adapter tests: a fake inbound context and a real HTTP server.
+"""Shared fixtures for adapter tests: the kit's inbound context and a real HTTP server.
 
 ``serve_routes(routes)`` mounts an inbound side's :class:`HttpRoute` list on a Starlette app
 served by uvicorn on 127.0.0.1 in a background thread and returns its base URL.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -17,43 +16,9 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from esb.adapters.spec import Accepted, HttpRoute
+from esb.adapters.spec import HttpRoute
+from esb.adapters.testing.context import RecordingInboundContext
 from esb.adapters.testing.daemon import free_port
-from esb.bus.envelope import Envelope
-from esb.bus.errors import BusUnavailable
-from esb.bus.payload import DEFAULT_JSON_DEPTH
-from esb.bus.runtime.local_leases import FileState
-from esb.bus.xmlsafe import DEFAULT_LIMITS, XmlLimits
-
-
-@dataclass
-class FakeInboundContext:
-    """Records accepted envelopes; ``down = True`` makes ``accept`` raise BusUnavailable."""
-
-    name: str = "test-source"
-    config_dir: Path = Path(".")
-    instance: str = "test-1"
-    max_body: int = 1024 * 1024
-    allowed_hosts: tuple[str, ...] = ()
-    xml_limits: XmlLimits = DEFAULT_LIMITS
-    json_depth: int = DEFAULT_JSON_DEPTH
-    down: bool = False
-    accepted: list[Envelope] = field(default_factory=list)
-    state: FileState | None = None
-
-    def __post_init__(self) -> None:
-        if self.state is None:
-            self.state = FileState(self.config_dir / ".esb" / "sources" / f"{self.name}.json")
-
-    def rejected(self, reason: str) -> None:
-        return None
-
-    async def accept(self, envelope: Envelope) -> Accepted:
-        if self.down:
-            raise BusUnavailable("bus down (test)")
-        duplicate = any(e.key == envelope.key for e in self.accepted)
-        self.accepted.append(envelope)
-        return Accepted(id=envelope.id, destinations=("test-dest",), duplicate=duplicate)
 
 
 class BackgroundServer:
@@ -85,8 +50,9 @@ class BackgroundServer:
 
 
 @pytest.fixture
-def inbound_ctx(tmp_path: Path) -> FakeInboundContext:
-    return FakeInboundContext(config_dir=tmp_path)
+def inbound_ctx(tmp_path: Path) -> RecordingInboundContext:
+    """The test kit's one-way context, as the source ``test-source``."""
+    return RecordingInboundContext(name="test-source", config_dir=tmp_path)
 
 
 @pytest.fixture

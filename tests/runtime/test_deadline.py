@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from esb.bus.runtime.deadline import Deadlines
+from esb.bus.deadline import Deadlines
 
 
 async def test_a_call_within_its_limit_returns_its_result() -> None:

@@ -4,13 +4,13 @@ latest stored version, and every instance on a store follows it."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from esbtest.waiting import until
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -142,7 +142,7 @@ async def test_other_instances_follow_and_skip_what_they_cannot_compile(make: Ma
     await a.deploy(V2, by="alice")
     assert await b.wait_running(2)
     assert routed(b.holder) == ["orders-to-audit>audit"]
-    await asyncio.sleep(0.05)
+    assert await until(lambda: narrow.refused is not None)  # it heard version 2 too
     assert narrow.holder.current.version == 1  # logged and skipped: the running set stays
     assert narrow.refused is not None and narrow.refused["version"] == 2  # and said
     assert any("audit" in p for p in narrow.refused["problems"])

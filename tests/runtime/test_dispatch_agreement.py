@@ -18,8 +18,8 @@ from esb.bus.broker.embedded import EmbeddedBus
 from esb.bus.deadletter import stage_of
 from esb.bus.envelope import Envelope
 from esb.bus.errors import TransformDeferred
-from esb.bus.routing.dispatch import COPY, DEAD, Plan
-from esb.bus.routing.dispatch import UNROUTABLE as UNROUTABLE_KIND
+from esb.bus.routing.plan import COPY, DEAD, Plan
+from esb.bus.routing.plan import UNROUTABLE as UNROUTABLE_KIND
 from esb.bus.routing.router import Router, compile_routes
 from esb.bus.routing.routeset import parse_route_files
 from esb.bus.routing.trial import route_envelope

@@ -5,6 +5,7 @@ With the embedded bus an instance knows only itself."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -115,6 +116,9 @@ async def test_embedded_knows_only_itself_with_rates() -> None:
     try:
         (me,) = p.instances()
         assert me["instance"] == "solo" and me["self"] and me["route_version"] == 1
+        # its own beat is taken as the list is made: seen now, never "-0.0s" ago
+        seen = [p.instances()[0]["last_seen_s"] for _ in range(200)]
+        assert all(math.copysign(1.0, s) > 0 and s < 1 for s in seen), seen
         for _ in range(8):  # 10 deliveries every 50 ms: ~200/s
             counters.delivered += 10
             await asyncio.sleep(0.05)

@@ -4,7 +4,6 @@ its retention arguments; a bus that is down costs the oldest events, counted, ne
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -12,6 +11,7 @@ from datetime import timedelta
 
 import pika
 import pytest
+from esbtest.waiting import until
 from pika.exceptions import ChannelClosedByBroker
 
 from esb.bus.errors import BusUnavailable
@@ -114,11 +114,8 @@ async def test_the_flusher_publishes_without_being_asked(traces: Factory) -> Non
     await b.start()
     eid = str(uuid.uuid4())
     b.record(eid, "accepted", detail={1: "non-str key"}, obj=object())  # encoded, not fatal
-    for _ in range(100):
-        if b.published:
-            break
-        await asyncio.sleep(0.02)
-    assert b.published == 1 and b.buffered == 0
+    assert await until(lambda: b.published)
+    assert b.published == 1 and b.stats()["buffered"] == 0
     (event,) = await a.query(eid, HOUR)
     assert event.detail["detail"] == {"1": "non-str key"}
     assert event.detail["obj"].startswith("<object object")
@@ -173,7 +170,7 @@ async def test_a_bus_that_is_down_drops_the_oldest_and_counts_them() -> None:
         await t.start()
     for n in range(25):
         t.record("e", "attempt", attempt=n)
-    assert t.buffered == 10 and t.dropped == 15
+    assert t.stats()["buffered"] == 10 and t.dropped == 15
     assert [e[3]["attempt"] for e in t._buf] == list(range(15, 25))
     with pytest.raises(BusUnavailable):
         await t.query("e", HOUR)

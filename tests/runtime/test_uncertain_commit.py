@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from esbtest.waiting import until
 
 from esb.bus.broker.base import destination_address
 from esb.bus.broker.embedded import EmbeddedBus
@@ -89,11 +90,8 @@ async def test_the_sender_is_told_to_retry_while_the_securing_goes_on(
     env = Envelope(source="shop", type="order", data={"n": 2})
     with pytest.raises(BusUnavailable, match="did not confirm the envelope in time"):
         await ingress.accept(env, "shop", seal=lambda accepted: RECORD)
-    for _ in range(100):
-        if bus.log:
-            break
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.1)
+    assert await until(lambda: len(bus.log) >= 2), bus.log
+    await asyncio.sleep(0.1)  # and nothing more comes
     assert bus.log == [f"copy to {destination_address('out')}", "record to esb.idempotency"]
 
 

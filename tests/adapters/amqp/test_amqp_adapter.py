@@ -318,7 +318,7 @@ async def test_outbound_survives_a_lost_connection(legacy: Legacy, tmp_path: Pat
     try:
         await side.send(Envelope(source="s", type="t", data={"n": 1}))
         await asyncio.to_thread(legacy.drop_connections)
-        await eventually(lambda: side._conn is None, timeout=10)
+        await eventually(lambda: not side._link.connected, timeout=10)
 
         async def resend() -> bool:
             try:

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 import structlog
+from esbtest.waiting import until
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -142,13 +143,15 @@ async def test_token_is_fetched_once_for_concurrent_sends(idp: tuple[Idp, str],
 async def test_token_is_renewed_before_it_expires(idp: tuple[Idp, str],
                                                   tmp_path: Path) -> None:
     server, base = idp
-    server.expires_in = 1  # renewed after min(refresh_before, lifetime / 2) = 0.5 s
+    # renewed after min(refresh_before, lifetime / 2) = 1 s: time enough for the first two
+    # sends to reuse it on a loaded machine (at 0.5 s a slow second send renewed it early)
+    server.expires_in = 2
     async with httpx.AsyncClient() as client:
         side = rest_out(base, client, tmp_path, oauth(base, client_auth="post"))
         await side.send(env())
         await side.send(env())
         assert len(server.token_requests) == 1
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(1.1)
         await side.send(env())
     assert len(server.token_requests) == 2
     assert server.token_requests[0]["via"] == "post"
@@ -335,7 +338,9 @@ async def test_no_secret_is_logged_and_the_redactor_catches_the_rest(
             {"url": base + "/api/items", "interval": "50ms", "auth": oauth(base)}),
             RecordingInboundContext(name="polled", config_dir=tmp_path))
         await poller.start()
-        await asyncio.sleep(0.3)
+        # Wait for the failed poll's warning itself, not a fixed time: a loaded machine
+        # may take longer than a few poll intervals to fetch, fail and log.
+        assert await until(lambda: "invalid_client" in repr(raw)), raw
         await poller.stop()
         amqp = AmqpOutbound(AmqpOutboundSettings.model_validate(
             {"url": "amqp://esb:amqp-pass-777@127.0.0.1:9/", "routing_key": "x"}),

@@ -36,6 +36,7 @@ class AnsweringContext:
     instance: str = "test-1"
     json_depth: int = DEFAULT_JSON_DEPTH
     asked: list[Envelope] = field(default_factory=list)
+    replies = True
 
     async def accept(self, envelope: Envelope) -> Accepted:
         raise AssertionError("queries are never published one-way")

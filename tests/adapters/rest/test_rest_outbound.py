@@ -3,6 +3,8 @@
 2xx accepted; 408, 425, 429 and 5xx transient (``Retry-After`` kept); other 4xx and 3xx
 permanent; a timeout or a refused connection transient. And what the destination receives:
 the URL filled from the envelope, the idempotency key, the correlation id, CloudEvents headers.
+Every test runs with a plain httpx client and with the daemon's own (whose short path for
+plain requests must mean the same).
 """
 
 from __future__ import annotations
@@ -23,6 +25,19 @@ from esb.adapters.rest.settings import RestOutboundSettings
 from esb.adapters.spec import OutboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import PermanentError, TransientError
+from esb.bus.runtime.http import make_http_client
+
+ClientFactory = Any  # (timeout) -> httpx.AsyncClient
+_make_client: ClientFactory = None
+
+
+@pytest.fixture(autouse=True, params=["httpx", "daemon"])
+def client_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which client ``send`` uses: httpx's own, or the daemon's (make_http_client)."""
+    factory = (lambda timeout: httpx.AsyncClient(timeout=timeout)) \
+        if request.param == "httpx" else (lambda timeout: make_http_client(timeout))
+    monkeypatch.setitem(globals(), "_make_client", factory)
+    return str(request.param)
 
 
 def last(sink: Sink) -> Received:
@@ -46,7 +61,7 @@ def envelope() -> Envelope:
 
 def send(url: str, timeout: float = 5, env: Envelope | None = None, **settings: Any) -> None:
     async def go() -> None:
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        async with _make_client(timeout) as client:
             out = RestOutbound(RestOutboundSettings(url=url, **settings),
                                OutboundContext("out", Path("."), lambda: client))
             await out.start()

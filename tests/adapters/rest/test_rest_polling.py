@@ -15,6 +15,7 @@ import orjson
 import pytest
 import uvicorn
 import yaml
+from esbtest.waiting import until
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -231,16 +232,11 @@ async def test_polling_only_source_runs_until_stopped(api: tuple[Api, str],
     await asyncio.sleep(0.2)
     assert not inbound_ctx.accepted
     server.fail = None
-    for _ in range(100):
-        if inbound_ctx.accepted:
-            break
-        await asyncio.sleep(0.02)
+    assert await until(lambda: inbound_ctx.accepted, timeout=20)
     server.add("y", 2)
-    for _ in range(100):
-        if len(inbound_ctx.accepted) == 2:
-            break
-        await asyncio.sleep(0.02)
-    await asyncio.wait_for(side.stop(), 2)
+    assert await until(lambda: len(inbound_ctx.accepted) == 2, timeout=20), \
+        inbound_ctx.accepted
+    await asyncio.wait_for(side.stop(), 10)
     assert [e.subject for e in inbound_ctx.accepted] == ["x", "y"]
     count = len(server.requests)
     await asyncio.sleep(0.2)
@@ -321,7 +317,7 @@ async def test_instances_sharing_the_state_poll_one_at_a_time(api: tuple[Api, st
                      for _ in range(2))
 
     async def until(n: int) -> None:
-        for _ in range(200):
+        for _ in range(1000):  # 20 s or more
             if len(inbound_ctx.accepted) >= n:
                 return
             await asyncio.sleep(0.02)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import threading
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
@@ -22,13 +23,23 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from zeep.wsdl.utils import etree_to_string
 
+from esb.adapters.soap.faults import (
+    SOAP11_ENV,
+    Version,
+    element_bytes,
+    envelope_bytes,
+    soap_envelope,
+)
 from esb.adapters.soap.outbound import SoapOutbound
 from esb.adapters.soap.settings import SoapOutboundSettings
 from esb.adapters.soap.wsdlcache import CACHE_FOLDER
 from esb.adapters.spec import OutboundContext
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, PermanentError, TransientError
+from esb.bus.runtime.httptransport import lean_client
+from esb.bus.xmlsafe import parse_xml
 
 RAW = ('<e:ReceiveOrder xmlns:e="urn:example:erp"><e:orderId>{id}</e:orderId>'
        "{amount}</e:ReceiveOrder>")
@@ -40,11 +51,12 @@ def local_wsdl(peer: ErpPeer, folder: Path) -> str:
 
 
 @contextlib.asynccontextmanager
-async def opened(folder: Path, allowed_hosts: tuple[str, ...] = (),
+async def opened(folder: Path, allowed_hosts: tuple[str, ...] = (), lean: bool = False,
                  **settings: Any) -> AsyncIterator[SoapOutbound]:
-    """A started outbound (``settings`` over ``operation: ReceiveOrder``)."""
+    """A started outbound (``settings`` over ``operation: ReceiveOrder``); ``lean``: on the
+    daemon's client (calls without auth take its short path), else on a plain httpx one."""
     cfg = SoapOutboundSettings.model_validate({"operation": "ReceiveOrder", **settings})
-    async with httpx.AsyncClient() as client:
+    async with lean_client(30.0) if lean else httpx.AsyncClient() as client:
         out = SoapOutbound(cfg, OutboundContext("erp", folder, lambda: client,
                                                 allowed_hosts=allowed_hosts))
         await out.start()
@@ -54,8 +66,9 @@ async def opened(folder: Path, allowed_hosts: tuple[str, ...] = (),
             await out.stop()
 
 
-async def deliver(folder: Path, envelopes: list[Envelope], **settings: Any) -> None:
-    async with opened(folder, **settings) as out:
+async def deliver(folder: Path, envelopes: list[Envelope], lean: bool = False,
+                  **settings: Any) -> None:
+    async with opened(folder, lean=lean, **settings) as out:
         for env in envelopes:
             await out.send(env)
 
@@ -76,9 +89,31 @@ async def test_typed(erp: ErpPeer, tmp_path: Path) -> None:
     assert [("T-1", Decimal("12.50"))] == RECEIVED
 
 
-async def test_raw(erp: ErpPeer, tmp_path: Path) -> None:
-    await deliver(tmp_path, [raw("R-1")], wsdl=local_wsdl(erp, tmp_path), mode="raw")
+@pytest.mark.parametrize("lean", [False, True])
+async def test_raw(erp: ErpPeer, tmp_path: Path, lean: bool) -> None:
+    await deliver(tmp_path, [raw("R-1")], wsdl=local_wsdl(erp, tmp_path), mode="raw",
+                  lean=lean)
     assert [("R-1", Decimal("3.5"))] == RECEIVED
+
+
+@pytest.mark.parametrize("lean", [False, True])
+async def test_raw_request_answers_the_bodys_element(erp: ErpPeer, tmp_path: Path,
+                                                      lean: bool,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Request/reply: the answer's Body element, standalone (the envelope's namespace
+    dropped), whichever path the call took — the daemon's client takes its short path, past
+    httpx's objects —; a body declaring its encoding goes as well."""
+    env = raw("Q-1").model_copy(update={
+        "data": '<?xml version="1.0" encoding="UTF-8"?>\n' + raw("Q-1").data})
+    async with opened(tmp_path, wsdl=local_wsdl(erp, tmp_path), mode="raw", lean=lean) as out:
+        if lean:
+            monkeypatch.setattr(type(out.ctx.http()), "build_request", None)
+        reply = await out.request(env)
+    assert reply.status == 200 and reply.content_type == "application/xml"
+    root = etree.fromstring(reply.body)
+    assert root.tag == f"{{{NS}}}ReceiveOrderResponse"
+    assert "soap" not in reply.body.decode().lower().split(">", 1)[0]
+    assert [("Q-1", Decimal("3.5"))] == RECEIVED
 
 
 async def test_network_wsdl_needs_opt_in(erp: ErpPeer, tmp_path: Path) -> None:
@@ -104,9 +139,10 @@ async def test_username_token(secured_erp: ErpPeer, tmp_path: Path, mode: str,
         await deliver(tmp_path, [env], wsdl=wsdl, mode=mode)
 
 
-@pytest.mark.parametrize("mode", ["typed", "raw"])
-async def test_faults(erp: ErpPeer, tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize(("mode", "lean"), [("typed", False), ("raw", False), ("raw", True)])
+async def test_faults(erp: ErpPeer, tmp_path: Path, mode: str, lean: bool) -> None:
     wsdl = local_wsdl(erp, tmp_path)
+    deliver = functools.partial(globals()["deliver"], lean=lean)
 
     def env(order_id: str) -> Envelope:
         return raw(order_id) if mode == "raw" else order({"orderId": order_id, "amount": 1})
@@ -153,14 +189,17 @@ async def test_bad_envelopes_are_permanent(erp: ErpPeer, tmp_path: Path) -> None
     assert [r for r in RECEIVED if not r[0].startswith("slow")] == []
 
 
+@pytest.mark.parametrize("lean", [False, True])
 async def test_http_status_without_fault(erp: ErpPeer, tmp_path: Path,
-                                         serve_app: Callable[[object], str]) -> None:
+                                         serve_app: Callable[[object], str],
+                                         lean: bool) -> None:
     async def answer(request: Request) -> Response:
         status = int(request.path_params["status"])
         return Response("nope", status_code=status, headers={"Retry-After": "3"})
 
     base = serve_app(Starlette(routes=[Route("/{status:int}", answer, methods=["POST"])]))
     wsdl = local_wsdl(erp, tmp_path)
+    deliver = functools.partial(globals()["deliver"], lean=lean)
     with pytest.raises(TransientError) as info:
         await deliver(tmp_path, [raw("H-1")], wsdl=wsdl, mode="raw", address=f"{base}/503")
     assert (info.value.status, info.value.retry_after) == (503, 3)
@@ -460,3 +499,57 @@ async def test_allow_list_refuses_the_oauth_token_url(erp: ErpPeer, tmp_path: Pa
         async with opened(tmp_path, ("127.0.0.1",), wsdl=local_wsdl(erp, tmp_path),
                           auth=auth):
             pass
+
+
+async def test_a_fault_answered_with_200_fails_on_the_short_path(
+        erp: ErpPeer, tmp_path: Path, serve_app: Callable[[object], str]) -> None:
+    """A 2xx answer read on the client's short path is still looked at for a fault."""
+    fault = (f'<s:Envelope xmlns:s="{SOAP11_ENV}"><s:Body><s:Fault>'
+             "<faultcode>s:Client.Nope</faultcode><faultstring>refused</faultstring>"
+             "</s:Fault></s:Body></s:Envelope>")
+
+    async def answer(request: Request) -> Response:
+        return Response(fault, status_code=200, media_type="text/xml")
+
+    base = serve_app(Starlette(routes=[Route("/erp", answer, methods=["POST"])]))
+    with pytest.raises(PermanentError, match=r"Client\.Nope: refused") as info:
+        await deliver(tmp_path, [raw("F-1")], wsdl=local_wsdl(erp, tmp_path), mode="raw",
+                      address=f"{base}/erp", lean=True)
+    assert info.value.status == 200
+
+
+@pytest.mark.parametrize("body", [
+    '<e:R xmlns:e="urn:e"><e:a x="1">t</e:a></e:R>',
+    '<?xml version="1.0" encoding="utf-8"?>\n<R a=\'1\'>&amp;&#65;<x></x></R>\n',
+    '<soap:R xmlns:soap="urn:not-soap"/>',
+    '<?xml version="1.0" encoding="ISO-8859-1"?><R>é</R>',  # text: UTF-8 whatever it says
+    b'<?xml version="1.0" encoding="UTF-8"?><R>\xc3\xa9</R>',
+])
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+def test_the_envelope_around_the_bodys_bytes_is_the_trees(body: str | bytes,
+                                                          version: Version) -> None:
+    """The envelope written around the body's own bytes is the one built as a tree and
+    serialized (the same XML; canonical forms equal)."""
+    raw_ = body.encode() if isinstance(body, str) else body
+    root = parse_xml(body, max_bytes=None)
+    element = element_bytes(raw_, root, text=isinstance(body, str))
+    assert element is not None
+    written = envelope_bytes(version, element)
+    tree = etree_to_string(soap_envelope(version, parse_xml(body, max_bytes=None)))
+    assert written.startswith(b"<?xml version='1.0' encoding='utf-8'?>\n<soap:Envelope")
+
+    def c14n(data: bytes) -> bytes:
+        return etree.tostring(etree.fromstring(data), method="c14n")
+
+    assert c14n(written) == c14n(tree)
+
+
+@pytest.mark.parametrize("body", [
+    b'<?xml version="1.0" encoding="ISO-8859-1"?><R>\xe9</R>',  # bytes in another encoding
+    b"\xef\xbb\xbf<R/>",  # a byte-order mark
+    b"<!-- before --><R/>",
+    b"<R/><?after x?>",
+])
+def test_what_the_envelope_is_not_written_around(body: bytes) -> None:
+    """Bytes that are more than one UTF-8 element take the tree's path."""
+    assert element_bytes(body, parse_xml(body, max_bytes=None), text=False) is None
