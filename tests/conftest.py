@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _pytest.nodeid import NodeId
 from esbtest import strength
 from esbtest.broker import RUN_TAG_VARIABLE, RabbitScope, broker_problem, bus_url, sweep
 from esbtest.daemon import DaemonProcess
@@ -24,6 +23,11 @@ from esbtest.proxy import TcpProxy
 from esbtest.sink import Sink
 
 from esb.adapters.testing.daemon import daemon_factory as kit_daemon_factory
+
+try:  # pytest >= 9.2 builds a test's id from ``item._id`` (see _GroupSuffix)
+    from _pytest.nodeid import NodeId
+except ImportError:  # older pytest: xdist's own group suffix works there
+    NodeId = None
 
 
 @pytest.fixture(scope="session")
@@ -233,7 +237,7 @@ class _GroupSuffix:
             if not names or "@" in item.nodeid:
                 continue
             grouped = f"{item.nodeid}@{'_'.join(names)}"
-            if isinstance(getattr(item, "_id", None), NodeId):
+            if NodeId is not None and isinstance(getattr(item, "_id", None), NodeId):
                 item._id = NodeId.parse(grouped)
             else:
                 item._nodeid = grouped  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ plus /openapi.json, /admin/openapi.json, /docs and `esb openapi`. The browser te
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -18,9 +19,12 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
+# Sessions last 4 s: short for the expiry test to wait out, long enough for a test's dozen
+# requests on a loaded machine to run within one session.
+SESSION_TTL = 4
 CONFIG = {"sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
           "destinations": {"audit": {"adapter": "rest", "url": "http://127.0.0.1:9/audit"}},
-          "admin": {"console": {"session_ttl": "2s"}}}
+          "admin": {"console": {"session_ttl": f"{SESSION_TTL}s"}, "max_body": "4KiB"}}
 ROUTES = {"r.yaml": {"routes": [{"name": "all", "to": ["audit"]}]}}
 
 
@@ -114,11 +118,26 @@ def test_a_session_reads_the_admin_api_and_acts_only_with_the_csrf_token(daemon:
 
 def test_an_expired_session_is_refused(daemon: Any) -> None:
     c, _ = session(daemon)
-    time.sleep(2.5)  # session_ttl is 2s in this daemon
+    time.sleep(SESSION_TTL + 0.5)
     assert c.get("/admin/status").status_code == 401
     r = c.get("/console/overview")
     assert r.status_code == 303 and r.headers["location"] == "/console/login?expired=1"
     assert "expired" in c.get("/console/login?expired=1").text
+
+
+def test_admin_bodies_are_capped_and_decoded_like_the_consoles(daemon: Any) -> None:
+    """admin.max_body (4KiB here) refuses a longer body, declared or gzip-inflated, with 413; a
+    gzip body within it is read decoded; an encoding esb does not decode is refused."""
+    send = "/admin/send?type=t&source=shop"
+    big = daemon.admin("POST", send, content=b'{"a": "' + b"x" * 5000 + b'"}')
+    assert big.status_code == 413 and "admin.max_body" in big.json()["detail"]
+    zipped = {"Content-Encoding": "gzip"}
+    ok = daemon.admin("POST", send, content=gzip.compress(b'{"a": 1}'), headers=zipped)
+    assert ok.status_code == 202 and ok.json()["destinations"] == ["dest.audit"]
+    bomb = daemon.admin("POST", send, content=gzip.compress(b" " * 100_000), headers=zipped)
+    assert bomb.status_code == 413
+    br = daemon.admin("POST", send, content=b"{}", headers={"Content-Encoding": "br"})
+    assert br.status_code == 415
 
 
 def test_documents_are_served_and_valid(daemon: Any) -> None:

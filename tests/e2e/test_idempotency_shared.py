@@ -5,11 +5,11 @@ The record of an accepted key is committed with the envelope itself, before the 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 import orjson
+from esbtest.waiting import settled, wait_until
 from test_delivery_faults import config, routes
 
 
@@ -40,7 +40,7 @@ def test_keys_answered_by_a_killed_instance_are_known_to_the_others(
     # and never the second request's body: it was not published
     a.start()
     assert sink.wait_for(20, timeout=30)
-    time.sleep(1)
+    wait_until(lambda: settled(a) and settled(b), "nothing left to deliver", daemon=a)
     assert sink.unique() == set(first)
     assert all(orjson.loads(rec.body)["n"] >= 0 for rec in sink.received), \
         "a repeated request was published"

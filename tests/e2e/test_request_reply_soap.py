@@ -51,19 +51,22 @@ def facade_config(bus: dict[str, Any], crm: CustomerPeer) -> dict[str, Any]:
         "destinations": {
             "crm": {"adapter": "soap", "wsdl": crm.url + "?wsdl", "allow_network_wsdl": True,
                     "operation": "GetCustomer",
-                    "delivery": {"timeout": "8s", "backoff": {"initial": "0.2s"}}},
+                    "delivery": {"timeout": "20s", "backoff": {"initial": "0.2s"}}},
         },
     }
 
 
+# Timeouts far above the backend's 4 s: on a machine the whole suite loads, a cold first call
+# (WSDL, connections) plus the slow answer came close to 10 s, and a caller's 504 there says
+# nothing about what the tests check (prompt interruption, one backend call per request).
 ROUTES = {"facade.yaml": {"routes": [
     {"name": "customer-json", "from": ["customers-api"], "to": "crm",
-     "reply": {"timeout": "10s", "transform": [
+     "reply": {"timeout": "30s", "transform": [
          {"xml-to-json": {"strip_namespaces": True,
                           "types": {"id": "integer", "creditLimit": "number"}}},
          {"jmespath": "GetCustomerResponse.GetCustomerResult"}]}},
     {"name": "customer-v2", "from": ["customers-v2"], "to": "crm",
-     "reply": {"timeout": "10s", "transform": [
+     "reply": {"timeout": "30s", "transform": [
          {"xslt": "xslt/customer.xsl"}, "xml-to-json", "steps:shout"]}},
 ]}}
 
@@ -115,7 +118,7 @@ def test_killed_consumer_instance_gives_its_callers_a_prompt_error(
                    timeout=20)
         b.kill()
         killed_at = time.monotonic() - started
-        results = {i: f.result(timeout=30) for i, f in futures.items()}
+        results = {i: f.result(timeout=45) for i, f in futures.items()}
     statuses = {i: r[0].status_code for i, r in results.items()}
     interrupted = [i for i, (r, _) in results.items() if r.status_code == 502]
     assert interrupted, statuses  # some went to B
@@ -124,7 +127,7 @@ def test_killed_consumer_instance_gives_its_callers_a_prompt_error(
         response, at = results[i]
         assert response.json()["kind"] == "interrupted"
         assert "may or may not" in response.json()["detail"]
-        assert at - killed_at < 3.5  # promptly: well before the backend's 4 s or the 10 s
+        assert at - killed_at < 3.5  # promptly: well before the backend's 4 s or the 30 s
     # nobody called the backend twice for one request
     assert sorted(c for c, _ in crm.calls) == ids
     # and nothing is left waiting on A
@@ -134,5 +137,5 @@ def test_killed_consumer_instance_gives_its_callers_a_prompt_error(
 
 def _timed_get(url: str) -> tuple[httpx.Response, float]:
     started = time.monotonic()
-    r = httpx.get(url, timeout=30)
+    r = httpx.get(url, timeout=45)
     return r, time.monotonic() - started

@@ -4,7 +4,6 @@ a real HTTP server (admin API stand-ins, peers)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +12,8 @@ from typing import Any
 
 import uvicorn
 from starlette.requests import Request
+
+from esb.adapters.testing.daemon import free_port
 
 #: How long a server waits, once its block ends, for the requests still in the app: the test
 #: is over, so one that is still running (a backend that never answers) is cancelled then.
@@ -23,9 +24,7 @@ SHUTDOWN_GRACE = 0.5
 @contextmanager
 def serve_in_thread(app: Any, timeout: float = 10) -> Iterator[str]:
     """Run ``app`` (lifespan on) until the block ends; yields its base URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # below the ephemeral range: no client socket takes it meanwhile
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on",
                                            log_level="warning",
                                            timeout_graceful_shutdown=SHUTDOWN_GRACE))

@@ -41,7 +41,7 @@ RUN_TAG_VARIABLE = "ESB_TEST_RUN_TAG"
 
 def new_prefix() -> str:
     tag = os.environ.get(RUN_TAG_VARIABLE, "")[:4]
-    return f"esbtest-{tag}{uuid.uuid4().hex[:10 - len(tag)]}"
+    return f"esbtest-{tag}{uuid.uuid4().hex[:10]}"  # 40 random bits whatever the tag
 
 
 def sweep(url: str, tag: str) -> int:

@@ -344,6 +344,26 @@ class Cluster:
                 return list(q["members"])
         raise LookupError(f"no queue {queue}")
 
+    def await_in_sync(self, prefix: str, timeout: float = 300, vhost: str = "/") -> None:
+        """Until every quorum queue and stream named ``prefix``... has a member on every node,
+        all of them online: what an operator checks before taking a node down. A node lost
+        while another's members are still starting is a second fault, not the one a test
+        means: on RabbitMQ 3.10 a stream whose writer goes while its replicas are still
+        starting stays without a writer until that node returns."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lacking = {}
+            for q in self.list_queues("name", "type", "members", "online", vhost=vhost):
+                if q["name"].startswith(prefix) and q["type"] in ("quorum", "stream"):
+                    members, online = set(q["members"] or ()), set(q["online"] or ())
+                    if len(members) < self.size or members != online:
+                        lacking[q["name"]] = sorted(members - online) or "too few members"
+            if not lacking:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"members not online within {timeout:g}s: {lacking}")
+            time.sleep(0.5)
+
     def close(self) -> None:
         """Throw the cluster away: its nodes are killed, not stopped (a clean stop of a quorum
         cluster's last nodes waits for a majority that is already gone: a minute or more)."""

@@ -31,7 +31,6 @@ class DaemonProcess(EsbDaemon):
     def start(self, wait: bool = True, timeout: float = 60) -> Self:
         if not self.run_args and self.python == sys.executable:
             return super().start(wait, timeout)
-        self.starts += 1
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
                 [self.python, "-m", "esb.bus.cli.main", "run", *self.run_args],

@@ -16,6 +16,26 @@ MiB = 1024 * 1024
 #: Every envelope to destination ``out``.
 ROUTES = {"r.yaml": {"routes": [{"name": "all", "match": {}, "to": ["out"]}]}}
 
+#: The start of an XSLT 1.0 stylesheet.
+XSL = '<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">'
+#: A recursion that never ends but never nests deeper than libxslt's guard either.
+SPIN = XSL + """<xsl:template match="/"><xsl:call-template name="spin"/></xsl:template>
+  <xsl:template name="spin"><xsl:param name="n" select="0"/>
+    <xsl:for-each select="(//node())[1]"><xsl:if test="$n &lt; 600">
+    <xsl:call-template name="spin"><xsl:with-param name="n" select="$n + 1"/></xsl:call-template>
+    <xsl:call-template name="spin"><xsl:with-param name="n" select="$n + 1"/></xsl:call-template>
+    </xsl:if></xsl:for-each></xsl:template></xsl:stylesheet>"""
+#: A string doubled 40 times: a terabyte asked for in well under a second.
+GROW = XSL + """<xsl:template match="/"><xsl:call-template name="grow">
+    <xsl:with-param name="s" select="'0123456789abcdef0123456789abcdef'"/></xsl:call-template>
+  </xsl:template>
+  <xsl:template name="grow"><xsl:param name="s"/><xsl:param name="n" select="0"/>
+    <xsl:choose><xsl:when test="$n &lt; 40"><xsl:call-template name="grow">
+      <xsl:with-param name="s" select="concat($s, $s)"/>
+      <xsl:with-param name="n" select="$n + 1"/></xsl:call-template></xsl:when>
+    <xsl:otherwise><xsl:value-of select="string-length($s)"/></xsl:otherwise></xsl:choose>
+  </xsl:template></xsl:stylesheet>"""
+
 
 def rss(daemon: EsbDaemon) -> int:
     """The daemon's resident memory in bytes."""

@@ -22,6 +22,25 @@ def wait_until(check: Callable[[], Any], what: str, *, timeout: float = 20,
     raise AssertionError(f"timed out waiting for {what}{log}")
 
 
+def wait_progress(count: Callable[[], int], target: int, what: str, *, stall: float = 60,
+                  timeout: float = 600, interval: float = 0.1) -> int:
+    """Poll ``count`` until it reaches ``target``; fail naming ``what`` when it has not grown
+    for ``stall`` seconds (or after ``timeout`` overall). For "it came back and goes on":
+    a loaded machine only makes it slower, a real stall still fails within ``stall``."""
+    start = last_change = time.monotonic()
+    seen = count()
+    while seen < target:
+        now = time.monotonic()
+        if now - last_change > stall or now - start > timeout:
+            raise AssertionError(f"timed out waiting for {what}: {seen} of {target}, none "
+                                 f"for {now - last_change:.0f}s")
+        time.sleep(interval)
+        now_seen = count()
+        if now_seen != seen:
+            seen, last_change = now_seen, time.monotonic()
+    return seen
+
+
 async def until(check: Callable[[], Any], timeout: float = 20, interval: float = 0.05) -> bool:
     """In a coroutine: poll ``check`` until it is truthy (True) or ``timeout`` passed (its
     last answer)."""
