@@ -108,7 +108,10 @@ class ConfirmedPublisher:
             if p.future.done():
                 continue
             if not acked:
-                p.future.set_exception(PublishRejected("the broker refused the message (nack)"))
+                # Which queue refused it: an operator's first question when a broker node
+                # is sick (a quorum queue or stream with no leader nacks every publish).
+                p.future.set_exception(
+                    PublishRejected(f"the broker refused the message for {p.key[1]} (nack)"))
             elif p.returned:
                 p.future.set_exception(PublishReturned(p.returned))
             else:

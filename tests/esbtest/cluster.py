@@ -53,6 +53,8 @@ class Node:
     netns: str | None = None
     host: str = "127.0.0.1"
     cable: str | None = None
+    #: Its cable is pulled (:meth:`Cluster.partition`): asked nothing until healed.
+    cut: bool = False
 
     @property
     def url(self) -> str:
@@ -189,10 +191,12 @@ class Cluster:
         RST), for the other nodes and for clients alike."""
         assert node.cable, "partitions need netns=True"
         self._ip("link", "set", node.cable, "down")
+        node.cut = True
 
     def heal(self, node: Node) -> None:
         assert node.cable
         self._ip("link", "set", node.cable, "up")
+        node.cut = False
 
     def _remove_network(self) -> None:
         for node in self.nodes:
@@ -288,9 +292,13 @@ class Cluster:
             raise RuntimeError(f"cluster did not form: {running}")
 
     def running_nodes(self, via: Node | None = None) -> list[str]:
-        node = via or next(n for n in self.nodes if self.is_up(n))
+        node = via or self._asked()
         out = self.ctl(node, "eval", "rabbit_nodes:all_running().", check=False)
         return [n.strip(" '[]\n") for n in out.stdout.split(",") if "@" in n]
+
+    def _asked(self) -> Node:
+        """The node a question goes to: one that runs and is not cut off."""
+        return next(n for n in self.nodes if self.is_up(n) and not n.cut)
 
     def is_up(self, node: Node) -> bool:
         return node.proc is not None and node.proc.poll() is None
@@ -325,7 +333,7 @@ class Cluster:
 
     def list_queues(self, *fields: str, vhost: str = "/") -> list[dict[str, Any]]:
         """``rabbitmqctl list_queues <fields>`` as dicts, asked of a running node."""
-        via = next(n for n in self.nodes if self.is_up(n))
+        via = self._asked()
         out = self.ctl(via, "list_queues", "-p", vhost, "--quiet", "--formatter", "json",
                        *fields)
         start = out.stdout.find("[")
@@ -344,25 +352,83 @@ class Cluster:
                 return list(q["members"])
         raise LookupError(f"no queue {queue}")
 
-    def await_in_sync(self, prefix: str, timeout: float = 300, vhost: str = "/") -> None:
+    def await_in_sync(self, prefix: str, timeout: float = 300, steady: float = 3.0,
+                      vhost: str = "/") -> dict[str, dict[str, Any]]:
         """Until every quorum queue and stream named ``prefix``... has a member on every node,
-        all of them online: what an operator checks before taking a node down. A node lost
-        while another's members are still starting is a second fault, not the one a test
-        means: on RabbitMQ 3.10 a stream whose writer goes while its replicas are still
-        starting stays without a writer until that node returns."""
+        all of them online, and has kept the same leader for ``steady`` seconds: what an
+        operator checks before taking a node down. Returns that last listing (name -> its
+        ``type``, ``leader``, ``members``, ``online``), so a test picks the node to take down
+        from a state it has just verified, not from a second, later look.
+
+        A node lost while another's members are still starting is a second fault, not the one
+        a test means: on RabbitMQ 3.10 a stream whose writer goes while its replicas are still
+        starting (or while the stream coordinator is restarting the stream) stays without a
+        writer until that node returns."""
         deadline = time.monotonic() + timeout
+        since: float | None = None
+        leaders: dict[str, str] = {}
         while True:
+            listing = {q["name"]: q for q in self.list_queues(
+                "name", "type", "leader", "members", "online", vhost=vhost)
+                if q["name"].startswith(prefix) and q["type"] in ("quorum", "stream")}
             lacking = {}
-            for q in self.list_queues("name", "type", "members", "online", vhost=vhost):
-                if q["name"].startswith(prefix) and q["type"] in ("quorum", "stream"):
-                    members, online = set(q["members"] or ()), set(q["online"] or ())
-                    if len(members) < self.size or members != online:
-                        lacking[q["name"]] = sorted(members - online) or "too few members"
-            if not lacking:
-                return
+            for name, q in listing.items():
+                members, online = set(q["members"] or ()), set(q["online"] or ())
+                if len(members) < self.size or members != online:
+                    lacking[name] = sorted(members - online) or "too few members"
+            now_leaders = {name: q["leader"] for name, q in listing.items()}
+            if lacking or now_leaders != leaders:
+                since, leaders = None, now_leaders
+            elif since is None:
+                since = time.monotonic()
+            if not lacking and since is not None and time.monotonic() - since >= steady:
+                return listing
             if time.monotonic() > deadline:
-                raise RuntimeError(f"members not online within {timeout:g}s: {lacking}")
+                raise RuntimeError(f"members not online and steady within {timeout:g}s: "
+                                   f"{lacking or 'leaders still moving'}")
             time.sleep(0.5)
+
+    def node(self, name: str) -> Node:
+        """The node called ``name`` (as ``rabbitmqctl`` names it)."""
+        return next(n for n in self.nodes if n.name == name)
+
+    def writerless(self, prefix: str, vhost: str = "/") -> list[str]:
+        """The streams named ``prefix``... whose writer (leader) is on no running node."""
+        running = set(self.running_nodes())
+        return sorted(q["name"] for q in self.list_queues("name", "type", "leader", vhost=vhost)
+                      if q["name"].startswith(prefix) and q["type"] == "stream"
+                      and q["leader"] not in running)
+
+    def version(self) -> tuple[int, ...]:
+        """The RabbitMQ server version of the running nodes, e.g. (3, 10, 8)."""
+        text = self.ctl(self._asked(), "version").stdout.strip()
+        return tuple(int(part) for part in text.split(".") if part.isdigit())
+
+    def report(self, prefix: str, vhost: str = "/") -> str:
+        """For a failure report: each quorum queue and stream named ``prefix``... as the
+        broker sees it (leader, members, online members), and the last lines the running
+        nodes logged about streams, quorum queues and errors."""
+        lines = []
+        try:
+            for q in self.list_queues("name", "type", "leader", "members", "online",
+                                      vhost=vhost):
+                if q["name"].startswith(prefix) and q["type"] in ("quorum", "stream"):
+                    lines.append(f"  {q['name']} ({q['type']}): leader {q['leader']}, "
+                                 f"members {q['members']}, online {q['online']}")
+        except Exception as exc:  # a report must not hide the failure it reports
+            lines.append(f"  queues unknown: {exc}")
+        for node in self.nodes:
+            if not self.is_up(node):
+                lines.append(f"--- {node.name}: down")
+                continue
+            log = node.base / "log" / f"{node.name}.log"
+            text = log.read_text(errors="replace").splitlines() if log.exists() else []
+            picked = [line for line in text
+                      if any(w in line for w in ("stream", "quorum", "[error]", "[warning]"))]
+            lines.append(f"--- {node.name}: last of {len(picked)} lines about streams, "
+                         f"quorum queues, warnings and errors:")
+            lines += [line[:400] for line in picked[-25:]]
+        return "\n".join(lines)
 
     def close(self) -> None:
         """Throw the cluster away: its nodes are killed, not stopped (a clean stop of a quorum

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import pika
 import pytest
 from esbtest.proxy import TcpProxy
 from esbtest.waiting import until
 
 from esb.bus.broker import connection
 from esb.bus.broker.connection import AmqpLink, broker_urls, redact
+from esb.bus.broker.publisher import ConfirmedPublisher
 from esb.bus.config.model import BusConfig
-from esb.bus.errors import BusUnavailable
+from esb.bus.errors import BusUnavailable, PublishRejected
 
 
 @pytest.fixture
@@ -148,5 +151,29 @@ async def test_a_recovering_channel_the_broker_closes_rebuilds_the_link(rabbit_u
         assert link.connects == 1 and link.connected
         channels[0].queue_declare("esb-test-no-such-queue", passive=True)
         assert await until(lambda: link.connects == 2 and link.connected)
+    finally:
+        await link.close()
+
+
+async def test_a_refused_publish_names_the_queue_that_refused_it(rabbit_url: str) -> None:
+    """A nack says which queue refused: with a stream or quorum queue without a leader every
+    publish to it is refused, and the operator's first question is which one."""
+    queue = f"esbtest-nack-{uuid.uuid4().hex[:8]}"
+    publisher = ConfirmedPublisher()
+
+    async def declare(link: AmqpLink) -> None:
+        await publisher.open(link)
+        channel = publisher.channel
+        assert channel is not None
+        # A queue that takes nothing: every publish to it is nacked.
+        await link.call(channel.queue_declare, queue, exclusive=True,
+                        arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
+
+    link = AmqpLink(rabbit_url, name="test nack", on_connected=declare)
+    try:
+        await link.start()
+        with pytest.raises(PublishRejected, match=f"refused the message for {queue} "):
+            await publisher.publish("", queue, b"{}", pika.BasicProperties(message_id="m1"),
+                                    timeout=10)
     finally:
         await link.close()
