@@ -258,6 +258,33 @@ def stalled_report(fleet: Fleet, load: Load, since: float) -> str:
     return "\n".join(lines)
 
 
+def warnings_of(d: DaemonProcess) -> int:
+    """How many warning and error lines the daemon has logged so far."""
+    return sum(1 for line in d.log(50_000_000).splitlines()
+               if '"warning"' in line or '"error"' in line)
+
+
+def quiet_moment(fleet: Fleet, load: Load | None, window: float = 5.0,
+                 timeout: float = 300) -> dict[str, dict[str, Any]]:
+    """Until a moment when the broker reports every member online with its leaders unchanged
+    for ``window`` seconds, and, over that same window, the daemons logged no warning and (with
+    a ``load``) kept accepting orders: the state before a fault that makes the test one fault,
+    not two. Returns the broker's listing at its end (see ``Cluster.await_in_sync``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        accepted = len(load.accepted) if load is not None else 0
+        warned = [warnings_of(d) for d in fleet.daemons]
+        listing = fleet.cluster.await_in_sync(fleet.prefix, steady=window)
+        still = [warnings_of(d) for d in fleet.daemons] == warned
+        moving = load is None or len(load.accepted) >= accepted + 5
+        if still and moving:
+            return listing
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no quiet moment within {timeout:g}s (daemon warnings "
+                                 f"{warned}, accepted {accepted})\n"
+                                 f"{fleet.cluster.report(fleet.prefix)}")
+
+
 def acceptance_back(fleet: Fleet, load: Load, since: float, target: int, what: str, *,
                     lost: Node, bring_back: Callable[[], None]) -> str | None:
     """Wait until ``target`` orders were accepted after ``since``, failing on a stall of a
@@ -321,7 +348,7 @@ def test_kill_the_queue_leaders_node_under_load_loses_nothing(fleet: Fleet,
     c = fleet.cluster
     load = Load(fleet.daemons, "kill").start()
     wait_until(lambda: len(load.accepted) >= 30, "load running", timeout=120)
-    listing = c.await_in_sync(fleet.prefix)
+    listing = quiet_moment(fleet, load)
     leader = c.node(listing[Topology(fleet.prefix).queue("dest.out")]["leader"])
     killed_at = time.monotonic()
     c.kill(leader)
@@ -370,7 +397,7 @@ def test_rolling_restart_of_every_node_loses_nothing(fleet: Fleet, sink: Sink) -
 def test_streams_keep_working_while_a_node_is_down(fleet: Fleet, sink: Sink) -> None:
     c = fleet.cluster
     a, b = fleet.daemons
-    listing = c.await_in_sync(fleet.prefix)
+    listing = quiet_moment(fleet, None)
     routes_leader = c.node(listing[Topology(fleet.prefix).routes_stream]["leader"])
     c.kill(routes_leader)
     try:
@@ -458,7 +485,7 @@ def test_partition_of_the_leaders_node_loses_nothing(fleet: Fleet, sink: Sink) -
                     pytrace=False)
     load = Load(fleet.daemons, "part").start()
     wait_until(lambda: len(load.accepted) >= 30, "load running", timeout=120)
-    listing = c.await_in_sync(fleet.prefix)
+    listing = quiet_moment(fleet, load)
     node = c.node(listing[Topology(fleet.prefix).queue("dest.out")]["leader"])
     cut_at = time.monotonic()
     c.partition(node)
