@@ -13,7 +13,11 @@ uvicorn's httptools protocol with esb's bounds added (see docs/security.md):
 * **header count and size** — more than ``max_headers`` header fields, or a request line plus
   headers larger than ``max_header_bytes``, is ``431`` and close; the parser never buffers more
   than that plus one read;
-* requests the parser cannot read get a ``400`` problem+json instead of uvicorn's plain text.
+* requests the parser cannot read get a ``400`` problem+json instead of uvicorn's plain text;
+* **lingering close** — a connection esb ends while the client may still be sending (a refusal
+  above, a ``CONNECT``) is half-closed after the answer and read to its end (discarded) for up
+  to :data:`LINGER` seconds before it is closed: a socket closed with unread bytes sends a
+  reset, and a reset can reach the client before it has read the answer.
 
 What it cannot do: a request the parser refuses before a method and path are known has no
 request to answer in the usual sense; esb still writes the problem+json and closes.
@@ -36,6 +40,10 @@ from esb.bus.problem import PROBLEM_JSON, problem_document
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
             503: b"Service Unavailable"}
 log = logging.getLogger("esb.http")
+
+#: At most this long a refused connection is read (and discarded) after its answer, waiting
+#: for the client to close first (see the module's "lingering close").
+LINGER = 2.0
 
 
 @dataclass(frozen=True)
@@ -95,9 +103,10 @@ class GuardedProtocol(HttpToolsProtocol):
         if len(self.connections) > self.limits.max_connections:
             log.warning("connection refused: %d connections open (http.max_connections)",
                         len(self.connections) - 1)
+            # Closed at once, not lingering: this is the path that bounds connections.
             self._refuse(503, "Too many connections",
                          "the server holds as many connections as it allows; retry later",
-                         extra=(b"retry-after: 1",))
+                         extra=(b"retry-after: 1",), linger=False)
             return
         self._arm(self.limits.header_timeout)
 
@@ -142,8 +151,9 @@ class GuardedProtocol(HttpToolsProtocol):
                     pending[:0] = [self._read_on_as_http(), memoryview(chunk)[exc.args[0]:]]
                 else:  # a CONNECT: esb tunnels nothing; nothing after it is read
                     self._done = True
-                    if self.cycle is not None:
+                    if self.cycle is not None:  # the app answers it, then the cycle closes
                         self.cycle.keep_alive = False
+                        self.cycle.transport = _Lingering(self)  # type: ignore[assignment]
                     return False
             except Exception as exc:  # httptools' parser and callback errors
                 refused = exc.__context__ if isinstance(exc.__context__, _Refused) else None
@@ -244,6 +254,8 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        if self._done:  # refused or lingering: nothing more is served on this connection
+            return
         super().on_response_complete()
         if self.timeout_keep_alive_task is not None:  # idle: uvicorn's keep-alive timer
             self._disarm()
@@ -286,12 +298,46 @@ class GuardedProtocol(HttpToolsProtocol):
                      f"the request {phase} did not arrive within {limit:g} s")
 
     def _refuse(self, status: int, title: str, detail: str, *,
-                extra: tuple[bytes, ...] = ()) -> None:
+                extra: tuple[bytes, ...] = (), linger: bool = True) -> None:
         self._done = True
         self._disarm()
         if not self.transport.is_closing():
             self.transport.write(problem_bytes(status, title, detail, extra_headers=extra))
-            self.transport.close()
+            if linger:
+                self._linger()
+            else:
+                self.transport.close()
+
+    def _linger(self) -> None:
+        """End the connection after what was written, without a reset: half-close it (the
+        client reads the answer, then end of stream) and discard what it still sends until it
+        closes too (uvicorn's ``eof_received`` lets the transport close then) or
+        :data:`LINGER` seconds have passed."""
+        self._done = True
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._disarm()
+        self._timer = self.loop.call_later(LINGER, transport.close)
+
+
+class _Lingering:
+    """The transport as a request cycle sees it once its connection is to end: ``close``
+    lingers (:meth:`GuardedProtocol._linger`), everything else is the transport's."""
+
+    def __init__(self, protocol: GuardedProtocol) -> None:
+        self._protocol = protocol
+        self._transport = protocol.transport
+
+    def close(self) -> None:
+        self._protocol._linger()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def guarded_protocol(limits: HttpLimits) -> type[GuardedProtocol]:

@@ -15,6 +15,8 @@ import pytest
 from esbtest.daemon import DaemonProcess
 from esbtest.hostile import ROUTES, raw_request, read_all
 
+from esb.bus.runtime.httpguard import LINGER
+
 KiB = 1024
 
 
@@ -85,3 +87,30 @@ def test_pipelined_requests_past_the_limit_in_one_read_are_served(daemon: Daemon
             s.sendall(one + request_with([("X-Big", "a" * 64 * KiB)]))
         answers = read_all(s)
     assert re.findall(rb"HTTP/1.1 (\d{3})", answers)[-1:] == [b"431"]
+
+
+def test_a_refused_client_still_sending_reads_its_answer_and_a_clean_end(
+        daemon: DaemonProcess) -> None:
+    """The 431 goes out at once; what the client sends after it is read and dropped (a
+    lingering close) instead of making the server's socket reset the connection, so the
+    client reads the answer and then end of stream; a client that never closes is closed
+    after the linger time."""
+    big_head = b"POST /in/shop HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 64 * KiB + b"\r\n"
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as s:
+        s.sendall(big_head)
+        time.sleep(0.3)  # answered by now; a plain close would have closed the socket
+        for _ in range(20):  # the client goes on with its headers
+            s.sendall(b"X-More: " + b"m" * KiB + b"\r\n")
+        assert read_all(s).startswith(b"HTTP/1.1 431")
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as s:
+        s.sendall(big_head)
+        assert read_all(s).startswith(b"HTTP/1.1 431")  # end of stream at once: half-closed
+        for n in range(3):  # still read (and dropped): a closed socket would reset, and the
+            s.sendall(b"X-Late: %d\r\n" % n)  # send after a reset fails
+            time.sleep(0.2)
+        time.sleep(LINGER + 1)
+        with pytest.raises(OSError):  # closed by the server by now: a send draws a reset
+            for _ in range(5):
+                s.sendall(b"X-Later: 1\r\n")
+                time.sleep(0.2)
+    assert httpx.post(daemon.url + "/in/shop", json={"ok": 1}, timeout=5).status_code == 202
