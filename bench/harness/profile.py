@@ -17,13 +17,16 @@ from pathlib import Path
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 _STDLIB = re.compile(r"/lib/python3\.\d+/(?P<mod>[^/]+)")
+#: This checkout's root (bench/harness/ is two below it): esb's files when py-spy prints them
+#: with their full path.
+_CHECKOUT = str(Path(__file__).resolve().parents[2]) + "/"
 
 
 def package(path: str) -> str:
     """A short owner for a file: ``esb.<subpackage>``, a third-party package or a stdlib
     module. py-spy prints paths relative to their ``sys.path`` entry (``aiohttp/client.py``,
     ``bus/runtime/ingress.py`` for esb's editable install)."""
-    for marker in ("/site-packages/", "/dist-packages/", "/work/main/"):
+    for marker in ("/site-packages/", "/dist-packages/", _CHECKOUT):
         if marker in path:
             path = path.split(marker, 1)[1]
     m = _STDLIB.search(path)
