@@ -320,6 +320,12 @@ class GuardedProtocol(HttpToolsProtocol):
         if not transport.can_write_eof():
             transport.close()
             return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # An earlier request still being answered (pipelined) can no longer follow this
+            # answer: its cycle ends as on a lost connection (its sends are dropped), where a
+            # write after the shut side would raise.
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
         transport.write_eof()
         self._disarm()
         self._timer = self.loop.call_later(LINGER, transport.close)

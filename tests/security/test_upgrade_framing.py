@@ -38,9 +38,16 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any, seen: Seen) -> No
 class Transport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
-        self.out, self.closed = b"", False
+        self.out, self.closed, self.eof = b"", False, False
+
+    @property
+    def ended(self) -> bool:
+        """The server ended the connection: closed it, or shut its side (lingering)."""
+        return self.closed or self.eof
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.eof:  # as asyncio's and uvloop's transports do
+            raise RuntimeError("Cannot call write() after write_eof()")
         if not self.closed:
             self.out += bytes(data)
 
@@ -54,9 +61,7 @@ class Transport(asyncio.Transport):
         return True
 
     def write_eof(self) -> None:
-        # The server ended its side (a lingering close): for these tests, closed — what it
-        # wrote is all it answers, and nothing after it is read.
-        self.closed = True
+        self.eof = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"sockname": ("127.0.0.1", 1), "peername": ("127.0.0.1", 2)}.get(name, default)
@@ -85,7 +90,7 @@ def serve(reads: list[bytes]) -> tuple[Seen, list[bytes], bool]:
         transport = Transport()
         protocol.connection_made(transport)
         for data in reads:
-            if not transport.closed:
+            if not transport.ended:  # what a client sends after the end is not served
                 protocol.data_received(data)
             for _ in range(3):
                 await asyncio.sleep(0)
@@ -98,7 +103,7 @@ def serve(reads: list[bytes]) -> tuple[Seen, list[bytes], bool]:
         return transport
 
     transport = asyncio.run(main())
-    return seen, re.findall(rb"HTTP/1.1 (\d{3})", transport.out), transport.closed
+    return seen, re.findall(rb"HTTP/1.1 (\d{3})", transport.out), transport.ended
 
 
 @pytest.fixture(autouse=True)
@@ -159,3 +164,14 @@ def test_a_connect_ends_the_connection_however_split() -> None:
     connect = b"CONNECT /a HTTP/1.1\r\nHost: x\r\n\r\n"
     for reads in ([connect + NEXT], [connect, NEXT]):
         assert serve(reads) == ([("CONNECT", "/a", b"")], [b"200"], True)
+
+
+def test_a_refusal_behind_a_request_not_yet_answered_ends_the_connection_cleanly() -> None:
+    """A pipelined head refused (431) while the request before it waits for its handler: the
+    431 is written and the connection ended; the earlier request is not handed to the app
+    (as on a lost connection: its sender never got an answer and retries) and nothing is
+    written after the end (a write after the shut side would raise)."""
+    one = b"POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+    two = b"GET /two HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+    seen, statuses, ended = serve([one + two])
+    assert statuses == [b"431"] and ended and seen == []
