@@ -291,8 +291,7 @@ class GuardedProtocol(HttpToolsProtocol):
         limit = self.limits.header_timeout if self._reading_head else self.limits.body_timeout
         log.warning("slow client: request %s not received within %ss", phase, limit)
         if self.cycle is not None and not self._reading_head and self.cycle.response_started:
-            self._done = True
-            self.transport.close()
+            self._linger()  # no answer can follow the one under way; the body may still come
             return
         self._refuse(408, "Request timeout",
                      f"the request {phase} did not arrive within {limit:g} s")

@@ -215,6 +215,11 @@ def check_delivered(fleet: Fleet, sink: Sink, load: Load, what: str) -> tuple[in
     return len(wanted), dupes
 
 
+def warning_lines(log: list[str]) -> list[str]:
+    """The warning and error lines of a daemon's log (JSON lines)."""
+    return [line for line in log if '"warning"' in line or '"error"' in line]
+
+
 def missing_report(fleet: Fleet, sink: Sink, load: Load, wanted: set[str]) -> str:
     """Which accepted keys never reached the destination, how each was answered, and the
     daemons' log lines about them and their warnings."""
@@ -231,7 +236,7 @@ def missing_report(fleet: Fleet, sink: Sink, load: Load, wanted: set[str]) -> st
     for n, d in enumerate(fleet.daemons):
         log = d.log(5_000_000).splitlines()
         about = [line for line in log if any(i in line for i in ids)]
-        warnings = [line for line in log if '"warning"' in line or '"error"' in line]
+        warnings = warning_lines(log)
         lines.append(f"--- d{n}: lines naming the missing envelopes ({len(about)}):")
         lines += about[-40:]
         lines.append(f"--- d{n}: last warnings and errors ({len(warnings)}):")
@@ -250,18 +255,13 @@ def stalled_report(fleet: Fleet, load: Load, since: float) -> str:
             ready = httpx.get(d.url + "/readyz", timeout=5).text
         except httpx.HTTPError as exc:
             ready = repr(exc)
-        log = d.log(5_000_000).splitlines()
-        warnings = [line for line in log if '"warning"' in line or '"error"' in line]
+        warnings = warning_lines(d.log(5_000_000).splitlines())
         lines.append(f"--- d{n}: /readyz {ready}; last warnings and errors "
                      f"({len(warnings)}):")
         lines += warnings[-40:]
     return "\n".join(lines)
 
 
-def warnings_of(d: DaemonProcess) -> int:
-    """How many warning and error lines the daemon has logged so far."""
-    return sum(1 for line in d.log(50_000_000).splitlines()
-               if '"warning"' in line or '"error"' in line)
 
 
 def quiet_moment(fleet: Fleet, load: Load | None, window: float = 5.0,
@@ -270,12 +270,15 @@ def quiet_moment(fleet: Fleet, load: Load | None, window: float = 5.0,
     for ``window`` seconds, and, over that same window, the daemons logged no warning and (with
     a ``load``) kept accepting orders: the state before a fault that makes the test one fault,
     not two. Returns the broker's listing at its end (see ``Cluster.await_in_sync``)."""
+    def warnings() -> list[int]:
+        return [len(warning_lines(d.log(50_000_000).splitlines())) for d in fleet.daemons]
+
     deadline = time.monotonic() + timeout
     while True:
         accepted = len(load.accepted) if load is not None else 0
-        warned = [warnings_of(d) for d in fleet.daemons]
+        warned = warnings()
         listing = fleet.cluster.await_in_sync(fleet.prefix, steady=window)
-        still = [warnings_of(d) for d in fleet.daemons] == warned
+        still = warnings() == warned
         moving = load is None or len(load.accepted) >= accepted + 5
         if still and moving:
             return listing

@@ -339,12 +339,12 @@ class Cluster:
         start = out.stdout.find("[")
         return list(json.loads(out.stdout[start:])) if start >= 0 else []
 
-    def leader_node(self, queue: str, vhost: str = "/") -> Node:
-        """The node holding ``queue``'s leader (quorum queue or stream)."""
-        for q in self.list_queues("name", "leader", vhost=vhost):
-            if q["name"] == queue:
-                return next(n for n in self.nodes if n.name == q["leader"])
-        raise LookupError(f"no queue {queue}")
+    def replicated(self, prefix: str, vhost: str = "/") -> dict[str, dict[str, Any]]:
+        """Every quorum queue and stream named ``prefix``... as the broker lists it: name ->
+        its ``type``, ``leader``, ``members`` and ``online`` members."""
+        return {q["name"]: q for q in self.list_queues("name", "type", "leader", "members",
+                                                       "online", vhost=vhost)
+                if q["name"].startswith(prefix) and q["type"] in ("quorum", "stream")}
 
     def members(self, queue: str, vhost: str = "/") -> list[str]:
         for q in self.list_queues("name", "members", vhost=vhost):
@@ -368,9 +368,7 @@ class Cluster:
         since: float | None = None
         leaders: dict[str, str] = {}
         while True:
-            listing = {q["name"]: q for q in self.list_queues(
-                "name", "type", "leader", "members", "online", vhost=vhost)
-                if q["name"].startswith(prefix) and q["type"] in ("quorum", "stream")}
+            listing = self.replicated(prefix, vhost)
             lacking = {}
             for name, q in listing.items():
                 members, online = set(q["members"] or ()), set(q["online"] or ())
@@ -395,9 +393,8 @@ class Cluster:
     def writerless(self, prefix: str, vhost: str = "/") -> list[str]:
         """The streams named ``prefix``... whose writer (leader) is on no running node."""
         running = set(self.running_nodes())
-        return sorted(q["name"] for q in self.list_queues("name", "type", "leader", vhost=vhost)
-                      if q["name"].startswith(prefix) and q["type"] == "stream"
-                      and q["leader"] not in running)
+        return sorted(name for name, q in self.replicated(prefix, vhost).items()
+                      if q["type"] == "stream" and q["leader"] not in running)
 
     def version(self) -> tuple[int, ...]:
         """The RabbitMQ server version of the running nodes, e.g. (3, 10, 8)."""
@@ -410,11 +407,9 @@ class Cluster:
         nodes logged about streams, quorum queues and errors."""
         lines = []
         try:
-            for q in self.list_queues("name", "type", "leader", "members", "online",
-                                      vhost=vhost):
-                if q["name"].startswith(prefix) and q["type"] in ("quorum", "stream"):
-                    lines.append(f"  {q['name']} ({q['type']}): leader {q['leader']}, "
-                                 f"members {q['members']}, online {q['online']}")
+            for name, q in self.replicated(prefix, vhost).items():
+                lines.append(f"  {name} ({q['type']}): leader {q['leader']}, "
+                             f"members {q['members']}, online {q['online']}")
         except Exception as exc:  # a report must not hide the failure it reports
             lines.append(f"  queues unknown: {exc}")
         for node in self.nodes:
