@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "%(default)s here); --workers 1 compares one process with one")
     p.add_argument("--repeat", type=int,
                    help="rounds over all scenarios; each row is the run with the median rate "
-                        "(default: 3, 1 with --quick)")
+                        "(default: 3, 1 with --soak)")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="record each measured phase with py-spy into DIR (slows the target)")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, configs)")
@@ -95,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{s.name:<16} {s.description}  {target}")
         return 0
     chosen = select(args)
-    count = args.count or (1000 if args.quick else 6000)
-    warmup = args.warmup or (200 if args.quick else 1000)
-    repeat = args.repeat or (1 if args.quick or (args.soak and not args.scenario) else 3)
+    count = args.count or (2000 if args.quick else 6000)
+    warmup = args.warmup or (400 if args.quick else 1000)
+    repeat = args.repeat or (1 if args.soak and not args.scenario else 3)
     run_id = uuid.uuid4().hex[:8]
     workdir = Path(tempfile.mkdtemp(prefix=f"esb-bench-{run_id}-"))
     opts = Options(bus_url=args.url, run_id=run_id, workdir=workdir, warmup=warmup,

@@ -33,23 +33,36 @@ def median_run(runs: list[Result]) -> Result:
 def ratio_row(scn: Scenario, results: dict[str, Result]) -> dict[str, Any]:
     """The ratio to the scenario's reference and whether it meets the target."""
     if scn.target is None or scn.name not in results:
-        return {"ratio": None, "target": None, "verdict": None}
+        return {"ratio": None, "cpu_ratio": None, "target": None, "verdict": None}
     ref = results.get(scn.target.reference)
     if ref is None or not ref.rate:
-        return {"ratio": None, "target": scn.target.label(), "verdict": None}
+        return {"ratio": None, "cpu_ratio": None, "target": scn.target.label(),
+                "verdict": None}
     ratio = results[scn.name].rate / ref.rate
     verdict = None if scn.target.factor is None else (
         "PASS" if ratio >= scn.target.factor else "MISS")
-    return {"ratio": round(ratio, 3), "target": scn.target.label(), "verdict": verdict}
+    return {"ratio": round(ratio, 3), "cpu_ratio": cpu_ratio(results[scn.name], ref),
+            "target": scn.target.label(), "verdict": verdict}
+
+
+def cpu_ratio(res: Result, ref: Result) -> float | None:
+    """The target's CPU per message over the reference's: steadier than the rate ratio on a
+    shared machine, where the two runs may not get the same share of the cores (a rate ratio
+    of 0.8 asks for about 1.6 x the reference's CPU, as the other processes take their part)."""
+    mine, theirs = res.cpu_us.get("target"), ref.cpu_us.get("target")
+    if not mine or not theirs:
+        return None
+    return round(mine / theirs, 2)
 
 
 HEADER = (f"{'scenario':<16} {'msg/s':>7} {'in msg/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'RSS MiB start→end':>18} {'CPU µs/msg t/b/h':>17}  {'ratio':>6}  target")
+          f"{'RSS MiB start→end':>18} {'CPU µs/msg t/b/h':>17}  {'ratio':>6} {'cpu x':>6}  target")
 
 
 def row(scn: Scenario, res: Result, results: dict[str, Result]) -> str:
     r = ratio_row(scn, results)
     ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+    cpu_x = "-" if r["cpu_ratio"] is None else f"{r['cpu_ratio']:.2f}"
     target = r["target"] or ""
     if r["verdict"]:
         target = f"{target}  {r['verdict']}"
@@ -57,7 +70,7 @@ def row(scn: Scenario, res: Result, results: dict[str, Result]) -> str:
     cpu = "/".join(f"{res.cpu_us[k]:.0f}" if k in res.cpu_us else "-"
                    for k in ("target", "broker", "harness"))
     return (f"{res.name:<16} {res.rate:>7.0f} {res.ingress_rate:>8.0f} {_ms(res.p50_ms):>7} "
-            f"{_ms(res.p99_ms):>7} {rss:>18} {cpu:>17}  {ratio:>6}  {target}")
+            f"{_ms(res.p99_ms):>7} {rss:>18} {cpu:>17}  {ratio:>6} {cpu_x:>6}  {target}")
 
 
 def soak_summary(res: Result) -> dict[str, Any]:
