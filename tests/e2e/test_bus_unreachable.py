@@ -84,9 +84,10 @@ def test_a_daemon_starting_without_its_broker_logs_each_attempt_once_and_stops_a
     proxy.stop_accepting()  # the broker is down from the start
     d = daemon_factory(_config(proxy.amqp_url, rabbit.prefix, sink.url), ROUTES)
     d.start(wait=False)
-    # wait until the bus link sits in a long back-off (4 s or more)
-    wait_until(lambda: any((e.get("retry_in") or 0) >= 4 for e in _bus_attempts(d)),
-               "a back-off of 4 s", timeout=60, daemon=d)
+    # wait until the bus link sits in a long back-off (8 s or more: a stop, interpreter exit
+    # included, takes well under that even on a busy machine)
+    wait_until(lambda: any((e.get("retry_in") or 0) >= 8 for e in _bus_attempts(d)),
+               "a back-off of 8 s", timeout=60, daemon=d)
     events = _events(d.log(500_000))
     first = [e for e in events if e.get("event") == "bus not reachable yet; retrying until it is"]
     assert len(first) == 1 and "Connection refused" in first[0]["error"], d.log()

@@ -155,9 +155,10 @@ def throttled(module_rabbit: Any, module_sink: Any, module_daemon_factory: Any) 
 @pytest.mark.parametrize("form", RETRY_AFTER_FORMS)
 def test_retry_after_is_honoured(module_sink: Any, throttled: Any, form: str) -> None:
     """``Retry-After`` as seconds (2 is a retry tier, 3 is not) and as an HTTP-date: the
-    retry comes no earlier than asked, and before the next retry tier (1, 2, 4 s here) would
-    have sent it: the wait is what was asked, not rounded up to a tier. (How close to the
-    asked time it comes depends on the machine's load; it is printed, not asserted.)"""
+    retry comes no earlier than asked, and the daemon schedules it for what was asked, not
+    rounded up to the next retry tier (1, 2, 4 s here). (How close to the asked time it comes
+    depends on the machine's load — a wait that is no tier takes two parkings, each a broker
+    dead-lettering — so it is printed, not asserted.)"""
     sink, d = module_sink, throttled
     first: dict[str, float] = {}
     due: dict[str, float] = {}
@@ -179,6 +180,7 @@ def test_retry_after_is_honoured(module_sink: Any, throttled: Any, form: str) ->
 
     sink.status_for = throttle
     start = 100 * RETRY_AFTER_FORMS.index(form)
+    log_from = d.log_path.stat().st_size
     results = asyncio.run(post_many(d.url, 20, start=start))
     assert len(accepted(results)) == 20
     wait_until(lambda: accepted(results) <= sink.unique(), "every order taken", timeout=30,
@@ -188,10 +190,21 @@ def test_retry_after_is_honoured(module_sink: Any, throttled: Any, form: str) ->
           f"{max(late) * 1000:+.0f} ms after it allowed")
     assert len(retried) == 20
     assert min(late) >= -0.01  # the sink's clock reads the header's time, ±rounding
-    for key, lateness in zip(due, late, strict=True):
-        asked = due[key] - first[key]
-        next_tier = min(t for t in (1, 2, 4, 8) if t > asked)
-        assert lateness < next_tier - asked, (key, asked, lateness)
+    # What the daemon scheduled, read from its log (the wall clock above also holds the
+    # broker's and the loaded machine's time): the asked wait, never a tier above it.
+    with d.log_path.open("rb") as f:
+        f.seek(log_from)
+        lines = f.read().splitlines()
+    scheduled = [e["retry_in"] for e in map(orjson.loads, (ln for ln in lines
+                                                              if ln.startswith(b"{")))
+                 if e.get("event") == "delivery failed; retry scheduled"]
+    assert len(scheduled) == 20, scheduled
+    longest = max(due[k] - first[k] for k in due)
+    for wait in scheduled:
+        if form == "http-date":  # counted from when the daemon read the 429: a bit less
+            assert 0 < wait <= longest + 0.01, (wait, longest)
+        else:
+            assert wait == pytest.approx(int(form), abs=0.01), scheduled
 
 
 def test_rate_limit_holds(rabbit: Any, sink: Any, daemon_factory: Any) -> None:

@@ -191,7 +191,9 @@ def test_large_replay_shows_progress_and_an_interrupted_one_loses_nothing(
 
     d.start()
     left = dlq_depth(d)
-    assert n // 4 <= left < n, f"{left} left: the kill should have cut the replay short"
+    # (How many were replayed before the kill landed depends on how fast this test read the
+    # progress line: only that the replay was cut short is asserted.)
+    assert 0 < left < n, f"{left} left: the kill should have cut the replay short"
     r = cli(d, "dlq", "replay", "--all")
     assert r.returncode == 0, r.stderr
     assert f"replayed {left}; 0 left in dlq" in r.stdout

@@ -28,7 +28,10 @@ Leg = tuple[str, str]  # (route name, destination)
 V1_LEGS: frozenset[Leg] = frozenset({("first", "d1"), ("second", "d2")})
 V2_LEGS: frozenset[Leg] = frozenset({("first", "d2"), ("second", "d3")})
 DESTINATIONS = ("d1", "d2", "d3")
-SWITCH_LIMIT = 2.0  # seconds from the deploy POST to an instance running the new version
+# Seconds from the deploy POST to an instance running the new version: typically well under
+# one (printed); bounded generously, as the other instance reads the route stream and compiles
+# while the load runs on a machine that may be busy.
+SWITCH_LIMIT = 5.0
 
 
 def route_file(legs: Iterable[Leg]) -> str:

@@ -20,13 +20,14 @@ TRANSFORMING = {"r.yaml": {"routes": [{
     "to": [{"destination": "out", "transform": [{"json-to-xml": {"root": "o"}}]}]}]}}
 
 
-def wait_for_trace(d: Any, eid: str, last: str) -> list[dict[str, Any]]:
+def wait_for_trace(d: Any, eid: str, last: str, *also: str) -> list[dict[str, Any]]:
     """The trace of ``eid`` as ``esb trace`` shows it from ``d``, once it holds a ``last`` step
-    (waited for on the admin API, 10 s at most: other instances flush their events every
-    200 ms)."""
+    and every step of ``also`` (waited for on the admin API, 10 s at most: each instance
+    flushes its own events every 200 ms, so one instance's steps may be seen before the
+    steps another took earlier)."""
     def traced() -> bool:
         r = d.admin("GET", f"/admin/trace/{eid}")
-        return r.status_code == 200 and any(e["step"] == last for e in r.json()["events"])
+        return r.status_code == 200 and {last, *also} <= {e["step"] for e in r.json()["events"]}
 
     wait_until(traced, f"a {last!r} step in the trace", timeout=10, daemon=d)
     out = esb(d, "trace", eid, "--json")
@@ -75,7 +76,8 @@ def test_trace_shows_every_hop_from_any_instance(fleet: Fleet, module_sink: Any)
         wait_until(lambda: received(sink, "t-1"), "the delivery", timeout=30)
     finally:
         sink.status_for = None
-    events = wait_for_trace(b, eid, "delivered")  # asked of the other instance
+    events = wait_for_trace(b, eid, "delivered", "accepted", "routed", "attempt",
+                            "retry-scheduled")  # asked of the other instance
     steps = [e["step"] for e in events]
     assert steps[:4] == ["accepted", "transformed", "transformed", "routed"], steps
     assert "attempt" in steps and "retry-scheduled" in steps and steps[-1] == "delivered"

@@ -201,7 +201,9 @@ def test_two_workers_share_the_port_and_the_work(rabbit: Any, sink: Any,
 
 def test_sigterm_drains_every_worker_and_exits_zero(rabbit: Any, sink: Any,
                                                     daemon_factory: Any) -> None:
-    sink.status_for = answer_after(0.3)
+    # 4 deliveries at a time of 1 s each: the 40 take ~10 s, far longer than the SIGHUP's
+    # round through both workers, so the stop comes with work still queued.
+    sink.status_for = answer_after(1.0)
     d, pids = start_workers(daemon_factory, rabbit, sink, concurrency=2)
     results = asyncio.run(post_many(d.url, 40))
     assert len(accepted(results)) == 40

@@ -123,7 +123,8 @@ async def test_embedded_knows_only_itself_with_rates() -> None:
             counters.delivered += 10
             await asyncio.sleep(0.05)
         rate = p.instances()[0]["destinations"]["erp"]["delivered_per_s"]
-        assert rate is not None and 100 < rate < 400
+        # (~200/s; a loop slowed by a busy machine sleeps longer, so the rate can be lower)
+        assert rate is not None and 20 < rate < 400, rate
     finally:
         await p.close()
     assert [i["instance"] for i in p.instances()] == ["solo"]
