@@ -12,6 +12,10 @@ response. ``--mode soap``: the body goes through ``--xslt-in``
 the answer goes through ``--xslt-out``. What esb adds on top — the envelope, routing, the bus
 hop there and back, the reply leg — is what the request/reply scenarios measure against this.
 ``GET /readyz`` answers 200. ``--workers N`` forks N processes on one socket, as esb does.
+
+``--bus URL --queue NAME``: the same proxy with a RabbitMQ hop there and back between the
+request's way in and the call (``bench/bus_hop.py``): the lean request/reply relay, the floor
+of what a broker in the middle costs, beside the direct call.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from bus_hop import BusHop
 from lxml import etree
 
 from esb.adapters.http import send_plain
@@ -33,6 +38,8 @@ from esb.bus.reply import Reply
 from esb.bus.runtime.http import make_http_client
 
 S11 = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8",
+                "SOAPAction": '"urn:example:orders:SubmitOrder"'}
 
 
 async def call(client: httpx.AsyncClient, url: httpx.URL, body: bytes,
@@ -47,12 +54,31 @@ async def call(client: httpx.AsyncClient, url: httpx.URL, body: bytes,
     return got.status_code, got.content, got.headers.get("content-type")
 
 
-def build_app(target: str, mode: str, xslt_in: str | None, xslt_out: str | None) -> Any:
+def build_app(target: str, mode: str, xslt_in: str | None, xslt_out: str | None,
+              bus: tuple[str, str] | None = None) -> tuple[Any, BusHop | None]:
+    """The ASGI app, and the bus hop it sends its calls through (``bus``: URL, queue), if
+    any (to be started before the app serves)."""
     state: dict[str, Any] = {}
     url = httpx.URL(target)
     to_backend = etree.XSLT(etree.parse(xslt_in)) if xslt_in else None
     from_backend = etree.XSLT(etree.parse(xslt_out)) if xslt_out else None
     parser = etree.XMLParser(resolve_entities=False, no_network=True)
+
+    def client() -> httpx.AsyncClient:
+        return state.get("client") or state.setdefault("client", make_http_client())
+
+    async def exchange(body: bytes, ctype: str | None) -> tuple[int, bytes, str | None]:
+        """The call to the backend: a POST, or (soap) the body wrapped in a SOAP envelope
+        and the answer's Body element unwrapped."""
+        if mode == "rest":
+            return await call(client(), url, body, {"Content-Type": ctype or "application/json"})
+        env = etree.Element(f"{{{S11}}}Envelope", nsmap={"soap": S11})
+        etree.SubElement(env, f"{{{S11}}}Body").append(etree.fromstring(body, parser))
+        status, content, _ = await call(client(), url, etree.tostring(env), SOAP_HEADERS)
+        answer = etree.fromstring(content, parser).find(f"{{{S11}}}Body")[0]
+        return status, etree.tostring(answer), "application/xml"
+
+    hop = BusHop(bus[0], bus[1], exchange) if bus else None
 
     async def read(receive: Any) -> bytes:
         chunks = []
@@ -75,36 +101,48 @@ def build_app(target: str, mode: str, xslt_in: str | None, xslt_out: str | None)
             await respond(send, 200, b"ok", b"text/plain")
             return
         body = await read(receive)
-        client = state.get("client") or state.setdefault("client", make_http_client())
         if mode == "rest":
-            status, content, ctype = await call(client, url, body,
-                                                {"Content-Type": "application/json"})
+            status, content, ctype = await (hop.call if hop is not None else exchange)(
+                body, "application/json")
             await respond(send, status, content, (ctype or "application/json").encode())
             return
         assert to_backend is not None and from_backend is not None
-        element = to_backend(etree.fromstring(body, parser)).getroot()
-        env = etree.Element(f"{{{S11}}}Envelope", nsmap={"soap": S11})
-        etree.SubElement(env, f"{{{S11}}}Body").append(element)
-        status, content, _ = await call(
-            client, url, etree.tostring(env),
-            {"Content-Type": "text/xml; charset=utf-8",
-             "SOAPAction": '"urn:example:orders:SubmitOrder"'})
-        answer = etree.fromstring(content, parser).find(f"{{{S11}}}Body")[0]
+        request = to_backend(etree.fromstring(body, parser)).getroot()
+        if hop is None:  # the element goes into the SOAP envelope as it is
+            env = etree.Element(f"{{{S11}}}Envelope", nsmap={"soap": S11})
+            etree.SubElement(env, f"{{{S11}}}Body").append(request)
+            status, content, _ = await call(
+                client(), url, etree.tostring(env), SOAP_HEADERS)
+            answer = etree.fromstring(content, parser).find(f"{{{S11}}}Body")[0]
+        else:  # bytes cross the bus
+            status, content, _ = await hop.call(etree.tostring(request), "application/xml")
+            answer = etree.fromstring(content, parser)
         out = etree.tostring(from_backend(answer))
         await respond(send, status, out, b"application/xml")
 
-    return app
+    return app, hop
 
 
 def serve(sock: socket.socket, args: argparse.Namespace) -> None:
     import uvloop
 
-    app = build_app(args.target, args.mode, args.xslt_in, args.xslt_out)
+    app, hop = build_app(args.target, args.mode, args.xslt_in, args.xslt_out,
+                         (args.bus, args.queue) if args.bus else None)
     config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
                             http="httptools", loop="none")
     server = uvicorn.Server(config)
+
+    async def run() -> None:
+        if hop is not None:
+            await hop.start()
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            if hop is not None:
+                await hop.close()
+
     uvloop.install()
-    asyncio.run(server.serve(sockets=[sock]))
+    asyncio.run(run())
 
 
 def main() -> None:
@@ -115,7 +153,11 @@ def main() -> None:
     p.add_argument("--xslt-in")
     p.add_argument("--xslt-out")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--bus", help="RabbitMQ URL: a hop through the broker there and back")
+    p.add_argument("--queue", help="with --bus: the queue the requests go through")
     args = p.parse_args()
+    if bool(args.bus) != bool(args.queue):
+        p.error("--bus and --queue go together")
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))

@@ -224,14 +224,18 @@ class Ceiling(Child):
         self.wait_http(f"{self.url}/readyz", timeout)
 
     def cleanup(self) -> None:
-        import pika
+        _delete_queue(self.bus_url, self.queue)
 
-        with contextlib.suppress(Exception):
-            conn = pika.BlockingConnection(pika.URLParameters(self.bus_url))
-            try:
-                conn.channel().queue_delete(self.queue)
-            finally:
-                conn.close()
+
+def _delete_queue(bus_url: str, queue: str) -> None:
+    import pika
+
+    with contextlib.suppress(Exception):
+        conn = pika.BlockingConnection(pika.URLParameters(bus_url))
+        try:
+            conn.channel().queue_delete(queue)
+        finally:
+            conn.close()
 
 
 def _with_sink(value: Any, sink_url: str) -> Any:
@@ -246,27 +250,34 @@ def _with_sink(value: Any, sink_url: str) -> Any:
 
 
 class Proxy(Child):
-    """bench/direct_proxy.py: the request/reply scenarios' reference."""
+    """bench/direct_proxy.py: the request/reply scenarios' reference (with ``--bus``, the lean
+    request/reply relay: ``{bus}`` and ``{queue}`` in its arguments are this run's broker URL
+    and a queue of its own, deleted afterwards)."""
 
     def __init__(self, sink_url: str, root: Path, args: list[str], files: dict[str, Any],
-                 log_dir: Path, workers: int = 1) -> None:
+                 log_dir: Path, workers: int = 1, bus_url: str = "", queue: str = "") -> None:
         self.port = free_port()
+        self.bus_url, self.queue = bus_url, queue
         root.mkdir(parents=True, exist_ok=True)
         for name, content in files.items():
             path = root / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content.encode() if isinstance(content, str) else content)
+        argv = [a.replace("{bus}", bus_url).replace("{queue}", queue)
+                for a in _with_sink(args, sink_url)]
         super().__init__("proxy", [sys.executable, str(BENCH / "direct_proxy.py"), "--port",
-                                   str(self.port), "--workers", str(workers),
-                                   *_with_sink(args, sink_url)], root, log_dir)
+                                   str(self.port), "--workers", str(workers), *argv],
+                         root, log_dir)
         self.url = f"http://127.0.0.1:{self.port}"
+        self.uses_bus = "--bus" in argv
 
     def start(self, timeout: float = 30) -> None:
         super().start()
         self.wait_http(f"{self.url}/readyz", timeout)
 
     def cleanup(self) -> None:
-        return None
+        if self.uses_bus:
+            _delete_queue(self.bus_url, self.queue)
 
 
 class Loadgen:

@@ -77,7 +77,8 @@ def _target(scn: Scenario, opts: Options, sink: Sink) -> Daemon | Ceiling | Prox
                        workers=opts.workers, client=scn.client)
     if scn.kind == "proxy":
         return Proxy(sink.url, root / "proxy", scn.proxy_args, scn.files, root,
-                     workers=opts.workers)
+                     workers=opts.workers, bus_url=opts.bus_url,
+                     queue=f"bench-{opts.run_id}.{scn.name}")
     return Daemon(root / "project", opts.bus_url, f"bench-{opts.run_id}-{scn.name}", sink.url,
                   scn.source, scn.routes, scn.files, root, "daemon", workers=opts.workers,
                   destination=scn.destination)

@@ -219,6 +219,17 @@ def rr_direct_rest(size: int) -> Scenario:
                     description="direct proxy: uvicorn in → httpx POST → its answer back")
 
 
+def rr_relay_rest(size: int) -> Scenario:
+    tag = _size_tag(size)
+    return Scenario(f"rr-relay-rest-{tag}", size, payloads.json_order(size),
+                    path="/in", kind="proxy", round_trip=True,
+                    proxy_args=["--mode", "rest", "--target", "{sink}/echo",
+                                "--bus", "{bus}", "--queue", "{queue}"],
+                    target=Target(f"rr-direct-rest-{tag}", None),
+                    description="lean request/reply relay: the direct proxy with a RabbitMQ "
+                                "hop there and back (bench/bus_hop.py)")
+
+
 def rr_rest(size: int) -> Scenario:
     tag = _size_tag(size)
     return Scenario(f"rr-rest-{tag}", size, payloads.json_order(size), round_trip=True,
@@ -241,6 +252,17 @@ def rr_direct_soap(size: int) -> Scenario:
                     description="direct proxy: XSLT → SOAP POST → XSLT on its answer")
 
 
+def rr_relay_soap(size: int) -> Scenario:
+    tag = _size_tag(size)
+    direct = rr_direct_soap(size)
+    return Scenario(f"rr-relay-soap-{tag}", size, direct.body, path="/in", kind="proxy",
+                    round_trip=True, headers=direct.headers, files=direct.files,
+                    proxy_args=[*direct.proxy_args, "--bus", "{bus}", "--queue", "{queue}"],
+                    target=Target(f"rr-direct-soap-{tag}", None),
+                    description="lean request/reply relay: the SOAP direct proxy with a "
+                                "RabbitMQ hop there and back")
+
+
 def rr_soap(size: int) -> Scenario:
     tag = _size_tag(size)
     to = [{"destination": "sink", "transform": [{"xslt": "xslt/in.xsl"}]}]
@@ -261,7 +283,8 @@ def rr_soap(size: int) -> Scenario:
 
 
 def request_reply() -> list[Scenario]:
-    return [rr_direct_rest(KIB), rr_rest(KIB), rr_direct_soap(KIB), rr_soap(KIB)]
+    return [rr_direct_rest(KIB), rr_relay_rest(KIB), rr_rest(KIB), rr_direct_soap(KIB),
+            rr_relay_soap(KIB), rr_soap(KIB)]
 
 
 def full() -> list[Scenario]:
