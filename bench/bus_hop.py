@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pika
+from harness import amqp
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
@@ -43,42 +44,32 @@ class BusHop:
         self.pub: Channel | None = None
         self.replies: Channel | None = None
         self.reply_queue = ""
-        self.tags = itertools.count(1)
         self.ids = itertools.count(1)
-        self.confirms: dict[int, asyncio.Future[None]] = {}
-        self.returned: set[int] = set()
+        self.confirms = amqp.Confirms()
         self.waiting: dict[str, asyncio.Future[Answer]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        opened: asyncio.Future[AsyncioConnection] = loop.create_future()
-        AsyncioConnection(self.params, on_open_callback=opened.set_result,
-                          on_open_error_callback=lambda c, e: opened.set_exception(
-                              RuntimeError(f"cannot connect: {e}")),
-                          custom_ioloop=loop)
-        self.conn = await asyncio.wait_for(opened, 30)
-        self.pub = await self._channel()
-        await self._call(self.pub.queue_declare, self.queue, durable=True)
-        await self._call(self.pub.confirm_delivery, ack_nack_callback=self._on_confirm)
-        self.pub.add_on_return_callback(self._on_return)
-        self.replies = await self._channel()
-        frame = await self._call(self.replies.queue_declare, "", exclusive=True,
-                                 auto_delete=True)
+        self.conn = await amqp.connect(self.params)
+        self.pub = await amqp.channel(self.conn)
+        await amqp.call(self.pub.queue_declare, self.queue, durable=True)
+        await self.confirms.attach(self.pub)
+        self.replies = await amqp.channel(self.conn)
+        frame = await amqp.call(self.replies.queue_declare, "", exclusive=True,
+                                auto_delete=True)
         self.reply_queue = frame.method.queue
         self.replies.basic_consume(self.reply_queue, self._on_reply, auto_ack=True)
-        requests = await self._channel()
-        await self._call(requests.basic_qos, prefetch_count=self.prefetch)
+        requests = await amqp.channel(self.conn)
+        await amqp.call(requests.basic_qos, prefetch_count=self.prefetch)
         requests.basic_consume(self.queue, self._on_request, auto_ack=False)
 
     async def call(self, body: bytes, content_type: str | None) -> Answer:
         """Send ``body`` as a request and wait for its answer (a timeout: 504)."""
         assert self.pub is not None
         loop = asyncio.get_running_loop()
-        tag, corr = next(self.tags), str(next(self.ids))
-        confirmed: asyncio.Future[None] = loop.create_future()
+        tag, confirmed = self.confirms.expect()
+        corr = str(next(self.ids))
         answered: asyncio.Future[Answer] = loop.create_future()
-        self.confirms[tag] = confirmed
         self.waiting[corr] = answered
         timer = loop.call_later(self.timeout, _settle, answered, (504, b"timeout", None))
         try:
@@ -99,37 +90,7 @@ class BusHop:
         if self.conn is not None and self.conn.is_open:
             self.conn.close()
 
-    # -- the broker's side ----------------------------------------------------------------------
-
-    async def _channel(self) -> Channel:
-        assert self.conn is not None
-        fut: asyncio.Future[Channel] = asyncio.get_running_loop().create_future()
-        self.conn.channel(on_open_callback=fut.set_result)
-        return await asyncio.wait_for(fut, 10)
-
-    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        method(*args, callback=lambda frame=None: fut.done() or fut.set_result(frame), **kwargs)
-        return await asyncio.wait_for(fut, 10)
-
-    def _on_return(self, channel: Channel, method: Any, props: Any, body: bytes) -> None:
-        # A return comes before the confirm of the same publish; its message id is the tag.
-        self.returned.add(int(props.message_id))
-
-    def _on_confirm(self, frame: Any) -> None:
-        method = frame.method
-        acked = isinstance(method, pika.spec.Basic.Ack)
-        tags = [t for t in self.confirms if t <= method.delivery_tag] if method.multiple \
-            else [method.delivery_tag]
-        for tag in tags:
-            fut = self.confirms.pop(tag, None)
-            if fut is None or fut.done():
-                continue
-            if acked and tag not in self.returned:
-                fut.set_result(None)
-            else:
-                self.returned.discard(tag)
-                fut.set_exception(RuntimeError("the broker did not take the request"))
+    # -- the consumer's side ---------------------------------------------------------------------
 
     def _on_request(self, ch: Channel, method: Any, props: Any, body: bytes) -> None:
         task = asyncio.get_running_loop().create_task(

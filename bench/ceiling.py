@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 import pika
 import uvicorn
+from harness import amqp
 from harness.rawhttp import RawHttpClient
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
@@ -59,9 +60,7 @@ class Relay:
         self.conn: AsyncioConnection | None = None
         self.pub: Channel | None = None
         self.sub: Channel | None = None
-        self.tag = 0
-        self.pending: dict[int, asyncio.Future[None]] = {}
-        self.returned: set[int] = set()
+        self.confirms = amqp.Confirms()
         self.tasks: set[asyncio.Task[None]] = set()
         self.ready = False
         self.http = make_http_client(30)
@@ -70,63 +69,23 @@ class Relay:
     # -- AMQP plumbing --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        opened: asyncio.Future[AsyncioConnection] = loop.create_future()
-        AsyncioConnection(self.params, on_open_callback=opened.set_result,
-                          on_open_error_callback=lambda c, e: opened.set_exception(
-                              RuntimeError(f"cannot connect: {e}")),
-                          custom_ioloop=loop)
-        self.conn = await asyncio.wait_for(opened, 30)
-        self.pub = await self._channel()
-        await self._call(self.pub.queue_declare, self.queue, durable=True)
-        await self._call(self.pub.confirm_delivery, ack_nack_callback=self._on_confirm)
-        self.pub.add_on_return_callback(self._on_return)
-        self.sub = await self._channel()
-        await self._call(self.sub.basic_qos, prefetch_count=self.prefetch)
+        self.conn = await amqp.connect(self.params)
+        self.pub = await amqp.channel(self.conn)
+        await amqp.call(self.pub.queue_declare, self.queue, durable=True)
+        await self.confirms.attach(self.pub)
+        self.sub = await amqp.channel(self.conn)
+        await amqp.call(self.sub.basic_qos, prefetch_count=self.prefetch)
         self.sub.basic_consume(self.queue, self._on_message, auto_ack=False)
         self.ready = True
-
-    async def _channel(self) -> Channel:
-        assert self.conn is not None
-        fut: asyncio.Future[Channel] = asyncio.get_running_loop().create_future()
-        self.conn.channel(on_open_callback=fut.set_result)
-        return await asyncio.wait_for(fut, 10)
-
-    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        method(*args, callback=lambda frame=None: fut.done() or fut.set_result(frame), **kwargs)
-        return await asyncio.wait_for(fut, 10)
-
-    def _on_return(self, channel: Channel, method: Any, props: Any, body: bytes) -> None:
-        # A return precedes the confirm of the same publish; the message id is its tag.
-        self.returned.add(int(props.message_id))
-
-    def _on_confirm(self, frame: Any) -> None:
-        method = frame.method
-        acked = isinstance(method, pika.spec.Basic.Ack)
-        tags = [t for t in self.pending if t <= method.delivery_tag] if method.multiple \
-            else [method.delivery_tag]
-        for tag in tags:
-            fut = self.pending.pop(tag, None)
-            if fut is None or fut.done():
-                continue
-            if not acked or tag in self.returned:
-                self.returned.discard(tag)
-                fut.set_exception(RuntimeError("not confirmed"))
-            else:
-                fut.set_result(None)
 
     async def publish(self, body: bytes) -> None:
         async with self.window:
             assert self.pub is not None
-            self.tag += 1
-            tag = self.tag
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self.pending[tag] = fut
+            tag, confirmed = self.confirms.expect()
             props = pika.BasicProperties(delivery_mode=2, message_id=str(tag),
                                          content_type="application/json")
             self.pub.basic_publish("", self.queue, body, props, mandatory=True)
-            await fut
+            await confirmed
 
     def _on_message(self, ch: Channel, method: Any, props: Any, body: bytes) -> None:
         task = asyncio.get_running_loop().create_task(self._deliver(ch, method.delivery_tag,
@@ -159,7 +118,7 @@ class Relay:
             await asyncio.sleep(0.05)
         if self.delete_queue and self.pub is not None and self.pub.is_open:
             with contextlib.suppress(Exception):
-                await self._call(self.pub.queue_delete, self.queue)
+                await amqp.call(self.pub.queue_delete, self.queue)
         if self.conn is not None and self.conn.is_open:
             self.conn.close()
         await self.http.aclose()
