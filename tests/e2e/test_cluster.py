@@ -23,6 +23,7 @@ Marked ``cluster``: ``pytest -m cluster`` runs them alone, ``-m "not cluster"`` 
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import time
 import uuid
@@ -290,27 +291,58 @@ def quiet_moment(fleet: Fleet, load: Load | None, window: float = 5.0,
                                  f"{fleet.cluster.report(fleet.prefix)}")
 
 
+#: How esb words a publish the broker refused with a negative confirm (its routing key named).
+NACKED = re.compile(r"the broker refused the message for (\S+) \(nack\)")
+
+
+def nacking_quorum_queues(fleet: Fleet, load: Load, since: float,
+                          window: float = 30.0) -> list[str]:
+    """The quorum queues of ``fleet.prefix`` that refused every order of the last ``window``
+    seconds (after ``since``) with a negative confirm while their leader ran and a majority of
+    their members were online — the broker refusing, not esb: empty when any refusal in that
+    window was something else, or a refusing queue lacked its leader or majority."""
+    now = time.monotonic()
+    recent = [why for _, _, why, at in load.refused if at >= max(since, now - window)]
+    found = [NACKED.search(why) for why in recent]
+    if not recent or not all(found):
+        return []
+    c, topology = fleet.cluster, Topology(fleet.prefix)
+    listing, running = c.replicated(fleet.prefix), set(c.running_nodes())
+    queues = sorted({topology.queue(m[1]) for m in found if m is not None})
+    for name in queues:
+        q = listing.get(name)
+        if q is None or q["type"] != "quorum" or q["leader"] not in running:
+            return []
+        if 2 * len(set(q["online"]) & running) <= len(q["members"]):
+            return []
+    return queues
+
+
 def acceptance_back(fleet: Fleet, load: Load, since: float, target: int, what: str, *,
                     lost: Node, bring_back: Callable[[], None]) -> str | None:
     """Wait until ``target`` orders were accepted after ``since``, failing on a stall of a
     minute; None when they were.
 
-    One stall is the broker's, not esb's, and is told apart by the broker's own state: the
-    stream coordinator of RabbitMQ before 3.11 can leave a stream without a writer until the
-    lost node returns (rabbitmq-server#6179, fixed in 3.11; docs/deployment.md, "One fault at
-    a time"). esb then refuses keyed requests with 503, as it must. When the stall coincides
-    with such a writerless stream of ``fleet.prefix`` on such a version, ``bring_back``
-    returns ``lost`` and acceptance must resume; the return value says what the broker did.
-    A stall while every stream has its writer is esb's and fails, with the report."""
+    Two stalls are the broker's, not esb's, and are told apart by the broker's own state, on
+    RabbitMQ before 3.11 (where both were seen; docs/deployment.md, "One fault at a time"):
+    the stream coordinator can leave a stream without a writer until the lost node returns
+    (rabbitmq-server#6179, fixed in 3.11), and a quorum queue whose leader and majority are up
+    can refuse every publish with a negative confirm (seen with a node that had rejoined half
+    a minute before the other was killed). esb then refuses the orders with 503, as it must.
+    On such a stall ``bring_back`` returns ``lost`` and acceptance must resume; the return
+    value says what the broker did. Any other stall is esb's and fails, with the report."""
     c = fleet.cluster
     try:
         wait_progress(lambda: load.accepted_after(since), target, what, stall=60)
         return None
     except AssertionError as exc:
         failure = f"{exc}\n{stalled_report(fleet, load, since)}"
-        stuck = c.writerless(fleet.prefix)
         version = c.version()
-        if not stuck or version >= (3, 11):
+        if version >= (3, 11):
+            raise AssertionError(failure) from None
+        stuck = c.writerless(fleet.prefix)
+        nacking = [] if stuck else nacking_quorum_queues(fleet, load, since)
+        if not stuck and not nacking:
             raise AssertionError(failure) from None
     returned_at = time.monotonic()
     bring_back()
@@ -320,9 +352,12 @@ def acceptance_back(fleet: Fleet, load: Load, since: float, target: int, what: s
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{stalled_report(fleet, load, returned_at)}\n"
                              f"--- before it returned:\n{failure}") from None
-    return (f"RabbitMQ {'.'.join(map(str, version))} left {stuck} without a writer while "
-            f"{lost.name} was away (its stream coordinator, rabbitmq-server#6179); "
-            f"acceptance resumed once the node returned")
+    did = (f"left {stuck} without a writer while {lost.name} was away (its stream "
+           "coordinator, rabbitmq-server#6179)" if stuck else
+           f"refused every publish to {nacking} with negative confirms while {lost.name} was "
+           "away, their leader and a majority of their members running")
+    return (f"RabbitMQ {'.'.join(map(str, version))} {did}; acceptance resumed once the node "
+            "returned")
 
 
 def _depth(fleet: Fleet) -> str:
@@ -518,3 +553,41 @@ def test_partition_of_the_leaders_node_loses_nothing(fleet: Fleet, sink: Sink) -
           f"accepted while cut off; back {rejoined:.1f}s after the heal; "
           f"{load.refusals} refusals retried{'; BROKER: ' + fault if fault else ''}")
     wait_until(fleet.everyone_ready, "both daemons ready", timeout=120)
+
+
+class _ListedCluster:
+    """What :func:`nacking_quorum_queues` asks of a cluster, from a fixed listing."""
+
+    def __init__(self, listing: dict[str, dict[str, Any]], running: list[str]) -> None:
+        self.listing, self.running = listing, running
+
+    def replicated(self, prefix: str) -> dict[str, dict[str, Any]]:
+        return self.listing
+
+    def running_nodes(self) -> list[str]:
+        return self.running
+
+
+@pytest.mark.parametrize(("why", "leader", "online", "found"), [
+    ("nack", "n1", ["n1", "n2"], True),  # the broker refusing: leader and majority up
+    ("nack", "n3", ["n1", "n2"], False),  # its leader is on the lost node: no leader
+    ("nack", "n1", ["n1"], False),  # a minority online
+    ("mixed", "n1", ["n1", "n2"], False),  # some refusals were something else
+    ("other", "n1", ["n1", "n2"], False),
+])
+def test_a_stall_is_the_brokers_only_when_its_quorum_queue_could_take_the_orders(
+        why: str, leader: str, online: list[str], found: bool) -> None:
+    prefix = "esbtest-x"
+    queue = Topology(prefix).queue("dest.out")
+    cluster = _ListedCluster({queue: {"type": "quorum", "leader": leader,
+                                      "members": ["n1", "n2", "n3"], "online": online}},
+                             ["n1", "n2"])
+    nack = ("POST: HTTP 503: the message was not accepted (the broker refused the message for "
+            "dest.out (nack)); retry later")
+    other = "POST: HTTP 503: the bus is not connected; retry later"
+    kinds = {"nack": [nack] * 4, "mixed": [nack, other, nack], "other": [other] * 3}
+    load = Load([], "t")
+    now = time.monotonic()
+    load.refused = [(f"t-{i}", 0, text, now - 1) for i, text in enumerate(kinds[why])]
+    fleet = Fleet(cluster, prefix, [])  # type: ignore[arg-type]
+    assert nacking_quorum_queues(fleet, load, now - 60) == ([queue] if found else [])
