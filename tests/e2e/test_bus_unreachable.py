@@ -3,7 +3,6 @@ does not wait out the back-off, and ``esb status`` says it is disconnected (exit
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from esbtest.logs import log_events
 from esbtest.waiting import wait_until
 
 pytestmark = pytest.mark.rabbitmq
@@ -23,17 +23,6 @@ def _config(url: str, prefix: str, sink_url: str) -> dict[str, Any]:
     return {"bus": {"url": url, "prefix": prefix},
             "sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
             "destinations": {"out": {"adapter": "rest", "url": sink_url + "/x"}}}
-
-
-def _events(log: str) -> list[dict[str, Any]]:
-    out = []
-    for line in log.splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
 
 
 def _status(daemon: Any) -> subprocess.CompletedProcess[str]:
@@ -51,8 +40,8 @@ def _connected(daemon: Any) -> bool:
 def _bus_attempts(daemon: Any) -> list[dict[str, Any]]:
     """The bus link's failed attempts (its name is ``esb <instance>``; the other links add
     what they are: ``esb presence ...``)."""
-    return [e for e in _events(daemon.log(500_000)) if e.get("event") == "reconnect failed"
-            and len(str(e.get("link", "")).split()) == 2]
+    return [e for e in log_events(daemon, "reconnect failed")
+            if len(str(e.get("link", "")).split()) == 2]
 
 
 def test_status_exits_3_and_attempts_say_why_while_the_bus_is_lost(
@@ -88,7 +77,7 @@ def test_a_daemon_starting_without_its_broker_logs_each_attempt_once_and_stops_a
     # included, takes well under that even on a busy machine)
     wait_until(lambda: any((e.get("retry_in") or 0) >= 8 for e in _bus_attempts(d)),
                "a back-off of 8 s", timeout=60, daemon=d)
-    events = _events(d.log(500_000))
+    events = log_events(d)
     first = [e for e in events if e.get("event") == "bus not reachable yet; retrying until it is"]
     assert len(first) == 1 and "Connection refused" in first[0]["error"], d.log()
     attempts = _bus_attempts(d)

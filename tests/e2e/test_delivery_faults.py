@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 from esbtest.cli import esb
+from esbtest.logs import log_events
 from esbtest.waiting import wait_until
 from test_rest_flow import accepted, post_many
 
@@ -192,12 +193,8 @@ def test_retry_after_is_honoured(module_sink: Any, throttled: Any, form: str) ->
     assert min(late) >= -0.01  # the sink's clock reads the header's time, ±rounding
     # What the daemon scheduled, read from its log (the wall clock above also holds the
     # broker's and the loaded machine's time): the asked wait, never a tier above it.
-    with d.log_path.open("rb") as f:
-        f.seek(log_from)
-        lines = f.read().splitlines()
-    scheduled = [e["retry_in"] for e in map(orjson.loads, (ln for ln in lines
-                                                              if ln.startswith(b"{")))
-                 if e.get("event") == "delivery failed; retry scheduled"]
+    scheduled = [e["retry_in"] for e in log_events(d, "delivery failed; retry scheduled",
+                                                     since=log_from)]
     assert len(scheduled) == 20, scheduled
     longest = max(due[k] - first[k] for k in due)
     for wait in scheduled:

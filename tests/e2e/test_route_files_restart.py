@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from esbtest.logs import log_events
+
 ONE = {"routes": [{"name": "all", "to": ["out"]}]}
 TWO = {"routes": [{"name": "all", "to": ["out"]}, {"name": "copy", "to": ["out"]}]}
 
@@ -24,8 +26,7 @@ def test_edited_route_files_are_named_in_a_warning_at_start(tmp_path: Path,
     (d.root / "routes" / "a.yaml").write_text(json.dumps(TWO))
     (d.root / "routes" / "b.yaml").write_text(json.dumps(ONE).replace('"all"', '"more"'))
     d.start()
-    warnings = [e for e in map(json.loads, filter(lambda x: x.startswith("{"),
-                                                   d.log(200_000).splitlines()))
+    warnings = [e for e in log_events(d)
                 if e.get("event", "").startswith("the route files differ")]
     assert len(warnings) == 1, d.log()
     w = warnings[0]

@@ -5,7 +5,6 @@ requires client certificates; the HTTPS destination requires one too."""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from esbtest.certs import Pki, make_pki
+from esbtest.logs import log_events
 from esbtest.tlsproxy import TlsFront
 from esbtest.waiting import wait_until
 
@@ -109,9 +109,7 @@ def test_a_bus_that_wants_a_client_certificate_says_why_it_refused(
         d.start(wait=False)
 
         def refused() -> list[dict[str, Any]]:
-            return [e for e in map(json.loads, filter(lambda x: x.startswith("{"),
-                                                       d.log(100_000).splitlines()))
-                    if e.get("event") == "bus not reachable yet; retrying until it is"]
+            return log_events(d, "bus not reachable yet; retrying until it is")
 
         lines = wait_until(refused, "the refused connection logged", daemon=d)
         assert "cannot connect to the bus at 127.0.0.1" in lines[0]["error"]

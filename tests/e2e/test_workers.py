@@ -22,6 +22,7 @@ import orjson
 import pytest
 from esbtest import cli
 from esbtest.daemon import DaemonProcess
+from esbtest.logs import log_events
 from esbtest.sink import answer_after
 from esbtest.waiting import until
 from prometheus_client.parser import text_string_to_metric_families
@@ -46,16 +47,7 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, d: DaemonPro
 
 def events(d: DaemonProcess, name: str) -> list[dict[str, Any]]:
     """Every JSON log line of the daemon (supervisor and workers) whose event is ``name``."""
-    out = []
-    for line in d.log_path.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            try:
-                event = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if event.get("event") == name:
-                out.append(event)
-    return out
+    return log_events(d, name)
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
