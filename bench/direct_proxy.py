@@ -49,7 +49,8 @@ async def call(client: httpx.AsyncClient, url: httpx.URL, body: bytes,
     got = await send_plain(client, "POST", url, headers, body, answer=True)
     if isinstance(got, Reply):
         return got.status or 200, got.body, got.content_type
-    if got is None or isinstance(got, int):  # (an int only without ``answer``)
+    assert not isinstance(got, int)  # (an int only without ``answer``)
+    if got is None:
         got = await client.post(url, content=body, headers=headers)
     return got.status_code, got.content, got.headers.get("content-type")
 
@@ -67,15 +68,19 @@ def build_app(target: str, mode: str, xslt_in: str | None, xslt_out: str | None,
     def client() -> httpx.AsyncClient:
         return state.get("client") or state.setdefault("client", make_http_client())
 
+    async def soap(element: Any) -> tuple[int, Any]:
+        """``element`` posted in a SOAP envelope; the status and the answer's Body element."""
+        env = etree.Element(f"{{{S11}}}Envelope", nsmap={"soap": S11})
+        etree.SubElement(env, f"{{{S11}}}Body").append(element)
+        status, content, _ = await call(client(), url, etree.tostring(env), SOAP_HEADERS)
+        return status, etree.fromstring(content, parser).find(f"{{{S11}}}Body")[0]
+
     async def exchange(body: bytes, ctype: str | None) -> tuple[int, bytes, str | None]:
-        """The call to the backend: a POST, or (soap) the body wrapped in a SOAP envelope
-        and the answer's Body element unwrapped."""
+        """The call to the backend as bytes (what crosses the bus): a POST, or (soap) the
+        body's element wrapped in a SOAP envelope and the answer's Body element unwrapped."""
         if mode == "rest":
             return await call(client(), url, body, {"Content-Type": ctype or "application/json"})
-        env = etree.Element(f"{{{S11}}}Envelope", nsmap={"soap": S11})
-        etree.SubElement(env, f"{{{S11}}}Body").append(etree.fromstring(body, parser))
-        status, content, _ = await call(client(), url, etree.tostring(env), SOAP_HEADERS)
-        answer = etree.fromstring(content, parser).find(f"{{{S11}}}Body")[0]
+        status, answer = await soap(etree.fromstring(body, parser))
         return status, etree.tostring(answer), "application/xml"
 
     hop = BusHop(bus[0], bus[1], exchange) if bus else None
@@ -109,11 +114,7 @@ def build_app(target: str, mode: str, xslt_in: str | None, xslt_out: str | None,
         assert to_backend is not None and from_backend is not None
         request = to_backend(etree.fromstring(body, parser)).getroot()
         if hop is None:  # the element goes into the SOAP envelope as it is
-            env = etree.Element(f"{{{S11}}}Envelope", nsmap={"soap": S11})
-            etree.SubElement(env, f"{{{S11}}}Body").append(request)
-            status, content, _ = await call(
-                client(), url, etree.tostring(env), SOAP_HEADERS)
-            answer = etree.fromstring(content, parser).find(f"{{{S11}}}Body")[0]
+            status, answer = await soap(request)
         else:  # bytes cross the bus
             status, content, _ = await hop.call(etree.tostring(request), "application/xml")
             answer = etree.fromstring(content, parser)

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import orjson
-from esbtest.logs import log_events
+from esbtest.logs import log_events, on_bus_link
 from esbtest.waiting import wait_until
 from test_rest_flow import ROUTES, flow_config, post_many
 
@@ -42,10 +42,8 @@ def post(d: Any, i: int, timeout: float = 60) -> tuple[httpx.Response | str, flo
 
 
 def bus_link_lost(d: Any) -> bool:
-    """Whether the daemon logged the loss of its bus link (``esb <instance>``; the links of
-    the route store, the leases, the trace and the idempotency log carry one more word)."""
-    return any(len(str(e.get("link", "")).split()) == 2
-               for e in log_events(d, "connection lost"))
+    """Whether the daemon logged the loss of its bus link."""
+    return any(on_bus_link(e) for e in log_events(d, "connection lost"))
 
 
 def test_silent_broker_answers_503_in_seconds_and_readyz_follows(

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import pytest
-from esbtest.logs import log_events
+from esbtest.logs import log_events, on_bus_link
 from esbtest.waiting import wait_until
 
 pytestmark = pytest.mark.rabbitmq
@@ -40,8 +40,7 @@ def _connected(daemon: Any) -> bool:
 def _bus_attempts(daemon: Any) -> list[dict[str, Any]]:
     """The bus link's failed attempts (its name is ``esb <instance>``; the other links add
     what they are: ``esb presence ...``)."""
-    return [e for e in log_events(daemon, "reconnect failed")
-            if len(str(e.get("link", "")).split()) == 2]
+    return [e for e in log_events(daemon, "reconnect failed") if on_bus_link(e)]
 
 
 def test_status_exits_3_and_attempts_say_why_while_the_bus_is_lost(
