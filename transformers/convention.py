@@ -74,8 +74,8 @@ class XmlToJson:
                     attr = "@" + name_of(el, key, True)
                     obj[attr] = typed(attr, raw) if typed else raw
             groups: dict[str, list[Any]] | None = None
-            tails: list[str | None] = []
             if len(el):
+                tails: list[str | None] = []
                 for child in el:
                     tag = child.tag
                     if tag.__class__ is not str:  # a comment or processing instruction

@@ -273,9 +273,8 @@ class XsltTransformer:
 
     async def call_async(self, env: Envelope) -> Envelope:
         """The step awaited on the event loop (:meth:`XsltProcess.run_async`): the chain
-        calls it for a step that :attr:`waits`."""
-        if self.process is None:
-            return self(env)
+        calls it for a step that :attr:`waits` (one that runs in the sandbox process)."""
+        assert self.process is not None
         data = xml_input(self.name, env)
         try:
             out = await self.process.run_async(self.spec, data, self.from_envelope.values(env),

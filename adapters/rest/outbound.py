@@ -50,22 +50,22 @@ class RestOutbound:
         return None  # the client pool belongs to the daemon
 
     async def send(self, envelope: Envelope) -> int:
-        got = await self._call(envelope, plain=True)
+        got = await self._call(envelope)
         return got if isinstance(got, int) else got.status_code
 
     async def request(self, envelope: Envelope) -> Reply:
         """Request/reply: the destination's 2xx answer (status, headers, body); other
         statuses raise as :meth:`send` does."""
-        got = await self._call(envelope, plain=True, answer=True)
+        got = await self._call(envelope, answer=True)
         if isinstance(got, Reply):
             return got
         assert isinstance(got, httpx.Response)
         return Reply(got.status_code, dict(got.headers), got.content,
                      got.headers.get("content-type"))
 
-    async def _call(self, envelope: Envelope, *, plain: bool = False, answer: bool = False
+    async def _call(self, envelope: Envelope, *, answer: bool = False
                     ) -> httpx.Response | int | Reply:
-        """The call's response; with ``plain``, a 2xx answer may come as its status alone —
+        """The call's response; without auth, a 2xx answer may come as its status alone —
         or with ``answer`` as a :class:`Reply` — (the client's short path for a plain
         request, :func:`esb.adapters.http.send_plain`)."""
         s = self.settings
@@ -97,7 +97,7 @@ class RestOutbound:
         target = self._url or url
         try:
             got = await send_plain(client, s.method, target, headers, body, answer=answer) \
-                if plain and self.auth is None else None
+                if self.auth is None else None
             if got is None:
                 got = await client.request(s.method, target, content=body, headers=headers,
                                            auth=self.auth)

@@ -84,7 +84,8 @@ class PendingCalls:
             cache_key = self.cache.key(spec, asked if asked is not None else request,
                                        request.esbrouteversion)
             hit = self.cache.route(reply.route, spec).get(cache_key)
-            self.metrics.cache.labels(reply.route, "miss" if hit is None else "hit").inc()
+            self.metrics.child(self.metrics.cache, reply.route,
+                               "miss" if hit is None else "hit").inc()
             if hit is not None and key not in self._waiting:
                 call = Call(request.model_copy(update={"id": key}), reply, time.time(),
                             cached=True)

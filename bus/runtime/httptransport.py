@@ -42,8 +42,8 @@ READ_SWEEP = 0.1
 class _Answer:
     """httptools callbacks collecting one response."""
 
-    __slots__ = ("body", "delimited", "done", "head", "headers", "keep_alive", "parser",
-                 "received", "started", "status")
+    __slots__ = ("body", "cookie", "delimited", "done", "encoded", "head", "headers",
+                 "keep_alive", "parser", "received", "started", "status")
 
     def __init__(self, head: bool) -> None:
         self.status = 0
@@ -53,13 +53,20 @@ class _Answer:
         self.done = self.started = self.keep_alive = False
         #: the body has a length or chunks (else it runs until the server closes)
         self.delimited = False
+        #: a cookie was set, the body is encoded: answers the short path leaves to httpx
+        self.cookie = self.encoded = False
         self.head = head  # an answer to HEAD has no body, whatever its headers say
         self.parser: Any = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
-        if name.lower() in (b"content-length", b"transfer-encoding"):
+        lower = name.lower()
+        if lower in (b"content-length", b"transfer-encoding"):
             self.delimited = True
+        elif lower in _SET_COOKIE:
+            self.cookie = True
+        elif lower == b"content-encoding":
+            self.encoded = True
 
     def on_headers_complete(self) -> None:
         self.started = True
@@ -286,8 +293,6 @@ class _SetCookiesOnly(httpx.Cookies):
 
 
 _SET_COOKIE = (b"set-cookie", b"set-cookie2")
-#: Answer headers that leave a read answer to httpx: a cookie to store, a body to decode.
-_NOT_SHORT = (*_SET_COOKIE, b"content-encoding")
 #: Headers httpx sets itself: a request naming one takes httpx's full path.
 _OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "cookie"})
 
@@ -412,9 +417,9 @@ class LeanClient(httpx.AsyncClient):
         status = got.status
         if 200 <= status < 300:
             if not answer:
-                if not any(name.lower() in _SET_COOKIE for name, _ in got.headers):
+                if not got.cookie:
                     return status
-            elif not any(name.lower() in _NOT_SHORT for name, _ in got.headers):
+            elif not (got.cookie or got.encoded):
                 read = header_dict(got.headers)
                 return Reply(status, read, b"".join(got.body), read.get("content-type"))
         request = self.build_request(method, url, content=content, headers=headers,

@@ -76,10 +76,6 @@ class Ingress:
         #: daemon; None: an enriching route cannot be answered here).
         self.calls: PendingCalls | None = None
 
-    def _counter(self, metric: Any, *labels: str) -> Any:
-        """A labelled child metric (:meth:`Metrics.child`)."""
-        return self.metrics.child(metric, *labels)
-
     async def accept(self, envelope: Envelope, endpoint: str,
                      calls: PendingCalls | None = None, *, only_requests: bool = False,
                      seal: Seal | None = None) -> Accepted:
@@ -94,7 +90,7 @@ class Ingress:
         if only_requests and planned.reply is None:
             return Accepted(envelope.id, ())
         accepted = await self.publish(planned, calls, seal)
-        self._counter(self.metrics.received, endpoint).inc()
+        self.metrics.child(self.metrics.received, endpoint).inc()
         return accepted
 
     async def plan(self, envelope: Envelope, endpoint: str | None) -> Plan:
@@ -182,7 +178,7 @@ class Ingress:
                 part = self.partitioners.get(dest)
                 publishes.append((part.address(out) if part else destination_address(dest),
                                   out))
-                self._counter(self.metrics.routed, o.route or "", dest).inc()
+                self.metrics.child(self.metrics.routed, o.route or "", dest).inc()
             elif kind == DEAD:
                 log.warning("transform failed; dead-lettered", envelope_id=out.id,
                             route=o.route, destination=o.destination, error=o.error)
@@ -190,7 +186,7 @@ class Ingress:
                 dead.append(o)
             else:
                 publishes.append((UNROUTABLE, out))
-                self.metrics.unroutable.labels(planned.endpoint or "").inc()
+                self.metrics.child(self.metrics.unroutable, planned.endpoint or "").inc()
         eid = planned.envelope.id
         accepted = Accepted(eid, tuple(a for a, _ in publishes))
         try:
@@ -214,8 +210,8 @@ class Ingress:
                 calls.forget(planned.envelope.id)  # type: ignore[union-attr]
             raise
         for o in dead:  # counted once the records are safely published
-            self._counter(self.metrics.dead_lettered, o.destination or "").inc()
-            self._counter(self.metrics.transform_failed, o.route or "", o.destination or "",
+            self.metrics.child(self.metrics.dead_lettered, o.destination or "").inc()
+            self.metrics.child(self.metrics.transform_failed, o.route or "", o.destination or "",
                           o.step or "", "permanent").inc()
         record = self.trace.record
         at = planned.at.timestamp()
@@ -287,7 +283,7 @@ class SourceContext:
         return self.ingress.metrics
 
     def rejected(self, reason: str) -> None:
-        self.ingress._counter(self.ingress.metrics.rejected, self.name, reason).inc()
+        self.ingress.metrics.child(self.ingress.metrics.rejected, self.name, reason).inc()
 
     def counting_refusals(self, route: HttpRoute) -> HttpRoute:
         """``route`` with every answer of 400 or more counted as ``esb_rejected`` (the status
