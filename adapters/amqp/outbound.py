@@ -55,7 +55,7 @@ class AmqpOutbound:
         self._where = redact(url)
         # Connected on demand (start, then the first send after a loss), not in the background.
         self._link = AmqpLink(url, name=f"esb outbound {ctx.name}", heartbeat=settings.heartbeat,
-                              on_connected=self._on_connected, on_lost=self._on_lost,
+                              on_connected=self._open, on_lost=self._on_lost,
                               reconnect=False)
         self._publisher = ConfirmedPublisher()
         self._replies = ReplyWaiters()
@@ -87,13 +87,10 @@ class AmqpOutbound:
                 if self._link.connected:  # the channel went (a missing exchange): a new one
                     await self._open(self._link)
                 else:
-                    await self._link.start()  # opens the channel in _on_connected
+                    await self._link.start()  # opens the channel (on_connected: _open)
             except (BusUnavailable, pika.exceptions.AMQPError) as exc:
                 raise TransientError(f"the legacy broker at {self._where} is not available: "
                                      f"{exc}") from None
-
-    async def _on_connected(self, link: AmqpLink) -> None:
-        await self._open(link)
 
     async def _open(self, link: AmqpLink) -> None:
         """The confirm channel, consuming its direct replies (for :meth:`request`)."""

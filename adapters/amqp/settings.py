@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AfterValidator, Field, SecretStr
 
 from esb.adapters.spec import AdapterSettings
 from esb.bus.config.units import Duration, Size
@@ -19,11 +19,15 @@ def _amqp_url(v: SecretStr) -> SecretStr:
     return v
 
 
+#: A broker URL setting (:func:`_amqp_url`).
+AmqpUrl = Annotated[SecretStr, AfterValidator(_amqp_url)]
+
+
 class AmqpInboundSettings(AdapterSettings):
     """Consume a legacy queue; each message becomes one envelope, acked once the bus has it."""
 
     #: The legacy broker, ``amqp[s]://user:password@host:port/vhost`` (usually ``${ENV}``).
-    url: SecretStr
+    url: AmqpUrl
     queue: str = Field(min_length=1)
     #: ``false`` (default): the queue must exist (checked with a passive declare) and nothing
     #: about the legacy topology is changed. ``true``: declare it with ``durable`` and
@@ -51,16 +55,11 @@ class AmqpInboundSettings(AdapterSettings):
     reconnect_max: Duration = 10.0
     heartbeat: int = Field(30, ge=0)
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: SecretStr) -> SecretStr:
-        return _amqp_url(v)
-
 
 class AmqpOutboundSettings(AdapterSettings):
     """Publish each envelope to a legacy exchange, with publisher confirms."""
 
-    url: SecretStr
+    url: AmqpUrl
     #: Exchange to publish to (``""``: the default exchange, the routing key names a queue).
     exchange: str = ""
     #: Routing key template: ``{type}``, ``{id}``, ``{source}``, ``{subject}``,
@@ -88,8 +87,3 @@ class AmqpOutboundSettings(AdapterSettings):
     #: Request/reply: the reply's AMQP header whose presence marks a failed call (its value
     #: is the error text); null: never read.
     reply_error_header: str | None = Field("error", min_length=1)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: SecretStr) -> SecretStr:
-        return _amqp_url(v)

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from esb.adapters.spec import AdapterSettings
 from esb.bus.config.units import Duration
-
-
-class _AuthModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 def _non_empty(values: list[SecretStr]) -> list[SecretStr]:
@@ -27,7 +24,7 @@ def _non_empty(values: list[SecretStr]) -> list[SecretStr]:
 # -- inbound ---------------------------------------------------------------------------------
 
 
-class ApiKeyInbound(_AuthModel):
+class ApiKeyInbound(AdapterSettings):
     """A shared key in a request header (default ``X-API-Key``) or a query parameter."""
 
     type: Literal["api_key"]
@@ -61,7 +58,7 @@ class ApiKeyInbound(_AuthModel):
         return [(f"api-key-{i}", k.get_secret_value()) for i, k in enumerate(self.keys, 1)]
 
 
-class BasicInbound(_AuthModel):
+class BasicInbound(AdapterSettings):
     """HTTP basic authentication (RFC 7617) against a fixed user list."""
 
     type: Literal["basic"]
@@ -81,7 +78,7 @@ class BasicInbound(_AuthModel):
 JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512"]
 
 
-class JwtInbound(_AuthModel):
+class JwtInbound(AdapterSettings):
     """``Authorization: Bearer <JWT>``, verified with PyJWT (signature, exp, nbf, aud, iss)."""
 
     type: Literal["jwt"]
@@ -128,7 +125,7 @@ InboundAuth = Annotated[ApiKeyInbound | BasicInbound | JwtInbound, Field(discrim
 # -- outbound --------------------------------------------------------------------------------
 
 
-class ApiKeyOutbound(_AuthModel):
+class ApiKeyOutbound(AdapterSettings):
     """Send a fixed key in a header."""
 
     type: Literal["api_key"]
@@ -136,7 +133,7 @@ class ApiKeyOutbound(_AuthModel):
     value: SecretStr
 
 
-class BasicOutbound(_AuthModel):
+class BasicOutbound(AdapterSettings):
     """HTTP basic authentication."""
 
     type: Literal["basic"]
@@ -144,14 +141,14 @@ class BasicOutbound(_AuthModel):
     password: SecretStr
 
 
-class BearerOutbound(_AuthModel):
+class BearerOutbound(AdapterSettings):
     """A fixed bearer token (``Authorization: Bearer <token>``)."""
 
     type: Literal["bearer"]
     token: SecretStr
 
 
-class OAuth2Outbound(_AuthModel):
+class OAuth2Outbound(AdapterSettings):
     """OAuth 2.0 client credentials grant (RFC 6749 §4.4): the token is fetched from
     ``token_url``, cached until shortly before it expires and refreshed once when the
     destination answers 401."""

@@ -31,7 +31,7 @@ from esb.adapters.spec import Accepted, HttpRoute, InboundContext
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusError, IdempotencyInFlight
 from esb.bus.httpbody import BadContentLength, BodyTooLarge, EncodingRefused, read_body
-from esb.bus.payload import JsonTooDeep, PayloadError, check_json_depth, decode, is_xml, media_type
+from esb.bus.payload import JsonTooDeep, PayloadError, decode, is_xml, loads_json, media_type
 from esb.bus.problem import not_taken, problem
 from esb.bus.xmlsafe import UnsafeXml, XmlError, XmlLimits, parse_xml
 
@@ -46,10 +46,10 @@ class BadRequest(Exception):
 
 class RestInbound:
     def __init__(self, settings: RestInboundSettings, ctx: InboundContext,
-                 default_max_body: int) -> None:
+                 default_max_body: int | None = None) -> None:
         self.settings = settings
         self.ctx = ctx
-        self.max_body = settings.max_body or default_max_body
+        self.max_body = settings.max_body or default_max_body or ctx.max_body
         self.accepted_types = {t.lower() for t in settings.content_types}
         self._keep = tuple(n.lower() for n in settings.keep_headers)
         self.authenticator = build_authenticator(settings.auth, ctx.config_dir)
@@ -178,8 +178,7 @@ class RestInbound:
 
     def _structured(self, headers: dict[str, str], body: bytes) -> Envelope:
         try:
-            event = orjson.loads(body)
-            check_json_depth(event, self.json_depth, body)
+            event = loads_json(body, self.json_depth)
         except orjson.JSONDecodeError as exc:
             raise BadRequest(400, "Malformed JSON", f"the body is not JSON: {exc}") from None
         except JsonTooDeep as exc:
@@ -219,7 +218,6 @@ class RestInbound:
 #: Longest Idempotency-Key accepted (longer ones are refused, never cut).
 MAX_KEY = 200
 
-#: Methods whose request has no body: path and query parameters are the data.
 #: Methods whose requests carry no body: their path and query parameters are the data.
 BODILESS = frozenset({"GET", "DELETE"})
 

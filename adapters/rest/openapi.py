@@ -172,23 +172,20 @@ def describe(api: SourceApi) -> ApiPaths:
     if scheme is not None:
         out.security_schemes[f"{api.name}-auth"] = scheme
 
-    def ref(etype: str | None, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    def ref(etype: str | None, schema: dict[str, Any] | None,
+            suffix: str = "") -> dict[str, Any] | None:
         if schema is None:
             return None
-        name = _component(api.name, etype)
+        name = _component(api.name, etype) + suffix
         out.schemas[name] = schema
         return {"$ref": f"#/components/schemas/{name}"}
 
     def reply_ref(etype: str | None) -> dict[str, Any] | None:
         replies = api.reply_schemas
         schema = replies.get(etype, replies.get(None)) if etype else replies.get(None)
-        if schema is None:
-            return None
-        if not schema:
+        if schema == {}:
             return {}
-        name = _component(api.name, etype) + ".reply"
-        out.schemas[name] = schema
-        return {"$ref": f"#/components/schemas/{name}"}
+        return ref(etype, schema, ".reply")
 
     def item(summary: str, etype: str | None, schema: dict[str, Any] | None,
              type_param: bool = False) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import orjson
 
 from esb.adapters.auth.outbound import build_outbound_auth, redact_url, scrubbed
 from esb.adapters.http import (
+    PooledClient,
     check_host,
     header_safe,
     raise_for_status,
@@ -31,7 +32,7 @@ from esb.bus.payload import PLACEHOLDER, render
 from esb.bus.reply import Reply
 
 
-class RestOutbound:
+class RestOutbound(PooledClient):
     def __init__(self, settings: RestOutboundSettings, ctx: OutboundContext) -> None:
         self.settings = settings
         self.ctx = ctx
@@ -40,14 +41,7 @@ class RestOutbound:
         self._url = None if self._templated else httpx.URL(settings.url)
         if not self._templated:
             check_host(settings.url, ctx.allowed_hosts)
-        self._client: httpx.AsyncClient | None = None
         self.auth = build_outbound_auth(settings.auth, ctx.http, ctx.allowed_hosts)
-
-    async def start(self) -> None:
-        self._client = self.ctx.http()
-
-    async def stop(self) -> None:
-        return None  # the client pool belongs to the daemon
 
     async def send(self, envelope: Envelope) -> int:
         got = await self._call(envelope)
@@ -90,7 +84,7 @@ class RestOutbound:
                 headers["Content-Type"] = envelope.datacontenttype or "application/json"
         if s.cloudevents == "binary":
             headers.update(binary_headers(envelope))
-        client = self._client or self.ctx.http()
+        client = self.client()
         # Error messages may carry a secret (auth, or credentials in the URL): scrubbed on the
         # way out. The ``with`` sits on the error paths only — a context manager per delivery
         # is measurable on the hot path.

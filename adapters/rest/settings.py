@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from esb.adapters.auth.settings import InboundAuth, OutboundAuth
@@ -21,11 +21,11 @@ DEFAULT_CONTENT_TYPES = ["application/json", "application/xml", "text/xml", "tex
                          "application/cloudevents+json"]
 
 
-class PollCursor(BaseModel):
+class PollCursor(AdapterSettings):
     """Where the next poll starts: a query parameter filled from the last item (``field``) or
     a page number (``page``)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
 
     #: Query parameter carrying the cursor (``since``, ``updated_after``, ``page`` ...).
     param: str = Field(min_length=1)
@@ -51,10 +51,8 @@ class PollCursor(BaseModel):
         return v
 
 
-class PollSettings(BaseModel):
+class PollSettings(AdapterSettings):
     """GET ``url`` every ``interval``; each item of the answer becomes one envelope."""
-
-    model_config = ConfigDict(extra="forbid")
 
     url: str = Field(pattern=r"^https?://")
     interval: Duration = 30.0

@@ -6,24 +6,15 @@ from esb.adapters.rest.inbound import RestInbound
 from esb.adapters.rest.openapi import describe
 from esb.adapters.rest.outbound import RestOutbound
 from esb.adapters.rest.settings import RestInboundSettings, RestOutboundSettings
-from esb.adapters.spec import AdapterSpec, InboundContext, OutboundContext
-
-
-def _inbound(settings: RestInboundSettings, ctx: InboundContext) -> RestInbound:
-    return RestInbound(settings, ctx, ctx.max_body)
-
-
-def _outbound(settings: RestOutboundSettings, ctx: OutboundContext) -> RestOutbound:
-    return RestOutbound(settings, ctx)
-
+from esb.adapters.spec import AdapterSpec
 
 SPEC = AdapterSpec(
     name="rest",
     summary="HTTP endpoints in (JSON, XML, text, CloudEvents); HTTP calls out (httpx)",
     inbound_settings=RestInboundSettings,
-    inbound=_inbound,
+    inbound=RestInbound,
     outbound_settings=RestOutboundSettings,
-    outbound=_outbound,
+    outbound=RestOutbound,
     openapi=describe,
     # HTTP endpoints are served everywhere; start() only begins the poller: once per fleet.
     inbound_mode="one-instance",

@@ -10,11 +10,10 @@ from pathlib import Path
 
 from lxml import etree
 
-from esb.adapters.soap.schemafiles import SchemaFiles, deepcopy_document
+from esb.adapters.soap.schemafiles import XSD, SchemaFiles, deepcopy_document
 from esb.bus.errors import ConfigError
 from esb.bus.xmlsafe import hardened_parser
 
-XSD = "http://www.w3.org/2001/XMLSchema"
 _EMBEDDED = "esb-embedded-{}.xsd"
 _FILE = "esb-file-{}"
 

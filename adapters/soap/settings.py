@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from esb.adapters.auth.settings import InboundAuth, OutboundAuth
 from esb.adapters.spec import AdapterSettings
@@ -36,10 +36,8 @@ class SoapInboundSettings(AdapterSettings):
         return {**common, **specific} if isinstance(specific, dict) else common
 
 
-class WsseSettings(BaseModel):
+class WsseSettings(AdapterSettings):
     """WS-Security UsernameToken."""
-
-    model_config = ConfigDict(extra="forbid")
 
     username: str
     password: SecretStr

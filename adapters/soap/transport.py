@@ -131,16 +131,14 @@ class HttpxTransport(Transport):
         """:meth:`post` on the client's short path when it has one for the call (no
         ``auth``; see :func:`esb.adapters.http.send_plain`): a 2xx answer as a
         :class:`~esb.bus.reply.Reply`, any other as the :class:`httpx.Response`."""
-        url, sent = self._url(address), self._sent(headers)
-        client = self._client()
         if self._auth is None:
-            got = await send_plain(client, "POST", url, sent, message, answer=True,
+            got = await send_plain(self._client(), "POST", self._url(address),
+                                   self._sent(headers), message, answer=True,
                                    timeout=self._timeout)
             if got is not None:
                 assert not isinstance(got, int)  # (only without ``answer``)
                 return got
-        return await client.post(url, content=message, headers=sent, auth=self._auth,
-                                 timeout=self._timeout)
+        return await self.post(address, message, headers)
 
     def _sent(self, headers: dict[str, str]) -> dict[str, str]:
         """The call's headers: the configured ones and this call's (:func:`call_headers`),

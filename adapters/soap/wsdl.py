@@ -12,14 +12,13 @@ from urllib.parse import quote
 from lxml import etree
 
 from esb.adapters.soap.schema import build_schema
-from esb.adapters.soap.schemafiles import SchemaFiles, load_schema_files
+from esb.adapters.soap.schemafiles import XSD, SchemaFiles, load_schema_files
 from esb.bus.errors import ConfigError
 from esb.bus.xmlsafe import XmlError, hardened_parser, parse_xml
 
 WSDL = "http://schemas.xmlsoap.org/wsdl/"
 SOAP11_BIND = "http://schemas.xmlsoap.org/wsdl/soap/"
 SOAP12_BIND = "http://schemas.xmlsoap.org/wsdl/soap12/"
-XSD = "http://www.w3.org/2001/XMLSchema"
 
 
 @dataclass

@@ -138,43 +138,31 @@ class OutboundContract(SpecContract):
     # -- the tests ----------------------------------------------------------------------------
 
     def test_send_returns_on_acceptance(self, tmp_path: Path) -> None:
-        async def scenario() -> None:
-            async with self.accepting_peer() as peer, http_client() as client:
-                side = self._side(peer, client)
-                await side.start()
-                try:
-                    result = await self._send(side, self._envelope(peer))
-                    assert result is None or (isinstance(result, int | str)
-                                              and not isinstance(result, bool)), \
-                        (f"send() returned {result!r}: return nothing, the protocol's status "
-                         "code (int) or a short description (str) — a SendResult")
-                    delivered = list(await maybe_await(peer.delivered()))
-                    assert len(delivered) == 1, \
-                        f"the peer took {len(delivered)} deliveries for one send(), expected 1"
-                finally:
-                    await side.stop()
+        async def act(side: Outbound, peer: OutboundPeer) -> None:
+            result = await self._send(side, self._envelope(peer))
+            assert result is None or (isinstance(result, int | str)
+                                      and not isinstance(result, bool)), \
+                (f"send() returned {result!r}: return nothing, the protocol's status "
+                 "code (int) or a short description (str) — a SendResult")
+            delivered = list(await maybe_await(peer.delivered()))
+            assert len(delivered) == 1, \
+                f"the peer took {len(delivered)} deliveries for one send(), expected 1"
 
-        self.run_async(tmp_path, scenario)
+        self._against_peer(None, tmp_path, act)
 
     def test_send_carries_the_idempotency_key(self, tmp_path: Path) -> None:
         if not self.carries_idempotency_key:
             pytest.skip("the protocol carries no idempotency key (carries_idempotency_key)")
 
-        async def scenario() -> None:
-            async with self.accepting_peer() as peer, http_client() as client:
-                side = self._side(peer, client)
-                await side.start()
-                try:
-                    env = self._envelope(peer, idempotencykey="kit-key-0001")
-                    await self._send(side, env)
-                    keys = [d.key for d in await maybe_await(peer.delivered())]
-                    assert keys == ["kit-key-0001"], \
-                        (f"the peer saw idempotency keys {keys}; send the envelope's "
-                         "`key` so a redelivery after a lost answer is recognised")
-                finally:
-                    await side.stop()
+        async def act(side: Outbound, peer: OutboundPeer) -> None:
+            env = self._envelope(peer, idempotencykey="kit-key-0001")
+            await self._send(side, env)
+            keys = [d.key for d in await maybe_await(peer.delivered())]
+            assert keys == ["kit-key-0001"], \
+                (f"the peer saw idempotency keys {keys}; send the envelope's "
+                 "`key` so a redelivery after a lost answer is recognised")
 
-        self.run_async(tmp_path, scenario)
+        self._against_peer(None, tmp_path, act)
 
     @pytest.mark.parametrize("kind", ["transient", "permanent"])
     def test_failure_raises_the_matching_delivery_error(self, kind: FailureKind,
@@ -182,14 +170,16 @@ class OutboundContract(SpecContract):
         async def act(side: Outbound, peer: OutboundPeer) -> None:
             await self._expect_failure(side, self._envelope(peer), kind)
 
-        self._against_failing_peer(kind, tmp_path, act)
+        self._against_peer(kind, tmp_path, act)
 
-    def _against_failing_peer(self, kind: FailureKind, tmp_path: Path,
-                              act: Callable[[Outbound, OutboundPeer], Any]) -> None:
-        """Start a side against ``failing_peer(kind)``, ``await act(side, peer)``, stop it."""
+    def _against_peer(self, kind: FailureKind | None, tmp_path: Path,
+                      act: Callable[[Outbound, OutboundPeer], Any]) -> None:
+        """Start a side against ``failing_peer(kind)`` (``accepting_peer()`` when ``kind`` is
+        None), ``await act(side, peer)``, stop it."""
 
         async def scenario() -> None:
-            async with self.failing_peer(kind) as peer, http_client() as client:
+            peers = self.accepting_peer() if kind is None else self.failing_peer(kind)
+            async with peers as peer, http_client() as client:
                 if peer is None:
                     pytest.skip(f"failing_peer({kind!r}) yields None: cannot be produced")
                 side = self._side(peer, client)
@@ -266,29 +256,23 @@ class RequestContract(OutboundContract):
         return request
 
     def test_request_returns_the_reply(self, tmp_path: Path) -> None:
-        async def scenario() -> None:
-            async with self.accepting_peer() as peer, http_client() as client:
-                side = self._side(peer, client)
-                request = self._requesting(side)
-                await side.start()
-                try:
-                    env = self._envelope(peer, idempotencykey="kit-key-0002")
-                    reply = await asyncio.wait_for(request(env), self.send_timeout)
-                    assert isinstance(reply, Reply), \
-                        f"request() returned {type(reply).__name__}, not a Reply"
-                    assert isinstance(reply.body, bytes), "Reply.body must be bytes"
-                    assert reply.status is None or isinstance(reply.status, int)
-                    delivered = list(await maybe_await(peer.delivered()))
-                    assert len(delivered) == 1, \
-                        f"the peer took {len(delivered)} calls for one request(), expected 1"
-                    if self.carries_idempotency_key:
-                        assert delivered[0].key == "kit-key-0002", \
-                            "request() must carry the envelope's key like send()"
-                    self.check_reply(reply)
-                finally:
-                    await side.stop()
+        async def act(side: Outbound, peer: OutboundPeer) -> None:
+            request = self._requesting(side)
+            env = self._envelope(peer, idempotencykey="kit-key-0002")
+            reply = await asyncio.wait_for(request(env), self.send_timeout)
+            assert isinstance(reply, Reply), \
+                f"request() returned {type(reply).__name__}, not a Reply"
+            assert isinstance(reply.body, bytes), "Reply.body must be bytes"
+            assert reply.status is None or isinstance(reply.status, int)
+            delivered = list(await maybe_await(peer.delivered()))
+            assert len(delivered) == 1, \
+                f"the peer took {len(delivered)} calls for one request(), expected 1"
+            if self.carries_idempotency_key:
+                assert delivered[0].key == "kit-key-0002", \
+                    "request() must carry the envelope's key like send()"
+            self.check_reply(reply)
 
-        self.run_async(tmp_path, scenario)
+        self._against_peer(None, tmp_path, act)
 
     def check_reply(self, reply: Reply) -> None:
         """Hook: assert what the accepting peer's answer looks like as a Reply."""
@@ -301,4 +285,4 @@ class RequestContract(OutboundContract):
             with pytest.raises(_EXPECTED[kind]):
                 await asyncio.wait_for(request(self._envelope(peer)), self.send_timeout)
 
-        self._against_failing_peer(kind, tmp_path, act)
+        self._against_peer(kind, tmp_path, act)

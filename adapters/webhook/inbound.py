@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import orjson
 import structlog
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -32,7 +31,7 @@ from esb.bus.envelope import Envelope, new_id
 from esb.bus.errors import BusUnavailable, IdempotencyInFlight
 from esb.bus.httpbody import BodyTooLarge, EncodingRefused, read_body
 from esb.bus.payload import PayloadError, lookup, scalar
-from esb.bus.problem import not_taken, problem
+from esb.bus.problem import json_response, not_taken, problem
 
 log = structlog.get_logger("esb.webhook")
 
@@ -145,5 +144,4 @@ class WebhookInbound(HttpInbound):
 
 
 def _accepted(envelope_id: str, *, duplicate: bool) -> Response:
-    body = orjson.dumps({"id": envelope_id, "duplicate": duplicate})
-    return Response(body, status_code=202, media_type="application/json")
+    return json_response({"id": envelope_id, "duplicate": duplicate}, 202)

@@ -89,13 +89,15 @@ def _timestamp(value: str, now: float, tolerance: int) -> int:
     return ts
 
 
-def _any_match(candidates: list[str], expected: list[str]) -> bool:
+def _check_match(candidates: list[str], expected: list[str]) -> None:
+    """:class:`SignatureError` unless one of ``candidates`` is one of ``expected``."""
     found = False
     for given in candidates:
         for want in expected:
             # no short-circuit on a match: the time spent does not depend on which one matched
             found |= hmac.compare_digest(given.encode(), want.encode())
-    return found
+    if not found:
+        raise SignatureError("no matching signature")
 
 
 class StandardVerifier:
@@ -113,8 +115,7 @@ class StandardVerifier:
         ts = _timestamp(_header(headers, "webhook-timestamp"), now, self._tolerance)
         given = [s for s in _header(headers, "webhook-signature").split(" ") if s]
         expected = [sign_standard(k, msg_id, ts, body) for k in self._keys]
-        if not _any_match(given, expected):
-            raise SignatureError("no matching signature")
+        _check_match(given, expected)
         return Verified(delivery_id=msg_id, timestamp=ts)
 
 
@@ -130,8 +131,7 @@ class GithubVerifier:
                method: str = "POST", url: str = "") -> Verified:
         given = _header(headers, "x-hub-signature-256").strip().lower()
         expected = ["sha256=" + hmac.new(s, body, "sha256").hexdigest() for s in self._secrets]
-        if not _any_match([given], expected):
-            raise SignatureError("no matching signature")
+        _check_match([given], expected)
         return Verified(delivery_id=headers.get("x-github-delivery") or None)
 
 
@@ -158,8 +158,7 @@ class StripeVerifier:
             raise SignatureError("Stripe-Signature lacks t= or v1=")
         ts = _timestamp(stamp, now, self._tolerance)
         expected = [sign_stripe(s, ts, body) for s in self._secrets]
-        if not _any_match(given, expected):
-            raise SignatureError("no matching signature")
+        _check_match(given, expected)
         return Verified(timestamp=ts)
 
 
@@ -199,8 +198,7 @@ class HmacVerifier:
                     for s in self._secrets]
         if self._encoding == "hex":
             expected = [e.lower() for e in expected]
-        if not _any_match([given], expected):
-            raise SignatureError("no matching signature")
+        _check_match([given], expected)
         delivery = headers.get(self._id_header) if self._id_header else None
         return Verified(delivery_id=delivery or None, timestamp=ts)
 
@@ -232,8 +230,7 @@ class HubspotVerifier:
         ts = _timestamp(str(int(stamp) // 1000), now, self._tolerance)
         target = unquote(self._public_url or url)
         expected = [sign_hubspot(s, method, target, body, int(stamp)) for s in self._secrets]
-        if not _any_match([given], expected):
-            raise SignatureError("no matching signature")
+        _check_match([given], expected)
         return Verified(delivery_id=_batch_id(body), timestamp=ts)
 
 
