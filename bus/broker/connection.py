@@ -117,12 +117,9 @@ def kombu_connection(url: str | Sequence[str], timeout: float = 10.0) -> Any:
 
 def redact(url: str | Sequence[str]) -> str:
     """The URL (every node of it) without credentials, for logs."""
-    out = []
-    for one in broker_urls(url):
-        params = pika.URLParameters(split_url(one)[0])
-        out.append(f"{params.host}:{params.port}")
-    vhost = pika.URLParameters(split_url(broker_urls(url)[0])[0]).virtual_host
-    return f"{','.join(out)} vhost {vhost}"
+    nodes = [pika.URLParameters(split_url(one)[0]) for one in broker_urls(url)]
+    hosts = ",".join(f"{params.host}:{params.port}" for params in nodes)
+    return f"{hosts} vhost {nodes[0].virtual_host}"
 
 
 def connect_reason(exc: BaseException | str) -> str:

@@ -9,10 +9,9 @@ worst case is a message both replayed and still in the queue.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
-
-from kombu import Connection
 
 from esb.bus.broker.connection import kombu_connection
 from esb.bus.deadletter import malformed
@@ -32,21 +31,25 @@ class QueueInspector:
         self.url = url
         self.timeout = timeout
 
-    def _connect(self) -> Connection:
-        return kombu_connection(self.url, self.timeout)
+    @contextlib.contextmanager
+    def _channel(self) -> Iterator[Any]:
+        """A channel on a connection of its own, closed after use: the messages taken on it
+        and not acked return to their queue, in place."""
+        with kombu_connection(self.url, self.timeout) as conn:
+            channel = conn.channel()
+            try:
+                yield channel
+            finally:
+                channel.close()
 
     def browse(self, queue: str, limit: int) -> list[Envelope]:
         out: list[Envelope] = []
-        with self._connect() as conn:
-            channel = conn.channel()
-            try:
-                while len(out) < limit:
-                    msg = channel.basic_get(queue=queue, no_ack=False)
-                    if msg is None:
-                        break
-                    out.append(_envelope(msg.body))
-            finally:
-                channel.close()  # un-acked messages return to the queue, in place
+        with self._channel() as channel:
+            while len(out) < limit:
+                msg = channel.basic_get(queue=queue, no_ack=False)
+                if msg is None:
+                    break
+                out.append(_envelope(msg.body))
         return out
 
     def take(self, queue: str, select: Callable[[Envelope], bool],
@@ -59,30 +62,22 @@ class QueueInspector:
         ``total`` is the queue's depth when the pass began, which is all that is known
         without reading every message first (how many a filter selects is not)."""
         handled = seen = 0
-        with self._connect() as conn:
-            channel = conn.channel()
+        with self._channel() as channel:
             total = channel.queue_declare(queue=queue, passive=True).message_count
-            try:
-                while seen < total and (limit is None or handled < limit):
-                    msg = channel.basic_get(queue=queue, no_ack=False)
-                    if msg is None:
-                        break
-                    seen += 1
-                    env = _envelope(msg.body)
-                    if select(env):
-                        handle(env)
-                        channel.basic_ack(msg.delivery_tag)
-                        handled += 1
-                    if progress:
-                        progress(seen, total)
-            finally:
-                channel.close()
+            while seen < total and (limit is None or handled < limit):
+                msg = channel.basic_get(queue=queue, no_ack=False)
+                if msg is None:
+                    break
+                seen += 1
+                env = _envelope(msg.body)
+                if select(env):
+                    handle(env)
+                    channel.basic_ack(msg.delivery_tag)
+                    handled += 1
+                if progress:
+                    progress(seen, total)
         return handled, total - handled
 
     def purge(self, queue: str) -> int:
-        with self._connect() as conn:
-            channel = conn.channel()
-            try:
-                return int(channel.queue_purge(queue=queue) or 0)
-            finally:
-                channel.close()
+        with self._channel() as channel:
+            return int(channel.queue_purge(queue=queue) or 0)

@@ -236,13 +236,10 @@ class RabbitBus:
 
     async def _park(self, address: str, body: bytes, props: pika.BasicProperties,
                     remaining: float) -> None:
-        if remaining < RETRY_TIERS[0]:
-            # Shorter than any tier: straight to the queue; the consumer waits out the rest.
-            await self._publisher.publish(self._topology.deliver_exchange, address, body, props,
-                                          timeout=self._confirm_timeout)
-            return
-        tier = retry_tier(remaining)
-        await self._publisher.publish(self._topology.retry_exchange(tier), address, body, props,
+        # Shorter than any tier: straight to the queue; the consumer waits out the rest.
+        exchange = self._topology.deliver_exchange if remaining < RETRY_TIERS[0] \
+            else self._topology.retry_exchange(retry_tier(remaining))
+        await self._publisher.publish(exchange, address, body, props,
                                       timeout=self._confirm_timeout)
 
     async def _not_yet_due(self, channel: Channel, tag: int, address: str, body: bytes,

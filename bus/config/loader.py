@@ -55,8 +55,7 @@ def format_errors(doc: Document | None, exc: ValidationError, prefix: Loc = (),
                 and doc is not None and loc not in doc.secret_paths \
                 and isinstance(err["input"], (str, int, float)):
             msg = f"{msg} (got {err['input']!r})"
-        where = doc.where(loc) if doc else "config"
-        out.append(f"{where}: {key}: {msg}")
+        out.append(f"{_where(doc, loc)}: {key}: {msg}")
     return out
 
 

@@ -6,6 +6,7 @@ model (see ``esb.bus.config.loader``); this module holds what every deployment s
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,11 +49,16 @@ class TlsFiles(_Strict):
             raise ValueError("key_file needs cert_file (the client certificate)")
         return self
 
+    def files(self, resolve: Any) -> dict[str, Path | None]:
+        """``ca_file``, ``cert_file`` and ``key_file`` resolved with ``resolve`` (None: unset),
+        as :func:`~esb.bus.broker.tls.with_tls` and ``client_context`` take them."""
+        return {key: None if (path := getattr(self, key)) is None else resolve(path)
+                for key in ("ca_file", "cert_file", "key_file")}
+
     def missing(self, resolve: Any) -> list[str]:
         """The files named here that do not exist (resolved with ``resolve``)."""
-        return [f"{key}: {resolve(path)} does not exist"
-                for key in ("ca_file", "cert_file", "key_file")
-                if (path := getattr(self, key)) is not None and not resolve(path).is_file()]
+        return [f"{key}: {path} does not exist" for key, path in self.files(resolve).items()
+                if path is not None and not path.is_file()]
 
 
 class BusTls(TlsFiles):
@@ -194,10 +200,7 @@ class HttpConfig(_Strict):
 
     @property
     def limits(self) -> HttpLimits:
-        return HttpLimits(max_connections=self.max_connections,
-                          header_timeout=self.header_timeout, body_timeout=self.body_timeout,
-                          idle_timeout=self.idle_timeout, max_headers=self.max_headers,
-                          max_header_bytes=self.max_header_bytes)
+        return HttpLimits(**self.model_dump(include={f.name for f in fields(HttpLimits)}))
 
     @property
     def host(self) -> str:
@@ -381,12 +384,8 @@ class Config(_Strict):
         if tls is not None and not self.bus.embedded:
             from esb.bus.broker.tls import with_tls
 
-            def path(p: Path | None) -> Path | None:
-                return None if p is None else self.resolve(p)
-
             self.bus.url = ",".join(
-                with_tls(u, ca_file=path(tls.ca_file), cert_file=path(tls.cert_file),
-                         key_file=path(tls.key_file), server_name=tls.server_name,
+                with_tls(u, **tls.files(self.resolve), server_name=tls.server_name,
                          verify=tls.verify) for u in self.bus.nodes)
         return self
 

@@ -6,7 +6,6 @@ The CLI is a thin client of these endpoints; every read answers JSON.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -28,13 +27,11 @@ from esb.bus.httpbody import BodyTooLarge, EncodingRefused, read_body
 from esb.bus.payload import PayloadError, decode
 from esb.bus.problem import json_response, not_taken, problem
 from esb.bus.runtime.admin_deadletters import deadletter_admin_routes
-from esb.bus.runtime.admin_ops import ops_admin_routes
+from esb.bus.runtime.admin_ops import Endpoint, ops_admin_routes
 from esb.bus.runtime.admin_routes import route_admin_routes
 
 if TYPE_CHECKING:
     from esb.bus.runtime.daemon import Daemon
-
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 

@@ -16,7 +16,7 @@ not in the queue, or an unknown destination, is refused before anything is repla
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,12 +28,9 @@ from starlette.routing import Route
 from esb.bus.envelope import bookkeeping
 from esb.bus.errors import EsbError
 from esb.bus.problem import json_object, json_response, problem
-from esb.bus.runtime.admin_ops import lookback
+from esb.bus.runtime.admin_ops import Endpoint, Guard, lookback
 from esb.bus.runtime.deadletters import QUEUES, DeadLetters, summary
 from esb.bus.runtime.trace import AmbiguousRef
-
-Endpoint = Callable[[Request], Awaitable[Response]]
-Guard = Callable[[Endpoint], Endpoint]
 
 #: A replay by id first checks that its ids are in the queue when the queue holds at most
 #: this many (reading them takes seconds); a deeper queue is replayed without the check.
@@ -124,11 +121,8 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
             keep = _filter(q.get("destination"), q.get("error"), q.get("since"))
         except ValueError as exc:
             return problem(400, "Bad request", str(exc))
-        try:
-            # A filtered listing reads further into the queue to find ``limit`` matches.
-            envs = await dl.list(which, limit if keep is None else max(limit, FILTER_SCAN))
-        except EsbError as exc:
-            return problem(400, "Bad request", str(exc))
+        # A filtered listing reads further into the queue to find ``limit`` matches.
+        envs = await dl.list(which, limit if keep is None else max(limit, FILTER_SCAN))
         items = [summary(e) for e in envs]
         if keep is not None:
             items = [i for i in items if keep(i)][:limit]
@@ -136,22 +130,14 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
 
     async def show(request: Request) -> Response:
         which, eid = request.path_params["which"], request.path_params["id"]
-        try:
-            env = await dl.show(which, eid)
-        except AmbiguousRef as exc:
-            return problem(409, "Ambiguous envelope reference", str(exc), ids=exc.ids)
-        except EsbError as exc:
-            return problem(400, "Bad request", str(exc))
+        env = await dl.show(which, eid)
         if env is None:
             return problem(404, "Not found", f"no envelope {eid} in {which}")
         # the CloudEvent, its bookkeeping decoded for people and scripts (not JSON text)
         return json_response(bookkeeping(env.to_cloudevent()))
 
     async def purge(request: Request) -> Response:
-        try:
-            return json_response({"purged": await dl.purge(request.path_params["which"])})
-        except EsbError as exc:
-            return problem(400, "Bad request", str(exc))
+        return json_response({"purged": await dl.purge(request.path_params["which"])})
 
     async def replay(request: Request) -> Response:
         which = request.path_params["which"]
@@ -165,10 +151,7 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
             return problem(400, "Bad request", '"wait" is a number of seconds (0 to 300)')
         if not ids and not body.get("all"):
             return problem(400, "Nothing to replay", "name envelope ids, or set all: true")
-        try:
-            refused = await _refusal(dl, which, ids, destination)
-        except EsbError as exc:
-            return problem(400, "Bad request", str(exc))
+        refused = await _refusal(dl, which, ids, destination)
         if refused is not None:
             return refused
         lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -199,7 +182,12 @@ def deadletter_admin_routes(dl: DeadLetters, guard: Guard) -> list[Route]:
         def bound(endpoint: Endpoint, which: str = which) -> Endpoint:
             async def call(request: Request) -> Response:
                 request.path_params["which"] = which
-                return await endpoint(request)
+                try:
+                    return await endpoint(request)
+                except AmbiguousRef as exc:  # an id prefix or key naming several envelopes
+                    return problem(409, "Ambiguous envelope reference", str(exc), ids=exc.ids)
+                except EsbError as exc:  # from the dead-letter tools or the bus, on any endpoint
+                    return problem(400, "Bad request", str(exc))
 
             return guard(call)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,8 +33,10 @@ from esb.bus.runtime.trace import AmbiguousRef, TraceRecorder
 from esb.bus.runtime.trace_legs import request_legs
 from esb.bus.runtime.trace_rabbitmq import TraceQueryTimeout
 
+#: An admin endpoint, and the guard (the admin token check) every ``*_admin_routes`` wraps.
 Endpoint = Callable[[Request], Awaitable[Response]]
 Guard = Callable[[Endpoint], Endpoint]
+T = TypeVar("T")
 
 DEFAULT_SINCE = "1h"
 MAX_STATS_MINUTES = 60
@@ -53,11 +55,22 @@ def lookback(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def _since(request: Request) -> timedelta | Response:
+async def _read_trace(request: Request, read: Callable[[timedelta], Awaitable[T]]
+                      ) -> T | Response:
+    """What ``read`` finds in the trace within the request's ``since``, or the problem to
+    answer (400 a bad ``since``, 409 an ambiguous reference, 504 too slow, 503 unavailable)."""
     try:
-        return lookback(request.query_params.get("since", DEFAULT_SINCE))
+        since = lookback(request.query_params.get("since", DEFAULT_SINCE))
     except ValueError as exc:
         return problem(400, "Bad since", str(exc))
+    try:
+        return await read(since)
+    except AmbiguousRef as exc:
+        return problem(409, "Ambiguous envelope reference", str(exc), ids=exc.ids)
+    except TraceQueryTimeout as exc:
+        return problem(504, "Trace query too slow", str(exc))
+    except BusError as exc:
+        return problem(503, "Trace unavailable", str(exc))
 
 
 def ops_admin_routes(trace: TraceRecorder, presence: Presence, guard: Guard,
@@ -68,17 +81,9 @@ def ops_admin_routes(trace: TraceRecorder, presence: Presence, guard: Guard,
     async def trace_one(request: Request) -> Response:
         envelope_id = request.path_params["id"]
         since_text = request.query_params.get("since", DEFAULT_SINCE)
-        since = _since(request)
-        if isinstance(since, Response):
-            return since
-        try:
-            events = await trace.query(envelope_id, since)
-        except AmbiguousRef as exc:
-            return problem(409, "Ambiguous envelope reference", str(exc), ids=exc.ids)
-        except TraceQueryTimeout as exc:
-            return problem(504, "Trace query too slow", str(exc))
-        except BusError as exc:
-            return problem(503, "Trace unavailable", str(exc))
+        events = await _read_trace(request, lambda since: trace.query(envelope_id, since))
+        if isinstance(events, Response):
+            return events
         if not events:
             return problem(404, "No trace",
                            f"nothing was recorded for envelope {envelope_id!r} in the last "
@@ -98,16 +103,10 @@ def ops_admin_routes(trace: TraceRecorder, presence: Presence, guard: Guard,
         if len(asked) != 1:
             return problem(400, "Bad trace search",
                            "search by one of ?key=IDEMPOTENCY-KEY or ?correlation=ID")
-        since = _since(request)
-        if isinstance(since, Response):
-            return since
         field, value = asked[0]
-        try:
-            ids = await trace.find(field, value, since)
-        except TraceQueryTimeout as exc:
-            return problem(504, "Trace query too slow", str(exc))
-        except BusError as exc:
-            return problem(503, "Trace unavailable", str(exc))
+        ids = await _read_trace(request, lambda since: trace.find(field, value, since))
+        if isinstance(ids, Response):
+            return ids
         return json_response({"ids": ids, "since": q.get("since", DEFAULT_SINCE)})
 
     async def instances(request: Request) -> Response:

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -27,11 +26,9 @@ from starlette.routing import Route
 from esb.bus.errors import BusError, ConfigError
 from esb.bus.problem import json_object, json_response, problem
 from esb.bus.routing.store import RouteVersion, UnknownVersion
+from esb.bus.runtime.admin_ops import Guard
 from esb.bus.runtime.deploy import RollbackError, RouteDeployer, Unchanged
 from esb.bus.runtime.route_tests import RouteTester
-
-Endpoint = Callable[[Request], Awaitable[Response]]
-Guard = Callable[[Endpoint], Endpoint]
 
 MAX_FILES = 1000
 

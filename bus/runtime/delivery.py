@@ -351,8 +351,7 @@ class DeliveryWorker:
                 return failure_envelope(env, "timeout", f"{self.destination!r} did not answer "
                                         f"before the caller's deadline: {error}", 504,
                                         destination=self.destination)
-            delay = self.policy.next_delay(tried, first_seen(env), outcome.retry_after) \
-                if outcome.kind == "transient" else None
+            delay = self._next_delay(env, outcome, tried)
             if delay is None or delay >= left or self._draining:
                 kind, status = failure_of(outcome.attempt.status if outcome.attempt else None,
                                           outcome.fault)
@@ -401,11 +400,10 @@ class DeliveryWorker:
                 waiter.cancel()
             stopping.cancel()
 
-    def _next_delay(self, env: Envelope, outcome: Outcome, attempts: list[Attempt]
-                    ) -> float | None:
+    def _next_delay(self, env: Envelope, outcome: Outcome, tried: int) -> float | None:
+        """How long until the next try after ``tried`` attempts (None: no retry)."""
         if outcome.kind != "transient":
             return None
-        tried = self._counted(attempts)
         return self.policy.next_delay(tried, first_seen(env), outcome.retry_after)
 
     async def _settle(self, msg: Message, env: Envelope, outcome: Outcome) -> None:
@@ -417,7 +415,7 @@ class DeliveryWorker:
             return
         assert outcome.attempt is not None  # failures carry their attempt
         attempts = _bounded([*env.esbattempts, outcome.attempt], self.destination)
-        delay = self._next_delay(env, outcome, attempts)
+        delay = self._next_delay(env, outcome, self._counted(attempts))
         try:
             if delay is not None:
                 nxt = env.model_copy(update={"esbattempts": attempts})
@@ -444,16 +442,14 @@ class DeliveryWorker:
         env = msg.envelope
         while True:
             outcome = await self._attempt(env, msg)
-            if outcome.kind == "delivered":
-                msg.ack()
-                return
-            if outcome is HELD:  # the attempts made here are lost with it: they were local
-                msg.requeue()
+            if outcome.kind == "delivered" or outcome is HELD:
+                # (held: the attempts made here are lost with it, they were local)
+                await self._settle(msg, env, outcome)
                 return
             assert outcome.attempt is not None
             attempts = _bounded([*env.esbattempts, outcome.attempt], self.destination)
             env = env.model_copy(update={"esbattempts": attempts})
-            delay = self._next_delay(env, outcome, attempts)
+            delay = self._next_delay(env, outcome, self._counted(attempts))
             if delay is None or self._draining:
                 if delay is not None:  # draining: give it back, order intact
                     msg.requeue()

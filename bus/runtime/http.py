@@ -177,11 +177,7 @@ def make_http_client(timeout: float = 30.0, outbound: OutboundHttp | None = None
     lean one speaks no proxy protocol)."""
     context = None
     if outbound is not None and (outbound.ca_file or outbound.cert_file or not outbound.verify):
-        def path(p: Path | None) -> Path | None:
-            return None if p is None else resolve(p)
-
-        context = client_context(path(outbound.ca_file), path(outbound.cert_file),
-                                 path(outbound.key_file), verify=outbound.verify)
+        context = client_context(**outbound.files(resolve), verify=outbound.verify)
     if outbound is not None and outbound.proxy:
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
         return httpx.AsyncClient(proxy=outbound.proxy, verify=context or True, limits=limits,

@@ -269,7 +269,7 @@ class Presence:
     async def _on_connected(self, link: AmqpLink) -> None:
         """Bind a fresh exclusive queue to the exchange (on every (re)connect) and announce
         this instance at once."""
-        channel = await link.channel(on_close=self._on_channel_closed)
+        channel = await link.channel(recover=True)  # a lost channel: reconnect whole
         await link.call(channel.exchange_declare, exchange=self.exchange,
                         exchange_type="fanout", durable=True)
         frame = await link.call(channel.queue_declare, "", exclusive=True, auto_delete=True,
@@ -281,14 +281,6 @@ class Presence:
         if link.connects:
             log.info("presence reconnected", exchange=self.exchange)
         self._wake.set()  # announce ourselves now
-
-    def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
-        assert self._link is not None
-        conn = self._link.connection
-        if channel is not self._channel or conn is None or not conn.is_open:
-            return  # closing with its connection: reported there
-        log.warning("presence channel closed", reason=str(reason))
-        self._link.drop()  # recover by reconnecting whole
 
 
 def _rates(before: Any, after: Any, dt: float) -> dict[str, dict[str, Any]]:
