@@ -73,9 +73,7 @@ def load_xsd(path: Path) -> etree.XMLSchema:
     try:
         doc = parse_xml(path.read_bytes(), parser=parser, base_url=str(path))
         return etree.XMLSchema(doc)
-    except XmlError as exc:
-        raise ConfigError([f"{path.name}: {exc}"]) from None
-    except SandboxViolation as exc:
+    except (XmlError, SandboxViolation) as exc:
         raise ConfigError([f"{path.name}: {exc}"]) from None
     except etree.XMLSchemaParseError as exc:
         refused = "; ".join(resolver.refused)

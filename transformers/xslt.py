@@ -195,17 +195,13 @@ def too_large_message(limit: int) -> str:
     return f"output refused: the result is larger than max_output ({limit} bytes)"
 
 
-def too_large(step: str, limit: int) -> TransformError:
-    return TransformError(step, too_large_message(limit))
-
-
 def with_result(env: Envelope, step: str, out: str | bytes, content_type: str,
                 encoding: str | None, max_output: int) -> Envelope:
     """The envelope carrying a stylesheet's serialized result: text, or the bytes in the
     non-UTF-8 ``encoding`` (see :func:`result_encoding`) with that charset in the content
     type."""
     if larger_than(out, max_output):
-        raise too_large(step, max_output)
+        raise TransformError(step, too_large_message(max_output))
     if isinstance(out, str):
         return with_text(env, step, out, content_type)
     return env.model_copy(update={"data": out, "datacontenttype": with_charset(

@@ -122,10 +122,8 @@ def _outcome(r: dict[str, Any]) -> str:
         return f"delivered to {where}{status}"
     if outcome == "queued":
         return f"queued for {where} (not delivered yet: see esb trace {r['id']})"
-    if outcome == "dead-lettered":
-        return f"dead-lettered again: {r.get('error') or ''}"
-    if outcome == "unroutable":
-        return f"unroutable again: {r.get('error') or ''}"
+    if outcome in ("dead-lettered", "unroutable"):
+        return f"{outcome} again: {r.get('error') or ''}"
     return str(outcome)
 
 

@@ -7,7 +7,7 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 from click.exceptions import NoArgsIsHelpError
@@ -23,8 +23,6 @@ from esb.bus.cli.scaffold import register as register_scaffold
 from esb.bus.errors import ConfigError, EsbError
 from esb.bus.payload import guess_content_type
 
-if TYPE_CHECKING:
-    from esb.bus.config.loader import Loaded
 
 class Context:
     def __init__(self, url: str | None, token: str | None) -> None:
@@ -99,7 +97,7 @@ def run(config_path: Path, workers: int, listen: str | None, listen_fd: int | No
         loaded = load_config(config_path)
         if listen is not None:
             override_listen(loaded, listen)
-        secrets = config_secrets(loaded)
+        secrets = loaded.log_secrets()
         configure_logging(loaded.config.logging.level, loaded.config.logging.format, secrets)
     except ConfigError as exc:
         problems(exc.problems)
@@ -138,13 +136,6 @@ def _run_worker(loaded: Any, secrets: list[str], listen_fd: int, index: int,
         sys.exit(run_daemon(loaded, secrets, role))
     except ConfigError as exc:
         problems(exc.problems)
-
-
-def config_secrets(loaded: Loaded) -> list[str]:
-    """The values no log line may show: every secret setting of the validated configuration
-    (typed as a secret, wherever it sits), the password of any URL among them, and — for
-    settings not typed as secrets — interpolated values under secret-looking keys."""
-    return loaded.log_secrets()
 
 
 @cli.command()

@@ -215,34 +215,27 @@ def _every_instance(obj: Any, version: int, report: dict[str, Any] | None = None
         if not pending or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    refused = pending = False
+    states = [{"instance": i.get("instance"), "state": _state(i, version),
+               "route_version": i.get("route_version"),
+               "problems": (i.get("route_refused") or {}).get("problems") or []}
+              for i in instances]
     if report is not None:
-        states = [{"instance": i.get("instance"), "state": _state(i, version),
-                   "route_version": i.get("route_version"),
-                   "problems": (i.get("route_refused") or {}).get("problems") or []}
-                  for i in instances]
         emit_json({**report, "instances": states})
-        refused = any(st["state"] == "refused" for st in states)
-        pending = any(st["state"] == "pending" for st in states)
-        instances = []
-    for inst in instances:
-        state = _state(inst, version)
-        name = inst.get("instance", "?")
-        if state == "running":
-            click.echo(f"  {name}: running version {inst.get('route_version')}")
-        elif state == "refused":
-            refused = True
-            problems = (inst.get("route_refused") or {}).get("problems") or []
-            click.echo(f"  {name}: CANNOT run version {version}; it keeps version "
-                       f"{inst.get('route_version')}: {'; '.join(problems)}", err=True)
-        else:
-            pending = True
-            click.echo(f"  {name}: has not confirmed it (still version "
-                       f"{inst.get('route_version')}; it may have stopped)", err=True)
-    if refused:
+    else:
+        for inst, st in zip(instances, states, strict=True):
+            name = inst.get("instance", "?")
+            if st["state"] == "running":
+                click.echo(f"  {name}: running version {st['route_version']}")
+            elif st["state"] == "refused":
+                click.echo(f"  {name}: CANNOT run version {version}; it keeps version "
+                           f"{st['route_version']}: {'; '.join(st['problems'])}", err=True)
+            else:
+                click.echo(f"  {name}: has not confirmed it (still version "
+                           f"{st['route_version']}; it may have stopped)", err=True)
+    if any(st["state"] == "refused" for st in states):
         fail(f"version {version} is stored, but not every instance can run it: fix their "
              "configuration or roll back (esb routes rollback)")
-    if pending:
+    if any(st["state"] == "pending" for st in states):
         fail(f"version {version} is stored, but not every live instance confirmed it within "
               f"{CONFIRM_TIMEOUT:g} s: check them with esb instances")
 

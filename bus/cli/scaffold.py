@@ -19,6 +19,8 @@ from string import Template
 import click
 
 DIRECTIONS = ("inbound", "outbound")
+#: What one endpoint of each side is called in esb.yaml.
+_ENDPOINTS = {"inbound": "source", "outbound": "destination"}
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
@@ -101,8 +103,16 @@ def _camel(name: str) -> str:
 
 
 def _pick(directions: tuple[str, ...], inbound: str, outbound: str) -> list[str]:
-    """The per-side template parts, in the order of ``DIRECTIONS``."""
-    return [{"inbound": inbound, "outbound": outbound}[d] for d in directions]
+    """The per-side template parts, in the order of ``DIRECTIONS``, each with its side's names
+    filled in (:func:`_side`)."""
+    return [_side({"inbound": inbound, "outbound": outbound}[d], d) for d in directions]
+
+
+def _side(template: str, direction: str) -> str:
+    """``template`` for one side: ``${side}``, ``${Side}`` and ``$endpoint`` (source or
+    destination) filled in; the package's own names are left for :func:`scaffold`."""
+    return Template(template).safe_substitute(side=direction, Side=direction.capitalize(),
+                                              endpoint=_ENDPOINTS[direction])
 
 
 def _import(module: str, names: list[str]) -> str:
@@ -112,7 +122,7 @@ def _import(module: str, names: list[str]) -> str:
 
 
 def _settings(directions: tuple[str, ...]) -> str:
-    parts = [SETTINGS_HEAD, *_pick(directions, SETTINGS_INBOUND, SETTINGS_OUTBOUND)]
+    parts = [SETTINGS_HEAD, *(_side(SETTINGS_SIDE, d) for d in directions)]
     return "\n\n\n".join(parts) + "\n"
 
 
@@ -257,17 +267,9 @@ from __future__ import annotations
 from esb.adapters.spec import AdapterSettings
 from pydantic import Field'''
 
-SETTINGS_INBOUND = '''\
-class ${Name}InboundSettings(AdapterSettings):
-    """One $name source."""
-
-    address: str = Field(min_length=1, description=(
-        "Where the outside system is reached (an example setting: replace it with what "
-        "this side needs)."))'''
-
-SETTINGS_OUTBOUND = '''\
-class ${Name}OutboundSettings(AdapterSettings):
-    """One $name destination."""
+SETTINGS_SIDE = '''\
+class ${Name}${Side}Settings(AdapterSettings):
+    """One $name $endpoint."""
 
     address: str = Field(min_length=1, description=(
         "Where the outside system is reached (an example setting: replace it with what "
@@ -412,20 +414,23 @@ def test_the_entry_point_loads_this_spec() -> None:
     assert found, f"no esb.adapters entry point {SPEC.name!r}: python -m pip install -e ."
     assert found[0].load() is SPEC'''
 
-TEST_INBOUND = '''\
-class Test${Name}InboundSpec(SpecContract):
-    """The kit's checks of the spec and the inbound settings."""
+TEST_SIDE = '''\
+class Test${Name}${Side}Spec(SpecContract):
+    """The kit's checks of the spec and the ${side} settings."""
 
-    direction = "inbound"
+    direction = "${side}"
     spec = SPEC
     settings = EXAMPLE_SETTINGS
 
 
-def test_inbound_settings_refuse_a_missing_address() -> None:
+def test_${side}_settings_refuse_a_missing_address() -> None:
     with pytest.raises(ValidationError, match="address"):
-        ${Name}InboundSettings.model_validate({})
+        ${Name}${Side}Settings.model_validate({})
 
 
+'''
+
+TEST_INBOUND = TEST_SIDE + '''\
 def test_inbound_start_is_not_implemented_yet(tmp_path: Path) -> None:
     settings = ${Name}InboundSettings(**EXAMPLE_SETTINGS)
 
@@ -439,20 +444,7 @@ def test_inbound_start_is_not_implemented_yet(tmp_path: Path) -> None:
 
     asyncio.run(scenario())'''
 
-TEST_OUTBOUND = '''\
-class Test${Name}OutboundSpec(SpecContract):
-    """The kit's checks of the spec and the outbound settings."""
-
-    direction = "outbound"
-    spec = SPEC
-    settings = EXAMPLE_SETTINGS
-
-
-def test_outbound_settings_refuse_a_missing_address() -> None:
-    with pytest.raises(ValidationError, match="address"):
-        ${Name}OutboundSettings.model_validate({})
-
-
+TEST_OUTBOUND = TEST_SIDE + '''\
 def test_outbound_send_is_not_implemented_yet(tmp_path: Path) -> None:
     settings = ${Name}OutboundSettings(**EXAMPLE_SETTINGS)
 

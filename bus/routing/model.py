@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from esb.bus.config.units import Duration, Size
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+def _listed(v: Any) -> Any:
+    """One string stands for the list of just that string (``from: shop``)."""
+    return [v] if isinstance(v, str) else v
+
+
+#: A list of strings, or one string for the list of just that one.
+StrList = Annotated[list[str], BeforeValidator(_listed)]
 
 
 class _Strict(BaseModel):
@@ -53,14 +62,9 @@ class CacheSpec(_Strict):
     ttl: Duration = Field(gt=0, le=86400)
     #: Field paths of the request (``data.id``, ``subject``, an extension) that decide the
     #: answer: requests with equal values (and type) share one cached answer.
-    key: list[str] = Field(min_length=1, max_length=16)
+    key: StrList = Field(min_length=1, max_length=16)
     max_entries: int = Field(1000, ge=1, le=1_000_000)
     max_bytes: Size = Field(16 * 1024 * 1024, ge=1024, le=1024 ** 3)
-
-    @field_validator("key", mode="before")
-    @classmethod
-    def _key_list(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
 
     @field_validator("key")
     @classmethod
@@ -107,7 +111,7 @@ class Route(_Strict):
     name: str
     description: str | None = None
     #: Only envelopes that entered through these sources (endpoint names).
-    from_: list[str] | None = Field(default=None, alias="from")
+    from_: StrList | None = Field(default=None, alias="from")
     #: EventBridge event pattern over the envelope's CloudEvents JSON form ({} matches all).
     match: dict[str, Any] = Field(default_factory=dict)
     #: Split the envelope into parts first: each part then runs ``transform`` and goes to
@@ -147,17 +151,11 @@ class Route(_Strict):
                              "(starting with a letter or digit)")
         return v
 
-    @field_validator("from_", mode="before")
-    @classmethod
-    def _from_list(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
-
     @field_validator("to", mode="before")
     @classmethod
     def _to_list(cls, v: Any) -> Any:
         # ``to: erp`` and ``to: [erp, audit]`` are shorthands for ``destination:`` entries.
-        if isinstance(v, str):
-            v = [v]
+        v = _listed(v)
         if isinstance(v, list):
             return [{"destination": t} if isinstance(t, str) else t for t in v]
         return v

@@ -217,13 +217,10 @@ def _check_operator(elem: Mapping[str, Any], loc: Loc, problems: _Problems) -> N
         problems.add(loc, f"unknown operator {op!r}")
     elif op in ("prefix", "suffix"):
         _check_string_or_ignore_case(arg, op, loc, problems)
-    elif op == "equals-ignore-case":
+    elif op in ("equals-ignore-case", "wildcard"):
         if type(arg) is not str:
-            problems.add(loc, "equals-ignore-case needs a string")
-    elif op == "wildcard":
-        if type(arg) is not str:
-            problems.add(loc, "wildcard needs a string")
-        else:
+            problems.add(loc, f"{op} needs a string")
+        elif op == "wildcard":
             _check_wildcard(arg, loc, problems)
     elif op == "anything-but":
         _check_anything_but(arg, loc, problems)

@@ -105,11 +105,10 @@ class Router:
         """The routes that fire, highest priority first (file order among equals)."""
         if not self.routes:
             return []
-        if self._match_all is not None:  # no route has a condition: nothing to evaluate
-            return self._match_all
-        if self._by_endpoint is not None:  # conditions on ``from`` alone: a dict lookup
-            fired = self._by_endpoint.get(envelope.esbendpoint)
-            return fired if fired is not None else self._by_endpoint[None]
+        # no route has a condition beyond ``from``: nothing to evaluate (a dict lookup)
+        fast = self.fired_for(envelope.esbendpoint)
+        if fast is not None:
+            return fast
         ids = self._hits(envelope, event)
         if not ids:
             return []
@@ -128,7 +127,7 @@ class Router:
                     return None
         return self.index.matches(event, xml)
 
-    def fired_for(self, endpoint: str) -> list[CompiledRoute] | None:
+    def fired_for(self, endpoint: str | None) -> list[CompiledRoute] | None:
         """The routes that fire for anything entering through ``endpoint``, when that alone
         decides (no route has a condition beyond ``from``); ``None`` when the envelope must
         be matched (:meth:`match`)."""

@@ -117,9 +117,14 @@ class RouteStore(Protocol):
 
 class LoadedVersions:
     """``latest``, ``history`` and ``get`` of a :class:`RouteStore` answered from the versions
-    it has loaded (``_versions``, oldest first), as both stores do."""
+    it has loaded (``_versions``, oldest first), and ``watch`` by its :class:`Dispatcher`
+    (``_dispatch``), as both stores do."""
 
     _versions: list[RouteVersion]
+    _dispatch: Dispatcher
+
+    def watch(self, callback: Watcher) -> None:
+        self._dispatch.add(callback)
 
     async def latest(self) -> RouteVersion | None:
         return self._versions[-1] if self._versions else None

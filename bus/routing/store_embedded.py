@@ -23,7 +23,7 @@ import orjson
 import structlog
 
 from esb.bus.routing.routeset import digest_files
-from esb.bus.routing.store import Dispatcher, LoadedVersions, RouteVersion, Watcher, now
+from esb.bus.routing.store import Dispatcher, LoadedVersions, RouteVersion, now
 
 log = structlog.get_logger("esb.routes.store")
 
@@ -61,9 +61,6 @@ class FileRouteStore(LoadedVersions):
         for store in list(_OPEN.get(self.path.resolve(), ())):
             store._heard(version)
         return version
-
-    def watch(self, callback: Watcher) -> None:
-        self._dispatch.add(callback)
 
     async def close(self) -> None:
         self._started = False

@@ -48,7 +48,7 @@ from esb.bus.broker.stream import StreamTail, SyncMarker, append, declare_stream
 from esb.bus.broker.topology import Topology
 from esb.bus.errors import BusError, BusUnavailable
 from esb.bus.routing.routeset import digest_files
-from esb.bus.routing.store import Dispatcher, LoadedVersions, RouteVersion, Watcher, now
+from esb.bus.routing.store import Dispatcher, LoadedVersions, RouteVersion, now
 
 log = structlog.get_logger("esb.routes.store")
 
@@ -122,9 +122,6 @@ class RabbitRouteStore(LoadedVersions):
                     f"{self._timeout:g}s; `esb routes history` will show it") from None
         finally:
             self._awaiting.pop(uid, None)
-
-    def watch(self, callback: Watcher) -> None:
-        self._dispatch.add(callback)
 
     async def close(self) -> None:
         self._started = False

@@ -28,7 +28,7 @@ from esb.bus.reply import Reply, reply_envelope
 from esb.bus.routing.dispatch import plan, reply_answer
 from esb.bus.routing.enrich import EnrichCall
 from esb.bus.routing.model import RouteCase
-from esb.bus.routing.plan import Plan, ReplyPlan
+from esb.bus.routing.plan import Plan, ReplyPlan, jsonable
 from esb.bus.routing.router import ReplyLeg, Router
 from esb.bus.routing.routeset import RouteSet
 from esb.bus.xmlsafe import parse_xml
@@ -331,7 +331,7 @@ def same_data(actual: Any, expected: Any) -> bool:
     if isinstance(actual, str) and isinstance(expected, str):
         if actual.strip() == expected.strip():
             return True
-        a, e = _canonical_xml(actual), _canonical_xml(expected)
+        a, e = _xml_text(actual, method="c14n"), _xml_text(expected, method="c14n")
         return a is not None and a == e
     if isinstance(actual, str) and not isinstance(expected, str):
         try:  # JSON text compared with a YAML value
@@ -350,18 +350,16 @@ def data_diff(expected: Any, actual: Any, label: str = "output") -> str:
 
 
 def _render(data: Any) -> str:
-    if isinstance(data, bytes):
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError:
-            return repr(data)
+    data = jsonable(data)  # bytes as text, else as their repr
     if isinstance(data, str):
-        pretty = _pretty_xml(data)
-        return pretty if pretty is not None else data
+        pretty = _xml_text(data, pretty_print=True, encoding="unicode")
+        return pretty if isinstance(pretty, str) else data
     return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
 
 
-def _xml_tree(text: str) -> Any:
+def _xml_text(text: str, **serialize: Any) -> str | bytes | None:
+    """``text`` parsed as XML, whitespace between elements dropped, and serialized again
+    (``etree.tostring(root, **serialize)``); None when it is not XML."""
     if not text.lstrip().startswith("<"):
         return None
     try:
@@ -373,19 +371,5 @@ def _xml_tree(text: str) -> Any:
             el.text = None
         if el.tail is not None and not el.tail.strip():
             el.tail = None
-    return root
-
-
-def _canonical_xml(text: str) -> bytes | None:
-    root = _xml_tree(text)
-    if root is None:
-        return None
-    return etree.tostring(root, method="c14n")
-
-
-def _pretty_xml(text: str) -> str | None:
-    root = _xml_tree(text)
-    if root is None:
-        return None
-    return etree.tostring(root, pretty_print=True, encoding="unicode")
+    return etree.tostring(root, **serialize)
 
