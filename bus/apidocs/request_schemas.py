@@ -115,7 +115,7 @@ def relocate(schema: Any, pointer: str) -> Any:
         for key, value in schema.items():
             if key in ("$ref", "$dynamicRef") and isinstance(value, str) \
                     and value.startswith("#"):
-                out[key] = pointer + value[1:] if value != "#" else pointer
+                out[key] = pointer + value[1:]
             else:
                 out[key] = relocate(value, pointer)
         return out

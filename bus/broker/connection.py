@@ -252,6 +252,7 @@ class AmqpLink:
             try:
                 await self._connect()
                 delay = 0.5
+                continue
             except asyncio.CancelledError:
                 # Only this task's own cancellation (close) may end the supervisor: a
                 # cancellation from inside a connect (a future of the connection that died
@@ -261,12 +262,10 @@ class AmqpLink:
                 if self._closing or (task is not None and task.cancelling()):
                     raise
                 log.warning("reconnect interrupted", link=self.name, retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.reconnect_max)
             except Exception as exc:  # the broker may be restarting: keep trying
                 log.warning("reconnect failed", link=self.name, error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.reconnect_max)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.reconnect_max)
 
     async def _connect(self) -> None:
         """Connect to the first node that answers, starting with the one after the node

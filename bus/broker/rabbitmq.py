@@ -242,15 +242,11 @@ class RabbitBus:
         await self._publisher.publish(exchange, address, body, props,
                                       timeout=self._confirm_timeout)
 
-    async def _not_yet_due(self, channel: Channel, tag: int, address: str, body: bytes,
-                           props: pika.BasicProperties, remaining: float,
-                           deliver: Callable[[], Awaitable[None]]) -> None:
-        """A delayed message back from its tier before its due time: park it again for the
-        rest, or wait out a remainder shorter than the smallest tier here (still un-acked)."""
-        if remaining < RETRY_TIERS[0]:
-            await asyncio.sleep(remaining)
-            await deliver()
-            return
+    async def _park_again(self, channel: Channel, tag: int, address: str, body: bytes,
+                          props: pika.BasicProperties, remaining: float) -> None:
+        """A delayed message back from its tier well before its due time: park it again for
+        the rest (a remainder shorter than the smallest tier is waited out by the consumer,
+        :func:`_later`)."""
         try:
             await self._park(address, body, props, remaining)
         except Exception as exc:
@@ -367,9 +363,8 @@ class RabbitBus:
             if isinstance(due, (int, float)) and not isinstance(due, bool):
                 remaining = due / 1000 - time.time()
                 if remaining >= RETRY_TIERS[0]:
-                    self._spawn(loop, self._not_yet_due(ch, method.delivery_tag,
-                                                        consumer.address, body, props,
-                                                        remaining, _nothing))
+                    self._spawn(loop, self._park_again(ch, method.delivery_tag,
+                                                       consumer.address, body, props, remaining))
                     return
             try:
                 envelope = Envelope.from_json(body)
@@ -377,10 +372,8 @@ class RabbitBus:
                 self._spawn(loop, self._quarantine(ch, method.delivery_tag, body, exc))
                 return
             msg = RabbitMessage(envelope, bool(method.redelivered), ch, method.delivery_tag)
-            if remaining > 0.002:
-                self._spawn(loop, self._not_yet_due(ch, method.delivery_tag, consumer.address,
-                                                    body, props, remaining,
-                                                    lambda: consumer.handler(msg)))
+            if remaining > 0.002:  # shorter than any tier: waited out here, still un-acked
+                self._spawn(loop, _later(remaining, consumer.handler, msg))
                 return
             self._spawn(loop, consumer.handler(msg))
 
@@ -412,13 +405,11 @@ class RabbitBus:
 
     async def depths(self) -> dict[str, int]:
         addresses = [c.address for c in self._consumers] + [UNROUTABLE, DEAD_LETTER]
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, self._topology.depths, self._url, addresses)
+        return await asyncio.to_thread(self._topology.depths, self._url, addresses)
 
     async def browse(self, address: str, limit: int) -> list[Envelope]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, self._inspector.browse,
-                                          self._topology.queue(address), limit)
+        return await asyncio.to_thread(self._inspector.browse, self._topology.queue(address),
+                                       limit)
 
     async def take(self, address: str, select: Select,
                    handle: Callable[[Envelope], Awaitable[None]], limit: int | None = None,
@@ -437,15 +428,14 @@ class RabbitBus:
                                           handle_in_loop, limit, progress_in_loop)
 
     async def purge(self, address: str) -> int:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, self._inspector.purge,
-                                          self._topology.queue(address))
+        return await asyncio.to_thread(self._inspector.purge, self._topology.queue(address))
 
     async def close(self) -> None:
         await self._link.close()
 
 
-async def _nothing() -> None:
-    return None
+async def _later(delay: float, handler: Handler, msg: RabbitMessage) -> None:
+    await asyncio.sleep(delay)
+    await handler(msg)
 
 

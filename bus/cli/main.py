@@ -6,6 +6,7 @@ import errno
 import os
 import sys
 from collections import Counter
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -101,13 +102,19 @@ def run(config_path: Path, workers: int, listen: str | None, listen_fd: int | No
         configure_logging(loaded.config.logging.level, loaded.config.logging.format, secrets)
     except ConfigError as exc:
         problems(exc.problems)
+    role = None
     if listen_fd is not None:  # one worker process started by a supervisor
-        _run_worker(loaded, secrets, listen_fd, worker_index, workers, ready_fd)
-    if workers == 1:
+        from esb.bus.runtime.worker_role import WorkerRole
+
+        try:
+            role = WorkerRole.from_cli(listen_fd, worker_index, workers, ready_fd)
+        except ValueError as exc:
+            fail(str(exc), 2)
+    if role is not None or workers == 1:
         from esb.bus.runtime.daemon import run_daemon
 
         try:
-            sys.exit(run_daemon(loaded, secrets))
+            sys.exit(run_daemon(loaded, secrets, role))
         except ConfigError as exc:
             problems(exc.problems)
         except ListenError as exc:
@@ -121,21 +128,6 @@ def run(config_path: Path, workers: int, listen: str | None, listen_fd: int | No
         sys.exit(supervise(loaded, config_path, workers))
     except ListenError as exc:
         fail(str(exc))
-
-
-def _run_worker(loaded: Any, secrets: list[str], listen_fd: int, index: int,
-                count: int, ready_fd: int | None) -> None:
-    from esb.bus.runtime.daemon import run_daemon
-    from esb.bus.runtime.worker_role import WorkerRole
-
-    try:
-        role = WorkerRole.from_cli(listen_fd, index, count, ready_fd)
-    except ValueError as exc:
-        fail(str(exc), 2)
-    try:
-        sys.exit(run_daemon(loaded, secrets, role))
-    except ConfigError as exc:
-        problems(exc.problems)
 
 
 @cli.command()
@@ -365,22 +357,17 @@ def hoist_global_options(argv: list[str]) -> list[str]:
     ``--`` to the front, where click expects the group's options."""
     front: list[str] = []
     rest: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
+    args = iter(argv)
+    for arg in args:
         if arg == "--":
-            rest += argv[i:]
+            rest += [arg, *args]
             break
-        name = arg.split("=", 1)[0]
-        if name in GLOBAL_OPTIONS:
-            if "=" in arg:
-                front.append(arg)
-            else:
-                front += argv[i:i + 2]
-                i += 1
-        else:
+        if arg.split("=", 1)[0] not in GLOBAL_OPTIONS:
             rest.append(arg)
-        i += 1
+        elif "=" in arg:
+            front.append(arg)
+        else:  # ``--url X``: X is the next argument (when there is one)
+            front += [arg, *islice(args, 1)]
     return front + rest
 
 

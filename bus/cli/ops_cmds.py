@@ -28,10 +28,6 @@ def register(cli: click.Group) -> None:
     cli.add_command(instances)
 
 
-def _get(obj: Any, path: str, **params: Any) -> Any:
-    return ask(obj.client(), "GET", path, params=params or None)
-
-
 # -- esb trace ---------------------------------------------------------------------------------
 
 @click.command("trace")
@@ -46,7 +42,8 @@ def trace(obj: Any, envelope_id: str, since: str, as_json: bool) -> None:
     the destination's status) or dead-lettered, replays. A request/reply call also gets its
     legs: the request, the call to the destination, the reply and how long the caller
     waited. The message is named by its id, a unique prefix of it, or its idempotency key."""
-    body = _get(obj, f"/admin/trace/{quote(envelope_id, safe='')}", since=since)
+    body = ask(obj.client(), "GET", f"/admin/trace/{quote(envelope_id, safe='')}",
+               params={"since": since})
     if as_json:
         emit_json(body)
         return
@@ -168,7 +165,7 @@ def _duration(ms: float) -> str:
 @click.pass_obj
 def instances(obj: Any, as_json: bool) -> None:
     """Every live daemon instance on the bus, and per instance its destinations."""
-    items = _get(obj, "/admin/instances")
+    items = ask(obj.client(), "GET", "/admin/instances")
     if as_json:
         emit_json(items)
         return

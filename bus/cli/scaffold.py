@@ -51,7 +51,8 @@ def scaffold(name: str, parent: Path, directions: tuple[str, ...]) -> Path:
     if root.exists():
         raise FileExistsError(f"{root} already exists")
     values = {"name": name, "dist": f"esb-adapter-{name.replace('_', '-')}",
-              "module": f"esb_adapter_{name}", "Name": _camel(name)}
+              "module": f"esb_adapter_{name}",
+              "Name": "".join(part.capitalize() for part in name.split("_"))}
     files = {
         "pyproject.toml": PYPROJECT,
         "README.md": _readme(directions),
@@ -96,10 +97,6 @@ def register(adapters_group: click.Group) -> None:
             raise click.UsageError(f"{exc}; choose another --dir or remove it") from None
         click.echo(f"created {root}")
         click.echo(f"next:  python -m pip install -e {root} && python -m pytest {root}")
-
-
-def _camel(name: str) -> str:
-    return "".join(part.capitalize() for part in name.split("_"))
 
 
 def _pick(directions: tuple[str, ...], inbound: str, outbound: str) -> list[str]:

@@ -66,8 +66,8 @@ class Sessions:
             return None
         body, signature = cookie.split(".")
         try:
-            payload = _unb64(body)
-        except ValueError:
+            payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        except ValueError:  # not base64
             return None
         if not hmac.compare_digest(signature, self._sign(payload)):
             return None
@@ -104,10 +104,3 @@ def token_matches(given: str, token: str) -> bool:
 
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (ValueError, TypeError) as exc:
-        raise ValueError("bad base64") from exc

@@ -225,7 +225,6 @@ class PatternIndex:
             xfield.freeze()
         self._gated = bool(self._gates.paths or self._gates.always)
         self.needs_xml = any(alt.xpaths for alt in self._alts)
-        self.size = len(patterns)
 
     def _choose_anchors(self, options: list[list[Option]]) -> None:
         """Anchor each alternative on the leaf whose index buckets are least shared.

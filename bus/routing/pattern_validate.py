@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -110,27 +111,20 @@ class _Problems(list[PatternProblem]):
         self.append(PatternProblem(loc, message))
 
 
+#: What a wildcard's checks look at, left to right: a backslash with what it escapes (when
+#: that is '*' or '\'), and each run of unescaped '*'.
+_WILDCARD_TOKEN = re.compile(r"\\[*\\]?|\*+")
+
+
 def _check_wildcard(text: str, loc: Loc, problems: _Problems) -> None:
-    i = 0
-    prev_star = False
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            nxt = text[i + 1] if i + 1 < len(text) else ""
-            if nxt not in ("*", "\\"):
-                problems.add(loc, f"wildcard backslash may only escape '*' or '\\' (at offset {i})")
-                return
-            i += 2
-            prev_star = False
-            continue
-        if ch == "*":
-            if prev_star:
-                problems.add(loc, "wildcard may not contain consecutive '**'")
-                return
-            prev_star = True
-        else:
-            prev_star = False
-        i += 1
+    for token in _WILDCARD_TOKEN.finditer(text):
+        if token[0] == "\\":
+            problems.add(loc, "wildcard backslash may only escape '*' or '\\' "
+                              f"(at offset {token.start()})")
+            return
+        if token[0].startswith("**"):
+            problems.add(loc, "wildcard may not contain consecutive '**'")
+            return
 
 
 def _check_string_or_ignore_case(arg: Any, op: str, loc: Loc, problems: _Problems) -> None:

@@ -13,6 +13,7 @@ every append made through any of them (the embedded bus is single-process by des
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import weakref
@@ -153,13 +154,9 @@ def _parse(raw: bytes, path: Path) -> list[RouteVersion]:
 
 
 def _fsync_dir(folder: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -333,7 +333,7 @@ def same_data(actual: Any, expected: Any) -> bool:
             return True
         a, e = _xml_text(actual, method="c14n"), _xml_text(expected, method="c14n")
         return a is not None and a == e
-    if isinstance(actual, str) and not isinstance(expected, str):
+    if isinstance(actual, str):
         try:  # JSON text compared with a YAML value
             return bool(orjson.loads(actual) == expected)
         except orjson.JSONDecodeError:
