@@ -4,8 +4,8 @@
   :func:`esb.bus.httpbody.read_body`, its Content-Type by :func:`esb.bus.payload.media_type`);
 * the status → delivery error mapping: 2xx accepted; 408, 425, 429 and 5xx transient (with
   ``Retry-After``, delta-seconds or HTTP-date, as ``retry_after``); every other status
-  permanent; timeouts and connection failures transient (:func:`status_error`,
-  :func:`raise_for_status`, :func:`transport_error`);
+  permanent; timeouts and connection failures transient (:func:`raise_for_status`,
+  :func:`transport_error`);
 * the outbound host allow-list (``http.allowed_hosts``) check (:func:`check_host`; the
   entries' rules live in :mod:`esb.bus.hosts`);
 * ``start``/``stop`` of an outbound side sending through the runtime's shared client
@@ -30,7 +30,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
-from esb.bus.errors import ConfigError, DeliveryError, PermanentError, TransientError
+from esb.bus.errors import ConfigError, PermanentError, TransientError
 from esb.bus.hosts import host_allowed
 
 if TYPE_CHECKING:
@@ -68,11 +68,9 @@ class JSONBytesResponse(Response):
                             (b"content-type", b"application/json"), *extra]
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait from the response's ``Retry-After`` (delta-seconds or HTTP-date)."""
+    value = (response.headers.get("retry-after") or "").strip()
     if value.isdigit():
         return float(value)
     try:
@@ -82,22 +80,17 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def retry_after(response: httpx.Response) -> float | None:
-    """The response's ``Retry-After``, in seconds."""
-    return parse_retry_after(response.headers.get("retry-after"))
-
-
 def is_transient_status(status: int) -> bool:
     """408, 425, 429 and 5xx: worth retrying."""
     return status in TRANSIENT_STATUSES or status >= 500
 
 
-def status_error(response: httpx.Response, what: str,
-                 form: MessageForm = "prose") -> DeliveryError | None:
-    """``None`` for 2xx, else the Transient/PermanentError the status calls for."""
+def raise_for_status(response: httpx.Response, what: str, form: MessageForm = "prose") -> None:
+    """Raise the esb error a non-2xx response means: the Transient/PermanentError the status
+    calls for."""
     status = response.status_code
     if 200 <= status < 300:
-        return None
+        return
     if form == "colon":
         message = f"{what}: HTTP {status} {response.reason_phrase}"
         # Generous: the delivery worker cuts it to length only after removing secrets a
@@ -108,15 +101,8 @@ def status_error(response: httpx.Response, what: str,
     else:
         message = f"{what} answered HTTP {status}"
     if is_transient_status(status):
-        return TransientError(message, status=status, retry_after=retry_after(response))
-    return PermanentError(message, status=status)
-
-
-def raise_for_status(response: httpx.Response, what: str, form: MessageForm = "prose") -> None:
-    """Raise the esb error a non-2xx response means."""
-    error = status_error(response, what, form)
-    if error is not None:
-        raise error
+        raise TransientError(message, status=status, retry_after=retry_after(response))
+    raise PermanentError(message, status=status)
 
 
 async def send_plain(client: httpx.AsyncClient, method: str, url: httpx.URL | str,

@@ -108,7 +108,7 @@ class XmlToJson:
             if groups is not None:
                 for key, items in groups.items():
                     obj[key] = items if len(items) > 1 or (force and (
-                        key in force or _local(key) in force)) else items[0]
+                        key in force or key.rsplit(":", 1)[-1] in force)) else items[0]
             return obj
 
         root_name = name_of(root, root.tag, False)
@@ -167,10 +167,6 @@ def _one_prefix_each(declared: Mapping[Any, list[tuple[str, str]]]) -> bool:
     return True
 
 
-def _local(name: str) -> str:
-    return name.rsplit(":", 1)[-1]
-
-
 def _prefix_for(el: etree._Element, uri: str) -> str | None:
     for prefix, bound in el.nsmap.items():
         if bound == uri and prefix is not None:
@@ -194,11 +190,8 @@ def parse_typed(name: str, text: str, kind: TypeName) -> Any:
             return raw in ("true", "1")
     except ValueError:
         pass
-    raise ConventionError(f"{name}: {_clip(text)!r} is not a valid {kind}")
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= 40 else text[:37] + "..."
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    raise ConventionError(f"{name}: {shown!r} is not a valid {kind}")
 
 
 # -- JSON -> XML ------------------------------------------------------------------------------

@@ -181,11 +181,8 @@ class _Inliner:
         self.done: dict[str, str] = {}  # module -> its text (a module may be linked twice)
 
     def text(self, key: str, within: tuple[str, ...]) -> str:
-        if key not in self.done:
-            self.done[key] = self._serialize(key, within)
-        return self.done[key]
-
-    def _serialize(self, key: str, within: tuple[str, ...]) -> str:
+        if key in self.done:
+            return self.done[key]
         root = copy.deepcopy(self.sheet.modules[key])
         for link in root.iterchildren(f"{{{XSL}}}include", f"{{{XSL}}}import"):
             target = self.sheet.link_target(key, link)
@@ -198,7 +195,8 @@ class _Inliner:
             uri = "data:," + quote(self.text(target, (*within, key)), safe="")
             self.names[uri] = self.sheet.module_name(target)
             link.set("href", uri)
-        return etree.tostring(root, encoding="unicode")
+        self.done[key] = etree.tostring(root, encoding="unicode")
+        return self.done[key]
 
     def rename(self, message: str) -> str:
         for uri in sorted(self.names, key=len, reverse=True):
@@ -381,7 +379,9 @@ class SaxonTransformer:
             try:
                 self._set_envelope_params(values)
                 node = self.proc.parse_xml(xml_text=text)
-                out = self._transform(node)
+                result = self.executable.transform_to_string(xdm_node=node) or ""
+                # text for UTF-8, else the bytes in the declared encoding
+                out = result if self.encoding is None else self._encode(result)
             except TransformError:
                 raise
             except Exception as exc:  # saxonche raises PySaxonApiError and plain exceptions
@@ -421,11 +421,6 @@ class SaxonTransformer:
             elif param in self.set_params:  # the xsl:param's default applies again
                 self.executable.remove_parameter(param)
                 self.set_params.discard(param)
-
-    def _transform(self, node: Any) -> str | bytes:
-        """The serialized result: text for UTF-8, else the bytes in the declared encoding."""
-        text = self.executable.transform_to_string(xdm_node=node) or ""
-        return text if self.encoding is None else self._encode(text)
 
     def _encode(self, text: str) -> bytes:
         """Saxon's UTF-8 serialization (saxonche returns no other) in the declared encoding.

@@ -17,7 +17,6 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from lxml import etree
@@ -343,13 +342,17 @@ def compile_xslt(settings: XsltSettings, ctx: TransformerContext) -> Callable[[E
         sheet = load_stylesheet(path)
     except StylesheetError as exc:
         raise ConfigError(exc.problems) from None
-    problems = _encoding_problems(sheet, _rel(path, ctx.base_dir))
-    if problems:
-        raise ConfigError(problems)
+    base = ctx.base_dir.resolve()
+    where = str(path.relative_to(base) if path.is_relative_to(base) else path)  # for messages
+    if sheet.encoding is not None:
+        try:
+            codecs.lookup(sheet.encoding)
+        except LookupError:
+            raise ConfigError([f"{where}: xsl:output encoding {sheet.encoding!r} is not a "
+                               "known encoding"]) from None
     unknown = sorted(set(settings.params) - sheet.params)
     if unknown and sheet.version < 2.0:
-        raise ConfigError([f"params {unknown} are not declared as xsl:param in "
-                           f"{_rel(path, ctx.base_dir)}"])
+        raise ConfigError([f"params {unknown} are not declared as xsl:param in {where}"])
     if sheet.version >= 2.0:
         from esb.transformers.saxon import compile_saxon
 
@@ -358,30 +361,13 @@ def compile_xslt(settings: XsltSettings, ctx: TransformerContext) -> Callable[[E
     try:
         xslt = etree.XSLT(sheet.doc, access_control=ACCESS_CONTROL)
     except SandboxViolation as exc:
-        raise ConfigError([f"{_rel(path, ctx.base_dir)}: {exc}"]) from None
+        raise ConfigError([f"{where}: {exc}"]) from None
     except etree.XSLTParseError as exc:
         log = "; ".join((f"line {e.line}: " if e.line else "") + e.message
                         for e in exc.error_log) or str(exc)
-        raise ConfigError([f"{_rel(path, ctx.base_dir)} does not compile: {log}"]) from None
+        raise ConfigError([f"{where} does not compile: {log}"]) from None
     del xslt  # compiled here to report errors at load time; it runs in the sandbox process
     return XsltTransformer(ctx.name, sheet, settings, ctx.xml_limits)
-
-
-def _encoding_problems(sheet: Stylesheet, where: str) -> list[str]:
-    if sheet.encoding is None:
-        return []
-    try:
-        codecs.lookup(sheet.encoding)
-    except LookupError:
-        return [f"{where}: xsl:output encoding {sheet.encoding!r} is not a known encoding"]
-    return []
-
-
-def _rel(path: Path, base: Path) -> str:
-    try:
-        return str(path.relative_to(base.resolve()))
-    except ValueError:
-        return str(path)
 
 
 SPEC = TransformerSpec(

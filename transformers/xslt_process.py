@@ -279,9 +279,7 @@ class XsltProcess:
             flight.append(ex)
             if len(flight) == 1:
                 self._start_timer()
-            self._flush()
-            if not flight:  # the write found the child gone: it was restarted
-                continue
+            self._flush()  # (a write that finds the child gone restarts it: flight empties)
         if self._threads and not flight and queue:
             self._retry_later(queue[0].loop)
 
@@ -391,13 +389,11 @@ class XsltProcess:
 
     def _unwatch(self) -> None:
         loop = self._loop
-        if loop is None or loop.is_closed():
-            self._reading = self._writing = False
-            return
-        if self._writing and self._send is not None:
-            loop.remove_writer(self._send.fileno())
-        if self._reading and self._recv is not None:
-            loop.remove_reader(self._recv.fileno())
+        if loop is not None and not loop.is_closed():
+            if self._writing and self._send is not None:
+                loop.remove_writer(self._send.fileno())
+            if self._reading and self._recv is not None:
+                loop.remove_reader(self._recv.fileno())
         self._reading = self._writing = False
 
     def _abandon_closed_loop(self) -> None:

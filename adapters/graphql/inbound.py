@@ -154,7 +154,7 @@ class GraphqlInbound(HttpInbound):
     async def _run(self, request: Request, media: str, params: dict[str, Any]) -> Response:
         request_error = 400 if media == MODERN else 200
         try:
-            document, _ = prepare(self.schema, params, self.limits)
+            document = prepare(self.schema, params, self.limits)
         except RequestRefused as exc:
             return self._reply(media, request_error, errors=exc.errors)
         try:
@@ -212,10 +212,9 @@ def read_request(body: bytes, json_depth: int) -> dict[str, Any]:
     return params  # type: ignore[no-any-return]
 
 
-def prepare(schema: GraphQLSchema, params: dict[str, Any], limits: QueryLimits
-            ) -> tuple[DocumentNode, OperationDefinitionNode]:
+def prepare(schema: GraphQLSchema, params: dict[str, Any], limits: QueryLimits) -> DocumentNode:
     """Parse, bound (:mod:`.limits`, before validation: validation itself can be costly) and
-    validate a request; the document and the operation to execute, or RequestRefused."""
+    validate a request; the document to execute (one operation selected), or RequestRefused."""
     try:
         document = parse(params["query"], max_tokens=limits.max_tokens)
     except GraphQLError as exc:
@@ -244,7 +243,7 @@ def prepare(schema: GraphQLSchema, params: dict[str, Any], limits: QueryLimits
                                      "BAD_REQUEST")])
     if operation.operation == OperationType.SUBSCRIPTION:
         raise RequestRefused([_error("subscriptions are not supported", "BAD_REQUEST")])
-    return document, operation
+    return document
 
 
 def field_value(reply: Envelope) -> Any:

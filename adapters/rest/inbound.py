@@ -105,8 +105,7 @@ class RestInbound:
         return _accepted(result) if isinstance(result, Accepted) else answer(result)
 
     def _envelope(self, request: Request, body: bytes, headers: dict[str, str]) -> Envelope:
-        method = request.method
-        if method in BODILESS or self._path_params or request.scope.get("query_string"):
+        if request.method in BODILESS or self._path_params or request.scope.get("query_string"):
             return self._parameters(request, body, headers)
         return self._body_envelope(request, body, headers)
 

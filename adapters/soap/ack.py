@@ -79,13 +79,11 @@ def _by_name(child: Child, envelope: Envelope) -> str | None:
 def build_ack(output: str, fields: list[Child], mapping: dict[str, str], envelope: Envelope,
               request: etree._Element) -> etree._Element:
     """The operation's response element for ``envelope``."""
-    root = etree.Element(output, nsmap={"tns": etree.QName(output).namespace}
-                         if etree.QName(output).namespace else None)
+    ns = etree.QName(output).namespace
+    root = etree.Element(output, nsmap={"tns": ns} if ns else None)
     echo = {etree.QName(c).localname: c.text for c in request if isinstance(c.tag, str)}
-    declared = set()
     for child in fields:
         local = etree.QName(child.tag).localname
-        declared.add(local)
         if local in mapping:
             value: str | None = _literal(envelope, mapping[local])
         else:
@@ -97,9 +95,7 @@ def build_ack(output: str, fields: list[Child], mapping: dict[str, str], envelop
         if value is not None:
             etree.SubElement(root, child.tag).text = value
     if not fields:  # no declared structure: the mapping alone, in the output's namespace
-        ns = etree.QName(output).namespace
         for local, value in mapping.items():
-            if local not in declared:
-                tag = f"{{{ns}}}{local}" if ns else local
-                etree.SubElement(root, tag).text = _literal(envelope, value)
+            tag = f"{{{ns}}}{local}" if ns else local
+            etree.SubElement(root, tag).text = _literal(envelope, value)
     return root

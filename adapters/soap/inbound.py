@@ -168,13 +168,16 @@ class SoapInbound(HttpInbound):
                                for e in list(self.description.schema.error_log)[:3])
             raise SoapFault(f"schema violation in {operation.name}: {errors}")
 
+        headers = {"soapaction": action or operation.actions.get(version, "")}
+        principal = getattr(request.state, "principal", None)
+        if principal is not None:
+            headers["principal"] = principal
         envelope = Envelope(
             type=operation.name,
             source=self.settings.source or self.ctx.name,
             datacontenttype="application/xml",
             data=etree.tostring(element, encoding="unicode"),
-            esbheaders=_headers(action or operation.actions.get(version, ""),
-                                getattr(request.state, "principal", None)),
+            esbheaders=headers,
             traceparent=request.headers.get("traceparent"),
             esbendpoint=self.ctx.name,
         )
@@ -267,10 +270,3 @@ def not_understood(root: etree._Element, version: Version) -> tuple[str, ...]:
         if target is None or target.strip() in ours:
             refused.append(block.tag)
     return tuple(refused)
-
-
-def _headers(action: str, principal: str | None) -> dict[str, str]:
-    headers = {"soapaction": action}
-    if principal is not None:
-        headers["principal"] = principal
-    return headers

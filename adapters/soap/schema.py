@@ -136,8 +136,8 @@ def children(schemas: list[etree._Element], element: str) -> list[Child]:
     for group in ("sequence", "all"):
         for node in complex_type.iterfind(f"{{{XSD}}}{group}/{{{XSD}}}element"):
             if node.get("ref"):
-                target = _global(schemas, "element", _resolve(node, node.get("ref")))
-                tag, typed = _resolve(node, node.get("ref")), target
+                tag = _resolve(node, node.get("ref"))
+                typed = _global(schemas, "element", tag)
             else:
                 form = node.get("form", "qualified" if qualified else "unqualified")
                 tag = f"{{{ns}}}{node.get('name')}" if form == "qualified" and ns \

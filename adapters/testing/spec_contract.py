@@ -30,10 +30,7 @@ async def eventually(check: Callable[[], Any], timeout: float, message: str,
     ``timeout`` seconds."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
+        if await maybe_await(check()):
             return
         if asyncio.get_running_loop().time() > deadline:
             pytest.fail(f"{message} (waited {timeout:g}s)", pytrace=False)

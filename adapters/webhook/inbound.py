@@ -101,37 +101,31 @@ class WebhookInbound(HttpInbound):
                            f"delivery {delivery!r} was already received")
 
         try:
-            envelope = Envelope(
-                id=delivery or new_id(),
-                source=s.source or self.ctx.name,
-                type=event_type(self._type_from, request.headers, payload) or s.default_type,
-                datacontenttype="application/json",
-                data=payload,
-                idempotencykey=delivery,
-                traceparent=request.headers.get("traceparent"),
-                esbendpoint=self.ctx.name,
-            )
+            try:
+                envelope = Envelope(
+                    id=delivery or new_id(),
+                    source=s.source or self.ctx.name,
+                    type=event_type(self._type_from, request.headers, payload) or s.default_type,
+                    datacontenttype="application/json",
+                    data=payload,
+                    idempotencykey=delivery,
+                    traceparent=request.headers.get("traceparent"),
+                    esbendpoint=self.ctx.name,
+                )
+                accepted = await self.ctx.accept(envelope)
+            except BaseException:
+                if key:  # not taken, whatever the reason: a resend may claim it again
+                    await self.store.release(key)
+                raise
         except ValidationError as exc:
-            if key:
-                await self.store.release(key)
             return problem(400, "Invalid webhook attributes", "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in exc.errors()))
-        try:
-            accepted = await self.ctx.accept(envelope)
         except IdempotencyInFlight:
-            if key:
-                await self.store.release(key)
             return problem(409, "Webhook delivery in flight",
                            f"delivery {delivery!r} is being received by another instance",
                            headers={"Retry-After": "1"})
         except BusUnavailable as exc:
-            if key:
-                await self.store.release(key)
             return not_taken(exc, f"the delivery was not accepted ({exc}); retry", 5)
-        except BaseException:
-            if key:
-                await self.store.release(key)
-            raise
         if accepted.mismatch:
             return problem(422, "Webhook delivery id reused",
                            f"delivery {delivery!r} was already received with another payload")
