@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from esb.bus.runtime.daemon import Daemon
 
 
-
 def is_loopback(request: Request) -> bool:
     host = request.client.host if request.client else ""
     try:

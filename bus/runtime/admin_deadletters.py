@@ -39,7 +39,6 @@ CHECK_UP_TO = 10_000
 FILTER_SCAN = 10_000
 
 
-
 class _ProgressLines:
     """The bus's progress callback, turned into stream lines: one per percent of the queue at
     most (a replay of 100,000 messages sends about 100 lines, not 100,000)."""

@@ -44,7 +44,6 @@ MAX_STATS_MINUTES = 60
 MAX_SINCE = timedelta(days=400)
 
 
-
 def lookback(text: str) -> timedelta:
     """A ``since`` parameter (trace queries, dead-letter listings): a duration more than 0
     and at most :data:`MAX_SINCE`; ValueError saying so otherwise."""

@@ -33,7 +33,6 @@ from esb.bus.runtime.route_tests import RouteTester
 MAX_FILES = 1000
 
 
-
 def route_admin_routes(deployer: RouteDeployer, guard: Guard,
                        tester: RouteTester | None = None) -> list[Route]:
     """The route-lifecycle endpoints, each wrapped in ``guard`` (the admin token check);

@@ -11,6 +11,7 @@ from jmespath.exceptions import JMESPathError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from esb.adapters.spec import AdapterSettings, AdapterSpec, OutboundContext
+from esb.bus.config.model import OrderedConfig
 from esb.bus.config.units import Duration
 from esb.bus.errors import ConfigError
 from esb.bus.runtime.aggregator import Aggregator, json_list, python_merge, xml_wrapper
@@ -62,6 +63,12 @@ class AggregateSettings(AdapterSettings):
     late: Literal["new-group", "dead-letter"] = "new-group"
     #: How long emitted groups are remembered for ``late: dead-letter``.
     late_window: Duration = Field(3600.0, gt=0)
+
+    @property
+    def ordered(self) -> OrderedConfig:
+        """The aggregate's queues as ordered delivery partitions them: by the correlation key,
+        each consumed by one instance at a time, so all members of a group meet in one place."""
+        return OrderedConfig(key=self.correlation, partitions=self.partitions)
 
 
 def _outbound(settings: AggregateSettings, ctx: OutboundContext) -> Aggregator:

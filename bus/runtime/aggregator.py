@@ -94,7 +94,7 @@ class Aggregator:
         self.merge = merge
         done = settings.complete
         self._predicate = jmespath.compile(done.predicate) if done.predicate else None
-        self.correlation = Partitioner(name, _Key(settings.correlation, settings.partitions))
+        self.correlation = Partitioner(name, settings.ordered)
         self._groups: dict[str, Group] = {}
         self._completed: dict[str, float] = {}
         self._bus: Bus | None = None
@@ -287,14 +287,6 @@ class _Held:
 
     def requeue(self) -> None:
         return None
-
-
-@dataclass(frozen=True)
-class _Key:
-    """The correlation path and partitions, in the shape :class:`Partitioner` reads."""
-
-    key: str
-    partitions: int
 
 
 def _json(envelope: Envelope) -> Any:

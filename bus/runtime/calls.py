@@ -171,10 +171,6 @@ class PendingCalls:
             out = got
         else:
             out = await reply_answer_async(call.reply, call.request, got, notes)
-        return self._finish(call, out, notes)
-
-    def _finish(self, call: Call, out: Envelope, notes: list[tuple[str, dict[str, object]]]
-                ) -> Envelope:
         failure = problem_of(out)
         spec = call.reply.leg.cache
         if failure is None and call.cache_key is not None and spec is not None:

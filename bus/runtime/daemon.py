@@ -10,7 +10,6 @@ import gc
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
@@ -23,7 +22,6 @@ from esb.bus.apidocs.http import InboundDocument, apidocs_routes
 from esb.bus.apidocs.inbound import inbound_document
 from esb.bus.broker.base import Bus, destination_addresses
 from esb.bus.config.loader import Loaded, load_config
-from esb.bus.config.model import OrderedConfig
 from esb.bus.console.app import Console
 from esb.bus.console.session import Sessions
 from esb.bus.errors import BusError, ConfigError
@@ -78,10 +76,9 @@ class Daemon:
                  registry: Registry | None = None, secrets: list[str] | None = None,
                  role: WorkerRole | None = None) -> None:
         self.loaded = loaded
-        self.secrets = secrets or []
         #: Shared with the delivery workers: an error a destination echoes a secret into is
         #: cleaned before it reaches a trace or a dead letter (and follows a SIGHUP).
-        self.redactor = SecretRedactor(self.secrets)
+        self.redactor = SecretRedactor(secrets or [])
         self.config = loaded.config
         self.role = role
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
@@ -103,20 +100,15 @@ class Daemon:
         self.deployer = RouteDeployer(
             backend.routes, self.router, config_compiler(loaded), self.instance,
             on_install=self._installed, on_change=lambda: self.presence.beat_now())
-        self.partitions = {name: d.delivery.ordered.partitions
-                           for name, d in self.config.destinations.items()
-                           if d.delivery.ordered}
-        partitioners = {name: Partitioner(name, d.delivery.ordered)
-                        for name, d in self.config.destinations.items()
-                        if d.delivery.ordered}
-        # An aggregate's queues are partitions by its correlation key, each consumed by one
-        # instance at a time, so all members of a group meet in one place.
-        for name, settings in loaded.destination_settings.items():
-            if isinstance(settings, AggregateSettings):
-                ordered = OrderedConfig(key=settings.correlation,
-                                        partitions=settings.partitions)
-                self.partitions[name] = settings.partitions
-                partitioners[name] = Partitioner(name, ordered)
+        # Partitioned queues: an ordered destination's, and an aggregate's (by its correlation
+        # key, see AggregateSettings.ordered).
+        ordered = {name: d.delivery.ordered for name, d in self.config.destinations.items()
+                   if d.delivery.ordered}
+        ordered.update((name, settings.ordered)
+                       for name, settings in loaded.destination_settings.items()
+                       if isinstance(settings, AggregateSettings))
+        self.partitions = {name: o.partitions for name, o in ordered.items()}
+        partitioners = {name: Partitioner(name, o) for name, o in ordered.items()}
         self.fleet = FleetLimits(self.presence)
         self.ingress = Ingress(self.bus, self.router, self.metrics, self.instance,
                                partitioners, self.trace)
@@ -308,7 +300,8 @@ class Daemon:
             while not self.bus.connected and not self._stop.is_set():
                 await self._pause(0.2)
         self.calls.address = await self.bus.open_replies(self.calls.deliver)
-        self.metrics.watch_bus(lambda: self.bus.connected)  # 0 again while the bus is lost
+        # 1 or 0, read when scraped: 0 again while the bus is lost
+        self.metrics.watch(self.metrics.bus_connected, lambda: 1.0 if self.bus.connected else 0.0)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep ``seconds``, or less when the daemon is told to stop meanwhile."""
@@ -316,20 +309,16 @@ class Daemon:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _start_routes(self) -> None:
-        files_path = str(self.config.routes)
-        await self._retrying("route store", lambda: self.deployer.start(self.initial_files,
-                                                                         files_path))
-
-    async def _retrying(self, what: str, start: Callable[[], Awaitable[None]]) -> None:
+        """Start the route store, retrying until it is reachable (or the daemon stops)."""
         delay = 0.5
         while not self._stop.is_set():
             try:
-                await start()
+                await self.deployer.start(self.initial_files, str(self.config.routes))
                 return
             except ConfigError:
                 raise
             except Exception as exc:  # the broker may still be starting: keep trying
-                log.warning(f"{what} not reachable yet", error=str(exc), retry_in=delay)
+                log.warning("route store not reachable yet", error=str(exc), retry_in=delay)
                 await self._pause(delay)
                 delay = min(delay * 2, 10.0)
 
@@ -422,9 +411,9 @@ class Daemon:
                       problems=exc.problems)
             return
         new = fresh.config
-        self.secrets = fresh.log_secrets()
-        self.redactor.update(self.secrets)
-        configure_logging(new.logging.level, new.logging.format, self.secrets)
+        secrets = fresh.log_secrets()
+        self.redactor.update(secrets)
+        configure_logging(new.logging.level, new.logging.format, secrets)
         changed = [key for key in ("bus", "http", "admin", "sources", "destinations",
                                    "transformers")
                    if getattr(new, key) != getattr(self.config, key)]
@@ -516,7 +505,6 @@ class Daemon:
                         for name in self.config.sources},
             "instances": self.presence.instances(),
         }
-
 
     def _source_status(self, name: str) -> dict[str, Any]:
         side = self.inbound.get(name)

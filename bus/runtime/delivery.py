@@ -131,7 +131,7 @@ class DeliveryWorker:
             shared.breaker(destination, self.breaker)
         # Bound once: labels() is a locked dict lookup, paid per message otherwise.
         m = metrics
-        m.watch_in_flight(destination, lambda: self._in_flight)
+        m.watch(m.in_flight.labels(destination), lambda: self._in_flight)
         self._m_latency = m.child(m.delivery_latency, destination)
         self._m_delivered = m.child(m.delivered, destination)
         self._m_end_to_end = m.child(m.end_to_end, destination)
@@ -185,8 +185,7 @@ class DeliveryWorker:
                 elif self.ordered:
                     await self._deliver_in_place(msg)
                 else:
-                    await self._settle(msg, msg.envelope, await self._attempt(msg.envelope,
-                                                                              msg))
+                    await self._settle(msg, env, await self._attempt(env, msg))
             finally:
                 unbind_message(token)
                 self._in_flight -= 1

@@ -183,12 +183,11 @@ class RouteDeployer:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _prepare(self, files: dict[str, str]) -> Router:
+    def _prepare(self, files: dict[str, str]) -> None:
         router = self.compile(files, 0)
         if len(self._prepared) > 8:
             self._prepared.clear()
         self._prepared[router.digest] = router
-        return router
 
     async def _on_version(self, version: RouteVersion) -> None:
         if self._running is not None and version.version <= self._running.version:

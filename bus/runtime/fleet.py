@@ -92,8 +92,7 @@ class FleetLimits:
 
     def start(self) -> None:
         if self._buckets and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._follow(),
-                                                                name="esb fleet limits")
+            self._task = asyncio.create_task(self._follow(), name="esb fleet limits")
 
     async def close(self) -> None:
         task, self._task = self._task, None

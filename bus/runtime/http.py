@@ -41,7 +41,6 @@ class InboundDispatcher:
         self.fallback = fallback
         self.exact: dict[str, HttpRoute] = {}
         self.one_param: dict[str, tuple[str, HttpRoute]] = {}
-        self.log = structlog.get_logger("esb.http")
         for r in routes:
             head, sep, last = r.path.rpartition("/")
             if "{" not in r.path:
@@ -67,7 +66,7 @@ class InboundDispatcher:
                 except ClientDisconnect:
                     return  # the client went away (or was cut off as too slow): no one to answer
                 except Exception:
-                    response = internal_error(self.log, "inbound handler failed", path=path)
+                    response = internal_error(log, "inbound handler failed", path=path)
                 await response(scope, receive, send)
                 return
         await self.fallback(scope, receive, send)

@@ -97,9 +97,8 @@ class IdempotencyCache:
         entries = self._entries
         while entries:
             stamp, fut = next(iter(entries.values()))
-            if now - stamp < self.window and len(entries) <= self.max_entries:
-                break
-            if not fut.done():
+            fresh = now - stamp < self.window and len(entries) <= self.max_entries
+            if fresh or not fut.done():  # (a first attempt still running is kept)
                 break
             entries.popitem(last=False)
 

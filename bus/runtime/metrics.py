@@ -157,14 +157,6 @@ class Metrics:
         else:
             gauge.set_function(read)
 
-    def watch_in_flight(self, destination: str, read: Callable[[], float]) -> None:
-        """Report ``read()`` as the destination's in-flight gauge."""
-        self.watch(self.in_flight.labels(destination), read)
-
-    def watch_bus(self, connected: Callable[[], bool]) -> None:
-        """Report ``connected()`` (1 or 0) as ``esb_bus_connected``."""
-        self.watch(self.bus_connected, lambda: 1.0 if connected() else 0.0)
-
     def sample(self) -> None:
         """Copy every watched value into its gauge (multiprocess mode)."""
         for gauge, read in self._readers:

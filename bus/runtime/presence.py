@@ -117,12 +117,11 @@ class Presence:
         if self._tasks:
             return
         self._closing = False
-        loop = asyncio.get_running_loop()
         try:
             if self._link is not None:
                 await self._link.start()
         finally:
-            self._tasks.append(loop.create_task(self._beat(), name="esb presence heartbeat"))
+            self._tasks.append(asyncio.create_task(self._beat(), name="esb presence heartbeat"))
 
     async def close(self) -> None:
         """Say goodbye (so the others drop this instance at once) and disconnect."""
@@ -314,12 +313,14 @@ def _latency_window(before: Any, after: Any) -> list[int] | None:
         return None
 
 
+def percentiles(window: list[int] | None) -> dict[str, float | None]:
+    """:data:`PERCENTILES` of a latency histogram window, in milliseconds (None: no calls)."""
+    values = {name: quantile(window, q) if window else None for name, q in PERCENTILES.items()}
+    return {name: None if v is None else round(v * 1000, 3) for name, v in values.items()}
+
+
 def _rate_fields(rates: dict[str, Any] | None) -> dict[str, Any]:
     rates = rates or {}
-    out: dict[str, Any] = {f"{key}_per_s": rates.get(key) for key in COUNTERS}
     window = rates.get(LATENCY_WINDOW)
-    out[LATENCY_WINDOW] = window
-    for name, q in PERCENTILES.items():
-        value = quantile(window, q) if window else None
-        out[name] = round(value * 1000, 3) if value is not None else None
-    return out
+    return {**{f"{key}_per_s": rates.get(key) for key in COUNTERS}, LATENCY_WINDOW: window,
+            **percentiles(window)}

@@ -33,10 +33,7 @@ class Readiness:
 
     def own(self) -> str | None:
         """Why this process does not accept messages now, or ``None`` when it does."""
-        for reason, holds in self.conditions:
-            if not holds():
-                return reason
-        return None
+        return next((reason for reason, holds in self.conditions if not holds()), None)
 
     def __call__(self) -> str | None:
         """Why the daemon (this process and, with workers, every other) does not accept

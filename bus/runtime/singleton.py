@@ -76,7 +76,6 @@ class OneInstance:
         while True:
             await self.lease.acquire()
             log.info("lease taken: the source runs on this instance", source=self.source)
-            attempted = True
             try:
                 await self.side.start()
                 self.running = True
@@ -91,7 +90,6 @@ class OneInstance:
                 await self.lease.release()
                 await asyncio.sleep(self.retry)
             finally:
-                if attempted:
-                    attempted = self.running = False
-                    with contextlib.suppress(Exception):
-                        await self.side.stop()
+                self.running = False
+                with contextlib.suppress(Exception):
+                    await self.side.stop()

@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from esb.bus.runtime.metrics import LATENCY_BOUNDS, quantile
-from esb.bus.runtime.presence import COUNTERS, LATENCY_WINDOW, PERCENTILES
+from esb.bus.runtime.metrics import LATENCY_BOUNDS
+from esb.bus.runtime.presence import COUNTERS, LATENCY_WINDOW, percentiles
 
 #: Worst first: the state shown for a destination when instances disagree.
 BREAKER_ORDER = ("open", "half-open", "closed", "off")
@@ -49,10 +49,7 @@ def fleet_sample(instances: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 have = windows.setdefault(name, [0] * len(LATENCY_BOUNDS))
                 windows[name] = [a + int(b) for a, b in zip(have, window, strict=True)]
     for name, agg in out.items():
-        window = windows.get(name)
-        for field, q in PERCENTILES.items():
-            value = quantile(window, q) if window else None
-            agg[field] = round(value * 1000, 3) if value is not None else None
+        agg.update(percentiles(windows.get(name)))
     return out
 
 

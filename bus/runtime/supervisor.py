@@ -43,6 +43,7 @@ from pathlib import Path
 from types import FrameType
 
 import structlog
+from prometheus_client.multiprocess import mark_process_dead
 
 from esb.bus.config.loader import Loaded
 from esb.bus.runtime.admin_token import admin_token
@@ -152,17 +153,15 @@ class Supervisor:
 
     # -- workers -----------------------------------------------------------------------------
 
-    def _command(self, seat: _Seat) -> list[str]:
-        assert self._listener is not None
-        return [sys.executable, "-m", "esb.bus.cli.main", "run",
-                "--config", str(self.config_path), "--workers", str(len(self.seats)),
-                "--listen-fd", str(self._listener.fileno()), "--worker-index", str(seat.index),
-                "--listen", self.loaded.config.http.listen]
-
     def _start(self, seat: _Seat, ready_fd: int | None = None) -> None:
         assert self._listener is not None
         env = {**os.environ, METRICS_DIR_ENV: self._metrics_dir}
-        command, fds = self._command(seat), [self._listener.fileno()]
+        listen_fd = self._listener.fileno()
+        command = [sys.executable, "-m", "esb.bus.cli.main", "run",
+                   "--config", str(self.config_path), "--workers", str(len(self.seats)),
+                   "--listen-fd", str(listen_fd), "--worker-index", str(seat.index),
+                   "--listen", self.loaded.config.http.listen]
+        fds = [listen_fd]
         if ready_fd is not None:
             command += ["--ready-fd", str(ready_fd)]
             fds.append(ready_fd)
@@ -228,7 +227,9 @@ class Supervisor:
             # (still loading its routes): it had taken no work, so that is a clean stop.
             code = 0
         seat.last_code = code
-        self._mark_dead(pid)
+        # Its live gauges leave the shared metrics (its counters stay: the daemon's totals do
+        # not go down when a worker is replaced).
+        mark_process_dead(pid, self._metrics_dir)
         # It serves no more: its readiness must not speak for the daemon (a kill -9 leaves it).
         WorkerBoard(self._metrics_dir).withdraw(seat.index)
         uptime = round(time.monotonic() - seat.started, 1)
@@ -248,13 +249,6 @@ class Supervisor:
         seat.restart_at = time.monotonic() + delay
         log.warning("worker exited unexpectedly: restarting", worker=seat.index, pid=pid,
                     exit_code=code, uptime_s=uptime, restart_in_s=delay)
-
-    def _mark_dead(self, pid: int) -> None:
-        """Drop the exited worker's live gauges from the shared metrics (its counters stay:
-        the daemon's totals do not go down when a worker is replaced)."""
-        from prometheus_client.multiprocess import mark_process_dead
-
-        mark_process_dead(pid, self._metrics_dir)
 
     def _close_listener(self) -> None:
         if self._listener is not None:

@@ -93,7 +93,6 @@ class StreamTrace:
         if not _RETENTION.match(retention):
             raise ValueError(f"trace retention {retention!r} is not a RabbitMQ x-max-age "
                              "(a number and one of Y M D h m s, e.g. 24h or 7D)")
-        self.url = url
         self.queue = Topology(prefix).trace_stream
         self.instance = instance
         self.retention = retention
@@ -158,8 +157,7 @@ class StreamTrace:
             return
         self._closing = False
         self._started = True
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._flush_loop(), name="esb trace flusher")]
+        self._tasks = [asyncio.create_task(self._flush_loop(), name="esb trace flusher")]
         await self._link.start()
 
     async def close(self) -> None:
@@ -225,10 +223,8 @@ class StreamTrace:
 
     def _encode(self, batch: list[tuple[str, float, str, dict[str, Any]]]) -> bytes | None:
         doc = {"v": FORMAT, "instance": self.instance, "events": batch}
-        try:
+        with contextlib.suppress(TypeError, orjson.JSONEncodeError):
             return orjson.dumps(doc, default=str, option=_JSON_OPTS)
-        except (TypeError, orjson.JSONEncodeError):
-            pass
         good = []  # one bad detail (a cycle ...) must not sink its neighbours
         for event in batch:
             try:
