@@ -3,7 +3,6 @@ both written to the state folder where the CLI finds them."""
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
@@ -24,9 +23,7 @@ def admin_token(loaded: Loaded) -> str:
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+    write_atomically(path, (token + "\n").encode(), mode=0o600)
     return token
 
 

@@ -46,33 +46,25 @@ class CircuitBreaker:
     async def wait(self) -> None:
         """Return when a call may go ahead (at once unless open, or half-open with a probe
         already out)."""
-        while True:
-            if self.state == "closed":
-                return
-            if self.state == "open":
-                remaining = self._opened_at + self.settings.cooldown - time.monotonic()
-                if remaining <= 0:
-                    self.state = "half-open"
-                    continue
-                await self._sleep_or_change(remaining)
-                continue
-            if not self._probing:  # half-open: let exactly one probe through
-                self._probing = True
-                return
-            await self._sleep_or_change(self.settings.cooldown)
+        if self.state == "closed":
+            return
+        # Open: until the cooldown ends; half-open with the probe out: until its outcome.
+        while (remaining := self.refuses()) is not None:
+            await self._sleep_or_change(remaining if self.state == "open"
+                                        else self.settings.cooldown)
 
     def refuses(self) -> float | None:
         """For a caller that cannot wait (request/reply): None when a call may go ahead now
         (taking the half-open probe), else about how many seconds until one may."""
         if self.state == "open":
-            remaining = self._opened_at + self.settings.cooldown - time.monotonic()
+            remaining = self.cooldown_left()
             if remaining > 0:
                 return remaining
             self.state = "half-open"
         if self.state == "half-open":
             if self._probing:
                 return 1.0
-            self._probing = True
+            self._probing = True  # half-open: let exactly one probe through
         return None
 
     async def _sleep_or_change(self, timeout: float) -> None:

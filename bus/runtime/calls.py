@@ -167,10 +167,7 @@ class PendingCalls:
         other requests meanwhile."""
         got = await self.wait(call)
         notes: list[tuple[str, dict[str, object]]] = []
-        if call.cached:
-            out = got
-        else:
-            out = await reply_answer_async(call.reply, call.request, got, notes)
+        out = got if call.cached else await reply_answer_async(call.reply, call.request, got, notes)
         failure = problem_of(out)
         spec = call.reply.leg.cache
         if failure is None and call.cache_key is not None and spec is not None:

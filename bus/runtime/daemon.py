@@ -355,9 +355,7 @@ class Daemon:
         # One second before uvicorn would cancel the requests still in flight, they are
         # failed the clean way: "retry later" for each, from the adapter's own error path.
         answered = max(0.05, http_until - 1.0 - loop.time())
-        done = True
-        if serving is not None:
-            done = bool((await asyncio.wait({serving}, timeout=answered))[0])
+        done = serving is None or bool((await asyncio.wait({serving}, timeout=answered))[0])
         if not done:
             self.ingress.open = False
             reason = "esb is stopping; send it again (to another instance)"

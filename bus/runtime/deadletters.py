@@ -53,13 +53,9 @@ class ReplayOutcome:
     status: object = None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "outcome": self.outcome,
-                               "destinations": self.destinations}
-        if self.error:
-            out["error"] = self.error
-        if self.status is not None:
-            out["status"] = self.status
-        return out
+        return {"id": self.id, "outcome": self.outcome, "destinations": self.destinations,
+                **({"error": self.error} if self.error else {}),
+                **({"status": self.status} if self.status is not None else {})}
 
 
 @dataclass(frozen=True)

@@ -62,28 +62,22 @@ class RouteDeployer:
     """Keeps ``holder.current`` on the store's latest version; deploys and rolls back."""
 
     def __init__(self, store: RouteStore, holder: RouterHolder, compile: Compile,
-                 instance: str, *, switch_timeout: float = SWITCH_TIMEOUT,
-                 on_install: Callable[[Router], None] | None = None,
+                 instance: str, *, on_install: Callable[[Router], None] | None = None,
                  on_change: Callable[[], None] | None = None) -> None:
         self.store = store
         self.holder = holder
         self.compile = compile
         self.instance = instance
-        self.switch_timeout = switch_timeout
         self.on_install = on_install
         #: Told when this instance installs a version or refuses one (presence tells all).
         self.on_change = on_change
         #: The newest stored version this instance could not compile, and why.
         self.refused: dict[str, Any] | None = None
-        self._running: RouteVersion | None = None
+        #: The stored version this instance routes by (None before :meth:`start`).
+        self.running: RouteVersion | None = None
         self._changed = asyncio.Event()
         #: Routers compiled while validating a deploy, reused when the version arrives.
         self._prepared: dict[str, Router] = {}
-
-    @property
-    def running(self) -> RouteVersion | None:
-        """The stored version this instance routes by (None before :meth:`start`)."""
-        return self._running
 
     async def start(self, initial_files: dict[str, str], files_path: str = "routes/") -> None:
         """Open the store, install its latest version (seeding it with ``initial_files`` when
@@ -103,7 +97,7 @@ class RouteDeployer:
                         "the files to run them", version=latest.version,
                         files=files_path, changed=changed_files(latest.files, initial_files),
                         deploy=f"esb routes deploy {files_path}")
-        if self._running is None or latest.version > self._running.version:
+        if self.running is None or latest.version > self.running.version:
             await self._install_newest(latest)
 
     async def close(self) -> None:
@@ -112,7 +106,7 @@ class RouteDeployer:
     async def deploy(self, files: dict[str, str], by: str, note: str | None = None, *,
                      force: bool = False) -> RouteVersion:
         """Validate ``files`` (ConfigError with every problem: nothing is stored), store them as
-        a new version and wait (up to ``switch_timeout``) until this instance runs it.
+        a new version and wait (up to :data:`SWITCH_TIMEOUT`) until this instance runs it.
         Files the latest version has already are :class:`Unchanged` unless ``force``."""
         latest = await self.store.latest()
         if not force and latest is not None and latest.digest == digest_files(files):
@@ -157,15 +151,15 @@ class RouteDeployer:
         await self.wait_running(new.version)
         return new
 
-    async def wait_running(self, version: int, timeout: float | None = None) -> bool:
+    async def wait_running(self, version: int, timeout: float = SWITCH_TIMEOUT) -> bool:
         """True once this instance runs ``version`` or a later one, False on timeout."""
-        deadline = asyncio.get_running_loop().time() + (timeout or self.switch_timeout)
-        while self._running is None or self._running.version < version:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.running is None or self.running.version < version:
             self._changed.clear()
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 log.warning("route version stored but not running here yet", version=version,
-                            running=self._running.version if self._running else None)
+                            running=self.running.version if self.running else None)
                 return False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
@@ -173,7 +167,7 @@ class RouteDeployer:
 
     def status(self) -> dict[str, Any]:
         """The version this instance runs: number, digest, who deployed it and when."""
-        v = self._running
+        v = self.running
         router = self.holder.current
         if v is None:
             return {"version": router.version, "digest": router.digest, "deployed_at": None,
@@ -190,14 +184,14 @@ class RouteDeployer:
         self._prepared[router.digest] = router
 
     async def _on_version(self, version: RouteVersion) -> None:
-        if self._running is not None and version.version <= self._running.version:
+        if self.running is not None and version.version <= self.running.version:
             return
         try:
             await self._install(version)
         except ConfigError as exc:
             log.error("route version does not compile on this instance; the running set stays",
                       version=version.version, problems=exc.problems,
-                      running=self._running.version if self._running else None)
+                      running=self.running.version if self.running else None)
             self.refused = {"version": version.version, "problems": exc.problems[:5]}
             if self.on_change is not None:
                 self.on_change()
@@ -212,8 +206,8 @@ class RouteDeployer:
             except ConfigError as exc:
                 log.error("stored route version does not compile on this instance",
                           version=candidate.version, problems=exc.problems)
-                newer_runs = self._running is not None and \
-                    self._running.version >= candidate.version
+                newer_runs = self.running is not None and \
+                    self.running.version >= candidate.version
                 if not newer_runs and (self.refused is None
                                        or candidate.version > self.refused["version"]):
                     self.refused = {"version": candidate.version,
@@ -231,10 +225,10 @@ class RouteDeployer:
             router = await asyncio.to_thread(self.compile, version.files, version.version)
         else:
             router.version = version.version  # compiled for validation; not shared yet
-        if self._running is not None and version.version <= self._running.version:
+        if self.running is not None and version.version <= self.running.version:
             return  # a newer version got in while this one compiled
         self.holder.current = router  # the switch: one assignment
-        self._running = version
+        self.running = version
         if self.refused is not None and self.refused["version"] <= version.version:
             self.refused = None
         self._changed.set()

@@ -108,10 +108,6 @@ class IdempotencyLog:
         self._unsent: list[bytes] = []
 
     @property
-    def connected(self) -> bool:
-        return self._link.connected
-
-    @property
     def ready(self) -> bool:
         """Claims can be taken now: the link is connected and not suspect, and the channel
         claims are appended on is open (the tail follows the stream before it opens)."""

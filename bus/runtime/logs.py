@@ -14,6 +14,7 @@ one JSON object, and secret redaction applies to every line alike.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Iterable
@@ -21,10 +22,6 @@ from contextvars import ContextVar
 from typing import Any
 
 import structlog
-
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
-
 
 #: The envelope being handled in this task, as log fields (None outside a message).
 _MESSAGE: ContextVar[dict[str, Any] | None] = ContextVar("esb_message", default=None)
@@ -100,11 +97,9 @@ class _OneFormatHandler(logging.StreamHandler):  # type: ignore[type-arg]
         fallback = logging.LogRecord(record.name, logging.ERROR, record.pathname, record.lineno,
                                      "log record could not be formatted: %s",
                                      (str(record.msg),), None)
-        try:
+        with contextlib.suppress(Exception):  # never raise from logging
             self.stream.write(self.format(fallback) + self.terminator)
             self.flush()
-        except Exception:  # never raise from logging
-            pass
 
 
 def _stdlib_handler(chain: list[Any], renderer: Any) -> logging.Handler:
@@ -146,6 +141,7 @@ def _route_stdlib(handler: logging.Handler, level: int) -> None:
 
 def configure_logging(level: str = "info", fmt: str = "auto",
                       secrets: Iterable[str] = ()) -> None:
+    numeric = logging.getLevelNamesMapping()[level.upper()]
     json_output = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: Any = (structlog.processors.JSONRenderer() if json_output
                      else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
@@ -162,12 +158,12 @@ def configure_logging(level: str = "info", fmt: str = "auto",
     ]
     structlog.configure(
         processors=[*chain, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         # One write per line (message and newline together): the worker processes of
         # ``esb run --workers N`` share stderr, and print()'s two writes let their lines
         # interleave mid-line.
         logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    _route_stdlib(_stdlib_handler(chain, renderer), _LEVELS[level])
+    _route_stdlib(_stdlib_handler(chain, renderer), numeric)
     logging.getLogger("pika").setLevel(logging.CRITICAL)

@@ -77,8 +77,7 @@ class Presence:
 
     def __init__(self, url: str | None, prefix: str, instance: str,
                  snapshot: Callable[[], dict[str, Any]], *, interval: float = 5.0,
-                 expiry: float = 15.0, started_at: datetime | None = None,
-                 heartbeat: int = 30, timeout: float = 10.0) -> None:
+                 expiry: float = 15.0, heartbeat: int = 30, timeout: float = 10.0) -> None:
         self.url = url
         self.exchange = Topology(prefix).presence_exchange
         self.instance = instance
@@ -87,7 +86,7 @@ class Presence:
         self.expiry = expiry
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        self.started_at = (started_at or datetime.now(UTC)).isoformat()
+        self.started_at = datetime.now(UTC).isoformat()
         self._link: AmqpLink | None = None
         if url is not None:
             self._link = AmqpLink(url, name=f"esb presence {instance}", heartbeat=heartbeat,
@@ -146,11 +145,10 @@ class Presence:
         self._observe(self._heartbeat())  # this instance as it is now, not at its last beat
         out = []
         for name, seen in self._seen.items():
-            entry = {**seen.last, "self": name == self.instance,
+            entry = {**{k: v for k, v in seen.last.items() if k not in ("kind", "v")},
+                     "self": name == self.instance,
                      # this instance's own beat is observed after ``now``: never negative
                      "last_seen_s": round(max(0.0, now - seen.seen), 3)}
-            entry.pop("kind", None)
-            entry.pop("v", None)
             dests = entry.get("destinations")
             if isinstance(dests, dict):
                 entry["destinations"] = {

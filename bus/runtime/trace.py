@@ -39,6 +39,7 @@ destination's own steps; the route's steps run once for all its destinations). `
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Collection
@@ -117,10 +118,6 @@ class TraceRecorder(Protocol):
         ...
 
 
-def _ts(at: float) -> datetime:
-    return datetime.fromtimestamp(at, UTC)
-
-
 class AmbiguousRef(EsbError):
     """A reference (id prefix or idempotency key) that names several envelopes."""
 
@@ -192,7 +189,8 @@ class MemoryTrace:
     async def query_many(self, envelope_ids: Collection[str], since: timedelta
                          ) -> dict[str, list[TraceEvent]]:
         cutoff = time.time() - since.total_seconds()
-        return {eid: sort_events([TraceEvent(eid, _ts(at), step, inst, dict(detail))
+        return {eid: sort_events([TraceEvent(eid, datetime.fromtimestamp(at, UTC), step, inst,
+                                             dict(detail))
                                   for at, step, inst, detail in self._events.get(eid, ())
                                   if at >= cutoff])
                 for eid in envelope_ids}
@@ -200,14 +198,10 @@ class MemoryTrace:
     async def find(self, field: str, value: str, since: timedelta,
                    limit: int = FIND_LIMIT) -> list[str]:
         cutoff = time.time() - since.total_seconds()
-        found = []
-        for eid, events in list(self._events.items()):
-            if any(step == "accepted" and at >= cutoff and detail.get(field) == value
-                   for at, step, _, detail in events):
-                found.append(eid)
-                if len(found) >= limit:
-                    break
-        return found
+        accepted = (eid for eid, events in list(self._events.items())
+                    if any(step == "accepted" and at >= cutoff and detail.get(field) == value
+                           for at, step, _, detail in events))
+        return list(itertools.islice(accepted, limit))
 
     async def start(self) -> None:
         return None

@@ -27,6 +27,8 @@ Event = Mapping[str, Any]
 
 #: Steps that are one call to the destination.
 _CALLS = ("attempt", "delivered")
+#: What the reply and answer legs show of their step's detail.
+_ANSWERED = ("status", "outcome", "latency_ms", "error")
 
 
 def request_legs(events: Sequence[Event]) -> dict[str, Any] | None:
@@ -43,21 +45,17 @@ def request_legs(events: Sequence[Event]) -> dict[str, Any] | None:
     start = _at(events[0])
     calls = [e for e in events if e.get("step") in _CALLS
              and _detail(e).get("destination") == destination]
-    legs: dict[str, Any] = {"route": route, "destination": destination,
-                            "timeout": _detail(request).get("timeout") if request else None}
-    legs["request"] = None if request is None else _leg(request, start)
-    legs["call"] = None if not calls else {
-        **_leg(calls[-1], start, "status", "latency_ms"), "attempts": len(calls),
-        "outcome": "delivered" if calls[-1].get("step") == "delivered"
-        else _detail(calls[-1]).get("outcome")}
-    replied = _last(events, "replied")
-    legs["reply"] = None if replied is None else _leg(replied, start, "status", "outcome",
-                                                      "latency_ms", "error")
-    legs["answer"] = None if answer is None else _leg(answer, start, "status", "outcome",
-                                                      "latency_ms", "error")
-    dropped = _last(events, "reply-dropped")
-    legs["dropped"] = None if dropped is None else _leg(dropped, start, "status")
-    return legs
+    call = _leg(calls[-1] if calls else None, start, "status", "latency_ms")
+    return {"route": route, "destination": destination,
+            "timeout": _detail(request).get("timeout") if request else None,
+            "request": _leg(request, start),
+            "call": None if call is None else {
+                **call, "attempts": len(calls),
+                "outcome": "delivered" if calls[-1].get("step") == "delivered"
+                else _detail(calls[-1]).get("outcome")},
+            "reply": _leg(_last(events, "replied"), start, *_ANSWERED),
+            "answer": _leg(answer, start, *_ANSWERED),
+            "dropped": _leg(_last(events, "reply-dropped"), start, "status")}
 
 
 def _detail(event: Event | None) -> Mapping[str, Any]:
@@ -75,7 +73,11 @@ def _at(event: Event) -> datetime | None:
         return None
 
 
-def _leg(event: Event, start: datetime | None, *keys: str) -> dict[str, Any]:
+def _leg(event: Event | None, start: datetime | None, *keys: str) -> dict[str, Any] | None:
+    """``event``'s leg (None without an event): its instance, offset and ``keys`` of its
+    detail that are set."""
+    if event is None:
+        return None
     at = _at(event)
     offset = round((at - start).total_seconds() * 1000, 3) if at and start else None
     detail = _detail(event)

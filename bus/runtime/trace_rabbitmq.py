@@ -86,7 +86,6 @@ class StreamTrace:
     wake the flusher, an ``asyncio.Event``); everything else is a coroutine on that loop."""
 
     def __init__(self, url: str, prefix: str, instance: str, retention: str = "24h", *,
-                 max_bytes: int = 4 * 2**30, segment_bytes: int = 8_000_000,
                  flush_interval: float = 0.2, batch_size: int = 500,
                  buffer_limit: int = 100_000, timeout: float = 10.0,
                  query_timeout: float = 30.0, heartbeat: int = 30) -> None:
@@ -98,9 +97,7 @@ class StreamTrace:
         self.retention = retention
         self.arguments: dict[str, Any] = {
             "x-queue-type": "stream", "x-max-age": retention,
-            "x-stream-max-segment-size-bytes": segment_bytes}
-        if max_bytes:
-            self.arguments["x-max-length-bytes"] = max_bytes
+            "x-stream-max-segment-size-bytes": 8_000_000, "x-max-length-bytes": 4 * 2**30}
         self._interval = flush_interval
         self._batch = batch_size
         self._limit = buffer_limit
