@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -133,10 +133,10 @@ class _Builder:
     base_dir: Path
     named: Mapping[str, StepSpec | Sequence[StepSpec]]
     registry: Registry
-    problems: list[str]
-    steps: list[tuple[str, Transformer]]
     xml_limits: XmlLimits = DEFAULT_LIMITS
     confine: bool = True
+    problems: list[str] = field(default_factory=list)
+    steps: list[tuple[str, Transformer]] = field(default_factory=list)
 
     def add(self, step: Any, where: str, prefix: str = "", exact: str | None = None,
             active: tuple[str, ...] = ()) -> None:
@@ -225,9 +225,7 @@ def build_chain(steps: Sequence[StepSpec], *, base_dir: Path,
                 xml_limits: XmlLimits = DEFAULT_LIMITS, confine: bool = True) -> Chain:
     """Build every step (compiling stylesheets, loading schemas) or raise ``ConfigError``
     listing every problem found."""
-    builder = _Builder(base_dir=base_dir, named=named or {},
-                       registry=registry or default_registry(), problems=[], steps=[],
-                       xml_limits=xml_limits, confine=confine)
+    builder = _Builder(base_dir, named or {}, registry or default_registry(), xml_limits, confine)
     if isinstance(steps, str | bytes) or not isinstance(steps, Sequence):
         raise ConfigError([f"{where}: expected a list of steps, got {_show(steps)}"])
     for i, step in enumerate(steps):

@@ -41,7 +41,7 @@ def steps_for(spec: str, *, base_dir: Path) -> list[StepSpec]:
         return [step]
     suffix = Path(spec).suffix.lower()
     if suffix in _STYLESHEETS:
-        return [{"xslt": spec}]
+        return [{"xslt": str(_locate(spec, base_dir).resolve())}]
     if suffix in _CHAINS:
         path = _locate(spec, base_dir)
         try:
@@ -77,11 +77,7 @@ def run_transform(spec: str | Sequence[str], file: Path, *, base_dir: Path,
     except PayloadError as exc:
         raise ConfigError([f"{file}: {exc}"]) from None
     specs = [spec] if isinstance(spec, str) else list(spec)
-    steps: list[StepSpec] = []
-    for one in specs:
-        if inline_step(one) is None and Path(one).suffix.lower() in _STYLESHEETS:
-            one = str(_locate(one, base_dir).resolve())
-        steps += steps_for(one, base_dir=base_dir)
+    steps = [step for one in specs for step in steps_for(one, base_dir=base_dir)]
     single = specs[0] if len(specs) == 1 and inline_step(specs[0]) is None else ""
     # The command line is the operator's own: its stylesheets need not lie in the
     # configuration folder (a route's must).

@@ -44,18 +44,16 @@ class FolderResolver(etree.Resolver):
     kept: hostile messages cannot grow it.
     """
 
-    def __init__(self, root: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 owner: str = "stylesheet") -> None:
+    def __init__(self, root: Path, *, owner: str = "stylesheet") -> None:
         super().__init__()
         self.root = Path(os.path.realpath(root))
         self.owner = owner
-        self.max_bytes = max_bytes
         self.refused: deque[str] = deque(maxlen=KEPT_REFUSALS)
 
     def resolve(self, system_url: str | None, public_id: str | None, context: object) -> object:
         path = self.allowed_path(system_url or "")
-        if path.stat().st_size > self.max_bytes:
-            self._refuse(f"{path.name} is larger than {self.max_bytes} bytes")
+        if path.stat().st_size > DEFAULT_MAX_BYTES:
+            self._refuse(f"{path.name} is larger than {DEFAULT_MAX_BYTES} bytes")
         return self.resolve_string(path.read_bytes(), context, base_url=str(path))
 
     def allowed_path(self, url: str) -> Path:
@@ -92,12 +90,11 @@ def confined(base: Path, name: str | Path, what: str) -> Path:
     return path
 
 
-def sandboxed_parser(
-    root: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, owner: str = "stylesheet"
-) -> tuple[etree.XMLParser, FolderResolver]:
+def sandboxed_parser(root: Path, *, owner: str = "stylesheet"
+                     ) -> tuple[etree.XMLParser, FolderResolver]:
     """A hardened parser whose only loader is a :class:`FolderResolver` on ``root``."""
     parser = hardened_parser()
-    resolver = FolderResolver(root, max_bytes=max_bytes, owner=owner)
+    resolver = FolderResolver(root, owner=owner)
     parser.resolvers.add(resolver)
     return parser, resolver
 

@@ -117,10 +117,7 @@ def compile_saxon(name: str, sheet: Stylesheet, settings: XsltSettings
 def _compile(saxonche: Any, proc: Any, sheet: Stylesheet) -> Any:
     """Compile from text, with includes/imports inlined: Saxon opens no file."""
     inliner = _Inliner(sheet)
-    try:
-        text = inliner.text(str(sheet.path), ())
-    except StylesheetError as exc:
-        raise ConfigError(exc.problems) from None
+    text = inliner.text(str(sheet.path), ())  # its StylesheetError is a ConfigError
     builder = proc.new_document_builder()
     builder.set_line_numbering(True)
     builder.set_base_uri(sheet.path.as_uri())  # names the file in Saxon's messages
@@ -243,8 +240,9 @@ def _element_refusals(el: etree._Element, own: set[tuple[str, str]]) -> list[str
     parent = el.getparent()
     if SAXON_NS in el.nsmap.values() and (parent is None or SAXON_NS not in parent.nsmap.values()):
         problems.append(f"Saxon extensions ({SAXON_NS}) are not allowed")
-    problems += _compile_time_refusals(el, qname.namespace == XSL)
-    for text in _expressions(el):
+    is_xsl = qname.namespace == XSL
+    problems += _compile_time_refusals(el, is_xsl)
+    for text in _expressions(el, is_xsl):
         problems += _call_refusals(el, text, own)
     return problems
 
@@ -268,13 +266,12 @@ def _compile_time_refusals(el: etree._Element, is_xsl: bool) -> list[str]:
     return problems
 
 
-def _expressions(el: etree._Element) -> list[str]:
+def _expressions(el: etree._Element, is_xsl: bool) -> list[str]:
     """Text that may hold XPath, taken generously so that nothing is missed.
 
     Attributes of XSLT elements and ``xsl:`` attributes whole; other attributes (attribute value
     templates) and text under ``expand-text`` from their first ``{`` to their last ``}``.
     """
-    is_xsl = etree.QName(el).namespace == XSL
     texts = []
     for attr, value in el.attrib.items():
         whole = is_xsl or etree.QName(attr).namespace == XSL
@@ -312,7 +309,7 @@ def _call_refusals(el: etree._Element, text: str, own: set[tuple[str, str]]) -> 
             el.nsmap.get(call.prefix) if call.prefix else FN)
         namespace = " ".join((namespace or "").split())
         name = f"{call.prefix}:{call.local}" if call.prefix else call.local
-        if namespace == SAXON_NS or namespace.startswith("http://saxon.sf.net/"):
+        if namespace.startswith(SAXON_NS):
             problems.append(f"Saxon extension function {name}() is not allowed")
         elif (namespace, call.local) in own:
             continue

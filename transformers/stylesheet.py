@@ -28,6 +28,7 @@ from urllib.parse import urljoin
 
 from lxml import etree
 
+from esb.bus.errors import ConfigError
 from esb.bus.xmlsafe import XmlError, parse_xml
 from esb.transformers.sandbox import FolderResolver, SandboxViolation, sandboxed_parser
 
@@ -76,12 +77,12 @@ _CALL = re.compile(rf"(?<!{_START})(?<!\$)(?:Q\{{(?P<uri>[^{{}}]*)\}}|"
 _LITERAL = re.compile(r"\s*(?:\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)')\s*")
 
 
-class StylesheetError(Exception):
-    """The stylesheet cannot be loaded; ``problems`` are ready for a ConfigError."""
+class StylesheetError(ConfigError):
+    """The stylesheet cannot be loaded: a ConfigError whose ``problems`` say why (as text, on
+    one line)."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
+    def __str__(self) -> str:
+        return "; ".join(self.problems)
 
 
 @dataclass
@@ -96,7 +97,6 @@ class Stylesheet:
     output_method: str | None = None
     media_type: str | None = None
     encoding: str | None = None
-    files: list[Path] = field(default_factory=list)
     #: Root elements of the stylesheet and of everything it includes/imports, by the path of
     #: their file (the key :meth:`link_target` returns).
     modules: dict[str, etree._Element] = field(default_factory=dict)
@@ -170,7 +170,6 @@ def _inspect(sheet: Stylesheet, root: etree._Element, base: str, parser: etree.X
             if target in seen:
                 continue
             seen.add(target)
-            sheet.files.append(Path(target))
             _inspect(sheet, _parse(Path(target), parser), target, parser, seen)
 
 

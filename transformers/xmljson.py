@@ -53,16 +53,13 @@ class JsonToXmlSettings(TransformerSettings):
 def make_xml_to_json(settings: XmlToJsonSettings, ctx: TransformerContext
                      ) -> Callable[[Envelope], Envelope]:
     """Factory of ``xml-to-json``."""
-    types: dict[str, TypeName]
-    force = set(settings.force_list)
-    if isinstance(settings.types, str):
+    types, force = settings.types, set(settings.force_list)
+    if isinstance(types, str):
         try:
-            hints = hints_from_xsd(ctx.path(settings.types, "schema"))
+            hints = hints_from_xsd(ctx.path(types, "schema"))
         except ValueError as exc:
             raise ConfigError([f"types: {exc}"]) from None
         types, force = hints.types, force | hints.force_list
-    else:
-        types = settings.types
     converter = XmlToJson(force_list=force, types=types,
                           strip_namespaces=settings.strip_namespaces)
     name = ctx.name

@@ -16,10 +16,14 @@ from esb.transformers.convention import TypeName
 from esb.transformers.sandbox import sandboxed_parser
 
 XS = "http://www.w3.org/2001/XMLSchema"
-_INTEGER = {"integer", "int", "long", "short", "byte", "nonNegativeInteger", "positiveInteger",
-            "nonPositiveInteger", "negativeInteger", "unsignedLong", "unsignedInt",
-            "unsignedShort", "unsignedByte"}
-_NUMBER = {"decimal", "double", "float"}
+#: The hint each built-in type gives, by its local name.
+_BUILTIN: dict[str, TypeName] = {
+    **dict.fromkeys(("integer", "int", "long", "short", "byte", "nonNegativeInteger",
+                     "positiveInteger", "nonPositiveInteger", "negativeInteger", "unsignedLong",
+                     "unsignedInt", "unsignedShort", "unsignedByte"), "integer"),
+    **dict.fromkeys(("decimal", "double", "float"), "number"),
+    "boolean": "boolean",
+}
 
 
 @dataclass
@@ -29,14 +33,7 @@ class Hints:
 
 
 def _builtin(type_name: str | None) -> TypeName | None:
-    local = (type_name or "").rsplit(":", 1)[-1]
-    if local in _INTEGER:
-        return "integer"
-    if local in _NUMBER:
-        return "number"
-    if local == "boolean":
-        return "boolean"
-    return None
+    return _BUILTIN.get((type_name or "").rsplit(":", 1)[-1])
 
 
 def hints_from_xsd(path: Path) -> Hints:

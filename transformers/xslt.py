@@ -27,7 +27,6 @@ from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
 from esb.bus.payload import is_json
 from esb.bus.xmlsafe import (
-    DEFAULT_LIMITS,
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DEPTH,
     LIBXML_MAX_DEPTH,
@@ -38,7 +37,7 @@ from esb.bus.xmlsafe import (
 from esb.transformers.payload import with_text, xml_input
 from esb.transformers.sandbox import ACCESS_CONTROL, SandboxViolation
 from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
-from esb.transformers.stylesheet import Stylesheet, StylesheetError, load_stylesheet
+from esb.transformers.stylesheet import Stylesheet, load_stylesheet
 from esb.transformers.xslt_process import RunSpec, XsltProcess, XsltRunError, shared_process
 
 #: Envelope attributes offered to stylesheets declaring an ``xsl:param`` of the same name.
@@ -86,11 +85,8 @@ class XsltSettings(TransformerSettings):
 
 
 def output_type(sheet: Stylesheet, override: str | None) -> str:
-    if override:
-        return override
-    if sheet.media_type:
-        return sheet.media_type
-    return _METHOD_TYPES.get((sheet.output_method or "xml").split(":")[-1], "application/xml")
+    return override or sheet.media_type or _METHOD_TYPES.get(
+        (sheet.output_method or "xml").split(":")[-1], "application/xml")
 
 
 def static_params(values: Mapping[str, ParamValue]) -> dict[str, Any]:
@@ -222,12 +218,9 @@ class XsltTransformer:
     (:mod:`esb.transformers.xslt_process`): parsing the input, the transform and serializing
     the result all happen there, bounded by ``timeout`` and ``max_memory``."""
 
-    #: It waits on the sandbox process (see :attr:`esb.transformers.chain.Chain.waits`).
-    waits = True
-
     def __init__(self, name: str, sheet: Stylesheet, settings: XsltSettings,
-                 xml_limits: XmlLimits = DEFAULT_LIMITS,
-                 process: XsltProcess | None = None) -> None:
+                 xml_limits: XmlLimits, xslt: etree.XSLT) -> None:
+        #: It waits on the sandbox process (see :attr:`esb.transformers.chain.Chain.waits`).
         self.waits = settings.isolation == "process"
         self.name = name
         self.sheet = sheet
@@ -235,27 +228,26 @@ class XsltTransformer:
         self.timeout = settings.timeout
         self.content_type = output_type(sheet, settings.content_type)
         self.encoding = result_encoding(sheet, self.content_type)
-        static = static_params(settings.params)
-        self.from_envelope = EnvelopeParams.of(sheet.params, static)
+        self.from_envelope = EnvelopeParams.of(sheet.params, settings.params)
         spec = RunSpec(key="", path=str(sheet.path), static=dict(settings.params),
                        max_bytes=settings.max_bytes, max_depth=settings.max_depth,
                        limits=xml_limits, encoding=self.encoding,
                        max_output=settings.max_output, max_memory=settings.max_memory)
         # The key names the stylesheet as compiled here and every option the child applies.
         self.spec = replace(spec, key=f"{sheet.path}#{sheet_digest(sheet)}#{hash(repr(spec))}")
+        #: ``isolation: inline``: the stylesheet as compiled when the route loaded, run in
+        #: this process (no time or memory bound); else the sandbox process runs it.
+        self.inline: etree.XSLT | None = None if self.waits else xslt
         self.process: XsltProcess | None = None
-        self.inline: Callable[[str | bytes, dict[str, str]], tuple[str, Any]] | None = None
         if self.waits:
-            self.process = process or shared_process()
+            self.process = shared_process()
             self.process.start()
-        else:
-            self.inline = inline_runner(sheet, self.spec)
 
     def __call__(self, env: Envelope) -> Envelope:
         data = xml_input(self.name, env)
         params = self.from_envelope.values(env)
         if self.inline is not None:
-            status, out = self.inline(data, params)
+            status, out = run_sheet(self.inline, self.spec, data, params)
             if status != "ok":
                 raise TransformError(self.name, out)
         else:
@@ -316,13 +308,11 @@ def out_of_memory(exc: etree.XSLTApplyError) -> bool:
     return "memory" in text or "alloc" in text
 
 
-def inline_runner(sheet: Stylesheet, spec: RunSpec
-                  ) -> Callable[[str | bytes, dict[str, str]], tuple[str, Any]]:
-    """``isolation: inline``: the stylesheet compiled and run in this process (no time or
-    memory bound)."""
+def compile_lxml(sheet: Stylesheet) -> etree.XSLT:
+    """``sheet`` compiled by libxslt in the sandbox (:data:`ACCESS_CONTROL`), templates nesting
+    at most :data:`MAX_TEMPLATE_DEPTH` deep."""
     etree.XSLT.set_global_max_depth(MAX_TEMPLATE_DEPTH)
-    xslt = etree.XSLT(sheet.doc, access_control=ACCESS_CONTROL)
-    return lambda data, params: run_sheet(xslt, spec, data, params)
+    return etree.XSLT(sheet.doc, access_control=ACCESS_CONTROL)
 
 
 def sheet_digest(sheet: Stylesheet) -> str:
@@ -338,10 +328,7 @@ def compile_xslt(settings: XsltSettings, ctx: TransformerContext) -> Callable[[E
                                                                                 Envelope]:
     """Factory: load the stylesheet in the sandbox and compile it (lxml or Saxon)."""
     path = ctx.path(settings.stylesheet, "stylesheet")
-    try:
-        sheet = load_stylesheet(path)
-    except StylesheetError as exc:
-        raise ConfigError(exc.problems) from None
+    sheet = load_stylesheet(path)  # its StylesheetError is a ConfigError
     base = ctx.base_dir.resolve()
     where = str(path.relative_to(base) if path.is_relative_to(base) else path)  # for messages
     if sheet.encoding is not None:
@@ -357,17 +344,16 @@ def compile_xslt(settings: XsltSettings, ctx: TransformerContext) -> Callable[[E
         from esb.transformers.saxon import compile_saxon
 
         return compile_saxon(ctx.name, sheet, settings)
-    etree.XSLT.set_global_max_depth(MAX_TEMPLATE_DEPTH)
     try:
-        xslt = etree.XSLT(sheet.doc, access_control=ACCESS_CONTROL)
+        xslt = compile_lxml(sheet)
     except SandboxViolation as exc:
         raise ConfigError([f"{where}: {exc}"]) from None
     except etree.XSLTParseError as exc:
         log = "; ".join((f"line {e.line}: " if e.line else "") + e.message
                         for e in exc.error_log) or str(exc)
         raise ConfigError([f"{where} does not compile: {log}"]) from None
-    del xslt  # compiled here to report errors at load time; it runs in the sandbox process
-    return XsltTransformer(ctx.name, sheet, settings, ctx.xml_limits)
+    # compiled here to report errors at load time (and run here with isolation: inline)
+    return XsltTransformer(ctx.name, sheet, settings, ctx.xml_limits, xslt)
 
 
 SPEC = TransformerSpec(

@@ -18,9 +18,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from esb.transformers.sandbox import ACCESS_CONTROL
 from esb.transformers.stylesheet import StylesheetError, load_stylesheet
-from esb.transformers.xslt import MAX_TEMPLATE_DEPTH, run_sheet
+from esb.transformers.xslt import compile_lxml, run_sheet
 from esb.transformers.xslt_process import RunSpec
 
 #: Room for the compiled stylesheets and the interpreter's own growth above ``max_memory``.
@@ -70,13 +69,7 @@ def _peak_address_space() -> int:
     return 0
 
 
-def compile_sheet(path: str) -> etree.XSLT:
-    sheet = load_stylesheet(Path(path))
-    return etree.XSLT(sheet.doc, access_control=ACCESS_CONTROL)
-
-
 def serve(requests: Connection, answers: Connection) -> None:
-    etree.XSLT.set_global_max_depth(MAX_TEMPLATE_DEPTH)
     memory = _Memory()
     compiled: dict[str, etree.XSLT] = {}
     specs: dict[str, RunSpec] = {}
@@ -93,7 +86,7 @@ def serve(requests: Connection, answers: Connection) -> None:
         try:
             xslt = compiled.get(spec.key)
             if xslt is None:
-                xslt = compiled[spec.key] = compile_sheet(spec.path)
+                xslt = compiled[spec.key] = compile_lxml(load_stylesheet(Path(spec.path)))
             answer = run_sheet(xslt, spec, data, params)
         except (StylesheetError, etree.XSLTParseError) as exc:
             answer = ("error", f"stylesheet no longer compiles: {exc}")
