@@ -1,7 +1,8 @@
 """HTTP edge concerns shared by the HTTP-based adapters (rest, webhook, graphql, soap).
 
 * a request's headers as a plain dict (:func:`header_dict`; its body is read by
-  :func:`esb.bus.httpbody.read_body`, its Content-Type by :func:`esb.bus.payload.media_type`);
+  :func:`esb.bus.httpbody.read_body`, its Content-Type by :func:`esb.bus.payload.media_type`),
+  and why an envelope made from it is invalid, as one line (:func:`validation_detail`);
 * the status → delivery error mapping: 2xx accepted; 408, 425, 429 and 5xx transient (with
   ``Retry-After``, delta-seconds or HTTP-date, as ``retry_after``); every other status
   permanent; timeouts and connection failures transient (:func:`raise_for_status`,
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, urlsplit
 
 import httpx
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -36,8 +38,6 @@ from esb.bus.hosts import host_allowed
 if TYPE_CHECKING:
     from esb.adapters.spec import OutboundContext
     from esb.bus.reply import Reply
-
-TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
 #: Paths of the daemon's own pages and APIs, which no source may serve (or shadow).
 RESERVED_PATHS = ("/admin", "/metrics", "/healthz", "/readyz", "/console", "/docs",
@@ -68,6 +68,12 @@ class JSONBytesResponse(Response):
                             (b"content-type", b"application/json"), *extra]
 
 
+def validation_detail(exc: ValidationError) -> str:
+    """A refused envelope's validation errors as one line (``loc: message; ...``)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}"
+                     for e in exc.errors())
+
+
 def retry_after(response: httpx.Response) -> float | None:
     """Seconds to wait from the response's ``Retry-After`` (delta-seconds or HTTP-date)."""
     value = (response.headers.get("retry-after") or "").strip()
@@ -82,7 +88,7 @@ def retry_after(response: httpx.Response) -> float | None:
 
 def is_transient_status(status: int) -> bool:
     """408, 425, 429 and 5xx: worth retrying."""
-    return status in TRANSIENT_STATUSES or status >= 500
+    return status in {408, 425, 429} or status >= 500
 
 
 def raise_for_status(response: httpx.Response, what: str, form: MessageForm = "prose") -> None:
@@ -140,8 +146,7 @@ def check_host(url: str, allowed: tuple[str, ...], setting: str = "url", *,
     adapter is configured, ``PermanentError`` when ``sending`` (a URL built per envelope)."""
     if host_allowed(url, allowed):
         return
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
+    host = urlsplit(url).hostname or ""
     message = f"{setting}: host {host!r} is not in the outbound allow-list"
     if sending:
         raise PermanentError(message)

@@ -54,29 +54,24 @@ PROBLEM_STATUSES: dict[int, str] = {
 }
 
 
-def problem_response(status: int, description: str | None = None,
-                     headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One problem+json response object."""
-    out: dict[str, Any] = {"description": description or PROBLEM_STATUSES.get(status, "Error"),
-                           "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}}}
-    if headers:
-        out["headers"] = headers
-    return out
+#: The header a problem response of a status carries.
+_PROBLEM_HEADERS: dict[int, dict[str, Any]] = {
+    503: {"Retry-After": {"description": "Seconds to wait before retrying",
+                          "schema": {"type": "string"}}},
+    401: {"WWW-Authenticate": {"description": "The challenge", "schema": {"type": "string"}}},
+}
 
 
 def problem_responses(*statuses: int) -> dict[str, dict[str, Any]]:
     """Problem responses for ``statuses`` (503 with ``Retry-After``, 401 with
     ``WWW-Authenticate``)."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for status in statuses:
-        headers = None
-        if status == 503:
-            headers = {"Retry-After": {"description": "Seconds to wait before retrying",
-                                       "schema": {"type": "string"}}}
-        elif status == 401:
-            headers = {"WWW-Authenticate": {"description": "The challenge",
-                                            "schema": {"type": "string"}}}
-        out[str(status)] = problem_response(status, headers=headers)
+        response: dict[str, Any] = {"description": PROBLEM_STATUSES.get(status, "Error"),
+                                    "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}}}
+        if status in _PROBLEM_HEADERS:
+            response["headers"] = _PROBLEM_HEADERS[status]
+        out[str(status)] = response
     return out
 
 

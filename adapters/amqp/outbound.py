@@ -59,7 +59,7 @@ class AmqpOutbound:
                               reconnect=False)
         self._publisher = ConfirmedPublisher()
         self._replies = ReplyWaiters()
-        self._lock: asyncio.Lock | None = None
+        self._lock = asyncio.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -78,8 +78,6 @@ class AmqpOutbound:
     async def _ensure(self) -> None:
         if self._publisher.ready:
             return
-        if self._lock is None:
-            self._lock = asyncio.Lock()
         async with self._lock:
             if self._publisher.ready:
                 return

@@ -33,11 +33,6 @@ class InvalidToken(Exception):
     """The token was refused; the message is safe to show to the client."""
 
 
-def _resolve(config_dir: Path, name: str) -> Path:
-    path = Path(name)
-    return path if path.is_absolute() else config_dir / path
-
-
 class JwtVerifier:
     def __init__(self, settings: JwtInbound, config_dir: Path) -> None:
         self.settings = settings
@@ -46,14 +41,14 @@ class JwtVerifier:
         if settings.secret is not None:
             self._key = settings.secret.get_secret_value()
         elif settings.public_key_file:
-            path = _resolve(config_dir, settings.public_key_file)
+            path = config_dir / settings.public_key_file
             try:
                 self._key = path.read_text(encoding="utf-8")
             except OSError as exc:
                 raise ConfigError([f"auth.public_key_file: cannot read {path}: {exc}"]) from exc
         else:
             assert settings.jwks_file
-            path = _resolve(config_dir, settings.jwks_file)
+            path = config_dir / settings.jwks_file
             try:
                 keys = PyJWKSet.from_dict(json.loads(path.read_text(encoding="utf-8")))
             except (OSError, ValueError, jwt.PyJWKSetError, jwt.PyJWKError) as exc:

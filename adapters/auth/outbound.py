@@ -87,8 +87,7 @@ def secrets_of(auth: httpx.Auth | None) -> list[str]:
 
 def scrub(text: str, secrets: list[str]) -> str:
     for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, "***")
+        text = text.replace(secret, "***")
     return text
 
 

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
 from esb.adapters.spec import AdapterSettings
 from esb.bus.config.units import Duration
 
 
-def _non_empty(values: list[SecretStr]) -> list[SecretStr]:
-    if any(not v.get_secret_value() for v in values):
+def _non_empty(values: list[SecretStr] | dict[str, SecretStr]
+               ) -> list[SecretStr] | dict[str, SecretStr]:
+    secrets = values.values() if isinstance(values, dict) else values
+    if any(not v.get_secret_value() for v in secrets):
         raise ValueError("secrets must not be empty strings")
     return values
+
+
+#: A list of secrets none of which is an empty string.
+NonEmptySecrets = Annotated[list[SecretStr], AfterValidator(_non_empty)]
 
 
 # -- inbound ---------------------------------------------------------------------------------
@@ -34,14 +40,8 @@ class ApiKeyInbound(AdapterSettings):
     #: header where the client allows it).
     query: str | None = None
     #: Valid keys: a list, or ``{name: key}`` so the principal names the client.
-    keys: list[SecretStr] | dict[str, SecretStr] = Field(min_length=1)
-
-    @field_validator("keys")
-    @classmethod
-    def _keys(cls, v: list[SecretStr] | dict[str, SecretStr]
-              ) -> list[SecretStr] | dict[str, SecretStr]:
-        _non_empty(list(v.values()) if isinstance(v, dict) else v)
-        return v
+    keys: Annotated[list[SecretStr] | dict[str, SecretStr],
+                    AfterValidator(_non_empty)] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _where(self) -> ApiKeyInbound:
@@ -69,7 +69,7 @@ class BasicInbound(AdapterSettings):
     @field_validator("users")
     @classmethod
     def _users(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        _non_empty(list(v.values()))
+        _non_empty(v)
         if any(":" in name or not name for name in v):
             raise ValueError("user names must be non-empty and must not contain ':'")
         return v

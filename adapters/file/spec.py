@@ -57,8 +57,7 @@ class FileOutboundSettings(AdapterSettings):
 
 class FileOutbound:
     def __init__(self, settings: FileOutboundSettings, ctx: OutboundContext) -> None:
-        d = settings.directory
-        self.directory = d if d.is_absolute() else ctx.config_dir / d
+        self.directory = ctx.config_dir / settings.directory
         self.settings = settings
 
     async def start(self) -> None:

@@ -15,7 +15,6 @@ principal of an authenticated call rides in each envelope's ``esbheaders.princip
 from __future__ import annotations
 
 from inspect import isawaitable
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -87,8 +86,7 @@ class GraphqlInbound(HttpInbound):
         self.settings = settings
         self.ctx = ctx
         # Query fields resolve through request/reply routes, where the runtime has them.
-        self.schema = load_schema(ctx.config_dir / Path(settings.sdl),
-                                  answers_queries=ctx.replies)
+        self.schema = load_schema(ctx.config_dir / settings.sdl, answers_queries=ctx.replies)
         wire_mutations(self.schema, self._publish)
         if ctx.replies:
             wire_queries(self.schema, self._resolve)

@@ -13,9 +13,9 @@ from esb.adapters.auth.outbound import build_outbound_auth, redact_url, scrubbed
 from esb.adapters.graphql.settings import GraphqlOutboundSettings
 from esb.adapters.graphql.variables import build_variables
 from esb.adapters.http import (
-    TRANSIENT_STATUSES,
     PooledClient,
     check_host,
+    is_transient_status,
     raise_for_status,
     retry_after,
     transport_error,
@@ -106,7 +106,7 @@ class GraphqlOutbound(PooledClient):
                                  for e in errors[:3])
             message = f"{what}: {messages} (codes: {', '.join(c for c in codes if c) or '-'})"
             if any(code in self._permanent for code in codes) or (
-                    400 <= status < 500 and status not in TRANSIENT_STATUSES):
+                    400 <= status < 500 and not is_transient_status(status)):
                 raise PermanentError(message, status=status)
             raise TransientError(message, status=status, retry_after=retry_after(response))
         raise_for_status(response, what)

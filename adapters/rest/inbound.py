@@ -21,7 +21,7 @@ from esb.adapters.auth.inbound import (
     build_authenticator,
     unauthorized_problem,
 )
-from esb.adapters.http import JSONBytesResponse, header_dict
+from esb.adapters.http import JSONBytesResponse, header_dict, validation_detail
 from esb.adapters.rest.answer import answer
 from esb.adapters.rest.fhir import fhir_errors
 from esb.adapters.rest.params import ParamError, path_names, query_params, typed
@@ -128,7 +128,7 @@ class RestInbound:
             try:
                 envelope = Envelope(**attrs)
             except ValidationError as exc:
-                raise BadRequest(400, "Invalid CloudEvent", _validation_detail(exc)) from None
+                raise BadRequest(400, "Invalid CloudEvent", validation_detail(exc)) from None
         else:
             envelope = self._body_envelope(request, body, headers)
         noted = {f"path.{k}": str(v) for k, v in path.items()}
@@ -173,7 +173,7 @@ class RestInbound:
         try:
             return Envelope(**attrs)
         except ValidationError as exc:
-            raise BadRequest(400, "Invalid CloudEvent", _validation_detail(exc)) from None
+            raise BadRequest(400, "Invalid CloudEvent", validation_detail(exc)) from None
 
     def _structured(self, headers: dict[str, str], body: bytes) -> Envelope:
         try:
@@ -192,7 +192,7 @@ class RestInbound:
         try:
             return Envelope.from_cloudevent(event, **attrs)
         except ValidationError as exc:
-            raise BadRequest(400, "Invalid CloudEvent", _validation_detail(exc)) from None
+            raise BadRequest(400, "Invalid CloudEvent", validation_detail(exc)) from None
         except ValueError as exc:
             raise BadRequest(400, "Invalid CloudEvent", str(exc)) from None
 
@@ -251,11 +251,6 @@ def _decode(media: str, content_type: str, body: bytes, xml_limits: XmlLimits,
         raise BadRequest(400, "XML refused", str(exc)) from None
     except XmlError as exc:
         raise BadRequest(400, "Malformed XML", str(exc)) from None
-
-
-def _validation_detail(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}"
-                     for e in exc.errors())
 
 
 _REPLAYED = ((b"idempotent-replayed", b"true"),)

@@ -19,12 +19,12 @@ source with ``errors: fhir`` describes its failures as FHIR ``OperationOutcome``
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, get_args
 
 from esb.adapters.openapi import ApiPaths, SourceApi, problem_responses, security_scheme
 from esb.adapters.rest.fhir import FHIR_JSON, ISSUE_CODES
 from esb.adapters.rest.inbound import BODILESS, MAX_KEY
-from esb.adapters.rest.params import path_names
+from esb.adapters.rest.params import ParamType, path_names
 from esb.adapters.rest.settings import RestInboundSettings
 from esb.bus.envelope import CLOUDEVENTS_JSON
 from esb.bus.payload import is_json, is_xml
@@ -85,9 +85,7 @@ def _body(settings: RestInboundSettings, schema_ref: dict[str, Any] | None) -> d
     return {"required": True, "content": content}
 
 
-_PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
-    "string": {"type": "string"}, "integer": {"type": "integer"},
-    "number": {"type": "number"}, "boolean": {"type": "boolean"}}
+_PARAM_SCHEMAS: dict[str, dict[str, Any]] = {kind: {"type": kind} for kind in get_args(ParamType)}
 
 OPERATION_OUTCOME: dict[str, Any] = {
     "type": "object",

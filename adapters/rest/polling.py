@@ -126,8 +126,6 @@ class Poller:
                 if not self._loaded:
                     await self.load()
                 await self.poll_once()
-            except asyncio.CancelledError:
-                raise
             except PollFailed as exc:
                 log.warning("poll failed; trying again next tick", source=self.ctx.name,
                             error=str(exc))

@@ -145,7 +145,12 @@ def _not_understood(ns: str, tag: str) -> etree._Element:
     return block
 
 
+def fault_name(code: str | None) -> str:
+    """A fault code without its namespace prefix (``soap11env:Client.NotFound`` →
+    ``Client.NotFound``)."""
+    return (code or "").rpartition(":")[2]
+
+
 def is_permanent_code(code: str | None) -> bool:
     """``soap:Client.Auth`` / ``env:Sender`` ... → True; Server/Receiver/unknown → False."""
-    local = (code or "").rpartition(":")[2].split(".", 1)[0].strip().lower()
-    return local in PERMANENT_CODES
+    return fault_name(code).split(".", 1)[0].strip().lower() in PERMANENT_CODES

@@ -20,8 +20,6 @@ the HTTP layer, below SOAP, and 401 is what HTTP clients (and WS-I Basic Profile
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from lxml import etree
 from starlette.requests import Request
 from starlette.responses import Response
@@ -74,9 +72,7 @@ class SoapInbound(HttpInbound):
     def __init__(self, settings: SoapInboundSettings, ctx: InboundContext) -> None:
         self.settings = settings
         self.ctx = ctx
-        path = Path(settings.wsdl)
-        self.description: ServiceDescription = load_description(
-            path if path.is_absolute() else ctx.config_dir / path)
+        self.description: ServiceDescription = load_description(ctx.config_dir / settings.wsdl)
         self._outputs: dict[str, list[Child]] = {
             op.name: children(self.description.schemas, op.output)
             for op in self.description.operations.values() if op.output}

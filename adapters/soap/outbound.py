@@ -30,6 +30,7 @@ from esb.adapters.soap.faults import (
     detached,
     element_bytes,
     envelope_bytes,
+    fault_name,
     is_permanent_code,
     soap_envelope,
 )
@@ -81,10 +82,8 @@ class SoapOutbound:
         zeep_settings = zeep.Settings(strict=s.strict, raw_response=True, xml_huge_tree=False,
                                       forbid_dtd=True, forbid_entities=True,
                                       forbid_external=not s.allow_network_wsdl)
-        wsse = None
-        if s.wsse:
-            wsse = UsernameToken(s.wsse.username, s.wsse.password.get_secret_value(),
-                                 use_digest=s.wsse.digest)
+        wsse = UsernameToken(s.wsse.username, s.wsse.password.get_secret_value(),
+                             use_digest=s.wsse.digest) if s.wsse else None
         return zeep.AsyncClient(self._wsdl, wsse=wsse, transport=transport,
                                 settings=zeep_settings)
 
@@ -246,12 +245,6 @@ class SoapOutbound:
         except zeep.exceptions.Fault as fault:
             return fault
         return None
-
-
-def fault_name(code: str | None) -> str:
-    """A fault code without its namespace prefix (``soap11env:Client.NotFound`` →
-    ``Client.NotFound``)."""
-    return (code or "").rpartition(":")[2]
 
 
 def urlparse_scheme(value: str) -> str:

@@ -9,7 +9,6 @@ only once the (embedded) bus took the envelope — and lets a test make the bus 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,8 +108,7 @@ def outbound_context(client: httpx.AsyncClient, config_dir: Path, name: str = "k
     The client belongs to the caller (as the pool belongs to the daemon): an outbound side must
     not close it.
     """
-    get: Callable[[], httpx.AsyncClient] = lambda: client  # noqa: E731
-    return OutboundContext(name=name, config_dir=config_dir, http=get,
+    return OutboundContext(name=name, config_dir=config_dir, http=lambda: client,
                            allowed_hosts=allowed_hosts)
 
 

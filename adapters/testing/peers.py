@@ -47,8 +47,7 @@ class PeerServer:
                                             daemon=True)
             self._thread.start()
             return self
-        self._asgi = make_asgi_server(self.app, self.host, self.port)
-        self._asgi.config.timeout_graceful_shutdown = 2
+        self._asgi = make_asgi_server(self.app, self.host, self.port, graceful=2)
         started = threading.Event()
 
         def run() -> None:

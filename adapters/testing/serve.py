@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 from esb.adapters.spec import Inbound
-from esb.bus.runtime.http import build_app, make_server
+from esb.bus.runtime.http import bind_listener, build_app, make_server
 
 
 @contextlib.asynccontextmanager
 async def serve_asgi(app: Any) -> AsyncIterator[str]:
     """Serve ``app`` on a free port of 127.0.0.1; yields its base URL, stops on exit."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = bind_listener("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = make_server(app, "127.0.0.1", port)
-    server.config.timeout_graceful_shutdown = 2
+    server = make_server(app, "127.0.0.1", port, graceful=2)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         for _ in range(500):

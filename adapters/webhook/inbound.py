@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from esb.adapters.http import validation_detail
 from esb.adapters.spec import HttpInbound, HttpRoute, InboundContext
 from esb.adapters.webhook.events import (
     default_event_type,
@@ -118,8 +119,7 @@ class WebhookInbound(HttpInbound):
                     await self.store.release(key)
                 raise
         except ValidationError as exc:
-            return problem(400, "Invalid webhook attributes", "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in exc.errors()))
+            return problem(400, "Invalid webhook attributes", validation_detail(exc))
         except IdempotencyInFlight:
             return problem(409, "Webhook delivery in flight",
                            f"delivery {delivery!r} is being received by another instance",

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from esb.adapters.auth.settings import OutboundAuth
+from esb.adapters.auth.settings import NonEmptySecrets, OutboundAuth
 from esb.adapters.spec import AdapterSettings
 from esb.adapters.webhook.signatures import decode_standard_secret
 
@@ -21,7 +21,7 @@ class WebhookInboundSettings(AdapterSettings):
     #: Signature scheme (see the scheme table in docs/adapters.md).
     scheme: Scheme = "standard"
     #: Every secret currently valid (rotation: list the new one beside the old one).
-    secrets: list[SecretStr] = Field(min_length=1)
+    secrets: NonEmptySecrets = Field(min_length=1)
     #: Largest accepted clock difference in seconds, in the past *and* the future.
     tolerance: int = Field(300, ge=1)
     #: How long a delivery id is remembered for replay rejection, in seconds (0: off).
@@ -56,13 +56,6 @@ class WebhookInboundSettings(AdapterSettings):
     timestamp_header: str | None = None
     #: Header carrying the delivery id (replay rejection and envelope id).
     id_header: str | None = None
-
-    @field_validator("secrets")
-    @classmethod
-    def _non_empty(cls, v: list[SecretStr]) -> list[SecretStr]:
-        if any(not s.get_secret_value() for s in v):
-            raise ValueError("secrets must not be empty strings")
-        return v
 
     @model_validator(mode="after")
     def _standard_secrets(self) -> WebhookInboundSettings:
