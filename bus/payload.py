@@ -44,8 +44,9 @@ TEXT = "text/plain"
 OCTETS = "application/octet-stream"
 
 _UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
-_XML_SUFFIXES = frozenset({".xml", ".soap", ".wsdl", ".xsd", ".xsl", ".xslt"})
-_TEXT_SUFFIXES = {".txt": TEXT, ".csv": "text/csv"}
+#: A file's content type by its suffix (:func:`guess_content_type`).
+_BY_SUFFIX = {".json": JSON, ".txt": TEXT, ".csv": "text/csv",
+              **dict.fromkeys((".xml", ".soap", ".wsdl", ".xsd", ".xsl", ".xslt"), XML)}
 #: Envelope fields a path may not start with (esb's own history, and the extension bag).
 _NOT_ATTRIBUTES = frozenset({"esbhops", "esbattempts", "extensions"})
 
@@ -180,13 +181,9 @@ def guess_content_type(name: str, body: bytes) -> str:
     """A file's content type: from its suffix (``.json``; ``.xml``/``.soap``/``.wsdl``/
     ``.xsd``/``.xsl``/``.xslt``; ``.txt``; ``.csv``), else from its first non-blank byte
     (``{``/``[`` and it parses: JSON; ``<``: XML), else text when it is UTF-8, else bytes."""
-    suffix = Path(name).suffix.lower()
-    if suffix == ".json":
-        return JSON
-    if suffix in _XML_SUFFIXES:
-        return XML
-    if suffix in _TEXT_SUFFIXES:
-        return _TEXT_SUFFIXES[suffix]
+    by_suffix = _BY_SUFFIX.get(Path(name).suffix.lower())
+    if by_suffix is not None:
+        return by_suffix
     first = body.lstrip()[:1]
     if first in (b"{", b"["):
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from importlib.metadata import EntryPoint, entry_points
 from typing import Generic, TypeVar
 
@@ -38,29 +38,26 @@ class Registry(Generic[T]):
     kind: str
     extra: dict[str, T] = field(default_factory=dict)
     _loaded: dict[str, T] = field(default_factory=dict)
-    _points: dict[str, EntryPoint] | None = None
 
-    def _entry_points(self) -> dict[str, EntryPoint]:
-        if self._points is None:
-            self._points = {ep.name: ep for ep in entry_points(group=self.group)}
-        return self._points
+    @cached_property
+    def _points(self) -> dict[str, EntryPoint]:
+        return {ep.name: ep for ep in entry_points(group=self.group)}
 
     def names(self) -> list[str]:
-        return sorted(set(self._entry_points()) | set(self.extra))
+        return sorted(set(self._points) | set(self.extra))
 
     def __contains__(self, name: str) -> bool:
-        return name in self.extra or name in self._entry_points()
+        return name in self.extra or name in self._points
 
     def get(self, name: str) -> T:
         if name in self.extra:
             return self.extra[name]
         if name in self._loaded:
             return self._loaded[name]
-        ep = self._entry_points().get(name)
+        ep = self._points.get(name)
         if ep is None:
             raise ConfigError([self.unknown_message(name)])
-        spec = ep.load()
-        self._loaded[name] = spec
+        spec = self._loaded[name] = ep.load()
         return spec
 
     def unknown_message(self, name: str) -> str:
@@ -71,7 +68,7 @@ class Registry(Generic[T]):
 
     def info(self) -> list[PluginInfo]:
         out = []
-        for name, ep in sorted(self._entry_points().items()):
+        for name, ep in sorted(self._points.items()):
             dist = ep.dist
             out.append(PluginInfo(name, dist.name if dist else "?",
                                   dist.version if dist else "?", ep.value))

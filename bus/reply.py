@@ -9,7 +9,7 @@ outbound side's ``request`` and sends back a *reply envelope*, built only here:
   response headers in ``esbheaders``; ``causationid`` the request's id.
 * failure (:func:`failure_envelope`): ``esberror`` set, and ``data`` an RFC 9457 problem
   document whose ``status`` is what an HTTP caller is answered with and whose ``kind`` names
-  the failure (:data:`KINDS`). SOAP and GraphQL inbound sides turn it into a fault or an error.
+  the failure (:data:`TITLES`). SOAP and GraphQL inbound sides turn it into a fault or an error.
 
 The mapping of a destination's failure to the caller's status (:func:`failure_of`)::
 
@@ -34,9 +34,12 @@ from esb.bus.envelope import Envelope, new_id, utcnow
 from esb.bus.payload import PayloadError, decode, is_json
 from esb.bus.problem import PROBLEM_JSON, problem_document
 
-#: Failure kinds a reply envelope can carry (``data.kind``).
-KINDS = ("not-found", "rejected", "backend", "timeout", "unavailable", "interrupted",
-         "transform", "too-large", "unanswerable")
+#: Failure kinds a reply envelope can carry (``data.kind``), with the title of each.
+TITLES = {"not-found": "Not found", "rejected": "Rejected by the destination",
+          "backend": "Bad gateway", "timeout": "Gateway timeout",
+          "unavailable": "Destination unavailable", "interrupted": "Request interrupted",
+          "transform": "Reply could not be transformed", "too-large": "Reply too large",
+          "unanswerable": "Destination cannot answer"}
 
 #: Backend statuses passed to the caller as they are: they say the caller's input is wrong.
 PASSED_THROUGH = frozenset({400, 404, 409, 410, 412, 422})
@@ -114,13 +117,6 @@ def failure_envelope(request: Envelope, kind: str, detail: str, status: int, *,
                     causationid=request.id, idempotencykey=request.idempotencykey,
                     traceparent=request.traceparent, esbstatus=status, esberror=detail,
                     esbroute=request.esbroute, esbdestination=destination)
-
-
-TITLES = {"not-found": "Not found", "rejected": "Rejected by the destination",
-          "backend": "Bad gateway", "timeout": "Gateway timeout",
-          "unavailable": "Destination unavailable", "interrupted": "Request interrupted",
-          "transform": "Reply could not be transformed", "too-large": "Reply too large",
-          "unanswerable": "Destination cannot answer"}
 
 
 def failure_of(status: int | None, fault: str | None = None) -> tuple[str, int]:

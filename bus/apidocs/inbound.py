@@ -12,11 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from esb.adapters.openapi import PROBLEM_SCHEMA, ApiPaths, SourceApi
+from esb.bus.apidocs.admin import OPENAPI_VERSION
 from esb.bus.apidocs.request_schemas import relocate, reply_schemas, request_schemas
 from esb.bus.config.loader import Loaded
 from esb.bus.plugins import Registry
-
-OPENAPI_VERSION = "3.1.0"
 
 
 def inbound_document(loaded: Loaded, registry: Registry, route_files: Mapping[str, str], *,

@@ -35,12 +35,9 @@ class QueueInspector:
     def _channel(self) -> Iterator[Any]:
         """A channel on a connection of its own, closed after use: the messages taken on it
         and not acked return to their queue, in place."""
-        with kombu_connection(self.url, self.timeout) as conn:
-            channel = conn.channel()
-            try:
-                yield channel
-            finally:
-                channel.close()
+        with (kombu_connection(self.url, self.timeout) as conn,
+              contextlib.closing(conn.channel()) as channel):
+            yield channel
 
     def browse(self, queue: str, limit: int) -> list[Envelope]:
         out: list[Envelope] = []

@@ -105,9 +105,8 @@ class _Consumer:
 class RabbitBus:
     durable = True
 
-    def __init__(self, url: str | Sequence[str], topology: Topology, *,
-                 confirm_window: int = 1000, heartbeat: int = 30, name: str = "esb",
-                 confirm_timeout: float = 5.0) -> None:
+    def __init__(self, url: str | Sequence[str], topology: Topology, *, heartbeat: int = 30,
+                 name: str = "esb", confirm_timeout: float = 5.0) -> None:
         self._url = url
         self._topology = topology
         self._confirm_timeout = confirm_timeout
@@ -115,7 +114,7 @@ class RabbitBus:
         self._link = AmqpLink(url, name=name, heartbeat=heartbeat,
                               dead_after=confirm_timeout,
                               on_connected=self._on_connected, on_lost=self._on_lost)
-        self._publisher = ConfirmedPublisher(confirm_window)
+        self._publisher = ConfirmedPublisher()
         self._tx = TxPublisher()
         self._consumers: list[_Consumer] = []
         self._destinations: list[str] = []

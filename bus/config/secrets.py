@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from functools import reduce
+from operator import getitem
 from typing import Any
 
 from pydantic import BaseModel, SecretBytes, SecretStr
@@ -80,7 +82,7 @@ def log_secrets(models: Iterable[tuple[Loc, Any]], doc: Document | None) -> list
             out.extend(_with_url_password(secret_text(secret)))
     if doc is not None:
         for path in doc.secret_paths:
-            text = str(_at(doc.value, path))
+            text = str(reduce(getitem, path, doc.value))
             if any(SECRET_NAME.search(str(p)) for p in path):
                 out += [text, *doc.substituted.get(path, ())]
             elif (m := _URL_PASSWORD.search(text)) is not None:
@@ -91,9 +93,3 @@ def log_secrets(models: Iterable[tuple[Loc, Any]], doc: Document | None) -> list
 def _with_url_password(text: str) -> list[str]:
     m = _URL_PASSWORD.search(text)
     return [text, m.group(1)] if m else [text]
-
-
-def _at(value: Any, path: Loc) -> Any:
-    for p in path:
-        value = value[p]
-    return value

@@ -113,18 +113,17 @@ def _interpolate(text: str, env: Mapping[str, str], missing: list[str],
     return _VAR.sub(repl, text)
 
 
-def load_yaml(path: Path, env: Mapping[str, str] | None = None, *,
-              interpolate: bool = True, placeholders: bool = False) -> Document:
+def load_yaml(path: Path, env: Mapping[str, str] = os.environ, *,
+              placeholders: bool = False) -> Document:
     """Parse ``path``; syntax errors raise ConfigError, and so does an unset ``${VAR}``
     (without default) unless ``placeholders`` (see the module's documentation)."""
-    env = os.environ if env is None else env
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text: {exc}"]) from exc
-    return parse_yaml(text, path, env if interpolate else None, placeholders=placeholders)
+    return parse_yaml(text, path, env, placeholders=placeholders)
 
 
 def parse_yaml(text: str, path: Path, env: Mapping[str, str] | None = None, *,
@@ -137,10 +136,9 @@ def parse_yaml(text: str, path: Path, env: Mapping[str, str] | None = None, *,
     if size > limits.max_bytes:
         raise ConfigError([f"{path}: larger than {limits.max_bytes} bytes "
                            "(limits.yaml.max_bytes)"])
-    if _flow_depth(text) > limits.max_depth:
-        raise ConfigError([f"{path}: nested deeper than {limits.max_depth} levels "
-                           "(limits.yaml.max_depth)"])
     try:
+        if _flow_depth(text) > limits.max_depth:
+            raise RecursionError  # refused before the composer recurses that deep
         node = yaml.compose(text, Loader=_LOADER)
     except RecursionError:
         raise ConfigError([f"{path}: nested deeper than {limits.max_depth} levels "

@@ -50,7 +50,7 @@ class Sessions:
         return _b64(hmac.new(self._key, payload, hashlib.sha256).digest())
 
     def csrf_for(self, sid: str) -> str:
-        return _b64(hmac.new(self._key, b"csrf\0" + sid.encode(), hashlib.sha256).digest())
+        return self._sign(b"csrf\0" + sid.encode())
 
     def issue(self, now: float | None = None) -> tuple[str, Session]:
         """A new session: the cookie value and the session it stands for."""
@@ -89,7 +89,7 @@ class Sessions:
         return secrets.token_urlsafe(18)
 
     def login_csrf(self, nonce: str) -> str:
-        return _b64(hmac.new(self._key, b"login\0" + nonce.encode(), hashlib.sha256).digest())
+        return self._sign(b"login\0" + nonce.encode())
 
     def login_csrf_ok(self, nonce: str | None, given: str | None) -> bool:
         return bool(nonce) and bool(given) and hmac.compare_digest(

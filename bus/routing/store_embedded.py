@@ -99,7 +99,8 @@ class FileRouteStore(LoadedVersions):
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = _read_all(fd)
+            with open(fd, "rb", closefd=False) as f:  # a new fd reads from the start
+                raw = f.read()
             complete = raw.rfind(b"\n") + 1
             if complete < len(raw):  # a torn last line from a crash: cut it off
                 log.warning("route history: dropping a torn last line", path=str(self.path),
@@ -119,14 +120,6 @@ class FileRouteStore(LoadedVersions):
         if created:
             _fsync_dir(self.path.parent)
         return RouteVersion.from_dict({"version": number, **record})
-
-
-def _read_all(fd: int) -> bytes:
-    os.lseek(fd, 0, os.SEEK_SET)
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _parse(raw: bytes, path: Path) -> list[RouteVersion]:

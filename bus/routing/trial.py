@@ -78,10 +78,7 @@ def route_envelope(router: Router, envelope: Envelope, endpoint: str | None,
 
 
 def _answered_by(call: EnrichCall, answers: Answers) -> str | None:
-    for name in (call.route, call.enricher.destination):
-        if name in answers:
-            return name
-    return None
+    return next((n for n in (call.route, call.enricher.destination) if n in answers), None)
 
 
 def recorded_answer(call: EnrichCall, body: bytes, content_type: str | None = None,
@@ -152,13 +149,10 @@ def run_cases(router: Router, route_set: RouteSet, *, base: Path,
               sources: Collection[str] | None = None) -> list[CaseResult]:
     """Run every ``tests:`` case of every file (file order). ``base`` is the folder the route
     files were read from: ``message_file`` and output ``file:`` paths resolve against it."""
-    results = []
-    for name in sorted(route_set.parsed):
-        doc = route_set.documents[name]
-        for i, case in enumerate(route_set.parsed[name].tests):
-            results.append(run_case(router, case, _locator(doc, i), base=base,
-                                    sources=sources))
-    return results
+    return [run_case(router, case, _locator(route_set.documents[name], i), base=base,
+                     sources=sources)
+            for name in sorted(route_set.parsed)
+            for i, case in enumerate(route_set.parsed[name].tests)]
 
 
 def _locator(doc: Any, index: int) -> Callable[..., str]:
@@ -309,8 +303,6 @@ def _endpoint(endpoint: str | None, source: str,
 
 
 def _names(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
     if isinstance(value, list | tuple):
         return [str(v) for v in value]
     return [str(value)]
