@@ -101,31 +101,40 @@ class WebhookInbound(HttpInbound):
             return problem(409, "Replayed webhook delivery",
                            f"delivery {delivery!r} was already received")
 
+        async def release() -> None:
+            if key:  # not taken, whatever the reason: a resend may claim it again
+                await self.store.release(key)
+
         try:
-            try:
-                envelope = Envelope(
-                    id=delivery or new_id(),
-                    source=s.source or self.ctx.name,
-                    type=event_type(self._type_from, request.headers, payload) or s.default_type,
-                    datacontenttype="application/json",
-                    data=payload,
-                    idempotencykey=delivery,
-                    traceparent=request.headers.get("traceparent"),
-                    esbendpoint=self.ctx.name,
-                )
-                accepted = await self.ctx.accept(envelope)
-            except BaseException:
-                if key:  # not taken, whatever the reason: a resend may claim it again
-                    await self.store.release(key)
-                raise
-        except ValidationError as exc:
+            envelope = Envelope(
+                id=delivery or new_id(),
+                source=s.source or self.ctx.name,
+                type=event_type(self._type_from, request.headers, payload) or s.default_type,
+                datacontenttype="application/json",
+                data=payload,
+                idempotencykey=delivery,
+                traceparent=request.headers.get("traceparent"),
+                esbendpoint=self.ctx.name,
+            )
+        except ValidationError as exc:  # the sender's attributes (not the bus's): a 400
+            await release()
             return problem(400, "Invalid webhook attributes", validation_detail(exc))
+        except BaseException:
+            await release()
+            raise
+        try:
+            accepted = await self.ctx.accept(envelope)
         except IdempotencyInFlight:
+            await release()
             return problem(409, "Webhook delivery in flight",
                            f"delivery {delivery!r} is being received by another instance",
                            headers={"Retry-After": "1"})
         except BusUnavailable as exc:
+            await release()
             return not_taken(exc, f"the delivery was not accepted ({exc}); retry", 5)
+        except BaseException:
+            await release()
+            raise
         if accepted.mismatch:
             return problem(422, "Webhook delivery id reused",
                            f"delivery {delivery!r} was already received with another payload")

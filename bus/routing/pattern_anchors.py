@@ -91,15 +91,23 @@ class PathIndex:
     def _affixes(self, v: str, pre: str, suf: str, out: set[int]) -> int:
         """Prefix and suffix anchors: one hash probe per distinct affix length in use."""
         probes = 0
-        n = len(v)
-        for kind, head in ((pre, True), (suf, False)):
-            table = getattr(self, kind)
-            if not table:
-                continue
-            for length in self.lens[kind]:
+        table = getattr(self, pre)
+        if table:
+            n = len(v)
+            for length in self.lens[pre]:
                 if length > n:
                     break
-                hit = table.get(v[:length] if head else v[n - length :])
+                hit = table.get(v[:length])
+                probes += 1
+                if hit:
+                    out.update(hit)
+        table = getattr(self, suf)
+        if table:
+            n = len(v)
+            for length in self.lens[suf]:
+                if length > n:
+                    break
+                hit = table.get(v[n - length :])
                 probes += 1
                 if hit:
                     out.update(hit)

@@ -120,29 +120,17 @@ def _parse_file(rs: RouteSet, name: str, shown: Path, seen: dict[str, str],
     head, namespaces = _file_level(raw, doc, rs.problems)
     routes: list[Route] = []
     for i, item in enumerate(items):
-        route: Route | None = None
-        try:
-            route = Route.model_validate(item)
-        except ValidationError as exc:
-            rs.problems.extend(format_errors(doc, exc, prefix=("routes", i)))
+        route = _route(item, i, doc, rs.problems)
         label = route.name if route else _raw_name(item)
         if label is not None:  # a duplicate is still checked for its own problems
-            where = doc.where(("routes", i, "name"))
-            if label in seen:
-                rs.problems.append(f"{where}: routes[{i}].name: duplicate route name "
-                                   f"{label!r} (also at {seen[label]})")
-            else:
-                seen[label] = where
+            _check_unique(label, i, doc, seen, rs.problems)
         if route is None:
             continue
         routes.append(route)
         if namespaces is not None:  # without its prefix map a route's $xpath can't be judged
             rs.routes.append(PlacedRoute(route, name, i, doc))
-    for prefix, uri in (namespaces or {}).items():
-        if rs.namespaces.get(prefix, uri) != uri:
-            rs.problems.append(f"{doc.where(('namespaces', prefix))}: namespaces.{prefix}: "
-                               f"bound to {rs.namespaces[prefix]!r} in another file")
-        rs.namespaces[prefix] = uri
+    if namespaces is not None:
+        _merge_namespaces(rs, namespaces, doc)
     if head is not None:
         rs.parsed[name] = head.model_copy(update={"routes": routes})
 
@@ -163,10 +151,36 @@ def _file_level(raw: dict[str, Any], doc: Document, problems: list[str]
     return head, head.namespaces
 
 
+def _route(item: Any, i: int, doc: Document, problems: list[str]) -> Route | None:
+    try:
+        return Route.model_validate(item)
+    except ValidationError as exc:
+        problems.extend(format_errors(doc, exc, prefix=("routes", i)))
+        return None
+
+
 def _raw_name(item: Any) -> str | None:
     """The name a route that failed its schema check was given (for duplicate detection)."""
     name = item.get("name") if isinstance(item, dict) else None
     return name if isinstance(name, str) else None
+
+
+def _check_unique(route_name: str, i: int, doc: Document, seen: dict[str, str],
+                  problems: list[str]) -> None:
+    where = doc.where(("routes", i, "name"))
+    if route_name in seen:
+        problems.append(f"{where}: routes[{i}].name: duplicate route name "
+                        f"{route_name!r} (also at {seen[route_name]})")
+        return
+    seen[route_name] = where
+
+
+def _merge_namespaces(rs: RouteSet, namespaces: dict[str, str], doc: Document) -> None:
+    for prefix, uri in namespaces.items():
+        if rs.namespaces.get(prefix, uri) != uri:
+            rs.problems.append(f"{doc.where(('namespaces', prefix))}: namespaces.{prefix}: "
+                               f"bound to {rs.namespaces[prefix]!r} in another file")
+        rs.namespaces[prefix] = uri
 
 
 _LOCATED = re.compile(r"^(?P<file>.+?):(?P<line>\d+): ")

@@ -114,6 +114,22 @@ def test_bus_down_is_503_and_retry_gets_through(serve_routes: Serve, inbound_ctx
     assert standard_post(url, b"{}", msg_id="retry-me").status_code == 202
 
 
+def test_a_bus_fault_is_not_blamed_on_the_sender(serve_routes: Serve, inbound_ctx: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A validation error raised inside the bus (a bug, not the sender's attributes) is a
+    500, never a 400 a sender would not retry; the delivery's replay claim is released."""
+    url = make(serve_routes, inbound_ctx, secrets=[SECRET])
+    accept = inbound_ctx.accept
+
+    async def broken(envelope: Any) -> Any:
+        monkeypatch.setattr(inbound_ctx, "accept", accept)  # once
+        return WebhookInboundSettings.model_validate({"path": 1})  # raises ValidationError
+
+    monkeypatch.setattr(inbound_ctx, "accept", broken)
+    assert standard_post(url, b"{}", msg_id="bus-bug").status_code == 500
+    assert standard_post(url, b"{}", msg_id="bus-bug").status_code == 202
+
+
 def test_oversize_and_malformed(serve_routes: Serve, inbound_ctx: Any) -> None:
     url = make(serve_routes, inbound_ctx, secrets=[SECRET], max_body=64)
     assert standard_post(url, b"{" + b" " * 100 + b"}").status_code == 413
