@@ -225,7 +225,8 @@ def build_chain(steps: Sequence[StepSpec], *, base_dir: Path,
                 xml_limits: XmlLimits = DEFAULT_LIMITS, confine: bool = True) -> Chain:
     """Build every step (compiling stylesheets, loading schemas) or raise ``ConfigError``
     listing every problem found."""
-    builder = _Builder(base_dir, named or {}, registry or default_registry(), xml_limits, confine)
+    builder = _Builder(base_dir, named or {}, registry or default_registry(),
+                       xml_limits=xml_limits, confine=confine)
     if isinstance(steps, str | bytes) or not isinstance(steps, Sequence):
         raise ConfigError([f"{where}: expected a list of steps, got {_show(steps)}"])
     for i, step in enumerate(steps):

@@ -181,6 +181,8 @@ class OutboundContract(SpecContract):
             peers = self.accepting_peer() if kind is None else self.failing_peer(kind)
             async with peers as peer, http_client() as client:
                 if peer is None:
+                    if kind is None:
+                        pytest.fail("accepting_peer() yielded None: it must yield a peer")
                     pytest.skip(f"failing_peer({kind!r}) yields None: cannot be produced")
                 side = self._side(peer, client)
                 await side.start()

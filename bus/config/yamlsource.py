@@ -136,9 +136,10 @@ def parse_yaml(text: str, path: Path, env: Mapping[str, str] | None = None, *,
     if size > limits.max_bytes:
         raise ConfigError([f"{path}: larger than {limits.max_bytes} bytes "
                            "(limits.yaml.max_bytes)"])
+    if _flow_depth(text) > limits.max_depth:
+        raise ConfigError([f"{path}: nested deeper than {limits.max_depth} levels "
+                           "(limits.yaml.max_depth)"])
     try:
-        if _flow_depth(text) > limits.max_depth:
-            raise RecursionError  # refused before the composer recurses that deep
         node = yaml.compose(text, Loader=_LOADER)
     except RecursionError:
         raise ConfigError([f"{path}: nested deeper than {limits.max_depth} levels "
