@@ -102,11 +102,19 @@ def hardened_parser(*, encoding: str | None = None,
     return parser
 
 
+#: The largest document whose tree :func:`parse_xml` keeps for a next ``shared`` reader
+#: (bytes of UTF-8): what a thread holds on to stays small.
+SHARED_MAX_BYTES = 64 * 1024
+
+
 class _Parsers(threading.local):
     def __init__(self) -> None:
         self.raw = hardened_parser()
         # Text is parsed as UTF-8 whatever its XML declaration claims: it was decoded already.
         self.text = hardened_parser(encoding="utf-8")
+        #: The last tree parsed with ``shared=True`` on this thread: (the very object parsed,
+        #: its size in bytes, the limits it passed, its root).
+        self.shared: tuple[object, int, tuple[int, XmlLimits], etree._Element] | None = None
 
 
 _parsers = _Parsers()
@@ -120,13 +128,31 @@ def parse_xml(
     parser: etree.XMLParser | None = None,
     base_url: str | None = None,
     limits: XmlLimits = DEFAULT_LIMITS,
+    shared: bool = False,
 ) -> etree._Element:
     """Parse untrusted XML text or bytes into an lxml root element under esb's policy.
 
     ``parser`` may be a parser made by :func:`hardened_parser` (with resolvers attached); by
     default a per-thread hardened parser is used. ``max_bytes=None`` means no size cap.
     ``max_depth`` and ``limits.max_depth``: the lower one holds.
+
+    ``shared=True`` is for a caller that only reads the tree (never changes it): the same
+    object parsed last on this thread with ``shared=True`` under the same limits gives the
+    same tree again, unparsed. One message's payload is read that way by the inbound edge
+    (which refuses malformed XML), XPath routing and a transform step in turn: parsed once.
     """
+    policy = (min(max_depth, limits.max_depth), limits)
+    if shared and parser is None and base_url is None:
+        last = _parsers.shared
+        if last is not None and last[0] is data and last[2] == policy:
+            if max_bytes is not None and last[1] > max_bytes:
+                raise _too_big(max_bytes)
+            return last[3]
+        root = parse_xml(data, max_bytes=max_bytes, max_depth=max_depth, limits=limits)
+        size = len(data) if not isinstance(data, str) or data.isascii() \
+            else len(data.encode("utf-8"))
+        _parsers.shared = (data, size, policy, root) if size <= SHARED_MAX_BYTES else None
+        return root
     if isinstance(data, str):
         if max_bytes is not None and len(data) > max_bytes:
             raise _too_big(max_bytes)

@@ -27,10 +27,12 @@ def xml_input(step: str, env: Envelope) -> str | bytes:
 def xml_root(step: str, env: Envelope, *, max_bytes: int, max_depth: int,
              limits: XmlLimits = DEFAULT_LIMITS) -> etree._Element:
     """The envelope's XML payload (:func:`xml_input`) parsed under esb's policy; input the
-    parser refuses (too large, too deep, not well-formed) is a TransformError saying so."""
+    parser refuses (too large, too deep, not well-formed) is a TransformError saying so.
+    The tree is to be read, not changed: it may be the one the inbound edge or XPath routing
+    parsed from this payload already (``parse_xml``'s ``shared``)."""
     try:
         return parse_xml(xml_input(step, env), max_bytes=max_bytes, max_depth=max_depth,
-                         limits=limits)
+                         limits=limits, shared=True)
     except XmlError as exc:
         raise TransformError(step, f"input refused: {exc}") from None
 

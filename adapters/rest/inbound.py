@@ -242,9 +242,12 @@ async def _read_body(request: Request, limit: int, headers: dict[str, str]) -> b
 def _decode(media: str, content_type: str, body: bytes, xml_limits: XmlLimits,
             json_depth: int) -> Any:
     try:
+        data = decode(body, content_type, json_depth=json_depth)
         if is_xml(media):  # refused here, at the edge, rather than dead-lettered later
-            parse_xml(body, max_bytes=len(body) + 1, limits=xml_limits)
-        return decode(body, content_type, json_depth=json_depth)
+            # The payload as the envelope carries it (what routing and steps parse), shared:
+            # an XPath route or a step of this message reads this tree, not a second parse.
+            parse_xml(data, max_bytes=None, limits=xml_limits, shared=True)
+        return data
     except PayloadError as exc:
         raise BadRequest(400, exc.title, exc.detail) from None
     except UnsafeXml as exc:

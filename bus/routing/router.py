@@ -122,7 +122,7 @@ class Router:
             def xml() -> Any:
                 try:
                     return parse_xml(envelope.data, max_bytes=self._max_xml,
-                                     limits=self._xml_limits)
+                                     limits=self._xml_limits, shared=True)
                 except Exception:
                     return None
         return self.index.matches(event, xml)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
-from esb.bus.xmlsafe import LIBXML_MAX_DEPTH, BadXml, UnsafeXml, XmlError, parse_xml
+from esb.bus.xmlsafe import (
+    LIBXML_MAX_DEPTH,
+    SHARED_MAX_BYTES,
+    BadXml,
+    UnsafeXml,
+    XmlError,
+    XmlLimits,
+    parse_xml,
+)
 
 
 def nested(depth: int) -> str:
@@ -61,3 +71,48 @@ def test_doctype_in_utf16_is_refused_after_parsing() -> None:
 
 def test_doctype_text_inside_content_is_fine() -> None:
     assert parse_xml("<r><![CDATA[<!DOCTYPE x>]]></r>").text == "<!DOCTYPE x>"
+
+
+# ------------------------------------------------------------------- shared (read-only) trees
+
+ORDER = "<o:order xmlns:o='urn:o'><o:sku>A-1</o:sku><o:total>9.5</o:total></o:order>"
+
+
+def test_a_shared_parse_of_the_same_object_under_the_same_limits_is_the_same_tree() -> None:
+    data = ORDER + " "  # a new object: not an interned constant
+    first = parse_xml(data, shared=True)
+    assert parse_xml(data, shared=True) is first
+    # an equal payload that is another object, other limits, or a reader that did not say
+    # shared: parsed anew
+    assert parse_xml("".join([ORDER, " "]), shared=True) is not first
+    data2 = ORDER + "  "
+    tree = parse_xml(data2, shared=True)
+    assert parse_xml(data2, shared=True, max_depth=10) is not tree
+    assert parse_xml(data2, shared=True, limits=XmlLimits(max_elements=50)) is not tree
+    assert parse_xml(data2) is not parse_xml(data2)
+
+
+def test_a_shared_tree_still_answers_to_the_readers_size_cap() -> None:
+    data = ORDER + " "
+    parse_xml(data, shared=True)
+    with pytest.raises(UnsafeXml, match="larger than 20 bytes"):
+        parse_xml(data, shared=True, max_bytes=20)
+
+
+def test_a_refused_document_is_refused_again_not_remembered() -> None:
+    data = "<a><b></a>" + " "
+    for _ in range(2):
+        with pytest.raises(BadXml):
+            parse_xml(data, shared=True)
+
+
+def test_only_small_documents_are_kept_and_only_per_thread() -> None:
+    big = "<r>" + "<i>x</i>" * (SHARED_MAX_BYTES // 8) + "</r>"
+    assert parse_xml(big, shared=True) is not parse_xml(big, shared=True)
+    data = ORDER + " "
+    mine = parse_xml(data, shared=True)
+    theirs: list[object] = []
+    worker = threading.Thread(target=lambda: theirs.append(parse_xml(data, shared=True)))
+    worker.start()
+    worker.join()
+    assert theirs[0] is not mine and parse_xml(data, shared=True) is mine
