@@ -18,9 +18,9 @@ ESB logic at all.
 ``GET /readyz`` answers 200 once the consumer runs. On SIGTERM it stops serving, waits for the
 deliveries in flight, deletes its queue and exits.
 
-``--workers N`` runs N such relays in forked processes on one listening socket, each with its
-own connection consuming the same queue — what ``esb run --workers N`` does, so the two are
-compared at the same parallelism.
+``--workers N`` runs N such relays in forked processes on one port, listening as esb's workers
+do, each with its own connection consuming the same queue — what ``esb run --workers N`` does,
+so the two are compared at the same parallelism.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from harness.rawhttp import RawHttpClient
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
-from esb.bus.runtime.http import make_http_client
+from esb.bus.runtime.http import bind_listener, make_http_client, worker_listener
 
 URL = os.environ.get("ESB_TEST_BUS_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -174,15 +174,14 @@ async def main_async(args: argparse.Namespace, sock: socket.socket | None = None
 def _worker(args: argparse.Namespace, sock: socket.socket) -> None:
     import uvloop
 
-    uvloop.run(main_async(args, sock))
+    uvloop.run(main_async(args, worker_listener(sock)))
 
 
 def run_workers(args: argparse.Namespace) -> None:
-    """N relays in forked processes sharing one listening socket; SIGTERM stops them all."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", args.port))
-    sock.listen(2048)
+    """N relays in forked processes on one port, each listening as an esb worker does
+    (``worker_listener``: a socket of its own where the kernel balances ports); SIGTERM stops
+    them all."""
+    sock = bind_listener("127.0.0.1", args.port, for_workers=True)
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=_worker, args=(args, sock), daemon=False)
              for _ in range(args.workers)]

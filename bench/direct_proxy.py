@@ -11,7 +11,7 @@ response. ``--mode soap``: the body goes through ``--xslt-in``
 (lxml, as esb's xslt step), is wrapped in a SOAP 1.1 envelope and posted; the Body's element of
 the answer goes through ``--xslt-out``. What esb adds on top — the envelope, routing, the bus
 hop there and back, the reply leg — is what the request/reply scenarios measure against this.
-``GET /readyz`` answers 200. ``--workers N`` forks N processes on one socket, as esb does.
+``GET /readyz`` answers 200. ``--workers N`` forks N processes on one port, listening as esb's workers do.
 
 ``--bus URL --queue NAME``: the same proxy with a RabbitMQ hop there and back between the
 request's way in and the call (``bench/bus_hop.py``): the lean request/reply relay, the floor
@@ -35,7 +35,7 @@ from lxml import etree
 
 from esb.adapters.http import send_plain
 from esb.bus.reply import Reply
-from esb.bus.runtime.http import make_http_client
+from esb.bus.runtime.http import bind_listener, make_http_client, worker_listener
 
 S11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8",
@@ -124,9 +124,11 @@ def build_app(target: str, mode: str, xslt_in: str | None, xslt_out: str | None,
     return app, hop
 
 
-def serve(sock: socket.socket, args: argparse.Namespace) -> None:
+def serve(sock: socket.socket, args: argparse.Namespace, worker: bool = False) -> None:
     import uvloop
 
+    if worker:
+        sock = worker_listener(sock)
     app, hop = build_app(args.target, args.mode, args.xslt_in, args.xslt_out,
                          (args.bus, args.queue) if args.bus else None)
     config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
@@ -159,14 +161,12 @@ def main() -> None:
     args = p.parse_args()
     if bool(args.bus) != bool(args.queue):
         p.error("--bus and --queue go together")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", args.port))
-    sock.listen(1024)
     if args.workers <= 1:
-        serve(sock, args)
+        serve(bind_listener("127.0.0.1", args.port), args)
         return
-    procs = [multiprocessing.Process(target=serve, args=(sock, args))
+    # listening as esb's workers do (a socket of its own each, where the kernel balances)
+    sock = bind_listener("127.0.0.1", args.port, for_workers=True)
+    procs = [multiprocessing.Process(target=serve, args=(sock, args, True))
              for _ in range(args.workers)]
     for proc in procs:
         proc.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,19 +121,67 @@ class ListenError(Exception):
     """The HTTP listen address cannot be bound (taken, not local, not permitted)."""
 
 
-def bind_listener(host: str, port: int) -> socket.socket:
-    """The daemon's HTTP listening socket, bound before anything else starts (once for
-    every worker of ``--workers N``; SO_REUSEADDR, as uvicorn binds it).
-    Raises :class:`ListenError`."""
+#: Whether the kernel spreads connections over the listening sockets of one port
+#: (``SO_REUSEPORT`` on Linux; BSD and macOS accept the option but do not balance).
+BALANCED_PORTS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def bind_listener(host: str, port: int, *, for_workers: bool = False) -> socket.socket:
+    """The daemon's HTTP listening socket, bound before anything else starts
+    (SO_REUSEADDR, as uvicorn binds it). Raises :class:`ListenError`.
+
+    ``for_workers``: the supervisor's socket of ``--workers N``. Where the kernel balances
+    ports (:data:`BALANCED_PORTS`) it only holds the address — bound with SO_REUSEPORT, not
+    listening — and each worker listens on a socket of its own on it (:func:`worker_listener`).
+    The address must be free first: a socket without SO_REUSEPORT is bound to it and let go,
+    so a second daemon on the same port fails here instead of sharing its traffic."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(BACKLOG)
+        if for_workers and BALANCED_PORTS:
+            sock.bind((host, port))  # the probe: taken by anyone, with SO_REUSEPORT or not?
+            bound = sock.getsockname()
+            sock.close()
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            # SO_REUSEPORT alone: Linux lets a socket with SO_REUSEADDR share an address only
+            # with others that have it and do not listen, so a lone daemon is kept out too
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(bound)  # (port 0: the port the probe was given)
+        else:
+            sock.bind((host, port))
+            sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
         raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def worker_listener(shared: socket.socket) -> socket.socket:
+    """A worker's listening socket, from the supervisor's (:func:`bind_listener`
+    ``for_workers``): a socket of its own on the same address with SO_REUSEPORT, so the
+    kernel hands each new connection to one worker's socket by a hash of its addresses, or
+    ``shared`` itself where that socket listens (every worker accepts from it).
+
+    Why: libuv accepts every waiting connection at each wake-up, so on one shared socket a
+    client that opens its keep-alive pool in a burst (a load balancer, a partner's HTTP pool,
+    the bench's load generator) lands almost whole on one worker for the connections'
+    lifetime — measured with 64 connections and two workers: 94 % of the requests on one,
+    its core saturated while the other idled. The price: connections waiting in a worker's
+    backlog when it exits are reset (not left to the others), and while no worker runs new
+    connections are refused rather than queued (see docs/architecture.md)."""
+    if shared.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        return shared
+    sock = socket.socket(shared.family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(shared.getsockname())
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    shared.close()  # the supervisor keeps the address; this process needs no copy
     return sock
 
 

@@ -3,9 +3,11 @@ supervisor.
 
 The supervisor has no event loop and routes no message. Before any worker starts it makes sure
 the admin token exists (so workers read one file rather than race to create different tokens),
-binds the HTTP listening socket once, and makes a private directory for prometheus_client's
-multiprocess files. Each worker is ``python -m esb.bus.cli.main run --config FILE`` with the
-hidden options ``--listen-fd`` (the socket, passed with ``pass_fds``), ``--worker-index`` and
+binds the HTTP address once (:func:`~esb.bus.runtime.http.bind_listener`: on Linux each worker
+then listens on a socket of its own on it, and the kernel spreads connections over them), and
+makes a private directory for prometheus_client's multiprocess files. Each worker is
+``python -m esb.bus.cli.main run --config FILE`` with the hidden options ``--listen-fd`` (the
+socket, passed with ``pass_fds``), ``--worker-index`` and
 ``--workers``: a normal daemon (see :mod:`esb.bus.runtime.worker_role`). Everything the workers
 share goes through the broker, exactly as between separate daemons.
 
@@ -96,7 +98,7 @@ class Supervisor:
         Raises :class:`ListenError` when the listen address cannot be bound."""
         cfg = self.loaded.config
         admin_token(self.loaded)  # once, before any worker can race to create it
-        self._listener = bind_listener(cfg.http.host, cfg.http.port)
+        self._listener = bind_listener(cfg.http.host, cfg.http.port, for_workers=True)
         self._metrics_dir = tempfile.mkdtemp(prefix="esb-metrics-")
         previous = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
@@ -141,8 +143,9 @@ class Supervisor:
 
     def _stop_all(self, sig: int = signal.SIGTERM) -> None:
         self._stopping = True
-        # No more workers will start: without the supervisor's copy the socket closes with the
-        # last worker, so connections still queued on it are refused, not left hanging.
+        # No more workers will start: without the supervisor's copy the address is free once
+        # the last worker closed its socket (a shared one closes with the last worker), so
+        # connections are refused, not left hanging.
         self._close_listener()
         self._forward(sig)
 

@@ -4,8 +4,9 @@
 A worker is a normal :class:`~esb.bus.runtime.daemon.Daemon` (its own instance id, bus
 connections, presence) except that it:
 
-* serves HTTP on the listening socket the supervisor bound and passed down (``--listen-fd``),
-  and only once it has fully started, so no connection is taken by a half-started worker;
+* serves HTTP on the address the supervisor bound and passed down (``--listen-fd``), on a
+  listening socket of its own where the kernel balances ports (SO_REUSEPORT), and only once
+  it has fully started, so no connection is taken by a half-started worker;
 * records metrics in prometheus_client's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``) so
   any worker's ``/metrics`` shows the whole daemon;
 * takes ``1/N`` of each destination's ``rate_limit``, so the configured rate holds for the
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from esb.bus.config.model import DeliveryConfig
+from esb.bus.runtime.http import worker_listener
 
 #: The directory prometheus_client's multiprocess mode keeps its files in.
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -54,8 +56,9 @@ class WorkerRole:
                    metrics_dir=metrics_dir, ready_fd=ready_fd)
 
     def listener(self) -> socket.socket:
-        """The supervisor's listening socket (family and type read from the descriptor)."""
-        sock = socket.socket(fileno=self.listen_fd)
+        """This worker's listening socket, on the address the supervisor bound
+        (:func:`~esb.bus.runtime.http.worker_listener`)."""
+        sock = worker_listener(socket.socket(fileno=self.listen_fd))
         sock.setblocking(False)
         return sock
 
