@@ -11,7 +11,8 @@ response. ``--mode soap``: the body goes through ``--xslt-in``
 (lxml, as esb's xslt step), is wrapped in a SOAP 1.1 envelope and posted; the Body's element of
 the answer goes through ``--xslt-out``. What esb adds on top — the envelope, routing, the bus
 hop there and back, the reply leg — is what the request/reply scenarios measure against this.
-``GET /readyz`` answers 200. ``--workers N`` forks N processes on one port, listening as esb's workers do.
+``GET /readyz`` answers 200. ``--workers N`` forks N processes on one port, listening as esb's
+workers do.
 
 ``--bus URL --queue NAME``: the same proxy with a RabbitMQ hop there and back between the
 request's way in and the call (``bench/bus_hop.py``): the lean request/reply relay, the floor
