@@ -103,8 +103,8 @@ def hardened_parser(*, encoding: str | None = None,
 
 
 #: The largest document whose tree :func:`parse_xml` keeps for a next ``shared`` reader
-#: (bytes of UTF-8): what a thread holds on to stays small.
-SHARED_MAX_BYTES = 64 * 1024
+#: (bytes of UTF-8): a tree held stays under ~1 MB (32 KiB of ``<a/>``).
+SHARED_MAX_BYTES = 32 * 1024
 
 
 class _Parsers(threading.local):
@@ -112,8 +112,8 @@ class _Parsers(threading.local):
         self.raw = hardened_parser()
         # Text is parsed as UTF-8 whatever its XML declaration claims: it was decoded already.
         self.text = hardened_parser(encoding="utf-8")
-        #: The last tree parsed with ``shared=True`` on this thread: (the very object parsed,
-        #: its size in bytes, the limits it passed, its root).
+        #: The last tree parsed with ``shared=True`` (main thread only: the event loop's):
+        #: (the very object parsed, its size in bytes, the limits it passed, its root).
         self.shared: tuple[object, int, tuple[int, XmlLimits], etree._Element] | None = None
 
 
@@ -136,21 +136,26 @@ def parse_xml(
     default a per-thread hardened parser is used. ``max_bytes=None`` means no size cap.
     ``max_depth`` and ``limits.max_depth``: the lower one holds.
 
-    ``shared=True`` is for a caller that only reads the tree (never changes it): the same
-    object parsed last on this thread with ``shared=True`` under the same limits gives the
-    same tree again, unparsed. One message's payload is read that way by the inbound edge
-    (which refuses malformed XML), XPath routing and a transform step in turn: parsed once.
+    ``shared=True`` is for a caller that only reads the tree (never changes it, nor moves its
+    elements into another): the same ``str`` or ``bytes`` object parsed last with
+    ``shared=True`` under the same limits gives the same tree again, unparsed. One message's
+    payload is read that way on the event loop by the inbound edge (which refuses malformed
+    XML), XPath routing and a transform step in turn: parsed once. Only the main thread (the
+    event loop's) keeps a tree, one at a time, of a document up to
+    :data:`SHARED_MAX_BYTES`; other threads, and mutable data, parse every time.
     """
     policy = (min(max_depth, limits.max_depth), limits)
-    if shared and parser is None and base_url is None:
+    if shared and parser is None and base_url is None and type(data) in (str, bytes) \
+            and threading.current_thread() is threading.main_thread():
         last = _parsers.shared
         if last is not None and last[0] is data and last[2] == policy:
             if max_bytes is not None and last[1] > max_bytes:
                 raise _too_big(max_bytes)
             return last[3]
         root = parse_xml(data, max_bytes=max_bytes, max_depth=max_depth, limits=limits)
-        size = len(data) if not isinstance(data, str) or data.isascii() \
-            else len(data.encode("utf-8"))
+        size = len(data)  # (characters: at most the UTF-8 bytes, which are counted below)
+        if size <= SHARED_MAX_BYTES and isinstance(data, str) and not data.isascii():
+            size = len(data.encode("utf-8"))
         _parsers.shared = (data, size, policy, root) if size <= SHARED_MAX_BYTES else None
         return root
     if isinstance(data, str):
@@ -191,6 +196,17 @@ def parse_xml(
     if len(raw) > limits.max_name and limits.max_name < LIBXML_MAX_NAME:
         _check_names(root, limits.max_name)
     return root
+
+
+_DECLARED_ENCODING = re.compile(
+    rb"\A(?:\xef\xbb\xbf)?\s*<\?xml\s[^>]*?\bencoding\s*=\s*[\"']([^\"']*)[\"']")
+
+
+def declares_other_than_utf8(raw: bytes) -> bool:
+    """Whether ``raw``'s XML declaration names an encoding other than UTF-8: then the same
+    document decoded as UTF-8 text is not what a reader of the bytes gets."""
+    found = _DECLARED_ENCODING.match(raw)
+    return found is not None and found.group(1).lower() not in (b"utf-8", b"utf8")
 
 
 def _may_exceed_counts(raw: bytes, limits: XmlLimits) -> bool:

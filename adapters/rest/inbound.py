@@ -33,7 +33,7 @@ from esb.bus.errors import BusError, IdempotencyInFlight
 from esb.bus.httpbody import BadContentLength, BodyTooLarge, EncodingRefused, read_body
 from esb.bus.payload import JsonTooDeep, PayloadError, decode, is_xml, loads_json, media_type
 from esb.bus.problem import not_taken, problem
-from esb.bus.xmlsafe import UnsafeXml, XmlError, XmlLimits, parse_xml
+from esb.bus.xmlsafe import UnsafeXml, XmlError, XmlLimits, declares_other_than_utf8, parse_xml
 
 _CE_HEADER_ATTRS = ("id", "source", "type", "subject", "time", "dataschema")
 
@@ -244,6 +244,9 @@ def _decode(media: str, content_type: str, body: bytes, xml_limits: XmlLimits,
     try:
         data = decode(body, content_type, json_depth=json_depth)
         if is_xml(media):  # refused here, at the edge, rather than dead-lettered later
+            if isinstance(data, str) and declares_other_than_utf8(body):
+                # the bytes a destination is sent, read as their declaration says
+                parse_xml(body, max_bytes=None, limits=xml_limits)
             # The payload as the envelope carries it (what routing and steps parse), shared:
             # an XPath route or a step of this message reads this tree, not a second parse.
             parse_xml(data, max_bytes=None, limits=xml_limits, shared=True)

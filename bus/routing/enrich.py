@@ -135,6 +135,7 @@ def _combine(enricher: Enricher, envelope: Envelope, answer: Envelope) -> Envelo
 
 
 def _xml_root(enricher: Enricher, env: Envelope, what: str) -> Any:
+    # Not parse_xml's ``shared`` tree: the caller moves this root into another document.
     try:
         return parse_xml(env.data, limits=enricher.xml_limits)
     except XmlError as exc:

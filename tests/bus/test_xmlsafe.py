@@ -106,13 +106,25 @@ def test_a_refused_document_is_refused_again_not_remembered() -> None:
             parse_xml(data, shared=True)
 
 
-def test_only_small_documents_are_kept_and_only_per_thread() -> None:
+def test_only_small_documents_are_kept_and_only_on_the_main_thread() -> None:
     big = "<r>" + "<i>x</i>" * (SHARED_MAX_BYTES // 8) + "</r>"
     assert parse_xml(big, shared=True) is not parse_xml(big, shared=True)
     data = ORDER + " "
     mine = parse_xml(data, shared=True)
     theirs: list[object] = []
-    worker = threading.Thread(target=lambda: theirs.append(parse_xml(data, shared=True)))
+
+    def twice() -> None:
+        theirs.extend([parse_xml(data, shared=True), parse_xml(data, shared=True)])
+
+    worker = threading.Thread(target=twice)
     worker.start()
     worker.join()
-    assert theirs[0] is not mine and parse_xml(data, shared=True) is mine
+    assert theirs[0] is not theirs[1] and mine not in theirs
+    assert parse_xml(data, shared=True) is mine
+
+
+def test_mutable_payloads_are_parsed_every_time() -> None:
+    data = bytearray(b"<o><total>250</total></o>")
+    assert parse_xml(data, shared=True).findtext("total") == "250"
+    data[:] = b"<o><total>5</total></o>"
+    assert parse_xml(data, shared=True).findtext("total") == "5"

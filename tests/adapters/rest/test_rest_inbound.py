@@ -141,3 +141,14 @@ def test_a_fhir_source_answers_failures_as_operation_outcomes(serve_routes: Serv
                       headers={"Content-Type": "application/fhir+json"})
     assert good.status_code == 202 and good.json()["status"] == "accepted"
     assert inbound_ctx.accepted[0].data == {"resourceType": "Bundle", "type": "transaction"}
+
+
+@pytest.mark.parametrize("encoding", ["UTF-16", "EBCDIC-US"])
+def test_xml_whose_declaration_does_not_fit_its_bytes_is_refused(url: str, inbound_ctx: Any,
+                                                                  encoding: str) -> None:
+    """UTF-8 bytes that declare another encoding: read as declared (as a destination sent
+    these bytes would), they are not XML — refused at the edge, not passed on."""
+    body = f'<?xml version="1.0" encoding="{encoding}"?><r>x</r>'.encode()
+    r = httpx.post(url, content=body, headers={"content-type": "application/xml"})
+    assert r.status_code == 400 and r.json()["title"] == "Malformed XML", r.text
+    assert not inbound_ctx.accepted
