@@ -228,8 +228,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._reload)
         for ob in self.outbound.values():
             await ob.start()
-        # A worker process takes connections from the shared socket only once it has started
-        # (the others serve meanwhile); a lone daemon serves at once, /readyz saying 503.
+        # A worker process listens on the daemon's address only once it has started (the others
+        # serve meanwhile); a lone daemon serves at once, /readyz saying 503.
         serving = None if listener is None else asyncio.create_task(
             server.serve(sockets=[listener]))
         if self.role is not None:

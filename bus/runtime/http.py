@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -134,7 +135,9 @@ def bind_listener(host: str, port: int, *, for_workers: bool = False) -> socket.
     ports (:data:`BALANCED_PORTS`) it only holds the address — bound with SO_REUSEPORT, not
     listening — and each worker listens on a socket of its own on it (:func:`worker_listener`).
     The address must be free first: a socket without SO_REUSEPORT is bound to it and let go,
-    so a second daemon on the same port fails here instead of sharing its traffic."""
+    so a second daemon on the same port fails here instead of sharing its traffic. (Another
+    program of the same user that binds with SO_REUSEPORT can still join, as with any such
+    server; two supervisors started within the same instant could both pass the probe.)"""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -143,11 +146,7 @@ def bind_listener(host: str, port: int, *, for_workers: bool = False) -> socket.
             sock.bind((host, port))  # the probe: taken by anyone, with SO_REUSEPORT or not?
             bound = sock.getsockname()
             sock.close()
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            # SO_REUSEPORT alone: Linux lets a socket with SO_REUSEADDR share an address only
-            # with others that have it and do not listen, so a lone daemon is kept out too
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind(bound)  # (port 0: the port the probe was given)
+            sock = _holder(family, bound)
         else:
             sock.bind((host, port))
             sock.listen(BACKLOG)
@@ -155,6 +154,27 @@ def bind_listener(host: str, port: int, *, for_workers: bool = False) -> socket.
         sock.close()
         raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     return sock
+
+
+def _holder(family: int, address: Any) -> socket.socket:
+    """The supervisor's socket on ``address`` (free, as the probe found): SO_REUSEPORT alone
+    where it can be — Linux lets a socket with SO_REUSEADDR share an address only with others
+    that have it and do not listen, so a lone daemon is kept out too. Connections in TIME_WAIT
+    left by a listener without SO_REUSEPORT (a lone daemon's, another server's) refuse that
+    for up to a minute: then SO_REUSEADDR as well, as any server binds."""
+    for reuse_addr in (False, True):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if reuse_addr:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(address)  # (port 0: the port the probe was given)
+            return sock
+        except OSError as exc:
+            sock.close()
+            if reuse_addr or exc.errno != errno.EADDRINUSE:
+                raise
+    raise AssertionError("unreachable")
 
 
 def worker_listener(shared: socket.socket) -> socket.socket:
@@ -172,15 +192,17 @@ def worker_listener(shared: socket.socket) -> socket.socket:
     connections are refused rather than queued (see docs/architecture.md)."""
     if shared.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
         return shared
+    address = shared.getsockname()
     sock = socket.socket(shared.family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(shared.getsockname())
+        sock.bind(address)
         sock.listen(BACKLOG)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise ListenError(f"worker cannot listen on {address[0]}:{address[1]}: "
+                          f"{exc.strerror or exc}") from exc
     shared.close()  # the supervisor keeps the address; this process needs no copy
     return sock
 

@@ -7,9 +7,9 @@ a 202 must be up, not only the bus link:
 * the bus: its link connected and not suspect, its confirm channel open;
 * the idempotency log (on RabbitMQ): a keyed message is claimed there before it is published,
   over a link of its own, which a lost broker drops and rebuilds on its own schedule;
-* with ``esb run --workers N``, every worker serving the shared socket (see
+* with ``esb run --workers N``, every worker serving the daemon's address (see
   :class:`~esb.bus.runtime.worker_board.WorkerBoard`): ``/readyz`` is answered by whichever
-  worker takes the connection, and the next request may land on another.
+  worker the connection reaches, and the next request may land on another.
 
 A check answers the reason it is not ready (for the 503's body and the operator), or ``None``.
 """

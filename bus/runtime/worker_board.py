@@ -1,7 +1,7 @@
 """The workers of ``esb run --workers N`` telling each other whether they accept messages.
 
-They serve one listening socket, so ``/readyz`` is answered by whichever worker takes the
-connection, and the message after it may land on another whose broker links are still being
+They serve one address, so ``/readyz`` is answered by whichever worker the connection reaches,
+and the message after it may land on another whose broker links are still being
 rebuilt. Each serving worker therefore posts its own readiness (:mod:`.readiness`) to a file of
 its seat in the supervisor's private directory, and a worker answers ``/readyz`` 200 only when
 it and every other posted worker are ready.

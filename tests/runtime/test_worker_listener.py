@@ -52,6 +52,30 @@ def test_an_address_taken_by_another_program_is_refused() -> None:
         other.close()
 
 
+def test_an_address_left_in_time_wait_by_another_server_is_taken() -> None:
+    """A lone daemon (or another server) closed a connection first, so the port holds a
+    TIME_WAIT connection without SO_REUSEPORT for a minute: ``--workers`` still starts."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port), timeout=5)
+    conn, _ = server.accept()
+    conn.close()  # the server side closes first: it is the one left in TIME_WAIT
+    client.recv(1)
+    client.close()
+    server.close()
+    held = bind_listener("127.0.0.1", port, for_workers=True)
+    try:
+        worker = worker_listener(socket.socket(fileno=_dup(held)))
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            worker.accept()[0].close()
+        worker.close()
+    finally:
+        held.close()
+
+
 def test_a_burst_of_connections_spreads_over_the_workers(held: socket.socket) -> None:
     port = held.getsockname()[1]
     workers = [worker_listener(socket.socket(fileno=_dup(held))) for _ in range(2)]
