@@ -26,6 +26,7 @@ further step is a key of a mapping or, on a list, an index (``items.0.sku``).
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -143,6 +144,27 @@ def is_xml(content_type: str | None) -> bool:
 
 
 # -- bytes → data --------------------------------------------------------------------------------
+
+def is_utf8(encoding: str | None) -> bool:
+    """True for no declared encoding or any spelling of UTF-8 (an unknown name is not)."""
+    if encoding is None:
+        return True
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
+
+
+_DECLARED_ENCODING = re.compile(
+    rb"\A(?:\xef\xbb\xbf)?\s*<\?xml\s[^>]*?\bencoding\s*=\s*[\"']([^\"']*)[\"']")
+
+
+def declares_other_than_utf8(raw: bytes) -> bool:
+    """Whether ``raw``'s XML declaration names an encoding other than UTF-8: then the same
+    document decoded as UTF-8 text is not what a reader of the bytes gets."""
+    found = _DECLARED_ENCODING.match(raw)
+    return found is not None and not is_utf8(found.group(1).decode("ascii", "replace"))
+
 
 def decode(body: bytes, content_type: str | None, *,
            json_depth: int = DEFAULT_JSON_DEPTH) -> Any:

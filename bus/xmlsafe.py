@@ -198,17 +198,6 @@ def parse_xml(
     return root
 
 
-_DECLARED_ENCODING = re.compile(
-    rb"\A(?:\xef\xbb\xbf)?\s*<\?xml\s[^>]*?\bencoding\s*=\s*[\"']([^\"']*)[\"']")
-
-
-def declares_other_than_utf8(raw: bytes) -> bool:
-    """Whether ``raw``'s XML declaration names an encoding other than UTF-8: then the same
-    document decoded as UTF-8 text is not what a reader of the bytes gets."""
-    found = _DECLARED_ENCODING.match(raw)
-    return found is not None and found.group(1).lower() not in (b"utf-8", b"utf8")
-
-
 def _may_exceed_counts(raw: bytes, limits: XmlLimits) -> bool:
     """Whether ``raw`` could hold more elements or attributes than ``limits`` allow (an
     element takes at least 4 bytes, ``<a/>``; an attribute at least 5, `` a=''``)."""

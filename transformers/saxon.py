@@ -40,6 +40,7 @@ from lxml import etree
 
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
+from esb.bus.payload import is_utf8
 from esb.transformers.payload import xml_root
 from esb.transformers.stylesheet import (
     XSL,
@@ -52,7 +53,6 @@ from esb.transformers.stylesheet import (
 from esb.transformers.xslt import (
     EnvelopeParams,
     XsltSettings,
-    is_utf8,
     output_type,
     result_encoding,
     with_result,

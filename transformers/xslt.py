@@ -25,7 +25,7 @@ from pydantic import Field
 from esb.bus.config.units import Duration, Size
 from esb.bus.envelope import Envelope
 from esb.bus.errors import ConfigError, TransformError
-from esb.bus.payload import is_json
+from esb.bus.payload import is_json, is_utf8
 from esb.bus.xmlsafe import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DEPTH,
@@ -155,11 +155,6 @@ class EnvelopeParams:
             if value is not None:
                 out[name] = value
         return out
-
-
-def is_utf8(encoding: str | None) -> bool:
-    """True for no declared encoding or any spelling of UTF-8."""
-    return encoding is None or codecs.lookup(encoding).name == "utf-8"
 
 
 def result_encoding(sheet: Stylesheet, content_type: str) -> str | None:

@@ -31,9 +31,17 @@ from esb.adapters.spec import Accepted, HttpRoute, InboundContext
 from esb.bus.envelope import CLOUDEVENTS_JSON, Envelope
 from esb.bus.errors import BusError, IdempotencyInFlight
 from esb.bus.httpbody import BadContentLength, BodyTooLarge, EncodingRefused, read_body
-from esb.bus.payload import JsonTooDeep, PayloadError, decode, is_xml, loads_json, media_type
+from esb.bus.payload import (
+    JsonTooDeep,
+    PayloadError,
+    declares_other_than_utf8,
+    decode,
+    is_xml,
+    loads_json,
+    media_type,
+)
 from esb.bus.problem import not_taken, problem
-from esb.bus.xmlsafe import UnsafeXml, XmlError, XmlLimits, declares_other_than_utf8, parse_xml
+from esb.bus.xmlsafe import UnsafeXml, XmlError, XmlLimits, parse_xml
 
 _CE_HEADER_ATTRS = ("id", "source", "type", "subject", "time", "dataschema")
 

@@ -10,6 +10,8 @@ from typing import Literal
 from lxml import etree
 from starlette.responses import Response
 
+from esb.bus.payload import is_utf8
+
 SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
 Version = Literal["1.1", "1.2"]
@@ -21,7 +23,6 @@ _ENVELOPE_HEAD = {v: (f"<?xml version='1.0' encoding='utf-8'?>\n<soap:Envelope x
                       f'"{ns}"><soap:Body>').encode() for v, ns in ENV_NS.items()}
 _ENVELOPE_TAIL = b"</soap:Body></soap:Envelope>"
 _XML_DECLARATION = re.compile(rb"[ \t\r\n]*<\?xml[ \t\r\n][^?]*\?>")
-_UTF8 = frozenset({"utf-8", "utf8"})
 CONTENT_TYPE = {"1.1": "text/xml; charset=utf-8", "1.2": "application/soap+xml; charset=utf-8"}
 _CODES = {"1.1": {"client": "Client", "server": "Server", "version": "VersionMismatch",
                  "mustunderstand": "MustUnderstand"},
@@ -61,7 +62,7 @@ def element_bytes(raw: bytes, root: etree._Element, *, text: bool) -> bytes | No
     around the element. Those take the tree's path (:func:`soap_envelope`)."""
     if root.getprevious() is not None or root.getnext() is not None:
         return None
-    if not text and (root.getroottree().docinfo.encoding or "").lower() not in _UTF8:
+    if not text and not is_utf8(root.getroottree().docinfo.encoding or ""):
         return None
     declaration = _XML_DECLARATION.match(raw)
     element = raw[declaration.end():] if declaration else raw

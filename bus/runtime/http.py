@@ -162,19 +162,30 @@ def _holder(family: int, address: Any) -> socket.socket:
     that have it and do not listen, so a lone daemon is kept out too. Connections in TIME_WAIT
     left by a listener without SO_REUSEPORT (a lone daemon's, another server's) refuse that
     for up to a minute: then SO_REUSEADDR as well, as any server binds."""
-    for reuse_addr in (False, True):
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            if reuse_addr:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind(address)  # (port 0: the port the probe was given)
-            return sock
-        except OSError as exc:
-            sock.close()
-            if reuse_addr or exc.errno != errno.EADDRINUSE:
-                raise
-    raise AssertionError("unreachable")
+    try:
+        return _port_socket(family, address, reuse_addr=False)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+    return _port_socket(family, address, reuse_addr=True)
+
+
+def _port_socket(family: int, address: Any, *, reuse_addr: bool,
+                 listen: bool = False) -> socket.socket:
+    """A socket bound to ``address`` with SO_REUSEPORT (and SO_REUSEADDR if asked),
+    listening if asked."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if reuse_addr:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)  # (port 0 for the supervisor's: the port the probe was given)
+        if listen:
+            sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def worker_listener(shared: socket.socket) -> socket.socket:
@@ -193,14 +204,9 @@ def worker_listener(shared: socket.socket) -> socket.socket:
     if shared.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
         return shared
     address = shared.getsockname()
-    sock = socket.socket(shared.family, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        sock.listen(BACKLOG)
+        sock = _port_socket(shared.family, address, reuse_addr=True, listen=True)
     except OSError as exc:
-        sock.close()
         raise ListenError(f"worker cannot listen on {address[0]}:{address[1]}: "
                           f"{exc.strerror or exc}") from exc
     shared.close()  # the supervisor keeps the address; this process needs no copy

@@ -15,10 +15,12 @@ from esb.bus.payload import (
     TEXT,
     XML,
     PayloadError,
+    declares_other_than_utf8,
     decode,
     field,
     guess_content_type,
     is_json,
+    is_utf8,
     is_xml,
     lookup,
     media_type,
@@ -115,3 +117,21 @@ def test_scalar_refuses_objects_lists_and_missing() -> None:
     assert scalar(12.5) == "12.5"
     for nothing in (MISSING, None, {"a": 1}, [1]):
         assert scalar(nothing) is None
+
+
+@pytest.mark.parametrize(("name", "utf8"), [(None, True), ("UTF-8", True), ("utf8", True),
+                                            ("U8", True), ("ISO-8859-1", False),
+                                            ("UTF-16", False), ("EBCDIC-US", False), ("", False)])
+def test_utf8_in_any_spelling(name: str | None, utf8: bool) -> None:
+    assert is_utf8(name) is utf8
+
+
+@pytest.mark.parametrize(("head", "other"), [
+    (b'<?xml version="1.0" encoding="UTF-16"?><r/>', True),
+    (b"\xef\xbb\xbf<?xml version='1.0' encoding='latin-1'?><r/>", True),
+    (b'<?xml version="1.0" encoding="utf-8"?><r/>', False),
+    (b'<?xml version="1.0"?><r/>', False),
+    (b'<r encoding="UTF-16"/>', False),
+])
+def test_an_xml_declaration_naming_another_encoding(head: bytes, other: bool) -> None:
+    assert declares_other_than_utf8(head) is other
