@@ -108,7 +108,11 @@ class CoalescingConnection(AsyncioConnection):
 
     def _on_data_available(self, data_in: bytes) -> None:
         """pika's frame loop (``Connection._on_data_available``), cutting each frame from the
-        buffer by its offset instead of copying the rest of the buffer after every frame."""
+        buffer by its offset instead of copying the rest of the buffer after every frame.
+
+        While a frame is handled, ``_frame_buffer`` still holds the frames before it: data
+        comes only from the event loop's reader callback, never from inside a frame's
+        handling, so nothing re-enters with it."""
         held = self._frame_buffer
         buf = held + data_in if held else data_in
         self._frame_buffer = buf

@@ -86,6 +86,42 @@ def test_frames_are_the_ones_pika_reads(sizes: list[int]) -> None:
     assert ours._frame_buffer == b""
 
 
+def _outcome(loop: Any, chunks: list[bytes]) -> tuple[list[str], str, bytes, int]:
+    """What a loop made of ``chunks``: the frames, the error it stopped with (if any), what it
+    kept and the bytes it counted."""
+    conn = _Frames()
+    error = ""
+    try:
+        for chunk in chunks:
+            loop(conn, chunk)
+    except Exception as exc:  # pika's own errors, compared by type and text
+        error = f"{type(exc).__name__}: {exc}"
+    return _summary(conn), error, conn._frame_buffer, conn.bytes_received
+
+
+def test_random_streams_good_and_bad_are_read_as_pika_reads_them() -> None:
+    """Good frames, zero-size ones, protocol headers, unknown frame types, bad frame ends,
+    unknown methods and junk, split at random: the same frames, the same error, the same
+    bytes kept and counted."""
+    rng = random.Random(11)
+    good = [pika.frame.Heartbeat().marshal(), pika.frame.Body(1, b"").marshal(),
+            pika.frame.Body(2, b"x" * 300).marshal(), b"AMQP\x00\x00\x09\x01",
+            pika.frame.Method(1, pika.spec.Basic.Ack(delivery_tag=9)).marshal()]
+    bad = [b"\x09\x00\x01\x00\x00\x00\x00\xce",  # unknown frame type
+           b"\x08\x00\x00\x00\x00\x00\x00\x00",  # bad frame end
+           b"\x01\x00\x01\x00\x00\x00\x04\x00\x63\x00\x63\xce",  # unknown method
+           bytes(rng.getrandbits(8) for _ in range(5))]
+    for _ in range(2000):
+        parts = [rng.choice(good) for _ in range(rng.randrange(1, 12))]
+        if rng.random() < 0.4:
+            parts.insert(rng.randrange(len(parts) + 1), rng.choice(bad))
+        data = b"".join(parts)
+        cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randrange(4))))
+        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        assert _outcome(CoalescingConnection._on_data_available, chunks) == \
+            _outcome(Connection._on_data_available, chunks), chunks
+
+
 def test_a_partial_frame_waits_for_the_rest() -> None:
     frame = pika.frame.Method(1, pika.spec.Basic.Ack(delivery_tag=3)).marshal()
     conn = _Frames()

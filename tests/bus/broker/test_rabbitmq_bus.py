@@ -15,6 +15,7 @@ from esbtest.broker import RabbitScope
 from esbtest.proxy import TcpProxy
 
 from esb.bus.broker.base import DEAD_LETTER, Message, destination_address
+from esb.bus.broker.connection import RECV_BYTES
 from esb.bus.broker.rabbitmq import RabbitBus
 from esb.bus.envelope import Envelope
 from esb.bus.errors import BusUnavailable, PublishRejected
@@ -70,6 +71,8 @@ async def test_payloads_of_every_size_cross_the_broker_intact(rabbit: RabbitScop
                                datacontenttype="application/octet-stream") for size in sizes]
         envelopes += [env(1000 * round_ + i) for i in range(100)]
     sent = {e.id: e.data_bytes() for e in envelopes}
+    # (the bus reads the broker in large chunks: the frame loop is the one under test)
+    assert bus._link.connection._transport._MAX_RECV_BYTES == RECV_BYTES  # type: ignore[union-attr]
     try:
         await asyncio.gather(*(bus.publish(destination_address("a"), e) for e in envelopes))
         got = await collect(bus, destination_address("a"), len(sent), timeout=60)
