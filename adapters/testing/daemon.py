@@ -130,8 +130,18 @@ class EsbDaemon:
                                      cwd=self.root, env=self.env, stdout=log, stderr=log)
         log.close()
         if wait:
-            self.wait_ready(timeout)
+            self.wait_until_ready(timeout)
         return self
+
+    def wait_until_ready(self, timeout: float = 30) -> None:
+        """:meth:`wait_ready`; a daemon that does not come up is stopped before the error is
+        raised (its caller never gets a handle to stop it: it would outlive the test, holding
+        its port and consuming from its queues)."""
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop(timeout=10)
+            raise
 
     @property
     def http(self) -> httpx.Client:

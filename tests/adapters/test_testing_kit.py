@@ -268,3 +268,14 @@ def test_daemon_factory_runs_a_real_daemon(esb_daemon_factory: Any) -> None:
         time.sleep(0.05)
     assert out.read_bytes() == b'{"n":1}', daemon.log()
     assert daemon.stop() == 0
+
+
+def test_a_daemon_that_does_not_come_up_is_not_left_running(esb_daemon_factory: Any) -> None:
+    """``start()`` that gives up waiting stops the process it started: the caller has no
+    handle to stop it, and it would outlive the test."""
+    config = {"sources": {"shop": {"adapter": "rest", "path": "/in/shop"}},
+              "destinations": {"out": {"adapter": "file", "directory": "out"}}}
+    daemon: EsbDaemon = esb_daemon_factory(config, {}, name="slow")
+    with pytest.raises(RuntimeError, match="not ready within"):
+        daemon.start(timeout=0.01)  # (no daemon answers /readyz 10 ms after its start)
+    assert daemon.proc is not None and daemon.proc.poll() is not None

@@ -60,7 +60,12 @@ class ExampleProject:
             "ESB_BUS_URL": bus_url, "ESB_BUS_PREFIX": self.scope.prefix, **env})
 
     def __enter__(self) -> ExampleProject:
-        self.daemon.start(timeout=60)
+        try:
+            self.daemon.start(timeout=60)  # (one that does not come up is stopped)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.scope.cleanup()  # __exit__ is not called when __enter__ raises
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
