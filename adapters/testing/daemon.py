@@ -130,18 +130,8 @@ class EsbDaemon:
                                      cwd=self.root, env=self.env, stdout=log, stderr=log)
         log.close()
         if wait:
-            self.wait_until_ready(timeout)
-        return self
-
-    def wait_until_ready(self, timeout: float = 30) -> None:
-        """:meth:`wait_ready`; a daemon that does not come up is stopped before the error is
-        raised (its caller never gets a handle to stop it: it would outlive the test, holding
-        its port and consuming from its queues)."""
-        try:
             self.wait_ready(timeout)
-        except BaseException:
-            self.stop(timeout=10)
-            raise
+        return self
 
     @property
     def http(self) -> httpx.Client:
@@ -152,7 +142,10 @@ class EsbDaemon:
         return self._client
 
     def wait_ready(self, timeout: float = 30) -> None:
-        """Wait for ``/readyz``; raise with the daemon's log when it exits or times out."""
+        """Wait for ``/readyz``; raise with the daemon's log when it exits or times out. A
+        daemon that does not come up is stopped before the error is raised: a caller of
+        :meth:`start` has no handle to stop it, and it would outlive the test, holding its
+        port and consuming from its queues."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
@@ -163,7 +156,9 @@ class EsbDaemon:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"daemon not ready within {timeout}s:\n{self.log()}")
+        message = f"daemon not ready within {timeout}s:\n{self.log()}"
+        self.stop(timeout=10)
+        raise RuntimeError(message)
 
     def log(self, chars: int = 6000) -> str:
         """The end of the daemon's log (stdout and stderr)."""

@@ -33,6 +33,7 @@ from typing import Any
 
 import pika
 import pika.frame
+import pika.spec
 import structlog
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
@@ -54,11 +55,11 @@ CONNECT_TIMEOUT = 10.0
 #: Bytes read from the broker's socket at a time (pika reads 4 KiB). ``recv`` allocates this
 #: much each time: kept under glibc's threshold for allocating with mmap (128 KiB).
 RECV_BYTES = 64 * 1024
-#: A frame's header (type, channel, size) and end octet; the smallest frame is just those
-#: (a heartbeat), as long as the protocol header a server answers a wrong version with.
-_FRAME_SIZE = struct.Struct(">L")
-_FRAME_OVERHEAD = 8
-_SMALLEST_FRAME = 8
+#: A frame's header (type, channel, payload size) and its end octet: the smallest frame is
+#: just those (a heartbeat), as long as the protocol header a server answers a wrong version
+#: with (b"AMQP" and four octets).
+_FRAME_HEADER = struct.Struct(">BHL")
+_FRAME_OVERHEAD = pika.spec.FRAME_HEADER_SIZE + pika.spec.FRAME_END_SIZE
 
 
 def broker_urls(url: str | Sequence[str]) -> list[str]:
@@ -118,12 +119,11 @@ class CoalescingConnection(AsyncioConnection):
         self._frame_buffer = buf
         offset, end = 0, len(buf)
         try:
-            while end - offset >= _SMALLEST_FRAME:
+            while end - offset >= _FRAME_OVERHEAD:
                 if buf.startswith(b"AMQP", offset):  # a protocol header (a refused version)
-                    stop = offset + _SMALLEST_FRAME
+                    stop = offset + _FRAME_OVERHEAD
                 else:
-                    (size,) = _FRAME_SIZE.unpack_from(buf, offset + 3)
-                    stop = offset + _FRAME_OVERHEAD + size
+                    stop = offset + _FRAME_OVERHEAD + _FRAME_HEADER.unpack_from(buf, offset)[2]
                     if stop > end:
                         break
                 consumed, value = pika.frame.decode_frame(

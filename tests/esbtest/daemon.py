@@ -36,7 +36,7 @@ class DaemonProcess(EsbDaemon):
                 [self.python, "-m", "esb.bus.cli.main", "run", *self.run_args],
                 cwd=self.root, env=self.env, stdout=log, stderr=log)
         if wait:
-            self.wait_until_ready(timeout)
+            self.wait_ready(timeout)
         return self
 
     def stop(self, timeout: float = 60) -> int:
