@@ -34,7 +34,7 @@ from esb.bus.xmlsafe import (
     XmlLimits,
     parse_xml,
 )
-from esb.transformers.payload import with_text, xml_input
+from esb.transformers.payload import with_text, xml_input, xml_root
 from esb.transformers.sandbox import ACCESS_CONTROL, SandboxViolation
 from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
 from esb.transformers.stylesheet import Stylesheet, load_stylesheet
@@ -211,7 +211,8 @@ def apply_error_message(exc: etree.XSLTApplyError) -> str:
 class XsltTransformer:
     """A compiled stylesheet applied to each envelope's XML payload, in the sandbox process
     (:mod:`esb.transformers.xslt_process`): parsing the input, the transform and serializing
-    the result all happen there, bounded by ``timeout`` and ``max_memory``."""
+    the result all happen there, bounded by ``timeout`` and ``max_memory``. With
+    ``isolation: inline`` it runs here, on the tree parsed from the payload already."""
 
     def __init__(self, name: str, sheet: Stylesheet, settings: XsltSettings,
                  xml_limits: XmlLimits, xslt: etree.XSLT) -> None:
@@ -239,16 +240,21 @@ class XsltTransformer:
             self.process.start()
 
     def __call__(self, env: Envelope) -> Envelope:
-        data = xml_input(self.name, env)
         params = self.from_envelope.values(env)
         if self.inline is not None:
-            status, out = run_sheet(self.inline, self.spec, data, params)
+            # In this process the tree the inbound edge (or XPath routing) parsed from this
+            # payload is read again, not parsed a second time (libxslt never changes its input).
+            spec = self.spec
+            doc = xml_root(self.name, env, max_bytes=spec.max_bytes, max_depth=spec.max_depth,
+                           limits=spec.limits)
+            status, out = apply_sheet(self.inline, spec, doc, params)
             if status != "ok":
                 raise TransformError(self.name, out)
         else:
             assert self.process is not None
             try:
-                out = self.process.run(self.spec, data, params, self.timeout)
+                out = self.process.run(self.spec, xml_input(self.name, env), params,
+                                       self.timeout)
             except XsltRunError as exc:
                 raise TransformError(self.name, str(exc)) from None
         return self._result(env, out)
@@ -280,6 +286,12 @@ def run_sheet(xslt: etree.XSLT, spec: RunSpec, data: str | bytes,
                         limits=spec.limits)
     except XmlError as exc:
         return "error", f"input refused: {exc}"
+    return apply_sheet(xslt, spec, doc, params)
+
+
+def apply_sheet(xslt: etree.XSLT, spec: RunSpec, doc: etree._Element,
+                params: dict[str, str]) -> tuple[str, Any]:
+    """:func:`run_sheet` on a document parsed already (it is read, never changed)."""
     values = static_params(spec.static)
     for name, value in params.items():
         values[name] = etree.XSLT.strparam(value)

@@ -144,6 +144,21 @@ def xslt(size: int) -> Scenario:
                     description="XSLT 1.0 order → sales order on the XML payload")
 
 
+def xslt_inline(size: int) -> Scenario:
+    """:func:`xslt` with the step run in the daemon (``isolation: inline``): what the sandbox
+    process costs, beside it."""
+    tag = _size_tag(size)
+    step = {"xslt": {"stylesheet": "xslt/order-to-sales.xsl", "isolation": "inline"}}
+    to = [{"destination": "sink", "transform": [step]}]
+    return Scenario(f"xslt-inline-{tag}", size, payloads.xml_order(size),
+                    headers={"Content-Type": "application/xml"},
+                    routes={"routes.yaml": {"routes": [
+                        _route("to-sales", {"type": ["order.created"]}, to)]}},
+                    files={"xslt/order-to-sales.xsl": payloads.XSLT_ORDER_TO_SALES},
+                    target=Target(f"passthrough-{tag}", None),
+                    description="xslt-* run in the daemon (isolation: inline), no sandbox")
+
+
 def xml_to_json(size: int) -> Scenario:
     tag = _size_tag(size)
     to = [{"destination": "sink", "transform": [{"xml-to-json": {"strip_namespaces": True}}]}]
@@ -292,7 +307,7 @@ def full() -> list[Scenario]:
     for size in (KIB, 10 * KIB):
         out += [ceiling(size), lean_relay(size), passthrough(size), cbr_attribute(size),
                 cbr_json(size),
-                cbr_xml(size), xslt(size), xml_to_json(size), soap(size)]
+                cbr_xml(size), xslt(size), xslt_inline(size), xml_to_json(size), soap(size)]
     out += [rule_count(10), rule_count(1000), rule_count(10000)]
     out += request_reply()
     return out
