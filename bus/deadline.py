@@ -28,6 +28,7 @@ class Deadlines:
         self.resolution = resolution
         self._due: dict[asyncio.Task[object], float] = {}
         self._fired: set[asyncio.Task[object]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -38,10 +39,17 @@ class Deadlines:
         """Await ``call``; raise :class:`TimeoutError` if it is still running ``seconds`` (plus
         up to ``resolution``) later. Must be awaited from a task, one call per task at a
         time."""
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - every esb call runs in a task
-            raise RuntimeError("Deadlines.run needs a running task")
-        loop = asyncio.get_running_loop()
+        # The loop is asked for once: on Python 3.11 every get_running_loop() (also inside a
+        # current_task() without its loop) is a getpid system call, and this runs for every
+        # publish, delivery and read. A task of another loop (this object used again under a
+        # new one) is not the current task of the one kept, so the lookup is redone then.
+        loop = self._loop
+        task = None if loop is None else asyncio.current_task(loop)
+        if task is None:
+            loop = self._loop = asyncio.get_running_loop()
+            task = asyncio.current_task(loop)
+            if task is None:  # pragma: no cover - every esb call runs in a task
+                raise RuntimeError("Deadlines.run needs a running task")
         self._due[task] = loop.time() + seconds
         if self._sweeper is None:
             self._sweeper = loop.create_task(self._sweep(), name="esb deadline sweeper")

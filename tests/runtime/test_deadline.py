@@ -85,3 +85,18 @@ async def test_the_sweeper_stops_when_idle_and_starts_again() -> None:
 def test_resolution_must_be_positive() -> None:
     with pytest.raises(ValueError):
         Deadlines(0)
+
+
+def test_one_instance_serves_one_loop_after_another() -> None:
+    """The loop is looked up once and kept; used under a new loop, it is looked up again
+    (the tasks and the limit are that loop's)."""
+    d = Deadlines(0.02)
+
+    async def limited() -> None:
+        assert await d.run(asyncio.sleep(0, result=1), 1.0) == 1
+        with pytest.raises(TimeoutError):
+            await d.run(asyncio.sleep(5), 0.05)
+
+    for _ in range(2):
+        asyncio.run(limited())
+    assert len(d) == 0
