@@ -54,6 +54,9 @@ class ConfirmedPublisher:
         self._pending: dict[int, _Pending] = {}
         self._by_key: dict[tuple[str | None, str], int] = {}
         self._deadlines = Deadlines(SWEEP)
+        #: The loop :meth:`open` ran on (its futures' loop): asked once, as on Python 3.11
+        #: each get_running_loop() is a system call.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def ready(self) -> bool:
@@ -76,7 +79,11 @@ class ConfirmedPublisher:
             channel.add_on_close_callback(on_close)
         await link.call(channel.confirm_delivery, ack_nack_callback=self._on_confirm)
         channel.add_on_return_callback(self._on_return)
+        # Confirms are per channel: whatever still waits on an earlier one never hears, and
+        # the new channel's tags start again at 1 (the confirm walk relies on their order).
+        self.fail_all(BusUnavailable("bus channel replaced before its confirm came"))
         self._tag = 0
+        self._loop = asyncio.get_running_loop()
         self._channel = channel
 
     def fail_all(self, exc: Exception) -> None:
@@ -98,7 +105,7 @@ class ConfirmedPublisher:
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
         acked = isinstance(method, pika.spec.Basic.Ack)
-        tags = [t for t in self._pending if t <= method.delivery_tag] if method.multiple \
+        tags = _up_to(self._pending, method.delivery_tag) if method.multiple \
             else [method.delivery_tag]
         for tag in tags:
             p = self._pending.pop(tag, None)
@@ -123,11 +130,11 @@ class ConfirmedPublisher:
         """Publish and wait for the broker's confirm (raises BusUnavailable/PublishRejected);
         with ``timeout``, a confirm that does not come within it raises :class:`NoAnswer`."""
         async with self._window:
-            channel = self._channel
-            if channel is None or not channel.is_open:
+            channel, loop = self._channel, self._loop
+            if channel is None or not channel.is_open or loop is None:
                 raise BusUnavailable("the bus is not connected")
             self._tag += 1
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fut: asyncio.Future[None] = loop.create_future()
             key = (properties.message_id, routing_key)
             self._pending[self._tag] = _Pending(fut, key)
             if mandatory:
@@ -145,3 +152,14 @@ class ConfirmedPublisher:
                 await self._deadlines.run(fut, timeout)
             except TimeoutError:
                 raise NoAnswer("the broker did not confirm the publish") from None
+
+
+def _up_to(pending: dict[int, _Pending], last: int) -> list[int]:
+    """The tags in ``pending`` up to ``last``: the keys are in publishing order (tags only
+    grow on a channel), so the walk stops at the first one past it instead of reading all."""
+    out = []
+    for tag in pending:
+        if tag > last:
+            break
+        out.append(tag)
+    return out
