@@ -44,6 +44,9 @@ log = logging.getLogger("esb.http")
 #: At most this long a refused connection is read (and discarded) after its answer, waiting
 #: for the client to close first (see the module's "lingering close").
 LINGER = 2.0
+#: A timer may fire this much before its due time (the loop's clock ticks in milliseconds):
+#: the limit counts as passed.
+_EARLY = 0.002
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,12 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # One timer per connection, re-armed lazily: a phase's limit is a due time
+        # (``_due``); the timer, when it fires, checks it and sleeps on if it moved. Setting
+        # and cancelling a loop timer for each phase cost two of each per request.
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when ``_timer`` fires
+        self._due: float | None = None  # when the running phase's limit passes
         self._reading_head = True
         self._head_bytes = 0
         self._head_size = 0  # request line and headers as parsed
@@ -112,6 +120,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._stop_timer()
         super().connection_lost(exc)
 
     def _unsupported_upgrade_warning(self) -> None:
@@ -271,16 +280,37 @@ class GuardedProtocol(HttpToolsProtocol):
         return False
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(seconds, self._timed_out)
+        """Start a phase's limit: ``seconds`` from now."""
+        due = self._due = self.loop.time() + seconds
+        if self._timer is None or self._timer_at > due:
+            self._stop_timer()
+            self._start_timer(due)
 
     def _disarm(self) -> None:
+        """End the running phase's limit (its timer, if any, finds nothing due)."""
+        self._due = None
+
+    def _start_timer(self, at: float) -> None:
+        self._timer_at = at
+        self._timer = self.loop.call_at(at, self._check_due)
+
+    def _stop_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _timed_out(self) -> None:
+    def _check_due(self) -> None:
         self._timer = None
+        due = self._due
+        if due is None:
+            return
+        if due - self.loop.time() > _EARLY:  # the limit was moved on meanwhile
+            self._start_timer(due)
+            return
+        self._due = None
+        self._timed_out()
+
+    def _timed_out(self) -> None:
         if self.transport.is_closing():
             return
         if not self._started:  # nothing of a request arrived: just close
@@ -327,7 +357,9 @@ class GuardedProtocol(HttpToolsProtocol):
             self.cycle.message_event.set()
         transport.write_eof()
         self._disarm()
-        self._timer = self.loop.call_later(LINGER, transport.close)
+        self._stop_timer()
+        self._timer_at = self.loop.time() + LINGER
+        self._timer = self.loop.call_at(self._timer_at, transport.close)
 
 
 class _Lingering:

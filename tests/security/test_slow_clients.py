@@ -92,6 +92,28 @@ def test_an_idle_kept_alive_connection_is_closed(daemon: DaemonProcess) -> None:
     assert time.monotonic() - started < 8
 
 
+def test_each_request_on_a_kept_alive_connection_gets_its_own_header_time(
+        daemon: DaemonProcess) -> None:
+    """The limits run from each phase's start, not from the connection's: a request begun
+    0.6 s after the opening is not cut off at the opening's 1 s, and the next request's head
+    gets its full second after its first byte (the connection's one timer moves on)."""
+    s = connect(daemon)
+    s.settimeout(10)
+    time.sleep(0.6)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the head begun, not ended
+    time.sleep(0.6)  # 1.2 s after the opening, 0.6 s into this head
+    s.sendall(b"\r\n")
+    first = s.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200"), first
+    time.sleep(0.5)  # idle, within its limit
+    started = time.monotonic()
+    s.sendall(b"POST /in/shop HTTP/1.1\r\nHost: x\r\n")  # and then nothing more
+    status, body = raw_problem(read_all(s))
+    waited = time.monotonic() - started
+    assert status == 408 and "headers" in body["detail"]
+    assert 0.9 <= waited < 8
+
+
 def test_connections_past_the_cap_get_503_and_others_are_served_again(
         patient: DaemonProcess) -> None:
     daemon = patient
