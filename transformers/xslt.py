@@ -53,6 +53,7 @@ DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
 #: Declared params that may name an extension attribute (CloudEvents names: [a-z0-9]).
 _EXTENSION_PARAM = re.compile(r"[a-z0-9]+")
 _RECURSION = "infinite template recursion"
+_STRIP_SPACE = "{http://www.w3.org/1999/XSL/Transform}strip-space"
 _METHOD_TYPES = {"xml": "application/xml", "text": "text/plain", "html": "text/html",
                  "xhtml": "application/xhtml+xml", "json": "application/json"}
 
@@ -234,6 +235,9 @@ class XsltTransformer:
         #: ``isolation: inline``: the stylesheet as compiled when the route loaded, run in
         #: this process (no time or memory bound); else the sandbox process runs it.
         self.inline: etree.XSLT | None = None if self.waits else xslt
+        #: libxslt applies ``xsl:strip-space`` to the input document in place: such a
+        #: stylesheet gets a tree of its own (the shared one is read by others after it).
+        self.changes_input = strips_space(sheet)
         self.process: XsltProcess | None = None
         if self.waits:
             self.process = shared_process()
@@ -243,11 +247,15 @@ class XsltTransformer:
         params = self.from_envelope.values(env)
         if self.inline is not None:
             # In this process the tree the inbound edge (or XPath routing) parsed from this
-            # payload is read again, not parsed a second time (libxslt never changes its input).
+            # payload is read again, not parsed a second time — unless the stylesheet strips
+            # space: libxslt then removes whitespace text from the input tree itself.
             spec = self.spec
-            doc = xml_root(self.name, env, max_bytes=spec.max_bytes, max_depth=spec.max_depth,
-                           limits=spec.limits)
-            status, out = apply_sheet(self.inline, spec, doc, params)
+            if self.changes_input:
+                status, out = run_sheet(self.inline, spec, xml_input(self.name, env), params)
+            else:
+                doc = xml_root(self.name, env, max_bytes=spec.max_bytes,
+                               max_depth=spec.max_depth, limits=spec.limits)
+                status, out = apply_sheet(self.inline, spec, doc, params)
             if status != "ok":
                 raise TransformError(self.name, out)
         else:
@@ -291,7 +299,8 @@ def run_sheet(xslt: etree.XSLT, spec: RunSpec, data: str | bytes,
 
 def apply_sheet(xslt: etree.XSLT, spec: RunSpec, doc: etree._Element,
                 params: dict[str, str]) -> tuple[str, Any]:
-    """:func:`run_sheet` on a document parsed already (it is read, never changed)."""
+    """:func:`run_sheet` on a document parsed already (changed only by ``xsl:strip-space``,
+    see :func:`strips_space`)."""
     values = static_params(spec.static)
     for name, value in params.items():
         values[name] = etree.XSLT.strparam(value)
@@ -307,6 +316,11 @@ def apply_sheet(xslt: etree.XSLT, spec: RunSpec, doc: etree._Element,
     if larger_than(out, spec.max_output):
         return "error", too_large_message(spec.max_output)
     return "ok", out
+
+
+def strips_space(sheet: Stylesheet) -> bool:
+    """Whether ``sheet`` or a module it includes or imports has ``xsl:strip-space``."""
+    return any(root.find(_STRIP_SPACE) is not None for root in sheet.modules.values())
 
 
 def out_of_memory(exc: etree.XSLTApplyError) -> bool:

@@ -90,3 +90,33 @@ def test_inline_reads_the_tree_the_edge_parsed(sheet: Path,
     assert etree.tostring(tree) == before  # read, not changed
     assert again.data == out.data
     assert etree.fromstring(out.data.encode()).get("n") == "42"
+
+
+STRIPS = f"""<xsl:stylesheet version="1.0" {XSL}>
+  <xsl:include href="space.xsl"/>
+  <xsl:template match="/"><n><xsl:value-of select="count(//text())"/></n></xsl:template>
+</xsl:stylesheet>"""
+SPACE = f'<xsl:stylesheet version="1.0" {XSL}><xsl:strip-space elements="*"/></xsl:stylesheet>'
+COUNTS = f"""<xsl:stylesheet version="1.0" {XSL}>
+  <xsl:template match="/"><n><xsl:value-of select="count(//text())"/></n></xsl:template>
+</xsl:stylesheet>"""
+
+
+def test_a_stylesheet_that_strips_space_gets_a_tree_of_its_own(tmp_path: Path) -> None:
+    """libxslt applies xsl:strip-space (here from an included module) to the input tree in
+    place: the shared tree stays as parsed for the steps and destinations after it."""
+    for name, text in (("strips.xsl", STRIPS), ("space.xsl", SPACE), ("counts.xsl", COUNTS)):
+        (tmp_path / name).write_text(text)
+
+    def step(name: str) -> Callable[[Envelope], Envelope]:
+        return build_chain([{"xslt": {"stylesheet": name, "isolation": "inline"}}],
+                           base_dir=tmp_path)
+
+    strips, counts = step("strips.xsl"), step("counts.xsl")
+    data = "".join(["<order>\n  <note> </note>\n", "<line>1</line>\n</order>"])
+    tree = parse_xml(data, shared=True)
+    before = etree.tostring(tree)
+    assert "<n>5</n>" in counts(order(data)).data
+    assert "<n>1</n>" in strips(order(data)).data  # only the line's text is left to it
+    assert etree.tostring(tree) == before
+    assert "<n>5</n>" in counts(order(data)).data  # the next destination sees it all
