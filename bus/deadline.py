@@ -15,6 +15,7 @@ only wins when it was the task's only cancel request).
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -29,6 +30,7 @@ class Deadlines:
         self._due: dict[asyncio.Task[object], float] = {}
         self._fired: set[asyncio.Task[object]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0  # the thread whose running loop ``_loop`` is
         self._sweeper: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -39,14 +41,18 @@ class Deadlines:
         """Await ``call``; raise :class:`TimeoutError` if it is still running ``seconds`` (plus
         up to ``resolution``) later. Must be awaited from a task, one call per task at a
         time."""
-        # The loop is asked for once: on Python 3.11 every get_running_loop() (also inside a
-        # current_task() without its loop) is a getpid system call, and this runs for every
-        # publish, delivery and read. A task of another loop (this object used again under a
-        # new one) is not the current task of the one kept, so the lookup is redone then.
+        # The loop is asked for once per thread: on Python 3.11 every get_running_loop()
+        # (also inside a current_task() without its loop) is a getpid system call, and this
+        # runs for every publish, delivery and read. Used again under a new loop, the kept
+        # one has no current task, so the lookup is redone; from another thread (whose loop
+        # is another), it is redone too.
         loop = self._loop
-        task = None if loop is None else asyncio.current_task(loop)
+        task = None
+        if loop is not None and self._thread == threading.get_ident():
+            task = asyncio.current_task(loop)
         if task is None:
             loop = self._loop = asyncio.get_running_loop()
+            self._thread = threading.get_ident()
             task = asyncio.current_task(loop)
             if task is None:  # pragma: no cover - every esb call runs in a task
                 raise RuntimeError("Deadlines.run needs a running task")
