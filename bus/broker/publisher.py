@@ -14,6 +14,8 @@ ignored).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +54,9 @@ class ConfirmedPublisher:
         self._channel: Channel | None = None
         self._tag = 0
         self._pending: dict[int, _Pending] = {}
-        self._by_key: dict[tuple[str | None, str], int] = {}
+        #: Publishes waiting for their confirm by (message id, routing key), oldest first: a
+        #: returned message names only those (a retry may repeat both while one waits).
+        self._by_key: dict[tuple[str | None, str], list[int]] = {}
         self._deadlines = Deadlines(SWEEP)
         #: The loop :meth:`open` ran on (its futures' loop): asked once, as on Python 3.11
         #: each get_running_loop() is a system call.
@@ -77,7 +81,9 @@ class ConfirmedPublisher:
         channel = await link.channel(on_close=self._on_channel_closed, recover=recover)
         if on_close is not None:
             channel.add_on_close_callback(on_close)
-        await link.call(channel.confirm_delivery, ack_nack_callback=self._on_confirm)
+        # The channel is bound in: a late confirm of a replaced channel is not this one's.
+        await link.call(channel.confirm_delivery,
+                        ack_nack_callback=functools.partial(self._on_confirm, channel))
         channel.add_on_return_callback(self._on_return)
         # Confirms are per channel: whatever still waits on an earlier one never hears, and
         # the new channel's tags start again at 1 (the confirm walk relies on their order).
@@ -98,11 +104,27 @@ class ConfirmedPublisher:
             self.fail_all(BusUnavailable(f"bus channel closed: {reason}"))
 
     def _on_return(self, channel: Channel, method: Any, props: Any, body: bytes) -> None:
-        tag = self._by_key.get((props.message_id, method.routing_key))
-        if tag is not None and tag in self._pending:
-            self._pending[tag].returned = f"{method.reply_code} {method.reply_text}"
+        if channel is not self._channel:
+            return
+        # The broker returns a message before it confirms it: the oldest waiting publish of
+        # this id and key that is not marked yet is the one.
+        for tag in self._by_key.get((props.message_id, method.routing_key), ()):
+            p = self._pending.get(tag)
+            if p is not None and p.returned is None:
+                p.returned = f"{method.reply_code} {method.reply_text}"
+                return
 
-    def _on_confirm(self, frame: Any) -> None:
+    def _forget(self, key: tuple[str | None, str], tag: int) -> None:
+        tags = self._by_key.get(key)
+        if tags is not None:
+            with contextlib.suppress(ValueError):
+                tags.remove(tag)
+            if not tags:
+                del self._by_key[key]
+
+    def _on_confirm(self, channel: Channel, frame: Any) -> None:
+        if channel is not self._channel:
+            return
         method = frame.method
         acked = isinstance(method, pika.spec.Basic.Ack)
         tags = _up_to(self._pending, method.delivery_tag) if method.multiple \
@@ -111,7 +133,7 @@ class ConfirmedPublisher:
             p = self._pending.pop(tag, None)
             if p is None:
                 continue
-            self._by_key.pop(p.key, None)
+            self._forget(p.key, tag)
             if p.future.done():
                 continue
             if not acked:
@@ -138,12 +160,13 @@ class ConfirmedPublisher:
             key = (properties.message_id, routing_key)
             self._pending[self._tag] = _Pending(fut, key)
             if mandatory:
-                self._by_key[key] = self._tag
+                self._by_key.setdefault(key, []).append(self._tag)
             try:
                 channel.basic_publish(exchange, routing_key, body, properties,
                                       mandatory=mandatory)
             except Exception as exc:
                 self._pending.pop(self._tag, None)
+                self._forget(key, self._tag)
                 raise BusUnavailable(f"publish failed: {exc}") from exc
             if timeout is None:
                 await fut

@@ -11,7 +11,7 @@ from typing import Any
 import pika
 import pytest
 
-from esb.bus.broker.publisher import ConfirmedPublisher
+from esb.bus.broker.publisher import ConfirmedPublisher, PublishReturned
 from esb.bus.errors import BusUnavailable, PublishRejected
 
 
@@ -21,13 +21,14 @@ class Channel:
     def __init__(self) -> None:
         self.published: list[str] = []
         self.confirm: Any = None
+        self.returned: Any = None
 
     def confirm_delivery(self, ack_nack_callback: Any, callback: Any) -> None:
         self.confirm = ack_nack_callback
         callback(None)
 
     def add_on_return_callback(self, callback: Any) -> None:
-        pass
+        self.returned = callback
 
     def add_on_close_callback(self, callback: Any) -> None:
         pass
@@ -55,6 +56,13 @@ def confirm(channel: Channel, tag: int, *, multiple: bool = False, ack: bool = T
     method = (pika.spec.Basic.Ack if ack else pika.spec.Basic.Nack)(delivery_tag=tag,
                                                                      multiple=multiple)
     channel.confirm(SimpleNamespace(method=method))
+
+
+def give_back(channel: Channel, routing_key: str, message_id: str) -> None:
+    """The broker returns a mandatory message it could route nowhere (before its confirm)."""
+    channel.returned(channel, SimpleNamespace(routing_key=routing_key, reply_code=312,
+                                              reply_text="NO_ROUTE"),
+                     SimpleNamespace(message_id=message_id), b"")
 
 
 async def publishing(publisher: ConfirmedPublisher, n: int) -> list[asyncio.Task[None]]:
@@ -101,3 +109,61 @@ async def test_a_new_channel_fails_what_waited_on_the_old_one() -> None:
 async def test_publishing_before_open_is_refused() -> None:
     with pytest.raises(BusUnavailable, match="not connected"):
         await ConfirmedPublisher().publish("x", "q", b"", pika.BasicProperties())
+
+
+async def test_nacks_returns_and_acks_reach_their_own_publishes() -> None:
+    link, publisher = Link(), ConfirmedPublisher()
+    await publisher.open(link)  # type: ignore[arg-type]
+    channel = link.channels[0]
+    tasks = await publishing(publisher, 4)
+    give_back(channel, "q4", "m4")
+    confirm(channel, 2, multiple=True, ack=False)
+    confirm(channel, 4, multiple=True)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [type(r).__name__ for r in results] == \
+        ["PublishRejected", "PublishRejected", "NoneType", "PublishReturned"]
+
+
+async def test_a_late_confirm_of_a_replaced_channel_is_not_the_new_ones() -> None:
+    link, publisher = Link(), ConfirmedPublisher()
+    await publisher.open(link)  # type: ignore[arg-type]
+    old = link.channels[0]
+    old_tasks = await publishing(publisher, 1)  # tag 1 on the old channel
+    await publisher.open(link)  # type: ignore[arg-type]
+    with pytest.raises(BusUnavailable, match="replaced"):
+        await old_tasks[0]
+    new = await publishing(publisher, 1)  # tag 1 again, on the new channel
+    confirm(old, 1)
+    give_back(old, "q1", "m1")
+    await asyncio.sleep(0)
+    assert not new[0].done()
+    confirm(link.channels[1], 1)
+    assert await new[0] is None
+
+
+async def test_a_retry_with_the_same_id_and_key_keeps_its_own_return() -> None:
+    """A retry (after no confirm came in time) repeats the message id and routing key while
+    the first publish may still wait: a return goes to the oldest not yet returned."""
+    link, publisher = Link(), ConfirmedPublisher()
+    await publisher.open(link)  # type: ignore[arg-type]
+    channel = link.channels[0]
+    props = pika.BasicProperties(message_id="m")
+    first = asyncio.create_task(publisher.publish("x", "q", b"", props, timeout=5))
+    retry = asyncio.create_task(publisher.publish("x", "q", b"", props, timeout=5))
+    await asyncio.sleep(0)
+    confirm(channel, 1)  # the first was routed
+    give_back(channel, "q", "m")  # the retry was not
+    confirm(channel, 2)
+    assert await first is None
+    with pytest.raises(PublishReturned):
+        await retry
+    # both returned, both in flight at once: each hears its own
+    tasks = [asyncio.create_task(publisher.publish("x", "q", b"", props, timeout=5))
+             for _ in range(2)]
+    await asyncio.sleep(0)
+    give_back(channel, "q", "m")
+    give_back(channel, "q", "m")
+    confirm(channel, 4, multiple=True)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["PublishReturned", "PublishReturned"]
+    assert publisher._by_key == {}
