@@ -95,6 +95,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_size = 0  # request line and headers as parsed
         self._header_count = 0
         self._started = False  # a byte of the current request has arrived
+        self._in_request = False  # a request has begun and not been read whole
         self._done = False  # refused: ignore whatever else arrives
         self._completed = 0  # requests read whole on this connection
         # An Upgrade esb does not take (h2c, websocket): the parser stops after the headers,
@@ -210,6 +211,8 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._replaying:
             return
         super().on_message_begin()
+        # (also when it began in the read that ended the one before: not a silent connection)
+        self._started = self._in_request = True
         self._reading_head = True
         self._head_bytes = 0
         self._head_size = 0
@@ -258,7 +261,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._refused_upgrade:  # the parser's early end: the body is still to come
             return
         self._disarm()
-        self._started = False
+        self._started = self._in_request = False
         self._completed += 1
         super().on_message_complete()
 
@@ -266,7 +269,10 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._done:  # refused or lingering: nothing more is served on this connection
             return
         super().on_response_complete()
-        if self.timeout_keep_alive_task is not None:  # idle: uvicorn's keep-alive timer
+        # Idle — uvicorn's keep-alive timer runs — unless a request is still being read: the
+        # next one's head already begun (pipelined), or this one's body after an early
+        # answer. Its limit stands (uvicorn's timer is cancelled by its next byte).
+        if self.timeout_keep_alive_task is not None and not self._in_request:
             self._disarm()
 
     # -- helpers ------------------------------------------------------------------------------

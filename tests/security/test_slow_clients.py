@@ -114,6 +114,44 @@ def test_each_request_on_a_kept_alive_connection_gets_its_own_header_time(
     assert 0.9 <= waited < 8
 
 
+def trickled(s: socket.socket, first: bytes, drip: bytes, within: float = 6.0) -> bytes:
+    """Send ``first``, then ``drip`` every 0.3 s (each byte well inside any per-read limit);
+    what the server sent until it closed. Fails if it is still open after ``within`` s."""
+    s.settimeout(0.3)
+    started, got = time.monotonic(), b""
+    s.sendall(first)
+    while time.monotonic() - started < within:
+        try:
+            chunk = s.recv(65536)
+        except TimeoutError:
+            chunk = None
+        except ConnectionResetError:
+            return got
+        if chunk == b"":
+            return got
+        got += chunk or b""
+        with contextlib.suppress(OSError):
+            s.sendall(drip)
+    raise AssertionError(f"still open after {within} s; got {got[:200]!r}")
+
+
+def test_a_head_trickled_behind_an_answered_request_gets_408(daemon: DaemonProcess) -> None:
+    """The answer to the first request does not end the limit of the second's head, begun
+    in the same read (the connection is not idle)."""
+    got = trickled(connect(daemon), b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                   b"POST /in/shop HTTP/1.1\r\nHost: x\r\n", b"X-a: b\r\n")
+    first, _, rest = got.partition(b"HTTP/1.1 408")
+    assert first.startswith(b"HTTP/1.1 200") and rest, got[:300]
+
+
+def test_a_body_trickled_after_an_early_answer_is_cut_off(daemon: DaemonProcess) -> None:
+    """A request answered before its body was read (no such path) keeps its body limit:
+    the body cannot trickle on for ever after the answer."""
+    got = trickled(connect(daemon), b"POST /nowhere HTTP/1.1\r\nHost: x\r\n"
+                   b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{", b" ")
+    assert got.startswith(b"HTTP/1.1 404"), got[:300]
+
+
 def test_connections_past_the_cap_get_503_and_others_are_served_again(
         patient: DaemonProcess) -> None:
     daemon = patient
