@@ -50,10 +50,10 @@
       const note = $("#deploy-note").value.trim();
       const v = await api("POST", "/admin/routes/deploy",
                           { files, by: "console", ...(note ? { note } : {}) });
+      await load(); // the history shows the new version by the time the page says so
       out.append(el("p", { class: "ok", id: "deploy-ok" }, v.unchanged
         ? `Nothing to deploy: version ${v.version} has these files already.`
         : `Deployed version ${v.version}${v.running ? " — running" : ""}.`));
-      await load();
     } catch (err) { showError(out, err, "Deploy refused"); }
   }
 
@@ -64,9 +64,9 @@
     clear(out);
     try {
       const v = await api("POST", "/admin/routes/rollback", { version: version || null, by: "console" });
+      await load();
       out.append(el("p", { class: "ok", id: "rollback-ok" },
         `Rolled back: version ${v.version} (a copy of v${v.rollback_of}) is running.`));
-      await load();
     } catch (err) { showError(out, err, "Rollback refused"); }
   }
 
