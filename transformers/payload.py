@@ -25,14 +25,15 @@ def xml_input(step: str, env: Envelope) -> str | bytes:
 
 
 def xml_root(step: str, env: Envelope, *, max_bytes: int, max_depth: int,
-             limits: XmlLimits = DEFAULT_LIMITS) -> etree._Element:
+             limits: XmlLimits = DEFAULT_LIMITS, shared: bool = True) -> etree._Element:
     """The envelope's XML payload (:func:`xml_input`) parsed under esb's policy; input the
     parser refuses (too large, too deep, not well-formed) is a TransformError saying so.
     The tree is to be read, not changed: it may be the one the inbound edge or XPath routing
-    parsed from this payload already (``parse_xml``'s ``shared``)."""
+    parsed from this payload already (``parse_xml``'s ``shared``). ``shared=False``: a tree
+    of the caller's own, parsed anew, which it may change."""
     try:
         return parse_xml(xml_input(step, env), max_bytes=max_bytes, max_depth=max_depth,
-                         limits=limits, shared=True)
+                         limits=limits, shared=shared)
     except XmlError as exc:
         raise TransformError(step, f"input refused: {exc}") from None
 

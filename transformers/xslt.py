@@ -37,7 +37,7 @@ from esb.bus.xmlsafe import (
 from esb.transformers.payload import with_text, xml_input, xml_root
 from esb.transformers.sandbox import ACCESS_CONTROL, SandboxViolation
 from esb.transformers.spec import TransformerContext, TransformerSettings, TransformerSpec
-from esb.transformers.stylesheet import Stylesheet, load_stylesheet
+from esb.transformers.stylesheet import XSL, Stylesheet, load_stylesheet
 from esb.transformers.xslt_process import RunSpec, XsltProcess, XsltRunError, shared_process
 
 #: Envelope attributes offered to stylesheets declaring an ``xsl:param`` of the same name.
@@ -53,7 +53,7 @@ DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
 #: Declared params that may name an extension attribute (CloudEvents names: [a-z0-9]).
 _EXTENSION_PARAM = re.compile(r"[a-z0-9]+")
 _RECURSION = "infinite template recursion"
-_STRIP_SPACE = "{http://www.w3.org/1999/XSL/Transform}strip-space"
+_STRIP_SPACE = f"{{{XSL}}}strip-space"
 _METHOD_TYPES = {"xml": "application/xml", "text": "text/plain", "html": "text/html",
                  "xhtml": "application/xhtml+xml", "json": "application/json"}
 
@@ -250,12 +250,9 @@ class XsltTransformer:
             # payload is read again, not parsed a second time — unless the stylesheet strips
             # space: libxslt then removes whitespace text from the input tree itself.
             spec = self.spec
-            if self.changes_input:
-                status, out = run_sheet(self.inline, spec, xml_input(self.name, env), params)
-            else:
-                doc = xml_root(self.name, env, max_bytes=spec.max_bytes,
-                               max_depth=spec.max_depth, limits=spec.limits)
-                status, out = apply_sheet(self.inline, spec, doc, params)
+            doc = xml_root(self.name, env, max_bytes=spec.max_bytes, max_depth=spec.max_depth,
+                           limits=spec.limits, shared=not self.changes_input)
+            status, out = apply_sheet(self.inline, spec, doc, params)
             if status != "ok":
                 raise TransformError(self.name, out)
         else:
