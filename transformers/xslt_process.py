@@ -12,8 +12,9 @@ dead-lettered. Measured cost: see docs/performance.md (XSLT) and ``bench/xslt_be
 The exchange with the child has two drivers over one pipe: :meth:`XsltProcess.run` blocks its
 thread (the command line, route tests run in a thread), :meth:`XsltProcess.run_async` is awaited on
 the event loop (the daemon): requests are written when the pipe is writable (up to
-:data:`PIPELINE` ahead, which the child takes in order) and answers read when it is readable,
-the timeout is a loop timer. A thread's transforms and the loop's take turns (one lock).
+:data:`PIPELINE` ahead, which the child takes in order; those of one turn of the loop in one
+write, which wakes the child once) and answers read when it is readable, the timeout is a loop
+timer. A thread's transforms and the loop's take turns (one lock).
 
 The one :class:`XsltProcess` per esb process (:func:`shared_process`) is process-wide state, as
 libxslt's own is; it is created on first use and rebuilt in a forked child.
@@ -147,6 +148,8 @@ class XsltProcess:
         self._pumping = False
         #: The loop a look-again (``_RETRY``) is due on, if any.
         self._retrying: asyncio.AbstractEventLoop | None = None
+        #: The loop a send at the end of its turn (``_send_soon``) is due on, if any.
+        self._soon: asyncio.AbstractEventLoop | None = None
 
     @property
     def pid(self) -> int | None:
@@ -204,7 +207,13 @@ class XsltProcess:
         self._abandon_closed_loop()
         ex = _Exchange(loop, spec, data, params, timeout, loop.create_future())
         self._queue.append(ex)
-        self._next()
+        if self._soon is None:
+            # Sent at the end of this turn of the loop, with the requests of the other
+            # deliveries of the turn: one write, and one wake-up of the child.
+            self._soon = loop
+            loop.call_soon(self._send_soon)
+        elif self._soon is not loop:
+            self._next()
         status, value = await ex.future
         return _result(status, value)
 
@@ -246,7 +255,15 @@ class XsltProcess:
             return
         self._pumping = True
         try:
-            self._pump()
+            while True:
+                self._pump()
+                if not self._out:
+                    break
+                # One write for all the requests of this turn. A write that finds the child
+                # gone restarts it: its requests are queued again, for a fresh child.
+                self._flush()
+                if self._flight or not self._queue:
+                    break
         finally:
             self._pumping = False
 
@@ -279,9 +296,12 @@ class XsltProcess:
             flight.append(ex)
             if len(flight) == 1:
                 self._start_timer()
-            self._flush()  # (a write that finds the child gone restarts it: flight empties)
         if self._threads and not flight and queue:
             self._retry_later(queue[0].loop)
+
+    def _send_soon(self) -> None:
+        self._soon = None
+        self._next()
 
     def _retry_later(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._retrying is None:
@@ -401,6 +421,8 @@ class XsltProcess:
         the child, which may still be answering, is killed and the sandbox let go."""
         if self._retrying is not None and self._retrying.is_closed():
             self._retrying = None
+        if self._soon is not None and self._soon.is_closed():
+            self._soon = None
         if self._loop is not None and self._loop.is_closed():
             self._flight.clear()
             self._kill()

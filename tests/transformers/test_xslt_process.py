@@ -118,6 +118,33 @@ async def test_a_killed_sandbox_process_fails_the_transform_and_a_new_one_starts
         proc.close()
 
 
+async def test_the_requests_of_one_turn_reach_the_child_in_one_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proc = XsltProcess()
+    try:
+        echo = chain(tmp_path, "echo", ECHO)
+        echo._steps[0][1].process = proc  # type: ignore[attr-defined]
+        proc.start()
+        writes: list[int] = []
+        write = os.write
+
+        def counted(fd: int, data: bytes) -> int:
+            if proc._send is not None and fd == proc._send.fileno():
+                writes.append(len(data))
+            return write(fd, data)
+
+        monkeypatch.setattr(os, "write", counted)
+        # four deliveries in one turn of the loop: one write wakes the child for all four
+        outs = await asyncio.gather(*(echo.run(env(f"<r n='{i}'/>")) for i in range(4)))
+        assert [o.data.rsplit("<ok>", 1)[1] for o in outs] == [f"{i}</ok>\n" for i in range(4)]
+        assert len(writes) == 1
+        # past the pipeline's depth, the rest follow as answers come back: all answered
+        outs = await asyncio.gather(*(echo.run(env(f"<r n='{i}'/>")) for i in range(10)))
+        assert [o.data.rsplit("<ok>", 1)[1] for o in outs] == [f"{i}</ok>\n" for i in range(10)]
+    finally:
+        proc.close()
+
+
 async def test_a_cancelled_caller_does_not_leave_its_answer_to_the_next(
         tmp_path: Path) -> None:
     proc = XsltProcess()
