@@ -296,12 +296,21 @@ class XsltProcess:
             flight.append(ex)
             if len(flight) == 1:
                 self._start_timer()
+        while queue and (queue[0].future.done() or queue[0].loop.is_closed()):
+            queue.popleft()  # (a look-again is due on a live loop, for a live caller)
         if self._threads and not flight and queue:
             self._retry_later(queue[0].loop)
 
     def _send_soon(self) -> None:
-        self._soon = None
-        self._next()
+        loop, self._soon = self._soon, None
+        try:
+            self._next()
+        except Exception as exc:
+            # Raised in a callback it would reach only the loop's handler: the requests
+            # this loop queued fail with it instead, as when they were sent from run_async.
+            for ex in [ex for ex in self._queue if ex.loop is loop]:
+                self._queue.remove(ex)
+                _settle(ex, error=exc)
 
     def _retry_later(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._retrying is None:

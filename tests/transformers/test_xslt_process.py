@@ -211,6 +211,64 @@ def test_a_refused_input_is_the_same_error_awaited(tmp_path: Path) -> None:
     assert str(awaited.value) == str(blocking.value)
 
 
+def test_a_closed_loops_leftover_request_does_not_stall_the_next_loops(
+        tmp_path: Path) -> None:
+    """A loop closed while its request waited behind a thread's transform leaves that request
+    queued; a next loop's request, sent while another thread waits its turn, is answered."""
+    proc = XsltProcess()
+    spin = chain(tmp_path, "spin", SPIN, timeout="1s", max_memory="64MiB")
+    echo = chain(tmp_path, "echo", ECHO)
+    for c in (spin, echo):
+        c._steps[0][1].process = proc  # type: ignore[attr-defined]
+    proc.start()
+
+    def runaway() -> None:
+        with pytest.raises(TransformError):
+            spin(env("<r><i/></r>"))
+
+    threads = [threading.Thread(target=runaway)]
+    try:
+        threads[0].start()  # holds the sandbox for its timeout (1 s)
+        while not proc._lock.locked():
+            time.sleep(0.001)
+
+        async def gives_up() -> None:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(echo.run(env("<r n='a'/>")), 0.2)
+
+        asyncio.run(gives_up())  # its loop is closed, its request still queued
+        assert proc._queue
+        threads.append(threading.Thread(target=lambda: echo(env("<r n='t'/>"))))
+        threads[1].start()
+        while proc._threads != 1:  # waiting for the sandbox
+            time.sleep(0.001)
+
+        async def next_loop() -> str:
+            return (await asyncio.wait_for(echo.run(env("<r n='b'/>")), 15)).data
+
+        assert asyncio.run(next_loop()).endswith("<ok>b</ok>\n")
+    finally:
+        for t in threads:
+            t.join()
+        proc.close()
+
+
+async def test_an_error_while_sending_reaches_the_callers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proc = XsltProcess()
+    echo = chain(tmp_path, "echo", ECHO)
+    echo._steps[0][1].process = proc  # type: ignore[attr-defined]
+
+    def broken() -> None:
+        raise OSError("no pipe")
+
+    monkeypatch.setattr(proc, "_pump", broken)
+    outs = await asyncio.wait_for(asyncio.gather(
+        *(echo.run(env(f"<r n='{i}'/>")) for i in range(3)), return_exceptions=True), 5)
+    assert all(isinstance(o, TransformError) and "OSError: no pipe" in str(o) for o in outs)
+    assert not proc._queue
+
+
 def _write(folder: Path, name: str, text: str) -> Path:
     (folder / f"{name}.xsl").write_text(text)
     return folder
