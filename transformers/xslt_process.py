@@ -108,11 +108,16 @@ class _Exchange:
     timeout: float
     future: asyncio.Future[tuple[str, Any]]
 
+    @property
+    def gone(self) -> bool:
+        """Its caller stopped waiting (cancelled), or its loop is closed."""
+        return self.future.done() or self.loop.is_closed()
+
 
 def _settle(ex: _Exchange, answer: tuple[str, Any] | None = None, *,
             error: BaseException | None = None) -> None:
     """Hand ``ex``'s caller its answer or error (unless it stopped waiting)."""
-    if ex.future.done() or ex.loop.is_closed():
+    if ex.gone:
         return
     if error is not None:
         ex.future.set_exception(error)
@@ -269,11 +274,8 @@ class XsltProcess:
 
     def _pump(self) -> None:
         queue, flight = self._queue, self._flight
-        while queue and len(flight) < PIPELINE and not self._threads:
+        while self._live_queue() and len(flight) < PIPELINE and not self._threads:
             ex = queue[0]
-            if ex.future.done() or ex.loop.is_closed():
-                queue.popleft()  # its caller was cancelled while it waited
-                continue
             if not flight:
                 if not self._lock.acquire(blocking=False):
                     # A thread's transform (route tests, say) holds the sandbox.
@@ -296,10 +298,16 @@ class XsltProcess:
             flight.append(ex)
             if len(flight) == 1:
                 self._start_timer()
-        while queue and (queue[0].future.done() or queue[0].loop.is_closed()):
-            queue.popleft()  # (a look-again is due on a live loop, for a live caller)
-        if self._threads and not flight and queue:
-            self._retry_later(queue[0].loop)
+        if self._threads and not flight and self._live_queue():
+            self._retry_later(queue[0].loop)  # (on a live loop, for a live caller)
+
+    def _live_queue(self) -> bool:
+        """Whether a request waits whose caller still does: those that stopped waiting while
+        queued (cancelled, their loop closed) are dropped from its head."""
+        queue = self._queue
+        while queue and queue[0].gone:
+            queue.popleft()
+        return bool(queue)
 
     def _send_soon(self) -> None:
         loop, self._soon = self._soon, None

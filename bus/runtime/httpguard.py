@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -296,9 +297,10 @@ class GuardedProtocol(HttpToolsProtocol):
         """End the running phase's limit (its timer, if any, finds nothing due)."""
         self._due = None
 
-    def _start_timer(self, at: float) -> None:
+    def _start_timer(self, at: float, then: Callable[[], object] | None = None) -> None:
+        """The connection's one timer, at ``at``: it checks the limit due, or calls ``then``."""
         self._timer_at = at
-        self._timer = self.loop.call_at(at, self._check_due)
+        self._timer = self.loop.call_at(at, then or self._check_due)
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
@@ -364,8 +366,7 @@ class GuardedProtocol(HttpToolsProtocol):
         transport.write_eof()
         self._disarm()
         self._stop_timer()
-        self._timer_at = self.loop.time() + LINGER
-        self._timer = self.loop.call_at(self._timer_at, transport.close)
+        self._start_timer(self.loop.time() + LINGER, transport.close)
 
 
 class _Lingering:
