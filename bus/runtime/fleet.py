@@ -3,7 +3,8 @@ breaker held by every instance on the bus together, through the broker.
 
 Rate: each instance's token bucket runs at ``rate_limit / N`` (and ``rate_burst / N``, at least
 1 token), N the live instances that deliver to the destination — known from presence
-heartbeats (:mod:`esb.bus.runtime.presence`), recounted every :data:`RECOUNT` seconds. The sum
+heartbeats (:mod:`esb.bus.runtime.presence`), recounted as soon as an instance joins or says
+goodbye, and every :data:`RECOUNT` seconds besides (for instances that fall silent). The sum
 over the fleet is the declared rate, with no broker operation per message. What it costs:
 
 * an instance that joins runs alone for a moment: fleet-scoped workers start only once this
@@ -33,7 +34,8 @@ from esb.bus.tasks import cancel_and_wait
 
 log = structlog.get_logger("esb.fleet")
 
-#: How often the shares are recounted from presence.
+#: How often the shares are recounted from presence besides joins and goodbyes (an instance
+#: that falls silent is dropped by its heartbeats' expiry, which no message announces).
 RECOUNT = 1.0
 #: How long after connecting presence is taken to know the fleet (peers answer a newcomer at
 #: once; this is that round trip with a margin).
@@ -52,6 +54,8 @@ class Roster(Protocol):
 
     def listen(self, kind: str, handler: Any) -> None: ...
 
+    def watch(self, changed: Any) -> None: ...
+
 
 class FleetLimits:
     def __init__(self, roster: Roster) -> None:
@@ -61,6 +65,8 @@ class FleetLimits:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._task: asyncio.Task[None] | None = None
         roster.listen(BREAKER_KIND, self._on_breaker)
+        # At once, not at the next RECOUNT: until then a newcomer's share would be sent twice.
+        roster.watch(self.recount)
 
     def bucket(self, destination: str, rate: float, burst: int | None) -> TokenBucket:
         """A token bucket for ``destination`` whose size follows the fleet's."""

@@ -94,6 +94,8 @@ class Presence:
         self._seen: dict[str, _Seen] = {}
         #: Handlers of other message kinds peers send (:meth:`broadcast`), by kind.
         self._listeners: dict[str, Callable[[dict[str, Any]], None]] = {}
+        #: Called when an instance joins or says goodbye (:meth:`watch`).
+        self._watchers: list[Callable[[], None]] = []
         self._channel: Channel | None = None
         self._wake = asyncio.Event()
         self._closing = False
@@ -181,6 +183,18 @@ class Presence:
     def listen(self, kind: str, handler: Callable[[dict[str, Any]], None]) -> None:
         self._listeners[kind] = handler
 
+    def watch(self, changed: Callable[[], None]) -> None:
+        """Call ``changed()`` on the loop as soon as an instance joins or says goodbye (one
+        that falls silent is noticed by whoever asks next, after ``expiry``)."""
+        self._watchers.append(changed)
+
+    def _roster_changed(self) -> None:
+        for changed in self._watchers:
+            try:
+                changed()
+            except Exception as exc:  # a watcher's fault must not stop presence
+                log.warning("presence: roster watcher failed", error=str(exc))
+
     # -- heartbeats --------------------------------------------------------------------------
 
     def _heartbeat(self) -> dict[str, Any]:
@@ -249,12 +263,14 @@ class Presence:
         if not isinstance(name, str) or name == self.instance:
             return
         if kind == "goodbye":
-            self._seen.pop(name, None)
+            if self._seen.pop(name, None) is not None:
+                self._roster_changed()
         elif kind == "heartbeat":
             new = name not in self._seen
             self._observe(msg)
             if new:
                 self._wake.set()  # answer a newcomer now rather than in `interval`
+                self._roster_changed()
         elif isinstance(kind, str) and kind in self._listeners:
             try:
                 self._listeners[kind](msg)

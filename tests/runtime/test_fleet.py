@@ -52,6 +52,23 @@ async def test_the_rate_is_shared_among_live_instances(fleet: Any) -> None:
     assert await until(lambda: buckets[0].rate == buckets[1].rate == 10.5)
 
 
+async def test_shares_follow_joins_and_goodbyes_as_they_arrive(rabbit_url: str, prefix: str,
+                                                                fleet: Any) -> None:
+    # No periodic recount here (start() is never called): only the roster's news moves them.
+    buckets = [limits.bucket("partner", 20.0, None) for _, limits in fleet]
+    await asyncio.gather(*(limits.settle() for _, limits in fleet))
+    assert [b.rate for b in buckets] == [20 / 3] * 3
+    newcomer = Presence(rabbit_url, prefix, "i3", snapshot, timeout=5)
+    await newcomer.start()
+    try:
+        assert await until(lambda: all(b.rate == 5.0 for b in buckets), 5), \
+            [b.rate for b in buckets]
+    finally:
+        await newcomer.close()
+    assert await until(lambda: all(b.rate == 20 / 3 for b in buckets), 5), \
+        [b.rate for b in buckets]
+
+
 async def test_a_breaker_opened_by_one_instance_holds_the_others(fleet: Any) -> None:
     # A short cooldown: the end of the test waits it out (the others move their breakers
     # within the 2 s the bounds below leave for that).
