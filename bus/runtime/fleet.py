@@ -65,7 +65,8 @@ class FleetLimits:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._task: asyncio.Task[None] | None = None
         roster.listen(BREAKER_KIND, self._on_breaker)
-        # At once, not at the next RECOUNT: until then a newcomer's share would be sent twice.
+        # At once as well as every RECOUNT: a newcomer settles for longer than RECOUNT, but a
+        # periodic recount held up by a busy loop would let its share through twice.
         roster.watch(self.recount)
 
     def bucket(self, destination: str, rate: float, burst: int | None) -> TokenBucket:

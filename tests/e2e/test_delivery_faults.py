@@ -226,7 +226,7 @@ def test_rate_limit_holds(rabbit: Any, sink: Any, daemon_factory: Any) -> None:
     d = daemon_factory(config(bus, {"out": sink.url}, out={"rate_limit": f"{rate}/s"}),
                        routes("out")).start()
     assert sink.wait_for(n, timeout=120), d.log()
-    at = sorted(r.on_wire for r in sink.received if r.on_wire >= started)
+    at = sorted(r.arrived for r in sink.received if r.arrived >= started)
     assert len(at) >= backlog
     # Arrival times (at the sink's socket, so the test server's own lag is not in them) carry
     # the network's jitter on top of the bucket's pacing.

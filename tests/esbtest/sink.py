@@ -7,6 +7,7 @@ count deliveries (unique keys) and duplicates separately, and can be told to fai
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 import struct
 import threading
@@ -15,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 @dataclass
@@ -25,10 +27,16 @@ class Received:
     body: bytes
     #: When the handler read the request (``time.monotonic()``).
     at: float
-    #: When the request's first bytes reached the socket, by the kernel's receive timestamp
-    #: (same clock as ``at``): free of this process's own scheduling delays, which on a busy
-    #: machine bunch ``at`` up. ``at`` where the platform gives no timestamp.
-    on_wire: float = 0.0
+    #: When the request reached the socket, by the kernel's receive timestamp on the same
+    #: clock (:class:`_StampedReader`): free of this process's own scheduling delays, which
+    #: on a busy machine bunch ``at`` up. ``None`` without one (another platform, or a request
+    #: a pipelining client sent in one read with the one before).
+    on_wire: float | None = None
+
+    @property
+    def arrived(self) -> float:
+        """``on_wire`` where there is one, else ``at``."""
+        return self.at if self.on_wire is None else self.on_wire
 
 
 def answer_after(seconds: float) -> Callable[[Received], tuple[int, dict[str, str]]]:
@@ -41,29 +49,66 @@ def answer_after(seconds: float) -> Callable[[Received], tuple[int, dict[str, st
     return slow
 
 
-#: Linux's SO_TIMESTAMPNS (the socket module does not name it): each received segment carries
-#: its arrival time, read with ``recvmsg``.
+#: Linux's SO_TIMESTAMPNS (the socket module does not name it): each read with ``recvmsg``
+#: says when what it returns arrived.
 _SO_TIMESTAMPNS = 35
+_STAMP_SPACE = socket.CMSG_SPACE(16)
 
 
-def _arrival(conn: socket.socket) -> float | None:
-    """Block until the next request's first byte is readable and say when it arrived (on the
-    ``time.monotonic()`` clock), leaving it unread; ``None`` without a timestamp."""
-    try:
-        _, ancillary, _, _ = conn.recvmsg(1, socket.CMSG_SPACE(16), socket.MSG_PEEK)
-    except OSError:
-        return None  # the handler meets the same error and closes
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
-            sec, nsec = struct.unpack("qq", data[:16])
-            return sec + nsec / 1e9 - (time.time() - time.monotonic())
-    return None
+def _monotonic_offset() -> float:
+    """``time.time() - time.monotonic()``, from the closest of a few paired readings (a
+    thread preempted between the two calls would skew one)."""
+    best: tuple[float, float] | None = None
+    for _ in range(5):
+        m1 = time.monotonic()
+        wall = time.time()
+        m2 = time.monotonic()
+        if best is None or m2 - m1 < best[0]:
+            best = (m2 - m1, wall - (m1 + m2) / 2)
+    assert best is not None
+    return best[1]
+
+
+class _StampedReader(io.RawIOBase):
+    """A connection's reads, through ``recvmsg`` so the kernel's receive timestamp comes
+    along. :meth:`mark` starts a request; :attr:`first` is then the timestamp of the first
+    read from the socket since (when several segments wait, the kernel gives the latest's).
+    """
+
+    def __init__(self, conn: socket.socket, offset: float) -> None:
+        self.conn = conn
+        self.offset = offset
+        self.first: float | None = None
+        self._fresh = False
+
+    def readable(self) -> bool:
+        return True
+
+    def mark(self) -> None:
+        self.first, self._fresh = None, True
+
+    def readinto(self, buffer: Any) -> int:
+        n, ancillary, _, _ = self.conn.recvmsg_into([buffer], _STAMP_SPACE)
+        if self._fresh:
+            self._fresh = False
+            for level, kind, data in ancillary:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
+                    sec, nsec = struct.unpack("qq", data[:16])
+                    self.first = sec + nsec / 1e9 - self.offset
+        return n
 
 
 class _Server(ThreadingHTTPServer):
     #: A listen backlog as deep as a daemon's concurrency (the default of 5 stalls connects,
     #: and stalled connects time out as transient failures that trip the breaker).
     request_queue_size = 128
+
+    def server_bind(self) -> None:
+        # On the listening socket, so a connection has timestamps from its first segment
+        # (set after accept, a request that came before it would have none).
+        with contextlib.suppress(OSError):
+            self.socket.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        super().server_bind()
 
 
 @dataclass
@@ -79,6 +124,7 @@ class Sink:
 
     def __post_init__(self) -> None:
         sink = self
+        offset = _monotonic_offset()
         #: unique keys received so far, kept as requests arrive (tests poll it often)
         self._keys: Counter[str | None] = Counter()
         self._arrived = threading.Condition(self.lock)
@@ -91,24 +137,22 @@ class Sink:
 
             def setup(self) -> None:
                 super().setup()
-                # Without kernel timestamps ``on_wire`` is the handler's time.
-                with contextlib.suppress(OSError):
-                    self.connection.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-                self._on_wire: float | None = None
+                self.rfile.close()  # (the socket closes only once its files are closed)
+                self._stamps = _StampedReader(self.connection, offset)
+                self.rfile = io.BufferedReader(self._stamps)
 
             def handle_one_request(self) -> None:
-                # Nothing is left in rfile's buffer between requests (clients do not
-                # pipeline), so the socket's next byte is the next request's first.
-                self._on_wire = _arrival(self.connection)
+                self._stamps.mark()
                 super().handle_one_request()
 
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
                 now = time.monotonic()
+                stamp = self._stamps.first
                 rec = Received(self.path, self.headers.get("idempotency-key"),
                                {k.lower(): v for k, v in self.headers.items()}, body,
-                               now, min(now, self._on_wire or now))
+                               now, None if stamp is None else min(now, stamp))
                 if sink.down:
                     status, headers = 503, {"Retry-After": "1"}
                 elif sink.status_for is not None:
