@@ -212,6 +212,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
         except BaseException:
             conn.close()
             raise
+        finally:
+            # The parser holds the answer's bound methods: without this the pair is a
+            # reference cycle, left for the cyclic GC (most of a delivery's garbage).
+            answer.parser = None
         answer.status = parser.get_status_code()
         if answer.keep_alive and not self._closed \
                 and self._idle_count < self._max_idle:
