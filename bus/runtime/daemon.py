@@ -518,10 +518,21 @@ class Daemon:
         return out
 
 
+#: Net new container objects that start a young-generation collection (CPython's default:
+#: 700). The messages in flight are more than 700 objects, so at the default a collection ran
+#: every few messages, each walking all of them: ~4.6 % of a worker's CPU at pass-through.
+#: Little per-message garbage needs the collector (the delivery path makes no reference
+#: cycles), so at this threshold a busy worker seldom collects (1 to 40 young collections in a
+#: 20,000-message bench run against ~1,100; docs/performance.md, round eleven).
+GC_YOUNG_THRESHOLD = 10_000
+
+
 def run_daemon(loaded: Loaded, secrets: list[str] | None = None,
                role: WorkerRole | None = None) -> int:
     if role is not None:  # every log line of a worker says which one
         structlog.contextvars.bind_contextvars(worker=role.index)
+    # Process-wide, as logging is: this process is the daemon (or one of its workers).
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     daemon = Daemon(loaded, secrets=secrets, role=role)
     try:
         import uvloop
