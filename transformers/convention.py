@@ -112,7 +112,12 @@ class XmlToJson:
             return obj
 
         root_name = name_of(root, root.tag, False)
-        return {root_name: value(root, root_name)}
+        try:
+            return {root_name: value(root, root_name)}
+        finally:
+            # ``value`` calls itself through its closure: a reference cycle (the function,
+            # its cells and what they hold) left for the cyclic GC unless the cell is emptied.
+            value = None  # type: ignore[assignment]
 
     def _name(self, el: etree._Element, tag: str, attribute: bool) -> str:
         if attribute and not self.strip and tag[0] == "{":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -303,3 +304,21 @@ def test_many_distinct_names_do_not_grow_the_name_cache_without_bound() -> None:
     names = "".join(f"<n{i}/>" for i in range(10_000))
     converter.document(parse_xml(f"<r>{names}</r>".encode()))
     assert len(converter._names) <= XmlToJson._CACHE_LIMIT
+
+
+@pytest.mark.parametrize("strip", [True, False])
+def test_a_conversion_leaves_no_garbage_for_the_cyclic_collector(strip: bool) -> None:
+    """The walk is a closure that calls itself; once a document is converted nothing of it
+    is left in a reference cycle (the daemon collects cycles seldom: ``GC_YOUNG_THRESHOLD``)."""
+    root = parse_xml(b'<o:order xmlns:o="urn:o" id="7"><o:line sku="A">2</o:line></o:order>')
+    convert = XmlToJson(strip_namespaces=strip, types={"@id": "integer"})
+    convert.document(root)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(50):
+            convert.document(root)
+        left = gc.collect()
+    finally:
+        gc.enable()
+    assert left == 0, f"{left} objects in reference cycles after 50 conversions"
