@@ -30,6 +30,7 @@ from esb.bus.plugins import transformers as transformer_registry
 from esb.bus.routing.from_config import config_compiler, load_router
 from esb.bus.routing.router import Router
 from esb.bus.routing.routeset import read_route_files
+from esb.bus.runtime import collector
 from esb.bus.runtime.admin import AdminApi, loopback_only
 from esb.bus.runtime.admin_token import admin_token, write_admin_url
 from esb.bus.runtime.aggregate_spec import AggregateSettings
@@ -237,6 +238,7 @@ class Daemon:
         if self.metrics.multiprocess:
             self._side_tasks.append(asyncio.create_task(self.metrics.keep_sampling()))
         self._side_tasks.append(asyncio.create_task(self.stats.run()))
+        self._side_tasks.append(asyncio.create_task(collector.pace(), name="esb gc pace"))
         # Until the store's current route version is installed, senders are told to retry
         # (503): nothing is routed by the files this instance happened to start with.
         self.ingress.open = False
@@ -518,21 +520,11 @@ class Daemon:
         return out
 
 
-#: Net new container objects that start a young-generation collection (CPython's default:
-#: 700). The messages in flight are more than 700 objects, so at the default a collection ran
-#: every few messages, each walking all of them: ~4.6 % of a worker's CPU at pass-through.
-#: Little per-message garbage needs the collector (the delivery path makes no reference
-#: cycles), so at this threshold a busy worker seldom collects (1 to 40 young collections in a
-#: 20,000-message bench run against ~1,100; docs/performance.md, round eleven).
-GC_YOUNG_THRESHOLD = 10_000
-
-
 def run_daemon(loaded: Loaded, secrets: list[str] | None = None,
                role: WorkerRole | None = None) -> int:
     if role is not None:  # every log line of a worker says which one
         structlog.contextvars.bind_contextvars(worker=role.index)
-    # Process-wide, as logging is: this process is the daemon (or one of its workers).
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    collector.tune()  # (this process is the daemon, or one of its workers)
     daemon = Daemon(loaded, secrets=secrets, role=role)
     try:
         import uvloop
