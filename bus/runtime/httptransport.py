@@ -206,6 +206,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
                                             request=request) from exc
         except (ConnectionError, OSError) as exc:
             conn.close()
+            # The stream reader keeps the error, and its traceback the frames that hold the
+            # reader (and the request's body): a reference cycle, unless the traceback goes.
+            exc = exc.with_traceback(None)
             if reused and not answer.received:
                 raise _Stale from exc
             raise httpx.ReadError(f"{type(exc).__name__}: {exc}", request=request) from exc

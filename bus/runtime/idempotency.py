@@ -81,6 +81,9 @@ class IdempotencyCache:
             self._entries.pop(key, None)
             fut.set_exception(exc)
             fut.exception()  # mark retrieved: duplicates that were waiting re-raise it
+            # The error's traceback holds this frame: without this the frame, the future and
+            # the error (and the message they reach) make a cycle for the cyclic collector.
+            del fut
             raise
         fut.set_result(result)
         return result, False

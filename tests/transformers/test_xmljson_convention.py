@@ -309,7 +309,8 @@ def test_many_distinct_names_do_not_grow_the_name_cache_without_bound() -> None:
 @pytest.mark.parametrize("strip", [True, False])
 def test_a_conversion_leaves_no_garbage_for_the_cyclic_collector(strip: bool) -> None:
     """The walk is a closure that calls itself; once a document is converted nothing of it
-    is left in a reference cycle (the daemon collects cycles seldom: ``GC_YOUNG_THRESHOLD``)."""
+    is left in a reference cycle (the daemon collects cycles at its own pace:
+    esb.bus.runtime.collector)."""
     root = parse_xml(b'<o:order xmlns:o="urn:o" id="7"><o:line sku="A">2</o:line></o:order>')
     convert = XmlToJson(strip_namespaces=strip, types={"@id": "integer"})
     convert.document(root)
