@@ -24,6 +24,7 @@ breaker everywhere.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -54,7 +55,7 @@ class Roster(Protocol):
 
     def listen(self, kind: str, handler: Any) -> None: ...
 
-    def watch(self, changed: Any) -> None: ...
+    def watch(self, changed: Callable[[], None]) -> None: ...
 
 
 class FleetLimits:

@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from esbtest.cycles import CyclesLeft
 
 from esb.bus.reply import Reply
 from esb.bus.runtime.httptransport import header_dict, lean_client
@@ -326,16 +327,11 @@ async def test_an_exchange_leaves_no_garbage_for_the_cyclic_collector(
     headers = {"Content-Type": "application/json"}
     async with srv:
         await client.send_plain("POST", target, headers, b"{}")  # type: ignore[attr-defined]
-        gc.collect()
-        gc.disable()
-        try:
+        with CyclesLeft() as cycles:
             for _ in range(50):
                 assert await client.send_plain(  # type: ignore[attr-defined]
                     "POST", target, headers, b"{}") == 200
-            left = gc.collect()
-        finally:
-            gc.enable()
-    assert left == 0, f"{left} objects in reference cycles after 50 exchanges"
+    assert cycles.left == 0, f"{cycles.left} objects in reference cycles after 50 exchanges"
 
 
 async def test_a_connection_reset_leaves_the_body_to_no_cycle(

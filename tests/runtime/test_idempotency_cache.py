@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import gc
-
 import pytest
+from esbtest.cycles import CyclesLeft
 
 from esb.bus.runtime.idempotency import IdempotencyCache
 
@@ -28,15 +27,10 @@ async def test_a_failed_first_attempt_is_forgotten_and_leaves_no_cycle() -> None
 
     with pytest.raises(Refused):
         await cache.run("k", fail)
-    gc.collect()
-    gc.disable()
-    try:
+    with CyclesLeft() as cycles:
         for _ in range(20):
             with pytest.raises(Refused):
                 await cache.run("k", fail)
-        left = gc.collect()
-    finally:
-        gc.enable()
-    assert left == 0, f"{left} objects in reference cycles after 20 failed attempts"
+    assert cycles.left == 0, f"{cycles.left} objects in reference cycles after 20 failed attempts"
     assert await cache.run("k", succeed) == ("accepted", False)
     assert await cache.run("k", succeed) == ("accepted", True)

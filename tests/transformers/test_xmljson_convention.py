@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-import gc
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from esbtest.cycles import CyclesLeft
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -314,12 +314,7 @@ def test_a_conversion_leaves_no_garbage_for_the_cyclic_collector(strip: bool) ->
     root = parse_xml(b'<o:order xmlns:o="urn:o" id="7"><o:line sku="A">2</o:line></o:order>')
     convert = XmlToJson(strip_namespaces=strip, types={"@id": "integer"})
     convert.document(root)
-    gc.collect()
-    gc.disable()
-    try:
+    with CyclesLeft() as cycles:
         for _ in range(50):
             convert.document(root)
-        left = gc.collect()
-    finally:
-        gc.enable()
-    assert left == 0, f"{left} objects in reference cycles after 50 conversions"
+    assert cycles.left == 0, f"{cycles.left} objects in reference cycles after 50 conversions"

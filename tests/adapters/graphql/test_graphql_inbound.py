@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from esbtest.cycles import CyclesLeft
 from graphql import build_schema
 
 from esb.adapters.graphql.inbound import GraphqlInbound, RequestRefused, prepare
@@ -140,12 +140,7 @@ def test_a_query_that_does_not_parse_leaves_no_garbage_for_the_cyclic_collector(
             prepare(schema, {"query": query}, QueryLimits())
 
     one()
-    gc.collect()
-    gc.disable()
-    try:
+    with CyclesLeft() as cycles:
         for _ in range(20):
             one()
-        left = gc.collect()
-    finally:
-        gc.enable()
-    assert left == 0, f"{left} objects in reference cycles after 20 queries"
+    assert cycles.left == 0, f"{cycles.left} objects in reference cycles after 20 queries"
